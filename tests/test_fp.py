@@ -1,0 +1,71 @@
+"""The numba fp16/bf16 helpers against numpy over every fp16 value and a dense sample of float32."""
+import numpy as np
+from numba import njit
+
+from quantlab.formats import _numerics as nm
+from quantlab.kernels._fp import bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16
+
+
+@njit
+def _enc(a, o):
+    for i in range(a.size):
+        o[i] = f32_to_f16(a[i])
+
+
+@njit
+def _dec(a, o):
+    for i in range(a.size):
+        o[i] = f16_to_f32(a[i])
+
+
+@njit
+def _enc_bf(a, o):
+    for i in range(a.size):
+        o[i] = f32_to_bf16(a[i])
+
+
+@njit
+def _dec_bf(a, o):
+    for i in range(a.size):
+        o[i] = bf16_to_f32(a[i])
+
+
+def _dense_f32(n=3_000_000):
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32)
+    # plus every float around the fp16 rounding boundaries and subnormal range
+    edges = np.arange(0x33000000 - 4096, 0x33000000 + 4096, dtype=np.uint32)
+    sub = np.arange(0x38800000 - 65536, 0x38800000 + 65536, dtype=np.uint32)
+    top = np.arange(0x477FE000, 0x47800100, dtype=np.uint32)
+    allb = np.concatenate([bits, edges, sub, top])
+    allb = np.concatenate([allb, allb | np.uint32(0x80000000)])
+    return allb.view(np.float32)
+
+
+def test_fp16_decode_every_value():
+    h = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    got = np.empty(65536, np.float32)
+    _dec(h, got)
+    assert np.array_equal(got.view(np.uint32), nm.from_f16_bits(h).view(np.uint32))
+
+
+def test_fp16_encode_matches_numpy():
+    x = _dense_f32()
+    got = np.empty(x.size, np.uint16)
+    _enc(x, got)
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).view(np.uint16)
+    nan = np.isnan(x)
+    assert np.array_equal(got[~nan], want[~nan])
+    assert np.all((got[nan] & 0x7E00) == 0x7E00)   # NaN stays NaN, sign kept
+    assert np.array_equal(got[nan] >> 15, (x[nan].view(np.uint32) >> 31).astype(np.uint16))
+
+
+def test_bf16_matches_reference_rule():
+    x = _dense_f32()
+    got = np.empty(x.size, np.uint16)
+    _enc_bf(x, got)
+    assert np.array_equal(got, nm.bf16_bits(x))
+    back = np.empty(x.size, np.float32)
+    _dec_bf(got, back)
+    assert np.array_equal(back.view(np.uint32), nm.from_bf16_bits(got).view(np.uint32))
