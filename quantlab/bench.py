@@ -1,0 +1,320 @@
+"""Benchmarks, callable from a notebook cell and from ``quantlab bench``: every peer in one run.
+
+    >>> t = quantlab.bench.formats(["Q4_0", "Q4_K"], size=1 << 20)   # a table; print(t) or t in a cell
+    >>> quantlab.bench.plot(t)
+
+Throughput is MB of float32 weights per second (the same unit for quantize and dequantize: the
+float side), best of several repeats after a warm-up (numba compiles on first use; that is not
+counted). Peers measured in the same run, on the same real weights:
+
+* ``reference``  – quantlab's numpy reference (run on a slice; it is for reading, not speed)
+* ``numba-1t``   – quantlab's kernels on one thread; ``numba-Nt`` on all cores
+* ``gguf``       – the ``gguf`` package (gguf-py), where it implements the operation
+* ``ggml-1t``    – ggml itself (``ggml_quantize_chunk`` / ``to_float``, single-threaded), when found
+
+Ratios are against ggml-1t from the same run. Nothing here is asserted in tests: speed is measured and
+reported, never claimed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import api
+from .formats import all_formats, get
+
+__all__ = ["formats", "gguf_open", "model", "plot", "Table", "run", "register"]
+
+
+def _best_time(fn, min_time=0.15, max_repeats=20, min_repeats=2):
+    fn()  # warm-up (JIT, caches)
+    times = []
+    t_end = time.perf_counter() + min_time
+    while len(times) < min_repeats or (time.perf_counter() < t_end and len(times) < max_repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@dataclass
+class Table:
+    """Benchmark rows (list of dicts) that print as text and render as HTML in a notebook."""
+
+    rows: list = field(default_factory=list)
+    title: str = ""
+    columns: tuple = ()
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def to_json(self) -> str:
+        return json.dumps({"title": self.title, "rows": self.rows}, indent=1, default=float)
+
+    def _fmt(self, v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        return "" if v is None else str(v)
+
+    def __str__(self):
+        cols = self.columns or tuple(self.rows[0]) if self.rows else ()
+        cells = [[str(c) for c in cols]] + [[self._fmt(r.get(c)) for c in cols] for r in self.rows]
+        w = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+        lines = [self.title] if self.title else []
+        for k, row in enumerate(cells):
+            lines.append("  ".join(s.rjust(w[i]) if k and i else s.ljust(w[i]) for i, s in enumerate(row)))
+            if k == 0:
+                lines.append("  ".join("-" * x for x in w))
+        return "\n".join(lines)
+
+    def _repr_html_(self):
+        cols = self.columns or (tuple(self.rows[0]) if self.rows else ())
+        head = "".join(f"<th>{c}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{self._fmt(r.get(c))}</td>" for c in cols) + "</tr>"
+                       for r in self.rows)
+        cap = f"<caption>{self.title}</caption>" if self.title else ""
+        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _weights(n_elements: int, n_per_row: int) -> np.ndarray:
+    """Real weights (all-MiniLM-L6-v2, fp32) tiled to n_elements, as rows of n_per_row."""
+    try:
+        from . import data
+
+        ts = data.tensors("minilm")
+        parts, total = [], 0
+        for k in ts:
+            a = ts[k]
+            if a.ndim == 2:
+                parts.append(a.reshape(-1))
+                total += a.size
+            if total >= n_elements:
+                break
+        flat = np.concatenate(parts)
+        flat = np.resize(flat, n_elements)
+    except Exception:  # no model installed: heavy-tailed synthetic weights, said in the title
+        flat = (np.random.default_rng(0).standard_t(4, n_elements) * 0.02).astype(np.float32)
+    return np.ascontiguousarray(flat.reshape(-1, n_per_row), dtype=np.float32)
+
+
+def _gguf_ops(fmt):
+    try:
+        import gguf.quants as gq
+    except ImportError:
+        return None, None
+    qt = fmt.gguf_type()
+    if qt is None:
+        return None, None
+    probe = np.zeros((1, max(fmt.block_size, 256)), np.float32)
+    q_ok = d_ok = True
+    try:
+        qq = gq.quantize(probe, qt)
+    except Exception:
+        q_ok = False
+        qq = api.quantize(probe, fmt) if fmt.has_impl("fast", "quantize") else None
+    try:
+        if qq is None:
+            raise NotImplementedError
+        gq.dequantize(qq, qt)
+    except Exception:
+        d_ok = False
+    return ((lambda x: gq.quantize(x, qt)) if q_ok else None,
+            (lambda q: gq.dequantize(q, qt)) if d_ok else None)
+
+
+def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: bool = True,
+            reference: bool = True, peers: bool = True, ref_rows: int = 4, threads: int | None = None,
+            min_time: float = 0.15, progress=None) -> Table:
+    """Quantize/dequantize throughput of each format for every implementation, ratios vs ggml.
+
+    ``size``: weights per measurement (rows of ``n_per_row``); ``ref_rows``: rows for the slow numpy
+    reference; ``imatrix``: also time the importance-matrix path where the format has one.
+    """
+    from .peers import ggml
+
+    g = ggml() if peers else None
+    fmts = [get(n) for n in names] if names else [f for f in all_formats() if f.is_quantized]
+    x = _weights(size, n_per_row)
+    mb = x.nbytes / 1e6
+    xr = x[:ref_rows]
+    mbr = xr.nbytes / 1e6
+    rng = np.random.default_rng(1)
+    im_full = (rng.random(n_per_row) + 0.05).astype(np.float32)
+    nthreads = threads or (os.cpu_count() or 1)
+    rows = []
+    for f in fmts:
+        if not f.has_impl("fast", "quantize") and not (g and g.type_size(f.id)):
+            continue
+        gq, gd = _gguf_ops(f) if peers else (None, None)
+        ops = [("quantize", None)]
+        if imatrix and f.uses_imatrix:
+            ops.append(("quantize+imatrix", im_full))
+        if not f.requires_imatrix:
+            pass
+        else:
+            ops = [op for op in ops if op[1] is not None]
+        ops.append(("dequantize", None))
+        q_data = None
+        for op, im in ops:
+            if progress:
+                progress(f"{f.name} {op}")
+            row = {"format": f.name, "op": op}
+            if op == "dequantize":
+                if q_data is None:
+                    q_data = api.quantize(x, f, imatrix=im_full if f.requires_imatrix else None) \
+                        if f.has_impl("fast", "quantize") else (g.quantize(x, f.id, im_full if f.requires_imatrix else None) if g else None)
+                if q_data is None:
+                    continue
+                qd = q_data
+                run = {
+                    "reference": (lambda: api.dequantize(qd[:ref_rows], f, impl="reference"))
+                    if reference and f.has_impl("reference", "dequantize") else None,
+                    "numba-1t": (lambda: api.dequantize(qd, f, threads=1)) if f.has_impl("fast", "dequantize") else None,
+                    f"numba-{nthreads}t": (lambda: api.dequantize(qd, f, threads=nthreads)) if f.has_impl("fast", "dequantize") else None,
+                    "gguf": (lambda: gd(qd)) if gd else None,
+                    "ggml-1t": (lambda: g.dequantize(qd, f.id, n_per_row)) if g and g.has_to_float(f.id) else None,
+                }
+            else:
+                run = {
+                    "reference": (lambda: api.quantize(xr, f, imatrix=im, impl="reference"))
+                    if reference and f.has_impl("reference", "quantize") else None,
+                    "numba-1t": (lambda: api.quantize(x, f, imatrix=im, threads=1)) if f.has_impl("fast", "quantize") else None,
+                    f"numba-{nthreads}t": (lambda: api.quantize(x, f, imatrix=im, threads=nthreads)) if f.has_impl("fast", "quantize") else None,
+                    "gguf": (lambda: gq(x)) if (gq and im is None) else None,
+                    "ggml-1t": (lambda: g.quantize(x, f.id, im)) if g else None,
+                }
+            for impl, fn in run.items():
+                if fn is None:
+                    row[impl] = None
+                    continue
+                t = _best_time(fn, min_time=min_time)
+                row[impl] = (mbr if impl == "reference" else mb) / t
+            base = row.get("ggml-1t")
+            row["numba-1t/ggml"] = row["numba-1t"] / base if base and row.get("numba-1t") else None
+            row[f"numba-{nthreads}t/ggml"] = row[f"numba-{nthreads}t"] / base if base and row.get(f"numba-{nthreads}t") else None
+            row["numba-1t/gguf"] = row["numba-1t"] / row["gguf"] if row.get("gguf") and row.get("numba-1t") else None
+            rows.append(row)
+    cols = ("format", "op", "reference", "numba-1t", f"numba-{nthreads}t", "gguf", "ggml-1t",
+            "numba-1t/ggml", f"numba-{nthreads}t/ggml", "numba-1t/gguf")
+    src = f"ggml: {g.source}" if g else "ggml: not found"
+    return Table(rows, f"throughput, MB of float32 per second ({x.shape[0]}x{n_per_row} real weights; {src})", cols)
+
+
+def gguf_open(path=None, repeats: int = 5) -> Table:
+    """Opening a GGUF and reading every metadata value (vocabulary and merges included):
+    quantlab vs gguf.GGUFReader; plus quantlab's open without touching the big arrays."""
+    import gguf
+
+    from . import data
+    from .gguf import open as qopen
+
+    path = str(path or data.path("smollm2"))
+
+    def ql_all():
+        with qopen(path) as f:
+            for k in f.metadata:
+                v = f.metadata[k]
+                if isinstance(v, (list, tuple)):
+                    len(v)
+            return f
+
+    def ql_lazy():
+        with qopen(path) as f:
+            return len(f.tensors)
+
+    def gg_all():
+        r = gguf.GGUFReader(path)
+        for fld in r.fields.values():
+            fld.contents()
+        return r
+
+    t_q = _best_time(ql_all, min_time=0.5, max_repeats=repeats)
+    t_l = _best_time(ql_lazy, min_time=0.2, max_repeats=repeats)
+    t_g = _best_time(gg_all, min_time=0.0, max_repeats=max(2, repeats // 2), min_repeats=1)
+    rows = [{"task": "open + read all metadata", "quantlab ms": t_q * 1e3, "gguf ms": t_g * 1e3,
+             "speed-up": t_g / t_q},
+            {"task": "open (lazy: header, tensor table)", "quantlab ms": t_l * 1e3, "gguf ms": None,
+             "speed-up": None}]
+    return Table(rows, f"GGUF open: {os.path.basename(path)}", ("task", "quantlab ms", "gguf ms", "speed-up"))
+
+
+def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2) -> Table:
+    """Prompt processing and generation tokens/s of quantlab's llama forward (quantlab.model.bench)."""
+    from . import data
+    from .model import bench as mbench
+
+    paths = paths or [data.path("smollm2")]
+    rows = []
+    for p in paths:
+        r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads))
+        r.setdefault("model", os.path.basename(str(p)))
+        rows.append(r)
+    cols = tuple(dict.fromkeys(k for r in rows for k in r))
+    return Table(rows, f"model speed ({threads} threads)", cols)
+
+
+def plot(table: Table, op: str = "quantize", ax=None, log: bool = True):
+    """Bar chart of throughput per format and implementation for one op."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table.rows if r.get("op") == op]
+    impls = [c for c in table.columns if c not in ("format", "op") and "/" not in c]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.6), 3.5))
+    width = 0.8 / max(1, len(impls))
+    xs = np.arange(len(rows))
+    for k, impl in enumerate(impls):
+        vals = [r.get(impl) or 0 for r in rows]
+        ax.bar(xs + k * width, vals, width, label=impl)
+    ax.set_xticks(xs + 0.4 - width / 2)
+    ax.set_xticklabels([r["format"] for r in rows], rotation=60)
+    ax.set_ylabel("MB/s (float32 side)")
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(f"{op} throughput")
+    ax.legend(fontsize=7, ncol=3)
+    return ax
+
+
+def run(args) -> int:
+    tables = []
+    what = args.what or ["formats"]
+    bad = set(what) - {"formats", "gguf", "model"}
+    if bad:
+        from .errors import QuantlabError
+        raise QuantlabError(f"unknown benchmark {', '.join(sorted(bad))}; choose from formats, gguf, model")
+    if "formats" in what:
+        names = args.formats.split(",") if args.formats else None
+        tables.append(formats(names, size=args.size, reference=not args.no_reference,
+                              progress=None if args.json else (lambda s: print(f"  {s}...", end="\r", flush=True))))
+    if "gguf" in what:
+        tables.append(gguf_open())
+    if "model" in what:
+        tables.append(model(threads=args.threads))
+    if args.json:
+        print(json.dumps([{"title": t.title, "rows": t.rows} for t in tables], indent=1, default=float))
+    else:
+        for t in tables:
+            print(" " * 60, end="\r")
+            print(t)
+            print()
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("bench", help="benchmark quantlab against ggml, gguf-py and its own reference")
+    p.add_argument("what", nargs="*", metavar="WHAT",
+                   help="any of: formats, gguf, model (default: formats)")
+    p.add_argument("--formats", help="comma-separated format names (default: all)")
+    p.add_argument("--size", type=int, default=1 << 20, help="weights per measurement (default 1M)")
+    p.add_argument("--threads", type=int, default=2, help="threads for the model benchmark")
+    p.add_argument("--no-reference", action="store_true", help="skip the slow numpy reference")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
