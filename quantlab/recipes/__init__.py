@@ -1,0 +1,19 @@
+"""Whole-model quantization the way llama-quantize does it: file types, per-tensor plans, the pipeline.
+
+    >>> from quantlab import recipes
+    >>> plan = recipes.plan("model.gguf", "Q4_K_M")          # which format each tensor gets, and why
+    >>> print(plan.table())
+    >>> recipes.quantize_model("model.gguf", "out.gguf", "Q4_K_M", imatrix="imatrix.gguf")
+
+* :mod:`.ftypes`   llama.cpp's file types (Q4_K_M, IQ2_XXS, ...) and their default formats
+* :mod:`.select`   the per-tensor selection rules, as pure functions, each choice with its rule
+"""
+from __future__ import annotations
+
+from .ftypes import ALIASES, FILE_TYPES, FileType, all_file_types, file_type
+from .select import (ModelInfo, Options, Plan, TensorChoice, TensorSpec, allows_quantization, category,
+                     fallback, loader_order, make_plan, requires_imatrix, use_more_bits)
+
+__all__ = ["FileType", "FILE_TYPES", "ALIASES", "file_type", "all_file_types", "ModelInfo", "Options",
+           "Plan", "TensorChoice", "TensorSpec", "make_plan", "loader_order", "use_more_bits", "category",
+           "allows_quantization", "fallback", "requires_imatrix"]
