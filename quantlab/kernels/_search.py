@@ -1,0 +1,326 @@
+"""The k-quant scale searches (spec section 3) as scalar numba functions, one group per call.
+
+Same names and the same arithmetic as :mod:`quantlab.formats._search` (read that module for the
+explanations); here each call handles ONE group given as 1-D float32 slices and writes its codes into a
+caller-provided uint8 buffer, so kernels can loop over blocks without allocating. All are
+``@njit(cache=True)`` and meant to be called from other numba code.
+
+Signatures (x, w, qw: float32[n]; L, Laux: uint8[n] output/scratch buffers of at least n)::
+
+    make_qx_quants(x, nmax, rmse_type, qw, L)                      -> scale      (qw may be None)
+    make_q3_quants(x, nmax, do_rmse, L)                            -> scale
+    make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux) -> (scale, the_min)
+    make_qkx3_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux) -> (scale, the_min)  (w may be None)
+    make_qp_quants(x, nmax, qw, L)                                 -> scale
+
+Codes written to L are the offset codes of ggml: value ~ scale*(L - nmax) for qx/q3 (L = 0 for an
+all-zero group), value ~ scale*L - the_min for qkx2/qkx3, value ~ scale*L for qp (uint8: wraps like C).
+``nearest_int`` is ggml's rounding trick, bit-exact also for NaN/inf/huge arguments.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._fp import f32_as_u32
+
+F32 = np.float32
+_MAGIC = np.float32(12582912.0)
+_EPS = np.float32(1e-15)
+
+
+@njit(cache=True, inline="always")
+def nearest_int(v):
+    """ggml nearest_int: (bits(v + 1.5*2**23) & 0x7fffff) - 0x400000, as int32."""
+    b = f32_as_u32(np.float32(np.float32(v) + _MAGIC))
+    return np.int32(b & np.uint32(0x7FFFFF)) - np.int32(0x400000)
+
+
+@njit(cache=True, inline="always")
+def _clampi(l, lo, hi):
+    if l < lo:
+        return lo
+    if l > hi:
+        return hi
+    return l
+
+
+@njit(cache=True, inline="always")
+def _w_of(x, qw, rmse_type, i):
+    if qw is not None:
+        return qw[i]
+    xi = x[i]
+    if rmse_type == 1:
+        return xi * xi
+    if rmse_type == 2:
+        return np.float32(1.0)
+    if rmse_type == 3:
+        return np.float32(abs(xi))
+    return np.float32(np.sqrt(np.float32(abs(xi))))
+
+
+@njit(cache=True)
+def make_qx_quants(x, nmax, rmse_type, qw, L):
+    n = x.shape[0]
+    mx = np.float32(0.0)
+    amax = np.float32(0.0)
+    for i in range(n):
+        ax = np.float32(abs(x[i]))
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    if amax < _EPS:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0)
+    nm = np.int32(nmax)
+    iscale = np.float32(np.float32(-nm) / mx)
+    if rmse_type == 0:
+        for i in range(n):
+            L[i] = np.uint8(nm + _clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
+        return np.float32(np.float32(1.0) / iscale)
+    early = rmse_type < 0
+    rt = -rmse_type if early else rmse_type
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(n):
+        l = _clampi(nearest_int(iscale * x[i]), -nm, nm - 1)
+        L[i] = np.uint8(l + nm)
+        w = _w_of(x, qw, rt, i)
+        fl = np.float32(l)
+        sumlx += (w * x[i]) * fl
+        suml2 += (w * fl) * fl
+    scale = np.float32(sumlx / suml2) if suml2 != 0 else np.float32(0.0)
+    if early:
+        if suml2 > 0:
+            return np.float32(np.float32(0.5) * (scale + np.float32(1.0) / iscale))
+        return np.float32(np.float32(1.0) / iscale)
+    best = np.float32(scale * sumlx)
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        isc = np.float32(-(np.float32(nm) + np.float32(0.1) * np.float32(is_)) / mx)
+        sumlx = np.float32(0.0)
+        suml2 = np.float32(0.0)
+        for i in range(n):
+            fl = np.float32(_clampi(nearest_int(isc * x[i]), -nm, nm - 1))
+            w = _w_of(x, qw, rt, i)
+            sumlx += (w * x[i]) * fl
+            suml2 += (w * fl) * fl
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                L[i] = np.uint8(nm + _clampi(nearest_int(isc * x[i]), -nm, nm - 1))
+            scale = np.float32(sumlx / suml2)
+            best = np.float32(scale * sumlx)
+    return scale
+
+
+@njit(cache=True)
+def make_q3_quants(x, nmax, do_rmse, L):
+    n = x.shape[0]
+    mx = np.float32(0.0)
+    amax = np.float32(0.0)
+    for i in range(n):
+        ax = np.float32(abs(x[i]))
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    if amax < _EPS:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0)
+    nm = np.int32(nmax)
+    iscale = np.float32(np.float32(-nm) / mx)
+    if not do_rmse:
+        for i in range(n):
+            L[i] = np.uint8(nm + _clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
+        return np.float32(np.float32(1.0) / iscale)
+    # L holds l + nmax throughout (so a uint8 buffer works); the signed code is L[i] - nmax
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(n):
+        l = _clampi(nearest_int(iscale * x[i]), -nm, nm - 1)
+        L[i] = np.uint8(l + nm)
+        w = x[i] * x[i]
+        fl = np.float32(l)
+        sumlx += (w * x[i]) * fl
+        suml2 += (w * fl) * fl
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = x[i] * x[i]
+            li = np.int32(L[i]) - nm
+            fli = np.float32(li)
+            slx = sumlx - (w * x[i]) * fli
+            if slx > 0:
+                sl2 = suml2 - (w * fli) * fli
+                new_l = _clampi(nearest_int((x[i] * sl2) / slx), -nm, nm - 1)
+                if new_l != li:
+                    fn = np.float32(new_l)
+                    slx += (w * x[i]) * fn
+                    sl2 += (w * fn) * fn
+                    if sl2 > 0 and (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
+                        L[i] = np.uint8(new_l + nm)
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return np.float32(sumlx / suml2) if suml2 > 0 else np.float32(0.0)
+
+
+@njit(cache=True, inline="always")
+def _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
+    n = x.shape[0]
+    mn = x[0]
+    mx = x[0]
+    sum_w = w[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        xi = x[i]
+        if xi < mn:
+            mn = xi
+        if xi > mx:
+            mx = xi
+        wi = w[i]
+        sum_w += wi
+        sum_x += wi * xi
+    if mn > 0:
+        mn = np.float32(0.0)
+    if (mx <= mn) if le else (mx == mn):
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0), np.float32(-mn)
+    nm = np.int32(nmax)
+    fnmax = np.float32(nm)
+    iscale = np.float32(fnmax / (mx - mn))
+    scale = np.float32(np.float32(1.0) / iscale)
+    best = np.float32(0.0)
+    for i in range(n):
+        l = _clampi(nearest_int(iscale * (x[i] - mn)), 0, nm)
+        L[i] = np.uint8(l)
+        diff = (scale * np.float32(l) + mn) - x[i]
+        diff = np.float32(abs(diff)) if use_mad else diff * diff
+        best += w[i] * diff
+    if nstep < 1:
+        return scale, np.float32(-mn)
+    frmin = np.float32(rmin)
+    frdelta = np.float32(rdelta)
+    for is_ in range(nstep + 1):
+        # `mn` is the min of the best candidate so far (it changes on acceptance): see formats/_search
+        isc = np.float32(((frmin + frdelta * np.float32(is_)) + fnmax) / (mx - mn))
+        sum_l = np.float32(0.0)
+        sum_l2 = np.float32(0.0)
+        sum_xl = np.float32(0.0)
+        for i in range(n):
+            l = _clampi(nearest_int(isc * (x[i] - mn)), 0, nm)
+            Laux[i] = np.uint8(l)
+            fl = np.float32(l)
+            wl = w[i] * fl
+            sum_l += wl
+            sum_l2 += wl * fl
+            sum_xl += wl * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = np.float32((sum_w * sum_xl - sum_x * sum_l) / D)
+            this_min = np.float32((sum_l2 * sum_x - sum_l * sum_xl) / D)
+            if this_min > 0:
+                this_min = np.float32(0.0)
+                this_scale = np.float32(sum_xl / sum_l2)
+            cur = np.float32(0.0)
+            for i in range(n):
+                diff = (this_scale * np.float32(Laux[i]) + this_min) - x[i]
+                diff = np.float32(abs(diff)) if use_mad else diff * diff
+                cur += w[i] * diff
+            if cur < best:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best = cur
+                scale = this_scale
+                mn = this_min
+    return scale, np.float32(-mn)
+
+
+@njit(cache=True)
+def make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
+    return _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, False)
+
+
+@njit(cache=True)
+def make_qkx3_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
+    if w is None:
+        ww = x * x
+        return _qkx_core(x, ww, nmax, rmin, rdelta, nstep, use_mad, L, Laux, True)
+    return _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, True)
+
+
+@njit(cache=True)
+def make_qp_quants(x, nmax, qw, L):
+    n = x.shape[0]
+    mx = np.float32(0.0)
+    for i in range(n):
+        if not (mx > x[i]):
+            mx = x[i]
+    if mx < _EPS:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0)
+    nm = np.int32(nmax)
+    fnmax = np.float32(nm)
+    iscale = np.float32(fnmax / mx)
+    for i in range(n):
+        L[i] = np.uint8(nearest_int(iscale * x[i]) & 0xFF)
+    scale = np.float32(np.float32(1.0) / iscale)
+    best = np.float32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * np.float32(L[i])
+        best += (qw[i] * diff) * diff
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        isc = np.float32((np.float32(0.1) * np.float32(is_) + fnmax) / mx)
+        sc = np.float32(np.float32(1.0) / isc)
+        mse = np.float32(0.0)
+        for i in range(n):
+            l = nearest_int(isc * x[i])
+            if l > nm:
+                l = nm
+            diff = x[i] - sc * np.float32(l)
+            mse += (qw[i] * diff) * diff
+        if mse < best:
+            best = mse
+            iscale = isc
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * x[i])
+        if l > nm:
+            l = nm
+        L[i] = np.uint8(l & 0xFF)
+        fl = np.float32(l)
+        sumlx += (qw[i] * x[i]) * fl
+        suml2 += (qw[i] * fl) * fl
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = qw[i]
+            li = np.int32(L[i])
+            fli = np.float32(li)
+            slx = sumlx - (w * x[i]) * fli
+            sl2 = suml2 - (w * fli) * fli
+            if slx > 0 and sl2 > 0:
+                new_l = nearest_int((x[i] * sl2) / slx)
+                if new_l > nm:
+                    new_l = nm
+                if new_l != li:
+                    fn = np.float32(new_l)
+                    slx += (w * x[i]) * fn
+                    sl2 += (w * fn) * fn
+                    if (slx * slx) * suml2 > (sumlx * sumlx) * sl2:
+                        L[i] = np.uint8(new_l & 0xFF)
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return np.float32(sumlx / suml2) if suml2 > 0 else np.float32(0.0)
