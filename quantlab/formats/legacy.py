@@ -120,9 +120,10 @@ def _legacy_weights(x: np.ndarray, imatrix: np.ndarray, qk: int) -> np.ndarray:
     ``w_j = imatrix[j] * sqrt(sigma2 + x_j**2)`` with ``sigma2`` = mean of x**2 over the *row*
     (a sequential float32 sum, like the C loop)."""
     nrows, n = x.shape
-    sum_x2 = nm.seqsum((x * x).astype(np.float32), axis=1)
-    sigma2 = (sum_x2 / F32(n)).astype(np.float32)
-    w = imatrix[None, :] * np.sqrt((sigma2[:, None] + x * x).astype(np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):   # huge rows: inf, as in C
+        sum_x2 = nm.seqsum((x * x).astype(np.float32), axis=1)
+        sigma2 = (sum_x2 / F32(n)).astype(np.float32)
+        w = imatrix[None, :] * np.sqrt((sigma2[:, None] + x * x).astype(np.float32))
     return w.astype(np.float32).reshape(-1, qk)
 
 
