@@ -1,0 +1,246 @@
+"""The lattices ("grids") of the IQ formats, and the neighbour maps their quantizers search.
+
+The IQ2/IQ3/IQ1 formats do not store one small integer per weight. They store, for every group of
+8 weights (IQ2_*, IQ1_*) or 4 weights (IQ3_*), the *index* of a point of a fixed codebook, the grid.
+A grid is a hand-picked subset of a small integer lattice:
+
+==========  ======  ===  =================  ==========================  ====================  =====
+name        points  dim  coords per point   quantizer coordinate 2l+1   dequant value         nwant
+==========  ======  ===  =================  ==========================  ====================  =====
+iq2xxs      256     8    l in {0,1,2}       1, 3, 5                     8, 25, 43             2
+iq2xs       512     8    l in {0,1,2}       1, 3, 5                     8, 25, 43             2
+iq2s        1024    8    l in {0,1,2}       1, 3, 5                     8, 25, 43             1
+iq1s        2048    8    l in {0,1,2}       1, 3, 5                     -1, 0, +1             3
+iq3xxs      256     4    l in 0..7          1, 3, ..., 15               4, 12, ..., 52, 62    2
+iq3s        512     4    l in 0..7          1, 3, ..., 15               1, 3, ..., 15         3
+==========  ======  ===  =================  ==========================  ====================  =====
+
+Each coordinate of a point is a small level ``l``. The *quantizer* (``ggml-quants.c``) reasons with the
+odd integers ``2l+1`` (a uniform lattice scaled by the block scale); the *dequantizer* (``ggml-common.h``)
+multiplies the scale with a tuned, slightly non-uniform alphabet instead (``values``). For ``iq1s`` the
+quantizer also keeps the coordinates ``2l+1`` in {1, 3, 5} (that is how ggml builds the map), but it never
+multiplies by them: it uses ``l = (point-1)/2`` in {0, 1, 2} to pick one of three levels {-1, 0, +1}
+shifted by +-delta (see the IQ1 formats); ``levels`` gives those ``l`` directly.
+
+A group of weights is quantized coordinate by coordinate to levels l_0..l_{dim-1}; the packed code
+``u = sum_k l_k << (bits*k)`` (bits = 2 or 3) is looked up in ``kmap``:
+
+* ``kmap[u] >= 0``  -- u is a grid point, ``kmap[u]`` is its index;
+* ``kmap[u] < 0``   -- u is off the grid; ``-kmap[u]-1`` is the offset of its neighbour list in
+  ``neighbours``: ``[count, idx_1, ..., idx_count]``. The list holds every grid point whose integer
+  squared distance (in 2l+1 coordinates) to u is among the ``nwant`` smallest *distinct* distances,
+  sorted by (distance, index). The quantizer then picks, among them, the one with the smallest weighted
+  error. Lists are laid out in increasing u, exactly as ggml's ``iq2xs_init_impl``/``iq3xs_init_impl``
+  lay them out (so ``kmap`` has the same numbers as ggml's map).
+
+Nothing here is copied from C: the grids are decoded at run time from the ``gguf`` package
+(``gguf.quants.<TYPE>.grid_hex``/``grid_map``; spec section 6.1), the maps are rebuilt with numpy the first
+time a grid is asked for (well under a second each) and kept in memory. All arrays are plain contiguous
+numpy arrays that numba kernels can take as arguments.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Lattice", "lattice", "GRIDS", "ksigns", "kmask", "kvalues_iq4nl"]
+
+# name -> (gguf class name, number of points, dim, bits per coordinate, map size, nwant)
+GRIDS = {
+    "iq2xxs": ("IQ2_XXS", 256, 8, 2, 43692, 2),
+    "iq2xs": ("IQ2_XS", 512, 8, 2, 43692, 2),
+    "iq2s": ("IQ2_S", 1024, 8, 2, 43692, 1),
+    "iq1s": ("IQ1_S", 2048, 8, 2, 43692, 3),
+    "iq3xxs": ("IQ3_XXS", 256, 4, 3, 4096, 2),
+    "iq3s": ("IQ3_S", 512, 4, 3, 4096, 3),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Lattice:
+    """One IQ grid with its quantizer map (see the module docstring)."""
+
+    name: str
+    points: np.ndarray       # int8 (N, dim): quantizer coordinates 2l+1
+    levels: np.ndarray       # int8 (N, dim): the levels l (= (points-1)//2)
+    values: np.ndarray       # float32 (N, dim): dequantization values (gguf grid_map applied)
+    codes: np.ndarray        # int32 (N,): packed code u of every point
+    kmap: np.ndarray         # int32 (map_size,): u -> index, or -(offset+1) into neighbours
+    neighbours: np.ndarray   # int32 flat: [count, idx..., count, idx..., ...]
+    nwant: int
+    dim: int
+    bits_per_coord: int
+    build_seconds: float     # how long building the map took (for the curious)
+
+    @property
+    def size(self) -> int:
+        return self.points.shape[0]
+
+    def neighbours_of(self, u: int) -> np.ndarray:
+        """The neighbour list (grid indices) of an off-grid code u; for a grid point, [its index]."""
+        k = int(self.kmap[u])
+        if k >= 0:
+            return np.array([k], dtype=np.int32)
+        off = -k - 1
+        return self.neighbours[off + 1: off + 1 + self.neighbours[off]].copy()
+
+    def code(self, levels) -> int:
+        """Pack a sequence of ``dim`` levels into the map code u."""
+        u = 0
+        for k, l in enumerate(levels):
+            u |= int(l) << (self.bits_per_coord * k)
+        return u
+
+
+def _gguf_class(cls_name: str):
+    try:
+        import gguf.quants as gq
+    except ImportError as e:  # pragma: no cover - gguf is a hard dependency
+        from ..errors import FormatError
+        raise FormatError("the IQ grids are read from the `gguf` package (pip install gguf)") from e
+    return getattr(gq, cls_name)
+
+
+def _decode_levels(cls_name: str, n: int, dim: int, bits: int) -> np.ndarray:
+    """The levels l of every grid point, decoded from gguf's hex string.
+
+    2-bit grids: the hex bytes are the compact uint16 codes, little-endian, coordinate k at bits 2k.
+    3-bit grids: one coordinate per nibble, low nibble first (gguf's own convention)."""
+    raw = np.frombuffer(bytes.fromhex(_gguf_class(cls_name).grid_hex.decode("ascii")), dtype=np.uint8)
+    per_byte = 8 // bits if bits == 2 else 2
+    step = 8 // per_byte
+    shifts = np.arange(0, 8, step, dtype=np.uint8)
+    lv = (raw[:, None] >> shifts[None, :]) & np.uint8((1 << bits) - 1)
+    lv = lv.reshape(n, dim).astype(np.int8)
+    return lv
+
+
+def _neighbour_lists(levels: np.ndarray, kmap: np.ndarray, bits: int, nwant: int):
+    """For every off-grid code u (increasing): the grid indices at the nwant smallest distinct distances,
+    sorted by (distance, index). Returns (off codes, counts, flat indices).
+
+    Distances are computed in level units, sum_k (l_k - g_k)^2 (a quarter of the distance in 2l+1
+    coordinates: same order). The code splits into a low and a high half of the coordinates, so that
+    dist(u, g) = A[u_lo, g] + B[u_hi, g] with two small tables; one high half at a time gives a block of
+    (2**(bits*dim/2) codes x N points) small integers that stays in cache."""
+    n, dim = levels.shape
+    half = dim // 2
+    nlo = 1 << (bits * half)
+    lmax = (1 << bits) - 1
+    maxd = dim * lmax * lmax
+    dt = np.uint8 if 2 * maxd < 256 else np.uint16      # room for the wrap-around trick below
+    sub = np.arange(nlo)
+    sub_levels = ((sub[:, None] >> (bits * np.arange(half))[None, :]) & lmax).astype(np.int16)
+    g = levels.astype(np.int16)
+    A = ((sub_levels[:, None, :] - g[None, :, :half]) ** 2).sum(axis=2).astype(dt)   # (nlo, n)
+    B = ((sub_levels[:, None, :] - g[None, :, half:]) ** 2).sum(axis=2).astype(dt)   # (nhi, n)
+    map_size = kmap.size
+    out_u, out_idx = [], []
+    for hi in range((map_size + nlo - 1) // nlo):
+        u0 = hi * nlo
+        nr = min(nlo, map_size - u0)
+        offrow = kmap[u0:u0 + nr] < 0
+        if not offrow.any():
+            continue
+        D = A[:nr] + B[hi][None, :]
+        thr = D.min(axis=1)
+        for _ in range(nwant - 1):
+            # next distinct distance: min of D - (thr+1); entries <= thr wrap around to >= 2**bits - maxd
+            m = (D - (thr + dt(1))[:, None]).min(axis=1).astype(np.int64)
+            thr = np.where(m <= maxd, m + thr.astype(np.int64) + 1, thr).astype(dt)
+        r, c = np.nonzero((D <= thr[:, None]) & offrow[:, None])
+        key = (r.astype(np.int64) * (maxd + 1) + D[r, c]) * n + c
+        key.sort()
+        out_u.append(key // ((maxd + 1) * n) + u0)
+        out_idx.append(key % n)
+    rows = np.concatenate(out_u)
+    idx = np.concatenate(out_idx).astype(np.int32)
+    off = np.flatnonzero(kmap < 0)
+    counts = np.bincount(rows, minlength=map_size)[off].astype(np.int32)
+    return off, counts, idx
+
+
+def _build(name: str) -> Lattice:
+    import time
+
+    t0 = time.perf_counter()
+    cls_name, n, dim, bits, map_size, nwant = GRIDS[name]
+    cls = _gguf_class(cls_name)
+    levels = _decode_levels(cls_name, n, dim, bits)
+    points = (2 * levels + 1).astype(np.int8)
+    gmap = np.asarray(cls.grid_map, dtype=np.float32)
+    values = gmap[levels.astype(np.intp)]
+
+    shifts = (bits * np.arange(dim)).astype(np.int32)
+    codes = (levels.astype(np.int32) << shifts).sum(axis=1).astype(np.int32)
+    kmap = np.full(map_size, -1, dtype=np.int32)
+    kmap[codes] = np.arange(n, dtype=np.int32)
+
+    off, counts, idx = _neighbour_lists(levels, kmap, bits, nwant)
+    # flat layout [count, idx...] per off-grid code, in increasing code order (as ggml lays it out)
+    starts = np.zeros(off.size, dtype=np.int64)
+    starts[1:] = np.cumsum(counts[:-1].astype(np.int64) + 1)
+    neighbours = np.empty(int(starts[-1] + counts[-1] + 1), dtype=np.int32)
+    neighbours[starts] = counts
+    row_of = np.repeat(np.arange(off.size), counts)
+    first = np.zeros(off.size, dtype=np.int64)
+    first[1:] = np.cumsum(counts[:-1])
+    rank = np.arange(idx.size, dtype=np.int64) - first[row_of]
+    neighbours[starts[row_of] + 1 + rank] = idx
+    kmap[off] = (-(starts + 1)).astype(np.int32)
+
+    for a in (points, levels, values, codes, kmap, neighbours):
+        a.setflags(write=False)
+    return Lattice(name=name, points=points, levels=levels, values=values, codes=codes, kmap=kmap,
+                   neighbours=neighbours, nwant=nwant, dim=dim, bits_per_coord=bits,
+                   build_seconds=time.perf_counter() - t0)
+
+
+_CACHE: dict[str, Lattice] = {}
+_LOCK = threading.Lock()
+
+
+def lattice(name: str) -> Lattice:
+    """The grid ``name`` (one of ``GRIDS``) with its map and neighbour lists; built once, then cached."""
+    g = _CACHE.get(name)
+    if g is not None:
+        return g
+    if name not in GRIDS:
+        from ..errors import FormatError
+        raise FormatError(f"unknown IQ grid {name!r}; known grids: {', '.join(GRIDS)}")
+    with _LOCK:
+        g = _CACHE.get(name)
+        if g is None:
+            g = _CACHE[name] = _build(name)
+    return g
+
+
+_SMALL: dict[str, np.ndarray] = {}
+
+
+def ksigns() -> np.ndarray:
+    """uint8 (128,): 7-bit sign index s -> 8-bit sign mask (bit 7 set iff s has odd popcount, so that
+    every mask has an even number of minus signs). From ``gguf.quants.IQ2_XXS.ksigns``."""
+    a = _SMALL.get("ksigns")
+    if a is None:
+        a = np.frombuffer(bytes(_gguf_class("IQ2_XXS").ksigns), dtype=np.uint8).copy()
+        a.setflags(write=False)
+        _SMALL["ksigns"] = a
+    return a
+
+
+def kmask() -> np.ndarray:
+    """uint8 (8,): bit j of a sign mask <-> element j of a group of 8 (1, 2, 4, ..., 128)."""
+    return (np.uint8(1) << np.arange(8, dtype=np.uint8)).astype(np.uint8)
+
+
+def kvalues_iq4nl() -> np.ndarray:
+    """int8 (16,): the non-linear IQ4_NL / IQ4_XS code book, from ``gguf.quants.IQ4_NL.kvalues``."""
+    a = _SMALL.get("kvalues_iq4nl")
+    if a is None:
+        a = np.array(_gguf_class("IQ4_NL").kvalues, dtype=np.int8)
+        a.setflags(write=False)
+        _SMALL["kvalues_iq4nl"] = a
+    return a
