@@ -76,6 +76,16 @@ def test_neighbour_lists_brute_force(g):
         assert np.array_equal(got, want), f"{g.name} u={u}"
 
 
+def test_neighbour_table_matches_lists(g):
+    t = g.neighbour_table()
+    assert t.shape[0] == g.kmap.size and t.dtype == np.int16
+    rng = np.random.default_rng(1)
+    for u in rng.choice(g.kmap.size, 200, replace=False):
+        row = t[u]
+        assert np.array_equal(row[row >= 0], g.neighbours_of(int(u)))
+        assert np.all(row[(row >= 0).sum():] == -1)
+
+
 def test_cached_once():
     a = _iqgrid.lattice("iq3xxs")
     assert _iqgrid.lattice("iq3xxs") is a

@@ -86,6 +86,26 @@ class Lattice:
         off = -k - 1
         return self.neighbours[off + 1: off + 1 + self.neighbours[off]].copy()
 
+    def neighbour_table(self) -> np.ndarray:
+        """int16 (map_size, max_count): row u = the candidate grid indices for code u (its neighbour
+        list, or just its own index when u is on the grid), padded with -1. A rectangular form of
+        ``kmap``/``neighbours`` for block-vectorized numpy code; built on first use and cached."""
+        t = _TABLES.get(self.name)
+        if t is None:
+            off = np.flatnonzero(self.kmap < 0)
+            starts = -self.kmap[off].astype(np.int64) - 1
+            counts = self.neighbours[starts].astype(np.int64)
+            t = np.full((self.kmap.size, int(counts.max())), -1, dtype=np.int16)
+            on = np.flatnonzero(self.kmap >= 0)
+            t[on, 0] = self.kmap[on]
+            rows = np.repeat(off, counts)
+            first = np.repeat(starts + 1, counts)
+            rank = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+            t[rows, rank] = self.neighbours[first + rank]
+            t.setflags(write=False)
+            _TABLES[self.name] = t
+        return t
+
     def code(self, levels) -> int:
         """Pack a sequence of ``dim`` levels into the map code u."""
         u = 0
@@ -199,6 +219,7 @@ def _build(name: str) -> Lattice:
 
 
 _CACHE: dict[str, Lattice] = {}
+_TABLES: dict[str, np.ndarray] = {}
 _LOCK = threading.Lock()
 
 
