@@ -1,0 +1,404 @@
+"""IQ3_XXS and IQ3_S: 3-bit lattice ("grid") quantization — numpy reference.
+
+Instead of one 3-bit integer per weight, these formats store, for every group of 4 weights, the index of
+a point of a fixed 4-D code book (a "grid"; see :mod:`quantlab.formats._iqgrid`), plus one sign bit per
+weight and a 4-bit scale per block of 32. The grid holds 256 (IQ3_XXS) or 512 (IQ3_S) of the 8**4 = 4096
+points of the lattice {1, 3, ..., 15}**4 — the ones that occur most in real weights — so an 8-bit (9-bit)
+index costs 2 (2.25) bits per weight, less than 4 separate 3-bit codes.
+
+The quantizer works on |x| (signs are stored separately) in "odd integer" units: a block scale s maps a
+weight to the nearest odd integer 2l+1 (l = 0..7), four levels form a code u; if u is not a grid point, it
+is replaced by the best of its listed neighbours (smallest sum of sqrt(w)*(s*q - |x|)**2). Scale
+candidates ``id = (15 + 0.2*t)/max|x|`` are tried (t = -15..15 for IQ3_XXS, -9..9 for IQ3_S) and the one
+with the best weighted least-squares fit ``sumqx**2/sumq2`` wins; groups that had to be snapped to a
+neighbour are then re-snapped with the fitted scale and the scale is refitted. Finally the 8 block scales
+of a super-block of 256 are stored as 4-bit odd multiples of ``d = max_scale/31`` (d itself in fp16,
+times an empirical fudge factor).
+
+Weights: ``x**2`` without an importance matrix, ``imatrix_j * sqrt(sigma2 + x_j**2)`` with one
+(sigma2 = 2*sum(x**2)/256 over the super-block).
+
+Where ggml's own quantizer aborts the process (its weighted squared errors overflow float32 for weights
+of magnitude around 1e19 and above, or a super-block whose sum of squares overflows), quantlab raises
+:class:`quantlab.errors.QuantizationError` at the same point instead.
+
+All arithmetic is float32 in the order of ``quantize_row_iq3_xxs_impl`` / ``quantize_row_iq3_s_impl``
+(ggml-quants.c); sums run left to right.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import QuantizationError
+from . import _numerics as nm
+from ._iqgrid import ksigns, lattice
+
+F32 = np.float32
+FLT_MAX = np.finfo(np.float32).max
+
+__all__ = [f"{op}_{k}" for k in ("iq3_xxs", "iq3_s") for op in ("quantize", "dequantize", "inspect")]
+
+
+class _Variant:
+    """What differs between the two types."""
+
+    def __init__(self, name, grid, eps, tries, parity, resnap_all, fudge):
+        self.name, self.grid, self.eps, self.tries = name, grid, eps, tries
+        self.parity = parity            # IQ3_XXS: 7-bit sign index, 8th sign implied by even parity
+        self.resnap_all = resnap_all    # IQ3_S re-snaps all 8 groups after the search
+        self.fudge = F32(fudge)
+
+
+XXS = _Variant("IQ3_XXS", "iq3xxs", F32(1e-8), range(-15, 16), True, False, 1.0125)
+S = _Variant("IQ3_S", "iq3s", None, range(-9, 10), False, True, 1.033)
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+
+def _csum(a: np.ndarray) -> np.ndarray:
+    """``s = 0; for j: s += a[..., j]`` in float32 (left to right, from +0 like C)."""
+    a = np.asarray(a, dtype=np.float32)
+    z = np.zeros(a.shape[:-1] + (1,), dtype=np.float32)
+    return np.add.accumulate(np.concatenate([z, a], axis=-1), axis=-1, dtype=np.float32)[..., -1]
+
+
+def _nearest_int(v) -> np.ndarray:
+    """ggml's nearest_int bit for bit (round half to even; NaN -> 0, +-inf -> -2**22)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = (np.asarray(v, dtype=np.float32) + F32(12582912.0)).astype(np.float32)
+    return ((t.view(np.int32) & 0x007FFFFF) - 0x00400000).astype(np.int32)
+
+
+def _c_argmin(v: np.ndarray) -> np.ndarray:
+    """C's ``imin = 0; for i >= 1: if (v[i] < v[imin]) imin = i`` along the last axis (NaNs never win)."""
+    vv = np.where(np.isnan(v), F32(np.inf), v)
+    i = np.argmin(vv, axis=-1)
+    return np.where(np.isnan(v[..., 0]), 0, i)
+
+
+def _codes(L: np.ndarray) -> np.ndarray:
+    """(..., 4k) levels -> (..., k) 12-bit codes u = l0 | l1 << 3 | l2 << 6 | l3 << 9."""
+    g = L.reshape(*L.shape[:-1], -1, 4).astype(np.int32)
+    return g[..., 0] | (g[..., 1] << 3) | (g[..., 2] << 6) | (g[..., 3] << 9)
+
+
+def _snap(lat, u, xv, wa, scale):
+    """``iq3_find_best_neighbour`` for G off-grid groups at once.
+
+    u (G,) codes, xv/wa (G, 4) |x| and sqrt(weight), scale (G,). Among u's neighbour list, the point
+    minimising sum_i wa_i * (scale*q_i - xv_i)**2 (accumulated in i order), the first one on ties.
+    Returns (grid index (G,), found (G,)): ``found`` is False where every candidate's error is
+    non-finite (ggml asserts there)."""
+    cand = lat.neighbour_table()[u].astype(np.int32)              # (G, M), -1 padded
+    valid = cand >= 0
+    q = lat.points[np.where(valid, cand, 0)].astype(np.float32)   # (G, M, 4)
+    d2 = np.zeros(cand.shape, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(4):
+            diff = scale[:, None] * q[:, :, i] - xv[:, None, i]
+            d2 = d2 + (wa[:, None, i] * diff) * diff
+        d2 = np.where(valid & (d2 < FLT_MAX), d2, F32(np.inf))
+    j = np.argmin(d2, axis=1)
+    rows = np.arange(cand.shape[0])
+    return cand[rows, j], d2[rows, j] < F32(np.inf)
+
+
+def _assign(lat, L, xval, waux, scale, groups):
+    """Snap the 4-level groups ``groups`` (mask (B, 8)) of L to the grid in place, neighbours searched
+    with ``scale`` (B,). Returns (off-grid mask (B, 8), failed mask (B,))."""
+    B = L.shape[0]
+    u = _codes(L)
+    off = (lat.kmap[u] < 0) & groups
+    failed = np.zeros(B, dtype=bool)
+    if off.any():
+        b, k = np.nonzero(off)
+        cols = 4 * k[:, None] + np.arange(4)
+        gi, ok = _snap(lat, u[b, k], xval[b[:, None], cols], waux[b[:, None], cols], scale[b])
+        L[b[:, None], cols] = lat.levels[np.where(ok, gi, 0)]
+        failed[b[~ok]] = True
+    return off, failed
+
+
+def _fit(w, xval, L):
+    """sumqx = sum (w*|x|)*q, sumq2 = sum (w*q)*q with q = 2l+1, left to right over the 32 weights."""
+    q = (2 * L.astype(np.float32) + F32(1)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _csum((w * xval) * q), _csum((w * q) * q)
+
+
+def _raise(v, what, b, n_per_row, x_rows):
+    r = int(b) // (n_per_row // 32)
+    blk = int(b) % (n_per_row // 32)
+    amax = float(np.max(np.abs(x_rows[r])))
+    raise QuantizationError(
+        f"{v.name} cannot quantize row {r} (block of 32 #{blk}): {what}. ggml's quantizer aborts the "
+        f"process on this input. The largest |weight| in the row is {amax:.3g}: the search squares and "
+        f"multiplies weights in float32 (max 3.4e38), which overflows for weights of about 1e19 and "
+        f"beyond. Rescale the tensor (quantize x/s, multiply the result by s), or use a format without "
+        f"a lattice search such as Q8_0 or IQ4_XS.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the shared quantizer
+# ----------------------------------------------------------------------------------------------------
+
+def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
+    """Run the IQ3 search on every block of 32. Returns per block: levels L (B, 32), grid indices
+    (B, 8), sign masks (B, 4) (7-bit for IQ3_XXS), scale (B,), skipped (B,)."""
+    lat = lattice(v.grid)
+    nrows, n = x.shape
+    xs = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 256)
+    xb = xs.reshape(-1, 32)
+    B = xb.shape[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        sigma2 = np.repeat((F32(2) * _csum(xs * xs)) / F32(256), 8).astype(np.float32)
+        if imatrix is None:
+            w = (xb * xb).astype(np.float32)
+        else:
+            qw = np.tile(np.asarray(imatrix, np.float32).reshape(-1, 32), (nrows, 1))
+            w = (qw * np.sqrt(sigma2[:, None] + xb * xb)).astype(np.float32)
+        waux = np.sqrt(w).astype(np.float32)
+
+    # signs: work on |x|, remember the minus signs, one bit per weight, 8 weights per byte
+    neg = xb < 0
+    xval = np.where(neg, -xb, xb).astype(np.float32)
+    bits = (1 << np.arange(8)).astype(np.int32)
+    signs = (neg.reshape(B, 4, 8) * bits).sum(axis=2).astype(np.int32)
+    if v.parity:
+        # odd number of minus signs in a group of 8: flip the least important weight (smallest w*x*x),
+        # which is then quantized against the wrong sign, so that the 8th sign bit is implied
+        odd = neg.reshape(B, 4, 8).sum(axis=2) % 2 == 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            imin = _c_argmin(((w * xb) * xb).reshape(B, 4, 8))
+        bb, kk = np.nonzero(odd)
+        col = 8 * kk + imin[bb, kk]
+        xval[bb, col] = -xval[bb, col]
+        signs[bb, kk] ^= 1 << imin[bb, kk]
+        signs &= 127
+
+    mx = xval.max(axis=1)
+    skip = (mx < v.eps) if v.eps is not None else (mx == 0)
+    live = ~skip
+
+    # the scale search
+    failed = np.zeros(B, dtype=bool)
+    L = np.zeros((B, 32), dtype=np.int8)
+    on_grid = np.full((B, 8), v.parity, dtype=bool)   # IQ3_XXS starts "all on grid", IQ3_S "none"
+    best = np.zeros(B, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        scale = (mx / F32(15)).astype(np.float32)
+        for t in v.tries:
+            inv = ((F32(15) + F32(t) * F32(0.2)) / mx).astype(np.float32)
+            this_scale = (F32(1) / inv).astype(np.float32)
+            Laux = np.clip(_nearest_int(F32(0.5) * (inv[:, None] * xval - F32(1))), 0, 7).astype(np.int8)
+            off, f = _assign(lat, Laux, xval, waux, this_scale, live[:, None] & np.ones((1, 8), bool))
+            failed |= f & live
+            sumqx, sumq2 = _fit(w, xval, Laux)
+            acc = live & (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+            scale = np.where(acc, sumqx / sumq2, scale).astype(np.float32)
+            best = np.where(acc, scale * sumqx, best).astype(np.float32)
+            L = np.where(acc[:, None], Laux, L)
+            on_grid = np.where(acc[:, None], ~off, on_grid)
+
+        # re-snap the groups that were off the grid (IQ3_S: all groups) with the fitted scale, refit
+        need = live & (~on_grid).any(axis=1) & (scale > 0)
+        if need.any():
+            inv = (F32(1) / scale).astype(np.float32)
+            Lr = np.clip(_nearest_int(F32(0.5) * (inv[:, None] * xval - F32(1))), 0, 7).astype(np.int8)
+            groups = need[:, None] & (np.ones((1, 8), bool) if v.resnap_all else ~on_grid)
+            g32 = np.repeat(groups, 4, axis=1)
+            L = np.where(g32, Lr, L)
+            _, f = _assign(lat, L, xval, waux, scale, groups)
+            failed |= f & need
+            sumqx, sumq2 = _fit(w, xval, L)
+            scale = np.where(need & (sumq2 > 0), sumqx / sumq2, scale).astype(np.float32)
+
+    neg_scale = live & (scale < 0)
+    scale = np.where(neg_scale, -scale, scale).astype(np.float32)
+    signs = np.where(neg_scale[:, None], ~signs & (127 if v.parity else 255), signs)
+    failed_nan = live & ~(scale >= 0)
+    if failed.any():
+        _raise(v, "no finite candidate in a grid-neighbour search", np.flatnonzero(failed)[0], n, x)
+    if failed_nan.any():
+        _raise(v, "the fitted block scale is NaN", np.flatnonzero(failed_nan)[0], n, x)
+
+    L = np.where(live[:, None], L, 0).astype(np.int8)
+    gidx = lat.kmap[_codes(L)]
+    assert (gidx >= 0).all()
+    scale = np.where(live, scale, F32(0)).astype(np.float32)
+    return L, gidx.astype(np.int32), signs.astype(np.int32), scale, skip
+
+
+def _super_scales(scale: np.ndarray, fudge):
+    """Per super-block: d = max_scale/31 (stored fp16(d*fudge)) and the 4-bit multipliers
+    l = clamp(rint(0.5*(scale/d - 1)), 0, 15) computed with the unrounded d. Returns (d16 bytes, l, zero)."""
+    sc = scale.reshape(-1, 8)
+    max_scale = sc.max(axis=1)
+    zero = ~(max_scale != 0)
+    with np.errstate(all="ignore"):
+        d = (max_scale / F32(31)).astype(np.float32)
+        dh = np.where(zero, F32(0), (d * fudge).astype(np.float32)).astype(np.float32)
+        idd = (F32(1) / d).astype(np.float32)
+        l = np.clip(_nearest_int(F32(0.5) * (idd[:, None] * sc - F32(1))), 0, 15)
+    l = np.where(zero[:, None], 0, l)
+    with np.errstate(over="ignore"):
+        d16 = nm.f16(dh).view(np.uint8).reshape(-1, 2)
+    return d16, l.astype(np.int32), zero
+
+
+def _grid_values(name, idx):
+    return lattice(name).values[idx]
+
+
+def _sign_masks_xxs(sign_idx):
+    return ksigns()[sign_idx]
+
+
+# ----------------------------------------------------------------------------------------------------
+# IQ3_XXS
+# ----------------------------------------------------------------------------------------------------
+
+def quantize_iq3_xxs(x, imatrix=None):
+    """IQ3_XXS: 256 weights in 98 bytes (3.06 bits per weight), 8 blocks of 32, 8 groups of 4 each::
+
+        byte 0  1    2 .. 65                         66 .. 97
+            [ d fp16 ][ grid index, 1 byte per group ][ 8 x uint32, one per block of 32 ]
+                       block b: bytes 2+8b .. 2+8b+7   bits 7g..7g+6: sign index of 8 weights g (g=0..3)
+                                                       bits 28..31  : block scale s (4 bits)
+
+        group of 4 weights k of block b:  |y| = d * (0.5 + s) * 0.5 * grid[index][0..3]
+        sign byte = ksigns[sign index] (7 stored bits + an 8th making the number of minus signs even)
+        weight j of an 8-group is negative when bit j of the sign byte is set
+
+    grid values are {4, 12, 20, 28, 36, 44, 52, 62} (~4x the odd integers the quantizer fits; the scale
+    code absorbs the factor: 0.5*0.5*4*(2l+1)*... see the module docstring); stored d = fp16(1.0125*d).
+    """
+    nrows, n = x.shape
+    L, gidx, signs, scale, skip = _quantize_blocks(x, imatrix, XXS)
+    S_ = gidx.shape[0] // 8
+    d16, l, zero = _super_scales(scale, XXS.fudge)
+    words = (signs[:, 0] | (signs[:, 1] << 7) | (signs[:, 2] << 14) | (signs[:, 3] << 21)).astype(np.uint32)
+    words = np.where(skip, np.uint32(0), words).reshape(S_, 8) | (l.astype(np.uint32) << np.uint32(28))
+    qs = np.where(skip[:, None], 0, gidx).astype(np.uint8).reshape(S_, 64)
+    body = np.concatenate([qs, words.astype("<u4").view(np.uint8).reshape(S_, 32)], axis=1)
+    body[zero] = 0
+    return np.concatenate([d16, body], axis=1).reshape(nrows, -1)
+
+
+def _iq3_xxs_fields(b):
+    d = nm.from_f16_bits(b[:, 0:2].copy().view(np.uint16)[:, 0])
+    gidx = b[:, 2:66].reshape(-1, 8, 8).astype(np.int32)
+    words = b[:, 66:98].copy().view("<u4").reshape(-1, 8).astype(np.int64)
+    s = (words >> 28).astype(np.int32)
+    sidx = ((words[:, :, None] >> (7 * np.arange(4))) & 127).astype(np.int32)     # (S, 8, 4)
+    return d, gidx, s, sidx
+
+
+def dequantize_iq3_xxs(q, n_per_row):
+    b = np.ascontiguousarray(q).reshape(-1, 98)
+    d, gidx, s, sidx = _iq3_xxs_fields(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        db = ((d[:, None] * (F32(0.5) + s.astype(np.float32))) * F32(0.5)).astype(np.float32)   # (S, 8)
+        g = _grid_values("iq3xxs", gidx).reshape(-1, 8, 32)                                    # (S, 8, 32)
+        masks = _sign_masks_xxs(sidx)                                                          # (S, 8, 4)
+        neg = ((masks[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(-1, 8, 32).astype(bool)
+        y = (db[:, :, None] * g) * np.where(neg, F32(-1), F32(1))
+    return y.astype(np.float32).reshape(q.shape[0], n_per_row)
+
+
+def inspect_iq3_xxs(block):
+    b = np.asarray(block, dtype=np.uint8).reshape(1, 98)
+    d, gidx, s, sidx = _iq3_xxs_fields(b)
+    d = F32(d[0])
+    masks = _sign_masks_xxs(sidx[0])
+    neg = ((masks[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(8, 32).astype(bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        db = ((d * (F32(0.5) + s[0].astype(np.float32))) * F32(0.5)).astype(np.float32)
+    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": d,
+            "scales": s[0],                              # 4-bit block scales as stored
+            "block_scales": db,                          # as applied: d * (0.5 + s) * 0.5
+            "grid_indices": gidx[0],                     # (8 blocks, 8 groups of 4)
+            "grid_values": _grid_values("iq3xxs", gidx[0]).astype(np.int32),   # (8, 8, 4)
+            "sign_indices": sidx[0],                     # (8 blocks, 4) 7-bit
+            "sign_masks": masks,                         # (8, 4) 8-bit, even parity
+            "signs": np.where(neg, -1, 1).reshape(256).astype(np.int32),
+            "formula": "x = d * (0.5 + s) * 0.5 * grid[index][i] * sign"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# IQ3_S
+# ----------------------------------------------------------------------------------------------------
+
+def quantize_iq3_s(x, imatrix=None):
+    """IQ3_S: 256 weights in 110 bytes (3.44 bits per weight), 8 blocks of 32, 8 groups of 4 each::
+
+        byte 0 1    2 .. 65      66 .. 73        74 .. 105              106 .. 109
+            [d fp16][ qs[64] ][ qh[8] ][ signs[32] ][ scales[4] ]
+            qs[8b + k]   low 8 bits of the 9-bit grid index of group k of block b
+            qh[b] bit k  bit 8 of that index
+            signs[4b+p]  one full sign byte for weights 8p..8p+7 of block b (bit j: weight j negative)
+            scales[p]    low nibble: scale s of block 2p, high nibble: block 2p+1
+
+        |y| = d * (1 + 2s) * grid[index][i],  grid values = odd integers 1, 3, ..., 15
+
+    Stored d = fp16(1.033 * d). A quirk reproduced from ggml: a block of 32 exact zeros is skipped
+    *without advancing* the qs/signs write positions, so the following blocks' qs and sign bytes move up
+    by 8 and 4 bytes (qh and scales stay indexed by block); the zero block reads back as non-zero junk.
+    """
+    nrows, n = x.shape
+    L, gidx, signs, scale, skip = _quantize_blocks(x, imatrix, S)
+    S_ = gidx.shape[0] // 8
+    d16, l, zero = _super_scales(scale, S.fudge)
+    live = ~skip.reshape(S_, 8)
+    gidx = gidx.reshape(S_, 8, 8)
+    signs = signs.reshape(S_, 8, 4)
+    qs = np.zeros((S_, 64), dtype=np.uint8)
+    sg = np.zeros((S_, 32), dtype=np.uint8)
+    pos = np.cumsum(live, axis=1) - 1                     # write slot of each live block
+    sb, ib = np.nonzero(live)
+    qs[sb[:, None], 8 * pos[sb, ib][:, None] + np.arange(8)] = (gidx[sb, ib] & 255).astype(np.uint8)
+    sg[sb[:, None], 4 * pos[sb, ib][:, None] + np.arange(4)] = signs[sb, ib].astype(np.uint8)
+    qh = np.where(live[:, :, None], (gidx >> 8) << np.arange(8), 0).sum(axis=2).astype(np.uint8)
+    sc = (l[:, 0::2] | (l[:, 1::2] << 4)).astype(np.uint8)
+    return np.concatenate([d16, qs, qh, sg, sc], axis=1).reshape(nrows, -1)
+
+
+def _iq3_s_fields(b):
+    d = nm.from_f16_bits(b[:, 0:2].copy().view(np.uint16)[:, 0])
+    qs = b[:, 2:66].reshape(-1, 8, 8).astype(np.int32)
+    qh = b[:, 66:74].astype(np.int32)
+    gidx = qs | (((qh[:, :, None] >> np.arange(8)) & 1) << 8)
+    sbytes = b[:, 74:106].reshape(-1, 8, 4)
+    sc = b[:, 106:110].astype(np.int32)
+    s = np.stack([sc & 15, sc >> 4], axis=2).reshape(-1, 8)
+    return d, gidx, sbytes, s
+
+
+def dequantize_iq3_s(q, n_per_row):
+    b = np.ascontiguousarray(q).reshape(-1, 110)
+    d, gidx, sbytes, s = _iq3_s_fields(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        db = (d[:, None] * (1 + 2 * s).astype(np.float32)).astype(np.float32)
+        g = _grid_values("iq3s", gidx).reshape(-1, 8, 32)
+        neg = ((sbytes[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(-1, 8, 32).astype(bool)
+        y = (db[:, :, None] * g) * np.where(neg, F32(-1), F32(1))
+    return y.astype(np.float32).reshape(q.shape[0], n_per_row)
+
+
+def inspect_iq3_s(block):
+    b = np.asarray(block, dtype=np.uint8).reshape(1, 110)
+    d, gidx, sbytes, s = _iq3_s_fields(b)
+    d = F32(d[0])
+    neg = ((sbytes[0][..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(8, 32).astype(bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        db = (d * (1 + 2 * s[0]).astype(np.float32)).astype(np.float32)
+    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": d,
+            "scales": s[0].astype(np.int32),             # 4-bit block scales as stored
+            "block_scales": db,                          # as applied: d * (1 + 2s)
+            "grid_indices": gidx[0],                     # (8 blocks, 8 groups of 4), 9 bits
+            "grid_values": _grid_values("iq3s", gidx[0]).astype(np.int32),     # (8, 8, 4)
+            "sign_bytes": sbytes[0].astype(np.int32),    # (8 blocks, 4)
+            "signs": np.where(neg, -1, 1).reshape(256).astype(np.int32),
+            "formula": "x = d * (1 + 2s) * grid[index][i] * sign"}
