@@ -1,0 +1,729 @@
+"""Read GGUF files: memory-mapped, lazy, strict, fast.
+
+The file is mapped read-only once; nothing else is copied at open. The header, every metadata key and
+scalar, and the tensor table are parsed; big arrays are only *located* (their bytes are decoded the first
+time the value is asked for). Tensor data are zero-copy ``uint8`` views of the map.
+
+Layout of a GGUF file (little-endian unless the version reads byte-swapped; v1 has 32-bit counts)::
+
+    offset 0   "GGUF"                     magic, 4 bytes
+           4   version         u32        1, 2 or 3
+           8   tensor_count    u64 (v1: u32)
+          16   kv_count        u64 (v1: u32)
+          24   kv_count x { key: string, type: u32, value }      string = u64 length + UTF-8 bytes
+               tensor_count x { name: string, n_dims: u32, ne[n_dims]: u64, ggml type: u32, offset: u64 }
+               zero padding to a multiple of ALIGNMENT (general.alignment, default 32)
+    data_start tensor bytes at data_start + offset, each offset a multiple of ALIGNMENT
+
+Finding where the 49,152-element token array ends needs each element's length, and each length sits
+right after the previous string: a chain. :func:`_walk_strings` follows that chain with numpy (pointer
+doubling over the positions that can hold a length prefix), never one element at a time in Python.
+
+Every malformed input raises :class:`quantlab.errors.GGUFError` whose message names the byte offset
+and what was wrong. Counts and lengths are checked against the bytes left in the file *before* anything
+is allocated, so a hostile header cannot make the reader allocate more than the file's size or loop for
+long.
+
+Closing: :meth:`GGUFFile.close` releases the map. Arrays obtained before (tensor ``.data`` views, decoded
+numeric metadata arrays) stay valid: they hold a reference to the map, which the operating system unmaps
+when the last of them is garbage-collected — reading them after close never crashes. Values not yet
+decoded, and new tensor views, raise GGUFError after close.
+"""
+from __future__ import annotations
+
+import builtins
+import mmap
+import os
+import struct
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import FormatError, GGUFError
+from ..formats.registry import Format
+from ..formats.registry import get as get_format
+from .constants import (DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, READ_VERSIONS, ArrayOf, ValueType, type_name)
+
+__all__ = ["open", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict"]
+
+_INT64_MAX = (1 << 63) - 1
+_MAX_NESTING = 16           # arrays of arrays deeper than this are refused (no recursion blow-up)
+_PEEL_PASSES = 3           # see _chain
+_WINDOW_MAX = 1 << 22       # bytes scanned at once when walking a string array
+_VALID_TYPES = frozenset(int(t) for t in ValueType)
+_STRUCT_CHAR = {ValueType.UINT8: "B", ValueType.INT8: "b", ValueType.UINT16: "H", ValueType.INT16: "h",
+                ValueType.UINT32: "I", ValueType.INT32: "i", ValueType.FLOAT32: "f", ValueType.BOOL: "B",
+                ValueType.UINT64: "Q", ValueType.INT64: "q", ValueType.FLOAT64: "d"}
+_LEGACY_MAGIC = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT"}
+
+
+def _align(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+class _Source:
+    """Bounds-checked primitive reads from the map, in the file's byte order and version."""
+
+    def __init__(self, mm, size: int, order: str, version: int):
+        self.mm, self.size, self.order, self.version = mm, size, order, version
+        self.len_size = 4 if version == 1 else 8           # string lengths, array and header counts
+        self.len_dtype = np.dtype(order + ("u4" if version == 1 else "u8"))
+        self.u32 = struct.Struct(order + "I")
+        self.u64 = struct.Struct(order + "Q")
+        self.count = self.u32 if version == 1 else self.u64
+        self.scalar = {t: struct.Struct(order + c) for t, c in _STRUCT_CHAR.items()}
+
+    def need(self, pos: int, n: int, what: str) -> None:
+        if n > self.size - pos:
+            raise GGUFError(f"truncated file: {what} at byte {pos} needs {n} bytes, but the file ends at byte "
+                            f"{self.size} ({max(self.size - pos, 0)} bytes left)")
+
+    def read_u32(self, pos: int, what: str) -> tuple[int, int]:
+        self.need(pos, 4, what)
+        return self.u32.unpack_from(self.mm, pos)[0], pos + 4
+
+    def read_u64(self, pos: int, what: str) -> tuple[int, int]:
+        self.need(pos, 8, what)
+        return self.u64.unpack_from(self.mm, pos)[0], pos + 8
+
+    def read_count(self, pos: int, what: str) -> tuple[int, int]:
+        self.need(pos, self.len_size, what)
+        return self.count.unpack_from(self.mm, pos)[0], pos + self.len_size
+
+    def read_str(self, pos: int, what: str) -> tuple[str, int]:
+        n, p = self.read_count(pos, f"length of {what}")
+        if n > self.size - p:
+            raise GGUFError(f"{what} at byte {pos} claims a length of {n} bytes, but only {self.size - p} bytes "
+                            f"follow in the file")
+        return self.mm[p:p + n].decode("utf-8", "surrogateescape"), p + n
+
+
+# --------------------------------------------------------------------------- string arrays, vectorized
+
+def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Locate the ``n`` strings of an array starting at ``pos``: (body offsets, lengths, end offset).
+
+    Each element is a length prefix L followed by L bytes, so element i+1 starts at start_i + P + L_i. Over a
+    window of the file, every byte position p whose P-byte value L(p) is small enough to fit in the file is a
+    *candidate* start (the true starts always are; a few false ones are harmless), and next(p) = p + P + L(p).
+    Following next() from the known first start with pointer doubling (next, next∘next, next⁴, ...) lists the
+    chain in log2(n) numpy passes. A chain that leaves the window continues in a new window.
+    """
+    P, size, mm = src.len_size, src.size, src.mm
+    if n > (size - pos) // P:
+        raise GGUFError(f"{what} at byte {pos} claims {n} strings; even empty ones need {n * P} bytes, but only "
+                        f"{size - pos} bytes are left in the file")
+    starts = np.empty(n, dtype=np.int64)
+    lens = np.empty(n, dtype=np.int64)
+    done, cur, avg = 0, pos, 16.0
+    while done < n:
+        remaining = n - done
+        window = int(min(size - cur, max(4096.0, min(avg * remaining * 1.1 + 64, _WINDOW_MAX))))
+        m = window - P + 1                       # positions of the window that hold a whole prefix
+        if m <= 0:
+            raise GGUFError(f"truncated file: element {done} of {what} at byte {cur} needs a {P}-byte length, "
+                            f"but the file ends at byte {size}")
+        L = np.ndarray((m,), dtype=src.len_dtype, buffer=mm, offset=cur, strides=(1,))
+        is_cand = L <= np.uint64(size - cur - P)
+        if not is_cand[0]:
+            bad = int(L[0])
+            raise GGUFError(f"element {done} of {what}: the string at byte {cur} claims a length of {bad} bytes, "
+                            f"but only {size - cur - P} bytes follow in the file")
+        els = _chain(L, is_cand, m, P, remaining)
+        k = els.size
+        ln = L[els].astype(np.int64)
+        starts[done:done + k] = cur + els + P
+        lens[done:done + k] = ln
+        last_end = cur + int(els[-1]) + P + int(ln[-1])
+        if last_end > size:
+            raise GGUFError(f"element {done + k - 1} of {what}: the string at byte {cur + int(els[-1])} has length "
+                            f"{int(ln[-1])} and runs past the end of the file (byte {size})")
+        done += k
+        if done < n and last_end < cur + m:
+            bad = int(L[last_end - cur])
+            raise GGUFError(f"element {done} of {what}: the string at byte {last_end} claims a length of {bad} "
+                            f"bytes, but only {size - last_end - P} bytes follow in the file")
+        avg = max((last_end - cur) / k, 1.0)
+        cur = last_end
+    return starts, lens, cur
+
+
+def _chain(L, is_cand, m: int, P: int, want: int) -> np.ndarray:
+    """Window positions of the chain of elements that starts at position 0 (at most ``want``), in order.
+
+    Candidates form a forest: each points forward to its successor. The chain from position 0 is exactly
+    the set of candidates reachable from it, and since positions grow along the chain, that set sorted by
+    position *is* the chain. Most unreachable candidates are peeled off as sources first: a candidate (other
+    than 0) that no surviving candidate points to cannot be reached. Pointer doubling over the few survivors
+    then keeps exactly the reachable ones.
+    """
+    cand = np.flatnonzero(is_cand)
+    nxt = cand + P + L[cand].astype(np.int64)
+    S = cand.size
+    index = np.full(m, S, dtype=np.int32)
+    index[cand] = np.arange(S, dtype=np.int32)
+    inside = nxt < m
+    jump = np.full(S + 1, S, dtype=np.int32)    # candidate index -> successor's index (S: none in window)
+    jump[:S][inside] = index[nxt[inside]]
+    del index, inside, nxt
+    alive = np.ones(S + 1, dtype=bool)
+    alive[S] = False
+    for _ in range(_PEEL_PASSES):
+        indeg = np.bincount(jump[:S][alive[:S]], minlength=S + 1)
+        src = alive & (indeg == 0)
+        src[0] = False
+        if not src.any():
+            break
+        alive &= ~src
+    keep = np.flatnonzero(alive)                # alive candidates only point at alive ones (or nowhere)
+    renum = np.full(S + 1, keep.size, dtype=np.int32)
+    renum[keep] = np.arange(keep.size, dtype=np.int32)
+    sub = np.append(renum[jump[keep]], np.int32(keep.size))
+    return cand[keep[_follow(sub, keep.size, want)]]
+
+
+def _follow(jump: np.ndarray, S: int, want: int) -> np.ndarray:
+    """Candidate indices of the chain from candidate 0, by pointer doubling (log2(want) numpy passes)."""
+    if np.array_equal(jump[:S - 1], np.arange(1, S, dtype=np.int32)):
+        return np.arange(min(S, want))          # every candidate is on the chain, in order
+    chain = np.zeros(1, dtype=np.int32)          # chain[i] = candidate index of the i-th element
+    while chain.size < want and chain[-1] != S:
+        chain = np.concatenate([chain, jump[chain]])   # here jump = next applied len(chain) times
+        jump = jump[jump]
+    stop = np.flatnonzero(chain == S)
+    k = int(stop[0]) if stop.size else chain.size
+    return chain[:min(k, want)]
+
+
+def _decode_strings(mm, starts: np.ndarray, lens: np.ndarray) -> tuple:
+    """The strings at (starts, lens) as Python str (UTF-8; invalid bytes kept via surrogateescape)."""
+    if starts.size == 0:
+        return ()
+    lo = int(starts[0])
+    hi = int(starts[-1] + lens[-1])
+    raw = mm[lo:hi]
+    a = (starts - lo).tolist()
+    b = (starts - lo + lens).tolist()
+    if raw.isascii():
+        s = raw.decode("ascii")                     # ASCII: byte offsets are character offsets
+        return tuple(s[i:j] for i, j in zip(a, b))
+    return tuple(raw[i:j].decode("utf-8", "surrogateescape") for i, j in zip(a, b))
+
+
+# --------------------------------------------------------------------------- metadata
+
+class _Lazy:
+    """A located but not yet decoded array value."""
+
+    __slots__ = ("kind", "pos", "n", "vtype", "starts", "lens")
+
+    def __init__(self, kind, pos, n, vtype=None, starts=None, lens=None):
+        self.kind, self.pos, self.n, self.vtype, self.starts, self.lens = kind, pos, n, vtype, starts, lens
+
+
+class Metadata(Mapping):
+    """The file's metadata: a read-only mapping key -> Python value, in file order.
+
+    Scalars are ``int``/``float``/``bool``/``str``; numeric arrays are read-only 1-D numpy arrays (native
+    byte order); string arrays are tuples of ``str``; arrays of arrays are tuples. Big arrays are decoded on
+    first access. ``type_of(key)`` gives the GGUF type spec (kept so a round trip writes the same types),
+    ``offset_of(key)`` the byte offset of the key/value pair in the file.
+    """
+
+    def __init__(self, gfile: "GGUFFile", entries: dict):
+        self._file = gfile
+        self._entries = entries            # key -> [value or _Lazy, spec, offset]
+
+    def __getitem__(self, key):
+        e = self._entries[key]
+        v = e[0]
+        if isinstance(v, _Lazy):
+            v = e[0] = self._file._materialize(v, key)
+        return v
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __contains__(self, key):
+        return key in self._entries
+
+    def type_of(self, key):
+        """GGUF type spec of ``key``: a ValueType, or an ArrayOf for arrays."""
+        return self._entries[key][1]
+
+    def types(self) -> dict:
+        return {k: e[1] for k, e in self._entries.items()}
+
+    def offset_of(self, key) -> int:
+        """Byte offset in the file where the key/value pair of ``key`` starts."""
+        return self._entries[key][2]
+
+    def count_of(self, key) -> int:
+        """Number of elements of an array value (1 for a scalar), without decoding it."""
+        v = self._entries[key][0]
+        if isinstance(v, _Lazy):
+            return v.n
+        return len(v) if isinstance(self._entries[key][1], ArrayOf) else 1
+
+    def copy(self) -> "MetadataDict":
+        """A mutable copy that remembers each key's GGUF type (decodes every value)."""
+        d = MetadataDict()
+        for k in self:
+            d.set(k, self[k], self.type_of(k))
+        return d
+
+    def __repr__(self):
+        return f"<GGUF metadata: {len(self)} keys>"
+
+
+_KIND = {ValueType.BOOL: "bool", ValueType.STRING: "str", ValueType.FLOAT32: "float", ValueType.FLOAT64: "float"}
+
+
+def _kind(spec) -> str:
+    if isinstance(spec, ArrayOf):
+        return "array"
+    return _KIND.get(spec, "int")
+
+
+class MetadataDict(dict):
+    """A plain dict of metadata that also remembers GGUF types (what ``Metadata.copy()`` returns).
+
+    Assigning a plain value to a key keeps the key's previous type when the value is of the same kind
+    (``d["general.file_type"] = 15`` stays UINT32); otherwise the writer infers a type. ``set(key, value,
+    type)`` pins a type explicitly.
+    """
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._types = {}
+
+    def set(self, key, value, type=None):
+        super().__setitem__(key, value)
+        if type is None:
+            self._types.pop(key, None)
+        else:
+            self._types[key] = type
+
+    def __setitem__(self, key, value):
+        old = self._types.get(key)
+        super().__setitem__(key, value)
+        if old is not None:
+            from .writer import infer_type
+
+            try:
+                same = _kind(infer_type(value)) == _kind(old)
+            except GGUFError:
+                same = False
+            if not same:
+                del self._types[key]
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._types.pop(key, None)
+
+    def type_of(self, key):
+        return self._types.get(key)
+
+    def copy(self):
+        d = MetadataDict(self)
+        d._types = dict(self._types)
+        return d
+
+
+# --------------------------------------------------------------------------- tensors
+
+# byte-swap unit of each plain format, for big-endian files (quantized blocks: see GGUFTensor.numpy)
+_SWAP = {"F32": "f4", "F16": "u2", "BF16": "u2", "F64": "f8", "I8": "i1", "I16": "i2", "I32": "i4", "I64": "i8"}
+_NUMPY_DTYPE = {"F32": "f4", "F16": "f2", "F64": "f8", "I8": "i1", "I16": "i2", "I32": "i4", "I64": "i8"}
+
+
+class GGUFTensor:
+    """One tensor of a GGUF file.
+
+    ``shape`` is numpy order (rows last = contiguous), ``ne`` ggml order as stored (``ne[0]`` contiguous,
+    ``len(ne)`` = n_dims written in the file). ``offset`` is relative to the data section,
+    ``file_offset`` absolute. ``data`` is a zero-copy read-only uint8 view of the map shaped
+    ``(*shape[:-1], row_bytes)``, ready for :func:`quantlab.dequantize`.
+    """
+
+    __slots__ = ("name", "ne", "shape", "format", "offset", "file_offset", "nbytes", "n_elements",
+                 "info_offset", "_file")
+
+    def __init__(self, gfile, name, ne, fmt, offset, nbytes, n_elements, info_offset):
+        self._file = gfile
+        self.name, self.ne, self.format, self.offset = name, tuple(ne), fmt, offset
+        self.shape = tuple(reversed(self.ne))
+        self.nbytes, self.n_elements, self.info_offset = nbytes, n_elements, info_offset
+        self.file_offset = gfile.data_offset + offset
+
+    @property
+    def n_dims(self) -> int:
+        return len(self.ne)
+
+    @property
+    def bpw(self) -> float:
+        return self.format.bpw
+
+    @property
+    def data(self) -> np.ndarray:
+        raw = self._file._view(self.file_offset, self.nbytes)
+        n0 = self.ne[0] if self.ne else 1
+        row = n0 // self.format.block_size * self.format.type_size
+        return raw.reshape(*self.shape[:-1], row) if self.shape else raw
+
+    def _little_endian_bytes(self) -> np.ndarray:
+        """The data in little-endian byte order (a copy for big-endian files)."""
+        d = self.data
+        if self._file.byte_order == "little":
+            return d
+        code = _SWAP.get(self.format.name)
+        if code is None:
+            raise GGUFError(
+                f"tensor {self.name!r} ({self.format.name}) comes from a big-endian file; which of its block "
+                f"fields were byte-swapped is not recorded in GGUF (gguf-py leaves quantized blocks as they "
+                f"are, gguf_convert_endian swaps their fp16 scales), so quantlab does not guess")
+        return d.view(">" + code).astype("<" + code).view(np.uint8).reshape(d.shape)
+
+    def dequantize(self, impl: str = "fast", threads: int | None = None) -> np.ndarray:
+        """The tensor as float32 of shape ``shape``, through :func:`quantlab.dequantize`."""
+        from ..api import dequantize
+
+        out = dequantize(self._little_endian_bytes(), self.format, impl=impl, threads=threads)
+        return out.reshape(self.shape)
+
+    def numpy(self) -> np.ndarray:
+        """The values in their natural numpy dtype (F32/F16/F64/I8..I64 as stored, zero-copy for
+        little-endian files); BF16 and quantized formats are dequantized to float32."""
+        code = _NUMPY_DTYPE.get(self.format.name)
+        if code is None:
+            return self.dequantize()
+        order = "<" if self._file.byte_order == "little" else ">"
+        a = self.data.view(order + code).reshape(self.shape)
+        return a if order == "<" else a.astype("=" + code)
+
+    def __repr__(self):
+        return (f"<GGUFTensor {self.name!r} {self.format.name} shape={self.shape} offset={self.offset} "
+                f"nbytes={self.nbytes}>")
+
+
+class TensorMap(Mapping):
+    """name -> GGUFTensor, in file order."""
+
+    def __init__(self, tensors: dict):
+        self._t = tensors
+
+    def __getitem__(self, k):
+        return self._t[k]
+
+    def __iter__(self):
+        return iter(self._t)
+
+    def __len__(self):
+        return len(self._t)
+
+    def __repr__(self):
+        names = list(self._t)
+        more = ", ..." if len(names) > 3 else ""
+        return f"<{len(names)} tensors: {', '.join(names[:3])}{more}>"
+
+
+# --------------------------------------------------------------------------- the file
+
+class GGUFFile:
+    """An open GGUF file (use :func:`open`). Attributes: ``path``, ``version``, ``byte_order``
+    ('little' | 'big'), ``alignment``, ``metadata`` (:class:`Metadata`), ``tensors`` (name ->
+    :class:`GGUFTensor`, file order), ``data_offset`` (start of the data section), ``file_size``,
+    ``canonical_layout`` (True when tensors sit exactly where llama.cpp's writer puts them)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._mm = None
+        try:
+            fh = builtins.open(self.path, "rb")
+        except OSError as e:
+            raise GGUFError(f"cannot open {self.path!r}: {e.strerror or e}") from None
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise GGUFError(f"{self.path!r} is empty (0 bytes): a GGUF file starts with the 4 bytes 'GGUF'")
+            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.file_size = size
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- parsing
+    def _parse(self):
+        mm, size = self._mm, self.file_size
+        if size < 4:
+            raise GGUFError(f"truncated file: {size} bytes, too short for the 4-byte magic 'GGUF' at byte 0")
+        magic = bytes(mm[:4])
+        if magic != GGUF_MAGIC:
+            legacy = _LEGACY_MAGIC.get(magic)
+            hint = (f" (this is a pre-GGUF {legacy} file: convert it with llama.cpp's tools first)"
+                    if legacy else "")
+            raise GGUFError(f"not a GGUF file: bytes 0-3 are {magic!r}, expected b'GGUF'{hint}")
+        if size < 8:
+            raise GGUFError(f"truncated file: the 4-byte version at byte 4 needs 8 bytes, the file has {size}")
+        raw_version = struct.unpack_from("<I", mm, 4)[0]
+        order = "<"
+        version = raw_version
+        if raw_version & 0xFFFF == 0 and raw_version != 0:
+            order = ">"                      # the version reads byte-swapped: a big-endian file
+            version = struct.unpack_from(">I", mm, 4)[0]
+        if version not in READ_VERSIONS:
+            raise GGUFError(f"unknown GGUF version {version} at byte 4 (quantlab reads versions "
+                            f"{', '.join(map(str, READ_VERSIONS))})")
+        self.version = version
+        self.byte_order = "little" if order == "<" else "big"
+        src = self._src = _Source(mm, size, order, version)
+        P = src.len_size
+
+        n_tensors, pos = src.read_count(8, "tensor count")
+        n_kv, pos = src.read_count(pos, "metadata key/value count")
+        self.tensor_count, self.kv_count = n_tensors, n_kv
+        left = size - pos
+        # smallest possible records: a KV = P-byte length + 1-byte key + u32 type + 1-byte value
+        if n_kv > left // (P + 6):
+            raise GGUFError(f"the header (byte {8 + P}) claims {n_kv} metadata pairs; each takes at least {P + 6} "
+                            f"bytes, but only {left} bytes follow the header")
+        # a tensor info = name length + n_dims u32 + type u32 + offset u64
+        if n_tensors > left // (P + 16):
+            raise GGUFError(f"the header (byte 8) claims {n_tensors} tensors; each tensor record takes at least "
+                            f"{P + 16} bytes, but only {left} bytes follow the header")
+
+        entries: dict = {}
+        for i in range(n_kv):
+            kpos = pos
+            key, pos = src.read_str(pos, f"key of metadata pair {i}")
+            if not key:
+                raise GGUFError(f"metadata pair {i} at byte {kpos} has an empty key")
+            if key in entries:
+                raise GGUFError(f"duplicate metadata key {key!r} at byte {kpos} (first at byte {entries[key][2]})")
+            t, pos = src.read_u32(pos, f"value type of {key!r}")
+            value, spec, pos = self._read_value(t, pos, key, pos - 4)
+            entries[key] = [value, spec, kpos]
+        self.metadata = Metadata(self, entries)
+
+        alignment = DEFAULT_ALIGNMENT
+        if "general.alignment" in entries:
+            v, spec, kpos = entries["general.alignment"]
+            if spec != ValueType.UINT32:
+                raise GGUFError(f"general.alignment (byte {kpos}) must be of type uint32, found {type_name(spec)}")
+            if v == 0 or v & (v - 1):
+                raise GGUFError(f"general.alignment (byte {kpos}) is {v}: it must be a non-zero power of two")
+            alignment = v
+        self.alignment = alignment
+
+        tensors: dict = {}
+        for i in range(n_tensors):
+            rec = pos
+            name, pos = src.read_str(pos, f"name of tensor {i}")
+            if name in tensors:
+                raise GGUFError(f"duplicate tensor name {name!r} at byte {rec} (tensor {i}; first at byte "
+                                f"{tensors[name][4]})")
+            nd, pos = src.read_u32(pos, f"n_dims of tensor {name!r}")
+            if nd > MAX_DIMS:
+                raise GGUFError(f"tensor {name!r} (byte {rec}) has {nd} dimensions at byte {pos - 4}; "
+                                f"ggml allows at most {MAX_DIMS}")
+            src.need(pos, nd * P, f"dimensions of tensor {name!r}")
+            ne = struct.unpack_from(order + ("I" if P == 4 else "Q") * nd, mm, pos)
+            dpos = pos
+            pos += nd * P
+            n_el = 1
+            for d in ne:
+                if d > _INT64_MAX:
+                    raise GGUFError(f"tensor {name!r}: dimension {d} at byte {dpos} is negative as a signed "
+                                    f"64-bit ggml dimension")
+                n_el *= d
+            if n_el > _INT64_MAX:
+                raise GGUFError(f"tensor {name!r}: dimensions {list(ne)} at byte {dpos} multiply to {n_el} "
+                                f"elements, more than ggml can count (2^63 - 1)")
+            tid, pos = src.read_u32(pos, f"type of tensor {name!r}")
+            fmt = self._format(tid, name, pos - 4)
+            ne0 = ne[0] if nd else 1
+            if ne0 % fmt.block_size:
+                raise GGUFError(f"tensor {name!r} (byte {rec}): {fmt.name} stores blocks of {fmt.block_size} "
+                                f"values, but its rows have {ne0} (ne[0] is not a multiple of the block size)")
+            nbytes = (n_el // fmt.block_size) * fmt.type_size if n_el else 0
+            off, pos = src.read_u64(pos, f"data offset of tensor {name!r}")
+            tensors[name] = (name, ne, fmt, off, rec, nbytes, n_el, pos - 8)
+
+        self.info_end = pos
+        self.data_offset = _align(pos, alignment)
+        if n_tensors and self.data_offset > size:
+            raise GGUFError(f"truncated file: the tensor table ends at byte {pos}, so the data section starts at "
+                            f"byte {self.data_offset} (alignment {alignment}), past the end of the file ({size})")
+        built = {}
+        spans = []
+        expect = 0
+        canonical = True
+        for name, ne, fmt, off, rec, nbytes, n_el, opos in tensors.values():
+            if off % alignment:
+                raise GGUFError(f"tensor {name!r}: data offset {off} (stored at byte {opos}) is not a multiple of "
+                                f"the alignment {alignment} (misaligned tensor data)")
+            start = self.data_offset + off
+            if nbytes > size or start > size - nbytes:
+                raise GGUFError(f"tensor {name!r}: its {nbytes} bytes at byte {start} (offset {off}, stored at byte "
+                                f"{opos}) run past the end of the file ({size} bytes): truncated file or bad offset")
+            canonical &= off == expect
+            expect = off + _align(nbytes, alignment)
+            spans.append((off, off + nbytes, name))
+            built[name] = GGUFTensor(self, name, ne, fmt, off, nbytes, n_el, rec)
+        spans.sort()
+        for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
+            if b0 < a1 and b1 > b0 and a1 > a0:
+                raise GGUFError(f"tensors {an!r} and {bn!r} overlap: bytes {self.data_offset + a0}-"
+                                f"{self.data_offset + a1 - 1} and {self.data_offset + b0}-{self.data_offset + b1 - 1}")
+        self.canonical_layout = canonical
+        self.tensors = TensorMap(built)
+
+    def _format(self, tid: int, name: str, at: int) -> Format:
+        try:
+            fmt = get_format(tid)
+        except FormatError:
+            raise GGUFError(f"tensor {name!r}: unknown ggml type id {tid} at byte {at}") from None
+        if fmt.removed:
+            try:
+                fmt.check_usable()
+            except FormatError as e:
+                raise GGUFError(f"tensor {name!r}: type id {tid} at byte {at}: {e}") from None
+        return fmt
+
+    def _read_value(self, t: int, pos: int, key: str, tpos: int, depth: int = 0):
+        if t not in _VALID_TYPES:
+            raise GGUFError(f"metadata {key!r}: unknown value type {t} at byte {tpos} (valid: 0-12)")
+        vt = ValueType(t)
+        src = self._src
+        if vt == ValueType.STRING:
+            s, pos = src.read_str(pos, f"string value of {key!r}")
+            return s, vt, pos
+        if vt == ValueType.ARRAY:
+            return self._read_array(pos, key, depth)
+        src.need(pos, vt.size, f"{vt.name.lower()} value of {key!r}")
+        v = src.scalar[vt].unpack_from(src.mm, pos)[0]
+        if vt == ValueType.BOOL:
+            if v > 1:
+                raise GGUFError(f"metadata {key!r}: bool value at byte {pos} is {v}; a GGUF bool is 0 or 1")
+            v = bool(v)
+        return v, vt, pos + vt.size
+
+    def _read_array(self, pos: int, key: str, depth: int):
+        src = self._src
+        if depth >= _MAX_NESTING:
+            raise GGUFError(f"metadata {key!r}: arrays nested more than {_MAX_NESTING} deep at byte {pos}")
+        apos = pos
+        et, pos = src.read_u32(pos, f"array element type of {key!r}")
+        if et not in _VALID_TYPES:
+            raise GGUFError(f"metadata {key!r}: unknown array element type {et} at byte {apos} (valid: 0-12)")
+        et = ValueType(et)
+        n, pos = src.read_count(pos, f"array length of {key!r}")
+        left = src.size - pos
+        if et.is_numeric:
+            if n > left // et.size:
+                raise GGUFError(f"metadata {key!r}: array at byte {apos} claims {n} {et.name.lower()} values "
+                                f"({n * et.size} bytes), but only {left} bytes are left in the file")
+            if et == ValueType.BOOL and n:
+                b = np.frombuffer(src.mm, np.uint8, n, pos)
+                if b.max() > 1:
+                    i = int(np.argmax(b > 1))
+                    raise GGUFError(f"metadata {key!r}: bool element {i} at byte {pos + i} is {int(b[i])}; a GGUF "
+                                    f"bool is 0 or 1")
+            return _Lazy("num", pos, n, et), ArrayOf(et), pos + n * et.size
+        if et == ValueType.STRING:
+            starts, lens, end = _walk_strings(src, pos, n, f"string array {key!r} (byte {apos})")
+            return _Lazy("str", pos, n, et, starts, lens), ArrayOf(et), end
+        # array of arrays: each element is (element type u32, count, values)
+        if n > left // (4 + src.len_size):
+            raise GGUFError(f"metadata {key!r}: array at byte {apos} claims {n} inner arrays; each needs at least "
+                            f"{4 + src.len_size} bytes, but only {left} bytes are left in the file")
+        values, specs = [], []
+        for _ in range(n):
+            v, s, pos = self._read_array(pos, key, depth + 1)
+            values.append(v)
+            specs.append(s)
+        return _Lazy("nested", apos, n, et, values, None), ArrayOf(ValueType.ARRAY, items=tuple(specs)), pos
+
+    def _materialize(self, lz: _Lazy, key: str):
+        mm = self._mm
+        if mm is None:
+            raise GGUFError(f"the file {self.path!r} is closed; read metadata {key!r} before closing it "
+                            f"(or keep the file open)")
+        if lz.kind == "num":
+            dt = np.dtype(self._src.order + lz.vtype.dtype_code)
+            if lz.n == 0:
+                a = np.empty(0, dtype=dt.newbyteorder("="))
+            else:
+                a = np.frombuffer(mm, dtype=dt, count=lz.n, offset=lz.pos)
+                if self.byte_order == "big":
+                    a = a.astype(dt.newbyteorder("="))
+            if lz.vtype == ValueType.BOOL:
+                a = a.view(np.bool_)
+            a.flags.writeable = False
+            return a
+        if lz.kind == "str":
+            return _decode_strings(mm, lz.starts, lz.lens)
+        return tuple(self._materialize(v, key) for v in lz.starts)
+
+    def _view(self, start: int, nbytes: int) -> np.ndarray:
+        if self._mm is None:
+            raise GGUFError(f"the file {self.path!r} is closed; take tensor data before closing it "
+                            f"(views taken before stay valid)")
+        if nbytes == 0:
+            a = np.empty(0, dtype=np.uint8)
+            a.flags.writeable = False
+            return a
+        return np.frombuffer(self._mm, dtype=np.uint8, count=nbytes, offset=start)
+
+    # ---- conveniences
+    @property
+    def closed(self) -> bool:
+        return self._mm is None
+
+    def close(self) -> None:
+        """Release the map. Views handed out earlier keep it alive until they are garbage-collected."""
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # numpy views still export the buffer: the map lives on until they are gone
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def architecture(self) -> str | None:
+        return self.metadata.get("general.architecture") if hasattr(self, "metadata") else None
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors.values())
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        return (f"<GGUFFile {self.path!r} v{self.version} {self.byte_order}-endian, {len(self.metadata)} keys, "
+                f"{len(self.tensors)} tensors, {state}>")
+
+
+def open(path) -> GGUFFile:  # noqa: A001 - mirrors the builtin on purpose: quantlab.gguf.open(path)
+    """Open a GGUF file (versions 1-3, little- or big-endian): ``with quantlab.gguf.open(p) as f: ...``."""
+    return GGUFFile(path)

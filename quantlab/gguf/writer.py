@@ -1,0 +1,629 @@
+"""Write GGUF v3 files (little-endian), one tensor at a time, atomically.
+
+Layout conventions are llama.cpp's (``gguf_write_to_file``), so a file written here can be byte-identical
+to one written by llama-quantize:
+
+* header, then the metadata pairs in the order given, then the tensor infos in the order given;
+* zero padding to ALIGNMENT after the infos (always), ALIGNMENT = ``general.alignment`` or 32;
+* tensor data in info order, each at the running sum of the previous tensors' padded sizes, each followed
+  by zero padding to ALIGNMENT;
+* ``n_dims`` as the source tensor had it (a tensor read by quantlab keeps its stored ``ne``); for plain
+  arrays ``len(shape)`` like gguf-py, or ggml's ``ggml_n_dims`` (trailing 1s dropped) with
+  ``trim_dims=True`` like llama.cpp's C writer.
+
+The file is written to a temporary file in the target's directory and moved over the target with
+``os.replace`` only when complete: an interrupted or failed write never leaves a truncated file under the
+target name, and the temporary file is removed on error.
+
+Metadata types: a key keeps the type recorded by the source (``Metadata.type_of`` / ``MetadataDict``),
+a :class:`~quantlab.gguf.constants.Value` pins one, and plain Python values get an inferred type
+(:func:`infer_type`).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, GGUFError
+from ..formats.registry import Format
+from ..formats.registry import get as get_format
+from .constants import DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_NAME, ArrayOf, Value, ValueType
+
+__all__ = ["GGUFWriter", "write", "TensorSource", "infer_type", "encode_value"]
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_SCALAR = {ValueType.UINT8: struct.Struct("<B"), ValueType.INT8: struct.Struct("<b"),
+           ValueType.UINT16: struct.Struct("<H"), ValueType.INT16: struct.Struct("<h"),
+           ValueType.UINT32: struct.Struct("<I"), ValueType.INT32: struct.Struct("<i"),
+           ValueType.FLOAT32: struct.Struct("<f"), ValueType.UINT64: struct.Struct("<Q"),
+           ValueType.INT64: struct.Struct("<q"), ValueType.FLOAT64: struct.Struct("<d")}
+_PLAIN_DTYPE_FORMAT = {("f", 4): "F32", ("f", 2): "F16", ("f", 8): "F64", ("i", 1): "I8", ("i", 2): "I16",
+                       ("i", 4): "I32", ("i", 8): "I64"}
+_FORMAT_DTYPE = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "<i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
+
+
+def _pad(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+# --------------------------------------------------------------------------- metadata values
+
+def infer_type(value):
+    """The GGUF type a plain Python/numpy value gets when none is recorded.
+
+    bool -> BOOL; int -> UINT32 (0..2^32-1), INT32 (negative, fits), else UINT64 / INT64; float -> FLOAT32
+    (what llama.cpp reads hyper-parameters as); numpy scalars and arrays keep their dtype; str -> STRING;
+    bytes -> array[uint8]; lists/tuples -> array of the common element type (ints: INT32 if they all fit,
+    else INT64 / UINT64; floats or a mix of ints and floats: FLOAT32); lists of lists -> nested arrays.
+    """
+    if isinstance(value, Value):
+        return value.type
+    if isinstance(value, (bool, np.bool_)):
+        return ValueType.BOOL
+    if isinstance(value, np.generic):
+        t = _dtype_type(value.dtype)
+        if t is None:
+            raise GGUFError(f"no GGUF value type for a numpy {value.dtype} scalar")
+        return t
+    if isinstance(value, int):
+        if 0 <= value < 1 << 32:
+            return ValueType.UINT32
+        if -(1 << 31) <= value < 0:
+            return ValueType.INT32
+        if 0 <= value < 1 << 64:
+            return ValueType.UINT64
+        if -(1 << 63) <= value < 0:
+            return ValueType.INT64
+        raise GGUFError(f"integer {value} does not fit any GGUF integer type (64 bits at most)")
+    if isinstance(value, float):
+        return ValueType.FLOAT32
+    if isinstance(value, str):
+        return ValueType.STRING
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ArrayOf(ValueType.UINT8)
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise GGUFError(f"metadata arrays are 1-D; got a numpy array of shape {value.shape}")
+        if value.dtype.kind in "US":
+            return ArrayOf(ValueType.STRING)
+        t = _dtype_type(value.dtype)
+        if t is None:
+            raise GGUFError(f"no GGUF value type for numpy dtype {value.dtype}")
+        return ArrayOf(t)
+    if isinstance(value, (list, tuple)):
+        if len(value) == 0:
+            raise GGUFError("cannot infer the element type of an empty list: pass "
+                            "Value([], ArrayOf(ValueType.<TYPE>))")
+        if all(isinstance(v, str) for v in value):
+            return ArrayOf(ValueType.STRING)
+        if all(isinstance(v, (bool, np.bool_)) for v in value):
+            return ArrayOf(ValueType.BOOL)
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value):
+            lo, hi = min(int(v) for v in value), max(int(v) for v in value)
+            if -(1 << 31) <= lo and hi < 1 << 31:
+                return ArrayOf(ValueType.INT32)
+            if -(1 << 63) <= lo and hi < 1 << 63:
+                return ArrayOf(ValueType.INT64)
+            if lo >= 0 and hi < 1 << 64:
+                return ArrayOf(ValueType.UINT64)
+            raise GGUFError("integers in the list do not fit 64 bits")
+        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               for v in value):
+            return ArrayOf(ValueType.FLOAT32)
+        if all(isinstance(v, (list, tuple, np.ndarray, bytes)) for v in value):
+            return ArrayOf(ValueType.ARRAY, items=tuple(infer_type(v) for v in value))
+        kinds = sorted({type(v).__name__ for v in value})
+        raise GGUFError(f"a GGUF array holds one type of element; this list mixes {', '.join(kinds)}")
+    raise GGUFError(f"no GGUF value type for a {type(value).__name__}; use int, float, bool, str, a list or a "
+                    f"numpy array, or wrap it as Value(value, type)")
+
+
+def _dtype_type(dt):
+    from .constants import DTYPE_TO_VALUE_TYPE
+
+    return DTYPE_TO_VALUE_TYPE.get((dt.kind, dt.itemsize))
+
+
+def _encode_strings(strings) -> bytes:
+    """GGUF strings back to back (u64 length + bytes each), assembled with numpy rather than per element."""
+    enc = [s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape") for s in strings]
+    n = len(enc)
+    if n == 0:
+        return b""
+    lens = np.fromiter(map(len, enc), dtype=np.int64, count=n)
+    body = np.frombuffer(b"".join(enc), dtype=np.uint8)
+    out = np.empty(8 * n + body.size, dtype=np.uint8)
+    prefix_at = 8 * np.arange(n, dtype=np.int64) + np.concatenate(([0], np.cumsum(lens)[:-1]))
+    is_prefix = np.zeros(out.size, dtype=bool)
+    idx = (prefix_at[:, None] + np.arange(8)).reshape(-1)
+    is_prefix[idx] = True
+    out[idx] = lens.astype("<u8").view(np.uint8)
+    out[~is_prefix] = body
+    return out.tobytes()
+
+
+def encode_value(value, spec, where: str = "value") -> bytes:
+    """The bytes of ``value`` as GGUF type ``spec`` (without the type id), little-endian."""
+    if isinstance(value, Value):
+        value = value.value
+    try:
+        if isinstance(spec, ArrayOf):
+            return _encode_array(value, spec, where)
+        spec = ValueType(spec)
+        if spec == ValueType.STRING:
+            if isinstance(value, (bytes, bytearray)):
+                b = bytes(value)
+            elif isinstance(value, str):
+                b = value.encode("utf-8", "surrogateescape")
+            else:
+                raise GGUFError(f"{where}: a string value must be str, got {type(value).__name__}")
+            return _U64.pack(len(b)) + b
+        if spec == ValueType.BOOL:
+            if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+                return b"\x01" if value else b"\x00"
+            raise GGUFError(f"{where}: a bool value must be True/False, got {value!r}")
+        if spec == ValueType.ARRAY:
+            raise GGUFError(f"{where}: give array types as ArrayOf(element type)")
+        if spec in (ValueType.FLOAT32, ValueType.FLOAT64):
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
+                raise GGUFError(f"{where}: a {spec.name.lower()} value must be a number, got {value!r}")
+            return np.array(value, dtype="<" + spec.dtype_code).tobytes()
+        if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+            raise GGUFError(f"{where}: a {spec.name.lower()} value must be an integer, got {value!r}")
+        return _SCALAR[spec].pack(int(value))
+    except struct.error:
+        raise GGUFError(f"{where}: {value!r} does not fit {spec.name.lower()}") from None
+    except OverflowError:
+        raise GGUFError(f"{where}: {value!r} does not fit {type_str(spec)}") from None
+
+
+def type_str(spec) -> str:
+    from .constants import type_name
+
+    return type_name(spec)
+
+
+def _encode_array(value, spec: ArrayOf, where: str) -> bytes:
+    et = spec.elem
+    if isinstance(value, (bytes, bytearray, memoryview)) and et != ValueType.STRING:
+        value = np.frombuffer(bytes(value), dtype=np.uint8)
+    if et == ValueType.STRING:
+        if isinstance(value, (str, bytes)):
+            raise GGUFError(f"{where}: an array of strings must be a list/tuple of str, got a single "
+                            f"{type(value).__name__}")
+        items = list(value)
+        for s in items:
+            if not isinstance(s, (str, bytes, np.str_)):
+                raise GGUFError(f"{where}: array[string] element {s!r} is not a str")
+        return _U32.pack(et) + _U64.pack(len(items)) + _encode_strings([str(s) if isinstance(s, np.str_) else s
+                                                                       for s in items])
+    if et == ValueType.ARRAY:
+        items = list(value)
+        if len(items) != len(spec.items):
+            raise GGUFError(f"{where}: the type gives {len(spec.items)} inner arrays, the value has {len(items)}")
+        return _U32.pack(et) + _U64.pack(len(items)) + b"".join(
+            _encode_array(v, s, f"{where}[{i}]") for i, (v, s) in enumerate(zip(items, spec.items)))
+    a = np.asarray(value)
+    if a.ndim != 1:
+        raise GGUFError(f"{where}: metadata arrays are 1-D, got shape {a.shape}")
+    if a.size and a.dtype.kind not in "biuf":
+        raise GGUFError(f"{where}: array[{et.name.lower()}] needs numbers, got dtype {a.dtype}")
+    if et == ValueType.BOOL:
+        if a.size and a.dtype.kind != "b" and not np.isin(a, (0, 1)).all():
+            raise GGUFError(f"{where}: array[bool] elements must be True/False (0/1)")
+        data = a.astype(np.uint8)
+    else:
+        target = np.dtype("<" + et.dtype_code)
+        if a.size and a.dtype.kind == "f" and target.kind in "iu" and not np.array_equal(a, np.trunc(a)):
+            raise GGUFError(f"{where}: array[{et.name.lower()}] needs integers, found fractional values")
+        if a.size and target.kind in "iu":
+            info = np.iinfo(target)
+            lo, hi = a.min(), a.max()
+            if lo < info.min or hi > info.max:
+                raise GGUFError(f"{where}: values {lo}..{hi} do not fit {et.name.lower()}")
+        data = a.astype(target)
+    return _U32.pack(et) + _U64.pack(a.size) + data.tobytes()
+
+
+# --------------------------------------------------------------------------- tensor sources
+
+@dataclass
+class TensorSource:
+    """A tensor to write: ``data`` is a numpy array, bytes, or a zero-argument callable returning one
+    (called only when the tensor is written, so nothing needs to be in memory before).
+
+    ``format``: a registry name/id (default: from the dtype of ``data``, which then must be an array).
+    ``shape``: numpy order (default: ``data.shape``; required for callables and raw bytes).
+    ``ne``: ggml order, to pin n_dims exactly (overrides shape).
+    Float data with a quantized ``format`` is quantized with :func:`quantlab.quantize` when written.
+    """
+
+    data: Any
+    format: Any = None
+    shape: tuple | None = None
+    ne: tuple | None = None
+
+
+class _Plan:
+    __slots__ = ("name", "ne", "format", "nbytes", "offset", "source", "written")
+
+    def __init__(self, name, ne, fmt, nbytes, source):
+        self.name, self.ne, self.format, self.nbytes, self.source = name, ne, fmt, nbytes, source
+        self.offset = 0
+        self.written = False
+
+    @property
+    def shape(self):
+        return tuple(reversed(self.ne))
+
+
+def _describe(name, src, shape=None, fmt=None, ne=None):
+    """(ne, Format, data source) for anything the writer accepts as a tensor."""
+    if isinstance(src, TensorSource):
+        return _describe(name, src.data, src.shape if shape is None else shape,
+                         src.format if fmt is None else fmt, src.ne if ne is None else ne)
+    # a tensor read by quantlab: keep its stored ne (n_dims) and format, copy its bytes
+    from .reader import GGUFTensor
+
+    if isinstance(src, GGUFTensor):
+        f = src.format if fmt is None else get_format(fmt)
+        if f != src.format:
+            return _describe(name, src.dequantize, src.shape, f, src.ne)
+        return src.ne, src.format, src._little_endian_bytes
+    # a gguf-py ReaderTensor (gguf.GGUFReader): shape is stored in ggml order
+    if hasattr(src, "tensor_type") and hasattr(src, "data") and hasattr(src, "shape") and fmt is None:
+        f = get_format(int(src.tensor_type))
+        tne = tuple(int(v) for v in src.shape)
+        return tne, f, (lambda: np.asarray(src.data))
+    if fmt is None and hasattr(src, "format") and hasattr(src, "data") and hasattr(src, "shape"):
+        tne = tuple(src.ne) if getattr(src, "ne", None) is not None else None
+        return _describe(name, (lambda: src.data), src.shape, src.format, tne)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        src = np.frombuffer(src, dtype=np.uint8)
+    if isinstance(src, np.ndarray):
+        f = get_format(fmt) if fmt is not None else None
+        if f is None:
+            key = _PLAIN_DTYPE_FORMAT.get((src.dtype.kind, src.dtype.itemsize))
+            if key is None:
+                hint = (" (raw quantized bytes: wrap them as TensorSource(data, format='Q4_K', shape=...))"
+                        if src.dtype == np.uint8 else "")
+                raise GGUFError(f"tensor {name!r}: cannot tell the ggml type of a {src.dtype} array{hint}")
+            f = get_format(key)
+        if ne is None:
+            if shape is None:
+                if src.dtype == np.uint8 and f.name != "I8":
+                    if src.ndim == 0 or src.shape[-1] % f.type_size:
+                        raise GGUFError(f"tensor {name!r}: {src.shape} bytes is not whole {f.name} rows; "
+                                        f"give shape=")
+                    shape = (*src.shape[:-1], src.shape[-1] // f.type_size * f.block_size)
+                else:
+                    shape = src.shape
+        arr = src
+        return (tuple(ne) if ne is not None else tuple(reversed(tuple(shape)))), f, (lambda: arr)
+    if callable(src):
+        if fmt is None or (shape is None and ne is None):
+            raise GGUFError(f"tensor {name!r}: a lazy (callable) source needs format= and shape= (or ne=) "
+                            f"up front, because the tensor table is written before any data")
+        f = get_format(fmt)
+        return (tuple(ne) if ne is not None else tuple(reversed(tuple(shape)))), f, src
+    raise GGUFError(f"tensor {name!r}: cannot write a {type(src).__name__}; give a numpy array, bytes, a "
+                    f"TensorSource, or a tensor read with quantlab.gguf.open")
+
+
+def _to_bytes(plan: _Plan, data) -> np.ndarray:
+    """The tensor's bytes in ggml layout (uint8, C order) from whatever the source produced."""
+    f = plan.format
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = np.frombuffer(data, dtype=np.uint8)
+    a = np.asarray(data)
+    if a.dtype == np.uint8 and f.name != "I8":
+        out = a
+    elif f.name in _FORMAT_DTYPE and a.dtype.kind in "fiu":
+        target = np.dtype(_FORMAT_DTYPE[f.name])
+        if a.size != int(np.prod(plan.shape, dtype=object)):
+            raise GGUFError(f"tensor {plan.name!r}: declared shape {plan.shape}, data has shape {a.shape}")
+        if target.kind in "iu" and a.dtype.kind == "f":
+            raise GGUFError(f"tensor {plan.name!r}: {f.name} stores integers, got {a.dtype} data")
+        out = np.ascontiguousarray(a, dtype=target).reshape(-1).view(np.uint8)
+    elif a.dtype.kind == "f":
+        from ..api import quantize
+
+        if a.size != int(np.prod(plan.shape, dtype=object)):
+            raise GGUFError(f"tensor {plan.name!r}: declared shape {plan.shape}, data has shape {a.shape}")
+        n0 = plan.ne[0] if plan.ne else 1
+        try:
+            out = quantize(a.reshape(-1, n0), f)
+        except FormatError as e:
+            raise GGUFError(f"tensor {plan.name!r}: cannot quantize to {f.name}: {e}") from None
+    else:
+        raise GGUFError(f"tensor {plan.name!r}: cannot write {a.dtype} data as {f.name}")
+    if out.nbytes != plan.nbytes:
+        raise GGUFError(f"tensor {plan.name!r}: {f.name} with shape {plan.shape} takes {plan.nbytes} bytes, "
+                        f"the data has {out.nbytes}")
+    return np.ascontiguousarray(out).reshape(-1)
+
+
+# --------------------------------------------------------------------------- the writer
+
+class GGUFWriter:
+    """Streaming GGUF v3 writer. Declare metadata and tensors, then write tensor data one at a time::
+
+        with GGUFWriter("out.gguf", metadata) as w:
+            for name, t in src.tensors.items():
+                w.add_tensor(name, shape=t.shape, format="Q4_K")    # declare every tensor first
+            for name, t in src.tensors.items():
+                w.write_tensor(name, quantize(t.dequantize(), "Q4_K"))   # then stream the data
+
+    ``add_tensor(name, source)`` with a source (array, callable, tensor read by quantlab...) and then
+    ``write_tensors()`` does both. The header and tensor table are written at the first ``write_tensor``;
+    the file appears under ``path`` only when ``close()`` (or the ``with`` block) completes.
+    ``trim_dims=True`` writes n_dims like llama.cpp's writer (``ggml_n_dims``) for tensors whose ``ne``
+    is not given explicitly.
+    """
+
+    def __init__(self, path, metadata=None, *, alignment: int | None = None, trim_dims: bool = False):
+        self.path = os.fspath(path)
+        self._kv: dict = {}                   # key -> (spec, value)
+        self._plans: dict = {}
+        self._order: list = []
+        self._trim = trim_dims
+        self._alignment_arg = alignment
+        self._fh = None
+        self._tmp = None
+        self._next = 0
+        self._pos = 0
+        self._state = "declaring"
+        if metadata is not None:
+            self.add_metadata(metadata)
+
+    # ---- declaring
+    def _check_declaring(self, what):
+        if self._state != "declaring":
+            raise GGUFError(f"cannot {what} after the header was written (state: {self._state})")
+
+    def add_metadata(self, metadata) -> None:
+        """Add every key of a mapping, keeping types the mapping records (``type_of``)."""
+        type_of = getattr(metadata, "type_of", None)
+        for k in metadata:
+            v = metadata[k]
+            t = type_of(k) if type_of is not None else None
+            self.add_key(k, v, t)
+
+    def add_key(self, key: str, value, type=None) -> None:
+        """Add (or replace) one metadata pair; ``type`` a ValueType / ArrayOf, else recorded or inferred."""
+        self._check_declaring("add metadata")
+        if not isinstance(key, str) or not key:
+            raise GGUFError(f"metadata keys are non-empty strings, got {key!r}")
+        if isinstance(value, Value):
+            spec, value = value.type, value.value
+        elif type is not None:
+            spec = type if isinstance(type, ArrayOf) else ValueType(int(type))
+        else:
+            spec = infer_type(value)
+        self._kv[key] = (spec, value)
+
+    def add_tensor(self, name: str, source=None, *, shape=None, format=None, ne=None) -> None:
+        """Declare a tensor (in file order). ``source``: what ``write_tensor`` writes when given no data."""
+        self._check_declaring("add tensors")
+        if not isinstance(name, str):
+            raise GGUFError(f"tensor names are strings, got {name!r}")
+        if len(name.encode("utf-8", "surrogateescape")) >= MAX_NAME:
+            raise GGUFError(f"tensor name {name!r} is {len(name.encode())} bytes; llama.cpp needs names shorter "
+                            f"than {MAX_NAME} bytes")
+        if name in self._plans:
+            raise GGUFError(f"duplicate tensor name {name!r}")
+        if source is None:
+            if format is None or (shape is None and ne is None):
+                raise GGUFError(f"tensor {name!r}: without a source, give format= and shape= (or ne=)")
+            tne, f, src = (tuple(ne) if ne is not None else tuple(reversed(tuple(shape)))), get_format(format), None
+        else:
+            tne, f, src = _describe(name, source, shape, format, ne)
+        if not isinstance(f, Format):
+            f = get_format(f)
+        try:
+            f.check_usable()
+        except FormatError as e:
+            raise GGUFError(f"tensor {name!r}: {e}") from None
+        tne = tuple(int(d) for d in tne)
+        if ne is None and self._trim and not (isinstance(source, TensorSource) and source.ne is not None):
+            from .reader import GGUFTensor
+
+            if not isinstance(source, GGUFTensor):
+                while len(tne) > 1 and tne[-1] == 1:
+                    tne = tne[:-1]
+        if len(tne) > MAX_DIMS:
+            raise GGUFError(f"tensor {name!r} has {len(tne)} dimensions; ggml allows at most {MAX_DIMS}")
+        if any(d < 0 for d in tne):
+            raise GGUFError(f"tensor {name!r}: negative dimension in {tne}")
+        n_el = 1
+        for d in tne:
+            n_el *= d
+        if n_el >= 1 << 63:
+            raise GGUFError(f"tensor {name!r}: {tne} has more elements than ggml can count")
+        n0 = tne[0] if tne else 1
+        if n0 % f.block_size:
+            raise GGUFError(f"tensor {name!r}: {f.name} stores blocks of {f.block_size} values, but rows have {n0}")
+        nbytes = n_el // f.block_size * f.type_size
+        self._plans[name] = _Plan(name, tne, f, nbytes, src)
+        self._order.append(name)
+
+    # ---- writing
+    def _alignment(self) -> int:
+        a = self._kv.get("general.alignment")
+        if a is not None:
+            spec, v = a
+            if spec != ValueType.UINT32:
+                raise GGUFError("general.alignment must be of type uint32 (llama.cpp refuses anything else)")
+            if self._alignment_arg is not None and self._alignment_arg != v:
+                raise GGUFError(f"alignment={self._alignment_arg} contradicts general.alignment = {v}")
+            al = int(v)
+        elif self._alignment_arg is not None:
+            al = int(self._alignment_arg)
+            if al != DEFAULT_ALIGNMENT:
+                self._kv["general.alignment"] = (ValueType.UINT32, al)
+        else:
+            al = DEFAULT_ALIGNMENT
+        if al <= 0 or al & (al - 1):
+            raise GGUFError(f"alignment {al} is not a non-zero power of two")
+        return al
+
+    def _header_bytes(self) -> bytes:
+        self.alignment = al = self._alignment()
+        parts = [GGUF_MAGIC, _U32.pack(GGUF_VERSION), _U64.pack(len(self._order)), _U64.pack(len(self._kv))]
+        for key, (spec, value) in self._kv.items():
+            kb = key.encode("utf-8", "surrogateescape")
+            parts.append(_U64.pack(len(kb)) + kb)
+            parts.append(_U32.pack(ValueType.ARRAY if isinstance(spec, ArrayOf) else spec))
+            parts.append(encode_value(value, spec, f"metadata {key!r}"))
+        off = 0
+        for name in self._order:
+            p = self._plans[name]
+            nb = name.encode("utf-8", "surrogateescape")
+            p.offset = off
+            parts.append(_U64.pack(len(nb)) + nb + _U32.pack(len(p.ne))
+                         + struct.pack(f"<{len(p.ne)}Q", *p.ne) + _U32.pack(p.format.id) + _U64.pack(off))
+            off += _pad(p.nbytes, al)
+        head = b"".join(parts)
+        return head + bytes(_pad(len(head), al) - len(head))
+
+    def write_header(self) -> None:
+        """Write header, metadata and tensor table to the temporary file (done by the first write_tensor)."""
+        self._check_declaring("write the header")
+        head = self._header_bytes()
+        d = os.path.dirname(os.path.abspath(self.path))
+        try:
+            fd, self._tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(self.path) + ".", suffix=".tmp")
+        except OSError as e:
+            raise GGUFError(f"cannot create a temporary file next to {self.path!r}: {e.strerror or e}") from None
+        self._fh = os.fdopen(fd, "wb")
+        self._state = "writing"
+        try:
+            self._fh.write(head)
+        except BaseException:
+            self.abort()
+            raise
+        self._pos = len(head)
+        self._data_start = len(head)
+
+    def write_tensor(self, name: str | None = None, data=None) -> None:
+        """Write the next tensor's data (tensors go in declaration order; ``name`` is checked)."""
+        if self._state == "declaring":
+            self.write_header()
+        if self._state != "writing":
+            raise GGUFError(f"cannot write tensors: the writer is {self._state}")
+        if self._next >= len(self._order):
+            raise GGUFError(f"all {len(self._order)} declared tensors are already written")
+        p = self._plans[self._order[self._next]]
+        if name is not None and name != p.name:
+            raise GGUFError(f"tensors are written in declaration order: expected {p.name!r}, got {name!r}")
+        try:
+            if data is None:
+                if p.source is None:
+                    raise GGUFError(f"tensor {p.name!r} was declared without a source; pass its data")
+                data = p.source()
+            b = _to_bytes(p, data)
+            assert self._pos - self._data_start == p.offset
+            self._fh.write(memoryview(b))
+            pad = _pad(p.nbytes, self.alignment) - p.nbytes
+            if pad:
+                self._fh.write(bytes(pad))
+            self._pos += p.nbytes + pad
+        except BaseException:
+            self.abort()
+            raise
+        p.written = True
+        self._next += 1
+
+    def write_tensors(self) -> None:
+        """Write every remaining declared tensor from its source."""
+        while self._state in ("declaring", "writing") and self._next < len(self._order):
+            self.write_tensor()
+        if self._state == "declaring":
+            self.write_header()
+
+    def close(self) -> None:
+        """Finish: check every tensor was written, then move the file into place (atomic)."""
+        if self._state in ("done", "aborted"):
+            return
+        if self._state == "declaring":
+            self.write_tensors()
+        if self._next < len(self._order):
+            missing = self._order[self._next]
+            self.abort()
+            raise GGUFError(f"{len(self._order) - self._next} declared tensors were never written (first: "
+                            f"{missing!r}); {self.path!r} was not created")
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(self._tmp, 0o666 & ~mask)
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "done"
+        self.size = self._pos
+
+    def abort(self) -> None:
+        """Give up: close and delete the temporary file; the target path is left untouched."""
+        self._state = "aborted"
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+            self._tmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+def _iter_tensors(tensors):
+    if tensors is None:
+        return []
+    if isinstance(tensors, Mapping):
+        return list(tensors.items())
+    out = []
+    for item in tensors:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            out.append(item)
+        elif hasattr(item, "name"):
+            out.append((str(item.name), item))
+        else:
+            raise GGUFError("tensors must be a mapping name -> source, (name, source) pairs, or objects with .name")
+    return out
+
+
+def write(path, metadata, tensors, *, alignment: int | None = None, trim_dims: bool = False) -> str:
+    """Write a GGUF v3 file from metadata (a mapping; recorded types kept) and tensors (mapping name ->
+    source, or (name, source) pairs). Sources are read one at a time while writing. Returns the path."""
+    w = GGUFWriter(path, metadata, alignment=alignment, trim_dims=trim_dims)
+    try:
+        for name, src in _iter_tensors(tensors):
+            w.add_tensor(name, src)
+        w.write_tensors()
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    return w.path
