@@ -238,13 +238,15 @@ def lossless_table(x, views=_FLOAT_VIEWS, codecs=tuple(CODECS)) -> list[dict]:
     return rows
 
 
-def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(10, 30, 50, 70, 90, 95),
-                    codec: str = "zstd", imatrix=None, peer_fallback: bool = True) -> list[dict]:
+def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(30, 60, 80, 90, 95, 100),
+                    codec: str = "zstd", imatrix=None, peer_fallback: bool = True, impl: str = "reference",
+                    jpeg_clip: float | None = 99.9) -> list[dict]:
     """Points (method, kind, bpw, rmse, sqnr_db) for one 2-D tensor ``x``:
 
     * 'lossless': fp32 + codec (exact), fp16 and bf16 (rounding error) + codec;
     * 'quant': each registry format (bpw from the registry) and the same bytes + codec;
-    * 'jpeg': JPEG at each quality.
+    * 'jpeg': JPEG at each quality (range clipped at the ``jpeg_clip`` percentile of |x|: with plain
+      min/max a few outliers would squeeze every other weight into a handful of grey levels).
     Formats that cannot run (not implemented, or rows not a multiple of the block) are left out with
     a 'skipped' entry carrying the reason."""
     a = np.ascontiguousarray(x, dtype=np.float32)
@@ -261,7 +263,7 @@ def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(10, 30,
     for name in formats:
         f = get(name)
         try:
-            y, q, src = roundtrip(a, f, imatrix=imatrix, peer_fallback=peer_fallback)
+            y, q, src = roundtrip(a, f, imatrix=imatrix, impl=impl, peer_fallback=peer_fallback)
         except FormatError as e:
             pts.append({"method": f.name, "kind": "skipped", "reason": str(e)})
             continue
@@ -271,8 +273,8 @@ def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(10, 30,
         pts.append({"method": f"{f.name} + {codec}{tag}", "kind": "quant+codec",
                     "bpw": 8.0 * len(compress(q, codec)) / n, **common})
     for qual in jpeg_qualities:
-        y, nb = jpeg_roundtrip(a, qual)
-        pts.append({"method": f"JPEG q={qual}", "kind": "jpeg", "bpw": 8.0 * nb / n,
+        y, nb = jpeg_roundtrip(a, qual, clip=jpeg_clip)
+        pts.append({"method": f"JPEG q={qual}", "kind": "jpeg", "quality": qual, "bpw": 8.0 * nb / n,
                     "rmse": metrics.rmse(a, y), "sqnr_db": metrics.sqnr_db(a, y)})
     return pts
 

@@ -44,8 +44,11 @@ def new_figure(w: float = 6.0, h: float = 3.0, ncols: int = 1):
 
 def show_figure(out, fig) -> None:
     """Redraw ``fig`` inside the Output widget ``out`` (replacing what was there)."""
+    from IPython import get_ipython
     from IPython.display import display
 
+    if get_ipython() is None:      # no kernel (unit tests): the figure object is updated, nothing to show
+        return
     with out:
         out.clear_output(wait=True)
         display(fig)
