@@ -9,11 +9,28 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
+from ..formats._numerics import from_f16_bits
+from ._fp import f32_to_f16, rd16, wr16
 from ._search import make_qkx3_quants, make_qx_quants
 
 F32 = np.float32
 _TWO31 = np.float32(2147483648.0)
+# Inner loops over a block take their trip count as a run-time argument (always 16 or 32): with a
+# compile-time count LLVM unrolls them fully and, unable to prove that the input and output arrays do
+# not overlap, leaves them scalar; a run-time count lets its loop vectorizer add an overlap check and
+# use SIMD. (ggml's C gets the same effect from `restrict`.)
+_H = 16
+_K32 = 32
+# fp16 -> float32 for every one of the 65536 bit patterns (256 KiB, NaNs quieted like ggml): decoding a
+# block scale by table lookup costs a fraction of the bit manipulation in _fp.f16_to_f32, which shows
+# in the dequantizers (one scale per 32 values).
+F16_TABLE = from_f16_bits(np.arange(65536, dtype=np.uint32).astype(np.uint16))
+
+
+@njit(cache=True, inline="always")
+def h2f(q, off):
+    """The little-endian fp16 at q[off], as float32 (table lookup)."""
+    return F16_TABLE[rd16(q, off)]
 
 
 @njit(cache=True, inline="always")
@@ -74,7 +91,7 @@ def _block_weights(xr, im, xo, sigma2, w):
 # ----------------------------------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
-def _q4_0_ref(x, out):
+def _q4_0_ref(x, out, h):
     nb = x.shape[1] // 32
     for r in prange(x.shape[0]):
         xr = x[r]
@@ -93,7 +110,7 @@ def _q4_0_ref(x, out):
             idv = _inv(d)
             o = ib * 18
             wr16(orow, o, f32_to_f16(d))
-            for j in range(16):
+            for j in range(h):
                 q0 = min(np.int32(15), _i8(_trunc(xr[xo + j] * idv + np.float32(8.5))))
                 q1 = min(np.int32(15), _i8(_trunc(xr[xo + 16 + j] * idv + np.float32(8.5))))
                 orow[o + 2 + j] = np.uint8((q0 | (q1 << 4)) & 0xFF)
@@ -121,23 +138,23 @@ def _q4_0_imx(x, im, out):
 def quantize_q4_0(x, imatrix=None):
     out = _out(x, 18, 32)
     if imatrix is None:
-        _q4_0_ref(x, out)
+        _q4_0_ref(x, out, _H)
     else:
         _q4_0_imx(x, imatrix, out)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _dq4_0(q, y):
+def _dq4_0(q, y, h):
     nb = y.shape[1] // 32
     for r in prange(q.shape[0]):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
             o = ib * 18
-            d = f16_to_f32(rd16(qr, o))
+            d = h2f(qr, o)
             yo = ib * 32
-            for j in range(16):
+            for j in range(h):
                 b = np.int32(qr[o + 2 + j])
                 yr[yo + j] = np.float32((b & 15) - 8) * d
                 yr[yo + 16 + j] = np.float32((b >> 4) - 8) * d
@@ -145,7 +162,7 @@ def _dq4_0(q, y):
 
 def dequantize_q4_0(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq4_0(q, y)
+    _dq4_0(q, y, _H)
     return y
 
 
@@ -154,7 +171,7 @@ def dequantize_q4_0(q, n_per_row):
 # ----------------------------------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
-def _q4_1_ref(x, out):
+def _q4_1_ref(x, out, h):
     nb = x.shape[1] // 32
     for r in prange(x.shape[0]):
         xr = x[r]
@@ -174,7 +191,7 @@ def _q4_1_ref(x, out):
             o = ib * 20
             wr16(orow, o, f32_to_f16(d))
             wr16(orow, o + 2, f32_to_f16(mn))
-            for j in range(16):
+            for j in range(h):
                 q0 = min(np.int32(15), _i8(_trunc((xr[xo + j] - mn) * idv + np.float32(0.5))))
                 q1 = min(np.int32(15), _i8(_trunc((xr[xo + 16 + j] - mn) * idv + np.float32(0.5))))
                 orow[o + 4 + j] = np.uint8((q0 | (q1 << 4)) & 0xFF)
@@ -205,24 +222,24 @@ def _q4_1_imx(x, im, out):
 def quantize_q4_1(x, imatrix=None):
     out = _out(x, 20, 32)
     if imatrix is None:
-        _q4_1_ref(x, out)
+        _q4_1_ref(x, out, _H)
     else:
         _q4_1_imx(x, imatrix, out)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _dq4_1(q, y):
+def _dq4_1(q, y, h):
     nb = y.shape[1] // 32
     for r in prange(q.shape[0]):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
             o = ib * 20
-            d = f16_to_f32(rd16(qr, o))
-            m = f16_to_f32(rd16(qr, o + 2))
+            d = h2f(qr, o)
+            m = h2f(qr, o + 2)
             yo = ib * 32
-            for j in range(16):
+            for j in range(h):
                 b = np.int32(qr[o + 4 + j])
                 yr[yo + j] = np.float32(b & 15) * d + m
                 yr[yo + 16 + j] = np.float32(b >> 4) * d + m
@@ -230,7 +247,7 @@ def _dq4_1(q, y):
 
 def dequantize_q4_1(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq4_1(q, y)
+    _dq4_1(q, y, _H)
     return y
 
 
@@ -266,7 +283,7 @@ def _pack5(orow, o, L):
 
 
 @njit(cache=True, parallel=True)
-def _q5_0_ref(x, out):
+def _q5_0_ref(x, out, h):
     nb = x.shape[1] // 32
     for r in prange(x.shape[0]):
         xr = x[r]
@@ -286,7 +303,7 @@ def _q5_0_ref(x, out):
             o = ib * 22
             wr16(orow, o, f32_to_f16(d))
             qh = np.uint32(0)
-            for j in range(16):
+            for j in range(h):
                 q0 = np.uint32(min(np.int32(31), _i8(_trunc(xr[xo + j] * idv + np.float32(16.5)))) & 0xFF)
                 q1 = np.uint32(min(np.int32(31), _i8(_trunc(xr[xo + 16 + j] * idv + np.float32(16.5)))) & 0xFF)
                 orow[o + 6 + j] = np.uint8((q0 & np.uint32(15)) | ((q1 & np.uint32(15)) << np.uint32(4)))
@@ -316,24 +333,24 @@ def _q5_0_imx(x, im, out):
 def quantize_q5_0(x, imatrix=None):
     out = _out(x, 22, 32)
     if imatrix is None:
-        _q5_0_ref(x, out)
+        _q5_0_ref(x, out, _H)
     else:
         _q5_0_imx(x, imatrix, out)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _dq5_0(q, y):
+def _dq5_0(q, y, h):
     nb = y.shape[1] // 32
     for r in prange(q.shape[0]):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
             o = ib * 22
-            d = f16_to_f32(rd16(qr, o))
+            d = h2f(qr, o)
             qh = _rd32(qr, o + 2)
             yo = ib * 32
-            for j in range(16):
+            for j in range(h):
                 b = np.int32(qr[o + 6 + j])
                 h0 = np.int32((qh >> np.uint32(j)) & np.uint32(1)) << 4
                 h1 = np.int32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
@@ -343,7 +360,7 @@ def _dq5_0(q, y):
 
 def dequantize_q5_0(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq5_0(q, y)
+    _dq5_0(q, y, _H)
     return y
 
 
@@ -352,7 +369,7 @@ def dequantize_q5_0(q, n_per_row):
 # ----------------------------------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
-def _q5_1_ref(x, out):
+def _q5_1_ref(x, out, h):
     nb = x.shape[1] // 32
     for r in prange(x.shape[0]):
         xr = x[r]
@@ -373,7 +390,7 @@ def _q5_1_ref(x, out):
             wr16(orow, o, f32_to_f16(d))
             wr16(orow, o + 2, f32_to_f16(mn))
             qh = np.uint32(0)
-            for j in range(16):
+            for j in range(h):
                 q0 = np.uint32(_trunc((xr[xo + j] - mn) * idv + np.float32(0.5)) & 0xFF)
                 q1 = np.uint32(_trunc((xr[xo + 16 + j] - mn) * idv + np.float32(0.5)) & 0xFF)
                 orow[o + 8 + j] = np.uint8((q0 & np.uint32(15)) | ((q1 & np.uint32(15)) << np.uint32(4)))
@@ -406,25 +423,25 @@ def _q5_1_imx(x, im, out):
 def quantize_q5_1(x, imatrix=None):
     out = _out(x, 24, 32)
     if imatrix is None:
-        _q5_1_ref(x, out)
+        _q5_1_ref(x, out, _H)
     else:
         _q5_1_imx(x, imatrix, out)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _dq5_1(q, y):
+def _dq5_1(q, y, h):
     nb = y.shape[1] // 32
     for r in prange(q.shape[0]):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
             o = ib * 24
-            d = f16_to_f32(rd16(qr, o))
-            m = f16_to_f32(rd16(qr, o + 2))
+            d = h2f(qr, o)
+            m = h2f(qr, o + 2)
             qh = _rd32(qr, o + 4)
             yo = ib * 32
-            for j in range(16):
+            for j in range(h):
                 b = np.int32(qr[o + 8 + j])
                 h0 = np.int32((qh >> np.uint32(j)) & np.uint32(1)) << 4
                 h1 = np.int32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
@@ -434,7 +451,7 @@ def _dq5_1(q, y):
 
 def dequantize_q5_1(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq5_1(q, y)
+    _dq5_1(q, y, _H)
     return y
 
 
@@ -442,68 +459,94 @@ def dequantize_q5_1(q, n_per_row):
 # Q8_0 / Q8_1
 # ----------------------------------------------------------------------------------------------------
 
+@njit(cache=True, inline="always")
+def _q8_block(xr, xo, orow, o, qo, k):
+    """One Q8_0/Q8_1 block: writes d at o and the codes at o + qo; returns (d, sum of codes)."""
+    amax = np.float32(0.0)
+    for j in range(32):
+        a = abs(xr[xo + j])
+        amax = amax if amax > a else a
+    d = np.float32(amax / np.float32(127.0))
+    idv = _inv(d)
+    wr16(orow, o, f32_to_f16(d))
+    s = np.int32(0)
+    for j in range(k):
+        q = _i8(_trunc(_roundf(xr[xo + j] * idv)))
+        s += q
+        orow[o + qo + j] = np.uint8(q & 0xFF)
+    return d, s
+
+
 @njit(cache=True, parallel=True)
-def _q8(x, out, with_sum):
+def _q8_0(x, out, k):
     nb = x.shape[1] // 32
-    ts = 36 if with_sum else 34
-    qo = 4 if with_sum else 2
     for r in prange(x.shape[0]):
         xr = x[r]
         orow = out[r]
         for ib in range(nb):
-            xo = ib * 32
-            amax = np.float32(0.0)
-            for j in range(32):
-                a = abs(xr[xo + j])
-                amax = amax if amax > a else a
-            d = np.float32(amax / np.float32(127.0))
-            idv = _inv(d)
-            o = ib * ts
-            wr16(orow, o, f32_to_f16(d))
-            s = np.int32(0)
-            for j in range(32):
-                q = _i8(_trunc(_roundf(xr[xo + j] * idv)))
-                s += q
-                orow[o + qo + j] = np.uint8(q & 0xFF)
-            if with_sum:
-                wr16(orow, o + 2, f32_to_f16(np.float32(s) * d))
+            _q8_block(xr, ib * 32, orow, ib * 34, 2, k)
+
+
+@njit(cache=True, parallel=True)
+def _q8_1(x, out, k):
+    nb = x.shape[1] // 32
+    for r in prange(x.shape[0]):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(nb):
+            o = ib * 36
+            d, s = _q8_block(xr, ib * 32, orow, o, 4, k)
+            wr16(orow, o + 2, f32_to_f16(np.float32(s) * d))
 
 
 def quantize_q8_0(x, imatrix=None):
     out = _out(x, 34, 32)
-    _q8(x, out, False)
+    _q8_0(x, out, _K32)
     return out
 
 
 def quantize_q8_1(x, imatrix=None):
     out = _out(x, 36, 32)
-    _q8(x, out, True)
+    _q8_1(x, out, _K32)
     return out
 
 
+@njit(cache=True, inline="always")
+def _dq8_block(qr, o, qo, yr, yo, k):
+    d = h2f(qr, o)
+    for j in range(k):
+        yr[yo + j] = np.float32(np.int8(qr[o + qo + j])) * d
+
+
 @njit(cache=True, parallel=True)
-def _dq8(q, y, ts, qo):
+def _dq8_0(q, y, k):
     nb = y.shape[1] // 32
     for r in prange(q.shape[0]):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
-            o = ib * ts
-            d = f16_to_f32(rd16(qr, o))
-            yo = ib * 32
-            for j in range(32):
-                yr[yo + j] = np.float32(np.int8(qr[o + qo + j])) * d
+            _dq8_block(qr, ib * 34, 2, yr, ib * 32, k)
+
+
+@njit(cache=True, parallel=True)
+def _dq8_1(q, y, k):
+    nb = y.shape[1] // 32
+    for r in prange(q.shape[0]):
+        qr = q[r]
+        yr = y[r]
+        for ib in range(nb):
+            _dq8_block(qr, ib * 36, 4, yr, ib * 32, k)
 
 
 def dequantize_q8_0(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq8(q, y, 34, 2)
+    _dq8_0(q, y, _K32)
     return y
 
 
 def dequantize_q8_1(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq8(q, y, 36, 4)
+    _dq8_1(q, y, _K32)
     return y
 
 
@@ -547,7 +590,7 @@ def _dq1_0(q, y):
         yr = y[r]
         for ib in range(nb):
             o = ib * 18
-            d = f16_to_f32(rd16(qr, o))
+            d = h2f(qr, o)
             nd = -d
             yo = ib * 128
             for k in range(16):
@@ -605,7 +648,7 @@ def _dq2_0(q, y):
         yr = y[r]
         for ib in range(nb):
             o = ib * 18
-            d = f16_to_f32(rd16(qr, o))
+            d = h2f(qr, o)
             yo = ib * 64
             for k in range(16):
                 b = np.int32(qr[o + 2 + k])
