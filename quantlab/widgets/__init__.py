@@ -7,11 +7,12 @@ without a kernel; a notebook shows an app in one line, e.g. ``quantlab.widgets.s
 * ``group_size``       (03) per-tensor / per-channel / per-group scales, the error-vs-bpw frontier
 * ``block_inspector``  (04) every ggml format: bytes -> fields -> weights, and error vs bpw
 * ``jpeg_quality``     (06) JPEG on a weight matrix vs ggml formats on the rate-distortion plane
+* ``qat``              (09) post-training quantization vs quantization-aware training on real data
 """
 import importlib
 
 _APPS = ("size_calculator", "float_explorer", "scale_zero", "group_size", "block_inspector", "jpeg_quality",
-         "toyquant")
+         "toyquant", "qat")
 
 
 def __getattr__(name):
