@@ -1,0 +1,173 @@
+"""numba kernels for TQ1_0 and TQ2_0, bit-identical to quantlab.formats.ternary.
+
+Rows are distributed over threads; inner loops take their trip count as a run-time argument so LLVM
+vectorizes them (see :mod:`quantlab.kernels.legacy`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._fp import f32_to_f16, wr16
+from .legacy import h2f
+
+_POW3 = np.array([1, 3, 9, 27, 81, 243], dtype=np.int32)
+
+
+@njit(cache=True, inline="always")
+def _trit(v):
+    """lroundf(v) + 1 for the ternary quantizers; a non-finite v (only when 1/d overflowed) gives 1,
+    which is what C's lroundf(NaN/inf) = LONG_MIN, + 1, truncated to int, leaves."""
+    if v - v != 0:  # NaN or infinity
+        return np.int32(1)
+    a = np.float64(v)
+    if a >= 0:
+        r = np.floor(a + 0.5)
+    else:
+        r = -np.floor(-a + 0.5)
+    return np.int32(r) + np.int32(1)
+
+
+@njit(cache=True, inline="always")
+def _absmax_block(xr, xo):
+    amax = np.float32(0.0)
+    for j in range(256):
+        a = abs(xr[xo + j])
+        amax = amax if amax > a else a
+    return amax
+
+
+@njit(cache=True, inline="always")
+def _inv(d):
+    if d != 0:
+        return np.float32(np.float32(1.0) / d)
+    return np.float32(0.0)
+
+
+@njit(cache=True, inline="always")
+def _ceil243(q):
+    return np.uint8((q * 256 + 242) // 243)
+
+
+# ----------------------------------------------------------------------------------------------------
+# TQ1_0
+# ----------------------------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def _tq1_0(x, out):
+    nb = x.shape[1] // 256
+    for r in prange(x.shape[0]):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(nb):
+            xo = ib * 256
+            o = ib * 54
+            d = _absmax_block(xr, xo)
+            idv = _inv(d)
+            for m in range(32):                       # elements m + 32n, n = 0..4
+                q = np.int32(0)
+                for n in range(5):
+                    q = q * 3 + _trit(xr[xo + m + 32 * n] * idv)
+                orow[o + m] = _ceil243(q & 0xFF)
+            for m in range(16):                       # elements 160 + m + 16n
+                q = np.int32(0)
+                for n in range(5):
+                    q = q * 3 + _trit(xr[xo + 160 + m + 16 * n] * idv)
+                orow[o + 32 + m] = _ceil243(q & 0xFF)
+            for j in range(4):                        # elements 240 + j + 4n, n = 0..3, then * 3
+                q = np.int32(0)
+                for n in range(4):
+                    q = q * 3 + _trit(xr[xo + 240 + j + 4 * n] * idv)
+                orow[o + 48 + j] = _ceil243((q * 3) & 0xFF)
+            wr16(orow, o + 52, f32_to_f16(d))
+
+
+def quantize_tq1_0(x, imatrix=None):
+    out = np.empty((x.shape[0], x.shape[1] // 256 * 54), dtype=np.uint8)
+    _tq1_0(x, out)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _unpack_trits(qr, qo, yr, yo, count, ntrits, d):
+    """Bytes qr[qo:qo+count] carry trit n of element yo + count*n + m; write (t - 1) * d."""
+    for n in range(ntrits):
+        p = _POW3[n]
+        for m in range(count):
+            v = (np.int32(qr[qo + m]) * p) & 0xFF
+            yr[yo + count * n + m] = np.float32(((v * 3) >> 8) - 1) * d
+
+
+@njit(cache=True, parallel=True)
+def _dtq1_0(q, y, k32, k16, k4):
+    nb = y.shape[1] // 256
+    for r in prange(q.shape[0]):
+        qr = q[r]
+        yr = y[r]
+        for ib in range(nb):
+            o = ib * 54
+            yo = ib * 256
+            d = h2f(qr, o + 52)
+            _unpack_trits(qr, o, yr, yo, k32, 5, d)
+            _unpack_trits(qr, o + 32, yr, yo + 160, k16, 5, d)
+            _unpack_trits(qr, o + 48, yr, yo + 240, k4, 4, d)
+
+
+def dequantize_tq1_0(q, n_per_row):
+    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
+    _dtq1_0(q, y, 32, 16, 4)
+    return y
+
+
+# ----------------------------------------------------------------------------------------------------
+# TQ2_0
+# ----------------------------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def _tq2_0(x, out):
+    nb = x.shape[1] // 256
+    for r in prange(x.shape[0]):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(nb):
+            xo = ib * 256
+            o = ib * 66
+            d = _absmax_block(xr, xo)
+            idv = _inv(d)
+            for c in range(2):
+                for m in range(32):
+                    q = np.int32(0)
+                    for n in range(4):
+                        q |= (_trit(xr[xo + 128 * c + 32 * n + m] * idv) & 3) << (2 * n)
+                    orow[o + 32 * c + m] = np.uint8(q & 0xFF)
+            wr16(orow, o + 64, f32_to_f16(d))
+
+
+def quantize_tq2_0(x, imatrix=None):
+    out = np.empty((x.shape[0], x.shape[1] // 256 * 66), dtype=np.uint8)
+    _tq2_0(x, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _dtq2_0(q, y, k32):
+    nb = y.shape[1] // 256
+    for r in prange(q.shape[0]):
+        qr = q[r]
+        yr = y[r]
+        for ib in range(nb):
+            o = ib * 66
+            yo = ib * 256
+            d = h2f(qr, o + 64)
+            for c in range(2):
+                for n in range(4):
+                    sh = 2 * n
+                    base = yo + 128 * c + 32 * n
+                    for m in range(k32):
+                        yr[base + m] = np.float32(((np.int32(qr[o + 32 * c + m]) >> sh) & 3) - 1) * d
+
+
+def dequantize_tq2_0(q, n_per_row):
+    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
+    _dtq2_0(q, y, 32)
+    return y
