@@ -1,0 +1,172 @@
+"""quantlab.recipes against llama-quantize: the per-tensor plan for every file type (recorded from the
+real binary into tests/data/recipes_smollm2.json by tools/make_recipe_fixture.py), the rules on
+synthetic models, errors, and whole-model byte identity (sha256 of the output file)."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from quantlab import recipes
+from quantlab.errors import FormatError, QuantlabError
+from quantlab.recipes import ModelInfo, Options, TensorSpec, make_plan, use_more_bits
+
+DATA = pathlib.Path(__file__).parent / "data"
+FIXTURE = json.loads((DATA / "recipes_smollm2.json").read_text())
+
+# SmolLM2-135M as llama-quantize sees it: names, ggml shapes and source types of the Q4_1 file.
+SMOL_META = {"general.architecture": "llama", "llama.block_count": 30, "llama.attention.head_count": 9,
+             "llama.attention.head_count_kv": 3}
+
+
+def _smol_tensors():
+    out = []
+    for name in FIXTURE["tensors"]:
+        if name.endswith("_norm.weight"):
+            out.append((name, (576,), "F32"))
+        elif name == "token_embd.weight":
+            out.append((name, (576, 49152), "Q8_0"))
+        elif "ffn_down" in name:
+            out.append((name, (1536, 576), "Q4_1"))
+        elif "ffn_" in name:
+            out.append((name, (576, 1536), "Q4_1"))
+        elif "attn_k." in name or "attn_v." in name:
+            out.append((name, (576, 192), "Q4_1"))
+        else:
+            out.append((name, (576, 576), "Q4_1"))
+    return out
+
+
+def _options(opts):
+    kw, tts, i = {}, [], 0
+    while i < len(opts):
+        o = opts[i]
+        if o == "--pure":
+            kw["pure"] = True
+        elif o == "--token-embedding-type":
+            i += 1
+            kw["token_embedding_type"] = opts[i]
+        elif o == "--output-tensor-type":
+            i += 1
+            kw["output_tensor_type"] = opts[i]
+        elif o == "--tensor-type":
+            i += 1
+            tts.append(opts[i])
+        else:
+            raise AssertionError(o)
+        i += 1
+    return Options(allow_requantize=True, tensor_types=tuple(tts), **kw)
+
+
+@pytest.mark.parametrize("key", sorted(FIXTURE["plans"]))
+def test_plan_matches_llama_quantize(key):
+    rec = FIXTURE["plans"][key]
+    ts = _smol_tensors()
+    opts = _options(rec["options"])
+    if "error" in rec:
+        with pytest.raises(FormatError, match="no fallback"):
+            make_plan(ts, rec["ftype"], SMOL_META, opts, has_imatrix=rec["imatrix"])
+        return
+    plan = make_plan(ts, rec["ftype"], SMOL_META, opts, has_imatrix=rec["imatrix"])
+    assert [t.name for t in plan] == FIXTURE["tensors"], "tensor order differs from llama-quantize"
+    want = rec["types"].split()
+    got = [t.fmt.name for t in plan]
+    diff = [(n, g, w) for n, g, w in zip(FIXTURE["tensors"], got, want) if g != w]
+    assert not diff, f"{key}: {len(diff)} tensors differ, first: {diff[:3]}"
+
+
+def test_plan_explains_itself():
+    plan = make_plan(_smol_tensors(), "Q4_K_M", SMOL_META)
+    t = plan["blk.5.attn_v.weight"]
+    assert "use_more_bits(5, 30)" in t.rule and t.rule.endswith("Q6_K")
+    assert t.fmt.name == "Q8_0" and "576" in t.fallback  # 576 is not a multiple of 256
+    t = plan["blk.4.ffn_down.weight"]
+    assert t.fmt.name == "Q4_K" and "not use_more_bits(4, 30)" in t.rule and t.fallback is None
+    assert plan["output_norm.weight"].action == "copy" and not plan["output_norm.weight"].quantizable
+    assert plan["token_embd.weight"].action == "copy"  # Q8_0 already: bytes copied as they are
+    assert plan.n_fallback == 180
+    # llama-quantize --dry-run prints "quant size = 98.87 MiB (6.17 BPW)" for this plan
+    assert f"{plan.nbytes / 2**20:.2f}" == "98.87" and f"{plan.bpw:.2f}" == "6.17"
+
+
+def test_use_more_bits():
+    n = 32
+    more = [i for i in range(n) if use_more_bits(i, n)]
+    # first and last eighth, and every third layer in between
+    assert more == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+
+
+def _dense(n_layer=32, n_head=32, n_head_kv=8, d=4096, ff=14336, tied=False, arch="llama"):
+    ts = [("token_embd.weight", (d, 32000), "F16"), ("output_norm.weight", (d,), "F32")]
+    if not tied:
+        ts.append(("output.weight", (d, 32000), "F16"))
+    kvd = d * n_head_kv // n_head
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        ts += [(p + "attn_q.weight", (d, d), "F16"), (p + "attn_k.weight", (d, kvd), "F16"),
+               (p + "attn_v.weight", (d, kvd), "F16"), (p + "attn_output.weight", (d, d), "F16"),
+               (p + "ffn_gate.weight", (d, ff), "F16"), (p + "ffn_up.weight", (d, ff), "F16"),
+               (p + "ffn_down.weight", (ff, d), "F16"), (p + "attn_norm.weight", (d,), "F32")]
+    meta = {"general.architecture": arch, f"{arch}.block_count": n_layer,
+            f"{arch}.attention.head_count": n_head, f"{arch}.attention.head_count_kv": n_head_kv}
+    return ts, meta
+
+
+def test_dense_llama_mixes():
+    ts, meta = _dense()
+    p = make_plan(ts, "Q4_K_M", meta)
+    assert p["output.weight"].fmt.name == "Q6_K" and p["token_embd.weight"].fmt.name == "Q4_K"
+    v = [p[f"blk.{i}.attn_v.weight"].fmt.name for i in range(32)]
+    assert v == ["Q6_K" if use_more_bits(i, 32) else "Q4_K" for i in range(32)]
+    # n_gqa = 4: IQ4_XS gives attn_v Q5_K, IQ2_XXS gives it Q4_K
+    assert make_plan(ts, "IQ4_XS", meta)["blk.0.attn_v.weight"].fmt.name == "Q5_K"
+    p2 = make_plan(ts, "IQ2_XXS", meta, has_imatrix=True)
+    assert p2["blk.0.attn_v.weight"].fmt.name == "Q4_K"
+    assert p2["output.weight"].fmt.name == "Q5_K" and p2["token_embd.weight"].fmt.name == "Q2_K"
+    assert [p2[f"blk.{i}.ffn_down.weight"].fmt.name for i in range(5)] == ["Q2_K"] * 4 + ["IQ2_XXS"]
+    p3 = make_plan(ts, "Q3_K_M", meta)
+    assert [p3[f"blk.{i}.attn_v.weight"].fmt.name for i in range(3)] == ["Q5_K", "Q5_K", "Q4_K"]
+    assert [p3[f"blk.{i}.ffn_down.weight"].fmt.name for i in range(3)] == ["Q5_K", "Q5_K", "Q4_K"]
+    assert p3["blk.0.attn_output.weight"].fmt.name == "Q4_K"
+    # 70B llama (80 layers, GQA): attn_v gets Q5_K where it would get Q3_K/Q4_K
+    ts70, meta70 = _dense(n_layer=80, n_head=64, n_head_kv=8, d=1024, ff=2048)
+    assert make_plan(ts70, "Q3_K_S", meta70)["blk.5.attn_v.weight"].fmt.name == "Q5_K"
+    # F16 file type: no heuristics, every quantizable tensor F16; norms stay F32
+    pf = make_plan(ts, "F16", meta)
+    assert {t.fmt.name for t in pf} == {"F16", "F32"} and pf["output_norm.weight"].fmt.name == "F32"
+
+
+def test_options():
+    ts, meta = _dense(n_layer=8)
+    p = make_plan(ts, "Q4_K_M", meta, Options(pure=True))
+    assert {t.fmt.name for t in p if t.quantizable} == {"Q4_K"}
+    p = make_plan(ts, "Q4_K_M", meta, Options(leave_output_tensor=True))
+    assert p["output.weight"].fmt.name == "F16" and not p["output.weight"].quantizable
+    p = make_plan(ts, "Q4_K_M", meta, Options(tensor_types=["attn_(q|k)=q8_0", "blk\\.7\\.=iq4_nl"],
+                                              output_tensor_type="q8_0", token_embedding_type="Q4_0"))
+    assert p["blk.3.attn_q.weight"].fmt.name == "Q8_0" and "--tensor-type" in p["blk.3.attn_q.weight"].rule
+    assert p["blk.7.attn_q.weight"].fmt.name == "Q8_0"  # first matching pattern wins
+    assert p["blk.7.ffn_up.weight"].fmt.name == "IQ4_NL"
+    assert p["output.weight"].fmt.name == "Q8_0" and p["token_embd.weight"].fmt.name == "Q4_0"
+
+
+def test_fallback_to_f16_and_errors():
+    ts = [("blk.0.ffn_down.weight", (100, 64), "F32")]  # 100 is not a multiple of 32
+    p = make_plan(ts, "Q4_K_M", {"llama.block_count": 1})
+    assert p["blk.0.ffn_down.weight"].fmt.name == "F16" and "F16" in p["blk.0.ffn_down.weight"].fallback
+    with pytest.raises(FormatError, match="unknown file type"):
+        recipes.file_type("Q4_K_XL")
+    with pytest.raises(FormatError, match="NVFP4"):
+        recipes.file_type(39)
+    with pytest.raises(FormatError, match="PATTERN=TYPE"):
+        Options(tensor_types=["attn_v"])
+    with pytest.raises(QuantlabError, match="not a valid regular expression"):
+        Options(tensor_types=["attn_v(=q8_0"])
+    assert recipes.file_type("q4_k").name == "Q4_K_M" and recipes.file_type(15).name == "Q4_K_M"
+
+
+def test_every_file_type_has_a_registered_default():
+    for ft in recipes.all_file_types():
+        assert ft.default.name == ft.default_name and not ft.default.removed
+    assert len(recipes.all_file_types()) == 35  # llama-quantize lists 35 (+ aliases, COPY)
