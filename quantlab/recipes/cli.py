@@ -1,0 +1,55 @@
+"""``quantlab quantize``: llama-quantize's command line on quantlab's kernels (same option names)."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import QuantlabError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quantize", help="quantize a whole GGUF model like llama-quantize (Q4_K_M, IQ2_XXS, ...)",
+        description="Quantize a GGUF model with one of llama.cpp's file types. The output is byte-identical "
+                    "to llama-quantize's for the same input, options and imatrix.")
+    p.add_argument("--allow-requantize", action="store_true",
+                   help="allow requantizing tensors that are already quantized (loses quality)")
+    p.add_argument("--leave-output-tensor", action="store_true", help="leave output.weight un(re)quantized")
+    p.add_argument("--pure", action="store_true",
+                   help="disable the k-quant mixtures: every tensor gets the default type")
+    p.add_argument("--imatrix", metavar="FILE", help="importance matrix (llama-imatrix GGUF or legacy .dat)")
+    p.add_argument("--output-tensor-type", metavar="T", help="ggml type for output.weight")
+    p.add_argument("--token-embedding-type", metavar="T", help="ggml type for token_embd.weight")
+    p.add_argument("--tensor-type", metavar="PAT=T", action="append", default=[],
+                   help="quantize tensors whose name matches the regex PAT to type T (repeatable; first match wins)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and sizes, write nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--plan", action="store_true", help="print the plan table (rule per tensor)")
+    p.add_argument("inp", metavar="IN.gguf")
+    p.add_argument("out", metavar="OUT.gguf")
+    p.add_argument("ftype", metavar="FTYPE", help="file type: Q4_K_M, Q8_0, IQ2_XXS, ... or its number")
+    p.add_argument("nthreads", metavar="NTHREADS", nargs="?", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .ftypes import file_type
+    from .pipeline import plan_model, quantize_model
+    from .select import Options
+
+    try:
+        ft = file_type(args.ftype)
+    except QuantlabError:
+        # llama-quantize also accepts "IN FTYPE" (output named ggml-model-FTYPE.gguf); we want both paths
+        raise
+    opts = Options(allow_requantize=args.allow_requantize, leave_output_tensor=args.leave_output_tensor,
+                   pure=args.pure, output_tensor_type=args.output_tensor_type,
+                   token_embedding_type=args.token_embedding_type, tensor_types=tuple(args.tensor_type))
+    if args.dry_run:
+        plan = plan_model(args.inp, ft, imatrix=args.imatrix, options=opts)
+        print(plan.table())
+        print(plan.summary())
+        return 0
+    r = quantize_model(args.inp, args.out, ft, imatrix=args.imatrix, options=opts, threads=args.nthreads,
+                       progress=not args.no_progress and sys.stderr.isatty(), verbose=True,
+                       log=lambda s: print(s, flush=True))
+    return 0 if r else 1

@@ -1,0 +1,285 @@
+"""Quantize a whole GGUF model the way llama-quantize does, byte for byte.
+
+    >>> r = quantize_model("model.gguf", "model-Q4_K_M.gguf", "Q4_K_M", imatrix="imatrix.gguf")
+    >>> r.plan.table(), r.seconds, r.bpw
+
+What happens, in order (the same order llama-quantize follows, so the output file is identical):
+
+1. the plan (:func:`quantlab.recipes.make_plan`): every tensor's target format, tensors in llama.cpp's
+   order (non-layer tensors, then by layer, names sorted); everything that could fail (unknown type,
+   missing imatrix, imatrix of another model, requantization not allowed) is checked *before* the output
+   file is created;
+2. the metadata: the input's pairs in their order, then ``general.quantization_version`` = 2 and
+   ``general.file_type`` moved to the end, split keys dropped, then the ``quantize.imatrix.*`` keys;
+3. the header and tensor table (every size is known from the plan, so it is written first), then tensor
+   by tensor: bytes copied when the type does not change, otherwise dequantized to float32 in slabs of
+   rows and quantized with quantlab's kernels (all cores), each tensor padded to 32 bytes.
+
+The output appears under its name only when complete (``quantlab.gguf.GGUFWriter`` writes a temporary
+file and renames it); the input is only ever read.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FormatError, ImatrixError, ImatrixRequired, QuantlabError
+from ..formats.registry import get as get_format
+from .ftypes import file_type
+from .imatrix import ImatrixData, as_imatrix
+from .select import ModelInfo, Options, Plan, TensorSpec, make_plan
+
+__all__ = ["quantize_model", "plan_model", "QuantizeResult", "RecipeError"]
+
+QUANTIZATION_VERSION = 2          # GGML_QNT_VERSION
+ALIGNMENT = 32                    # GGUF_DEFAULT_ALIGNMENT, what llama-quantize pads with
+SLAB_BYTES = 64 * 1024 * 1024     # float32 rows dequantized at once (bounds memory for huge tensors)
+
+
+class RecipeError(QuantlabError, ValueError):
+    """A whole-model quantization cannot run as asked (paths, options, requantization)."""
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_model` did."""
+
+    plan: Plan
+    path: str
+    nbytes: int              # output file size
+    seconds: float
+    src_nbytes: int          # tensor data in the input
+    tensor_nbytes: int       # tensor data in the output
+
+    @property
+    def bpw(self) -> float:
+        return 8.0 * self.tensor_nbytes / max(1, self.plan.n_elements)
+
+    def summary(self) -> str:
+        mib = 1024.0 * 1024.0
+        n = max(1, self.plan.n_elements)
+        return (f"model size  = {self.src_nbytes / mib:8.2f} MiB ({8.0 * self.src_nbytes / n:.2f} BPW)\n"
+                f"quant size  = {self.tensor_nbytes / mib:8.2f} MiB ({self.bpw:.2f} BPW)\n"
+                f"file        = {self.path} ({self.nbytes} bytes)\n"
+                f"time        = {self.seconds:.2f} s")
+
+    def sha256(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        with open(self.path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+
+def _trim_ne(ne) -> tuple:
+    ne = tuple(int(v) for v in ne)
+    while len(ne) > 1 and ne[-1] == 1:   # ggml_n_dims: llama.cpp's writer drops trailing 1s
+        ne = ne[:-1]
+    return ne
+
+
+def _open(path):
+    from .. import gguf
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise RecipeError(f"input model {p!r} does not exist")
+    return gguf.open(p)
+
+
+def _options(options, kw) -> Options:
+    if options is not None and kw:
+        raise RecipeError(f"give either options=Options(...) or keyword options, not both ({', '.join(kw)})")
+    return options if options is not None else Options(**kw)
+
+
+def plan_model(model, ftype, *, imatrix=None, options: Options | None = None, **kw) -> Plan:
+    """The plan for a GGUF file (path or an open ``quantlab.gguf`` file), without quantizing anything."""
+    opts = _options(options, kw)
+    f = _open(model) if isinstance(model, (str, os.PathLike)) else model
+    im = as_imatrix(imatrix)
+    specs = [TensorSpec(n, t.ne, t.format) for n, t in f.tensors.items()]
+    return make_plan(specs, ftype, ModelInfo.from_metadata(f.metadata), opts, has_imatrix=bool(im))
+
+
+def _check(plan: Plan, f, im: ImatrixData | None) -> dict:
+    """Everything llama-quantize would abort on, before any output exists. Returns name -> imatrix."""
+    opts = plan.options
+    per_tensor = {}
+    if im is not None:
+        names = set(f.tensors)
+        if not any(k in names for k in im):
+            sample = ", ".join(list(im)[:3])
+            raise ImatrixError(
+                f"none of the {len(im)} imatrix entries ({sample}, ...) names a tensor of this model: the "
+                f"imatrix was computed for another model")
+    for t in plan:
+        if t.action != "quantize":
+            continue
+        if not t.fmt.has_impl("fast", "quantize") and not t.fmt.has_impl("reference", "quantize"):
+            raise FormatError(f"{t.name}: quantlab cannot quantize to {t.fmt.name} yet")
+        if t.src.is_quantized and not opts.allow_requantize:
+            raise RecipeError(
+                f"{t.name} is already quantized ({t.src.name}); requantizing loses quality compared to "
+                f"quantizing from F16/F32, so it must be asked for: allow_requantize=True "
+                f"(--allow-requantize)")
+        ent = None
+        if im is not None and t.name in im:
+            v = im[t.name]
+            n_mat = t.ne[2] if len(t.ne) > 2 else 1
+            if v.size == t.ne[0] * n_mat:
+                ent = v
+            elif t.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
+                raise ImatrixError(
+                    f"the imatrix entry for {t.name} has {v.size} values, but the tensor has "
+                    f"{t.ne[0] * n_mat} input columns: the imatrix was computed for another model")
+        if ent is None and t.requires_imatrix:
+            how = ("the imatrix has no entry for it" if im is not None else "no imatrix was given")
+            raise ImatrixRequired(
+                f"{t.name} would be quantized to {t.fmt.name} in {plan.ftype.name}, a type that gives "
+                f"garbage without an importance matrix, and {how}. Compute one (llama-imatrix, or "
+                f"quantlab.model.imatrix) and pass imatrix=FILE / --imatrix FILE")
+        per_tensor[t.name] = ent
+    return per_tensor
+
+
+def _metadata(f, ft, im: ImatrixData | None, imatrix_arg):
+    md = f.metadata.copy()
+    from ..gguf import ValueType
+
+    for k in ("general.quantization_version", "general.file_type", "split.no", "split.count",
+              "split.tensors.count"):
+        if k in md:
+            del md[k]
+    md.set("general.quantization_version", QUANTIZATION_VERSION, ValueType.UINT32)
+    md.set("general.file_type", ft.value, ValueType.UINT32)
+    if im is not None and len(im):
+        src = os.fspath(imatrix_arg) if isinstance(imatrix_arg, (str, os.PathLike)) else (im.path or "")
+        # llama-quantize copies these strings into 128-byte override slots (127 bytes + NUL)
+        md.set("quantize.imatrix.file", _cut(src), ValueType.STRING)
+        if im.datasets:
+            md.set("quantize.imatrix.dataset", _cut(im.datasets[0]), ValueType.STRING)
+        md.set("quantize.imatrix.entries_count", len(im), ValueType.UINT32)
+        if im.chunk_count > 0:
+            md.set("quantize.imatrix.chunks_count", int(im.chunk_count), ValueType.UINT32)
+    return md
+
+
+def _cut(s: str) -> str:
+    b = s.encode("utf-8")[:127]
+    return b.decode("utf-8", "ignore")
+
+
+def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
+    """Dequantize ``src`` (a quantlab GGUFTensor) slab by slab and quantize to ``fmt``."""
+    from ..api import dequantize, quantize
+
+    ne0 = t.ne[0]
+    n_rows = t.n_elements // ne0
+    rows_per_mat = t.ne[1] if len(t.ne) > 1 else 1
+    out = np.empty((n_rows, fmt.row_bytes(ne0)), dtype=np.uint8)
+    raw = src.data.reshape(n_rows, -1)
+    q_impl = impl if fmt.has_impl(impl, "quantize") else "reference"
+    d_impl = impl if t.src.name == "F32" or t.src.has_impl(impl, "dequantize") else "reference"
+    slab = max(1, min(n_rows, SLAB_BYTES // (4 * ne0)))
+    r = 0
+    while r < n_rows:
+        # a slab never crosses an expert boundary: each expert has its own imatrix slice
+        mat = r // rows_per_mat
+        end = min(n_rows, r + slab, (mat + 1) * rows_per_mat)
+        if t.src.name == "F32":
+            x = np.ascontiguousarray(raw[r:end]).view("<f4").astype(np.float32, copy=False)
+        else:
+            x = dequantize(raw[r:end], t.src, impl=d_impl, threads=threads)
+        im = None if imat is None else imat[mat * ne0:(mat + 1) * ne0]
+        out[r:end] = quantize(x, fmt, imatrix=im, impl=q_impl, threads=threads)
+        r = end
+    return out
+
+
+def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = None, threads: int | None = None,
+                   progress: bool = True, verbose: bool = True, impl: str = "fast", log=None,
+                   **kw) -> QuantizeResult:
+    """Quantize the GGUF model ``inp`` into ``out`` with llama.cpp's file type ``ftype``.
+
+    Keyword options are llama-quantize's: ``allow_requantize``, ``pure``, ``output_tensor_type``,
+    ``token_embedding_type``, ``leave_output_tensor``, ``tensor_types`` (``["attn_v=q8_0", ...]``); or
+    pass ``options=Options(...)``. ``imatrix``: a file (GGUF or legacy .dat) or a mapping name -> values.
+    ``threads``: numba threads (default: all cores; never changes a byte). Prints the plan, a progress bar
+    and a summary unless ``verbose=False`` / ``progress=False``.
+    """
+    t0 = time.perf_counter()
+    ft = file_type(ftype)
+    opts = _options(options, kw)
+    inp_s, out_s = os.fspath(inp), os.fspath(out)
+    if os.path.exists(out_s) and os.path.exists(inp_s) and os.path.samefile(inp_s, out_s) \
+            or os.path.realpath(inp_s) == os.path.realpath(out_s):
+        raise RecipeError(f"input and output are the same file ({inp_s!r}): the output is written next to "
+                          f"the input and moved into place, which would replace the model being read")
+    if impl not in ("fast", "reference"):
+        raise RecipeError(f"impl must be 'fast' or 'reference', got {impl!r}")
+    say = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if not verbose:
+        say = lambda s: None  # noqa: E731
+    f = _open(inp_s)
+    try:
+        im = as_imatrix(imatrix)
+        if im is not None and len(im) == 0:
+            im = None
+        specs = [TensorSpec(n, t.ne, t.format) for n, t in f.tensors.items()]
+        plan = make_plan(specs, ft, ModelInfo.from_metadata(f.metadata), opts, has_imatrix=im is not None)
+        per_tensor = _check(plan, f, im)
+        say(f"quantizing {inp_s!r} to {out_s!r} as {ft.name}" + (f" using {threads} threads" if threads else ""))
+        if im is not None:
+            say(f"imatrix: {len(im)} entries, {im.chunk_count} chunks, datasets {im.datasets}")
+        say(plan.table())
+        md = _metadata(f, ft, im, imatrix)
+
+        from ..gguf import GGUFWriter
+
+        w = GGUFWriter(out_s, md, alignment=None)
+        for t in plan:
+            w.add_tensor(t.name, ne=_trim_ne(t.ne), format=t.fmt)
+        bar = None
+        if progress:
+            try:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=plan.nbytes, unit="B", unit_scale=True, desc=f"quantize {ft.name}",
+                           file=sys.stderr, leave=verbose)
+            except ImportError:  # pragma: no cover
+                bar = None
+        try:
+            for t in plan:
+                src = f.tensors[t.name]
+                if t.action == "copy":
+                    data = src.data
+                else:
+                    data = _quantize_tensor(t, src, t.fmt, per_tensor.get(t.name), threads, impl)
+                w.write_tensor(t.name, data)
+                if bar is not None:
+                    bar.set_postfix_str(f"{t.name} -> {t.fmt.name}", refresh=False)
+                    bar.update(t.nbytes)
+            w.close()
+        except BaseException:
+            w.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        close = getattr(f, "close", None)
+        if close:
+            close()
+    res = QuantizeResult(plan, out_s, os.path.getsize(out_s), time.perf_counter() - t0,
+                         plan.src_nbytes, plan.nbytes)
+    say(res.summary())
+    if plan.n_fallback:
+        say(f"{plan.n_fallback} of {len(plan)} tensor(s) required fallback quantization")
+    return res
