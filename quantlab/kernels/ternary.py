@@ -11,7 +11,6 @@ from numba import njit, prange
 from ._fp import f32_to_f16, wr16
 from .legacy import h2f
 
-_POW3 = np.array([1, 3, 9, 27, 81, 243], dtype=np.int32)
 
 
 @njit(cache=True, inline="always")
@@ -89,17 +88,26 @@ def quantize_tq1_0(x, imatrix=None):
 
 
 @njit(cache=True, inline="always")
-def _unpack_trits(qr, qo, yr, yo, count, ntrits, d):
-    """Bytes qr[qo:qo+count] carry trit n of element yo + count*n + m; write (t - 1) * d."""
-    for n in range(ntrits):
-        p = _POW3[n]
-        for m in range(count):
-            v = (np.int32(qr[qo + m]) * p) & 0xFF
-            yr[yo + count * n + m] = np.float32(((v * 3) >> 8) - 1) * d
+def _tv(b, p, d):
+    """Trit of byte b selected by p = 3**n: v = (b * p) mod 256, t = (v * 3) >> 8; returns (t - 1) * d."""
+    return np.float32(((((b * p) & 0xFF) * 3) >> 8) - 1) * d
+
+
+@njit(cache=True, inline="always")
+def _unpack5(qr, qo, yr, yo, stride, count, d):
+    """Bytes qr[qo:qo+count] carry trit n of element yo + stride*n + m (n = 0..4). ``stride`` is a
+    literal (16 or 32) and ``count`` the same number passed at run time (see kernels.legacy)."""
+    for m in range(count):
+        b = np.int32(qr[qo + m])
+        yr[yo + m] = _tv(b, 1, d)
+        yr[yo + stride + m] = _tv(b, 3, d)
+        yr[yo + 2 * stride + m] = _tv(b, 9, d)
+        yr[yo + 3 * stride + m] = _tv(b, 27, d)
+        yr[yo + 4 * stride + m] = _tv(b, 81, d)
 
 
 @njit(cache=True, parallel=True)
-def _dtq1_0(q, y, k32, k16, k4):
+def _dtq1_0(q, y, k32, k16):
     nb = y.shape[1] // 256
     for r in prange(q.shape[0]):
         qr = q[r]
@@ -108,14 +116,19 @@ def _dtq1_0(q, y, k32, k16, k4):
             o = ib * 54
             yo = ib * 256
             d = h2f(qr, o + 52)
-            _unpack_trits(qr, o, yr, yo, k32, 5, d)
-            _unpack_trits(qr, o + 32, yr, yo + 160, k16, 5, d)
-            _unpack_trits(qr, o + 48, yr, yo + 240, k4, 4, d)
+            _unpack5(qr, o, yr, yo, 32, k32, d)
+            _unpack5(qr, o + 32, yr, yo + 160, 16, k16, d)
+            for m in range(4):                        # qh: 4 trits each, elements 240 + m + 4n
+                b = np.int32(qr[o + 48 + m])
+                yr[yo + 240 + m] = _tv(b, 1, d)
+                yr[yo + 244 + m] = _tv(b, 3, d)
+                yr[yo + 248 + m] = _tv(b, 9, d)
+                yr[yo + 252 + m] = _tv(b, 27, d)
 
 
 def dequantize_tq1_0(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dtq1_0(q, y, 32, 16, 4)
+    _dtq1_0(q, y, 32, 16)
     return y
 
 
