@@ -286,6 +286,45 @@ def test_long_string_arrays_and_awkward_strings(tmp_path):
     assert filecmp.cmp(p, tmp_path / "s2.gguf", shallow=False)
 
 
+@pytest.mark.parametrize("version", [1, 3])
+def test_vectorized_string_walk_agrees_with_a_plain_loop(tmp_path, version):
+    """Both chain finders (the fast pruning one and the exact doubling one) against a Python loop, on
+    arrays that favour false candidates: empty strings, NUL bytes, long strings, byte-like lengths."""
+    from quantlab.gguf import reader as R
+
+    rng = np.random.default_rng(version)
+    v1 = version == 1
+    pools = [
+        [""] * 300,
+        ["\x00" * int(k) for k in rng.integers(0, 20, 400)],
+        ["x" * int(k) for k in rng.integers(0, 3000, 50)],
+        [bytes(rng.integers(0, 4, int(k)).astype(np.uint8)).decode("latin-1") for k in rng.integers(0, 40, 800)],
+        [f"tok{i}" for i in range(2000)],
+    ]
+    for items in pools:
+        b = build([kv_str_array("a", items, v1=v1), kv_u32("after", 9, v1=v1)], version=version)
+        p = _write_bytes(tmp_path, b)
+        with qg.open(p) as f:
+            got = f.metadata["a"]
+            assert got == tuple(s if not isinstance(s, bytes) else s.decode() for s in items)
+            assert f.metadata["after"] == 9
+            src = f._src
+            pos = f.metadata.offset_of("a") + (4 if v1 else 8) + 1 + 4 + 4 + (4 if v1 else 8)
+            P = src.len_size
+            m = src.size - pos - P + 1
+            L = np.ndarray((m,), dtype=src.len_dtype, buffer=src.mm, offset=pos, strides=(1,))
+            want, loose = len(items), src.size - pos - P
+            exact = R._chain_exact(L, m, P, want, loose)
+            fast = R._chain_fast(L, m, P, want, loose)
+            starts = []
+            q = 0
+            for s in items:
+                starts.append(q)
+                q += P + len(s.encode("utf-8"))
+            assert exact.tolist() == starts
+            assert fast is None or fast.tolist() == starts
+
+
 def test_infer_types_for_plain_values(tmp_path):
     md = {"general.architecture": "llama", "a": 5, "b": -5, "c": 2**40, "d": 0.1, "e": True, "f": "s",
           "g": [1, 2, 3], "h": ["x", "y"], "i": [0.5, 1], "j": np.float64(2.5), "k": np.arange(3, dtype=np.int16),

@@ -48,7 +48,9 @@ __all__ = ["open", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict"]
 
 _INT64_MAX = (1 << 63) - 1
 _MAX_NESTING = 16           # arrays of arrays deeper than this are refused (no recursion blow-up)
-_PEEL_PASSES = 3           # see _chain
+_PEEL_PASSES = 3           # see _chain_exact
+_FAST_PASSES = 8           # see _chain_fast
+_SMALL_ARRAY = 16          # string arrays up to this length are read element by element
 _WINDOW_MAX = 1 << 22       # bytes scanned at once when walking a string array
 _VALID_TYPES = frozenset(int(t) for t in ValueType)
 _STRUCT_CHAR = {ValueType.UINT8: "B", ValueType.INT8: "b", ValueType.UINT16: "H", ValueType.INT16: "h",
@@ -115,6 +117,15 @@ def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray
                         f"{size - pos} bytes are left in the file")
     starts = np.empty(n, dtype=np.int64)
     lens = np.empty(n, dtype=np.int64)
+    if n <= _SMALL_ARRAY:                        # a handful of strings: just read them
+        for i in range(n):
+            ln, p = src.read_count(pos, f"length of element {i} of {what}")
+            if ln > size - p:
+                raise GGUFError(f"element {i} of {what}: the string at byte {pos} claims a length of {ln} bytes, "
+                                f"but only {size - p} bytes follow in the file")
+            starts[i], lens[i] = p, ln
+            pos = p + ln
+        return starts, lens, pos
     done, cur, avg = 0, pos, 16.0
     while done < n:
         remaining = n - done
@@ -124,12 +135,12 @@ def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray
             raise GGUFError(f"truncated file: element {done} of {what} at byte {cur} needs a {P}-byte length, "
                             f"but the file ends at byte {size}")
         L = np.ndarray((m,), dtype=src.len_dtype, buffer=mm, offset=cur, strides=(1,))
-        is_cand = L <= np.uint64(size - cur - P)
-        if not is_cand[0]:
+        loose = size - cur - P
+        if int(L[0]) > loose:
             bad = int(L[0])
             raise GGUFError(f"element {done} of {what}: the string at byte {cur} claims a length of {bad} bytes, "
                             f"but only {size - cur - P} bytes follow in the file")
-        els = _chain(L, is_cand, m, P, remaining)
+        els = _chain(L, m, P, remaining, loose)
         k = els.size
         ln = L[els].astype(np.int64)
         starts[done:done + k] = cur + els + P
@@ -148,16 +159,66 @@ def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray
     return starts, lens, cur
 
 
-def _chain(L, is_cand, m: int, P: int, want: int) -> np.ndarray:
+def _chain(L, m: int, P: int, want: int, loose: int) -> np.ndarray:
     """Window positions of the chain of elements that starts at position 0 (at most ``want``), in order.
+    ``L`` holds the P-byte value at every window position, ``loose`` the largest length that fits the file."""
+    els = _chain_fast(L, m, P, want, loose)
+    return els if els is not None else _chain_exact(L, m, P, want, loose)
+
+
+def _chain_fast(L, m: int, P: int, want: int, loose: int):
+    """The usual case in a few passes over the candidates, verified exactly; None when it does not apply.
+
+    A true element that is not the last one in the window has a successor inside the window that is a
+    candidate too, and (except the first) is the successor of a candidate. Candidates failing either test
+    are dropped, pass after pass; once the survivors link up one after the other (survivor i+1 is exactly
+    next(survivor i), survivor 0 at position 0) they *are* the start of the chain. The few true elements
+    dropped at the end of the window (at most one per pass) are then stepped through exactly.
+    """
+    is_cand = L <= np.uint64(min(loose, m))
+    cand = np.flatnonzero(is_cand)
+    nxt = cand + P + L[cand].astype(np.int64)
+    for _ in range(_FAST_PASSES):
+        inside = nxt < m
+        cand, nxt = cand[inside], nxt[inside]
+        pointed = np.zeros(m, dtype=bool)
+        pointed[nxt] = True
+        pointed[0] = True
+        keep = is_cand[nxt] & pointed[cand]
+        is_cand[cand[~keep]] = False
+        cand, nxt = cand[keep], nxt[keep]
+        if cand.size == 0 or cand[0] != 0:
+            return None
+        if np.array_equal(cand[1:], nxt[:-1]):
+            break
+    else:
+        return None
+    els = cand[:want]
+    tail = []
+    p = int(els[-1])
+    for _ in range(_FAST_PASSES + 2):
+        if els.size + len(tail) >= want:
+            break
+        q = p + P + int(L[p])
+        if q >= m or int(L[q]) > loose:
+            break
+        tail.append(q)
+        p = q
+    else:
+        return None
+    return np.concatenate([els, np.array(tail, dtype=np.int64)]) if tail else els
+
+
+def _chain_exact(L, m: int, P: int, want: int, loose: int) -> np.ndarray:
+    """Same result as :func:`_chain_fast`, for any input (adversarial ones included).
 
     Candidates form a forest: each points forward to its successor. The chain from position 0 is exactly
     the set of candidates reachable from it, and since positions grow along the chain, that set sorted by
     position *is* the chain. Most unreachable candidates are peeled off as sources first: a candidate (other
-    than 0) that no surviving candidate points to cannot be reached. Pointer doubling over the few survivors
+    than 0) that no surviving candidate points to cannot be reached. Pointer doubling over the survivors
     then keeps exactly the reachable ones.
     """
-    cand = np.flatnonzero(is_cand)
+    cand = np.flatnonzero(L <= np.uint64(loose))
     nxt = cand + P + L[cand].astype(np.int64)
     S = cand.size
     index = np.full(m, S, dtype=np.int32)
