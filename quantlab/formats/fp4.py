@@ -30,8 +30,8 @@ __all__ = ["KVALUES"] + [f"{op}_{k}" for k in ("mxfp4", "nvfp4") for op in ("qua
 def best_index(x: np.ndarray, d: np.ndarray) -> np.ndarray:
     """For every weight, the code i minimising ``|kvalues[i] * d - x|`` (float32); the lowest i wins a
     tie, as in ggml's strict ``<`` scan. ``x``: (nblocks, k), ``d``: (nblocks,)."""
-    cand = (_KV32[None, None, :] * d[:, None, None]).astype(np.float32)          # (nb, 1, 16)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):   # 12 * 2**125 overflows to inf, as in C
+        cand = (_KV32[None, None, :] * d[:, None, None]).astype(np.float32)      # (nb, 1, 16)
         err = np.abs((cand - x[:, :, None]).astype(np.float32))                    # (nb, k, 16)
     return np.argmin(err, axis=2).astype(np.uint8)
 

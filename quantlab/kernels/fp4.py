@@ -1,0 +1,225 @@
+"""numba kernels for MXFP4 and NVFP4, bit-identical to quantlab.formats.fp4.
+
+Two things differ from a literal transcription of ggml, with the same results:
+
+* The MXFP4 exponent ``floor(log2f(amax))`` is read from the float's bits, plus a per-binade threshold
+  table: log2f rounds up to the next integer for the ~44 largest mantissas of a binade, and the table
+  (built at import from the reference ``formats.fp4._log2f``) says where that starts. No log call.
+* The nearest-code search scans 8 candidates instead of 16: for x > 0 a negative code can never be
+  strictly nearer than code 0 (value 0), and for x < 0 the error of code 8 + i equals, bit for bit, the
+  error of code i for |x| (rounding is symmetric). So the code is the best of 0..7 for |x|, moved to the
+  negative half when x < 0 and the best is not 0 — the same index ggml's 16-way scan returns.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..formats import _numerics as nm
+from ..formats.fp4 import KVALUES, _log2f
+from ._fp import e8m0_half, f32_as_u32
+
+KV = KVALUES.astype(np.float32)
+UE4M3_TABLE = nm.ue4m3_to_f32(np.arange(256))     # decoded NVFP4 scale bytes (includes the 1/2)
+
+
+def _log2_thresholds() -> np.ndarray:
+    """T[p + 149] = smallest float32 bit pattern in [2**p, 2**(p+1)) whose floor(log2f) is p + 1
+    (0xFFFFFFFF when there is none), for p = -149..127 (subnormals included)."""
+    out = np.full(277, 0xFFFFFFFF, dtype=np.uint32)
+    span = 256
+    for p in range(-149, 128):
+        if p >= -126:
+            bot, top = (p + 127) << 23, (p + 128) << 23
+        else:
+            bot, top = 1 << (p + 149), 1 << (p + 150)
+        bits = np.arange(max(bot, top - span), top, dtype=np.uint32)
+        up = np.floor(_log2f(bits.view(np.float32))) > p
+        if up.any():
+            i = int(np.argmax(up))
+            assert i > 0 or top - span <= bot, "threshold search window too small"
+            out[p + 149] = bits[i]
+    return out
+
+
+LOG2_UP = _log2_thresholds()
+
+
+@njit(cache=True, inline="always")
+def _mxfp4_e(amax):
+    """(uint8)(floorf(log2f(amax)) - 2 + 127) for amax >= 0, 0 for amax == 0."""
+    bits = f32_as_u32(amax)
+    if bits == np.uint32(0):
+        return np.uint8(0)
+    ex = np.int32(bits >> np.uint32(23))
+    if ex > 0:
+        p = ex - np.int32(127)
+    else:                                   # subnormal: position of the top set bit
+        p = np.int32(-150)
+        b = bits
+        while b:
+            b >>= np.uint32(1)
+            p += np.int32(1)
+    if bits >= LOG2_UP[p + 149]:
+        p += np.int32(1)
+    return np.uint8((p - np.int32(2) + np.int32(127)) & np.int32(0xFF))
+
+
+@njit(cache=True, inline="always")
+def _best(x, cand):
+    """Index of the nearest of kvalues * d (cand[0..7] = kv[0..7] * d) to x, ggml's tie rule."""
+    ax = abs(x)
+    best = np.int32(0)
+    be = ax                                  # |0 - x|
+    for i in range(1, 8):
+        e = abs(cand[i] - ax)
+        if e < be:
+            be = e
+            best = np.int32(i)
+    if x < 0 and best > 0:
+        best += np.int32(8)
+    return best
+
+
+# ----------------------------------------------------------------------------------------------------
+# MXFP4
+# ----------------------------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def _mxfp4(x, out, h):
+    nb = x.shape[1] // 32
+    for r in prange(x.shape[0]):
+        xr = x[r]
+        orow = out[r]
+        cand = np.empty(8, dtype=np.float32)
+        for ib in range(nb):
+            xo = ib * 32
+            amax = np.float32(0.0)
+            for j in range(32):
+                a = abs(xr[xo + j])
+                if amax < a:
+                    amax = a
+            e = _mxfp4_e(amax)
+            d = e8m0_half(e)
+            for i in range(8):
+                cand[i] = KV[i] * d
+            o = ib * 17
+            orow[o] = e
+            for j in range(h):
+                orow[o + 1 + j] = np.uint8(_best(xr[xo + j], cand) | (_best(xr[xo + 16 + j], cand) << 4))
+
+
+def quantize_mxfp4(x, imatrix=None):
+    out = np.empty((x.shape[0], x.shape[1] // 32 * 17), dtype=np.uint8)
+    _mxfp4(x, out, 16)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _dmxfp4(q, y, h):
+    nb = y.shape[1] // 32
+    for r in prange(q.shape[0]):
+        qr = q[r]
+        yr = y[r]
+        for ib in range(nb):
+            o = ib * 17
+            d = e8m0_half(qr[o])
+            yo = ib * 32
+            for j in range(h):
+                b = qr[o + 1 + j]
+                yr[yo + j] = KV[b & 15] * d
+                yr[yo + 16 + j] = KV[b >> 4] * d
+
+
+def dequantize_mxfp4(q, n_per_row):
+    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
+    _dmxfp4(q, y, 16)
+    return y
+
+
+# ----------------------------------------------------------------------------------------------------
+# NVFP4
+# ----------------------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def f32_to_ue4m3(v):
+    """ggml_fp32_to_ue4m3 (see formats._numerics.f32_to_ue4m3): unsigned E4M3, one guard bit rounding
+    half up, clamp to 448; non-positive / NaN -> 0."""
+    if not (v > np.float32(0.0)):
+        return np.uint8(0)
+    if v > np.float32(448.0):
+        v = np.float32(448.0)
+    bits = f32_as_u32(v)
+    ex = np.int32((bits >> np.uint32(23)) & np.uint32(0xFF)) - np.int32(127) + np.int32(7)
+    if ex <= 0:
+        man = np.int32(v * np.float32(512.0) + np.float32(0.5))
+        if man > 7:
+            man = np.int32(7)
+        if man < 1:
+            return np.uint8(0)
+        return np.uint8(man)
+    if ex >= 15:
+        return np.uint8(0x7E)
+    man = np.int32((bits >> np.uint32(20)) & np.uint32(7)) + np.int32((bits >> np.uint32(19)) & np.uint32(1))
+    if man > 7:
+        man = np.int32(0)
+        ex += np.int32(1)
+        if ex >= 15:
+            return np.uint8(0x7E)
+    return np.uint8((ex << 3) | man)
+
+
+@njit(cache=True, parallel=True)
+def _nvfp4(x, out, h):
+    nb = x.shape[1] // 64
+    for r in prange(x.shape[0]):
+        xr = x[r]
+        orow = out[r]
+        cand = np.empty(8, dtype=np.float32)
+        for ib in range(nb):
+            o = ib * 36
+            for s in range(4):
+                xo = ib * 64 + s * 16
+                amax = np.float32(0.0)
+                for j in range(16):
+                    a = abs(xr[xo + j])
+                    if amax < a:
+                        amax = a
+                ue = f32_to_ue4m3(np.float32(amax / np.float32(6.0)))
+                orow[o + s] = ue
+                d = UE4M3_TABLE[ue]
+                for i in range(8):
+                    cand[i] = KV[i] * d
+                qo = o + 4 + 8 * s
+                for j in range(h):
+                    orow[qo + j] = np.uint8(_best(xr[xo + j], cand) | (_best(xr[xo + 8 + j], cand) << 4))
+
+
+def quantize_nvfp4(x, imatrix=None):
+    out = np.empty((x.shape[0], x.shape[1] // 64 * 36), dtype=np.uint8)
+    _nvfp4(x, out, 8)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _dnvfp4(q, y, h):
+    nb = y.shape[1] // 64
+    for r in prange(q.shape[0]):
+        qr = q[r]
+        yr = y[r]
+        for ib in range(nb):
+            o = ib * 36
+            for s in range(4):
+                d = UE4M3_TABLE[qr[o + s]]
+                qo = o + 4 + 8 * s
+                yo = ib * 64 + 16 * s
+                for j in range(h):
+                    b = qr[qo + j]
+                    yr[yo + j] = KV[b & 15] * d
+                    yr[yo + 8 + j] = KV[b >> 4] * d
+
+
+def dequantize_nvfp4(q, n_per_row):
+    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
+    _dnvfp4(q, y, 8)
+    return y
