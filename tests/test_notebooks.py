@@ -1,0 +1,144 @@
+"""Every notebook in notebooks/ runs top to bottom in a real kernel (python3), and its widgets are alive.
+
+Picked up automatically: a notebook added to notebooks/ is executed by ``test_notebook_runs``. Each one ends
+with an assert cell that drives its widget; on top of that, notebooks listed in ``PROBES`` get one more cell
+run in the same kernel that moves a widget and checks what changed (Output widgets included: nbclient plays
+the front end, so ``out.outputs`` is filled).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
+CELL_TIMEOUT = 600
+
+# name -> probe code run after the notebook (same kernel); must print "probe ok". Several cells may be given
+# as a tuple of sources: Output-widget contents produced by a cell reach the kernel (synced back by
+# the front end, here nbclient) only after that cell has finished, so assert on them in a later cell.
+PROBES = {
+    "00_start_here.ipynb": """
+calc.params.value = 7.0
+calc.fmt.value = "Q4_0"
+assert abs(calc.result["GB"] - 3.9375) < 1e-9
+assert "3.938 GB" in calc.summary.value, calc.summary.value
+print("probe ok")
+""",
+    "01_bits_and_floats.ipynb": ("""
+_png0 = fe.out.outputs[-1]["data"]["image/png"]
+fe.fmt.value = "E5M2"; fe.scaled.value = False
+fe.number.value = 1e6
+assert fe.result["kind"] == "infinity"
+print("probe ok")
+""", """
+assert fe.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
+print("probe ok")
+"""),
+    "02_scales_and_zero_points.ipynb": ("""
+_png0 = sz.out.outputs[-1]["data"]["image/png"]
+sz.bits.value = 2
+s2 = sz.result["sqnr_db"]
+sz.bits.value = 6
+assert sz.result["sqnr_db"] > s2
+print("probe ok")
+""", """
+assert sz.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
+print("probe ok")
+"""),
+    "03_group_size.ipynb": ("""
+_png0 = gs.out.outputs[-1]["data"]["image/png"]
+gs.group.value = "8"
+assert gs.result["group_length"] == 8 and abs(gs.result["overhead_bpw"] - 2.0) < 1e-12
+print("probe ok")
+""", """
+assert gs.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
+print("probe ok")
+"""),
+    "04_block_formats.ipynb": ("""
+insp.fmt.value = "Q4_0"; insp.use_im.value = False; insp.block.value = 2
+assert insp.fields["index"] == 2 and len(insp.fields["bytes"]) == 18
+d = float(insp.fields["d"]); codes = insp.fields["codes"].astype(float)
+import numpy as np
+assert np.array_equal(np.float32(d) * (codes - 8).astype(np.float32), insp.fields["values"])
+print("probe ok")
+""", """
+_png0 = insp.out.outputs[-1]["data"]["image/png"]
+insp.block.value = 5
+print("probe ok")
+""", """
+assert insp.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
+print("probe ok")
+"""),
+    "06_compression_analogy.ipynb": ("""
+_png0 = jq.out.outputs[-1]["data"]["image/png"]
+jq.clip.value = "min/max (no clipping)"
+unclipped = jq.result["sqnr_db"]
+jq.clip.value = "99.9th percentile"
+assert jq.result["sqnr_db"] != unclipped
+jq.quality.value = 50
+print("probe ok")
+""", """
+assert jq.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
+print("probe ok")
+"""),
+}
+
+
+def _kernel_env():
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)                       # else the kernel cannot pick the inline backend
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _client(nb, path):
+    return nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                                   resources={"metadata": {"path": str(path.parent)}})
+
+
+def test_notebooks_exist():
+    assert NOTEBOOKS, f"no notebooks in {NB_DIR}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs(path, monkeypatch):
+    for k, v in _kernel_env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", "notebooks use the python3 kernel"
+    stored = [c for c in nb.cells if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not stored, f"{path.name} is committed with outputs in {len(stored)} cells: strip them"
+    client = _client(nb, path)
+    t0 = time.perf_counter()
+    probe = PROBES.get(path.name)
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells):
+            client.execute_cell(cell, i)
+        probe_cells = [probe] if isinstance(probe, str) else list(probe or ())
+        for src in probe_cells:
+            cell = nbformat.v4.new_code_cell(src)
+            nb.cells.append(cell)
+            client.execute_cell(cell, len(nb.cells) - 1)
+            text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+            assert "probe ok" in text, cell.outputs
+        client.set_widgets_metadata()
+    elapsed = time.perf_counter() - t0
+    print(f"{path.name}: {elapsed:.1f} s")
+    # the last cell of every notebook is its self-check, and it must have run clean
+    last = [c for c in nb.cells if c.cell_type == "code"][-1 - len(probe_cells)]
+    assert last.get("execution_count"), f"{path.name}: the last code cell did not run"
+    assert not [o for o in last.outputs if o.get("output_type") == "error"]
+    widgets = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    if path.name in PROBES:
+        names = {m["model_name"] for m in widgets.values()}
+        assert names & {"IntSliderModel", "DropdownModel", "FloatTextModel", "SelectionSliderModel"}, names
+        assert "OutputModel" in names or "HTMLModel" in names, names
