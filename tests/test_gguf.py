@@ -645,3 +645,124 @@ def test_inspect_cli_on_smollm2(capsys):
     with qg.open(p) as f:
         n = f.n_params
     assert f"{n:,}" in out
+
+
+# --------------------------------------------------------------------------- llama.cpp's own gguf.cpp
+
+class _GgufC:
+    """llama.cpp's GGUF reader/writer (gguf.cpp, inside libggml-base: the oracle library) through ctypes."""
+
+    def __init__(self):
+        import ctypes as C
+
+        from .oracle import oracle
+
+        lib = oracle().lib
+        self.C, self.lib = C, lib
+        vp, cp = C.c_void_p, C.c_char_p
+        lib.gguf_init_empty.restype = vp
+        setters = {"u8": C.c_uint8, "i8": C.c_int8, "u16": C.c_uint16, "i16": C.c_int16, "u32": C.c_uint32,
+                   "i32": C.c_int32, "f32": C.c_float, "u64": C.c_uint64, "i64": C.c_int64, "f64": C.c_double,
+                   "bool": C.c_bool, "str": cp}
+        for k, t in setters.items():
+            getattr(lib, f"gguf_set_val_{k}").argtypes = [vp, cp, t]
+        lib.gguf_set_arr_data.argtypes = [vp, cp, C.c_int, vp, C.c_size_t]
+        lib.gguf_set_arr_str.argtypes = [vp, cp, C.POINTER(cp), C.c_size_t]
+        lib.gguf_add_tensor.argtypes = [vp, vp]
+        lib.gguf_write_to_file.argtypes = [vp, cp, C.c_bool]
+        lib.gguf_write_to_file.restype = C.c_bool
+        lib.gguf_free.argtypes = [vp]
+
+        class InitParams(C.Structure):
+            _fields_ = [("no_alloc", C.c_bool), ("ctx", vp)]
+
+        class GgmlParams(C.Structure):
+            _fields_ = [("mem_size", C.c_size_t), ("mem_buffer", vp), ("no_alloc", C.c_bool)]
+
+        self.InitParams, self.GgmlParams = InitParams, GgmlParams
+        lib.gguf_init_from_file.argtypes = [cp, InitParams]
+        lib.gguf_init_from_file.restype = vp
+        lib.gguf_get_n_tensors.argtypes = [vp]
+        lib.gguf_get_n_tensors.restype = C.c_int64
+        lib.gguf_get_n_kv.argtypes = [vp]
+        lib.gguf_get_n_kv.restype = C.c_int64
+        lib.gguf_get_tensor_offset.argtypes = [vp, C.c_int64]
+        lib.gguf_get_tensor_offset.restype = C.c_size_t
+        lib.gguf_get_data_offset.argtypes = [vp]
+        lib.gguf_get_data_offset.restype = C.c_size_t
+        lib.ggml_init.argtypes = [GgmlParams]
+        lib.ggml_init.restype = vp
+        lib.ggml_free.argtypes = [vp]
+        lib.ggml_new_tensor_2d.argtypes = [vp, C.c_int, C.c_int64, C.c_int64]
+        lib.ggml_new_tensor_2d.restype = vp
+        lib.ggml_set_name.argtypes = [vp, cp]
+        lib.ggml_get_data.argtypes = [vp]
+        lib.ggml_get_data.restype = vp
+
+    def read(self, path):
+        """(n_kv, n_tensors, data offset, tensor offsets) as llama.cpp's reader sees the file, or None."""
+        ctx = self.lib.gguf_init_from_file(str(path).encode(), self.InitParams(True, None))
+        if not ctx:
+            return None
+        try:
+            n = self.lib.gguf_get_n_tensors(ctx)
+            return (self.lib.gguf_get_n_kv(ctx), n, self.lib.gguf_get_data_offset(ctx),
+                    [self.lib.gguf_get_tensor_offset(ctx, i) for i in range(n)])
+        finally:
+            self.lib.gguf_free(ctx)
+
+
+def test_llama_cpp_writer_and_ours_write_the_same_bytes(tmp_path):
+    """The same metadata and tensors through gguf.cpp's writer and through quantlab's (trim_dims=True,
+    llama.cpp's n_dims convention): identical files. Then llama.cpp's reader accepts quantlab's files."""
+    g = _GgufC()
+    C, lib = g.C, g.lib
+    rng = np.random.default_rng(7)
+    gctx = lib.gguf_init_empty()
+    md = {}
+    for k, v, t in ALL_VALUES:
+        if isinstance(t, ArrayOf):
+            if t.elem == ValueType.STRING:
+                arr = (C.c_char_p * len(v))(*[s.encode() for s in v])
+                lib.gguf_set_arr_str(gctx, k.encode(), arr, len(v))
+            else:
+                a = np.ascontiguousarray(np.asarray(v).astype("<" + t.elem.dtype_code))
+                lib.gguf_set_arr_data(gctx, k.encode(), int(t.elem), a.ctypes.data, a.size)
+        else:
+            name = {ValueType.UINT8: "u8", ValueType.INT8: "i8", ValueType.UINT16: "u16", ValueType.INT16: "i16",
+                    ValueType.UINT32: "u32", ValueType.INT32: "i32", ValueType.FLOAT32: "f32",
+                    ValueType.UINT64: "u64", ValueType.INT64: "i64", ValueType.FLOAT64: "f64",
+                    ValueType.BOOL: "bool", ValueType.STRING: "str"}[t]
+            getattr(lib, f"gguf_set_val_{name}")(gctx, k.encode(), v.encode() if isinstance(v, str) else v)
+        md[k] = Value(v, t)
+    fmts = [f for f in all_formats() if not f.activation_only]
+    mctx = lib.ggml_init(g.GgmlParams(64 << 20, None, False))
+    ours = {}
+    try:
+        for f in fmts:
+            rows = 1 if f.id % 3 == 0 else 3                  # some 1-row tensors: n_dims 1 in llama.cpp
+            raw = rng.integers(0, 256, size=(rows, 2 * f.type_size), dtype=np.uint8)
+            t = lib.ggml_new_tensor_2d(mctx, f.id, 2 * f.block_size, rows)
+            lib.ggml_set_name(t, f"w.{f.name}".encode())
+            C.memmove(lib.ggml_get_data(t), raw.ctypes.data, raw.nbytes)
+            lib.gguf_add_tensor(gctx, t)
+            ours[f"w.{f.name}"] = qg.TensorSource(raw, format=f.name, shape=(rows, 2 * f.block_size))
+        assert lib.gguf_write_to_file(gctx, str(tmp_path / "c.gguf").encode(), False)
+    finally:
+        lib.gguf_free(gctx)
+        lib.ggml_free(mctx)
+    qg.write(tmp_path / "q.gguf", md, ours, trim_dims=True)
+    assert filecmp.cmp(tmp_path / "c.gguf", tmp_path / "q.gguf", shallow=False)
+    seen = g.read(tmp_path / "q.gguf")
+    with qg.open(tmp_path / "q.gguf") as f:
+        assert seen == (len(f.metadata), len(f.tensors), f.data_offset, [t.offset for t in f.tensors.values()])
+    # files written by quantlab without trim_dims (gguf-py's n_dims) are accepted by llama.cpp too
+    qg.write(tmp_path / "q2.gguf", md, ours)
+    assert g.read(tmp_path / "q2.gguf")[1] == len(ours)
+    # and a malformed one is refused by both
+    b = bytearray((tmp_path / "q.gguf").read_bytes())
+    b[4] = 9
+    (tmp_path / "bad.gguf").write_bytes(bytes(b))
+    assert g.read(tmp_path / "bad.gguf") is None
+    with pytest.raises(GGUFError):
+        qg.open(tmp_path / "bad.gguf")
