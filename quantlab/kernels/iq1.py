@@ -1,0 +1,512 @@
+"""numba kernels for IQ1_S and IQ1_M (same bytes as quantlab.formats.iq1, which explains them).
+
+Scalar code in ggml's order (quantize_row_iq1_s_impl / quantize_row_iq1_m_impl of llama.cpp 0c1e57098),
+rows in parallel. Where ggml asserts (or would read past its input), the row's error slot is set and the
+wrapper raises QuantizationError with the reference's message.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..formats import iq1 as ref
+from ..formats._iqgrid import lattice
+from ._fp import f16_to_f32, f32_to_f16, rd16
+from ._search import nearest_int
+
+_FLT_MAX = np.float32(np.finfo(np.float32).max)
+_NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
+_XP = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)
+_XM = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)
+
+
+@njit(cache=True)
+def _sort_idx(x, r, b0, n, idx):
+    """Stable ascending order of x[r, b0:b0+n] (insertion sort = glibc's stable merge sort order)."""
+    for j in range(n):
+        idx[j] = j
+    for j in range(1, n):
+        key = idx[j]
+        v = x[r, b0 + key]
+        i = j - 1
+        while i >= 0 and x[r, b0 + idx[i]] > v:
+            idx[i + 1] = idx[i]
+            i -= 1
+        idx[i + 1] = key
+
+
+@njit(cache=True)
+def _neighbour2(neigh, off, levels, x, r, g0, w, wbase, scale, xx, ngrid):
+    """iq1_find_best_neighbour2: minimise sum w*(scale*xx[level] - x)**2 over the listed points; if
+    none has an error below FLT_MAX, ggml scans the whole grid comparing every coordinate with x[i]
+    (sic: the i-th value from the group's start in the input buffer). Returns the index, -1 when nothing
+    qualifies (ggml asserts), -2 when the scan would read past the input."""
+    n = x.shape[1]
+    cnt = neigh[off]
+    best = _FLT_MAX
+    gi = np.int32(-1)
+    for j in range(1, cnt + 1):
+        p = neigh[off + j]
+        d2 = np.float32(0.0)
+        for i in range(8):
+            diff = scale * xx[levels[p, i]] - x[r, g0 + i]
+            d2 += (w[wbase + i] * diff) * diff
+        if d2 < best:
+            best = d2
+            gi = p
+    if gi < 0:
+        flat0 = r * n + g0
+        if flat0 + ngrid > x.shape[0] * n:
+            return np.int32(-2)
+        for i in range(ngrid):
+            f = flat0 + i
+            xi = x[f // n, f % n]
+            d2 = np.float32(0.0)
+            for j in range(8):
+                diff = scale * xx[levels[i, j]] - xi
+                d2 += (w[wbase + j] * diff) * diff
+            if d2 < best:
+                best = d2
+                gi = i
+    return gi
+
+
+@njit(cache=True)
+def _weights(x, r, b0, bs, qw, has_qw, sigma2, weight):
+    for i in range(bs):
+        xi = x[r, b0 + i]
+        if has_qw:
+            weight[i] = qw[b0 + i] * np.float32(np.sqrt(sigma2 + xi * xi))
+        else:
+            weight[i] = xi * xi
+
+
+@njit(cache=True)
+def _block_max(x, r, b0, bs):
+    mx = abs(x[r, b0])
+    for i in range(1, bs):
+        a = abs(x[r, b0 + i])
+        if not (mx > a):
+            mx = a
+    return mx
+
+
+@njit(cache=True)
+def _code(L, base):
+    u = np.int32(0)
+    for i in range(8):
+        u |= np.int32(L[base + i]) << np.int32(2 * i)
+    return u
+
+
+@njit(cache=True)
+def _fail(err, r, code, blk):
+    err[r, 0] = code
+    err[r, 1] = blk
+
+
+# ----------------------------------------------------------------------------------------------------
+# IQ1_S
+# ----------------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _iq1s_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
+    n = x.shape[1]
+    bs = 32
+    weight = np.empty(bs, np.float32)
+    idx = np.empty(bs, np.int64)
+    sumx = np.empty(bs + 1, np.float32)
+    sumw = np.empty(bs + 1, np.float32)
+    L = np.empty(bs, np.int8)
+    index = np.empty(4, np.int32)
+    scales = np.empty(8, np.float32)
+    shifts = np.empty(8, np.int32)
+    ngrid = levels.shape[0]
+    for ibl in range(n // 256):
+        x0 = ibl * 256
+        o = ibl * 50
+        for j in range(50):
+            out[r, o + j] = 0
+        sumx2 = np.float32(0.0)
+        for i in range(256):
+            sumx2 += x[r, x0 + i] * x[r, x0 + i]
+        sigma2 = (np.float32(2.0) * sumx2) / np.float32(256.0)
+        max_scale = np.float32(0.0)
+        for ib in range(8):
+            b0 = x0 + ib * bs
+            _weights(x, r, b0, bs, qw, has_qw, sigma2, weight)
+            scales[ib] = np.float32(0.0)
+            shifts[ib] = 1
+            mx = _block_max(x, r, b0, bs)
+            if mx < np.float32(1e-12):
+                continue
+            _sort_idx(x, r, b0, bs, idx)
+            sumx[0] = np.float32(0.0)
+            sumw[0] = np.float32(0.0)
+            for j in range(bs):
+                i = idx[j]
+                sumx[j + 1] = sumx[j] + weight[i] * x[r, b0 + i]
+                sumw[j + 1] = sumw[j] + weight[i]
+            best = _NEG_FLT_MAX
+            scale = mx
+            bi1 = -1
+            bi2 = -1
+            bsh = 0
+            for i1 in range(bs + 1):
+                a = sumx[i1] - sumx[0]
+                wa = sumw[i1] - sumw[0]
+                for i2 in range(i1, bs + 1):
+                    b = sumx[i2] - sumx[i1]
+                    c = sumx[bs] - sumx[i2]
+                    wb = sumw[i2] - sumw[i1]
+                    wc = sumw[bs] - sumw[i2]
+                    for sset in range(2):
+                        xs = _XP if sset == 0 else _XM
+                        sumqx = (a * xs[0] + b * xs[1]) + c * xs[2]
+                        sumq2 = ((wa * xs[0]) * xs[0] + (wb * xs[1]) * xs[1]) + (wc * xs[2]) * xs[2]
+                        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+                            scale = sumqx / sumq2
+                            best = scale * sumqx
+                            bi1 = i1
+                            bi2 = i2
+                            bsh = 1 if sset == 0 else -1
+            if bi1 < 0 or bi2 < 0 or bsh == 0:
+                continue
+            for j in range(bs):
+                L[idx[j]] = 0 if j < bi1 else (1 if j < bi2 else 2)
+            if scale < 0:
+                for j in range(bs):
+                    L[j] = 2 - L[j]
+                scale = -scale
+                bsh = -bsh
+            xx = _XP if bsh == 1 else _XM
+            all_on = True
+            for k in range(4):
+                u = _code(L, 8 * k)
+                gi = kmap[u]
+                if gi < 0:
+                    all_on = False
+                    gi = _neighbour2(neigh, -gi - 1, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid)
+                    if gi < 0:
+                        _fail(err, r, 1 if gi == -1 else 4, b0 // bs)
+                        return
+                index[k] = gi
+            if not all_on:
+                sqx = np.float32(0.0)
+                sq2 = np.float32(0.0)
+                for k in range(4):
+                    for j in range(8):
+                        w = weight[8 * k + j]
+                        q = xx[levels[index[k], j]]
+                        sqx += (w * q) * x[r, b0 + 8 * k + j]
+                        sq2 += (w * q) * q
+                if sqx > 0 and sq2 > 0:
+                    scale = sqx / sq2
+            h = np.uint16(0)
+            for k in range(4):
+                out[r, o + 2 + 4 * ib + k] = np.uint8(index[k] & 255)
+                h |= np.uint16((index[k] >> 8) << (3 * k))
+            out[r, o + 34 + 2 * ib] = np.uint8(h & np.uint16(255))
+            out[r, o + 35 + 2 * ib] = np.uint8(h >> np.uint16(8))
+            if not (scale >= 0):
+                _fail(err, r, 2, b0 // bs)
+                return
+            scales[ib] = scale
+            shifts[ib] = bsh
+            if not (max_scale > scale):
+                max_scale = scale
+        if max_scale == 0:
+            continue
+        d = max_scale / np.float32(15.0)
+        dh = f32_to_f16(d * np.float32(1.125))
+        out[r, o] = np.uint8(dh & np.uint16(255))
+        out[r, o + 1] = np.uint8(dh >> np.uint16(8))
+        idd = np.float32(1.0) / d
+        for ib in range(8):
+            l = nearest_int(np.float32(0.5) * (idd * scales[ib] - np.float32(1.0)))
+            l = 0 if l < 0 else (7 if l > 7 else l)
+            if shifts[ib] == -1:
+                l |= 8
+            out[r, o + 35 + 2 * ib] |= np.uint8(l << 4)
+
+
+@njit(cache=True, parallel=True)
+def _iq1s(x, qw, has_qw, kmap, neigh, levels, out, err):
+    for r in prange(x.shape[0]):
+        _iq1s_row(x, r, qw, has_qw, kmap, neigh, levels, out, err)
+
+
+# ----------------------------------------------------------------------------------------------------
+# IQ1_M
+# ----------------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _iq1m_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
+    n = x.shape[1]
+    bs = 16
+    weight = np.empty(bs, np.float32)
+    idx = np.empty(bs, np.int64)
+    px = np.empty((2, bs + 1), np.float32)
+    pw = np.empty((2, bs + 1), np.float32)
+    L = np.empty(bs, np.int8)
+    index = np.empty(2, np.int32)
+    scales = np.empty(16, np.float32)
+    shifts = np.empty(16, np.int32)
+    sumqx = np.empty(4, np.float32)
+    sumq2 = np.empty(4, np.float32)
+    ngrid = levels.shape[0]
+    p2 = _XP[2]
+    m2 = _XM[2]
+    cp1 = _XP[0] * _XP[0] - _XP[1] * _XP[1]
+    cp2 = _XP[1] * _XP[1] - _XP[2] * _XP[2]
+    cm1 = _XM[0] * _XM[0] - _XM[1] * _XM[1]
+    cm2 = _XM[1] * _XM[1] - _XM[2] * _XM[2]
+    for ibl in range(n // 256):
+        x0 = ibl * 256
+        o = ibl * 56
+        for j in range(56):
+            out[r, o + j] = 0
+        sumx2 = np.float32(0.0)
+        for i in range(256):
+            sumx2 += x[r, x0 + i] * x[r, x0 + i]
+        sigma2 = (np.float32(2.0) * sumx2) / np.float32(256.0)
+        max_scale = np.float32(0.0)
+        for ib in range(16):
+            b0 = x0 + ib * bs
+            _weights(x, r, b0, bs, qw, has_qw, sigma2, weight)
+            scales[ib] = np.float32(0.0)
+            shifts[ib] = 0
+            mx = _block_max(x, r, b0, bs)
+            if mx < np.float32(1e-7):
+                continue
+            _sort_idx(x, r, b0, bs, idx)
+            px[0, 0] = np.float32(0.0)
+            px[1, 0] = np.float32(0.0)
+            pw[0, 0] = np.float32(0.0)
+            pw[1, 0] = np.float32(0.0)
+            for j in range(bs):
+                i = idx[j]
+                h = 0 if i < bs // 2 else 1
+                px[h, j + 1] = px[h, j] + weight[i] * x[r, b0 + i]
+                px[1 - h, j + 1] = px[1 - h, j]
+                pw[h, j + 1] = pw[h, j] + weight[i]
+                pw[1 - h, j + 1] = pw[1 - h, j]
+            t0 = px[0, bs]
+            t1 = px[1, bs]
+            u0 = pw[0, bs]
+            u1 = pw[1, bs]
+            best = _NEG_FLT_MAX
+            scale = mx
+            bi1 = -1
+            bi2 = -1
+            bk = -1
+            for i1 in range(bs + 1):
+                for i2 in range(i1, bs + 1):
+                    sx0 = px[0, i1] + px[0, i2]
+                    sx1 = px[1, i1] + px[1, i2]
+                    qxp0 = t0 * p2 - sx0
+                    qxm0 = t0 * m2 - sx0
+                    qxp1 = t1 * p2 - sx1
+                    qxm1 = t1 * m2 - sx1
+                    q2p0 = ((u0 * p2) * p2 + pw[0, i1] * cp1) + pw[0, i2] * cp2
+                    q2m0 = ((u0 * m2) * m2 + pw[0, i1] * cm1) + pw[0, i2] * cm2
+                    q2p1 = ((u1 * p2) * p2 + pw[1, i1] * cp1) + pw[1, i2] * cp2
+                    q2m1 = ((u1 * m2) * m2 + pw[1, i1] * cm1) + pw[1, i2] * cm2
+                    sumqx[0] = qxp0 + qxp1
+                    sumqx[1] = qxp0 + qxm1
+                    sumqx[2] = qxm0 + qxp1
+                    sumqx[3] = qxm0 + qxm1
+                    sumq2[0] = q2p0 + q2p1
+                    sumq2[1] = q2p0 + q2m1
+                    sumq2[2] = q2m0 + q2p1
+                    sumq2[3] = q2m0 + q2m1
+                    for k in range(4):
+                        if sumq2[k] > 0 and sumqx[k] * sumqx[k] > best * sumq2[k]:
+                            scale = sumqx[k] / sumq2[k]
+                            best = scale * sumqx[k]
+                            bi1 = i1
+                            bi2 = i2
+                            bk = k
+            if bi1 < 0 or bi2 < 0 or bk < 0:
+                continue
+            for j in range(bs):
+                L[idx[j]] = 0 if j < bi1 else (1 if j < bi2 else 2)
+            if scale < 0:
+                for j in range(bs):
+                    L[j] = 2 - L[j]
+                scale = -scale
+                bk = 3 - bk
+            all_on = True
+            for k in range(2):
+                if k == 0:
+                    xx = _XP if bk < 2 else _XM
+                else:
+                    xx = _XP if bk % 2 == 0 else _XM
+                u = _code(L, 8 * k)
+                gi = kmap[u]
+                if gi < 0:
+                    all_on = False
+                    gi = _neighbour2(neigh, -gi - 1, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid)
+                    if gi < 0:
+                        _fail(err, r, 1 if gi == -1 else 4, b0 // bs)
+                        return
+                index[k] = gi
+            if not all_on:
+                sqx = np.float32(0.0)
+                sq2 = np.float32(0.0)
+                for k in range(2):
+                    if k == 0:
+                        xx = _XP if bk < 2 else _XM
+                    else:
+                        xx = _XP if bk % 2 == 0 else _XM
+                    for j in range(8):
+                        w = weight[8 * k + j]
+                        q = xx[levels[index[k], j]]
+                        sqx += (w * q) * x[r, b0 + 8 * k + j]
+                        sq2 += (w * q) * q
+                if sqx > 0 and sq2 > 0:
+                    scale = sqx / sq2
+            out[r, o + 2 * ib] = np.uint8(index[0] & 255)
+            out[r, o + 2 * ib + 1] = np.uint8(index[1] & 255)
+            out[r, o + 32 + ib] = np.uint8((index[0] >> 8) | ((index[1] >> 8) << 4))
+            if not (scale >= 0):
+                _fail(err, r, 2, b0 // bs)
+                return
+            scales[ib] = scale
+            shifts[ib] = bk
+            if not (max_scale > scale):
+                max_scale = scale
+        if max_scale == 0:
+            continue
+        d = max_scale / np.float32(15.0)
+        idd = np.float32(1.0) / d
+        sqx = np.float32(0.0)
+        sq2 = np.float32(0.0)
+        sc = np.zeros(4, np.uint16)
+        for ib in range(16):
+            b0 = x0 + ib * bs
+            l = nearest_int(np.float32(0.5) * (idd * scales[ib] - np.float32(1.0)))
+            l = 0 if l < 0 else (7 if l > 7 else l)
+            sc[ib // 4] |= np.uint16(l << (3 * (ib % 4)))
+            sh = shifts[ib]
+            qh = np.int32(out[r, o + 32 + ib]) | (0x00 if sh == 0 else (0x80 if sh == 1 else (0x08 if sh == 2 else 0x88)))
+            out[r, o + 32 + ib] = np.uint8(qh)
+            _weights(x, r, b0, bs, qw, has_qw, sigma2, weight)
+            fl = np.float32(2 * l + 1)
+            for k in range(2):
+                if k == 0:
+                    xx = _XP if sh < 2 else _XM
+                else:
+                    xx = _XP if sh % 2 == 0 else _XM
+                gi = np.int32(out[r, o + 2 * ib + k]) + ((qh << (8 - 4 * k)) & 0x700)
+                for j in range(8):
+                    w = weight[8 * k + j]
+                    q = xx[levels[gi, j]] * fl
+                    sqx += (w * q) * x[r, b0 + 8 * k + j]
+                    sq2 += (w * q) * q
+        if sq2 > 0:
+            d = sqx / sq2
+        dbits = f32_to_f16(d * np.float32(1.1125))
+        sc[0] |= np.uint16((dbits & np.uint16(0x000F)) << np.uint16(12))
+        sc[1] |= np.uint16((dbits & np.uint16(0x00F0)) << np.uint16(8))
+        sc[2] |= np.uint16((dbits & np.uint16(0x0F00)) << np.uint16(4))
+        sc[3] |= np.uint16(dbits & np.uint16(0xF000))
+        for k in range(4):
+            out[r, o + 48 + 2 * k] = np.uint8(sc[k] & np.uint16(255))
+            out[r, o + 49 + 2 * k] = np.uint8(sc[k] >> np.uint16(8))
+
+
+@njit(cache=True, parallel=True)
+def _iq1m(x, qw, has_qw, kmap, neigh, levels, out, err):
+    for r in prange(x.shape[0]):
+        _iq1m_row(x, r, qw, has_qw, kmap, neigh, levels, out, err)
+
+
+_WHAT = {1: "no grid point has a finite weighted error", 2: "the fitted block scale is NaN",
+         4: "no listed grid neighbour has a finite weighted error and ggml's full-grid fallback would "
+            "read past the end of the input"}
+
+
+def _run(fn, name, bs, ts, x, imatrix):
+    lat = lattice("iq1s")
+    nrows, n = x.shape
+    out = np.empty((nrows, n // 256 * ts), dtype=np.uint8)
+    err = np.zeros((nrows, 2), dtype=np.int64)
+    has = imatrix is not None
+    qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
+    fn(x, qw, has, lat.kmap, lat.neighbours, lat.levels, out, err)
+    bad = np.flatnonzero(err[:, 0])
+    if bad.size:
+        r = int(bad[0])
+        ref._raise(name, bs, _WHAT[int(err[r, 0])], r * (n // bs) + int(err[r, 1]), n, x)
+    return out
+
+
+def quantize_iq1_s(x, imatrix=None):
+    if imatrix is None:
+        from ..errors import ImatrixRequired
+        raise ImatrixRequired("IQ1_S cannot be quantized without an importance matrix")
+    return _run(_iq1s, "IQ1_S", 32, 50, x, imatrix)
+
+
+def quantize_iq1_m(x, imatrix=None):
+    return _run(_iq1m, "IQ1_M", 16, 56, x, imatrix)
+
+
+# ----------------------------------------------------------------------------------------------------
+# dequantization
+# ----------------------------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def _deq_iq1s(q, values, out):
+    nsb = q.shape[1] // 50
+    for r in prange(q.shape[0]):
+        for ibl in range(nsb):
+            o = ibl * 50
+            d = f16_to_f32(rd16(q[r], o))
+            for ib in range(8):
+                qh = np.int32(rd16(q[r], o + 34 + 2 * ib))
+                dl = d * np.float32(2 * ((qh >> 12) & 7) + 1)
+                delta = np.float32(-0.125) if qh & 0x8000 else np.float32(0.125)
+                for l in range(4):
+                    gi = np.int32(q[r, o + 2 + 4 * ib + l]) | (((qh >> (3 * l)) & 7) << 8)
+                    y0 = ibl * 256 + 32 * ib + 8 * l
+                    for j in range(8):
+                        out[r, y0 + j] = dl * (values[gi, j] + delta)
+
+
+@njit(cache=True, parallel=True)
+def _deq_iq1m(q, values, out):
+    nsb = q.shape[1] // 56
+    for r in prange(q.shape[0]):
+        for ibl in range(nsb):
+            o = ibl * 56
+            w0 = np.int32(rd16(q[r], o + 48))
+            w1 = np.int32(rd16(q[r], o + 50))
+            w2 = np.int32(rd16(q[r], o + 52))
+            w3 = np.int32(rd16(q[r], o + 54))
+            dbits = (w0 >> 12) | ((w1 >> 8) & 0xF0) | ((w2 >> 4) & 0xF00) | (w3 & 0xF000)
+            d = f16_to_f32(np.uint16(dbits))
+            for ib in range(16):
+                w = np.int32(rd16(q[r], o + 48 + 2 * (ib // 4)))
+                dl = d * np.float32(2 * ((w >> (3 * (ib % 4))) & 7) + 1)
+                qh = np.int32(q[r, o + 32 + ib])
+                for k in range(2):
+                    nib = (qh >> (4 * k)) & 15
+                    gi = np.int32(q[r, o + 2 * ib + k]) | ((nib & 7) << 8)
+                    delta = np.float32(-0.125) if nib & 8 else np.float32(0.125)
+                    y0 = ibl * 256 + 16 * ib + 8 * k
+                    for j in range(8):
+                        out[r, y0 + j] = dl * (values[gi, j] + delta)
+
+
+def dequantize_iq1_s(q, n_per_row):
+    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
+    _deq_iq1s(np.ascontiguousarray(q), lattice("iq1s").values, out)
+    return out
+
+
+def dequantize_iq1_m(q, n_per_row):
+    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
+    _deq_iq1m(np.ascontiguousarray(q), lattice("iq1s").values, out)
+    return out
