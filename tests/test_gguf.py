@@ -766,3 +766,19 @@ def test_llama_cpp_writer_and_ours_write_the_same_bytes(tmp_path):
     assert g.read(tmp_path / "bad.gguf") is None
     with pytest.raises(GGUFError):
         qg.open(tmp_path / "bad.gguf")
+
+
+def test_metadata_dict_replace_moves_the_key_like_llama_cpp(tmp_path):
+    qg.write(tmp_path / "a.gguf", {"general.architecture": "llama", "general.file_type": Value(1, ValueType.UINT32),
+                                   "x": 1.5}, {})
+    with qg.open(tmp_path / "a.gguf") as f:
+        md = f.metadata.copy()
+    md.replace("general.file_type", 15)
+    md.replace("general.quantization_version", 2, ValueType.UINT32)
+    assert list(md) == ["general.architecture", "x", "general.file_type", "general.quantization_version"]
+    assert md.type_of("general.file_type") == ValueType.UINT32
+    md["x"] = "now a string"                    # a different kind of value: the old FLOAT32 type is dropped
+    assert md.type_of("x") is None
+    qg.write(tmp_path / "b.gguf", md, {})
+    with qg.open(tmp_path / "b.gguf") as f:
+        assert f.metadata.type_of("x") == ValueType.STRING and f.metadata["general.file_type"] == 15

@@ -389,6 +389,14 @@ class MetadataDict(dict):
         super().__delitem__(key)
         self._types.pop(key, None)
 
+    def replace(self, key, value, type=None):
+        """Set ``key`` the way llama.cpp's ``gguf_set_val_*`` does: remove it, then append it at the end
+        (so the pair moves to the end of the file's metadata). ``type`` defaults to the key's old type."""
+        old = self._types.get(key) if type is None else type
+        if key in self:
+            del self[key]
+        self.set(key, value, old)
+
     def type_of(self, key):
         return self._types.get(key)
 

@@ -7,9 +7,12 @@ to one written by llama-quantize:
 * zero padding to ALIGNMENT after the infos (always), ALIGNMENT = ``general.alignment`` or 32;
 * tensor data in info order, each at the running sum of the previous tensors' padded sizes, each followed
   by zero padding to ALIGNMENT;
-* ``n_dims`` as the source tensor had it (a tensor read by quantlab keeps its stored ``ne``); for plain
-  arrays ``len(shape)`` like gguf-py, or ggml's ``ggml_n_dims`` (trailing 1s dropped) with
-  ``trim_dims=True`` like llama.cpp's C writer.
+* ``n_dims`` as the source tensor had it (a tensor read by quantlab keeps its stored ``ne``; plain arrays
+  give ``len(shape)`` like gguf-py), or, with ``trim_dims=True``, ggml's ``ggml_n_dims`` (trailing 1s
+  dropped) like llama.cpp's C writer, for every tensor whose ``ne`` is not given explicitly.
+
+To reproduce llama-quantize's metadata order: it copies the source's pairs in order, then *moves* the keys
+it sets to the end (``gguf_set_val_*`` removes, then appends): use ``MetadataDict.replace`` for those.
 
 The file is written to a temporary file in the target's directory and moved over the target with
 ``os.replace`` only when complete: an interrupted or failed write never leaves a truncated file under the
@@ -364,8 +367,8 @@ class GGUFWriter:
     ``add_tensor(name, source)`` with a source (array, callable, tensor read by quantlab...) and then
     ``write_tensors()`` does both. The header and tensor table are written at the first ``write_tensor``;
     the file appears under ``path`` only when ``close()`` (or the ``with`` block) completes.
-    ``trim_dims=True`` writes n_dims like llama.cpp's writer (``ggml_n_dims``) for tensors whose ``ne``
-    is not given explicitly.
+    ``trim_dims=True`` writes n_dims like llama.cpp's writer (``ggml_n_dims``) for every tensor whose
+    ``ne`` is not given explicitly.
     """
 
     def __init__(self, path, metadata=None, *, alignment: int | None = None, trim_dims: bool = False):
@@ -433,11 +436,8 @@ class GGUFWriter:
             raise GGUFError(f"tensor {name!r}: {e}") from None
         tne = tuple(int(d) for d in tne)
         if ne is None and self._trim and not (isinstance(source, TensorSource) and source.ne is not None):
-            from .reader import GGUFTensor
-
-            if not isinstance(source, GGUFTensor):
-                while len(tne) > 1 and tne[-1] == 1:
-                    tne = tne[:-1]
+            while len(tne) > 1 and tne[-1] == 1:       # ggml_n_dims: trailing 1s dropped, at least 1
+                tne = tne[:-1]
         if len(tne) > MAX_DIMS:
             raise GGUFError(f"tensor {name!r} has {len(tne)} dimensions; ggml allows at most {MAX_DIMS}")
         if any(d < 0 for d in tne):
