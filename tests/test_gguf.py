@@ -593,6 +593,8 @@ def test_bad_tensor_infos(tmp_path):
     _raises(tmp_path, build([], [tinfo("w", [8], 0, 2**64 - 32)], d), "past the end")
     _raises(tmp_path, build([], [tinfo("w", [8], 0, 4)], d), "misaligned")
     _raises(tmp_path, build([], [tinfo("w", [16], 0, 0), tinfo("v", [8], 0, 32)], d), "overlap")
+    _raises(tmp_path, build([], [tinfo("big", [48], 0, 0), tinfo("empty", [0], 0, 64), tinfo("v", [8], 0, 128)],
+                            d), "'big' and 'v' overlap")
     _raises(tmp_path, build([], [tinfo("w", [8], 0, 0), tinfo("w", [8], 0, 32)], d), "duplicate tensor name")
     _raises(tmp_path, build([kv_u32("a", 1), kv_u32("a", 2)]), "duplicate metadata key")
     _raises(tmp_path, build([kv("general.alignment", 5, struct.pack("<i", 32))]), "uint32")

@@ -649,10 +649,17 @@ class GGUFFile:
             spans.append((off, off + nbytes, name))
             built[name] = GGUFTensor(self, name, ne, fmt, off, nbytes, n_el, rec)
         spans.sort()
-        for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
-            if b0 < a1 and b1 > b0 and a1 > a0:
-                raise GGUFError(f"tensors {an!r} and {bn!r} overlap: bytes {self.data_offset + a0}-"
-                                f"{self.data_offset + a1 - 1} and {self.data_offset + b0}-{self.data_offset + b1 - 1}")
+        reach, reach_name = 0, None                 # furthest end so far among non-empty tensors
+        for b0, b1, bn in spans:
+            if b1 == b0:
+                continue
+            if b0 < reach:
+                a = built[reach_name]
+                raise GGUFError(f"tensors {reach_name!r} and {bn!r} overlap: bytes {a.file_offset}-"
+                                f"{a.file_offset + a.nbytes - 1} and {self.data_offset + b0}-"
+                                f"{self.data_offset + b1 - 1}")
+            if b1 > reach:
+                reach, reach_name = b1, bn
         self.canonical_layout = canonical
         self.tensors = TensorMap(built)
 
