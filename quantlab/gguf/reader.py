@@ -16,8 +16,8 @@ Layout of a GGUF file (little-endian unless the version reads byte-swapped; v1 h
     data_start tensor bytes at data_start + offset, each offset a multiple of ALIGNMENT
 
 Finding where the 49,152-element token array ends needs each element's length, and each length sits
-right after the previous string: a chain. :func:`_walk_strings` follows that chain with numpy (pointer
-doubling over the positions that can hold a length prefix), never one element at a time in Python.
+right after the previous string: a chain. :func:`_walk_strings` finds that chain with whole-array numpy
+passes over the positions that can hold a length prefix, never one element at a time in Python.
 
 Every malformed input raises :class:`quantlab.errors.GGUFError` whose message names the byte offset
 and what was wrong. Counts and lengths are checked against the bytes left in the file *before* anything
@@ -105,11 +105,12 @@ class _Source:
 def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Locate the ``n`` strings of an array starting at ``pos``: (body offsets, lengths, end offset).
 
-    Each element is a length prefix L followed by L bytes, so element i+1 starts at start_i + P + L_i. Over a
+    Each element is a P-byte length L followed by L bytes, so element i+1 starts at start_i + P + L_i. Over a
     window of the file, every byte position p whose P-byte value L(p) is small enough to fit in the file is a
-    *candidate* start (the true starts always are; a few false ones are harmless), and next(p) = p + P + L(p).
-    Following next() from the known first start with pointer doubling (next, next∘next, next⁴, ...) lists the
-    chain in log2(n) numpy passes. A chain that leaves the window continues in a new window.
+    *candidate* start (the true starts always are; false ones are weeded out), and next(p) = p + P + L(p).
+    :func:`_chain` finds the candidates reachable from the known first start, in a few numpy passes (a
+    pruning pass verified link by link, or peeling + pointer doubling for any input). A chain that leaves
+    the window continues in a new window, sized from the average element length seen so far.
     """
     P, size, mm = src.len_size, src.size, src.mm
     if n > (size - pos) // P:
