@@ -1,0 +1,215 @@
+"""The notebooks in a real JupyterLab, driven by Debian's chromium through Playwright (marker ``browser``).
+
+The test starts JupyterLab on 127.0.0.1 over a temporary copy of notebooks/ (autosave off, so nothing is
+written back into the repository), opens a notebook, runs all cells from the Run menu, then moves a slider /
+changes a dropdown and checks that the rendered output changed. Screenshots go to test-artifacts/ (or
+$SHOT_DIR).
+
+Without chromium or the playwright package the tests skip — except in CI (CI=true), where they FAIL.
+Never run `playwright install`: the distro chromium at /usr/bin/chromium is used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("QUANTLAB_CHROMIUM", "/usr/bin/chromium")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SHOT_DIR = pathlib.Path(os.environ.get("SHOT_DIR", ROOT / "test-artifacts"))
+TOKEN = "quantlab-browser-test"
+CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/docmanager-extension:plugin": {"autosave": False},
+    "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
+}
+RUN_ALL_TIMEOUT_MS = 300_000
+
+
+def _missing(why: str):
+    if IN_CI:
+        pytest.fail(f"browser test cannot run in CI: {why}")
+    pytest.skip(why)
+
+
+def _require_browser():
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        _missing(f"{CHROMIUM} not found (apt-get install chromium, or `make browser`)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("the playwright Python package is not installed (pip install playwright; "
+                 "never `playwright install`)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server over a temporary copy of notebooks/; yields (base_url, work_dir)."""
+    _require_browser()
+    work = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", work / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    cfg = work / "jupyter_config"
+    (cfg / "labconfig").mkdir(parents=True)
+    (cfg / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(LAB_SETTINGS))
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)
+    env.update({"JUPYTER_CONFIG_DIR": str(cfg), "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+                "IPYTHONDIR": str(work / "ipython"),
+                "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
+    port = _free_port()
+    log = open(work / "lab.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.token={TOKEN}",
+         f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited ({proc.returncode}):\n"
+                                   + (work / "lab.log").read_text(errors="replace")[-3000:])
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("jupyter lab did not answer within 120 s")
+            time.sleep(0.5)
+        yield url, work
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+    pg = ctx.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    ctx.close()
+
+
+def _open_and_run_all(page, url: str, name: str):
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/lab/tree/notebooks/{name}?token={TOKEN}&reset")
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=120_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    last_prompt = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").last
+    expect(last_prompt).to_have_text(re.compile(r"\[\d+\]:"), timeout=RUN_ALL_TIMEOUT_MS)
+    expect(page.locator(".jp-Notebook .jp-InputPrompt", has_text="[*]")).to_have_count(0, timeout=60_000)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                          has_text="Traceback")
+    assert errors.count() == 0, errors.first.inner_text()[:2000]
+    assert page.locator(".jp-OutputArea-output", has_text="Error:").filter(
+        has_text="Traceback").count() == 0
+
+
+def _shot(page, name: str):
+    from playwright.sync_api import expect
+
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)  # redraws finished
+    SHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOT_DIR / name))
+
+
+def test_start_here_size_calculator(lab, page):
+    from playwright.sync_api import expect
+
+    url, _ = lab
+    _open_and_run_all(page, url, "00_start_here.ipynb")
+    summary = page.locator(".ql-size-summary")
+    expect(summary).to_be_visible(timeout=30_000)
+    # the self-check cell left the calculator at GPT-3 in Q8_0
+    expect(summary).to_contain_text("in Q8_0")
+    before = summary.inner_text()
+    summary.scroll_into_view_if_needed()
+    _shot(page, "00_start_here_before.png")
+    fmt = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Q2_K"))
+    fmt.select_option(label="Q2_K")
+    expect(summary).to_contain_text("in Q2_K", timeout=30_000)
+    expect(summary).to_contain_text("2.625 bits per weight")
+    assert summary.inner_text() != before
+    # the model dropdown too: the parameter count follows the preset
+    preset = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Llama-2-7B"))
+    preset.select_option(label="Llama-2-7B (6.74B)")
+    expect(summary).to_contain_text("6.73842 B parameters", timeout=30_000)
+    summary.scroll_into_view_if_needed()
+    _shot(page, "00_start_here_after.png")
+    assert not page.errors, page.errors
+
+
+def test_block_formats_inspector(lab, page):
+    from playwright.sync_api import expect
+
+    url, _ = lab
+    _open_and_run_all(page, url, "04_block_formats.ipynb")
+    header = page.locator(".ql-head")
+    expect(header).to_be_visible(timeout=30_000)
+    fmt = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Q8_0"))
+    fmt.select_option(label="Q8_0")
+    expect(header).to_contain_text("Q8_0", timeout=60_000)
+    expect(header).to_contain_text("34 bytes")
+    hexbox = page.locator(".ql-hex")
+    expect(hexbox).to_be_visible()
+    before_hex = hexbox.inner_text()
+    img = page.locator(".widget-output img").last
+    expect(img).to_be_visible(timeout=30_000)
+    before_img = img.get_attribute("src")
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    _shot(page, "04_block_formats_before.png")
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    readout = page.locator(".widget-slider .widget-readout").first
+    expect(readout).to_have_text(re.compile(r"^\s*[1-9]\d*\s*$"), timeout=30_000)
+    expect(header).to_contain_text(f"block {readout.inner_text().strip()} of", timeout=60_000)
+    expect(hexbox).not_to_have_text(before_hex, timeout=30_000)
+    expect(img).not_to_have_attribute("src", before_img, timeout=30_000)
+    expect(page.locator(".ql-source")).to_contain_text("def quantize_q8_0")
+    _shot(page, "04_block_formats_after.png")
+    assert not page.errors, page.errors
