@@ -1,0 +1,181 @@
+"""Perplexity and KL divergence, the way ``llama-perplexity`` measures them; and a speed benchmark.
+
+Perplexity (``llama-perplexity -c n_ctx``): the text is tokenized once (BOS only if the model asks for
+it, special-token text not parsed), cut into ``n_ctx``-token chunks; each chunk is run from an empty
+cache and only its second half is scored — token i+1 is predicted from logits i for i in
+[n_ctx/2, n_ctx - 1), so every scored token has at least n_ctx/2 tokens of context::
+
+    nll_i = log(sum_v exp(logit_v)) - logit_{token}     PPL = exp(mean nll)
+    PPL error = PPL * sqrt((mean(nll^2) - mean(nll)^2) / (N - 1))
+
+Against a base model (same tokens, same chunks), per scored token (llama-perplexity
+``--kl-divergence``): KLD = sum_v p_base log(p_base / p), top-1 agreement (same argmax), and
+dp = p(token) - p_base(token), summarised as mean/median/99th percentile KLD, fraction of equal
+top-1 and RMS(dp). quantlab computes the base distribution exactly in float64; llama-perplexity
+stores it as 16-bit log-probabilities and drops terms below e^-16, which changes KLD in the 4th digit.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ModelError
+
+LOGIT_ROWS = 32   # logits are produced this many rows at a time (a chunk's 256 x 49152 would be 50 MB)
+
+
+@dataclass
+class EvalResult:
+    ppl: float
+    ppl_err: float
+    n_chunks: int
+    n_ctx: int
+    n_scored: int
+    nll: np.ndarray = field(repr=False)               # per scored token
+    seconds: float = 0.0
+    base_ppl: float | None = None
+    kld_mean: float | None = None
+    kld_err: float | None = None
+    kld_median: float | None = None
+    kld_p99: float | None = None
+    top1: float | None = None
+    dp_rms: float | None = None
+    kld: np.ndarray | None = field(default=None, repr=False)
+    dp: np.ndarray | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        s = (f"PPL = {self.ppl:.4f} +/- {self.ppl_err:.5f}  ({self.n_chunks} chunks of {self.n_ctx}, "
+             f"{self.n_scored} scored tokens, {self.seconds:.1f} s)")
+        if self.kld_mean is not None:
+            s += (f"\nbase PPL = {self.base_ppl:.4f}   KLD mean {self.kld_mean:.6f} +/- {self.kld_err:.6f}, "
+                  f"median {self.kld_median:.6f}, 99% {self.kld_p99:.6f}   same top-1 {100 * self.top1:.3f} %   "
+                  f"RMS dp {100 * self.dp_rms:.3f} %")
+        return s
+
+
+def _log_softmax_stats(logits: np.ndarray):
+    """Per row: log-sum-exp (exp in float32, sum in float64, like llama-perplexity) and argmax."""
+    mx = logits.max(axis=1)
+    e = np.exp(logits - mx[:, None])
+    lse = mx.astype(np.float64) + np.log(e.sum(axis=1, dtype=np.float64))
+    return lse, logits.argmax(axis=1)
+
+
+def chunks_of(model, text, n_ctx: int, n_chunks: int | None):
+    """The token chunks llama-perplexity would score."""
+    if n_ctx < 4 or n_ctx % 2:
+        raise ModelError(f"n_ctx must be an even number >= 4, got {n_ctx}")
+    if text is None:
+        from ..data import text as default_text
+        text = default_text()
+    tokens = np.asarray(model.tokenize(text, add_special=True, parse_special=False), dtype=np.int64)
+    if len(tokens) < 2 * n_ctx:
+        raise ModelError(f"the text is too short: it has {len(tokens)} tokens, perplexity with n_ctx={n_ctx} "
+                         f"needs at least {2 * n_ctx} (like llama-perplexity); give more text or a smaller n_ctx")
+    n_max = len(tokens) // n_ctx
+    n = n_max if n_chunks is None or n_chunks < 0 else min(int(n_chunks), n_max)
+    if n < 1:
+        raise ModelError("n_chunks must be at least 1")
+    out = []
+    for i in range(n):
+        c = tokens[i * n_ctx:(i + 1) * n_ctx].copy()
+        if model.tokenizer.add_bos and model.tokenizer.bos_id is not None:
+            c[0] = model.tokenizer.bos_id
+        out.append(c)
+    return out
+
+
+def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = 20, base=None,
+             threads: int | None = None, progress=None) -> EvalResult:
+    """Perplexity of ``model`` on ``text`` (default: :func:`quantlab.data.text`) like llama-perplexity;
+    with ``base`` (another loaded model with the same vocabulary) also KL divergence, top-1
+    agreement and RMS of delta-p. ``progress(i, n, ppl_so_far)`` is called after every chunk."""
+    from .llama import threads as _threads
+
+    if base is not None:
+        if not model.tokenizer.same_vocabulary(base.tokenizer):
+            raise ModelError(f"the base model has a different vocabulary ({base.tokenizer.n_vocab} tokens vs "
+                             f"{model.tokenizer.n_vocab}): KL divergence needs the same tokens")
+    chunks = chunks_of(model, text, n_ctx, n_chunks)
+    first = n_ctx // 2
+    out_rows = np.arange(first, n_ctx)
+    nll, kld, dp, same = [], [], [], []
+    nll_base = []
+    t0 = time.perf_counter()
+    with _threads(threads):
+        for ci, toks in enumerate(chunks):
+            h = model.forward(toks, model.new_cache(n_ctx), outputs=out_rows, logits=False)
+            hb = base.forward(toks, base.new_cache(n_ctx), outputs=out_rows, logits=False) if base is not None else None
+            targets = toks[first + 1:]
+            n_sc = n_ctx - 1 - first
+            for r0 in range(0, n_sc, LOGIT_ROWS):
+                r1 = min(n_sc, r0 + LOGIT_ROWS)
+                lg = model.logits(h[r0:r1])
+                lse, amax = _log_softmax_stats(lg)
+                tgt = targets[r0:r1]
+                lt = lg[np.arange(r1 - r0), tgt].astype(np.float64)
+                nll.append(lse - lt)
+                if hb is not None:
+                    lb = base.logits(hb[r0:r1])
+                    lse_b, amax_b = _log_softmax_stats(lb)
+                    logp_b = lb.astype(np.float64) - lse_b[:, None]
+                    logp = lg.astype(np.float64) - lse[:, None]
+                    pb = np.exp(logp_b)
+                    kld.append(np.einsum("ij,ij->i", pb, logp_b - logp))
+                    ltb = lb[np.arange(r1 - r0), tgt].astype(np.float64)
+                    nll_base.append(lse_b - ltb)
+                    dp.append(np.exp(lt - lse) - np.exp(ltb - lse_b))
+                    same.append(amax == amax_b)
+            if progress is not None:
+                v = np.concatenate(nll)
+                progress(ci + 1, len(chunks), float(np.exp(v.mean())))
+    v = np.concatenate(nll)
+    m = v.mean()
+    ppl = float(np.exp(m))
+    var = (v * v).mean() - m * m
+    err = float(ppl * np.sqrt(var / (len(v) - 1))) if var > 0 and len(v) > 1 else float("nan")
+    r = EvalResult(ppl=ppl, ppl_err=err, n_chunks=len(chunks), n_ctx=n_ctx, n_scored=len(v), nll=v,
+                   seconds=time.perf_counter() - t0)
+    if base is not None:
+        k = np.concatenate(kld)
+        d = np.concatenate(dp)
+        r.base_ppl = float(np.exp(np.concatenate(nll_base).mean()))
+        r.kld, r.dp = k, d
+        r.kld_mean = float(k.mean())
+        r.kld_err = float(np.sqrt(max(0.0, (k * k).mean() - k.mean() ** 2) / max(1, len(k) - 1)))
+        r.kld_median = float(np.percentile(k, 50))
+        r.kld_p99 = float(np.percentile(k, 99))
+        r.top1 = float(np.concatenate(same).mean())
+        r.dp_rms = float(np.sqrt((d * d).mean()))
+    return r
+
+
+def bench(model_path, n_prompt: int = 512, n_gen: int = 32, threads: int = 2, reps: int = 1) -> dict:
+    """Speed like llama-bench: prompt processing of ``n_prompt`` tokens in one batch (pp, tok/s) and
+    generation of ``n_gen`` tokens one at a time with the KV cache (tg, tok/s). Warms up first
+    (kernels compiled/loaded) and reports the best of ``reps`` runs."""
+    from .llama import Model, load
+    from .llama import threads as _threads
+
+    m = model_path if isinstance(model_path, Model) else load(model_path)
+    rng = np.random.default_rng(0)
+    toks = rng.integers(0, m.n_vocab, size=n_prompt + n_gen)
+    with _threads(threads):
+        m.forward(toks[:8], m.new_cache(16))                       # warm-up: kernels loaded
+        m.forward(toks[:1], m.new_cache(16))
+        pp = tg = float("inf")
+        for _ in range(max(1, reps)):
+            cache = m.new_cache(n_prompt + n_gen + 1)
+            t0 = time.perf_counter()
+            m.forward(toks[:n_prompt], cache)
+            pp = min(pp, time.perf_counter() - t0)
+            cache = m.new_cache(n_gen + 1)
+            t0 = time.perf_counter()
+            for i in range(n_gen):
+                m.forward(toks[i:i + 1], cache)
+            tg = min(tg, time.perf_counter() - t0)
+    return {"model": str(getattr(m, "path", model_path)), "threads": threads, "n_prompt": n_prompt,
+            "n_gen": n_gen, "pp_tok_s": n_prompt / pp, "tg_tok_s": n_gen / tg,
+            "pp_seconds": pp, "tg_seconds": tg}
