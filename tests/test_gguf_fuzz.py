@@ -4,7 +4,9 @@ a GGUFError naming a byte offset: no other exception, no hang, no crash. Derando
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -37,6 +39,7 @@ def _base_file() -> bytes:
 
 BASE = _base_file()
 _DIR = tempfile.mkdtemp(prefix="quantlab-fuzz-")
+atexit.register(shutil.rmtree, _DIR, True)
 
 
 def _consume(path):
