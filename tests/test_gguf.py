@@ -225,6 +225,8 @@ def test_big_endian_file_from_gguf_writer(tmp_path):
     w.add_uint32("t.u32", 123456)
     w.add_float32("t.f32", 1.25)
     w.add_array("t.toks", ["a", "bc", "déf"])
+    many = [f"s{i}" * (i % 5) for i in range(300)]
+    w.add_array("t.many", many)
     w.add_key_value("t.scores", [0.5, -2.0], ValueType.ARRAY, sub_type=ValueType.FLOAT32)
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     h = np.linspace(-1, 1, 8, dtype=np.float16).reshape(2, 4)
@@ -239,6 +241,7 @@ def test_big_endian_file_from_gguf_writer(tmp_path):
         assert f.metadata["t.u32"] == 123456 and f.metadata["t.f32"] == 1.25
         assert f.metadata["t.toks"] == ("a", "bc", "déf")
         assert f.metadata["t.scores"].tolist() == [0.5, -2.0]
+        assert f.metadata["t.many"] == tuple(many)
         assert np.array_equal(f.tensors["x"].numpy(), x)
         assert np.array_equal(f.tensors["h"].numpy(), h)
         assert np.array_equal(f.tensors["x"].dequantize(), x)
