@@ -390,6 +390,14 @@ class MetadataDict(dict):
         super().__delitem__(key)
         self._types.pop(key, None)
 
+    def update(self, *a, **kw):
+        for k, v in dict(*a, **kw).items():
+            self[k] = v
+
+    def pop(self, key, *default):
+        self._types.pop(key, None)
+        return super().pop(key, *default)
+
     def replace(self, key, value, type=None):
         """Set ``key`` the way llama.cpp's ``gguf_set_val_*`` does: remove it, then append it at the end
         (so the pair moves to the end of the file's metadata). ``type`` defaults to the key's old type."""
