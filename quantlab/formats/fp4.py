@@ -21,6 +21,8 @@ import numpy as np
 from . import _numerics as nm
 
 F32 = np.float32
+# decoding inf/NaN scales (random bytes) multiplies inf by 0: NaN, as in ggml, without warnings
+_quiet = np.errstate(over="ignore", invalid="ignore")
 KVALUES = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
 _KV32 = KVALUES.astype(np.float32)
 
@@ -77,6 +79,7 @@ def quantize_mxfp4(x, imatrix=None):
     return np.ascontiguousarray(np.concatenate([e[:, None], qs], axis=1)).reshape(nrows, -1)
 
 
+@_quiet
 def dequantize_mxfp4(q, n_per_row):
     b = q.reshape(-1, 17)
     d = nm.e8m0_half(b[:, 0])[:, None]
@@ -125,6 +128,7 @@ def _nvfp4_codes(b):
     return np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(-1, 64)
 
 
+@_quiet
 def dequantize_nvfp4(q, n_per_row):
     b = q.reshape(-1, 36)
     d = nm.ue4m3_to_f32(b[:, :4])                                         # (nb, 4)

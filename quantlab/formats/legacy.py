@@ -26,6 +26,8 @@ import numpy as np
 from . import _numerics as nm
 
 F32 = np.float32
+# decoding inf/NaN scales (random bytes) multiplies inf by 0: NaN, as in ggml, without warnings
+_quiet = np.errstate(over="ignore", invalid="ignore")
 
 __all__ = [f"{op}_{k}" for k in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q1_0", "q2_0")
            for op in ("quantize", "dequantize", "inspect")]
@@ -164,6 +166,7 @@ def quantize_q4_0(x, imatrix=None):
     return _rows(np.concatenate([_f16_bytes(d), _pack_nibbles(q)], axis=1), nrows)
 
 
+@_quiet
 def dequantize_q4_0(q, n_per_row):
     b = q.reshape(-1, 18)
     d = _f16_field(b, 0)
@@ -214,6 +217,7 @@ def quantize_q4_1(x, imatrix=None):
     return _rows(np.concatenate([_f16_bytes(d), _f16_bytes(mn), _pack_nibbles(q)], axis=1), nrows)
 
 
+@_quiet
 def dequantize_q4_1(q, n_per_row):
     b = q.reshape(-1, 20)
     d, m = _f16_field(b, 0), _f16_field(b, 2)
@@ -259,6 +263,7 @@ def quantize_q5_0(x, imatrix=None):
     return _rows(np.concatenate([_f16_bytes(d), _qh_bits(q), _pack_nibbles(q)], axis=1), nrows)
 
 
+@_quiet
 def dequantize_q5_0(q, n_per_row):
     b = q.reshape(-1, 22)
     d = _f16_field(b, 0)
@@ -310,6 +315,7 @@ def quantize_q5_1(x, imatrix=None):
                  nrows)
 
 
+@_quiet
 def dequantize_q5_1(q, n_per_row):
     b = q.reshape(-1, 24)
     d, m = _f16_field(b, 0), _f16_field(b, 2)
@@ -355,6 +361,7 @@ def quantize_q8_0(x, imatrix=None):
     return _rows(np.concatenate([_f16_bytes(d), (q & 0xFF).astype(np.uint8)], axis=1), nrows)
 
 
+@_quiet
 def dequantize_q8_0(q, n_per_row):
     b = q.reshape(-1, 34)
     d = _f16_field(b, 0)
@@ -385,6 +392,7 @@ def quantize_q8_1(x, imatrix=None):
                  nrows)
 
 
+@_quiet
 def dequantize_q8_1(q, n_per_row):
     """``x = q * d`` (ggml has no Q8_1 to_float; ``s`` is redundant for dequantization)."""
     b = q.reshape(-1, 36)
@@ -416,11 +424,13 @@ def quantize_q1_0(x, imatrix=None):
     """
     nrows = x.shape[0]
     xb = _blocks(x, 128)
-    d = (nm.seqsum(np.abs(xb), axis=1) / F32(128)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        d = (nm.seqsum(np.abs(xb), axis=1) / F32(128)).astype(np.float32)
     bits = np.packbits((xb >= 0).astype(np.uint8), axis=1, bitorder="little")
     return _rows(np.concatenate([_f16_bytes(d), bits], axis=1), nrows)
 
 
+@_quiet
 def dequantize_q1_0(q, n_per_row):
     b = q.reshape(-1, 18)
     d = _f16_field(b, 0)
@@ -462,6 +472,7 @@ def _q2_0_codes(b):
     return np.stack([(qs >> s) & 3 for s in (0, 2, 4, 6)], axis=2).reshape(b.shape[0], 64)
 
 
+@_quiet
 def dequantize_q2_0(q, n_per_row):
     b = q.reshape(-1, 18)
     d = _f16_field(b, 0)

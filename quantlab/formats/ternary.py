@@ -17,6 +17,8 @@ import numpy as np
 from . import _numerics as nm
 
 F32 = np.float32
+# decoding inf/NaN scales (random bytes) multiplies inf by 0: NaN, as in ggml, without warnings
+_quiet = np.errstate(over="ignore", invalid="ignore")
 _POW3 = np.array([1, 3, 9, 27, 81, 243], dtype=np.uint32)
 
 __all__ = [f"{op}_{k}" for k in ("tq1_0", "tq2_0") for op in ("quantize", "dequantize", "inspect")]
@@ -102,6 +104,7 @@ def _tq1_0_trits(b: np.ndarray) -> np.ndarray:
     return np.concatenate([t0, t1, t2], axis=1)
 
 
+@_quiet
 def dequantize_tq1_0(q, n_per_row):
     b = q.reshape(-1, 54)
     return ((_tq1_0_trits(b) - 1).astype(np.float32) * _f16_last(b)).astype(np.float32).reshape(
@@ -144,6 +147,7 @@ def _tq2_0_codes(b: np.ndarray) -> np.ndarray:
     return ((qs >> sh) & 3).reshape(-1, 256)
 
 
+@_quiet
 def dequantize_tq2_0(q, n_per_row):
     b = q.reshape(-1, 66)
     return ((_tq2_0_codes(b) - 1).astype(np.float32) * _f16_last(b)).astype(np.float32).reshape(

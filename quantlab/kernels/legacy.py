@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..formats import legacy as _ref
 from ..formats._numerics import from_f16_bits
 from ._fp import f32_to_f16, rd16, wr16
 from ._search import make_qkx3_quants, make_qx_quants
@@ -61,6 +62,18 @@ def _inv(d):
     if d != 0:
         return np.float32(np.float32(1.0) / d)
     return np.float32(0.0)
+
+
+def _imx_call(kernel, ref, x, imatrix, out):
+    """Run an imatrix-path kernel. The shared numba searches (kernels._search) raise on a float
+    division by zero (numba's default error model), which only non-finite intermediate values can
+    cause (e.g. a row whose sum of squares overflows to inf). ggml carries on with inf/NaN there, and
+    so does the numpy reference, whose bytes are by contract the same: use it for such inputs."""
+    try:
+        kernel(x, imatrix, out)
+    except (ZeroDivisionError, SystemError):
+        out[...] = ref(x, imatrix)
+    return out
 
 
 def _out(x, type_size, qk):
@@ -140,7 +153,7 @@ def quantize_q4_0(x, imatrix=None):
     if imatrix is None:
         _q4_0_ref(x, out, _H)
     else:
-        _q4_0_imx(x, imatrix, out)
+        _imx_call(_q4_0_imx, _ref.quantize_q4_0, x, imatrix, out)
     return out
 
 
@@ -224,7 +237,7 @@ def quantize_q4_1(x, imatrix=None):
     if imatrix is None:
         _q4_1_ref(x, out, _H)
     else:
-        _q4_1_imx(x, imatrix, out)
+        _imx_call(_q4_1_imx, _ref.quantize_q4_1, x, imatrix, out)
     return out
 
 
@@ -335,7 +348,7 @@ def quantize_q5_0(x, imatrix=None):
     if imatrix is None:
         _q5_0_ref(x, out, _H)
     else:
-        _q5_0_imx(x, imatrix, out)
+        _imx_call(_q5_0_imx, _ref.quantize_q5_0, x, imatrix, out)
     return out
 
 
@@ -425,7 +438,7 @@ def quantize_q5_1(x, imatrix=None):
     if imatrix is None:
         _q5_1_ref(x, out, _H)
     else:
-        _q5_1_imx(x, imatrix, out)
+        _imx_call(_q5_1_imx, _ref.quantize_q5_1, x, imatrix, out)
     return out
 
 
