@@ -129,8 +129,10 @@ def _gguf_tensors(p) -> LazyTensors:
     if open_gguf is not None:
         f = open_gguf(p)
         infos = f.tensors
-        return LazyTensors(list(infos), lambda k: infos[k].dequantize(),
-                           describe={k: (t.format.name, t.shape) for k, t in infos.items()})
+        lt = LazyTensors(list(infos), lambda k: infos[k].dequantize(),
+                         describe={k: (t.format.name, t.shape) for k, t in infos.items()})
+        lt.raw = infos  # name -> quantlab.gguf.GGUFTensor: .data (the stored blocks, zero-copy), .format
+        return lt
     import gguf
 
     from .api import dequantize

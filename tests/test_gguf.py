@@ -485,6 +485,8 @@ def test_data_tensors_smollm2(tmp_path):
     ts = _gguf_tensors(quantlab.data.path("smollm2"))
     assert len(ts) == 272 and ts.describe["token_embd.weight"] == ("Q8_0", (49152, 576))
     assert ts["blk.0.attn_norm.weight"].shape == (576,)
+    raw = ts.raw["blk.0.attn_q.weight"]                       # the stored Q4_1 blocks, zero-copy
+    assert raw.format.name == "Q4_1" and raw.data.shape == (576, 576 // 32 * 20) and raw.data.dtype == np.uint8
     q41 = quantlab.format("Q4_1")
     if not q41.has_impl("fast", "dequantize"):
         pytest.skip("Q4_1 dequantize not implemented yet")
