@@ -18,9 +18,9 @@ times an empirical fudge factor).
 Weights: ``x**2`` without an importance matrix, ``imatrix_j * sqrt(sigma2 + x_j**2)`` with one
 (sigma2 = 2*sum(x**2)/256 over the super-block).
 
-Where ggml's own quantizer aborts the process (its weighted squared errors overflow float32 for weights
-of magnitude around 1e19 and above, or a super-block whose sum of squares overflows), quantlab raises
-:class:`quantlab.errors.QuantizationError` at the same point instead.
+Where ggml's own quantizer aborts the process (a neighbour search in which every candidate's weighted
+squared error overflows float32: weights of magnitude about 1e13 and beyond without an imatrix, about
+1e15 with one), quantlab raises :class:`quantlab.errors.QuantizationError` at the same point instead.
 
 All arithmetic is float32 in the order of ``quantize_row_iq3_xxs_impl`` / ``quantize_row_iq3_s_impl``
 (ggml-quants.c); sums run left to right.
@@ -133,11 +133,12 @@ def _raise(v, what, b, n_per_row, x_rows):
     blk = int(b) % (n_per_row // 32)
     amax = float(np.max(np.abs(x_rows[r])))
     raise QuantizationError(
-        f"{v.name} cannot quantize row {r} (block of 32 #{blk}): {what}. ggml's quantizer aborts the "
-        f"process on this input. The largest |weight| in the row is {amax:.3g}: the search squares and "
-        f"multiplies weights in float32 (max 3.4e38), which overflows for weights of about 1e19 and "
-        f"beyond. Rescale the tensor (quantize x/s, multiply the result by s), or use a format without "
-        f"a lattice search such as Q8_0 or IQ4_XS.")
+        f"{v.name} cannot quantize row {r} (block of 32 #{blk}): {what}; ggml's quantizer aborts the "
+        f"process on this input (GGML_ASSERT in its neighbour search). The largest |weight| in the row is "
+        f"{amax:.3g}: the search multiplies weights, errors and squares in float32 (max 3.4e38), which "
+        f"overflows from |weights| of about 1e13 without an imatrix (about 1e15 with one). Rescale the "
+        f"tensor (quantize x/s, multiply the result by s), or use a format without a lattice search "
+        f"such as Q8_0 or IQ4_XS.")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,321 @@
+"""numba kernels for IQ3_XXS and IQ3_S (same names and bytes as quantlab.formats.iq3).
+
+One row per prange iteration, scalar loops in the order of ggml's ``quantize_row_iq3_xxs_impl`` /
+``quantize_row_iq3_s_impl``. Where ggml aborts, the row reports a status code and the Python wrapper
+raises the same QuantizationError as the reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..formats import iq3 as ref
+from ..formats._iqgrid import ksigns, lattice
+from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
+from .iq4 import _nearest_int
+
+FLT_MAX = np.float32(np.finfo(np.float32).max)
+
+OK, NO_NEIGHBOUR, NAN_SCALE = 0, 1, 2
+
+
+@njit(cache=True)
+def _best_neighbour(neigh, start, points, xval, waux, off, scale, L, loff):
+    """iq3_find_best_neighbour: the listed point with the smallest sum waux*(scale*q - xval)**2."""
+    count = neigh[start]
+    best = FLT_MAX
+    gi = -1
+    for j in range(1, count + 1):
+        idx = neigh[start + j]
+        d2 = np.float32(0)
+        for i in range(4):
+            diff = scale * np.float32(points[idx, i]) - xval[off + i]
+            d2 += waux[off + i] * diff * diff
+        if d2 < best:
+            best = d2
+            gi = idx
+    if gi >= 0:
+        for i in range(4):
+            L[loff + i] = (points[gi, i] - 1) // 2
+    return gi
+
+
+@njit(cache=True, inline="always")
+def _code(L, off):
+    return (np.int32(L[off]) | (np.int32(L[off + 1]) << 3) | (np.int32(L[off + 2]) << 6)
+            | (np.int32(L[off + 3]) << 9))
+
+
+@njit(cache=True)
+def _row(xr, qw, has_qw, is_s, points, kmap, neigh, o, bad):
+    """Quantize one row into o; returns (status, block index of the failure)."""
+    nsb = xr.shape[0] // 256
+    weight = np.empty(32, dtype=np.float32)
+    waux = np.empty(32, dtype=np.float32)
+    xval = np.empty(32, dtype=np.float32)
+    L = np.zeros(32, dtype=np.int8)
+    Laux = np.zeros(32, dtype=np.int8)
+    on_grid = np.zeros(8, dtype=np.bool_)
+    on_grid_aux = np.zeros(8, dtype=np.bool_)
+    bsigns = np.zeros(4, dtype=np.int32)
+    scales = np.zeros(8, dtype=np.float32)
+    q3 = np.zeros(96, dtype=np.uint8)          # IQ3_XXS body, copied out only if max_scale != 0
+    bsize = 110 if is_s else 98
+    ntry = 9 if is_s else 15
+    for ibl in range(nsb):
+        base = ibl * 256
+        ob = ibl * bsize
+        q3[:] = 0
+        sumx2 = np.float32(0)
+        for i in range(256):
+            sumx2 += xr[base + i] * xr[base + i]
+        sigma2 = np.float32(2) * sumx2 / np.float32(256)
+        max_scale = np.float32(0)
+        slot = 0                                    # IQ3_S: qs/signs write position (see the reference)
+        for ib in range(8):
+            xo = base + 32 * ib
+            if has_qw:
+                for i in range(32):
+                    weight[i] = qw[xo + i] * np.sqrt(sigma2 + xr[xo + i] * xr[xo + i])
+            else:
+                for i in range(32):
+                    weight[i] = xr[xo + i] * xr[xo + i]
+            for i in range(32):
+                waux[i] = np.sqrt(weight[i])
+            for k in range(4):
+                nflip = 0
+                s = 0
+                for i in range(8):
+                    v = xr[xo + 8 * k + i]
+                    if v >= 0:
+                        xval[8 * k + i] = v
+                    else:
+                        xval[8 * k + i] = -v
+                        nflip += 1
+                        s |= 1 << i
+                if not is_s and nflip % 2 == 1:
+                    imin = 0
+                    mn = weight[8 * k] * xr[xo + 8 * k] * xr[xo + 8 * k]
+                    for i in range(1, 8):
+                        ax = weight[8 * k + i] * xr[xo + 8 * k + i] * xr[xo + 8 * k + i]
+                        if ax < mn:
+                            mn = ax
+                            imin = i
+                    xval[8 * k + imin] = -xval[8 * k + imin]
+                    s ^= 1 << imin
+                bsigns[k] = s if is_s else (s & 127)
+            mx = xval[0]
+            for i in range(1, 32):
+                mx = mx if mx > xval[i] else xval[i]
+            L[:] = 0
+            if (is_s and not (mx != 0)) or ((not is_s) and mx < np.float32(1e-8)):
+                scales[ib] = 0
+                continue
+            best = np.float32(0)
+            scale = mx / np.float32(15)
+            for k in range(8):
+                on_grid[k] = not is_s
+            for t in range(-ntry, ntry + 1):
+                inv = (np.float32(15) + np.float32(t) * np.float32(0.2)) / mx
+                this_scale = np.float32(1) / inv
+                for k in range(8):
+                    for i in range(4):
+                        l = _nearest_int(np.float32(0.5) * (inv * xval[4 * k + i] - np.float32(1)))
+                        Laux[4 * k + i] = max(0, min(7, l))
+                    u = _code(Laux, 4 * k)
+                    gi = kmap[u]
+                    on_grid_aux[k] = True
+                    if gi < 0:
+                        on_grid_aux[k] = False
+                        gi = _best_neighbour(neigh, -kmap[u] - 1, points, xval, waux, 4 * k, this_scale,
+                                             Laux, 4 * k)
+                        if gi < 0:
+                            bad[0] = ibl * 8 + ib
+                            return NO_NEIGHBOUR
+                sumqx = np.float32(0)
+                sumq2 = np.float32(0)
+                for i in range(32):
+                    w = weight[i]
+                    q = np.float32(2 * Laux[i] + 1)
+                    sumqx += w * xval[i] * q
+                    sumq2 += w * q * q
+                if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    for i in range(32):
+                        L[i] = Laux[i]
+                    for k in range(8):
+                        on_grid[k] = on_grid_aux[k]
+            n_off = 0
+            for k in range(8):
+                if not on_grid[k]:
+                    n_off += 1
+            if n_off > 0 and scale > 0:
+                inv = np.float32(1) / scale
+                for k in range(8):
+                    if (not is_s) and on_grid[k]:
+                        continue
+                    u = 0
+                    for i in range(4):
+                        l = _nearest_int(np.float32(0.5) * (inv * xval[4 * k + i] - np.float32(1)))
+                        l = max(0, min(7, l))
+                        u |= l << (3 * i)
+                    gi = kmap[u]
+                    if gi < 0:
+                        gi = _best_neighbour(neigh, -kmap[u] - 1, points, xval, waux, 4 * k, scale, L, 4 * k)
+                        if gi < 0:
+                            bad[0] = ibl * 8 + ib
+                            return NO_NEIGHBOUR
+                    for i in range(4):
+                        L[4 * k + i] = (points[gi, i] - 1) // 2
+                sumqx = np.float32(0)
+                sumq2 = np.float32(0)
+                for i in range(32):
+                    w = weight[i]
+                    q = np.float32(2 * L[i] + 1)
+                    sumqx += w * xval[i] * q
+                    sumq2 += w * q * q
+                if sumq2 > 0:
+                    scale = sumqx / sumq2
+            if scale < 0:
+                scale = -scale
+                for k in range(4):
+                    bsigns[k] = (~bsigns[k]) & (255 if is_s else 127)
+            if not (scale >= 0):
+                bad[0] = ibl * 8 + ib
+                return NAN_SCALE
+            if is_s:
+                for k in range(8):
+                    gi = kmap[_code(L, 4 * k)]
+                    o[ob + 2 + 8 * slot + k] = np.uint8(gi & 255)
+                    o[ob + 66 + ib] |= np.uint8((gi >> 8) << k)
+                for k in range(4):
+                    o[ob + 74 + 4 * slot + k] = np.uint8(bsigns[k])
+                slot += 1
+            else:
+                for k in range(8):
+                    q3[8 * ib + k] = np.uint8(kmap[_code(L, 4 * k)])
+                word = np.uint32(bsigns[0] | (bsigns[1] << 7) | (bsigns[2] << 14) | (bsigns[3] << 21))
+                for k in range(4):
+                    q3[64 + 4 * ib + k] = np.uint8((word >> np.uint32(8 * k)) & np.uint32(255))
+            scales[ib] = scale
+            max_scale = max_scale if max_scale > scale else scale
+        if not (max_scale != 0):
+            continue
+        d = max_scale / np.float32(31)
+        if is_s:
+            wr16(o, ob, f32_to_f16(d * np.float32(1.033)))
+        else:
+            wr16(o, ob, f32_to_f16(d * np.float32(1.0125)))
+        idd = np.float32(1) / d
+        for ib in range(8):
+            l = _nearest_int(np.float32(0.5) * (idd * scales[ib] - np.float32(1)))
+            l = max(0, min(15, l))
+            if is_s:
+                o[ob + 106 + ib // 2] |= np.uint8(l << (4 * (ib % 2)))
+            else:
+                q3[64 + 4 * ib + 3] |= np.uint8(l << 4)
+        if not is_s:
+            for i in range(96):
+                o[ob + 2 + i] = q3[i]
+    return OK
+
+
+@njit(cache=True, parallel=True)
+def _quant(x, qw, has_qw, is_s, points, kmap, neigh, out, status, where):
+    for r in prange(x.shape[0]):
+        bad = np.zeros(1, dtype=np.int64)
+        status[r] = _row(x[r], qw, has_qw, is_s, points, kmap, neigh, out[r], bad)
+        where[r] = bad[0]
+
+
+def _quantize(x, imatrix, is_s):
+    v = ref.S if is_s else ref.XXS
+    lat = lattice(v.grid)
+    nrows, n = x.shape
+    out = np.zeros((nrows, n // 256 * (110 if is_s else 98)), dtype=np.uint8)
+    if imatrix is None:
+        qw, has = np.zeros(n, dtype=np.float32), False
+    else:
+        qw, has = np.ascontiguousarray(imatrix, dtype=np.float32), True
+    status = np.zeros(nrows, dtype=np.int32)
+    where = np.zeros(nrows, dtype=np.int64)
+    _quant(x, qw, has, is_s, lat.points, lat.kmap, lat.neighbours, out, status, where)
+    if status.any():
+        r = int(np.flatnonzero(status)[0])
+        what = ("no finite candidate in a grid-neighbour search" if status[r] == NO_NEIGHBOUR
+                else "the fitted block scale is NaN")
+        ref._raise(v, what, r * (n // 32) + where[r], n, x)
+    return out
+
+
+def quantize_iq3_xxs(x, imatrix=None):
+    return _quantize(x, imatrix, False)
+
+
+def quantize_iq3_s(x, imatrix=None):
+    return _quantize(x, imatrix, True)
+
+
+@njit(cache=True, parallel=True)
+def _deq_xxs(q, values, ks, out):
+    nsb = out.shape[1] // 256
+    for r in prange(q.shape[0]):
+        qr = q[r]
+        y = out[r]
+        for ibl in range(nsb):
+            ob = ibl * 98
+            d = f16_to_f32(rd16(qr, ob))
+            for ib in range(8):
+                wo = ob + 66 + 4 * ib
+                aux = (np.uint32(qr[wo]) | (np.uint32(qr[wo + 1]) << np.uint32(8))
+                       | (np.uint32(qr[wo + 2]) << np.uint32(16)) | (np.uint32(qr[wo + 3]) << np.uint32(24)))
+                db = d * (np.float32(0.5) + np.float32(aux >> np.uint32(28))) * np.float32(0.5)
+                for g in range(4):
+                    signs = ks[(aux >> np.uint32(7 * g)) & np.uint32(127)]
+                    g1 = qr[ob + 2 + 8 * ib + 2 * g]
+                    g2 = qr[ob + 2 + 8 * ib + 2 * g + 1]
+                    yo = ibl * 256 + 32 * ib + 8 * g
+                    for j in range(4):
+                        s1 = np.float32(-1) if signs & (1 << j) else np.float32(1)
+                        s2 = np.float32(-1) if signs & (1 << (j + 4)) else np.float32(1)
+                        y[yo + j] = db * values[g1, j] * s1
+                        y[yo + 4 + j] = db * values[g2, j] * s2
+
+
+@njit(cache=True, parallel=True)
+def _deq_s(q, values, out):
+    nsb = out.shape[1] // 256
+    for r in prange(q.shape[0]):
+        qr = q[r]
+        y = out[r]
+        for ibl in range(nsb):
+            ob = ibl * 110
+            d = f16_to_f32(rd16(qr, ob))
+            for ib in range(8):
+                sc = np.int32(qr[ob + 106 + ib // 2])
+                s = (sc >> (4 * (ib % 2))) & 15
+                db = d * np.float32(1 + 2 * s)
+                qh = np.int32(qr[ob + 66 + ib])
+                for g in range(4):
+                    signs = qr[ob + 74 + 4 * ib + g]
+                    i1 = np.int32(qr[ob + 2 + 8 * ib + 2 * g]) | (((qh >> (2 * g)) & 1) << 8)
+                    i2 = np.int32(qr[ob + 2 + 8 * ib + 2 * g + 1]) | (((qh >> (2 * g + 1)) & 1) << 8)
+                    yo = ibl * 256 + 32 * ib + 8 * g
+                    for j in range(4):
+                        s1 = np.float32(-1) if signs & (1 << j) else np.float32(1)
+                        s2 = np.float32(-1) if signs & (1 << (j + 4)) else np.float32(1)
+                        y[yo + j] = db * values[i1, j] * s1
+                        y[yo + 4 + j] = db * values[i2, j] * s2
+
+
+def dequantize_iq3_xxs(q, n_per_row):
+    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
+    _deq_xxs(np.ascontiguousarray(q), lattice("iq3xxs").values, ksigns(), out)
+    return out
+
+
+def dequantize_iq3_s(q, n_per_row):
+    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
+    _deq_s(np.ascontiguousarray(q), lattice("iq3s").values, out)
+    return out
