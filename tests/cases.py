@@ -11,7 +11,8 @@ import numpy as np
 # the quantizer: with 1e30-magnitude weights every weighted error of a grid-neighbour search overflows
 # float32), whatever the imatrix. The parity test then expects quantlab.errors.QuantizationError instead
 # of calling the oracle; tests/test_iq_b.py checks in a subprocess that ggml really aborts on them.
-GGML_ABORTS = {("IQ2_XS", "huge"), ("IQ2_S", "huge")}
+GGML_ABORTS = {("IQ2_XS", "huge"), ("IQ2_S", "huge"),
+               ("IQ3_XXS", "huge"), ("IQ3_S", "huge")}   # IQ3: tests/test_iq_a.py checks the aborts
 
 
 def float_cases(n: int, seeds=(0, 1, 2)):
