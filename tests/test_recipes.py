@@ -170,3 +170,180 @@ def test_every_file_type_has_a_registered_default():
     for ft in recipes.all_file_types():
         assert ft.default.name == ft.default_name and not ft.default.removed
     assert len(recipes.all_file_types()) == 35  # llama-quantize lists 35 (+ aliases, COPY)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the pipeline on a small synthetic model (seconds), checked tensor by tensor against ggml
+# ---------------------------------------------------------------------------------------------------
+
+import hashlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from quantlab import gguf  # noqa: E402
+from quantlab.errors import ImatrixError, ImatrixRequired  # noqa: E402
+
+from .oracle import oracle  # noqa: E402
+
+N_LAYER, D, FF = 2, 256, 512
+
+
+def _tiny_model(path, rng=None):
+    rng = rng or np.random.default_rng(7)
+    md = {"general.architecture": "llama", "general.name": "tiny", "llama.block_count": N_LAYER,
+          "llama.embedding_length": D, "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
+          "general.file_type": 0}
+    ts = {"token_embd.weight": rng.standard_normal((64, D)).astype(np.float32) * 0.05,
+          "output_norm.weight": np.ones(D, np.float32),
+          "output.weight": rng.standard_normal((64, D)).astype(np.float32) * 0.05}
+    for i in range(N_LAYER):
+        for nm, shp in (("attn_q", (D, D)), ("attn_k", (D // 2, D)), ("attn_v", (D // 2, D)),
+                        ("attn_output", (D, D)), ("ffn_gate", (FF, D)), ("ffn_up", (FF, D)),
+                        ("ffn_down", (D, FF))):
+            ts[f"blk.{i}.{nm}.weight"] = (rng.standard_normal(shp) * rng.uniform(0.01, 0.1)).astype(np.float32)
+        ts[f"blk.{i}.attn_norm.weight"] = np.ones(D, np.float32)
+    gguf.write(path, md, ts)
+    return ts
+
+
+def _tiny_imatrix(ts, rng=None):
+    rng = rng or np.random.default_rng(3)
+    return {k: rng.uniform(0.0, 2.0, v.shape[-1]).astype(np.float32) for k, v in ts.items()
+            if k.startswith("blk.") and v.ndim == 2}
+
+
+def _sha(p):
+    return hashlib.sha256(pathlib.Path(p).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("ftype,with_im", [("Q4_K_M", True), ("Q3_K_S", False), ("Q5_0", True), ("IQ4_XS", False)])
+def test_pipeline_matches_ggml_tensor_by_tensor(tmp_path, ftype, with_im):
+    src = tmp_path / "tiny.gguf"
+    ts = _tiny_model(src)
+    im = _tiny_imatrix(ts) if with_im else None
+    out = tmp_path / "out.gguf"
+    r = recipes.quantize_model(src, out, ftype, imatrix=im, verbose=False, progress=False)
+    g = oracle()
+    with gguf.open(out) as f:
+        assert f.metadata["general.file_type"] == recipes.file_type(ftype).value
+        assert f.metadata.type_of("general.file_type") == gguf.ValueType.UINT32
+        keys = list(f.metadata)
+        tail = keys[keys.index("general.quantization_version"):]
+        # a mapping imatrix has no file name, dataset or chunk count: only the entry count is recorded
+        assert tail == ["general.quantization_version", "general.file_type"] + (
+            ["quantize.imatrix.entries_count"] if im is not None else [])
+        assert list(f.tensors) == [t.name for t in r.plan]
+        for t in r.plan:
+            got = f.tensors[t.name]
+            assert got.format.name == t.fmt.name
+            x = ts[t.name]
+            if t.fmt.name == "F32":
+                want = x.reshape(-1).view(np.uint8)
+            else:
+                w = None if im is None else im.get(t.name)
+                want = g.quantize(x.reshape(-1, x.shape[-1]), t.fmt.id, w).reshape(-1)
+            assert np.array_equal(np.asarray(got.data).reshape(-1), want), f"{t.name} ({t.fmt.name}) differs from ggml"
+    if im is not None:
+        with gguf.open(out) as f:
+            assert f.metadata["quantize.imatrix.entries_count"] == len(im)
+
+
+def test_pipeline_options_and_metadata(tmp_path):
+    src = tmp_path / "tiny.gguf"
+    _tiny_model(src)
+    out = tmp_path / "o.gguf"
+    r = recipes.quantize_model(src, out, "Q4_K_M", pure=True, output_tensor_type="q8_0",
+                               tensor_types=["ffn_down=q5_k"], verbose=False, progress=False, threads=1)
+    with gguf.open(out) as f:
+        types = {n: t.format.name for n, t in f.tensors.items()}
+        keys = list(f.metadata)
+    assert types["output.weight"] == "Q8_0" and types["blk.1.ffn_down.weight"] == "Q5_K"
+    assert types["blk.0.attn_v.weight"] == "Q4_K" and types["output_norm.weight"] == "F32"
+    assert keys[-2:] == ["general.quantization_version", "general.file_type"]
+    assert r.nbytes == out.stat().st_size and r.bpw == pytest.approx(r.plan.bpw)
+
+
+def test_bad_input_never_touches_the_model(tmp_path):
+    src = tmp_path / "tiny.gguf"
+    ts = _tiny_model(src)
+    before = _sha(src)
+    out = tmp_path / "out.gguf"
+    with pytest.raises(FormatError, match="unknown file type"):
+        recipes.quantize_model(src, out, "Q4_K_XXL", verbose=False, progress=False)
+    with pytest.raises(ImatrixRequired, match="importance matrix"):
+        recipes.quantize_model(src, out, "IQ1_S", verbose=False, progress=False)
+    with pytest.raises(ImatrixRequired):
+        recipes.quantize_model(src, out, "IQ2_XXS", verbose=False, progress=False)
+    # SmolLM2's imatrix names tensors of the same names but 576 columns: another model
+    with pytest.raises(ImatrixError, match="another model"):
+        recipes.quantize_model(src, out, "Q4_K_M", imatrix=DATA / "smollm2-imatrix.gguf", verbose=False,
+                               progress=False)
+    with pytest.raises(ImatrixError, match="another model"):
+        recipes.quantize_model(src, out, "Q4_K_M", imatrix={"enc.layer.0.w": np.ones(8, np.float32)},
+                               verbose=False, progress=False)
+    bad = _tiny_imatrix(ts)
+    bad["blk.0.ffn_up.weight"] = np.full(D, np.nan, np.float32)
+    with pytest.raises(ImatrixError, match="non-finite"):
+        recipes.quantize_model(src, out, "Q4_K_M", imatrix=bad, verbose=False, progress=False)
+    with pytest.raises(recipes.RecipeError, match="same file"):
+        recipes.quantize_model(src, src, "Q4_K_M", verbose=False, progress=False)
+    with pytest.raises(recipes.RecipeError, match="same file"):
+        recipes.quantize_model(src, tmp_path / "." / "tiny.gguf", "Q8_0", verbose=False, progress=False)
+    with pytest.raises(recipes.RecipeError, match="does not exist"):
+        recipes.quantize_model(tmp_path / "missing.gguf", out, "Q8_0", verbose=False, progress=False)
+    assert _sha(src) == before
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["tiny.gguf"]
+    # requantizing needs to be asked for
+    q = tmp_path / "q.gguf"
+    recipes.quantize_model(src, q, "Q4_0", verbose=False, progress=False)
+    with pytest.raises(recipes.RecipeError, match="allow_requantize"):
+        recipes.quantize_model(q, out, "Q8_0", verbose=False, progress=False)
+    assert not out.exists()
+
+
+def test_cli_quantize(tmp_path, capsys):
+    from quantlab.cli import main
+
+    src = tmp_path / "tiny.gguf"
+    _tiny_model(src)
+    out = tmp_path / "o.gguf"
+    assert main(["quantize", "--tensor-type", "attn_q=q8_0", "--no-progress", str(src), str(out), "Q4_K_S", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "blk.0.attn_q.weight" in text and "--tensor-type attn_q=Q8_0" in text and "quant size" in text
+    with gguf.open(out) as f:
+        assert f.tensors["blk.0.attn_q.weight"].format.name == "Q8_0"
+    assert main(["quantize", str(src), str(tmp_path / "x.gguf"), "Q9_K"]) == 1
+    assert "unknown file type" in capsys.readouterr().err
+    assert main(["quantize", str(src), str(src), "Q4_0"]) == 1
+    assert "same file" in capsys.readouterr().err
+
+
+def test_imatrix_file_loader():
+    im = recipes.load_imatrix_file(DATA / "smollm2-imatrix.gguf")
+    assert len(im) == 210 and im.chunk_count == 40 and im.datasets
+    with gguf.open(DATA / "smollm2-imatrix.gguf") as f:
+        s = f.tensors["blk.0.ffn_down.weight.in_sum2"].numpy().reshape(-1)
+        c = f.tensors["blk.0.ffn_down.weight.counts"].numpy().reshape(-1)
+    assert np.array_equal(im["blk.0.ffn_down.weight"], (s / np.float32(round(float(c[0])))).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------
+# whole SmolLM2 (requantized from Q4_1): sha256 of the file == llama-quantize's
+# ---------------------------------------------------------------------------------------------------
+
+RUNS = {r["key"]: r for r in FIXTURE.get("runs", [])}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["Q8_0", "Q4_K_M"])
+def test_whole_model_sha256_matches_llama_quantize(tmp_path, key, monkeypatch):
+    from quantlab import data
+
+    rec = RUNS[key]
+    monkeypatch.chdir(pathlib.Path(__file__).parent.parent)  # the imatrix path is stored as given
+    out = tmp_path / "out.gguf"
+    r = recipes.quantize_model(data.path("smollm2"), out, rec["ftype"], allow_requantize=True,
+                               imatrix=FIXTURE["imatrix"] if rec["imatrix"] else None, verbose=False,
+                               progress=False)
+    assert r.nbytes == rec["size"]
+    assert r.sha256() == rec["sha256"], f"{key}: output differs from llama-quantize's"

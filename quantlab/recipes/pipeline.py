@@ -162,7 +162,8 @@ def _metadata(f, ft, im: ImatrixData | None, imatrix_arg):
     if im is not None and len(im):
         src = os.fspath(imatrix_arg) if isinstance(imatrix_arg, (str, os.PathLike)) else (im.path or "")
         # llama-quantize copies these strings into 128-byte override slots (127 bytes + NUL)
-        md.set("quantize.imatrix.file", _cut(src), ValueType.STRING)
+        if src:
+            md.set("quantize.imatrix.file", _cut(src), ValueType.STRING)
         if im.datasets:
             md.set("quantize.imatrix.dataset", _cut(im.datasets[0]), ValueType.STRING)
         md.set("quantize.imatrix.entries_count", len(im), ValueType.UINT32)
