@@ -1,0 +1,104 @@
+"""``quantlab eval | generate | imatrix``: run a GGUF model from the command line."""
+from __future__ import annotations
+
+import sys
+
+
+def _model_path(p):
+    if p in (None, "smollm2"):
+        from ..data import path
+        return path("smollm2")
+    return p
+
+
+def _text(args):
+    if getattr(args, "text", None):
+        with open(args.text, encoding="utf-8") as f:
+            return f.read()
+    return None
+
+
+def _eval(args):
+    from . import evaluate, load
+
+    m = load(_model_path(args.model))
+    base = load(_model_path(args.base)) if args.base else None
+
+    def progress(i, n, ppl):
+        print(f"[{i}/{n}] {ppl:.4f}", file=sys.stderr, flush=True)
+
+    r = evaluate(m, _text(args), n_ctx=args.ctx, n_chunks=args.chunks, base=base, threads=args.threads,
+                 progress=progress)
+    print(r.summary())
+    return 0
+
+
+def _generate(args):
+    from . import load
+
+    m = load(_model_path(args.model))
+    prompt = args.prompt
+    if args.chat:
+        prompt = f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+
+    def show(tok, piece):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    if not args.chat:
+        sys.stdout.write(args.prompt)
+    m.generate(prompt, n_predict=args.n, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
+               seed=args.seed, threads=args.threads, callback=show)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _imatrix(args):
+    from . import imatrix, load
+
+    m = load(_model_path(args.model))
+
+    def progress(i, n):
+        print(f"[{i}/{n}]", file=sys.stderr, flush=True)
+
+    im = imatrix(m, _text(args), n_ctx=args.ctx, n_chunks=args.chunks, threads=args.threads,
+                 process_output=args.process_output, dataset=args.text or "quantlab.data.text()",
+                 progress=progress)
+    im.save(args.output, "dat" if args.output_format == "dat" else None)
+    print(f"{len(im)} weights, {im.chunk_count} chunks of {im.chunk_size} -> {args.output}")
+    return 0
+
+
+def register(sub):
+    common = dict(help="GGUF model file (default: the shipped SmolLM2-135M-Instruct Q4_1)")
+    p = sub.add_parser("eval", help="perplexity (and KL divergence against --base), like llama-perplexity")
+    p.add_argument("model", nargs="?", default=None, **common)
+    p.add_argument("--base", help="base model for KL divergence / top-1 / delta-p")
+    p.add_argument("--text", help="UTF-8 text file (default: CPython's pydoc topics)")
+    p.add_argument("-c", "--ctx", type=int, default=512)
+    p.add_argument("--chunks", type=int, default=20)
+    p.add_argument("-t", "--threads", type=int, default=None)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("generate", help="continue a prompt (greedy, or sampled with --temp)")
+    p.add_argument("prompt")
+    p.add_argument("-m", "--model", default=None, **common)
+    p.add_argument("-n", type=int, default=64, help="tokens to generate")
+    p.add_argument("--temp", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the ChatML template")
+    p.add_argument("-t", "--threads", type=int, default=None)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("imatrix", help="collect an importance matrix, like llama-imatrix")
+    p.add_argument("model", nargs="?", default=None, **common)
+    p.add_argument("-o", "--output", default="imatrix.gguf")
+    p.add_argument("--output-format", choices=["gguf", "dat"], default=None)
+    p.add_argument("--text", help="UTF-8 text file (default: CPython's pydoc topics)")
+    p.add_argument("-c", "--ctx", type=int, default=512)
+    p.add_argument("--chunks", type=int, default=None)
+    p.add_argument("--process-output", action="store_true")
+    p.add_argument("-t", "--threads", type=int, default=None)
+    p.set_defaults(func=_imatrix)

@@ -1,0 +1,268 @@
+"""The model runner against llama.cpp: tokenizer ids, perplexity, imatrix files, kernels, errors.
+
+Expected values come from llama.cpp's own tools when they are built (.cache/oracle/bin, `make peers`)
+and otherwise from fixtures recorded by tools/make_model_fixtures.py (tests/data/model_*.json).
+Timings are never asserted.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+import quantlab
+import quantlab.data
+import quantlab.model as qm
+from quantlab.errors import ImatrixError, ModelError
+from quantlab.kernels import matmul as mm
+
+from .oracle import oracle
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import make_model_fixtures as fx  # noqa: E402
+
+DATA = ROOT / "tests/data"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return qm.load(quantlab.data.path("smollm2"))
+
+
+@pytest.fixture(scope="module")
+def tok_fixture():
+    return json.loads((DATA / "model_tokens.json").read_text())
+
+
+# ---------------------------------------------------------------- tokenizer
+
+def test_tokenize_tricky_strings(model, tok_fixture):
+    live = fx.have_tools("llama-tokenize")
+    path = quantlab.data.path("smollm2")
+    for case in tok_fixture["strings"]:
+        s = case["text"]
+        got = model.tokenize(s)
+        assert got == case["ids"], f"fixture mismatch for {s!r}: {got} != {case['ids']}"
+        if live and s:
+            assert got == fx.llama_tokenize(path, s), f"llama-tokenize disagrees for {s!r}"
+    for case in tok_fixture["strings_no_parse_special"]:
+        assert model.tokenize(case["text"], parse_special=False) == case["ids"], case["text"]
+
+
+def test_tokenize_default_text(model, tok_fixture):
+    text = quantlab.data.text()
+    ids = model.tokenize(text, parse_special=False)
+    want = tok_fixture["default_text"]
+    assert len(ids) == want["n_tokens"]
+    assert ids[:512] == want["head"]
+    assert fx.ids_digest(ids) == want["sha256"]
+    if fx.have_tools("llama-tokenize"):
+        assert ids == fx.llama_tokenize(quantlab.data.path("smollm2"), text, parse_special=False)
+
+
+def test_detokenize_round_trip(model):
+    for s in ["Hello  world\n\n\tx", "héllo 日本語 🤖 x² 12345", "<|im_start|>user\nhi<|im_end|>"]:
+        assert model.detokenize(model.tokenize(s)) == s
+    ids = model.tokenize("<|im_start|>hi")
+    assert model.detokenize(ids, special=False) == "hi"
+    with pytest.raises(ModelError):
+        model.detokenize([model.n_vocab])
+
+
+# ---------------------------------------------------------------- kernels
+
+FAST = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_tile_dequantizer_is_bit_exact(name):
+    g = oracle()
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((24, 512)) * rng.uniform(0.01, 3, (24, 1))).astype(np.float32)
+    q = g.quantize(w, FAST[name], None)
+    want = g.dequantize(q, FAST[name], 512)
+    out = np.empty((10, 512), np.float32)
+    mm.dequantize_rows(q, name, 7, out)
+    assert np.array_equal(out.view(np.uint32), want[7:17].view(np.uint32))
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_integer_product_equals_tile_product(name):
+    """The integer kernel (exact block sums) and the tile path (dequantized weights x fake-quantized
+    activations, + Q8_1's rounded block sums for Q4_1) compute the same sum up to float32 order."""
+    g = oracle()
+    rng = np.random.default_rng(2)
+    K = 512
+    w = rng.standard_normal((40, K)).astype(np.float32)
+    q = g.quantize(w, FAST[name], None)
+    x = rng.standard_normal((3, K)).astype(np.float32) * 4
+    vt = mm.VEC_DOT_TYPE[name]
+    y = mm.matmul_int(q, name, mm.quantize_activations(x, vt), np.empty((3, 40), np.float32))
+    deq = g.dequantize(q, FAST[name], K)
+    if name == "Q4_1":
+        xf, e = mm.fake_quantize_activations(x, vt, with_s_error=True)
+        ref = xf.astype(np.float64) @ deq.T + e @ mm.block_mins(q, name, 0, 40).T
+    else:
+        ref = mm.fake_quantize_activations(x, vt).astype(np.float64) @ deq.T
+    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+    # and both are close to the float product (activation quantization error only)
+    exact = x.astype(np.float64) @ deq.T
+    assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
+
+
+def test_activation_quantizer_q8_k_matches_ggml():
+    g = oracle()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 512)).astype(np.float32)
+    x[1, :256] = 0
+    want = g.quantize(x, 15, None).reshape(4, 2, 292)           # Q8_K blocks: d f32, qs[256], bsums i16[16]
+    qs, d, bs = mm.quantize_activations(x, "Q8_K")
+    assert np.array_equal(want[:, :, 4:260].view(np.int8).reshape(4, 512), qs)
+    assert np.array_equal(want[:, :, :4].copy().view(np.float32).reshape(4, 2), d)
+    assert np.array_equal(want[:, :, 260:].copy().view(np.int16).reshape(4, 32), bs)
+
+
+def test_any_registry_format_runs_through_tiles():
+    """A format without integer kernel (here Q5_K and IQ4_NL) goes through quantlab.dequantize tiles."""
+    from quantlab.formats import get
+    from quantlab.model.llama import Linear
+
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((16, 256)).astype(np.float32)
+    x = rng.standard_normal((6, 256)).astype(np.float32)
+    for name in ("Q5_K", "IQ4_NL", "F16"):
+        q = quantlab.quantize(w, name)
+        lin = Linear("w", get(name), q, 16, 256)
+        y = lin(x)
+        ref = mm.fake_quantize_activations(x, mm.VEC_DOT_TYPE[name]) @ quantlab.dequantize(q, name).T
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------- forward, generation
+
+def test_small_and_batched_paths_agree(model):
+    """The same 5 tokens through the integer path (one at a time) and the tile path (one batch)."""
+    ids = model.tokenize("The quick brown fox jumps")
+    assert len(ids) == 5
+    batch = model.forward(ids, model.new_cache(8), outputs="all")
+    c = model.new_cache(8)
+    single = np.stack([model.forward([t], c)[0] for t in ids])
+    assert batch.shape == single.shape == (5, model.n_vocab)
+    assert (batch.argmax(1) == single.argmax(1)).all()
+    assert np.abs(batch - single).max() < 0.05 * np.abs(batch).max()
+
+
+def test_generate_greedy_and_sampled(model):
+    a = model.generate("The capital of France is", n_predict=6)
+    b = model.generate("The capital of France is", n_predict=6)
+    assert a == b and "Paris" in a
+    s1 = model.generate("Once upon a time", n_predict=8, temperature=0.8, seed=7)
+    s2 = model.generate("Once upon a time", n_predict=8, temperature=0.8, seed=7)
+    assert s1 == s2 and len(model.last_generated) > 0
+
+
+def test_bench_reports_rates(model):
+    r = qm.bench(model, n_prompt=16, n_gen=2, threads=1)
+    assert r["n_prompt"] == 16 and r["n_gen"] == 2 and r["pp_tok_s"] > 0 and r["tg_tok_s"] > 0
+
+
+# ---------------------------------------------------------------- perplexity
+
+def test_perplexity_matches_llama_perplexity(model):
+    """First 2 chunks of 512 on the default text vs llama-perplexity's running value after 2 chunks."""
+    ref = json.loads((DATA / "model_ppl.json").read_text())
+    assert ref["n_ctx"] == 512
+    r = qm.evaluate(model, n_ctx=512, n_chunks=2)
+    want = ref["running_ppl"][1]
+    assert r.n_chunks == 2 and r.n_scored == 2 * 255
+    assert abs(r.ppl / want - 1) < 0.005, (r.ppl, want)
+    assert 0 < r.ppl_err < r.ppl
+
+
+def test_kld_against_itself_is_zero(model):
+    r = qm.evaluate(model, n_ctx=64, n_chunks=1, base=model)
+    assert r.kld_mean == pytest.approx(0, abs=1e-9) and r.top1 == 1.0 and r.dp_rms == pytest.approx(0, abs=1e-9)
+    assert r.base_ppl == pytest.approx(r.ppl)
+
+
+# ---------------------------------------------------------------- imatrix
+
+def test_imatrix_collect_save_load(model, tmp_path):
+    im = qm.imatrix(model, n_ctx=64, n_chunks=1)
+    assert len(im) == 7 * model.config.n_layer
+    name = "blk.3.ffn_down.weight"
+    assert im.counts[name][0] == 64 and im[name].shape == (model.config.n_ff,)
+    assert np.isfinite(im[name]).all() and (im[name] > 0).all()
+    for fmt in ("gguf", "dat"):
+        p = im.save(tmp_path / f"im.{fmt}")
+        back = qm.load_imatrix(p)
+        assert back.names() == im.names() and back.chunk_count == 1
+        for n in im.names():
+            np.testing.assert_allclose(back[n], im[n], rtol=1e-6)
+    # a GGUF written by quantlab reads back with llama.cpp's layout: 2 tensors per weight, sorted
+    with quantlab.gguf.open(tmp_path / "im.gguf") as f:
+        names = list(f.tensors)
+        assert names == sorted(names) and f.metadata["general.type"] == "imatrix"
+        assert f.tensors[name + ".in_sum2"].ne == (model.config.n_ff,)
+    # the imatrix is usable for quantization
+    w = quantlab.data.tensors("smollm2")["blk.0.ffn_down.weight"][:8]
+    quantlab.quantize(w, "IQ4_XS", imatrix=back["blk.0.ffn_down.weight"])
+
+
+def test_imatrix_reads_llama_imatrix_file():
+    p = DATA / "smollm2-imatrix.gguf"
+    if not p.exists():
+        pytest.skip("no llama-imatrix file in tests/data")
+    im = qm.load_imatrix(p)
+    assert len(im) > 0 and all(np.isfinite(im[n]).all() for n in im.names())
+
+
+def test_imatrix_bad_files(tmp_path):
+    p = tmp_path / "x.dat"
+    p.write_bytes(b"\x05\x00\x00\x00\x03")
+    with pytest.raises(ImatrixError):
+        qm.load_imatrix(p)
+    with pytest.raises(ImatrixError):
+        qm.load_imatrix(quantlab.data.path("smollm2"))   # a GGUF, but a model, not an imatrix
+
+
+# ---------------------------------------------------------------- errors
+
+def _copy_metadata(model, **changes):
+    md = model.metadata.copy()
+    for k, v in changes.items():
+        md.set(k, v, md.type_of(k))
+    return md
+
+
+def test_unsupported_architecture_and_missing_tensor(model, tmp_path):
+    p = tmp_path / "gpt2.gguf"
+    quantlab.gguf.write(p, _copy_metadata(model, **{"general.architecture": "gpt2"}), {})
+    with pytest.raises(ModelError, match="architecture"):
+        qm.load(p)
+    p = tmp_path / "empty.gguf"
+    quantlab.gguf.write(p, _copy_metadata(model), {})
+    with pytest.raises(ModelError, match="missing"):
+        qm.load(p)
+    with pytest.raises(ModelError):
+        qm.load(tmp_path / "nope.gguf")
+
+
+def test_text_shorter_than_a_chunk(model):
+    with pytest.raises(ModelError, match="too short"):
+        qm.evaluate(model, "just a few words", n_ctx=512)
+    with pytest.raises(ModelError, match="too short"):
+        qm.imatrix(model, "just a few words", n_ctx=64)
+
+
+def test_base_with_other_vocabulary(model):
+    other = qm.load(quantlab.data.path("smollm2"))
+    toks = list(other.tokenizer.tokens)
+    toks[100] = toks[100] + "_changed"
+    other.tokenizer.tokens = toks
+    with pytest.raises(ModelError, match="vocabulary"):
+        qm.evaluate(model, n_ctx=64, n_chunks=1, base=other)
