@@ -7,7 +7,9 @@ scalar float32 code in ggml's evaluation order. The imatrix paths call the share
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from ..formats import legacy as _ref
 from ..formats._numerics import from_f16_bits
@@ -524,42 +526,61 @@ def quantize_q8_1(x, imatrix=None):
     return out
 
 
-@njit(cache=True, inline="always")
-def _dq8_block(qr, o, qo, yr, yo, k):
-    d = h2f(qr, o)
-    for j in range(k):
-        yr[yo + j] = np.float32(np.int8(qr[o + qo + j])) * d
+@intrinsic
+def _i8x32_times(typingctx, q, qoff, y, yoff, d):
+    """y[yoff:yoff+32] = float32(int8(q[qoff:qoff+32])) * d as ONE SIMD expression (LLVM IR: a
+    <32 x i8> load, sitofp, fmul by the splatted scale, a <32 x float> store). The same IEEE
+    operations as the scalar loop, so the same bits; written out because LLVM does not vectorize the
+    scalar loop on its own (it cannot prove that q and y do not overlap). Callers guarantee that both
+    ranges lie inside their arrays (offsets come from the validated shapes)."""
+    sig = types.void(q, qoff, y, yoff, d)
+
+    def codegen(context, builder, signature, args):
+        qa, qo, ya, yo, dv = args
+        qarr = context.make_array(signature.args[0])(context, builder, qa)
+        yarr = context.make_array(signature.args[2])(context, builder, ya)
+        v8 = ir.VectorType(ir.IntType(8), 32)
+        vf = ir.VectorType(ir.FloatType(), 32)
+        codes = builder.load(builder.bitcast(builder.gep(qarr.data, [qo]), v8.as_pointer()), align=1)
+        undef = ir.Constant(vf, ir.Undefined)
+        one = builder.insert_element(undef, dv, ir.Constant(ir.IntType(32), 0))
+        dvec = builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), 32), [0] * 32))
+        prod = builder.fmul(builder.sitofp(codes, vf), dvec)
+        builder.store(prod, builder.bitcast(builder.gep(yarr.data, [yo]), vf.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True, parallel=True)
-def _dq8_0(q, y, k):
+def _dq8_0(q, y):
     nb = y.shape[1] // 32
     for r in prange(q.shape[0]):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
-            _dq8_block(qr, ib * 34, 2, yr, ib * 32, k)
+            _i8x32_times(qr, ib * 34 + 2, yr, ib * 32, h2f(qr, ib * 34))
 
 
 @njit(cache=True, parallel=True)
-def _dq8_1(q, y, k):
+def _dq8_1(q, y):
     nb = y.shape[1] // 32
     for r in prange(q.shape[0]):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
-            _dq8_block(qr, ib * 36, 4, yr, ib * 32, k)
+            _i8x32_times(qr, ib * 36 + 4, yr, ib * 32, h2f(qr, ib * 36))
 
 
 def dequantize_q8_0(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq8_0(q, y, _K32)
+    _dq8_0(q, y)
     return y
 
 
 def dequantize_q8_1(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq8_1(q, y, _K32)
+    _dq8_1(q, y)
     return y
 
 
