@@ -188,7 +188,8 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
                     "numba-1t": (lambda: api.quantize(x, f, imatrix=im, threads=1)) if f.has_impl("fast", "quantize") else None,
                     f"numba-{nthreads}t": (lambda: api.quantize(x, f, imatrix=im, threads=nthreads)) if f.has_impl("fast", "quantize") else None,
                     "gguf": (lambda: gq(x)) if (gq and im is None) else None,
-                    "ggml-1t": (lambda: g.quantize(x, f.id, im)) if g else None,
+                    # ggml_quantize_chunk has no case for the activation types Q8_1/Q8_K (it aborts)
+                    "ggml-1t": (lambda: g.quantize(x, f.id, im)) if g and not f.activation_only else None,
                 }
             for impl, fn in run.items():
                 if fn is None:
