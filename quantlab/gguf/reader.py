@@ -50,6 +50,7 @@ _INT64_MAX = (1 << 63) - 1
 _MAX_NESTING = 16           # arrays of arrays deeper than this are refused (no recursion blow-up)
 _PEEL_PASSES = 3           # see _chain_exact
 _FAST_PASSES = 8           # see _chain_fast
+_MAX_BREAKS = 256          # see _chain_fast
 _SMALL_ARRAY = 16          # string arrays up to this length are read element by element
 _WINDOW_MAX = 1 << 22       # bytes scanned at once when walking a string array
 _VALID_TYPES = frozenset(int(t) for t in ValueType)
@@ -168,13 +169,15 @@ def _chain(L, m: int, P: int, want: int, loose: int) -> np.ndarray:
 
 
 def _chain_fast(L, m: int, P: int, want: int, loose: int):
-    """The usual case in a few passes over the candidates, verified exactly; None when it does not apply.
+    """The usual case in a couple of passes over the candidates, checked link by link; None when it does
+    not apply.
 
     A true element that is not the last one in the window has a successor inside the window that is a
     candidate too, and (except the first) is the successor of a candidate. Candidates failing either test
-    are dropped, pass after pass; once the survivors link up one after the other (survivor i+1 is exactly
-    next(survivor i), survivor 0 at position 0) they *are* the start of the chain. The few true elements
-    dropped at the end of the window (at most one per pass) are then stepped through exactly.
+    are dropped, pass after pass (true elements are only lost at the end of the window, at most one per
+    pass). Once few survivors fail to link to the next survivor, the chain is read off as runs of linked
+    survivors: from the end of a run, the true successor (known exactly) starts the next run, skipping the
+    false survivors in between. The true elements dropped at the end are then stepped through exactly.
     """
     is_cand = L <= np.uint64(min(loose, m))
     cand = np.flatnonzero(is_cand)
@@ -190,11 +193,26 @@ def _chain_fast(L, m: int, P: int, want: int, loose: int):
         cand, nxt = cand[keep], nxt[keep]
         if cand.size == 0 or cand[0] != 0:
             return None
-        if np.array_equal(cand[1:], nxt[:-1]):
+        breaks = np.flatnonzero(cand[1:] != nxt[:-1])    # survivor i does not lead to survivor i+1
+        if breaks.size <= _MAX_BREAKS:
             break
     else:
         return None
-    els = cand[:want]
+    runs, total, i, last = [], 0, 0, cand.size - 1
+    while True:
+        k = int(np.searchsorted(breaks, i))
+        end = int(breaks[k]) if k < breaks.size else last
+        runs.append(np.arange(i, end + 1))
+        total += end - i + 1
+        if total >= want or end == last or len(runs) > _MAX_BREAKS + 1:
+            break
+        j = int(np.searchsorted(cand, nxt[end]))
+        if j > last or cand[j] != nxt[end]:
+            break                                # the true successor was pruned: the tail below
+        i = j
+    if total < want and end != last and len(runs) > _MAX_BREAKS + 1:
+        return None
+    els = cand[np.concatenate(runs)[:want]]
     tail = []
     p = int(els[-1])
     for _ in range(_FAST_PASSES + 2):
