@@ -38,12 +38,12 @@ def _one_line(v) -> str:
 
 
 def _head(value, spec, n) -> list:
+    """The first ``n`` elements of an array value, each formatted for one line."""
     if spec.elem == ValueType.ARRAY:
         return [f"[{len(v)}]" for v in value[:n]]
     if isinstance(value, np.ndarray):
-        return value[:n].tolist()
-    return list(value[:n])
-
+        return [_one_line(x) for x in value[:n].tolist()]
+    return [repr(x) for x in value[:n]]
 
 
 def _summary(md, key) -> str:
@@ -52,8 +52,7 @@ def _summary(md, key) -> str:
     if not isinstance(spec, ArrayOf):
         return _one_line(v)
     n = len(v)
-    items = ", ".join(repr(x) if isinstance(x, str) else _one_line(x) for x in _head(v, spec, _HEAD))
-    return f"[{n}] {items}{', …' if n > _HEAD else ''}"
+    return f"[{n}] {', '.join(_head(v, spec, _HEAD))}{', …' if n > _HEAD else ''}"
 
 
 def _json_value(md, key, full: bool):
