@@ -154,20 +154,21 @@ def bf16_floor(x, dtype: str = "bf16") -> dict:
 # JPEG on a weight matrix
 # --------------------------------------------------------------------------------------------------
 
-def jpeg_roundtrip(w, quality: int = 75, clip: float | None = None):
+def jpeg_roundtrip(w, quality: int | None = 75, clip: float | None = None):
     """Encode a 2-D weight matrix as an 8-bit grey JPEG image and decode it back.
 
     The weights are mapped linearly from [lo, hi] to 0..255 (lo/hi = min/max, or the ``clip``
-    percentile of |w| when given), rounded, JPEG-encoded with Pillow at ``quality`` (1-95), decoded and
-    mapped back. Returns ``(reconstruction float32, jpeg_bytes)``; the stored size is the JPEG plus
-    two float32 for lo and hi."""
+    percentile of |w| when given), rounded, JPEG-encoded with Pillow at ``quality`` (1-100), decoded and
+    mapped back. Returns ``(reconstruction float32, stored bytes)``; the stored size is the JPEG plus
+    two float32 for lo and hi. ``quality=None`` skips JPEG: only the 8-bit grey image (8 bits per weight),
+    the ceiling any JPEG of that image is bounded by."""
     from PIL import Image
 
     a = np.asarray(w, dtype=np.float32)
     if a.ndim != 2 or a.size == 0:
         raise ShapeError(f"JPEG needs a non-empty 2-D matrix (an image), got shape {a.shape}")
-    q = int(quality)
-    if not 1 <= q <= 100:
+    q = None if quality is None else int(quality)
+    if q is not None and not 1 <= q <= 100:
         raise ShapeError(f"JPEG quality runs from 1 to 100, got {quality}")
     if clip is None:
         lo, hi = float(a.min()), float(a.max())
@@ -176,6 +177,8 @@ def jpeg_roundtrip(w, quality: int = 75, clip: float | None = None):
         lo, hi = -m, m
     span = hi - lo if hi > lo else 1.0
     img = np.clip(np.rint((a.astype(np.float64) - lo) / span * 255.0), 0, 255).astype(np.uint8)
+    if q is None:
+        return (img.astype(np.float64) / 255.0 * span + lo).astype(np.float32), img.size + 8
     buf = io.BytesIO()
     Image.fromarray(img, mode="L").save(buf, format="JPEG", quality=q)
     data = buf.getvalue()
@@ -184,13 +187,13 @@ def jpeg_roundtrip(w, quality: int = 75, clip: float | None = None):
     return rec, len(data) + 8
 
 
-def jpeg_for_bpw(w, target_bpw: float, qualities=range(5, 96, 5)):
+def jpeg_for_bpw(w, target_bpw: float, qualities=range(5, 101, 5), clip: float | None = None):
     """The JPEG quality whose size is closest to ``target_bpw`` bits per weight:
     ``(quality, bpw, reconstruction)``."""
     best = None
     n = np.size(w)
     for q in qualities:
-        rec, nb = jpeg_roundtrip(w, q)
+        rec, nb = jpeg_roundtrip(w, q, clip=clip)
         bpw = 8.0 * nb / n
         if best is None or abs(bpw - target_bpw) < abs(best[1] - target_bpw):
             best = (q, bpw, rec)
@@ -240,13 +243,13 @@ def lossless_table(x, views=_FLOAT_VIEWS, codecs=tuple(CODECS)) -> list[dict]:
 
 def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(30, 60, 80, 90, 95, 100),
                     codec: str = "zstd", imatrix=None, peer_fallback: bool = True, impl: str = "reference",
-                    jpeg_clip: float | None = 99.9) -> list[dict]:
+                    jpeg_clips=(None, 99.9)) -> list[dict]:
     """Points (method, kind, bpw, rmse, sqnr_db) for one 2-D tensor ``x``:
 
     * 'lossless': fp32 + codec (exact), fp16 and bf16 (rounding error) + codec;
     * 'quant': each registry format (bpw from the registry) and the same bytes + codec;
-    * 'jpeg': JPEG at each quality (range clipped at the ``jpeg_clip`` percentile of |x|: with plain
-      min/max a few outliers would squeeze every other weight into a handful of grey levels).
+    * 'jpeg': JPEG at each quality, one series per grey range in ``jpeg_clips`` (None = min/max; a
+      percentile of |x| clips the outliers, which otherwise squeeze every other weight into a few grey levels).
     Formats that cannot run (not implemented, or rows not a multiple of the block) are left out with
     a 'skipped' entry carrying the reason."""
     a = np.ascontiguousarray(x, dtype=np.float32)
@@ -272,10 +275,12 @@ def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(30, 60,
         pts.append({"method": f.name + tag, "kind": "quant", "bpw": f.bpw, **common})
         pts.append({"method": f"{f.name} + {codec}{tag}", "kind": "quant+codec",
                     "bpw": 8.0 * len(compress(q, codec)) / n, **common})
-    for qual in jpeg_qualities:
-        y, nb = jpeg_roundtrip(a, qual, clip=jpeg_clip)
-        pts.append({"method": f"JPEG q={qual}", "kind": "jpeg", "quality": qual, "bpw": 8.0 * nb / n,
-                    "rmse": metrics.rmse(a, y), "sqnr_db": metrics.sqnr_db(a, y)})
+    for clip in jpeg_clips:
+        series = "JPEG" if clip is None else f"JPEG clip {clip:g}%"
+        for qual in jpeg_qualities:
+            y, nb = jpeg_roundtrip(a, qual, clip=clip)
+            pts.append({"method": f"{series} q={qual}", "kind": "jpeg", "series": series, "quality": qual,
+                        "bpw": 8.0 * nb / n, "rmse": metrics.rmse(a, y), "sqnr_db": metrics.sqnr_db(a, y)})
     return pts
 
 

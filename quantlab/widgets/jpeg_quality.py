@@ -14,6 +14,7 @@ from .. import analogy, metrics
 from ._common import DEFAULT_TENSOR, App, new_figure, real_tensor, show_figure
 
 CLIPS = {"min/max (no clipping)": None, "99.99th percentile": 99.99, "99.9th percentile": 99.9}
+_CLIP_SERIES = {None: "JPEG", 99.99: "JPEG clip 99.99%", 99.9: "JPEG clip 99.9%"}
 
 
 def plot_rate_distortion(ax, points: list[dict], highlight: dict | None = None, ceiling: float | None = None):
@@ -26,18 +27,21 @@ def plot_rate_distortion(ax, points: list[dict], highlight: dict | None = None, 
              "jpeg": ("^", "#2a7ab0"), "lossless": ("D", "#3c9a3c")}
     seen = set()
     for p in points:
-        if p.get("kind") == "skipped":
+        if p.get("kind") in ("skipped", "jpeg"):
             continue
         y = p["sqnr_db"] if math.isfinite(p["sqnr_db"]) else top
         m, c = style[p["kind"]]
         lab = p["kind"] if p["kind"] not in seen else None
         seen.add(p["kind"])
-        ax.plot([p["bpw"]], [y], m, color=c, ms=6, mfc="none" if p["kind"] == "jpeg" else c, label=lab)
-        if p["kind"] not in ("jpeg", "quant+codec"):
+        ax.plot([p["bpw"]], [y], m, color=c, ms=6, label=lab)
+        if p["kind"] != "quant+codec":
             ax.annotate(p["method"], (p["bpw"], y), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    jp = sorted((p for p in points if p.get("kind") == "jpeg"), key=lambda p: p["bpw"])
-    if jp:
-        ax.plot([p["bpw"] for p in jp], [p["sqnr_db"] for p in jp], "-", color="#2a7ab0", lw=0.8)
+    series = sorted({p.get("series", "JPEG") for p in points if p.get("kind") == "jpeg"})
+    for k, name in enumerate(series):
+        jp = sorted((p for p in points if p.get("kind") == "jpeg" and p.get("series", "JPEG") == name),
+                    key=lambda p: p["bpw"])
+        ax.plot([p["bpw"] for p in jp], [p["sqnr_db"] for p in jp], "^-" if k == 0 else "v--", mfc="none",
+                color=("#2a7ab0", "#5bc0de", "#1f3a93")[k % 3], ms=5, lw=0.8, label=name)
     ax.axhline(top, color="#3c9a3c", lw=0.6, ls=":")
     ax.text(0.5, top, "lossless (error 0)", fontsize=6, va="bottom", color="#3c9a3c")
     if highlight is not None:
@@ -46,12 +50,12 @@ def plot_rate_distortion(ax, points: list[dict], highlight: dict | None = None, 
     ax.set_xlabel("bits per weight (log scale)", fontsize=8)
     ax.set_ylabel("SQNR (dB)", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="upper left")
     ax.tick_params(labelsize=7)
 
 
 class JpegQuality(App):
-    def __init__(self, tensor: str = DEFAULT_TENSOR[1], quality: int = 75, clip: str = "99.9th percentile",
+    def __init__(self, tensor: str = DEFAULT_TENSOR[1], quality: int = 75, clip: str = "min/max (no clipping)",
                  points: list[dict] | None = None, crop=(96, 256)):
         self.w = real_tensor("minilm", tensor)
         self.crop = crop
