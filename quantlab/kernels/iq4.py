@@ -27,27 +27,33 @@ def _nearest_int(f):
 
 
 @njit(cache=True, inline="always")
-def best_index(vals, x):
-    """ggml best_index_int8 over the 16 float32 table values."""
+def best_index(vals, x, cnt):
+    """ggml best_index_int8 over the 16 float32 table values, without the binary search.
+
+    The table entries are integers, so the number c of entries <= x only depends on floor(x):
+    ``cnt[floor(x) + 128]`` (precomputed). Between the two bracketing entries vals[c-1] <= x < vals[c]
+    the same float32 comparison as ggml decides (ties go up). Same result as the binary search for
+    every float32, NaN included (ggml's search ends at the last entry)."""
     if x <= vals[0]:
         return 0
     if x >= vals[15]:
         return 15
-    ml = 0
-    mu = 15
-    while mu - ml > 1:
-        mav = (ml + mu) // 2
-        if x < vals[mav]:
-            mu = mav
-        else:
-            ml = mav
-    if x - vals[mu - 1] < vals[mu] - x:
-        return mu - 1
-    return mu
+    if x != x:
+        return 15
+    c = cnt[np.int32(np.floor(x)) + 128]
+    if x - vals[c - 1] < vals[c] - x:
+        return c - 1
+    return c
+
+
+def _counts(values) -> np.ndarray:
+    """cnt[k + 128] = number of table entries <= k, for integers k in -128..127."""
+    k = np.arange(-128, 128)
+    return (values.astype(np.int32)[None, :] <= k[:, None]).sum(axis=1).astype(np.int32)
 
 
 @njit(cache=True)
-def _fit_block(x, off, w, vals, ntry):
+def _fit_block(x, off, w, vals, cnt, ntry):
     """Scale search of quantize_row_iq4_nl_impl on x[off:off+32] with weights w[0:32]."""
     amax = np.float32(0)
     mx = np.float32(0)
@@ -67,7 +73,7 @@ def _fit_block(x, off, w, vals, ntry):
     sumq2 = np.float32(0)
     for j in range(32):
         xj = x[off + j]
-        q = vals[best_index(vals, inv * xj)]
+        q = vals[best_index(vals, inv * xj, cnt)]
         wq = w[j] * q
         sumqx += wq * xj
         sumq2 += wq * q
@@ -82,7 +88,7 @@ def _fit_block(x, off, w, vals, ntry):
         sumq2 = np.float32(0)
         for j in range(32):
             xj = x[off + j]
-            q = vals[best_index(vals, inv * xj)]
+            q = vals[best_index(vals, inv * xj, cnt)]
             wq = w[j] * q
             sumqx += wq * xj
             sumq2 += wq * q
@@ -105,7 +111,7 @@ def _weights(x, off, qw, qoff, has_qw, sigma2, w):
 
 
 @njit(cache=True, parallel=True)
-def _quant_nl(x, qw, has_qw, vals, out):
+def _quant_nl(x, qw, has_qw, vals, cnt, out):
     nrows, n = x.shape
     nb = n // 32
     for r in prange(nrows):
@@ -119,18 +125,18 @@ def _quant_nl(x, qw, has_qw, vals, out):
                 sigma2 += xr[off + j] * xr[off + j]
             sigma2 *= np.float32(2.0 / 32)
             _weights(xr, off, qw, off, has_qw, sigma2, w)
-            d = _fit_block(xr, off, w, vals, NTRY)
+            d = _fit_block(xr, off, w, vals, cnt, NTRY)
             ob = ib * 18
             wr16(o, ob, f32_to_f16(d))
             inv = np.float32(1) / d if d != 0 else np.float32(0)
             for j in range(16):
-                lo = best_index(vals, inv * xr[off + j])
-                hi = best_index(vals, inv * xr[off + 16 + j])
+                lo = best_index(vals, inv * xr[off + j], cnt)
+                hi = best_index(vals, inv * xr[off + 16 + j], cnt)
                 o[ob + 2 + j] = np.uint8(lo | (hi << 4))
 
 
 @njit(cache=True, parallel=True)
-def _quant_xs(x, qw, has_qw, vals, out):
+def _quant_xs(x, qw, has_qw, vals, cnt, out):
     nrows, n = x.shape
     nsb = n // 256
     for r in prange(nrows):
@@ -149,7 +155,7 @@ def _quant_xs(x, qw, has_qw, vals, out):
             for ib in range(8):
                 off = base + ib * 32
                 _weights(xr, off, qw, off, has_qw, sigma2, w)
-                s = _fit_block(xr, off, w, vals, NTRY)
+                s = _fit_block(xr, off, w, vals, cnt, NTRY)
                 scales[ib] = s
                 a = abs(s)
                 if a > amax_scale:
@@ -168,8 +174,8 @@ def _quant_xs(x, qw, has_qw, vals, out):
                 off = base + ib * 32
                 q = ob + 8 + ib * 16
                 for j in range(16):
-                    lo = best_index(vals, idl * xr[off + j])
-                    hi = best_index(vals, idl * xr[off + 16 + j])
+                    lo = best_index(vals, idl * xr[off + j], cnt)
+                    hi = best_index(vals, idl * xr[off + 16 + j], cnt)
                     o[q + j] = np.uint8(lo | (hi << 4))
                 ls = l + 32
                 if ib % 2 == 0:
@@ -228,7 +234,7 @@ def quantize_iq4_nl(x, imatrix=None):
     nrows, n = x.shape
     out = np.zeros((nrows, n // 32 * 18), dtype=np.uint8)
     qw, has = _qw(imatrix, n)
-    _quant_nl(x, qw, has, _kv(), out)
+    _quant_nl(x, qw, has, _kv(), _counts(kvalues_iq4nl()), out)
     return out
 
 
@@ -236,7 +242,7 @@ def quantize_iq4_xs(x, imatrix=None):
     nrows, n = x.shape
     out = np.zeros((nrows, n // 256 * 136), dtype=np.uint8)
     qw, has = _qw(imatrix, n)
-    _quant_xs(x, qw, has, _kv(), out)
+    _quant_xs(x, qw, has, _kv(), _counts(kvalues_iq4nl()), out)
     return out
 
 
