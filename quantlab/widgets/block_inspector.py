@@ -107,8 +107,9 @@ def plot_errors(ax, rows: list[dict]) -> None:
             continue
         ax.plot([r["bpw"] for r in pts], [r["sqnr_db"] for r in pts], "o", ms=5, ls="none",
                 label="with imatrix" if use_im else "without imatrix", **style)
-        if not use_im:
-            for r in pts:
+        plain = {r["format"] for r in rows if r.get("status") == "ok" and not r["imatrix"]}
+        for r in pts:
+            if not use_im or r["format"] not in plain:     # label each format once
                 ax.annotate(r["format"], (r["bpw"], r["sqnr_db"]), fontsize=6, xytext=(3, -3),
                             textcoords="offset points")
     ax.set_xlabel("bits per weight (registry)", fontsize=8)
