@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _numerics as nm
+from . import _search  # the shared scale searches: make_qx_quants, make_qkx3_quants
 
 F32 = np.float32
 # decoding inf/NaN scales (random bytes) multiplies inf by 0: NaN, as in ggml, without warnings
@@ -129,11 +130,6 @@ def _legacy_weights(x: np.ndarray, imatrix: np.ndarray, qk: int) -> np.ndarray:
     return w.astype(np.float32).reshape(-1, qk)
 
 
-def _search():
-    from . import _search as s  # the shared scale searches (make_qx_quants, make_qkx3_quants)
-    return s
-
-
 # ----------------------------------------------------------------------------------------------------
 # Q4_0
 # ----------------------------------------------------------------------------------------------------
@@ -154,7 +150,7 @@ def quantize_q4_0(x, imatrix=None):
     nrows = x.shape[0]
     if imatrix is not None:
         xb = _blocks(x, 32)
-        d, L = _search().make_qx_quants(xb, 8, 1, _legacy_weights(x, imatrix, 32))
+        d, L = _search.make_qx_quants(xb, 8, 1, _legacy_weights(x, imatrix, 32))
         d = np.asarray(d, dtype=np.float32).reshape(-1)
         return _rows(np.concatenate([_f16_bytes(d), _pack_nibbles(L)], axis=1), nrows)
     xb = _blocks(x, 32)
@@ -201,7 +197,7 @@ def quantize_q4_1(x, imatrix=None):
     nrows = x.shape[0]
     xb = _blocks(x, 32)
     if imatrix is not None:
-        d, the_min, L = _search().make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), 15,
+        d, the_min, L = _search.make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), 15,
                                                     F32(-0.9), F32(0.05), 36, False)
         d = np.asarray(d, dtype=np.float32).reshape(-1)
         m = (-np.asarray(the_min, dtype=np.float32)).reshape(-1)
@@ -252,7 +248,7 @@ def quantize_q5_0(x, imatrix=None):
     nrows = x.shape[0]
     xb = _blocks(x, 32)
     if imatrix is not None:
-        d, L = _search().make_qx_quants(xb, 16, 1, _legacy_weights(x, imatrix, 32))
+        d, L = _search.make_qx_quants(xb, 16, 1, _legacy_weights(x, imatrix, 32))
         d = np.asarray(d, dtype=np.float32).reshape(-1)
         return _rows(np.concatenate([_f16_bytes(d), _qh_bits(L), _pack_nibbles(L)], axis=1), nrows)
     d = (_signed_absmax(xb) / F32(-16)).astype(np.float32)
@@ -297,7 +293,7 @@ def quantize_q5_1(x, imatrix=None):
     nrows = x.shape[0]
     xb = _blocks(x, 32)
     if imatrix is not None:
-        d, the_min, L = _search().make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), 31,
+        d, the_min, L = _search.make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), 31,
                                                     F32(-0.9), F32(0.05), 36, False)
         d = np.asarray(d, dtype=np.float32).reshape(-1)
         m = (-np.asarray(the_min, dtype=np.float32)).reshape(-1)
