@@ -159,6 +159,8 @@ def as_imatrix(imatrix) -> ImatrixData | None:
             if isinstance(v, Mapping):
                 ent = v
                 break
+        if ent is None and callable(getattr(imatrix, "as_dict", None)):  # quantlab.model.Imatrix
+            ent = imatrix.as_dict()
         if ent is None and isinstance(imatrix, Mapping):
             ent = imatrix
         if ent is None:
