@@ -24,7 +24,8 @@ from .errors import FormatError, ShapeError
 from .formats import get
 
 __all__ = ["GB", "GiB", "model_size", "bits_for_budget", "nominal_bits", "scale_overhead_bpw",
-           "llama_tensors", "LLAMA2_7B", "SMOLLM2_135M", "stated_mix", "file_mix", "file_size",
+           "llama_tensors", "LLAMA2_7B", "LLAMA2_13B", "LLAMA2_70B", "LLAMA31_405B", "SMOLLM2_135M",
+           "stated_mix", "file_types", "file_mix", "file_size",
            "mix_bpw", "size_table"]
 
 GB = 10 ** 9
@@ -33,6 +34,9 @@ GiB = 2 ** 30
 # Dense llama-architecture shapes (from the models' config.json).
 LLAMA2_7B = dict(n_layer=32, d_model=4096, d_ff=11008, vocab=32000, n_head=32, n_kv_head=32, tied=False)
 SMOLLM2_135M = dict(n_layer=30, d_model=576, d_ff=1536, vocab=49152, n_head=9, n_kv_head=3, tied=True)
+LLAMA2_13B = dict(n_layer=40, d_model=5120, d_ff=13824, vocab=32000, n_head=40, n_kv_head=40, tied=False)
+LLAMA2_70B = dict(n_layer=80, d_model=8192, d_ff=28672, vocab=32000, n_head=64, n_kv_head=8, tied=False)
+LLAMA31_405B = dict(n_layer=126, d_model=16384, d_ff=53248, vocab=128256, n_head=128, n_kv_head=8, tied=False)
 
 
 def nominal_bits(fmt) -> float:
@@ -207,6 +211,15 @@ def file_mix(tensors: dict, ftype: str, model: dict | None = None) -> tuple[dict
     if mix is not None:
         return mix, "quantlab.recipes"
     return stated_mix(tensors, ftype), "quantlab.sizes.stated_mix"
+
+
+def file_types() -> list[str]:
+    """llama.cpp file type names :func:`file_size` can size: all of quantlab.recipes' when available."""
+    try:
+        from .recipes import all_file_types
+    except ImportError:
+        return list(_UNIFORM) + ["Q4_K_M", "Q5_K_M"]
+    return [f.name for f in all_file_types()]
 
 
 def mix_bpw(tensors: dict, mix: dict) -> float:

@@ -168,15 +168,20 @@ def test_start_here_size_calculator(lab, page):
     before = summary.inner_text()
     summary.scroll_into_view_if_needed()
     _shot(page, "00_start_here_before.png")
-    fmt = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Q2_K"))
+    # the format dropdown (the only one listing F64; the file-type dropdown lists Q2_K too)
+    fmt = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="F64"))
     fmt.select_option(label="Q2_K")
     expect(summary).to_contain_text("in Q2_K", timeout=30_000)
     expect(summary).to_contain_text("2.625 bits per weight")
     assert summary.inner_text() != before
     # the model dropdown too: the parameter count follows the preset
-    preset = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Llama-2-7B"))
-    preset.select_option(label="Llama-2-7B (6.74B)")
-    expect(summary).to_contain_text("6.73842 B parameters", timeout=30_000)
+    file_summary = page.locator(".ql-file-summary")
+    expect(file_summary).to_contain_text("Q4_K_M file: 4.844 bits per weight")   # left by the self-check
+    preset = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Llama-2-13B"))
+    preset.select_option(label="Llama-2-13B (13.0B)")
+    expect(summary).to_contain_text("13.0159 B parameters", timeout=30_000)
+    expect(file_summary).to_contain_text("Q4_K_M file", timeout=30_000)
+    expect(file_summary).not_to_contain_text("4.844 bits per weight")
     summary.scroll_into_view_if_needed()
     _shot(page, "00_start_here_after.png")
     assert not page.errors, page.errors

@@ -108,6 +108,14 @@ def test_size_calculator_app():
     assert app.result["GB"] == 700.0 and "700.000 GB" in app.summary.value
     app.fmt.value = "Q4_0"
     assert app.result["bpw"] == 4.5 and "background:#fff3c4" in app.table.value
+    assert app.file_result == {} and "pick a llama" in app.file_summary.value   # GPT-3: no llama shapes
+    app.preset.value = "Llama-2-7B (6.74B)"
+    app.ftype.value = "Q4_K_M"
+    assert 4.0 < app.file_result["GB"] < 4.2 and "Q4_K_M" in app.file_summary.value
+    app.ftype.value = "Q8_0"
+    assert app.file_result["bpw"] == pytest.approx(8.5, abs=0.01)
+    app.params.value = 3.0                                   # typed by hand: no longer the preset
+    assert app.preset.value == "(custom)" and app.file_result == {}
     names = size_calculator.storable_formats()
     assert "Q8_1" not in names and "Q8_K" not in names and "Q4_K" in names
 

@@ -12,6 +12,15 @@ from .. import sizes
 from ..formats import all_formats
 from ._common import App, html_table
 
+#: tensor shapes of the presets with a llama architecture (for file-type mixes)
+SHAPES = {
+    "SmolLM2-135M (134.5M)": sizes.SMOLLM2_135M,
+    "Llama-2-7B (6.74B)": sizes.LLAMA2_7B,
+    "Llama-2-13B (13.0B)": sizes.LLAMA2_13B,
+    "Llama-2-70B (69.0B)": sizes.LLAMA2_70B,
+    "Llama-3.1-405B (405.9B)": sizes.LLAMA31_405B,
+}
+
 #: well-known parameter counts (billions)
 PRESETS = {
     "SmolLM2-135M (134.5M)": 0.134515008,
@@ -34,18 +43,26 @@ class SizeCalculator(App):
         self.params = W.BoundedFloatText(value=params_billion, min=0.0, max=100000.0, step=0.1,
                                          description="params (B)")
         self.fmt = W.Dropdown(options=storable_formats(), value=fmt, description="format")
+        self.ftype = W.Dropdown(options=sizes.file_types(), value="Q4_K_M", description="file type")
         self.summary = W.HTML()
+        self.file_summary = W.HTML()
         self.table = W.HTML()
         self.result: dict = {}
+        self.file_result: dict = {}
         self.preset.observe(self._on_preset, names="value")
         self.params.observe(self.update, names="value")
         self.fmt.observe(self.update, names="value")
-        self.box = W.VBox([W.HBox([self.preset, self.params, self.fmt]), self.summary, self.table])
+        self.ftype.observe(self.update, names="value")
+        self.box = W.VBox([W.HBox([self.preset, self.params, self.fmt]), self.summary,
+                           W.HBox([self.ftype]), self.file_summary, self.table])
         self.update()
 
     def _on_preset(self, change=None):
         if self.preset.value in PRESETS:
-            self.params.value = PRESETS[self.preset.value]
+            if self.params.value != PRESETS[self.preset.value]:
+                self.params.value = PRESETS[self.preset.value]      # runs update()
+            else:
+                self.update()
 
     def update(self, change=None):
         p = self.params.value * 1e9
@@ -56,12 +73,32 @@ class SizeCalculator(App):
             f"{r['format']}</b>: {r['bpw']:.4g} bits per weight "
             f"({r['nominal_bits']:.4g} in the name + {r['overhead_bpw']:.4g} of block scales) &rarr; "
             f"<b>{r['GB']:,.3f} GB</b> = {r['GiB']:,.3f} GiB ({r['bytes']:,.0f} bytes)</div>")
+        self._update_file()
         rows = sorted(sizes.size_table(p), key=lambda d: -d["bpw"])
         self.table.value = html_table(
             rows, ["format", "bpw", "nominal_bits", "overhead_bpw", "GB", "GiB"],
             fmt={"bpw": "{:.4f}", "nominal_bits": "{:.3g}", "overhead_bpw": "{:.4f}", "GB": "{:,.3f}",
                  "GiB": "{:,.3f}"},
             highlight=lambda d: d["format"] == r["format"])
+
+
+    def _update_file(self):
+        if self.preset.value in PRESETS and self.params.value != PRESETS[self.preset.value]:
+            self.preset.value = "(custom)"                              # a typed count is no known model
+        shape = SHAPES.get(self.preset.value)
+        if shape is None:
+            self.file_result = {}
+            self.file_summary.value = ("<div class='ql-file-summary'><i>File types are mixes of formats chosen per "
+                                       "tensor: pick a llama-architecture model above to size a whole file.</i></div>")
+            return
+        t = sizes.llama_tensors(**shape)
+        r = sizes.file_size(t, self.ftype.value, shape)
+        self.file_result = r
+        parts = ", ".join(f"{fmt} {100 * n / r['params']:.1f} %" for fmt, n in r["params_by_format"].items())
+        self.file_summary.value = (
+            f"<div class='ql-file-summary' style='font-size:14px'>As a llama.cpp <b>{r['ftype']}</b> file: "
+            f"{r['bpw']:.3f} bits per weight &rarr; <b>{r['GB']:,.3f} GB</b> = {r['GiB']:,.3f} GiB "
+            f"(weights by format: {parts}; rules from {r['source']})</div>")
 
 
 def app(params_billion: float = 6.738415616, fmt: str = "Q4_0") -> SizeCalculator:
