@@ -29,14 +29,14 @@ _MAGIC = np.float32(12582912.0)
 _EPS = np.float32(1e-15)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def nearest_int(v):
     """ggml nearest_int: (bits(v + 1.5*2**23) & 0x7fffff) - 0x400000, as int32."""
     b = f32_as_u32(np.float32(np.float32(v) + _MAGIC))
     return np.int32(b & np.uint32(0x7FFFFF)) - np.int32(0x400000)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _clampi(l, lo, hi):
     if l < lo:
         return lo
@@ -45,7 +45,7 @@ def _clampi(l, lo, hi):
     return l
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _w_of(x, qw, rmse_type, i):
     if qw is not None:
         return qw[i]
@@ -59,7 +59,24 @@ def _w_of(x, qw, rmse_type, i):
     return np.float32(np.sqrt(np.float32(abs(xi))))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
+def _qx_candidate(k):
+    """The k-th (0..17) value of `is` tried by make_qx_quants: -9..-1, 1..9."""
+    return k - 9 if k < 9 else k - 8
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _qx_accept(x, nm, mx, is_, sumlx, suml2, best, scale, L):
+    if suml2 > 0 and sumlx * sumlx > best * suml2:
+        isc = np.float32(-(np.float32(nm) + np.float32(0.1) * np.float32(is_)) / mx)
+        for i in range(x.shape[0]):
+            L[i] = np.uint8(nm + _clampi(nearest_int(isc * x[i]), -nm, nm - 1))
+        scale = np.float32(sumlx / suml2)
+        best = np.float32(scale * sumlx)
+    return best, scale
+
+
+@njit(cache=True, error_model="numpy")
 def make_qx_quants(x, nmax, rmse_type, qw, L):
     n = x.shape[0]
     mx = np.float32(0.0)
@@ -81,41 +98,69 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
         return np.float32(np.float32(1.0) / iscale)
     early = rmse_type < 0
     rt = -rmse_type if early else rmse_type
+    # the weights and w*x are the same float32 products C computes inside every pass: compute once
+    buf = np.empty(5 * n, np.float32)
+    w = buf[0:n]
+    wx = buf[n:2 * n]
+    la = buf[2 * n:3 * n]
+    lb = buf[3 * n:4 * n]
+    lc = buf[4 * n:5 * n]
+    for i in range(n):
+        w[i] = _w_of(x, qw, rt, i)
+        wx[i] = w[i] * x[i]
     sumlx = np.float32(0.0)
     suml2 = np.float32(0.0)
     for i in range(n):
         l = _clampi(nearest_int(iscale * x[i]), -nm, nm - 1)
         L[i] = np.uint8(l + nm)
-        w = _w_of(x, qw, rt, i)
         fl = np.float32(l)
-        sumlx += (w * x[i]) * fl
-        suml2 += (w * fl) * fl
+        sumlx += wx[i] * fl
+        suml2 += (w[i] * fl) * fl
     scale = np.float32(sumlx / suml2) if suml2 != 0 else np.float32(0.0)
     if early:
         if suml2 > 0:
             return np.float32(np.float32(0.5) * (scale + np.float32(1.0) / iscale))
         return np.float32(np.float32(1.0) / iscale)
     best = np.float32(scale * sumlx)
-    for is_ in range(-9, 10):
-        if is_ == 0:
-            continue
-        isc = np.float32(-(np.float32(nm) + np.float32(0.1) * np.float32(is_)) / mx)
-        sumlx = np.float32(0.0)
-        suml2 = np.float32(0.0)
+    fnm = np.float32(nm)
+    # The 18 candidate scales are independent until the (ordered) acceptance test, so three are
+    # evaluated together: codes first (a loop the compiler can vectorize), then the six sequential
+    # float32 sums as independent chains -- same bits as ggml, more parallelism. Acceptance is then
+    # applied in ggml's order.
+    for k in range(0, 18, 3):
+        ia = _qx_candidate(k)
+        ib = _qx_candidate(k + 1)
+        ic = _qx_candidate(k + 2)
+        isa = np.float32(-(fnm + np.float32(0.1) * np.float32(ia)) / mx)
+        isb = np.float32(-(fnm + np.float32(0.1) * np.float32(ib)) / mx)
+        isc = np.float32(-(fnm + np.float32(0.1) * np.float32(ic)) / mx)
         for i in range(n):
-            fl = np.float32(_clampi(nearest_int(isc * x[i]), -nm, nm - 1))
-            w = _w_of(x, qw, rt, i)
-            sumlx += (w * x[i]) * fl
-            suml2 += (w * fl) * fl
-        if suml2 > 0 and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                L[i] = np.uint8(nm + _clampi(nearest_int(isc * x[i]), -nm, nm - 1))
-            scale = np.float32(sumlx / suml2)
-            best = np.float32(scale * sumlx)
+            xi = x[i]
+            la[i] = np.float32(_clampi(nearest_int(isa * xi), -nm, nm - 1))
+            lb[i] = np.float32(_clampi(nearest_int(isb * xi), -nm, nm - 1))
+            lc[i] = np.float32(_clampi(nearest_int(isc * xi), -nm, nm - 1))
+        alx = np.float32(0.0)
+        al2 = np.float32(0.0)
+        blx = np.float32(0.0)
+        bl2 = np.float32(0.0)
+        clx = np.float32(0.0)
+        cl2 = np.float32(0.0)
+        for i in range(n):
+            wi = w[i]
+            wxi = wx[i]
+            alx += wxi * la[i]
+            al2 += (wi * la[i]) * la[i]
+            blx += wxi * lb[i]
+            bl2 += (wi * lb[i]) * lb[i]
+            clx += wxi * lc[i]
+            cl2 += (wi * lc[i]) * lc[i]
+        best, scale = _qx_accept(x, nm, mx, ia, alx, al2, best, scale, L)
+        best, scale = _qx_accept(x, nm, mx, ib, blx, bl2, best, scale, L)
+        best, scale = _qx_accept(x, nm, mx, ic, clx, cl2, best, scale, L)
     return scale
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_q3_quants(x, nmax, do_rmse, L):
     n = x.shape[0]
     mx = np.float32(0.0)
@@ -169,7 +214,34 @@ def make_q3_quants(x, nmax, do_rmse, L):
     return np.float32(sumlx / suml2) if suml2 > 0 else np.float32(0.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
+def _codes_fast(isc, xm, n, nmax_f, cb, off):
+    """cb[off+i] = clamp(nearest_int(isc*xm[i]), 0, nmax) in float32 without leaving the float domain:
+    t = v + 1.5*2**23 holds rint(v) + 1.5*2**23 exactly when t lies in [2**23, 2**24), and then
+    nearest_int(v) == t - 1.5*2**23. Returns False if some v was outside that range (NaN included);
+    the caller then recomputes with the exact integer trick. (A loop the compiler can vectorize.)"""
+    ok = True
+    for i in range(n):
+        t = isc * xm[i] + _MAGIC
+        ok = ok & (t >= np.float32(8388608.0)) & (t < np.float32(16777216.0))
+        r = t - _MAGIC
+        cb[off + i] = min(max(r, np.float32(0.0)), nmax_f)
+    return ok
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _codes_exact(isc, xm, n, nm, cb, off):
+    for i in range(n):
+        cb[off + i] = np.float32(_clampi(nearest_int(isc * xm[i]), 0, nm))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _codes(isc, xm, n, nmax_f, nm, cb, off):
+    if not _codes_fast(isc, xm, n, nmax_f, cb, off):
+        _codes_exact(isc, xm, n, nm, cb, off)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
     n = x.shape[0]
     mn = x[0]
@@ -204,22 +276,42 @@ def _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
         best += w[i] * diff
     if nstep < 1:
         return scale, np.float32(-mn)
+    # one scratch buffer, indexed with offsets (no array views in the loop: each would cost
+    # reference-count updates): xm = x - min for the current best min | e = per-element weighted
+    # errors | codes of two candidates (as floats), at offsets a (being judged) and b (the next one)
+    buf = np.empty(4 * n, np.float32)
+    for i in range(n):
+        buf[i] = x[i] - mn
+    xm = buf
+    E = n
+    a = 2 * n
+    b = 3 * n
     frmin = np.float32(rmin)
     frdelta = np.float32(rdelta)
+    # Software pipelining, same bits as ggml's loop: the sums of candidate is+1 do not depend on the
+    # error of candidate is unless that candidate is accepted AND changes `mn` (spec 3.4: the next
+    # codes are placed relative to the best min so far). So the next candidate's sums are accumulated
+    # in the same loop as this candidate's error (four independent sequential chains instead of two
+    # dependent ones) and simply recomputed in the rare case where `mn` moved.
+    isc = np.float32(((frmin + frdelta * np.float32(0)) + fnmax) / (mx - mn))
+    _codes(isc, xm, n, fnmax, nm, buf, a)
+    sum_l = np.float32(0.0)
+    sum_l2 = np.float32(0.0)
+    sum_xl = np.float32(0.0)
+    for i in range(n):
+        li = buf[a + i]
+        wl = w[i] * li
+        sum_l += wl
+        sum_l2 += wl * li
+        sum_xl += wl * x[i]
     for is_ in range(nstep + 1):
-        # `mn` is the min of the best candidate so far (it changes on acceptance): see formats/_search
-        isc = np.float32(((frmin + frdelta * np.float32(is_)) + fnmax) / (mx - mn))
-        sum_l = np.float32(0.0)
-        sum_l2 = np.float32(0.0)
-        sum_xl = np.float32(0.0)
-        for i in range(n):
-            l = _clampi(nearest_int(isc * (x[i] - mn)), 0, nm)
-            Laux[i] = np.uint8(l)
-            fl = np.float32(l)
-            wl = w[i] * fl
-            sum_l += wl
-            sum_l2 += wl * fl
-            sum_xl += wl * x[i]
+        has_next = is_ < nstep
+        if has_next:
+            iscn = np.float32(((frmin + frdelta * np.float32(is_ + 1)) + fnmax) / (mx - mn))
+            _codes(iscn, xm, n, fnmax, nm, buf, b)
+        nl = np.float32(0.0)
+        nl2 = np.float32(0.0)
+        nxl = np.float32(0.0)
         D = sum_w * sum_l2 - sum_l * sum_l
         if D > 0:
             this_scale = np.float32((sum_w * sum_xl - sum_x * sum_l) / D)
@@ -227,26 +319,64 @@ def _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
             if this_min > 0:
                 this_min = np.float32(0.0)
                 this_scale = np.float32(sum_xl / sum_l2)
-            cur = np.float32(0.0)
             for i in range(n):
-                diff = (this_scale * np.float32(Laux[i]) + this_min) - x[i]
+                diff = (this_scale * buf[a + i] + this_min) - x[i]
                 diff = np.float32(abs(diff)) if use_mad else diff * diff
-                cur += w[i] * diff
+                buf[E + i] = w[i] * diff
+            cur = np.float32(0.0)
+            if has_next:
+                for i in range(n):
+                    cur += buf[E + i]
+                    li = buf[b + i]
+                    wl = w[i] * li
+                    nl += wl
+                    nl2 += wl * li
+                    nxl += wl * x[i]
+            else:
+                for i in range(n):
+                    cur += buf[E + i]
             if cur < best:
                 for i in range(n):
-                    L[i] = Laux[i]
+                    L[i] = np.uint8(np.int32(buf[a + i]))
                 best = cur
                 scale = this_scale
-                mn = this_min
+                moved = this_min != mn
+                mn = this_min          # (a zero of the other sign places every code identically)
+                if moved:
+                    for i in range(n):
+                        buf[i] = x[i] - mn
+                    if has_next:       # the speculative next candidate used the old min: redo it
+                        iscn = np.float32(((frmin + frdelta * np.float32(is_ + 1)) + fnmax) / (mx - mn))
+                        _codes(iscn, xm, n, fnmax, nm, buf, b)
+                        nl = np.float32(0.0)
+                        nl2 = np.float32(0.0)
+                        nxl = np.float32(0.0)
+                        for i in range(n):
+                            li = buf[b + i]
+                            wl = w[i] * li
+                            nl += wl
+                            nl2 += wl * li
+                            nxl += wl * x[i]
+        elif has_next:
+            for i in range(n):
+                li = buf[b + i]
+                wl = w[i] * li
+                nl += wl
+                nl2 += wl * li
+                nxl += wl * x[i]
+        a, b = b, a
+        sum_l = nl
+        sum_l2 = nl2
+        sum_xl = nxl
     return scale, np.float32(-mn)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
     return _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, False)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qkx3_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
     if w is None:
         ww = x * x
@@ -254,7 +384,7 @@ def make_qkx3_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
     return _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qp_quants(x, nmax, qw, L):
     n = x.shape[0]
     mx = np.float32(0.0)

@@ -16,7 +16,7 @@ QK_K = 256
 _ZERO = np.float32(0.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _clampi(l, lo, hi):
     if l < lo:
         return lo
@@ -25,7 +25,7 @@ def _clampi(l, lo, hi):
     return l
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _imatrix_weights(xb, qw, doubled, w):
     """w[i] = qw[i] * sqrt(sigma2 + x[i]**2) over one super-block, sigma2 = (2*)sum(x**2)/256."""
     s = np.float32(0.0)
@@ -38,7 +38,7 @@ def _imatrix_weights(xb, qw, doubled, w):
         w[i] = qw[i] * np.float32(np.sqrt(sigma2 + xb[i] * xb[i]))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _pack_2bit(L, q, off):
     for c in range(2):
         for l in range(32):
@@ -47,7 +47,7 @@ def _pack_2bit(L, q, off):
                                             | (np.int32(L[e + 64]) << 4) | (np.int32(L[e + 96]) << 6)) & 0xFF)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _pack_4bit(L, q, off):
     for c in range(4):
         for l in range(32):
@@ -55,7 +55,7 @@ def _pack_4bit(L, q, off):
             q[off + 32 * c + l] = np.uint8((np.int32(L[e]) | (np.int32(L[e + 32]) << 4)) & 0xFF)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _s8(b):
     """A byte read as int8 (two's complement), as int32."""
     return ((np.int32(b) + 128) & 255) - 128
@@ -63,7 +63,7 @@ def _s8(b):
 
 # ------------------------------------------------------------------------------------------- Q2_K
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _quant_q2_k(x, qw, has_im, out):
     nrows, n = x.shape
     nb = n // QK_K
@@ -145,7 +145,7 @@ def _quant_q2_k(x, qw, has_im, out):
             wr16(q, o + 82, m_bits)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _dequant_q2_k(q, y):
     nrows, n = y.shape
     nb = n // QK_K
@@ -171,7 +171,7 @@ def _dequant_q2_k(q, y):
 
 # ------------------------------------------------------------------------------------------- Q3_K
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q3_scale(q, so, j):
     """Stored 6-bit value (0..63) of scale j from the 12 scale bytes at q[so]."""
     if j < 8:
@@ -181,7 +181,7 @@ def _q3_scale(q, so, j):
     return lo | (((np.int32(q[so + 8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _put_q3_scale(q, so, j, l):
     if j < 8:
         q[so + j] = np.uint8(l & 0xF)
@@ -190,7 +190,7 @@ def _put_q3_scale(q, so, j, l):
     q[so + 8 + j % 4] = np.uint8((np.int32(q[so + 8 + j % 4]) | ((l >> 4) << (2 * (j // 4)))) & 0xFF)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _quant_q3_k(x, qw, has_im, out):
     nrows, n = x.shape
     nb = n // QK_K
@@ -260,7 +260,7 @@ def _quant_q3_k(x, qw, has_im, out):
             wr16(q, o + 108, d_bits)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _dequant_q3_k(q, y):
     nrows, n = y.shape
     nb = n // QK_K
@@ -287,7 +287,7 @@ def _dequant_q3_k(q, y):
 
 # ------------------------------------------------------------------------------------- Q4_K / Q5_K
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _get_scale_min_k4(q, so, j):
     if j < 4:
         return np.int32(q[so + j]) & 63, np.int32(q[so + j + 4]) & 63
@@ -296,7 +296,7 @@ def _get_scale_min_k4(q, so, j):
     return sc, m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, Laux, w, scales, mins,
                sw, Ls, Lm):
     """Scale search + 6-bit encoding + requantization of one Q4_K/Q5_K super-block.
@@ -374,7 +374,7 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
             L[e] = np.uint8(_clampi(nearest_int((xb[e] + dm) / dd), 0, nmax))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _quant_q45(x, qw, has_im, out, five):
     nrows, n = x.shape
     nb = n // QK_K
@@ -417,7 +417,7 @@ def _quant_q45(x, qw, has_im, out, five):
                 _pack_4bit(L, q, o + 16)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _dequant_q45(q, y, five):
     nrows, n = y.shape
     nb = n // QK_K
@@ -456,7 +456,7 @@ def _dequant_q45(q, y, five):
 
 # ------------------------------------------------------------------------------------------- Q6_K
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _quant_q6_k(x, qw, has_im, out):
     nrows, n = x.shape
     nb = n // QK_K
@@ -511,7 +511,7 @@ def _quant_q6_k(x, qw, has_im, out):
             wr16(q, o + 208, d_bits)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _dequant_q6_k(q, y):
     nrows, n = y.shape
     nb = n // QK_K
@@ -543,7 +543,7 @@ def _dequant_q6_k(q, y):
 
 # ------------------------------------------------------------------------------------------- Q8_K
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _quant_q8_k(x, out):
     nrows, n = x.shape
     nb = n // QK_K
@@ -578,7 +578,7 @@ def _quant_q8_k(x, out):
                 q[o + k] = np.uint8((b >> np.uint32(8 * k)) & np.uint32(0xFF))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _dequant_q8_k(q, y):
     nrows, n = y.shape
     nb = n // QK_K
