@@ -1,10 +1,8 @@
 """IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S beyond the shared parity test: real weights, inspect_block, the inputs
-on which ggml aborts (checked in a subprocess), layout quirks, and the IQ4 nearest-entry search."""
+on which ggml aborts (checked in a forked child process), layout quirks, and the IQ4 nearest-entry search."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+import os
 
 import numpy as np
 import pytest
@@ -100,29 +98,42 @@ def test_quantization_error_is_sensible(name, minilm):
 # where ggml aborts: quantlab raises QuantizationError (and ggml really aborts, checked in a subprocess)
 # ----------------------------------------------------------------------------------------------------
 
-_PROBE = textwrap.dedent("""
-    import sys, numpy as np
-    from quantlab.peers import ggml
-    t = int(sys.argv[1]); x = np.load(sys.argv[2])
-    im = np.load(sys.argv[3]) if sys.argv[3] != "-" else None
-    np.save(sys.argv[2] + ".out.npy", ggml(required=True).quantize(x, t, im))
-""")
+_WARM: set = set()
 
 
 def _ggml_in_subprocess(tmp_path, t, x, im):
-    """(aborted, bytes or None): ggml_quantize_chunk run in a child process (an abort kills only it)."""
-    xp = tmp_path / "x.npy"
-    np.save(xp, x)
-    imp = "-"
-    if im is not None:
-        imp = str(tmp_path / "im.npy")
-        np.save(imp, im)
-    r = subprocess.run([sys.executable, "-c", _PROBE, str(t), str(xp), imp], capture_output=True, text=True,
-                       cwd=str(quantlab.data.REPO), timeout=120)
-    if r.returncode != 0:
-        assert "GGML_ASSERT" in r.stderr, r.stderr[-2000:]
+    """(aborted, bytes or None): ggml_quantize_chunk run in a forked child (an abort kills only the
+    child; forking reuses the loaded library, so a probe costs milliseconds, not a Python start-up)."""
+    g = oracle()
+    if t not in _WARM:      # let ggml build its grid tables once here, so that every child inherits them
+        g.quantize(np.ones((1, 256), np.float32), t, None)
+        _WARM.add(t)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    err = tmp_path / f"stderr-{os.getpid()}.txt"
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                          # child: quantize, send the bytes, exit
+        code = 3
+        try:
+            os.close(rfd)
+            os.environ["GGML_NO_BACKTRACE"] = "1"         # no gdb backtrace on abort
+            fd = os.open(str(err), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 2)
+            data = g.quantize(x, t, im).tobytes()
+            with os.fdopen(wfd, "wb") as w:
+                w.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        data = r.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert "GGML_ASSERT" in err.read_text(errors="replace"), err.read_text(errors="replace")[-2000:]
         return True, None
-    return False, np.load(str(xp) + ".out.npy")
+    assert os.WEXITSTATUS(status) == 0
+    return False, np.frombuffer(data, dtype=np.uint8).reshape(x.shape[0], -1)
 
 
 def _scaled(scale, n=256, rows=2, seed=0):
