@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._fp import f32_to_f16, wr16
+from ._fp import f32_to_f16, roundf, wr16
 from .legacy import h2f
 
 
@@ -19,12 +19,7 @@ def _trit(v):
     which is what C's lroundf(NaN/inf) = LONG_MIN, + 1, truncated to int, leaves."""
     if v - v != 0:  # NaN or infinity
         return np.int32(1)
-    a = np.float64(v)
-    if a >= 0:
-        r = np.floor(a + 0.5)
-    else:
-        r = -np.floor(-a + 0.5)
-    return np.int32(r) + np.int32(1)
+    return np.int32(roundf(v)) + np.int32(1)
 
 
 @njit(cache=True, inline="always")
