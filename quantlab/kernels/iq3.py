@@ -20,7 +20,7 @@ OK, NO_NEIGHBOUR, NAN_SCALE = 0, 1, 2
 
 
 @njit(cache=True)
-def _best_neighbour(neigh, start, points, xval, waux, off, scale, L, loff):
+def _best_neighbour(neigh, start, points, pointsf, xval, waux, off, scale, L, loff):
     """iq3_find_best_neighbour: the listed point with the smallest sum waux*(scale*q - xval)**2."""
     count = neigh[start]
     best = FLT_MAX
@@ -29,7 +29,7 @@ def _best_neighbour(neigh, start, points, xval, waux, off, scale, L, loff):
         idx = neigh[start + j]
         d2 = np.float32(0)
         for i in range(4):
-            diff = scale * np.float32(points[idx, i]) - xval[off + i]
+            diff = scale * pointsf[idx, i] - xval[off + i]
             d2 += waux[off + i] * diff * diff
         if d2 < best:
             best = d2
@@ -47,12 +47,13 @@ def _code(L, off):
 
 
 @njit(cache=True)
-def _row(xr, qw, has_qw, is_s, points, kmap, neigh, o, bad):
+def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
     """Quantize one row into o; returns (status, block index of the failure)."""
     nsb = xr.shape[0] // 256
     weight = np.empty(32, dtype=np.float32)
     waux = np.empty(32, dtype=np.float32)
     xval = np.empty(32, dtype=np.float32)
+    wx = np.empty(32, dtype=np.float32)
     L = np.zeros(32, dtype=np.int8)
     Laux = np.zeros(32, dtype=np.int8)
     on_grid = np.zeros(8, dtype=np.bool_)
@@ -107,6 +108,8 @@ def _row(xr, qw, has_qw, is_s, points, kmap, neigh, o, bad):
             mx = xval[0]
             for i in range(1, 32):
                 mx = mx if mx > xval[i] else xval[i]
+            for i in range(32):
+                wx[i] = weight[i] * xval[i]
             L[:] = 0
             if (is_s and not (mx != 0)) or ((not is_s) and mx < np.float32(1e-8)):
                 scales[ib] = 0
@@ -127,7 +130,7 @@ def _row(xr, qw, has_qw, is_s, points, kmap, neigh, o, bad):
                     on_grid_aux[k] = True
                     if gi < 0:
                         on_grid_aux[k] = False
-                        gi = _best_neighbour(neigh, -kmap[u] - 1, points, xval, waux, 4 * k, this_scale,
+                        gi = _best_neighbour(neigh, -kmap[u] - 1, points, pointsf, xval, waux, 4 * k, this_scale,
                                              Laux, 4 * k)
                         if gi < 0:
                             bad[0] = ibl * 8 + ib
@@ -135,10 +138,9 @@ def _row(xr, qw, has_qw, is_s, points, kmap, neigh, o, bad):
                 sumqx = np.float32(0)
                 sumq2 = np.float32(0)
                 for i in range(32):
-                    w = weight[i]
                     q = np.float32(2 * Laux[i] + 1)
-                    sumqx += w * xval[i] * q
-                    sumq2 += w * q * q
+                    sumqx += wx[i] * q
+                    sumq2 += weight[i] * q * q
                 if sumq2 > 0 and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -162,7 +164,7 @@ def _row(xr, qw, has_qw, is_s, points, kmap, neigh, o, bad):
                         u |= l << (3 * i)
                     gi = kmap[u]
                     if gi < 0:
-                        gi = _best_neighbour(neigh, -kmap[u] - 1, points, xval, waux, 4 * k, scale, L, 4 * k)
+                        gi = _best_neighbour(neigh, -kmap[u] - 1, points, pointsf, xval, waux, 4 * k, scale, L, 4 * k)
                         if gi < 0:
                             bad[0] = ibl * 8 + ib
                             return NO_NEIGHBOUR
@@ -222,10 +224,10 @@ def _row(xr, qw, has_qw, is_s, points, kmap, neigh, o, bad):
 
 
 @njit(cache=True, parallel=True)
-def _quant(x, qw, has_qw, is_s, points, kmap, neigh, out, status, where):
+def _quant(x, qw, has_qw, is_s, points, pointsf, kmap, neigh, out, status, where):
     for r in prange(x.shape[0]):
         bad = np.zeros(1, dtype=np.int64)
-        status[r] = _row(x[r], qw, has_qw, is_s, points, kmap, neigh, out[r], bad)
+        status[r] = _row(x[r], qw, has_qw, is_s, points, pointsf, kmap, neigh, out[r], bad)
         where[r] = bad[0]
 
 
@@ -240,7 +242,8 @@ def _quantize(x, imatrix, is_s):
         qw, has = np.ascontiguousarray(imatrix, dtype=np.float32), True
     status = np.zeros(nrows, dtype=np.int32)
     where = np.zeros(nrows, dtype=np.int64)
-    _quant(x, qw, has, is_s, lat.points, lat.kmap, lat.neighbours, out, status, where)
+    _quant(x, qw, has, is_s, lat.points, lat.points.astype(np.float32), lat.kmap, lat.neighbours, out, status,
+           where)
     if status.any():
         r = int(np.flatnonzero(status)[0])
         what = ("no finite candidate in a grid-neighbour search" if status[r] == NO_NEIGHBOUR
