@@ -257,7 +257,8 @@ class FloatExplorer(App):
         self.w = real_tensor(*DEFAULT_TENSOR) if tensor is None else np.asarray(tensor, dtype=np.float32)
         self.number = W.FloatText(value=value, description="number")
         self.fmt = W.ToggleButtons(options=list(SPECS), value=fmt, description="format")
-        self.scaled = W.Checkbox(value=False, description="scale the tensor to the format's max first")
+        self.scaled = W.Checkbox(value=False, description="scale the tensor to the format's max first",
+                                 indent=False, layout=W.Layout(width="auto"))
         self.bits = W.HTML()
         self.table = W.HTML()
         self.grid_info = W.HTML()
