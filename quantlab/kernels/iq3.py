@@ -19,7 +19,7 @@ FLT_MAX = np.float32(np.finfo(np.float32).max)
 OK, NO_NEIGHBOUR, NAN_SCALE = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _best_neighbour(neigh, start, points, pointsf, xval, waux, off, scale, L, loff):
     """iq3_find_best_neighbour: the listed point with the smallest sum waux*(scale*q - xval)**2."""
     count = neigh[start]
