@@ -52,7 +52,7 @@ def _counts(values) -> np.ndarray:
     return (values.astype(np.int32)[None, :] <= k[:, None]).sum(axis=1).astype(np.int32)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fit_block(x, off, w, vals, cnt, ntry):
     """Scale search of quantize_row_iq4_nl_impl on x[off:off+32] with weights w[0:32]."""
     amax = np.float32(0)
