@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import ShapeError
 
-__all__ = ["rmse", "relative_error", "sqnr_db", "cosine", "max_error", "mean_abs_error", "report",
+__all__ = ["rmse", "weighted_rmse", "relative_error", "sqnr_db", "cosine", "max_error", "mean_abs_error", "report",
            "histogram", "error_histogram", "uniform_noise_rmse", "DB_PER_BIT"]
 
 #: dB of SQNR gained per extra bit of a uniform quantizer: 20 log10(2)
@@ -48,6 +48,16 @@ def rmse(x, y) -> float:
     """Root-mean-square error sqrt(mean((y - x)**2))."""
     a, b = _pair(x, y)
     return float(np.sqrt(np.mean((b - a) ** 2)))
+
+
+def weighted_rmse(x, y, weights) -> float:
+    """sqrt(mean(weights * (y - x)**2)), ``weights`` broadcast along the last axis: with an importance
+    matrix (one weight per column) this is the error an imatrix-aware quantizer minimises."""
+    a, b = _pair(x, y)
+    wt = np.asarray(weights, dtype=np.float64)
+    if wt.ndim != 1 or wt.shape[0] != a.shape[-1]:
+        raise ShapeError(f"weights must hold one value per column: expected ({a.shape[-1]},), got {wt.shape}")
+    return float(np.sqrt(np.mean(wt * (b - a) ** 2)))
 
 
 def mean_abs_error(x, y) -> float:

@@ -48,6 +48,16 @@ def test_metrics_against_hand_computation():
     assert np.allclose(e, y.astype(np.float64) - x)
 
 
+def test_weighted_rmse_and_log_histogram():
+    x = np.zeros((2, 3))
+    y = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    assert metrics.weighted_rmse(x, y, [1.0, 0.25, 7.0]) == pytest.approx(math.sqrt((1.0 + 0.25 * 4) / 6))
+    with pytest.raises(ShapeError, match="one value per column"):
+        metrics.weighted_rmse(x, y, [1.0, 2.0])
+    counts, edges = metrics.histogram([0.0, 1e-3, 1e-2, -1e-1, 1.0], bins=4, log=True)
+    assert counts.sum() == 4 and edges[0] == pytest.approx(1e-3) and edges[-1] == pytest.approx(1.0)
+
+
 def test_metrics_errors_are_named():
     with pytest.raises(ShapeError, match="shapes"):
         metrics.rmse(np.zeros(3), np.zeros(4))
@@ -148,6 +158,10 @@ def test_float_grids_match_numpy_and_specs():
     assert fx.encode(1.0, "BF16")["hex"] == "0x3F80"
     with pytest.raises(FormatError):
         fx.spec("FP7")
+    table = {r["format"]: r for r in fx.format_table()}
+    assert table["FP16"]["min normal"] == 2.0 ** -14 and table["FP16"]["min > 0"] == 2.0 ** -24
+    assert table["E4M3"]["min > 0"] == 2.0 ** -9 and table["E2M1"]["min normal"] == 1.0
+    assert table["BF16"]["max"] == (2 - 2.0 ** -7) * 2.0 ** 127
 
 
 def test_float_explorer_app(w):

@@ -71,7 +71,8 @@ def _best_impl(f, prefer: str = "reference") -> str | None:
 
 def format_errors(x, imatrix=None, formats=None, impl: str = "reference") -> list[dict]:
     """Quantize ``x`` (2-D, rows a multiple of 256) with every quantized format, with and without
-    ``imatrix``: dicts format, bpw, imatrix (bool), rmse, sqnr_db, impl, seconds, status."""
+    ``imatrix``: dicts format, bpw, imatrix (bool), rmse, sqnr_db, impl, seconds, status, and ``y`` (the
+    reconstruction) when status is 'ok'."""
     fs = formats if formats is not None else [f for f in all_formats(include_activation=False, quantized_only=True)]
     out = []
     for f in map(get, fs):
@@ -93,7 +94,7 @@ def format_errors(x, imatrix=None, formats=None, impl: str = "reference") -> lis
             except Exception as e:  # a format under construction must not break the lesson
                 out.append({**row, "status": f"failed: {type(e).__name__}: {e}"[:160]})
                 continue
-            out.append({**row, "status": "ok", "seconds": time.perf_counter() - t,
+            out.append({**row, "status": "ok", "seconds": time.perf_counter() - t, "y": y,
                         "rmse": metrics.rmse(x, y), "sqnr_db": metrics.sqnr_db(x, y)})
     return out
 

@@ -213,6 +213,24 @@ def encode(x: float, fmt) -> dict:
     return out
 
 
+def format_table() -> list[dict]:
+    """One row per format: bits, exponent and mantissa bits, largest value, smallest normal, smallest
+    positive value and decimal digits of precision ((mantissa bits + 1) x log10 2), from the bit layouts."""
+    rows = []
+    for name, s in SPECS.items():
+        if s.bits <= 16:
+            pos = positive_grid(s)[0]
+            pos = pos[pos > 0]
+            smallest = float(pos[0])
+            normal = float(min(v for v in pos if encode(v, s)["kind"] in ("normal", "power of two")))
+        else:
+            smallest = float(np.nextafter(np.float32(0), np.float32(1)))
+            normal = float(np.finfo(np.float32).tiny)
+        rows.append({"format": name, "bits": s.bits, "exp": s.exp_bits, "mant": s.man_bits, "max": max_finite(s),
+                     "min normal": normal, "min > 0": smallest, "decimal digits": (s.man_bits + 1) * math.log10(2)})
+    return rows
+
+
 def cast_stats(w, fmt, scale: bool = False) -> dict:
     """Cast a whole tensor to ``fmt`` (optionally after a per-tensor scale that maps max|w| to the
     format's largest value, as FP8/FP4 are used in practice): rmse, sqnr, how many became 0 or saturated."""
