@@ -13,6 +13,7 @@ from ..formats import iq1 as ref
 from ..formats._iqgrid import lattice
 from ._fp import f16_to_f32, f32_to_f16, rd16
 from ._search import nearest_int
+from .iq2 import _codes_u32, _scan
 
 _FLT_MAX = np.float32(np.finfo(np.float32).max)
 _NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
@@ -36,24 +37,19 @@ def _sort_idx(x, r, b0, n, idx):
 
 
 @njit(cache=True)
-def _neighbour2(neigh, off, levels, x, r, g0, w, wbase, scale, xx, ngrid):
+def _neighbour2(neigh, off, codes, levels, x, r, g0, w, wbase, scale, xx, ngrid):
     """iq1_find_best_neighbour2: minimise sum w*(scale*xx[level] - x)**2 over the listed points; if
     none has an error below FLT_MAX, ggml scans the whole grid comparing every coordinate with x[i]
     (sic: the i-th value from the group's start in the input buffer). Returns the index, -1 when nothing
     qualifies (ggml asserts), -2 when the scan would read past the input."""
     n = x.shape[1]
-    cnt = neigh[off]
+    e = np.zeros(32, np.float32)          # e[4i + l]: the term of coordinate i at level l, as ggml computes it
+    for i in range(8):
+        for l in range(3):
+            diff = scale * xx[l] - x[r, g0 + i]
+            e[4 * i + l] = (w[wbase + i] * diff) * diff
+    gi = _scan(neigh, off, codes, e)
     best = _FLT_MAX
-    gi = np.int32(-1)
-    for j in range(1, cnt + 1):
-        p = neigh[off + j]
-        d2 = np.float32(0.0)
-        for i in range(8):
-            diff = scale * xx[levels[p, i]] - x[r, g0 + i]
-            d2 += (w[wbase + i] * diff) * diff
-        if d2 < best:
-            best = d2
-            gi = p
     if gi < 0:
         flat0 = r * n + g0
         if flat0 + ngrid > x.shape[0] * n:
@@ -110,13 +106,17 @@ def _fail(err, r, code, blk):
 # ----------------------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _iq1s_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
+def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     n = x.shape[1]
     bs = 32
     weight = np.empty(bs, np.float32)
     idx = np.empty(bs, np.int64)
     sumx = np.empty(bs + 1, np.float32)
     sumw = np.empty(bs + 1, np.float32)
+    ax = np.empty((2, bs + 1), np.float32)
+    aw = np.empty((2, bs + 1), np.float32)
+    cx = np.empty((2, bs + 1), np.float32)
+    cw = np.empty((2, bs + 1), np.float32)
     L = np.empty(bs, np.int8)
     index = np.empty(4, np.int32)
     scales = np.empty(8, np.float32)
@@ -152,24 +152,33 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
             bi1 = -1
             bi2 = -1
             bsh = 0
+            # the products that depend on one split point only are computed once per point (each
+            # exactly as ggml computes it); the loop then does ggml's additions in ggml's order
+            for j in range(bs + 1):
+                a = sumx[j] - sumx[0]
+                wa = sumw[j] - sumw[0]
+                c = sumx[bs] - sumx[j]
+                wc = sumw[bs] - sumw[j]
+                for t in range(2):
+                    xs = _XP if t == 0 else _XM
+                    ax[t, j] = a * xs[0]
+                    aw[t, j] = (wa * xs[0]) * xs[0]
+                    cx[t, j] = c * xs[2]
+                    cw[t, j] = (wc * xs[2]) * xs[2]
             for i1 in range(bs + 1):
-                a = sumx[i1] - sumx[0]
-                wa = sumw[i1] - sumw[0]
                 for i2 in range(i1, bs + 1):
                     b = sumx[i2] - sumx[i1]
-                    c = sumx[bs] - sumx[i2]
                     wb = sumw[i2] - sumw[i1]
-                    wc = sumw[bs] - sumw[i2]
-                    for sset in range(2):
-                        xs = _XP if sset == 0 else _XM
-                        sumqx = (a * xs[0] + b * xs[1]) + c * xs[2]
-                        sumq2 = ((wa * xs[0]) * xs[0] + (wb * xs[1]) * xs[1]) + (wc * xs[2]) * xs[2]
+                    for t in range(2):
+                        v1 = _XP[1] if t == 0 else _XM[1]
+                        sumqx = (ax[t, i1] + b * v1) + cx[t, i2]
+                        sumq2 = (aw[t, i1] + (wb * v1) * v1) + cw[t, i2]
                         if sumq2 > 0 and sumqx * sumqx > best * sumq2:
                             scale = sumqx / sumq2
                             best = scale * sumqx
                             bi1 = i1
                             bi2 = i2
-                            bsh = 1 if sset == 0 else -1
+                            bsh = 1 if t == 0 else -1
             if bi1 < 0 or bi2 < 0 or bsh == 0:
                 continue
             for j in range(bs):
@@ -186,7 +195,7 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
                 gi = kmap[u]
                 if gi < 0:
                     all_on = False
-                    gi = _neighbour2(neigh, -gi - 1, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid)
+                    gi = _neighbour2(neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid)
                     if gi < 0:
                         _fail(err, r, 1 if gi == -1 else 4, b0 // bs)
                         return
@@ -231,9 +240,9 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
 
 
 @njit(cache=True, parallel=True)
-def _iq1s(x, qw, has_qw, kmap, neigh, levels, out, err):
+def _iq1s(x, qw, has_qw, kmap, neigh, codes, levels, out, err):
     for r in prange(x.shape[0]):
-        _iq1s_row(x, r, qw, has_qw, kmap, neigh, levels, out, err)
+        _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -241,7 +250,7 @@ def _iq1s(x, qw, has_qw, kmap, neigh, levels, out, err):
 # ----------------------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _iq1m_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
+def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     n = x.shape[1]
     bs = 16
     weight = np.empty(bs, np.float32)
@@ -252,8 +261,10 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
     index = np.empty(2, np.int32)
     scales = np.empty(16, np.float32)
     shifts = np.empty(16, np.int32)
-    sumqx = np.empty(4, np.float32)
-    sumq2 = np.empty(4, np.float32)
+    ap = np.empty((2, bs + 1), np.float32)
+    am = np.empty((2, bs + 1), np.float32)
+    bp = np.empty((2, bs + 1), np.float32)
+    bm = np.empty((2, bs + 1), np.float32)
     ngrid = levels.shape[0]
     p2 = _XP[2]
     m2 = _XM[2]
@@ -300,30 +311,36 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
             bi1 = -1
             bi2 = -1
             bk = -1
+            # per split point: q2 terms ((U*v2)*v2 + pw[i1]*c1) and pw[i2]*c2 (as ggml computes them)
+            for j in range(bs + 1):
+                for h in range(2):
+                    uh = u0 if h == 0 else u1
+                    ap[h, j] = (uh * p2) * p2 + pw[h, j] * cp1
+                    am[h, j] = (uh * m2) * m2 + pw[h, j] * cm1
+                    bp[h, j] = pw[h, j] * cp2
+                    bm[h, j] = pw[h, j] * cm2
+            tp0 = t0 * p2
+            tm0 = t0 * m2
+            tp1 = t1 * p2
+            tm1 = t1 * m2
             for i1 in range(bs + 1):
                 for i2 in range(i1, bs + 1):
                     sx0 = px[0, i1] + px[0, i2]
                     sx1 = px[1, i1] + px[1, i2]
-                    qxp0 = t0 * p2 - sx0
-                    qxm0 = t0 * m2 - sx0
-                    qxp1 = t1 * p2 - sx1
-                    qxm1 = t1 * m2 - sx1
-                    q2p0 = ((u0 * p2) * p2 + pw[0, i1] * cp1) + pw[0, i2] * cp2
-                    q2m0 = ((u0 * m2) * m2 + pw[0, i1] * cm1) + pw[0, i2] * cm2
-                    q2p1 = ((u1 * p2) * p2 + pw[1, i1] * cp1) + pw[1, i2] * cp2
-                    q2m1 = ((u1 * m2) * m2 + pw[1, i1] * cm1) + pw[1, i2] * cm2
-                    sumqx[0] = qxp0 + qxp1
-                    sumqx[1] = qxp0 + qxm1
-                    sumqx[2] = qxm0 + qxp1
-                    sumqx[3] = qxm0 + qxm1
-                    sumq2[0] = q2p0 + q2p1
-                    sumq2[1] = q2p0 + q2m1
-                    sumq2[2] = q2m0 + q2p1
-                    sumq2[3] = q2m0 + q2m1
+                    qxp0 = tp0 - sx0
+                    qxm0 = tm0 - sx0
+                    qxp1 = tp1 - sx1
+                    qxm1 = tm1 - sx1
+                    q2p0 = ap[0, i1] + bp[0, i2]
+                    q2m0 = am[0, i1] + bm[0, i2]
+                    q2p1 = ap[1, i1] + bp[1, i2]
+                    q2m1 = am[1, i1] + bm[1, i2]
                     for k in range(4):
-                        if sumq2[k] > 0 and sumqx[k] * sumqx[k] > best * sumq2[k]:
-                            scale = sumqx[k] / sumq2[k]
-                            best = scale * sumqx[k]
+                        sqx = (qxp0 if k < 2 else qxm0) + (qxp1 if k % 2 == 0 else qxm1)
+                        sq2 = (q2p0 if k < 2 else q2m0) + (q2p1 if k % 2 == 0 else q2m1)
+                        if sq2 > 0 and sqx * sqx > best * sq2:
+                            scale = sqx / sq2
+                            best = scale * sqx
                             bi1 = i1
                             bi2 = i2
                             bk = k
@@ -346,7 +363,7 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
                 gi = kmap[u]
                 if gi < 0:
                     all_on = False
-                    gi = _neighbour2(neigh, -gi - 1, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid)
+                    gi = _neighbour2(neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid)
                     if gi < 0:
                         _fail(err, r, 1 if gi == -1 else 4, b0 // bs)
                         return
@@ -417,9 +434,9 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, levels, out, err):
 
 
 @njit(cache=True, parallel=True)
-def _iq1m(x, qw, has_qw, kmap, neigh, levels, out, err):
+def _iq1m(x, qw, has_qw, kmap, neigh, codes, levels, out, err):
     for r in prange(x.shape[0]):
-        _iq1m_row(x, r, qw, has_qw, kmap, neigh, levels, out, err)
+        _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err)
 
 
 _WHAT = {1: "no grid point has a finite weighted error", 2: "the fitted block scale is NaN",
@@ -434,7 +451,7 @@ def _run(fn, name, bs, ts, x, imatrix):
     err = np.zeros((nrows, 2), dtype=np.int64)
     has = imatrix is not None
     qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
-    fn(x, qw, has, lat.kmap, lat.neighbours, lat.levels, out, err)
+    fn(x, qw, has, lat.kmap, lat.neighbours, _codes_u32(lat), lat.levels, out, err)
     bad = np.flatnonzero(err[:, 0])
     if bad.size:
         r = int(bad[0])

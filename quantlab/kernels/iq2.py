@@ -24,26 +24,59 @@ _VARIANT = (ref.XXS, ref.XS, ref.S)
 _GRID = ("iq2xxs", "iq2xs", "iq2s")
 
 
+@njit(cache=True, inline="always")
+def _term(e, c, i):
+    """e[4i + l] with l = level i of the packed code c (unsigned arithmetic: no index wrap checks)."""
+    return e[(np.uint32(i) << np.uint32(2)) | ((c >> np.uint32(2 * i)) & np.uint32(3))]
+
+
 @njit(cache=True)
-def _neighbour(neigh, off, points, levels, xval, waux, base, scale, L):
-    """iq2_find_best_neighbour: the listed point with the smallest sum sqrt(w)*(scale*q - |x|)**2;
-    writes its levels into L[base:base+8]. Returns the grid index or -1 (no finite error: ggml asserts)."""
+def _scan(neigh, off, codes, e):
+    """Best of the neighbour list at ``off``: the candidate with the smallest sum over i of
+    e[4i + level_i] (added in i order, strict '<' against FLT_MAX, first one wins). Returns the grid
+    index or -1. ``e`` holds the 3 possible terms of each of the 8 coordinates, each computed exactly as
+    ggml computes it, so every candidate's sum is ggml's float32 sum. The terms are >= 0, so a partial sum
+    never decreases: once it reaches the best so far the candidate cannot win, and it is dropped early."""
     cnt = neigh[off]
     best = _FLT_MAX
     gi = np.int32(-1)
     for j in range(1, cnt + 1):
         p = neigh[off + j]
-        d2 = np.float32(0.0)
-        for i in range(8):
-            diff = scale * np.float32(points[p, i]) - xval[base + i]
-            d2 += (waux[base + i] * diff) * diff
+        c = codes[p]
+        d2 = ((_term(e, c, 0) + _term(e, c, 1)) + _term(e, c, 2)) + _term(e, c, 3)
+        if not (d2 < best):
+            continue
+        d2 = (((d2 + _term(e, c, 4)) + _term(e, c, 5)) + _term(e, c, 6)) + _term(e, c, 7)
         if d2 < best:
             best = d2
             gi = p
+    return gi
+
+
+@njit(cache=True)
+def _neighbour(neigh, off, codes, levels, xval, waux, base, scale, L, e):
+    """iq2_find_best_neighbour: the listed point with the smallest sum sqrt(w)*(scale*q - |x|)**2
+    (q = 2l+1); writes its levels into L[base:base+8]. Returns the grid index or -1 (no finite error:
+    ggml asserts there)."""
+    for i in range(8):
+        for l in range(3):
+            diff = scale * np.float32(2 * l + 1) - xval[base + i]
+            e[4 * i + l] = (waux[base + i] * diff) * diff
+    gi = _scan(neigh, off, codes, e)
     if gi >= 0:
         for i in range(8):
             L[base + i] = levels[gi, i]
     return gi
+
+
+def _codes_u32(lat):
+    c = _CODES.get(lat.name)
+    if c is None:
+        c = _CODES[lat.name] = np.ascontiguousarray(lat.codes, dtype=np.uint32)
+    return c
+
+
+_CODES: dict = {}
 
 
 @njit(cache=True)
@@ -55,18 +88,31 @@ def _code(L, base):
 
 
 @njit(cache=True)
-def _fit(w, xval, L, bs):
+def _fit_tables(w, xval, bs, tqx, tq2):
+    """tqx[3i + l] = (w_i*|x_i|)*q and tq2[3i + l] = (w_i*q)*q for q = 2l+1: the terms of sumqx and sumq2
+    exactly as ggml computes them, so that every candidate only adds table entries."""
+    for i in range(bs):
+        wx = w[i] * xval[i]
+        for l in range(3):
+            q = np.float32(2 * l + 1)
+            tqx[3 * i + l] = wx * q
+            tq2[3 * i + l] = (w[i] * q) * q
+
+
+@njit(cache=True)
+def _fit(tqx, tq2, L, bs):
+    """sumqx = sum (w*|x|)*q, sumq2 = sum (w*q)*q, q = 2l+1, left to right (from the tables)."""
     sumqx = np.float32(0.0)
     sumq2 = np.float32(0.0)
     for i in range(bs):
-        q = np.float32(2 * np.int32(L[i]) + 1)
-        sumqx += (w[i] * xval[i]) * q
-        sumq2 += (w[i] * q) * q
+        j = 3 * i + np.int64(L[i])
+        sumqx += tqx[j]
+        sumq2 += tq2[j]
     return sumqx, sumq2
 
 
 @njit(cache=True)
-def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, points, levels, out, err):
+def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
     n = x.shape[1]
     bs = 32 if kind == 0 else 16
     G = bs // 8
@@ -87,6 +133,9 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, points, levels, out, err)
     gidx = np.zeros((nblk, G), np.int32)
     bsigns = np.zeros((nblk, G), np.int32)
     live = np.zeros(nblk, np.bool_)
+    e = np.zeros(32, np.float32)
+    tqx = np.zeros(3 * bs, np.float32)
+    tq2 = np.zeros(3 * bs, np.float32)
     for ibl in range(n // 256):
         x0 = ibl * 256
         sumx2 = np.float32(0.0)
@@ -153,6 +202,7 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, points, levels, out, err)
                 for i in range(bs):
                     L[i] = 0
             best = np.float32(0.0)
+            _fit_tables(weight, xval, bs, tqx, tq2)
             for k in range(G):
                 on_grid[k] = True
             tmin = -6 if kind == 0 else -9
@@ -168,12 +218,12 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, points, levels, out, err)
                     on_aux[k] = True
                     if gi < 0:
                         on_aux[k] = False
-                        gi = _neighbour(neigh, -gi - 1, points, levels, xval, waux, 8 * k, this_scale, Laux)
+                        gi = _neighbour(neigh, -gi - 1, codes, levels, xval, waux, 8 * k, this_scale, Laux, e)
                         if gi < 0:
                             err[r, 0] = 1
                             err[r, 1] = (x0 + ib * bs) // bs
                             return
-                sumqx, sumq2 = _fit(weight, xval, Laux, bs)
+                sumqx, sumq2 = _fit(tqx, tq2, Laux, bs)
                 if sumq2 > 0 and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -200,12 +250,12 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, points, levels, out, err)
                     u = _code(L, 8 * k)
                     gi = kmap[u]
                     if gi < 0:
-                        gi = _neighbour(neigh, -gi - 1, points, levels, xval, waux, 8 * k, scale, L)
+                        gi = _neighbour(neigh, -gi - 1, codes, levels, xval, waux, 8 * k, scale, L, e)
                         if gi < 0:
                             err[r, 0] = 1
                             err[r, 1] = (x0 + ib * bs) // bs
                             return
-                sumqx, sumq2 = _fit(weight, xval, L, bs)
+                sumqx, sumq2 = _fit(tqx, tq2, L, bs)
                 if sumq2 > 0:
                     scale = sumqx / sumq2
             if scale < 0:
@@ -287,9 +337,9 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, points, levels, out, err)
 
 
 @njit(cache=True, parallel=True)
-def _quantize(x, qw, has_qw, kind, kmap, neigh, points, levels, out, err):
+def _quantize(x, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
     for r in prange(x.shape[0]):
-        _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, points, levels, out, err)
+        _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err)
 
 
 def _run(x, imatrix, kind):
@@ -300,7 +350,7 @@ def _run(x, imatrix, kind):
     err = np.zeros((nrows, 2), dtype=np.int64)
     has = imatrix is not None
     qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
-    _quantize(x, qw, has, kind, lat.kmap, lat.neighbours, lat.points, lat.levels, out, err)
+    _quantize(x, qw, has, kind, lat.kmap, lat.neighbours, _codes_u32(lat), lat.levels, out, err)
     bad = np.flatnonzero(err[:, 0])
     if bad.size:
         r = int(bad[0])
