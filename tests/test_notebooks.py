@@ -108,6 +108,7 @@ def test_notebooks_exist():
     assert NOTEBOOKS, f"no notebooks in {NB_DIR}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, monkeypatch):
     for k, v in _kernel_env().items():

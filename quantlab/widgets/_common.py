@@ -24,8 +24,8 @@ def real_tensor(model: str = DEFAULT_TENSOR[0], name: str = DEFAULT_TENSOR[1], r
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def minilm_matrices(min_cols: int = 256) -> list[str]:
-    """Names of all-MiniLM-L6-v2's 2-D weight matrices (for dropdowns)."""
+def minilm_matrices() -> list[str]:
+    """Names of all-MiniLM-L6-v2's encoder weight matrices (for dropdowns)."""
     from .. import data
 
     ts = data.tensors("minilm")
