@@ -273,8 +273,11 @@ def quantize_iq3_xxs(x, imatrix=None):
         sign byte = ksigns[sign index] (7 stored bits + an 8th making the number of minus signs even)
         weight j of an 8-group is negative when bit j of the sign byte is set
 
-    grid values are {4, 12, 20, 28, 36, 44, 52, 62} (~4x the odd integers the quantizer fits; the scale
-    code absorbs the factor: 0.5*0.5*4*(2l+1)*... see the module docstring); stored d = fp16(1.0125*d).
+    Why these factors: the quantizer fits |x| ~ scale_b * (2l+1) per block, encodes
+    scale_b ~ d * (2s+1) with d = max_scale/31, and the grid stores ~4*(2l+1), i.e. the values
+    {4, 12, 20, 28, 36, 44, 52, 62} (the last one stretched from 60). So
+    d * (0.5 + s) * 0.5 * 4*(2l+1) = d * (2s+1) * (2l+1). The stored d is fp16(1.0125 * d), an empirical
+    fudge factor of ggml.
     """
     nrows, n = x.shape
     L, gidx, signs, scale, skip = _quantize_blocks(x, imatrix, XXS)
