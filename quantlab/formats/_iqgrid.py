@@ -170,8 +170,9 @@ def _neighbour_lists(levels: np.ndarray, kmap: np.ndarray, bits: int, nwant: int
             # next distinct distance: min of D - (thr+1); entries <= thr wrap around to >= 2**bits - maxd
             m = (D - (thr + dt(1))[:, None]).min(axis=1).astype(np.int64)
             thr = np.where(m <= maxd, m + thr.astype(np.int64) + 1, thr).astype(dt)
-        r, c = np.nonzero((D <= thr[:, None]) & offrow[:, None])
-        key = (r.astype(np.int64) * (maxd + 1) + D[r, c]) * n + c
+        flat = np.flatnonzero((D <= thr[:, None]) & offrow[:, None])     # = r * n + c
+        r = flat // n
+        key = (r * (maxd + 1) + D.reshape(-1)[flat]) * n + (flat - r * n)
         key.sort()
         out_u.append(key // ((maxd + 1) * n) + u0)
         out_idx.append(key % n)
