@@ -95,6 +95,17 @@ def test_quantization_error_is_sensible(name, minilm):
     assert rel < bound, f"{name}: relative RMS error {rel:.3f}"
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_imatrix_lowers_weighted_error(name, minilm):
+    """With an importance matrix the error weighted by that matrix goes down (what it is for)."""
+    _, x, im = minilm[0]
+    def werr(y):
+        return float(np.sum(im * (y - x) ** 2) / np.sum(im * x ** 2))
+    with_im = werr(quantlab.dequantize(quantlab.quantize(x, name, imatrix=im), name))
+    without = werr(quantlab.dequantize(quantlab.quantize(x, name), name))
+    assert with_im < without, f"{name}: weighted error {with_im:.5f} with imatrix vs {without:.5f} without"
+
+
 # ----------------------------------------------------------------------------------------------------
 # where ggml aborts: quantlab raises QuantizationError (and ggml really aborts, checked in a subprocess)
 # ----------------------------------------------------------------------------------------------------
