@@ -7,12 +7,14 @@ without a kernel; a notebook shows an app in one line, e.g. ``quantlab.widgets.s
 * ``group_size``       (03) per-tensor / per-channel / per-group scales, the error-vs-bpw frontier
 * ``block_inspector``  (04) every ggml format: bytes -> fields -> weights, and error vs bpw
 * ``jpeg_quality``     (06) JPEG on a weight matrix vs ggml formats on the rate-distortion plane
+* ``gguf_hex``         (05) a GGUF file's bytes, each coloured by the field it belongs to
+* ``model_ladder``     (07) a whole model quantized: error per tensor and format, the quality ladder
 * ``qat``              (09) post-training quantization vs quantization-aware training on real data
 """
 import importlib
 
 _APPS = ("size_calculator", "float_explorer", "scale_zero", "group_size", "block_inspector", "jpeg_quality",
-         "toyquant", "qat")
+         "toyquant", "qat", "gguf_hex", "model_ladder")
 
 
 def __getattr__(name):
