@@ -81,6 +81,17 @@ def _best(x, cand):
     return best
 
 
+@njit(cache=True, inline="always")
+def _kvalue(n):
+    """kvalues[n] computed instead of looked up (the lookup does not vectorize well): the magnitude
+    code c = n & 7 is an E2M1 number, 0 and 1 for c < 2, else (2 + mantissa) << (exponent - 1), i.e.
+    0, 1, 2, 3, 4, 6, 8, 12; bit 3 is the sign."""
+    c = n & np.int32(7)
+    mag = ((np.int32(2) + (c & np.int32(1))) << (c >> np.int32(1))) >> np.int32(1)
+    mag = c if c < 2 else mag
+    return -mag if n & np.int32(8) else mag
+
+
 # ----------------------------------------------------------------------------------------------------
 # MXFP4
 # ----------------------------------------------------------------------------------------------------
@@ -126,9 +137,9 @@ def _dmxfp4(q, y, h):
             d = e8m0_half(qr[o])
             yo = ib * 32
             for j in range(h):
-                b = qr[o + 1 + j]
-                yr[yo + j] = KV[b & 15] * d
-                yr[yo + 16 + j] = KV[b >> 4] * d
+                b = np.int32(qr[o + 1 + j])
+                yr[yo + j] = np.float32(_kvalue(b & 15)) * d
+                yr[yo + 16 + j] = np.float32(_kvalue(b >> 4)) * d
 
 
 def dequantize_mxfp4(q, n_per_row):
@@ -214,9 +225,9 @@ def _dnvfp4(q, y, h):
                 qo = o + 4 + 8 * s
                 yo = ib * 64 + 16 * s
                 for j in range(h):
-                    b = qr[qo + j]
-                    yr[yo + j] = KV[b & 15] * d
-                    yr[yo + 8 + j] = KV[b >> 4] * d
+                    b = np.int32(qr[qo + j])
+                    yr[yo + j] = np.float32(_kvalue(b & 15)) * d
+                    yr[yo + 8 + j] = np.float32(_kvalue(b >> 4)) * d
 
 
 def dequantize_nvfp4(q, n_per_row):
