@@ -1,12 +1,15 @@
 """numba kernels for TQ1_0 and TQ2_0, bit-identical to quantlab.formats.ternary.
 
-Rows are distributed over threads; inner loops take their trip count as a run-time argument so LLVM
-vectorizes them (see :mod:`quantlab.kernels.legacy`).
+Rows are distributed over threads. The dequantizers unpack a run of bytes with one SIMD expression
+each (``_make_unpacker``: integer trit extraction, int -> float, times d — the same operations as
+ggml's scalar loop, so the same bits).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from ._fp import f32_to_f16, roundf, wr16
 from .legacy import h2f
@@ -82,27 +85,62 @@ def quantize_tq1_0(x, imatrix=None):
     return out
 
 
-@njit(cache=True, inline="always")
-def _tv(b, p, d):
-    """Trit of byte b selected by p = 3**n: v = (b * p) mod 256, t = (v * 3) >> 8; returns (t - 1) * d."""
-    return np.float32(((((b * p) & 0xFF) * 3) >> 8) - 1) * d
+def _make_unpacker(nbytes, kind, nfields, stride):
+    """An intrinsic ``f(q, qoff, y, yoff, d)`` that decodes the ``nbytes`` bytes q[qoff:qoff+nbytes]:
+    field n (n < nfields) of byte m becomes ``y[yoff + stride*n + m] = float32(t - 1) * d`` where
+
+    * kind "base3": t = ((byte * 3**n) mod 256) * 3 >> 8      (TQ1_0: 5 trits in a byte)
+    * kind "2bit":  t = (byte >> 2n) & 3                     (TQ2_0: 4 two-bit codes in a byte)
+
+    It is written as LLVM vector IR (a <nbytes x i8> load, i16 lanes, sitofp, fmul by the splatted
+    scale, <nbytes x float> stores) because LLVM will not vectorize the scalar loop by itself: it
+    cannot prove that q and y do not overlap. Callers keep both ranges inside their arrays."""
+
+    @intrinsic
+    def unpack(typingctx, q, qoff, y, yoff, d):
+        sig = types.void(q, qoff, y, yoff, d)
+
+        def codegen(context, builder, signature, args):
+            qa, qo, ya, yo, dv = args
+            qdata = context.make_array(signature.args[0])(context, builder, qa).data
+            ydata = context.make_array(signature.args[2])(context, builder, ya).data
+            v8 = ir.VectorType(ir.IntType(8), nbytes)
+            v16 = ir.VectorType(ir.IntType(16), nbytes)
+            vf = ir.VectorType(ir.FloatType(), nbytes)
+
+            def k16(c):
+                return ir.Constant(v16, [c] * nbytes)
+
+            raw = builder.load(builder.bitcast(builder.gep(qdata, [qo]), v8.as_pointer()), align=1)
+            b = builder.zext(raw, v16)
+            undef = ir.Constant(vf, ir.Undefined)
+            d1 = builder.insert_element(undef, dv, ir.Constant(ir.IntType(32), 0))
+            dvec = builder.shuffle_vector(d1, undef, ir.Constant(ir.VectorType(ir.IntType(32), nbytes),
+                                                                 [0] * nbytes))
+            for n in range(nfields):
+                if kind == "base3":
+                    v = builder.and_(builder.mul(b, k16(3 ** n)), k16(0xFF))
+                    t = builder.lshr(builder.mul(v, k16(3)), k16(8))
+                else:
+                    t = builder.and_(builder.lshr(b, k16(2 * n)), k16(3))
+                val = builder.fmul(builder.sitofp(builder.sub(t, k16(1)), vf), dvec)
+                ptr = builder.gep(ydata, [builder.add(yo, ir.Constant(yo.type, n * stride))])
+                builder.store(val, builder.bitcast(ptr, vf.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return unpack
 
 
-@njit(cache=True, inline="always")
-def _unpack5(qr, qo, yr, yo, stride, count, d):
-    """Bytes qr[qo:qo+count] carry trit n of element yo + stride*n + m (n = 0..4). ``stride`` is a
-    literal (16 or 32) and ``count`` the same number passed at run time (see kernels.legacy)."""
-    for m in range(count):
-        b = np.int32(qr[qo + m])
-        yr[yo + m] = _tv(b, 1, d)
-        yr[yo + stride + m] = _tv(b, 3, d)
-        yr[yo + 2 * stride + m] = _tv(b, 9, d)
-        yr[yo + 3 * stride + m] = _tv(b, 27, d)
-        yr[yo + 4 * stride + m] = _tv(b, 81, d)
+_tq1_qs32 = _make_unpacker(32, "base3", 5, 32)   # qs[0:32]:  elements m + 32n
+_tq1_qs16 = _make_unpacker(16, "base3", 5, 16)   # qs[32:48]: elements 160 + m + 16n
+_tq1_qh4 = _make_unpacker(4, "base3", 4, 4)      # qh[0:4]:   elements 240 + m + 4n
+_tq2_qs32 = _make_unpacker(32, "2bit", 4, 32)    # qs[32c:32c+32]: elements 128c + m + 32n
 
 
 @njit(cache=True, parallel=True)
-def _dtq1_0(q, y, k32, k16):
+def _dtq1_0(q, y):
     nb = y.shape[1] // 256
     for r in prange(q.shape[0]):
         qr = q[r]
@@ -111,19 +149,14 @@ def _dtq1_0(q, y, k32, k16):
             o = ib * 54
             yo = ib * 256
             d = h2f(qr, o + 52)
-            _unpack5(qr, o, yr, yo, 32, k32, d)
-            _unpack5(qr, o + 32, yr, yo + 160, 16, k16, d)
-            for m in range(4):                        # qh: 4 trits each, elements 240 + m + 4n
-                b = np.int32(qr[o + 48 + m])
-                yr[yo + 240 + m] = _tv(b, 1, d)
-                yr[yo + 244 + m] = _tv(b, 3, d)
-                yr[yo + 248 + m] = _tv(b, 9, d)
-                yr[yo + 252 + m] = _tv(b, 27, d)
+            _tq1_qs32(qr, o, yr, yo, d)
+            _tq1_qs16(qr, o + 32, yr, yo + 160, d)
+            _tq1_qh4(qr, o + 48, yr, yo + 240, d)
 
 
 def dequantize_tq1_0(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dtq1_0(q, y, 32, 16)
+    _dtq1_0(q, y)
     return y
 
 
@@ -158,7 +191,7 @@ def quantize_tq2_0(x, imatrix=None):
 
 
 @njit(cache=True, parallel=True)
-def _dtq2_0(q, y, k32):
+def _dtq2_0(q, y):
     nb = y.shape[1] // 256
     for r in prange(q.shape[0]):
         qr = q[r]
@@ -167,15 +200,11 @@ def _dtq2_0(q, y, k32):
             o = ib * 66
             yo = ib * 256
             d = h2f(qr, o + 64)
-            for c in range(2):
-                for n in range(4):
-                    sh = 2 * n
-                    base = yo + 128 * c + 32 * n
-                    for m in range(k32):
-                        yr[base + m] = np.float32(((np.int32(qr[o + 32 * c + m]) >> sh) & 3) - 1) * d
+            _tq2_qs32(qr, o, yr, yo, d)
+            _tq2_qs32(qr, o + 32, yr, yo + 128, d)
 
 
 def dequantize_tq2_0(q, n_per_row):
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dtq2_0(q, y, 32)
+    _dtq2_0(q, y)
     return y
