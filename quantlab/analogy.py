@@ -100,7 +100,11 @@ def entropy_bits(symbols) -> float:
     s = np.asarray(symbols).reshape(-1)
     if s.size == 0:
         return 0.0
-    _, counts = np.unique(s, return_counts=True)
+    if s.dtype.kind in "uib" and s.min() >= 0 and s.max() < (1 << 17):
+        counts = np.bincount(s.astype(np.int64))        # small non-negative symbols: count, no sort
+        counts = counts[counts > 0]
+    else:
+        _, counts = np.unique(s, return_counts=True)
     p = counts / s.size
     return float(-(p * np.log2(p)).sum())
 
@@ -126,10 +130,14 @@ _FIELDS = {"fp32": (8, 23), "fp16": (5, 10), "bf16": (8, 7)}
 
 def float_fields(x, dtype: str) -> dict:
     """Sign, biased exponent and mantissa fields of ``x`` stored as ``dtype`` (integer arrays)."""
+    width = 32 if dtype == "fp32" else 16
+    return _fields_of(float_bytes(x, dtype).view("<u4" if width == 32 else "<u2"), dtype)
+
+
+def _fields_of(stored: np.ndarray, dtype: str) -> dict:
     e_bits, m_bits = _FIELDS[dtype]
     width = 32 if dtype == "fp32" else 16
-    b = float_bytes(x, dtype)
-    u = b.view("<u4" if width == 32 else "<u2").astype(np.uint32)
+    u = stored.astype(np.uint32)
     return {"sign": u >> (width - 1), "exponent": (u >> m_bits) & ((1 << e_bits) - 1),
             "mantissa": u & ((1 << m_bits) - 1), "exponent_bits": e_bits, "mantissa_bits": m_bits}
 
@@ -141,9 +149,10 @@ def bf16_floor(x, dtype: str = "bf16") -> dict:
     possible values it is an underestimate); ``sign``, ``exponent``, ``mantissa``: of each field alone;
     ``fields_sum``: their sum, the floor of a coder that codes the fields independently; ``stored``: bits
     actually stored."""
-    f = float_fields(x, dtype)
     width = 32 if dtype == "fp32" else 16
-    whole = entropy_bits(float_bytes(x, dtype).view("<u4" if width == 32 else "<u2"))
+    stored = float_bytes(x, dtype).view("<u4" if width == 32 else "<u2")
+    f = _fields_of(stored, dtype)
+    whole = entropy_bits(stored)
     hs, he, hm = entropy_bits(f["sign"]), entropy_bits(f["exponent"]), entropy_bits(f["mantissa"])
     return {"dtype": dtype, "stored": float(width), "sign": hs, "exponent": he, "mantissa": hm,
             "mantissa_bits": f["mantissa_bits"], "fields_sum": hs + he + hm, "whole": whole,
