@@ -21,14 +21,16 @@ class GroupSize(App):
                                  layout=W.Layout(width="480px"))
         self.bits = W.IntSlider(value=bits, min=2, max=8, description="bits")
         self.scheme = W.ToggleButtons(options=["symmetric", "asymmetric"], value=scheme, description="scheme")
-        self.group = W.SelectionSlider(options=GROUPS, value=str(group), description="scale per",
+        self._load()
+        # from the whole tensor down to 8 weights per scale, 'channel' (one row) at its place by size
+        order = sorted(GROUPS, key=lambda g: -toyquant.group_length(self.w, self._group_value(g)))
+        self.group = W.SelectionSlider(options=order, value=str(group), description="scale per",
                                        continuous_update=False, layout=W.Layout(width="480px"))
         self.summary = W.HTML()
         self.out = W.Output()
         self.fig, self.ax = new_figure(7.0, 3.6)
         self.result: dict = {}
         self._frontiers: dict = {}
-        self._load()
         self.tensor.observe(self._load_and_update, names="value")
         for wdg in (self.bits, self.scheme, self.group):
             wdg.observe(self.update, names="value")
