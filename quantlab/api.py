@@ -41,7 +41,7 @@ def _as_float_rows(x, fmt: Format) -> tuple[np.ndarray, tuple]:
         raise ShapeError(f"{fmt.name} quantizes rows in blocks of {fmt.block_size} weights, but the last "
                          f"axis has {n} values ({n} % {fmt.block_size} = {n % fmt.block_size}).{hint}")
     lead = a.shape[:-1]
-    rows = np.ascontiguousarray(a.reshape(-1, n), dtype=np.float32)
+    rows = np.ascontiguousarray(a.reshape(int(np.prod(lead, dtype=np.int64)), n), dtype=np.float32)
     return rows, lead
 
 
@@ -105,8 +105,8 @@ def quantize(x, fmt, imatrix=None, impl: str = "fast", threads: int | None = Non
     if not f.uses_imatrix:
         im = None  # ggml ignores it for these types; so do we (same bytes)
     fn = f.impl(impl, "quantize")
-    if rows.shape[0] == 0:
-        out = np.zeros((0, f.row_bytes(rows.shape[1])), dtype=np.uint8)
+    if rows.size == 0:
+        out = np.zeros((rows.shape[0], f.row_bytes(rows.shape[1])), dtype=np.uint8)
     elif impl == "fast":
         with _threads(threads):
             out = fn(rows, im)
@@ -129,7 +129,7 @@ def _as_byte_rows(data, f: Format) -> tuple[np.ndarray, tuple, int]:
                          f"last axis has {rb} bytes ({rb} % {f.type_size} = {rb % f.type_size}): "
                          f"this is not {f.name} data, or it is truncated")
     n = rb // f.type_size * f.block_size
-    return np.ascontiguousarray(a.reshape(-1, rb)), a.shape[:-1], n
+    return np.ascontiguousarray(a.reshape(int(np.prod(a.shape[:-1], dtype=np.int64)), rb)), a.shape[:-1], n
 
 
 def dequantize(data, fmt, impl: str = "fast", threads: int | None = None) -> np.ndarray:
@@ -139,8 +139,8 @@ def dequantize(data, fmt, impl: str = "fast", threads: int | None = None) -> np.
     f.check_usable()
     rows, lead, n = _as_byte_rows(data, f)
     fn = f.impl(impl, "dequantize")
-    if rows.shape[0] == 0:
-        out = np.zeros((0, n), dtype=np.float32)
+    if rows.size == 0:
+        out = np.zeros((rows.shape[0], n), dtype=np.float32)
     elif impl == "fast":
         with _threads(threads):
             out = fn(rows, n)

@@ -89,6 +89,11 @@ def test_shapes_follow_gguf_quants_convention():
     assert q.shape == (2, 3, 128) and q.dtype == np.uint8
     assert quantlab.dequantize(q, "F16").shape == x.shape
     assert quantlab.quantize(np.zeros((0, 64), np.float32), "F16").shape == (0, 128)
+    for fmt in ("Q4_0", "Q4_K", "F16"):
+        q = quantlab.quantize(np.zeros((3, 0), np.float32), fmt)
+        assert q.shape == (3, 0)
+        assert quantlab.dequantize(q, fmt).shape == (3, 0)
+        assert quantlab.dequantize(np.zeros((0, 2, 0), np.uint8), fmt).shape == (0, 2, 0)
 
 
 def test_inspect_block_bounds():
