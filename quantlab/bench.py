@@ -27,7 +27,7 @@ import numpy as np
 from . import api
 from .formats import all_formats, get
 
-__all__ = ["formats", "gguf_open", "model", "plot", "Table", "run", "register"]
+__all__ = ["formats", "gguf_open", "model", "matvec", "memory_bandwidth", "plot", "Table", "run", "register"]
 
 
 def _best_time(fn, min_time=0.15, max_repeats=20, min_repeats=2):
@@ -261,6 +261,52 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2) ->
     return Table(rows, f"model speed ({threads} threads)", cols)
 
 
+def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: float = 0.3) -> float:
+    """Measured read bandwidth in GB/s: ``threads`` threads each stream their share of ``size_mb`` MB
+    (far larger than the caches) through numpy's vectorized OR-reduction, which releases the GIL.
+    This is the roof a matrix-vector product cannot beat: every weight byte must be read once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    nthreads = threads or (os.cpu_count() or 1)
+    a = np.ones(size_mb * 1_000_000 // 8, dtype=np.uint64)
+    parts = np.array_split(a, nthreads)
+    with ThreadPoolExecutor(nthreads) as pool:
+        t = _best_time(lambda: list(pool.map(np.bitwise_or.reduce, parts)), min_time=min_time)
+    return a.nbytes / t / 1e9
+
+
+def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None = None,
+           bandwidth: float | None = None, min_time: float = 0.2) -> Table:
+    """Matrix-vector product speed (one token through a rows x cols weight matrix) per format, with
+    quantlab's model kernels (quantlab.model.llama.Linear: integer dot products for the fast formats,
+    dequantized tiles + BLAS for the others), against the memory-bandwidth roof:
+    ``roof = weight bytes / bandwidth`` is the least time any CPU code can take."""
+    from .model.llama import Linear
+
+    nthreads = threads or (os.cpu_count() or 1)
+    bw = bandwidth or memory_bandwidth(threads=nthreads)
+    fmts = [get(n) for n in names] if names else [
+        f for f in all_formats(include_activation=False) if f.name not in ("I8", "I16", "I32", "I64", "F64")
+        and f.has_impl("fast", "quantize")]
+    w = _weights(rows * cols, cols)
+    x = np.random.default_rng(0).standard_normal((1, cols)).astype(np.float32)
+    im = (np.random.default_rng(1).random(cols) + 0.05).astype(np.float32)
+    out = []
+    for f in fmts:
+        if cols % f.block_size:
+            continue
+        data = api.quantize(w, f, imatrix=im if f.uses_imatrix else None)
+        lin = Linear("bench", f, data, rows, cols)
+        with api._threads(nthreads):
+            t = _best_time(lambda: lin(x), min_time=min_time)
+        nbytes = data.nbytes
+        out.append({"format": f.name, "bpw": f.bpw, "weight MB": nbytes / 1e6, "ms": t * 1e3,
+                    "GB/s": nbytes / t / 1e9, "roof ms": nbytes / bw / 1e6,
+                    "of roof": nbytes / (bw * 1e9) / t, "path": "integer dot" if lin.fast else "tile + BLAS"})
+    return Table(out, f"matrix-vector {rows}x{cols}, {nthreads} threads; measured bandwidth {bw:.1f} GB/s",
+                 ("format", "bpw", "weight MB", "ms", "GB/s", "roof ms", "of roof", "path"))
+
+
 def plot(table: Table, op: str = "quantize", ax=None, log: bool = True):
     """Bar chart of throughput per format and implementation for one op."""
     import matplotlib.pyplot as plt
@@ -287,10 +333,10 @@ def plot(table: Table, op: str = "quantize", ax=None, log: bool = True):
 def run(args) -> int:
     tables = []
     what = args.what or ["formats"]
-    bad = set(what) - {"formats", "gguf", "model"}
+    bad = set(what) - {"formats", "gguf", "model", "matvec"}
     if bad:
         from .errors import QuantlabError
-        raise QuantlabError(f"unknown benchmark {', '.join(sorted(bad))}; choose from formats, gguf, model")
+        raise QuantlabError(f"unknown benchmark {', '.join(sorted(bad))}; choose from formats, gguf, model, matvec")
     if "formats" in what:
         names = args.formats.split(",") if args.formats else None
         tables.append(formats(names, size=args.size, reference=not args.no_reference,
@@ -299,6 +345,8 @@ def run(args) -> int:
         tables.append(gguf_open())
     if "model" in what:
         tables.append(model(threads=args.threads))
+    if "matvec" in what:
+        tables.append(matvec(args.formats.split(",") if args.formats else None, threads=args.threads))
     if args.json:
         print(json.dumps([{"title": t.title, "rows": t.rows} for t in tables], indent=1, default=float))
     else:
@@ -312,7 +360,7 @@ def run(args) -> int:
 def register(sub):
     p = sub.add_parser("bench", help="benchmark quantlab against ggml, gguf-py and its own reference")
     p.add_argument("what", nargs="*", metavar="WHAT",
-                   help="any of: formats, gguf, model (default: formats)")
+                   help="any of: formats, gguf, model, matvec (default: formats)")
     p.add_argument("--formats", help="comma-separated format names (default: all)")
     p.add_argument("--size", type=int, default=1 << 20, help="weights per measurement (default 1M)")
     p.add_argument("--threads", type=int, default=2, help="threads for the model benchmark")
