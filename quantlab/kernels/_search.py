@@ -123,6 +123,11 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
         return np.float32(np.float32(1.0) / iscale)
     best = np.float32(scale * sumlx)
     fnm = np.float32(nm)
+    lo = np.float32(-nm)
+    hi = np.float32(nm - 1)
+    finite = True
+    for i in range(n):
+        finite = finite & (abs(x[i]) < np.float32(np.inf))
     # The 18 candidate scales are independent until the (ordered) acceptance test, so three are
     # evaluated together: codes first (a loop the compiler can vectorize), then the six sequential
     # float32 sums as independent chains -- same bits as ggml, more parallelism. Acceptance is then
@@ -134,11 +139,20 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
         isa = np.float32(-(fnm + np.float32(0.1) * np.float32(ia)) / mx)
         isb = np.float32(-(fnm + np.float32(0.1) * np.float32(ib)) / mx)
         isc = np.float32(-(fnm + np.float32(0.1) * np.float32(ic)) / mx)
-        for i in range(n):
-            xi = x[i]
-            la[i] = np.float32(_clampi(nearest_int(isa * xi), -nm, nm - 1))
-            lb[i] = np.float32(_clampi(nearest_int(isb * xi), -nm, nm - 1))
-            lc[i] = np.float32(_clampi(nearest_int(isc * xi), -nm, nm - 1))
+        if finite:
+            # every |is*x| <= nmax + 1 here, so clamping first and rounding with the 1.5*2**23 trick
+            # in float32 gives exactly clamp(nearest_int(.)) (rint is monotonic and fixes integers)
+            for i in range(n):
+                xi = x[i]
+                la[i] = (min(max(isa * xi, lo), hi) + _MAGIC) - _MAGIC
+                lb[i] = (min(max(isb * xi, lo), hi) + _MAGIC) - _MAGIC
+                lc[i] = (min(max(isc * xi, lo), hi) + _MAGIC) - _MAGIC
+        else:   # inf/NaN inputs (from overflowing callers): ggml's integer trick, garbage included
+            for i in range(n):
+                xi = x[i]
+                la[i] = np.float32(_clampi(nearest_int(isa * xi), -nm, nm - 1))
+                lb[i] = np.float32(_clampi(nearest_int(isb * xi), -nm, nm - 1))
+                lc[i] = np.float32(_clampi(nearest_int(isc * xi), -nm, nm - 1))
         alx = np.float32(0.0)
         al2 = np.float32(0.0)
         blx = np.float32(0.0)

@@ -14,6 +14,7 @@ from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_q
 
 QK_K = 256
 _ZERO = np.float32(0.0)
+_U = np.uint64
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -162,11 +163,11 @@ def _dequant_q2_k(q, y):
                         sc = np.int32(qr[o + 8 * c + 2 * s + h])
                         dl = d * np.float32(sc & 0xF)
                         ml = dmin * np.float32(sc >> 4)
-                        base = i * QK_K + 128 * c + 32 * s + 16 * h
-                        qo = o + 16 + 32 * c + 16 * h
+                        base = _U(i * QK_K + 128 * c + 32 * s + 16 * h)
+                        qo = _U(o + 16 + 32 * c + 16 * h)
                         for l in range(16):
-                            v = (np.int32(qr[qo + l]) >> (2 * s)) & 3
-                            yr[base + l] = dl * np.float32(v) - ml
+                            v = (np.int32(qr[qo + _U(l)]) >> (2 * s)) & 3
+                            yr[base + _U(l)] = dl * np.float32(v) - ml
 
 
 # ------------------------------------------------------------------------------------------- Q3_K
@@ -276,13 +277,14 @@ def _dequant_q3_k(q, y):
                     for h in range(2):
                         j = 8 * c + 2 * s + h
                         dl = d_all * np.float32(_q3_scale(qr, o + 96, j) - 32)
-                        base = i * QK_K + 128 * c + 32 * s + 16 * h
-                        qo = o + 32 + 32 * c + 16 * h
+                        base = _U(i * QK_K + 128 * c + 32 * s + 16 * h)
+                        qo = _U(o + 32 + 32 * c + 16 * h)
+                        ho = _U(o + 16 * h)
                         for l in range(16):
-                            v = (np.int32(qr[qo + l]) >> (2 * s)) & 3
-                            if not ((np.int32(qr[o + 16 * h + l]) >> k) & 1):
-                                v -= 4
-                            yr[base + l] = dl * np.float32(v)
+                            ul = _U(l)
+                            v = (np.int32(qr[qo + ul]) >> (2 * s)) & 3
+                            v -= (1 - ((np.int32(qr[ho + ul]) >> k) & 1)) << 2
+                            yr[base + ul] = dl * np.float32(v)
 
 
 # ------------------------------------------------------------------------------------- Q4_K / Q5_K
@@ -437,21 +439,25 @@ def _dequant_q45(q, y, five):
                 m1 = dmin * np.float32(m1i)
                 d2 = d * np.float32(sc2)
                 m2 = dmin * np.float32(m2i)
-                base = i * QK_K + 64 * c
-                qo = o + qs_off + 32 * c
+                # unsigned indices: numba then skips its negative-index handling and the loops vectorize
+                base = _U(i * QK_K + 64 * c)
+                qo = _U(o + qs_off + 32 * c)
+                ho = _U(o + 16)
                 if five:
                     for l in range(32):
-                        b = np.int32(qr[qo + l])
-                        h = np.int32(qr[o + 16 + l])
+                        ul = _U(l)
+                        b = np.int32(qr[qo + ul])
+                        h = np.int32(qr[ho + ul])
                         v1 = (b & 0xF) + (((h >> (2 * c)) & 1) << 4)
                         v2 = (b >> 4) + (((h >> (2 * c + 1)) & 1) << 4)
-                        yr[base + l] = d1 * np.float32(v1) - m1
-                        yr[base + 32 + l] = d2 * np.float32(v2) - m2
+                        yr[base + ul] = d1 * np.float32(v1) - m1
+                        yr[base + _U(32) + ul] = d2 * np.float32(v2) - m2
                 else:
                     for l in range(32):
-                        b = np.int32(qr[qo + l])
-                        yr[base + l] = d1 * np.float32(b & 0xF) - m1
-                        yr[base + 32 + l] = d2 * np.float32(b >> 4) - m2
+                        ul = _U(l)
+                        b = np.int32(qr[qo + ul])
+                        yr[base + ul] = d1 * np.float32(b & 0xF) - m1
+                        yr[base + _U(32) + ul] = d2 * np.float32(b >> 4) - m2
 
 
 # ------------------------------------------------------------------------------------------- Q6_K
