@@ -246,19 +246,36 @@ def gguf_open(path=None, repeats: int = 5) -> Table:
     return Table(rows, f"GGUF open: {os.path.basename(path)}", ("task", "quantlab ms", "gguf ms", "speed-up"))
 
 
-def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2) -> Table:
-    """Prompt processing and generation tokens/s of quantlab's llama forward (quantlab.model.bench)."""
+def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
+          ftypes=("Q8_0", "Q4_0", "Q4_K_M"), workdir=None) -> Table:
+    """Prompt processing (pp) and generation (tg) tokens/s of quantlab's llama forward
+    (quantlab.model.bench) for the shipped SmolLM2 model and its requantizations to ``ftypes``
+    (made with quantlab.recipes into ``workdir``, a temporary folder by default)."""
+    import tempfile
+
     from . import data
     from .model import bench as mbench
 
-    paths = paths or [data.path("smollm2")]
     rows = []
-    for p in paths:
-        r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads))
-        r.setdefault("model", os.path.basename(str(p)))
-        rows.append(r)
-    cols = tuple(dict.fromkeys(k for r in rows for k in r))
-    return Table(rows, f"model speed ({threads} threads)", cols)
+    with tempfile.TemporaryDirectory() as tmp:
+        if paths is None:
+            src = data.path("smollm2")
+            paths = [src]
+            if ftypes:
+                from .recipes import quantize_model
+
+                for ft in ftypes:
+                    out = os.path.join(workdir or tmp, f"smollm2-{ft}.gguf")
+                    if not os.path.exists(out):
+                        quantize_model(src, out, ft, allow_requantize=True, verbose=False, progress=False)
+                    paths.append(out)
+        for p in paths:
+            r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads))
+            r["model"] = os.path.basename(str(p))
+            r["MB"] = os.path.getsize(p) / 1e6
+            rows.append(r)
+    cols = ("model", "MB", "threads", "n_prompt", "pp_tok_s", "n_gen", "tg_tok_s")
+    return Table(rows, f"SmolLM2-135M speed with quantlab's forward ({threads} threads)", cols)
 
 
 def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: float = 0.3) -> float:
