@@ -114,12 +114,13 @@ def test_integer_product_equals_tile_product(name):
     assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
 
 
-def test_activation_quantizer_q8_k_matches_ggml():
-    g = oracle()
+def test_activation_quantizer_q8_k_matches_reference():
+    """Q8_K is activation-only (ggml_quantize_chunk refuses it); quantlab's Q8_K reference is the one
+    checked against ggml's quantize_row_q8_K_ref elsewhere."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 512)).astype(np.float32)
     x[1, :256] = 0
-    want = g.quantize(x, 15, None).reshape(4, 2, 292)           # Q8_K blocks: d f32, qs[256], bsums i16[16]
+    want = quantlab.quantize(x, "Q8_K", impl="reference").reshape(4, 2, 292)   # d f32, qs[256], bsums i16[16]
     qs, d, bs = mm.quantize_activations(x, "Q8_K")
     assert np.array_equal(want[:, :, 4:260].view(np.int8).reshape(4, 512), qs)
     assert np.array_equal(want[:, :, :4].copy().view(np.float32).reshape(4, 2), d)
@@ -173,12 +174,13 @@ def test_bench_reports_rates(model):
 # ---------------------------------------------------------------- perplexity
 
 def test_perplexity_matches_llama_perplexity(model):
-    """First 2 chunks of 512 on the default text vs llama-perplexity's running value after 2 chunks."""
+    """First 4 chunks of 512 on the default text vs llama-perplexity's running value after 4 chunks
+    (single chunks of this small model move by up to ~0.5 % with float32 summation order alone)."""
     ref = json.loads((DATA / "model_ppl.json").read_text())
     assert ref["n_ctx"] == 512
-    r = qm.evaluate(model, n_ctx=512, n_chunks=2)
-    want = ref["running_ppl"][1]
-    assert r.n_chunks == 2 and r.n_scored == 2 * 255
+    r = qm.evaluate(model, n_ctx=512, n_chunks=4)
+    want = ref["running_ppl"][3]
+    assert r.n_chunks == 4 and r.n_scored == 4 * 255
     assert abs(r.ppl / want - 1) < 0.005, (r.ppl, want)
     assert 0 < r.ppl_err < r.ppl
 

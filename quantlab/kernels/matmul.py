@@ -65,12 +65,12 @@ def _amax32(x, t, o):
     return m
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def act_q8_0(x, qs, d):
     """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float)."""
     T, K = x.shape
     nb = K // 32
-    for t in prange(T):
+    for t in range(T):
         for b in range(nb):
             o = b * 32
             amax = _amax32(x, t, o)
@@ -81,12 +81,12 @@ def act_q8_0(x, qs, d):
                 qs[t, o + j] = np.int8(np.rint(x[t, o + j] * iscale))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def act_q8_1(x, qs, d, s):
     """Like act_q8_0, plus s = fp16(d * sum(q)) per block (d unrounded here, as ggml does)."""
     T, K = x.shape
     nb = K // 32
-    for t in prange(T):
+    for t in range(T):
         for b in range(nb):
             o = b * 32
             amax = _amax32(x, t, o)
@@ -101,13 +101,13 @@ def act_q8_1(x, qs, d, s):
             s[t, b] = f16_to_f32(f32_to_f16(dd * F32(isum)))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def act_q8_k(x, qs, d, bsums):
     """Q8_K (spec §5.6): per 256 values d = max/-127 with max the signed value of largest magnitude,
     q = min(127, rint(x * -127/max)), and 16 sums of 16 quants each."""
     T, K = x.shape
     nb = K // 256
-    for t in prange(T):
+    for t in range(T):
         for b in range(nb):
             o = b * 256
             amax = F32(0)
@@ -158,10 +158,10 @@ def quantize_activations(x: np.ndarray, vtype: str):
     raise ValueError(vtype)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _fake_q8_0(x, out):
     T, K = x.shape
-    for t in prange(T):
+    for t in range(T):
         for b in range(K // 32):
             o = b * 32
             amax = _amax32(x, t, o)
@@ -171,12 +171,12 @@ def _fake_q8_0(x, out):
                 out[t, o + j] = dd * F32(np.rint(x[t, o + j] * iscale))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _fake_q8_1(x, out, e):
     """Like _fake_q8_0, plus e[t, b] = s - d * sum(q): how much Q8_1's fp16-rounded block sum s
     differs from the sum of the fake-quantized values (the min term of Q4_1/Q5_1 products uses s)."""
     T, K = x.shape
-    for t in prange(T):
+    for t in range(T):
         for b in range(K // 32):
             o = b * 32
             amax = _amax32(x, t, o)
@@ -191,10 +191,10 @@ def _fake_q8_1(x, out, e):
             e[t, b] = f16_to_f32(f32_to_f16(d0 * F32(isum))) - dd * F32(isum)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _fake_q8_k(x, out):
     T, K = x.shape
-    for t in prange(T):
+    for t in range(T):
         for b in range(K // 256):
             o = b * 256
             amax = F32(0)
@@ -363,49 +363,46 @@ def _h(W, r, o, tab):
     return tab[np.int64(W[r, o]) | (np.int64(W[r, o + 1]) << 8)]
 
 
-@njit(cache=True, parallel=True)
-def mm_q4_0(W, tab, qs, d, out):
+@njit(cache=True)
+def _row_q4_0(r, W, tab, qs, d, out):
     R, rb = W.shape
     nb = rb // 18
     T, K = qs.shape
-    for r in prange(R):
-        for t in range(T):
-            acc = F32(0)
-            for b in range(nb):
-                o = b * 18
-                isum = _dot_nib16(W, r * rb + o + 2, qs, t * K + b * 32, np.int32(8))
-                acc += F32(isum) * _h(W, r, o, tab) * d[t, b]
-            out[t, r] = acc
+    for t in range(T):
+        acc = F32(0)
+        for b in range(nb):
+            o = b * 18
+            isum = _dot_nib16(W, r * rb + o + 2, qs, t * K + b * 32, np.int32(8))
+            acc += F32(isum) * _h(W, r, o, tab) * d[t, b]
+        out[t, r] = acc
 
 
-@njit(cache=True, parallel=True)
-def mm_q4_1(W, tab, qs, d, s, out):
+@njit(cache=True)
+def _row_q4_1(r, W, tab, qs, d, s, out):
     R, rb = W.shape
     nb = rb // 20
     T, K = qs.shape
-    for r in prange(R):
-        for t in range(T):
-            acc = F32(0)
-            for b in range(nb):
-                o = b * 20
-                isum = _dot_nib16(W, r * rb + o + 4, qs, t * K + b * 32, np.int32(0))
-                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
-            out[t, r] = acc
+    for t in range(T):
+        acc = F32(0)
+        for b in range(nb):
+            o = b * 20
+            isum = _dot_nib16(W, r * rb + o + 4, qs, t * K + b * 32, np.int32(0))
+            acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
+        out[t, r] = acc
 
 
-@njit(cache=True, parallel=True)
-def mm_q8_0(W, tab, qs, d, out):
+@njit(cache=True)
+def _row_q8_0(r, W, tab, qs, d, out):
     R, rb = W.shape
     nb = rb // 34
     T, K = qs.shape
-    for r in prange(R):
-        for t in range(T):
-            acc = F32(0)
-            for b in range(nb):
-                o = b * 34
-                isum = _dot_i8_32(W, r * rb + o + 2, qs, t * K + b * 32)
-                acc += F32(isum) * (_h(W, r, o, tab) * d[t, b])
-            out[t, r] = acc
+    for t in range(T):
+        acc = F32(0)
+        for b in range(nb):
+            o = b * 34
+            isum = _dot_i8_32(W, r * rb + o + 2, qs, t * K + b * 32)
+            acc += F32(isum) * (_h(W, r, o, tab) * d[t, b])
+        out[t, r] = acc
 
 
 @njit(cache=True, inline="always")
@@ -420,72 +417,135 @@ def _scale_min_k4(W, r, o, j):
     return sc, m
 
 
-@njit(cache=True, parallel=True)
-def mm_q4_k(W, tab, qs, d, bsums, out):
+@njit(cache=True)
+def _row_q4_k(r, W, tab, qs, d, bsums, out):
     R, rb = W.shape
     nb = rb // 144
     T, K = qs.shape
-    for r in prange(R):
-        for t in range(T):
-            acc = F32(0)
-            for b in range(nb):
-                o = b * 144
-                isum = np.int32(0)
-                summs = np.int32(0)
-                for jj in range(4):          # 4 chunks of 64 values: low nibbles, then high nibbles
-                    sc0, m0 = _scale_min_k4(W, r, o + 4, 2 * jj)
-                    sc1, m1 = _scale_min_k4(W, r, o + 4, 2 * jj + 1)
-                    wo = r * rb + o + 16 + jj * 32
-                    ao = t * K + b * 256 + jj * 64
-                    s0 = _dot_nib32(W, wo, qs, ao, np.int32(0))
-                    s1 = _dot_nib32(W, wo, qs, ao + 32, np.int32(4))
-                    isum = np.int32(isum + sc0 * s0 + sc1 * s1)
-                    bo = b * 16 + jj * 4
-                    summs = np.int32(summs + m0 * (bsums[t, bo] + bsums[t, bo + 1])
-                                     + m1 * (bsums[t, bo + 2] + bsums[t, bo + 3]))
-                acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum) - (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
-            out[t, r] = acc
+    for t in range(T):
+        acc = F32(0)
+        for b in range(nb):
+            o = b * 144
+            isum = np.int32(0)
+            summs = np.int32(0)
+            for jj in range(4):          # 4 chunks of 64 values: low nibbles, then high nibbles
+                sc0, m0 = _scale_min_k4(W, r, o + 4, 2 * jj)
+                sc1, m1 = _scale_min_k4(W, r, o + 4, 2 * jj + 1)
+                wo = r * rb + o + 16 + jj * 32
+                ao = t * K + b * 256 + jj * 64
+                s0 = _dot_nib32(W, wo, qs, ao, np.int32(0))
+                s1 = _dot_nib32(W, wo, qs, ao + 32, np.int32(4))
+                isum = np.int32(isum + sc0 * s0 + sc1 * s1)
+                bo = b * 16 + jj * 4
+                summs = np.int32(summs + m0 * (bsums[t, bo] + bsums[t, bo + 1])
+                                 + m1 * (bsums[t, bo + 2] + bsums[t, bo + 3]))
+            acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum) - (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
+        out[t, r] = acc
 
 
-@njit(cache=True, parallel=True)
-def mm_q6_k(W, tab, qs, d, bsums, out):
+@njit(cache=True)
+def _row_q6_k(r, W, tab, qs, d, bsums, out):
     R, rb = W.shape
     nb = rb // 210
     T, K = qs.shape
-    for r in prange(R):
-        for t in range(T):
-            acc = F32(0)
-            for b in range(nb):
-                o = b * 210
-                isum = np.int32(0)
-                for n in range(2):           # two halves of 128 values
-                    ql = r * rb + o + n * 64
-                    qh = r * rb + o + 128 + n * 32
-                    sc = o + 192 + n * 8
-                    ao = t * K + b * 256 + n * 128
-                    for k in range(2):       # values 16k..16k+15 of each 32-run use scales k, k+2, k+4, k+6
-                        l = 16 * k
-                        s1 = _dot_q6_16(W, ql + l, np.int32(0), qh + l, np.int32(0), qs, ao + l)
-                        s2 = _dot_q6_16(W, ql + 32 + l, np.int32(0), qh + l, np.int32(2), qs, ao + 32 + l)
-                        s3 = _dot_q6_16(W, ql + l, np.int32(4), qh + l, np.int32(4), qs, ao + 64 + l)
-                        s4 = _dot_q6_16(W, ql + 32 + l, np.int32(4), qh + l, np.int32(6), qs, ao + 96 + l)
-                        isum = np.int32(isum + np.int32(np.int8(W[r, sc + k])) * s1
-                                        + np.int32(np.int8(W[r, sc + k + 2])) * s2
-                                        + np.int32(np.int8(W[r, sc + k + 4])) * s3
-                                        + np.int32(np.int8(W[r, sc + k + 6])) * s4)
-                acc += (_h(W, r, o + 208, tab) * d[t, b]) * F32(isum)
-            out[t, r] = acc
+    for t in range(T):
+        acc = F32(0)
+        for b in range(nb):
+            o = b * 210
+            isum = np.int32(0)
+            for n in range(2):           # two halves of 128 values
+                ql = r * rb + o + n * 64
+                qh = r * rb + o + 128 + n * 32
+                sc = o + 192 + n * 8
+                ao = t * K + b * 256 + n * 128
+                for k in range(2):       # values 16k..16k+15 of each 32-run use scales k, k+2, k+4, k+6
+                    l = 16 * k
+                    s1 = _dot_q6_16(W, ql + l, np.int32(0), qh + l, np.int32(0), qs, ao + l)
+                    s2 = _dot_q6_16(W, ql + 32 + l, np.int32(0), qh + l, np.int32(2), qs, ao + 32 + l)
+                    s3 = _dot_q6_16(W, ql + l, np.int32(4), qh + l, np.int32(4), qs, ao + 64 + l)
+                    s4 = _dot_q6_16(W, ql + 32 + l, np.int32(4), qh + l, np.int32(6), qs, ao + 96 + l)
+                    isum = np.int32(isum + np.int32(np.int8(W[r, sc + k])) * s1
+                                    + np.int32(np.int8(W[r, sc + k + 2])) * s2
+                                    + np.int32(np.int8(W[r, sc + k + 4])) * s3
+                                    + np.int32(np.int8(W[r, sc + k + 6])) * s4)
+            acc += (_h(W, r, o + 208, tab) * d[t, b]) * F32(isum)
+        out[t, r] = acc
+
+
+# serial and threaded drivers (separate functions so that numba caches both). Threads only pay off for
+# big products: waking a worker costs more than a 576 x 1536 matvec on a busy machine.
+PAR_MIN_MACS = 1 << 23
+
+
+@njit(cache=True, parallel=True)
+def _par_q4_0(W, tab, qs, d, out):
+    for r in prange(W.shape[0]):
+        _row_q4_0(r, W, tab, qs, d, out)
+
+
+@njit(cache=True)
+def _ser_q4_0(W, tab, qs, d, out):
+    for r in range(W.shape[0]):
+        _row_q4_0(r, W, tab, qs, d, out)
+
+
+@njit(cache=True, parallel=True)
+def _par_q8_0(W, tab, qs, d, out):
+    for r in prange(W.shape[0]):
+        _row_q8_0(r, W, tab, qs, d, out)
+
+
+@njit(cache=True)
+def _ser_q8_0(W, tab, qs, d, out):
+    for r in range(W.shape[0]):
+        _row_q8_0(r, W, tab, qs, d, out)
+
+
+@njit(cache=True, parallel=True)
+def _par_q4_1(W, tab, qs, d, s, out):
+    for r in prange(W.shape[0]):
+        _row_q4_1(r, W, tab, qs, d, s, out)
+
+
+@njit(cache=True)
+def _ser_q4_1(W, tab, qs, d, s, out):
+    for r in range(W.shape[0]):
+        _row_q4_1(r, W, tab, qs, d, s, out)
+
+
+@njit(cache=True, parallel=True)
+def _par_q4_k(W, tab, qs, d, bsums, out):
+    for r in prange(W.shape[0]):
+        _row_q4_k(r, W, tab, qs, d, bsums, out)
+
+
+@njit(cache=True)
+def _ser_q4_k(W, tab, qs, d, bsums, out):
+    for r in range(W.shape[0]):
+        _row_q4_k(r, W, tab, qs, d, bsums, out)
+
+
+@njit(cache=True, parallel=True)
+def _par_q6_k(W, tab, qs, d, bsums, out):
+    for r in prange(W.shape[0]):
+        _row_q6_k(r, W, tab, qs, d, bsums, out)
+
+
+@njit(cache=True)
+def _ser_q6_k(W, tab, qs, d, bsums, out):
+    for r in range(W.shape[0]):
+        _row_q6_k(r, W, tab, qs, d, bsums, out)
 
 
 # ---------------------------------------------------------------------------------------------
 # dequantize weight rows [r0, r1) into a float32 buffer (the tile path); same numbers as ggml's to_float
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def deq_q4_0(W, tab, r0, out):
     n = out.shape[0]
     nb = W.shape[1] // 18
-    for i in prange(n):
+    for i in range(n):
         r = r0 + i
         for b in range(nb):
             o = b * 18
@@ -496,11 +556,11 @@ def deq_q4_0(W, tab, r0, out):
                 out[i, b * 32 + 16 + j] = F32((v >> 4) - 8) * dd
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def deq_q4_1(W, tab, r0, out):
     n = out.shape[0]
     nb = W.shape[1] // 20
-    for i in prange(n):
+    for i in range(n):
         r = r0 + i
         for b in range(nb):
             o = b * 20
@@ -512,11 +572,11 @@ def deq_q4_1(W, tab, r0, out):
                 out[i, b * 32 + 16 + j] = F32(v >> 4) * dd + m
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def deq_q8_0(W, tab, r0, out):
     n = out.shape[0]
     nb = W.shape[1] // 34
-    for i in prange(n):
+    for i in range(n):
         r = r0 + i
         for b in range(nb):
             o = b * 34
@@ -525,11 +585,11 @@ def deq_q8_0(W, tab, r0, out):
                 out[i, b * 32 + j] = F32(np.int8(W[r, o + 2 + j])) * dd
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def deq_q4_k(W, tab, r0, out):
     n = out.shape[0]
     nb = W.shape[1] // 144
-    for i in prange(n):
+    for i in range(n):
         r = r0 + i
         for b in range(nb):
             o = b * 144
@@ -550,11 +610,11 @@ def deq_q4_k(W, tab, r0, out):
                     out[i, yo + 32 + l] = d2 * F32(v >> 4) - n2
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def deq_q6_k(W, tab, r0, out):
     n = out.shape[0]
     nb = W.shape[1] // 210
-    for i in prange(n):
+    for i in range(n):
         r = r0 + i
         for b in range(nb):
             o = b * 210
@@ -575,15 +635,17 @@ def deq_q6_k(W, tab, r0, out):
                     out[i, yo + 96 + l] = dd * F32(np.int8(W[r, sc + k + 6])) * F32(((lo2 >> 4) | (((h >> 6) & 3) << 4)) - 32)
 
 
-INT_KERNELS = {"Q4_0": mm_q4_0, "Q4_1": mm_q4_1, "Q8_0": mm_q8_0, "Q4_K": mm_q4_k, "Q6_K": mm_q6_k}
+INT_KERNELS = {"Q4_0": (_ser_q4_0, _par_q4_0), "Q4_1": (_ser_q4_1, _par_q4_1), "Q8_0": (_ser_q8_0, _par_q8_0),
+               "Q4_K": (_ser_q4_k, _par_q4_k), "Q6_K": (_ser_q6_k, _par_q6_k)}
 DEQ_KERNELS = {"Q4_0": deq_q4_0, "Q4_1": deq_q4_1, "Q8_0": deq_q8_0, "Q4_K": deq_q4_k, "Q6_K": deq_q6_k}
 
 
 def matmul_int(W: np.ndarray, fmt: str, act, out: np.ndarray) -> np.ndarray:
     """Integer path: ``out[t, r] = W[r] . a[t]`` with ``act`` from :func:`quantize_activations` for the
     format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout."""
-    k = INT_KERNELS[fmt]
+    ser, par = INT_KERNELS[fmt]
     qs, d, extra = act
+    k = par if W.shape[0] * qs.shape[0] * qs.shape[1] >= PAR_MIN_MACS else ser
     if fmt in ("Q4_0", "Q8_0"):
         k(W, F16, qs, d, out)
     else:

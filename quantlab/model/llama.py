@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import FormatError, ModelError
 from ..formats.registry import Format
+from ..kernels import llama as lk
 from ..kernels import matmul as mm
 from .tokenizer import Tokenizer
 
@@ -148,7 +149,7 @@ class Linear:
 
 class KVCache:
     """Keys and values of every layer for positions 0..n-1, stored as fp16 (as llama.cpp's default
-    f16 cache does), grown on demand up to ``n_ctx``."""
+    f16 cache does; kept as uint16 bit patterns for the numba kernels), grown on demand up to ``n_ctx``."""
 
     def __init__(self, cfg: Config, n_ctx: int):
         self.cfg, self.n_ctx, self.n = cfg, int(n_ctx), 0
@@ -164,8 +165,8 @@ class KVCache:
         cap = min(self.n_ctx, max(n, 2 * self._cap, 256))
         c = self.cfg
         shape = (cap, c.n_head_kv, c.head_dim)
-        k = [np.zeros(shape, dtype=np.float16) for _ in range(c.n_layer)]
-        v = [np.zeros(shape, dtype=np.float16) for _ in range(c.n_layer)]
+        k = [np.zeros(shape, dtype=np.uint16) for _ in range(c.n_layer)]
+        v = [np.zeros(shape, dtype=np.uint16) for _ in range(c.n_layer)]
         for i in range(len(self.k)):
             k[i][: self.n] = self.k[i][: self.n]
             v[i][: self.n] = self.v[i][: self.n]
@@ -384,38 +385,67 @@ class Model:
         p0 = cache.n
         cache.reserve(p0 + T)
         pos = np.arange(p0, p0 + T)
-        cos, sin = rope_tables(pos, cfg.n_rot, cfg.rope_base, cfg.rope_scale)
+        if T > SMALL_BATCH:
+            cos, sin = rope_tables(pos, cfg.n_rot, cfg.rope_base, cfg.rope_scale)
         H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         x = self.embed(tokens)
+        small = T <= SMALL_BATCH
+        theta_scale = np.float32(cfg.rope_base ** (-2.0 / cfg.n_rot))
+        kq_scale = np.float32(1.0 / math.sqrt(D))
         for li, L in enumerate(self.layers):
-            h = rms_norm(x, L["attn_norm"], cfg.eps)
+            if small:
+                h = np.empty_like(x)
+                lk.rms_norm(x, L["attn_norm"], cfg.eps, h)
+            else:
+                h = rms_norm(x, L["attn_norm"], cfg.eps)
             act = None
-            if T <= SMALL_BATCH and self.hook is None and L["wq"].fast and \
-                    L["wk"].vtype == L["wq"].vtype == L["wv"].vtype:
+            if small and self.hook is None and L["wq"].fast and L["wk"].vtype == L["wq"].vtype == L["wv"].vtype:
                 act = mm.quantize_activations(h, L["wq"].vtype)   # shared by Q, K and V
             q = self._mm(L["wq"], h, act).reshape(T, H, D)
             k = self._mm(L["wk"], h, act).reshape(T, Hkv, D)
             v = self._mm(L["wv"], h, act).reshape(T, Hkv, D)
-            apply_rope(q, cos, sin, cfg.n_rot)
-            apply_rope(k, cos, sin, cfg.n_rot)
-            cache.k[li][p0:p0 + T] = k
-            cache.v[li][p0:p0 + T] = v
-            a = self._attention(q, cache, li, p0 + T, pos)
+            if small:
+                lk.rope(q, pos, cfg.n_rot, theta_scale, np.float32(cfg.rope_scale))
+                lk.rope(k, pos, cfg.n_rot, theta_scale, np.float32(cfg.rope_scale))
+            else:
+                apply_rope(q, cos, sin, cfg.n_rot)
+                apply_rope(k, cos, sin, cfg.n_rot)
+            cache.k[li][p0:p0 + T] = k.astype(np.float16).view(np.uint16)
+            cache.v[li][p0:p0 + T] = v.astype(np.float16).view(np.uint16)
+            if small:
+                a = np.empty((T, H, D), dtype=np.float32)
+                lk.attention(q, cache.k[li], cache.v[li], mm.F16, p0, kq_scale, a)
+                a = a.reshape(T, H * D)
+            else:
+                a = self._attention(q, cache, li, p0 + T, pos)
             last = li == cfg.n_layer - 1
             if last and len(out_idx) < T:            # like llama.cpp: finish only the rows asked for
                 a, x = a[out_idx], x[out_idx]
             x = x + self._mm(L["wo"], a)
-            h = rms_norm(x, L["ffn_norm"], cfg.eps)
+            n = x.shape[0]
+            if n <= SMALL_BATCH:
+                h = np.empty_like(x)
+                lk.rms_norm(x, L["ffn_norm"], cfg.eps, h)
+            else:
+                h = rms_norm(x, L["ffn_norm"], cfg.eps)
             act = None
-            if h.shape[0] <= SMALL_BATCH and self.hook is None and L["wg"].fast and L["wg"].vtype == L["wu"].vtype:
+            if n <= SMALL_BATCH and self.hook is None and L["wg"].fast and L["wg"].vtype == L["wu"].vtype:
                 act = mm.quantize_activations(h, L["wg"].vtype)
             g = self._mm(L["wg"], h, act)
             u = self._mm(L["wu"], h, act)
-            x = x + self._mm(L["wd"], silu(g) * u)
+            if n <= SMALL_BATCH:
+                lk.swiglu(g, u, g)
+                x = x + self._mm(L["wd"], g)
+            else:
+                x = x + self._mm(L["wd"], silu(g) * u)
         cache.n = p0 + T
         if x.shape[0] != len(out_idx):
             x = x[out_idx]
-        h = rms_norm(x, self.output_norm, cfg.eps)
+        if x.shape[0] <= SMALL_BATCH:
+            h = np.empty_like(x)
+            lk.rms_norm(x, self.output_norm, cfg.eps, h)
+        else:
+            h = rms_norm(x, self.output_norm, cfg.eps)
         return self.logits(h) if logits else h
 
     def logits(self, h: np.ndarray) -> np.ndarray:
@@ -429,8 +459,8 @@ class Model:
         T, H, D = q.shape
         Hkv = cfg.n_head_kv
         g = H // Hkv
-        K = cache.k[li][:n_kv].astype(np.float32)       # [n_kv, Hkv, D]
-        V = cache.v[li][:n_kv].astype(np.float32)
+        K = cache.k[li][:n_kv].view(np.float16).astype(np.float32)       # [n_kv, Hkv, D]
+        V = cache.v[li][:n_kv].view(np.float16).astype(np.float32)
         scale = np.float32(1.0 / math.sqrt(D))
         out = np.empty((T, H, D), dtype=np.float32)
         causal = pos[:, None] < np.arange(n_kv)[None, :]  # [T, n_kv] masked positions
