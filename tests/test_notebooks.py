@@ -89,12 +89,32 @@ print("probe ok")
 assert jq.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
 """),
+    "05_gguf_file.ipynb": """
+hexv.region.value = "header (magic, version, counts)"
+assert hexv.result["fields"][1].value == "u32 = 3"
+hexv.offset.value = f.tensors["blk.0.ffn_down.weight"].file_offset
+assert hexv.result["fields"][0].record == "data blk.0.ffn_down.weight", hexv.result["fields"][0]
+assert "ffn_down" in hexv.view.value
+print("probe ok")
+""",
+    "07_quantize_a_real_model.ipynb": ("""
+assert QUICK, "the tests run notebook 07 in QUICK mode (QUANTLAB_QUICK=1)"
+_png0 = lad.out.outputs[-1]["data"]["image/png"]
+lad.fmt.value = "Q2_K"; lad.kind.value = "ffn_down"; lad.layer.value = 3
+assert lad.result["used"] == "Q2_K" and lad.result["name"] == "blk.3.ffn_down.weight"
+assert "Q2_K" in lad.summary.value
+print("probe ok")
+""", """
+assert lad.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
+print("probe ok")
+"""),
 }
 
 
 def _kernel_env():
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)                       # else the kernel cannot pick the inline backend
+    env["QUANTLAB_QUICK"] = "1"                       # notebooks with a QUICK flag take their short path
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
