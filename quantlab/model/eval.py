@@ -16,6 +16,7 @@ stores it as 16-bit log-probabilities and drops terms below e^-16, which changes
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -96,11 +97,21 @@ def chunks_of(model, text, n_ctx: int, n_chunks: int | None):
     return out
 
 
+@contextlib.contextmanager
+def _restore_stream(models, was):
+    try:
+        yield
+    finally:
+        for x, w in zip(models, was):
+            x.stream = w
+
+
 def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = 20, base=None,
-             threads: int | None = None, progress=None) -> EvalResult:
+             threads: int | None = None, progress=None, stream: bool = True) -> EvalResult:
     """Perplexity of ``model`` on ``text`` (default: :func:`quantlab.data.text`) like llama-perplexity;
     with ``base`` (another loaded model with the same vocabulary) also KL divergence, top-1
-    agreement and RMS of delta-p. ``progress(i, n, ppl_so_far)`` is called after every chunk."""
+    agreement and RMS of delta-p. ``progress(i, n, ppl_so_far)`` is called after every chunk.
+    ``stream``: read weights with pread per batch rather than through the map (see Model.stream)."""
     from .llama import threads as _threads
 
     if base is not None:
@@ -113,7 +124,11 @@ def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | N
     nll, kld, dp, same = [], [], [], []
     nll_base = []
     t0 = time.perf_counter()
-    with _threads(threads):
+    models = [model] + ([base] if base is not None else [])
+    was = [x.stream for x in models]
+    for x in models:
+        x.stream = stream
+    with _threads(threads), _restore_stream(models, was):
         for ci, toks in enumerate(chunks):
             h = model.forward(toks, model.new_cache(n_ctx), outputs=out_rows, logits=False)
             hb = base.forward(toks, base.new_cache(n_ctx), outputs=out_rows, logits=False) if base is not None else None

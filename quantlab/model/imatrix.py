@@ -258,8 +258,9 @@ def imatrix(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | No
         _acc_sq(acc, np.ascontiguousarray(x, dtype=np.float32))
         counts[name][0] += x.shape[0]
 
-    old = model.hook
+    old, old_stream = model.hook, model.stream
     model.hook = hook
+    model.stream = True
     try:
         with _threads(threads):
             for i, toks in enumerate(chunks):
@@ -271,6 +272,7 @@ def imatrix(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | No
                     progress(i + 1, len(chunks))
     finally:
         model.hook = old
+        model.stream = old_stream
     for name, acc in sums.items():
         if not np.isfinite(acc).all():
             raise ModelError(f"non-finite activations collected for {name}")

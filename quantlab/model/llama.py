@@ -102,34 +102,61 @@ def _dequantize_any(data: np.ndarray, fmt: Format) -> np.ndarray:
 class Linear:
     """A weight matrix ``[rows = out features, cols = in features]`` in its stored ggml format."""
 
-    def __init__(self, name: str, fmt: Format, data: np.ndarray, rows: int, cols: int):
+    def __init__(self, name: str, fmt: Format, data: np.ndarray, rows: int, cols: int, source=None):
         self.name, self.format, self.rows, self.cols = name, fmt, rows, cols
         self.data = data                       # uint8 [rows, row_bytes], a view of the file map
         self.vtype = mm.VEC_DOT_TYPE.get(fmt.name, "F32")
         self.fast = fmt.name in mm.INT_KERNELS
+        self.row_bytes = fmt.row_bytes(cols)
+        self.source = source                   # (file descriptor, absolute offset) for streamed reads
+        self.stream = False                    # True: read rows with pread instead of touching the map
+
+    def block_rows(self, r0: int, r1: int, buf: np.ndarray | None = None) -> np.ndarray:
+        """The stored bytes of rows [r0, r1): a view of the map, or (streaming) read into ``buf``.
+        Streaming keeps the weights out of the process's resident memory (they stay in the page
+        cache), at the cost of a copy: worth it for prompt batches, not for one token at a time."""
+        if not (self.stream and self.source is not None):
+            return self.data[r0:r1]
+        n = (r1 - r0) * self.row_bytes
+        out = buf[:n] if buf is not None and buf.nbytes >= n else np.empty(n, dtype=np.uint8)
+        fd, off = self.source
+        got = os.preadv(fd, [memoryview(out)], off + r0 * self.row_bytes)
+        if got != n:
+            raise ModelError(f"short read of {self.name}: {got} of {n} bytes (file truncated?)")
+        return out.reshape(r1 - r0, self.row_bytes)
 
     def __repr__(self):
         return f"<Linear {self.name} {self.format.name} {self.rows}x{self.cols}>"
 
-    def rows_f32(self, r0: int, r1: int, buf: np.ndarray | None = None) -> np.ndarray:
+    def rows_f32(self, r0: int, r1: int, buf: np.ndarray | None = None, raw=None) -> np.ndarray:
         """Dequantize rows [r0, r1) (into ``buf`` when given and the format has a fast kernel)."""
         n = self.format.name
+        if raw is None:
+            raw = self.block_rows(r0, r1)
         if n == "F32":
-            return self.data[r0:r1].view(np.float32)
+            return raw.view(np.float32)
         if self.fast:
             out = buf[: (r1 - r0) * self.cols].reshape(r1 - r0, self.cols) if buf is not None \
                 else np.empty((r1 - r0, self.cols), dtype=np.float32)
-            return mm.dequantize_rows(self.data, n, r0, out)
-        return _dequantize_any(self.data[r0:r1], self.format)
+            return mm.dequantize_rows(np.ascontiguousarray(raw), n, 0, out)
+        return _dequantize_any(raw, self.format)
 
     def __call__(self, x: np.ndarray, buf: np.ndarray | None = None, act=None) -> np.ndarray:
         """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics."""
         T = x.shape[0]
         out = np.empty((T, self.rows), dtype=np.float32)
+        streamed = self.stream and self.source is not None
         if T <= SMALL_BATCH and self.fast:
             if act is None:
                 act = mm.quantize_activations(x, self.vtype)
-            return mm.matmul_int(self.data, self.format.name, act, out)
+            if not streamed:
+                return mm.matmul_int(self.data, self.format.name, act, out)
+            step = max(1, (TILE_ELEMS * 4) // self.row_bytes)
+            for r0 in range(0, self.rows, step):
+                r1 = min(self.rows, r0 + step)
+                part = np.empty((T, r1 - r0), dtype=np.float32)
+                out[:, r0:r1] = mm.matmul_int(self.block_rows(r0, r1), self.format.name, act, part)
+            return out
         s_err = self.format.name in ("Q4_1", "Q5_1")
         xq = mm.fake_quantize_activations(x, self.vtype, with_s_error=s_err)
         if s_err:
@@ -137,13 +164,14 @@ class Linear:
         step = max(1, TILE_ELEMS // self.cols)
         for r0 in range(0, self.rows, step):
             r1 = min(self.rows, r0 + step)
-            w = self.rows_f32(r0, r1, buf)
+            raw = self.block_rows(r0, r1)
+            w = self.rows_f32(r0, r1, buf, raw)
             if r1 - r0 == self.rows:
                 np.matmul(xq, w.T, out=out)
             else:
                 out[:, r0:r1] = xq @ w.T
             if s_err:   # Q8_1's rounded block sums, as ggml's Q4_1/Q5_1 dot products use them
-                out[:, r0:r1] += e @ mm.block_mins(self.data, self.format.name, r0, r1).T
+                out[:, r0:r1] += e @ mm.block_mins(raw, self.format.name, 0, r1 - r0).T
         return out
 
 
@@ -295,9 +323,12 @@ class Model:
                 raise ModelError("big-endian GGUF files cannot be run")
             return t
 
+        self._fd = os.open(self.path, os.O_RDONLY)
+
         def linear(name, rows, cols):
             t = tensor(name, (rows, cols))
-            return Linear(name, t.format, np.ascontiguousarray(t.data), rows, cols)
+            return Linear(name, t.format, np.ascontiguousarray(t.data), rows, cols,
+                          source=(self._fd, t.file_offset))
 
         def vec(name, n):
             return np.ascontiguousarray(tensor(name, (n,)).numpy(), dtype=np.float32)
@@ -357,11 +388,34 @@ class Model:
             self.hook(lin.name, x)
         return lin(x, self._buf, act)
 
+    @property
+    def stream(self) -> bool:
+        """Read weights with pread (True) instead of through the memory map (False, the default).
+        Streaming keeps resident memory near the interpreter's own (the weights stay in the OS page
+        cache): evaluate() and imatrix() use it for their prompt batches."""
+        return self.tok_embd.stream
+
+    @stream.setter
+    def stream(self, on: bool) -> None:
+        for lin in list(self.linears().values()) + [self.tok_embd]:
+            lin.stream = bool(on)
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         t = self.tok_embd
+        if t.stream and t.source is not None:
+            rows = np.concatenate([t.block_rows(int(i), int(i) + 1) for i in tokens])
+        else:
+            rows = np.ascontiguousarray(t.data[tokens])
         if t.format.name == "F32":
-            return t.data.view(np.float32)[tokens].copy()
-        rows = np.ascontiguousarray(t.data[tokens])
+            return rows.view(np.float32).copy()
         if t.fast:
             out = np.empty((len(tokens), t.cols), dtype=np.float32)
             return mm.dequantize_rows(rows, t.format.name, 0, out)
