@@ -240,3 +240,30 @@ def test_threads_and_row_order_do_not_matter():
         whole = quantlab.quantize(x, name, imatrix=im)
         parts = np.concatenate([quantlab.quantize(x[i:i + 1], name, imatrix=im, threads=1) for i in range(6)])
         _eq(whole, parts, f"{name}: row by row")
+
+
+# Very large weights: ggml's float32 sums overflow somewhere between 1e10 and 1e20 depending on the type;
+# where ggml still finishes, the bytes must match (these exercise inf/NaN paths of the searches).
+# (ggml itself needs ~50 s for IQ1_M at 1e10 with an imatrix -- same bytes, checked once, not kept here)
+@pytest.mark.parametrize("name,mag,use_im", [("IQ1_S", 1e15, True), ("IQ1_M", 1e35, False),
+                                             ("IQ2_XXS", 1e10, True)])
+def test_extreme_magnitudes_match_ggml(name, mag, use_im):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 512)) * mag).astype(np.float32)
+    im = (rng.random(512) * 2 + 0.1).astype(np.float32) if use_im else None
+    want = oracle().quantize(x, get(name).id, im)
+    for impl in ("fast", "reference"):
+        _eq(quantlab.quantize(x, name, imatrix=im, impl=impl), want, f"{name} x{mag:g} {impl}")
+
+
+def test_iq2_xxs_overflow_abort_matches_ggml():
+    # at 1e15 IQ2_XXS's neighbour errors overflow (ggml asserts); at 1e19 its sums are inf/NaN early enough
+    # that every block is skipped, and ggml finishes (same bytes, covered above for 1e10)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 512)) * 1e15).astype(np.float32)
+    im = (rng.random(512) * 2 + 0.1).astype(np.float32)
+    rc, out = _ggml_subprocess("IQ2_XXS", x, im)
+    assert rc != 0 and "GGML_ASSERT" in out
+    for impl in ("fast", "reference"):
+        with pytest.raises(QuantizationError):
+            quantlab.quantize(x, "IQ2_XXS", imatrix=im, impl=impl)
