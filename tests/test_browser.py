@@ -74,6 +74,7 @@ def lab(tmp_path_factory):
     (cfg / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(LAB_SETTINGS))
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)
+    env["QUANTLAB_QUICK"] = "1"                  # notebook 07 takes its short path
     env.update({"JUPYTER_CONFIG_DIR": str(cfg), "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
                 "IPYTHONDIR": str(work / "ipython"),
                 "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
@@ -131,7 +132,7 @@ def page(browser):
     ctx.close()
 
 
-def _open_and_run_all(page, url: str, name: str):
+def _open_and_run_all(page, url: str, name: str, timeout_ms: int = RUN_ALL_TIMEOUT_MS):
     from playwright.sync_api import expect
 
     page.goto(f"{url}/lab/tree/notebooks/{name}?token={TOKEN}&reset")
@@ -139,7 +140,7 @@ def _open_and_run_all(page, url: str, name: str):
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     last_prompt = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").last
-    expect(last_prompt).to_have_text(re.compile(r"\[\d+\]:"), timeout=RUN_ALL_TIMEOUT_MS)
+    expect(last_prompt).to_have_text(re.compile(r"\[\d+\]:"), timeout=timeout_ms)
     expect(page.locator(".jp-Notebook .jp-InputPrompt", has_text="[*]")).to_have_count(0, timeout=60_000)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                           has_text="Traceback")
@@ -217,4 +218,41 @@ def test_block_formats_inspector(lab, page):
     expect(img).not_to_have_attribute("src", before_img, timeout=30_000)
     expect(page.locator(".ql-source")).to_contain_text("def quantize_q8_0")
     _shot(page, "04_block_formats_after.png")
+    assert not page.errors, page.errors
+
+
+def test_quantize_a_real_model_ladder(lab, page):
+    """Notebook 07 in QUICK mode (whole-model quantization included): change the format and the layer of
+    the tensor-error app and check that its summary and its histogram follow."""
+    from playwright.sync_api import expect
+
+    url, _ = lab
+    _open_and_run_all(page, url, "07_quantize_a_real_model.ipynb", timeout_ms=900_000)
+    summary = page.locator(".ql-ladder-summary")
+    expect(summary).to_be_visible(timeout=30_000)
+    # the self-check cell left the app at the last layer's attn_q in Q4_0
+    expect(summary).to_contain_text("attn_q.weight")
+    expect(summary).to_contain_text("in Q4_0")
+    img = page.locator(".widget-output img").last
+    expect(img).to_be_visible(timeout=30_000)
+    before_img = img.get_attribute("src")
+    summary.scroll_into_view_if_needed()
+    _shot(page, "07_quantize_a_real_model_before.png")
+    fmt = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="IQ4_XS"))
+    fmt.select_option(label="Q4_K")
+    expect(summary).to_contain_text("in Q4_K", timeout=60_000)
+    expect(summary).to_contain_text("stored as Q5_0")            # rows of 576: llama.cpp's fallback
+    kind = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="ffn_down"))
+    kind.select_option(label="ffn_down")
+    expect(summary).to_contain_text("ffn_down.weight", timeout=60_000)
+    expect(summary).not_to_contain_text("stored as", timeout=60_000)
+    handle = page.locator(".widget-slider .noUi-handle").last
+    handle.focus()
+    page.keyboard.press("ArrowLeft")
+    readout = page.locator(".widget-slider .widget-readout").last
+    expect(readout).to_have_text(re.compile(r"^\s*\d+\s*$"), timeout=30_000)
+    expect(summary).to_contain_text(f"blk.{readout.inner_text().strip()}.ffn_down.weight", timeout=60_000)
+    expect(img).not_to_have_attribute("src", before_img, timeout=30_000)
+    summary.scroll_into_view_if_needed()
+    _shot(page, "07_quantize_a_real_model_after.png")
     assert not page.errors, page.errors
