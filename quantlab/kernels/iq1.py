@@ -21,7 +21,7 @@ _XP = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)
 _XM = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sort_idx(x, r, b0, n, idx):
     """Stable ascending order of x[r, b0:b0+n] (insertion sort = glibc's stable merge sort order)."""
     for j in range(n):
@@ -36,7 +36,7 @@ def _sort_idx(x, r, b0, n, idx):
         idx[i + 1] = key
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _neighbour2(neigh, off, codes, levels, x, r, g0, w, wbase, scale, xx, ngrid):
     """iq1_find_best_neighbour2: minimise sum w*(scale*xx[level] - x)**2 over the listed points; if
     none has an error below FLT_MAX, ggml scans the whole grid comparing every coordinate with x[i]
@@ -67,7 +67,7 @@ def _neighbour2(neigh, off, codes, levels, x, r, g0, w, wbase, scale, xx, ngrid)
     return gi
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _weights(x, r, b0, bs, qw, has_qw, sigma2, weight):
     for i in range(bs):
         xi = x[r, b0 + i]
@@ -77,7 +77,7 @@ def _weights(x, r, b0, bs, qw, has_qw, sigma2, weight):
             weight[i] = xi * xi
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _block_max(x, r, b0, bs):
     mx = abs(x[r, b0])
     for i in range(1, bs):
@@ -87,7 +87,7 @@ def _block_max(x, r, b0, bs):
     return mx
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _code(L, base):
     u = np.int32(0)
     for i in range(8):

@@ -30,7 +30,7 @@ def _term(e, c, i):
     return e[(np.uint32(i) << np.uint32(2)) | ((c >> np.uint32(2 * i)) & np.uint32(3))]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _scan(neigh, off, codes, e):
     """Best of the neighbour list at ``off``: the candidate with the smallest sum over i of
     e[4i + level_i] (added in i order, strict '<' against FLT_MAX, first one wins). Returns the grid
@@ -53,16 +53,31 @@ def _scan(neigh, off, codes, e):
     return gi
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _neighbour(neigh, off, codes, levels, xval, waux, base, scale, L, e):
     """iq2_find_best_neighbour: the listed point with the smallest sum sqrt(w)*(scale*q - |x|)**2
     (q = 2l+1); writes its levels into L[base:base+8]. Returns the grid index or -1 (no finite error:
     ggml asserts there)."""
-    for i in range(8):
-        for l in range(3):
-            diff = scale * np.float32(2 * l + 1) - xval[base + i]
-            e[4 * i + l] = (waux[base + i] * diff) * diff
-    gi = _scan(neigh, off, codes, e)
+    cnt = neigh[off]
+    if cnt <= 2:
+        # short list (typical of IQ2_S): evaluate the candidates directly, as ggml does
+        best = _FLT_MAX
+        gi = np.int32(-1)
+        for j in range(1, cnt + 1):
+            p = neigh[off + j]
+            d2 = np.float32(0.0)
+            for i in range(8):
+                diff = scale * np.float32(2 * levels[p, i] + 1) - xval[base + i]
+                d2 += (waux[base + i] * diff) * diff
+            if d2 < best:
+                best = d2
+                gi = p
+    else:
+        for i in range(8):
+            for l in range(3):
+                diff = scale * np.float32(2 * l + 1) - xval[base + i]
+                e[4 * i + l] = (waux[base + i] * diff) * diff
+        gi = _scan(neigh, off, codes, e)
     if gi >= 0:
         for i in range(8):
             L[base + i] = levels[gi, i]
@@ -79,7 +94,7 @@ def _codes_u32(lat):
 _CODES: dict = {}
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _code(L, base):
     u = np.int32(0)
     for i in range(8):
@@ -99,7 +114,7 @@ def _fit_tables(w, xval, bs, tqx, tq2):
             tq2[3 * i + l] = (w[i] * q) * q
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fit(tqx, tq2, L, bs):
     """sumqx = sum (w*|x|)*q, sumq2 = sum (w*q)*q, q = 2l+1, left to right (from the tables)."""
     sumqx = np.float32(0.0)
