@@ -16,6 +16,10 @@ Signatures (x, w, qw: float32[n]; L, Laux: uint8[n] output/scratch buffers of at
 Codes written to L are the offset codes of ggml: value ~ scale*(L - nmax) for qx/q3 (L = 0 for an
 all-zero group), value ~ scale*L - the_min for qkx2/qkx3, value ~ scale*L for qp (uint8: wraps like C).
 ``nearest_int`` is ggml's rounding trick, bit-exact also for NaN/inf/huge arguments.
+
+Caching caveat: numba's on-disk cache of a kernel in ANOTHER module does not notice edits here (it only
+watches its own source file), and most of these functions are inlined into their callers. After
+editing this file, delete ``quantlab/kernels/__pycache__`` (or touch the calling modules).
 """
 from __future__ import annotations
 
@@ -66,11 +70,11 @@ def _qx_candidate(k):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _qx_accept(x, nm, mx, is_, sumlx, suml2, best, scale, L):
+def _qx_accept(nm, lc, sumlx, suml2, best, scale, L):
+    """ggml's acceptance test of one candidate; on success its codes (lc, signed, as floats) become L."""
     if suml2 > 0 and sumlx * sumlx > best * suml2:
-        isc = np.float32(-(np.float32(nm) + np.float32(0.1) * np.float32(is_)) / mx)
-        for i in range(x.shape[0]):
-            L[i] = np.uint8(nm + _clampi(nearest_int(isc * x[i]), -nm, nm - 1))
+        for i in range(lc.shape[0]):
+            L[i] = np.uint8(np.int32(lc[i]) + nm)
         scale = np.float32(sumlx / suml2)
         best = np.float32(scale * sumlx)
     return best, scale
@@ -168,9 +172,9 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
             bl2 += (wi * lb[i]) * lb[i]
             clx += wxi * lc[i]
             cl2 += (wi * lc[i]) * lc[i]
-        best, scale = _qx_accept(x, nm, mx, ia, alx, al2, best, scale, L)
-        best, scale = _qx_accept(x, nm, mx, ib, blx, bl2, best, scale, L)
-        best, scale = _qx_accept(x, nm, mx, ic, clx, cl2, best, scale, L)
+        best, scale = _qx_accept(nm, la, alx, al2, best, scale, L)
+        best, scale = _qx_accept(nm, lb, blx, bl2, best, scale, L)
+        best, scale = _qx_accept(nm, lc, clx, cl2, best, scale, L)
     return scale
 
 

@@ -419,45 +419,55 @@ def _quant_q45(x, qw, has_im, out, five):
                 _pack_4bit(L, q, o + 16)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _dequant_q45(q, y, five):
-    nrows, n = y.shape
-    nb = n // QK_K
+@njit(cache=True, error_model="numpy", inline="always")
+def _dequant_q45_row(qr, yr, nb, five):
+    """One row of Q4_K (five=False) or Q5_K (five=True) blocks; inlined with a constant `five`."""
     ts = 176 if five else 144
     qs_off = 48 if five else 16
-    for r in prange(nrows):
-        qr = q[r]
-        yr = y[r]
-        for i in range(nb):
-            o = i * ts
-            d = f16_to_f32(rd16(qr, o))
-            dmin = f16_to_f32(rd16(qr, o + 2))
-            for c in range(4):
-                sc1, m1i = _get_scale_min_k4(qr, o + 4, 2 * c)
-                sc2, m2i = _get_scale_min_k4(qr, o + 4, 2 * c + 1)
-                d1 = d * np.float32(sc1)
-                m1 = dmin * np.float32(m1i)
-                d2 = d * np.float32(sc2)
-                m2 = dmin * np.float32(m2i)
-                # unsigned indices: numba then skips its negative-index handling and the loops vectorize
-                base = _U(i * QK_K + 64 * c)
-                qo = _U(o + qs_off + 32 * c)
-                ho = _U(o + 16)
-                if five:
-                    for l in range(32):
-                        ul = _U(l)
-                        b = np.int32(qr[qo + ul])
-                        h = np.int32(qr[ho + ul])
-                        v1 = (b & 0xF) + (((h >> (2 * c)) & 1) << 4)
-                        v2 = (b >> 4) + (((h >> (2 * c + 1)) & 1) << 4)
-                        yr[base + ul] = d1 * np.float32(v1) - m1
-                        yr[base + _U(32) + ul] = d2 * np.float32(v2) - m2
-                else:
-                    for l in range(32):
-                        ul = _U(l)
-                        b = np.int32(qr[qo + ul])
-                        yr[base + ul] = d1 * np.float32(b & 0xF) - m1
-                        yr[base + _U(32) + ul] = d2 * np.float32(b >> 4) - m2
+    for i in range(nb):
+        o = i * ts
+        d = f16_to_f32(rd16(qr, o))
+        dmin = f16_to_f32(rd16(qr, o + 2))
+        for c in range(4):
+            sc1, m1i = _get_scale_min_k4(qr, o + 4, 2 * c)
+            sc2, m2i = _get_scale_min_k4(qr, o + 4, 2 * c + 1)
+            d1 = d * np.float32(sc1)
+            m1 = dmin * np.float32(m1i)
+            d2 = d * np.float32(sc2)
+            m2 = dmin * np.float32(m2i)
+            # unsigned indices: numba then skips its negative-index handling and the loops vectorize
+            base = _U(i * QK_K + 64 * c)
+            qo = _U(o + qs_off + 32 * c)
+            ho = _U(o + 16)
+            if five:
+                for l in range(32):
+                    ul = _U(l)
+                    b = np.int32(qr[qo + ul])
+                    h = np.int32(qr[ho + ul])
+                    v1 = (b & 0xF) + (((h >> (2 * c)) & 1) << 4)
+                    v2 = (b >> 4) + (((h >> (2 * c + 1)) & 1) << 4)
+                    yr[base + ul] = d1 * np.float32(v1) - m1
+                    yr[base + _U(32) + ul] = d2 * np.float32(v2) - m2
+            else:
+                for l in range(32):
+                    ul = _U(l)
+                    b = np.int32(qr[qo + ul])
+                    yr[base + ul] = d1 * np.float32(b & 0xF) - m1
+                    yr[base + _U(32) + ul] = d2 * np.float32(b >> 4) - m2
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _dequant_q4_k(q, y):
+    nb = y.shape[1] // QK_K
+    for r in prange(y.shape[0]):
+        _dequant_q45_row(q[r], y[r], nb, False)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _dequant_q5_k(q, y):
+    nb = y.shape[1] // QK_K
+    for r in prange(y.shape[0]):
+        _dequant_q45_row(q[r], y[r], nb, True)
 
 
 # ------------------------------------------------------------------------------------------- Q6_K
@@ -645,7 +655,7 @@ def quantize_q4_k(x, imatrix=None):
 
 
 def dequantize_q4_k(q, n_per_row):
-    return _run_dequant(_dequant_q45, q, n_per_row, False)
+    return _run_dequant(_dequant_q4_k, q, n_per_row)
 
 
 def quantize_q5_k(x, imatrix=None):
@@ -653,7 +663,7 @@ def quantize_q5_k(x, imatrix=None):
 
 
 def dequantize_q5_k(q, n_per_row):
-    return _run_dequant(_dequant_q45, q, n_per_row, True)
+    return _run_dequant(_dequant_q5_k, q, n_per_row)
 
 
 def quantize_q6_k(x, imatrix=None):
