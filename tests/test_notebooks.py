@@ -77,6 +77,15 @@ print("probe ok")
 assert insp.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
 """),
+    "08_mixes_and_imatrix.ipynb": ("""
+_png0 = mix.out.outputs[-1]["data"]["image/png"]
+mix.ftype.value = "Q8_0"
+assert mix.result["smollm2"]["n_fallback"] == 0 and abs(mix.result["llama"]["bpw"] - 8.5) < 0.01
+print("probe ok")
+""", """
+assert mix.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
+print("probe ok")
+"""),
     "06_compression_analogy.ipynb": ("""
 _png0 = jq.out.outputs[-1]["data"]["image/png"]
 jq.clip.value = "min/max (no clipping)"
