@@ -9,13 +9,14 @@ without a kernel; a notebook shows an app in one line, e.g. ``quantlab.widgets.s
 * ``jpeg_quality``     (06) JPEG on a weight matrix vs ggml formats on the rate-distortion plane
 * ``gguf_hex``         (05) a GGUF file's bytes, each coloured by the field it belongs to
 * ``model_ladder``     (07) a whole model quantized: error per tensor and format, the quality ladder
+* ``mixes``            (08) llama.cpp file types per tensor (SmolLM2 vs llama-7B), imatrix, the bit-budget optimizer
 * ``qat``              (09) post-training quantization vs quantization-aware training on real data
 * ``bench_view``       (10) a benchmark table: operation and peers to show
 """
 import importlib
 
 _APPS = ("size_calculator", "float_explorer", "scale_zero", "group_size", "block_inspector", "jpeg_quality",
-         "toyquant", "qat", "gguf_hex", "model_ladder", "bench_view")
+         "toyquant", "qat", "gguf_hex", "model_ladder", "bench_view", "mixes")
 
 
 def __getattr__(name):

@@ -162,9 +162,11 @@ def fallback_reasons(plan) -> dict:
 
 def ftype_table(ftypes=FILE_TYPES, models=("smollm2", "Llama-2-7B"), has_imatrix: bool = True) -> list[dict]:
     """Every file type on each model: bpw and the fraction of weights in a fallback format."""
+    from ..recipes import file_type
+
     rows = []
     for ft in ftypes:
-        r = {"ftype": ft, "default": get_format(plan_for(models[0], ft, has_imatrix).ftype.default_name).name}
+        r = {"ftype": ft, "default": file_type(ft).default_name}
         for m in models:
             s = plan_summary(plan_for(m, ft, has_imatrix))
             r[f"{m} bpw"] = s["bpw"]
