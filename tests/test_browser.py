@@ -246,13 +246,15 @@ def test_quantize_a_real_model_ladder(lab, page):
     kind.select_option(label="ffn_down")
     expect(summary).to_contain_text("ffn_down.weight", timeout=60_000)
     expect(summary).not_to_contain_text("stored as", timeout=60_000)
+    expect(img).not_to_have_attribute("src", before_img, timeout=60_000)
+    before_img = img.get_attribute("src")
     handle = page.locator(".widget-slider .noUi-handle").last
     handle.focus()
     page.keyboard.press("ArrowLeft")
     readout = page.locator(".widget-slider .widget-readout").last
     expect(readout).to_have_text(re.compile(r"^\s*\d+\s*$"), timeout=30_000)
     expect(summary).to_contain_text(f"blk.{readout.inner_text().strip()}.ffn_down.weight", timeout=60_000)
-    expect(img).not_to_have_attribute("src", before_img, timeout=30_000)
+    expect(img).not_to_have_attribute("src", before_img, timeout=60_000)   # redrawn for the new layer
     summary.scroll_into_view_if_needed()
     _shot(page, "07_quantize_a_real_model_after.png")
     assert not page.errors, page.errors
