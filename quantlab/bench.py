@@ -118,7 +118,8 @@ def _gguf_ops(fmt):
         qq = gq.quantize(probe, qt)
     except Exception:
         q_ok = False
-        qq = api.quantize(probe, fmt) if fmt.has_impl("fast", "quantize") else None
+        im = np.ones(probe.shape[1], np.float32) if fmt.requires_imatrix else None
+        qq = api.quantize(probe, fmt, imatrix=im) if fmt.has_impl("fast", "quantize") else None
     try:
         if qq is None:
             raise NotImplementedError
