@@ -242,6 +242,8 @@ def test_quantize_a_real_model_ladder(lab, page):
     fmt.select_option(label="Q4_K")
     expect(summary).to_contain_text("in Q4_K", timeout=60_000)
     expect(summary).to_contain_text("stored as Q5_0")            # rows of 576: llama.cpp's fallback
+    expect(img).not_to_have_attribute("src", before_img, timeout=60_000)   # each change redraws the plot
+    before_img = img.get_attribute("src")
     kind = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="ffn_down"))
     kind.select_option(label="ffn_down")
     expect(summary).to_contain_text("ffn_down.weight", timeout=60_000)
@@ -256,5 +258,6 @@ def test_quantize_a_real_model_ladder(lab, page):
     expect(summary).to_contain_text(f"blk.{readout.inner_text().strip()}.ffn_down.weight", timeout=60_000)
     expect(img).not_to_have_attribute("src", before_img, timeout=60_000)   # redrawn for the new layer
     summary.scroll_into_view_if_needed()
+    img.evaluate("i => i.decode()")             # the new PNG is painted before the screenshot
     _shot(page, "07_quantize_a_real_model_after.png")
     assert not page.errors, page.errors
