@@ -136,3 +136,16 @@ def test_embedding_study_small():
     rows = {r["format"]: r for r in st["rows"]}
     assert rows["Q8_0"]["cos mean"] > rows["Q4_0"]["cos mean"] and rows["Q8_0"]["stored as"] == "Q8_0"
     assert st["similarity"].shape == (3, 3)
+
+
+def test_ladder_one_file_type_cleans_up():
+    """One whole-model quantization (Q8_0) evaluated on a short context: the row is filled in, the kept model
+    still generates after its temporary file is gone, and no temporary directory is left behind."""
+    import os
+
+    r = ml.ladder(quantlab.data.path("smollm2"), ftypes=("Q8_0",), n_ctx=16, n_chunks=1, keep=("Q8_0",))
+    base, q8 = r["rows"]
+    assert base["ftype"] == "Q4_1 (shipped)" and base["kld"] == 0.0
+    assert q8["ftype"] == "Q8_0" and q8["kld"] > 0 and 0 <= q8["top1"] <= 1 and q8["bpw"] > 8.0
+    assert r["n_scored"] == 7 and not os.path.exists(r["outdir"])
+    assert isinstance(r["models"]["Q8_0"].generate("Hello", n_predict=2), str)

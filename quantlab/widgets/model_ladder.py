@@ -182,7 +182,8 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
     the input model on ``text`` with :func:`quantlab.model.evaluate` (perplexity, KL divergence, top-1).
 
     Returns ``{"rows": [...], "base": EvalResult of the input model, "models": {ftype: Model} for the
-    ftypes in ``keep``, "outdir": ...}``. Each row: ftype, bpw, MB (file size), ppl, ppl_err, kld, kld_p99,
+    ftypes in ``keep``, "outdir": ...}``. Files written to a temporary directory (``outdir=None``) are
+    deleted once evaluated (kept models stay usable: they hold a memory map of their file). Each row: ftype, bpw, MB (file size), ppl, ppl_err, kld, kld_p99,
     top1, fallbacks, quantize_s, eval_s."""
     import tempfile
 
@@ -190,6 +191,7 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
     from .. import recipes
 
     say = log or (lambda s: None)
+    own_dir = outdir is None
     outdir = outdir or tempfile.mkdtemp(prefix="quantlab-ladder-")
     base = qmodel.load(model_path)
     t = time.perf_counter()
@@ -214,8 +216,22 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
         say(f"{ft}: {rows[-1]['bpw']:.2f} bpw, PPL {e.ppl:.3f}, KLD {e.kld_mean:.4f}, top-1 {100 * e.top1:.1f} %")
         if ft in keep:
             models[ft] = m
+        if own_dir:
+            _unlink(out)     # a temporary file: the model keeps its memory map (POSIX), the disk is freed
+    if own_dir:
+        try:
+            os.rmdir(outdir)
+        except OSError:
+            pass
     return {"rows": rows, "base": base_eval, "base_model": base, "models": models, "outdir": outdir,
             "n_ctx": n_ctx, "n_chunks": n_chunks, "n_scored": base_eval.n_scored}
+
+
+def _unlink(path) -> None:
+    try:
+        os.remove(path)
+    except OSError:      # e.g. Windows cannot delete a mapped file: it stays in the temporary directory
+        pass
 
 
 def plot_ladder(axes, lad: dict) -> None:
