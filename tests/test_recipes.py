@@ -347,3 +347,49 @@ def test_whole_model_sha256_matches_llama_quantize(tmp_path, key, monkeypatch):
                                progress=False)
     assert r.nbytes == rec["size"]
     assert r.sha256() == rec["sha256"], f"{key}: output differs from llama-quantize's"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the optimizer (beyond llama.cpp)
+# ---------------------------------------------------------------------------------------------------
+
+CANDS = ("Q4_0", "Q5_0", "Q8_0", "Q4_K", "Q6_K")  # a few, to keep the test quick
+
+
+def test_optimize_under_budget_and_writes_its_choice(tmp_path):
+    src = tmp_path / "tiny.gguf"
+    ts = _tiny_model(src)
+    im = _tiny_imatrix(ts)
+    r = recipes.optimize(src, "Q4_K_M", imatrix=im, max_rows=None, threads=1, candidates=CANDS)
+    base = make_plan([(n, tuple(reversed(v.shape)), "F32") for n, v in ts.items()], "Q4_K_M",
+                     {"llama.block_count": N_LAYER, "llama.attention.head_count": 4,
+                      "llama.attention.head_count_kv": 2}, has_imatrix=True)
+    assert r.budget == base.nbytes and r.nbytes <= r.budget
+    # every tensor with an imatrix entry is optimized; the rest (embeddings, norms) keep the base plan
+    assert set(r.choice) == set(im)
+    assert r.error <= r.base_error()
+    # the frontier is what a Lagrangian sweep gives: more bytes never cost more error
+    fr = sorted(r.frontier, key=lambda p: (p["bytes"], p["error"]))
+    assert all(b["error"] <= a["error"] + 1e-9 * abs(a["error"]) for a, b in zip(fr, fr[1:]) if b["bytes"] > a["bytes"])
+    # the errors are measured, not guessed: recompute one
+    n, fmt = next(iter(r.choice.items()))
+    x = ts[n]
+    q = recipes_quant_dequant(x, fmt, im[n])
+    want = float((((x.astype(np.float64) - q) ** 2).sum(axis=0) * im[n]).sum())
+    assert r.errors[n][fmt.name] == pytest.approx(want, rel=1e-9)
+    # written with the base file type plus one --tensor-type override per tensor
+    out = tmp_path / "opt.gguf"
+    res = recipes.quantize_model(src, out, "Q4_K_M", imatrix=im, options=r.options(), verbose=False, progress=False)
+    with gguf.open(out) as f:
+        assert {k: f.tensors[k].format.name for k in r.choice} == {k: v.name for k, v in r.choice.items()}
+    assert res.plan.nbytes == r.nbytes
+    assert r.llama_quantize_args()[:2] == ["--tensor-type", f"{r.tensor_types()[0][0]}={r.tensor_types()[0][1].name.lower()}"]
+    # a tighter budget gives a smaller model with more error
+    r2 = recipes.optimize(src, 4.6, imatrix=im, max_rows=None, threads=1, candidates=CANDS)
+    assert r2.nbytes <= r2.budget < r.budget and r2.error > r.error
+
+
+def recipes_quant_dequant(x, fmt, w):
+    import quantlab
+
+    return quantlab.dequantize(quantlab.quantize(x, fmt, imatrix=w if fmt.uses_imatrix else None), fmt).astype(np.float64)
