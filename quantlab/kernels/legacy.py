@@ -59,18 +59,6 @@ def _inv(d):
     return np.float32(0.0)
 
 
-def _imx_call(kernel, ref, x, imatrix, out):
-    """Run an imatrix-path kernel. The shared numba searches (kernels._search) raise on a float
-    division by zero (numba's default error model), which only non-finite intermediate values can
-    cause (e.g. a row whose sum of squares overflows to inf). ggml carries on with inf/NaN there, and
-    so does the numpy reference, whose bytes are by contract the same: use it for such inputs."""
-    try:
-        kernel(x, imatrix, out)
-    except (ZeroDivisionError, SystemError):
-        out[...] = ref(x, imatrix)
-    return out
-
-
 def _out(x, type_size, qk):
     return np.empty((x.shape[0], x.shape[1] // qk * type_size), dtype=np.uint8)
 
@@ -124,7 +112,7 @@ def _q4_0_ref(x, out, h):
                 orow[o + 2 + j] = np.uint8((q0 | (q1 << 4)) & 0xFF)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
 def _q4_0_imx(x, im, out):
     nb = x.shape[1] // 32
     for r in prange(x.shape[0]):
@@ -148,7 +136,7 @@ def quantize_q4_0(x, imatrix=None):
     if imatrix is None:
         _q4_0_ref(x, out, _H)
     else:
-        _imx_call(_q4_0_imx, _ref.quantize_q4_0, x, imatrix, out)
+        _q4_0_imx(x, imatrix, out)
     return out
 
 
@@ -205,7 +193,7 @@ def _q4_1_ref(x, out, h):
                 orow[o + 4 + j] = np.uint8((q0 | (q1 << 4)) & 0xFF)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
 def _q4_1_imx(x, im, out):
     nb = x.shape[1] // 32
     for r in prange(x.shape[0]):
@@ -232,7 +220,7 @@ def quantize_q4_1(x, imatrix=None):
     if imatrix is None:
         _q4_1_ref(x, out, _H)
     else:
-        _imx_call(_q4_1_imx, _ref.quantize_q4_1, x, imatrix, out)
+        _q4_1_imx(x, imatrix, out)
     return out
 
 
@@ -320,7 +308,7 @@ def _q5_0_ref(x, out, h):
             _wr32(orow, o + 2, qh)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
 def _q5_0_imx(x, im, out):
     nb = x.shape[1] // 32
     for r in prange(x.shape[0]):
@@ -343,7 +331,7 @@ def quantize_q5_0(x, imatrix=None):
     if imatrix is None:
         _q5_0_ref(x, out, _H)
     else:
-        _imx_call(_q5_0_imx, _ref.quantize_q5_0, x, imatrix, out)
+        _q5_0_imx(x, imatrix, out)
     return out
 
 
@@ -407,7 +395,7 @@ def _q5_1_ref(x, out, h):
             _wr32(orow, o + 4, qh)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
 def _q5_1_imx(x, im, out):
     nb = x.shape[1] // 32
     for r in prange(x.shape[0]):
@@ -433,7 +421,7 @@ def quantize_q5_1(x, imatrix=None):
     if imatrix is None:
         _q5_1_ref(x, out, _H)
     else:
-        _imx_call(_q5_1_imx, _ref.quantize_q5_1, x, imatrix, out)
+        _q5_1_imx(x, imatrix, out)
     return out
 
 
