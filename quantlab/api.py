@@ -7,6 +7,7 @@ format cannot hold NaN/Inf, and an imatrix of the right length.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import numpy as np
@@ -41,7 +42,7 @@ def _as_float_rows(x, fmt: Format) -> tuple[np.ndarray, tuple]:
         raise ShapeError(f"{fmt.name} quantizes rows in blocks of {fmt.block_size} weights, but the last "
                          f"axis has {n} values ({n} % {fmt.block_size} = {n % fmt.block_size}).{hint}")
     lead = a.shape[:-1]
-    rows = np.ascontiguousarray(a.reshape(int(np.prod(lead, dtype=np.int64)), n), dtype=np.float32)
+    rows = np.ascontiguousarray(a.reshape(math.prod(lead), n), dtype=np.float32)
     return rows, lead
 
 
@@ -83,19 +84,44 @@ def _check_imatrix(imatrix, fmt: Format, n: int) -> np.ndarray | None:
 _PARALLEL_MIN = {"quantize": 1 << 15, "dequantize": 1 << 20}
 
 
+def _want_threads(n, work, op) -> int:
+    import numba
+
+    if n is None and work is not None and work < _PARALLEL_MIN[op]:
+        return 1
+    top = numba.config.NUMBA_NUM_THREADS
+    return top if n is None else max(1, min(int(n), top))
+
+
+def _run_threaded(fn, args, n, work, op):
+    """Call a numba kernel with the requested thread count, restoring the previous one after
+    (set_num_threads only when it changes: a call is a few microseconds, it adds up on small inputs)."""
+    import numba
+
+    want = _want_threads(n, work, op)
+    old = numba.get_num_threads()
+    if want == old:
+        return fn(*args)
+    numba.set_num_threads(want)
+    try:
+        return fn(*args)
+    finally:
+        numba.set_num_threads(old)
+
+
 @contextlib.contextmanager
 def _threads(n, work: int | None = None, op: str = "quantize"):
     import numba
 
+    want = _want_threads(n, work, op)
     old = numba.get_num_threads()
-    if n is None and work is not None and work < _PARALLEL_MIN[op]:
-        n = 1
-    want = numba.config.NUMBA_NUM_THREADS if n is None else max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(want)
+    if want != old:
+        numba.set_num_threads(want)
     try:
         yield
     finally:
-        numba.set_num_threads(old)
+        if want != old:
+            numba.set_num_threads(old)
 
 
 def quantize(x, fmt, imatrix=None, impl: str = "fast", threads: int | None = None) -> np.ndarray:
@@ -117,8 +143,7 @@ def quantize(x, fmt, imatrix=None, impl: str = "fast", threads: int | None = Non
     if rows.size == 0:
         out = np.zeros((rows.shape[0], f.row_bytes(rows.shape[1])), dtype=np.uint8)
     elif impl == "fast":
-        with _threads(threads, rows.size, "quantize"):
-            out = fn(rows, im)
+        out = _run_threaded(fn, (rows, im), threads, rows.size, "quantize")
     else:
         out = fn(rows, im)
     return out.reshape(*lead, out.shape[-1])
@@ -138,7 +163,10 @@ def _as_byte_rows(data, f: Format) -> tuple[np.ndarray, tuple, int]:
                          f"last axis has {rb} bytes ({rb} % {f.type_size} = {rb % f.type_size}): "
                          f"this is not {f.name} data, or it is truncated")
     n = rb // f.type_size * f.block_size
-    return np.ascontiguousarray(a.reshape(int(np.prod(a.shape[:-1], dtype=np.int64)), rb)), a.shape[:-1], n
+    rows = a.reshape(math.prod(a.shape[:-1]), rb)
+    if not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows)
+    return rows, a.shape[:-1], n
 
 
 def dequantize(data, fmt, impl: str = "fast", threads: int | None = None) -> np.ndarray:
@@ -151,8 +179,7 @@ def dequantize(data, fmt, impl: str = "fast", threads: int | None = None) -> np.
     if rows.size == 0:
         out = np.zeros((rows.shape[0], n), dtype=np.float32)
     elif impl == "fast":
-        with _threads(threads, rows.shape[0] * n, "dequantize"):
-            out = fn(rows, n)
+        out = _run_threaded(fn, (rows, n), threads, rows.shape[0] * n, "dequantize")
     else:
         out = fn(rows, n)
     return out.reshape(*lead, n)
