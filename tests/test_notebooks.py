@@ -19,7 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
-CELL_TIMEOUT = 600
+CELL_TIMEOUT = 1500  # one cold-cache run of 01 took 609 s in a fresh clone (unexplained wait); see the closing note
 
 # name -> probe code run after the notebook (same kernel); must print "probe ok". Several cells may be given
 # as a tuple of sources: Output-widget contents produced by a cell reach the kernel (synced back by
