@@ -27,6 +27,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..formats._iqgrid import kvalues_iq4nl
 from ._fp import f16_to_f32, f32_to_f16
 
 F32 = np.float32
@@ -248,6 +249,9 @@ def fake_quantize_activations(x: np.ndarray, vtype: str, with_s_error: bool = Fa
 # code), so each block product is emitted directly as vector IR: load the bytes, unpack the codes,
 # widen, multiply, horizontal add. LLVM turns that into vpmaddwd / vpdpbusd on x86. Integer sums are
 # exact, so the result is the same as a scalar loop, just 4-5x faster.
+#
+# Every intrinsic below is "decode the weight codes of n values into an int32 vector" followed by the
+# same "times n int8 activations, summed" (_times_acts); the decoders share the unpacking helpers.
 # ---------------------------------------------------------------------------------------------
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
@@ -265,6 +269,11 @@ def _byte_ptr(context, builder, aty, aval, off):
     """Pointer to byte ``off`` of a uint8/int8 C-contiguous array (flat offset)."""
     arr = context.make_array(aty)(context, builder, aval)
     return builder.gep(arr.data, [off], source_etype=_I8)
+
+
+def _load_bytes(context, builder, aty, aval, off, n):
+    """<n x i8> from byte ``off`` of the array."""
+    return builder.load(_byte_ptr(context, builder, aty, aval, off), typ=_vec(_I8, n), align=1)
 
 
 def _splat(builder, val, n):
@@ -286,6 +295,56 @@ def _check_bytes(*tys):
             raise TypeError("block dot products need C-contiguous uint8/int8 arrays")
 
 
+def _times_acts(context, builder, codes, aty, aval, aoff):
+    """sum_j codes[j] * a[aoff + j] for an <n x i32> code vector and int8 activations."""
+    va = _load_bytes(context, builder, aty, aval, aoff, codes.type.count)
+    return _hsum(builder, builder.mul(codes, builder.sext(va, codes.type)))
+
+
+def _nibbles16(builder, vw):
+    """16 packed bytes -> 32 unsigned 4-bit codes (<32 x i8>): low nibbles, then high nibbles (the
+    order of Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL blocks)."""
+    lo = builder.and_(vw, _const(_I8, 16, 15))
+    hi = builder.lshr(vw, _const(_I8, 16, 4))
+    return builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32))))
+
+
+def _nibble_at(builder, vw, shift):
+    """(byte >> shift) & 15 lane by lane (shift: an i32 value, 0 or 4)."""
+    n = vw.type.count
+    return builder.and_(builder.lshr(vw, _splat(builder, builder.trunc(shift, _I8), n)), _const(_I8, n, 15))
+
+
+def _fifth_bits_u32(builder, qh):
+    """Q5_0 / Q5_1: lane j gets bit j of the 32-bit ``qh`` moved to bit 4 (<32 x i8>)."""
+    v = builder.lshr(_splat(builder, qh, 32), ir.Constant(_vec(_I32, 32), list(range(32))))
+    return builder.trunc(builder.shl(builder.and_(v, _const(_I32, 32, 1)), _const(_I32, 32, 4)), _vec(_I8, 32))
+
+
+def _fifth_bits_bytes(builder, vh, bit):
+    """Q5_K: lane j gets bit ``bit`` (an i32 value) of byte j of qh moved to bit 4 (<n x i8>)."""
+    n = vh.type.count
+    b = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(bit, _I8), n)), _const(_I8, n, 1))
+    return builder.shl(b, _const(_I8, n, 4))
+
+
+def _minus(builder, q8, off):
+    """Unsigned <n x i8> codes -> <n x i32> codes minus ``off`` (an i32 value)."""
+    n = q8.type.count
+    return builder.sub(builder.zext(q8, _vec(_I32, n)), _splat(builder, off, n))
+
+
+def _table16(builder, q8, table):
+    """Codes 0..15 -> the int8 values ``table[code]`` (IQ4_NL's non-linear grid) as <n x i32>.
+    A chain of compare + select: portable vector IR (no target-specific shuffle)."""
+    n = q8.type.count
+    out = _const(_I8, n, int(table[0]))
+    for v in range(1, 16):
+        hit = builder.icmp_unsigned("==", q8, _const(_I8, n, v))
+        out = builder.select(hit, _const(_I8, n, int(table[v])), out)
+    return builder.sext(out, _vec(_I32, n))
+
+
 @intrinsic
 def _dot_nib16(typingctx, w, wo, a, ao, off):
     """sum_{j<16} ((w[wo+j] & 15) - off) * a[ao+j] + ((w[wo+j] >> 4) - off) * a[ao+16+j]
@@ -295,13 +354,39 @@ def _dot_nib16(typingctx, w, wo, a, ao, off):
 
     def codegen(context, builder, signature, args):
         wv, wov, av, aov, offv = args
-        vw = builder.load(_byte_ptr(context, builder, signature.args[0], wv, wov), typ=_vec(_I8, 16), align=1)
-        va = builder.load(_byte_ptr(context, builder, signature.args[2], av, aov), typ=_vec(_I8, 32), align=1)
-        lo = builder.and_(vw, _const(_I8, 16, 15))
-        hi = builder.lshr(vw, _const(_I8, 16, 4))
-        q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32))))
-        q = builder.sub(builder.zext(q, _vec(_I32, 32)), _splat(builder, offv, 32))
-        return _hsum(builder, builder.mul(q, builder.sext(va, _vec(_I32, 32))))
+        q = _nibbles16(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 16))
+        return _times_acts(context, builder, _minus(builder, q, offv), signature.args[2], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_q5_32(typingctx, w, wo, ho, a, ao, off):
+    """Like _dot_nib16 with a fifth bit per value: bit j of the little-endian uint32 at w[ho..ho+3]
+    is bit 4 of value j (Q5_0 with off = 16, Q5_1 with off = 0)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, types.intp, a, types.intp, types.int32)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, hov, av, aov, offv = args
+        aty = signature.args[0]
+        q = _nibbles16(builder, _load_bytes(context, builder, aty, wv, wov, 16))
+        hp = builder.bitcast(_byte_ptr(context, builder, aty, wv, hov), _I32.as_pointer())
+        q = builder.or_(q, _fifth_bits_u32(builder, builder.load(hp, typ=_I32, align=1)))
+        return _times_acts(context, builder, _minus(builder, q, offv), signature.args[3], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_iq4_16(typingctx, w, wo, a, ao):
+    """sum_{j<32} kvalues_iq4nl[nibble j] * a[ao+j], nibbles ordered as in Q4_0 (IQ4_NL, and each
+    32-block of IQ4_XS)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, av, aov = args
+        q = _nibbles16(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 16))
+        return _times_acts(context, builder, _table16(builder, q, IQ4NL_VALUES), signature.args[2], av, aov)
     return sig, codegen
 
 
@@ -313,9 +398,8 @@ def _dot_i8_32(typingctx, w, wo, a, ao):
 
     def codegen(context, builder, signature, args):
         wv, wov, av, aov = args
-        vw = builder.load(_byte_ptr(context, builder, signature.args[0], wv, wov), typ=_vec(_I8, 32), align=1)
-        va = builder.load(_byte_ptr(context, builder, signature.args[2], av, aov), typ=_vec(_I8, 32), align=1)
-        return _hsum(builder, builder.mul(builder.sext(vw, _vec(_I32, 32)), builder.sext(va, _vec(_I32, 32))))
+        vw = _load_bytes(context, builder, signature.args[0], wv, wov, 32)
+        return _times_acts(context, builder, builder.sext(vw, _vec(_I32, 32)), signature.args[2], av, aov)
     return sig, codegen
 
 
@@ -327,10 +411,23 @@ def _dot_nib32(typingctx, w, wo, a, ao, shift):
 
     def codegen(context, builder, signature, args):
         wv, wov, av, aov, sh = args
-        vw = builder.load(_byte_ptr(context, builder, signature.args[0], wv, wov), typ=_vec(_I8, 32), align=1)
-        va = builder.load(_byte_ptr(context, builder, signature.args[2], av, aov), typ=_vec(_I8, 32), align=1)
-        q = builder.and_(builder.lshr(vw, _splat(builder, builder.trunc(sh, _I8), 32)), _const(_I8, 32, 15))
-        return _hsum(builder, builder.mul(builder.zext(q, _vec(_I32, 32)), builder.sext(va, _vec(_I32, 32))))
+        q = _nibble_at(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 32), sh)
+        return _times_acts(context, builder, builder.zext(q, _vec(_I32, 32)), signature.args[2], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_q5k_32(typingctx, w, wo, shift, ho, bit, a, ao):
+    """sum_{j<32} (((w[wo+j] >> shift) & 15) | (((w[ho+j] >> bit) & 1) << 4)) * a[ao+j] (Q5_K)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, types.int32, types.intp, types.int32, a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, sh, hov, bit, av, aov = args
+        aty = signature.args[0]
+        q = _nibble_at(builder, _load_bytes(context, builder, aty, wv, wov, 32), sh)
+        q = builder.or_(q, _fifth_bits_bytes(builder, _load_bytes(context, builder, aty, wv, hov, 32), bit))
+        return _times_acts(context, builder, builder.zext(q, _vec(_I32, 32)), signature.args[5], av, aov)
     return sig, codegen
 
 
@@ -343,20 +440,30 @@ def _dot_q6_16(typingctx, w, lo, sl, hi, sh, a, ao):
     def codegen(context, builder, signature, args):
         wv, lov, slv, hiv, shv, av, aov = args
         aty = signature.args[0]
-        vl = builder.load(_byte_ptr(context, builder, aty, wv, lov), typ=_vec(_I8, 16), align=1)
-        vh = builder.load(_byte_ptr(context, builder, aty, wv, hiv), typ=_vec(_I8, 16), align=1)
-        va = builder.load(_byte_ptr(context, builder, signature.args[5], av, aov), typ=_vec(_I8, 16), align=1)
-        ql = builder.and_(builder.lshr(vl, _splat(builder, builder.trunc(slv, _I8), 16)), _const(_I8, 16, 15))
+        ql = _nibble_at(builder, _load_bytes(context, builder, aty, wv, lov, 16), slv)
+        vh = _load_bytes(context, builder, aty, wv, hiv, 16)
         qh = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(shv, _I8), 16)), _const(_I8, 16, 3))
         q = builder.or_(ql, builder.shl(qh, _const(_I8, 16, 4)))
-        q = builder.sub(builder.zext(q, _vec(_I32, 16)), _const(_I32, 16, 32))
-        return _hsum(builder, builder.mul(q, builder.sext(va, _vec(_I32, 16))))
+        return _times_acts(context, builder, _minus(builder, q, ir.Constant(_I32, 32)), signature.args[5], av, aov)
     return sig, codegen
 
 
 # ---------------------------------------------------------------------------------------------
 # integer matrix products: out[t, r] = W[r, :] . a[t, :], rows spread over threads
+#
+# Two families, one row function each: the 32-value block formats (activations Q8_0 / Q8_1: per block
+# d and, for Q8_1, s) and the 256-value super-block formats (activations Q8_K: d and 16 bsums per
+# super-block). ``kind`` picks the block decode; the per-block float combination is ggml's (spec §11.3).
 # ---------------------------------------------------------------------------------------------
+
+K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_NL = 0, 1, 2, 3, 4, 5
+K_Q4_K, K_Q5_K, K_Q6_K, K_IQ4_XS = 10, 11, 12, 13
+# format -> (kind, block bytes); every 32-block format has its fp16 d in bytes 0-1
+_KINDS = {"Q4_0": (K_Q4_0, 18), "Q4_1": (K_Q4_1, 20), "Q5_0": (K_Q5_0, 22), "Q5_1": (K_Q5_1, 24),
+          "Q8_0": (K_Q8_0, 34), "IQ4_NL": (K_IQ4_NL, 18),
+          "Q4_K": (K_Q4_K, 144), "Q5_K": (K_Q5_K, 176), "Q6_K": (K_Q6_K, 210), "IQ4_XS": (K_IQ4_XS, 136)}
+IQ4NL_VALUES = tuple(int(v) for v in kvalues_iq4nl())
+
 
 @njit(cache=True, inline="always")
 def _h(W, r, o, tab):
@@ -364,44 +471,34 @@ def _h(W, r, o, tab):
 
 
 @njit(cache=True)
-def _row_q4_0(r, W, tab, qs, d, out):
+def _row_32(kind, ts, r, W, tab, qs, d, s, out):
+    """One weight row of a 32-value block format times T activation rows (Q8_0: s unused; Q8_1:
+    s = the block sums d * sum(q), fp16-rounded)."""
     R, rb = W.shape
-    nb = rb // 18
+    nb = rb // ts
     T, K = qs.shape
     for t in range(T):
         acc = F32(0)
         for b in range(nb):
-            o = b * 18
-            isum = _dot_nib16(W, r * rb + o + 2, qs, t * K + b * 32, np.int32(8))
-            acc += F32(isum) * _h(W, r, o, tab) * d[t, b]
-        out[t, r] = acc
-
-
-@njit(cache=True)
-def _row_q4_1(r, W, tab, qs, d, s, out):
-    R, rb = W.shape
-    nb = rb // 20
-    T, K = qs.shape
-    for t in range(T):
-        acc = F32(0)
-        for b in range(nb):
-            o = b * 20
-            isum = _dot_nib16(W, r * rb + o + 4, qs, t * K + b * 32, np.int32(0))
-            acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
-        out[t, r] = acc
-
-
-@njit(cache=True)
-def _row_q8_0(r, W, tab, qs, d, out):
-    R, rb = W.shape
-    nb = rb // 34
-    T, K = qs.shape
-    for t in range(T):
-        acc = F32(0)
-        for b in range(nb):
-            o = b * 34
-            isum = _dot_i8_32(W, r * rb + o + 2, qs, t * K + b * 32)
-            acc += F32(isum) * (_h(W, r, o, tab) * d[t, b])
+            o = b * ts
+            wo = r * rb + o
+            ao = t * K + b * 32
+            if kind == K_Q4_0:       # (float)isum * dx * dy
+                acc += F32(_dot_nib16(W, wo + 2, qs, ao, np.int32(8))) * _h(W, r, o, tab) * d[t, b]
+            elif kind == K_Q4_1:     # (dx * dy) * isum + m * s
+                isum = _dot_nib16(W, wo + 4, qs, ao, np.int32(0))
+                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
+            elif kind == K_Q5_0:     # (dx * dy) * isum
+                isum = _dot_q5_32(W, wo + 6, wo + 2, qs, ao, np.int32(16))
+                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum)
+            elif kind == K_Q5_1:     # (dx * dy) * isum + m * s
+                isum = _dot_q5_32(W, wo + 8, wo + 4, qs, ao, np.int32(0))
+                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
+            elif kind == K_Q8_0:     # isum * (dx * dy)
+                acc += F32(_dot_i8_32(W, wo + 2, qs, ao)) * (_h(W, r, o, tab) * d[t, b])
+            else:                    # IQ4_NL: (dy * dx) * isum
+                isum = _dot_iq4_16(W, wo + 2, qs, ao)
+                acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum)
         out[t, r] = acc
 
 
@@ -417,58 +514,78 @@ def _scale_min_k4(W, r, o, j):
     return sc, m
 
 
+@njit(cache=True, inline="always")
+def _sb_q45_k(five, r, W, o, qs, ao, bsums, t, b):
+    """Q4_K / Q5_K super-block: (sum_j sc_j * sum q*a, sum_j m_j * (bsums of sub-block j))."""
+    rb = W.shape[1]
+    qo = r * rb + o + (48 if five else 16)
+    isum = np.int32(0)
+    summs = np.int32(0)
+    for jj in range(4):          # 4 chunks of 64 values: low nibbles, then high nibbles
+        sc0, m0 = _scale_min_k4(W, r, o + 4, 2 * jj)
+        sc1, m1 = _scale_min_k4(W, r, o + 4, 2 * jj + 1)
+        wo = qo + jj * 32
+        a0 = ao + jj * 64
+        if five:                 # bit 2jj / 2jj+1 of qh[l] is bit 4 of value 64jj + l / 64jj + 32 + l
+            ho = r * rb + o + 16
+            s0 = _dot_q5k_32(W, wo, np.int32(0), ho, np.int32(2 * jj), qs, a0)
+            s1 = _dot_q5k_32(W, wo, np.int32(4), ho, np.int32(2 * jj + 1), qs, a0 + 32)
+        else:
+            s0 = _dot_nib32(W, wo, qs, a0, np.int32(0))
+            s1 = _dot_nib32(W, wo, qs, a0 + 32, np.int32(4))
+        isum = np.int32(isum + sc0 * s0 + sc1 * s1)
+        bo = b * 16 + jj * 4
+        summs = np.int32(summs + m0 * (bsums[t, bo] + bsums[t, bo + 1])
+                         + m1 * (bsums[t, bo + 2] + bsums[t, bo + 3]))
+    return isum, summs
+
+
+@njit(cache=True, inline="always")
+def _sb_q6_k(r, W, o, qs, ao):
+    """Q6_K super-block: sum over its 16 sub-blocks of int8 scale * sum (q - 32) * a."""
+    rb = W.shape[1]
+    isum = np.int32(0)
+    for n in range(2):           # two halves of 128 values
+        ql = r * rb + o + n * 64
+        qh = r * rb + o + 128 + n * 32
+        sc = o + 192 + n * 8
+        a0 = ao + n * 128
+        for k in range(2):       # values 16k..16k+15 of each 32-run use scales k, k+2, k+4, k+6
+            l = 16 * k
+            s1 = _dot_q6_16(W, ql + l, np.int32(0), qh + l, np.int32(0), qs, a0 + l)
+            s2 = _dot_q6_16(W, ql + 32 + l, np.int32(0), qh + l, np.int32(2), qs, a0 + 32 + l)
+            s3 = _dot_q6_16(W, ql + l, np.int32(4), qh + l, np.int32(4), qs, a0 + 64 + l)
+            s4 = _dot_q6_16(W, ql + 32 + l, np.int32(4), qh + l, np.int32(6), qs, a0 + 96 + l)
+            isum = np.int32(isum + np.int32(np.int8(W[r, sc + k])) * s1
+                            + np.int32(np.int8(W[r, sc + k + 2])) * s2
+                            + np.int32(np.int8(W[r, sc + k + 4])) * s3
+                            + np.int32(np.int8(W[r, sc + k + 6])) * s4)
+    return isum
+
+
 @njit(cache=True)
-def _row_q4_k(r, W, tab, qs, d, bsums, out):
+def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
+    """One weight row of a 256-value super-block format times T Q8_K activation rows."""
     R, rb = W.shape
-    nb = rb // 144
+    nb = rb // ts
     T, K = qs.shape
     for t in range(T):
         acc = F32(0)
         for b in range(nb):
-            o = b * 144
-            isum = np.int32(0)
-            summs = np.int32(0)
-            for jj in range(4):          # 4 chunks of 64 values: low nibbles, then high nibbles
-                sc0, m0 = _scale_min_k4(W, r, o + 4, 2 * jj)
-                sc1, m1 = _scale_min_k4(W, r, o + 4, 2 * jj + 1)
-                wo = r * rb + o + 16 + jj * 32
-                ao = t * K + b * 256 + jj * 64
-                s0 = _dot_nib32(W, wo, qs, ao, np.int32(0))
-                s1 = _dot_nib32(W, wo, qs, ao + 32, np.int32(4))
-                isum = np.int32(isum + sc0 * s0 + sc1 * s1)
-                bo = b * 16 + jj * 4
-                summs = np.int32(summs + m0 * (bsums[t, bo] + bsums[t, bo + 1])
-                                 + m1 * (bsums[t, bo + 2] + bsums[t, bo + 3]))
-            acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum) - (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
-        out[t, r] = acc
-
-
-@njit(cache=True)
-def _row_q6_k(r, W, tab, qs, d, bsums, out):
-    R, rb = W.shape
-    nb = rb // 210
-    T, K = qs.shape
-    for t in range(T):
-        acc = F32(0)
-        for b in range(nb):
-            o = b * 210
-            isum = np.int32(0)
-            for n in range(2):           # two halves of 128 values
-                ql = r * rb + o + n * 64
-                qh = r * rb + o + 128 + n * 32
-                sc = o + 192 + n * 8
-                ao = t * K + b * 256 + n * 128
-                for k in range(2):       # values 16k..16k+15 of each 32-run use scales k, k+2, k+4, k+6
-                    l = 16 * k
-                    s1 = _dot_q6_16(W, ql + l, np.int32(0), qh + l, np.int32(0), qs, ao + l)
-                    s2 = _dot_q6_16(W, ql + 32 + l, np.int32(0), qh + l, np.int32(2), qs, ao + 32 + l)
-                    s3 = _dot_q6_16(W, ql + l, np.int32(4), qh + l, np.int32(4), qs, ao + 64 + l)
-                    s4 = _dot_q6_16(W, ql + 32 + l, np.int32(4), qh + l, np.int32(6), qs, ao + 96 + l)
-                    isum = np.int32(isum + np.int32(np.int8(W[r, sc + k])) * s1
-                                    + np.int32(np.int8(W[r, sc + k + 2])) * s2
-                                    + np.int32(np.int8(W[r, sc + k + 4])) * s3
-                                    + np.int32(np.int8(W[r, sc + k + 6])) * s4)
-            acc += (_h(W, r, o + 208, tab) * d[t, b]) * F32(isum)
+            o = b * ts
+            ao = t * K + b * 256
+            if kind == K_Q6_K:       # (d * dy) * isum, d at the end of the block
+                acc += (_h(W, r, o + 208, tab) * d[t, b]) * F32(_sb_q6_k(r, W, o, qs, ao))
+            elif kind == K_IQ4_XS:   # per 32-block: (dx * dy * (ls - 32)) * isum
+                d4d8 = _h(W, r, o, tab) * d[t, b]
+                sh = np.int32(W[r, o + 2]) | (np.int32(W[r, o + 3]) << 8)
+                for ib in range(8):
+                    ls = ((np.int32(W[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
+                    isum = _dot_iq4_16(W, r * rb + o + 8 + 16 * ib, qs, ao + 32 * ib)
+                    acc += (d4d8 * F32(ls - 32)) * F32(isum)
+            else:                    # Q4_K / Q5_K: (dy * d) * isum - (dy * dmin) * summs
+                isum, summs = _sb_q45_k(kind == K_Q5_K, r, W, o, qs, ao, bsums, t, b)
+                acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum) - (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
         out[t, r] = acc
 
 
@@ -478,64 +595,27 @@ PAR_MIN_MACS = 1 << 23
 
 
 @njit(cache=True, parallel=True)
-def _par_q4_0(W, tab, qs, d, out):
+def _par_32(kind, ts, W, tab, qs, d, s, out):
     for r in prange(W.shape[0]):
-        _row_q4_0(r, W, tab, qs, d, out)
+        _row_32(kind, ts, r, W, tab, qs, d, s, out)
 
 
 @njit(cache=True)
-def _ser_q4_0(W, tab, qs, d, out):
+def _ser_32(kind, ts, W, tab, qs, d, s, out):
     for r in range(W.shape[0]):
-        _row_q4_0(r, W, tab, qs, d, out)
+        _row_32(kind, ts, r, W, tab, qs, d, s, out)
 
 
 @njit(cache=True, parallel=True)
-def _par_q8_0(W, tab, qs, d, out):
+def _par_256(kind, ts, W, tab, qs, d, bsums, out):
     for r in prange(W.shape[0]):
-        _row_q8_0(r, W, tab, qs, d, out)
+        _row_256(kind, ts, r, W, tab, qs, d, bsums, out)
 
 
 @njit(cache=True)
-def _ser_q8_0(W, tab, qs, d, out):
+def _ser_256(kind, ts, W, tab, qs, d, bsums, out):
     for r in range(W.shape[0]):
-        _row_q8_0(r, W, tab, qs, d, out)
-
-
-@njit(cache=True, parallel=True)
-def _par_q4_1(W, tab, qs, d, s, out):
-    for r in prange(W.shape[0]):
-        _row_q4_1(r, W, tab, qs, d, s, out)
-
-
-@njit(cache=True)
-def _ser_q4_1(W, tab, qs, d, s, out):
-    for r in range(W.shape[0]):
-        _row_q4_1(r, W, tab, qs, d, s, out)
-
-
-@njit(cache=True, parallel=True)
-def _par_q4_k(W, tab, qs, d, bsums, out):
-    for r in prange(W.shape[0]):
-        _row_q4_k(r, W, tab, qs, d, bsums, out)
-
-
-@njit(cache=True)
-def _ser_q4_k(W, tab, qs, d, bsums, out):
-    for r in range(W.shape[0]):
-        _row_q4_k(r, W, tab, qs, d, bsums, out)
-
-
-@njit(cache=True, parallel=True)
-def _par_q6_k(W, tab, qs, d, bsums, out):
-    for r in prange(W.shape[0]):
-        _row_q6_k(r, W, tab, qs, d, bsums, out)
-
-
-@njit(cache=True)
-def _ser_q6_k(W, tab, qs, d, bsums, out):
-    for r in range(W.shape[0]):
-        _row_q6_k(r, W, tab, qs, d, bsums, out)
-
+        _row_256(kind, ts, r, W, tab, qs, d, bsums, out)
 
 # ---------------------------------------------------------------------------------------------
 # dequantize weight rows [r0, r1) into a float32 buffer (the tile path); same numbers as ggml's to_float
@@ -635,21 +715,22 @@ def deq_q6_k(W, tab, r0, out):
                     out[i, yo + 96 + l] = dd * F32(np.int8(W[r, sc + k + 6])) * F32(((lo2 >> 4) | (((h >> 6) & 3) << 4)) - 32)
 
 
-INT_KERNELS = {"Q4_0": (_ser_q4_0, _par_q4_0), "Q4_1": (_ser_q4_1, _par_q4_1), "Q8_0": (_ser_q8_0, _par_q8_0),
-               "Q4_K": (_ser_q4_k, _par_q4_k), "Q6_K": (_ser_q6_k, _par_q6_k)}
+INT_KERNELS = _KINDS       # formats with an integer (generation-path) kernel
 DEQ_KERNELS = {"Q4_0": deq_q4_0, "Q4_1": deq_q4_1, "Q8_0": deq_q8_0, "Q4_K": deq_q4_k, "Q6_K": deq_q6_k}
 
 
-def matmul_int(W: np.ndarray, fmt: str, act, out: np.ndarray) -> np.ndarray:
+def matmul_int(W: np.ndarray, fmt: str, act, out: np.ndarray, parallel: bool | None = None) -> np.ndarray:
     """Integer path: ``out[t, r] = W[r] . a[t]`` with ``act`` from :func:`quantize_activations` for the
-    format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout."""
-    ser, par = INT_KERNELS[fmt]
+    format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout. ``parallel``: spread rows over
+    threads (default: only for products of at least PAR_MIN_MACS multiply-adds)."""
+    kind, ts = INT_KERNELS[fmt]
     qs, d, extra = act
-    k = par if W.shape[0] * qs.shape[0] * qs.shape[1] >= PAR_MIN_MACS else ser
-    if fmt in ("Q4_0", "Q8_0"):
-        k(W, F16, qs, d, out)
+    if parallel is None:
+        parallel = W.shape[0] * qs.shape[0] * qs.shape[1] >= PAR_MIN_MACS
+    if kind < K_Q4_K:
+        (_par_32 if parallel else _ser_32)(kind, ts, W, F16, qs, d, extra, out)
     else:
-        k(W, F16, qs, d, extra, out)
+        (_par_256 if parallel else _ser_256)(kind, ts, W, F16, qs, d, extra, out)
     return out
 
 

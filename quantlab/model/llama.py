@@ -135,7 +135,7 @@ class Linear:
             raw = self.block_rows(r0, r1)
         if n == "F32":
             return raw.view(np.float32)
-        if self.fast:
+        if n in mm.DEQ_KERNELS:
             out = buf[: (r1 - r0) * self.cols].reshape(r1 - r0, self.cols) if buf is not None \
                 else np.empty((r1 - r0, self.cols), dtype=np.float32)
             return mm.dequantize_rows(np.ascontiguousarray(raw), n, 0, out)
@@ -416,7 +416,7 @@ class Model:
             rows = np.ascontiguousarray(t.data[tokens])
         if t.format.name == "F32":
             return rows.view(np.float32).copy()
-        if t.fast:
+        if t.format.name in mm.DEQ_KERNELS:
             out = np.empty((len(tokens), t.cols), dtype=np.float32)
             return mm.dequantize_rows(rows, t.format.name, 0, out)
         return _dequantize_any(rows, t.format)

@@ -1,0 +1,80 @@
+"""The integer (generation-path) kernels of quantlab.kernels.matmul against a float64 reference.
+
+The reference is built independently of the kernels: weights from quantlab.dequantize (bit-exact with
+ggml, tested elsewhere), activations from the activation quantizer's own codes and scales (``d * q``
+per block), and for the Q8_1 pairings ggml's min term ``m * s`` with s the stored fp16 block sum. The
+kernels sum exact integers per block and combine in float32, so the only allowed difference is float
+summation order (this path is not claimed bit-exact with llama.cpp, whose AVX2 kernels use yet another
+order).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import quantlab
+from quantlab.kernels import matmul as mm
+from quantlab.model.llama import Linear
+from quantlab.formats import get
+
+FORMATS = sorted(mm.INT_KERNELS)
+
+
+def _weights(rows, cols, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((rows, cols)) * rng.uniform(0.01, 2, (rows, 1))
+    w[0, :] = 0                          # an all-zero row (zero scales)
+    w[1, :40] *= 30                      # outliers in one block
+    return w.astype(np.float32)
+
+
+def _reference(q, fmt, act, T, K):
+    """float64 sum_b [(dx q_w + m) . (dy q_a)] with ggml's s for the min term of Q8_1 pairings."""
+    qs, d, extra = act
+    vt = mm.VEC_DOT_TYPE[fmt]
+    bs = 256 if vt == "Q8_K" else 32
+    a = qs.astype(np.float64) * np.repeat(d.astype(np.float64), bs, axis=1)
+    w = quantlab.dequantize(q, fmt).astype(np.float64)
+    ref = a @ w.T
+    if vt == "Q8_1":                      # ggml uses m * s, s = fp16(d * sum q): add s - d * sum q
+        sumq = qs.reshape(T, K // 32, 32).sum(axis=2, dtype=np.int64)
+        e = extra.astype(np.float64) - d.astype(np.float64) * sumq
+        ref += e @ mm.block_mins(q, fmt, 0, q.shape[0]).astype(np.float64).T
+    return ref
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("T", [1, 3])
+def test_integer_kernel_matches_float64_reference(fmt, T):
+    f = get(fmt)
+    K = 512 if f.block_size == 256 else 576          # 576: SmolLM2's width, 18 blocks of 32
+    R = 37
+    q = quantlab.quantize(_weights(R, K, 5), fmt)
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((T, K)) * 3).astype(np.float32)
+    x[-1, 32:64] = 0                                  # an all-zero activation block
+    act = mm.quantize_activations(x, mm.VEC_DOT_TYPE[fmt])
+    y = mm.matmul_int(q, fmt, act, np.empty((T, R), np.float32), parallel=False)
+    ref = _reference(q, fmt, act, T, K)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-6 * np.abs(ref).max() + 1e-30)
+    assert np.all(y[:, 0] == 0)
+    # the threaded driver runs the same row function: same bytes
+    yp = mm.matmul_int(q, fmt, act, np.empty((T, R), np.float32), parallel=True)
+    assert np.array_equal(y.view(np.uint32), yp.view(np.uint32))
+    # and the product is close to the float one (activation quantization error only)
+    exact = x.astype(np.float64) @ quantlab.dequantize(q, fmt).astype(np.float64).T
+    assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("fmt", ["Q5_0", "Q5_1", "Q5_K", "IQ4_NL", "IQ4_XS"])
+def test_linear_uses_integer_path_and_agrees_with_tiles(fmt):
+    """Linear picks the integer path for a few tokens and the tile path (dequantized rows + BLAS on
+    fake-quantized activations) for a batch; both compute the same sum up to float32 order."""
+    K = 512
+    q = quantlab.quantize(_weights(24, K, 7), fmt)
+    lin = Linear("w", get(fmt), q, 24, K)
+    assert lin.fast
+    x = np.random.default_rng(8).standard_normal((6, K)).astype(np.float32)
+    small = np.concatenate([lin(x[i:i + 2]) for i in range(0, 6, 2)])     # 2 tokens: integer path
+    batch = lin(x)                                                        # 6 tokens: tile path
+    np.testing.assert_allclose(small, batch, rtol=0, atol=2e-5 * np.abs(batch).max())
