@@ -247,16 +247,90 @@ def gguf_open(path=None, repeats: int = 5) -> Table:
     return Table(rows, f"GGUF open: {os.path.basename(path)}", ("task", "quantlab ms", "gguf ms", "speed-up"))
 
 
+def llama_bench_binary():
+    """llama.cpp's ``llama-bench``: in the folder named by QUANTLAB_LLAMA_BIN, else the one ``make peers``
+    builds (.cache/oracle/bin next to the package), else on PATH; None when there is none."""
+    import pathlib
+    import shutil
+
+    env = os.environ.get("QUANTLAB_LLAMA_BIN")
+    cands = [pathlib.Path(env) / "llama-bench"] if env else []
+    cands.append(pathlib.Path(__file__).resolve().parent.parent / ".cache/oracle/bin/llama-bench")
+    for c in cands:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    found = shutil.which("llama-bench")
+    return pathlib.Path(found) if found else None
+
+
+def parse_llama_bench(text: str) -> dict:
+    """llama-bench's ``-o json`` output -> {"llama_pp_tok_s", "llama_tg_tok_s"} (the best of its
+    repetitions, like quantlab's own figures) plus the means it reports itself. A test without a prompt
+    or without generation leaves its keys out."""
+    try:
+        runs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"llama-bench did not print JSON ({e}); its output starts with {text[:80]!r}") from None
+    if isinstance(runs, dict):
+        runs = [runs]
+    out = {}
+    for r in runs:
+        if not isinstance(r, dict) or "avg_ts" not in r:
+            raise ValueError("llama-bench JSON entries need avg_ts (tokens/s); got " + repr(r)[:80])
+        kind = "tg" if int(r.get("n_gen", 0)) > 0 else "pp"
+        samples = r.get("samples_ts") or [r["avg_ts"]]
+        out[f"llama_{kind}_tok_s"] = float(max(samples))
+        out[f"llama_{kind}_avg_tok_s"] = float(r["avg_ts"])
+        out[f"llama_{kind}_n"] = int(r.get("n_gen") or r.get("n_prompt") or 0)
+        out["llama_build"] = r.get("build_commit")
+    return out
+
+
+def run_llama_bench(path, threads: int = 2, n_prompt: int = 512, n_gen: int = 32, reps: int = 2,
+                    binary=None, timeout: float = 900) -> dict | None:
+    """Run ``llama-bench -m path -t threads -p n_prompt -n n_gen -r reps -o json`` (its shared
+    libraries from the sibling lib folder) and parse it; None when llama-bench is not found."""
+    import subprocess
+
+    exe = binary or llama_bench_binary()
+    if exe is None:
+        return None
+    env = dict(os.environ)
+    lib = exe.resolve().parent.parent / "lib"
+    if lib.is_dir():
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), env.get("LD_LIBRARY_PATH")]))
+    cmd = [str(exe), "-m", str(path), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
+           "-r", str(reps), "-o", "json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"llama-bench failed ({p.returncode}): {p.stderr.strip()[-300:]}")
+    return parse_llama_bench(p.stdout)
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
-          ftypes=("Q8_0", "Q4_0", "Q4_K_M"), workdir=None) -> Table:
+          ftypes=("Q8_0", "Q4_0", "Q4_K_M"), workdir=None, reps: int = 2, llama: bool = True) -> Table:
     """Prompt processing (pp) and generation (tg) tokens/s of quantlab's llama forward
     (quantlab.model.bench) for the shipped SmolLM2 model and its requantizations to ``ftypes``
-    (made with quantlab.recipes into ``workdir``, a temporary folder by default)."""
+    (made with quantlab.recipes into ``workdir``, a temporary folder by default) — and, in the same run,
+    llama.cpp's ``llama-bench`` on the same files with the same threads (see :func:`llama_bench_binary`;
+    ``llama=False`` or no binary: those columns stay empty and the title says so).
+
+    Both sides report the best of ``reps`` runs. Each file is measured by quantlab and right after by
+    llama-bench, so both see the same machine load; the title shows the load average at the start."""
     import tempfile
 
     from . import data
     from .model import bench as mbench
 
+    exe = llama_bench_binary() if llama else None
+    load = _load_average()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if paths is None:
@@ -271,12 +345,22 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
                         quantize_model(src, out, ft, allow_requantize=True, verbose=False, progress=False)
                     paths.append(out)
         for p in paths:
-            r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads))
+            r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
             r["model"] = os.path.basename(str(p))
             r["MB"] = os.path.getsize(p) / 1e6
+            lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
+            if lb:
+                r.update(lb)
+                r["pp quantlab/llama"] = r["pp_tok_s"] / lb["llama_pp_tok_s"] if "llama_pp_tok_s" in lb else None
+                r["tg quantlab/llama"] = r["tg_tok_s"] / lb["llama_tg_tok_s"] if "llama_tg_tok_s" in lb else None
             rows.append(r)
-    cols = ("model", "MB", "threads", "n_prompt", "pp_tok_s", "n_gen", "tg_tok_s")
-    return Table(rows, f"SmolLM2-135M speed with quantlab's forward ({threads} threads)", cols)
+    who = f"vs llama.cpp's llama-bench ({exe}) in the same run" if exe is not None else \
+        "llama-bench not found (set QUANTLAB_LLAMA_BIN or `make peers`): no llama.cpp columns"
+    title = (f"SmolLM2-135M speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
+             f"load average at start {load}")
+    cols = ("model", "MB", "threads", "n_prompt", "pp_tok_s", "llama_pp_tok_s", "pp quantlab/llama",
+            "n_gen", "tg_tok_s", "llama_tg_tok_s", "tg quantlab/llama")
+    return Table(rows, title, cols)
 
 
 def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: float = 0.3) -> float:

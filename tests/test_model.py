@@ -277,3 +277,37 @@ def test_base_with_other_vocabulary(model):
     other.tokenizer.tokens = toks
     with pytest.raises(ModelError, match="vocabulary"):
         qm.evaluate(model, n_ctx=64, n_chunks=1, base=other)
+
+
+# ---------------------------------------------------------------- llama-bench next to quantlab.bench.model
+
+def test_parse_llama_bench_sample():
+    """tests/data/llama_bench_smollm2_q4_1.json was printed by `llama-bench -m smollm2-Q4_1.gguf -t 2 -p 512
+    -n 32 -r 2 -o json` (llama.cpp 0c1e570, .cache/oracle/bin) on this machine."""
+    from quantlab.bench import parse_llama_bench
+
+    text = (DATA / "llama_bench_smollm2_q4_1.json").read_text()
+    runs = json.loads(text)
+    pp = next(r for r in runs if r["n_prompt"] > 0)
+    tg = next(r for r in runs if r["n_gen"] > 0)
+    got = parse_llama_bench(text)
+    assert got["llama_pp_tok_s"] == max(pp["samples_ts"]) and got["llama_pp_avg_tok_s"] == pp["avg_ts"]
+    assert got["llama_tg_tok_s"] == max(tg["samples_ts"]) and got["llama_tg_avg_tok_s"] == tg["avg_ts"]
+    assert got["llama_pp_n"] == 512 and got["llama_tg_n"] == 32 and got["llama_build"] == pp["build_commit"]
+    only_pp = parse_llama_bench(json.dumps([pp]))
+    assert "llama_tg_tok_s" not in only_pp and only_pp["llama_pp_tok_s"] == got["llama_pp_tok_s"]
+    for bad in ("llama-bench: error: unknown argument", '[{"n_prompt": 512}]'):
+        with pytest.raises(ValueError):
+            parse_llama_bench(bad)
+
+
+def test_bench_model_without_llama_bench(monkeypatch):
+    import quantlab.bench as qb
+
+    monkeypatch.setattr(qb, "llama_bench_binary", lambda: None)
+    t = qb.model(ftypes=(), n_prompt=8, n_gen=2, threads=1, reps=1)
+    assert "llama-bench not found" in t.title and len(t.rows) == 1
+    r = t.rows[0]
+    assert r["pp_tok_s"] > 0 and r["tg_tok_s"] > 0
+    assert all(r.get(c) is None for c in ("llama_pp_tok_s", "llama_tg_tok_s", "pp quantlab/llama", "tg quantlab/llama"))
+    assert "llama_pp_tok_s" in t.columns and "llama_pp_tok_s" in str(t)
