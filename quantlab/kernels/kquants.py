@@ -15,6 +15,7 @@ from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_q
 QK_K = 256
 _ZERO = np.float32(0.0)
 _U = np.uint64
+_B0, _B4, _B16, _LO4 = np.uint8(0), np.uint8(4), np.uint8(16), np.uint8(0xF)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -435,25 +436,29 @@ def _dequant_q45_row(qr, yr, nb, five):
             m1 = dmin * np.float32(m1i)
             d2 = d * np.float32(sc2)
             m2 = dmin * np.float32(m2i)
-            # unsigned indices: numba then skips its negative-index handling and the loops vectorize
+            # unsigned indices: numba then skips its negative-index handling. The codes stay uint8
+            # (each result cast back to np.uint8): numba widens integer arithmetic to 64 bits, the
+            # casts let LLVM narrow it again, so the loop vectorizes 16 floats wide instead of 8.
             base = _U(i * QK_K + 64 * c)
             qo = _U(o + qs_off + 32 * c)
             ho = _U(o + 16)
             if five:
+                mk1 = np.uint8(1 << (2 * c))            # the hmask bits of these two sub-blocks
+                mk2 = np.uint8(2 << (2 * c))
                 for l in range(32):
                     ul = _U(l)
-                    b = np.int32(qr[qo + ul])
-                    h = np.int32(qr[ho + ul])
-                    v1 = (b & 0xF) + (((h >> (2 * c)) & 1) << 4)
-                    v2 = (b >> 4) + (((h >> (2 * c + 1)) & 1) << 4)
+                    b = qr[qo + ul]
+                    h = qr[ho + ul]
+                    v1 = np.uint8(np.uint8(b & _LO4) | (_B16 if np.uint8(h & mk1) != _B0 else _B0))
+                    v2 = np.uint8(np.uint8(b >> _B4) | (_B16 if np.uint8(h & mk2) != _B0 else _B0))
                     yr[base + ul] = d1 * np.float32(v1) - m1
                     yr[base + _U(32) + ul] = d2 * np.float32(v2) - m2
             else:
                 for l in range(32):
                     ul = _U(l)
-                    b = np.int32(qr[qo + ul])
-                    yr[base + ul] = d1 * np.float32(b & 0xF) - m1
-                    yr[base + _U(32) + ul] = d2 * np.float32(b >> 4) - m2
+                    b = qr[qo + ul]
+                    yr[base + ul] = d1 * np.float32(np.uint8(b & _LO4)) - m1
+                    yr[base + _U(32) + ul] = d2 * np.float32(np.uint8(b >> _B4)) - m2
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
