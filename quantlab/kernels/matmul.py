@@ -316,9 +316,10 @@ def _nibble_at(builder, vw, shift):
 
 
 def _fifth_bits_u32(builder, qh):
-    """Q5_0 / Q5_1: lane j gets bit j of the 32-bit ``qh`` moved to bit 4 (<32 x i8>)."""
-    v = builder.lshr(_splat(builder, qh, 32), ir.Constant(_vec(_I32, 32), list(range(32))))
-    return builder.trunc(builder.shl(builder.and_(v, _const(_I32, 32, 1)), _const(_I32, 32, 4)), _vec(_I8, 32))
+    """Q5_0 / Q5_1: lane j gets bit j of the 32-bit ``qh`` moved to bit 4 (<32 x i8>). The uint32 is
+    reinterpreted as 32 one-bit lanes (lane j = bit j), which x86 turns into a mask register move."""
+    bits = builder.bitcast(qh, _vec(ir.IntType(1), 32))
+    return builder.shl(builder.zext(bits, _vec(_I8, 32)), _const(_I8, 32, 4))
 
 
 def _fifth_bits_bytes(builder, vh, bit):
