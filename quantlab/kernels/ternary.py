@@ -11,9 +11,10 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from ._fp import f32_to_f16, roundf, wr16
+from ._fp import f32_as_u32, f32_to_f16, roundf, u32_as_f32, wr16
 from .legacy import h2f
 
+_U = np.uint64
 
 
 @njit(cache=True, inline="always")
@@ -27,11 +28,20 @@ def _trit(v):
 
 @njit(cache=True, inline="always")
 def _absmax_block(xr, xo):
-    amax = np.float32(0.0)
-    for j in range(256):
-        a = abs(xr[xo + j])
-        amax = amax if amax > a else a
-    return amax
+    """max |x| over a block, taken on the bits: for non-negative floats the integer order is the float
+    order, and an integer max (unlike a float one without fastmath) vectorizes. The inputs are
+    finite (checked in quantlab.api), so the result is the one of ggml's sequential MAX."""
+    m = np.uint32(0)
+    for j in range(_U(256)):
+        m = max(m, np.uint32(f32_as_u32(xr[_U(xo) + j]) & np.uint32(0x7FFFFFFF)))
+    return u32_as_f32(m)
+
+
+@njit(cache=True, inline="always")
+def _trit_near(v):
+    """_trit(v) for |v| < 1.5, NaN included, without branches: lroundf rounds half away from zero.
+    v = x * (1/amax) with |x| <= amax never reaches 1.5 while 1/amax is finite."""
+    return np.uint8(np.uint8(1) + np.uint8(v >= np.float32(0.5)) - np.uint8(v <= np.float32(-0.5)))
 
 
 @njit(cache=True, inline="always")
@@ -175,12 +185,23 @@ def _tq2_0(x, out):
             o = ib * 66
             d = _absmax_block(xr, xo)
             idv = _inv(d)
-            for c in range(2):
-                for m in range(32):
-                    q = np.int32(0)
-                    for n in range(4):
-                        q |= (_trit(xr[xo + 128 * c + 32 * n + m] * idv) & 3) << (2 * n)
-                    orow[o + 32 * c + m] = np.uint8(q & 0xFF)
+            if idv - idv == 0:      # 1/d finite: branchless uint8 codes, the m loop vectorizes
+                for c in range(2):
+                    xc = _U(xo + 128 * c)
+                    oc = _U(o + 32 * c)
+                    for m in range(_U(32)):
+                        q = np.uint8(0)
+                        for n in range(4):
+                            t = _trit_near(xr[xc + _U(32 * n) + m] * idv)
+                            q = np.uint8(q | np.uint8(t << np.uint8(2 * n)))
+                        orow[oc + m] = q
+            else:                   # d below 2**-128: 1/d overflowed, C's lroundf(inf/NaN) path
+                for c in range(2):
+                    for m in range(32):
+                        q = np.int32(0)
+                        for n in range(4):
+                            q |= (_trit(xr[xo + 128 * c + 32 * n + m] * idv) & 3) << (2 * n)
+                        orow[o + 32 * c + m] = np.uint8(q & 0xFF)
             wr16(orow, o + 64, f32_to_f16(d))
 
 
