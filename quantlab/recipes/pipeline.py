@@ -197,7 +197,9 @@ def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
         if t.src.name == "F32":
             x = np.ascontiguousarray(raw[r:end]).view("<f4").astype(np.float32, copy=False)
         else:
-            x = dequantize(raw[r:end], t.src, impl=d_impl, threads=threads)
+            # decoding runs at tens of GB/s: one thread, never a parallel region that a busy machine
+            # can stall (threads pay off for the quantize searches, not here)
+            x = dequantize(raw[r:end], t.src, impl=d_impl, threads=1)
         im = None if imat is None else imat[mat * ne0:(mat + 1) * ne0]
         out[r:end] = quantize(x, fmt, imatrix=im, impl=q_impl, threads=threads)
         r = end
