@@ -12,6 +12,8 @@ Signatures (x, w, qw: float32[n]; L, Laux: uint8[n] output/scratch buffers of at
     make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux) -> (scale, the_min)
     make_qkx3_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux) -> (scale, the_min)  (w may be None)
     make_qp_quants(x, nmax, qw, L)                                 -> scale
+    make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scales, mins, S, Laux)
+        the qkx2/qkx3 search of ng groups of n at once (one super-block), groups as SIMD lanes
 
 Codes written to L are the offset codes of ggml: value ~ scale*(L - nmax) for qx/q3 (L = 0 for an
 all-zero group), value ~ scale*L - the_min for qkx2/qkx3, value ~ scale*L for qp (uint8: wraps like C).
@@ -400,6 +402,161 @@ def make_qkx3_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
         ww = x * x
         return _qkx_core(x, ww, nmax, rmin, rdelta, nstep, use_mad, L, Laux, True)
     return _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, True)
+
+
+_LO23 = np.float32(8388608.0)       # 2**23
+_HI24 = np.float32(16777216.0)      # 2**24
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _lane_code(isc, xi, mn, nmax_f):
+    """One code of _codes_fast: (clamp(rint(isc*(xi - mn)), 0, nmax) as float32, shortcut valid)."""
+    t = isc * (xi - mn) + _MAGIC
+    ok = (t >= _LO23) & (t < _HI24)
+    return min(max(t - _MAGIC, np.float32(0.0)), nmax_f), ok
+
+
+@njit(cache=True, error_model="numpy")
+def make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scales, mins, S, Laux):
+    """make_qkx2_quants (le=False) / make_qkx3_quants (le=True, weights given) on the ``ng`` groups of
+    ``n`` elements x[g*n:(g+1)*n] of one super-block at once; codes into L[g*n:(g+1)*n], results into
+    scales[g], mins[g] (same bits as ng calls of the scalar search).
+
+    Every float32 sum of the search is sequential over the elements of ONE group, so the scalar code
+    is bound by the latency of those additions. Here the groups are the SIMD lanes: the data is
+    transposed (element-major, group-minor) and each loop over the groups applies the scalar step to
+    all of them, every lane keeping its own state (min, best error, ...). Branches become per-lane
+    selects. Codes use the float rounding shortcut of ``_codes_fast``; a lane where it does not apply
+    (degenerate groups, where 0 * inf = NaN, and overflowing inputs) is redone by the scalar search.
+    S: float32 scratch of at least (4*n + 15)*ng; Laux: uint8 scratch of n (for that fallback)."""
+    G = ng
+    if nstep < 1:
+        for g in range(G):
+            scales[g], mins[g] = _qkx_core(x[g * n:(g + 1) * n], w[g * n:(g + 1) * n], nmax, rmin, rdelta,
+                                           nstep, use_mad, L[g * n:(g + 1) * n], Laux, le)
+        return
+    # scratch layout (float32): xT, wT, lT (candidate codes), LT (best codes) [n*G each], then lane state
+    xT = 0
+    wT = n * G
+    lT = 2 * n * G
+    LT = 3 * n * G
+    st = 4 * n * G
+    MN = st
+    MX = st + G
+    SW = st + 2 * G
+    SX = st + 3 * G
+    BEST = st + 4 * G
+    SC = st + 5 * G
+    ISC = st + 6 * G
+    SL = st + 7 * G
+    SL2 = st + 8 * G
+    SXL = st + 9 * G
+    TS = st + 10 * G
+    TM = st + 11 * G
+    CUR = st + 12 * G
+    OK = st + 13 * G
+    ACC = st + 14 * G
+    for g in range(G):
+        for i in range(n):
+            S[xT + i * G + g] = x[g * n + i]
+            S[wT + i * G + g] = w[g * n + i]
+    fnmax = np.float32(nmax)
+    for g in range(G):
+        x0 = S[xT + g]
+        S[MN + g] = x0
+        S[MX + g] = x0
+        S[SW + g] = S[wT + g]
+        S[SX + g] = S[wT + g] * x0
+    for i in range(1, n):
+        for g in range(G):
+            xi = S[xT + i * G + g]
+            wi = S[wT + i * G + g]
+            mn = S[MN + g]
+            mx = S[MX + g]
+            S[MN + g] = xi if xi < mn else mn
+            S[MX + g] = xi if xi > mx else mx
+            S[SW + g] += wi
+            S[SX + g] += wi * xi
+    for g in range(G):
+        mn = S[MN + g]
+        mn = np.float32(0.0) if mn > 0 else mn
+        S[MN + g] = mn
+        iscale = np.float32(fnmax / (S[MX + g] - mn))
+        S[ISC + g] = iscale
+        S[SC + g] = np.float32(np.float32(1.0) / iscale)
+        S[BEST + g] = np.float32(0.0)
+        S[OK + g] = np.float32(1.0)
+    for i in range(n):
+        for g in range(G):
+            xi = S[xT + i * G + g]
+            mn = S[MN + g]
+            l, ok = _lane_code(S[ISC + g], xi, mn, fnmax)
+            S[OK + g] = S[OK + g] if ok else np.float32(0.0)
+            S[LT + i * G + g] = l
+            diff = (S[SC + g] * l + mn) - xi
+            diff = np.float32(abs(diff)) if use_mad else diff * diff
+            S[BEST + g] += S[wT + i * G + g] * diff
+    frmin = np.float32(rmin)
+    frdelta = np.float32(rdelta)
+    for is_ in range(nstep + 1):
+        fa = (frmin + frdelta * np.float32(is_)) + fnmax
+        for g in range(G):
+            S[ISC + g] = np.float32(fa / (S[MX + g] - S[MN + g]))
+            S[SL + g] = np.float32(0.0)
+            S[SL2 + g] = np.float32(0.0)
+            S[SXL + g] = np.float32(0.0)
+        for i in range(n):
+            for g in range(G):
+                xi = S[xT + i * G + g]
+                l, ok = _lane_code(S[ISC + g], xi, S[MN + g], fnmax)
+                S[OK + g] = S[OK + g] if ok else np.float32(0.0)
+                S[lT + i * G + g] = l
+                wl = S[wT + i * G + g] * l
+                S[SL + g] += wl
+                S[SL2 + g] += wl * l
+                S[SXL + g] += wl * xi
+        for g in range(G):
+            sw = S[SW + g]
+            sx = S[SX + g]
+            sl = S[SL + g]
+            sl2 = S[SL2 + g]
+            sxl = S[SXL + g]
+            D = sw * sl2 - sl * sl
+            ts = np.float32((sw * sxl - sx * sl) / D)
+            tm = np.float32((sl2 * sx - sl * sxl) / D)
+            pos = tm > 0
+            S[TM + g] = np.float32(0.0) if pos else tm
+            S[TS + g] = np.float32(sxl / sl2) if pos else ts
+            S[ACC + g] = np.float32(1.0) if D > 0 else np.float32(0.0)
+            S[CUR + g] = np.float32(0.0)
+        for i in range(n):
+            for g in range(G):
+                xi = S[xT + i * G + g]
+                diff = (S[TS + g] * S[lT + i * G + g] + S[TM + g]) - xi
+                diff = np.float32(abs(diff)) if use_mad else diff * diff
+                S[CUR + g] += S[wT + i * G + g] * diff
+        for g in range(G):
+            acc = (S[ACC + g] != 0) & (S[CUR + g] < S[BEST + g])
+            S[ACC + g] = np.float32(1.0) if acc else np.float32(0.0)
+            S[BEST + g] = S[CUR + g] if acc else S[BEST + g]
+            S[SC + g] = S[TS + g] if acc else S[SC + g]
+            S[MN + g] = S[TM + g] if acc else S[MN + g]
+        for i in range(n):
+            for g in range(G):
+                S[LT + i * G + g] = S[lT + i * G + g] if S[ACC + g] != 0 else S[LT + i * G + g]
+    for g in range(G):
+        # degenerate groups (then 0 * inf = NaN) and lanes where the float rounding shortcut did not
+        # apply: the scalar search
+        if S[OK + g] == 0:
+            sc, m = _qkx_core(x[g * n:(g + 1) * n], w[g * n:(g + 1) * n], nmax, rmin, rdelta, nstep, use_mad,
+                              L[g * n:(g + 1) * n], Laux, le)
+            scales[g] = sc
+            mins[g] = m
+        else:
+            scales[g] = S[SC + g]
+            mins[g] = np.float32(-S[MN + g])
+            for i in range(n):
+                L[g * n + i] = np.uint8(np.int32(S[LT + i * G + g]))
 
 
 @njit(cache=True, error_model="numpy")

@@ -9,8 +9,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._fp import f16_to_f32, f32_as_u32, f32_to_f16, rd16, u32_as_f32, wr16
-from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants,
-                      make_qx_quants, nearest_int)
+from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qkx_groups,
+                      make_qp_quants, make_qx_quants, nearest_int)
 
 QK_K = 256
 _ZERO = np.float32(0.0)
@@ -79,6 +79,7 @@ def _quant_q2_k(x, qw, has_im, out):
         Ls = np.empty(16, np.uint8)
         Lm = np.empty(16, np.uint8)
         packed = np.empty(16, np.int32)
+        S = np.empty(4 * QK_K + 15 * 16, np.float32)
         q = out[r]
         for i in range(nb):
             xb = x[r, i * QK_K:(i + 1) * QK_K]
@@ -90,10 +91,8 @@ def _quant_q2_k(x, qw, has_im, out):
                     for l in range(16):
                         s += w[16 * j + l]
                     sw[j] = s
-                    sc, mn = make_qkx3_quants(xb[16 * j:16 * j + 16], w[16 * j:16 * j + 16], 3,
-                                              -0.9, 0.05, 36, False, L[16 * j:16 * j + 16], Laux)
-                    scales[j] = sc
-                    mins[j] = mn
+                # make_qkx3_quants on the 16 groups, as SIMD lanes
+                make_qkx_groups(xb, w, 16, 16, 3, -0.9, 0.05, 36, False, True, L, scales, mins, S, Laux)
                 dm = make_qp_quants(scales, 15, sw, Ls)
                 mm = make_qp_quants(mins, 15, sw, Lm)
                 for j in range(16):
@@ -103,13 +102,13 @@ def _quant_q2_k(x, qw, has_im, out):
             else:
                 max_scale = np.float32(0.0)
                 max_min = np.float32(0.0)
+                for e in range(QK_K):
+                    w[e] = np.float32(abs(xb[e]))
+                # make_qkx2_quants on the 16 groups, as SIMD lanes
+                make_qkx_groups(xb, w, 16, 16, 3, -0.5, 0.1, 15, True, False, L, scales, mins, S, Laux)
                 for j in range(16):
-                    for l in range(16):
-                        w[l] = np.float32(abs(xb[16 * j + l]))
-                    sc, mn = make_qkx2_quants(xb[16 * j:16 * j + 16], w[:16], 3, -0.5, 0.1, 15, True,
-                                              L[16 * j:16 * j + 16], Laux)
-                    scales[j] = sc
-                    mins[j] = mn
+                    sc = scales[j]
+                    mn = mins[j]
                     if sc > max_scale:
                         max_scale = sc
                     if mn > max_min:
