@@ -14,6 +14,8 @@ Signatures (x, w, qw: float32[n]; L, Laux: uint8[n] output/scratch buffers of at
     make_qp_quants(x, nmax, qw, L)                                 -> scale
     make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scales, mins, S, Laux)
         the qkx2/qkx3 search of ng groups of n at once (one super-block), groups as SIMD lanes
+    make_qx_groups(x, qw, has_w, ng, n, nmax, L, scales, S)
+        make_qx_quants (rmse_type 1) of ng groups of n at once, the same way
 
 Codes written to L are the offset codes of ggml: value ~ scale*(L - nmax) for qx/q3 (L = 0 for an
 all-zero group), value ~ scale*L - the_min for qkx2/qkx3, value ~ scale*L for qp (uint8: wraps like C).
@@ -33,6 +35,7 @@ from ._fp import f32_as_u32
 F32 = np.float32
 _MAGIC = np.float32(12582912.0)
 _EPS = np.float32(1e-15)
+_U = np.uint64
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -557,6 +560,109 @@ def make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scal
             mins[g] = np.float32(-S[MN + g])
             for i in range(n):
                 L[g * n + i] = np.uint8(np.int32(S[LT + i * G + g]))
+
+
+@njit(cache=True, error_model="numpy")
+def make_qx_groups(x, qw, has_w, ng, n, nmax, L, scales, S):
+    """make_qx_quants(x_g, nmax, 1, qw_g or None, L_g) on the ``ng`` groups of ``n`` elements
+    x[g*n:(g+1)*n] of one super-block at once (same bits); scales[g] gets each group's scale.
+
+    As in :func:`make_qkx_groups` the groups are lanes: transposed data, every loop over the groups
+    advances all of their sequential float32 sums by one element, so the sums of different groups
+    overlap in the CPU instead of each waiting on its own previous addition. A group that is all
+    (near) zero or holds a non-finite value is done by the scalar search.
+    S: float32 scratch of at least (5*n + 9)*ng."""
+    # unsigned offsets: numba then drops its negative-index wraparound
+    G = _U(ng)
+    N = _U(n)
+    xT = _U(0)
+    wT = N * G
+    wxT = _U(2) * N * G
+    lT = _U(3) * N * G
+    LT = _U(4) * N * G
+    st = _U(5) * N * G
+    MXV = st
+    AMAX = st + G
+    ISC = st + _U(2) * G
+    SLX = st + _U(3) * G
+    SL2 = st + _U(4) * G
+    SCALE = st + _U(5) * G
+    BEST = st + _U(6) * G
+    FIN = st + _U(7) * G
+    ACC = st + _U(8) * G
+    for g in range(G):
+        for i in range(N):
+            xi = x[g * N + i]
+            wi = qw[g * N + i] if has_w else xi * xi
+            S[xT + i * G + g] = xi
+            S[wT + i * G + g] = wi
+            S[wxT + i * G + g] = wi * xi
+    for g in range(G):
+        S[MXV + g] = np.float32(0.0)
+        S[AMAX + g] = np.float32(0.0)
+        S[FIN + g] = np.float32(1.0)
+    for i in range(N):
+        for g in range(G):
+            xi = S[xT + i * G + g]
+            ax = np.float32(abs(xi))
+            gt = ax > S[AMAX + g]
+            S[AMAX + g] = ax if gt else S[AMAX + g]
+            S[MXV + g] = xi if gt else S[MXV + g]
+            S[FIN + g] = S[FIN + g] if ax < np.float32(np.inf) else np.float32(0.0)
+    nm = np.int32(nmax)
+    fnm = np.float32(nm)
+    lo = np.float32(-nm)
+    hi = np.float32(nm - 1)
+    for g in range(G):
+        S[ISC + g] = np.float32(np.float32(-nm) / S[MXV + g])
+        S[SLX + g] = np.float32(0.0)
+        S[SL2 + g] = np.float32(0.0)
+    for i in range(N):
+        for g in range(G):
+            l = (min(max(S[ISC + g] * S[xT + i * G + g], lo), hi) + _MAGIC) - _MAGIC
+            S[LT + i * G + g] = l
+            S[SLX + g] += S[wxT + i * G + g] * l
+            S[SL2 + g] += (S[wT + i * G + g] * l) * l
+    for g in range(G):
+        slx = S[SLX + g]
+        sl2 = S[SL2 + g]
+        sc = np.float32(slx / sl2) if sl2 != 0 else np.float32(0.0)
+        S[SCALE + g] = sc
+        S[BEST + g] = np.float32(sc * slx)
+    for k in range(18):
+        fis = np.float32(_qx_candidate(k))
+        num = -(fnm + np.float32(0.1) * fis)
+        for g in range(G):
+            S[ISC + g] = np.float32(num / S[MXV + g])
+            S[SLX + g] = np.float32(0.0)
+            S[SL2 + g] = np.float32(0.0)
+        for i in range(N):
+            for g in range(G):
+                l = (min(max(S[ISC + g] * S[xT + i * G + g], lo), hi) + _MAGIC) - _MAGIC
+                S[lT + i * G + g] = l
+                S[SLX + g] += S[wxT + i * G + g] * l
+                S[SL2 + g] += (S[wT + i * G + g] * l) * l
+        for g in range(G):
+            slx = S[SLX + g]
+            sl2 = S[SL2 + g]
+            acc = (sl2 > 0) & (slx * slx > S[BEST + g] * sl2)
+            sc = np.float32(slx / sl2)
+            S[SCALE + g] = sc if acc else S[SCALE + g]
+            S[BEST + g] = np.float32(sc * slx) if acc else S[BEST + g]
+            S[ACC + g] = np.float32(1.0) if acc else np.float32(0.0)
+        for i in range(N):
+            for g in range(G):
+                S[LT + i * G + g] = S[lT + i * G + g] if S[ACC + g] != 0 else S[LT + i * G + g]
+    for g in range(G):
+        if S[FIN + g] == 0 or S[AMAX + g] < _EPS:
+            if has_w:
+                scales[g] = make_qx_quants(x[g * N:(g + _U(1)) * N], nmax, 1, qw[g * N:(g + _U(1)) * N], L[g * N:(g + _U(1)) * N])
+            else:
+                scales[g] = make_qx_quants(x[g * N:(g + _U(1)) * N], nmax, 1, None, L[g * N:(g + _U(1)) * N])
+        else:
+            scales[g] = S[SCALE + g]
+            for i in range(N):
+                L[g * N + i] = np.uint8(np.int32(S[LT + i * G + g]) + nm)
 
 
 @njit(cache=True, error_model="numpy")

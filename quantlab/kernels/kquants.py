@@ -10,7 +10,7 @@ from numba import njit, prange
 
 from ._fp import f16_to_f32, f32_as_u32, f32_to_f16, rd16, u32_as_f32, wr16
 from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qkx_groups,
-                      make_qp_quants, make_qx_quants, nearest_int)
+                      make_qp_quants, make_qx_groups, make_qx_quants, nearest_int)
 
 QK_K = 256
 _ZERO = np.float32(0.0)
@@ -483,19 +483,17 @@ def _quant_q6_k(x, qw, has_im, out):
     for r in prange(nrows):
         L = np.empty(QK_K, np.uint8)
         scales = np.empty(16, np.float32)
+        S = np.empty(5 * QK_K + 9 * 16, np.float32)
         q = out[r]
         for i in range(nb):
             xb = x[r, i * QK_K:(i + 1) * QK_K]
             o = i * 210
             max_scale = np.float32(0.0)
             max_abs = np.float32(0.0)
+            # make_qx_quants(., 32, 1, qw or None, .) on the 16 groups at once
+            make_qx_groups(xb, qw[i * QK_K:(i + 1) * QK_K] if has_im else qw, has_im, 16, 16, 32, L, scales, S)
             for j in range(16):
-                if has_im:
-                    sc = make_qx_quants(xb[16 * j:16 * j + 16], 32, 1, qw[i * QK_K + 16 * j:i * QK_K + 16 * j + 16],
-                                        L[16 * j:16 * j + 16])
-                else:
-                    sc = make_qx_quants(xb[16 * j:16 * j + 16], 32, 1, None, L[16 * j:16 * j + 16])
-                scales[j] = sc
+                sc = scales[j]
                 a = np.float32(abs(sc))
                 if a > max_abs:
                     max_abs = a
