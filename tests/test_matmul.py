@@ -78,3 +78,28 @@ def test_linear_uses_integer_path_and_agrees_with_tiles(fmt):
     small = np.concatenate([lin(x[i:i + 2]) for i in range(0, 6, 2)])     # 2 tokens: integer path
     batch = lin(x)                                                        # 6 tokens: tile path
     np.testing.assert_allclose(small, batch, rtol=0, atol=2e-5 * np.abs(batch).max())
+
+
+def test_thread_policy_follows_measured_speed():
+    """ThreadPolicy's decisions from synthetic timings (no clock involved): it measures both modes,
+    keeps the faster, re-tries the slower one with a growing interval, and switches when the
+    measurements change."""
+    p = mm.ThreadPolicy(explore=4, max_explore=16, alpha=1.0)
+    key = p.key(mm.K_Q4_0, 1 << 20)
+    secs = {False: 1.0, True: 0.5}             # threads twice as fast
+
+    def step():
+        par = p.choose(key)
+        p.record(key, par, 1 << 20, secs[par])
+        return par
+
+    assert [step(), step()] == [False, True]   # serial measured first, then threaded
+    picks = [step() for _ in range(40)]
+    tries = [i for i, x in enumerate(picks) if not x]
+    assert len(tries) >= 2 and picks.count(True) > 30
+    assert tries[1] - tries[0] > 4             # the interval grew after a losing try
+    secs = {False: 1.0, True: 50.0}            # a busy machine: threads stall
+    picks = [step() for _ in range(60)]
+    assert sum(picks[-32:]) <= 2               # one thread, threads re-tried at most every 16 calls
+    other = p.key(mm.K_Q4_0, 1 << 24)          # another size class is measured on its own
+    assert p.choose(other) is False
