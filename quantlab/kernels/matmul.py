@@ -1,0 +1,825 @@
+"""Matrix products straight from quantized blocks: what ggml's ``mul_mat`` does on the CPU.
+
+ggml never expands a quantized weight matrix to float32. It quantizes the float32 activations to the
+weight type's *vec_dot type* (spec §11.1: Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/..., Q8_1 for Q4_1/Q5_1, Q8_K
+for the K- and IQ-quants) and then, per output element, sums exact integer products block by block and
+combines the per-block sums with the two scales in float32 (spec §11.3)::
+
+    Q4_1 x Q8_1:  y += (d_w * d_a) * sum_j q_w[j] * q_a[j]  +  m_w * s_a     (s_a = d_a * sum_j q_a[j])
+
+Two paths live here, both with those numerics:
+
+* **integer path** (few tokens, i.e. generation): numba kernels that read the weight bytes in place,
+  for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL (32-blocks) and Q4_K, Q5_K, Q6_K, IQ4_XS (256-blocks):
+  one row function per block family, the block decode picked by ``kind``. Rows are spread over
+  threads when that measures faster (:class:`ThreadPolicy`).
+* **tile path** (prompt batches, and every other format): dequantize a tile of weight rows into a
+  reusable float32 buffer and multiply with BLAS. The activations are first rounded through the
+  vec_dot type ("fake-quantized": ``d_a * q_a``), so the product is, up to float32 summation order,
+  the same sum as the integer path: ``sum (d_w q_w + m_w)(d_a q_a)``.
+
+Neither path is bit-exact with llama.cpp (its AVX2 kernels accumulate in another order); the model
+outputs agree to a few ulps per product, which is what perplexity comparisons need.
+"""
+from __future__ import annotations
+
+from time import perf_counter
+
+import numpy as np
+from llvmlite import ir
+from numba import get_num_threads, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..formats._iqgrid import kvalues_iq4nl
+from ._fp import f16_to_f32, f32_to_f16
+
+F32 = np.float32
+
+# weight format -> activation ("vec_dot") type, spec §11.1
+VEC_DOT_TYPE = {
+    "F32": "F32", "F16": "F16", "BF16": "BF16",
+    "Q4_0": "Q8_0", "Q5_0": "Q8_0", "Q8_0": "Q8_0", "Q1_0": "Q8_0", "Q2_0": "Q8_0", "MXFP4": "Q8_0",
+    "NVFP4": "Q8_0", "IQ4_NL": "Q8_0",
+    "Q4_1": "Q8_1", "Q5_1": "Q8_1",
+}
+for _n in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S",
+           "IQ1_S", "IQ1_M", "IQ4_XS", "TQ1_0", "TQ2_0"):
+    VEC_DOT_TYPE[_n] = "Q8_K"
+
+
+def f16_table() -> np.ndarray:
+    """fp16 bits -> float32 for all 65536 patterns (what ggml_table_f32_f16 holds)."""
+    return np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+F16 = f16_table()
+
+
+# ---------------------------------------------------------------------------------------------
+# activation quantizers (x86 AVX2 flavour, spec §11.2: id = 127/amax, round half to even)
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _amax32(x, t, o):
+    m = F32(0)
+    for j in range(32):
+        a = abs(x[t, o + j])
+        if a > m:
+            m = a
+    return m
+
+
+@njit(cache=True)
+def act_q8_0(x, qs, d):
+    """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float)."""
+    T, K = x.shape
+    nb = K // 32
+    for t in range(T):
+        for b in range(nb):
+            o = b * 32
+            amax = _amax32(x, t, o)
+            dd = amax / F32(127)
+            d[t, b] = f16_to_f32(f32_to_f16(dd))
+            iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            for j in range(32):
+                qs[t, o + j] = np.int8(np.rint(x[t, o + j] * iscale))
+
+
+@njit(cache=True)
+def act_q8_1(x, qs, d, s):
+    """Like act_q8_0, plus s = fp16(d * sum(q)) per block (d unrounded here, as ggml does)."""
+    T, K = x.shape
+    nb = K // 32
+    for t in range(T):
+        for b in range(nb):
+            o = b * 32
+            amax = _amax32(x, t, o)
+            dd = amax / F32(127)
+            d[t, b] = f16_to_f32(f32_to_f16(dd))
+            iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            isum = np.int32(0)
+            for j in range(32):
+                q = np.int32(np.rint(x[t, o + j] * iscale))
+                qs[t, o + j] = np.int8(q)
+                isum += q
+            s[t, b] = f16_to_f32(f32_to_f16(dd * F32(isum)))
+
+
+@njit(cache=True)
+def act_q8_k(x, qs, d, bsums):
+    """Q8_K (spec §5.6): per 256 values d = max/-127 with max the signed value of largest magnitude,
+    q = min(127, rint(x * -127/max)), and 16 sums of 16 quants each."""
+    T, K = x.shape
+    nb = K // 256
+    for t in range(T):
+        for b in range(nb):
+            o = b * 256
+            amax = F32(0)
+            mx = F32(0)
+            for j in range(256):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+                    mx = x[t, o + j]
+            if amax == F32(0):
+                d[t, b] = F32(0)
+                for j in range(256):
+                    qs[t, o + j] = 0
+                for j in range(16):
+                    bsums[t, b * 16 + j] = 0
+                continue
+            iscale = F32(-127) / mx
+            for j in range(256):
+                v = np.int32(np.rint(iscale * x[t, o + j]))
+                qs[t, o + j] = np.int8(min(127, v))
+            for j in range(16):
+                acc = np.int32(0)
+                for i in range(16):
+                    acc += np.int32(qs[t, o + j * 16 + i])
+                bsums[t, b * 16 + j] = acc
+            d[t, b] = F32(1) / iscale
+
+
+def quantize_activations(x: np.ndarray, vtype: str):
+    """Quantize float32 activations [T, K] to ``vtype`` ('Q8_0' | 'Q8_1' | 'Q8_K'); returns a tuple of
+    arrays the integer kernels take."""
+    T, K = x.shape
+    qs = np.empty((T, K), dtype=np.int8)
+    if vtype == "Q8_0":
+        d = np.empty((T, K // 32), dtype=np.float32)
+        act_q8_0(x, qs, d)
+        return qs, d, d
+    if vtype == "Q8_1":
+        d = np.empty((T, K // 32), dtype=np.float32)
+        s = np.empty((T, K // 32), dtype=np.float32)
+        act_q8_1(x, qs, d, s)
+        return qs, d, s
+    if vtype == "Q8_K":
+        d = np.empty((T, K // 256), dtype=np.float32)
+        bs = np.empty((T, K // 16), dtype=np.int32)
+        act_q8_k(x, qs, d, bs)
+        return qs, d, bs
+    raise ValueError(vtype)
+
+
+@njit(cache=True)
+def _fake_q8_0(x, out):
+    T, K = x.shape
+    for t in range(T):
+        for b in range(K // 32):
+            o = b * 32
+            amax = _amax32(x, t, o)
+            dd = f16_to_f32(f32_to_f16(amax / F32(127)))
+            iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            for j in range(32):
+                out[t, o + j] = dd * F32(np.rint(x[t, o + j] * iscale))
+
+
+@njit(cache=True)
+def _fake_q8_1(x, out, e):
+    """Like _fake_q8_0, plus e[t, b] = s - d * sum(q): how much Q8_1's fp16-rounded block sum s
+    differs from the sum of the fake-quantized values (the min term of Q4_1/Q5_1 products uses s)."""
+    T, K = x.shape
+    for t in range(T):
+        for b in range(K // 32):
+            o = b * 32
+            amax = _amax32(x, t, o)
+            d0 = amax / F32(127)
+            dd = f16_to_f32(f32_to_f16(d0))
+            iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            isum = np.int32(0)
+            for j in range(32):
+                q = np.int32(np.rint(x[t, o + j] * iscale))
+                isum += q
+                out[t, o + j] = dd * F32(q)
+            e[t, b] = f16_to_f32(f32_to_f16(d0 * F32(isum))) - dd * F32(isum)
+
+
+@njit(cache=True)
+def _fake_q8_k(x, out):
+    T, K = x.shape
+    for t in range(T):
+        for b in range(K // 256):
+            o = b * 256
+            amax = F32(0)
+            mx = F32(0)
+            for j in range(256):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+                    mx = x[t, o + j]
+            if amax == F32(0):
+                for j in range(256):
+                    out[t, o + j] = F32(0)
+                continue
+            iscale = F32(-127) / mx
+            dd = F32(1) / iscale
+            for j in range(256):
+                out[t, o + j] = dd * F32(min(np.int32(127), np.int32(np.rint(iscale * x[t, o + j]))))
+
+
+def fake_quantize_activations(x: np.ndarray, vtype: str, with_s_error: bool = False):
+    """Round activations through the vec_dot type and back to float32 (``d_a * q_a``): multiplying
+    these with dequantized weights gives the same sum as ggml's integer kernels (up to order).
+    For Q8_1 with ``with_s_error`` returns ``(values, e)``, e[t, b] = s - d*sum(q) per 32-block (see
+    :func:`block_mins` for how it is used)."""
+    if vtype == "Q8_1" and with_s_error:
+        out = np.empty_like(x)
+        e = np.empty((x.shape[0], x.shape[1] // 32), dtype=np.float32)
+        _fake_q8_1(x, out, e)
+        return out, e
+    if vtype == "F32":
+        return x
+    if vtype == "F16":
+        return x.astype(np.float16).astype(np.float32)
+    if vtype == "BF16":
+        from ..formats._numerics import bf16_bits, from_bf16_bits
+        return from_bf16_bits(bf16_bits(x))
+    out = np.empty_like(x)
+    if vtype in ("Q8_0", "Q8_1"):   # same d and q; Q8_1's s only re-expresses sum(d*q)
+        _fake_q8_0(x, out)
+    elif vtype == "Q8_K":
+        _fake_q8_k(x, out)
+    else:
+        raise ValueError(vtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# integer dot products of one block, written as LLVM vector code
+#
+# numba's auto-vectorizer gives up on these short fixed-length loops (it unrolls them into scalar
+# code), so each block product is emitted directly as vector IR: load the bytes, unpack the codes,
+# widen, multiply, horizontal add. LLVM turns that into vpmaddwd / vpdpbusd on x86. Integer sums are
+# exact, so the result is the same as a scalar loop, just 4-5x faster.
+#
+# Every intrinsic below is "decode the weight codes of n values into an int32 vector" followed by the
+# same "times n int8 activations, summed" (_times_acts); the decoders share the unpacking helpers.
+# ---------------------------------------------------------------------------------------------
+
+_I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+
+
+def _vec(t, n):
+    return ir.VectorType(t, n)
+
+
+def _const(t, n, v):
+    return ir.Constant(_vec(t, n), [v] * n)
+
+
+def _byte_ptr(context, builder, aty, aval, off):
+    """Pointer to byte ``off`` of a uint8/int8 C-contiguous array (flat offset)."""
+    arr = context.make_array(aty)(context, builder, aval)
+    return builder.gep(arr.data, [off], source_etype=_I8)
+
+
+def _load_bytes(context, builder, aty, aval, off, n):
+    """<n x i8> from byte ``off`` of the array."""
+    return builder.load(_byte_ptr(context, builder, aty, aval, off), typ=_vec(_I8, n), align=1)
+
+
+def _splat(builder, val, n):
+    vt = _vec(val.type, n)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), val, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(_vec(_I32, n), [0] * n))
+
+
+def _hsum(builder, vec):
+    n = vec.type.count
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [vec.type]),
+                                        f"llvm.vector.reduce.add.v{n}i32")
+    return builder.call(fn, [vec])
+
+
+def _check_bytes(*tys):
+    for t in tys:
+        if not (isinstance(t, types.Array) and t.dtype in (types.uint8, types.int8) and t.layout == "C"):
+            raise TypeError("block dot products need C-contiguous uint8/int8 arrays")
+
+
+def _times_acts(context, builder, codes, aty, aval, aoff):
+    """sum_j codes[j] * a[aoff + j] for an <n x i32> code vector and int8 activations."""
+    va = _load_bytes(context, builder, aty, aval, aoff, codes.type.count)
+    return _hsum(builder, builder.mul(codes, builder.sext(va, codes.type)))
+
+
+def _nibbles16(builder, vw):
+    """16 packed bytes -> 32 unsigned 4-bit codes (<32 x i8>): low nibbles, then high nibbles (the
+    order of Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL blocks)."""
+    lo = builder.and_(vw, _const(_I8, 16, 15))
+    hi = builder.lshr(vw, _const(_I8, 16, 4))
+    return builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32))))
+
+
+def _nibble_at(builder, vw, shift):
+    """(byte >> shift) & 15 lane by lane (shift: an i32 value, 0 or 4)."""
+    n = vw.type.count
+    return builder.and_(builder.lshr(vw, _splat(builder, builder.trunc(shift, _I8), n)), _const(_I8, n, 15))
+
+
+def _fifth_bits_u32(builder, qh):
+    """Q5_0 / Q5_1: lane j gets bit j of the 32-bit ``qh`` moved to bit 4 (<32 x i8>). The uint32 is
+    reinterpreted as 32 one-bit lanes (lane j = bit j), which x86 turns into a mask register move."""
+    bits = builder.bitcast(qh, _vec(ir.IntType(1), 32))
+    return builder.shl(builder.zext(bits, _vec(_I8, 32)), _const(_I8, 32, 4))
+
+
+def _fifth_bits_bytes(builder, vh, bit):
+    """Q5_K: lane j gets bit ``bit`` (an i32 value) of byte j of qh moved to bit 4 (<n x i8>)."""
+    n = vh.type.count
+    b = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(bit, _I8), n)), _const(_I8, n, 1))
+    return builder.shl(b, _const(_I8, n, 4))
+
+
+def _minus(builder, q8, off):
+    """Unsigned <n x i8> codes -> <n x i32> codes minus ``off`` (an i32 value)."""
+    n = q8.type.count
+    return builder.sub(builder.zext(q8, _vec(_I32, n)), _splat(builder, off, n))
+
+
+def _table16(builder, q8, table):
+    """Codes 0..15 -> the int8 values ``table[code]`` (IQ4_NL's non-linear grid) as <n x i32>.
+    A chain of compare + select: portable vector IR (no target-specific shuffle)."""
+    n = q8.type.count
+    out = _const(_I8, n, int(table[0]))
+    for v in range(1, 16):
+        hit = builder.icmp_unsigned("==", q8, _const(_I8, n, v))
+        out = builder.select(hit, _const(_I8, n, int(table[v])), out)
+    return builder.sext(out, _vec(_I32, n))
+
+
+@intrinsic
+def _dot_nib16(typingctx, w, wo, a, ao, off):
+    """sum_{j<16} ((w[wo+j] & 15) - off) * a[ao+j] + ((w[wo+j] >> 4) - off) * a[ao+16+j]
+    (Q4_0 with off = 8, Q4_1 with off = 0); offsets are flat byte offsets."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, a, types.intp, types.int32)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, av, aov, offv = args
+        q = _nibbles16(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 16))
+        return _times_acts(context, builder, _minus(builder, q, offv), signature.args[2], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_q5_32(typingctx, w, wo, ho, a, ao, off):
+    """Like _dot_nib16 with a fifth bit per value: bit j of the little-endian uint32 at w[ho..ho+3]
+    is bit 4 of value j (Q5_0 with off = 16, Q5_1 with off = 0)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, types.intp, a, types.intp, types.int32)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, hov, av, aov, offv = args
+        aty = signature.args[0]
+        q = _nibbles16(builder, _load_bytes(context, builder, aty, wv, wov, 16))
+        hp = builder.bitcast(_byte_ptr(context, builder, aty, wv, hov), _I32.as_pointer())
+        q = builder.or_(q, _fifth_bits_u32(builder, builder.load(hp, typ=_I32, align=1)))
+        return _times_acts(context, builder, _minus(builder, q, offv), signature.args[3], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_iq4_16(typingctx, w, wo, a, ao):
+    """sum_{j<32} kvalues_iq4nl[nibble j] * a[ao+j], nibbles ordered as in Q4_0 (IQ4_NL, and each
+    32-block of IQ4_XS)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, av, aov = args
+        q = _nibbles16(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 16))
+        return _times_acts(context, builder, _table16(builder, q, IQ4NL_VALUES), signature.args[2], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_i8_32(typingctx, w, wo, a, ao):
+    """sum_{j<32} int8(w[wo+j]) * a[ao+j] (Q8_0)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, av, aov = args
+        vw = _load_bytes(context, builder, signature.args[0], wv, wov, 32)
+        return _times_acts(context, builder, builder.sext(vw, _vec(_I32, 32)), signature.args[2], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_nib32(typingctx, w, wo, a, ao, shift):
+    """sum_{j<32} ((w[wo+j] >> shift) & 15) * a[ao+j] (Q4_K: shift 0 = low nibbles, 4 = high)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, a, types.intp, types.int32)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, av, aov, sh = args
+        q = _nibble_at(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 32), sh)
+        return _times_acts(context, builder, builder.zext(q, _vec(_I32, 32)), signature.args[2], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_q5k_32(typingctx, w, wo, shift, ho, bit, a, ao):
+    """sum_{j<32} (((w[wo+j] >> shift) & 15) | (((w[ho+j] >> bit) & 1) << 4)) * a[ao+j] (Q5_K)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, types.int32, types.intp, types.int32, a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        wv, wov, sh, hov, bit, av, aov = args
+        aty = signature.args[0]
+        q = _nibble_at(builder, _load_bytes(context, builder, aty, wv, wov, 32), sh)
+        q = builder.or_(q, _fifth_bits_bytes(builder, _load_bytes(context, builder, aty, wv, hov, 32), bit))
+        return _times_acts(context, builder, builder.zext(q, _vec(_I32, 32)), signature.args[5], av, aov)
+    return sig, codegen
+
+
+@intrinsic
+def _dot_q6_16(typingctx, w, lo, sl, hi, sh, a, ao):
+    """sum_{j<16} (((w[lo+j] >> sl) & 15) | (((w[hi+j] >> sh) & 3) << 4)) - 32) * a[ao+j] (Q6_K)."""
+    _check_bytes(w, a)
+    sig = types.int32(w, types.intp, types.int32, types.intp, types.int32, a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        wv, lov, slv, hiv, shv, av, aov = args
+        aty = signature.args[0]
+        ql = _nibble_at(builder, _load_bytes(context, builder, aty, wv, lov, 16), slv)
+        vh = _load_bytes(context, builder, aty, wv, hiv, 16)
+        qh = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(shv, _I8), 16)), _const(_I8, 16, 3))
+        q = builder.or_(ql, builder.shl(qh, _const(_I8, 16, 4)))
+        return _times_acts(context, builder, _minus(builder, q, ir.Constant(_I32, 32)), signature.args[5], av, aov)
+    return sig, codegen
+
+
+# ---------------------------------------------------------------------------------------------
+# integer matrix products: out[t, r] = W[r, :] . a[t, :], rows spread over threads
+#
+# Two families, one row function each: the 32-value block formats (activations Q8_0 / Q8_1: per block
+# d and, for Q8_1, s) and the 256-value super-block formats (activations Q8_K: d and 16 bsums per
+# super-block). ``kind`` picks the block decode; the per-block float combination is ggml's (spec §11.3).
+# ---------------------------------------------------------------------------------------------
+
+K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_NL = 0, 1, 2, 3, 4, 5
+K_Q4_K, K_Q5_K, K_Q6_K, K_IQ4_XS = 10, 11, 12, 13
+# format -> (kind, block bytes); every 32-block format has its fp16 d in bytes 0-1
+_KINDS = {"Q4_0": (K_Q4_0, 18), "Q4_1": (K_Q4_1, 20), "Q5_0": (K_Q5_0, 22), "Q5_1": (K_Q5_1, 24),
+          "Q8_0": (K_Q8_0, 34), "IQ4_NL": (K_IQ4_NL, 18),
+          "Q4_K": (K_Q4_K, 144), "Q5_K": (K_Q5_K, 176), "Q6_K": (K_Q6_K, 210), "IQ4_XS": (K_IQ4_XS, 136)}
+IQ4NL_VALUES = tuple(int(v) for v in kvalues_iq4nl())
+
+
+@intrinsic
+def _f16_at(typingctx, w, off):
+    """The little-endian fp16 at flat byte ``off`` of a uint8 array, as float32 (exact: fpext half ->
+    float, one vcvtph2ps on x86 with F16C; no 256 KB lookup table competing with the weights for cache)."""
+    _check_bytes(w)
+    sig = types.float32(w, types.intp)
+
+    def codegen(context, builder, signature, args):
+        p = builder.bitcast(_byte_ptr(context, builder, signature.args[0], args[0], args[1]),
+                            ir.HalfType().as_pointer())
+        return builder.fpext(builder.load(p, typ=ir.HalfType(), align=1), ir.FloatType())
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _h(W, r, o, tab):
+    """fp16 at byte o of row r as float32 (``tab``, the fp16 table, is not needed any more)."""
+    return _f16_at(W, r * W.shape[1] + o)
+
+
+@njit(cache=True)
+def _row_32(kind, ts, r, W, tab, qs, d, s, out):
+    """One weight row of a 32-value block format times T activation rows (Q8_0: s unused; Q8_1:
+    s = the block sums d * sum(q), fp16-rounded)."""
+    R, rb = W.shape
+    nb = rb // ts
+    T, K = qs.shape
+    for t in range(T):
+        acc = F32(0)
+        for b in range(nb):
+            o = b * ts
+            wo = r * rb + o
+            ao = t * K + b * 32
+            if kind == K_Q4_0:       # (float)isum * dx * dy
+                acc += F32(_dot_nib16(W, wo + 2, qs, ao, np.int32(8))) * _h(W, r, o, tab) * d[t, b]
+            elif kind == K_Q4_1:     # (dx * dy) * isum + m * s
+                isum = _dot_nib16(W, wo + 4, qs, ao, np.int32(0))
+                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
+            elif kind == K_Q5_0:     # (dx * dy) * isum
+                isum = _dot_q5_32(W, wo + 6, wo + 2, qs, ao, np.int32(16))
+                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum)
+            elif kind == K_Q5_1:     # (dx * dy) * isum + m * s
+                isum = _dot_q5_32(W, wo + 8, wo + 4, qs, ao, np.int32(0))
+                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
+            elif kind == K_Q8_0:     # isum * (dx * dy)
+                acc += F32(_dot_i8_32(W, wo + 2, qs, ao)) * (_h(W, r, o, tab) * d[t, b])
+            else:                    # IQ4_NL: (dy * dx) * isum
+                isum = _dot_iq4_16(W, wo + 2, qs, ao)
+                acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum)
+        out[t, r] = acc
+
+
+@njit(cache=True, inline="always")
+def _scale_min_k4(W, r, o, j):
+    """6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block whose 12 scale bytes start at o."""
+    if j < 4:
+        sc = np.int32(W[r, o + j]) & 63
+        m = np.int32(W[r, o + j + 4]) & 63
+    else:
+        sc = (np.int32(W[r, o + j + 4]) & 15) | ((np.int32(W[r, o + j - 4]) >> 6) << 4)
+        m = (np.int32(W[r, o + j + 4]) >> 4) | ((np.int32(W[r, o + j]) >> 6) << 4)
+    return sc, m
+
+
+@njit(cache=True, inline="always")
+def _sb_q45_k(five, r, W, o, qs, ao, bsums, t, b):
+    """Q4_K / Q5_K super-block: (sum_j sc_j * sum q*a, sum_j m_j * (bsums of sub-block j))."""
+    rb = W.shape[1]
+    qo = r * rb + o + (48 if five else 16)
+    isum = np.int32(0)
+    summs = np.int32(0)
+    for jj in range(4):          # 4 chunks of 64 values: low nibbles, then high nibbles
+        sc0, m0 = _scale_min_k4(W, r, o + 4, 2 * jj)
+        sc1, m1 = _scale_min_k4(W, r, o + 4, 2 * jj + 1)
+        wo = qo + jj * 32
+        a0 = ao + jj * 64
+        if five:                 # bit 2jj / 2jj+1 of qh[l] is bit 4 of value 64jj + l / 64jj + 32 + l
+            ho = r * rb + o + 16
+            s0 = _dot_q5k_32(W, wo, np.int32(0), ho, np.int32(2 * jj), qs, a0)
+            s1 = _dot_q5k_32(W, wo, np.int32(4), ho, np.int32(2 * jj + 1), qs, a0 + 32)
+        else:
+            s0 = _dot_nib32(W, wo, qs, a0, np.int32(0))
+            s1 = _dot_nib32(W, wo, qs, a0 + 32, np.int32(4))
+        isum = np.int32(isum + sc0 * s0 + sc1 * s1)
+        bo = b * 16 + jj * 4
+        summs = np.int32(summs + m0 * (bsums[t, bo] + bsums[t, bo + 1])
+                         + m1 * (bsums[t, bo + 2] + bsums[t, bo + 3]))
+    return isum, summs
+
+
+@njit(cache=True, inline="always")
+def _sb_q6_k(r, W, o, qs, ao):
+    """Q6_K super-block: sum over its 16 sub-blocks of int8 scale * sum (q - 32) * a."""
+    rb = W.shape[1]
+    isum = np.int32(0)
+    for n in range(2):           # two halves of 128 values
+        ql = r * rb + o + n * 64
+        qh = r * rb + o + 128 + n * 32
+        sc = o + 192 + n * 8
+        a0 = ao + n * 128
+        for k in range(2):       # values 16k..16k+15 of each 32-run use scales k, k+2, k+4, k+6
+            l = 16 * k
+            s1 = _dot_q6_16(W, ql + l, np.int32(0), qh + l, np.int32(0), qs, a0 + l)
+            s2 = _dot_q6_16(W, ql + 32 + l, np.int32(0), qh + l, np.int32(2), qs, a0 + 32 + l)
+            s3 = _dot_q6_16(W, ql + l, np.int32(4), qh + l, np.int32(4), qs, a0 + 64 + l)
+            s4 = _dot_q6_16(W, ql + 32 + l, np.int32(4), qh + l, np.int32(6), qs, a0 + 96 + l)
+            isum = np.int32(isum + np.int32(np.int8(W[r, sc + k])) * s1
+                            + np.int32(np.int8(W[r, sc + k + 2])) * s2
+                            + np.int32(np.int8(W[r, sc + k + 4])) * s3
+                            + np.int32(np.int8(W[r, sc + k + 6])) * s4)
+    return isum
+
+
+@njit(cache=True)
+def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
+    """One weight row of a 256-value super-block format times T Q8_K activation rows."""
+    R, rb = W.shape
+    nb = rb // ts
+    T, K = qs.shape
+    for t in range(T):
+        acc = F32(0)
+        for b in range(nb):
+            o = b * ts
+            ao = t * K + b * 256
+            if kind == K_Q6_K:       # (d * dy) * isum, d at the end of the block
+                acc += (_h(W, r, o + 208, tab) * d[t, b]) * F32(_sb_q6_k(r, W, o, qs, ao))
+            elif kind == K_IQ4_XS:   # per 32-block: (dx * dy * (ls - 32)) * isum
+                d4d8 = _h(W, r, o, tab) * d[t, b]
+                sh = np.int32(W[r, o + 2]) | (np.int32(W[r, o + 3]) << 8)
+                for ib in range(8):
+                    ls = ((np.int32(W[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
+                    isum = _dot_iq4_16(W, r * rb + o + 8 + 16 * ib, qs, ao + 32 * ib)
+                    acc += (d4d8 * F32(ls - 32)) * F32(isum)
+            else:                    # Q4_K / Q5_K: (dy * d) * isum - (dy * dmin) * summs
+                isum, summs = _sb_q45_k(kind == K_Q5_K, r, W, o, qs, ao, bsums, t, b)
+                acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum) - (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
+        out[t, r] = acc
+
+
+# serial and threaded drivers (separate functions so that numba caches both). Whether threads pay off
+# depends on the machine's load more than on the product: on a quiet machine two threads halve a 576 x 1536
+# matvec; on a shared, busy one a worker that is not scheduled stalls the join for milliseconds and
+# everything is faster on one thread. ThreadPolicy decides by measuring (see below).
+PAR_MIN_MACS = 1 << 18     # smaller products always run on one thread
+
+
+@njit(cache=True, parallel=True)
+def _par_32(kind, ts, W, tab, qs, d, s, out):
+    for r in prange(W.shape[0]):
+        _row_32(kind, ts, r, W, tab, qs, d, s, out)
+
+
+@njit(cache=True)
+def _ser_32(kind, ts, W, tab, qs, d, s, out):
+    for r in range(W.shape[0]):
+        _row_32(kind, ts, r, W, tab, qs, d, s, out)
+
+
+@njit(cache=True, parallel=True)
+def _par_256(kind, ts, W, tab, qs, d, bsums, out):
+    for r in prange(W.shape[0]):
+        _row_256(kind, ts, r, W, tab, qs, d, bsums, out)
+
+
+@njit(cache=True)
+def _ser_256(kind, ts, W, tab, qs, d, bsums, out):
+    for r in range(W.shape[0]):
+        _row_256(kind, ts, r, W, tab, qs, d, bsums, out)
+
+# ---------------------------------------------------------------------------------------------
+# dequantize weight rows [r0, r1) into a float32 buffer (the tile path); same numbers as ggml's to_float
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def deq_q4_0(W, tab, r0, out):
+    n = out.shape[0]
+    nb = W.shape[1] // 18
+    for i in range(n):
+        r = r0 + i
+        for b in range(nb):
+            o = b * 18
+            dd = _h(W, r, o, tab)
+            for j in range(16):
+                v = np.int32(W[r, o + 2 + j])
+                out[i, b * 32 + j] = F32((v & 15) - 8) * dd
+                out[i, b * 32 + 16 + j] = F32((v >> 4) - 8) * dd
+
+
+@njit(cache=True)
+def deq_q4_1(W, tab, r0, out):
+    n = out.shape[0]
+    nb = W.shape[1] // 20
+    for i in range(n):
+        r = r0 + i
+        for b in range(nb):
+            o = b * 20
+            dd = _h(W, r, o, tab)
+            m = _h(W, r, o + 2, tab)
+            for j in range(16):
+                v = np.int32(W[r, o + 4 + j])
+                out[i, b * 32 + j] = F32(v & 15) * dd + m
+                out[i, b * 32 + 16 + j] = F32(v >> 4) * dd + m
+
+
+@njit(cache=True)
+def deq_q8_0(W, tab, r0, out):
+    n = out.shape[0]
+    nb = W.shape[1] // 34
+    for i in range(n):
+        r = r0 + i
+        for b in range(nb):
+            o = b * 34
+            dd = _h(W, r, o, tab)
+            for j in range(32):
+                out[i, b * 32 + j] = F32(np.int8(W[r, o + 2 + j])) * dd
+
+
+@njit(cache=True)
+def deq_q4_k(W, tab, r0, out):
+    n = out.shape[0]
+    nb = W.shape[1] // 144
+    for i in range(n):
+        r = r0 + i
+        for b in range(nb):
+            o = b * 144
+            dd = _h(W, r, o, tab)
+            dm = _h(W, r, o + 2, tab)
+            for jj in range(4):
+                sc0, m0 = _scale_min_k4(W, r, o + 4, 2 * jj)
+                sc1, m1 = _scale_min_k4(W, r, o + 4, 2 * jj + 1)
+                d1 = dd * F32(sc0)
+                n1 = dm * F32(m0)
+                d2 = dd * F32(sc1)
+                n2 = dm * F32(m1)
+                qo = o + 16 + jj * 32
+                yo = b * 256 + jj * 64
+                for l in range(32):
+                    v = np.int32(W[r, qo + l])
+                    out[i, yo + l] = d1 * F32(v & 15) - n1
+                    out[i, yo + 32 + l] = d2 * F32(v >> 4) - n2
+
+
+@njit(cache=True)
+def deq_q6_k(W, tab, r0, out):
+    n = out.shape[0]
+    nb = W.shape[1] // 210
+    for i in range(n):
+        r = r0 + i
+        for b in range(nb):
+            o = b * 210
+            dd = _h(W, r, o + 208, tab)
+            for h2 in range(2):
+                ql = o + h2 * 64
+                qh = o + 128 + h2 * 32
+                sc = o + 192 + h2 * 8
+                yo = b * 256 + h2 * 128
+                for l in range(32):
+                    k = l // 16
+                    lo = np.int32(W[r, ql + l])
+                    lo2 = np.int32(W[r, ql + 32 + l])
+                    h = np.int32(W[r, qh + l])
+                    out[i, yo + l] = dd * F32(np.int8(W[r, sc + k])) * F32(((lo & 15) | ((h & 3) << 4)) - 32)
+                    out[i, yo + 32 + l] = dd * F32(np.int8(W[r, sc + k + 2])) * F32(((lo2 & 15) | (((h >> 2) & 3) << 4)) - 32)
+                    out[i, yo + 64 + l] = dd * F32(np.int8(W[r, sc + k + 4])) * F32(((lo >> 4) | (((h >> 4) & 3) << 4)) - 32)
+                    out[i, yo + 96 + l] = dd * F32(np.int8(W[r, sc + k + 6])) * F32(((lo2 >> 4) | (((h >> 6) & 3) << 4)) - 32)
+
+
+class ThreadPolicy:
+    """Serial or threaded for each (kernel, size class), chosen from measured speed.
+
+    Every call reports its multiply-adds per second to :meth:`record`; per key an exponential moving
+    average is kept for each mode, and :meth:`choose` takes the faster one. The slower mode is re-tried
+    now and then (after ``explore`` calls, the interval doubling each time it loses again, up to
+    ``max_explore``), so a machine that gets quiet (or busy) is noticed. Only the choice between two
+    runs of the same row kernels depends on timing; the results are identical either way."""
+
+    def __init__(self, explore: int = 16, max_explore: int = 4096, alpha: float = 0.3):
+        self.explore, self.max_explore, self.alpha = explore, max_explore, alpha
+        self.rate: dict = {}      # key -> [serial MACs/s or None, threaded MACs/s or None]
+        self.wait: dict = {}      # key -> [calls until the next try of the slower mode, interval]
+
+    @staticmethod
+    def key(kind: int, macs: int):
+        return kind, int(macs).bit_length()
+
+    def choose(self, key) -> bool:
+        r = self.rate.setdefault(key, [None, None])
+        if r[0] is None or r[1] is None:
+            return r[0] is not None          # measure serial first, then threaded
+        best = r[1] > r[0]
+        w = self.wait.setdefault(key, [self.explore, self.explore])
+        w[0] -= 1
+        if w[0] > 0:
+            return best
+        return not best                      # time to re-try the slower mode
+
+    def record(self, key, parallel: bool, macs: int, seconds: float) -> None:
+        r = self.rate.setdefault(key, [None, None])
+        v = macs / max(seconds, 1e-9)
+        was_best = None if None in r else (r[1] > r[0]) == parallel
+        i = int(parallel)
+        r[i] = v if r[i] is None else r[i] + self.alpha * (v - r[i])
+        w = self.wait.get(key)
+        if w is not None and w[0] <= 0 and was_best is False:   # that was an exploration
+            still_worse = (r[1] > r[0]) != parallel
+            w[1] = min(self.max_explore, w[1] * 2) if still_worse else self.explore
+            w[0] = w[1]
+
+
+POLICY = ThreadPolicy()
+INT_KERNELS = _KINDS       # formats with an integer (generation-path) kernel
+DEQ_KERNELS = {"Q4_0": deq_q4_0, "Q4_1": deq_q4_1, "Q8_0": deq_q8_0, "Q4_K": deq_q4_k, "Q6_K": deq_q6_k}
+
+
+def matmul_int(W: np.ndarray, fmt: str, act, out: np.ndarray, parallel: bool | None = None) -> np.ndarray:
+    """Integer path: ``out[t, r] = W[r] . a[t]`` with ``act`` from :func:`quantize_activations` for the
+    format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout. ``parallel``: spread rows over
+    threads or not; default: products under PAR_MIN_MACS multiply-adds run on one thread, bigger ones
+    as :data:`POLICY` (a :class:`ThreadPolicy`) finds faster."""
+    kind, ts = INT_KERNELS[fmt]
+    qs, d, extra = act
+    run = (_par_32, _ser_32) if kind < K_Q4_K else (_par_256, _ser_256)
+    if parallel is not None:
+        (run[0] if parallel else run[1])(kind, ts, W, F16, qs, d, extra, out)
+        return out
+    macs = W.shape[0] * qs.shape[0] * qs.shape[1]
+    if macs < PAR_MIN_MACS or get_num_threads() < 2:
+        run[1](kind, ts, W, F16, qs, d, extra, out)
+        return out
+    key = POLICY.key(kind, macs)
+    par = POLICY.choose(key)
+    t0 = perf_counter()
+    (run[0] if par else run[1])(kind, ts, W, F16, qs, d, extra, out)
+    POLICY.record(key, par, macs, perf_counter() - t0)
+    return out
+
+
+def block_mins(W: np.ndarray, fmt: str, r0: int, r1: int) -> np.ndarray:
+    """The fp16 min ``m`` of every 32-block of rows [r0, r1) of a Q4_1 / Q5_1 matrix, as float32
+    [rows, blocks]. With e from ``fake_quantize_activations(x, "Q8_1", with_s_error=True)``, ggml's
+    integer product equals the tile product plus ``e @ mins.T`` (the m * s term of spec §11.3)."""
+    ts = {"Q4_1": 20, "Q5_1": 24}[fmt]
+    blocks = W[r0:r1].reshape(r1 - r0, -1, ts)
+    bits = blocks[:, :, 2].astype(np.uint16) | (blocks[:, :, 3].astype(np.uint16) << 8)
+    return F16[bits]
+
+
+def dequantize_rows(W: np.ndarray, fmt: str, r0: int, out: np.ndarray) -> np.ndarray:
+    """Dequantize rows ``r0 .. r0 + len(out)`` of W into ``out`` (float32 [n, K]), for fast formats."""
+    if r0 < 0 or r0 + out.shape[0] > W.shape[0]:
+        raise IndexError("row range outside the weight matrix")
+    DEQ_KERNELS[fmt](W, F16, r0, out)
+    return out
