@@ -86,6 +86,38 @@ def test_neighbour_table_matches_lists(g):
         assert np.all(row[(row >= 0).sum():] == -1)
 
 
+def test_group_codes_pack_levels_like_the_map(g):
+    """group_codes of every grid point's levels is its map code (kmap sends it back to the point)."""
+    L = g.levels.reshape(1, -1)                              # all points as one row of groups
+    u = _iqgrid.group_codes(g, L)[0]
+    assert np.array_equal(u, g.codes)
+    assert np.array_equal(g.kmap[u], np.arange(g.size))
+    assert np.array_equal(_code_levels(g, u), g.levels)
+
+
+def test_snap_is_the_brute_force_weighted_nearest(g):
+    """snap picks, among a code's neighbour list, the point with the smallest float32 weighted error
+    accumulated coordinate by coordinate (first on ties), as a per-candidate loop computes it."""
+    rng = np.random.default_rng(2)
+    off = np.flatnonzero(g.kmap < 0)
+    u = rng.choice(off, 64, replace=False)
+    xv = np.abs(rng.standard_normal((64, g.dim))).astype(np.float32) * np.float32(3)
+    wa = rng.random((64, g.dim)).astype(np.float32)
+    scale = (rng.random(64) + 0.5).astype(np.float32)
+    gi, ok = _iqgrid.snap(g, u, xv, wa, scale)
+    assert ok.all()
+    for k in range(64):
+        best, best_i = np.float32(np.inf), -1
+        for i in g.neighbours_of(int(u[k])):
+            e = np.float32(0)
+            for c in range(g.dim):
+                diff = np.float32(scale[k] * np.float32(g.points[i, c]) - xv[k, c])
+                e = np.float32(e + np.float32(wa[k, c] * diff) * diff)
+            if e < best:
+                best, best_i = e, i
+        assert gi[k] == best_i, f"{g.name} u={u[k]}"
+
+
 def test_cached_once():
     a = _iqgrid.lattice("iq3xxs")
     assert _iqgrid.lattice("iq3xxs") is a

@@ -45,7 +45,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Lattice", "lattice", "GRIDS", "ksigns", "kmask", "kvalues_iq4nl"]
+from ._numerics import csum
+from ._search import nearest_int
+
+__all__ = ["Lattice", "lattice", "GRIDS", "ksigns", "kmask", "kvalues_iq4nl", "group_codes", "nearest_of",
+           "snap", "assign", "fit", "sign_bits", "nearest_levels",
+           "scale_search", "resnap", "raise_search_failure"]
 
 # name -> (gguf class name, number of points, dim, bits per coordinate, map size, nwant)
 GRIDS = {
@@ -266,3 +271,135 @@ def kvalues_iq4nl() -> np.ndarray:
         a.setflags(write=False)
         _SMALL["kvalues_iq4nl"] = a
     return a
+
+
+# ----------------------------------------------------------------------------------------------------
+# quantizer steps shared by the IQ1 / IQ2 / IQ3 references (numpy, block-vectorized)
+# ----------------------------------------------------------------------------------------------------
+
+_FLT_MAX = np.finfo(np.float32).max
+
+
+def group_codes(lat: Lattice, L: np.ndarray) -> np.ndarray:
+    """(..., dim*k) levels -> (..., k) map codes ``u = l_0 | l_1 << bits | l_2 << 2*bits | ...``."""
+    g = L.reshape(*L.shape[:-1], -1, lat.dim).astype(np.int32)
+    shifts = lat.bits_per_coord * np.arange(lat.dim, dtype=np.int32)
+    return (g << shifts).sum(axis=-1).astype(np.int32)
+
+
+def nearest_of(cand: np.ndarray, q: np.ndarray, xv: np.ndarray, wa: np.ndarray, scale: np.ndarray):
+    """The core of ggml's ``iq*_find_best_neighbour``: for G groups, among the candidates ``cand``
+    (G, M) (grid indices, -1 padded) with coordinates ``q`` (G, M, dim), the one minimising
+    ``sum_i wa_i * (scale*q_i - xv_i)**2`` (float32, summed in i order), the first on ties; only
+    errors below FLT_MAX count. xv/wa (G, dim), scale (G,). Returns (grid index (G,), found (G,)):
+    ``found`` is False where no candidate qualifies (ggml asserts or falls back there)."""
+    valid = cand >= 0
+    d2 = np.zeros(cand.shape, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(q.shape[-1]):
+            diff = scale[:, None] * q[:, :, i] - xv[:, None, i]
+            d2 = d2 + (wa[:, None, i] * diff) * diff
+        d2 = np.where(valid & (d2 < _FLT_MAX), d2, np.float32(np.inf))
+    j = np.argmin(d2, axis=1)
+    rows = np.arange(cand.shape[0])
+    return cand[rows, j], d2[rows, j] < np.float32(np.inf)
+
+
+def snap(lat: Lattice, u: np.ndarray, xv: np.ndarray, wa: np.ndarray, scale: np.ndarray):
+    """``iq2_find_best_neighbour`` / ``iq3_find_best_neighbour`` for G off-grid codes ``u`` (G,):
+    the best of u's neighbour list in the quantizer coordinates 2l+1 (see :func:`nearest_of`)."""
+    cand = lat.neighbour_table()[u].astype(np.int32)              # (G, M), -1 padded
+    q = lat.points[np.where(cand >= 0, cand, 0)].astype(np.float32)   # (G, M, dim)
+    return nearest_of(cand, q, xv, wa, scale)
+
+
+def assign(lat: Lattice, L: np.ndarray, xval: np.ndarray, waux: np.ndarray, scale: np.ndarray,
+           groups: np.ndarray):
+    """Snap the groups ``groups`` (mask (B, G)) of the levels L (B, dim*G) that are off the grid to
+    their best neighbour, in place; the search uses ``scale`` (B,), |x| ``xval`` and sqrt(weights)
+    ``waux`` (B, dim*G). Returns (off-grid mask (B, G), failed mask (B,))."""
+    u = group_codes(lat, L)
+    off = (lat.kmap[u] < 0) & groups
+    failed = np.zeros(L.shape[0], dtype=bool)
+    if off.any():
+        b, k = np.nonzero(off)
+        cols = lat.dim * k[:, None] + np.arange(lat.dim)
+        gi, ok = snap(lat, u[b, k], xval[b[:, None], cols], waux[b[:, None], cols], scale[b])
+        L[b[:, None], cols] = lat.levels[np.where(ok, gi, 0)]
+        failed[b[~ok]] = True
+    return off, failed
+
+
+def fit(w: np.ndarray, xval: np.ndarray, L: np.ndarray):
+    """The least-squares sums of a block: sumqx = sum (w*|x|)*q, sumq2 = sum (w*q)*q with q = 2l+1,
+    left to right over the block (the best scale is sumqx/sumq2, its merit sumqx**2/sumq2)."""
+    q = (2 * L.astype(np.float32) + np.float32(1)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return csum((w * xval) * q), csum((w * q) * q)
+
+
+def nearest_levels(lat: Lattice, inv: np.ndarray, xval: np.ndarray) -> np.ndarray:
+    """Per block inverse scale ``inv`` (B,): the level l of each |x| whose odd integer 2l+1 is nearest
+    to inv*|x|, ``clamp(nearest_int((inv*|x| - 1)/2), 0, lmax)`` (int8, (B, n))."""
+    lmax = int(lat.levels.max())
+    return np.clip(nearest_int(np.float32(0.5) * (inv[:, None] * xval - np.float32(1))), 0, lmax).astype(np.int8)
+
+
+def scale_search(lat: Lattice, xval, waux, w, live, inverse_scales, scale, on_grid):
+    """The candidate loop of the IQ2/IQ3 quantizers. For every candidate inverse scale inv (B,) of
+    ``inverse_scales``: the nearest levels, snapped to the grid (neighbour search with 1/inv), the
+    least-squares scale sumqx/sumq2 of the result; a block keeps the candidate with the largest
+    sumqx**2/sumq2. ``scale`` (B,) and ``on_grid`` (B, G) are the values kept when no candidate
+    wins. Returns (levels L (B, n), scale, on_grid, failed (B,): a neighbour search failed)."""
+    B, G = on_grid.shape
+    L = np.zeros(xval.shape, dtype=np.int8)
+    best = np.zeros(B, dtype=np.float32)
+    failed = np.zeros(B, dtype=bool)
+    groups = live[:, None] & np.ones((1, G), dtype=bool)
+    with np.errstate(all="ignore"):
+        for inv in inverse_scales:
+            Laux = nearest_levels(lat, inv, xval)
+            off, f = assign(lat, Laux, xval, waux, (np.float32(1) / inv).astype(np.float32), groups)
+            failed |= f & live
+            sumqx, sumq2 = fit(w, xval, Laux)
+            acc = live & (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+            scale = np.where(acc, sumqx / sumq2, scale).astype(np.float32)
+            best = np.where(acc, scale * sumqx, best).astype(np.float32)
+            L = np.where(acc[:, None], Laux, L)
+            on_grid = np.where(acc[:, None], ~off, on_grid)
+    return L, scale, on_grid, failed
+
+
+def resnap(lat: Lattice, L, xval, waux, w, scale, need, groups):
+    """After the search: re-snap the groups ``groups`` (B, G) of the blocks ``need`` (B,) with levels
+    nearest to x/scale for the fitted scale, then refit that scale. Returns (L, scale, failed (B,))."""
+    with np.errstate(all="ignore"):
+        Lr = nearest_levels(lat, (np.float32(1) / scale).astype(np.float32), xval)
+        L = np.where(np.repeat(groups, lat.dim, axis=1), Lr, L)
+        _, f = assign(lat, L, xval, waux, scale, groups)
+        sumqx, sumq2 = fit(w, xval, L)
+        scale = np.where(need & (sumq2 > 0), sumqx / sumq2, scale).astype(np.float32)
+    return L, scale, f & need
+
+
+def sign_bits(masks: np.ndarray) -> np.ndarray:
+    """(..., G) sign bytes -> (..., 8G) booleans (bit j of byte g: element 8g + j is negative)."""
+    m = np.asarray(masks, dtype=np.uint8)
+    return ((m[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(*m.shape[:-1], -1).astype(bool)
+
+
+def raise_search_failure(name: str, block: int, what: str, b: int, n_per_row: int, x_rows: np.ndarray,
+                         ggml: str = "aborts the process on this input",
+                         overflow: str = "for large weights"):
+    """Raise the QuantizationError of a lattice search that fails where ggml's quantizer aborts: block
+    ``b`` (counted over all rows, ``block`` weights each) of ``x_rows``; ``what`` went wrong there."""
+    from ..errors import QuantizationError
+
+    per_row = n_per_row // block
+    r, blk = int(b) // per_row, int(b) % per_row
+    amax = float(np.max(np.abs(x_rows[r])))
+    raise QuantizationError(
+        f"{name} cannot quantize row {r} (block of {block} #{blk}): {what}. ggml's quantizer {ggml}. "
+        f"The largest |weight| in the row is {amax:.3g}: the search squares and multiplies weights in "
+        f"float32 (max 3.4e38), which overflows {overflow}. Rescale the tensor (quantize x/s, multiply "
+        f"the result by s), or use a format without a lattice search such as Q8_0 or IQ4_XS.")

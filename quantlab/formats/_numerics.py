@@ -128,3 +128,18 @@ def seqsum(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Sequential (left-to-right) float32 sum, like a C accumulation loop (np.sum is pairwise)."""
     x = np.asarray(x, dtype=np.float32)
     return np.add.accumulate(x, axis=axis, dtype=np.float32).take(-1, axis=axis)
+
+
+def csum(a) -> np.ndarray:
+    """``s = 0; for j: s += a[..., j]`` in float32: left to right from +0, like a C loop (unlike
+    :func:`seqsum`, an all -0.0 row sums to +0.0, as in C)."""
+    a = np.asarray(a, dtype=np.float32)
+    z = np.zeros(a.shape[:-1] + (1,), dtype=np.float32)
+    return np.add.accumulate(np.concatenate([z, a], axis=-1), axis=-1, dtype=np.float32)[..., -1]
+
+
+def c_argmin(v: np.ndarray) -> np.ndarray:
+    """C's ``imin = 0; for i >= 1: if (v[i] < v[imin]) imin = i`` along the last axis (NaN never wins)."""
+    vv = np.where(np.isnan(v), np.float32(np.inf), v)
+    i = np.argmin(vv, axis=-1)
+    return np.where(np.isnan(v[..., 0]), 0, i)

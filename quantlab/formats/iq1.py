@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import QuantizationError
 from . import _numerics as nm
-from ._iqgrid import lattice
+from ._iqgrid import group_codes, lattice, nearest_of, raise_search_failure
 from ._search import nearest_int
 
 F32 = np.float32
@@ -55,15 +54,6 @@ def _prefix(a: np.ndarray) -> np.ndarray:
     return np.add.accumulate(np.concatenate([z, a.astype(np.float32)], axis=1), axis=1, dtype=np.float32)
 
 
-def _csum(a: np.ndarray) -> np.ndarray:
-    return _prefix(a.reshape(-1, a.shape[-1]))[:, -1].reshape(a.shape[:-1])
-
-
-def _codes(L: np.ndarray) -> np.ndarray:
-    g = L.reshape(*L.shape[:-1], -1, 8).astype(np.int32)
-    return (g << (2 * np.arange(8, dtype=np.int32))).sum(axis=-1).astype(np.int32)
-
-
 def _weights(xb, imatrix, sigma2, nrows):
     """Per-weight importance: imatrix_j*sqrt(sigma2 + x_j**2), or x_j**2 without an imatrix."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -74,15 +64,8 @@ def _weights(xb, imatrix, sigma2, nrows):
 
 
 def _raise(name, bs, what, b, n_per_row, x_rows):
-    per_row = n_per_row // bs
-    r, blk = int(b) // per_row, int(b) % per_row
-    amax = float(np.max(np.abs(x_rows[r])))
-    raise QuantizationError(
-        f"{name} cannot quantize row {r} (block of {bs} #{blk}): {what}. ggml's quantizer aborts the "
-        f"process (or reads past its input) here. The largest |weight| in the row is {amax:.3g}: the "
-        f"search squares and multiplies weights in float32 (max 3.4e38), which overflows for large "
-        f"weights. Rescale the tensor (quantize x/s, multiply the result by s), or use a format without "
-        f"a lattice search such as Q8_0 or IQ4_XS.")
+    raise_search_failure(name, bs, what, b, n_per_row, x_rows,
+                         ggml="aborts the process (or reads past its input) here")
 
 
 def _snap(lat, u, xv, w, scale, xx, gstart, xflat):
@@ -95,18 +78,9 @@ def _snap(lat, u, xv, w, scale, xx, gstart, xflat):
     is reproduced from ``xflat`` (the whole input, flattened; ``gstart`` = the group's offset in it); it
     is an error when it would read past the end. Returns (grid index (G,), ok (G,))."""
     cand = lat.neighbour_table()[u].astype(np.int32)
-    valid = cand >= 0
-    lv = lat.levels[np.where(valid, cand, 0)].astype(np.intp)                 # (G, M, 8)
+    lv = lat.levels[np.where(cand >= 0, cand, 0)].astype(np.intp)             # (G, M, 8)
     q = xx[np.arange(xx.shape[0])[:, None, None], lv]                          # (G, M, 8) levels
-    d2 = np.zeros(cand.shape, dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for i in range(8):
-            diff = scale[:, None] * q[:, :, i] - xv[:, None, i]
-            d2 = d2 + (w[:, None, i] * diff) * diff
-        d2 = np.where(valid & (d2 < FLT_MAX), d2, F32(np.inf))
-    j = np.argmin(d2, axis=1)
-    rows = np.arange(cand.shape[0])
-    gi, ok = cand[rows, j], d2[rows, j] < F32(np.inf)
+    gi, ok = nearest_of(cand, q, xv, w, scale)
     for g in np.flatnonzero(~ok):                       # the full-grid fallback (rare)
         n = lat.size
         if gstart[g] + n > xflat.size:
@@ -138,7 +112,7 @@ def _grid_and_refit(lat, L, xb, w, scale, xx_g, live, x, bs):
     Returns (grid index (B, G), scale (B,), failed (B,))."""
     B = L.shape[0]
     G = bs // 8
-    u = _codes(L)
+    u = group_codes(lat, L)
     gidx = lat.kmap[u].astype(np.int32)
     off = (gidx < 0) & live[:, None]
     failed = np.zeros(B, dtype=bool)
@@ -154,8 +128,8 @@ def _grid_and_refit(lat, L, xb, w, scale, xx_g, live, x, bs):
         lv = lat.levels[np.where(gidx >= 0, gidx, 0)].astype(np.intp)       # (B, G, 8)
         q = xx_g[np.arange(B)[:, None, None], np.arange(G)[None, :, None], lv].reshape(B, bs)
         with np.errstate(over="ignore", invalid="ignore"):
-            sumqx = _csum((w * q) * xb)
-            sumq2 = _csum((w * q) * q)
+            sumqx = nm.csum((w * q) * xb)
+            sumq2 = nm.csum((w * q) * q)
             take = refit & (sumqx > 0) & (sumq2 > 0)
             scale = np.where(take, sumqx / sumq2, scale).astype(np.float32)
     return np.where(live[:, None], gidx, 0), scale, failed
@@ -219,7 +193,7 @@ def quantize_iq1_s(x, imatrix=None):
     xb = xs.reshape(-1, bs)
     B = xb.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
-        sigma2 = np.repeat((F32(2) * _csum(xs * xs)) / F32(256), nb).astype(np.float32)
+        sigma2 = np.repeat((F32(2) * nm.csum(xs * xs)) / F32(256), nb).astype(np.float32)
     w = _weights(xb, imatrix, sigma2, nrows)
     mx = np.abs(xb).max(axis=1)
     live = ~(mx < F32(1e-12))
@@ -386,7 +360,7 @@ def quantize_iq1_m(x, imatrix=None):
     xb = xs.reshape(-1, bs)
     B = xb.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
-        sigma2 = np.repeat((F32(2) * _csum(xs * xs)) / F32(256), nb).astype(np.float32)
+        sigma2 = np.repeat((F32(2) * nm.csum(xs * xs)) / F32(256), nb).astype(np.float32)
         w = _weights(xb, imatrix, sigma2, nrows)
         wx = (w * xb).astype(np.float32)
     mx = np.abs(xb).max(axis=1)
@@ -425,8 +399,8 @@ def quantize_iq1_m(x, imatrix=None):
         q = xx_g[np.arange(B)[:, None, None], np.arange(2)[None, :, None], lv].reshape(S_, nb, bs)
         q = (q * (2 * l + 1).astype(np.float32)[:, :, None]).reshape(S_, 256)
         wq = (w.reshape(S_, 256) * q).astype(np.float32)
-        sumqx = _csum(wq * xs)
-        sumq2 = _csum(wq * q)
+        sumqx = nm.csum(wq * xs)
+        sumq2 = nm.csum(wq * q)
         d = np.where(sumq2 > 0, sumqx / sumq2, d).astype(np.float32)
         dbits = nm.f16_bits((d * F32(1.1125)).astype(np.float32)).astype(np.int32)
     w16 = (l.reshape(S_, 4, 4) << (3 * np.arange(4))).sum(axis=2)                      # (S, 4)

@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import QuantizationError
 from . import _numerics as nm
-from ._iqgrid import ksigns, lattice
+from ._iqgrid import group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits
 from ._search import make_qp_quants, nearest_int
 
 F32 = np.float32
-FLT_MAX = np.finfo(np.float32).max
 
 __all__ = [f"{op}_{k}" for k in ("iq2_xxs", "iq2_xs", "iq2_s") for op in ("quantize", "dequantize", "inspect")]
 
@@ -68,79 +66,8 @@ S = _Variant("IQ2_S", "iq2s", 16, 1e-8, range(-9, 10), False, 2, 0.9875, False, 
 # helpers
 # ----------------------------------------------------------------------------------------------------
 
-def _csum(a: np.ndarray) -> np.ndarray:
-    """``s = 0; for j: s += a[..., j]`` in float32, left to right from +0 (np.sum would be pairwise)."""
-    a = np.asarray(a, dtype=np.float32)
-    z = np.zeros(a.shape[:-1] + (1,), dtype=np.float32)
-    return np.add.accumulate(np.concatenate([z, a], axis=-1), axis=-1, dtype=np.float32)[..., -1]
-
-
-def _c_argmin(v: np.ndarray) -> np.ndarray:
-    """C's ``imin = 0; for i >= 1: if (v[i] < v[imin]) imin = i`` along the last axis (NaN never wins)."""
-    vv = np.where(np.isnan(v), F32(np.inf), v)
-    i = np.argmin(vv, axis=-1)
-    return np.where(np.isnan(v[..., 0]), 0, i)
-
-
-def _codes(L: np.ndarray) -> np.ndarray:
-    """(..., 8k) levels -> (..., k) 16-bit codes u = l0 | l1 << 2 | ... | l7 << 14."""
-    g = L.reshape(*L.shape[:-1], -1, 8).astype(np.int32)
-    return (g << (2 * np.arange(8, dtype=np.int32))).sum(axis=-1).astype(np.int32)
-
-
-def _snap(lat, u, xv, wa, scale):
-    """``iq2_find_best_neighbour`` for G off-grid groups at once.
-
-    u (G,) codes, xv/wa (G, 8) |x| and sqrt(weight), scale (G,). Among u's neighbour list, the point
-    minimising sum_i wa_i*(scale*q_i - xv_i)**2 (q = 2l+1, summed in i order), the first on ties; only
-    errors below FLT_MAX count. Returns (grid index (G,), found (G,)); found is False where ggml asserts."""
-    cand = lat.neighbour_table()[u].astype(np.int32)              # (G, M), -1 padded
-    valid = cand >= 0
-    q = lat.points[np.where(valid, cand, 0)].astype(np.float32)   # (G, M, 8)
-    d2 = np.zeros(cand.shape, dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for i in range(8):
-            diff = scale[:, None] * q[:, :, i] - xv[:, None, i]
-            d2 = d2 + (wa[:, None, i] * diff) * diff
-        d2 = np.where(valid & (d2 < FLT_MAX), d2, F32(np.inf))
-    j = np.argmin(d2, axis=1)
-    rows = np.arange(cand.shape[0])
-    return cand[rows, j], d2[rows, j] < F32(np.inf)
-
-
-def _assign(lat, L, xval, waux, scale, groups):
-    """Snap the groups ``groups`` (mask (B, G)) of the levels L (B, 8G) to the grid, in place; the
-    neighbour search uses ``scale`` (B,). Returns (off-grid mask (B, G), failed mask (B,))."""
-    B = L.shape[0]
-    u = _codes(L)
-    off = (lat.kmap[u] < 0) & groups
-    failed = np.zeros(B, dtype=bool)
-    if off.any():
-        b, k = np.nonzero(off)
-        cols = 8 * k[:, None] + np.arange(8)
-        gi, ok = _snap(lat, u[b, k], xval[b[:, None], cols], waux[b[:, None], cols], scale[b])
-        L[b[:, None], cols] = lat.levels[np.where(ok, gi, 0)]
-        failed[b[~ok]] = True
-    return off, failed
-
-
-def _fit(w, xval, L):
-    """sumqx = sum (w*|x|)*q, sumq2 = sum (w*q)*q with q = 2l+1, left to right over the block."""
-    q = (2 * L.astype(np.float32) + F32(1)).astype(np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _csum((w * xval) * q), _csum((w * q) * q)
-
-
 def _raise(v, what, b, n_per_row, x_rows):
-    per_row = n_per_row // v.block
-    r, blk = int(b) // per_row, int(b) % per_row
-    amax = float(np.max(np.abs(x_rows[r])))
-    raise QuantizationError(
-        f"{v.name} cannot quantize row {r} (block of {v.block} #{blk}): {what}. ggml's quantizer aborts "
-        f"the process on this input. The largest |weight| in the row is {amax:.3g}: the search squares "
-        f"and multiplies weights in float32 (max 3.4e38), which overflows for large weights. Rescale the "
-        f"tensor (quantize x/s, multiply the result by s), or use a format without a lattice search such "
-        f"as Q8_0 or IQ4_XS.")
+    raise_search_failure(v.name, v.block, what, b, n_per_row, x_rows)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -158,7 +85,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
     xb = xs.reshape(-1, bs)
     B = xb.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
-        sumx2 = _csum(xs * xs)
+        sumx2 = nm.csum(xs * xs)
         sigma2 = np.repeat((v.sigma2_factor * sumx2) / F32(256), 256 // bs).astype(np.float32)
         if imatrix is None:
             w = ((F32(0.25) * sigma2)[:, None] + xb * xb).astype(np.float32)      # IQ2_S only
@@ -177,7 +104,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
         # it is then quantized against the wrong sign, and only 7 sign bits need storing
         odd = neg.reshape(B, G, 8).sum(axis=2) % 2 == 1
         with np.errstate(over="ignore", invalid="ignore"):
-            imin = _c_argmin(((w * xb) * xb).reshape(B, G, 8))
+            imin = nm.c_argmin(((w * xb) * xb).reshape(B, G, 8))
         bb, kk = np.nonzero(odd)
         col = 8 * kk + imin[bb, kk]
         xval[bb, col] = -xval[bb, col]
@@ -186,11 +113,6 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
 
     mx = xval.max(axis=1)
     skip = mx < v.eps
-    all_groups = np.ones((1, G), dtype=bool)
-    failed = np.zeros(B, dtype=bool)
-    L = np.zeros((B, bs), dtype=np.int8)
-    on_grid = np.ones((B, G), dtype=bool)
-    best = np.zeros(B, dtype=np.float32)
     with np.errstate(all="ignore"):
         if v.qp_start:
             # IQ2_XXS: a first least-squares scale for codes 0..4, then candidates around 5/(3*scale)
@@ -202,34 +124,19 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
             scale = (mx / F32(5)).astype(np.float32)
             denom = mx
         live = ~skip
-        for t in v.tries:
-            inv = ((F32(5) + F32(t) * F32(0.1)) / denom).astype(np.float32)
-            this_scale = (F32(1) / inv).astype(np.float32)
-            Laux = np.clip(nearest_int(F32(0.5) * (inv[:, None] * xval - F32(1))), 0, 2).astype(np.int8)
-            off, f = _assign(lat, Laux, xval, waux, this_scale, live[:, None] & all_groups)
-            failed |= f & live
-            sumqx, sumq2 = _fit(w, xval, Laux)
-            acc = live & (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
-            scale = np.where(acc, sumqx / sumq2, scale).astype(np.float32)
-            best = np.where(acc, scale * sumqx, best).astype(np.float32)
-            L = np.where(acc[:, None], Laux, L)
-            on_grid = np.where(acc[:, None], ~off, on_grid)
+        invs = (((F32(5) + F32(t) * F32(0.1)) / denom).astype(np.float32) for t in v.tries)
+    L, scale, on_grid, failed = scale_search(lat, xval, waux, w, live, invs, scale, np.ones((B, G), dtype=bool))
 
-        # re-snap with the fitted scale (IQ2_XXS: every group; the others: the snapped ones), refit
-        if v.resnap_all:
-            need = live & (scale > 0)
-            groups = need[:, None] & all_groups
-        else:
-            need = live & (~on_grid).any(axis=1) & (scale > 0)
-            groups = need[:, None] & ~on_grid
-        if need.any():
-            inv = (F32(1) / scale).astype(np.float32)
-            Lr = np.clip(nearest_int(F32(0.5) * (inv[:, None] * xval - F32(1))), 0, 2).astype(np.int8)
-            L = np.where(np.repeat(groups, 8, axis=1), Lr, L)
-            _, f = _assign(lat, L, xval, waux, scale, groups)
-            failed |= f & need
-            sumqx, sumq2 = _fit(w, xval, L)
-            scale = np.where(need & (sumq2 > 0), sumqx / sumq2, scale).astype(np.float32)
+    # re-snap with the fitted scale (IQ2_XXS: every group; the others: the snapped ones), refit
+    if v.resnap_all:
+        need = live & (scale > 0)
+        groups = need[:, None] & np.ones((1, G), dtype=bool)
+    else:
+        need = live & (~on_grid).any(axis=1) & (scale > 0)
+        groups = need[:, None] & ~on_grid
+    if need.any():
+        L, scale, f = resnap(lat, L, xval, waux, w, scale, need, groups)
+        failed |= f
 
     # a negative scale (not expected) is made positive by flipping all the signs
     neg_scale = live & (scale < 0)
@@ -242,7 +149,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
         _raise(v, "the fitted block scale is NaN", np.flatnonzero(bad)[0], n, x)
 
     L = np.where(live[:, None], L, 0).astype(np.int8)
-    gidx = lat.kmap[_codes(L)]
+    gidx = lat.kmap[group_codes(lat, L)]
     if (gidx[live] < 0).any():     # ggml: "Oops: found point not on grid" + abort
         _raise(v, "a group ended off the grid", np.flatnonzero(live & (gidx < 0).any(axis=1))[0], n, x)
     scale = np.where(live, scale, F32(0)).astype(np.float32)
@@ -266,19 +173,13 @@ def _super_scales(scale: np.ndarray, v: _Variant):
     return d16, s.astype(np.int32), zero
 
 
-def _sign_bits(masks: np.ndarray) -> np.ndarray:
-    """(..., G) sign bytes -> (..., 8G) booleans (True = negative)."""
-    m = np.asarray(masks, dtype=np.uint8)
-    return ((m[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(*m.shape[:-1], -1).astype(bool)
-
-
 def _decode(d, s, gidx, masks, grid):
     """y = d*(0.5 + s)*0.25 * grid[index][i] * sign, float32 in ggml's order.
     d (S,), s (S, nb), gidx (S, nb, G), masks (S, nb, G) 8-bit."""
     with np.errstate(invalid="ignore", over="ignore"):
         db = ((d[:, None] * (F32(0.5) + s.astype(np.float32))) * F32(0.25)).astype(np.float32)
         g = lattice(grid).values[gidx].reshape(*gidx.shape[:2], -1)
-        neg = _sign_bits(masks)
+        neg = sign_bits(masks)
         y = (db[:, :, None] * g) * np.where(neg, F32(-1), F32(1))
     return y.astype(np.float32)
 
@@ -291,7 +192,7 @@ def _inspect(v, d_bits, d, s, gidx, masks, sidx=None):
     d = F32(d)
     with np.errstate(invalid="ignore", over="ignore"):
         db = ((d * (F32(0.5) + s.astype(np.float32))) * F32(0.25)).astype(np.float32)
-    neg = _sign_bits(masks).reshape(-1)
+    neg = sign_bits(masks).reshape(-1)
     out = {"d_bits": int(d_bits), "d": d,
            "scales": s.astype(np.int32),                    # 4-bit block scales as stored
            "block_scales": db,                              # as applied: d * (0.5 + s) * 0.25

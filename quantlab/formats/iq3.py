@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import QuantizationError
 from . import _numerics as nm
-from ._iqgrid import ksigns, lattice
+from ._iqgrid import group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits
+from ._search import nearest_int
 
 F32 = np.float32
-FLT_MAX = np.finfo(np.float32).max
 
 __all__ = [f"{op}_{k}" for k in ("iq3_xxs", "iq3_s") for op in ("quantize", "dequantize", "inspect")]
 
@@ -57,88 +56,10 @@ S = _Variant("IQ3_S", "iq3s", None, range(-9, 10), False, True, 1.033)
 # helpers
 # ----------------------------------------------------------------------------------------------------
 
-def _csum(a: np.ndarray) -> np.ndarray:
-    """``s = 0; for j: s += a[..., j]`` in float32 (left to right, from +0 like C)."""
-    a = np.asarray(a, dtype=np.float32)
-    z = np.zeros(a.shape[:-1] + (1,), dtype=np.float32)
-    return np.add.accumulate(np.concatenate([z, a], axis=-1), axis=-1, dtype=np.float32)[..., -1]
-
-
-def _nearest_int(v) -> np.ndarray:
-    """ggml's nearest_int bit for bit (round half to even; NaN -> 0, +-inf -> -2**22)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        t = (np.asarray(v, dtype=np.float32) + F32(12582912.0)).astype(np.float32)
-    return ((t.view(np.int32) & 0x007FFFFF) - 0x00400000).astype(np.int32)
-
-
-def _c_argmin(v: np.ndarray) -> np.ndarray:
-    """C's ``imin = 0; for i >= 1: if (v[i] < v[imin]) imin = i`` along the last axis (NaNs never win)."""
-    vv = np.where(np.isnan(v), F32(np.inf), v)
-    i = np.argmin(vv, axis=-1)
-    return np.where(np.isnan(v[..., 0]), 0, i)
-
-
-def _codes(L: np.ndarray) -> np.ndarray:
-    """(..., 4k) levels -> (..., k) 12-bit codes u = l0 | l1 << 3 | l2 << 6 | l3 << 9."""
-    g = L.reshape(*L.shape[:-1], -1, 4).astype(np.int32)
-    return g[..., 0] | (g[..., 1] << 3) | (g[..., 2] << 6) | (g[..., 3] << 9)
-
-
-def _snap(lat, u, xv, wa, scale):
-    """``iq3_find_best_neighbour`` for G off-grid groups at once.
-
-    u (G,) codes, xv/wa (G, 4) |x| and sqrt(weight), scale (G,). Among u's neighbour list, the point
-    minimising sum_i wa_i * (scale*q_i - xv_i)**2 (accumulated in i order), the first one on ties.
-    Returns (grid index (G,), found (G,)): ``found`` is False where every candidate's error is
-    non-finite (ggml asserts there)."""
-    cand = lat.neighbour_table()[u].astype(np.int32)              # (G, M), -1 padded
-    valid = cand >= 0
-    q = lat.points[np.where(valid, cand, 0)].astype(np.float32)   # (G, M, 4)
-    d2 = np.zeros(cand.shape, dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for i in range(4):
-            diff = scale[:, None] * q[:, :, i] - xv[:, None, i]
-            d2 = d2 + (wa[:, None, i] * diff) * diff
-        d2 = np.where(valid & (d2 < FLT_MAX), d2, F32(np.inf))
-    j = np.argmin(d2, axis=1)
-    rows = np.arange(cand.shape[0])
-    return cand[rows, j], d2[rows, j] < F32(np.inf)
-
-
-def _assign(lat, L, xval, waux, scale, groups):
-    """Snap the 4-level groups ``groups`` (mask (B, 8)) of L to the grid in place, neighbours searched
-    with ``scale`` (B,). Returns (off-grid mask (B, 8), failed mask (B,))."""
-    B = L.shape[0]
-    u = _codes(L)
-    off = (lat.kmap[u] < 0) & groups
-    failed = np.zeros(B, dtype=bool)
-    if off.any():
-        b, k = np.nonzero(off)
-        cols = 4 * k[:, None] + np.arange(4)
-        gi, ok = _snap(lat, u[b, k], xval[b[:, None], cols], waux[b[:, None], cols], scale[b])
-        L[b[:, None], cols] = lat.levels[np.where(ok, gi, 0)]
-        failed[b[~ok]] = True
-    return off, failed
-
-
-def _fit(w, xval, L):
-    """sumqx = sum (w*|x|)*q, sumq2 = sum (w*q)*q with q = 2l+1, left to right over the 32 weights."""
-    q = (2 * L.astype(np.float32) + F32(1)).astype(np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _csum((w * xval) * q), _csum((w * q) * q)
-
-
 def _raise(v, what, b, n_per_row, x_rows):
-    r = int(b) // (n_per_row // 32)
-    blk = int(b) % (n_per_row // 32)
-    amax = float(np.max(np.abs(x_rows[r])))
-    raise QuantizationError(
-        f"{v.name} cannot quantize row {r} (block of 32 #{blk}): {what}; ggml's quantizer aborts the "
-        f"process on this input (GGML_ASSERT in its neighbour search). The largest |weight| in the row is "
-        f"{amax:.3g}: the search multiplies weights, errors and squares in float32 (max 3.4e38), which "
-        f"overflows from |weights| of about 1e13 without an imatrix (about 1e15 with one). Rescale the "
-        f"tensor (quantize x/s, multiply the result by s), or use a format without a lattice search "
-        f"such as Q8_0 or IQ4_XS.")
+    raise_search_failure(v.name, 32, what, b, n_per_row, x_rows,
+                         ggml="aborts the process on this input (GGML_ASSERT in its neighbour search)",
+                         overflow="from |weights| of about 1e13 without an imatrix (about 1e15 with one)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -154,7 +75,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
     xb = xs.reshape(-1, 32)
     B = xb.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
-        sigma2 = np.repeat((F32(2) * _csum(xs * xs)) / F32(256), 8).astype(np.float32)
+        sigma2 = np.repeat((F32(2) * nm.csum(xs * xs)) / F32(256), 8).astype(np.float32)
         if imatrix is None:
             w = (xb * xb).astype(np.float32)
         else:
@@ -172,7 +93,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
         # which is then quantized against the wrong sign, so that the 8th sign bit is implied
         odd = neg.reshape(B, 4, 8).sum(axis=2) % 2 == 1
         with np.errstate(over="ignore", invalid="ignore"):
-            imin = _c_argmin(((w * xb) * xb).reshape(B, 4, 8))
+            imin = nm.c_argmin(((w * xb) * xb).reshape(B, 4, 8))
         bb, kk = np.nonzero(odd)
         col = 8 * kk + imin[bb, kk]
         xval[bb, col] = -xval[bb, col]
@@ -183,38 +104,19 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
     skip = (mx < v.eps) if v.eps is not None else (mx == 0)
     live = ~skip
 
-    # the scale search
-    failed = np.zeros(B, dtype=bool)
-    L = np.zeros((B, 32), dtype=np.int8)
-    on_grid = np.full((B, 8), v.parity, dtype=bool)   # IQ3_XXS starts "all on grid", IQ3_S "none"
-    best = np.zeros(B, dtype=np.float32)
+    # the scale search (IQ3_XXS starts with every group "on the grid", IQ3_S with none)
     with np.errstate(all="ignore"):
         scale = (mx / F32(15)).astype(np.float32)
-        for t in v.tries:
-            inv = ((F32(15) + F32(t) * F32(0.2)) / mx).astype(np.float32)
-            this_scale = (F32(1) / inv).astype(np.float32)
-            Laux = np.clip(_nearest_int(F32(0.5) * (inv[:, None] * xval - F32(1))), 0, 7).astype(np.int8)
-            off, f = _assign(lat, Laux, xval, waux, this_scale, live[:, None] & np.ones((1, 8), bool))
-            failed |= f & live
-            sumqx, sumq2 = _fit(w, xval, Laux)
-            acc = live & (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
-            scale = np.where(acc, sumqx / sumq2, scale).astype(np.float32)
-            best = np.where(acc, scale * sumqx, best).astype(np.float32)
-            L = np.where(acc[:, None], Laux, L)
-            on_grid = np.where(acc[:, None], ~off, on_grid)
+        invs = (((F32(15) + F32(t) * F32(0.2)) / mx).astype(np.float32) for t in v.tries)
+    L, scale, on_grid, failed = scale_search(lat, xval, waux, w, live, invs, scale,
+                                             np.full((B, 8), v.parity, dtype=bool))
 
-        # re-snap the groups that were off the grid (IQ3_S: all groups) with the fitted scale, refit
-        need = live & (~on_grid).any(axis=1) & (scale > 0)
-        if need.any():
-            inv = (F32(1) / scale).astype(np.float32)
-            Lr = np.clip(_nearest_int(F32(0.5) * (inv[:, None] * xval - F32(1))), 0, 7).astype(np.int8)
-            groups = need[:, None] & (np.ones((1, 8), bool) if v.resnap_all else ~on_grid)
-            g32 = np.repeat(groups, 4, axis=1)
-            L = np.where(g32, Lr, L)
-            _, f = _assign(lat, L, xval, waux, scale, groups)
-            failed |= f & need
-            sumqx, sumq2 = _fit(w, xval, L)
-            scale = np.where(need & (sumq2 > 0), sumqx / sumq2, scale).astype(np.float32)
+    # re-snap the groups that were off the grid (IQ3_S: all groups) with the fitted scale, refit
+    need = live & (~on_grid).any(axis=1) & (scale > 0)
+    if need.any():
+        groups = need[:, None] & (np.ones((1, 8), bool) if v.resnap_all else ~on_grid)
+        L, scale, f = resnap(lat, L, xval, waux, w, scale, need, groups)
+        failed |= f
 
     neg_scale = live & (scale < 0)
     scale = np.where(neg_scale, -scale, scale).astype(np.float32)
@@ -226,7 +128,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
         _raise(v, "the fitted block scale is NaN", np.flatnonzero(failed_nan)[0], n, x)
 
     L = np.where(live[:, None], L, 0).astype(np.int8)
-    gidx = lat.kmap[_codes(L)]
+    gidx = lat.kmap[group_codes(lat, L)]
     assert (gidx >= 0).all()
     scale = np.where(live, scale, F32(0)).astype(np.float32)
     return L, gidx.astype(np.int32), signs.astype(np.int32), scale, skip
@@ -242,7 +144,7 @@ def _super_scales(scale: np.ndarray, fudge):
         d = (max_scale / F32(31)).astype(np.float32)
         dh = np.where(zero, F32(0), (d * fudge).astype(np.float32)).astype(np.float32)
         idd = (F32(1) / d).astype(np.float32)
-        l = np.clip(_nearest_int(F32(0.5) * (idd[:, None] * sc - F32(1))), 0, 15)
+        l = np.clip(nearest_int(F32(0.5) * (idd[:, None] * sc - F32(1))), 0, 15)
     l = np.where(zero[:, None], 0, l)
     with np.errstate(over="ignore"):
         d16 = nm.f16(dh).view(np.uint8).reshape(-1, 2)
@@ -307,7 +209,7 @@ def dequantize_iq3_xxs(q, n_per_row):
         db = ((d[:, None] * (F32(0.5) + s.astype(np.float32))) * F32(0.5)).astype(np.float32)   # (S, 8)
         g = _grid_values("iq3xxs", gidx).reshape(-1, 8, 32)                                    # (S, 8, 32)
         masks = _sign_masks_xxs(sidx)                                                          # (S, 8, 4)
-        neg = ((masks[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(-1, 8, 32).astype(bool)
+        neg = sign_bits(masks)
         y = (db[:, :, None] * g) * np.where(neg, F32(-1), F32(1))
     return y.astype(np.float32).reshape(q.shape[0], n_per_row)
 
@@ -317,7 +219,7 @@ def inspect_iq3_xxs(block):
     d, gidx, s, sidx = _iq3_xxs_fields(b)
     d = F32(d[0])
     masks = _sign_masks_xxs(sidx[0])
-    neg = ((masks[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(8, 32).astype(bool)
+    neg = sign_bits(masks)
     with np.errstate(invalid="ignore", over="ignore"):
         db = ((d * (F32(0.5) + s[0].astype(np.float32))) * F32(0.5)).astype(np.float32)
     return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": d,
@@ -386,7 +288,7 @@ def dequantize_iq3_s(q, n_per_row):
     with np.errstate(invalid="ignore", over="ignore"):
         db = (d[:, None] * (1 + 2 * s).astype(np.float32)).astype(np.float32)
         g = _grid_values("iq3s", gidx).reshape(-1, 8, 32)
-        neg = ((sbytes[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(-1, 8, 32).astype(bool)
+        neg = sign_bits(sbytes)
         y = (db[:, :, None] * g) * np.where(neg, F32(-1), F32(1))
     return y.astype(np.float32).reshape(q.shape[0], n_per_row)
 
@@ -395,7 +297,7 @@ def inspect_iq3_s(block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, 110)
     d, gidx, sbytes, s = _iq3_s_fields(b)
     d = F32(d[0])
-    neg = ((sbytes[0][..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(8, 32).astype(bool)
+    neg = sign_bits(sbytes[0])
     with np.errstate(invalid="ignore", over="ignore"):
         db = (d * (1 + 2 * s[0]).astype(np.float32)).astype(np.float32)
     return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": d,
