@@ -415,14 +415,32 @@ def quantize_q4_k(x, imatrix=None):
     rdelta 0.1, 20 steps); sc_j = min(63, round(63*scale_j/max scale)), d = max scale / 63.
     Imatrix: make_qkx3_quants(qw*sqrt(2*mean(x**2) + x**2), -0.9, 0.05, 36 steps) and make_qp_quants(63).
     """
+    return _quantize_q45_k(x, imatrix, five=False)
+
+
+def _quantize_q45_k(x, imatrix, five):
+    """Q4_K (five=False) or Q5_K: the shared scale search, then the layout of each."""
     nrows = x.shape[0]
     xb, qw = _superblocks(x, imatrix)
-    S, d_bits, m_bits, L = _q45_scales(xb, qw, 15, -1.0, 0.1, 20, clamp_imatrix=False)
-    out = np.zeros((xb.shape[0], 144), np.uint8)
+    NB = xb.shape[0]
+    if five:
+        S, d_bits, m_bits, L = _q45_scales(xb, qw, 31, -0.5, 0.1, 15, clamp_imatrix=True)
+    else:
+        S, d_bits, m_bits, L = _q45_scales(xb, qw, 15, -1.0, 0.1, 20, clamp_imatrix=False)
+    out = np.zeros((NB, 176 if five else 144), np.uint8)
     _put16(out, 0, d_bits)
     _put16(out, 2, m_bits)
     out[:, 4:16] = S
-    out[:, 16:144] = _pack_4bit(L)
+    if five:
+        L4 = L.reshape(NB, 4, 2, 32)
+        high = (L4 > 15).astype(np.int32)
+        qh = np.zeros((NB, 32), np.int32)
+        for c in range(4):
+            qh |= high[:, c, 0] << (2 * c)
+            qh |= high[:, c, 1] << (2 * c + 1)
+        out[:, 16:48] = qh
+        L = np.where(L > 15, L - 16, L)
+    out[:, -128:] = _pack_4bit(L)
     return _rows(out, nrows)
 
 
@@ -471,24 +489,7 @@ def quantize_q5_k(x, imatrix=None):
 
     As Q4_K with nmax 31 and, without imatrix, rmin -0.5, rdelta 0.1, 15 steps.
     """
-    nrows = x.shape[0]
-    xb, qw = _superblocks(x, imatrix)
-    NB = xb.shape[0]
-    S, d_bits, m_bits, L = _q45_scales(xb, qw, 31, -0.5, 0.1, 15, clamp_imatrix=True)
-    L4 = L.reshape(NB, 4, 2, 32)
-    high = (L4 > 15).astype(np.int32)
-    qh = np.zeros((NB, 32), np.int32)
-    for c in range(4):
-        qh |= high[:, c, 0] << (2 * c)
-        qh |= high[:, c, 1] << (2 * c + 1)
-    low = np.where(L > 15, L - 16, L)
-    out = np.zeros((NB, 176), np.uint8)
-    _put16(out, 0, d_bits)
-    _put16(out, 2, m_bits)
-    out[:, 4:16] = S
-    out[:, 16:48] = qh
-    out[:, 48:176] = _pack_4bit(low)
-    return _rows(out, nrows)
+    return _quantize_q45_k(x, imatrix, five=True)
 
 
 def _q5_k_fields(q):

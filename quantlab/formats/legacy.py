@@ -357,18 +357,27 @@ def quantize_q8_0(x, imatrix=None):
     return _rows(np.concatenate([_f16_bytes(d), (q & 0xFF).astype(np.uint8)], axis=1), nrows)
 
 
+def _dequantize_q8(q, n_per_row, type_size):
+    """Q8_0 / Q8_1 rows: x = q * d, the 32 int8 codes being the last 32 bytes of a block."""
+    b = q.reshape(-1, type_size)
+    d = _f16_field(b, 0)
+    return (b[:, -32:].view(np.int8).astype(np.float32) * d).astype(np.float32).reshape(q.shape[0], n_per_row)
+
+
+def _inspect_q8(block, type_size):
+    b = np.asarray(block, dtype=np.uint8).reshape(1, type_size)
+    codes = b[0, -32:].view(np.int8).astype(np.int32)
+    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]), "codes": codes,
+            "levels": codes.copy(), "formula": "x = q * d"}
+
+
 @_quiet
 def dequantize_q8_0(q, n_per_row):
-    b = q.reshape(-1, 34)
-    d = _f16_field(b, 0)
-    return (b[:, 2:].view(np.int8).astype(np.float32) * d).astype(np.float32).reshape(q.shape[0], n_per_row)
+    return _dequantize_q8(q, n_per_row, 34)
 
 
 def inspect_q8_0(block):
-    b = np.asarray(block, dtype=np.uint8).reshape(1, 34)
-    codes = b[0, 2:].view(np.int8).astype(np.int32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]), "codes": codes,
-            "levels": codes.copy(), "formula": "x = q * d"}
+    return _inspect_q8(block, 34)
 
 
 def quantize_q8_1(x, imatrix=None):
@@ -391,17 +400,15 @@ def quantize_q8_1(x, imatrix=None):
 @_quiet
 def dequantize_q8_1(q, n_per_row):
     """``x = q * d`` (ggml has no Q8_1 to_float; ``s`` is redundant for dequantization)."""
-    b = q.reshape(-1, 36)
-    d = _f16_field(b, 0)
-    return (b[:, 4:].view(np.int8).astype(np.float32) * d).astype(np.float32).reshape(q.shape[0], n_per_row)
+    return _dequantize_q8(q, n_per_row, 36)
 
 
 def inspect_q8_1(block):
+    info = _inspect_q8(block, 36)
     b = np.asarray(block, dtype=np.uint8).reshape(1, 36)
-    codes = b[0, 4:].view(np.int8).astype(np.int32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]),
-            "s_bits": int(b[0, 2]) | int(b[0, 3]) << 8, "s": F32(_f16_at(b, 2)[0]),
-            "codes": codes, "levels": codes.copy(), "formula": "x = q * d  (s = d * sum(q))"}
+    info.update({"s_bits": int(b[0, 2]) | int(b[0, 3]) << 8, "s": F32(_f16_at(b, 2)[0]),
+                 "formula": "x = q * d  (s = d * sum(q))"})
+    return info
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -104,19 +104,29 @@ def _tq1_0_trits(b: np.ndarray) -> np.ndarray:
     return np.concatenate([t0, t1, t2], axis=1)
 
 
+def _dequantize(q, n_per_row, type_size, trits):
+    """x = (t - 1) * d for TQ1_0 / TQ2_0 rows; ``trits(blocks)`` unpacks the (nb, 256) codes t."""
+    b = q.reshape(-1, type_size)
+    return ((trits(b) - 1).astype(np.float32) * _f16_last(b)).astype(np.float32).reshape(q.shape[0], n_per_row)
+
+
+def _inspect(block, type_size, trits, formula):
+    b = np.asarray(block, dtype=np.uint8).reshape(1, type_size)
+    t = trits(b)[0]
+    return {"d_bits": int(b[0, -2]) | int(b[0, -1]) << 8, "d": F32(_f16_last(b)[0, 0]), "codes": t,
+            "levels": t - 1, "formula": formula}
+
+
 @_quiet
 def dequantize_tq1_0(q, n_per_row):
-    b = q.reshape(-1, 54)
-    return ((_tq1_0_trits(b) - 1).astype(np.float32) * _f16_last(b)).astype(np.float32).reshape(
-        q.shape[0], n_per_row)
+    return _dequantize(q, n_per_row, 54, _tq1_0_trits)
 
 
 def inspect_tq1_0(block):
-    b = np.asarray(block, dtype=np.uint8).reshape(1, 54)
-    t = _tq1_0_trits(b)[0]
-    return {"d_bits": int(b[0, 52]) | int(b[0, 53]) << 8, "d": F32(_f16_last(b)[0, 0]),
-            "qs": b[0, :48].copy(), "qh": b[0, 48:52].copy(), "codes": t, "levels": t - 1,
-            "formula": "x = (t - 1) * d, five trits per byte (base 3)"}
+    info = _inspect(block, 54, _tq1_0_trits, "x = (t - 1) * d, five trits per byte (base 3)")
+    b = np.asarray(block, dtype=np.uint8)
+    info.update({"qs": b[:48].copy(), "qh": b[48:52].copy()})
+    return info
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -149,13 +159,8 @@ def _tq2_0_codes(b: np.ndarray) -> np.ndarray:
 
 @_quiet
 def dequantize_tq2_0(q, n_per_row):
-    b = q.reshape(-1, 66)
-    return ((_tq2_0_codes(b) - 1).astype(np.float32) * _f16_last(b)).astype(np.float32).reshape(
-        q.shape[0], n_per_row)
+    return _dequantize(q, n_per_row, 66, _tq2_0_codes)
 
 
 def inspect_tq2_0(block):
-    b = np.asarray(block, dtype=np.uint8).reshape(1, 66)
-    t = _tq2_0_codes(b)[0]
-    return {"d_bits": int(b[0, 64]) | int(b[0, 65]) << 8, "d": F32(_f16_last(b)[0, 0]), "codes": t,
-            "levels": t - 1, "formula": "x = (q - 1) * d, four 2-bit codes per byte"}
+    return _inspect(block, 66, _tq2_0_codes, "x = (q - 1) * d, four 2-bit codes per byte")
