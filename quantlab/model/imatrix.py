@@ -49,18 +49,19 @@ class Imatrix:
     datasets: list = field(default_factory=list)
 
     def __getitem__(self, name) -> np.ndarray:
-        """Mean squared activation per column (1.0 where nothing was counted, like llama.cpp's loader)."""
+        """Mean squared activation per column, as llama-quantize computes it from the file: the
+        count of each matrix is rounded (lround) and the float32 sums divided by it; 1.0 where a
+        matrix (an expert) saw no token."""
         if name not in self.sums:
             raise KeyError(name)
         s = np.asarray(self.sums[name], dtype=np.float32)
         c = np.asarray(self.counts[name], dtype=np.float64)
-        n_mat = len(c)
-        ne0 = len(s) // n_mat
-        out = np.empty_like(s)
-        for i in range(n_mat):
-            ci = float(np.round(c[i]))
-            seg = s[i * ne0:(i + 1) * ne0]
-            out[i * ne0:(i + 1) * ne0] = 1.0 if ci == 0 else (seg / np.float32(ci)).astype(np.float32)
+        ne0 = len(s) // len(c)
+        cr = np.floor(np.abs(c) + 0.5) * np.sign(c)          # lround
+        out = np.ones_like(s)
+        for i in range(len(c)):
+            if cr[i] > 0:
+                out[i * ne0:(i + 1) * ne0] = s[i * ne0:(i + 1) * ne0] / np.float32(cr[i])
         return out
 
     def __contains__(self, name):
@@ -146,7 +147,8 @@ def _save_dat(im: Imatrix, path: str) -> None:
 
 
 def load_imatrix(path) -> Imatrix:
-    """Read an imatrix written by llama-imatrix (or :meth:`Imatrix.save`): GGUF first, else legacy."""
+    """Read an imatrix written by llama-imatrix (or :meth:`Imatrix.save`): GGUF first, else legacy
+    .dat. The one reader of imatrix files (quantlab.recipes.load_imatrix_file uses it too)."""
     p = pathlib.Path(path)
     if not p.exists():
         raise ImatrixError(f"no such imatrix file: {p}")
@@ -158,30 +160,37 @@ def load_imatrix(path) -> Imatrix:
 
 
 def _load_gguf(p) -> Imatrix:
+    from ..errors import GGUFError
     from ..gguf import open as open_gguf
 
-    with open_gguf(p) as f:
+    try:
+        f = open_gguf(p)
+    except GGUFError as e:
+        raise ImatrixError(f"{p.name} is not a readable imatrix file: {e}") from None
+    with f:
         md = f.metadata
-        for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"):
-            if k not in md:
-                raise ImatrixError(f"{p.name} is a GGUF file but not an imatrix: it has no {k} "
-                                   f"(llama.cpp rejects it too)")
+        missing = [k for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size") if k not in md]
+        if missing:
+            raise ImatrixError(f"{p.name} is a GGUF file but not an imatrix: it has no {', '.join(missing)} "
+                               f"(llama.cpp rejects it too)")
+        ds = md["imatrix.datasets"]
         im = Imatrix(chunk_count=int(md["imatrix.chunk_count"]), chunk_size=int(md["imatrix.chunk_size"]),
-                     datasets=list(md["imatrix.datasets"]))
+                     datasets=[ds] if isinstance(ds, str) else [str(d) for d in ds])
         ts = f.tensors
-        for tn in ts:
-            if not tn.endswith(".in_sum2"):
-                continue
-            name = tn[: -len(".in_sum2")]
-            cn = name + ".counts"
-            if cn not in ts:
-                raise ImatrixError(f"{p.name}: {tn} has no matching {cn}")
-            s = np.array(ts[tn].numpy(), dtype=np.float32).reshape(-1)
-            c = np.array(ts[cn].numpy(), dtype=np.float32).reshape(-1)
-            if len(c) == 0 or len(s) % len(c):
-                raise ImatrixError(f"{p.name}: {tn} has {len(s)} values for {len(c)} counts")
-            im.sums[name] = s
-            im.counts[name] = c
+        sums = {tn[:-len(".in_sum2")] for tn in ts if tn.endswith(".in_sum2")}
+        counts = {tn[:-len(".counts")] for tn in ts if tn.endswith(".counts")}
+        for name in sorted(sums | counts):
+            if name not in sums or name not in counts:
+                raise ImatrixError(f"{p.name}: {name} has sums without counts or counts without sums")
+            st, ct = ts[name + ".in_sum2"], ts[name + ".counts"]
+            if st.format.name != "F32" or ct.format.name != "F32":
+                raise ImatrixError(f"{p.name}: the sums and counts of {name} must be F32")
+            sv = np.array(st.numpy(), dtype=np.float32).reshape(-1)
+            cv = np.array(ct.numpy(), dtype=np.float32).reshape(-1)
+            if len(cv) == 0 or len(sv) % len(cv):
+                raise ImatrixError(f"{p.name}: {name} has {len(sv)} sums for {len(cv)} counts")
+            im.sums[name] = sv
+            im.counts[name] = cv
     return im
 
 
@@ -199,7 +208,7 @@ def _load_dat(p) -> Imatrix:
         return v
 
     (n_entries,) = take("<i")
-    if n_entries < 0 or n_entries > 1 << 20:
+    if n_entries < 1 or n_entries > 1 << 20:
         raise ImatrixError(f"{p.name} does not look like an imatrix file (entry count {n_entries})")
     im = Imatrix()
     ncalls = []
@@ -209,11 +218,11 @@ def _load_dat(p) -> Imatrix:
             raise ImatrixError(f"{p.name}: bad name length {ln} at byte {pos - 4}")
         (name,) = take(f"<{ln}s")
         ncall, nval = take("<ii")
-        if nval < 0 or pos + 4 * nval > len(data):
-            raise ImatrixError(f"{p.name} is truncated inside entry {name!r}")
+        if nval < 1 or pos + 4 * nval > len(data):
+            raise ImatrixError(f"{p.name}: entry {name!r} has {nval} values or is truncated")
         vals = np.frombuffer(data, dtype="<f4", count=nval, offset=pos).astype(np.float32)
         pos += 4 * nval
-        n = name.decode("utf-8")
+        n = name.split(b"\0", 1)[0].decode("utf-8", "replace")
         # stored: mean * ncall. Keep it as sums over `ncall` pseudo-tokens, so that mean = value / ncall
         # (llama.cpp's loader divides by ncall, or uses the raw values when ncall is 0).
         im.sums[n] = vals.copy()
@@ -224,7 +233,7 @@ def _load_dat(p) -> Imatrix:
         if pos + 4 <= len(data):
             (ln,) = take("<i")
             if 0 < ln and pos + ln <= len(data):
-                im.datasets = [data[pos:pos + ln].decode("utf-8", errors="replace")]
+                im.datasets = [data[pos:pos + ln].split(b"\0", 1)[0].decode("utf-8", errors="replace")]
     if ncalls and im.chunk_count and max(ncalls) > 0:
         im.chunk_size = 512
     return im

@@ -13,13 +13,12 @@ where a matrix, or an expert of it, saw no token). Two file layouts exist:
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import GGUFError, ImatrixError
+from ..errors import ImatrixError
 
 __all__ = ["ImatrixData", "load_imatrix_file", "as_imatrix"]
 
@@ -47,100 +46,15 @@ class ImatrixData(Mapping):
 
 
 def load_imatrix_file(path) -> ImatrixData:
-    """Read an imatrix file (GGUF or legacy .dat) exactly as llama-quantize does."""
+    """Read an imatrix file (GGUF or legacy .dat) exactly as llama-quantize does: the file is read by
+    :func:`quantlab.model.load_imatrix` (the one reader), the entries are its per-column means."""
+    from ..model.imatrix import load_imatrix
+
     p = os.fspath(path)
     if not os.path.exists(p):
         raise ImatrixError(f"imatrix file {p!r} does not exist")
-    with open(p, "rb") as fh:
-        magic = fh.read(4)
-    if magic == b"GGUF":
-        return _load_gguf(p)
-    return _load_legacy(p)
-
-
-def _load_gguf(p: str) -> ImatrixData:
-    from .. import gguf
-
-    try:
-        f = gguf.open(p)
-    except GGUFError as e:
-        raise ImatrixError(f"{p!r} is not a readable imatrix file: {e}") from None
-    md = f.metadata
-    missing = [k for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size") if k not in md]
-    if missing:
-        raise ImatrixError(f"{p!r} is a GGUF file without the imatrix metadata ({', '.join(missing)}); "
-                           f"it is not an importance matrix written by llama-imatrix / quantlab")
-    sums, counts = {}, {}
-    for name, t in f.tensors.items():
-        if name.endswith(".in_sum2"):
-            sums[name[:-len(".in_sum2")]] = t
-        elif name.endswith(".counts"):
-            counts[name[:-len(".counts")]] = t
-    entries = {}
-    for name in sorted(set(sums) | set(counts)):
-        if name not in sums or name not in counts:
-            raise ImatrixError(f"{p!r}: {name} has sums without counts or counts without sums")
-        s, c = sums[name], counts[name]
-        if s.format.name != "F32" or c.format.name != "F32":
-            raise ImatrixError(f"{p!r}: sums and counts of {name} must be F32")
-        sv = np.asarray(s.numpy(), dtype=np.float32).reshape(-1)
-        cv = np.asarray(c.numpy(), dtype=np.float32).reshape(-1)
-        n = len(cv)
-        if n == 0 or len(sv) % n:
-            raise ImatrixError(f"{p!r}: {name} has {len(sv)} sums for {n} counts")
-        ne0 = len(sv) // n
-        # counts are rounded to integers (lround), then used as float32 divisors
-        cr = np.floor(np.abs(cv.astype(np.float64)) + 0.5) * np.sign(cv)
-        e = np.ones(len(sv), dtype=np.float32)
-        for j in range(n):
-            cnt = np.float32(cr[j])
-            if cnt > 0:
-                e[j * ne0:(j + 1) * ne0] = sv[j * ne0:(j + 1) * ne0] / cnt
-        entries[name] = e
-    ds = md["imatrix.datasets"]
-    ds = [ds] if isinstance(ds, str) else list(ds)
-    return ImatrixData(entries, [str(d) for d in ds], int(md["imatrix.chunk_count"]), p)
-
-
-def _load_legacy(p: str) -> ImatrixData:
-    with open(p, "rb") as fh:
-        b = fh.read()
-    pos = 0
-
-    def take(n, what):
-        nonlocal pos
-        if pos + n > len(b):
-            raise ImatrixError(f"{p!r} is neither a GGUF imatrix nor a complete legacy .dat imatrix "
-                               f"(file ends while reading {what} at byte {pos})")
-        out = b[pos:pos + n]
-        pos += n
-        return out
-
-    (n_entries,) = struct.unpack("<i", take(4, "the entry count"))
-    if n_entries < 1:
-        raise ImatrixError(f"{p!r} holds no imatrix entries (count {n_entries})")
-    entries = {}
-    for i in range(n_entries):
-        (ln,) = struct.unpack("<i", take(4, f"entry {i}'s name length"))
-        if ln < 0 or ln > 4096:
-            raise ImatrixError(f"{p!r}: entry {i} has a name length of {ln}; this is not an imatrix file")
-        name = take(ln, f"entry {i}'s name").split(b"\0", 1)[0].decode("utf-8", "replace")
-        ncall, nval = struct.unpack("<ii", take(8, f"entry {i}'s counts"))
-        if nval < 1:
-            raise ImatrixError(f"{p!r}: entry {name} has {nval} values")
-        v = np.frombuffer(take(4 * nval, f"entry {name}'s values"), dtype="<f4").astype(np.float32)
-        entries[name] = (v / np.float32(ncall)).astype(np.float32) if ncall > 0 else v.copy()
-    chunks, datasets = 0, []
-    if pos < len(b):
-        if pos + 4 <= len(b):
-            (chunks,) = struct.unpack("<i", b[pos:pos + 4])
-            pos += 4
-            if pos + 4 <= len(b):
-                (ln,) = struct.unpack("<i", b[pos:pos + 4])
-                pos += 4
-                if 0 < ln and pos + ln <= len(b):
-                    datasets.append(b[pos:pos + ln].split(b"\0", 1)[0].decode("utf-8", "replace"))
-    return ImatrixData(entries, datasets, int(chunks), p)
+    im = load_imatrix(p)
+    return ImatrixData(im.as_dict(), list(im.datasets), int(im.chunk_count), p)
 
 
 def as_imatrix(imatrix) -> ImatrixData | None:
