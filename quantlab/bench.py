@@ -137,11 +137,15 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
 
     ``size``: weights per measurement (rows of ``n_per_row``); ``ref_rows``: rows for the slow numpy
     reference; ``imatrix``: also time the importance-matrix path where the format has one.
+    Default set: every quantized type plus F16 and BF16 (their rounding is real work and ggml and gguf
+    both have it); F32, F64 and the integer types are plain numpy casts and are left out (name them
+    to time them anyway).
     """
     from .peers import ggml
 
     g = ggml() if peers else None
-    fmts = [get(n) for n in names] if names else [f for f in all_formats() if f.is_quantized]
+    fmts = [get(n) for n in names] if names else \
+        [f for f in all_formats() if f.is_quantized or f.name in ("F16", "BF16")]
     x = _weights(size, n_per_row)
     mb = x.nbytes / 1e6
     xr = x[:ref_rows]
