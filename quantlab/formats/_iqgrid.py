@@ -45,11 +45,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._numerics import csum
+from ._numerics import c_argmin, csum
 from ._search import nearest_int
 
 __all__ = ["Lattice", "lattice", "GRIDS", "ksigns", "kmask", "kvalues_iq4nl", "group_codes", "nearest_of",
-           "snap", "assign", "fit", "sign_bits", "nearest_levels",
+           "snap", "assign", "fit", "sign_bits", "split_signs", "nearest_levels",
            "scale_search", "resnap", "raise_search_failure"]
 
 # name -> (gguf class name, number of points, dim, bits per coordinate, map size, nwant)
@@ -386,6 +386,27 @@ def sign_bits(masks: np.ndarray) -> np.ndarray:
     """(..., G) sign bytes -> (..., 8G) booleans (bit j of byte g: element 8g + j is negative)."""
     m = np.asarray(masks, dtype=np.uint8)
     return ((m[..., None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(*m.shape[:-1], -1).astype(bool)
+
+
+def split_signs(xb: np.ndarray, w: np.ndarray, parity: bool):
+    """Blocks xb (B, 8G) -> (|x| (B, 8G) float32, sign bytes (B, G) int32: bit j set = weight j of the
+    group negative). With ``parity`` (the 7-bit sign formats) a group with an odd number of minus signs
+    has its least important weight (smallest w*x*x, first on ties) flipped: it is then quantized against
+    the wrong sign, the 8th sign bit is implied, and only 7 bits are kept."""
+    B, G = xb.shape[0], xb.shape[1] // 8
+    neg = xb < 0
+    xval = np.where(neg, -xb, xb).astype(np.float32)
+    signs = (neg.reshape(B, G, 8) * (1 << np.arange(8)).astype(np.int32)).sum(axis=2).astype(np.int32)
+    if parity:
+        odd = neg.reshape(B, G, 8).sum(axis=2) % 2 == 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            imin = c_argmin(((w * xb) * xb).reshape(B, G, 8))
+        bb, kk = np.nonzero(odd)
+        col = 8 * kk + imin[bb, kk]
+        xval[bb, col] = -xval[bb, col]
+        signs[bb, kk] ^= 1 << imin[bb, kk]
+        signs &= 127
+    return xval, signs
 
 
 def raise_search_failure(name: str, block: int, what: str, b: int, n_per_row: int, x_rows: np.ndarray,

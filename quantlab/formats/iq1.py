@@ -63,6 +63,28 @@ def _weights(xb, imatrix, sigma2, nrows):
         return (qw * np.sqrt(sigma2[:, None] + xb * xb)).astype(np.float32)
 
 
+def _blocks_and_weights(x, imatrix, bs):
+    """Super-blocks (S, 256), blocks (B, bs), their weights (sigma2 = 2*mean(x**2) over the super-block)
+    and max |x| per block."""
+    xs = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 256)
+    xb = xs.reshape(-1, bs)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sigma2 = np.repeat((F32(2) * nm.csum(xs * xs)) / F32(256), 256 // bs).astype(np.float32)
+    w = _weights(xb, imatrix, sigma2, x.shape[0])
+    return xs, xb, w, np.abs(xb).max(axis=1)
+
+
+def _split_levels(order, i1, i2, scale, live):
+    """Levels of a block from the split search: in sorted order, 0 below i1, 1 below i2, else 2; where
+    the fitted scale is negative the levels are mirrored (2 - l) and the scale made positive.
+    Returns (L (B, n) int8, scale, flipped (B,))."""
+    rank = _ranks(order)
+    L = np.where(rank < i1[:, None], 0, np.where(rank < i2[:, None], 1, 2)).astype(np.int8)
+    flip = live & (scale < 0)
+    L = np.where(flip[:, None], 2 - L, L).astype(np.int8)
+    return L, np.where(flip, -scale, scale).astype(np.float32), flip
+
+
 def _raise(name, bs, what, b, n_per_row, x_rows):
     raise_search_failure(name, bs, what, b, n_per_row, x_rows,
                          ggml="aborts the process (or reads past its input) here")
@@ -188,14 +210,8 @@ def quantize_iq1_s(x, imatrix=None):
     lat = lattice("iq1s")
     bs, nb = 32, 8
     nrows, n = x.shape
-    xs = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 256)
-    S_ = xs.shape[0]
-    xb = xs.reshape(-1, bs)
-    B = xb.shape[0]
-    with np.errstate(over="ignore", invalid="ignore"):
-        sigma2 = np.repeat((F32(2) * nm.csum(xs * xs)) / F32(256), nb).astype(np.float32)
-    w = _weights(xb, imatrix, sigma2, nrows)
-    mx = np.abs(xb).max(axis=1)
+    xs, xb, w, mx = _blocks_and_weights(x, imatrix, bs)
+    S_, B = xs.shape[0], xb.shape[0]
     live = ~(mx < F32(1e-12))
 
     # sort each block ascending (stable, like glibc's merge sort), prefix sums in that order
@@ -205,11 +221,7 @@ def quantize_iq1_s(x, imatrix=None):
         Sw = _prefix(np.take_along_axis(w, order, axis=1))
     scale, i1, i2, shift = _search_iq1s(Sx, Sw)
     live &= i1 >= 0
-    rank = _ranks(order)
-    L = np.where(rank < i1[:, None], 0, np.where(rank < i2[:, None], 1, 2)).astype(np.int8)
-    flip = live & (scale < 0)                    # a negative scale: mirror the levels and the delta
-    L = np.where(flip[:, None], 2 - L, L).astype(np.int8)
-    scale = np.where(flip, -scale, scale).astype(np.float32)
+    L, scale, flip = _split_levels(order, i1, i2, scale, live)   # a negative scale mirrors the delta too
     shift = np.where(flip, -shift, shift)
     xx = np.where((shift == 1)[:, None], X_P, X_M).astype(np.float32)
     xx_g = np.repeat(xx[:, None, :], 4, axis=1)
@@ -355,25 +367,16 @@ def quantize_iq1_m(x, imatrix=None):
     lat = lattice("iq1s")
     bs, nb = 16, 16
     nrows, n = x.shape
-    xs = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 256)
-    S_ = xs.shape[0]
-    xb = xs.reshape(-1, bs)
-    B = xb.shape[0]
+    xs, xb, w, mx = _blocks_and_weights(x, imatrix, bs)
+    S_, B = xs.shape[0], xb.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
-        sigma2 = np.repeat((F32(2) * nm.csum(xs * xs)) / F32(256), nb).astype(np.float32)
-        w = _weights(xb, imatrix, sigma2, nrows)
         wx = (w * xb).astype(np.float32)
-    mx = np.abs(xb).max(axis=1)
     live = ~(mx < F32(1e-7))
 
     order = np.argsort(xb, axis=1, kind="stable")
     scale, i1, i2, k = _search_iq1m(order, wx, w)
     live &= i1 >= 0
-    rank = _ranks(order)
-    L = np.where(rank < i1[:, None], 0, np.where(rank < i2[:, None], 1, 2)).astype(np.int8)
-    flip = live & (scale < 0)
-    L = np.where(flip[:, None], 2 - L, L).astype(np.int8)
-    scale = np.where(flip, -scale, scale).astype(np.float32)
+    L, scale, flip = _split_levels(order, i1, i2, scale, live)
     k = np.where(flip, 3 - k, k)
     xx_g = _sets_of(np.where(live, k, 0))
     gidx, scale, failed = _grid_and_refit(lat, L, xb, w, scale, xx_g, live, x, bs)

@@ -37,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _numerics as nm
-from ._iqgrid import group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits
+from ._iqgrid import (group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits,
+                      split_signs)
 from ._search import make_qp_quants, nearest_int
 
 F32 = np.float32
@@ -95,21 +96,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
         waux = np.sqrt(w).astype(np.float32)
 
     # signs: work on |x|, one bit per weight (bit j = weight j of a group of 8 is negative)
-    neg = xb < 0
-    xval = np.where(neg, -xb, xb).astype(np.float32)
-    bits = (1 << np.arange(8)).astype(np.int32)
-    signs = (neg.reshape(B, G, 8) * bits).sum(axis=2).astype(np.int32)
-    if v.parity:
-        # an odd number of minus signs: flip the least important weight of the group (smallest w*x*x);
-        # it is then quantized against the wrong sign, and only 7 sign bits need storing
-        odd = neg.reshape(B, G, 8).sum(axis=2) % 2 == 1
-        with np.errstate(over="ignore", invalid="ignore"):
-            imin = nm.c_argmin(((w * xb) * xb).reshape(B, G, 8))
-        bb, kk = np.nonzero(odd)
-        col = 8 * kk + imin[bb, kk]
-        xval[bb, col] = -xval[bb, col]
-        signs[bb, kk] ^= 1 << imin[bb, kk]
-        signs &= 127
+    xval, signs = split_signs(xb, w, v.parity)
 
     mx = xval.max(axis=1)
     skip = mx < v.eps

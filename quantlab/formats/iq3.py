@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _numerics as nm
-from ._iqgrid import group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits
+from ._iqgrid import (group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits,
+                      split_signs)
 from ._search import nearest_int
 
 F32 = np.float32
@@ -84,21 +85,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
         waux = np.sqrt(w).astype(np.float32)
 
     # signs: work on |x|, remember the minus signs, one bit per weight, 8 weights per byte
-    neg = xb < 0
-    xval = np.where(neg, -xb, xb).astype(np.float32)
-    bits = (1 << np.arange(8)).astype(np.int32)
-    signs = (neg.reshape(B, 4, 8) * bits).sum(axis=2).astype(np.int32)
-    if v.parity:
-        # odd number of minus signs in a group of 8: flip the least important weight (smallest w*x*x),
-        # which is then quantized against the wrong sign, so that the 8th sign bit is implied
-        odd = neg.reshape(B, 4, 8).sum(axis=2) % 2 == 1
-        with np.errstate(over="ignore", invalid="ignore"):
-            imin = nm.c_argmin(((w * xb) * xb).reshape(B, 4, 8))
-        bb, kk = np.nonzero(odd)
-        col = 8 * kk + imin[bb, kk]
-        xval[bb, col] = -xval[bb, col]
-        signs[bb, kk] ^= 1 << imin[bb, kk]
-        signs &= 127
+    xval, signs = split_signs(xb, w, v.parity)
 
     mx = xval.max(axis=1)
     skip = (mx < v.eps) if v.eps is not None else (mx == 0)

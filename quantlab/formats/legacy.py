@@ -130,6 +130,15 @@ def _legacy_weights(x: np.ndarray, imatrix: np.ndarray, qk: int) -> np.ndarray:
     return w.astype(np.float32).reshape(-1, qk)
 
 
+def _qkx3_impl(x, xb, imatrix, nmax):
+    """The imatrix path of Q4_1 / Q5_1 (quantize_row_q{4,5}_1_impl): make_qkx3_quants(nmax, rmin -0.9,
+    rdelta 0.05, 36 steps) on the blocks xb with the legacy weights. Returns (d, m = -min, codes)."""
+    d, the_min, L = _search.make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), nmax,
+                                                F32(-0.9), F32(0.05), 36, False)
+    return (np.asarray(d, dtype=np.float32).reshape(-1), (-np.asarray(the_min, dtype=np.float32)).reshape(-1),
+            L)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Q4_0
 # ----------------------------------------------------------------------------------------------------
@@ -197,10 +206,7 @@ def quantize_q4_1(x, imatrix=None):
     nrows = x.shape[0]
     xb = _blocks(x, 32)
     if imatrix is not None:
-        d, the_min, L = _search.make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), 15,
-                                                    F32(-0.9), F32(0.05), 36, False)
-        d = np.asarray(d, dtype=np.float32).reshape(-1)
-        m = (-np.asarray(the_min, dtype=np.float32)).reshape(-1)
+        d, m, L = _qkx3_impl(x, xb, imatrix, 15)
         return _rows(np.concatenate([_f16_bytes(d), _f16_bytes(m), _pack_nibbles(L)], axis=1), nrows)
     mn = np.min(xb, axis=1).astype(np.float32)
     mx = np.max(xb, axis=1).astype(np.float32)
@@ -293,10 +299,7 @@ def quantize_q5_1(x, imatrix=None):
     nrows = x.shape[0]
     xb = _blocks(x, 32)
     if imatrix is not None:
-        d, the_min, L = _search.make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), 31,
-                                                    F32(-0.9), F32(0.05), 36, False)
-        d = np.asarray(d, dtype=np.float32).reshape(-1)
-        m = (-np.asarray(the_min, dtype=np.float32)).reshape(-1)
+        d, m, L = _qkx3_impl(x, xb, imatrix, 31)
         return _rows(np.concatenate([_f16_bytes(d), _f16_bytes(m), _qh_bits(L), _pack_nibbles(L)],
                                     axis=1), nrows)
     mn = np.min(xb, axis=1).astype(np.float32)
