@@ -12,6 +12,7 @@ from numba import njit, prange
 from ..formats import iq3 as ref
 from ..formats._iqgrid import ksigns, lattice
 from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
+from ._rows import dequantize_rows
 from .iq4 import _nearest_int
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
@@ -260,65 +261,70 @@ def quantize_iq3_s(x, imatrix=None):
     return _quantize(x, imatrix, True)
 
 
-@njit(cache=True, parallel=True)
-def _deq_xxs(q, values, ks, out):
-    nsb = out.shape[1] // 256
-    for r in prange(q.shape[0]):
-        qr = q[r]
-        y = out[r]
-        for ibl in range(nsb):
-            ob = ibl * 98
-            d = f16_to_f32(rd16(qr, ob))
-            for ib in range(8):
-                wo = ob + 66 + 4 * ib
-                aux = (np.uint32(qr[wo]) | (np.uint32(qr[wo + 1]) << np.uint32(8))
-                       | (np.uint32(qr[wo + 2]) << np.uint32(16)) | (np.uint32(qr[wo + 3]) << np.uint32(24)))
-                db = d * (np.float32(0.5) + np.float32(aux >> np.uint32(28))) * np.float32(0.5)
-                for g in range(4):
-                    signs = ks[(aux >> np.uint32(7 * g)) & np.uint32(127)]
-                    g1 = qr[ob + 2 + 8 * ib + 2 * g]
-                    g2 = qr[ob + 2 + 8 * ib + 2 * g + 1]
-                    yo = ibl * 256 + 32 * ib + 8 * g
-                    for j in range(4):
-                        s1 = np.float32(-1) if signs & (1 << j) else np.float32(1)
-                        s2 = np.float32(-1) if signs & (1 << (j + 4)) else np.float32(1)
-                        y[yo + j] = db * values[g1, j] * s1
-                        y[yo + 4 + j] = db * values[g2, j] * s2
+@njit(cache=True, inline="always")
+def _put8(y, yo, db, values, i1, i2, signs):
+    """8 weights at y[yo]: db times grid point i1 (4 values) then grid point i2, negated where bit j of
+    ``signs`` is set."""
+    for j in range(4):
+        s1 = np.float32(-1) if signs & (1 << j) else np.float32(1)
+        s2 = np.float32(-1) if signs & (1 << (j + 4)) else np.float32(1)
+        y[yo + j] = db * values[i1, j] * s1
+        y[yo + 4 + j] = db * values[i2, j] * s2
 
 
-@njit(cache=True, parallel=True)
-def _deq_s(q, values, out):
-    nsb = out.shape[1] // 256
-    for r in prange(q.shape[0]):
-        qr = q[r]
-        y = out[r]
-        for ibl in range(nsb):
-            ob = ibl * 110
-            d = f16_to_f32(rd16(qr, ob))
-            for ib in range(8):
-                sc = np.int32(qr[ob + 106 + ib // 2])
-                s = (sc >> (4 * (ib % 2))) & 15
-                db = d * np.float32(1 + 2 * s)
-                qh = np.int32(qr[ob + 66 + ib])
-                for g in range(4):
-                    signs = qr[ob + 74 + 4 * ib + g]
-                    i1 = np.int32(qr[ob + 2 + 8 * ib + 2 * g]) | (((qh >> (2 * g)) & 1) << 8)
-                    i2 = np.int32(qr[ob + 2 + 8 * ib + 2 * g + 1]) | (((qh >> (2 * g + 1)) & 1) << 8)
-                    yo = ibl * 256 + 32 * ib + 8 * g
-                    for j in range(4):
-                        s1 = np.float32(-1) if signs & (1 << j) else np.float32(1)
-                        s2 = np.float32(-1) if signs & (1 << (j + 4)) else np.float32(1)
-                        y[yo + j] = db * values[i1, j] * s1
-                        y[yo + 4 + j] = db * values[i2, j] * s2
+def _dequant_kernel(is_s):
+    """The dequantizer of IQ3_S (is_s) or IQ3_XXS; numba freezes ``is_s``, so each compiles without the
+    other's branches. Super-block of 256: d (fp16), 64 grid index bytes, then
+    IQ3_XXS: 8 x uint32 (4 x 7-bit sign index, 4-bit scale); IQ3_S: 8 bytes of 9th index bits,
+    32 sign bytes, 4 bytes of 4-bit scales."""
+    ts = 110 if is_s else 98
+
+    @njit(cache=True, parallel=True)
+    def dequantize(q, out, values, ks):
+        nsb = out.shape[1] // 256
+        for r in prange(q.shape[0]):
+            qr = q[r]
+            y = out[r]
+            for ibl in range(nsb):
+                ob = ibl * ts
+                d = f16_to_f32(rd16(qr, ob))
+                for ib in range(8):
+                    if is_s:
+                        s = (np.int32(qr[ob + 106 + ib // 2]) >> (4 * (ib % 2))) & 15
+                        db = d * np.float32(1 + 2 * s)
+                        qh = np.int32(qr[ob + 66 + ib])
+                        aux = np.uint32(0)
+                    else:
+                        wo = ob + 66 + 4 * ib
+                        aux = (np.uint32(qr[wo]) | (np.uint32(qr[wo + 1]) << np.uint32(8))
+                               | (np.uint32(qr[wo + 2]) << np.uint32(16)) | (np.uint32(qr[wo + 3]) << np.uint32(24)))
+                        db = d * (np.float32(0.5) + np.float32(aux >> np.uint32(28))) * np.float32(0.5)
+                        qh = np.int32(0)
+                    for g in range(4):
+                        i1 = np.int32(qr[ob + 2 + 8 * ib + 2 * g])
+                        i2 = np.int32(qr[ob + 2 + 8 * ib + 2 * g + 1])
+                        if is_s:
+                            signs = qr[ob + 74 + 4 * ib + g]
+                            i1 |= ((qh >> (2 * g)) & 1) << 8
+                            i2 |= ((qh >> (2 * g + 1)) & 1) << 8
+                        else:
+                            signs = ks[(aux >> np.uint32(7 * g)) & np.uint32(127)]
+                        _put8(y, ibl * 256 + 32 * ib + 8 * g, db, values, i1, i2, signs)
+
+    return dequantize
+
+
+_DEQUANT = {"IQ3_XXS": (_dequant_kernel(False), "iq3xxs"), "IQ3_S": (_dequant_kernel(True), "iq3s")}
+
+
+def _dequantize(fmt, q, n_per_row):
+    kernel, grid = _DEQUANT[fmt]
+    return dequantize_rows(kernel, q, n_per_row, lattice(grid).values, ksigns())
 
 
 def dequantize_iq3_xxs(q, n_per_row):
-    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _deq_xxs(np.ascontiguousarray(q), lattice("iq3xxs").values, ksigns(), out)
-    return out
+    return _dequantize("IQ3_XXS", q, n_per_row)
 
 
 def dequantize_iq3_s(q, n_per_row):
-    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _deq_s(np.ascontiguousarray(q), lattice("iq3s").values, out)
-    return out
+    return _dequantize("IQ3_S", q, n_per_row)

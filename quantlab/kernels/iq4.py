@@ -10,6 +10,7 @@ from numba import njit, prange
 
 from ..formats._iqgrid import kvalues_iq4nl
 from ._fp import f16_to_f32, f32_as_u32, f32_to_f16, rd16, wr16
+from ._rows import dequantize_rows, quantize_rows
 
 F32 = np.float32
 NTRY = 7
@@ -53,6 +54,20 @@ def _counts(values) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
+def _wsums(x, off, w, vals, cnt, inv):
+    """sum w*q*x and sum w*q*q over x[off:off+32], q = the table value nearest to inv*x (in order)."""
+    sumqx = np.float32(0)
+    sumq2 = np.float32(0)
+    for j in range(32):
+        xj = x[off + j]
+        q = vals[best_index(vals, inv * xj, cnt)]
+        wq = w[j] * q
+        sumqx += wq * xj
+        sumq2 += wq * q
+    return sumqx, sumq2
+
+
+@njit(cache=True, inline="always")
 def _fit_block(x, off, w, vals, cnt, ntry):
     """Scale search of quantize_row_iq4_nl_impl on x[off:off+32] with weights w[0:32]."""
     amax = np.float32(0)
@@ -68,30 +83,14 @@ def _fit_block(x, off, w, vals, cnt, ntry):
         d = -mx / vals[0]
     else:
         d = mx / vals[0]
-    inv = np.float32(1) / d
-    sumqx = np.float32(0)
-    sumq2 = np.float32(0)
-    for j in range(32):
-        xj = x[off + j]
-        q = vals[best_index(vals, inv * xj, cnt)]
-        wq = w[j] * q
-        sumqx += wq * xj
-        sumq2 += wq * q
+    sumqx, sumq2 = _wsums(x, off, w, vals, cnt, np.float32(1) / d)
     if sumq2 > 0:
         d = sumqx / sumq2
     else:
         d = np.float32(0)
     best = d * sumqx
     for itry in range(-ntry, ntry + 1):
-        inv = np.float32(itry - 127) / mx
-        sumqx = np.float32(0)
-        sumq2 = np.float32(0)
-        for j in range(32):
-            xj = x[off + j]
-            q = vals[best_index(vals, inv * xj, cnt)]
-            wq = w[j] * q
-            sumqx += wq * xj
-            sumq2 += wq * q
+        sumqx, sumq2 = _wsums(x, off, w, vals, cnt, np.float32(itry - 127) / mx)
         if sumq2 > 0 and sumqx * sumqx > best * sumq2:
             d = sumqx / sumq2
             best = d * sumqx
@@ -110,46 +109,65 @@ def _weights(x, off, qw, qoff, has_qw, sigma2, w):
             w[j] = xj * xj
 
 
+@njit(cache=True, inline="always")
+def _sigma2(xr, off, n):
+    """2 * sum(x**2) / n over xr[off:off+n], summed in order."""
+    s = np.float32(0)
+    for j in range(n):
+        s += xr[off + j] * xr[off + j]
+    return s * np.float32(2.0 / n)
+
+
+@njit(cache=True, inline="always")
+def _pack_codes(xr, off, inv, vals, cnt, o, qo):
+    """32 values at xr[off], times inv -> nearest table indices, 16 bytes at o[qo]: value j in the low
+    nibble of byte j, value j + 16 in the high one."""
+    for j in range(16):
+        lo = best_index(vals, inv * xr[off + j], cnt)
+        hi = best_index(vals, inv * xr[off + 16 + j], cnt)
+        o[qo + j] = np.uint8(lo | (hi << 4))
+
+
+@njit(cache=True, inline="always")
+def _unpack_codes(qr, qo, d, vals, y, yo):
+    """The inverse of _pack_codes: 16 bytes at qr[qo] -> 32 values d * vals[code] at y[yo]."""
+    for j in range(16):
+        b = qr[qo + j]
+        y[yo + j] = d * vals[b & np.uint8(0xF)]
+        y[yo + 16 + j] = d * vals[b >> np.uint8(4)]
+
+
+@njit(cache=True, inline="always")
+def _inv(d):
+    return np.float32(1) / d if d != 0 else np.float32(0)
+
+
 @njit(cache=True, parallel=True)
-def _quant_nl(x, qw, has_qw, vals, cnt, out):
-    nrows, n = x.shape
-    nb = n // 32
-    for r in prange(nrows):
+def _quant_nl(x, out, qw, has_qw, vals, cnt):
+    nb = x.shape[1] // 32
+    for r in prange(x.shape[0]):
         w = np.empty(32, dtype=np.float32)
         xr = x[r]
         o = out[r]
         for ib in range(nb):
             off = ib * 32
-            sigma2 = np.float32(0)
-            for j in range(32):
-                sigma2 += xr[off + j] * xr[off + j]
-            sigma2 *= np.float32(2.0 / 32)
-            _weights(xr, off, qw, off, has_qw, sigma2, w)
+            _weights(xr, off, qw, off, has_qw, _sigma2(xr, off, 32), w)
             d = _fit_block(xr, off, w, vals, cnt, NTRY)
-            ob = ib * 18
-            wr16(o, ob, f32_to_f16(d))
-            inv = np.float32(1) / d if d != 0 else np.float32(0)
-            for j in range(16):
-                lo = best_index(vals, inv * xr[off + j], cnt)
-                hi = best_index(vals, inv * xr[off + 16 + j], cnt)
-                o[ob + 2 + j] = np.uint8(lo | (hi << 4))
+            wr16(o, ib * 18, f32_to_f16(d))
+            _pack_codes(xr, off, _inv(d), vals, cnt, o, ib * 18 + 2)
 
 
 @njit(cache=True, parallel=True)
-def _quant_xs(x, qw, has_qw, vals, cnt, out):
-    nrows, n = x.shape
-    nsb = n // 256
-    for r in prange(nrows):
+def _quant_xs(x, out, qw, has_qw, vals, cnt):
+    nsb = x.shape[1] // 256
+    for r in prange(x.shape[0]):
         w = np.empty(32, dtype=np.float32)
         scales = np.empty(8, dtype=np.float32)
         xr = x[r]
         o = out[r]
         for ibl in range(nsb):
             base = ibl * 256
-            sigma2 = np.float32(0)
-            for j in range(256):
-                sigma2 += xr[base + j] * xr[base + j]
-            sigma2 *= np.float32(2.0 / 256)
+            sigma2 = _sigma2(xr, base, 256)
             max_scale = np.float32(0)
             amax_scale = np.float32(0)
             for ib in range(8):
@@ -164,19 +182,12 @@ def _quant_xs(x, qw, has_qw, vals, cnt, out):
             d = -max_scale / np.float32(32)
             ob = ibl * 136
             wr16(o, ob, f32_to_f16(d))
-            idd = np.float32(1) / d if d != 0 else np.float32(0)
+            idd = _inv(d)
             sh = np.uint16(0)
             for ib in range(8):
                 l = _nearest_int(idd * scales[ib])
                 l = max(-32, min(31, l))
-                dl = d * np.float32(l)
-                idl = np.float32(1) / dl if dl != 0 else np.float32(0)
-                off = base + ib * 32
-                q = ob + 8 + ib * 16
-                for j in range(16):
-                    lo = best_index(vals, idl * xr[off + j], cnt)
-                    hi = best_index(vals, idl * xr[off + 16 + j], cnt)
-                    o[q + j] = np.uint8(lo | (hi << 4))
+                _pack_codes(xr, base + ib * 32, _inv(d * np.float32(l)), vals, cnt, o, ob + 8 + ib * 16)
                 ls = l + 32
                 if ib % 2 == 0:
                     o[ob + 4 + ib // 2] = np.uint8(ls & 0xF)
@@ -187,41 +198,26 @@ def _quant_xs(x, qw, has_qw, vals, cnt, out):
 
 
 @njit(cache=True, parallel=True)
-def _deq_nl(q, vals, out):
-    nrows = q.shape[0]
+def _deq_nl(q, out, vals):
     nb = out.shape[1] // 32
-    for r in prange(nrows):
+    for r in prange(q.shape[0]):
         qr = q[r]
-        y = out[r]
         for ib in range(nb):
-            ob = ib * 18
-            d = f16_to_f32(rd16(qr, ob))
-            for j in range(16):
-                b = qr[ob + 2 + j]
-                y[ib * 32 + j] = d * vals[b & np.uint8(0xF)]
-                y[ib * 32 + 16 + j] = d * vals[b >> np.uint8(4)]
+            _unpack_codes(qr, ib * 18 + 2, f16_to_f32(rd16(qr, ib * 18)), vals, out[r], ib * 32)
 
 
 @njit(cache=True, parallel=True)
-def _deq_xs(q, vals, out):
-    nrows = q.shape[0]
+def _deq_xs(q, out, vals):
     nsb = out.shape[1] // 256
-    for r in prange(nrows):
+    for r in prange(q.shape[0]):
         qr = q[r]
-        y = out[r]
         for ibl in range(nsb):
             ob = ibl * 136
             d = f16_to_f32(rd16(qr, ob))
             sh = np.int32(rd16(qr, ob + 2))
             for ib in range(8):
                 ls = ((np.int32(qr[ob + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
-                dl = d * np.float32(ls - 32)
-                base = ibl * 256 + ib * 32
-                qo = ob + 8 + ib * 16
-                for j in range(16):
-                    b = qr[qo + j]
-                    y[base + j] = dl * vals[b & np.uint8(0xF)]
-                    y[base + 16 + j] = dl * vals[b >> np.uint8(4)]
+                _unpack_codes(qr, ob + 8 + ib * 16, d * np.float32(ls - 32), vals, out[r], ibl * 256 + ib * 32)
 
 
 def _qw(imatrix, n):
@@ -231,28 +227,16 @@ def _qw(imatrix, n):
 
 
 def quantize_iq4_nl(x, imatrix=None):
-    nrows, n = x.shape
-    out = np.zeros((nrows, n // 32 * 18), dtype=np.uint8)
-    qw, has = _qw(imatrix, n)
-    _quant_nl(x, qw, has, _kv(), _counts(kvalues_iq4nl()), out)
-    return out
+    return quantize_rows(_quant_nl, x, "IQ4_NL", *_qw(imatrix, x.shape[1]), _kv(), _counts(kvalues_iq4nl()))
 
 
 def quantize_iq4_xs(x, imatrix=None):
-    nrows, n = x.shape
-    out = np.zeros((nrows, n // 256 * 136), dtype=np.uint8)
-    qw, has = _qw(imatrix, n)
-    _quant_xs(x, qw, has, _kv(), _counts(kvalues_iq4nl()), out)
-    return out
+    return quantize_rows(_quant_xs, x, "IQ4_XS", *_qw(imatrix, x.shape[1]), _kv(), _counts(kvalues_iq4nl()))
 
 
 def dequantize_iq4_nl(q, n_per_row):
-    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _deq_nl(np.ascontiguousarray(q), _kv(), out)
-    return out
+    return dequantize_rows(_deq_nl, q, n_per_row, _kv())
 
 
 def dequantize_iq4_xs(q, n_per_row):
-    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _deq_xs(np.ascontiguousarray(q), _kv(), out)
-    return out
+    return dequantize_rows(_deq_xs, q, n_per_row, _kv())
