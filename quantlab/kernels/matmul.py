@@ -32,7 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..formats._iqgrid import kvalues_iq4nl
-from ._fp import f16_to_f32, f32_to_f16
+from ._fp import F16_TABLE, f16_to_f32, f32_to_f16
 
 F32 = np.float32
 
@@ -48,12 +48,7 @@ for _n in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S",
     VEC_DOT_TYPE[_n] = "Q8_K"
 
 
-def f16_table() -> np.ndarray:
-    """fp16 bits -> float32 for all 65536 patterns (what ggml_table_f32_f16 holds)."""
-    return np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-
-
-F16 = f16_table()
+F16 = F16_TABLE   # fp16 bits -> float32 for all 65536 patterns (ggml_table_f32_f16): the kernels' one table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,13 +321,6 @@ def _fifth_bits_u32(builder, qh):
     return builder.shl(builder.zext(bits, _vec(_I8, 32)), _const(_I8, 32, 4))
 
 
-def _fifth_bits_bytes(builder, vh, bit):
-    """Q5_K: lane j gets bit ``bit`` (an i32 value) of byte j of qh moved to bit 4 (<n x i8>)."""
-    n = vh.type.count
-    b = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(bit, _I8), n)), _const(_I8, n, 1))
-    return builder.shl(b, _const(_I8, n, 4))
-
-
 def _minus(builder, q8, off):
     """Unsigned <n x i8> codes -> <n x i32> codes minus ``off`` (an i32 value)."""
     n = q8.type.count
@@ -421,36 +409,28 @@ def _dot_nib32(typingctx, w, wo, a, ao, shift):
     return sig, codegen
 
 
-@intrinsic
-def _dot_q5k_32(typingctx, w, wo, shift, ho, bit, a, ao):
-    """sum_{j<32} (((w[wo+j] >> shift) & 15) | (((w[ho+j] >> bit) & 1) << 4)) * a[ao+j] (Q5_K)."""
-    _check_bytes(w, a)
-    sig = types.int32(w, types.intp, types.int32, types.intp, types.int32, a, types.intp)
+def _split_dot(n, mask, off, doc):
+    """An intrinsic f(w, lo, sl, hi, sh, a, ao) = sum_{j<n} (q_j - off) * a[ao+j] for codes split over
+    two byte runs: q_j = ((w[lo+j] >> sl) & 15) | (((w[hi+j] >> sh) & mask) << 4)."""
+    def impl(typingctx, w, lo, sl, hi, sh, a, ao):
+        _check_bytes(w, a)
+        sig = types.int32(w, types.intp, types.int32, types.intp, types.int32, a, types.intp)
 
-    def codegen(context, builder, signature, args):
-        wv, wov, sh, hov, bit, av, aov = args
-        aty = signature.args[0]
-        q = _nibble_at(builder, _load_bytes(context, builder, aty, wv, wov, 32), sh)
-        q = builder.or_(q, _fifth_bits_bytes(builder, _load_bytes(context, builder, aty, wv, hov, 32), bit))
-        return _times_acts(context, builder, builder.zext(q, _vec(_I32, 32)), signature.args[5], av, aov)
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            wv, lov, slv, hiv, shv, av, aov = args
+            aty = signature.args[0]
+            ql = _nibble_at(builder, _load_bytes(context, builder, aty, wv, lov, n), slv)
+            vh = _load_bytes(context, builder, aty, wv, hiv, n)
+            qh = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(shv, _I8), n)), _const(_I8, n, mask))
+            q = builder.or_(ql, builder.shl(qh, _const(_I8, n, 4)))
+            return _times_acts(context, builder, _minus(builder, q, ir.Constant(_I32, off)), signature.args[5], av, aov)
+        return sig, codegen
+    impl.__doc__ = doc
+    return intrinsic(impl)
 
 
-@intrinsic
-def _dot_q6_16(typingctx, w, lo, sl, hi, sh, a, ao):
-    """sum_{j<16} (((w[lo+j] >> sl) & 15) | (((w[hi+j] >> sh) & 3) << 4)) - 32) * a[ao+j] (Q6_K)."""
-    _check_bytes(w, a)
-    sig = types.int32(w, types.intp, types.int32, types.intp, types.int32, a, types.intp)
-
-    def codegen(context, builder, signature, args):
-        wv, lov, slv, hiv, shv, av, aov = args
-        aty = signature.args[0]
-        ql = _nibble_at(builder, _load_bytes(context, builder, aty, wv, lov, 16), slv)
-        vh = _load_bytes(context, builder, aty, wv, hiv, 16)
-        qh = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(shv, _I8), 16)), _const(_I8, 16, 3))
-        q = builder.or_(ql, builder.shl(qh, _const(_I8, 16, 4)))
-        return _times_acts(context, builder, _minus(builder, q, ir.Constant(_I32, 32)), signature.args[5], av, aov)
-    return sig, codegen
+_dot_q5k_32 = _split_dot(32, 1, 0, "Q5_K: 4 low bits from a nibble, bit 4 from bit ``sh`` of qh; 32 values.")
+_dot_q6_16 = _split_dot(16, 3, 32, "Q6_K: 4 low bits from a nibble, 2 high bits from qh; minus 32; 16 values.")
 
 
 # ---------------------------------------------------------------------------------------------
