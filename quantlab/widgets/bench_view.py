@@ -1,9 +1,16 @@
-"""Notebook 10: browse a benchmark table — pick the operation and the peers, see throughput per format.
+"""Notebook 10: browse a benchmark table — pick the operation and the peers, see throughput per format —
+and compare this machine's figures with the snapshot in ``data/bench_snapshot.json``.
 
     >>> app = quantlab.widgets.bench_view.app(quantlab.bench.formats(["Q4_0", "Q8_0"], size=1 << 16))
     >>> app.op.value = "dequantize"; app.result["rows"]
+    >>> snap = load_snapshot(); print(snapshot_source(snap)); compare(table.rows, snap["formats"]["rows"])
+
+The snapshot is written by ``tools/make_bench_snapshot.py`` (see ``data/README.md``).
 """
 from __future__ import annotations
+
+import json
+import pathlib
 
 import ipywidgets as W
 
@@ -47,3 +54,46 @@ class BenchView(App):
 
 def app(table, **kw) -> BenchView:
     return BenchView(table, **kw)
+
+
+# ------------------------------------------------------------------------------ the benchmark snapshot
+
+#: where ``tools/make_bench_snapshot.py`` writes its snapshot
+SNAPSHOT = pathlib.Path(__file__).resolve().parents[2] / "data" / "bench_snapshot.json"
+
+
+def load_snapshot(path=None) -> dict | None:
+    """The benchmark snapshot (``data/bench_snapshot.json`` by default) as a dict with ``machine``,
+    ``formats`` and ``gguf_open`` (each table: ``title``, ``columns``, ``rows``); None when there is none."""
+    p = pathlib.Path(path) if path is not None else SNAPSHOT
+    if not p.is_file():
+        return None
+    with open(p) as fh:
+        return json.load(fh)
+
+
+def snapshot_source(snap: dict) -> str:
+    """One sentence: which machine the snapshot was measured on, when, with which code, under which load."""
+    m = snap["machine"]
+    load = lambda v: f"{v[0]:.2f}" if v else "unknown"  # noqa: E731
+    return (f"measured on {m['cpu']} ({m['cores']} logical cores, {m['system']}) on {m['date']} with quantlab "
+            f"{m['quantlab_commit'][:12]}, numpy {m['numpy']}, numba {m['numba']} ({m['numba_threads']} threads); "
+            f"1-minute load average {load(m.get('load_start'))} at the start and {load(m.get('load_end'))} at the end")
+
+
+def compare(live_rows, snap_rows, keys=("format", "op"), columns=("numba-1t", "ggml-1t")) -> list[dict]:
+    """Rows found in both tables (matched on ``keys``): for each of ``columns`` present in both, the live
+    figure, the snapshot's and their ratio ``live/snapshot`` (> 1: this machine measured more of it)."""
+    snap = {tuple(r.get(k) for k in keys): r for r in snap_rows}
+    out = []
+    for r in live_rows:
+        s = snap.get(tuple(r.get(k) for k in keys))
+        if s is None:
+            continue
+        row = {k: r.get(k) for k in keys}
+        for c in columns:
+            a, b = r.get(c), s.get(c)
+            row[f"{c} here"], row[f"{c} snapshot"] = a, b
+            row[f"{c} here/snapshot"] = a / b if a and b else None
+        out.append(row)
+    return out

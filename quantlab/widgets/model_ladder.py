@@ -99,14 +99,25 @@ def tensor_error(x: np.ndarray, fmt, impl: str = "fast", imatrix=None) -> dict:
             "rmse": metrics.rmse(x, y), "max_error": metrics.max_error(x, y), "y": y}
 
 
+def sample_rows(x: np.ndarray, rows: int | None = None, step: int | None = None) -> np.ndarray:
+    """The rows of ``x`` a measurement uses: all of them (default), the first ``rows``, or every ``step``-th
+    row (a fixed sample spread over the whole matrix, always the same rows)."""
+    if step is not None and step > 1:
+        x = x[::step]
+    if rows is not None:
+        x = x[:rows]
+    return x
+
+
 def error_grid(tensors, n_layer: int, formats=HEATMAP_FORMATS, layers=None, rows: int | None = None,
-               impl: str = "fast", progress=None) -> dict:
+               step: int | None = None, impl: str = "fast", progress=None) -> dict:
     """Relative error of each weight matrix (layer x kind) in each format.
 
-    ``tensors``: name -> float32 array (e.g. ``quantlab.data.tensors("smollm2")``). ``rows``: only the first
-    ``rows`` rows of each matrix (a sample, for QUICK runs). Returns a dict with ``layers``, ``kinds``,
-    ``formats``, ``rel`` (format -> array [layer, kind]), ``used`` (format -> kind -> stored format),
-    ``weights`` (number of weights quantized per format) and ``seconds``."""
+    ``tensors``: name -> float32 array (e.g. ``quantlab.data.tensors("smollm2")``). ``step``: only every
+    ``step``-th row of each matrix; ``rows``: only the first ``rows`` of those (see :func:`sample_rows`).
+    Returns a dict with ``layers``, ``kinds``, ``formats``, ``rel`` (format -> array [layer, kind]),
+    ``used`` (format -> kind -> stored format), ``weights`` (number of weights quantized per format),
+    ``rows``, ``step`` and ``seconds``."""
     names = matrix_names(n_layer, layers)
     ls = sorted({i for i, _, _ in names})
     rel = {f: np.full((len(ls), len(KINDS)), np.nan) for f in formats}
@@ -114,9 +125,7 @@ def error_grid(tensors, n_layer: int, formats=HEATMAP_FORMATS, layers=None, rows
     n = 0
     t0 = time.perf_counter()
     for j, (i, k, name) in enumerate(names):
-        x = tensors[name]
-        if rows is not None:
-            x = x[:rows]
+        x = np.ascontiguousarray(sample_rows(tensors[name], rows, step), dtype=np.float32)
         for f in formats:
             r = tensor_error(x, f, impl=impl)
             rel[f][ls.index(i), KINDS.index(k)] = r["rel_error"]
@@ -125,7 +134,38 @@ def error_grid(tensors, n_layer: int, formats=HEATMAP_FORMATS, layers=None, rows
         if progress is not None:
             progress(j + 1, len(names))
     return {"layers": ls, "kinds": KINDS, "formats": tuple(formats), "rel": rel, "used": used,
-            "weights": n, "rows": rows, "seconds": time.perf_counter() - t0}
+            "weights": n, "rows": rows, "step": step, "seconds": time.perf_counter() - t0}
+
+
+def describe_sample(grid: dict) -> str:
+    """In words: which rows of each matrix ``grid`` measured."""
+    step, rows = grid.get("step") or 1, grid.get("rows")
+    if step > 1 and rows:
+        return f"the first {rows} of one row in every {step} of each matrix"
+    if step > 1:
+        return f"one row in every {step} of each matrix"
+    return f"the first {rows} rows of each matrix" if rows else "every weight"
+
+
+def sample_check(full: dict, sample: dict) -> list[dict]:
+    """Per format present in both grids, over the layers ``full`` measured (they must be in ``sample`` too):
+    the mean relative error per kind measured on every weight and on the row sample, and the largest
+    relative difference between the two estimates of one matrix."""
+    missing = sorted(set(full["layers"]) - set(sample["layers"]))
+    if missing:
+        raise ValueError(f"layers {missing} are in the every-weight grid but not in the sample")
+    pick = [sample["layers"].index(i) for i in full["layers"]]
+    out = []
+    for f in full["formats"]:
+        if f not in sample["formats"]:
+            continue
+        a, b = full["rel"][f], sample["rel"][f][pick]
+        ok = np.isfinite(a) & np.isfinite(b)
+        for j, k in enumerate(full["kinds"]):
+            out.append({"format": f, "kind": k, "every weight": float(np.nanmean(a[:, j])),
+                        "sample": float(np.nanmean(b[:, j])),
+                        "max |sample/full - 1| (one matrix)": float(np.max(np.abs(b[ok[:, j], j] / a[ok[:, j], j] - 1)))})
+    return out
 
 
 def plot_heatmap(fig, grid: dict) -> None:
@@ -194,8 +234,9 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
     own_dir = outdir is None
     outdir = outdir or tempfile.mkdtemp(prefix="quantlab-ladder-")
     base = qmodel.load(model_path)
+    ref = _RememberedForward(base)       # the base's pass over each chunk runs once, not once per file type
     t = time.perf_counter()
-    base_eval = qmodel.evaluate(base, text=text, n_ctx=n_ctx, n_chunks=n_chunks)
+    base_eval = qmodel.evaluate(ref, text=text, n_ctx=n_ctx, n_chunks=n_chunks)
     rows = [{"ftype": f"{base.file.tensors['blk.0.attn_q.weight'].format.name} (shipped)",
              "bpw": 8.0 * base.file.tensor_bytes / base.file.n_params,
              "MB": os.path.getsize(model_path) / 1e6, "ppl": base_eval.ppl, "ppl_err": base_eval.ppl_err,
@@ -209,7 +250,7 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
         tq = time.perf_counter() - t
         m = qmodel.load(out)
         t = time.perf_counter()
-        e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=base)
+        e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=ref)
         rows.append({"ftype": ft, "bpw": res.bpw, "MB": res.nbytes / 1e6, "ppl": e.ppl, "ppl_err": e.ppl_err,
                      "kld": e.kld_mean, "kld_p99": e.kld_p99, "top1": e.top1, "fallbacks": res.plan.n_fallback,
                      "quantize_s": tq, "eval_s": time.perf_counter() - t})
@@ -225,6 +266,36 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
             pass
     return {"rows": rows, "base": base_eval, "base_model": base, "models": models, "outdir": outdir,
             "n_ctx": n_ctx, "n_chunks": n_chunks, "n_scored": base_eval.n_scored}
+
+
+class _RememberedForward:
+    """A loaded model whose forward pass from an empty cache is remembered per (tokens, outputs): the ladder
+    scores every file type on the same chunks against the same base model, so the base's hidden states for
+    a chunk are computed once and reused. Everything else (tokenizer, logits, ...) is the model's own."""
+
+    def __init__(self, model):
+        self._model = model
+        self._memo = {}
+
+    def forward(self, tokens, cache, outputs="last", logits: bool = True):
+        if cache.n != 0:                     # a continuation depends on the cache: not remembered
+            return self._model.forward(tokens, cache, outputs=outputs, logits=logits)
+        key = (np.asarray(tokens, dtype=np.int64).tobytes(),
+               outputs if isinstance(outputs, str) else np.asarray(outputs, dtype=np.int64).tobytes(), logits)
+        if key not in self._memo:
+            self._memo[key] = self._model.forward(tokens, cache, outputs=outputs, logits=logits)
+        return self._memo[key]
+
+    @property
+    def stream(self) -> bool:
+        return self._model.stream
+
+    @stream.setter
+    def stream(self, on: bool) -> None:
+        self._model.stream = on
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
 
 
 def _unlink(path) -> None:
