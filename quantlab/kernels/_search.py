@@ -13,7 +13,7 @@ Signatures (x, w, qw: float32[n]; L, Laux: uint8[n] output/scratch buffers of at
     make_qkx3_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux) -> (scale, the_min)  (w may be None)
     make_qp_quants(x, nmax, qw, L)                                 -> scale
     make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scales, mins, S, Laux)
-        the qkx2/qkx3 search of ng groups of n at once (one super-block), groups as SIMD lanes
+        the qkx2/qkx3 search of ng groups of n at once (one super-block), one lane per group
     make_qx_groups(x, qw, has_w, ng, n, nmax, L, scales, S)
         make_qx_quants (rmse_type 1) of ng groups of n at once, the same way
 
@@ -426,10 +426,11 @@ def make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scal
     scales[g], mins[g] (same bits as ng calls of the scalar search).
 
     Every float32 sum of the search is sequential over the elements of ONE group, so the scalar code
-    is bound by the latency of those additions. Here the groups are the SIMD lanes: the data is
-    transposed (element-major, group-minor) and each loop over the groups applies the scalar step to
-    all of them, every lane keeping its own state (min, best error, ...). Branches become per-lane
-    selects. Codes use the float rounding shortcut of ``_codes_fast``; a lane where it does not apply
+    is bound by the latency of those additions. Here the groups are lanes: the data is transposed
+    (element-major, group-minor) and each loop over the groups applies the scalar step to all of
+    them, every lane keeping its own state (min, best error, ...), so the CPU overlaps the 16
+    independent chains (the compiler vectorizes some of these loops, not all: they read and write
+    the same scratch array). Branches become per-lane selects. Codes use the float rounding shortcut of ``_codes_fast``; a lane where it does not apply
     (degenerate groups, where 0 * inf = NaN, and overflowing inputs) is redone by the scalar search.
     S: float32 scratch of at least (4*n + 15)*ng; Laux: uint8 scratch of n (for that fallback)."""
     G = ng

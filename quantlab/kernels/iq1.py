@@ -37,13 +37,14 @@ def _sort_idx(x, r, b0, n, idx):
 
 
 @njit(cache=True, inline="always")
-def _neighbour2(neigh, off, codes, levels, x, r, g0, w, wbase, scale, xx, ngrid):
+def _neighbour2(neigh, off, codes, levels, x, r, g0, w, wbase, scale, xx, ngrid, e):
     """iq1_find_best_neighbour2: minimise sum w*(scale*xx[level] - x)**2 over the listed points; if
     none has an error below FLT_MAX, ggml scans the whole grid comparing every coordinate with x[i]
     (sic: the i-th value from the group's start in the input buffer). Returns the index, -1 when nothing
     qualifies (ggml asserts), -2 when the scan would read past the input."""
     n = x.shape[1]
-    e = np.zeros(32, np.float32)          # e[4i + l]: the term of coordinate i at level l, as ggml computes it
+    # e (caller's scratch of 32, zeros at 4i + 3): e[4i + l] = the term of coordinate i at level l,
+    # as ggml computes it
     for i in range(8):
         for l in range(3):
             diff = scale * xx[l] - x[r, g0 + i]
@@ -111,6 +112,7 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     bs = 32
     weight = np.empty(bs, np.float32)
     idx = np.empty(bs, np.int64)
+    e = np.zeros(32, np.float32)          # scratch of _neighbour2, allocated once per row
     sumx = np.empty(bs + 1, np.float32)
     sumw = np.empty(bs + 1, np.float32)
     ax = np.empty((2, bs + 1), np.float32)
@@ -195,7 +197,8 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
                 gi = kmap[u]
                 if gi < 0:
                     all_on = False
-                    gi = _neighbour2(neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid)
+                    gi = _neighbour2(neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid,
+                                     e)
                     if gi < 0:
                         _fail(err, r, 1 if gi == -1 else 4, b0 // bs)
                         return
@@ -255,6 +258,7 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     bs = 16
     weight = np.empty(bs, np.float32)
     idx = np.empty(bs, np.int64)
+    e = np.zeros(32, np.float32)          # scratch of _neighbour2, allocated once per row
     px = np.empty((2, bs + 1), np.float32)
     pw = np.empty((2, bs + 1), np.float32)
     L = np.empty(bs, np.int8)
@@ -265,6 +269,7 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     am = np.empty((2, bs + 1), np.float32)
     bp = np.empty((2, bs + 1), np.float32)
     bm = np.empty((2, bs + 1), np.float32)
+    sc = np.zeros(4, np.uint16)
     ngrid = levels.shape[0]
     p2 = _XP[2]
     m2 = _XM[2]
@@ -363,7 +368,8 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
                 gi = kmap[u]
                 if gi < 0:
                     all_on = False
-                    gi = _neighbour2(neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid)
+                    gi = _neighbour2(neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid,
+                                     e)
                     if gi < 0:
                         _fail(err, r, 1 if gi == -1 else 4, b0 // bs)
                         return
@@ -399,7 +405,8 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
         idd = np.float32(1.0) / d
         sqx = np.float32(0.0)
         sq2 = np.float32(0.0)
-        sc = np.zeros(4, np.uint16)
+        for k in range(4):
+            sc[k] = 0
         for ib in range(16):
             b0 = x0 + ib * bs
             l = nearest_int(np.float32(0.5) * (idd * scales[ib] - np.float32(1.0)))

@@ -91,7 +91,7 @@ def _quant_q2_k(x, qw, has_im, out):
                     for l in range(16):
                         s += w[16 * j + l]
                     sw[j] = s
-                # make_qkx3_quants on the 16 groups, as SIMD lanes
+                # make_qkx3_quants on the 16 groups at once (interleaved, one lane per group)
                 make_qkx_groups(xb, w, 16, 16, 3, -0.9, 0.05, 36, False, True, L, scales, mins, S, Laux)
                 dm = make_qp_quants(scales, 15, sw, Ls)
                 mm = make_qp_quants(mins, 15, sw, Lm)
@@ -104,7 +104,7 @@ def _quant_q2_k(x, qw, has_im, out):
                 max_min = np.float32(0.0)
                 for e in range(QK_K):
                     w[e] = np.float32(abs(xb[e]))
-                # make_qkx2_quants on the 16 groups, as SIMD lanes
+                # make_qkx2_quants on the 16 groups at once (interleaved, one lane per group)
                 make_qkx_groups(xb, w, 16, 16, 3, -0.5, 0.1, 15, True, False, L, scales, mins, S, Laux)
                 for j in range(16):
                     sc = scales[j]
