@@ -9,6 +9,13 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ..formats._numerics import from_f16_bits
+
+# fp16 -> float32 for every one of the 65536 bit patterns (256 KiB, NaNs quieted like ggml's F16C
+# conversion; what ggml_table_f32_f16 holds): decoding a block scale by lookup costs a fraction of the
+# bit manipulation in f16_to_f32. The one table of the kernels (legacy, ternary, matmul use it).
+F16_TABLE = from_f16_bits(np.arange(65536, dtype=np.uint32).astype(np.uint16))
+
 
 @intrinsic
 def f32_as_u32(typingctx, x):
@@ -142,3 +149,9 @@ def rd16(q, off):
 def wr16(q, off, v):
     q[off] = np.uint8(v & np.uint16(0xFF))
     q[off + 1] = np.uint8(v >> np.uint16(8))
+
+
+@njit(cache=True, inline="always")
+def h2f(q, off):
+    """The little-endian fp16 at q[off], as float32 (lookup in F16_TABLE)."""
+    return F16_TABLE[rd16(q, off)]

@@ -2,7 +2,10 @@
 
 Rows are distributed over threads (``prange``); inside a row, blocks are processed in order with
 float32 code in ggml's evaluation order. The imatrix paths call the shared scale searches of
-:mod:`quantlab.kernels._search` on block slices. Speed comes from three things that change no bit:
+:mod:`quantlab.kernels._search` on block slices. Q4_0, Q4_1, Q5_0 and Q5_1 share one set of block
+routines with two compile-time flags (``asym``: the _1 formats' min/max scale and stored min; ``five``:
+5-bit codes with a qh word); :func:`_q45_kernels` builds each format's drivers with its flags frozen, so
+every format still compiles to its own branch-free code. Speed comes from three things that change no bit:
 inner loops with run-time trip counts (so LLVM vectorizes them), a 65536-entry fp16 table for block
 scales in the dequantizers, and one explicit SIMD intrinsic for the int8 codes of Q8_0/Q8_1.
 """
@@ -13,9 +16,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from ..formats import legacy as _ref
-from ..formats._numerics import from_f16_bits
-from ._fp import f32_to_f16, rd16, roundf, wr16
+from ._fp import F16_TABLE, f32_to_f16, h2f, roundf, wr16  # noqa: F401  (F16_TABLE, h2f: kernel API)
+from ._rows import dequantize_rows, quantize_rows
 from ._search import make_qkx3_quants, make_qx_quants
 
 F32 = np.float32
@@ -26,16 +28,6 @@ _TWO31 = np.float32(2147483648.0)
 # use SIMD. (ggml's C gets the same effect from `restrict`.)
 _H = 16
 _K32 = 32
-# fp16 -> float32 for every one of the 65536 bit patterns (256 KiB, NaNs quieted like ggml): decoding a
-# block scale by table lookup costs a fraction of the bit manipulation in _fp.f16_to_f32, which shows
-# in the dequantizers (one scale per 32 values).
-F16_TABLE = from_f16_bits(np.arange(65536, dtype=np.uint32).astype(np.uint16))
-
-
-@njit(cache=True, inline="always")
-def h2f(q, off):
-    """The little-endian fp16 at q[off], as float32 (table lookup)."""
-    return F16_TABLE[rd16(q, off)]
 
 
 @njit(cache=True, inline="always")
@@ -59,10 +51,6 @@ def _inv(d):
     return np.float32(0.0)
 
 
-def _out(x, type_size, qk):
-    return np.empty((x.shape[0], x.shape[1] // qk * type_size), dtype=np.uint8)
-
-
 # ----------------------------------------------------------------------------------------------------
 # imatrix weights (shared by the four _impl paths)
 # ----------------------------------------------------------------------------------------------------
@@ -83,172 +71,10 @@ def _block_weights(xr, im, xo, sigma2, w):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Q4_0
-# ----------------------------------------------------------------------------------------------------
-
-@njit(cache=True, parallel=True)
-def _q4_0_ref(x, out, h):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(nb):
-            xo = ib * 32
-            amax = np.float32(0.0)
-            mx = np.float32(0.0)
-            for j in range(32):
-                v = xr[xo + j]
-                a = abs(v)
-                if amax < a:
-                    amax = a
-                    mx = v
-            d = np.float32(mx / np.float32(-8.0))
-            idv = _inv(d)
-            o = ib * 18
-            wr16(orow, o, f32_to_f16(d))
-            for j in range(h):
-                q0 = min(np.int32(15), _i8(_trunc(xr[xo + j] * idv + np.float32(8.5))))
-                q1 = min(np.int32(15), _i8(_trunc(xr[xo + 16 + j] * idv + np.float32(8.5))))
-                orow[o + 2 + j] = np.uint8((q0 | (q1 << 4)) & 0xFF)
-
-
-@njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
-def _q4_0_imx(x, im, out):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        w = np.empty(32, dtype=np.float32)
-        L = np.empty(32, dtype=np.uint8)
-        sigma2 = _row_sigma2(xr)
-        for ib in range(nb):
-            xo = ib * 32
-            _block_weights(xr, im, xo, sigma2, w)
-            d = make_qx_quants(xr[xo:xo + 32], 8, 1, w, L)
-            o = ib * 18
-            wr16(orow, o, f32_to_f16(d))
-            for j in range(16):
-                orow[o + 2 + j] = np.uint8((L[j] | (L[j + 16] << 4)) & 0xFF)
-
-
-def quantize_q4_0(x, imatrix=None):
-    out = _out(x, 18, 32)
-    if imatrix is None:
-        _q4_0_ref(x, out, _H)
-    else:
-        _q4_0_imx(x, imatrix, out)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _dq4_0(q, y, h):
-    nb = y.shape[1] // 32
-    for r in prange(q.shape[0]):
-        qr = q[r]
-        yr = y[r]
-        for ib in range(nb):
-            o = ib * 18
-            d = h2f(qr, o)
-            yo = ib * 32
-            for j in range(h):
-                b = np.int32(qr[o + 2 + j])
-                yr[yo + j] = np.float32((b & 15) - 8) * d
-                yr[yo + 16 + j] = np.float32((b >> 4) - 8) * d
-
-
-def dequantize_q4_0(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq4_0(q, y, _H)
-    return y
-
-
-# ----------------------------------------------------------------------------------------------------
-# Q4_1
-# ----------------------------------------------------------------------------------------------------
-
-@njit(cache=True, parallel=True)
-def _q4_1_ref(x, out, h):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(nb):
-            xo = ib * 32
-            mn = np.float32(3.4028234663852886e38)
-            mx = np.float32(-3.4028234663852886e38)
-            for j in range(32):
-                v = xr[xo + j]
-                if v < mn:
-                    mn = v
-                if v > mx:
-                    mx = v
-            d = np.float32((mx - mn) / np.float32(15.0))
-            idv = _inv(d)
-            o = ib * 20
-            wr16(orow, o, f32_to_f16(d))
-            wr16(orow, o + 2, f32_to_f16(mn))
-            for j in range(h):
-                q0 = min(np.int32(15), _i8(_trunc((xr[xo + j] - mn) * idv + np.float32(0.5))))
-                q1 = min(np.int32(15), _i8(_trunc((xr[xo + 16 + j] - mn) * idv + np.float32(0.5))))
-                orow[o + 4 + j] = np.uint8((q0 | (q1 << 4)) & 0xFF)
-
-
-@njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
-def _q4_1_imx(x, im, out):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        w = np.empty(32, dtype=np.float32)
-        L = np.empty(32, dtype=np.uint8)
-        Laux = np.empty(32, dtype=np.uint8)
-        sigma2 = _row_sigma2(xr)
-        for ib in range(nb):
-            xo = ib * 32
-            _block_weights(xr, im, xo, sigma2, w)
-            d, the_min = make_qkx3_quants(xr[xo:xo + 32], w, 15, np.float32(-0.9), np.float32(0.05), 36,
-                                          False, L, Laux)
-            o = ib * 20
-            wr16(orow, o, f32_to_f16(d))
-            wr16(orow, o + 2, f32_to_f16(-the_min))
-            for j in range(16):
-                orow[o + 4 + j] = np.uint8((L[j] | (L[j + 16] << 4)) & 0xFF)
-
-
-def quantize_q4_1(x, imatrix=None):
-    out = _out(x, 20, 32)
-    if imatrix is None:
-        _q4_1_ref(x, out, _H)
-    else:
-        _q4_1_imx(x, imatrix, out)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _dq4_1(q, y, h):
-    nb = y.shape[1] // 32
-    for r in prange(q.shape[0]):
-        qr = q[r]
-        yr = y[r]
-        for ib in range(nb):
-            o = ib * 20
-            d = h2f(qr, o)
-            m = h2f(qr, o + 2)
-            yo = ib * 32
-            for j in range(h):
-                b = np.int32(qr[o + 4 + j])
-                yr[yo + j] = np.float32(b & 15) * d + m
-                yr[yo + 16 + j] = np.float32(b >> 4) * d + m
-
-
-def dequantize_q4_1(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq4_1(q, y, _H)
-    return y
-
-
-# ----------------------------------------------------------------------------------------------------
-# Q5_0
+# Q4_0 / Q4_1 / Q5_0 / Q5_1: one block routine per step, inlined with constant flags
+#   asym: _1 formats (scale d and min m, codes 0..nlev) versus _0 (signed scale, codes centred)
+#   five: 5-bit codes (a 32-bit qh word of high bits before the nibbles) versus 4-bit codes
+# Block layout: d (fp16) [m (fp16)] [qh (4 bytes)] nibbles (16 bytes): 18, 20, 22 or 24 bytes.
 # ----------------------------------------------------------------------------------------------------
 
 @njit(cache=True, inline="always")
@@ -266,6 +92,94 @@ def _rd32(qr, o):
 
 
 @njit(cache=True, inline="always")
+def _layout(asym, five):
+    """(block bytes, offset of qh, offset of the nibbles) of Q4_0 / Q4_1 / Q5_0 / Q5_1."""
+    qh = 4 if asym else 2
+    qs = qh + 4 if five else qh
+    return qs + 16, qh, qs
+
+
+@njit(cache=True, inline="always")
+def _code(v, mn, idv, bias, nlev, asym, five):
+    """The integer code of one value as ggml's casts leave it (its low 8 bits are what is stored)."""
+    if asym:
+        t = _trunc((v - mn) * idv + bias)
+    else:
+        t = _trunc(v * idv + bias)
+    if asym and five:           # Q5_1: a plain (uint8_t) cast, no clamp
+        return t
+    return min(np.int32(nlev), _i8(t))          # MIN(nlev, (int8_t)...)
+
+
+@njit(cache=True, inline="always")
+def _ref_block(xr, xo, orow, o, h, asym, five):
+    """ggml's quantize_row_q{4,5}_{0,1}_ref on the 32 values at xr[xo], written at orow[o]. The codes
+    are packed as they are computed (value j and value j + 16 per byte): one pass, as fast as the
+    former per-format kernels (a separate code array and packing pass cost 20-30%)."""
+    ts, qh_off, qs_off = _layout(asym, five)
+    nlev = 31 if five else 15
+    if asym:
+        mn = np.float32(3.4028234663852886e38)
+        mx = np.float32(-3.4028234663852886e38)
+        for j in range(32):
+            v = xr[xo + j]
+            if v < mn:
+                mn = v
+            if v > mx:
+                mx = v
+        d = np.float32((mx - mn) / np.float32(nlev))
+        bias = np.float32(0.5)
+    else:
+        amax = np.float32(0.0)
+        mx = np.float32(0.0)
+        for j in range(32):
+            v = xr[xo + j]
+            a = abs(v)
+            if amax < a:
+                amax = a
+                mx = v
+        d = np.float32(mx / np.float32(-(nlev + 1) // 2))
+        mn = np.float32(0.0)
+        bias = np.float32((nlev + 1) // 2) + np.float32(0.5)
+    idv = _inv(d)
+    wr16(orow, o, f32_to_f16(d))
+    if asym:
+        wr16(orow, o + 2, f32_to_f16(mn))
+    qh = np.uint32(0)
+    for j in range(h):
+        q0 = _code(xr[xo + j], mn, idv, bias, nlev, asym, five)
+        q1 = _code(xr[xo + 16 + j], mn, idv, bias, nlev, asym, five)
+        if five:
+            a = np.uint32(q0 & 0xFF)
+            b = np.uint32(q1 & 0xFF)
+            orow[o + qs_off + j] = np.uint8((a & np.uint32(15)) | ((b & np.uint32(15)) << np.uint32(4)))
+            qh |= ((a & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j)
+            qh |= ((b & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j + 16)
+        else:
+            orow[o + qs_off + j] = np.uint8((q0 | (q1 << 4)) & 0xFF)
+    if five:
+        _wr32(orow, o + qh_off, qh)
+
+
+@njit(cache=True, inline="always")
+def _imx_codes(xb, w, L, Laux, asym, five):
+    """ggml's quantize_row_q{4,5}_{0,1}_impl on one block with weights w: codes into L, returns (d, m)."""
+    if asym:
+        d, the_min = make_qkx3_quants(xb, w, 31 if five else 15, np.float32(-0.9), np.float32(0.05), 36,
+                                      False, L, Laux)
+        return d, -the_min
+    d = make_qx_quants(xb, 16 if five else 8, 1, w, L)
+    return d, np.float32(0.0)
+
+
+@njit(cache=True, inline="always")
+def _pack4(orow, o, L):
+    """32 codes -> 16 bytes at o, value j in the low nibble of byte j, value j + 16 in the high one."""
+    for j in range(16):
+        orow[o + j] = np.uint8((L[j] | (L[j + 16] << 4)) & 0xFF)
+
+
+@njit(cache=True, inline="always")
 def _pack5(orow, o, L):
     """32 five-bit codes -> qh (4 bytes at o) and nibbles (16 bytes at o + 4)."""
     qh = np.uint32(0)
@@ -278,177 +192,130 @@ def _pack5(orow, o, L):
     _wr32(orow, o, qh)
 
 
-@njit(cache=True, parallel=True)
-def _q5_0_ref(x, out, h):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(nb):
-            xo = ib * 32
-            amax = np.float32(0.0)
-            mx = np.float32(0.0)
-            for j in range(32):
-                v = xr[xo + j]
-                a = abs(v)
-                if amax < a:
-                    amax = a
-                    mx = v
-            d = np.float32(mx / np.float32(-16.0))
-            idv = _inv(d)
-            o = ib * 22
-            wr16(orow, o, f32_to_f16(d))
-            qh = np.uint32(0)
-            for j in range(h):
-                q0 = np.uint32(min(np.int32(31), _i8(_trunc(xr[xo + j] * idv + np.float32(16.5)))) & 0xFF)
-                q1 = np.uint32(min(np.int32(31), _i8(_trunc(xr[xo + 16 + j] * idv + np.float32(16.5)))) & 0xFF)
-                orow[o + 6 + j] = np.uint8((q0 & np.uint32(15)) | ((q1 & np.uint32(15)) << np.uint32(4)))
-                qh |= ((q0 & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j)
-                qh |= ((q1 & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j + 16)
-            _wr32(orow, o + 2, qh)
+@njit(cache=True, inline="always")
+def _quant_q45_row(xr, orow, nb, h, asym, five):
+    """One row of Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks without an imatrix (the _ref quantizers)."""
+    ts = _layout(asym, five)[0]
+    for ib in range(nb):
+        _ref_block(xr, ib * 32, orow, ib * ts, h, asym, five)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
-def _q5_0_imx(x, im, out):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        w = np.empty(32, dtype=np.float32)
-        L = np.empty(32, dtype=np.uint8)
-        sigma2 = _row_sigma2(xr)
-        for ib in range(nb):
-            xo = ib * 32
-            _block_weights(xr, im, xo, sigma2, w)
-            d = make_qx_quants(xr[xo:xo + 32], 16, 1, w, L)
-            o = ib * 22
-            wr16(orow, o, f32_to_f16(d))
-            _pack5(orow, o + 2, L)
+@njit(cache=True, inline="always")
+def _quant_q45_imx_row(xr, im, orow, nb, asym, five):
+    """One row of Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks weighted by an imatrix (the _impl quantizers)."""
+    ts, qh_off, qs_off = _layout(asym, five)
+    w = np.empty(32, dtype=np.float32)
+    L = np.empty(32, dtype=np.uint8)
+    Laux = np.empty(32, dtype=np.uint8)
+    sigma2 = _row_sigma2(xr)
+    for ib in range(nb):
+        xo = ib * 32
+        _block_weights(xr, im, xo, sigma2, w)
+        d, m = _imx_codes(xr[xo:xo + 32], w, L, Laux, asym, five)
+        o = ib * ts
+        wr16(orow, o, f32_to_f16(d))
+        if asym:
+            wr16(orow, o + 2, f32_to_f16(m))
+        if five:
+            _pack5(orow, o + qh_off, L)
+        else:
+            _pack4(orow, o + qs_off, L)
+
+
+@njit(cache=True, inline="always")
+def _dequant_q45_row(qr, yr, nb, h, asym, five):
+    """One row of Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks back to float32."""
+    ts, qh_off, qs_off = _layout(asym, five)
+    zero = 0 if asym else (32 if five else 16) // 2      # the code of 0.0 in the _0 formats
+    for ib in range(nb):
+        o = ib * ts
+        d = h2f(qr, o)
+        m = h2f(qr, o + 2) if asym else np.float32(0.0)
+        qh = _rd32(qr, o + qh_off) if five else np.uint32(0)
+        yo = ib * 32
+        for j in range(h):
+            b = np.int32(qr[o + qs_off + j])
+            lo = b & 15
+            hi = b >> 4
+            if five:
+                lo |= np.int32((qh >> np.uint32(j)) & np.uint32(1)) << 4
+                hi |= np.int32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
+            if asym:
+                yr[yo + j] = np.float32(lo) * d + m
+                yr[yo + 16 + j] = np.float32(hi) * d + m
+            else:
+                yr[yo + j] = np.float32(lo - zero) * d
+                yr[yo + 16 + j] = np.float32(hi - zero) * d
+
+
+def _q45_kernels(asym, five):
+    """The prange drivers (quantize, quantize with imatrix, dequantize) of one of Q4_0 / Q4_1 / Q5_0 /
+    Q5_1: rows spread over threads, the row routines inlined with the format's flags as constants (numba
+    freezes closure variables), so each format compiles its own branch-free copy on first use."""
+
+    @njit(cache=True, parallel=True)
+    def quantize(x, out, h):
+        for r in prange(x.shape[0]):
+            _quant_q45_row(x[r], out[r], x.shape[1] // 32, h, asym, five)
+
+    @njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
+    def quantize_imatrix(x, out, im):
+        for r in prange(x.shape[0]):
+            _quant_q45_imx_row(x[r], im, out[r], x.shape[1] // 32, asym, five)
+
+    @njit(cache=True, parallel=True)
+    def dequantize(q, y, h):
+        for r in prange(q.shape[0]):
+            _dequant_q45_row(q[r], y[r], y.shape[1] // 32, h, asym, five)
+
+    return quantize, quantize_imatrix, dequantize
+
+
+_Q45 = {"Q4_0": _q45_kernels(False, False), "Q4_1": _q45_kernels(True, False),
+        "Q5_0": _q45_kernels(False, True), "Q5_1": _q45_kernels(True, True)}
+
+
+def _quantize_q45(fmt, x, imatrix):
+    ref, imx, _ = _Q45[fmt]
+    if imatrix is None:
+        return quantize_rows(ref, x, fmt, _H)
+    return quantize_rows(imx, x, fmt, imatrix)
+
+
+def _dequantize_q45(fmt, q, n_per_row):
+    return dequantize_rows(_Q45[fmt][2], q, n_per_row, _H)
+
+
+def quantize_q4_0(x, imatrix=None):
+    return _quantize_q45("Q4_0", x, imatrix)
+
+
+def quantize_q4_1(x, imatrix=None):
+    return _quantize_q45("Q4_1", x, imatrix)
 
 
 def quantize_q5_0(x, imatrix=None):
-    out = _out(x, 22, 32)
-    if imatrix is None:
-        _q5_0_ref(x, out, _H)
-    else:
-        _q5_0_imx(x, imatrix, out)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _dq5_0(q, y, h):
-    nb = y.shape[1] // 32
-    for r in prange(q.shape[0]):
-        qr = q[r]
-        yr = y[r]
-        for ib in range(nb):
-            o = ib * 22
-            d = h2f(qr, o)
-            qh = _rd32(qr, o + 2)
-            yo = ib * 32
-            for j in range(h):
-                b = np.int32(qr[o + 6 + j])
-                h0 = np.int32((qh >> np.uint32(j)) & np.uint32(1)) << 4
-                h1 = np.int32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
-                yr[yo + j] = np.float32(((b & 15) | h0) - 16) * d
-                yr[yo + 16 + j] = np.float32(((b >> 4) | h1) - 16) * d
-
-
-def dequantize_q5_0(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq5_0(q, y, _H)
-    return y
-
-
-# ----------------------------------------------------------------------------------------------------
-# Q5_1
-# ----------------------------------------------------------------------------------------------------
-
-@njit(cache=True, parallel=True)
-def _q5_1_ref(x, out, h):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(nb):
-            xo = ib * 32
-            mn = np.float32(3.4028234663852886e38)
-            mx = np.float32(-3.4028234663852886e38)
-            for j in range(32):
-                v = xr[xo + j]
-                if v < mn:
-                    mn = v
-                if v > mx:
-                    mx = v
-            d = np.float32((mx - mn) / np.float32(31.0))
-            idv = _inv(d)
-            o = ib * 24
-            wr16(orow, o, f32_to_f16(d))
-            wr16(orow, o + 2, f32_to_f16(mn))
-            qh = np.uint32(0)
-            for j in range(h):
-                q0 = np.uint32(_trunc((xr[xo + j] - mn) * idv + np.float32(0.5)) & 0xFF)
-                q1 = np.uint32(_trunc((xr[xo + 16 + j] - mn) * idv + np.float32(0.5)) & 0xFF)
-                orow[o + 8 + j] = np.uint8((q0 & np.uint32(15)) | ((q1 & np.uint32(15)) << np.uint32(4)))
-                qh |= ((q0 & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j)
-                qh |= ((q1 & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j + 16)
-            _wr32(orow, o + 4, qh)
-
-
-@njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
-def _q5_1_imx(x, im, out):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        w = np.empty(32, dtype=np.float32)
-        L = np.empty(32, dtype=np.uint8)
-        Laux = np.empty(32, dtype=np.uint8)
-        sigma2 = _row_sigma2(xr)
-        for ib in range(nb):
-            xo = ib * 32
-            _block_weights(xr, im, xo, sigma2, w)
-            d, the_min = make_qkx3_quants(xr[xo:xo + 32], w, 31, np.float32(-0.9), np.float32(0.05), 36,
-                                          False, L, Laux)
-            o = ib * 24
-            wr16(orow, o, f32_to_f16(d))
-            wr16(orow, o + 2, f32_to_f16(-the_min))
-            _pack5(orow, o + 4, L)
+    return _quantize_q45("Q5_0", x, imatrix)
 
 
 def quantize_q5_1(x, imatrix=None):
-    out = _out(x, 24, 32)
-    if imatrix is None:
-        _q5_1_ref(x, out, _H)
-    else:
-        _q5_1_imx(x, imatrix, out)
-    return out
+    return _quantize_q45("Q5_1", x, imatrix)
 
 
-@njit(cache=True, parallel=True)
-def _dq5_1(q, y, h):
-    nb = y.shape[1] // 32
-    for r in prange(q.shape[0]):
-        qr = q[r]
-        yr = y[r]
-        for ib in range(nb):
-            o = ib * 24
-            d = h2f(qr, o)
-            m = h2f(qr, o + 2)
-            qh = _rd32(qr, o + 4)
-            yo = ib * 32
-            for j in range(h):
-                b = np.int32(qr[o + 8 + j])
-                h0 = np.int32((qh >> np.uint32(j)) & np.uint32(1)) << 4
-                h1 = np.int32((qh >> np.uint32(j + 16)) & np.uint32(1)) << 4
-                yr[yo + j] = np.float32((b & 15) | h0) * d + m
-                yr[yo + 16 + j] = np.float32((b >> 4) | h1) * d + m
+def dequantize_q4_0(q, n_per_row):
+    return _dequantize_q45("Q4_0", q, n_per_row)
+
+
+def dequantize_q4_1(q, n_per_row):
+    return _dequantize_q45("Q4_1", q, n_per_row)
+
+
+def dequantize_q5_0(q, n_per_row):
+    return _dequantize_q45("Q5_0", q, n_per_row)
 
 
 def dequantize_q5_1(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq5_1(q, y, _H)
-    return y
+    return _dequantize_q45("Q5_1", q, n_per_row)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -473,38 +340,32 @@ def _q8_block(xr, xo, orow, o, qo, k):
     return d, s
 
 
-@njit(cache=True, parallel=True)
-def _q8_0(x, out, k):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(nb):
-            _q8_block(xr, ib * 32, orow, ib * 34, 2, k)
-
-
-@njit(cache=True, parallel=True)
-def _q8_1(x, out, k):
-    nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(nb):
-            o = ib * 36
-            d, s = _q8_block(xr, ib * 32, orow, o, 4, k)
+@njit(cache=True, inline="always")
+def _quant_q8_row(xr, orow, nb, k, one):
+    """One row of Q8_0 (d, codes) or Q8_1 (one: d, s = d * sum of codes, codes) blocks."""
+    ts = 36 if one else 34
+    for ib in range(nb):
+        o = ib * ts
+        d, s = _q8_block(xr, ib * 32, orow, o, ts - 32, k)
+        if one:
             wr16(orow, o + 2, f32_to_f16(np.float32(s) * d))
 
 
+@njit(cache=True, parallel=True)
+def _quant_q8(x, out, k, one):
+    for r in prange(x.shape[0]):     # a copy of the row routine per type: its offsets are constants
+        if one:
+            _quant_q8_row(x[r], out[r], x.shape[1] // 32, k, True)
+        else:
+            _quant_q8_row(x[r], out[r], x.shape[1] // 32, k, False)
+
+
 def quantize_q8_0(x, imatrix=None):
-    out = _out(x, 34, 32)
-    _q8_0(x, out, _K32)
-    return out
+    return quantize_rows(_quant_q8, x, "Q8_0", _K32, False)
 
 
 def quantize_q8_1(x, imatrix=None):
-    out = _out(x, 36, 32)
-    _q8_1(x, out, _K32)
-    return out
+    return quantize_rows(_quant_q8, x, "Q8_1", _K32, True)
 
 
 @intrinsic
@@ -533,36 +394,28 @@ def _i8x32_times(typingctx, q, qoff, y, yoff, d):
     return sig, codegen
 
 
-@njit(cache=True, parallel=True)
-def _dq8_0(q, y):
-    nb = y.shape[1] // 32
-    for r in prange(q.shape[0]):
-        qr = q[r]
-        yr = y[r]
-        for ib in range(nb):
-            _i8x32_times(qr, ib * 34 + 2, yr, ib * 32, h2f(qr, ib * 34))
+@njit(cache=True, inline="always")
+def _dequant_q8_row(qr, yr, nb, one):
+    ts = 36 if one else 34
+    for ib in range(nb):
+        _i8x32_times(qr, ib * ts + ts - 32, yr, ib * 32, h2f(qr, ib * ts))
 
 
 @njit(cache=True, parallel=True)
-def _dq8_1(q, y):
-    nb = y.shape[1] // 32
+def _dequant_q8(q, y, one):
     for r in prange(q.shape[0]):
-        qr = q[r]
-        yr = y[r]
-        for ib in range(nb):
-            _i8x32_times(qr, ib * 36 + 4, yr, ib * 32, h2f(qr, ib * 36))
+        if one:
+            _dequant_q8_row(q[r], y[r], y.shape[1] // 32, True)
+        else:
+            _dequant_q8_row(q[r], y[r], y.shape[1] // 32, False)
 
 
 def dequantize_q8_0(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq8_0(q, y)
-    return y
+    return dequantize_rows(_dequant_q8, q, n_per_row, False)
 
 
 def dequantize_q8_1(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq8_1(q, y)
-    return y
+    return dequantize_rows(_dequant_q8, q, n_per_row, True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -592,9 +445,7 @@ def _q1_0(x, out):
 
 
 def quantize_q1_0(x, imatrix=None):
-    out = _out(x, 18, 128)
-    _q1_0(x, out)
-    return out
+    return quantize_rows(_q1_0, x, "Q1_0")
 
 
 @njit(cache=True, parallel=True)
@@ -615,9 +466,7 @@ def _dq1_0(q, y):
 
 
 def dequantize_q1_0(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq1_0(q, y)
-    return y
+    return dequantize_rows(_dq1_0, q, n_per_row)
 
 
 @njit(cache=True, parallel=True)
@@ -650,9 +499,7 @@ def _q2_0(x, out):
 
 
 def quantize_q2_0(x, imatrix=None):
-    out = _out(x, 18, 64)
-    _q2_0(x, out)
-    return out
+    return quantize_rows(_q2_0, x, "Q2_0")
 
 
 @njit(cache=True, parallel=True)
@@ -672,6 +519,4 @@ def _dq2_0(q, y):
 
 
 def dequantize_q2_0(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dq2_0(q, y)
-    return y
+    return dequantize_rows(_dq2_0, q, n_per_row)

@@ -32,7 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..formats._iqgrid import kvalues_iq4nl
-from ._fp import f16_to_f32, f32_to_f16
+from ._fp import F16_TABLE, f16_to_f32, f32_to_f16
 
 F32 = np.float32
 
@@ -48,12 +48,7 @@ for _n in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S",
     VEC_DOT_TYPE[_n] = "Q8_K"
 
 
-def f16_table() -> np.ndarray:
-    """fp16 bits -> float32 for all 65536 patterns (what ggml_table_f32_f16 holds)."""
-    return np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-
-
-F16 = f16_table()
+F16 = F16_TABLE   # fp16 bits -> float32 for all 65536 patterns (ggml_table_f32_f16): the kernels' one table
 
 
 # ---------------------------------------------------------------------------------------------
