@@ -40,6 +40,7 @@ from . import _numerics as nm
 from ._iqgrid import (group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits,
                       split_signs)
 from ._search import make_qp_quants, nearest_int
+from .registry import get
 
 F32 = np.float32
 
@@ -197,6 +198,27 @@ def _inspect(v, d_bits, d, s, gidx, masks, sidx=None):
 # IQ2_XXS
 # ----------------------------------------------------------------------------------------------------
 
+def _parts(v, b):
+    """(d, s, grid indices, sign masks, 7-bit sign indices or None) of the blocks b of variant v."""
+    if v is S:
+        d, s, gidx, masks = _iq2_s_fields(b)
+        return d, s, gidx, masks, None
+    d, s, gidx, sidx = (_iq2_xxs_fields if v is XXS else _iq2_xs_fields)(b)
+    return d, s, gidx, ksigns()[sidx], sidx
+
+
+def _dequantize(v, q, n_per_row):
+    d, s, gidx, masks, _ = _parts(v, np.ascontiguousarray(q).reshape(-1, get(v.name).type_size))
+    return _decode(d, s, gidx, masks, v.grid).reshape(q.shape[0], n_per_row)
+
+
+def _inspect_block(v, block):
+    b = np.asarray(block, dtype=np.uint8).reshape(1, get(v.name).type_size)
+    d, s, gidx, masks, sidx = _parts(v, b)
+    return _inspect(v, int(b[0, 0]) | int(b[0, 1]) << 8, d[0], s[0], gidx[0], masks[0],
+                    None if sidx is None else sidx[0])
+
+
 def quantize_iq2_xxs(x, imatrix=None):
     """IQ2_XXS: 256 weights in 66 bytes (2.06 bits per weight), 8 blocks of 32, 4 groups of 8 each::
 
@@ -240,15 +262,11 @@ def _iq2_xxs_fields(b):
 
 
 def dequantize_iq2_xxs(q, n_per_row):
-    b = np.ascontiguousarray(q).reshape(-1, 66)
-    d, s, gidx, sidx = _iq2_xxs_fields(b)
-    return _decode(d, s, gidx, ksigns()[sidx], "iq2xxs").reshape(q.shape[0], n_per_row)
+    return _dequantize(XXS, q, n_per_row)
 
 
 def inspect_iq2_xxs(block):
-    b = np.asarray(block, dtype=np.uint8).reshape(1, 66)
-    d, s, gidx, sidx = _iq2_xxs_fields(b)
-    return _inspect(XXS, int(b[0, 0]) | int(b[0, 1]) << 8, d[0], s[0], gidx[0], ksigns()[sidx[0]], sidx[0])
+    return _inspect_block(XXS, block)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -291,15 +309,11 @@ def _iq2_xs_fields(b):
 
 
 def dequantize_iq2_xs(q, n_per_row):
-    b = np.ascontiguousarray(q).reshape(-1, 74)
-    d, s, gidx, sidx = _iq2_xs_fields(b)
-    return _decode(d, s, gidx, ksigns()[sidx], "iq2xs").reshape(q.shape[0], n_per_row)
+    return _dequantize(XS, q, n_per_row)
 
 
 def inspect_iq2_xs(block):
-    b = np.asarray(block, dtype=np.uint8).reshape(1, 74)
-    d, s, gidx, sidx = _iq2_xs_fields(b)
-    return _inspect(XS, int(b[0, 0]) | int(b[0, 1]) << 8, d[0], s[0], gidx[0], ksigns()[sidx[0]], sidx[0])
+    return _inspect_block(XS, block)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -349,12 +363,8 @@ def _iq2_s_fields(b):
 
 
 def dequantize_iq2_s(q, n_per_row):
-    b = np.ascontiguousarray(q).reshape(-1, 82)
-    d, s, gidx, masks = _iq2_s_fields(b)
-    return _decode(d, s, gidx, masks, "iq2s").reshape(q.shape[0], n_per_row)
+    return _dequantize(S, q, n_per_row)
 
 
 def inspect_iq2_s(block):
-    b = np.asarray(block, dtype=np.uint8).reshape(1, 82)
-    d, s, gidx, masks = _iq2_s_fields(b)
-    return _inspect(S, int(b[0, 0]) | int(b[0, 1]) << 8, d[0], s[0], gidx[0], masks[0])
+    return _inspect_block(S, block)
