@@ -7,6 +7,7 @@ format cannot hold NaN/Inf, and an imatrix of the right length.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 
@@ -93,35 +94,53 @@ def _want_threads(n, work, op) -> int:
     return top if n is None else max(1, min(int(n), top))
 
 
+@functools.lru_cache(maxsize=None)
+def _thread_count_fns():
+    """numba's per-thread thread-count getter and setter. The public numba.get/set_num_threads re-check
+    the worker pool on every call (3-4 us each, measured: a tenth of a 1M-weight BF16 dequantize); once
+    the pool is up, the raw functions behind them take 0.1-0.3 us. ``_want_threads`` already clamps
+    the count to 1..NUMBA_NUM_THREADS, which is the check the public setter adds."""
+    import numba
+
+    numba.get_num_threads()          # launches the pool (once)
+    try:
+        from numba.np.ufunc import parallel as _p
+
+        get, put = _p._get_num_threads, _p._set_num_threads
+        if get() == numba.get_num_threads():
+            return get, put
+    except (ImportError, AttributeError, TypeError):  # another numba: the public functions
+        pass
+    return numba.get_num_threads, numba.set_num_threads
+
+
 def _run_threaded(fn, args, n, work, op):
     """Call a numba kernel with the requested thread count, restoring the previous one after
     (set_num_threads only when it changes: a call is a few microseconds, it adds up on small inputs)."""
-    import numba
-
     want = _want_threads(n, work, op)
-    old = numba.get_num_threads()
+    get, put = _thread_count_fns()
+    old = get()
     if want == old:
         return fn(*args)
-    numba.set_num_threads(want)
+    put(want)
     try:
         return fn(*args)
     finally:
-        numba.set_num_threads(old)
+        put(old)
 
 
 @contextlib.contextmanager
 def _threads(n, work: int | None = None, op: str = "quantize"):
-    import numba
-
     want = _want_threads(n, work, op)
-    old = numba.get_num_threads()
+    get, put = _thread_count_fns()
+    old = get()
     if want != old:
-        numba.set_num_threads(want)
+        put(want)
     try:
         yield
     finally:
         if want != old:
-            numba.set_num_threads(old)
+            put(old)
 
 
 def quantize(x, fmt, imatrix=None, impl: str = "fast", threads: int | None = None) -> np.ndarray:
