@@ -30,7 +30,10 @@ from .formats import all_formats, get
 __all__ = ["formats", "gguf_open", "model", "matvec", "memory_bandwidth", "plot", "Table", "run", "register"]
 
 
-def _best_time(fn, min_time=0.15, max_repeats=20, min_repeats=2):
+def _best_time(fn, min_time=0.15, max_repeats=400, min_repeats=2):
+    """Best of as many calls as fit in ``min_time`` (at least ``min_repeats``, at most ``max_repeats``).
+    Fast calls (a dequantize takes ~0.1 ms) need hundreds of repeats for a stable best: with 20, two
+    quiet runs of the same kernel differed by 25%."""
     fn()  # warm-up (JIT, caches)
     times = []
     t_end = time.perf_counter() + min_time
