@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import os
 
 import numpy as np
 
@@ -12,6 +13,13 @@ DEFAULT_TENSOR = ("minilm", "encoder.layer.5.output.dense.weight")
 #: the same projection in the first layer: it has a few real outliers (|w| up to 7.9 while 99.9 % of the
 #: weights are below 0.19), the lesson of notebooks 02 and 03.
 OUTLIER_TENSOR = ("minilm", "encoder.layer.0.output.dense.weight")
+
+
+def quick_default() -> bool:
+    """QUICK mode (the notebooks' short path, used by the test suite): on when QUANTLAB_QUICK=1 (or
+    true/yes) or CI=true."""
+    yes = ("1", "true", "yes")
+    return (os.environ.get("QUANTLAB_QUICK", "").lower() in yes) or (os.environ.get("CI", "").lower() in yes)
 
 
 def real_tensor(model: str = DEFAULT_TENSOR[0], name: str = DEFAULT_TENSOR[1], rows: int | None = None) -> np.ndarray:

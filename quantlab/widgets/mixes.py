@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import metrics, sizes
 from ..formats.registry import get as get_format
-from ._common import App, html_table, new_figure, show_figure
+from ._common import App, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
 
 #: the file types the picker offers, roughly from fewest to most bits
 FILE_TYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q2_K", "IQ3_XXS", "IQ3_XS",
@@ -45,12 +45,6 @@ _COLORS = {"F32": "#bbbbbb", "F16": "#999999", "Q8_0": "#1b9e77", "Q6_K": "#66a6
            "IQ4_NL": "#fccde5", "IQ4_XS": "#bc80bd", "Q3_K": "#80b1d3", "IQ3_S": "#8dd3c7", "IQ3_XXS": "#bebada",
            "Q2_K": "#386cb0", "IQ2_S": "#f0027f", "IQ2_XS": "#bf5b17", "IQ2_XXS": "#666666",
            "IQ1_M": "#e7298a", "IQ1_S": "#d95f02"}
-
-
-def quick_default() -> bool:
-    """QUICK mode (smaller work in the notebook): on when QUANTLAB_QUICK=1 (or true/yes) or CI=true."""
-    yes = ("1", "true", "yes")
-    return (os.environ.get("QUANTLAB_QUICK", "").lower() in yes) or (os.environ.get("CI", "").lower() in yes)
 
 
 def kind_of(name: str) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 from .. import metrics
 from ..api import dequantize, quantize
 from ..formats import all_formats, get
-from ._common import App, html_table, new_figure, show_figure
+from ._common import App, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
 
 #: the tensor kinds of a llama block, in graph order
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -36,12 +36,6 @@ QUICK_HEATMAP_FORMATS = ("Q8_0", "Q4_K", "Q4_0", "Q2_K")
 #: llama.cpp file types of the model-level ladder
 MAIN_FTYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q4_0", "Q3_K_M", "Q2_K")
 QUICK_FTYPES = ("Q8_0", "Q4_0")
-
-
-def quick_default() -> bool:
-    """QUICK mode: on when QUANTLAB_QUICK=1 (or true/yes) or CI=true."""
-    yes = ("1", "true", "yes")
-    return (os.environ.get("QUANTLAB_QUICK", "").lower() in yes) or (os.environ.get("CI", "").lower() in yes)
 
 
 def _impl(f, prefer: str) -> str:
