@@ -29,7 +29,7 @@ import numpy as np
 from llvmlite import ir
 from numba import get_num_threads, njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, models, register_model
 
 from ..formats._iqgrid import kvalues_iq4nl
 from ._fp import F16_TABLE, f16_to_f32, f32_to_f16
@@ -328,72 +328,14 @@ def _minus(builder, q8, off):
 
 
 def _table16(builder, q8, table):
-    """Codes 0..15 -> the int8 values ``table[code]`` (IQ4_NL's non-linear grid) as <n x i32>.
+    """Codes 0..15 -> the int8 values ``table[code]`` (IQ4_NL's non-linear grid) as <n x i8>.
     A chain of compare + select: portable vector IR (no target-specific shuffle)."""
     n = q8.type.count
     out = _const(_I8, n, int(table[0]))
     for v in range(1, 16):
         hit = builder.icmp_unsigned("==", q8, _const(_I8, n, v))
         out = builder.select(hit, _const(_I8, n, int(table[v])), out)
-    return builder.sext(out, _vec(_I32, n))
-
-
-@intrinsic
-def _dot_nib16(typingctx, w, wo, a, ao, off):
-    """sum_{j<16} ((w[wo+j] & 15) - off) * a[ao+j] + ((w[wo+j] >> 4) - off) * a[ao+16+j]
-    (Q4_0 with off = 8, Q4_1 with off = 0); offsets are flat byte offsets."""
-    _check_bytes(w, a)
-    sig = types.int32(w, types.intp, a, types.intp, types.int32)
-
-    def codegen(context, builder, signature, args):
-        wv, wov, av, aov, offv = args
-        q = _nibbles16(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 16))
-        return _times_acts(context, builder, _minus(builder, q, offv), signature.args[2], av, aov)
-    return sig, codegen
-
-
-@intrinsic
-def _dot_q5_32(typingctx, w, wo, ho, a, ao, off):
-    """Like _dot_nib16 with a fifth bit per value: bit j of the little-endian uint32 at w[ho..ho+3]
-    is bit 4 of value j (Q5_0 with off = 16, Q5_1 with off = 0)."""
-    _check_bytes(w, a)
-    sig = types.int32(w, types.intp, types.intp, a, types.intp, types.int32)
-
-    def codegen(context, builder, signature, args):
-        wv, wov, hov, av, aov, offv = args
-        aty = signature.args[0]
-        q = _nibbles16(builder, _load_bytes(context, builder, aty, wv, wov, 16))
-        hp = builder.bitcast(_byte_ptr(context, builder, aty, wv, hov), _I32.as_pointer())
-        q = builder.or_(q, _fifth_bits_u32(builder, builder.load(hp, typ=_I32, align=1)))
-        return _times_acts(context, builder, _minus(builder, q, offv), signature.args[3], av, aov)
-    return sig, codegen
-
-
-@intrinsic
-def _dot_iq4_16(typingctx, w, wo, a, ao):
-    """sum_{j<32} kvalues_iq4nl[nibble j] * a[ao+j], nibbles ordered as in Q4_0 (IQ4_NL, and each
-    32-block of IQ4_XS)."""
-    _check_bytes(w, a)
-    sig = types.int32(w, types.intp, a, types.intp)
-
-    def codegen(context, builder, signature, args):
-        wv, wov, av, aov = args
-        q = _nibbles16(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 16))
-        return _times_acts(context, builder, _table16(builder, q, IQ4NL_VALUES), signature.args[2], av, aov)
-    return sig, codegen
-
-
-@intrinsic
-def _dot_i8_32(typingctx, w, wo, a, ao):
-    """sum_{j<32} int8(w[wo+j]) * a[ao+j] (Q8_0)."""
-    _check_bytes(w, a)
-    sig = types.int32(w, types.intp, a, types.intp)
-
-    def codegen(context, builder, signature, args):
-        wv, wov, av, aov = args
-        vw = _load_bytes(context, builder, signature.args[0], wv, wov, 32)
-        return _times_acts(context, builder, builder.sext(vw, _vec(_I32, 32)), signature.args[2], av, aov)
-    return sig, codegen
+    return out
 
 
 @intrinsic
@@ -434,6 +376,172 @@ _dot_q6_16 = _split_dot(16, 3, 32, "Q6_K: 4 low bits from a nibble, 2 high bits 
 
 
 # ---------------------------------------------------------------------------------------------
+# 32-value blocks accumulated in float vectors (the generation path's hot loop)
+#
+# For a block with scale product d = d_w * d_a, ggml's AVX2 kernels keep 8 int32 partial sums of the
+# 32 products as a vector, convert it to float, multiply by d and add it to a float x8 accumulator;
+# the one horizontal sum happens once per row. The intrinsics below do the same: a row's accumulator
+# is an LLVM <8 x float> value (the numba type ``F32x8``) that flows through the block loop.
+#
+# The 32 products of a block go into 8 int32 lanes (lane j: 4 products). Which instruction does that
+# is picked for the host when the code is compiled: one vpdpbusd (AVX512-VNNI), vpmaddubsw + vpmaddwd
+# (AVX2), or portable widen-multiply-add vector IR (any other CPU, or numba told to build for a
+# generic CPU). The u8 x s8 instructions need an unsigned operand: signed codes c are made |c| and
+# the activation gets c's sign, which leaves every product c * a unchanged. All integer sums are exact
+# and every path adds the same 4 products per lane, so the three give identical bytes.
+# ---------------------------------------------------------------------------------------------
+
+_F32V = ir.VectorType(ir.FloatType(), 8)
+
+
+class F32x8Type(types.Type):
+    """8 float32 lanes held in a register: the per-row accumulator of the block loops."""
+
+    def __init__(self):
+        super().__init__(name="F32x8")
+
+
+f32x8 = F32x8Type()
+
+
+@register_model(F32x8Type)
+class _F32x8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _F32V)
+
+
+def _host_isa() -> str:
+    """'vnni' | 'avx2' | 'generic': the widest integer dot instruction of the CPU numba compiles for."""
+    import numba
+
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:   # cross-/generic build: portable IR only
+        return "generic"
+    try:
+        import llvmlite.binding as llvm
+
+        feats = llvm.get_host_cpu_features()
+    except Exception:   # noqa: BLE001  (no feature map on this platform: stay portable)
+        return "generic"
+    if feats.get("avx512vnni") and feats.get("avx512vl"):
+        return "vnni"
+    if feats.get("avxvnni"):
+        return "vnni"
+    if feats.get("avx2"):
+        return "avx2"
+    return "generic"
+
+
+ISA = _host_isa()
+
+
+@intrinsic
+def _vzero(typingctx):
+    """An F32x8 of zeros."""
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_F32V, [0.0] * 8)
+    return f32x8(), codegen
+
+
+@intrinsic
+def _vsum(typingctx, v):
+    """Sum of the 8 lanes as float32: halves added pairwise ((0+4)+(2+6)) + ((1+5)+(3+7))."""
+    def codegen(context, builder, signature, args):
+        x = args[0]
+        for n in (4, 2, 1):
+            lo = builder.shuffle_vector(x, x, ir.Constant(_vec(_I32, n), list(range(n))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(_vec(_I32, n), list(range(n, 2 * n))))
+            x = builder.fadd(lo, hi)
+        return builder.extract_element(x, ir.Constant(_I32, 0))
+    return types.float32(f32x8), codegen
+
+
+def _x86(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _dot8(builder, codes, signed, acts, isa=None):
+    """<32 x i8> weight codes (``signed``: int8, else uint8) times <32 x i8> int8 activations ->
+    <8 x i32>, lane j = the 4 products 4j..4j+3 summed."""
+    isa = isa or ISA
+    v8 = _vec(_I32, 8)
+    if isa == "generic":
+        ext = builder.sext if signed else builder.zext
+        p = builder.mul(ext(codes, _vec(_I32, 32)), builder.sext(acts, _vec(_I32, 32)))
+        s = None
+        for k in range(4):
+            part = builder.shuffle_vector(p, p, ir.Constant(v8, list(range(k, 32, 4))))
+            s = part if s is None else builder.add(s, part)
+        return s
+    if signed:
+        zero = _const(_I8, 32, 0)
+        neg = builder.icmp_signed("<", codes, zero)
+        acts = builder.select(neg, builder.sub(zero, acts), acts)
+        codes = builder.select(neg, builder.sub(zero, codes), codes)
+    if isa == "vnni":
+        return _x86(builder, "llvm.x86.avx512.vpdpbusd.256", v8,
+                    [ir.Constant(v8, [0] * 8), builder.bitcast(codes, v8), builder.bitcast(acts, v8)])
+    pairs = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(_I16, 16), [codes, acts])
+    return _x86(builder, "llvm.x86.avx2.pmadd.wd", v8, [pairs, _const(_I16, 16, 1)])
+
+
+def _fma_block(decode, doc):
+    """An intrinsic f(acc, d, w, wo, a, ao) -> acc + float(dot8(codes, a[ao:ao+32])) * d, where
+    ``decode(context, builder, w type, w, wo) -> (<32 x i8> codes, signed)`` reads one block's codes
+    from byte ``wo`` of w (flat offsets)."""
+    def impl(typingctx, acc, d, w, wo, a, ao):
+        _check_bytes(w, a)
+        sig = f32x8(f32x8, types.float32, w, types.intp, a, types.intp)
+
+        def codegen(context, builder, signature, args):
+            accv, dv, wv, wov, av, aov = args
+            codes, signed = decode(context, builder, signature.args[2], wv, wov)
+            acts = _load_bytes(context, builder, signature.args[4], av, aov, 32)
+            p = builder.sitofp(_dot8(builder, codes, signed, acts), _F32V)
+            return builder.fadd(accv, builder.fmul(p, _splat(builder, dv, 8)))
+        return sig, codegen
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
+def _sub8(builder, q, off):
+    return builder.sub(q, _const(_I8, 32, off))
+
+
+def _q5_codes(context, builder, aty, wv, qo, ho):
+    """Nibbles at byte qo | bit j of the uint32 at byte ho as bit 4 (Q5_0 / Q5_1)."""
+    q = _nibbles16(builder, _load_bytes(context, builder, aty, wv, qo, 16))
+    hp = builder.bitcast(_byte_ptr(context, builder, aty, wv, ho), _I32.as_pointer())
+    return builder.or_(q, _fifth_bits_u32(builder, builder.load(hp, typ=_I32, align=1)))
+
+
+def _at(builder, wo, k):
+    return builder.add(wo, ir.Constant(wo.type, k))
+
+
+def _nib_codes(context, builder, aty, wv, qo):
+    return _nibbles16(builder, _load_bytes(context, builder, aty, wv, qo, 16))
+
+
+# wo: the block's first byte. Layouts (spec §3): Q4_0 d|qs, Q4_1 d|m|qs, Q5_0 d|qh|qs, Q5_1 d|m|qh|qs,
+# Q8_0 d|qs, IQ4_NL d|qs; the IQ4_XS form reads the 16 nibble bytes of one 32-block at wo itself.
+_fma_q4_0 = _fma_block(lambda c, b, t, w, o: (_sub8(b, _nib_codes(c, b, t, w, _at(b, o, 2)), 8), True),
+                       "Q4_0 block: codes nibble - 8.")
+_fma_q4_1 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, 4)), False),
+                       "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).")
+_fma_q5_0 = _fma_block(lambda c, b, t, w, o: (_sub8(b, _q5_codes(c, b, t, w, _at(b, o, 6), _at(b, o, 2)), 16), True),
+                       "Q5_0 block: 5-bit codes - 16.")
+_fma_q5_1 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, 8), _at(b, o, 4)), False),
+                       "Q5_1 block: 5-bit codes (min term added by the caller).")
+_fma_q8_0 = _fma_block(lambda c, b, t, w, o: (_load_bytes(c, b, t, w, _at(b, o, 2), 32), True),
+                       "Q8_0 block: int8 codes.")
+_fma_iq4nl = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, _at(b, o, 2)), IQ4NL_VALUES), True),
+                        "IQ4_NL block: kvalues_iq4nl[nibble].")
+_fma_iq4 = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, o), IQ4NL_VALUES), True),
+                      "The 16 nibble bytes of one IQ4_XS 32-block at wo: kvalues_iq4nl[nibble].")
+
+
+# ---------------------------------------------------------------------------------------------
 # integer matrix products: out[t, r] = W[r, :] . a[t, :], rows spread over threads
 #
 # Two families, one row function each: the 32-value block formats (activations Q8_0 / Q8_1: per block
@@ -470,36 +578,36 @@ def _h(W, r, o, tab):
     return _f16_at(W, r * W.shape[1] + o)
 
 
-@njit(cache=True)
-def _row_32(kind, ts, r, W, tab, qs, d, s, out):
+@njit(cache=True, inline="always")
+def _row_32(kind, ts, r, W, qs, d, s, out):
     """One weight row of a 32-value block format times T activation rows (Q8_0: s unused; Q8_1:
-    s = the block sums d * sum(q), fp16-rounded)."""
+    s = the block sums d * sum(q), fp16-rounded): per block acc += float(int products) * (d_w * d_a)
+    in 8 float lanes, plus for Q4_1 / Q5_1 the min term m_w * s in a scalar."""
     R, rb = W.shape
     nb = rb // ts
     T, K = qs.shape
     for t in range(T):
-        acc = F32(0)
+        acc = _vzero()
+        accm = F32(0)
         for b in range(nb):
-            o = b * ts
-            wo = r * rb + o
+            wo = r * rb + b * ts
             ao = t * K + b * 32
-            if kind == K_Q4_0:       # (float)isum * dx * dy
-                acc += F32(_dot_nib16(W, wo + 2, qs, ao, np.int32(8))) * _h(W, r, o, tab) * d[t, b]
-            elif kind == K_Q4_1:     # (dx * dy) * isum + m * s
-                isum = _dot_nib16(W, wo + 4, qs, ao, np.int32(0))
-                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
-            elif kind == K_Q5_0:     # (dx * dy) * isum
-                isum = _dot_q5_32(W, wo + 6, wo + 2, qs, ao, np.int32(16))
-                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum)
-            elif kind == K_Q5_1:     # (dx * dy) * isum + m * s
-                isum = _dot_q5_32(W, wo + 8, wo + 4, qs, ao, np.int32(0))
-                acc += (_h(W, r, o, tab) * d[t, b]) * F32(isum) + _h(W, r, o + 2, tab) * s[t, b]
-            elif kind == K_Q8_0:     # isum * (dx * dy)
-                acc += F32(_dot_i8_32(W, wo + 2, qs, ao)) * (_h(W, r, o, tab) * d[t, b])
-            else:                    # IQ4_NL: (dy * dx) * isum
-                isum = _dot_iq4_16(W, wo + 2, qs, ao)
-                acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum)
-        out[t, r] = acc
+            dd = _f16_at(W, wo) * d[t, b]
+            if kind == K_Q4_0:
+                acc = _fma_q4_0(acc, dd, W, wo, qs, ao)
+            elif kind == K_Q4_1:
+                acc = _fma_q4_1(acc, dd, W, wo, qs, ao)
+                accm += _f16_at(W, wo + 2) * s[t, b]
+            elif kind == K_Q5_0:
+                acc = _fma_q5_0(acc, dd, W, wo, qs, ao)
+            elif kind == K_Q5_1:
+                acc = _fma_q5_1(acc, dd, W, wo, qs, ao)
+                accm += _f16_at(W, wo + 2) * s[t, b]
+            elif kind == K_Q8_0:
+                acc = _fma_q8_0(acc, dd, W, wo, qs, ao)
+            else:
+                acc = _fma_iq4nl(acc, dd, W, wo, qs, ao)
+        out[t, r] = _vsum(acc) + accm
 
 
 @njit(cache=True, inline="always")
@@ -571,6 +679,7 @@ def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
     T, K = qs.shape
     for t in range(T):
         acc = F32(0)
+        accv = _vzero()          # IQ4_XS: float-scaled 32-blocks, like the 32-value formats
         for b in range(nb):
             o = b * ts
             ao = t * K + b * 256
@@ -581,12 +690,11 @@ def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
                 sh = np.int32(W[r, o + 2]) | (np.int32(W[r, o + 3]) << 8)
                 for ib in range(8):
                     ls = ((np.int32(W[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
-                    isum = _dot_iq4_16(W, r * rb + o + 8 + 16 * ib, qs, ao + 32 * ib)
-                    acc += (d4d8 * F32(ls - 32)) * F32(isum)
+                    accv = _fma_iq4(accv, d4d8 * F32(ls - 32), W, r * rb + o + 8 + 16 * ib, qs, ao + 32 * ib)
             else:                    # Q4_K / Q5_K: (dy * d) * isum - (dy * dmin) * summs
                 isum, summs = _sb_q45_k(kind == K_Q5_K, r, W, o, qs, ao, bsums, t, b)
                 acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum) - (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
-        out[t, r] = acc
+        out[t, r] = acc + _vsum(accv)
 
 
 # serial and threaded drivers (separate functions so that numba caches both). Whether threads pay off
@@ -599,13 +707,13 @@ PAR_MIN_MACS = 1 << 18     # smaller products always run on one thread
 @njit(cache=True, parallel=True)
 def _par_32(kind, ts, W, tab, qs, d, s, out):
     for r in prange(W.shape[0]):
-        _row_32(kind, ts, r, W, tab, qs, d, s, out)
+        _row_32(kind, ts, r, W, qs, d, s, out)
 
 
 @njit(cache=True)
 def _ser_32(kind, ts, W, tab, qs, d, s, out):
     for r in range(W.shape[0]):
-        _row_32(kind, ts, r, W, tab, qs, d, s, out)
+        _row_32(kind, ts, r, W, qs, d, s, out)
 
 
 @njit(cache=True, parallel=True)
