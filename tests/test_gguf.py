@@ -789,3 +789,33 @@ def test_metadata_dict_replace_moves_the_key_like_llama_cpp(tmp_path):
     qg.write(tmp_path / "b.gguf", md, {})
     with qg.open(tmp_path / "b.gguf") as f:
         assert f.metadata.type_of("x") == ValueType.STRING and f.metadata["general.file_type"] == 15
+
+
+def test_metadata_is_copied_as_its_bytes_never_decoded(tmp_path):
+    from quantlab.gguf.writer import encode_value
+
+    src = _smollm2()
+    with qg.open(src) as f:
+        md = f.metadata
+        qg.write(tmp_path / "copy.gguf", md, f.tensors)
+        # the copy took the values' bytes: the big arrays were never decoded
+        lazy = [k for k in md if type(md._entries[k][0]).__name__ == "_Lazy"]
+        assert {"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"} <= set(lazy)
+        for k in md:                             # and those bytes are what encoding the value gives
+            e = md.encoded(k)
+            assert e.type == md.type_of(k) and e.raw == encode_value(md[k], md.type_of(k)), k
+    assert filecmp.cmp(src, tmp_path / "copy.gguf", shallow=False)
+    # a version 1 file (32-bit lengths) is re-encoded as version 3
+    b1 = build([kv_str("general.architecture", "llama", v1=True), kv_str_array("toks", ["x", "yz"], v1=True)],
+               [], b"", version=1)
+    with qg.open(_write_bytes(tmp_path, b1, "v1.gguf")) as f:
+        assert f.metadata.encoded("toks").raw == struct.pack("<IQ", ValueType.STRING, 2) + gstr("x") + gstr("yz")
+        qg.write(tmp_path / "v3.gguf", f.metadata, {})
+    with qg.open(tmp_path / "v3.gguf") as g:
+        assert g.version == 3 and g.metadata["toks"] == ("x", "yz")
+    # bytes of one type cannot be written as another
+    w = qg.GGUFWriter(tmp_path / "bad.gguf")
+    with pytest.raises(GGUFError, match="not uint32"):
+        w.add_key("k", qg.Encoded(struct.pack("<i", -1), ValueType.INT32), ValueType.UINT32)
+    with pytest.raises(GGUFError, match="not uint32"):
+        encode_value(qg.Encoded(b"\x01", ValueType.BOOL), ValueType.UINT32)

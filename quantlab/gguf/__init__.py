@@ -9,10 +9,10 @@ See :mod:`quantlab.gguf.reader`, :mod:`quantlab.gguf.writer`, :mod:`quantlab.ggu
 ``quantlab inspect FILE`` on the command line.
 """
 from ..errors import GGUFError
-from .constants import DEFAULT_ALIGNMENT, GGUF_VERSION, ArrayOf, Keys, Value, ValueType, type_name
+from .constants import DEFAULT_ALIGNMENT, GGUF_VERSION, ArrayOf, Encoded, Keys, Value, ValueType, type_name
 from .reader import GGUFFile, GGUFTensor, Metadata, MetadataDict, open
 from .writer import GGUFWriter, TensorSource, infer_type, write
 
 __all__ = ["open", "write", "GGUFWriter", "GGUFError", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict",
-           "TensorSource", "Value", "ValueType", "ArrayOf", "Keys", "type_name", "infer_type",
+           "TensorSource", "Value", "Encoded", "ValueType", "ArrayOf", "Keys", "type_name", "infer_type",
            "DEFAULT_ALIGNMENT", "GGUF_VERSION"]

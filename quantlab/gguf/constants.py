@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 __all__ = ["GGUF_MAGIC", "GGUF_VERSION", "READ_VERSIONS", "DEFAULT_ALIGNMENT", "MAX_DIMS", "MAX_NAME",
-           "ValueType", "ArrayOf", "TypeSpec", "Value", "type_name", "Keys"]
+           "ValueType", "ArrayOf", "TypeSpec", "Value", "Encoded", "type_name",
+           "Keys"]
 
 GGUF_MAGIC = b"GGUF"            # bytes 0..3 of every GGUF file
 GGUF_VERSION = 3                # what quantlab writes
@@ -123,6 +124,19 @@ class Value:
             if t == ValueType.ARRAY:
                 raise ValueError("give an array's type as ArrayOf(element type), not ValueType.ARRAY")
         object.__setattr__(self, "type", t)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A metadata value kept as its GGUF bytes (v3, little-endian, without the type id) and its type.
+
+    What :meth:`quantlab.gguf.Metadata.encoded` returns for a value copied unchanged from a file being
+    read: the writer writes ``raw`` as it is, so a 49,152-string vocabulary is never decoded to Python
+    strings and encoded back.
+    """
+
+    raw: bytes
+    type: Any
 
 
 class Keys:

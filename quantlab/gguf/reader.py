@@ -42,7 +42,8 @@ import numpy as np
 from ..errors import FormatError, GGUFError
 from ..formats.registry import Format
 from ..formats.registry import get as get_format
-from .constants import (DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, READ_VERSIONS, ArrayOf, ValueType, type_name)
+from .constants import (DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, READ_VERSIONS, ArrayOf, Encoded, ValueType,
+                        type_name)
 
 __all__ = ["open", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict"]
 
@@ -311,7 +312,8 @@ class Metadata(Mapping):
     Scalars are ``int``/``float``/``bool``/``str``; numeric arrays are read-only 1-D numpy arrays (native
     byte order); string arrays are tuples of ``str``; arrays of arrays are tuples. Big arrays are decoded on
     first access. ``type_of(key)`` gives the GGUF type spec (kept so a round trip writes the same types),
-    ``offset_of(key)`` the byte offset of the key/value pair in the file.
+    ``offset_of(key)`` the byte offset of the key/value pair in the file, ``encoded(key)`` the value's bytes
+    as the writer writes them (what a copy to another file uses: no decoding, no re-encoding).
     """
 
     def __init__(self, gfile: "GGUFFile", entries: dict):
@@ -344,6 +346,18 @@ class Metadata(Mapping):
     def offset_of(self, key) -> int:
         """Byte offset in the file where the key/value pair of ``key`` starts."""
         return self._entries[key][2]
+
+    def encoded(self, key) -> Encoded:
+        """The value of ``key`` as GGUF bytes (v3, little-endian, without the type id), ready for the
+        writer: sliced from the file as they are when the file is a little-endian v2/v3 file (nothing is
+        decoded, so copying the 49,152-token vocabulary costs a memcpy), re-encoded otherwise."""
+        e = self._entries[key]
+        f = self._file
+        if f._mm is not None and f.byte_order == "little" and f.version >= 2:
+            return Encoded(f._mm[e[3]:e[4]], e[1])
+        from .writer import encode_value
+
+        return Encoded(encode_value(self[key], e[1], f"metadata {key!r}"), e[1])
 
     def count_of(self, key) -> int:
         """Number of elements of an array value (1 for a scalar), without decoding it."""
@@ -606,13 +620,14 @@ class GGUFFile:
             if key in entries:
                 raise GGUFError(f"duplicate metadata key {key!r} at byte {kpos} (first at byte {entries[key][2]})")
             t, pos = src.read_u32(pos, f"value type of {key!r}")
+            vpos = pos
             value, spec, pos = self._read_value(t, pos, key, pos - 4)
-            entries[key] = [value, spec, kpos]
+            entries[key] = [value, spec, kpos, vpos, pos]
         self.metadata = Metadata(self, entries)
 
         alignment = DEFAULT_ALIGNMENT
         if "general.alignment" in entries:
-            v, spec, kpos = entries["general.alignment"]
+            v, spec, kpos = entries["general.alignment"][:3]
             if spec != ValueType.UINT32:
                 raise GGUFError(f"general.alignment (byte {kpos}) must be of type uint32, found {type_name(spec)}")
             if v == 0 or v & (v - 1):

@@ -36,7 +36,8 @@ import numpy as np
 from ..errors import FormatError, GGUFError
 from ..formats.registry import Format
 from ..formats.registry import get as get_format
-from .constants import DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_NAME, ArrayOf, Value, ValueType
+from .constants import (DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_NAME, ArrayOf, Encoded, Value,
+                        ValueType)
 
 __all__ = ["GGUFWriter", "write", "TensorSource", "infer_type", "encode_value"]
 
@@ -66,7 +67,7 @@ def infer_type(value):
     bytes -> array[uint8]; lists/tuples -> array of the common element type (ints: INT32 if they all fit,
     else INT64 / UINT64; floats or a mix of ints and floats: FLOAT32); lists of lists -> nested arrays.
     """
-    if isinstance(value, Value):
+    if isinstance(value, (Value, Encoded)):
         return value.type
     if isinstance(value, (bool, np.bool_)):
         return ValueType.BOOL
@@ -153,7 +154,12 @@ def _encode_strings(strings) -> bytes:
 
 
 def encode_value(value, spec, where: str = "value") -> bytes:
-    """The bytes of ``value`` as GGUF type ``spec`` (without the type id), little-endian."""
+    """The bytes of ``value`` as GGUF type ``spec`` (without the type id), little-endian. An
+    :class:`~quantlab.gguf.constants.Encoded` value of that type already is those bytes."""
+    if isinstance(value, Encoded):
+        if value.type != spec:
+            raise GGUFError(f"{where}: the bytes given are a {type_str(value.type)} value, not {type_str(spec)}")
+        return value.raw
     if isinstance(value, Value):
         value = value.value
     try:
@@ -392,9 +398,15 @@ class GGUFWriter:
             raise GGUFError(f"cannot {what} after the header was written (state: {self._state})")
 
     def add_metadata(self, metadata) -> None:
-        """Add every key of a mapping, keeping types the mapping records (``type_of``)."""
+        """Add every key of a mapping, keeping types the mapping records (``type_of``). The metadata of a
+        file being read (:class:`~quantlab.gguf.Metadata`) is copied as its bytes (``encoded``), not
+        decoded and encoded again."""
+        encoded = getattr(metadata, "encoded", None)
         type_of = getattr(metadata, "type_of", None)
         for k in metadata:
+            if encoded is not None:
+                self.add_key(k, encoded(k))
+                continue
             v = metadata[k]
             t = type_of(k) if type_of is not None else None
             self.add_key(k, v, t)
@@ -404,7 +416,12 @@ class GGUFWriter:
         self._check_declaring("add metadata")
         if not isinstance(key, str) or not key:
             raise GGUFError(f"metadata keys are non-empty strings, got {key!r}")
-        if isinstance(value, Value):
+        if isinstance(value, Encoded):
+            spec = value.type
+            if type is not None and (type if isinstance(type, ArrayOf) else ValueType(int(type))) != spec:
+                raise GGUFError(f"metadata {key!r}: the bytes given are a {type_str(spec)} value, not "
+                                f"{type_str(type)}")
+        elif isinstance(value, Value):
             spec, value = value.type, value.value
         elif type is not None:
             spec = type if isinstance(type, ArrayOf) else ValueType(int(type))
@@ -461,6 +478,8 @@ class GGUFWriter:
             spec, v = a
             if spec != ValueType.UINT32:
                 raise GGUFError("general.alignment must be of type uint32 (llama.cpp refuses anything else)")
+            if isinstance(v, Encoded):
+                v = _U32.unpack(v.raw)[0]
             if self._alignment_arg is not None and self._alignment_arg != v:
                 raise GGUFError(f"alignment={self._alignment_arg} contradicts general.alignment = {v}")
             al = int(v)

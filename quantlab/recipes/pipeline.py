@@ -149,14 +149,19 @@ def _check(plan: Plan, f, im: ImatrixData | None) -> dict:
     return per_tensor
 
 
-def _metadata(f, ft, im: ImatrixData | None, imatrix_arg):
-    md = f.metadata.copy()
-    from ..gguf import ValueType
+_SET_OR_DROPPED = ("general.quantization_version", "general.file_type", "split.no", "split.count",
+                   "split.tensors.count")
 
-    for k in ("general.quantization_version", "general.file_type", "split.no", "split.count",
-              "split.tensors.count"):
-        if k in md:
-            del md[k]
+
+def _metadata(f, ft, im: ImatrixData | None, imatrix_arg):
+    """The output's metadata: the input's pairs copied as their bytes (``Metadata.encoded``: the
+    tokenizer's arrays are never decoded), then the keys llama-quantize sets, at the end."""
+    from ..gguf import MetadataDict, ValueType
+
+    md = MetadataDict()
+    for k in f.metadata:
+        if k not in _SET_OR_DROPPED:
+            md.set(k, f.metadata.encoded(k))
     md.set("general.quantization_version", QUANTIZATION_VERSION, ValueType.UINT32)
     md.set("general.file_type", ft.value, ValueType.UINT32)
     if im is not None and len(im):
