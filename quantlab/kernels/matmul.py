@@ -246,11 +246,8 @@ def fake_quantize_activations(x: np.ndarray, vtype: str, with_s_error: bool = Fa
 #
 # numba's auto-vectorizer gives up on these short fixed-length loops (it unrolls them into scalar
 # code), so each block product is emitted directly as vector IR: load the bytes, unpack the codes,
-# widen, multiply, horizontal add. LLVM turns that into vpmaddwd / vpdpbusd on x86. Integer sums are
-# exact, so the result is the same as a scalar loop, just 4-5x faster.
-#
-# Every intrinsic below is "decode the weight codes of n values into an int32 vector" followed by the
-# same "times n int8 activations, summed" (_times_acts); the decoders share the unpacking helpers.
+# multiply with the int8 activations and add groups of 4 products into 8 int32 lanes (see _dot8).
+# Integer sums are exact; the float side is described with the block loops below.
 # ---------------------------------------------------------------------------------------------
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
@@ -281,23 +278,10 @@ def _splat(builder, val, n):
     return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(_vec(_I32, n), [0] * n))
 
 
-def _hsum(builder, vec):
-    n = vec.type.count
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [vec.type]),
-                                        f"llvm.vector.reduce.add.v{n}i32")
-    return builder.call(fn, [vec])
-
-
 def _check_bytes(*tys):
     for t in tys:
         if not (isinstance(t, types.Array) and t.dtype in (types.uint8, types.int8) and t.layout == "C"):
             raise TypeError("block dot products need C-contiguous uint8/int8 arrays")
-
-
-def _times_acts(context, builder, codes, aty, aval, aoff):
-    """sum_j codes[j] * a[aoff + j] for an <n x i32> code vector and int8 activations."""
-    va = _load_bytes(context, builder, aty, aval, aoff, codes.type.count)
-    return _hsum(builder, builder.mul(codes, builder.sext(va, codes.type)))
 
 
 def _nibbles16(builder, vw):
@@ -321,12 +305,6 @@ def _fifth_bits_u32(builder, qh):
     return builder.shl(builder.zext(bits, _vec(_I8, 32)), _const(_I8, 32, 4))
 
 
-def _minus(builder, q8, off):
-    """Unsigned <n x i8> codes -> <n x i32> codes minus ``off`` (an i32 value)."""
-    n = q8.type.count
-    return builder.sub(builder.zext(q8, _vec(_I32, n)), _splat(builder, off, n))
-
-
 def _table16(builder, q8, table):
     """Codes 0..15 -> the int8 values ``table[code]`` (IQ4_NL's non-linear grid) as <n x i8>.
     A chain of compare + select: portable vector IR (no target-specific shuffle)."""
@@ -338,41 +316,6 @@ def _table16(builder, q8, table):
     return out
 
 
-@intrinsic
-def _dot_nib32(typingctx, w, wo, a, ao, shift):
-    """sum_{j<32} ((w[wo+j] >> shift) & 15) * a[ao+j] (Q4_K: shift 0 = low nibbles, 4 = high)."""
-    _check_bytes(w, a)
-    sig = types.int32(w, types.intp, a, types.intp, types.int32)
-
-    def codegen(context, builder, signature, args):
-        wv, wov, av, aov, sh = args
-        q = _nibble_at(builder, _load_bytes(context, builder, signature.args[0], wv, wov, 32), sh)
-        return _times_acts(context, builder, builder.zext(q, _vec(_I32, 32)), signature.args[2], av, aov)
-    return sig, codegen
-
-
-def _split_dot(n, mask, off, doc):
-    """An intrinsic f(w, lo, sl, hi, sh, a, ao) = sum_{j<n} (q_j - off) * a[ao+j] for codes split over
-    two byte runs: q_j = ((w[lo+j] >> sl) & 15) | (((w[hi+j] >> sh) & mask) << 4)."""
-    def impl(typingctx, w, lo, sl, hi, sh, a, ao):
-        _check_bytes(w, a)
-        sig = types.int32(w, types.intp, types.int32, types.intp, types.int32, a, types.intp)
-
-        def codegen(context, builder, signature, args):
-            wv, lov, slv, hiv, shv, av, aov = args
-            aty = signature.args[0]
-            ql = _nibble_at(builder, _load_bytes(context, builder, aty, wv, lov, n), slv)
-            vh = _load_bytes(context, builder, aty, wv, hiv, n)
-            qh = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(shv, _I8), n)), _const(_I8, n, mask))
-            q = builder.or_(ql, builder.shl(qh, _const(_I8, n, 4)))
-            return _times_acts(context, builder, _minus(builder, q, ir.Constant(_I32, off)), signature.args[5], av, aov)
-        return sig, codegen
-    impl.__doc__ = doc
-    return intrinsic(impl)
-
-
-_dot_q5k_32 = _split_dot(32, 1, 0, "Q5_K: 4 low bits from a nibble, bit 4 from bit ``sh`` of qh; 32 values.")
-_dot_q6_16 = _split_dot(16, 3, 32, "Q6_K: 4 low bits from a nibble, 2 high bits from qh; minus 32; 16 values.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,6 +484,78 @@ _fma_iq4 = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, 
                       "The 16 nibble bytes of one IQ4_XS 32-block at wo: kvalues_iq4nl[nibble].")
 
 
+# Super-block formats: the sub-block products times their small integer scales are summed as an
+# int32 x8 vector over the whole super-block (exact), then converted and scaled once, like ggml's.
+
+_I32V = ir.VectorType(_I32, 8)
+
+
+class I32x8Type(types.Type):
+    """8 int32 lanes in a register: a super-block's scaled integer partial sums."""
+
+    def __init__(self):
+        super().__init__(name="I32x8")
+
+
+i32x8 = I32x8Type()
+
+
+@register_model(I32x8Type)
+class _I32x8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _I32V)
+
+
+@intrinsic
+def _izero(typingctx):
+    """An I32x8 of zeros."""
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_I32V, [0] * 8)
+    return i32x8(), codegen
+
+
+@intrinsic
+def _fma_ivec(typingctx, acc, iv, d):
+    """acc + float(iv) * d (F32x8, I32x8, float32)."""
+    def codegen(context, builder, signature, args):
+        accv, ivv, dv = args
+        return builder.fadd(accv, builder.fmul(builder.sitofp(ivv, _F32V), _splat(builder, dv, 8)))
+    return f32x8(f32x8, i32x8, types.float32), codegen
+
+
+def _split_block(mask, off, doc):
+    """An intrinsic f(iv, sc0, sc1, w, lo, sl, hi, sh, a, ao) -> iv + dot8(q - off, a[ao:ao+32]) * scales,
+    lanes 0-3 (values 0-15) times sc0 and lanes 4-7 (values 16-31) times sc1, for 32 codes split over
+    two byte runs: q_j = ((w[lo+j] >> sl) & 15) | (((w[hi+j] >> sh) & mask) << 4) (mask 0: nibbles only)."""
+    def impl(typingctx, iv, sc0, sc1, w, lo, sl, hi, sh, a, ao):
+        _check_bytes(w, a)
+        sig = i32x8(i32x8, types.int32, types.int32, w, types.intp, types.int32, types.intp, types.int32,
+                    a, types.intp)
+
+        def codegen(context, builder, signature, args):
+            ivv, s0, s1, wv, lov, slv, hiv, shv, av, aov = args
+            aty = signature.args[3]
+            q = _nibble_at(builder, _load_bytes(context, builder, aty, wv, lov, 32), slv)
+            if mask:
+                vh = _load_bytes(context, builder, aty, wv, hiv, 32)
+                qh = builder.and_(builder.lshr(vh, _splat(builder, builder.trunc(shv, _I8), 32)), _const(_I8, 32, mask))
+                q = builder.or_(q, builder.shl(qh, _const(_I8, 32, 4)))
+            if off:
+                q = _sub8(builder, q, off)
+            p = _dot8(builder, q, bool(off), _load_bytes(context, builder, signature.args[8], av, aov, 32))
+            sc = builder.shuffle_vector(_splat(builder, s0, 4), _splat(builder, s1, 4),
+                                        ir.Constant(_I32V, list(range(8))))
+            return builder.add(ivv, builder.mul(p, sc))
+        return sig, codegen
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
+_blk_q4k = _split_block(0, 0, "Q4_K: 32 nibbles (shift 0 or 4); hi, sh unused.")
+_blk_q5k = _split_block(1, 0, "Q5_K: 4 low bits from a nibble, bit 4 from bit ``sh`` of qh.")
+_blk_q6k = _split_block(3, 32, "Q6_K: 4 low bits from a nibble, 2 high bits from qh, minus 32.")
+
+
 # ---------------------------------------------------------------------------------------------
 # integer matrix products: out[t, r] = W[r, :] . a[t, :], rows spread over threads
 #
@@ -624,10 +639,11 @@ def _scale_min_k4(W, r, o, j):
 
 @njit(cache=True, inline="always")
 def _sb_q45_k(five, r, W, o, qs, ao, bsums, t, b):
-    """Q4_K / Q5_K super-block: (sum_j sc_j * sum q*a, sum_j m_j * (bsums of sub-block j))."""
+    """Q4_K / Q5_K super-block: (sum_j sc_j * (q.a of sub-block j) as I32x8, sum_j m_j * bsums_j)."""
     rb = W.shape[1]
     qo = r * rb + o + (48 if five else 16)
-    isum = np.int32(0)
+    ho = r * rb + o + 16
+    iv = _izero()
     summs = np.int32(0)
     for jj in range(4):          # 4 chunks of 64 values: low nibbles, then high nibbles
         sc0, m0 = _scale_min_k4(W, r, o + 4, 2 * jj)
@@ -635,40 +651,32 @@ def _sb_q45_k(five, r, W, o, qs, ao, bsums, t, b):
         wo = qo + jj * 32
         a0 = ao + jj * 64
         if five:                 # bit 2jj / 2jj+1 of qh[l] is bit 4 of value 64jj + l / 64jj + 32 + l
-            ho = r * rb + o + 16
-            s0 = _dot_q5k_32(W, wo, np.int32(0), ho, np.int32(2 * jj), qs, a0)
-            s1 = _dot_q5k_32(W, wo, np.int32(4), ho, np.int32(2 * jj + 1), qs, a0 + 32)
+            iv = _blk_q5k(iv, sc0, sc0, W, wo, np.int32(0), ho, np.int32(2 * jj), qs, a0)
+            iv = _blk_q5k(iv, sc1, sc1, W, wo, np.int32(4), ho, np.int32(2 * jj + 1), qs, a0 + 32)
         else:
-            s0 = _dot_nib32(W, wo, qs, a0, np.int32(0))
-            s1 = _dot_nib32(W, wo, qs, a0 + 32, np.int32(4))
-        isum = np.int32(isum + sc0 * s0 + sc1 * s1)
+            iv = _blk_q4k(iv, sc0, sc0, W, wo, np.int32(0), wo, np.int32(0), qs, a0)
+            iv = _blk_q4k(iv, sc1, sc1, W, wo, np.int32(4), wo, np.int32(0), qs, a0 + 32)
         bo = b * 16 + jj * 4
         summs = np.int32(summs + m0 * (bsums[t, bo] + bsums[t, bo + 1])
                          + m1 * (bsums[t, bo + 2] + bsums[t, bo + 3]))
-    return isum, summs
+    return iv, summs
 
 
 @njit(cache=True, inline="always")
 def _sb_q6_k(r, W, o, qs, ao):
-    """Q6_K super-block: sum over its 16 sub-blocks of int8 scale * sum (q - 32) * a."""
+    """Q6_K super-block: sum over its 16 sub-blocks of int8 scale * sum (q - 32) * a, as I32x8."""
     rb = W.shape[1]
-    isum = np.int32(0)
-    for n in range(2):           # two halves of 128 values
+    iv = _izero()
+    for n in range(2):           # two halves of 128 values, each 4 runs of 32
         ql = r * rb + o + n * 64
         qh = r * rb + o + 128 + n * 32
         sc = o + 192 + n * 8
         a0 = ao + n * 128
-        for k in range(2):       # values 16k..16k+15 of each 32-run use scales k, k+2, k+4, k+6
-            l = 16 * k
-            s1 = _dot_q6_16(W, ql + l, np.int32(0), qh + l, np.int32(0), qs, a0 + l)
-            s2 = _dot_q6_16(W, ql + 32 + l, np.int32(0), qh + l, np.int32(2), qs, a0 + 32 + l)
-            s3 = _dot_q6_16(W, ql + l, np.int32(4), qh + l, np.int32(4), qs, a0 + 64 + l)
-            s4 = _dot_q6_16(W, ql + 32 + l, np.int32(4), qh + l, np.int32(6), qs, a0 + 96 + l)
-            isum = np.int32(isum + np.int32(np.int8(W[r, sc + k])) * s1
-                            + np.int32(np.int8(W[r, sc + k + 2])) * s2
-                            + np.int32(np.int8(W[r, sc + k + 4])) * s3
-                            + np.int32(np.int8(W[r, sc + k + 6])) * s4)
-    return isum
+        for c in range(4):       # run c: low (c < 2) or high nibbles of ql[32 * (c % 2) ...], qh bits 2c;
+            s0 = np.int32(np.int8(W[r, sc + 2 * c]))          # values 0-15 scale 2c, 16-31 scale 2c + 1
+            s1 = np.int32(np.int8(W[r, sc + 2 * c + 1]))
+            iv = _blk_q6k(iv, s0, s1, W, ql + 32 * (c % 2), np.int32(4 * (c // 2)), qh, np.int32(2 * c), qs, a0 + 32 * c)
+    return iv
 
 
 @njit(cache=True)
@@ -678,13 +686,13 @@ def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
     nb = rb // ts
     T, K = qs.shape
     for t in range(T):
-        acc = F32(0)
-        accv = _vzero()          # IQ4_XS: float-scaled 32-blocks, like the 32-value formats
+        acc = F32(0)             # Q4_K / Q5_K min terms
+        accv = _vzero()
         for b in range(nb):
             o = b * ts
             ao = t * K + b * 256
             if kind == K_Q6_K:       # (d * dy) * isum, d at the end of the block
-                acc += (_h(W, r, o + 208, tab) * d[t, b]) * F32(_sb_q6_k(r, W, o, qs, ao))
+                accv = _fma_ivec(accv, _sb_q6_k(r, W, o, qs, ao), _h(W, r, o + 208, tab) * d[t, b])
             elif kind == K_IQ4_XS:   # per 32-block: (dx * dy * (ls - 32)) * isum
                 d4d8 = _h(W, r, o, tab) * d[t, b]
                 sh = np.int32(W[r, o + 2]) | (np.int32(W[r, o + 3]) << 8)
@@ -692,9 +700,10 @@ def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
                     ls = ((np.int32(W[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
                     accv = _fma_iq4(accv, d4d8 * F32(ls - 32), W, r * rb + o + 8 + 16 * ib, qs, ao + 32 * ib)
             else:                    # Q4_K / Q5_K: (dy * d) * isum - (dy * dmin) * summs
-                isum, summs = _sb_q45_k(kind == K_Q5_K, r, W, o, qs, ao, bsums, t, b)
-                acc += (d[t, b] * _h(W, r, o, tab)) * F32(isum) - (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
-        out[t, r] = acc + _vsum(accv)
+                iv, summs = _sb_q45_k(kind == K_Q5_K, r, W, o, qs, ao, bsums, t, b)
+                accv = _fma_ivec(accv, iv, d[t, b] * _h(W, r, o, tab))
+                acc -= (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
+        out[t, r] = _vsum(accv) + acc
 
 
 # serial and threaded drivers (separate functions so that numba caches both). Whether threads pay off
