@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import (FormatError, ImatrixError, ImatrixRequired, NonFiniteError, ShapeError)
 from .formats.registry import Format, get
+from .kernels import _rows
 
 __all__ = ["quantize", "dequantize", "inspect_block", "row_bytes"]
 
@@ -86,11 +87,9 @@ _PARALLEL_MIN = {"quantize": 1 << 15, "dequantize": 1 << 20}
 
 
 def _want_threads(n, work, op) -> int:
-    import numba
-
     if n is None and work is not None and work < _PARALLEL_MIN[op]:
         return 1
-    top = numba.config.NUMBA_NUM_THREADS
+    top = _rows.max_threads()
     return top if n is None else max(1, min(int(n), top))
 
 
@@ -115,29 +114,25 @@ def _thread_count_fns():
 
 
 def _run_threaded(fn, args, n, work, op):
-    """Call a numba kernel with the requested thread count, restoring the previous one after
-    (set_num_threads only when it changes: a call is a few microseconds, it adds up on small inputs)."""
-    want = _want_threads(n, work, op)
-    get, put = _thread_count_fns()
-    old = get()
-    if want == old:
-        return fn(*args)
-    put(want)
-    try:
-        return fn(*args)
-    finally:
-        put(old)
+    """Call a format kernel wrapper with the requested thread count. The format kernels are serial
+    nogil numba functions that :func:`quantlab.kernels._rows.run_rows` spreads over Python threads;
+    the count is a context variable there, so concurrent callers (two Python threads) each keep their
+    own and numba's own thread count is left alone."""
+    return _rows.call_with_threads(_want_threads(n, work, op), fn, *args)
 
 
 @contextlib.contextmanager
 def _threads(n, work: int | None = None, op: str = "quantize"):
+    """Use ``n`` threads (see :func:`_want_threads`) inside the ``with``: numba's own count, for its
+    parallel kernels (matmul), and the format kernels' count of :mod:`quantlab.kernels._rows`."""
     want = _want_threads(n, work, op)
     get, put = _thread_count_fns()
     old = get()
     if want != old:
         put(want)
     try:
-        yield
+        with _rows.use_threads(want):
+            yield
     finally:
         if want != old:
             put(old)

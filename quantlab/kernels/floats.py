@@ -1,47 +1,49 @@
 """numba kernels for the plain types (F16 and BF16 need bit-level rounding; the rest are casts).
 
 Encoding runs row by row (the rounding has branches). Decoding walks the flattened array in chunks
-(``prange`` over chunks): a 1-D loop with unsigned indices and no branches, which LLVM vectorizes.
+(a kernel call takes a range of chunks, :func:`quantlab.kernels._rows.run_rows` spreads the ranges over
+threads): a 1-D loop with unsigned indices and no branches, which LLVM vectorizes.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..formats import floats as ref
 from ._fp import f16_to_f32_bits, f32_to_bf16, f32_to_f16
+from ._rows import min_rows, run_rows
 
-_CHUNK = 1 << 16          # elements per prange iteration
+_CHUNK = 1 << 16          # elements per chunk of the decoders
 
 
-@njit(cache=True, parallel=True)
-def _enc_f16(x, out):
-    for r in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _enc_f16(x, out, r0, r1):
+    for r in range(r0, r1):
         for j in range(x.shape[1]):
             out[r, j] = f32_to_f16(x[r, j])
 
 
-@njit(cache=True, parallel=True)
-def _dec_f16(h, out):
+@njit(cache=True, nogil=True)
+def _dec_f16(h, out, c0, c1):
     """fp16 bits -> float32 bits (out is a uint32 view of the float32 result)."""
     n = h.size
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
+    for c in range(c0, c1):
         for i in range(np.uint64(c * _CHUNK), np.uint64(min(n, (c + 1) * _CHUNK))):
             out[i] = f16_to_f32_bits(h[i])
 
 
-@njit(cache=True, parallel=True)
-def _enc_bf16(x, out):
-    for r in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _enc_bf16(x, out, r0, r1):
+    for r in range(r0, r1):
         for j in range(x.shape[1]):
             out[r, j] = f32_to_bf16(x[r, j])
 
 
-@njit(cache=True, parallel=True)
-def _dec_bf16(h, out):
+@njit(cache=True, nogil=True)
+def _dec_bf16(h, out, c0, c1):
     """bf16 bits -> float32 bits: the bf16 is the top half of the float32."""
     n = h.size
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
+    for c in range(c0, c1):
         for i in range(np.uint64(c * _CHUNK), np.uint64(min(n, (c + 1) * _CHUNK))):
             out[i] = np.uint32(h[i]) << np.uint32(16)
 
@@ -49,14 +51,14 @@ def _dec_bf16(h, out):
 def _encode(kernel, x):
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty(x.shape, dtype=np.uint16)
-    kernel(x, out)
+    run_rows(kernel, x.shape[0], x, out, min_rows=min_rows(x.shape[1], "quantize"))
     return out.view(np.uint8)
 
 
 def _decode(kernel, q, n):
     h = np.ascontiguousarray(q).view(np.uint16).reshape(-1)
     out = np.empty((q.shape[0], n), dtype=np.float32)
-    kernel(h, out.reshape(-1).view(np.uint32))
+    run_rows(kernel, (h.size + _CHUNK - 1) // _CHUNK, h, out.reshape(-1).view(np.uint32))
     return out
 
 

@@ -13,7 +13,7 @@ Two things differ from a literal transcription of ggml, with the same results:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..formats import _numerics as nm
 from ..formats.fp4 import KVALUES, _log2f
@@ -129,10 +129,10 @@ def _dequant_pairs(qr, qo, yr, yo, h, half, d):
 # MXFP4: blocks of 32 = e8m0 exponent byte + 16 bytes of pairs (j, j + 16)
 # ----------------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _mxfp4(x, out, h):
+@njit(cache=True, nogil=True)
+def _mxfp4(x, out, h, r0, r1):
     nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
+    for r in range(r0, r1):
         xr = x[r]
         orow = out[r]
         cand = np.empty(8, dtype=np.float32)
@@ -146,10 +146,10 @@ def quantize_mxfp4(x, imatrix=None):
     return quantize_rows(_mxfp4, x, "MXFP4", 16)
 
 
-@njit(cache=True, parallel=True)
-def _dmxfp4(q, y, h):
+@njit(cache=True, nogil=True)
+def _dmxfp4(q, y, h, r0, r1):
     nb = y.shape[1] // 32
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
@@ -192,11 +192,11 @@ def f32_to_ue4m3(v):
     return np.uint8((ex << 3) | man)
 
 
-@njit(cache=True, parallel=True)
-def _nvfp4(x, out, h):
+@njit(cache=True, nogil=True)
+def _nvfp4(x, out, h, r0, r1):
     """Blocks of 64 = 4 ue4m3 scale bytes + 4 x 8 bytes of pairs (j, j + 8) of 16 values each."""
     nb = x.shape[1] // 64
-    for r in prange(x.shape[0]):
+    for r in range(r0, r1):
         xr = x[r]
         orow = out[r]
         cand = np.empty(8, dtype=np.float32)
@@ -212,10 +212,10 @@ def quantize_nvfp4(x, imatrix=None):
     return quantize_rows(_nvfp4, x, "NVFP4", 8)
 
 
-@njit(cache=True, parallel=True)
-def _dnvfp4(q, y, h):
+@njit(cache=True, nogil=True)
+def _dnvfp4(q, y, h, r0, r1):
     nb = y.shape[1] // 64
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):

@@ -1,17 +1,19 @@
 """numba kernels for IQ1_S and IQ1_M (same bytes as quantlab.formats.iq1, which explains them).
 
 Scalar code in ggml's order (quantize_row_iq1_s_impl / quantize_row_iq1_m_impl of llama.cpp 0c1e57098),
-rows in parallel. Where ggml asserts (or would read past its input), the row's error slot is set and the
+a range of rows per kernel call (spread over threads by :func:`quantlab.kernels._rows.run_rows`).
+Where ggml asserts (or would read past its input), the row's error slot is set and the
 wrapper raises QuantizationError with the reference's message.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..formats import iq1 as ref
 from ..formats._iqgrid import lattice
 from ._fp import f16_to_f32, f32_to_f16, rd16
+from ._rows import dequantize_rows, min_rows, run_rows
 from ._search import nearest_int
 from .iq2 import _codes_u32, _scan
 
@@ -242,9 +244,9 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
             out[r, o + 35 + 2 * ib] |= np.uint8(l << 4)
 
 
-@njit(cache=True, parallel=True)
-def _iq1s(x, qw, has_qw, kmap, neigh, codes, levels, out, err):
-    for r in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _iq1s(x, qw, has_qw, kmap, neigh, codes, levels, out, err, r0, r1):
+    for r in range(r0, r1):
         _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err)
 
 
@@ -440,9 +442,9 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
             out[r, o + 49 + 2 * k] = np.uint8(sc[k] >> np.uint16(8))
 
 
-@njit(cache=True, parallel=True)
-def _iq1m(x, qw, has_qw, kmap, neigh, codes, levels, out, err):
-    for r in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _iq1m(x, qw, has_qw, kmap, neigh, codes, levels, out, err, r0, r1):
+    for r in range(r0, r1):
         _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err)
 
 
@@ -458,7 +460,8 @@ def _run(fn, name, bs, ts, x, imatrix):
     err = np.zeros((nrows, 2), dtype=np.int64)
     has = imatrix is not None
     qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
-    fn(x, qw, has, lat.kmap, lat.neighbours, _codes_u32(lat), lat.levels, out, err)
+    run_rows(fn, nrows, x, qw, has, lat.kmap, lat.neighbours, _codes_u32(lat), lat.levels, out, err,
+             min_rows=min_rows(n, "quantize"))
     bad = np.flatnonzero(err[:, 0])
     if bad.size:
         r = int(bad[0])
@@ -481,10 +484,10 @@ def quantize_iq1_m(x, imatrix=None):
 # dequantization
 # ----------------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _deq_iq1s(q, values, out):
+@njit(cache=True, nogil=True)
+def _deq_iq1s(q, out, values, r0, r1):
     nsb = q.shape[1] // 50
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         for ibl in range(nsb):
             o = ibl * 50
             d = f16_to_f32(rd16(q[r], o))
@@ -499,10 +502,10 @@ def _deq_iq1s(q, values, out):
                         out[r, y0 + j] = dl * (values[gi, j] + delta)
 
 
-@njit(cache=True, parallel=True)
-def _deq_iq1m(q, values, out):
+@njit(cache=True, nogil=True)
+def _deq_iq1m(q, out, values, r0, r1):
     nsb = q.shape[1] // 56
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         for ibl in range(nsb):
             o = ibl * 56
             w0 = np.int32(rd16(q[r], o + 48))
@@ -525,12 +528,8 @@ def _deq_iq1m(q, values, out):
 
 
 def dequantize_iq1_s(q, n_per_row):
-    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _deq_iq1s(np.ascontiguousarray(q), lattice("iq1s").values, out)
-    return out
+    return dequantize_rows(_deq_iq1s, q, n_per_row, lattice("iq1s").values)
 
 
 def dequantize_iq1_m(q, n_per_row):
-    out = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _deq_iq1m(np.ascontiguousarray(q), lattice("iq1s").values, out)
-    return out
+    return dequantize_rows(_deq_iq1m, q, n_per_row, lattice("iq1s").values)

@@ -1,17 +1,19 @@
 """numba kernels for IQ2_XXS, IQ2_XS and IQ2_S (same bytes as quantlab.formats.iq2, which explains them).
 
-One scalar pass per super-block in ggml's order (quantize_row_iq2_{xxs,xs,s}_impl), rows in parallel.
+One scalar pass per super-block in ggml's order (quantize_row_iq2_{xxs,xs,s}_impl), a range of rows per
+kernel call (spread over threads by :func:`quantlab.kernels._rows.run_rows`).
 Where ggml asserts, the row's error slot is set and the Python wrapper raises QuantizationError with the
 reference's message.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..formats import iq2 as ref
 from ..formats._iqgrid import ksigns, lattice
 from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
+from ._rows import dequantize_rows, min_rows, run_rows
 from ._search import make_qp_quants, nearest_int
 
 F32 = np.float32
@@ -351,9 +353,9 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
                     out[r, o + 74 + ib // 2] |= np.uint8(l << 4)
 
 
-@njit(cache=True, parallel=True)
-def _quantize(x, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
-    for r in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _quantize(x, qw, has_qw, kind, kmap, neigh, codes, levels, out, err, r0, r1):
+    for r in range(r0, r1):
         _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err)
 
 
@@ -365,7 +367,8 @@ def _run(x, imatrix, kind):
     err = np.zeros((nrows, 2), dtype=np.int64)
     has = imatrix is not None
     qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
-    _quantize(x, qw, has, kind, lat.kmap, lat.neighbours, _codes_u32(lat), lat.levels, out, err)
+    run_rows(_quantize, nrows, x, qw, has, kind, lat.kmap, lat.neighbours, _codes_u32(lat), lat.levels, out, err,
+             min_rows=min_rows(n, "quantize"))
     bad = np.flatnonzero(err[:, 0])
     if bad.size:
         r = int(bad[0])
@@ -397,11 +400,11 @@ def quantize_iq2_s(x, imatrix=None):
 # dequantization
 # ----------------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _dequantize(q, kind, values, ksg, out):
+@njit(cache=True, nogil=True)
+def _dequantize(q, out, kind, values, ksg, r0, r1):
     ts = 66 if kind == 0 else (74 if kind == 1 else 82)
     nsb = q.shape[1] // ts
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         for ibl in range(nsb):
             o = ibl * ts
             d = f16_to_f32(rd16(q[r], o))
@@ -439,9 +442,7 @@ def _dequantize(q, kind, values, ksg, out):
 
 
 def _deq(q, n, kind):
-    out = np.empty((q.shape[0], n), dtype=np.float32)
-    _dequantize(np.ascontiguousarray(q), kind, lattice(_GRID[kind]).values, ksigns(), out)
-    return out
+    return dequantize_rows(_dequantize, q, n, kind, lattice(_GRID[kind]).values, ksigns())
 
 
 def dequantize_iq2_xxs(q, n_per_row):

@@ -1,18 +1,19 @@
 """numba kernels for IQ3_XXS and IQ3_S (same names and bytes as quantlab.formats.iq3).
 
-One row per prange iteration, scalar loops in the order of ggml's ``quantize_row_iq3_xxs_impl`` /
-``quantize_row_iq3_s_impl``. Where ggml aborts, the row reports a status code and the Python wrapper
+A range of rows per kernel call (spread over threads by :func:`quantlab.kernels._rows.run_rows`),
+scalar loops in the order of ggml's ``quantize_row_iq3_xxs_impl`` / ``quantize_row_iq3_s_impl``.
+Where ggml aborts, the row reports a status code and the Python wrapper
 raises the same QuantizationError as the reference.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..formats import iq3 as ref
 from ..formats._iqgrid import ksigns, lattice
 from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
-from ._rows import dequantize_rows
+from ._rows import dequantize_rows, min_rows, run_rows
 from .iq4 import _nearest_int
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
@@ -224,9 +225,9 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
     return OK
 
 
-@njit(cache=True, parallel=True)
-def _quant(x, qw, has_qw, is_s, points, pointsf, kmap, neigh, out, status, where):
-    for r in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _quant(x, qw, has_qw, is_s, points, pointsf, kmap, neigh, out, status, where, r0, r1):
+    for r in range(r0, r1):
         bad = np.zeros(1, dtype=np.int64)
         status[r] = _row(x[r], qw, has_qw, is_s, points, pointsf, kmap, neigh, out[r], bad)
         where[r] = bad[0]
@@ -243,8 +244,8 @@ def _quantize(x, imatrix, is_s):
         qw, has = np.ascontiguousarray(imatrix, dtype=np.float32), True
     status = np.zeros(nrows, dtype=np.int32)
     where = np.zeros(nrows, dtype=np.int64)
-    _quant(x, qw, has, is_s, lat.points, lat.points.astype(np.float32), lat.kmap, lat.neighbours, out, status,
-           where)
+    run_rows(_quant, nrows, x, qw, has, is_s, lat.points, lat.points.astype(np.float32), lat.kmap, lat.neighbours,
+             out, status, where, min_rows=min_rows(n, "quantize"))
     if status.any():
         r = int(np.flatnonzero(status)[0])
         what = ("no finite candidate in a grid-neighbour search" if status[r] == NO_NEIGHBOUR
@@ -279,10 +280,10 @@ def _dequant_kernel(is_s):
     32 sign bytes, 4 bytes of 4-bit scales."""
     ts = 110 if is_s else 98
 
-    @njit(cache=True, parallel=True)
-    def dequantize(q, out, values, ks):
+    @njit(cache=True, nogil=True)
+    def dequantize(q, out, values, ks, r0, r1):
         nsb = out.shape[1] // 256
-        for r in prange(q.shape[0]):
+        for r in range(r0, r1):
             qr = q[r]
             y = out[r]
             for ibl in range(nsb):

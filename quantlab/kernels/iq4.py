@@ -1,12 +1,13 @@
 """numba kernels for IQ4_NL and IQ4_XS (same names and bytes as quantlab.formats.iq4).
 
-One row per prange iteration; inside, plain scalar loops in the order of ggml's
-``quantize_row_iq4_nl_impl`` (float32, sequential sums).
+A range of rows per kernel call (spread over threads by :func:`quantlab.kernels._rows.run_rows`);
+inside, plain scalar loops in the order of ggml's ``quantize_row_iq4_nl_impl`` (float32, sequential
+sums).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..formats._iqgrid import kvalues_iq4nl
 from ._fp import f16_to_f32, f32_as_u32, f32_to_f16, rd16, wr16
@@ -142,10 +143,10 @@ def _inv(d):
     return np.float32(1) / d if d != 0 else np.float32(0)
 
 
-@njit(cache=True, parallel=True)
-def _quant_nl(x, out, qw, has_qw, vals, cnt):
+@njit(cache=True, nogil=True)
+def _quant_nl(x, out, qw, has_qw, vals, cnt, r0, r1):
     nb = x.shape[1] // 32
-    for r in prange(x.shape[0]):
+    for r in range(r0, r1):
         w = np.empty(32, dtype=np.float32)
         xr = x[r]
         o = out[r]
@@ -157,10 +158,10 @@ def _quant_nl(x, out, qw, has_qw, vals, cnt):
             _pack_codes(xr, off, _inv(d), vals, cnt, o, ib * 18 + 2)
 
 
-@njit(cache=True, parallel=True)
-def _quant_xs(x, out, qw, has_qw, vals, cnt):
+@njit(cache=True, nogil=True)
+def _quant_xs(x, out, qw, has_qw, vals, cnt, r0, r1):
     nsb = x.shape[1] // 256
-    for r in prange(x.shape[0]):
+    for r in range(r0, r1):
         w = np.empty(32, dtype=np.float32)
         scales = np.empty(8, dtype=np.float32)
         xr = x[r]
@@ -197,19 +198,19 @@ def _quant_xs(x, out, qw, has_qw, vals, cnt):
             wr16(o, ob + 2, sh)
 
 
-@njit(cache=True, parallel=True)
-def _deq_nl(q, out, vals):
+@njit(cache=True, nogil=True)
+def _deq_nl(q, out, vals, r0, r1):
     nb = out.shape[1] // 32
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         qr = q[r]
         for ib in range(nb):
             _unpack_codes(qr, ib * 18 + 2, f16_to_f32(rd16(qr, ib * 18)), vals, out[r], ib * 32)
 
 
-@njit(cache=True, parallel=True)
-def _deq_xs(q, out, vals):
+@njit(cache=True, nogil=True)
+def _deq_xs(q, out, vals, r0, r1):
     nsb = out.shape[1] // 256
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         qr = q[r]
         for ibl in range(nsb):
             ob = ibl * 136

@@ -1,14 +1,16 @@
 """numba kernels for the K-quants Q2_K..Q6_K and Q8_K, bit-identical to :mod:`quantlab.formats.kquants`
-(read that module for the layouts and the algorithm). One ``prange`` iteration per row; every
+(read that module for the layouts and the algorithm). Each kernel works on a range of rows
+(:func:`quantlab.kernels._rows.run_rows` spreads the ranges over threads); every
 super-block is processed with scalar float32 code in ggml's evaluation order, using the searches of
 :mod:`quantlab.kernels._search` on 1-D slices and per-row scratch buffers.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._fp import f16_to_f32, f32_as_u32, f32_to_f16, rd16, u32_as_f32, wr16
+from ._rows import min_rows, run_rows
 from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qkx_groups,
                       make_qp_quants, make_qx_groups, make_qx_quants, nearest_int)
 
@@ -65,11 +67,11 @@ def _s8(b):
 
 # ------------------------------------------------------------------------------------------- Q2_K
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _quant_q2_k(x, qw, has_im, out):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quant_q2_k(x, qw, has_im, out, r0, r1):
     nrows, n = x.shape
     nb = n // QK_K
-    for r in prange(nrows):
+    for r in range(r0, r1):
         L = np.empty(QK_K, np.uint8)
         Laux = np.empty(16, np.uint8)
         w = np.empty(QK_K, np.float32)
@@ -146,11 +148,11 @@ def _quant_q2_k(x, qw, has_im, out):
             wr16(q, o + 82, m_bits)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _dequant_q2_k(q, y):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dequant_q2_k(q, y, r0, r1):
     nrows, n = y.shape
     nb = n // QK_K
-    for r in prange(nrows):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for i in range(nb):
@@ -191,11 +193,11 @@ def _put_q3_scale(q, so, j, l):
     q[so + 8 + j % 4] = np.uint8((np.int32(q[so + 8 + j % 4]) | ((l >> 4) << (2 * (j // 4)))) & 0xFF)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _quant_q3_k(x, qw, has_im, out):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quant_q3_k(x, qw, has_im, out, r0, r1):
     nrows, n = x.shape
     nb = n // QK_K
-    for r in prange(nrows):
+    for r in range(r0, r1):
         L = np.empty(QK_K, np.uint8)
         w = np.empty(QK_K, np.float32)
         scales = np.empty(16, np.float32)
@@ -261,11 +263,11 @@ def _quant_q3_k(x, qw, has_im, out):
             wr16(q, o + 108, d_bits)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _dequant_q3_k(q, y):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dequant_q3_k(q, y, r0, r1):
     nrows, n = y.shape
     nb = n // QK_K
-    for r in prange(nrows):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for i in range(nb):
@@ -376,15 +378,15 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
             L[e] = np.uint8(_clampi(nearest_int((xb[e] + dm) / dd), 0, nmax))
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _quant_q45(x, qw, has_im, out, five):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quant_q45(x, qw, has_im, out, five, r0, r1):
     nrows, n = x.shape
     nb = n // QK_K
     ts = 176 if five else 144
     nmax = 31 if five else 15
     rmin = -0.5 if five else -1.0
     nstep = 15 if five else 20
-    for r in prange(nrows):
+    for r in range(r0, r1):
         L = np.empty(QK_K, np.uint8)
         Laux = np.empty(32, np.uint8)
         w = np.empty(QK_K, np.float32)
@@ -460,27 +462,27 @@ def _dequant_q45_row(qr, yr, nb, five):
                     yr[base + _U(32) + ul] = d2 * np.float32(np.uint8(b >> _B4)) - m2
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _dequant_q4_k(q, y):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dequant_q4_k(q, y, r0, r1):
     nb = y.shape[1] // QK_K
-    for r in prange(y.shape[0]):
+    for r in range(r0, r1):
         _dequant_q45_row(q[r], y[r], nb, False)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _dequant_q5_k(q, y):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dequant_q5_k(q, y, r0, r1):
     nb = y.shape[1] // QK_K
-    for r in prange(y.shape[0]):
+    for r in range(r0, r1):
         _dequant_q45_row(q[r], y[r], nb, True)
 
 
 # ------------------------------------------------------------------------------------------- Q6_K
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _quant_q6_k(x, qw, has_im, out):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quant_q6_k(x, qw, has_im, out, r0, r1):
     nrows, n = x.shape
     nb = n // QK_K
-    for r in prange(nrows):
+    for r in range(r0, r1):
         L = np.empty(QK_K, np.uint8)
         scales = np.empty(16, np.float32)
         S = np.empty(5 * QK_K + 9 * 16, np.float32)
@@ -529,11 +531,11 @@ def _quant_q6_k(x, qw, has_im, out):
             wr16(q, o + 208, d_bits)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _dequant_q6_k(q, y):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dequant_q6_k(q, y, r0, r1):
     nrows, n = y.shape
     nb = n // QK_K
-    for r in prange(nrows):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for i in range(nb):
@@ -561,11 +563,11 @@ def _dequant_q6_k(q, y):
 
 # ------------------------------------------------------------------------------------------- Q8_K
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _quant_q8_k(x, out):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quant_q8_k(x, out, r0, r1):
     nrows, n = x.shape
     nb = n // QK_K
-    for r in prange(nrows):
+    for r in range(r0, r1):
         q = out[r]
         for i in range(nb):
             o = i * 292
@@ -596,11 +598,11 @@ def _quant_q8_k(x, out):
                 q[o + k] = np.uint8((b >> np.uint32(8 * k)) & np.uint32(0xFF))
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def _dequant_q8_k(q, y):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dequant_q8_k(q, y, r0, r1):
     nrows, n = y.shape
     nb = n // QK_K
-    for r in prange(nrows):
+    for r in range(r0, r1):
         qr = q[r]
         for i in range(nb):
             o = i * 292
@@ -625,14 +627,14 @@ def _run_quant(kernel, x, imatrix, type_size, *extra):
     nrows, n = x.shape
     out = np.zeros((nrows, n // QK_K * type_size), np.uint8)
     im, has = _im(imatrix, n)
-    kernel(x, im, has, out, *extra)
+    run_rows(kernel, nrows, x, im, has, out, *extra, min_rows=min_rows(n, "quantize"))
     return out
 
 
 def _run_dequant(kernel, q, n, *extra):
     q = np.ascontiguousarray(q, dtype=np.uint8)
     y = np.empty((q.shape[0], n), np.float32)
-    kernel(q, y, *extra)
+    run_rows(kernel, q.shape[0], q, y, *extra, min_rows=min_rows(n, "dequantize"))
     return y
 
 
@@ -679,7 +681,7 @@ def dequantize_q6_k(q, n_per_row):
 def quantize_q8_k(x, imatrix=None):
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.zeros((x.shape[0], x.shape[1] // QK_K * 292), np.uint8)
-    _quant_q8_k(x, out)
+    run_rows(_quant_q8_k, x.shape[0], x, out, min_rows=min_rows(x.shape[1], "quantize"))
     return out
 
 

@@ -1,19 +1,20 @@
 """numba kernels for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 Q1_0 Q2_0, bit-identical to quantlab.formats.legacy.
 
-Rows are distributed over threads (``prange``); inside a row, blocks are processed in order with
-float32 code in ggml's evaluation order. The imatrix paths call the shared scale searches of
-:mod:`quantlab.kernels._search` on block slices. Q4_0, Q4_1, Q5_0 and Q5_1 share one set of block
-routines with two compile-time flags (``asym``: the _1 formats' min/max scale and stored min; ``five``:
-5-bit codes with a qh word); :func:`_q45_kernels` builds each format's drivers with its flags frozen, so
-every format still compiles to its own branch-free code. Speed comes from three things that change no bit:
-inner loops with run-time trip counts (so LLVM vectorizes them), a 65536-entry fp16 table for block
-scales in the dequantizers, and one explicit SIMD intrinsic for the int8 codes of Q8_0/Q8_1.
+Each kernel works on a range of rows (:func:`quantlab.kernels._rows.run_rows` spreads the ranges over
+threads); inside a row, blocks are processed in order with float32 code in ggml's evaluation order.
+The imatrix paths call the shared scale searches of :mod:`quantlab.kernels._search` on block slices.
+Q4_0, Q4_1, Q5_0 and Q5_1 share one set of block routines with two compile-time flags (``asym``: the _1
+formats' min/max scale and stored min; ``five``: 5-bit codes with a qh word); :func:`_q45_kernels`
+builds each format's drivers with its flags frozen, so every format still compiles to its own
+branch-free code. Speed comes from three things that change no bit: inner loops with run-time trip
+counts (so LLVM vectorizes them), a 65536-entry fp16 table for block scales in the dequantizers, and
+one explicit SIMD intrinsic for the int8 codes of Q8_0/Q8_1.
 """
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
 
 from ._fp import F16_TABLE, f32_to_f16, h2f, roundf, wr16  # noqa: F401  (F16_TABLE, h2f: kernel API)
@@ -249,23 +250,23 @@ def _dequant_q45_row(qr, yr, nb, h, asym, five):
 
 
 def _q45_kernels(asym, five):
-    """The prange drivers (quantize, quantize with imatrix, dequantize) of one of Q4_0 / Q4_1 / Q5_0 /
-    Q5_1: rows spread over threads, the row routines inlined with the format's flags as constants (numba
+    """The row-range drivers (quantize, quantize with imatrix, dequantize) of one of Q4_0 / Q4_1 / Q5_0 /
+    Q5_1, each over rows [r0, r1): the row routines inlined with the format's flags as constants (numba
     freezes closure variables), so each format compiles its own branch-free copy on first use."""
 
-    @njit(cache=True, parallel=True)
-    def quantize(x, out, h):
-        for r in prange(x.shape[0]):
+    @njit(cache=True, nogil=True)
+    def quantize(x, out, h, r0, r1):
+        for r in range(r0, r1):
             _quant_q45_row(x[r], out[r], x.shape[1] // 32, h, asym, five)
 
-    @njit(cache=True, parallel=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
-    def quantize_imatrix(x, out, im):
-        for r in prange(x.shape[0]):
+    @njit(cache=True, nogil=True, error_model="numpy")  # C float semantics: x/0 -> inf/NaN
+    def quantize_imatrix(x, out, im, r0, r1):
+        for r in range(r0, r1):
             _quant_q45_imx_row(x[r], im, out[r], x.shape[1] // 32, asym, five)
 
-    @njit(cache=True, parallel=True)
-    def dequantize(q, y, h):
-        for r in prange(q.shape[0]):
+    @njit(cache=True, nogil=True)
+    def dequantize(q, y, h, r0, r1):
+        for r in range(r0, r1):
             _dequant_q45_row(q[r], y[r], y.shape[1] // 32, h, asym, five)
 
     return quantize, quantize_imatrix, dequantize
@@ -351,9 +352,9 @@ def _quant_q8_row(xr, orow, nb, k, one):
             wr16(orow, o + 2, f32_to_f16(np.float32(s) * d))
 
 
-@njit(cache=True, parallel=True)
-def _quant_q8(x, out, k, one):
-    for r in prange(x.shape[0]):     # a copy of the row routine per type: its offsets are constants
+@njit(cache=True, nogil=True)
+def _quant_q8(x, out, k, one, r0, r1):
+    for r in range(r0, r1):     # a copy of the row routine per type: its offsets are constants
         if one:
             _quant_q8_row(x[r], out[r], x.shape[1] // 32, k, True)
         else:
@@ -401,9 +402,9 @@ def _dequant_q8_row(qr, yr, nb, one):
         _i8x32_times(qr, ib * ts + ts - 32, yr, ib * 32, h2f(qr, ib * ts))
 
 
-@njit(cache=True, parallel=True)
-def _dequant_q8(q, y, one):
-    for r in prange(q.shape[0]):
+@njit(cache=True, nogil=True)
+def _dequant_q8(q, y, one, r0, r1):
+    for r in range(r0, r1):
         if one:
             _dequant_q8_row(q[r], y[r], y.shape[1] // 32, True)
         else:
@@ -422,10 +423,10 @@ def dequantize_q8_1(q, n_per_row):
 # Q1_0 / Q2_0
 # ----------------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _q1_0(x, out):
+@njit(cache=True, nogil=True)
+def _q1_0(x, out, r0, r1):
     nb = x.shape[1] // 128
-    for r in prange(x.shape[0]):
+    for r in range(r0, r1):
         xr = x[r]
         orow = out[r]
         for ib in range(nb):
@@ -448,10 +449,10 @@ def quantize_q1_0(x, imatrix=None):
     return quantize_rows(_q1_0, x, "Q1_0")
 
 
-@njit(cache=True, parallel=True)
-def _dq1_0(q, y):
+@njit(cache=True, nogil=True)
+def _dq1_0(q, y, r0, r1):
     nb = y.shape[1] // 128
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
@@ -469,10 +470,10 @@ def dequantize_q1_0(q, n_per_row):
     return dequantize_rows(_dq1_0, q, n_per_row)
 
 
-@njit(cache=True, parallel=True)
-def _q2_0(x, out):
+@njit(cache=True, nogil=True)
+def _q2_0(x, out, r0, r1):
     nb = x.shape[1] // 64
-    for r in prange(x.shape[0]):
+    for r in range(r0, r1):
         xr = x[r]
         orow = out[r]
         for ib in range(nb):
@@ -502,10 +503,10 @@ def quantize_q2_0(x, imatrix=None):
     return quantize_rows(_q2_0, x, "Q2_0")
 
 
-@njit(cache=True, parallel=True)
-def _dq2_0(q, y):
+@njit(cache=True, nogil=True)
+def _dq2_0(q, y, r0, r1):
     nb = y.shape[1] // 64
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):

@@ -1,6 +1,7 @@
 """numba kernels for TQ1_0 and TQ2_0, bit-identical to quantlab.formats.ternary.
 
-Rows are distributed over threads. The dequantizers unpack a run of bytes with one SIMD expression
+Each kernel works on a range of rows (:func:`quantlab.kernels._rows.run_rows` spreads the ranges over
+threads). The dequantizers unpack a run of bytes with one SIMD expression
 each (``_make_unpacker``: integer trit extraction, int -> float, times d — the same operations as
 ggml's scalar loop, so the same bits).
 """
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
 
 from ._fp import f32_as_u32, f32_to_f16, roundf, u32_as_f32, wr16
+from ._rows import dequantize_rows, quantize_rows
 from .legacy import h2f
 
 _U = np.uint64
@@ -60,10 +62,10 @@ def _ceil243(q):
 # TQ1_0
 # ----------------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _tq1_0(x, out):
+@njit(cache=True, nogil=True)
+def _tq1_0(x, out, r0, r1):
     nb = x.shape[1] // 256
-    for r in prange(x.shape[0]):
+    for r in range(r0, r1):
         xr = x[r]
         orow = out[r]
         for ib in range(nb):
@@ -90,9 +92,7 @@ def _tq1_0(x, out):
 
 
 def quantize_tq1_0(x, imatrix=None):
-    out = np.empty((x.shape[0], x.shape[1] // 256 * 54), dtype=np.uint8)
-    _tq1_0(x, out)
-    return out
+    return quantize_rows(_tq1_0, x, "TQ1_0")
 
 
 def _make_unpacker(nbytes, kind, nfields, stride):
@@ -149,10 +149,10 @@ _tq1_qh4 = _make_unpacker(4, "base3", 4, 4)      # qh[0:4]:   elements 240 + m +
 _tq2_qs32 = _make_unpacker(32, "2bit", 4, 32)    # qs[32c:32c+32]: elements 128c + m + 32n
 
 
-@njit(cache=True, parallel=True)
-def _dtq1_0(q, y):
+@njit(cache=True, nogil=True)
+def _dtq1_0(q, y, r0, r1):
     nb = y.shape[1] // 256
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
@@ -165,19 +165,17 @@ def _dtq1_0(q, y):
 
 
 def dequantize_tq1_0(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dtq1_0(q, y)
-    return y
+    return dequantize_rows(_dtq1_0, q, n_per_row)
 
 
 # ----------------------------------------------------------------------------------------------------
 # TQ2_0
 # ----------------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _tq2_0(x, out):
+@njit(cache=True, nogil=True)
+def _tq2_0(x, out, r0, r1):
     nb = x.shape[1] // 256
-    for r in prange(x.shape[0]):
+    for r in range(r0, r1):
         xr = x[r]
         orow = out[r]
         for ib in range(nb):
@@ -206,15 +204,13 @@ def _tq2_0(x, out):
 
 
 def quantize_tq2_0(x, imatrix=None):
-    out = np.empty((x.shape[0], x.shape[1] // 256 * 66), dtype=np.uint8)
-    _tq2_0(x, out)
-    return out
+    return quantize_rows(_tq2_0, x, "TQ2_0")
 
 
-@njit(cache=True, parallel=True)
-def _dtq2_0(q, y):
+@njit(cache=True, nogil=True)
+def _dtq2_0(q, y, r0, r1):
     nb = y.shape[1] // 256
-    for r in prange(q.shape[0]):
+    for r in range(r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
@@ -226,6 +222,4 @@ def _dtq2_0(q, y):
 
 
 def dequantize_tq2_0(q, n_per_row):
-    y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    _dtq2_0(q, y)
-    return y
+    return dequantize_rows(_dtq2_0, q, n_per_row)
