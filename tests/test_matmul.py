@@ -103,3 +103,52 @@ def test_thread_policy_follows_measured_speed():
     assert sum(picks[-32:]) <= 2               # one thread, threads re-tried at most every 16 calls
     other = p.key(mm.K_Q4_0, 1 << 24)          # another size class is measured on its own
     assert p.choose(other) is False
+
+
+def _dot8_kernel(isa, signed):
+    """An njit f(codes int8[32], acts int8[32], out int32[8]) running matmul._dot8 with ``isa``."""
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def dot8(typingctx, w, a, out):
+        def codegen(context, builder, sig, args):
+            c = mm._load_bytes(context, builder, sig.args[0], args[0], ir.Constant(ir.IntType(64), 0), 32)
+            x = mm._load_bytes(context, builder, sig.args[1], args[1], ir.Constant(ir.IntType(64), 0), 32)
+            v = mm._dot8(builder, c, signed, x, isa=isa)
+            arr = context.make_array(sig.args[2])(context, builder, args[2])
+            builder.store(v, builder.bitcast(arr.data, v.type.as_pointer()), align=4)
+            return context.get_dummy_value()
+        return types.void(w, a, out), codegen
+
+    @njit
+    def run(w, a, out):
+        dot8(w, a, out)
+    return run
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_block_dot_instruction_paths_agree(signed):
+    """_dot8's three code paths (portable IR, AVX2 vpmaddubsw + vpmaddwd, AVX512-VNNI vpdpbusd; the
+    last two only where the CPU has them) give lane j = sum of products 4j..4j+3, exactly, over the
+    value ranges the formats use (signed codes -128..127 incl. Q8_0's -128; unsigned 0..31)."""
+    import llvmlite.binding as llvm
+
+    feats = llvm.get_host_cpu_features()
+    isas = ["generic"] + [i for i, ok in (("avx2", feats.get("avx2")),
+                                          ("vnni", feats.get("avx512vnni") and feats.get("avx512vl"))) if ok]
+    rng = np.random.default_rng(11)
+    runs = [_dot8_kernel(isa, signed) for isa in isas]
+    for trial in range(50):
+        c = rng.integers(-128, 128, 32) if signed else rng.integers(0, 32, 32)
+        a = rng.integers(-127, 128, 32)
+        if trial < 2:                                            # extremes: pair sums of +-32512
+            c[:] = -128 if signed else 31
+            a[:] = 127 if trial == 0 else -127
+        ref = (c.astype(np.int64) * a).reshape(8, 4).sum(axis=1)
+        w = c.astype(np.int8) if signed else c.astype(np.uint8)
+        for isa, run in zip(isas, runs):
+            out = np.zeros(8, np.int32)
+            run(w, a.astype(np.int8), out)
+            assert np.array_equal(out, ref), (isa, trial)

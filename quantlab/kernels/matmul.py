@@ -306,9 +306,13 @@ def _fifth_bits_u32(builder, qh):
 
 
 def _table16(builder, q8, table):
-    """Codes 0..15 -> the int8 values ``table[code]`` (IQ4_NL's non-linear grid) as <n x i8>.
-    A chain of compare + select: portable vector IR (no target-specific shuffle)."""
+    """Codes 0..15 -> the int8 values ``table[code]`` (IQ4_NL's non-linear grid) as <n x i8>: one
+    byte shuffle (vpshufb, the table in each 16-byte half) on AVX2 hosts, else a chain of compare +
+    select (portable vector IR)."""
     n = q8.type.count
+    if ISA != "generic" and n == 32:
+        tab = ir.Constant(_vec(_I8, 32), [int(table[i % 16]) for i in range(32)])
+        return _x86(builder, "llvm.x86.avx2.pshuf.b", _vec(_I8, 32), [tab, q8])
     out = _const(_I8, n, int(table[0]))
     for v in range(1, 16):
         hit = builder.icmp_unsigned("==", q8, _const(_I8, n, v))
