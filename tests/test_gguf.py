@@ -819,3 +819,34 @@ def test_metadata_is_copied_as_its_bytes_never_decoded(tmp_path):
         w.add_key("k", qg.Encoded(struct.pack("<i", -1), ValueType.INT32), ValueType.UINT32)
     with pytest.raises(GGUFError, match="not uint32"):
         encode_value(qg.Encoded(b"\x01", ValueType.BOOL), ValueType.UINT32)
+
+
+def test_partial_writes_are_continued_and_write_errors_are_named(tmp_path, monkeypatch):
+    import errno
+
+    import quantlab.gguf.writer as gw
+
+    rng = np.random.default_rng(5)
+    tensors = {"a": rng.standard_normal((3, 64)).astype(np.float32), "b": np.arange(40, dtype=np.float32)}
+    md = {"general.architecture": "llama", "toks": ["x", "yz"] * 50}
+    qg.write(tmp_path / "whole.gguf", md, tensors)
+    real = os.writev
+
+    def dribble(fd, bufs):                     # the kernel may write less than asked: 7 bytes at a time
+        return real(fd, [bytes(memoryview(bufs[0])[:7])])
+
+    monkeypatch.setattr(gw.os, "writev", dribble)
+    w = qg.GGUFWriter(tmp_path / "bits.gguf", md, fsync=False)
+    for k, v in tensors.items():
+        w.add_tensor(k, v)
+    w.write_tensors()
+    w.close()
+    assert (tmp_path / "bits.gguf").read_bytes() == (tmp_path / "whole.gguf").read_bytes()
+
+    def full(fd, bufs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(gw.os, "writev", full)
+    with pytest.raises(GGUFError, match="No space left"):
+        qg.write(tmp_path / "none.gguf", md, tensors)
+    assert sorted(os.listdir(tmp_path)) == ["bits.gguf", "whole.gguf"]

@@ -301,6 +301,46 @@ def test_bad_input_never_touches_the_model(tmp_path):
     assert not out.exists()
 
 
+def test_failure_midway_leaves_no_file(tmp_path, monkeypatch):
+    """A tensor that fails to quantize, or a write that fails on the write-behind thread, stops the run
+    with that error; neither the output nor a temporary file is left behind."""
+    import errno
+    import os
+
+    import quantlab.gguf.writer as gw
+    from quantlab.recipes import pipeline
+
+    src = tmp_path / "tiny.gguf"
+    _tiny_model(src)
+    out = tmp_path / "out.gguf"
+    real = pipeline._quantize_tensor
+    calls = []
+
+    def fails_on_the_fourth(t, *a):
+        calls.append(t.name)
+        if len(calls) == 4:
+            raise RuntimeError("kernel failed")
+        return real(t, *a)
+
+    monkeypatch.setattr(pipeline, "_quantize_tensor", fails_on_the_fourth)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        recipes.quantize_model(src, out, "Q4_K_M", verbose=False, progress=False)
+    assert len(calls) == 4 and sorted(q.name for q in tmp_path.iterdir()) == ["tiny.gguf"]
+    monkeypatch.setattr(pipeline, "_quantize_tensor", real)
+    real_writev, n = os.writev, []
+
+    def disk_full_after_the_header(fd, bufs):
+        n.append(1)
+        if len(n) > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_writev(fd, bufs)
+
+    monkeypatch.setattr(gw.os, "writev", disk_full_after_the_header)
+    with pytest.raises(gguf.GGUFError, match="No space left"):
+        recipes.quantize_model(src, out, "Q4_K_M", verbose=False, progress=False)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["tiny.gguf"]
+
+
 def test_cli_quantize(tmp_path, capsys):
     from quantlab.cli import main
 

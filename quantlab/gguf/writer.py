@@ -16,7 +16,12 @@ it sets to the end (``gguf_set_val_*`` removes, then appends): use ``MetadataDic
 
 The file is written to a temporary file in the target's directory and moved over the target with
 ``os.replace`` only when complete: an interrupted or failed write never leaves a truncated file under the
-target name, and the temporary file is removed on error.
+target name, and the temporary file is removed on error. With ``fsync=True`` (the default) the data reach
+the disk before the rename, so even a power cut right after leaves the old file or the whole new one;
+``fsync=False`` leaves that to the operating system (llama.cpp's writers do not sync).
+
+Each tensor goes to the file in one ``os.writev`` system call together with its padding, straight from
+the array's memory (no copy in a Python buffer).
 
 Metadata types: a key keeps the type recorded by the source (``Metadata.type_of`` / ``MetadataDict``),
 a :class:`~quantlab.gguf.constants.Value` pins one, and plain Python values get an inferred type
@@ -55,6 +60,21 @@ _FORMAT_DTYPE = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "<i1", "I16": "
 
 def _pad(n: int, a: int) -> int:
     return (n + a - 1) // a * a
+
+
+def _write_all(fd: int, bufs) -> None:
+    """Write the buffers back to back at the file position: one ``writev`` call in the usual case,
+    continued after a partial write (a big tensor, a signal)."""
+    views = [memoryview(b).cast("B") for b in bufs]
+    views = [v for v in views if len(v)]
+    writev = getattr(os, "writev", None)
+    while views:
+        n = writev(fd, views) if writev is not None else os.write(fd, views[0])
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
 
 
 # --------------------------------------------------------------------------- metadata values
@@ -374,17 +394,23 @@ class GGUFWriter:
     ``write_tensors()`` does both. The header and tensor table are written at the first ``write_tensor``;
     the file appears under ``path`` only when ``close()`` (or the ``with`` block) completes.
     ``trim_dims=True`` writes n_dims like llama.cpp's writer (``ggml_n_dims``) for every tensor whose
-    ``ne`` is not given explicitly.
+    ``ne`` is not given explicitly. ``fsync=False``: do not wait for the data to reach the disk before
+    moving the file into place (see the module's docstring).
+
+    One thread at a time: ``write_tensor`` may be called from a thread other than the one that declared
+    the tensors (a write-behind thread), as long as calls do not overlap.
     """
 
-    def __init__(self, path, metadata=None, *, alignment: int | None = None, trim_dims: bool = False):
+    def __init__(self, path, metadata=None, *, alignment: int | None = None, trim_dims: bool = False,
+                 fsync: bool = True):
         self.path = os.fspath(path)
+        self._fsync = bool(fsync)
         self._kv: dict = {}                   # key -> (spec, value)
         self._plans: dict = {}
         self._order: list = []
         self._trim = trim_dims
         self._alignment_arg = alignment
-        self._fh = None
+        self._fd = None
         self._tmp = None
         self._next = 0
         self._pos = 0
@@ -521,10 +547,13 @@ class GGUFWriter:
             fd, self._tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(self.path) + ".", suffix=".tmp")
         except OSError as e:
             raise GGUFError(f"cannot create a temporary file next to {self.path!r}: {e.strerror or e}") from None
-        self._fh = os.fdopen(fd, "wb")
+        self._fd = fd
         self._state = "writing"
         try:
-            self._fh.write(head)
+            _write_all(fd, [head])
+        except OSError as e:
+            self.abort()
+            raise self._write_error(e) from None
         except BaseException:
             self.abort()
             raise
@@ -549,11 +578,12 @@ class GGUFWriter:
                 data = p.source()
             b = _to_bytes(p, data)
             assert self._pos - self._data_start == p.offset
-            self._fh.write(memoryview(b))
             pad = _pad(p.nbytes, self.alignment) - p.nbytes
-            if pad:
-                self._fh.write(bytes(pad))
+            _write_all(self._fd, [b, bytes(pad)])
             self._pos += p.nbytes + pad
+        except OSError as e:
+            self.abort()
+            raise self._write_error(e) from None
         except BaseException:
             self.abort()
             raise
@@ -579,25 +609,34 @@ class GGUFWriter:
             raise GGUFError(f"{len(self._order) - self._next} declared tensors were never written (first: "
                             f"{missing!r}); {self.path!r} was not created")
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            if self._fsync:
+                os.fsync(self._fd)
+            fd, self._fd = self._fd, None
+            os.close(fd)
             mask = os.umask(0)
             os.umask(mask)
             os.chmod(self._tmp, 0o666 & ~mask)
             os.replace(self._tmp, self.path)
+        except OSError as e:
+            self.abort()
+            raise self._write_error(e) from None
         except BaseException:
             self.abort()
             raise
         self._state = "done"
         self.size = self._pos
 
+    def _write_error(self, e: OSError) -> GGUFError:
+        return GGUFError(f"writing {self.path!r} failed: {e.strerror or e}; nothing was created under that "
+                         f"name (the partial temporary file was removed)")
+
     def abort(self) -> None:
         """Give up: close and delete the temporary file; the target path is left untouched."""
         self._state = "aborted"
-        if self._fh is not None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
             try:
-                self._fh.close()
+                os.close(fd)
             except OSError:
                 pass
         if self._tmp is not None:
@@ -606,6 +645,13 @@ class GGUFWriter:
             except FileNotFoundError:
                 pass
             self._tmp = None
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:   # dropped half-written: like abort()
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001  (never raise from a finalizer)
+                pass
 
     def __enter__(self):
         return self

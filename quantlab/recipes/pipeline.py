@@ -38,6 +38,8 @@ __all__ = ["quantize_model", "plan_model", "QuantizeResult", "RecipeError"]
 QUANTIZATION_VERSION = 2          # GGML_QNT_VERSION
 ALIGNMENT = 32                    # GGUF_DEFAULT_ALIGNMENT, what llama-quantize pads with
 SLAB_BYTES = 64 * 1024 * 1024     # float32 rows dequantized at once (bounds memory for huge tensors)
+_WRITE_BEHIND = True              # write tensor i on a background thread while tensor i+1 is quantized
+_FSYNC = True                     # wait for the disk before moving the output into place
 
 
 class RecipeError(QuantlabError, ValueError):
@@ -189,7 +191,7 @@ def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
     ne0 = t.ne[0]
     n_rows = t.n_elements // ne0
     rows_per_mat = t.ne[1] if len(t.ne) > 1 else 1
-    out = np.empty((n_rows, fmt.row_bytes(ne0)), dtype=np.uint8)
+    out = None
     raw = src.data.reshape(n_rows, -1)
     q_impl = impl if fmt.has_impl(impl, "quantize") else "reference"
     d_impl = impl if t.src.name == "F32" or t.src.has_impl(impl, "dequantize") else "reference"
@@ -206,9 +208,48 @@ def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
             # can stall (threads pay off for the quantize searches, not here)
             x = dequantize(raw[r:end], t.src, impl=d_impl, threads=1)
         im = None if imat is None else imat[mat * ne0:(mat + 1) * ne0]
-        out[r:end] = quantize(x, fmt, imatrix=im, impl=q_impl, threads=threads)
+        q = quantize(x, fmt, imatrix=im, impl=q_impl, threads=threads)
+        if r == 0 and end == n_rows:
+            return q                           # one slab (the usual case): no copy
+        if out is None:
+            out = np.empty((n_rows, q.shape[1]), dtype=np.uint8)
+        out[r:end] = q
         r = end
     return out
+
+
+class _WriteBehind:
+    """Writes each tensor on a background thread while the main thread quantizes the next one (the row
+    kernels and the ``writev`` system call both release the GIL). At most ``depth`` writes wait, so
+    memory stays bounded; the first error of a write is raised in the main thread at the next ``put``
+    or at ``finish``."""
+
+    def __init__(self, writer, depth: int = 2):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._w, self._depth = writer, depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantlab-write")
+        self._pending: list = []
+
+    def put(self, name, data) -> None:
+        while len(self._pending) >= self._depth:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._w.write_tensor, name, data))
+
+    def finish(self) -> None:
+        """Wait for every write; raise the first error."""
+        try:
+            while self._pending:
+                self._pending.pop(0).result()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Drop the writes not started, wait for the one running (errors ignored: the caller aborts)."""
+        for fut in self._pending:
+            fut.cancel()
+        self._pool.shutdown(wait=True)
+        self._pending = []
 
 
 def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = None, threads: int | None = None,
@@ -251,7 +292,7 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
 
         from ..gguf import GGUFWriter
 
-        w = GGUFWriter(out_s, md, alignment=None)
+        w = GGUFWriter(out_s, md, alignment=None, fsync=_FSYNC)
         for t in plan:
             w.add_tensor(t.name, ne=_trim_ne(t.ne), format=t.fmt)
         bar = None
@@ -263,6 +304,7 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
                            file=sys.stderr, leave=verbose)
             except ImportError:  # pragma: no cover
                 bar = None
+        behind = _WriteBehind(w) if _WRITE_BEHIND else None
         try:
             for t in plan:
                 src = f.tensors[t.name]
@@ -270,12 +312,19 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
                     data = src.data
                 else:
                     data = _quantize_tensor(t, src, t.fmt, per_tensor.get(t.name), threads, impl)
-                w.write_tensor(t.name, data)
+                if behind is not None:
+                    behind.put(t.name, data)
+                else:
+                    w.write_tensor(t.name, data)
                 if bar is not None:
                     bar.set_postfix_str(f"{t.name} -> {t.fmt.name}", refresh=False)
                     bar.update(t.nbytes)
+            if behind is not None:
+                behind.finish()
             w.close()
         except BaseException:
+            if behind is not None:
+                behind.cancel()
             w.abort()
             raise
         finally:
