@@ -598,10 +598,10 @@ def _h(W, r, o, tab):
 
 
 @njit(cache=True, inline="always")
-def _row_32(kind, ts, r, W, qs, d, s, out):
-    """One weight row of a 32-value block format times T activation rows (Q8_0: s unused; Q8_1:
-    s = the block sums d * sum(q), fp16-rounded): per block acc += float(int products) * (d_w * d_a)
-    in 8 float lanes, plus for Q4_1 / Q5_1 the min term m_w * s in a scalar."""
+def _row_32(kind, ts, r, W, qs, d, s, out, c):
+    """Row r of W (a 32-value block format) times T activation rows into out[:, c] (Q8_0: s unused;
+    Q8_1: s = the block sums d * sum(q), fp16-rounded): per block acc += float(int products) *
+    (d_w * d_a) in 8 float lanes, plus for Q4_1 / Q5_1 the min term m_w * s in a scalar."""
     R, rb = W.shape
     nb = rb // ts
     T, K = qs.shape
@@ -626,7 +626,7 @@ def _row_32(kind, ts, r, W, qs, d, s, out):
                 acc = _fma_q8_0(acc, dd, W, wo, qs, ao)
             else:
                 acc = _fma_iq4nl(acc, dd, W, wo, qs, ao)
-        out[t, r] = _vsum(acc) + accm
+        out[t, c] = _vsum(acc) + accm
 
 
 @njit(cache=True, inline="always")
@@ -683,9 +683,9 @@ def _sb_q6_k(r, W, o, qs, ao):
     return iv
 
 
-@njit(cache=True)
-def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
-    """One weight row of a 256-value super-block format times T Q8_K activation rows."""
+@njit(cache=True, inline="always")
+def _row_256(kind, ts, r, W, qs, d, bsums, out, c):
+    """Row r of W (a 256-value super-block format) times T Q8_K activation rows into out[:, c]."""
     R, rb = W.shape
     nb = rb // ts
     T, K = qs.shape
@@ -696,18 +696,18 @@ def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
             o = b * ts
             ao = t * K + b * 256
             if kind == K_Q6_K:       # (d * dy) * isum, d at the end of the block
-                accv = _fma_ivec(accv, _sb_q6_k(r, W, o, qs, ao), _h(W, r, o + 208, tab) * d[t, b])
+                accv = _fma_ivec(accv, _sb_q6_k(r, W, o, qs, ao), _h(W, r, o + 208, F16) * d[t, b])
             elif kind == K_IQ4_XS:   # per 32-block: (dx * dy * (ls - 32)) * isum
-                d4d8 = _h(W, r, o, tab) * d[t, b]
+                d4d8 = _h(W, r, o, F16) * d[t, b]
                 sh = np.int32(W[r, o + 2]) | (np.int32(W[r, o + 3]) << 8)
                 for ib in range(8):
                     ls = ((np.int32(W[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
                     accv = _fma_iq4(accv, d4d8 * F32(ls - 32), W, r * rb + o + 8 + 16 * ib, qs, ao + 32 * ib)
             else:                    # Q4_K / Q5_K: (dy * d) * isum - (dy * dmin) * summs
                 iv, summs = _sb_q45_k(kind == K_Q5_K, r, W, o, qs, ao, bsums, t, b)
-                accv = _fma_ivec(accv, iv, d[t, b] * _h(W, r, o, tab))
-                acc -= (d[t, b] * _h(W, r, o + 2, tab)) * F32(summs)
-        out[t, r] = _vsum(accv) + acc
+                accv = _fma_ivec(accv, iv, d[t, b] * _h(W, r, o, F16))
+                acc -= (d[t, b] * _h(W, r, o + 2, F16)) * F32(summs)
+        out[t, c] = _vsum(accv) + acc
 
 
 # serial and threaded drivers (separate functions so that numba caches both). Whether threads pay off
@@ -717,28 +717,71 @@ def _row_256(kind, ts, r, W, tab, qs, d, bsums, out):
 PAR_MIN_MACS = 1 << 18     # smaller products always run on one thread
 
 
-@njit(cache=True, parallel=True)
-def _par_32(kind, ts, W, tab, qs, d, s, out):
-    for r in prange(W.shape[0]):
-        _row_32(kind, ts, r, W, qs, d, s, out)
+@njit(cache=True, inline="always")
+def _n_rows(Ws):
+    n = 0
+    for i in range(len(Ws)):
+        n += Ws[i].shape[0]
+    return n
+
+
+# Ws: a tuple of weight matrices whose rows are stacked into the columns of out (Q, K and V of a layer
+# in one pass: one thread fork/join instead of three), kinds / tss their formats. A span [c0, c1) of
+# output columns runs matrix by matrix, so each matrix and its format are fetched from the tuples once.
+@njit(cache=True)
+def _rows_32(kind, ts, W, qs, d, s, out, r0, r1, base):
+    for r in range(r0, r1):
+        _row_32(kind, ts, r, W, qs, d, s, out, base + r)
 
 
 @njit(cache=True)
-def _ser_32(kind, ts, W, tab, qs, d, s, out):
-    for r in range(W.shape[0]):
-        _row_32(kind, ts, r, W, qs, d, s, out)
-
-
-@njit(cache=True, parallel=True)
-def _par_256(kind, ts, W, tab, qs, d, bsums, out):
-    for r in prange(W.shape[0]):
-        _row_256(kind, ts, r, W, tab, qs, d, bsums, out)
+def _rows_256(kind, ts, W, qs, d, bsums, out, r0, r1, base):
+    for r in range(r0, r1):
+        _row_256(kind, ts, r, W, qs, d, bsums, out, base + r)
 
 
 @njit(cache=True)
-def _ser_256(kind, ts, W, tab, qs, d, bsums, out):
-    for r in range(W.shape[0]):
-        _row_256(kind, ts, r, W, tab, qs, d, bsums, out)
+def _span_32(kinds, tss, Ws, qs, d, s, out, c0, c1):
+    base = 0
+    for i in range(len(Ws)):
+        R = Ws[i].shape[0]
+        _rows_32(kinds[i], tss[i], Ws[i], qs, d, s, out, max(c0 - base, 0), min(c1 - base, R), base)
+        base += R
+
+
+@njit(cache=True)
+def _span_256(kinds, tss, Ws, qs, d, bsums, out, c0, c1):
+    base = 0
+    for i in range(len(Ws)):
+        R = Ws[i].shape[0]
+        _rows_256(kinds[i], tss[i], Ws[i], qs, d, bsums, out, max(c0 - base, 0), min(c1 - base, R), base)
+        base += R
+
+
+@njit(cache=True, parallel=True)
+def _par_32(kinds, tss, Ws, qs, d, s, out, nthreads):
+    n = _n_rows(Ws)
+    m = min(n, nthreads)                   # one contiguous span of rows per thread
+    for j in prange(m):
+        _span_32(kinds, tss, Ws, qs, d, s, out, j * n // m, (j + 1) * n // m)
+
+
+@njit(cache=True)
+def _ser_32(kinds, tss, Ws, qs, d, s, out, nthreads):
+    _span_32(kinds, tss, Ws, qs, d, s, out, 0, _n_rows(Ws))
+
+
+@njit(cache=True, parallel=True)
+def _par_256(kinds, tss, Ws, qs, d, bsums, out, nthreads):
+    n = _n_rows(Ws)
+    m = min(n, nthreads)
+    for j in prange(m):
+        _span_256(kinds, tss, Ws, qs, d, bsums, out, j * n // m, (j + 1) * n // m)
+
+
+@njit(cache=True)
+def _ser_256(kinds, tss, Ws, qs, d, bsums, out, nthreads):
+    _span_256(kinds, tss, Ws, qs, d, bsums, out, 0, _n_rows(Ws))
 
 # ---------------------------------------------------------------------------------------------
 # dequantize weight rows [r0, r1) into a float32 buffer (the tile path); same numbers as ggml's to_float
@@ -885,25 +928,37 @@ INT_KERNELS = _KINDS       # formats with an integer (generation-path) kernel
 DEQ_KERNELS = {"Q4_0": deq_q4_0, "Q4_1": deq_q4_1, "Q8_0": deq_q8_0, "Q4_K": deq_q4_k, "Q6_K": deq_q6_k}
 
 
-def matmul_int(W: np.ndarray, fmt: str, act, out: np.ndarray, parallel: bool | None = None) -> np.ndarray:
+def matmul_int(W, fmt, act, out: np.ndarray, parallel: bool | None = None) -> np.ndarray:
     """Integer path: ``out[t, r] = W[r] . a[t]`` with ``act`` from :func:`quantize_activations` for the
-    format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout. ``parallel``: spread rows over
-    threads or not; default: products under PAR_MIN_MACS multiply-adds run on one thread, bigger ones
-    as :data:`POLICY` (a :class:`ThreadPolicy`) finds faster."""
-    kind, ts = INT_KERNELS[fmt]
+    format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout, or a tuple of such matrices (``fmt``
+    then a tuple of their formats, all with the same vec_dot type and block family) whose rows are
+    stacked into out's columns. ``parallel``: spread rows over threads or not; default: products under
+    PAR_MIN_MACS multiply-adds run on one thread, bigger ones as :data:`POLICY` (a
+    :class:`ThreadPolicy`) finds faster."""
+    if isinstance(W, tuple):
+        ks = tuple(INT_KERNELS[f] for f in fmt)
+        kinds = tuple(k for k, _ in ks)
+        tss = tuple(t for _, t in ks)
+        if len({k < K_Q4_K for k in kinds}) != 1:
+            raise ValueError("matmul_int: stacked matrices must all be 32-value or all 256-value block formats")
+        rows = sum(w.shape[0] for w in W)
+    else:
+        kind, ts = INT_KERNELS[fmt]
+        kinds, tss, W, rows = (kind,), (ts,), (W,), W.shape[0]
     qs, d, extra = act
-    run = (_par_32, _ser_32) if kind < K_Q4_K else (_par_256, _ser_256)
+    run = (_par_32, _ser_32) if kinds[0] < K_Q4_K else (_par_256, _ser_256)
+    nt = get_num_threads()
     if parallel is not None:
-        (run[0] if parallel else run[1])(kind, ts, W, F16, qs, d, extra, out)
+        (run[0] if parallel else run[1])(kinds, tss, W, qs, d, extra, out, nt)
         return out
-    macs = W.shape[0] * qs.shape[0] * qs.shape[1]
-    if macs < PAR_MIN_MACS or get_num_threads() < 2:
-        run[1](kind, ts, W, F16, qs, d, extra, out)
+    macs = rows * qs.shape[0] * qs.shape[1]
+    if macs < PAR_MIN_MACS or nt < 2:
+        run[1](kinds, tss, W, qs, d, extra, out, nt)
         return out
-    key = POLICY.key(kind, macs)
+    key = POLICY.key(kinds[0], macs)
     par = POLICY.choose(key)
     t0 = perf_counter()
-    (run[0] if par else run[1])(kind, ts, W, F16, qs, d, extra, out)
+    (run[0] if par else run[1])(kinds, tss, W, qs, d, extra, out, nt)
     POLICY.record(key, par, macs, perf_counter() - t0)
     return out
 

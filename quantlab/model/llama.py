@@ -388,6 +388,33 @@ class Model:
             self.hook(lin.name, x)
         return lin(x, self._buf, act)
 
+    def _project(self, L: dict, keys: tuple, h: np.ndarray) -> list:
+        """``h @ W.T`` for the weights ``L[k]`` that read the same input (Q, K, V; gate, up). For a few
+        tokens the activations are quantized once, and when the formats allow (one vec_dot type, one
+        block family, weights read through the map) all rows run as one stacked integer product: one
+        kernel call, one thread fork/join. Outputs are column slices of one array then."""
+        lins = [L[k] for k in keys]
+        T = h.shape[0]
+        if T > SMALL_BATCH or self.hook is not None or not lins[0].fast:
+            return [self._mm(lin, h) for lin in lins]
+        fuse = L.get(keys)
+        if fuse is None:
+            fam = {mm.INT_KERNELS[lin.format.name][0] < mm.K_Q4_K for lin in lins if lin.fast}
+            same = all(lin.fast for lin in lins) and len({lin.vtype for lin in lins}) == 1
+            fuse = L[keys] = (same and len(fam) == 1, all(lin.vtype == lins[0].vtype for lin in lins))
+        stacked, shared = fuse
+        if stacked and not self.stream:
+            act = mm.quantize_activations(h, lins[0].vtype)
+            out = np.empty((T, sum(lin.rows for lin in lins)), dtype=np.float32)
+            mm.matmul_int(tuple(lin.data for lin in lins), tuple(lin.format.name for lin in lins), act, out)
+            res, c = [], 0
+            for lin in lins:
+                res.append(out[:, c:c + lin.rows])
+                c += lin.rows
+            return res
+        act = mm.quantize_activations(h, lins[0].vtype) if shared else None
+        return [self._mm(lin, h, act) for lin in lins]
+
     @property
     def stream(self) -> bool:
         """Read weights with pread (True) instead of through the memory map (False, the default).
@@ -452,12 +479,8 @@ class Model:
                 lk.rms_norm(x, L["attn_norm"], cfg.eps, h)
             else:
                 h = rms_norm(x, L["attn_norm"], cfg.eps)
-            act = None
-            if small and self.hook is None and L["wq"].fast and L["wk"].vtype == L["wq"].vtype == L["wv"].vtype:
-                act = mm.quantize_activations(h, L["wq"].vtype)   # shared by Q, K and V
-            q = self._mm(L["wq"], h, act).reshape(T, H, D)
-            k = self._mm(L["wk"], h, act).reshape(T, Hkv, D)
-            v = self._mm(L["wv"], h, act).reshape(T, Hkv, D)
+            q, k, v = self._project(L, ("wq", "wk", "wv"), h)
+            q, k, v = q.reshape(T, H, D), k.reshape(T, Hkv, D), v.reshape(T, Hkv, D)
             if small:
                 lk.rope(q, pos, cfg.n_rot, theta_scale, np.float32(cfg.rope_scale))
                 lk.rope(k, pos, cfg.n_rot, theta_scale, np.float32(cfg.rope_scale))
@@ -482,11 +505,7 @@ class Model:
                 lk.rms_norm(x, L["ffn_norm"], cfg.eps, h)
             else:
                 h = rms_norm(x, L["ffn_norm"], cfg.eps)
-            act = None
-            if n <= SMALL_BATCH and self.hook is None and L["wg"].fast and L["wg"].vtype == L["wu"].vtype:
-                act = mm.quantize_activations(h, L["wg"].vtype)
-            g = self._mm(L["wg"], h, act)
-            u = self._mm(L["wu"], h, act)
+            g, u = self._project(L, ("wg", "wu"), h)
             if n <= SMALL_BATCH:
                 lk.swiglu(g, u, g)
                 x = x + self._mm(L["wd"], g)
