@@ -4,7 +4,9 @@ SwiGLU. Numerics follow ggml's CPU ops (float32, sums of squares in double)."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 F32 = np.float32
 
@@ -45,28 +47,73 @@ def rope(x, pos, n_rot, theta_scale, freq_scale):
                 x[t, h, 2 * i + 1] = x0 * s[i] + x1 * c[i]
 
 
+@intrinsic
+def _half(typingctx, bits):
+    """fp16 bits (uint16) -> float32, exact (fpext; vcvtph2ps on x86 with F16C)."""
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+@njit(cache=True)
+def _widen_cache(c, n, out):
+    """out[kh, j, :] = float32 of the fp16 cache row c[j, kh, :] for j < n (a loop LLVM vectorizes)."""
+    Hkv, D = c.shape[1], c.shape[2]
+    for j in range(n):
+        for kh in range(Hkv):
+            for d in range(D):
+                out[kh, j, d] = _half(c[j, kh, d])
+
+
 @njit(cache=True)
 def attention(q, kc, vc, tab, pos0, scale, out):
     """Causal attention of T new queries q [T, H, D] (token t at position pos0 + t) over the fp16
-    cache kc/vc [n, Hkv, D] (uint16 bits, decoded through ``tab``); GQA: head h reads kv head h // g."""
+    cache kc/vc [n, Hkv, D] (uint16 bits; ``tab``, an fp16 table, is not used any more: the rows are
+    widened to float32 first, the table's lines would be evicted by the streamed weights between
+    calls); GQA: head h reads kv head h // g. Each score is sum_d q[d] k[d] in d order; four keys are
+    scored side by side (independent sums, same results)."""
     T, H, D = q.shape
     Hkv = kc.shape[1]
     g = H // Hkv
+    N = pos0 + T
+    kf = np.empty((Hkv, N, D), dtype=np.float32)
+    vf = np.empty((Hkv, N, D), dtype=np.float32)
+    _widen_cache(kc, N, kf)
+    _widen_cache(vc, N, vf)
+    sc = np.empty(N, dtype=np.float32)
+    o = np.empty(D, dtype=np.float32)
     for th in range(T * H):
         t = th // H
         h = th % H
         kh = h // g
         n = pos0 + t + 1
-        sc = np.empty(n, dtype=np.float32)
-        mx = F32(-np.inf)
-        for j in range(n):
+        j = 0
+        while j + 4 <= n:
+            a0 = F32(0)
+            a1 = F32(0)
+            a2 = F32(0)
+            a3 = F32(0)
+            for d in range(D):
+                qd = q[t, h, d]
+                a0 += qd * kf[kh, j, d]
+                a1 += qd * kf[kh, j + 1, d]
+                a2 += qd * kf[kh, j + 2, d]
+                a3 += qd * kf[kh, j + 3, d]
+            sc[j] = a0 * scale
+            sc[j + 1] = a1 * scale
+            sc[j + 2] = a2 * scale
+            sc[j + 3] = a3 * scale
+            j += 4
+        while j < n:
             acc = F32(0)
             for d in range(D):
-                acc += q[t, h, d] * tab[kc[j, kh, d]]
-            acc *= scale
-            sc[j] = acc
-            if acc > mx:
-                mx = acc
+                acc += q[t, h, d] * kf[kh, j, d]
+            sc[j] = acc * scale
+            j += 1
+        mx = F32(-np.inf)
+        for j in range(n):
+            if sc[j] > mx:
+                mx = sc[j]
         tot = 0.0
         for j in range(n):
             e = np.exp(sc[j] - mx)
@@ -74,11 +121,13 @@ def attention(q, kc, vc, tab, pos0, scale, out):
             tot += e
         inv = F32(1.0 / tot)
         for d in range(D):
-            out[t, h, d] = F32(0)
+            o[d] = F32(0)
         for j in range(n):
             p = sc[j] * inv
             for d in range(D):
-                out[t, h, d] += p * tab[vc[j, kh, d]]
+                o[d] += p * vf[kh, j, d]
+        for d in range(D):
+            out[t, h, d] = o[d]
 
 
 @njit(cache=True)
