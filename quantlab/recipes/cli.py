@@ -1,6 +1,7 @@
 """``quantlab quantize``: llama-quantize's command line on quantlab's kernels (same option names)."""
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import QuantlabError
@@ -52,4 +53,23 @@ def run(args) -> int:
     r = quantize_model(args.inp, args.out, ft, imatrix=args.imatrix, options=opts, threads=args.nthreads,
                        progress=not args.no_progress and sys.stderr.isatty(), verbose=True,
                        log=lambda s: print(s, flush=True))
+    whole = process_seconds()
+    if whole is not None:
+        cpu = os.times()
+        print(f"process     = {whole:.2f} s since this process started, {cpu.user + cpu.system:.2f} s CPU "
+              f"(Python, imports and numba's start-up included; llama-quantize's \"total time\" is its whole "
+              f"run)", flush=True)
     return 0 if r else 1
+
+
+def process_seconds() -> float | None:
+    """Wall time since this process started (Linux: from /proc, 10 ms resolution), else None."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            stat = fh.read()
+        with open("/proc/uptime", "rb") as fh:
+            up = float(fh.read().split()[0])
+        start_ticks = int(stat[stat.rindex(b")") + 2:].split()[19])   # field 22, starttime
+        return max(0.0, up - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None

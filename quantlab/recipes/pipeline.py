@@ -39,7 +39,6 @@ QUANTIZATION_VERSION = 2          # GGML_QNT_VERSION
 ALIGNMENT = 32                    # GGUF_DEFAULT_ALIGNMENT, what llama-quantize pads with
 SLAB_BYTES = 64 * 1024 * 1024     # float32 rows dequantized at once (bounds memory for huge tensors)
 _WRITE_BEHIND = True              # write tensor i on a background thread while tensor i+1 is quantized
-_FSYNC = True                     # wait for the disk before moving the output into place
 
 
 class RecipeError(QuantlabError, ValueError):
@@ -70,13 +69,18 @@ class QuantizeResult:
                 f"time        = {self.seconds:.2f} s")
 
     def sha256(self) -> str:
-        import hashlib
+        return file_sha256(self.path)
 
-        h = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+
+def file_sha256(path) -> str:
+    """The sha256 of a file, as ``sha256sum`` prints it (what the byte-identity checks compare)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _trim_ne(ne) -> tuple:
@@ -254,14 +258,16 @@ class _WriteBehind:
 
 def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = None, threads: int | None = None,
                    progress: bool = True, verbose: bool = True, impl: str = "fast", log=None,
-                   **kw) -> QuantizeResult:
+                   fsync: bool = False, **kw) -> QuantizeResult:
     """Quantize the GGUF model ``inp`` into ``out`` with llama.cpp's file type ``ftype``.
 
     Keyword options are llama-quantize's: ``allow_requantize``, ``pure``, ``output_tensor_type``,
     ``token_embedding_type``, ``leave_output_tensor``, ``tensor_types`` (``["attn_v=q8_0", ...]``); or
     pass ``options=Options(...)``. ``imatrix``: a file (GGUF or legacy .dat) or a mapping name -> values.
     ``threads``: numba threads (default: all cores; never changes a byte). Prints the plan, a progress bar
-    and a summary unless ``verbose=False`` / ``progress=False``.
+    and a summary unless ``verbose=False`` / ``progress=False``. ``fsync=True`` waits until the file is
+    on the disk before moving it into place; by default, like llama-quantize, the operating system
+    writes it out in its own time (either way the output appears under its name only when complete).
     """
     t0 = time.perf_counter()
     ft = file_type(ftype)
@@ -292,7 +298,7 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
 
         from ..gguf import GGUFWriter
 
-        w = GGUFWriter(out_s, md, alignment=None, fsync=_FSYNC)
+        w = GGUFWriter(out_s, md, alignment=None, fsync=fsync)
         for t in plan:
             w.add_tensor(t.name, ne=_trim_ne(t.ne), format=t.fmt)
         bar = None
