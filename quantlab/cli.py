@@ -18,12 +18,14 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``only`` of that one command (importing only its module:
+    ``quantlab quantize`` does not pay for importing the model code)."""
     p = argparse.ArgumentParser(prog="quantlab", description=__doc__.split("\n")[0].strip("`"))
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     seen = set()
     for name, modname in COMMANDS.items():
-        if modname in seen:
+        if modname in seen or (only is not None and name != only):
             continue
         try:
             mod = importlib.import_module(modname)
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from .errors import QuantlabError
 
-    p = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    p = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args = p.parse_args(argv)
     if not getattr(args, "func", None):
         p.print_help()
