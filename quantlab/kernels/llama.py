@@ -25,26 +25,51 @@ def rms_norm(x, w, eps, out):
             out[t, j] = (x[t, j] * scale) * w[j]
 
 
+@njit(cache=True, inline="always")
+def _rope_rows(x, t, c, s, half):
+    for h in range(x.shape[1]):
+        for i in range(half):
+            x0 = x[t, h, 2 * i]
+            x1 = x[t, h, 2 * i + 1]
+            x[t, h, 2 * i] = x0 * c[i] - x1 * s[i]
+            x[t, h, 2 * i + 1] = x0 * s[i] + x1 * c[i]
+
+
+@njit(cache=True, inline="always")
+def _rope_table(p, n_rot, theta_scale, freq_scale, c, s):
+    theta = F32(p) * freq_scale
+    for i in range(n_rot // 2):
+        c[i] = np.cos(theta)
+        s[i] = np.sin(theta)
+        theta = theta * theta_scale
+
+
+@intrinsic
+def _to_half_bits(typingctx, x):
+    """float32 -> fp16 bits (uint16), round to nearest even, overflow to inf (fptrunc; what numpy's
+    astype(float16) does)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+    return types.uint16(types.float32), codegen
+
+
 @njit(cache=True)
-def rope(x, pos, n_rot, theta_scale, freq_scale):
-    """In place "normal" RoPE on x [T, H, D]: pairs (2i, 2i+1), theta = pos * theta_scale^i built by
-    repeated float32 multiplication (ggml's rope cache)."""
-    T, H, D = x.shape
+def rope_store(q, k, v, pos, n_rot, theta_scale, freq_scale, kc, vc, p0):
+    """One step of a layer for a few tokens: "normal" RoPE on q [T, H, D] and k [T, Hkv, D] in place
+    (pairs (2i, 2i+1), theta = pos * theta_scale^i built by repeated float32 multiplication, ggml's
+    rope cache; cos/sin computed once for q and k), then k and v stored into the fp16 caches
+    kc/vc [n, Hkv, D] (uint16 bits) at positions p0..p0+T-1."""
     half = n_rot // 2
     c = np.empty(half, dtype=np.float32)
     s = np.empty(half, dtype=np.float32)
-    for t in range(T):
-        theta = F32(pos[t]) * freq_scale
-        for i in range(half):
-            c[i] = np.cos(theta)
-            s[i] = np.sin(theta)
-            theta = theta * theta_scale
-        for h in range(H):
-            for i in range(half):
-                x0 = x[t, h, 2 * i]
-                x1 = x[t, h, 2 * i + 1]
-                x[t, h, 2 * i] = x0 * c[i] - x1 * s[i]
-                x[t, h, 2 * i + 1] = x0 * s[i] + x1 * c[i]
+    for t in range(q.shape[0]):
+        _rope_table(pos[t], n_rot, theta_scale, freq_scale, c, s)
+        _rope_rows(q, t, c, s, half)
+        _rope_rows(k, t, c, s, half)
+        for h in range(k.shape[1]):
+            for d in range(k.shape[2]):
+                kc[p0 + t, h, d] = _to_half_bits(k[t, h, d])
+                vc[p0 + t, h, d] = _to_half_bits(v[t, h, d])
 
 
 @intrinsic

@@ -473,6 +473,7 @@ class Model:
         small = T <= SMALL_BATCH
         theta_scale = np.float32(cfg.rope_base ** (-2.0 / cfg.n_rot))
         kq_scale = np.float32(1.0 / math.sqrt(D))
+        rope_scale = np.float32(cfg.rope_scale)
         for li, L in enumerate(self.layers):
             if small:
                 h = np.empty_like(x)
@@ -482,13 +483,12 @@ class Model:
             q, k, v = self._project(L, ("wq", "wk", "wv"), h)
             q, k, v = q.reshape(T, H, D), k.reshape(T, Hkv, D), v.reshape(T, Hkv, D)
             if small:
-                lk.rope(q, pos, cfg.n_rot, theta_scale, np.float32(cfg.rope_scale))
-                lk.rope(k, pos, cfg.n_rot, theta_scale, np.float32(cfg.rope_scale))
+                lk.rope_store(q, k, v, pos, cfg.n_rot, theta_scale, rope_scale, cache.k[li], cache.v[li], p0)
             else:
                 apply_rope(q, cos, sin, cfg.n_rot)
                 apply_rope(k, cos, sin, cfg.n_rot)
-            cache.k[li][p0:p0 + T] = k.astype(np.float16).view(np.uint16)
-            cache.v[li][p0:p0 + T] = v.astype(np.float16).view(np.uint16)
+                cache.k[li][p0:p0 + T] = k.astype(np.float16).view(np.uint16)
+                cache.v[li][p0:p0 + T] = v.astype(np.float16).view(np.uint16)
             if small:
                 a = np.empty((T, H, D), dtype=np.float32)
                 lk.attention(q, cache.k[li], cache.v[li], mm.F16, p0, kq_scale, a)
