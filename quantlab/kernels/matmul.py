@@ -23,6 +23,7 @@ outputs agree to a few ulps per product, which is what perplexity comparisons ne
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from time import perf_counter
 
 import numpy as np
@@ -928,6 +929,14 @@ INT_KERNELS = _KINDS       # formats with an integer (generation-path) kernel
 DEQ_KERNELS = {"Q4_0": deq_q4_0, "Q4_1": deq_q4_1, "Q8_0": deq_q8_0, "Q4_K": deq_q4_k, "Q6_K": deq_q6_k}
 
 
+@lru_cache(maxsize=None)
+def _stack_kinds(fmts: tuple):
+    ks = [INT_KERNELS[f] for f in fmts]
+    if len({k < K_Q4_K for k, _ in ks}) != 1:
+        raise ValueError("matmul_int: stacked matrices must all be 32-value or all 256-value block formats")
+    return tuple(k for k, _ in ks), tuple(t for _, t in ks)
+
+
 def matmul_int(W, fmt, act, out: np.ndarray, parallel: bool | None = None) -> np.ndarray:
     """Integer path: ``out[t, r] = W[r] . a[t]`` with ``act`` from :func:`quantize_activations` for the
     format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout, or a tuple of such matrices (``fmt``
@@ -936,12 +945,10 @@ def matmul_int(W, fmt, act, out: np.ndarray, parallel: bool | None = None) -> np
     PAR_MIN_MACS multiply-adds run on one thread, bigger ones as :data:`POLICY` (a
     :class:`ThreadPolicy`) finds faster."""
     if isinstance(W, tuple):
-        ks = tuple(INT_KERNELS[f] for f in fmt)
-        kinds = tuple(k for k, _ in ks)
-        tss = tuple(t for _, t in ks)
-        if len({k < K_Q4_K for k in kinds}) != 1:
-            raise ValueError("matmul_int: stacked matrices must all be 32-value or all 256-value block formats")
-        rows = sum(w.shape[0] for w in W)
+        kinds, tss = _stack_kinds(fmt)
+        rows = 0
+        for w in W:
+            rows += w.shape[0]
     else:
         kind, ts = INT_KERNELS[fmt]
         kinds, tss, W, rows = (kind,), (ts,), (W,), W.shape[0]

@@ -393,27 +393,28 @@ class Model:
         tokens the activations are quantized once, and when the formats allow (one vec_dot type, one
         block family, weights read through the map) all rows run as one stacked integer product: one
         kernel call, one thread fork/join. Outputs are column slices of one array then."""
-        lins = [L[k] for k in keys]
         T = h.shape[0]
-        if T > SMALL_BATCH or self.hook is not None or not lins[0].fast:
-            return [self._mm(lin, h) for lin in lins]
-        fuse = L.get(keys)
-        if fuse is None:
-            fam = {mm.INT_KERNELS[lin.format.name][0] < mm.K_Q4_K for lin in lins if lin.fast}
-            same = all(lin.fast for lin in lins) and len({lin.vtype for lin in lins}) == 1
-            fuse = L[keys] = (same and len(fam) == 1, all(lin.vtype == lins[0].vtype for lin in lins))
-        stacked, shared = fuse
-        if stacked and not self.stream:
-            act = mm.quantize_activations(h, lins[0].vtype)
-            out = np.empty((T, sum(lin.rows for lin in lins)), dtype=np.float32)
-            mm.matmul_int(tuple(lin.data for lin in lins), tuple(lin.format.name for lin in lins), act, out)
-            res, c = [], 0
+        if T > SMALL_BATCH or self.hook is not None:
+            return [self._mm(L[k], h) for k in keys]
+        plan = L.get(keys)
+        if plan is None:          # worked out once per layer: (stacked?, shared vtype or None, Ws, fmts, rows, cuts)
+            lins = [L[k] for k in keys]
+            fast = all(lin.fast for lin in lins)
+            vt = lins[0].vtype if fast and len({lin.vtype for lin in lins}) == 1 else None
+            fam = {mm.INT_KERNELS[lin.format.name][0] < mm.K_Q4_K for lin in lins} if fast else set()
+            cuts, c = [], 0
             for lin in lins:
-                res.append(out[:, c:c + lin.rows])
+                cuts.append((c, c + lin.rows))
                 c += lin.rows
-            return res
-        act = mm.quantize_activations(h, lins[0].vtype) if shared else None
-        return [self._mm(lin, h, act) for lin in lins]
+            plan = L[keys] = (vt is not None and len(fam) == 1, vt, tuple(lin.data for lin in lins),
+                              tuple(lin.format.name for lin in lins), c, cuts)
+        stacked, vt, Ws, fmts, rows, cuts = plan
+        if stacked and not self.stream:
+            out = np.empty((T, rows), dtype=np.float32)
+            mm.matmul_int(Ws, fmts, mm.quantize_activations(h, vt), out)
+            return [out[:, a:b] for a, b in cuts]
+        act = mm.quantize_activations(h, vt) if vt is not None else None
+        return [self._mm(L[k], h, act) for k in keys]
 
     @property
     def stream(self) -> bool:
