@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import pytest
 
@@ -350,6 +351,10 @@ def test_cli_quantize(tmp_path, capsys):
     assert main(["quantize", "--tensor-type", "attn_q=q8_0", "--no-progress", str(src), str(out), "Q4_K_S", "1"]) == 0
     text = capsys.readouterr().out
     assert "blk.0.attn_q.weight" in text and "--tensor-type attn_q=Q8_0" in text and "quant size" in text
+    # the time of the quantization, then of the whole process so far (which includes it)
+    took = float(re.search(r"(?m)^time +=\s*([0-9.]+) s", text).group(1))
+    whole = float(re.search(r"(?m)^process +=\s*([0-9.]+) s since", text).group(1))
+    assert whole >= took - 0.03                 # both at 10 ms resolution
     with gguf.open(out) as f:
         assert f.tensors["blk.0.attn_q.weight"].format.name == "Q8_0"
     assert main(["quantize", str(src), str(tmp_path / "x.gguf"), "Q9_K"]) == 1

@@ -10,13 +10,23 @@ What happens, in order (the same order llama-quantize follows, so the output fil
    missing imatrix, imatrix of another model, requantization not allowed) is checked *before* the output
    file is created;
 2. the metadata: the input's pairs in their order, then ``general.quantization_version`` = 2 and
-   ``general.file_type`` moved to the end, split keys dropped, then the ``quantize.imatrix.*`` keys;
+   ``general.file_type`` moved to the end, split keys dropped, then the ``quantize.imatrix.*`` keys. The
+   copied pairs are copied as their bytes (``Metadata.encoded``): the tokenizer's 49,152 tokens and
+   48,900 merges are never decoded to Python strings and encoded back;
 3. the header and tensor table (every size is known from the plan, so it is written first), then tensor
    by tensor: bytes copied when the type does not change, otherwise dequantized to float32 in slabs of
-   rows and quantized with quantlab's kernels (all cores), each tensor padded to 32 bytes.
+   rows and quantized with quantlab's kernels (all cores), each tensor padded to 32 bytes. A
+   write-behind thread writes tensor i (one ``writev`` from the array's memory) while tensor i+1 is
+   quantized.
 
 The output appears under its name only when complete (``quantlab.gguf.GGUFWriter`` writes a temporary
-file and renames it); the input is only ever read.
+file and renames it); the input is only ever read. Like llama-quantize, it does not wait for the disk
+(``fsync=True`` does).
+
+``QuantizeResult.seconds`` is the time of this call: opening, planning, quantizing, writing, the rename.
+In a fresh process, Python's start-up, the imports and numba's start-up (about 0.5 s of CPU, a good part
+of it importing scipy.linalg, which numba looks for BLAS in) come on top; ``quantlab quantize`` prints
+both.
 """
 from __future__ import annotations
 
