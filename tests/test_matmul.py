@@ -152,3 +152,35 @@ def test_block_dot_instruction_paths_agree(signed):
             out = np.zeros(8, np.int32)
             run(w, a.astype(np.int8), out)
             assert np.array_equal(out, ref), (isa, trial)
+
+
+@pytest.mark.parametrize("fmts", [("Q5_0", "Q5_0", "Q8_0"), ("Q4_1", "Q4_1"), ("Q6_K", "Q4_K")])
+def test_stacked_matrices_equal_separate_products(fmts):
+    """matmul_int on a tuple of matrices (Q, K, V of a layer in one pass) writes each matrix's rows
+    into consecutive columns, with the same bytes as one call per matrix, on one thread or several."""
+    K = 512
+    rows = (40, 13, 13)[:len(fmts)]
+    Ws = tuple(quantlab.quantize(_weights(r, K, 20 + i), f) for i, (r, f) in enumerate(zip(rows, fmts)))
+    x = np.random.default_rng(21).standard_normal((2, K)).astype(np.float32)
+    act = mm.quantize_activations(x, mm.VEC_DOT_TYPE[fmts[0]])
+    sep = np.concatenate([mm.matmul_int(w, f, act, np.empty((2, w.shape[0]), np.float32), parallel=False)
+                          for w, f in zip(Ws, fmts)], axis=1)
+    for par in (False, True):
+        out = np.full((2, sum(rows)), np.nan, np.float32)
+        mm.matmul_int(Ws, fmts, act, out, parallel=par)
+        assert np.array_equal(out.view(np.uint32), sep.view(np.uint32))
+    ro = Ws[0].view()
+    ro.flags.writeable = False            # a read-only (memory-mapped) matrix next to writable ones
+    out = np.empty((2, sum(rows)), np.float32)
+    mm.matmul_int((ro,) + Ws[1:], fmts, act, out)
+    assert np.array_equal(out.view(np.uint32), sep.view(np.uint32))
+
+
+def test_stacked_matrices_bad_input():
+    q32 = quantlab.quantize(_weights(4, 256, 1), "Q4_0")
+    qk = quantlab.quantize(_weights(4, 256, 1), "Q4_K")
+    act = mm.quantize_activations(np.ones((1, 256), np.float32), "Q8_0")
+    with pytest.raises(quantlab.errors.FormatError, match="32-value or all 256-value"):
+        mm.matmul_int((q32, qk), ("Q4_0", "Q4_K"), act, np.empty((1, 8), np.float32))
+    with pytest.raises(quantlab.errors.ShapeError, match="1 to 3"):
+        mm.matmul_int((q32,) * 4, ("Q4_0",) * 4, act, np.empty((1, 16), np.float32))

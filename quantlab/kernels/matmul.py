@@ -32,6 +32,7 @@ from numba import get_num_threads, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+from ..errors import FormatError, ShapeError
 from ..formats._iqgrid import kvalues_iq4nl
 from ._fp import F16_TABLE, f16_to_f32, f32_to_f16
 
@@ -929,29 +930,45 @@ INT_KERNELS = _KINDS       # formats with an integer (generation-path) kernel
 DEQ_KERNELS = {"Q4_0": deq_q4_0, "Q4_1": deq_q4_1, "Q8_0": deq_q8_0, "Q4_K": deq_q4_k, "Q6_K": deq_q6_k}
 
 
+MAX_STACK = 3              # matrices per stacked product (Q, K, V); fewer are padded with empty ones
+
+
 @lru_cache(maxsize=None)
 def _stack_kinds(fmts: tuple):
+    """(kinds, block sizes), padded to MAX_STACK entries: the drivers always see tuples of one length,
+    so each compiles once (every extra tuple length would be another cold compile of the whole kernel)."""
+    if not 1 <= len(fmts) <= MAX_STACK:
+        raise ShapeError(f"matmul_int stacks 1 to {MAX_STACK} matrices, got {len(fmts)}")
     ks = [INT_KERNELS[f] for f in fmts]
     if len({k < K_Q4_K for k, _ in ks}) != 1:
-        raise ValueError("matmul_int: stacked matrices must all be 32-value or all 256-value block formats")
+        raise FormatError("matmul_int: stacked matrices must all be 32-value or all 256-value block formats "
+                          f"(got {', '.join(fmts)})")
+    ks += [ks[0]] * (MAX_STACK - len(ks))
     return tuple(k for k, _ in ks), tuple(t for _, t in ks)
+
+
+def _readonly(w):
+    v = w.view()
+    v.flags.writeable = False
+    return v
 
 
 def matmul_int(W, fmt, act, out: np.ndarray, parallel: bool | None = None) -> np.ndarray:
     """Integer path: ``out[t, r] = W[r] . a[t]`` with ``act`` from :func:`quantize_activations` for the
-    format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout, or a tuple of such matrices (``fmt``
-    then a tuple of their formats, all with the same vec_dot type and block family) whose rows are
-    stacked into out's columns. ``parallel``: spread rows over threads or not; default: products under
-    PAR_MIN_MACS multiply-adds run on one thread, bigger ones as :data:`POLICY` (a
+    format's vec_dot type. W: uint8 [R, row_bytes] in ggml layout, or a tuple of up to MAX_STACK such
+    matrices (``fmt`` then a tuple of their formats, all with the same vec_dot type and block family)
+    whose rows are stacked into out's columns. ``parallel``: spread rows over threads or not; default:
+    products under PAR_MIN_MACS multiply-adds run on one thread, bigger ones as :data:`POLICY` (a
     :class:`ThreadPolicy`) finds faster."""
-    if isinstance(W, tuple):
-        kinds, tss = _stack_kinds(fmt)
-        rows = 0
-        for w in W:
-            rows += w.shape[0]
-    else:
-        kind, ts = INT_KERNELS[fmt]
-        kinds, tss, W, rows = (kind,), (ts,), (W,), W.shape[0]
+    if not isinstance(W, tuple):
+        W, fmt = (W,), (fmt,)
+    kinds, tss = _stack_kinds(fmt)
+    rows = 0
+    for w in W:
+        rows += w.shape[0]
+    if len({w.flags.writeable for w in W}) > 1:      # one array type in the tuple: all read-only views
+        W = tuple(_readonly(w) for w in W)
+    W = W + (W[0][:0],) * (MAX_STACK - len(W))
     qs, d, extra = act
     run = (_par_32, _ser_32) if kinds[0] < K_Q4_K else (_par_256, _ser_256)
     nt = get_num_threads()
