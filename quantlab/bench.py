@@ -30,11 +30,13 @@ from .formats import all_formats, get
 __all__ = ["formats", "gguf_open", "model", "matvec", "memory_bandwidth", "plot", "Table", "run", "register"]
 
 
-def _best_time(fn, min_time=0.15, max_repeats=400, min_repeats=2):
-    """Best of as many calls as fit in ``min_time`` (at least ``min_repeats``, at most ``max_repeats``).
+def _best_time(fn, min_time=0.15, max_repeats=400, min_repeats=2, warmup=True):
+    """Best of as many calls as fit in ``min_time`` (at least ``min_repeats``, at most ``max_repeats``),
+    after one untimed call when ``warmup`` (JIT, caches).
     Fast calls (a dequantize takes ~0.1 ms) need hundreds of repeats for a stable best: with 20, two
     quiet runs of the same kernel differed by 25%."""
-    fn()  # warm-up (JIT, caches)
+    if warmup:
+        fn()
     times = []
     t_end = time.perf_counter() + min_time
     while len(times) < min_repeats or (time.perf_counter() < t_end and len(times) < max_repeats):
@@ -133,13 +135,41 @@ def _gguf_ops(fmt):
             (lambda q: gq.dequantize(q, qt)) if d_ok else None)
 
 
+def _sample_rows(a: np.ndarray, k: int) -> np.ndarray:
+    """``k`` rows spread evenly over ``a`` (contiguous), or ``a`` itself when ``k`` covers it."""
+    n = a.shape[0]
+    if k >= n:
+        return a
+    return np.ascontiguousarray(a[np.linspace(0, n - 1, k).round().astype(np.intp)])
+
+
+def _rows_for(fn, a: np.ndarray, call_time: float, least: int = 1, probe: int = 4) -> tuple[int, float]:
+    """How many rows of ``a`` make one call ``fn(rows)`` take about ``call_time`` seconds (between
+    ``least`` and all of them): one untimed call on ``probe`` rows (numba loads or compiles the kernel
+    there), then the best of two timed. Fast operations get every row; a slow search (IQ2 quantize:
+    milliseconds a row) gets a few, so that the best of several calls still fits in ``min_time``.
+    Returns the rows and the probe's best seconds per row."""
+    n = a.shape[0]
+    k0 = min(probe, n)
+    fn(a[:k0])
+    per_row = _best_time(lambda: fn(a[:k0]), min_time=0.0, warmup=False) / k0   # best of 2
+    return int(min(n, max(least, call_time / max(per_row, 1e-9)))), per_row
+
+
 def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: bool = True,
             reference: bool = True, peers: bool = True, ref_rows: int = 4, threads: int | None = None,
-            min_time: float = 0.15, progress=None) -> Table:
+            min_time: float = 0.05, call_time: float = 0.0125, progress=None) -> Table:
     """Quantize/dequantize throughput of each format for every implementation, ratios vs ggml.
 
-    ``size``: weights per measurement (rows of ``n_per_row``); ``ref_rows``: rows for the slow numpy
-    reference; ``imatrix``: also time the importance-matrix path where the format has one.
+    ``size``: weights per measurement (rows of ``n_per_row``), at most: a quantize slower than
+    ``call_time`` seconds a call on all of them is timed on fewer rows (at least 4, and 2 per thread),
+    spread over the matrix, the same rows for every peer of that format and operation (``rows`` in each
+    table row says how many; a figure in MB/s hardly depends on it: these operations are compute-bound).
+    Each peer's figure is the best of as many calls as fit in ``min_time`` (at least 2, at most 400).
+    Dequantize always runs on ``size`` weights: the quantized rows repeated to that size (its speed does
+    not depend on the values). ``ref_rows``: at most this many rows for the slow numpy reference (one
+    row, best of two calls, where a row takes longer than ``call_time``; ``reference rows`` in each
+    table row); ``imatrix``: also time the importance-matrix path where the format has one.
     Default set: every quantized type plus F16 and BF16 (their rounding is real work and ggml and gguf
     both have it); F32, F64 and the integer types are plain numpy casts and are left out (name them
     to time them anyway).
@@ -150,61 +180,77 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     fmts = [get(n) for n in names] if names else \
         [f for f in all_formats() if f.is_quantized or f.name in ("F16", "BF16")]
     x = _weights(size, n_per_row)
-    mb = x.nbytes / 1e6
-    xr = x[:ref_rows]
-    mbr = xr.nbytes / 1e6
+    n_rows = x.shape[0]
     rng = np.random.default_rng(1)
     im_full = (rng.random(n_per_row) + 0.05).astype(np.float32)
     nthreads = threads or (os.cpu_count() or 1)
+    least = min(n_rows, max(4, 2 * nthreads))      # every thread gets rows to work on
     rows = []
     for f in fmts:
-        if not f.has_impl("fast", "quantize") and not (g and g.type_size(f.id)):
+        fast_q, fast_d = f.has_impl("fast", "quantize"), f.has_impl("fast", "dequantize")
+        if not fast_q and not (g and g.type_size(f.id)):
             continue
         gq, gd = _gguf_ops(f) if peers else (None, None)
         ops = [("quantize", None)]
         if imatrix and f.uses_imatrix:
             ops.append(("quantize+imatrix", im_full))
-        if not f.requires_imatrix:
-            pass
-        else:
+        if f.requires_imatrix:
             ops = [op for op in ops if op[1] is not None]
         ops.append(("dequantize", None))
-        q_data = None
+        k_quant = n_rows                     # rows the first quantize was timed on
         for op, im in ops:
             if progress:
                 progress(f"{f.name} {op}")
             row = {"format": f.name, "op": op}
             if op == "dequantize":
-                if q_data is None:
-                    q_data = api.quantize(x, f, imatrix=im_full if f.requires_imatrix else None) \
-                        if f.has_impl("fast", "quantize") else (g.quantize(x, f.id, im_full if f.requires_imatrix else None) if g else None)
-                if q_data is None:
+                im_d = im_full if f.requires_imatrix else None
+                xq = _sample_rows(x, k_quant)
+                q = api.quantize(xq, f, imatrix=im_d) if fast_q else (g.quantize(xq, f.id, im_d) if g else None)
+                if q is None:
                     continue
-                qd = q_data
+                a = q if q.shape[0] == n_rows else np.resize(q, (n_rows, q.shape[1]))
                 run = {
-                    "reference": (lambda: api.dequantize(qd[:ref_rows], f, impl="reference"))
+                    "reference": (lambda d: api.dequantize(d, f, impl="reference"))
                     if reference and f.has_impl("reference", "dequantize") else None,
-                    "numba-1t": (lambda: api.dequantize(qd, f, threads=1)) if f.has_impl("fast", "dequantize") else None,
-                    f"numba-{nthreads}t": (lambda: api.dequantize(qd, f, threads=nthreads)) if f.has_impl("fast", "dequantize") else None,
-                    "gguf": (lambda: gd(qd)) if gd else None,
-                    "ggml-1t": (lambda: g.dequantize(qd, f.id, n_per_row)) if g and g.has_to_float(f.id) else None,
+                    "numba-1t": (lambda d: api.dequantize(d, f, threads=1)) if fast_d else None,
+                    f"numba-{nthreads}t": (lambda d: api.dequantize(d, f, threads=nthreads)) if fast_d else None,
+                    "gguf": gd,
+                    "ggml-1t": (lambda d: g.dequantize(d, f.id, n_per_row)) if g and g.has_to_float(f.id) else None,
                 }
             else:
+                a = x
                 run = {
-                    "reference": (lambda: api.quantize(xr, f, imatrix=im, impl="reference"))
+                    "reference": (lambda d: api.quantize(d, f, imatrix=im, impl="reference"))
                     if reference and f.has_impl("reference", "quantize") else None,
-                    "numba-1t": (lambda: api.quantize(x, f, imatrix=im, threads=1)) if f.has_impl("fast", "quantize") else None,
-                    f"numba-{nthreads}t": (lambda: api.quantize(x, f, imatrix=im, threads=nthreads)) if f.has_impl("fast", "quantize") else None,
-                    "gguf": (lambda: gq(x)) if (gq and im is None) else None,
+                    "numba-1t": (lambda d: api.quantize(d, f, imatrix=im, threads=1)) if fast_q else None,
+                    f"numba-{nthreads}t": (lambda d: api.quantize(d, f, imatrix=im, threads=nthreads)) if fast_q else None,
+                    "gguf": gq if im is None else None,
                     # ggml_quantize_chunk has no case for the activation types Q8_1/Q8_K (it aborts)
-                    "ggml-1t": (lambda: g.quantize(x, f.id, im)) if g and not f.activation_only else None,
+                    "ggml-1t": (lambda d: g.quantize(d, f.id, im)) if g and not f.activation_only else None,
                 }
+            pace = run["numba-1t"] or run["ggml-1t"]
+            if pace is None:
+                continue
+            k = n_rows if op == "dequantize" else _rows_for(pace, a, call_time, least)[0]
+            if op != "dequantize" and k_quant == n_rows:
+                k_quant = k
+            a_k = _sample_rows(a, k)
+            row["rows"] = k
             for impl, fn in run.items():
                 if fn is None:
                     row[impl] = None
                     continue
-                t = _best_time(fn, min_time=min_time)
-                row[impl] = (mbr if impl == "reference" else mb) / t
+                if impl == "reference":      # numpy: 10-100x slower; one row, best of 2, when that is slow
+                    k_r, per_row = _rows_for(fn, a[:ref_rows], call_time, probe=1)
+                    row["reference rows"] = k_r
+                    if k_r == 1:
+                        row[impl] = n_per_row * 4 / 1e6 / per_row
+                        continue
+                    a_r = _sample_rows(a, k_r)
+                else:
+                    a_r = a_k
+                t = _best_time(lambda: fn(a_r), min_time=min_time)
+                row[impl] = a_r.shape[0] * n_per_row * 4 / 1e6 / t      # MB of float32 (the float side)
             base = row.get("ggml-1t")
             row["numba-1t/ggml"] = row["numba-1t"] / base if base and row.get("numba-1t") else None
             row[f"numba-{nthreads}t/ggml"] = row[f"numba-{nthreads}t"] / base if base and row.get(f"numba-{nthreads}t") else None
@@ -213,12 +259,14 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     cols = ("format", "op", "reference", "numba-1t", f"numba-{nthreads}t", "gguf", "ggml-1t",
             "numba-1t/ggml", f"numba-{nthreads}t/ggml", "numba-1t/gguf")
     src = f"ggml: {g.source}" if g else "ggml: not found"
-    return Table(rows, f"throughput, MB of float32 per second ({x.shape[0]}x{n_per_row} real weights; {src})", cols)
+    return Table(rows, f"throughput, MB of float32 per second (up to {n_rows}x{n_per_row} real weights, slow "
+                       f"operations on fewer rows: see 'rows'; {src})", cols)
 
 
 def gguf_open(path=None, repeats: int = 5) -> Table:
     """Opening a GGUF and reading every metadata value (vocabulary and merges included):
-    quantlab vs gguf.GGUFReader; plus quantlab's open without touching the big arrays."""
+    quantlab (best of up to ``repeats`` calls) vs gguf.GGUFReader (one call: it takes seconds); plus
+    quantlab's open without touching the big arrays."""
     import gguf
 
     from . import data
@@ -246,7 +294,9 @@ def gguf_open(path=None, repeats: int = 5) -> Table:
 
     t_q = _best_time(ql_all, min_time=0.5, max_repeats=repeats)
     t_l = _best_time(ql_lazy, min_time=0.2, max_repeats=repeats)
-    t_g = _best_time(gg_all, min_time=0.0, max_repeats=max(2, repeats // 2), min_repeats=1)
+    # gguf's reader takes seconds (it builds a Python object per vocabulary entry and merge): one call,
+    # with the file's pages already cached by the calls above
+    t_g = _best_time(gg_all, min_time=0.0, max_repeats=1, min_repeats=1, warmup=False)
     rows = [{"task": "open + read all metadata", "quantlab ms": t_q * 1e3, "gguf ms": t_g * 1e3,
              "speed-up": t_g / t_q},
             {"task": "open (lazy: header, tensor table)", "quantlab ms": t_l * 1e3, "gguf ms": None,
@@ -385,11 +435,15 @@ def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: f
 
 
 def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None = None,
-           bandwidth: float | None = None, min_time: float = 0.2) -> Table:
+           bandwidth: float | None = None, min_time: float = 0.1, distinct_rows: int = 256) -> Table:
     """Matrix-vector product speed (one token through a rows x cols weight matrix) per format, with
     quantlab's model kernels (quantlab.model.llama.Linear: integer dot products for the fast formats,
     dequantized tiles + BLAS for the others), against the memory-bandwidth roof:
-    ``roof = weight bytes / bandwidth`` is the least time any CPU code can take."""
+    ``roof = weight bytes / bandwidth`` is the least time any CPU code can take.
+
+    Each matrix is ``distinct_rows`` rows of real weights quantized, repeated to ``rows`` rows: the
+    product's speed depends on the bytes it reads, not on their values, and quantizing 16M weights into
+    each of the slow formats would take minutes."""
     from .model.llama import Linear
 
     nthreads = threads or (os.cpu_count() or 1)
@@ -397,14 +451,15 @@ def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None =
     fmts = [get(n) for n in names] if names else [
         f for f in all_formats(include_activation=False) if f.name not in ("I8", "I16", "I32", "I64", "F64")
         and f.has_impl("fast", "quantize")]
-    w = _weights(rows * cols, cols)
+    w = _weights(min(rows, distinct_rows) * cols, cols)
     x = np.random.default_rng(0).standard_normal((1, cols)).astype(np.float32)
     im = (np.random.default_rng(1).random(cols) + 0.05).astype(np.float32)
     out = []
     for f in fmts:
         if cols % f.block_size:
             continue
-        data = api.quantize(w, f, imatrix=im if f.uses_imatrix else None)
+        q = api.quantize(w, f, imatrix=im if f.uses_imatrix else None)
+        data = q if q.shape[0] == rows else np.resize(q, (rows, q.shape[1]))
         lin = Linear("bench", f, data, rows, cols)
         with api._threads(nthreads):
             t = _best_time(lambda: lin(x), min_time=min_time)
@@ -412,7 +467,8 @@ def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None =
         out.append({"format": f.name, "bpw": f.bpw, "weight MB": nbytes / 1e6, "ms": t * 1e3,
                     "GB/s": nbytes / t / 1e9, "roof ms": nbytes / bw / 1e6,
                     "of roof": nbytes / (bw * 1e9) / t, "path": "integer dot" if lin.fast else "tile + BLAS"})
-    return Table(out, f"matrix-vector {rows}x{cols}, {nthreads} threads; measured bandwidth {bw:.1f} GB/s",
+    return Table(out, f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows repeated), "
+                      f"{nthreads} threads; measured bandwidth {bw:.1f} GB/s",
                  ("format", "bpw", "weight MB", "ms", "GB/s", "roof ms", "of roof", "path"))
 
 
