@@ -300,11 +300,13 @@ def _get_scale_min_k4(q, so, j):
     return sc, m
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy")
 def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, Laux, w, scales, mins,
                sw, Ls, Lm):
     """Scale search + 6-bit encoding + requantization of one Q4_K/Q5_K super-block.
-    Writes d, dmin and the 12 scale bytes at q[o:o+16]; leaves the final codes in L."""
+    Writes d, dmin and the 12 scale bytes at q[o:o+16]; leaves the final codes in L.
+    Called, not inlined: numba's IR inlining of this block (with the searches inlined into it) took
+    about 18 s of the kernel's compile; a call per super-block costs nothing measurable."""
     if has_im:
         _imatrix_weights(xb, qwb, True, w)
         for j in range(8):

@@ -162,14 +162,23 @@ def _ref_block(xr, xo, orow, o, h, asym, five):
         _wr32(orow, o + qh_off, qh)
 
 
+@njit(cache=True, error_model="numpy")
+def _qkx3_block(xb, w, nmax, L, Laux):
+    """make_qkx3_quants as the _1 formats call it. A function of its own, not inlined, with ``nmax`` a
+    run-time int64: compiled once for Q4_1 and Q5_1 instead of into every format's kernel (numba inlines
+    before it prunes dead branches, so the _0 formats paid for it too: about 8 s of compile each)."""
+    return make_qkx3_quants(xb, w, nmax, np.float32(-0.9), np.float32(0.05), 36, False, L, Laux)
+
+
 @njit(cache=True, inline="always")
 def _imx_codes(xb, w, L, Laux, asym, five):
-    """ggml's quantize_row_q{4,5}_{0,1}_impl on one block with weights w: codes into L, returns (d, m)."""
+    """ggml's quantize_row_q{4,5}_{0,1}_impl on one block with weights w: codes into L, returns (d, m).
+    The searches are called with a run-time ``nmax`` (np.int64), so each compiles once for both
+    widths."""
     if asym:
-        d, the_min = make_qkx3_quants(xb, w, 31 if five else 15, np.float32(-0.9), np.float32(0.05), 36,
-                                      False, L, Laux)
+        d, the_min = _qkx3_block(xb, w, np.int64(31 if five else 15), L, Laux)
         return d, -the_min
-    d = make_qx_quants(xb, 16 if five else 8, 1, w, L)
+    d = make_qx_quants(xb, np.int64(16 if five else 8), 1, w, L)
     return d, np.float32(0.0)
 
 
