@@ -341,22 +341,26 @@ def _table16(builder, q8, table):
 # ---------------------------------------------------------------------------------------------
 
 _F32V = ir.VectorType(ir.FloatType(), 8)
+_I32V = ir.VectorType(ir.IntType(32), 8)
+_VEC_LL = {"F32x8": _F32V, "I32x8": _I32V}
 
 
-class F32x8Type(types.Type):
-    """8 float32 lanes held in a register: the per-row accumulator of the block loops."""
+class VecType(types.Type):
+    """Lanes held in a register, as numba values: F32x8 (8 float32, the per-row accumulator of the
+    block loops) and I32x8 (8 int32, a super-block's scaled integer partial sums)."""
 
-    def __init__(self):
-        super().__init__(name="F32x8")
-
-
-f32x8 = F32x8Type()
+    def __init__(self, name):
+        super().__init__(name=name)
 
 
-@register_model(F32x8Type)
-class _F32x8Model(models.PrimitiveModel):
+@register_model(VecType)
+class _VecModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _F32V)
+        super().__init__(dmm, fe_type, _VEC_LL[fe_type.name])
+
+
+f32x8 = VecType("F32x8")
+i32x8 = VecType("I32x8")
 
 
 def _host_isa() -> str:
@@ -492,25 +496,6 @@ _fma_iq4 = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, 
 
 # Super-block formats: the sub-block products times their small integer scales are summed as an
 # int32 x8 vector over the whole super-block (exact), then converted and scaled once, like ggml's.
-
-_I32V = ir.VectorType(_I32, 8)
-
-
-class I32x8Type(types.Type):
-    """8 int32 lanes in a register: a super-block's scaled integer partial sums."""
-
-    def __init__(self):
-        super().__init__(name="I32x8")
-
-
-i32x8 = I32x8Type()
-
-
-@register_model(I32x8Type)
-class _I32x8Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _I32V)
-
 
 @intrinsic
 def _izero(typingctx):
