@@ -11,7 +11,8 @@ NUMBA_CACHE_DIR (``.cache/numba`` by default, like the test suite), so a second 
 For each notebook: the wall seconds of every code cell, the kernel process's CPU seconds over the run
 (user + system, children included: on a shared machine wall time minus CPU time is time spent waiting
 for a core or for I/O), the total, and the 1-minute load average before and after. A cell that raises
-stops that notebook (reported as an error, exit status 1). Nothing is written into the notebooks.
+stops that notebook (reported as an error, exit status 1). Nothing is written into the notebooks;
+``--save DIR`` writes the executed copies (outputs included) into DIR, to read or compare the figures.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def _kernel_cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / ticks
 
 
-def time_notebook(path, quick: bool = False, timeout: float = 1800, progress=None) -> dict:
+def time_notebook(path, quick: bool = False, timeout: float = 1800, progress=None, save_to=None) -> dict:
     """Run one notebook; returns {"notebook", "mode", "cells": [{"index", "first_line", "seconds", "cpu_seconds"}],
     "total_seconds", "cpu_seconds", "load_before", "load_after", "error"}."""
     import nbclient
@@ -101,6 +102,11 @@ def time_notebook(path, quick: bool = False, timeout: float = 1800, progress=Non
         os.environ.clear()
         os.environ.update(saved)
     out["load_after"] = round(_load1(), 2)
+    if save_to is not None:                        # the executed notebook, outputs included (never into notebooks/)
+        dest = pathlib.Path(save_to) / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, dest)
+        out["saved"] = str(dest)
     return out
 
 
@@ -110,11 +116,15 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="QUANTLAB_QUICK=1 (the test suite's mode)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per cell before giving up")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--save", metavar="DIR", help="write each executed notebook, with its outputs, into DIR")
     args = ap.parse_args(argv)
     results, failed = [], False
     for nbp in args.notebooks:
         print(f"{pathlib.Path(nbp).name} ({'quick' if args.quick else 'full'} mode), load {_load1():.2f}", flush=True)
-        r = time_notebook(nbp, quick=args.quick, timeout=args.timeout, progress=lambda s: print(s, flush=True))
+        if args.save and pathlib.Path(args.save).resolve() == pathlib.Path(nbp).resolve().parent:
+            ap.error("--save must not be the notebooks' own folder (they are committed without outputs)")
+        r = time_notebook(nbp, quick=args.quick, timeout=args.timeout, progress=lambda s: print(s, flush=True),
+                          save_to=args.save)
         results.append(r)
         failed |= bool(r["error"])
         cpu = f"{r['cpu_seconds']:.1f}" if r.get("cpu_seconds") is not None else "?"
