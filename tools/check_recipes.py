@@ -7,8 +7,9 @@ llama-quantize and quantlab back to back (same threads, same machine load).
 
 Per run, one JSON line:
 
-* ``quantlab_s``: :func:`quantlab.recipes.quantize_model` in this process (numba already started: the
-  first run of a kernel loads it from numba's cache, so the first key pays a little more);
+* ``quantlab_s``: :func:`quantlab.recipes.quantize_model` in this process, numba already started (one
+  tiny quantization before the first run; the first use of each kernel still loads it from numba's
+  cache, a few milliseconds);
 * with ``--time-llama``: ``llama_total_s``, the "total time" llama-quantize prints (its main function),
   and ``llama_process_s`` / ``llama_cpu_s``, its whole process (wall, user + system CPU);
 * with ``--time-cli``: ``cli_process_s`` / ``cli_cpu_s``, the whole ``quantlab quantize`` process (Python
@@ -31,6 +32,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # the imatrix path is stored in the output as given (relative)
 
+import numpy as np  # noqa: E402
+
+import quantlab  # noqa: E402
 from quantlab import data, recipes  # noqa: E402
 from quantlab.recipes.pipeline import file_sha256  # noqa: E402
 
@@ -66,6 +70,7 @@ def main():
     runs = {r["key"]: r for r in FX["runs"]}
     keys = a.keys or list(runs)
     model = data.path("smollm2")
+    quantlab.quantize(np.zeros((1, 32), np.float32), "Q8_0")   # numba's start-up, not timed
     ok = True
     with tempfile.TemporaryDirectory() as td:
         for key in keys:
