@@ -363,6 +363,26 @@ def test_cli_quantize(tmp_path, capsys):
     assert "same file" in capsys.readouterr().err
 
 
+def test_cli_starts_numba_without_importing_scipy_linalg():
+    """`quantlab quantize` starts numba with scipy.linalg hidden (0.2 s of start-up), and puts it back."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from quantlab.recipes.cli import start_numba_without_blas\n"
+            "start_numba_without_blas()\n"
+            "print('scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules)\n"
+            "import numba, scipy.linalg\n"
+            "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
+            "a, m, y = np.arange(6.0).reshape(2, 3), np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0])\n"
+            "print(np.array_equal(dot(a, a.T), a @ a.T), np.allclose(m @ scipy.linalg.solve(m, y), y))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert lines[0] == "False False"                      # numba started, scipy.linalg not imported
+    assert lines[1] == "True True"                        # BLAS still there for whoever needs it
+
+
 def test_imatrix_file_loader():
     im = recipes.load_imatrix_file(DATA / "smollm2-imatrix.gguf")
     assert len(im) == 210 and im.chunk_count == 40 and im.datasets

@@ -56,6 +56,7 @@ def run(args) -> int:
     collecting = gc.isenabled()
     gc.disable()
     try:
+        start_numba_without_blas()
         r = quantize_model(args.inp, args.out, ft, imatrix=args.imatrix, options=opts, threads=args.nthreads,
                            progress=not args.no_progress and sys.stderr.isatty(), verbose=True,
                            log=lambda s: print(s, flush=True))
@@ -82,3 +83,28 @@ def process_seconds() -> float | None:
         return max(0.0, up - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
+
+
+def start_numba_without_blas() -> None:
+    """Start numba (its first kernel call) without letting it import scipy.linalg.
+
+    At start-up numba imports ``scipy.linalg.cython_blas`` only to learn whether a BLAS is there (for
+    ``np.correlate`` / ``np.convolve`` in jitted code), and importing scipy.linalg is about 0.2 s of a
+    ``quantlab quantize`` process (measured: numba's start-up 0.57-0.60 -> 0.37-0.39 s CPU). No format
+    kernel multiplies matrices, so the module is hidden while numba starts and put back after: numba then
+    takes its own loop for those two functions, and anything that really needs BLAS later (``np.dot`` in
+    jitted code, scipy itself) imports it as usual. Does nothing when numba or scipy.linalg already runs.
+    """
+    import numpy as np
+
+    name = "scipy.linalg.cython_blas"
+    if "numba.np.arraymath" in sys.modules or name in sys.modules:
+        return
+    sys.modules[name] = None          # `import` of a None entry raises ImportError: "no BLAS"
+    try:
+        from .. import quantize
+
+        quantize(np.zeros((1, 32), np.float32), "Q8_0", threads=1)
+    finally:
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
