@@ -958,15 +958,18 @@ def matmul_int(W, fmt, act, out: np.ndarray, parallel: bool | None = None) -> np
     whose rows are stacked into out's columns. ``parallel``: spread rows over threads or not; default:
     products under PAR_MIN_MACS multiply-adds run on one thread, bigger ones as :data:`POLICY` (a
     :class:`ThreadPolicy`) finds faster."""
-    if not isinstance(W, tuple):
-        W, fmt = (W,), (fmt,)
-    kinds, tss = _stack_kinds(fmt)
-    rows = 0
-    for w in W:
-        rows += w.shape[0]
-    if len({w.flags.writeable for w in W}) > 1:      # one array type in the tuple: all read-only views
-        W = tuple(_readonly(w) for w in W)
-    W = W + (W[0][:0],) * (MAX_STACK - len(W))
+    if isinstance(W, tuple):
+        kinds, tss = _stack_kinds(fmt)
+        rows = 0
+        for w in W:
+            rows += w.shape[0]
+        if len({w.flags.writeable for w in W}) > 1:      # one array type in the tuple: all read-only views
+            W = tuple(_readonly(w) for w in W)
+        W = W + (W[0][:0],) * (MAX_STACK - len(W))
+    else:
+        kinds, tss = _stack_kinds((fmt,))
+        rows = W.shape[0]
+        W = (W,) + (W[:0],) * (MAX_STACK - 1)
     qs, d, extra = act
     run = (_par_32, _ser_32) if kinds[0] < K_Q4_K else (_par_256, _ser_256)
     nt = _num_threads()
