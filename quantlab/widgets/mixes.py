@@ -467,9 +467,11 @@ def kld_compare(path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatri
     from .. import recipes
     from ..recipes import Options
 
+    from .model_ladder import _RememberedForward
+
     say = log or (lambda s: None)
     outdir = outdir or tempfile.mkdtemp(prefix="quantlab-mixes-")
-    base = qmodel.load(path)
+    base = _RememberedForward(qmodel.load(path))   # the base's pass over each chunk runs once, not once per file
     be = qmodel.evaluate(base, text=text, n_ctx=n_ctx, n_chunks=n_chunks)
     rows = []
     for label, ft, opts in entries:
