@@ -3,11 +3,12 @@
 Every format kernel is a serial ``@njit(cache=True, nogil=True)`` function whose last two arguments are
 the range of rows it works on, ``kernel(*args, r0, r1)`` doing ``for r in range(r0, r1)``. Serial
 kernels compile much faster than ``parallel=True`` ones (numba's parfor pass is slow: compiling every
-format kernel took 481 s of CPU with prange, 261 s without), and since they release the GIL, plain
-Python threads run them in parallel: :func:`run_rows` cuts the rows into contiguous pieces and works
-through them with a module-level thread pool, the calling thread taking pieces too. One thread (the
-default for small inputs, see :mod:`quantlab.api`) is a direct call. On a busy machine a piece waits
-at most for one descheduled piece of a helper, where numba's parallel region could stall the call.
+format kernel took 481 s of CPU with prange, 261 s without; 140 s once the big searches were called
+rather than inlined), and since they release the GIL, plain Python threads run them in parallel:
+:func:`run_rows` cuts the rows into contiguous pieces and works through them with a module-level
+thread pool, the calling thread taking pieces too. One thread (the default for small inputs, see
+:mod:`quantlab.api`) is a direct call. On a busy machine a call waits at most for the piece a
+descheduled helper is in, where numba's parallel region could stall the whole call.
 
 The thread count is a context variable (:func:`use_threads`), so two Python threads calling the API at
 once, each with its own ``threads=``, do not see each other's setting. Threads never change a byte:
