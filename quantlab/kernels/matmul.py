@@ -70,8 +70,10 @@ def _amax32(x, t, o):
 
 
 @njit(cache=True)
-def act_q8_0(x, qs, d):
-    """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float)."""
+def act_q8_0(x, qs, d, s):
+    """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float), and
+    s[t, b] = sum(q) of the block as float32 (exact: |sum| <= 4064), for the integer kernels' offset
+    terms (Q4_0 / Q5_0: sum (c - off) a = sum c a - off * sum a)."""
     T, K = x.shape
     nb = K // 32
     for t in range(T):
@@ -81,8 +83,12 @@ def act_q8_0(x, qs, d):
             dd = amax / F32(127)
             d[t, b] = f16_to_f32(f32_to_f16(dd))
             iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            isum = np.int32(0)
             for j in range(32):
-                qs[t, o + j] = np.int8(np.rint(x[t, o + j] * iscale))
+                q = np.int32(np.rint(x[t, o + j] * iscale))
+                qs[t, o + j] = np.int8(q)
+                isum += q
+            s[t, b] = F32(isum)
 
 
 @njit(cache=True)
@@ -147,8 +153,9 @@ def quantize_activations(x: np.ndarray, vtype: str):
     qs = np.empty((T, K), dtype=np.int8)
     if vtype == "Q8_0":
         d = np.empty((T, K // 32), dtype=np.float32)
-        act_q8_0(x, qs, d)
-        return qs, d, d
+        s = np.empty((T, K // 32), dtype=np.float32)
+        act_q8_0(x, qs, d, s)
+        return qs, d, s
     if vtype == "Q8_1":
         d = np.empty((T, K // 32), dtype=np.float32)
         s = np.empty((T, K // 32), dtype=np.float32)
@@ -480,12 +487,12 @@ def _nib_codes(context, builder, aty, wv, qo):
 
 # wo: the block's first byte. Layouts (spec §3): Q4_0 d|qs, Q4_1 d|m|qs, Q5_0 d|qh|qs, Q5_1 d|m|qh|qs,
 # Q8_0 d|qs, IQ4_NL d|qs; the IQ4_XS form reads the 16 nibble bytes of one 32-block at wo itself.
-_fma_q4_0 = _fma_block(lambda c, b, t, w, o: (_sub8(b, _nib_codes(c, b, t, w, _at(b, o, 2)), 8), True),
-                       "Q4_0 block: codes nibble - 8.")
+_fma_q4_0 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, 2)), False),
+                       "Q4_0 block: the unsigned nibbles (the caller adds the -8 * sum(a) term).")
 _fma_q4_1 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, 4)), False),
                        "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).")
-_fma_q5_0 = _fma_block(lambda c, b, t, w, o: (_sub8(b, _q5_codes(c, b, t, w, _at(b, o, 6), _at(b, o, 2)), 16), True),
-                       "Q5_0 block: 5-bit codes - 16.")
+_fma_q5_0 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, 6), _at(b, o, 2)), False),
+                       "Q5_0 block: the unsigned 5-bit codes (the caller adds the -16 * sum(a) term).")
 _fma_q5_1 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, 8), _at(b, o, 4)), False),
                        "Q5_1 block: 5-bit codes (min term added by the caller).")
 _fma_q8_0 = _fma_block(lambda c, b, t, w, o: (_load_bytes(c, b, t, w, _at(b, o, 2), 32), True),
@@ -588,9 +595,10 @@ def _h(W, r, o, tab):
 
 @njit(cache=True, inline="always")
 def _row_32(kind, ts, r, W, qs, d, s, out, c):
-    """Row r of W (a 32-value block format) times T activation rows into out[:, c] (Q8_0: s unused;
-    Q8_1: s = the block sums d * sum(q), fp16-rounded): per block acc += float(int products) *
-    (d_w * d_a) in 8 float lanes, plus for Q4_1 / Q5_1 the min term m_w * s in a scalar."""
+    """Row r of W (a 32-value block format) times T activation rows into out[:, c] (Q8_0: s = sum(q)
+    per block; Q8_1: s = the block sums d * sum(q), fp16-rounded): per block acc += float(int
+    products) * (d_w * d_a) in 8 float lanes, plus in a scalar the min term m_w * s of Q4_1 / Q5_1 or
+    the offset term (d_w * d_a) * (-off * sum(q)) of Q4_0 / Q5_0, whose codes are taken unsigned."""
     R, rb = W.shape
     nb = rb // ts
     T, K = qs.shape
@@ -601,13 +609,15 @@ def _row_32(kind, ts, r, W, qs, d, s, out, c):
             wo = r * rb + b * ts
             ao = t * K + b * 32
             dd = _f16_at(W, wo) * d[t, b]
-            if kind == K_Q4_0:
+            if kind == K_Q4_0:       # codes q - 8: d (sum q a) + d (-8 sum a), like Q4_1's m * s
                 acc = _fma_q4_0(acc, dd, W, wo, qs, ao)
+                accm += dd * (F32(-8) * s[t, b])
             elif kind == K_Q4_1:
                 acc = _fma_q4_1(acc, dd, W, wo, qs, ao)
                 accm += _f16_at(W, wo + 2) * s[t, b]
-            elif kind == K_Q5_0:
+            elif kind == K_Q5_0:     # codes q - 16
                 acc = _fma_q5_0(acc, dd, W, wo, qs, ao)
+                accm += dd * (F32(-16) * s[t, b])
             elif kind == K_Q5_1:
                 acc = _fma_q5_1(acc, dd, W, wo, qs, ao)
                 accm += _f16_at(W, wo + 2) * s[t, b]
