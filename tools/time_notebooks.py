@@ -86,6 +86,9 @@ def time_notebook(path, quick: bool = False, timeout: float = 1800, progress=Non
                     client.execute_cell(cell, i)
                 except nbclient.exceptions.CellExecutionError as e:
                     out["error"] = f"cell {i}: {str(e).strip().splitlines()[-1][:200]}"
+                except nbclient.exceptions.CellTimeoutError:
+                    out["error"] = f"cell {i}: no reply within {timeout:.0f} s"
+                    out["timed_out"] = True
                 finally:
                     dt = time.perf_counter() - t0
                     dc = _kernel_cpu_seconds(pid) - c0 if pid else None
@@ -114,7 +117,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="+", help="notebook files")
     ap.add_argument("--quick", action="store_true", help="QUANTLAB_QUICK=1 (the test suite's mode)")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per cell before giving up")
+    ap.add_argument("--timeout", type=float, default=600,
+                    help="seconds a cell may take; a cell over it is taken as hung (nbclient#312) and the notebook "
+                         "runs once more in a fresh kernel (default 600)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--save", metavar="DIR", help="write each executed notebook, with its outputs, into DIR")
     args = ap.parse_args(argv)
@@ -125,6 +130,10 @@ def main(argv=None) -> int:
             ap.error("--save must not be the notebooks' own folder (they are committed without outputs)")
         r = time_notebook(nbp, quick=args.quick, timeout=args.timeout, progress=lambda s: print(s, flush=True),
                           save_to=args.save)
+        if r.get("timed_out"):   # nbclient#312: the reply to a widget cell is sometimes never seen (see tests)
+            print(f"  {r['error']}: running it again in a fresh kernel", flush=True)
+            r = time_notebook(nbp, quick=args.quick, timeout=args.timeout, progress=lambda s: print(s, flush=True),
+                              save_to=args.save)
         results.append(r)
         failed |= bool(r["error"])
         cpu = f"{r['cpu_seconds']:.1f}" if r.get("cpu_seconds") is not None else "?"
