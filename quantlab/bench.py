@@ -166,8 +166,8 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     spread over the matrix, the same rows for every peer of that format and operation (``rows`` in each
     table row says how many; a figure in MB/s hardly depends on it: these operations are compute-bound).
     Each peer's figure is the best of as many calls as fit in ``min_time`` (at least 2, at most 400).
-    Dequantize always runs on ``size`` weights: the quantized rows repeated to that size (its speed does
-    not depend on the values). ``ref_rows``: at most this many rows for the slow numpy reference (one
+    Dequantize always runs on ``size`` weights: at least 128 quantized rows, repeated to that size (fewer
+    would let the CPU's branch predictor learn them). ``ref_rows``: at most this many rows for the slow numpy reference (one
     row, best of two calls, where a row takes longer than ``call_time``; ``reference rows`` in each
     table row); ``imatrix``: also time the importance-matrix path where the format has one.
     Default set: every quantized type plus F16 and BF16 (their rounding is real work and ggml and gguf
@@ -204,7 +204,9 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
             row = {"format": f.name, "op": op}
             if op == "dequantize":
                 im_d = im_full if f.requires_imatrix else None
-                xq = _sample_rows(x, k_quant)
+                # at least 128 distinct rows: repeating a few rows lets the branch predictor learn their
+                # sign bits (ggml's IQ2/IQ3 dequantize ran 4x faster on 9 rows repeated; 64 or more: no effect)
+                xq = _sample_rows(x, max(k_quant, min(n_rows, 128)))
                 q = api.quantize(xq, f, imatrix=im_d) if fast_q else (g.quantize(xq, f.id, im_d) if g else None)
                 if q is None:
                     continue

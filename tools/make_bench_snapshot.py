@@ -5,9 +5,10 @@ so a student can see whether their machine is faster or slower than the one the 
 
 What is measured (everything from ``quantlab.bench``, nothing else):
 
-* ``bench.formats(...)`` at its default size for every quantized format of the registry plus F16 and
-  BF16 (quantize, quantize with an importance matrix where the format uses one, dequantize; numpy
-  reference, numba 1 thread / all threads, the ``gguf`` package, ggml when found);
+* ``bench.formats(...)`` with its defaults, as notebook 10 runs it (up to 2^20 weights, slow quantizes on
+  fewer rows), for every quantized format of the registry plus F16 and BF16 (quantize, quantize with an
+  importance matrix where the format uses one, dequantize; numpy reference, numba 1 thread / all
+  threads, the ``gguf`` package, ggml when found);
 * ``bench.gguf_open()``: opening SmolLM2's GGUF, quantlab vs ``gguf.GGUFReader``.
 
 What is recorded about the machine: CPU model (``/proc/cpuinfo``), logical cores, the load average at the
@@ -15,7 +16,7 @@ start and at the end (benchmarks on a loaded machine are slower: check it before
 Python / numpy / numba versions and numba's thread count, the date (UTC) and quantlab's git commit
 (``+dirty`` when the working tree had uncommitted changes).
 
-    .venv/bin/python tools/make_bench_snapshot.py            # a few minutes; rewrites data/bench_snapshot.json
+    .venv/bin/python tools/make_bench_snapshot.py            # about a minute; rewrites data/bench_snapshot.json
     .venv/bin/python tools/make_bench_snapshot.py --out /tmp/snap.json --size 65536 --formats Q4_0,Q8_0   # a try
 
 Run it on a quiet machine (``uptime``: a load average well below the core count).
