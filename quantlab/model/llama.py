@@ -34,6 +34,7 @@ from ..kernels import matmul as mm
 from .tokenizer import Tokenizer
 
 SUPPORTED_ARCHS = ("llama",)
+ATT_BLOCK = 128         # query rows per block of batch attention (see Model._attention)
 SMALL_BATCH = 4          # up to this many tokens: integer kernels; above: dequantized tiles + BLAS
 TILE_ELEMS = 1 << 20     # floats per dequantized weight tile (4 MB)
 
@@ -529,6 +530,12 @@ class Model:
         return self.output(np.ascontiguousarray(h), self._buf)
 
     def _attention(self, q, cache: KVCache, li: int, n_kv: int, pos) -> np.ndarray:
+        """Causal attention of T query rows over the cache's first ``n_kv`` positions, for a batch.
+
+        The queries go in blocks of ATT_BLOCK rows and a block only multiplies the keys it can see
+        (positions up to its last query's): with a causal mask the rest would be scored, set to -inf and
+        then contribute exp(-inf) = 0, so skipping them halves the work of a long prompt and changes no
+        probability; only the float summation over the visible keys remains."""
         cfg = self.config
         T, H, D = q.shape
         Hkv = cfg.n_head_kv
@@ -537,15 +544,20 @@ class Model:
         V = cache.v[li][:n_kv].view(np.float16).astype(np.float32)
         scale = np.float32(1.0 / math.sqrt(D))
         out = np.empty((T, H, D), dtype=np.float32)
-        causal = pos[:, None] < np.arange(n_kv)[None, :]  # [T, n_kv] masked positions
-        for kh in range(Hkv):
-            qh = q[:, kh * g:(kh + 1) * g, :].transpose(1, 0, 2).reshape(g * T, D)
-            s = (qh @ K[:, kh, :].T) * scale                 # [g*T, n_kv]
-            s = s.reshape(g, T, n_kv)
-            s[:, causal] = -np.inf
-            p = softmax_rows(s.reshape(g * T, n_kv))
-            o = p @ V[:, kh, :]                             # [g*T, D]
-            out[:, kh * g:(kh + 1) * g, :] = o.reshape(g, T, D).transpose(1, 0, 2)
+        for t0 in range(0, T, ATT_BLOCK):
+            t1 = min(T, t0 + ATT_BLOCK)
+            tb = t1 - t0
+            nk = min(n_kv, int(pos[t0:t1].max()) + 1)                  # keys this block can see
+            mask = np.where(pos[t0:t1, None] < np.arange(nk)[None, :], np.float32(-np.inf), np.float32(0))
+            for kh in range(Hkv):
+                qh = q[t0:t1, kh * g:(kh + 1) * g, :].transpose(1, 0, 2).reshape(g * tb, D)
+                s = qh @ K[:nk, kh, :].T                              # [g*tb, nk]
+                s *= scale
+                s = s.reshape(g, tb, nk)
+                s += mask                                            # masked positions -> -inf
+                p = softmax_rows(s.reshape(g * tb, nk))
+                o = p @ V[:nk, kh, :]                                # [g*tb, D]
+                out[t0:t1, kh * g:(kh + 1) * g, :] = o.reshape(g, tb, D).transpose(1, 0, 2)
         return out.reshape(T, H * D)
 
     # -- generation -------------------------------------------------------------------------------
