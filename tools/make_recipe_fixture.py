@@ -15,7 +15,6 @@ tests/data/smollm2-imatrix.gguf (made by llama-imatrix on quantlab.data.text(); 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pathlib
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from quantlab import data  # noqa: E402
 from quantlab.recipes import all_file_types  # noqa: E402
+from quantlab.recipes.pipeline import file_sha256 as sha256  # noqa: E402
 
 BIN = ROOT / ".cache/oracle/bin"
 LIB = ROOT / ".cache/oracle/lib"
@@ -90,14 +90,6 @@ def run(args, timeout=1800):
         m = re.search(r"failed to quantize: (.*)", log)
         raise QuantizeFailed(m.group(1).strip() if m else log[-2000:])
     return log, dt
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main():
