@@ -8,9 +8,11 @@ the ids llama.cpp gives with ``add_special=false, parse_special=false``. Missing
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
+import sys
 
 import pytest
 
@@ -21,6 +23,7 @@ from quantlab.model.tokenizer import Tokenizer
 from quantlab.model.tokenizer.pretokenizers import NOT_MAPPED, PRE_NAMES, PRE_TYPES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests/data/tokenizer_llama_cpp.json"
 LLAMA_CPP = ROOT / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp"
 MODELS = LLAMA_CPP / "models"
 SEP = "\n__ggml_vocab_test__\n"
@@ -119,6 +122,29 @@ def test_detokenize_round_trip_on_the_cases(name):
         assert tk.detokenize(want) == text, (name, text)
         n += 1
     assert n >= 30
+
+
+@pytest.mark.parametrize("name", VOCABS)
+def test_against_llama_tokenize(name):
+    """Special tokens written in the text, BOS/EOS as llama-tokenize adds them (add_special = the model's
+    add_bos, unless --no-bos), recorded from libllama by tools/make_tokenizer_fixtures.py; the first strings
+    are checked live against the llama-tokenize binary when it is built (`make peers`)."""
+    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    tk = tokenizer(name)
+    bad = []
+    for r in data["vocabs"][name]:
+        text = data["strings"][r["string"]]
+        got = tk.tokenize(text, add_special=tk.add_bos and not r["no_bos"], parse_special=r["parse_special"])
+        if got != r["ids"]:
+            bad.append(f"{text!r} no_bos={r['no_bos']} parse_special={r['parse_special']}: {got} != {r['ids']}")
+    assert not bad, "\n".join(bad[:8])
+    sys.path.insert(0, str(ROOT / "tools"))
+    import make_model_fixtures as fx
+    if fx.have_tools("llama-tokenize") and name in ("gpt-2", "llama-spm", "bert-bge", "qwen2"):
+        for text in data["strings"][:4]:
+            for parse in (True, False):
+                want = fx.llama_tokenize(MODELS / f"ggml-vocab-{name}.gguf", text, parse_special=parse)
+                assert tk.tokenize(text, add_special=tk.add_bos, parse_special=parse) == want, (name, text, parse)
 
 
 def test_llama3_ignore_merges_and_bos_default():

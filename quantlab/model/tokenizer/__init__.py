@@ -11,7 +11,8 @@ it (``src/llama-vocab.cpp``), the per-piece work done by HF ``tokenizers``.
    beside them.
 3. **each raw piece** through the vocabulary's HF pipeline (:mod:`.hf`): SPM first gets a leading space
    (``add_space_prefix``; every raw piece follows a special token or starts the text) and spaces become
-   ``▁``; Gemma 4 writes spaces as ``▁`` and keeps a run of newlines that is a token whole.
+   ``▁``; Gemma 4 writes spaces as ``▁`` and keeps a run of newlines that is a token whole; WPM text is
+   cut into normalised words first (:mod:`.wpm`).
 4. BOS / EOS: SPM and BPE add BOS if ``add_bos`` and EOS if ``add_eos`` (when ``add_special``); WPM always
    wraps in BOS (CLS) ... SEP.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import re
 
 from ...errors import ModelError
-from . import hf
+from . import hf, wpm
 from .pretokenizers import PRE_NAMES, PRE_TYPES
 from .vocab import (
     A_BYTE,
@@ -153,6 +154,8 @@ class Tokenizer:
         self.add_space_prefix = v.add_space_prefix
         self.chat_template = metadata.get("tokenizer.chat_template")
         self._hf = hf.build(v)
+        self._dropped = v.kind == BPE and v.pre.byte_encode and any(
+            c not in v.token_to_id for c in _BYTES)       # some byte has no token (see hf.DROPPED)
         self._special = [(i, v.tokens[i], bool(v.attr[i] & (A_CONTROL | A_UNKNOWN)), bool(v.attr[i] & A_LSTRIP),
                           bool(v.attr[i] & A_RSTRIP)) for i in v.special]
         self._escape = v.kind == SPM or v.escape_whitespaces
@@ -201,7 +204,11 @@ class Tokenizer:
         return frags
 
     def _pieces_of(self, raw: str) -> list:
-        """The strings handed to the HF pipeline for one raw fragment, or token ids kept whole."""
+        """What the HF pipeline is given for one raw fragment (strings; WPM: lists of words), or token ids
+        kept whole."""
+        if self.kind == WPM:
+            words = wpm.words(raw, self.vocab.lowercase, self.vocab.strip_accents)
+            return [words] if words else []
         if self.kind == SPM:
             raw = (" " + raw) if self.add_space_prefix else raw
         if self._escape:
@@ -223,8 +230,7 @@ class Tokenizer:
         work = []                                   # int ids and str pieces, in order
         for f in self._partition(text, parse_special):
             work.extend([f] if isinstance(f, int) else self._pieces_of(f))
-        strs = [w for w in work if isinstance(w, str)]
-        enc = iter(self._hf.encode_batch(strs, add_special_tokens=False)) if strs else iter(())
+        encode, pre = self._hf.encode, self.kind == WPM     # (encode_batch's threads are slower on 2 busy cores)
         ids = []
         if add_special and (self.add_bos or self.kind == WPM):
             if self.bos_id is None:
@@ -232,7 +238,9 @@ class Tokenizer:
                                  "(tokenizer.ggml.bos_token_id)")
             ids.append(int(self.bos_id))
         for w in work:
-            ids.extend([w] if isinstance(w, int) else next(enc).ids)
+            ids.extend([w] if isinstance(w, int) else encode(w, add_special_tokens=False, is_pretokenized=pre).ids)
+        if self._dropped:
+            ids = [i for i in ids if i != self.n_vocab]
         if add_special and self.kind == WPM:
             if self.sep_id is None:
                 raise ModelError("this WordPiece vocabulary has no SEP token (tokenizer.ggml.seperator_token_id)")

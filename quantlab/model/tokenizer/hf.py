@@ -12,14 +12,17 @@ llama.cpp's ``llm_tokenizer_{bpe,spm,wpm}_session::tokenize`` does.
   (:func:`spm_merges`). The one difference: HF ranks two pairs making tokens *of equal score* by rank,
   llama.cpp by position; Llama's vocabulary has equal scores only for its 16 runs of ``▁`` (score -1e9),
   which the tests cover.
-* **WPM** (``bert``): lower-casing, accent stripping, splitting at white space / punctuation / CJK
-  characters (``BertNormalizer`` + ``BertPreTokenizer``), then greedy longest-match word pieces where
-  llama.cpp's ``▁word`` is HF's ``word`` and its bare ``piece`` HF's ``##piece``.
+* **WPM** (``bert``): the words cut by :mod:`.wpm` (llama.cpp's normalisation, not HF's), then greedy
+  longest-match word pieces (``WordPiece``) where llama.cpp's ``▁word`` is HF's ``word`` and any token
+  ``piece`` HF's ``##piece``.
 """
 from __future__ import annotations
 
 from .pretokenizers import onig
 from .vocab import BPE, SPM, Vocab
+
+
+DROPPED = "<quantlab: a byte without a token>"
 
 
 def _bpe_model(vocab: dict, pairs: list, **kw):
@@ -64,7 +67,12 @@ def build(v: Vocab):
     if v.kind == BPE:
         pairs = merge_pairs(v.merges)
         if v.pre.byte_encode:
-            tk = HFTokenizer(_bpe_model(v.token_to_id, pairs, ignore_merges=v.ignore_merges))
+            # a byte with no token stays in llama.cpp's symbol list (blocking merges across it) and is dropped
+            # at the end; HF would drop it first, so it becomes an UNK with an id past the vocabulary that
+            # the caller removes (DROPPED)
+            vocab = dict(v.token_to_id)
+            vocab[DROPPED] = len(v.tokens)
+            tk = HFTokenizer(_bpe_model(vocab, pairs, ignore_merges=v.ignore_merges, unk_token=DROPPED))
             steps = [pre_tokenizers.Split(Regex(onig(rx)), behavior="isolated") for rx in v.pre.regexes]
             steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
             tk.pre_tokenizer = pre_tokenizers.Sequence(steps)
@@ -76,14 +84,11 @@ def build(v: Vocab):
         kw = {"unk_token": v.tokens[unk]} if unk is not None else {}
         return HFTokenizer(_bpe_model(v.token_to_id, spm_merges(v), byte_fallback=True, **kw))
     # WPM
-    wp = {}
-    for t, i in v.token_to_id.items():
-        wp[t[1:] if t.startswith("▁") else "##" + t] = i
+    # llama.cpp matches in "▁" + word: at the start only "▁..." tokens fit (HF: the bare word); later any
+    # token, "▁..." ones too when the word itself holds a "▁" (HF: "##" + the token as written)
+    wp = {"##" + t: i for t, i in v.token_to_id.items()}
+    wp.update({t[1:]: i for t, i in v.token_to_id.items() if t.startswith("▁") and len(t) > 1})
     unk = v.ids.get("unk")
     unk_text = next((k for k, i in wp.items() if i == unk), "[UNK]") if unk is not None else "[UNK]"
-    tk = HFTokenizer(models.WordPiece(vocab=wp, unk_token=unk_text, continuing_subword_prefix="##",
-                                      max_input_chars_per_word=1 << 30))
-    tk.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                               strip_accents=v.strip_accents, lowercase=v.lowercase)
-    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    return tk
+    return HFTokenizer(models.WordPiece(vocab=wp, unk_token=unk_text, continuing_subword_prefix="##",
+                                        max_input_chars_per_word=1 << 30))

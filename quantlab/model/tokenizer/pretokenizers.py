@@ -209,10 +209,53 @@ NOT_MAPPED = {"kimi-k2": "a hand-written splitter (Han runs + GPT-4o)", "afmoe":
               "superbpe": "a zero-width lookahead split", "whitespace": "the whitespace tokenizer model"}
 
 
+# non-ASCII white space: llama.cpp matches each of these as if it were "\v" (unicode_regex_split)
+WIDE_SPACES = (0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000)
+
+
+def _without_wide_spaces(regex: str) -> str:
+    r"""Take the non-ASCII white-space code points out of literal ranges / characters in [...] classes: for
+    llama.cpp they are "\v" when matched, so e.g. deepseek's [ࠀ-一] (U+0800-U+4E00) never takes U+3000,
+    while "\s" (which Oniguruma's Unicode \s covers) does."""
+    out, i, inside, n = [], 0, False, len(regex)
+    while i < n:
+        c = regex[i]
+        if c == "\\":
+            out.append(regex[i:i + 2])
+            i += 2
+            continue
+        if not inside:
+            inside = c == "["
+            out.append(c)
+            if inside and regex[i + 1:i + 2] == "^":
+                out.append("^")
+                i += 1
+            i += 1
+            continue
+        if c == "]":
+            inside = False
+            out.append(c)
+            i += 1
+            continue
+        lo = hi = ord(c)
+        if i + 2 < n and regex[i + 1] == "-" and regex[i + 2] not in "]\\":
+            hi = ord(regex[i + 2])
+            i += 3
+        else:
+            i += 1
+        cuts = [w for w in WIDE_SPACES if lo <= w <= hi]
+        start = lo
+        for w in [*cuts, hi + 1]:
+            if start <= w - 1:
+                out.append(chr(start) if start == w - 1 else f"{chr(start)}-{chr(w - 1)}")
+            start = w + 1
+    return "".join(out)
+
+
 def onig(regex: str) -> str:
     """llama.cpp's regex string as Oniguruma must read it to cut the same pieces."""
     if regex == GPT2:
         return GPT2 + r"|\s+"          # unicode_regex_split_custom_gpt2 also cuts a trailing white-space run
     if regex.endswith("$"):            # std::regex: the end of the piece (deepseek-llm's "\s+$")
-        return regex[:-1] + r"\z"
-    return regex
+        regex = regex[:-1] + r"\z"
+    return _without_wide_spaces(regex)

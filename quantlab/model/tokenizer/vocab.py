@@ -117,12 +117,16 @@ class Vocab:
             flags = PRE_NAMES[pre_name]
             pre = PRE_TYPES[flags.type]
         try:
-            tokens = [str(t) for t in md["tokenizer.ggml.tokens"]]
-            merges = [str(m) for m in md["tokenizer.ggml.merges"]] if kind == BPE else None
+            tokens = list(md["tokenizer.ggml.tokens"])
+            merges = list(md["tokenizer.ggml.merges"]) if kind == BPE else None
         except KeyError as e:
             raise ModelError(f"the GGUF metadata has no {e.args[0]}: cannot build the tokenizer") from None
+        for what, arr in (("tokenizer.ggml.tokens", tokens), ("tokenizer.ggml.merges", merges or [])):
+            if not all(isinstance(t, str) for t in arr):
+                raise ModelError(f"{what} must be an array of strings")
         n = len(tokens)
-        tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+        if "" in tokens:
+            tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         types = md.get("tokenizer.ggml.token_type")
         types = np.asarray(types, dtype=np.int32) if types is not None else np.full(n, NORMAL, dtype=np.int32)
         if len(types) < n:
@@ -135,7 +139,7 @@ class Vocab:
             raise ModelError(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
 
         v = cls(model=model, kind=kind, pre_name=pre_name, pre=pre, tokens=tokens, token_type=types, attr=attr,
-                token_to_id={t: i for i, t in enumerate(tokens)}, scores=scores, merges=merges)
+                token_to_id=dict(zip(tokens, range(n))), scores=scores, merges=merges)
         # 2. switches by kind / pre-tokenizer name
         if kind == SPM:
             v.add_space_prefix, v.add_bos = True, True

@@ -1,0 +1,103 @@
+"""Record what llama.cpp's ``llama-tokenize`` (its tokenize call, run in-process) gives for tricky strings on every vocabulary of its test suite
+(parse_special on and off, with and without --no-bos: llama-tokenize's add_special is the model's add_bos) -> tests/data/tokenizer_llama_cpp.json.
+
+The suite's own .inp/.out cases only cover add_special=false, parse_special=false; these cover special
+tokens written in the text, BOS/EOS defaults, and the differences a differential fuzz against libllama found
+(non-ASCII white space in deepseek's literal ranges, a byte without a token in falcon, llama.cpp's own NFD
+in WordPiece). Needs `make peers` (libllama) and the unpacked sdist (its models/ and llama_cpp/ ctypes bindings).
+Usage: .venv/bin/python tools/make_tokenizer_fixtures.py
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import make_model_fixtures as fx  # noqa: E402
+
+MODELS = ROOT / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp/models"
+OUT = ROOT / "tests/data/tokenizer_llama_cpp.json"
+VOCABS = ["bert-bge", "command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2", "llama-bpe",
+          "llama-spm", "mpt", "phi-3", "qwen2", "qwen35", "refact", "starcoder"]
+STRINGS = [
+    "Hello world",
+    " Cửa Việt  x",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "<s>[INST] hi [/INST]</s>\n<|user|>\nHello<|end|>\n<|assistant|>",
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>",
+    "<bos><start_of_turn>user\nhi<end_of_turn>\n<|turn>x<turn|> <unk>",
+    "[CLS] Hello [SEP] [MASK] <|endoftext|> <｜begin▁of▁sentence｜>x",
+    "\n\x0b 're \t\x0c\r\n   \n\n\n\n  x",
+    "✅\u2009✅ 日\u3000本 a\u00a0b\u1680c\u2028d",
+    "İ▁d국 ー▁e8 ά3▁ı ÉCOLE naïve ﬁ Straße",
+    "    def f(x):\n        return x ** 2  # 1234567 3.14159\n",
+    "🦙🤖😶‍🌫️ ✅ x² ½ ٣ 。，’“",
+]
+MODES = [(False, True), (False, False), (True, True)]      # (--no-bos, parse_special)
+
+
+def main():
+    lib = LlamaVocabs()
+    out = {"llama_cpp": "llama-cpp-python 0.3.36 (vendor/llama.cpp): libllama's llama_tokenize as llama-tokenize "
+                        "calls it (add_special = the model's add_bos and not --no-bos)",
+           "strings": STRINGS, "vocabs": {}}
+    for name in VOCABS:
+        vocab = lib.load(MODELS / f"ggml-vocab-{name}.gguf")
+        rows = []
+        for k, s in enumerate(STRINGS):
+            for no_bos, parse in MODES:
+                add = lib.L.llama_vocab_get_add_bos(vocab) and not no_bos
+                rows.append({"string": k, "no_bos": no_bos, "parse_special": parse,
+                             "ids": lib.tokenize(vocab, s, add, parse)})
+        out["vocabs"][name] = rows
+        print(name, len(rows), flush=True)
+    lines = ["{", f'"llama_cpp": {json.dumps(out["llama_cpp"])},', f'"strings": {json.dumps(STRINGS, ensure_ascii=False)},',
+             '"vocabs": {']
+    for k, name in enumerate(VOCABS):                 # one row per line: small, readable diffs
+        rows = ",\n".join(json.dumps(r, ensure_ascii=False) for r in out["vocabs"][name])
+        lines.append(f'"{name}": [\n{rows}\n]' + ("," if k + 1 < len(VOCABS) else ""))
+    lines += ["}", "}"]
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("wrote", OUT)
+
+
+class LlamaVocabs:
+    """libllama (.cache/oracle/lib, `make peers`) through the sdist's own ctypes bindings: one process for all
+    vocabularies (llama-tokenize reloads a 262k-token vocabulary for every string: ~8 s each)."""
+
+    def __init__(self):
+        import importlib.util
+        import os
+        import types
+        os.environ["LLAMA_CPP_LIB_PATH"] = str(fx.LIB)
+        sdist = MODELS.parent.parent.parent
+        pkg = types.ModuleType("llama_cpp")
+        pkg.__path__ = [str(sdist / "llama_cpp")]
+        sys.modules["llama_cpp"] = pkg
+        spec = importlib.util.spec_from_file_location("llama_cpp.llama_cpp", sdist / "llama_cpp/llama_cpp.py")
+        self.L = importlib.util.module_from_spec(spec)
+        sys.modules["llama_cpp.llama_cpp"] = self.L
+        spec.loader.exec_module(self.L)
+        self.L.llama_backend_init()
+
+    def load(self, path):
+        p = self.L.llama_model_default_params()
+        p.vocab_only = True
+        model = self.L.llama_model_load_from_file(str(path).encode(), p)
+        if not model:
+            sys.exit(f"libllama cannot load {path}")
+        return self.L.llama_model_get_vocab(model)
+
+    def tokenize(self, vocab, text, add_special, parse_special):
+        b = text.encode("utf-8")
+        n = len(b) + 8
+        buf = (self.L.llama_token * n)()
+        k = self.L.llama_tokenize(vocab, b, len(b), buf, n, add_special, parse_special)
+        assert k >= 0, k
+        return list(buf[:k])
+
+
+if __name__ == "__main__":
+    main()
