@@ -18,6 +18,8 @@ llama.cpp's ``llm_tokenizer_{bpe,spm,wpm}_session::tokenize`` does.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .pretokenizers import onig
 from .vocab import BPE, SPM, Vocab
 
@@ -45,18 +47,18 @@ def merge_pairs(merges: list) -> list:
 
 def spm_merges(v: Vocab) -> list:
     """Every pair of tokens whose concatenation is a token, best score of the result first (ties by id)."""
-    t2i, scores = v.token_to_id, v.scores
-    cand = []
+    t2i = v.token_to_id
+    ids, cuts = [], []
     for t, i in t2i.items():
-        if len(t) < 2:
-            continue
-        s = float(scores[i]) if scores is not None else 0.0
         for k in range(1, len(t)):
-            a, b = t[:k], t[k:]
-            if a in t2i and b in t2i:
-                cand.append((-s, i, k, a, b))
-    cand.sort()
-    return [(a, b) for _, _, _, a, b in cand]
+            if t[k:] in t2i and t[:k] in t2i:
+                ids.append(i)
+                cuts.append(k)
+    ids, cuts = np.asarray(ids, dtype=np.int64), np.asarray(cuts, dtype=np.int64)
+    score = v.scores[ids] if v.scores is not None else np.zeros(len(ids), dtype=np.float32)
+    order = np.lexsort((cuts, ids, -score))
+    toks = v.tokens
+    return [(toks[i][:k], toks[i][k:]) for i, k in zip(ids[order].tolist(), cuts[order].tolist())]
 
 
 def build(v: Vocab):
