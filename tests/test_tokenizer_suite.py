@@ -249,12 +249,15 @@ def test_long_text_segments_change_nothing(name, monkeypatch):
 
 
 def test_refusals_name_what_is_supported():
+    need_sdist()
     with pytest.raises(ModelError, match=r"tokenizer model 't5'.*UGM.*'llama'.*'gpt2'"):
         Tokenizer(open_gguf(MODELS / "ggml-vocab-nomic-bert-moe.gguf").metadata)
     with pytest.raises(ModelError, match=r"pre-tokenizer 'nonesuch'.*llama-bpe"):
         Tokenizer(edited("gpt-2", pre="nonesuch"))
     with pytest.raises(ModelError, match=r"pre-tokenizer 'kimi-k2'.*hand-written"):
         Tokenizer(edited("gpt-2", pre="kimi-k2"))
+    with pytest.raises(ModelError, match=r"lone surrogate"):
+        tokenizer("gpt-2").tokenize("a\ud800b")
 
 
 def _cpp_pre_regexes(src: str) -> dict:

@@ -227,6 +227,12 @@ class Tokenizer:
         model's metadata and llama.cpp's defaults say when ``add_special``."""
         if not isinstance(text, str):
             raise ModelError(f"tokenize expects a str, got {type(text).__name__}")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ModelError(f"the text is not valid Unicode: {text[e.start:e.end]!r} at position {e.start} "
+                                 f"(a lone surrogate) cannot be written as UTF-8") from None
         work = []                                   # int ids and str pieces, in order
         for f in self._partition(text, parse_special):
             work.extend([f] if isinstance(f, int) else self._pieces_of(f))
@@ -270,8 +276,9 @@ class Tokenizer:
                 else:
                     out.append(b)
             return bytes(out)
-        if a & A_BYTE:
-            return bytes([int(text[3:5], 16)])
+        if a & A_BYTE:           # "<0xXX>"; strtol's reading of anything else (its hex prefix, or 0)
+            hexpart = re.match(r"[0-9A-Fa-f]*", text[3:5]).group()
+            return bytes([int(hexpart, 16) if hexpart else 0])
         return b""
 
     def token_bytes(self, i: int, special: bool = True) -> bytes:

@@ -158,6 +158,8 @@ class Vocab:
             if ids[a] is not None and ids[a] >= n:
                 ids[a] = None
             val = md.get(f"tokenizer.ggml.{key}_token_id")
+            if val is not None and not isinstance(val, (int, np.integer)):
+                raise ModelError(f"tokenizer.ggml.{key}_token_id must be an integer, got {val!r}")
             if val is not None and 0 <= int(val) < n:
                 ids[a] = int(val)
         # 3. add_bos / add_eos / add_sep only when present
