@@ -147,6 +147,23 @@ def test_against_llama_tokenize(name):
                 assert tk.tokenize(text, add_special=tk.add_bos, parse_special=parse) == want, (name, text, parse)
 
 
+@pytest.mark.parametrize("name", VOCABS)
+def test_vocab_settings_are_libllamas(name):
+    """add_bos/add_eos/add_sep, the special ids, the end-of-generation set and every token's attributes
+    (CONTROL given by text, UNUSED, Phi-3's RSTRIP ...) as libllama sets them up (fixture)."""
+    want = json.loads(FIXTURE.read_text(encoding="utf-8"))["settings"][name]
+    tk = tokenizer(name)
+    v = tk.vocab
+    assert (tk.add_bos, tk.add_eos, tk.add_sep) == (want["add_bos"], want["add_eos"], want["add_sep"])
+    for k, i in want["ids"].items():     # (eot by text: llama.cpp's hash-map order, our list order: same here)
+        assert (v.ids[k] if v.ids[k] is not None else -1) == i, k
+    assert sorted(v.eog) == want["eog"]
+    attr = [4] * tk.n_vocab
+    for first, last, a in want["attr_runs"]:
+        attr[first:last + 1] = [a] * (last - first + 1)
+    assert [int(a) for a in v.attr] == attr
+
+
 def test_llama3_ignore_merges_and_bos_default():
     """Llama 3: a piece that is a token is kept whole (ignore_merges), and BOS is added although the file
     has no tokenizer.ggml.add_bos_token (llama.cpp's default for the llama-bpe pre-tokenizer)."""

@@ -1,5 +1,7 @@
-"""Record what llama.cpp's ``llama-tokenize`` (its tokenize call, run in-process) gives for tricky strings on every vocabulary of its test suite
-(parse_special on and off, with and without --no-bos: llama-tokenize's add_special is the model's add_bos) -> tests/data/tokenizer_llama_cpp.json.
+"""Record what llama.cpp's ``llama-tokenize`` (its tokenize call, run in-process) gives for tricky strings on
+every vocabulary of its test suite (parse_special on and off, with and without --no-bos: llama-tokenize's
+add_special is the model's add_bos), and how libllama sets each vocabulary up (add_bos/eos/sep, special ids,
+end-of-generation tokens, token attributes other than NORMAL) -> tests/data/tokenizer_llama_cpp.json.
 
 The suite's own .inp/.out cases only cover add_special=false, parse_special=false; these cover special
 tokens written in the text, BOS/EOS defaults, and the differences a differential fuzz against libllama found
@@ -42,7 +44,7 @@ def main():
     lib = LlamaVocabs()
     out = {"llama_cpp": "llama-cpp-python 0.3.36 (vendor/llama.cpp): libllama's llama_tokenize as llama-tokenize "
                         "calls it (add_special = the model's add_bos and not --no-bos)",
-           "strings": STRINGS, "vocabs": {}}
+           "strings": STRINGS, "vocabs": {}, "settings": {}}
     for name in VOCABS:
         vocab = lib.load(MODELS / f"ggml-vocab-{name}.gguf")
         rows = []
@@ -52,15 +54,40 @@ def main():
                 rows.append({"string": k, "no_bos": no_bos, "parse_special": parse,
                              "ids": lib.tokenize(vocab, s, add, parse)})
         out["vocabs"][name] = rows
+        L = lib.L
+        n = L.llama_vocab_n_tokens(vocab)
+        attrs = [L.llama_vocab_get_attr(vocab, i) for i in range(n)]
+        out["settings"][name] = {
+            "add_bos": bool(L.llama_vocab_get_add_bos(vocab)), "add_eos": bool(L.llama_vocab_get_add_eos(vocab)),
+            "add_sep": bool(L.llama_vocab_get_add_sep(vocab)),
+            "ids": {k: getattr(L, f"llama_vocab_{k}")(vocab) for k in ("bos", "eos", "eot", "sep", "pad", "fim_pre",
+                                                                        "fim_suf", "fim_mid", "fim_pad", "fim_rep",
+                                                                        "fim_sep")},
+            "eog": [i for i in range(n) if L.llama_vocab_is_eog(vocab, i)],
+            "attr_runs": runs(attrs)}
         print(name, len(rows), flush=True)
     lines = ["{", f'"llama_cpp": {json.dumps(out["llama_cpp"])},', f'"strings": {json.dumps(STRINGS, ensure_ascii=False)},',
              '"vocabs": {']
     for k, name in enumerate(VOCABS):                 # one row per line: small, readable diffs
         rows = ",\n".join(json.dumps(r, ensure_ascii=False) for r in out["vocabs"][name])
         lines.append(f'"{name}": [\n{rows}\n]' + ("," if k + 1 < len(VOCABS) else ""))
+    lines += ["},", '"settings": {']
+    for k, name in enumerate(VOCABS):
+        lines.append(f'"{name}": {json.dumps(out["settings"][name])}' + ("," if k + 1 < len(VOCABS) else ""))
     lines += ["}", "}"]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("wrote", OUT)
+
+
+def runs(values) -> list:
+    """[first, last, value] for each run of equal values other than NORMAL (4)."""
+    out = []
+    for i, a in enumerate(values):
+        if out and out[-1][2] == a and out[-1][1] == i - 1:
+            out[-1][1] = i
+        elif a != 4:
+            out.append([i, i, a])
+    return out
 
 
 class LlamaVocabs:

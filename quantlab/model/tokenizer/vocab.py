@@ -12,8 +12,8 @@ Read in this order, as the C++ does:
 3. ``tokenizer.ggml.add_space_prefix`` / ``add_bos_token`` / ``add_eos_token`` / ``add_sep_token`` override
    those defaults *only when present* (Gemma 4 always adds BOS).
 4. the special ids from their keys (a key out of range keeps the default), then the EOT / EOM / FIM ids
-   found by their text when no key names them (first in byte order, as ``std::map`` iterates), which also
-   makes those tokens CONTROL; control tokens named "unused" become UNUSED; the end-of-generation set.
+   found by their text when no key names them, which also makes those tokens CONTROL; control tokens
+   named "unused" become UNUSED; the end-of-generation set.
 5. the special-token cache: CONTROL, USER_DEFINED and UNKNOWN tokens, longest text first; Phi-3 files
    (``general.name``) strip white space to the right of their special tokens (RSTRIP).
 """
@@ -179,8 +179,10 @@ class Vocab:
         ids, attr, t2i = self.ids, self.attr, self.token_to_id
 
         def found(texts):
-            present = [t for t in texts if t in t2i]
-            return min(present, key=lambda t: t.encode("utf-8")) if present else None
+            # llama.cpp takes the first candidate its unordered_map yields (libstdc++ hash order); the first in
+            # its list agrees on every vocabulary of the suite (<|eot_id|> over <|end_of_text|>, <|im_end|>
+            # over <|endoftext|>, <|end|> over <|endoftext|>), and only eot_id itself depends on it
+            return next((t for t in texts if t in t2i), None)
 
         for a, texts in _BY_TEXT.items():
             if ids[a] is None:
