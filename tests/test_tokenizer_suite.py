@@ -265,6 +265,16 @@ def test_long_text_segments_change_nothing(name, monkeypatch):
     assert tk.tokenize(text, parse_special=False) == cut
 
 
+def test_describe():
+    assert tokenizer("llama-bpe").describe() == ("byte-level BPE, pre-tokenizer 'llama-bpe', whole-word tokens kept "
+                                                 "(ignore_merges); 128256 tokens (256 special); adds BOS "
+                                                 "'<|begin_of_text|>'")
+    assert tokenizer("llama-spm").describe() == ("SentencePiece BPE (tokenizer.ggml.model 'llama'); 32000 tokens "
+                                                 "(3 special); adds BOS '<s>'; a space before the text")
+    assert "adds BOS '[CLS]' and SEP '[SEP]'" in tokenizer("bert-bge").describe()
+    assert tokenizer("gpt-2").describe().endswith("adds nothing")
+
+
 def test_refusals_name_what_is_supported():
     need_sdist()
     with pytest.raises(ModelError, match=r"tokenizer model 't5'.*UGM.*'llama'.*'gpt2'"):

@@ -321,6 +321,29 @@ class Tokenizer:
             out = _clean_spaces(out)
         return out.decode("utf-8", errors="replace")
 
+    def describe(self) -> str:
+        """One line saying what this tokenizer is, for a notebook or a CLI."""
+        v = self.vocab
+        if v.kind == SPM:
+            what = "SentencePiece BPE (tokenizer.ggml.model 'llama')"
+        elif v.kind == WPM:
+            what = "WordPiece (tokenizer.ggml.model 'bert')"
+        elif not v.pre.byte_encode:
+            what = f"BPE on UTF-8 with byte fallback (tokenizer.ggml.model {v.model!r})"
+        else:
+            what = f"byte-level BPE, pre-tokenizer {v.pre_name!r}" + (", whole-word tokens kept (ignore_merges)"
+                                                                        if v.ignore_merges else "")
+        adds = []
+        if self.add_bos or v.kind == WPM:
+            adds.append(f"BOS {self.tokens[self.bos_id]!r}" if self.bos_id is not None else "BOS (missing!)")
+        if v.kind == WPM:
+            adds.append(f"SEP {self.tokens[self.sep_id]!r}" if self.sep_id is not None else "SEP (missing!)")
+        elif self.add_eos:
+            adds.append(f"EOS {self.tokens[self.eos_id]!r}" if self.eos_id is not None else "EOS (missing!)")
+        return (f"{what}; {self.n_vocab} tokens ({len(v.special)} special); adds "
+                f"{' and '.join(adds) if adds else 'nothing'}" + ("; a space before the text" if
+                                                                  v.kind == SPM and v.add_space_prefix else ""))
+
     def is_eog(self, i: int) -> bool:
         """End of generation, as llama.cpp's ``llama_vocab_is_eog``: EOS, EOT, EOM, FIM pad/repo/sep and the
         control tokens llama.cpp recognises by text (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>`` ...)."""
