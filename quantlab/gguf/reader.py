@@ -488,8 +488,15 @@ class GGUFTensor:
         row = n0 // self.format.block_size * self.format.type_size
         return raw.reshape(*self.shape[:-1], row) if self.shape else raw
 
-    def _little_endian_bytes(self) -> np.ndarray:
-        """The data in little-endian byte order (a copy for big-endian files)."""
+    @property
+    def swappable(self) -> bool:
+        """True when :meth:`little_endian_data` can give this tensor's data: a little-endian file, or a
+        plain format (F32, F16, BF16, F64, I8-I64) whose byte swap is unambiguous."""
+        return self._file.byte_order == "little" or self.format.name in _SWAP
+
+    def little_endian_data(self) -> np.ndarray:
+        """The data as ggml lays it out in memory and as quantlab's writer writes it: little-endian (``data``
+        itself for little-endian files; a byte-swapped copy for big-endian files, plain formats only)."""
         d = self.data
         if self._file.byte_order == "little":
             return d
@@ -505,7 +512,7 @@ class GGUFTensor:
         """The tensor as float32 of shape ``shape``, through :func:`quantlab.dequantize`."""
         from ..api import dequantize
 
-        out = dequantize(self._little_endian_bytes(), self.format, impl=impl, threads=threads)
+        out = dequantize(self.little_endian_data(), self.format, impl=impl, threads=threads)
         return out.reshape(self.shape)
 
     def numpy(self) -> np.ndarray:

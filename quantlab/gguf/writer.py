@@ -305,7 +305,7 @@ def _describe(name, src, shape=None, fmt=None, ne=None):
         f = src.format if fmt is None else get_format(fmt)
         if f != src.format:
             return _describe(name, src.dequantize, src.shape, f, src.ne)
-        return src.ne, src.format, src._little_endian_bytes
+        return src.ne, src.format, src.little_endian_data
     # a gguf-py ReaderTensor (gguf.GGUFReader): shape is stored in ggml order
     if hasattr(src, "tensor_type") and hasattr(src, "data") and hasattr(src, "shape") and fmt is None:
         f = get_format(int(src.tensor_type))
