@@ -21,8 +21,19 @@ passes over the positions that can hold a length prefix, never one element at a 
 
 Every malformed input raises :class:`quantlab.errors.GGUFError` whose message names the byte offset
 and what was wrong. Counts and lengths are checked against the bytes left in the file *before* anything
-is allocated, so a hostile header cannot make the reader allocate more than the file's size or loop for
-long.
+is allocated, and the records that become Python objects are bounded: at most :data:`MAX_TENSORS`
+(65,536) tensors and :data:`MAX_RECORDS` (65,536) metadata records — pairs plus arrays nested in arrays —
+far above any real model (the largest have a few thousand tensors and under a hundred keys; llama.cpp
+refuses nested arrays). So opening any file, hostile or not, costs at most the file's size + 64 MB of
+memory (the map itself is not counted: it is the file) and well under a second of CPU: a string array is
+located with numpy (16 bytes per element, each element taking at least 8 in the file), every other array
+is only located. Decoding a value (``metadata[key]``) costs what the value is: a tuple of ``str`` for a
+string array. Checked by tests/test_gguf.py::test_hostile_files_fit_the_budget (RLIMIT_AS in a child).
+
+A file truncated or rewritten by another process *while it is open* is not protected: reading a tensor
+or a value whose pages are gone from the map kills the process with SIGBUS (gguf-py's reader, which
+also maps the file, does the same; llama.cpp reads into its own buffers). Copy a file that may change
+before opening it.
 
 Closing: :meth:`GGUFFile.close` releases the map. Arrays obtained before (tensor ``.data`` views, decoded
 numeric metadata arrays) stay valid: they hold a reference to the map, which the operating system unmaps
@@ -35,6 +46,7 @@ import builtins
 import mmap
 import os
 import struct
+from array import array
 from collections.abc import Mapping
 
 import numpy as np
@@ -48,12 +60,14 @@ from .constants import (DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, READ_VERSIONS, 
 __all__ = ["open", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict"]
 
 _INT64_MAX = (1 << 63) - 1
+MAX_TENSORS = 1 << 16       # tensors per file (the largest real models have a few thousand)
+MAX_RECORDS = 1 << 16       # metadata pairs + arrays nested in arrays (real models: under a hundred pairs)
 _MAX_NESTING = 16           # arrays of arrays deeper than this are refused (no recursion blow-up)
-_PEEL_PASSES = 3           # see _chain_exact
 _FAST_PASSES = 8           # see _chain_fast
 _MAX_BREAKS = 256          # see _chain_fast
+_DECODE_CHUNK = 1 << 16     # strings decoded per slice of the map
 _SMALL_ARRAY = 16          # string arrays up to this length are read element by element
-_WINDOW_MAX = 1 << 22       # bytes scanned at once when walking a string array
+_WINDOW_MAX = 1 << 20       # bytes scanned at once when walking a string array (bounds its temporaries)
 _VALID_TYPES = frozenset(int(t) for t in ValueType)
 _STRUCT_CHAR = {ValueType.UINT8: "B", ValueType.INT8: "b", ValueType.UINT16: "H", ValueType.INT16: "h",
                 ValueType.UINT32: "I", ValueType.INT32: "i", ValueType.FLOAT32: "f", ValueType.BOOL: "B",
@@ -111,7 +125,7 @@ def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray
     window of the file, every byte position p whose P-byte value L(p) is small enough to fit in the file is a
     *candidate* start (the true starts always are; false ones are weeded out), and next(p) = p + P + L(p).
     :func:`_chain` finds the candidates reachable from the known first start, in a few numpy passes (a
-    pruning pass verified link by link, or peeling + pointer doubling for any input). A chain that leaves
+    pruning pass verified link by link, or element by element when pruning cannot settle it). A chain that leaves
     the window continues in a new window, sized from the average element length seen so far.
     """
     P, size, mm = src.len_size, src.size, src.mm
@@ -143,7 +157,7 @@ def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray
             bad = int(L[0])
             raise GGUFError(f"element {done} of {what}: the string at byte {cur} claims a length of {bad} bytes, "
                             f"but only {size - cur - P} bytes follow in the file")
-        els = _chain(L, m, P, remaining, loose)
+        els = _chain(src, cur, L, m, remaining, loose)
         k = els.size
         ln = L[els].astype(np.int64)
         starts[done:done + k] = cur + els + P
@@ -162,11 +176,12 @@ def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray
     return starts, lens, cur
 
 
-def _chain(L, m: int, P: int, want: int, loose: int) -> np.ndarray:
+def _chain(src: _Source, cur: int, L, m: int, want: int, loose: int) -> np.ndarray:
     """Window positions of the chain of elements that starts at position 0 (at most ``want``), in order.
-    ``L`` holds the P-byte value at every window position, ``loose`` the largest length that fits the file."""
-    els = _chain_fast(L, m, P, want, loose)
-    return els if els is not None else _chain_exact(L, m, P, want, loose)
+    ``L`` holds the P-byte value at every window position (the window starts at byte ``cur``), ``loose``
+    the largest length that fits the file."""
+    els = _chain_fast(L, m, src.len_size, want, loose)
+    return els if els is not None else _chain_walk(src, cur, m, want, loose)
 
 
 def _chain_fast(L, m: int, P: int, want: int, loose: int):
@@ -182,7 +197,10 @@ def _chain_fast(L, m: int, P: int, want: int, loose: int):
     """
     is_cand = L <= np.uint64(min(loose, m))
     cand = np.flatnonzero(is_cand)
+    if cand.size > 2 * (m // P + 1):
+        return None                               # more than twice as many candidates as elements can fit
     nxt = cand + P + L[cand].astype(np.int64)
+    before = None
     for _ in range(_FAST_PASSES):
         inside = nxt < m
         cand, nxt = cand[inside], nxt[inside]
@@ -197,6 +215,9 @@ def _chain_fast(L, m: int, P: int, want: int, loose: int):
         breaks = np.flatnonzero(cand[1:] != nxt[:-1])    # survivor i does not lead to survivor i+1
         if breaks.size <= _MAX_BREAKS:
             break
+        if before is not None and breaks.size > before // 2:
+            return None                           # not converging (e.g. a run of empty strings)
+        before = breaks.size
     else:
         return None
     runs, total, i, last = [], 0, 0, cand.size - 1
@@ -229,70 +250,45 @@ def _chain_fast(L, m: int, P: int, want: int, loose: int):
     return np.concatenate([els, np.array(tail, dtype=np.int64)]) if tail else els
 
 
-def _chain_exact(L, m: int, P: int, want: int, loose: int) -> np.ndarray:
-    """Same result as :func:`_chain_fast`, for any input (adversarial ones included).
-
-    Candidates form a forest: each points forward to its successor. The chain from position 0 is exactly
-    the set of candidates reachable from it, and since positions grow along the chain, that set sorted by
-    position *is* the chain. Most unreachable candidates are peeled off as sources first: a candidate (other
-    than 0) that no surviving candidate points to cannot be reached. Pointer doubling over the survivors
-    then keeps exactly the reachable ones.
-    """
-    cand = np.flatnonzero(L <= np.uint64(loose))
-    nxt = cand + P + L[cand].astype(np.int64)
-    S = cand.size
-    index = np.full(m, S, dtype=np.int32)
-    index[cand] = np.arange(S, dtype=np.int32)
-    inside = nxt < m
-    jump = np.full(S + 1, S, dtype=np.int32)    # candidate index -> successor's index (S: none in window)
-    jump[:S][inside] = index[nxt[inside]]
-    del index, inside, nxt
-    alive = np.ones(S + 1, dtype=bool)
-    alive[S] = False
-    for _ in range(_PEEL_PASSES):
-        indeg = np.bincount(jump[:S][alive[:S]], minlength=S + 1)
-        src = alive & (indeg == 0)
-        src[0] = False
-        if not src.any():
+def _chain_walk(src: _Source, cur: int, m: int, want: int, loose: int) -> np.ndarray:
+    """Same result as :func:`_chain_fast`, for any input: element after element, linear in the elements
+    of the window (about 0.2 us each). Used when the fast path cannot settle the chain — adversarial
+    windows where nearly every byte position is a candidate (a run of empty strings is one: every byte of
+    the zero prefixes reads as a length of 0)."""
+    unpack, mm, P = src.count.unpack_from, src.mm, src.len_size
+    out = array("q")
+    add = out.append
+    p, k = 0, 0
+    while k < want:
+        add(p)
+        k += 1
+        q = p + P + unpack(mm, cur + p)[0]
+        if q >= m or unpack(mm, cur + q)[0] > loose:
             break
-        alive &= ~src
-    keep = np.flatnonzero(alive)                # alive candidates only point at alive ones (or nowhere)
-    renum = np.full(S + 1, keep.size, dtype=np.int32)
-    renum[keep] = np.arange(keep.size, dtype=np.int32)
-    sub = np.append(renum[jump[keep]], np.int32(keep.size))
-    return cand[keep[_follow(sub, keep.size, want)]]
-
-
-def _follow(jump: np.ndarray, S: int, want: int) -> np.ndarray:
-    """Candidate indices of the chain from candidate 0, by pointer doubling (log2(want) numpy passes)."""
-    if np.array_equal(jump[:S - 1], np.arange(1, S, dtype=np.int32)):
-        return np.arange(min(S, want))          # every candidate is on the chain, in order
-    chain = np.zeros(1, dtype=np.int32)          # chain[i] = candidate index of the i-th element
-    while chain.size < want and chain[-1] != S:
-        chain = np.concatenate([chain, jump[chain]])   # here jump = next applied len(chain) times
-        jump = jump[jump]
-    stop = np.flatnonzero(chain == S)
-    k = int(stop[0]) if stop.size else chain.size
-    return chain[:min(k, want)]
+        p = q
+    return np.frombuffer(out, dtype=np.int64)
 
 
 def _decode_strings(mm, starts: np.ndarray, lens: np.ndarray) -> tuple:
     """The strings at (starts, lens) as Python str (UTF-8; invalid bytes kept via surrogateescape).
 
-    The offsets come from the vectorized walk; the region is copied once and sliced. (Decoding the joined
+    The offsets come from the vectorized walk; each chunk of up to 65,536 strings is copied once from the
+    map and sliced (so the temporaries stay small whatever the array's length). (Decoding the joined
     bodies as one text and slicing it by character offsets was measured slower than this.)
     """
-    if starts.size == 0:
-        return ()
-    lo = int(starts[0])
-    hi = int(starts[-1] + lens[-1])
-    raw = mm[lo:hi]
-    a = (starts - lo).tolist()
-    b = (starts - lo + lens).tolist()
-    if raw.isascii():
-        s = raw.decode("ascii")                     # ASCII: byte offsets are character offsets
-        return tuple([s[i:j] for i, j in zip(a, b)])
-    return tuple([raw[i:j].decode("utf-8", "surrogateescape") for i, j in zip(a, b)])
+    out: list = []
+    for c in range(0, starts.size, _DECODE_CHUNK):
+        st, ln = starts[c:c + _DECODE_CHUNK], lens[c:c + _DECODE_CHUNK]
+        lo = int(st[0])
+        raw = mm[lo:int(st[-1] + ln[-1])]
+        a = (st - lo).tolist()
+        b = (st - lo + ln).tolist()
+        if raw.isascii():
+            s = raw.decode("ascii")                     # ASCII: byte offsets are character offsets
+            out.extend([s[i:j] for i, j in zip(a, b)])
+        else:
+            out.extend([raw[i:j].decode("utf-8", "surrogateescape") for i, j in zip(a, b)])
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- metadata
@@ -617,6 +613,13 @@ class GGUFFile:
         if n_tensors > left // (P + 16):
             raise GGUFError(f"the header (byte 8) claims {n_tensors} tensors; each tensor record takes at least "
                             f"{P + 16} bytes, but only {left} bytes follow the header")
+        if n_tensors > MAX_TENSORS:
+            raise GGUFError(f"the header (byte 8) claims {n_tensors:,} tensors; quantlab reads at most "
+                            f"{MAX_TENSORS:,} (the largest real models have a few thousand)")
+        if n_kv > MAX_RECORDS:
+            raise GGUFError(f"the header (byte {8 + P}) claims {n_kv:,} metadata pairs; quantlab reads at most "
+                            f"{MAX_RECORDS:,} (real models have under a hundred)")
+        self._records = n_kv
 
         entries: dict = {}
         for i in range(n_kv):
@@ -771,6 +774,11 @@ class GGUFFile:
         if n > left // (4 + src.len_size):
             raise GGUFError(f"metadata {key!r}: array at byte {apos} claims {n} inner arrays; each needs at least "
                             f"{4 + src.len_size} bytes, but only {left} bytes are left in the file")
+        self._records += n
+        if self._records > MAX_RECORDS:
+            raise GGUFError(f"metadata {key!r}: array at byte {apos} holds {n:,} inner arrays, which makes more "
+                            f"than {MAX_RECORDS:,} metadata records (pairs + nested arrays) in the file, the most "
+                            f"quantlab reads (llama.cpp refuses arrays of arrays altogether)")
         values, specs = [], []
         for _ in range(n):
             v, s, pos = self._read_array(pos, key, depth + 1)
