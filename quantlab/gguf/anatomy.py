@@ -26,11 +26,12 @@ rest; tensor data into its first blocks and one field for the rest.
     >>> a = Anatomy(quantlab.data.path("smollm2"))
     >>> a.sections()                      # header / metadata / tensor infos / padding / data
     >>> print(a.text(0, 64))              # annotated hex dump
-    >>> a.html(a.regions()["tensor info 0"])
+    >>> a.rows(*a.regions()["tensor info 0"])    # the same as data: offsets, bytes, owning field
+
+The coloured HTML view of these rows is the notebook widget's (:func:`quantlab.widgets.gguf_hex.hex_html`).
 """
 from __future__ import annotations
 
-import html as _html
 import os
 import struct
 from dataclasses import dataclass
@@ -46,9 +47,6 @@ __all__ = ["Field", "Anatomy", "summarize_value", "TOKEN_TYPES"]
 TOKEN_TYPES = {0: "undefined", 1: "normal", 2: "unknown", 3: "control", 4: "user-defined", 5: "unused",
                6: "byte"}
 
-_PALETTE = ("#fde2e2", "#dcefff", "#e3f7d9", "#fff3c4", "#efe0ff", "#d9f4f2", "#ffe4cc", "#e8e8e8")
-_SECTION_COLOR = {"header": "#f7c6c6", "metadata": None, "tensor info": None, "padding": "#cccccc",
-                  "data": None}
 
 
 @dataclass(frozen=True)
@@ -314,37 +312,6 @@ class Anatomy:
             lines.append(f"{x.start:>10,}  {x.size:>8,} B  {x.record:<34.34} {x.name:<20.20} {x.value}")
         return "\n".join(lines)
 
-    def html(self, start, length: int | None = None, width: int = 16) -> str:
-        """An HTML hex view, each field in its own colour, with the field table below.
-        ``start`` may be a (start, length) pair from :meth:`regions`."""
-        if length is None:
-            start, length = start
-        start = max(0, int(start))
-        fl = self.fields_in(start, start + length)
-        colors = [_SECTION_COLOR.get(x.section) or _PALETTE[i % len(_PALETTE)] for i, x in enumerate(fl)]
-        lines = []
-        for row in self.rows(start, length, width):
-            cells = []
-            for b, o in zip(row["bytes"], row["owner"]):
-                tip = _html.escape(f"{fl[o].record}: {fl[o].name} = {fl[o].value}", quote=True)
-                cells.append(f"<span style='background:{colors[o]}' title='{tip}'>{b:02x}</span>")
-            asc = "".join(_html.escape(chr(b)) if 32 <= b < 127 else "." for b in row["bytes"])
-            pad = "&nbsp;" * (3 * (width - len(row["bytes"])))
-            lines.append(f"<span style='color:#888'>{row['offset']:08x}</span>  {' '.join(cells)}{pad}  "
-                         f"<span style='color:#555'>{asc}</span>")
-        table = ["<table class='ql-gguf-fields' style='border-collapse:collapse;font-family:monospace;"
-                 "font-size:12px'><tr><th>offset</th><th>bytes</th><th>record</th><th>field</th>"
-                 "<th style='text-align:left'>value</th></tr>"]
-        for x, c in zip(fl, colors):
-            table.append(f"<tr><td style='text-align:right;padding:0 6px'>{x.start:,}</td>"
-                         f"<td style='text-align:right;padding:0 6px'>{x.size:,}</td>"
-                         f"<td style='padding:0 6px'>{_html.escape(x.record)}</td>"
-                         f"<td style='background:{c};padding:0 6px'>{_html.escape(x.name)}</td>"
-                         f"<td style='padding:0 6px'>{_html.escape(x.value)}</td></tr>")
-        table.append("</table>")
-        return ("<pre class='ql-gguf-hex' style='font-size:12px;line-height:1.35'>" + "\n".join(lines)
-                + "</pre>" + "".join(table))
-
     # ---------------------------------------------------------------- tables for the lesson
     def metadata_table(self) -> list[dict]:
         """One row per key: key, type, offset, record bytes, summarised value."""
@@ -407,11 +374,6 @@ class Anatomy:
             out["n_merges"] = len(m)
             out["first_merges"] = list(m[:5])
         return out
-
-
-def open_anatomy(path, items: int = 3) -> Anatomy:
-    """Shortcut: ``Anatomy(path)``."""
-    return Anatomy(os.fspath(path), items=items)
 
 
 def _plain(v):
