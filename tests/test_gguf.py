@@ -293,7 +293,7 @@ def test_long_string_arrays_and_awkward_strings(tmp_path):
 def test_vectorized_string_walk_agrees_with_a_plain_loop(tmp_path, version):
     """Both chain finders (the fast pruning one and the element-by-element one) against a Python loop, on
     arrays that favour false candidates: empty strings, NUL bytes, long strings, byte-like lengths."""
-    from quantlab.gguf import reader as R
+    from quantlab.gguf import values as R
 
     rng = np.random.default_rng(version)
     v1 = version == 1
@@ -908,7 +908,7 @@ def test_hostile_files_fit_the_budget(tmp_path):
     tensors (60 MB) ~1 GB and 38 s. The reader's promise — at most the file's size + 64 MB, well under
     a second — is now checked in a child under RLIMIT_AS: refused by the record limits, or read in budget
     right at them, with a CPU budget of 2 s per file (measured: under 0.4 s at the limit)."""
-    from quantlab.gguf.reader import MAX_RECORDS, MAX_TENSORS
+    from quantlab.gguf.reader import MAX_RECORDS, MAX_TENSORS     # (MAX_RECORDS: from gguf.values)
 
     empty_inner = struct.pack("<IQ", ValueType.UINT32, 0)
     files = {
@@ -937,3 +937,37 @@ def test_hostile_files_fit_the_budget(tmp_path):
         print(f"{name}: {res[:80]} ({t:.2f} s CPU)")
         assert needle in res, (name, res)
         assert t < 2.0, f"{name}: {t:.2f} s of CPU"
+
+
+def test_writer_takes_any_tensor_like_source_and_no_module_cycle(tmp_path):
+    """issue 16 room 3: the writer accepts any object with a format, a shape and its data (it used to
+    check for the reader's class), and reader.py / writer.py import values.py, not each other."""
+    import ast
+    import pathlib
+
+    class Mine:                                   # not quantlab's: format + shape + raw ggml bytes
+        def __init__(self, data, format, shape):
+            self.data, self.format, self.shape = data, format, shape
+
+    x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32)
+    q = quantlab.quantize(x, "Q8_0")
+    qg.write(tmp_path / "a.gguf", {"general.architecture": "llama"},
+             {"q": Mine(q, "Q8_0", (2, 32)), "f": Mine(x, "F32", (2, 32)), "r": Mine(q, "Q8_0", (2, 32))})
+    with qg.open(tmp_path / "a.gguf") as f:
+        assert np.array_equal(f.tensors["q"].data, q) and np.array_equal(f.tensors["f"].numpy(), x)
+        # a tensor read by quantlab goes through the same duck typing (little_endian_data), and converts
+        w = qg.GGUFWriter(tmp_path / "b.gguf", f.metadata)
+        w.add_tensor("q", f.tensors["q"])
+        w.add_tensor("f16", f.tensors["f"], format="F16")
+        w.add_tensor("q4", Mine(q, "Q8_0", (2, 32)), format="Q4_0")      # raw bytes of another format
+        w.write_tensors()
+        w.close()
+    with qg.open(tmp_path / "b.gguf") as g:
+        assert np.array_equal(g.tensors["q"].data, q)
+        assert np.array_equal(g.tensors["f16"].numpy(), x.astype(np.float16))
+        assert np.array_equal(g.tensors["q4"].data, quantlab.quantize(quantlab.dequantize(q, "Q8_0"), "Q4_0"))
+    pkg = pathlib.Path(qg.__file__).parent
+    for mod, other in (("reader", "writer"), ("writer", "reader")):
+        tree = ast.parse((pkg / f"{mod}.py").read_text())
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert other not in names and "values" in names, (mod, names)
