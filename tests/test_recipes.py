@@ -459,6 +459,54 @@ def test_big_endian_model_quantizes_to_what_the_little_endian_one_gives(tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_big_endian_against_llama_quantize(tmp_path):
+    """With llama.cpp's tools built (.cache/oracle/bin, `make peers`): llama-quantize refuses the
+    big-endian file (exit 1, 'mismatch between the host and model endianness', nothing written), and
+    quantlab's output for it is byte for byte llama-quantize's for the little-endian twin."""
+    import os
+    import subprocess
+
+    import gguf as gp
+
+    root = pathlib.Path(__file__).resolve().parent.parent / ".cache/oracle"
+    tool = root / "bin/llama-quantize"
+    if not tool.exists():
+        pytest.skip("llama-quantize is not built (make peers)")
+    rng = np.random.default_rng(11)
+    ts = {"token_embd.weight": rng.standard_normal((64, D)).astype(np.float32),
+          "blk.0.attn_q.weight": np.ones((D, D), np.float32),
+          "blk.0.attn_k.weight": rng.standard_normal((D // 2, D)).astype(np.float16),
+          "blk.0.attn_norm.weight": np.linspace(.5, 1.5, D).astype(np.float32)}
+    paths = {}
+    for e, endian in (("be", gp.GGUFEndian.BIG), ("le", gp.GGUFEndian.LITTLE)):
+        w = gp.GGUFWriter(str(tmp_path / f"{e}.gguf"), "llama", endianess=endian)
+        w.add_block_count(1)
+        w.add_head_count(4)
+        w.add_head_count_kv(2)
+        w.add_context_length(64)
+        w.add_embedding_length(D)
+        w.add_feed_forward_length(FF)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_rope_dimension_count(64)
+        for k, v in ts.items():
+            w.add_tensor(k, v)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        paths[e] = tmp_path / f"{e}.gguf"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(root / "lib")}
+    p = subprocess.run([str(tool), str(paths["be"]), str(tmp_path / "be-llq.gguf"), "Q4_K_M"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 1 and "endianness" in p.stderr + p.stdout
+    assert not (tmp_path / "be-llq.gguf").exists()
+    p = subprocess.run([str(tool), str(paths["le"]), str(tmp_path / "le-llq.gguf"), "Q4_K_M"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = recipes.quantize_model(paths["be"], tmp_path / "be-ql.gguf", "Q4_K_M", verbose=False, progress=False)
+    assert r.sha256() == _sha(tmp_path / "le-llq.gguf")
+
+
 def test_cli_quantize(tmp_path, capsys):
     from quantlab.cli import main
 
