@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import warnings
 
 import numpy as np
-
 
 from .errors import (ArgumentError, FormatError, ImatrixError, ImatrixRequired, NonFiniteError,
                      QuantizationWarning, ShapeError)
@@ -308,6 +306,3 @@ def inspect_block(data, fmt, i: int = 0) -> dict:
         out["values"] = dequantize(block, f, impl="reference").reshape(-1)
     return out
 
-
-def default_threads() -> int:
-    return os.cpu_count() or 1

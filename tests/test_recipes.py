@@ -11,7 +11,7 @@ import pytest
 
 from quantlab import recipes
 from quantlab.errors import FormatError, QuantlabError
-from quantlab.recipes import ModelInfo, Options, TensorSpec, make_plan, use_more_bits
+from quantlab.recipes import ModelInfo, Options, make_plan, use_more_bits
 
 DATA = pathlib.Path(__file__).parent / "data"
 FIXTURE = json.loads((DATA / "recipes_smollm2.json").read_text())

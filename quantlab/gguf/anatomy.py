@@ -40,6 +40,8 @@ import numpy as np
 
 from ..errors import GGUFError
 from .constants import ArrayOf, ValueType, type_name
+from .reader import GGUFFile
+from .reader import open as open_gguf
 
 __all__ = ["Field", "Anatomy", "summarize_value", "TOKEN_TYPES"]
 
@@ -86,9 +88,6 @@ class Anatomy:
     """
 
     def __init__(self, source, items: int = 3):
-        from .reader import GGUFFile
-        from .reader import open as open_gguf
-
         self.file = source if isinstance(source, GGUFFile) else open_gguf(source)
         self.path = self.file.path
         self.items = int(items)
@@ -160,7 +159,6 @@ class Anatomy:
         md = self.file.metadata
         pos, _ = self._string(pos, "metadata", rec, "key")
         t = self._u(pos, 4)
-        spec = md.type_of(key)
         pos = self._add(pos, 4, "metadata", rec, "value type", f"u32 = {t} ({ValueType(t).name.lower()})")
         vt = ValueType(t)
         if vt == ValueType.STRING:
@@ -392,8 +390,6 @@ def compare_readers(path) -> list[dict]:
     metadata value, type and offset, every tensor's type, dimensions, data offset and bytes.
     Rows: what, quantlab, gguf_py, equal. (gguf-py reads every array eagerly: use it on small files.)"""
     import gguf as gguf_py
-
-    from .reader import open as open_gguf
 
     r = gguf_py.GGUFReader(os.fspath(path))
     rows = []

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FormatError, ImatrixError, ImatrixRequired, QuantlabError
-from ..formats.registry import get as get_format
 from .ftypes import file_type
 from .imatrix import ImatrixData, as_imatrix
 from .select import ModelInfo, Options, Plan, TensorSpec, make_plan

@@ -585,7 +585,7 @@ def _heuristics(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, cat: 
         falcon = model.arch == "falcon"
         at = f"ffn_down layer {i} of {n} in {f}"
         if f == "Q2_K":
-            return "Q3_K", f"ffn_down in Q2_K -> Q3_K"
+            return "Q3_K", "ffn_down in Q2_K -> Q3_K"
         if f == "Q2_K_S":
             if i < n // 8:
                 return "Q4_K", f"{at}: {i} < n/8 = {n // 8} -> Q4_K"
