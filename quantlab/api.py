@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
+import warnings
 
 import numpy as np
 
-from .errors import (FormatError, ImatrixError, ImatrixRequired, NonFiniteError, ShapeError)
+from .errors import (ArgumentError, FormatError, ImatrixError, ImatrixRequired, NonFiniteError,
+                     QuantizationWarning, ShapeError)
 from .formats.registry import Format, get
 from .kernels import _rows
 
@@ -28,8 +29,39 @@ _IMATRIX_HELP = (
 )
 
 
+def _format(fmt) -> Format:
+    """The format argument: a name, a ggml type id (int), a :class:`Format` or a ``gguf`` enum member
+    (an ``IntEnum``). Floats and bools are refused: ``2.9`` or ``True`` meaning Q4_0 / F16 is a bug."""
+    if isinstance(fmt, (bool, np.bool_)) or not isinstance(fmt, (str, int, np.integer, Format)):
+        raise FormatError(f"a format is a name like 'Q4_K', a ggml type id (int), a quantlab Format or a "
+                          f"gguf.GGMLQuantizationType; got {fmt!r} ({type(fmt).__name__})")
+    return get(fmt)
+
+
+def _thread_count(threads) -> int | None:
+    """``threads``: None (all cores) or a positive integer."""
+    if threads is None:
+        return None
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ArgumentError(f"threads must be a positive integer (or None for all cores), got {threads!r}")
+    return int(threads)
+
+
+def _impl(impl) -> str:
+    if not isinstance(impl, str) or impl not in ("fast", "reference"):
+        raise FormatError(f"impl must be 'fast' (numba) or 'reference' (numpy), got {impl!r}")
+    return impl
+
+
+def _array(x, what: str) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:      # ragged nested lists and the like
+        raise ShapeError(f"{what} must be an array (or something numpy turns into one): {e}") from None
+
+
 def _as_float_rows(x, fmt: Format) -> tuple[np.ndarray, tuple]:
-    a = np.asarray(x)
+    a = _array(x, "the weights")
     if a.dtype.kind != "f":
         raise ShapeError(f"quantize expects floating-point weights (float32, float16 or float64), "
                          f"got an array of dtype {a.dtype}")
@@ -48,15 +80,53 @@ def _as_float_rows(x, fmt: Format) -> tuple[np.ndarray, tuple]:
     return rows, lead
 
 
-def _check_finite(rows: np.ndarray, fmt: Format) -> None:
-    if fmt.family == "floats" and fmt.name in ("F32", "F16", "BF16", "F64"):
-        return
+def _value_range(rows: np.ndarray, fmt: Format) -> tuple[float, float]:
+    """(min, max) of the weights, in two passes without a temporary; NaN/inf where the format cannot
+    hold them raise NonFiniteError (the float formats keep them)."""
+    if rows.size == 0:
+        return 0.0, 0.0
+    lo, hi = float(rows.min()), float(rows.max())
+    if (math.isfinite(lo) and math.isfinite(hi)) or fmt.name in ("F32", "F16", "BF16", "F64"):
+        return lo, hi
     fin = np.isfinite(rows)
-    if not fin.all():
-        r, c = np.argwhere(~fin)[0]
-        what = "NaN" if np.isnan(rows[r, c]) else "infinity"
-        raise NonFiniteError(f"{fmt.name} cannot represent {what}: found {rows[r, c]} at row {r}, column {c} "
-                             f"({int((~fin).sum())} non-finite values in all); clean the weights first")
+    r, c = np.argwhere(~fin)[0]
+    what = "NaN" if np.isnan(rows[r, c]) else "infinity"
+    raise NonFiniteError(f"{fmt.name} cannot represent {what}: found {rows[r, c]} at row {r}, column {c} "
+                         f"({int((~fin).sum())} non-finite values in all); clean the weights first")
+
+
+def _warn_overflow(rows: np.ndarray, out: np.ndarray, fmt: Format, lo: float, hi: float, impl: str) -> None:
+    """QuantizationWarning for the rows whose blocks came out as inf/NaN or all zeros because their
+    weights are beyond what the format's scale can hold (``fmt.max_abs``). Cheap when nothing is near the
+    limit (the caller's min/max); otherwise the rows beyond the limit are decoded and looked at."""
+    limit = fmt.max_abs
+    if not (max(-lo, hi) > limit or math.isnan(lo) or math.isnan(hi)):
+        return
+    a = np.abs(rows)
+    a[~np.isfinite(a)] = 0.0                       # NaN/inf kept by float formats are not overflows
+    amax = a.max(axis=1)
+    cand = np.flatnonzero(amax > limit)
+    if cand.size == 0:
+        return
+    impl = impl if fmt.has_impl(impl, "dequantize") else "reference"
+    with np.errstate(all="ignore"):
+        y = fmt.impl(impl, "dequantize")(np.ascontiguousarray(out[cand]), rows.shape[1])
+    x = rows[cand]
+    bad = (~np.isfinite(y) & np.isfinite(x)).any(axis=1)
+    bs = fmt.block_size
+    if bs > 1:
+        zero = (y.reshape(len(cand), -1, bs) == 0).all(axis=2) & (x.reshape(len(cand), -1, bs) != 0).any(axis=2)
+        bad |= zero.any(axis=1)
+    if not bad.any():
+        return
+    rows_bad = cand[bad]
+    r = int(rows_bad[0])
+    more = f" (and {rows_bad.size - 1} more rows)" if rows_bad.size > 1 else ""
+    what = ("its largest finite value: they became inf" if fmt.family == "floats" else
+            "its scales can hold: its blocks decode to inf/NaN or zeros (ggml writes the same bytes)")
+    warnings.warn(QuantizationWarning(
+        f"{fmt.name}: row {r}{more} has weights up to {amax[r]:.4g} in magnitude, beyond the {limit:.4g} that "
+        f"is {what}. Scale the weights down, or use a format with a wider range (F32, BF16, Q8_K)"), stacklevel=3)
 
 
 def _check_imatrix(imatrix, fmt: Format, n: int) -> np.ndarray | None:
@@ -146,10 +216,11 @@ def quantize(x, fmt, imatrix=None, impl: str = "fast", threads: int | None = Non
     ``fmt`` is a name (case-insensitive), a ggml id or a Format; ``impl`` is ``"fast"`` (numba) or
     ``"reference"`` (numpy); ``threads`` (default: all cores) never changes a byte.
     """
-    f = get(fmt)
+    f = _format(fmt)
     f.check_usable()
+    impl, threads = _impl(impl), _thread_count(threads)
     rows, lead = _as_float_rows(x, f)
-    _check_finite(rows, f)
+    lo, hi = _value_range(rows, f)
     im = _check_imatrix(imatrix, f, rows.shape[1])
     if not f.uses_imatrix:
         im = None  # ggml ignores it for these types; so do we (same bytes)
@@ -160,13 +231,14 @@ def quantize(x, fmt, imatrix=None, impl: str = "fast", threads: int | None = Non
         out = _run_threaded(fn, (rows, im), threads, rows.size, "quantize")
     else:
         out = fn(rows, im)
+    _warn_overflow(rows, out, f, lo, hi, impl)
     return out.reshape(*lead, out.shape[-1])
 
 
 def _as_byte_rows(data, f: Format) -> tuple[np.ndarray, tuple, int]:
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = np.frombuffer(data, dtype=np.uint8)
-    a = np.asarray(data)
+    a = _array(data, "the quantized data")
     if a.dtype != np.uint8:
         raise ShapeError(f"dequantize expects the raw bytes as a uint8 array, got dtype {a.dtype}")
     if a.ndim == 0:
@@ -186,8 +258,9 @@ def _as_byte_rows(data, f: Format) -> tuple[np.ndarray, tuple, int]:
 def dequantize(data, fmt, impl: str = "fast", threads: int | None = None) -> np.ndarray:
     """Decode ggml blocks (uint8, last axis = row bytes) to float32, identical to ggml's ``to_float``.
     Returns shape ``(*data.shape[:-1], n_per_row)``."""
-    f = get(fmt)
+    f = _format(fmt)
     f.check_usable()
+    impl, threads = _impl(impl), _thread_count(threads)
     rows, lead, n = _as_byte_rows(data, f)
     fn = f.impl(impl, "dequantize")
     if rows.size == 0:
@@ -200,17 +273,23 @@ def dequantize(data, fmt, impl: str = "fast", threads: int | None = None) -> np.
 
 
 def row_bytes(fmt, n_per_row: int) -> int:
-    return get(fmt).row_bytes(n_per_row)
+    """Bytes of one row of ``n_per_row`` weights in ``fmt``."""
+    if isinstance(n_per_row, (bool, np.bool_)) or not isinstance(n_per_row, (int, np.integer)) or n_per_row < 0:
+        raise ArgumentError(f"n_per_row must be a non-negative integer, got {n_per_row!r}")
+    return _format(fmt).row_bytes(int(n_per_row))
 
 
 def inspect_block(data, fmt, i: int = 0) -> dict:
     """Decode block ``i`` (counting blocks in the flattened data) into its fields, for teaching:
     the raw bytes, the scales as stored and as applied, the codes, and the reconstructed weights."""
-    f = get(fmt)
+    f = _format(fmt)
     f.check_usable()
+    if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+        raise ArgumentError(f"the block index must be an integer, got {i!r}")
+    i = int(i)
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = np.frombuffer(data, dtype=np.uint8)
-    a = np.asarray(data)
+    a = _array(data, "the quantized data")
     if a.dtype != np.uint8:
         raise ShapeError(f"inspect_block expects raw uint8 bytes, got dtype {a.dtype}")
     flat = a.reshape(-1)
@@ -227,6 +306,3 @@ def inspect_block(data, fmt, i: int = 0) -> dict:
         out["values"] = dequantize(block, f, impl="reference").reshape(-1)
     return out
 
-
-def default_threads() -> int:
-    return os.cpu_count() or 1

@@ -177,6 +177,7 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     from .peers import ggml
 
     g = ggml() if peers else None
+    ok = (lambda f: g is not None and g.supports(f.id))       # the types this ggml has (probed, no abort)
     fmts = [get(n) for n in names] if names else \
         [f for f in all_formats() if f.is_quantized or f.name in ("F16", "BF16")]
     x = _weights(size, n_per_row)
@@ -188,7 +189,7 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     rows = []
     for f in fmts:
         fast_q, fast_d = f.has_impl("fast", "quantize"), f.has_impl("fast", "dequantize")
-        if not fast_q and not (g and g.type_size(f.id)):
+        if not fast_q and not ok(f):
             continue
         gq, gd = _gguf_ops(f) if peers else (None, None)
         ops = [("quantize", None)]
@@ -207,7 +208,7 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
                 # at least 128 distinct rows: repeating a few rows lets the branch predictor learn their
                 # sign bits (ggml's IQ2/IQ3 dequantize ran 4x faster on 9 rows repeated; 64 or more: no effect)
                 xq = _sample_rows(x, max(k_quant, min(n_rows, 128)))
-                q = api.quantize(xq, f, imatrix=im_d) if fast_q else (g.quantize(xq, f.id, im_d) if g else None)
+                q = api.quantize(xq, f, imatrix=im_d) if fast_q else (g.quantize(xq, f.id, im_d) if ok(f) else None)
                 if q is None:
                     continue
                 a = q if q.shape[0] == n_rows else np.resize(q, (n_rows, q.shape[1]))
@@ -217,7 +218,7 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
                     "numba-1t": (lambda d: api.dequantize(d, f, threads=1)) if fast_d else None,
                     f"numba-{nthreads}t": (lambda d: api.dequantize(d, f, threads=nthreads)) if fast_d else None,
                     "gguf": gd,
-                    "ggml-1t": (lambda d: g.dequantize(d, f.id, n_per_row)) if g and g.has_to_float(f.id) else None,
+                    "ggml-1t": (lambda d: g.dequantize(d, f.id, n_per_row)) if ok(f) and g.has_to_float(f.id) else None,
                 }
             else:
                 a = x
@@ -228,7 +229,7 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
                     f"numba-{nthreads}t": (lambda d: api.quantize(d, f, imatrix=im, threads=nthreads)) if fast_q else None,
                     "gguf": gq if im is None else None,
                     # ggml_quantize_chunk has no case for the activation types Q8_1/Q8_K (it aborts)
-                    "ggml-1t": (lambda d: g.quantize(d, f.id, im)) if g and not f.activation_only else None,
+                    "ggml-1t": (lambda d: g.quantize(d, f.id, im)) if ok(f) and not f.activation_only else None,
                 }
             pace = run["numba-1t"] or run["ggml-1t"]
             if pace is None:

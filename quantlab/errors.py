@@ -37,6 +37,18 @@ class QuantizationError(FormatError):
     """A quantizer met an input it cannot handle (where ggml itself would abort the process)."""
 
 
+class ArgumentError(QuantlabError, ValueError):
+    """An API argument of the wrong type or out of range (``threads=2.5``, ``threads=0``, a block index
+    that is not an integer...)."""
+
+
+class QuantizationWarning(UserWarning):
+    """Quantizing gave blocks that do not represent the weights: a row's magnitude is beyond what the
+    format's scale field (fp16 in most formats) can hold, so its blocks decode to inf/NaN or to zeros.
+    The bytes are the ones ggml writes for the same input (kept, byte for byte); the message names the
+    format, the first such row, its largest magnitude and the format's limit (``Format.max_abs``)."""
+
+
 class GGUFError(QuantlabError, ValueError):
     """A GGUF file is malformed, truncated or hostile; the message names the byte offset."""
 

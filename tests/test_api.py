@@ -101,3 +101,113 @@ def test_inspect_block_bounds():
     assert quantlab.inspect_block(q, "F16", 3)["values"][0] == 1.0
     with pytest.raises(ShapeError, match="out of range"):
         quantlab.inspect_block(q, "F16", 4)
+
+
+# --------------------------------------------------------------------------- arguments (issue 18 #8)
+
+@pytest.mark.parametrize("fmt", [2.9, 8.0, True, False, np.bool_(True), None, b"Q4_0", ["Q4_0"], 1j, object()])
+def test_format_argument_is_a_name_an_int_a_format_or_a_gguf_enum(fmt):
+    """quantize(x, 2.9) gave Q4_0 and True gave F16; now only names, ints, Format and gguf enums."""
+    x = np.ones((2, 32), np.float32)
+    with pytest.raises(quantlab.errors.FormatError, match="a format is a name"):
+        quantlab.quantize(x, fmt)
+    with pytest.raises(quantlab.errors.FormatError, match="a format is a name"):
+        quantlab.dequantize(np.zeros((1, 34), np.uint8), fmt)
+
+
+def test_format_argument_accepted_kinds():
+    import gguf
+
+    x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32)
+    want = quantlab.quantize(x, "Q8_0")
+    for fmt in ("q8_0", 8, np.int64(8), np.uint8(8), quantlab.format("Q8_0"), gguf.GGMLQuantizationType.Q8_0):
+        assert np.array_equal(quantlab.quantize(x, fmt), want)
+    assert quantlab.row_bytes(gguf.GGMLQuantizationType.Q4_K, 256) == 144
+
+
+@pytest.mark.parametrize("threads", [2.5, "2", 0, -1, True, np.float32(2), [2]])
+def test_threads_is_a_positive_int(threads):
+    x = np.ones((2, 32), np.float32)
+    with pytest.raises(quantlab.errors.ArgumentError, match="threads must be a positive integer"):
+        quantlab.quantize(x, "Q8_0", threads=threads)
+    with pytest.raises(quantlab.errors.ArgumentError, match="threads"):
+        quantlab.dequantize(np.zeros((1, 34), np.uint8), "Q8_0", threads=threads)
+
+
+def test_other_arguments():
+    x = np.ones((2, 32), np.float32)
+    assert quantlab.quantize(x, "Q8_0", threads=np.int32(1)).shape == (2, 34)
+    with pytest.raises(ShapeError, match="must be an array"):
+        quantlab.quantize([[1.0] * 32, [1.0] * 31], "Q8_0")           # ragged
+    with pytest.raises(quantlab.errors.FormatError, match="impl"):
+        quantlab.quantize(x, "Q8_0", impl=None)
+    q = quantlab.quantize(x, "Q8_0")
+    for i in (1.5, True, "0"):
+        with pytest.raises(quantlab.errors.ArgumentError, match="block index"):
+            quantlab.inspect_block(q, "Q8_0", i)
+    for n in (32.0, -32, None):
+        with pytest.raises(quantlab.errors.ArgumentError, match="n_per_row"):
+            quantlab.row_bytes("Q8_0", n)
+
+
+# --------------------------------------------------------------------------- magnitudes beyond a format's scales
+
+def _patterns():
+    rng = np.random.default_rng(0)
+    out = []
+    for b in (rng.standard_normal((4, 256)), rng.uniform(-1, 1, (4, 256)), rng.standard_normal((4, 256)) ** 3):
+        out.append((b / np.abs(b).max(axis=1, keepdims=True)).astype(np.float32))
+    return out
+
+
+def _broken(x, y, bs):
+    if (~np.isfinite(y) & np.isfinite(x)).any():
+        return True
+    return bool(((y.reshape(-1, bs) == 0).all(axis=1) & (x.reshape(-1, bs) != 0).any(axis=1)).any())
+
+
+# where the breaking magnitude depends much on the weights, "broken for every pattern" needs more than 2x
+_ABOVE = {"Q1_0": 16, "NVFP4": 4096, "BF16": 1.003}     # (BF16: 2x would overflow float32 itself)
+
+
+@pytest.mark.parametrize("f", [f for f in quantlab.all_formats() if f.max_abs < float("inf")], ids=lambda f: f.name)
+def test_max_abs_column_matches_what_happens(f):
+    """issue 18 #8: large finite weights silently gave inf/NaN or all-zero blocks. The registry's max_abs:
+    every weight pattern tried (with and without an imatrix) quantizes to sane blocks at 0.99 x max_abs,
+    without a warning; at 2 x max_abs (more where _ABOVE says) every pattern decodes to inf/NaN or zero
+    blocks (the bytes are ggml's: see the parity tests) and quantize warns, naming the format, the row
+    and the limit."""
+    import warnings
+
+    from quantlab.errors import QuantizationWarning
+
+    rng = np.random.default_rng(1)
+    ims = [None] if not f.uses_imatrix else [np.ones(256, np.float32), rng.uniform(0, 2, 256).astype(np.float32)]
+    if not f.requires_imatrix and f.uses_imatrix:
+        ims.append(None)
+    for base in _patterns():
+        for im in ims:
+            x = base * np.float32(f.max_abs * 0.99)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", QuantizationWarning)
+                y = quantlab.dequantize(quantlab.quantize(x, f, imatrix=im, impl="reference"), f, impl="reference")
+            assert not _broken(x, y, f.block_size), f"{f.name} breaks below its max_abs"
+            x = base * np.float32(f.max_abs * _ABOVE.get(f.name, 2))
+            x[0] = base[0] * np.float32(f.max_abs * 0.5)     # row 0 stays in range: the warning names row 1
+            with pytest.warns(QuantizationWarning) as rec:
+                q = quantlab.quantize(x, f, imatrix=im, impl="reference")
+            ours = [str(w.message) for w in rec if w.category is QuantizationWarning]
+            assert len(ours) == 1, ours
+            msg = ours[0]
+            assert msg.startswith(f"{f.name}: row ") and not msg.startswith(f"{f.name}: row 0 "), msg
+            assert f"beyond the {f.max_abs:.4g}" in msg, msg
+            y = quantlab.dequantize(q, f, impl="reference")
+            assert _broken(x[1:], y[1:], f.block_size), f"{f.name} still fine at 2 x max_abs"
+
+
+def test_every_format_has_a_max_abs():
+    from quantlab.formats import FORMATS
+
+    for f in FORMATS:
+        if not f.removed:
+            assert f.max_abs > 0

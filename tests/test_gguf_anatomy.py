@@ -130,8 +130,15 @@ def test_smollm2_tables(smol):
 def test_views(smol):
     t = smol.text(0, 32)
     assert t.startswith("00000000  47 47 55 46") and "tensor count" in t
-    h = smol.html(0, 32)
+    rows = smol.rows(0, 32)
+    assert [r["offset"] for r in rows] == [0, 16] and rows[0]["bytes"][:4] == b"GGUF"
+    names = [x.name for x in smol.fields_in(0, 32)]
+    assert [names[o] for o in rows[0]["owner"][:4]] == ["magic"] * 4
+    from quantlab.widgets.gguf_hex import hex_html          # the colours and HTML are the widget's
+
+    h = hex_html(smol, 0, 32)
     assert h.count("<span style='background") == 32 and "key/value count" in h
+    assert not hasattr(smol, "html")
     assert smol.read(smol.file.file_size - 4, 100) == smol.read(smol.file.file_size - 4, 4)
 
 

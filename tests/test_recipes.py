@@ -11,7 +11,7 @@ import pytest
 
 from quantlab import recipes
 from quantlab.errors import FormatError, QuantlabError
-from quantlab.recipes import ModelInfo, Options, TensorSpec, make_plan, use_more_bits
+from quantlab.recipes import ModelInfo, Options, make_plan, use_more_bits
 
 DATA = pathlib.Path(__file__).parent / "data"
 FIXTURE = json.loads((DATA / "recipes_smollm2.json").read_text())
@@ -136,6 +136,39 @@ def test_dense_llama_mixes():
     # F16 file type: no heuristics, every quantizable tensor F16; norms stay F32
     pf = make_plan(ts, "F16", meta)
     assert {t.fmt.name for t in pf} == {"F16", "F32"} and pf["output_norm.weight"].fmt.name == "F32"
+
+
+def test_model_info_reads_per_layer_arrays_and_refuses_bad_values():
+    """issue 18 #2: the reader gives per-layer values as numpy arrays (TypeError before), and mistyped
+    values raised bare ValueErrors. Per-layer arrays of block_count values are read like llama.cpp's
+    loader (layer 0 drives the rules); anything else is a ModelError naming key, value and expectation."""
+    from quantlab.errors import ModelError
+
+    base = {"general.architecture": "llama", "llama.block_count": 2}
+    m = ModelInfo.from_metadata({**base, "llama.attention.head_count": np.array([9, 3], np.int32),
+                                 "llama.attention.head_count_kv": np.array([3, 1], np.uint32)})
+    assert (m.n_head, m.n_head_kv, m.n_gqa) == (9, 3, 3)
+    m = ModelInfo.from_metadata({**base, "llama.attention.head_count": (8, 8),
+                                 "llama.attention.head_count_kv": [np.int64(2), 2]})
+    assert m.n_gqa == 4
+    m = ModelInfo.from_metadata({**base, "llama.block_count": np.uint32(80), "llama.attention.head_count": 64,
+                                 "llama.attention.head_count_kv": 8})
+    assert m.is_70b and m.n_layer == 80
+    bad = [({"llama.block_count": "abc"}, "block_count is 'abc'.*expected an unsigned integer"),
+           ({"llama.block_count": 2.0}, "block_count is 2.0"),
+           ({"llama.block_count": True}, "block_count is True"),
+           ({"llama.block_count": -1}, "block_count is -1.*32-bit"),
+           ({"llama.block_count": [2, 2]}, "block_count is an array.*expected a scalar"),
+           ({"llama.attention.head_count_kv": float("nan")}, "head_count_kv is nan"),
+           ({"llama.attention.head_count_kv": np.array([np.nan, 1.0])}, "head_count_kv element 0 is nan"),
+           ({"llama.attention.head_count": np.array([9, 3, 3])}, "array of 3 values.*one per layer \\(2"),
+           ({"llama.attention.head_count": np.zeros((2, 2), np.int32)}, "shape \\(2, 2\\)"),
+           ({"llama.attention.head_count": []}, "array of 0 values"),
+           ({"llama.expert_count": 1 << 40}, "expert_count is 1099511627776"),
+           ({"general.architecture": 7}, "general.architecture is 7")]
+    for extra, msg in bad:
+        with pytest.raises(ModelError, match=msg):
+            ModelInfo.from_metadata({**base, **extra})
 
 
 def test_options():
@@ -340,6 +373,138 @@ def test_failure_midway_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(gguf.GGUFError, match="No space left"):
         recipes.quantize_model(src, out, "Q4_K_M", verbose=False, progress=False)
     assert sorted(q.name for q in tmp_path.iterdir()) == ["tiny.gguf"]
+
+
+def _gguf_py_model(path, ts, md, endian):
+    """The tiny model written by gguf-py, in either byte order (what ``convert_hf_to_gguf --bigendian``
+    makes). Metadata values are given as (value, gguf-py type) to pin the types."""
+    import gguf as gp
+
+    w = gp.GGUFWriter(str(path), md["general.architecture"], endianess=endian)
+    for k, v in md.items():
+        if k == "general.architecture":
+            continue
+        if isinstance(v, str):
+            w.add_string(k, v)
+        elif isinstance(v, list):
+            w.add_array(k, v)
+        else:
+            w.add_uint32(k, v)
+    for k, v in ts.items():
+        w.add_tensor(k, v)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_big_endian_model_quantizes_to_what_the_little_endian_one_gives(tmp_path):
+    """issue 18 #1: a big-endian input was copied raw and read as '<f4' (norms of 8.8e-44, attn_q of zeros,
+    exit 0). Now its values are decoded in the file's byte order and the output is the little-endian file
+    that the little-endian twin gives (byte for byte); llama.cpp's own reader (gguf.cpp, what
+    llama-quantize opens the model with) refuses the big-endian file, so that is the only output to match."""
+    import ctypes as C
+
+    import gguf as gp
+
+    rng = np.random.default_rng(11)
+    ts = {"token_embd.weight": rng.standard_normal((64, D)).astype(np.float32),
+          "blk.0.attn_q.weight": np.ones((4, D), np.float32),
+          "blk.0.attn_k.weight": rng.standard_normal((D // 2, D)).astype(np.float16),
+          "blk.0.attn_norm.weight": np.linspace(.5, 1.5, D).astype(np.float32),
+          "blk.0.ffn_down.weight": (rng.standard_normal((D, FF)) * 1e-2).astype(np.float32)}
+    md = {"general.architecture": "llama", "general.name": "tiny-be", "llama.block_count": 1,
+          "llama.attention.head_count": 4, "llama.attention.head_count_kv": [2], "tokenizer.ggml.tokens":
+          ["a", "bc", "déf"] * 10}
+    be, le = tmp_path / "be.gguf", tmp_path / "le.gguf"
+    _gguf_py_model(be, ts, md, gp.GGUFEndian.BIG)
+    _gguf_py_model(le, ts, md, gp.GGUFEndian.LITTLE)
+    for ftype in ("Q8_0", "Q4_K_M"):
+        r_be = recipes.quantize_model(be, tmp_path / f"be-{ftype}.gguf", ftype, verbose=False, progress=False)
+        r_le = recipes.quantize_model(le, tmp_path / f"le-{ftype}.gguf", ftype, verbose=False, progress=False)
+        assert r_be.sha256() == r_le.sha256(), f"{ftype}: the big-endian input gives another file"
+    with gguf.open(tmp_path / "be-Q8_0.gguf") as f:
+        assert f.byte_order == "little"
+        assert np.array_equal(f.tensors["blk.0.attn_norm.weight"].numpy(), ts["blk.0.attn_norm.weight"])
+        q = f.tensors["blk.0.attn_q.weight"]
+        assert np.array_equal(q.data, oracle().quantize(ts["blk.0.attn_q.weight"], q.format.id))
+        assert np.abs(q.dequantize() - 1).max() < 1e-3            # not the zeros of the raw copy
+        assert f.metadata["tokenizer.ggml.tokens"] == tuple(md["tokenizer.ggml.tokens"])
+    # llama.cpp (little-endian host) refuses the big-endian file and reads the little-endian one
+    lib = oracle().lib
+
+    class InitParams(C.Structure):
+        _fields_ = [("no_alloc", C.c_bool), ("ctx", C.c_void_p)]
+
+    lib.gguf_init_from_file.argtypes = [C.c_char_p, InitParams]
+    lib.gguf_init_from_file.restype = C.c_void_p
+    lib.gguf_free.argtypes = [C.c_void_p]
+    assert not lib.gguf_init_from_file(str(be).encode(), InitParams(True, None))
+    ctx = lib.gguf_init_from_file(str(tmp_path / "be-Q8_0.gguf").encode(), InitParams(True, None))
+    assert ctx
+    lib.gguf_free(ctx)
+    # a big-endian file with quantized tensors: refused before anything is written
+    q = tmp_path / "be-q.gguf"
+    w = gp.GGUFWriter(str(q), "llama", endianess=gp.GGUFEndian.BIG)
+    w.add_block_count(1)
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((4, 34), np.uint8), raw_dtype=gp.GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(recipes.RecipeError, match="big-endian GGUF file with 1 quantized tensor"):
+        recipes.quantize_model(q, tmp_path / "x.gguf", "Q4_0", allow_requantize=True, verbose=False,
+                               progress=False)
+    assert not (tmp_path / "x.gguf").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_big_endian_against_llama_quantize(tmp_path):
+    """With llama.cpp's tools built (.cache/oracle/bin, `make peers`): llama-quantize refuses the
+    big-endian file (exit 1, 'mismatch between the host and model endianness', nothing written), and
+    quantlab's output for it is byte for byte llama-quantize's for the little-endian twin."""
+    import os
+    import subprocess
+
+    import gguf as gp
+
+    root = pathlib.Path(__file__).resolve().parent.parent / ".cache/oracle"
+    tool = root / "bin/llama-quantize"
+    if not tool.exists():
+        pytest.skip("llama-quantize is not built (make peers)")
+    rng = np.random.default_rng(11)
+    ts = {"token_embd.weight": rng.standard_normal((64, D)).astype(np.float32),
+          "blk.0.attn_q.weight": np.ones((D, D), np.float32),
+          "blk.0.attn_k.weight": rng.standard_normal((D // 2, D)).astype(np.float16),
+          "blk.0.attn_norm.weight": np.linspace(.5, 1.5, D).astype(np.float32)}
+    paths = {}
+    for e, endian in (("be", gp.GGUFEndian.BIG), ("le", gp.GGUFEndian.LITTLE)):
+        w = gp.GGUFWriter(str(tmp_path / f"{e}.gguf"), "llama", endianess=endian)
+        w.add_block_count(1)
+        w.add_head_count(4)
+        w.add_head_count_kv(2)
+        w.add_context_length(64)
+        w.add_embedding_length(D)
+        w.add_feed_forward_length(FF)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_rope_dimension_count(64)
+        for k, v in ts.items():
+            w.add_tensor(k, v)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        paths[e] = tmp_path / f"{e}.gguf"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(root / "lib")}
+    p = subprocess.run([str(tool), str(paths["be"]), str(tmp_path / "be-llq.gguf"), "Q4_K_M"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 1 and "endianness" in p.stderr + p.stdout
+    assert not (tmp_path / "be-llq.gguf").exists()
+    p = subprocess.run([str(tool), str(paths["le"]), str(tmp_path / "le-llq.gguf"), "Q4_K_M"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = recipes.quantize_model(paths["be"], tmp_path / "be-ql.gguf", "Q4_K_M", verbose=False, progress=False)
+    assert r.sha256() == _sha(tmp_path / "le-llq.gguf")
 
 
 def test_cli_quantize(tmp_path, capsys):

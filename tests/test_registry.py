@@ -55,3 +55,42 @@ def test_removed_ids_are_known_but_refused(tid):
         quantlab.quantize(np.zeros(32, np.float32), tid)
     with pytest.raises(RemovedTypeError):
         quantlab.dequantize(np.zeros(18, np.uint8), tid)
+
+
+def test_an_older_ggml_is_asked_which_types_it_has():
+    """issue 18 #11: with ggml-python's older libggml (the dev extra installs it) bench handed it Q2_0,
+    which it lacks, and ggml_quantize_chunk aborted the process (notebook 10's dead kernel). The library
+    is now probed in a child process; calls for a type it lacks raise OracleMissing, and bench leaves
+    that peer's column empty — in a child here, so an abort would show as a return code."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from quantlab import peers
+
+    spec = __import__("importlib.util").util.find_spec("ggml")
+    assert spec is not None, "ggml-python (the dev extra) is not installed"
+    old = os.path.join(spec.submodule_search_locations[0], "lib", "libggml-base.so")
+    g = peers.GGML(old, "ggml-python")
+    assert g.type_count == 42 and not g.supports(42) and g.supports(41) and g.supports(8)
+    with pytest.raises(quantlab.errors.OracleMissing, match="has no Q2_0"):
+        g.quantize(np.ones((1, 64), np.float32), 42)
+    with pytest.raises(quantlab.errors.OracleMissing):
+        g.type_size(42)
+    assert not g.has_to_float(42) and not g.has_to_float(1000)
+    assert np.array_equal(g.quantize(np.ones((1, 32), np.float32), 8), quantlab.quantize(np.ones((1, 32), np.float32), "Q8_0"))
+    assert oracle().type_count == 43
+    code = textwrap.dedent("""
+        from quantlab import bench
+        t = bench.formats(["Q2_0", "Q8_0"], size=1 << 12, n_per_row=256, reference=False, imatrix=False,
+                          min_time=0.0, call_time=0.001)
+        for r in t.rows:
+            print(r["format"], r["op"], r.get("ggml-1t"))
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=root,
+                       env={**os.environ, "QUANTLAB_GGML_LIB": old, "PYTHONPATH": root})
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = dict(((ln.split()[0], ln.split()[1]), ln.split()[2]) for ln in p.stdout.splitlines())
+    assert rows[("Q2_0", "quantize")] == "None" and rows[("Q8_0", "quantize")] != "None"

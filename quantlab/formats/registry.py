@@ -90,6 +90,34 @@ _REMOVED_WHY = {
 }
 
 
+# The max_abs column: the largest |weight| each format represents (quantlab.api warns beyond it, with a
+# QuantizationWarning, when the blocks of a row come out as inf/NaN or all zeros; the bytes are ggml's).
+# "fp16 x k": the format stores a scale (or a min) as fp16, 65504 at most, that multiplies codes of up to
+# k in magnitude; ggml's scale searches may pick a slightly larger scale, so these are the measured
+# smallest breaking magnitudes over several weight patterns, with and without an importance matrix,
+# rounded down (re-measured by tests/test_api.py::test_max_abs_column_matches_what_happens).
+_MAX_ABS = {
+    "F32": float("inf"), "F64": float("inf"), "BF16": 3.3895313892515355e38,
+    "F16": 65504.0,                       # fp16's largest finite value
+    "I8": float("inf"), "I16": float("inf"), "I32": float("inf"), "I64": float("inf"),   # integers: no scale
+    "Q4_0": 4.5e5,      # fp16 x 8 = 5.2e5 without an imatrix; the imatrix search divides by as little as ~7
+    "Q4_1": 6.3e4,      # the block minimum is stored as fp16
+    "Q5_0": 9.7e5,      # fp16 x 16 = 1.05e6 without an imatrix
+    "Q5_1": 6.2e4,      # the block minimum is stored as fp16
+    "Q8_0": 8.3e6,      # fp16 x 127
+    "Q8_1": 8.3e6,      # fp16 x 127
+    "Q2_K": 9.4e5, "Q3_K": 6.0e6, "Q4_K": 4.0e6, "Q5_K": 4.0e6, "Q6_K": 2.5e8,   # fp16 super-block scales
+    "Q8_K": float("inf"),                 # fp32 scale
+    "IQ2_XXS": 9.6e6, "IQ2_XS": 6.6e6, "IQ3_XXS": 1.8e7, "IQ1_S": 8.0e5, "IQ4_NL": 7.4e6, "IQ3_S": 2.3e7,
+    "IQ2_S": 6.9e6, "IQ4_XS": 2.3e8, "IQ1_M": 7.5e5,
+    "TQ1_0": 6.5e4, "TQ2_0": 6.5e4,       # fp16 x 1: the scale is the block's largest magnitude
+    "MXFP4": float("inf"),                # E8M0 power-of-two scales: the whole fp32 range
+    "NVFP4": 1.1e12,                      # measured: 1.2e12 to 2.6e15 depending on the weights
+    "Q1_0": 6.5e4,                        # fp16 x 1: the scale is a mean magnitude, at most the largest
+    "Q2_0": 6.5e4,                        # fp16 x 1
+}
+
+
 @dataclass(frozen=True)
 class Format:
     """One ggml tensor type."""
@@ -166,6 +194,12 @@ class Format:
             return True
         except FormatError:
             return False
+
+    @property
+    def max_abs(self) -> float:
+        """The largest weight magnitude this format's scales can hold (the ``max_abs`` column below:
+        beyond it ggml's quantizer writes blocks that decode to inf/NaN or zeros; inf = no such limit)."""
+        return _MAX_ABS[self.name]
 
     def gguf_type(self):
         """The matching ``gguf.GGMLQuantizationType`` member, or None where the gguf package lacks it."""

@@ -5,13 +5,15 @@
     ...     w = f.tensors["blk.0.attn_q.weight"].dequantize()
     ...     quantlab.gguf.write("copy.gguf", f.metadata, f.tensors)     # byte-identical copy
 
-See :mod:`quantlab.gguf.reader`, :mod:`quantlab.gguf.writer`, :mod:`quantlab.gguf.constants`, and
+See :mod:`quantlab.gguf.reader`, :mod:`quantlab.gguf.writer`, :mod:`quantlab.gguf.values` (metadata values,
+both directions), :mod:`quantlab.gguf.constants`, and
 ``quantlab inspect FILE`` on the command line.
 """
 from ..errors import GGUFError
 from .constants import DEFAULT_ALIGNMENT, GGUF_VERSION, ArrayOf, Encoded, Keys, Value, ValueType, type_name
 from .reader import GGUFFile, GGUFTensor, Metadata, MetadataDict, open
-from .writer import GGUFWriter, TensorSource, infer_type, write
+from .values import infer_type
+from .writer import GGUFWriter, TensorSource, write
 
 __all__ = ["open", "write", "GGUFWriter", "GGUFError", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict",
            "TensorSource", "Value", "Encoded", "ValueType", "ArrayOf", "Keys", "type_name", "infer_type",

@@ -26,11 +26,12 @@ rest; tensor data into its first blocks and one field for the rest.
     >>> a = Anatomy(quantlab.data.path("smollm2"))
     >>> a.sections()                      # header / metadata / tensor infos / padding / data
     >>> print(a.text(0, 64))              # annotated hex dump
-    >>> a.html(a.regions()["tensor info 0"])
+    >>> a.rows(*a.regions()["tensor info 0"])    # the same as data: offsets, bytes, owning field
+
+The coloured HTML view of these rows is the notebook widget's (:func:`quantlab.widgets.gguf_hex.hex_html`).
 """
 from __future__ import annotations
 
-import html as _html
 import os
 import struct
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ import numpy as np
 
 from ..errors import GGUFError
 from .constants import ArrayOf, ValueType, type_name
+from .reader import GGUFFile
+from .reader import open as open_gguf
 
 __all__ = ["Field", "Anatomy", "summarize_value", "TOKEN_TYPES"]
 
@@ -46,9 +49,6 @@ __all__ = ["Field", "Anatomy", "summarize_value", "TOKEN_TYPES"]
 TOKEN_TYPES = {0: "undefined", 1: "normal", 2: "unknown", 3: "control", 4: "user-defined", 5: "unused",
                6: "byte"}
 
-_PALETTE = ("#fde2e2", "#dcefff", "#e3f7d9", "#fff3c4", "#efe0ff", "#d9f4f2", "#ffe4cc", "#e8e8e8")
-_SECTION_COLOR = {"header": "#f7c6c6", "metadata": None, "tensor info": None, "padding": "#cccccc",
-                  "data": None}
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,6 @@ class Anatomy:
     """
 
     def __init__(self, source, items: int = 3):
-        from .reader import GGUFFile
-        from .reader import open as open_gguf
-
         self.file = source if isinstance(source, GGUFFile) else open_gguf(source)
         self.path = self.file.path
         self.items = int(items)
@@ -162,7 +159,6 @@ class Anatomy:
         md = self.file.metadata
         pos, _ = self._string(pos, "metadata", rec, "key")
         t = self._u(pos, 4)
-        spec = md.type_of(key)
         pos = self._add(pos, 4, "metadata", rec, "value type", f"u32 = {t} ({ValueType(t).name.lower()})")
         vt = ValueType(t)
         if vt == ValueType.STRING:
@@ -314,37 +310,6 @@ class Anatomy:
             lines.append(f"{x.start:>10,}  {x.size:>8,} B  {x.record:<34.34} {x.name:<20.20} {x.value}")
         return "\n".join(lines)
 
-    def html(self, start, length: int | None = None, width: int = 16) -> str:
-        """An HTML hex view, each field in its own colour, with the field table below.
-        ``start`` may be a (start, length) pair from :meth:`regions`."""
-        if length is None:
-            start, length = start
-        start = max(0, int(start))
-        fl = self.fields_in(start, start + length)
-        colors = [_SECTION_COLOR.get(x.section) or _PALETTE[i % len(_PALETTE)] for i, x in enumerate(fl)]
-        lines = []
-        for row in self.rows(start, length, width):
-            cells = []
-            for b, o in zip(row["bytes"], row["owner"]):
-                tip = _html.escape(f"{fl[o].record}: {fl[o].name} = {fl[o].value}", quote=True)
-                cells.append(f"<span style='background:{colors[o]}' title='{tip}'>{b:02x}</span>")
-            asc = "".join(_html.escape(chr(b)) if 32 <= b < 127 else "." for b in row["bytes"])
-            pad = "&nbsp;" * (3 * (width - len(row["bytes"])))
-            lines.append(f"<span style='color:#888'>{row['offset']:08x}</span>  {' '.join(cells)}{pad}  "
-                         f"<span style='color:#555'>{asc}</span>")
-        table = ["<table class='ql-gguf-fields' style='border-collapse:collapse;font-family:monospace;"
-                 "font-size:12px'><tr><th>offset</th><th>bytes</th><th>record</th><th>field</th>"
-                 "<th style='text-align:left'>value</th></tr>"]
-        for x, c in zip(fl, colors):
-            table.append(f"<tr><td style='text-align:right;padding:0 6px'>{x.start:,}</td>"
-                         f"<td style='text-align:right;padding:0 6px'>{x.size:,}</td>"
-                         f"<td style='padding:0 6px'>{_html.escape(x.record)}</td>"
-                         f"<td style='background:{c};padding:0 6px'>{_html.escape(x.name)}</td>"
-                         f"<td style='padding:0 6px'>{_html.escape(x.value)}</td></tr>")
-        table.append("</table>")
-        return ("<pre class='ql-gguf-hex' style='font-size:12px;line-height:1.35'>" + "\n".join(lines)
-                + "</pre>" + "".join(table))
-
     # ---------------------------------------------------------------- tables for the lesson
     def metadata_table(self) -> list[dict]:
         """One row per key: key, type, offset, record bytes, summarised value."""
@@ -409,11 +374,6 @@ class Anatomy:
         return out
 
 
-def open_anatomy(path, items: int = 3) -> Anatomy:
-    """Shortcut: ``Anatomy(path)``."""
-    return Anatomy(os.fspath(path), items=items)
-
-
 def _plain(v):
     """A metadata value in a form both readers can be compared on (lists of Python scalars)."""
     if isinstance(v, np.ndarray):
@@ -430,8 +390,6 @@ def compare_readers(path) -> list[dict]:
     metadata value, type and offset, every tensor's type, dimensions, data offset and bytes.
     Rows: what, quantlab, gguf_py, equal. (gguf-py reads every array eagerly: use it on small files.)"""
     import gguf as gguf_py
-
-    from .reader import open as open_gguf
 
     r = gguf_py.GGUFReader(os.fspath(path))
     rows = []

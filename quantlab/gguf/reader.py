@@ -15,14 +15,29 @@ Layout of a GGUF file (little-endian unless the version reads byte-swapped; v1 h
                zero padding to a multiple of ALIGNMENT (general.alignment, default 32)
     data_start tensor bytes at data_start + offset, each offset a multiple of ALIGNMENT
 
-Finding where the 49,152-element token array ends needs each element's length, and each length sits
-right after the previous string: a chain. :func:`_walk_strings` finds that chain with whole-array numpy
-passes over the positions that can hold a length prefix, never one element at a time in Python.
+Parsing runs in named phases, like gguf-py's ``_build_fields / _build_tensor_info / _build_tensors``:
+:meth:`GGUFFile._read_header` (magic, version, byte order, counts), :meth:`~GGUFFile._build_fields`
+(the key/value pairs, then ``general.alignment``), :meth:`~GGUFFile._build_tensor_infos` (the tensor table)
+and :meth:`~GGUFFile._build_tensors` (layout checks: alignment, bounds, overlaps). Values are decoded by
+:mod:`quantlab.gguf.values` (shared with the writer): numeric arrays are only located, string arrays
+located with whole-array numpy passes (finding where the 49,152-element token array ends needs each
+element's length: a chain), never decoded before they are asked for.
 
 Every malformed input raises :class:`quantlab.errors.GGUFError` whose message names the byte offset
 and what was wrong. Counts and lengths are checked against the bytes left in the file *before* anything
-is allocated, so a hostile header cannot make the reader allocate more than the file's size or loop for
-long.
+is allocated, and the records that become Python objects are bounded: at most :data:`MAX_TENSORS`
+(65,536) tensors and :data:`MAX_RECORDS` (65,536) metadata records — pairs plus arrays nested in arrays —
+far above any real model (the largest have a few thousand tensors and under a hundred keys; llama.cpp
+refuses nested arrays). So opening any file, hostile or not, costs at most the file's size + 64 MB of
+memory (the map itself is not counted: it is the file) and well under a second of CPU: a string array is
+located with numpy (16 bytes per element, each element taking at least 8 in the file), every other array
+is only located. Decoding a value (``metadata[key]``) costs what the value is: a tuple of ``str`` for a
+string array. Checked by tests/test_gguf.py::test_hostile_files_fit_the_budget (RLIMIT_AS in a child).
+
+A file truncated or rewritten by another process *while it is open* is not protected: reading a tensor
+or a value whose pages are gone from the map kills the process with SIGBUS (gguf-py's reader, which
+also maps the file, does the same; llama.cpp reads into its own buffers). Copy a file that may change
+before opening it.
 
 Closing: :meth:`GGUFFile.close` releases the map. Arrays obtained before (tensor ``.data`` views, decoded
 numeric metadata arrays) stay valid: they hold a reference to the map, which the operating system unmaps
@@ -42,22 +57,13 @@ import numpy as np
 from ..errors import FormatError, GGUFError
 from ..formats.registry import Format
 from ..formats.registry import get as get_format
-from .constants import (DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, READ_VERSIONS, ArrayOf, Encoded, ValueType,
-                        type_name)
+from .constants import DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, READ_VERSIONS, ArrayOf, Encoded, ValueType, type_name
+from .values import MAX_RECORDS, _Lazy, _Source, encode_value, infer_type, materialize, read_value
 
-__all__ = ["open", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict"]
+__all__ = ["open", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict", "MAX_TENSORS", "MAX_RECORDS"]
 
 _INT64_MAX = (1 << 63) - 1
-_MAX_NESTING = 16           # arrays of arrays deeper than this are refused (no recursion blow-up)
-_PEEL_PASSES = 3           # see _chain_exact
-_FAST_PASSES = 8           # see _chain_fast
-_MAX_BREAKS = 256          # see _chain_fast
-_SMALL_ARRAY = 16          # string arrays up to this length are read element by element
-_WINDOW_MAX = 1 << 22       # bytes scanned at once when walking a string array
-_VALID_TYPES = frozenset(int(t) for t in ValueType)
-_STRUCT_CHAR = {ValueType.UINT8: "B", ValueType.INT8: "b", ValueType.UINT16: "H", ValueType.INT16: "h",
-                ValueType.UINT32: "I", ValueType.INT32: "i", ValueType.FLOAT32: "f", ValueType.BOOL: "B",
-                ValueType.UINT64: "Q", ValueType.INT64: "q", ValueType.FLOAT64: "d"}
+MAX_TENSORS = 1 << 16       # tensors per file (the largest real models have a few thousand)
 _LEGACY_MAGIC = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT"}
 
 
@@ -65,246 +71,7 @@ def _align(x: int, a: int) -> int:
     return (x + a - 1) // a * a
 
 
-class _Source:
-    """Bounds-checked primitive reads from the map, in the file's byte order and version."""
-
-    def __init__(self, mm, size: int, order: str, version: int):
-        self.mm, self.size, self.order, self.version = mm, size, order, version
-        self.len_size = 4 if version == 1 else 8           # string lengths, array and header counts
-        self.len_dtype = np.dtype(order + ("u4" if version == 1 else "u8"))
-        self.u32 = struct.Struct(order + "I")
-        self.u64 = struct.Struct(order + "Q")
-        self.count = self.u32 if version == 1 else self.u64
-        self.scalar = {t: struct.Struct(order + c) for t, c in _STRUCT_CHAR.items()}
-
-    def need(self, pos: int, n: int, what: str) -> None:
-        if n > self.size - pos:
-            raise GGUFError(f"truncated file: {what} at byte {pos} needs {n} bytes, but the file ends at byte "
-                            f"{self.size} ({max(self.size - pos, 0)} bytes left)")
-
-    def read_u32(self, pos: int, what: str) -> tuple[int, int]:
-        self.need(pos, 4, what)
-        return self.u32.unpack_from(self.mm, pos)[0], pos + 4
-
-    def read_u64(self, pos: int, what: str) -> tuple[int, int]:
-        self.need(pos, 8, what)
-        return self.u64.unpack_from(self.mm, pos)[0], pos + 8
-
-    def read_count(self, pos: int, what: str) -> tuple[int, int]:
-        self.need(pos, self.len_size, what)
-        return self.count.unpack_from(self.mm, pos)[0], pos + self.len_size
-
-    def read_str(self, pos: int, what: str) -> tuple[str, int]:
-        n, p = self.read_count(pos, f"length of {what}")
-        if n > self.size - p:
-            raise GGUFError(f"{what} at byte {pos} claims a length of {n} bytes, but only {self.size - p} bytes "
-                            f"follow in the file")
-        return self.mm[p:p + n].decode("utf-8", "surrogateescape"), p + n
-
-
-# --------------------------------------------------------------------------- string arrays, vectorized
-
-def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Locate the ``n`` strings of an array starting at ``pos``: (body offsets, lengths, end offset).
-
-    Each element is a P-byte length L followed by L bytes, so element i+1 starts at start_i + P + L_i. Over a
-    window of the file, every byte position p whose P-byte value L(p) is small enough to fit in the file is a
-    *candidate* start (the true starts always are; false ones are weeded out), and next(p) = p + P + L(p).
-    :func:`_chain` finds the candidates reachable from the known first start, in a few numpy passes (a
-    pruning pass verified link by link, or peeling + pointer doubling for any input). A chain that leaves
-    the window continues in a new window, sized from the average element length seen so far.
-    """
-    P, size, mm = src.len_size, src.size, src.mm
-    if n > (size - pos) // P:
-        raise GGUFError(f"{what} at byte {pos} claims {n} strings; even empty ones need {n * P} bytes, but only "
-                        f"{size - pos} bytes are left in the file")
-    starts = np.empty(n, dtype=np.int64)
-    lens = np.empty(n, dtype=np.int64)
-    if n <= _SMALL_ARRAY:                        # a handful of strings: just read them
-        for i in range(n):
-            ln, p = src.read_count(pos, f"length of element {i} of {what}")
-            if ln > size - p:
-                raise GGUFError(f"element {i} of {what}: the string at byte {pos} claims a length of {ln} bytes, "
-                                f"but only {size - p} bytes follow in the file")
-            starts[i], lens[i] = p, ln
-            pos = p + ln
-        return starts, lens, pos
-    done, cur, avg = 0, pos, 16.0
-    while done < n:
-        remaining = n - done
-        window = int(min(size - cur, max(4096.0, min(avg * remaining * 1.1 + 64, _WINDOW_MAX))))
-        m = window - P + 1                       # positions of the window that hold a whole prefix
-        if m <= 0:
-            raise GGUFError(f"truncated file: element {done} of {what} at byte {cur} needs a {P}-byte length, "
-                            f"but the file ends at byte {size}")
-        L = np.ndarray((m,), dtype=src.len_dtype, buffer=mm, offset=cur, strides=(1,))
-        loose = size - cur - P
-        if int(L[0]) > loose:
-            bad = int(L[0])
-            raise GGUFError(f"element {done} of {what}: the string at byte {cur} claims a length of {bad} bytes, "
-                            f"but only {size - cur - P} bytes follow in the file")
-        els = _chain(L, m, P, remaining, loose)
-        k = els.size
-        ln = L[els].astype(np.int64)
-        starts[done:done + k] = cur + els + P
-        lens[done:done + k] = ln
-        last_end = cur + int(els[-1]) + P + int(ln[-1])
-        if last_end > size:
-            raise GGUFError(f"element {done + k - 1} of {what}: the string at byte {cur + int(els[-1])} has length "
-                            f"{int(ln[-1])} and runs past the end of the file (byte {size})")
-        done += k
-        if done < n and last_end < cur + m:
-            bad = int(L[last_end - cur])
-            raise GGUFError(f"element {done} of {what}: the string at byte {last_end} claims a length of {bad} "
-                            f"bytes, but only {size - last_end - P} bytes follow in the file")
-        avg = max((last_end - cur) / k, 1.0)
-        cur = last_end
-    return starts, lens, cur
-
-
-def _chain(L, m: int, P: int, want: int, loose: int) -> np.ndarray:
-    """Window positions of the chain of elements that starts at position 0 (at most ``want``), in order.
-    ``L`` holds the P-byte value at every window position, ``loose`` the largest length that fits the file."""
-    els = _chain_fast(L, m, P, want, loose)
-    return els if els is not None else _chain_exact(L, m, P, want, loose)
-
-
-def _chain_fast(L, m: int, P: int, want: int, loose: int):
-    """The usual case in a couple of passes over the candidates, checked link by link; None when it does
-    not apply.
-
-    A true element that is not the last one in the window has a successor inside the window that is a
-    candidate too, and (except the first) is the successor of a candidate. Candidates failing either test
-    are dropped, pass after pass (true elements are only lost at the end of the window, at most one per
-    pass). Once few survivors fail to link to the next survivor, the chain is read off as runs of linked
-    survivors: from the end of a run, the true successor (known exactly) starts the next run, skipping the
-    false survivors in between. The true elements dropped at the end are then stepped through exactly.
-    """
-    is_cand = L <= np.uint64(min(loose, m))
-    cand = np.flatnonzero(is_cand)
-    nxt = cand + P + L[cand].astype(np.int64)
-    for _ in range(_FAST_PASSES):
-        inside = nxt < m
-        cand, nxt = cand[inside], nxt[inside]
-        pointed = np.zeros(m, dtype=bool)
-        pointed[nxt] = True
-        pointed[0] = True
-        keep = is_cand[nxt] & pointed[cand]
-        is_cand[cand[~keep]] = False
-        cand, nxt = cand[keep], nxt[keep]
-        if cand.size == 0 or cand[0] != 0:
-            return None
-        breaks = np.flatnonzero(cand[1:] != nxt[:-1])    # survivor i does not lead to survivor i+1
-        if breaks.size <= _MAX_BREAKS:
-            break
-    else:
-        return None
-    runs, total, i, last = [], 0, 0, cand.size - 1
-    while True:
-        k = int(np.searchsorted(breaks, i))
-        end = int(breaks[k]) if k < breaks.size else last
-        runs.append(np.arange(i, end + 1))
-        total += end - i + 1
-        if total >= want or end == last or len(runs) > _MAX_BREAKS + 1:
-            break
-        j = int(np.searchsorted(cand, nxt[end]))
-        if j > last or cand[j] != nxt[end]:
-            break                                # the true successor was pruned: the tail below
-        i = j
-    if total < want and end != last and len(runs) > _MAX_BREAKS + 1:
-        return None
-    els = cand[np.concatenate(runs)[:want]]
-    tail = []
-    p = int(els[-1])
-    for _ in range(_FAST_PASSES + 2):
-        if els.size + len(tail) >= want:
-            break
-        q = p + P + int(L[p])
-        if q >= m or int(L[q]) > loose:
-            break
-        tail.append(q)
-        p = q
-    else:
-        return None
-    return np.concatenate([els, np.array(tail, dtype=np.int64)]) if tail else els
-
-
-def _chain_exact(L, m: int, P: int, want: int, loose: int) -> np.ndarray:
-    """Same result as :func:`_chain_fast`, for any input (adversarial ones included).
-
-    Candidates form a forest: each points forward to its successor. The chain from position 0 is exactly
-    the set of candidates reachable from it, and since positions grow along the chain, that set sorted by
-    position *is* the chain. Most unreachable candidates are peeled off as sources first: a candidate (other
-    than 0) that no surviving candidate points to cannot be reached. Pointer doubling over the survivors
-    then keeps exactly the reachable ones.
-    """
-    cand = np.flatnonzero(L <= np.uint64(loose))
-    nxt = cand + P + L[cand].astype(np.int64)
-    S = cand.size
-    index = np.full(m, S, dtype=np.int32)
-    index[cand] = np.arange(S, dtype=np.int32)
-    inside = nxt < m
-    jump = np.full(S + 1, S, dtype=np.int32)    # candidate index -> successor's index (S: none in window)
-    jump[:S][inside] = index[nxt[inside]]
-    del index, inside, nxt
-    alive = np.ones(S + 1, dtype=bool)
-    alive[S] = False
-    for _ in range(_PEEL_PASSES):
-        indeg = np.bincount(jump[:S][alive[:S]], minlength=S + 1)
-        src = alive & (indeg == 0)
-        src[0] = False
-        if not src.any():
-            break
-        alive &= ~src
-    keep = np.flatnonzero(alive)                # alive candidates only point at alive ones (or nowhere)
-    renum = np.full(S + 1, keep.size, dtype=np.int32)
-    renum[keep] = np.arange(keep.size, dtype=np.int32)
-    sub = np.append(renum[jump[keep]], np.int32(keep.size))
-    return cand[keep[_follow(sub, keep.size, want)]]
-
-
-def _follow(jump: np.ndarray, S: int, want: int) -> np.ndarray:
-    """Candidate indices of the chain from candidate 0, by pointer doubling (log2(want) numpy passes)."""
-    if np.array_equal(jump[:S - 1], np.arange(1, S, dtype=np.int32)):
-        return np.arange(min(S, want))          # every candidate is on the chain, in order
-    chain = np.zeros(1, dtype=np.int32)          # chain[i] = candidate index of the i-th element
-    while chain.size < want and chain[-1] != S:
-        chain = np.concatenate([chain, jump[chain]])   # here jump = next applied len(chain) times
-        jump = jump[jump]
-    stop = np.flatnonzero(chain == S)
-    k = int(stop[0]) if stop.size else chain.size
-    return chain[:min(k, want)]
-
-
-def _decode_strings(mm, starts: np.ndarray, lens: np.ndarray) -> tuple:
-    """The strings at (starts, lens) as Python str (UTF-8; invalid bytes kept via surrogateescape).
-
-    The offsets come from the vectorized walk; the region is copied once and sliced. (Decoding the joined
-    bodies as one text and slicing it by character offsets was measured slower than this.)
-    """
-    if starts.size == 0:
-        return ()
-    lo = int(starts[0])
-    hi = int(starts[-1] + lens[-1])
-    raw = mm[lo:hi]
-    a = (starts - lo).tolist()
-    b = (starts - lo + lens).tolist()
-    if raw.isascii():
-        s = raw.decode("ascii")                     # ASCII: byte offsets are character offsets
-        return tuple([s[i:j] for i, j in zip(a, b)])
-    return tuple([raw[i:j].decode("utf-8", "surrogateescape") for i, j in zip(a, b)])
-
-
 # --------------------------------------------------------------------------- metadata
-
-class _Lazy:
-    """A located but not yet decoded array value."""
-
-    __slots__ = ("kind", "pos", "n", "vtype", "starts", "lens")
-
-    def __init__(self, kind, pos, n, vtype=None, starts=None, lens=None):
-        self.kind, self.pos, self.n, self.vtype, self.starts, self.lens = kind, pos, n, vtype, starts, lens
-
 
 class Metadata(Mapping):
     """The file's metadata: a read-only mapping key -> Python value, in file order.
@@ -355,8 +122,6 @@ class Metadata(Mapping):
         f = self._file
         if f._mm is not None and f.byte_order == "little" and f.version >= 2:
             return Encoded(f._mm[e[3]:e[4]], e[1])
-        from .writer import encode_value
-
         return Encoded(encode_value(self[key], e[1], f"metadata {key!r}"), e[1])
 
     def count_of(self, key) -> int:
@@ -409,8 +174,6 @@ class MetadataDict(dict):
         old = self._types.get(key)
         super().__setitem__(key, value)
         if old is not None:
-            from .writer import infer_type
-
             try:
                 same = _kind(infer_type(value)) == _kind(old)
             except GGUFError:
@@ -488,8 +251,15 @@ class GGUFTensor:
         row = n0 // self.format.block_size * self.format.type_size
         return raw.reshape(*self.shape[:-1], row) if self.shape else raw
 
-    def _little_endian_bytes(self) -> np.ndarray:
-        """The data in little-endian byte order (a copy for big-endian files)."""
+    @property
+    def swappable(self) -> bool:
+        """True when :meth:`little_endian_data` can give this tensor's data: a little-endian file, or a
+        plain format (F32, F16, BF16, F64, I8-I64) whose byte swap is unambiguous."""
+        return self._file.byte_order == "little" or self.format.name in _SWAP
+
+    def little_endian_data(self) -> np.ndarray:
+        """The data as ggml lays it out in memory and as quantlab's writer writes it: little-endian (``data``
+        itself for little-endian files; a byte-swapped copy for big-endian files, plain formats only)."""
         d = self.data
         if self._file.byte_order == "little":
             return d
@@ -505,7 +275,7 @@ class GGUFTensor:
         """The tensor as float32 of shape ``shape``, through :func:`quantlab.dequantize`."""
         from ..api import dequantize
 
-        out = dequantize(self._little_endian_bytes(), self.format, impl=impl, threads=threads)
+        out = dequantize(self.little_endian_data(), self.format, impl=impl, threads=threads)
         return out.reshape(self.shape)
 
     def numpy(self) -> np.ndarray:
@@ -571,8 +341,16 @@ class GGUFFile:
             self.close()
             raise
 
-    # ---- parsing
+    # ---- parsing, in phases
     def _parse(self):
+        src, pos = self._read_header()
+        pos = self._build_fields(src, pos)
+        infos, pos = self._build_tensor_infos(src, pos)
+        self._build_tensors(infos, pos)
+
+    def _read_header(self) -> tuple[_Source, int]:
+        """Magic, version (and from it the byte order), tensor and key/value counts, checked against the
+        bytes that follow and against the record limits. Returns the byte source and the first pair's offset."""
         mm, size = self._mm, self.file_size
         if size < 4:
             raise GGUFError(f"truncated file: {size} bytes, too short for the 4-byte magic 'GGUF' at byte 0")
@@ -597,7 +375,6 @@ class GGUFFile:
         self.byte_order = "little" if order == "<" else "big"
         src = self._src = _Source(mm, size, order, version)
         P = src.len_size
-
         n_tensors, pos = src.read_count(8, "tensor count")
         n_kv, pos = src.read_count(pos, "metadata key/value count")
         self.tensor_count, self.kv_count = n_tensors, n_kv
@@ -610,9 +387,19 @@ class GGUFFile:
         if n_tensors > left // (P + 16):
             raise GGUFError(f"the header (byte 8) claims {n_tensors} tensors; each tensor record takes at least "
                             f"{P + 16} bytes, but only {left} bytes follow the header")
+        if n_tensors > MAX_TENSORS:
+            raise GGUFError(f"the header (byte 8) claims {n_tensors:,} tensors; quantlab reads at most "
+                            f"{MAX_TENSORS:,} (the largest real models have a few thousand)")
+        if n_kv > MAX_RECORDS:
+            raise GGUFError(f"the header (byte {8 + P}) claims {n_kv:,} metadata pairs; quantlab reads at most "
+                            f"{MAX_RECORDS:,} (real models have under a hundred)")
+        src.records = n_kv
+        return src, pos
 
+    def _build_fields(self, src: _Source, pos: int) -> int:
+        """The key/value pairs (``self.metadata``), then ``general.alignment``. Returns the table's offset."""
         entries: dict = {}
-        for i in range(n_kv):
+        for i in range(self.kv_count):
             kpos = pos
             key, pos = src.read_str(pos, f"key of metadata pair {i}")
             if not key:
@@ -621,10 +408,9 @@ class GGUFFile:
                 raise GGUFError(f"duplicate metadata key {key!r} at byte {kpos} (first at byte {entries[key][2]})")
             t, pos = src.read_u32(pos, f"value type of {key!r}")
             vpos = pos
-            value, spec, pos = self._read_value(t, pos, key, pos - 4)
+            value, spec, pos = read_value(src, t, pos, key, pos - 4)
             entries[key] = [value, spec, kpos, vpos, pos]
         self.metadata = Metadata(self, entries)
-
         alignment = DEFAULT_ALIGNMENT
         if "general.alignment" in entries:
             v, spec, kpos = entries["general.alignment"][:3]
@@ -634,9 +420,15 @@ class GGUFFile:
                 raise GGUFError(f"general.alignment (byte {kpos}) is {v}: it must be a non-zero power of two")
             alignment = v
         self.alignment = alignment
+        return pos
 
+    def _build_tensor_infos(self, src: _Source, pos: int) -> tuple[dict, int]:
+        """The tensor table: name -> (name, ne, format, offset, record offset, nbytes, n_elements, offset of
+        the offset field), each record checked on its own (dimensions, type, block size)."""
+        mm, P = self._mm, src.len_size
+        dims = src.order + ("I" if P == 4 else "Q")
         tensors: dict = {}
-        for i in range(n_tensors):
+        for i in range(self.tensor_count):
             rec = pos
             name, pos = src.read_str(pos, f"name of tensor {i}")
             if name in tensors:
@@ -647,7 +439,7 @@ class GGUFFile:
                 raise GGUFError(f"tensor {name!r} (byte {rec}) has {nd} dimensions at byte {pos - 4}; "
                                 f"ggml allows at most {MAX_DIMS}")
             src.need(pos, nd * P, f"dimensions of tensor {name!r}")
-            ne = struct.unpack_from(order + ("I" if P == 4 else "Q") * nd, mm, pos)
+            ne = struct.unpack_from(dims[0] + dims[1] * nd, mm, pos)
             dpos = pos
             pos += nd * P
             n_el = 1
@@ -668,17 +460,22 @@ class GGUFFile:
             nbytes = (n_el // fmt.block_size) * fmt.type_size if n_el else 0
             off, pos = src.read_u64(pos, f"data offset of tensor {name!r}")
             tensors[name] = (name, ne, fmt, off, rec, nbytes, n_el, pos - 8)
+        return tensors, pos
 
+    def _build_tensors(self, infos: dict, pos: int) -> None:
+        """Where the data section starts, then the layout checks: every tensor aligned, inside the file,
+        no two overlapping. Sets ``self.tensors`` and ``canonical_layout``."""
+        size, alignment = self.file_size, self.alignment
         self.info_end = pos
         self.data_offset = _align(pos, alignment)
-        if n_tensors and self.data_offset > size:
+        if infos and self.data_offset > size:
             raise GGUFError(f"truncated file: the tensor table ends at byte {pos}, so the data section starts at "
                             f"byte {self.data_offset} (alignment {alignment}), past the end of the file ({size})")
         built = {}
         spans = []
         expect = 0
         canonical = True
-        for name, ne, fmt, off, rec, nbytes, n_el, opos in tensors.values():
+        for name, ne, fmt, off, rec, nbytes, n_el, opos in infos.values():
             if off % alignment:
                 raise GGUFError(f"tensor {name!r}: data offset {off} (stored at byte {opos}) is not a multiple of "
                                 f"the alignment {alignment} (misaligned tensor data)")
@@ -717,80 +514,11 @@ class GGUFFile:
                 raise GGUFError(f"tensor {name!r}: type id {tid} at byte {at}: {e}") from None
         return fmt
 
-    def _read_value(self, t: int, pos: int, key: str, tpos: int, depth: int = 0):
-        if t not in _VALID_TYPES:
-            raise GGUFError(f"metadata {key!r}: unknown value type {t} at byte {tpos} (valid: 0-12)")
-        vt = ValueType(t)
-        src = self._src
-        if vt == ValueType.STRING:
-            s, pos = src.read_str(pos, f"string value of {key!r}")
-            return s, vt, pos
-        if vt == ValueType.ARRAY:
-            return self._read_array(pos, key, depth)
-        src.need(pos, vt.size, f"{vt.name.lower()} value of {key!r}")
-        v = src.scalar[vt].unpack_from(src.mm, pos)[0]
-        if vt == ValueType.BOOL:
-            if v > 1:
-                raise GGUFError(f"metadata {key!r}: bool value at byte {pos} is {v}; a GGUF bool is 0 or 1")
-            v = bool(v)
-        return v, vt, pos + vt.size
-
-    def _read_array(self, pos: int, key: str, depth: int):
-        src = self._src
-        if depth >= _MAX_NESTING:
-            raise GGUFError(f"metadata {key!r}: arrays nested more than {_MAX_NESTING} deep at byte {pos}")
-        apos = pos
-        et, pos = src.read_u32(pos, f"array element type of {key!r}")
-        if et not in _VALID_TYPES:
-            raise GGUFError(f"metadata {key!r}: unknown array element type {et} at byte {apos} (valid: 0-12)")
-        et = ValueType(et)
-        n, pos = src.read_count(pos, f"array length of {key!r}")
-        left = src.size - pos
-        if et.is_numeric:
-            if n > left // et.size:
-                raise GGUFError(f"metadata {key!r}: array at byte {apos} claims {n} {et.name.lower()} values "
-                                f"({n * et.size} bytes), but only {left} bytes are left in the file")
-            if et == ValueType.BOOL and n:
-                b = np.frombuffer(src.mm, np.uint8, n, pos)
-                if b.max() > 1:
-                    i = int(np.argmax(b > 1))
-                    raise GGUFError(f"metadata {key!r}: bool element {i} at byte {pos + i} is {int(b[i])}; a GGUF "
-                                    f"bool is 0 or 1")
-            return _Lazy("num", pos, n, et), ArrayOf(et), pos + n * et.size
-        if et == ValueType.STRING:
-            starts, lens, end = _walk_strings(src, pos, n, f"string array {key!r} (byte {apos})")
-            return _Lazy("str", pos, n, et, starts, lens), ArrayOf(et), end
-        # array of arrays: each element is (element type u32, count, values)
-        if n > left // (4 + src.len_size):
-            raise GGUFError(f"metadata {key!r}: array at byte {apos} claims {n} inner arrays; each needs at least "
-                            f"{4 + src.len_size} bytes, but only {left} bytes are left in the file")
-        values, specs = [], []
-        for _ in range(n):
-            v, s, pos = self._read_array(pos, key, depth + 1)
-            values.append(v)
-            specs.append(s)
-        return _Lazy("nested", apos, n, et, values, None), ArrayOf(ValueType.ARRAY, items=tuple(specs)), pos
-
     def _materialize(self, lz: _Lazy, key: str):
-        mm = self._mm
-        if mm is None:
+        if self._mm is None:
             raise GGUFError(f"the file {self.path!r} is closed; read metadata {key!r} before closing it "
                             f"(or keep the file open)")
-        if lz.kind == "num":
-            dt = np.dtype(self._src.order + lz.vtype.dtype_code)
-            if lz.n == 0:
-                a = np.empty(0, dtype=dt.newbyteorder("="))
-            else:
-                a = np.frombuffer(mm, dtype=dt, count=lz.n, offset=lz.pos)
-                if self.byte_order == "big":
-                    a = a.astype(dt.newbyteorder("="))
-            if lz.vtype == ValueType.BOOL:
-                a = a.view(np.bool_)
-            a.flags.writeable = False
-            return a
-        if lz.kind == "str":
-            return _decode_strings(mm, lz.starts, lz.lens)
-        return tuple(self._materialize(v, key) for v in lz.starts)
+        return materialize(self._src, lz)
 
     def _view(self, start: int, nbytes: int) -> np.ndarray:
         if self._mm is None:

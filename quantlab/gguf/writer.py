@@ -41,18 +41,13 @@ import numpy as np
 from ..errors import FormatError, GGUFError
 from ..formats.registry import Format
 from ..formats.registry import get as get_format
-from .constants import (DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_NAME, ArrayOf, Encoded, Value,
-                        ValueType)
+from .constants import DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_NAME, ArrayOf, Encoded, Value, ValueType
+from .values import encode_value, infer_type, type_str
 
 __all__ = ["GGUFWriter", "write", "TensorSource", "infer_type", "encode_value"]
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_SCALAR = {ValueType.UINT8: struct.Struct("<B"), ValueType.INT8: struct.Struct("<b"),
-           ValueType.UINT16: struct.Struct("<H"), ValueType.INT16: struct.Struct("<h"),
-           ValueType.UINT32: struct.Struct("<I"), ValueType.INT32: struct.Struct("<i"),
-           ValueType.FLOAT32: struct.Struct("<f"), ValueType.UINT64: struct.Struct("<Q"),
-           ValueType.INT64: struct.Struct("<q"), ValueType.FLOAT64: struct.Struct("<d")}
 _PLAIN_DTYPE_FORMAT = {("f", 4): "F32", ("f", 2): "F16", ("f", 8): "F64", ("i", 1): "I8", ("i", 2): "I16",
                        ("i", 4): "I32", ("i", 8): "I64"}
 _FORMAT_DTYPE = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "<i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
@@ -75,190 +70,6 @@ def _write_all(fd: int, bufs) -> None:
             views.pop(0)
         if n:
             views[0] = views[0][n:]
-
-
-# --------------------------------------------------------------------------- metadata values
-
-def infer_type(value):
-    """The GGUF type a plain Python/numpy value gets when none is recorded.
-
-    bool -> BOOL; int -> UINT32 (0..2^32-1), INT32 (negative, fits), else UINT64 / INT64; float -> FLOAT32
-    (what llama.cpp reads hyper-parameters as); numpy scalars and arrays keep their dtype; str -> STRING;
-    bytes -> array[uint8]; lists/tuples -> array of the common element type (ints: INT32 if they all fit,
-    else INT64 / UINT64; floats or a mix of ints and floats: FLOAT32); lists of lists -> nested arrays.
-    """
-    if isinstance(value, (Value, Encoded)):
-        return value.type
-    if isinstance(value, (bool, np.bool_)):
-        return ValueType.BOOL
-    if isinstance(value, np.generic):
-        t = _dtype_type(value.dtype)
-        if t is None:
-            raise GGUFError(f"no GGUF value type for a numpy {value.dtype} scalar")
-        return t
-    if isinstance(value, int):
-        if 0 <= value < 1 << 32:
-            return ValueType.UINT32
-        if -(1 << 31) <= value < 0:
-            return ValueType.INT32
-        if 0 <= value < 1 << 64:
-            return ValueType.UINT64
-        if -(1 << 63) <= value < 0:
-            return ValueType.INT64
-        raise GGUFError(f"integer {value} does not fit any GGUF integer type (64 bits at most)")
-    if isinstance(value, float):
-        return ValueType.FLOAT32
-    if isinstance(value, str):
-        return ValueType.STRING
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return ArrayOf(ValueType.UINT8)
-    if isinstance(value, np.ndarray):
-        if value.ndim != 1:
-            raise GGUFError(f"metadata arrays are 1-D; got a numpy array of shape {value.shape}")
-        if value.dtype.kind in "US":
-            return ArrayOf(ValueType.STRING)
-        t = _dtype_type(value.dtype)
-        if t is None:
-            raise GGUFError(f"no GGUF value type for numpy dtype {value.dtype}")
-        return ArrayOf(t)
-    if isinstance(value, (list, tuple)):
-        if len(value) == 0:
-            raise GGUFError("cannot infer the element type of an empty list: pass "
-                            "Value([], ArrayOf(ValueType.<TYPE>))")
-        if all(isinstance(v, str) for v in value):
-            return ArrayOf(ValueType.STRING)
-        if all(isinstance(v, (bool, np.bool_)) for v in value):
-            return ArrayOf(ValueType.BOOL)
-        if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value):
-            lo, hi = min(int(v) for v in value), max(int(v) for v in value)
-            if -(1 << 31) <= lo and hi < 1 << 31:
-                return ArrayOf(ValueType.INT32)
-            if -(1 << 63) <= lo and hi < 1 << 63:
-                return ArrayOf(ValueType.INT64)
-            if lo >= 0 and hi < 1 << 64:
-                return ArrayOf(ValueType.UINT64)
-            raise GGUFError("integers in the list do not fit 64 bits")
-        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-               for v in value):
-            return ArrayOf(ValueType.FLOAT32)
-        if all(isinstance(v, (list, tuple, np.ndarray, bytes)) for v in value):
-            return ArrayOf(ValueType.ARRAY, items=tuple(infer_type(v) for v in value))
-        kinds = sorted({type(v).__name__ for v in value})
-        raise GGUFError(f"a GGUF array holds one type of element; this list mixes {', '.join(kinds)}")
-    raise GGUFError(f"no GGUF value type for a {type(value).__name__}; use int, float, bool, str, a list or a "
-                    f"numpy array, or wrap it as Value(value, type)")
-
-
-def _dtype_type(dt):
-    from .constants import DTYPE_TO_VALUE_TYPE
-
-    return DTYPE_TO_VALUE_TYPE.get((dt.kind, dt.itemsize))
-
-
-def _encode_strings(strings) -> bytes:
-    """GGUF strings back to back (u64 length + bytes each), assembled with numpy rather than per element."""
-    enc = [s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape") for s in strings]
-    n = len(enc)
-    if n == 0:
-        return b""
-    lens = np.fromiter(map(len, enc), dtype=np.int64, count=n)
-    body = np.frombuffer(b"".join(enc), dtype=np.uint8)
-    out = np.empty(8 * n + body.size, dtype=np.uint8)
-    prefix_at = 8 * np.arange(n, dtype=np.int64) + np.concatenate(([0], np.cumsum(lens)[:-1]))
-    is_prefix = np.zeros(out.size, dtype=bool)
-    idx = (prefix_at[:, None] + np.arange(8)).reshape(-1)
-    is_prefix[idx] = True
-    out[idx] = lens.astype("<u8").view(np.uint8)
-    out[~is_prefix] = body
-    return out.tobytes()
-
-
-def encode_value(value, spec, where: str = "value") -> bytes:
-    """The bytes of ``value`` as GGUF type ``spec`` (without the type id), little-endian. An
-    :class:`~quantlab.gguf.constants.Encoded` value of that type already is those bytes."""
-    if isinstance(value, Encoded):
-        if value.type != spec:
-            raise GGUFError(f"{where}: the bytes given are a {type_str(value.type)} value, not {type_str(spec)}")
-        return value.raw
-    if isinstance(value, Value):
-        value = value.value
-    try:
-        if isinstance(spec, ArrayOf):
-            return _encode_array(value, spec, where)
-        spec = ValueType(spec)
-        if spec == ValueType.STRING:
-            if isinstance(value, (bytes, bytearray)):
-                b = bytes(value)
-            elif isinstance(value, str):
-                b = value.encode("utf-8", "surrogateescape")
-            else:
-                raise GGUFError(f"{where}: a string value must be str, got {type(value).__name__}")
-            return _U64.pack(len(b)) + b
-        if spec == ValueType.BOOL:
-            if isinstance(value, (bool, np.bool_)) or value in (0, 1):
-                return b"\x01" if value else b"\x00"
-            raise GGUFError(f"{where}: a bool value must be True/False, got {value!r}")
-        if spec == ValueType.ARRAY:
-            raise GGUFError(f"{where}: give array types as ArrayOf(element type)")
-        if spec in (ValueType.FLOAT32, ValueType.FLOAT64):
-            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
-                raise GGUFError(f"{where}: a {spec.name.lower()} value must be a number, got {value!r}")
-            return np.array(value, dtype="<" + spec.dtype_code).tobytes()
-        if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
-            raise GGUFError(f"{where}: a {spec.name.lower()} value must be an integer, got {value!r}")
-        return _SCALAR[spec].pack(int(value))
-    except struct.error:
-        raise GGUFError(f"{where}: {value!r} does not fit {spec.name.lower()}") from None
-    except OverflowError:
-        raise GGUFError(f"{where}: {value!r} does not fit {type_str(spec)}") from None
-
-
-def type_str(spec) -> str:
-    from .constants import type_name
-
-    return type_name(spec)
-
-
-def _encode_array(value, spec: ArrayOf, where: str) -> bytes:
-    et = spec.elem
-    if isinstance(value, (bytes, bytearray, memoryview)) and et != ValueType.STRING:
-        value = np.frombuffer(bytes(value), dtype=np.uint8)
-    if et == ValueType.STRING:
-        if isinstance(value, (str, bytes)):
-            raise GGUFError(f"{where}: an array of strings must be a list/tuple of str, got a single "
-                            f"{type(value).__name__}")
-        items = list(value)
-        for s in items:
-            if not isinstance(s, (str, bytes, np.str_)):
-                raise GGUFError(f"{where}: array[string] element {s!r} is not a str")
-        return _U32.pack(et) + _U64.pack(len(items)) + _encode_strings([str(s) if isinstance(s, np.str_) else s
-                                                                       for s in items])
-    if et == ValueType.ARRAY:
-        items = list(value)
-        if len(items) != len(spec.items):
-            raise GGUFError(f"{where}: the type gives {len(spec.items)} inner arrays, the value has {len(items)}")
-        return _U32.pack(et) + _U64.pack(len(items)) + b"".join(
-            _encode_array(v, s, f"{where}[{i}]") for i, (v, s) in enumerate(zip(items, spec.items)))
-    a = np.asarray(value)
-    if a.ndim != 1:
-        raise GGUFError(f"{where}: metadata arrays are 1-D, got shape {a.shape}")
-    if a.size and a.dtype.kind not in "biuf":
-        raise GGUFError(f"{where}: array[{et.name.lower()}] needs numbers, got dtype {a.dtype}")
-    if et == ValueType.BOOL:
-        if a.size and a.dtype.kind != "b" and not np.isin(a, (0, 1)).all():
-            raise GGUFError(f"{where}: array[bool] elements must be True/False (0/1)")
-        data = a.astype(np.uint8)
-    else:
-        target = np.dtype("<" + et.dtype_code)
-        if a.size and a.dtype.kind == "f" and target.kind in "iu" and not np.array_equal(a, np.trunc(a)):
-            raise GGUFError(f"{where}: array[{et.name.lower()}] needs integers, found fractional values")
-        if a.size and target.kind in "iu":
-            info = np.iinfo(target)
-            lo, hi = a.min(), a.max()
-            if lo < info.min or hi > info.max:
-                raise GGUFError(f"{where}: values {lo}..{hi} do not fit {et.name.lower()}")
-        data = a.astype(target)
-    return _U32.pack(et) + _U64.pack(a.size) + data.tobytes()
 
 
 # --------------------------------------------------------------------------- tensor sources
@@ -298,22 +109,17 @@ def _describe(name, src, shape=None, fmt=None, ne=None):
     if isinstance(src, TensorSource):
         return _describe(name, src.data, src.shape if shape is None else shape,
                          src.format if fmt is None else fmt, src.ne if ne is None else ne)
-    # a tensor read by quantlab: keep its stored ne (n_dims) and format, copy its bytes
-    from .reader import GGUFTensor
-
-    if isinstance(src, GGUFTensor):
-        f = src.format if fmt is None else get_format(fmt)
-        if f != src.format:
-            return _describe(name, src.dequantize, src.shape, f, src.ne)
-        return src.ne, src.format, src._little_endian_bytes
     # a gguf-py ReaderTensor (gguf.GGUFReader): shape is stored in ggml order
     if hasattr(src, "tensor_type") and hasattr(src, "data") and hasattr(src, "shape") and fmt is None:
         f = get_format(int(src.tensor_type))
         tne = tuple(int(v) for v in src.shape)
         return tne, f, (lambda: np.asarray(src.data))
-    if fmt is None and hasattr(src, "format") and hasattr(src, "data") and hasattr(src, "shape"):
-        tne = tuple(src.ne) if getattr(src, "ne", None) is not None else None
-        return _describe(name, (lambda: src.data), src.shape, src.format, tne)
+    # any tensor-like object: a format, a shape (numpy order; ``ne`` pins n_dims) and its data — a tensor
+    # read by quantlab.gguf (``little_endian_data()``: its bytes in ggml's layout, whatever the file's byte
+    # order) or anything with ``data`` (ggml bytes, or float values to quantize)
+    if hasattr(src, "format") and hasattr(src, "shape") and (hasattr(src, "little_endian_data")
+                                                             or hasattr(src, "data")):
+        return _tensor_like(name, src, shape, fmt, ne)
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = np.frombuffer(src, dtype=np.uint8)
     if isinstance(src, np.ndarray):
@@ -344,6 +150,32 @@ def _describe(name, src, shape=None, fmt=None, ne=None):
         return (tuple(ne) if ne is not None else tuple(reversed(tuple(shape)))), f, src
     raise GGUFError(f"tensor {name!r}: cannot write a {type(src).__name__}; give a numpy array, bytes, a "
                     f"TensorSource, or a tensor read with quantlab.gguf.open")
+
+
+def _tensor_like(name, src, shape, fmt, ne):
+    try:
+        sf = get_format(src.format)
+        f = sf if fmt is None else get_format(fmt)
+    except FormatError as e:
+        raise GGUFError(f"tensor {name!r}: {e}") from None
+    tne = tuple(ne) if ne is not None else (tuple(src.ne) if getattr(src, "ne", None) is not None else
+                                             tuple(reversed(tuple(src.shape if shape is None else shape))))
+    raw = src.little_endian_data if callable(getattr(src, "little_endian_data", None)) else (lambda: src.data)
+    if f == sf:
+        return tne, sf, raw
+    # another format: through float values
+    if callable(getattr(src, "dequantize", None)):
+        values = src.dequantize
+    else:
+        def values():
+            d = raw()
+            a = np.frombuffer(d, np.uint8) if isinstance(d, (bytes, bytearray, memoryview)) else np.asarray(d)
+            if a.dtype == np.uint8 and sf.name != "I8":
+                from ..api import dequantize
+
+                return dequantize(a.reshape(-1, sf.row_bytes(tne[0] if tne else 1)), sf)
+            return a
+    return _describe(name, values, tuple(reversed(tne)), f, tne)
 
 
 def _to_bytes(plan: _Plan, data) -> np.ndarray:

@@ -28,7 +28,6 @@ import numpy as np
 
 from ..errors import FormatError, ImatrixRequired
 from ..formats.registry import get as get_format
-from .ftypes import file_type
 from .imatrix import as_imatrix
 from .select import ModelInfo, Options, Plan, TensorSpec, make_plan
 

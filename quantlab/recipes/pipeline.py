@@ -19,6 +19,13 @@ What happens, in order (the same order llama-quantize follows, so the output fil
    write-behind thread writes tensor i (one ``writev`` from the array's memory) while tensor i+1 is
    quantized.
 
+A big-endian input (gguf-py's ``--bigendian``) is read through the reader's byte-order-aware path and
+written little-endian: the output is byte for byte what llama-quantize writes for the little-endian
+conversion of the same file (llama-quantize itself refuses a big-endian file on a little-endian machine:
+"is there a mismatch between the host and model endianness?", exit 1, nothing written). Big-endian files
+with quantized tensors are refused before anything is written: GGUF does not record which fields of a
+block were swapped (gguf-py leaves blocks as they are, ``gguf_convert_endian`` swaps their scales).
+
 The output appears under its name only when complete (``quantlab.gguf.GGUFWriter`` writes a temporary
 file and renames it); the input is only ever read. Like llama-quantize, it does not wait for the disk
 (``fsync=True`` does).
@@ -38,7 +45,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FormatError, ImatrixError, ImatrixRequired, QuantlabError
-from ..formats.registry import get as get_format
 from .ftypes import file_type
 from .imatrix import ImatrixData, as_imatrix
 from .select import ModelInfo, Options, Plan, TensorSpec, make_plan
@@ -128,6 +134,15 @@ def _check(plan: Plan, f, im: ImatrixData | None) -> dict:
     """Everything llama-quantize would abort on, before any output exists. Returns name -> imatrix."""
     opts = plan.options
     per_tensor = {}
+    if getattr(f, "byte_order", "little") != "little":
+        bad = [n for n, t in f.tensors.items() if not t.swappable]
+        if bad:
+            t = f.tensors[bad[0]]
+            raise RecipeError(
+                f"{f.path!r} is a big-endian GGUF file with {len(bad)} quantized tensor(s) (first: {bad[0]}, "
+                f"{t.format.name}); which fields of their blocks were byte-swapped is not recorded in GGUF, so "
+                f"they cannot be read reliably. Convert the original model to GGUF little-endian (llama.cpp "
+                f"itself refuses big-endian files on a little-endian machine)")
     if im is not None:
         names = set(f.tensors)
         if not any(k in names for k in im):
@@ -206,7 +221,7 @@ def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
     n_rows = t.n_elements // ne0
     rows_per_mat = t.ne[1] if len(t.ne) > 1 else 1
     out = None
-    raw = src.data.reshape(n_rows, -1)
+    raw = src.little_endian_data().reshape(n_rows, -1)    # a byte-swapped copy for a big-endian file
     q_impl = impl if fmt.has_impl(impl, "quantize") else "reference"
     d_impl = impl if t.src.name == "F32" or t.src.has_impl(impl, "dequantize") else "reference"
     slab = max(1, min(n_rows, SLAB_BYTES // (4 * ne0)))
@@ -301,6 +316,8 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
         plan = make_plan(specs, ft, ModelInfo.from_metadata(f.metadata), opts, has_imatrix=im is not None)
         per_tensor = _check(plan, f, im)
         say(f"quantizing {inp_s!r} to {out_s!r} as {ft.name}" + (f" using {threads} threads" if threads else ""))
+        if f.byte_order != "little":
+            say("the input is big-endian: its values are decoded in its byte order, the output is little-endian")
         if im is not None:
             say(f"imatrix: {len(im)} entries, {im.chunk_count} chunks, datasets {im.datasets}")
         say(plan.table())
@@ -325,7 +342,7 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
             for t in plan:
                 src = f.tensors[t.name]
                 if t.action == "copy":
-                    data = src.data
+                    data = src.little_endian_data()
                 else:
                     data = _quantize_tensor(t, src, t.fmt, per_tensor.get(t.name), threads, impl)
                 if behind is not None:

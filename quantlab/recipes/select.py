@@ -19,7 +19,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ..errors import FormatError
+import numpy as np
+
+from ..errors import FormatError, ModelError
 from ..formats.registry import Format, get as get_format
 from .ftypes import FileType, file_type
 
@@ -49,21 +51,60 @@ class ModelInfo:
 
     @classmethod
     def from_metadata(cls, kv: Mapping) -> "ModelInfo":
-        """From GGUF metadata (a mapping key -> plain value, e.g. ``{"llama.block_count": 30, ...}``)."""
-        arch = str(kv.get("general.architecture", "llama"))
-
-        def g(key, default=0):
-            v = kv.get(f"{arch}.{key}", default)
-            if isinstance(v, (list, tuple)):  # per-layer arrays: the rules use layer 0
-                v = v[0] if len(v) else default
-            return int(v)
-
-        n_layer = g("block_count", 1)
-        n_head = g("attention.head_count", 1)
-        n_head_kv = g("attention.head_count_kv", n_head)
+        """From GGUF metadata (a mapping key -> value, e.g. ``{"llama.block_count": 30, ...}``), read the
+        way llama.cpp's model loader reads them: ``block_count`` and ``expert_count`` are unsigned integer
+        scalars; ``attention.head_count`` / ``head_count_kv`` a scalar or a per-layer array of exactly
+        ``block_count`` integers (numpy array, list or tuple; the rules look at layer 0, as llama.cpp's
+        ``n_gqa()`` does). Anything else — a string, a float, NaN, a negative number, a bool, an array of
+        the wrong length — raises :class:`~quantlab.errors.ModelError` naming the key, the value and what
+        was expected (llama.cpp refuses the same files)."""
+        arch = kv.get("general.architecture", "llama")
+        if not isinstance(arch, str) or not arch:
+            raise ModelError(f"metadata general.architecture is {_show(arch)}; expected a non-empty string")
+        n_layer = _hparam(kv, f"{arch}.block_count", 1)
+        n_head = _hparam(kv, f"{arch}.attention.head_count", 1, n_layer)
+        n_head_kv = _hparam(kv, f"{arch}.attention.head_count_kv", n_head, n_layer)
         is_70b = arch == "llama" and n_layer == 80 and n_head != n_head_kv
         return cls(arch=arch, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv,
-                   n_expert=g("expert_count", 0), is_70b=is_70b)
+                   n_expert=_hparam(kv, f"{arch}.expert_count", 0), is_70b=is_70b)
+
+
+_U32_MAX = (1 << 32) - 1
+
+
+def _show(v) -> str:
+    r = repr(v)
+    return (r[:60] + "...") if len(r) > 63 else r
+
+
+def _count(key: str, v, what: str) -> int:
+    """One unsigned 32-bit integer (what llama.cpp's loader stores hyper-parameters in)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ModelError(f"metadata {key} {what}is {_show(v)} ({type(v).__name__}); expected an unsigned "
+                         f"integer")
+    if not 0 <= int(v) <= _U32_MAX:
+        raise ModelError(f"metadata {key} {what}is {int(v)}; expected an unsigned 32-bit integer "
+                         f"(0 to {_U32_MAX})")
+    return int(v)
+
+
+def _hparam(kv: Mapping, key: str, default: int, n_layer: int | None = None) -> int:
+    """The value of ``key`` (layer 0's for a per-layer array, allowed when ``n_layer`` is given)."""
+    if key not in kv:
+        return default
+    v = kv[key]
+    if isinstance(v, (list, tuple, np.ndarray)):
+        a = v if not isinstance(v, np.ndarray) else (v.tolist() if v.ndim == 1 else None)
+        if a is None:
+            raise ModelError(f"metadata {key} is an array of shape {v.shape}; expected a 1-D array")
+        if n_layer is None:
+            raise ModelError(f"metadata {key} is an array of {len(a)} values; expected a scalar")
+        if len(a) != n_layer:
+            raise ModelError(f"metadata {key} is an array of {len(a)} values; expected one per layer "
+                             f"({n_layer}, the block_count)")
+        vals = [_count(key, x, f"element {i} ") for i, x in enumerate(a)]
+        return vals[0] if vals else default
+    return _count(key, v, "")
 
 
 @dataclass(frozen=True)
@@ -544,7 +585,7 @@ def _heuristics(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, cat: 
         falcon = model.arch == "falcon"
         at = f"ffn_down layer {i} of {n} in {f}"
         if f == "Q2_K":
-            return "Q3_K", f"ffn_down in Q2_K -> Q3_K"
+            return "Q3_K", "ffn_down in Q2_K -> Q3_K"
         if f == "Q2_K_S":
             if i < n // 8:
                 return "Q4_K", f"{at}: {i} < n/8 = {n // 8} -> Q4_K"
