@@ -100,29 +100,44 @@ def format_errors(x, imatrix=None, formats=None, impl: str = "reference") -> lis
 
 
 def plot_errors(ax, rows: list[dict]) -> None:
-    """SQNR vs bits per weight, one marker per format; hollow = without imatrix, filled = with."""
+    """SQNR vs bits per weight, one marker per format; hollow = without imatrix, filled = with. Each format is
+    labelled once; labels that would overlap are moved down (with a thin leader line to their point)."""
     ax.clear()
     for use_im, style in ((False, dict(mfc="none", color="#2a7ab0")), (True, dict(color="#d9534f"))):
         pts = [r for r in rows if r.get("status") == "ok" and r["imatrix"] == use_im]
-        if not pts:
-            continue
-        ax.plot([r["bpw"] for r in pts], [r["sqnr_db"] for r in pts], "o", ms=5, ls="none",
-                label="with imatrix" if use_im else "without imatrix", **style)
-        plain = {r["format"] for r in rows if r.get("status") == "ok" and not r["imatrix"]}
-        for r in pts:
-            if not use_im or r["format"] not in plain:     # label each format once
-                ax.annotate(r["format"], (r["bpw"], r["sqnr_db"]), fontsize=10, xytext=(4, -4),
-                            textcoords="offset points")
+        if pts:
+            ax.plot([r["bpw"] for r in pts], [r["sqnr_db"] for r in pts], "o", ms=6, ls="none",
+                    label="with imatrix" if use_im else "without imatrix", **style)
+    best: dict = {}
+    for r in rows:                                         # one label per format, at its higher point
+        if r.get("status") == "ok" and np.isfinite(r["sqnr_db"]):
+            if r["format"] not in best or r["sqnr_db"] > best[r["format"]]["sqnr_db"]:
+                best[r["format"]] = r
+    if best:
+        ys = [r["sqnr_db"] for r in best.values()]
+        span = max(max(ys) - min(ys), 1.0)
+        gap = span / 26                                   # one 10-pt line on a ~5 inch tall axis
+        placed: list[tuple[float, float]] = []
+        for r in sorted(best.values(), key=lambda r: -r["sqnr_db"]):
+            x, y = r["bpw"], r["sqnr_db"]
+            ly = y
+            while any(abs(px - x) < 0.55 and abs(py - ly) < gap for px, py in placed):
+                ly -= gap
+            placed.append((x, ly))
+            moved = abs(ly - y) > 1e-9
+            ax.annotate(r["format"], (x, y), xytext=(x + 0.08, ly - gap * 0.3), textcoords="data", fontsize=10,
+                        arrowprops=dict(arrowstyle="-", lw=0.5, color="#888888") if moved else None)
+        ax.set_ylim(min(min(py for _, py in placed) - 1.5 * gap, min(ys) - gap), max(ys) + 2 * gap)
     ax.set_xlabel("bits per weight (registry)", fontsize=10)
     ax.set_ylabel("SQNR (dB)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=10)
+    ax.legend(fontsize=10, loc="upper left")
     ax.tick_params(labelsize=10)
 
 
 #: byte layout of one block, field by field: format -> [(field, first byte, end byte (exclusive), what)].
 #: Transcribed from the byte tables in the docstrings of quantlab.formats (each quantize_ function draws its
-#: block); tests/test_widgets checks that the fields tile the block exactly (0 .. type_size, no gap, no overlap).
+#: block); tests/test_course.py checks that the fields tile the block exactly (0 .. type_size, no gap, no overlap).
 FIELD_LAYOUT = {
     "Q4_0": [("d", 0, 2, "fp16 scale"), ("qs", 2, 18, "32 x 4-bit codes")],
     "Q4_1": [("d", 0, 2, "fp16 scale"), ("m", 2, 4, "fp16 min"), ("qs", 4, 20, "32 x 4-bit codes")],
