@@ -28,7 +28,7 @@ NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
 #: notebooks that must carry a header (this part of the course); others are checked once they have one
 MUST_HAVE_HEADER = ("00_start_here.ipynb", "01_bits_and_floats.ipynb", "02_scales_and_zero_points.ipynb",
                     "03_group_size.ipynb", "04_block_formats.ipynb", "04b_all_formats.ipynb")
-CALL = re.compile(r"""\b(check|answer)\(\s*["']([^"']+)["']""")
+CALL = re.compile(r"""\b(check|answer|reveal)\(\s*["']([^"']+)["']""")
 
 _spec = importlib.util.spec_from_file_location("make_syllabus", ROOT / "tools" / "make_syllabus.py")
 make_syllabus = importlib.util.module_from_spec(_spec)
@@ -94,10 +94,21 @@ def test_part1_exercises_are_all_used_in_their_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_answer_cells_are_collapsed(path):
+    """An answer cell hides its source and shows the answer only in a closed <details> box (``reveal``):
+    JupyterLab does not keep a cell's output collapsed once Run All has executed it."""
     for c in _cells(path):
-        if c["cell_type"] == "code" and re.search(r"^\s*answer\(", _src(c), re.M):
+        if c["cell_type"] == "code" and re.search(r"^\s*(answer|reveal)\(", _src(c), re.M):
             meta = c.get("metadata", {}).get("jupyter", {})
-            assert meta.get("source_hidden") and meta.get("outputs_hidden"), (path.name, _src(c)[:60])
+            assert meta.get("source_hidden") and "reveal(" in _src(c), (path.name, _src(c)[:60])
+
+
+def test_reveal_is_a_closed_box():
+    from quantlab.course import reveal
+
+    r = reveal("00.2")
+    html = r._repr_html_()
+    assert html.startswith("<details class='ql-answer'>") and " open" not in html and "7.16" in html
+    assert repr(r).startswith("00.2: 7.16")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -278,7 +278,7 @@ class BlockInspector(App):
         self.fields_html = W.HTML()
         self.source = W.HTML()
         self.out = W.Output()
-        self.fig, self.ax = new_figure(6.5, 2.6)
+        self.fig, self.ax = new_figure(7.5, 3.4)
         self.fields: dict = {}
         self.status = ""
         self._q = None

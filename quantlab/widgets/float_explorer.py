@@ -333,7 +333,7 @@ class FloatExplorer(App):
         self.table = W.HTML()
         self.grid_info = W.HTML()
         self.out = W.Output()
-        self.fig, self.ax = new_figure(7.5, 2.8)
+        self.fig, self.ax = new_figure(9.0, 3.6)
         self.result: dict = {}
         self.stats: dict = {}
         for wdg in (self.number, self.fmt, self.scaled):

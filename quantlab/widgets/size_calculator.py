@@ -19,7 +19,7 @@ DEVICES_GB = (8, 16, 24, 80)
 
 #: tensor shapes of the presets with a llama architecture (for file-type mixes)
 SHAPES = {
-    "SmolLM2-135M (134.5M)": sizes.SMOLLM2_135M,
+    "SmolLM2-135M-Instruct (134.5M)": sizes.SMOLLM2_135M,
     "Llama-2-7B (6.74B)": sizes.LLAMA2_7B,
     "Llama-2-13B (13.0B)": sizes.LLAMA2_13B,
     "Llama-2-70B (69.0B)": sizes.LLAMA2_70B,
@@ -28,7 +28,7 @@ SHAPES = {
 
 #: well-known parameter counts (billions)
 PRESETS = {
-    "SmolLM2-135M (134.5M)": 0.134515008,
+    "SmolLM2-135M-Instruct (134.5M)": 0.134515008,
     "Llama-2-7B (6.74B)": 6.738415616,
     "Llama-2-13B (13.0B)": 13.015864320,
     "Llama-2-70B (69.0B)": 68.976648192,
