@@ -154,6 +154,10 @@ def test_syllabus_totals_and_bad_headers():
     h2 = make_syllabus.parse_header(good.replace("07", "08").replace("~12", "~8").replace("30 s", "20 s"), "08_y.ipynb")
     text = make_syllabus.render([h, h2], [("09_z.ipynb", "no header")])
     assert "| | **total** | | **20 min** | **50 s (0.8 min)** | |" in text and "09_z.ipynb" in text
+    # a Markdown line break (trailing backslash) and blank lines do not change what is parsed
+    h3 = make_syllabus.parse_header(good.replace("- Do c\n", "- Do c\n\n").replace("**Needs:** 00", "**Needs:** 00\\")
+                                    .replace("QUICK; here)", "QUICK; here)\\"), "07_x.ipynb")
+    assert (h3.needs, h3.compute_quick_s, h3.objectives) == ("00", 5.0, ["Do a", "Do b", "Do c"])
     with pytest.raises(make_syllabus.HeaderError, match="bad.ipynb: 2 objectives"):
         make_syllabus.parse_header(good.replace("- Do c\n", ""), "bad.ipynb")
     with pytest.raises(make_syllabus.HeaderError, match="does not start with one of"):

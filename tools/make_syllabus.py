@@ -14,6 +14,9 @@ A notebook's FIRST markdown cell is its header, in this shape (tests/test_course
     **Time:** ~20 min (compute: 12 s full, 4 s QUICK; <machine>)
     **Path:** core               (or: extension / appendix, optionally followed by a note)
 
+Blank lines between the lines are allowed, and so is a trailing backslash (a Markdown line break): without
+one, Markdown runs "**Needs:**" into the last objective and the three last lines into one paragraph.
+
 The README lists, per notebook, the objectives, prerequisites, minutes and path; a core-path table with
 the total minutes and the total compute time; then the extensions and appendices. A notebook whose first
 cell does not have that shape is listed under "not described yet" (never silently dropped). Run it again
@@ -33,7 +36,7 @@ NB_DIR = ROOT / "notebooks"
 PATHS = ("core", "extension", "appendix")
 
 _TITLE = re.compile(r"^#\s+(?P<nn>[0-9A-Za-z]+)\s+·\s+(?P<title>.+?)\s*$")
-_FIELD = re.compile(r"^\*\*(?P<key>You will|Needs|Time|Path):\*\*\s*(?P<value>.*?)\s*$")
+_FIELD = re.compile(r"^\*\*(?P<key>You will|Needs|Time|Path):\*\*\s*(?P<value>.*?)[\s\\]*$")  # "\\" = line break
 _MINUTES = re.compile(r"~\s*(?P<min>\d+)\s*min")
 _COMPUTE = re.compile(r"compute:\s*(?P<full>[\d.]+)\s*s full(?:,\s*(?P<quick>[\d.]+)\s*s QUICK)?")
 
