@@ -164,6 +164,36 @@ def test_vocab_settings_are_libllamas(name):
     assert [int(a) for a in v.attr] == attr
 
 
+def _pre_combos():
+    """tokenizer.ggml.pre names grouped by what they change in tokenization (regexes, ignore_merges)."""
+    groups = {}
+    for name, pn in sorted(PRE_NAMES.items()):
+        pre = PRE_TYPES[pn.type]
+        groups.setdefault((pre.regexes, pre.byte_encode, pn.ignore_merges), []).append(name)
+    return list(groups.values())
+
+
+@pytest.mark.parametrize("names", _pre_combos(), ids=lambda names: names[0])
+def test_every_pre_tokenizer_name_against_libllama(names):
+    """Each of the 85 tokenizer.ggml.pre names, written into the gpt-2 vocabulary (gemma-4's for the
+    SPM-style ones), tokenizes the suite's inputs + 150 random strings as libllama does (fixture: one sha256
+    of the ids per name); names that share regexes and ignore_merges are computed once."""
+    import hashlib
+    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    want = data["pre_tokenizers"]
+    src = want[names[0]]["vocab"]
+    tk = Tokenizer(edited(src, pre=names[0], model="gpt2"))
+    ids = [tk.tokenize(s, add_special=False, parse_special=False) for s in data["pre_strings"]]
+    got = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+    for name in names:
+        assert want[name]["vocab"] == src and want[name]["sha256"] == got, name
+
+
+def test_every_pre_tokenizer_name_is_tested():
+    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    assert sorted(data["pre_tokenizers"]) == sorted(PRE_NAMES)
+
+
 def test_llama3_ignore_merges_and_bos_default():
     """Llama 3: a piece that is a token is kept whole (ignore_merges), and BOS is added although the file
     has no tokenizer.ggml.add_bos_token (llama.cpp's default for the llama-bpe pre-tokenizer)."""
