@@ -127,7 +127,7 @@ def test_detokenize_round_trip_on_the_cases(name):
 @pytest.mark.parametrize("name", VOCABS)
 def test_against_llama_tokenize(name):
     """Special tokens written in the text, BOS/EOS as llama-tokenize adds them (add_special = the model's
-    add_bos, unless --no-bos), recorded from libllama by tools/make_tokenizer_fixtures.py; the first strings
+    add_bos, unless --no-bos), recorded from libllama by tools/make_tokenizer_fixtures.py; two of the strings
     are checked live against the llama-tokenize binary when it is built (`make peers`)."""
     data = json.loads(FIXTURE.read_text(encoding="utf-8"))
     tk = tokenizer(name)
@@ -140,8 +140,8 @@ def test_against_llama_tokenize(name):
     assert not bad, "\n".join(bad[:8])
     sys.path.insert(0, str(ROOT / "tools"))
     import make_model_fixtures as fx
-    if fx.have_tools("llama-tokenize") and name in ("gpt-2", "llama-spm", "bert-bge", "qwen2"):
-        for text in data["strings"][:4]:
+    if fx.have_tools("llama-tokenize") and name in ("gpt-2", "llama-spm", "bert-bge"):
+        for text in data["strings"][2:4]:        # (a binary run per string: a few, on small vocabularies)
             for parse in (True, False):
                 want = fx.llama_tokenize(MODELS / f"ggml-vocab-{name}.gguf", text, parse_special=parse)
                 assert tk.tokenize(text, add_special=tk.add_bos, parse_special=parse) == want, (name, text, parse)
