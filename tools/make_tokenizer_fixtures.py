@@ -66,6 +66,7 @@ def main():
             "eog": [i for i in range(n) if L.llama_vocab_is_eog(vocab, i)],
             "attr_runs": runs(attrs)}
         print(name, len(rows), flush=True)
+    out["pre_strings"], out["pre_tokenizers"] = pre_tokenizer_hashes(lib)
     lines = ["{", f'"llama_cpp": {json.dumps(out["llama_cpp"])},', f'"strings": {json.dumps(STRINGS, ensure_ascii=False)},',
              '"vocabs": {']
     for k, name in enumerate(VOCABS):                 # one row per line: small, readable diffs
@@ -74,9 +75,45 @@ def main():
     lines += ["},", '"settings": {']
     for k, name in enumerate(VOCABS):
         lines.append(f'"{name}": {json.dumps(out["settings"][name])}' + ("," if k + 1 < len(VOCABS) else ""))
-    lines += ["}", "}"]
+    lines += ["},", f'"pre_strings": {json.dumps(out["pre_strings"], ensure_ascii=False)},',
+              f'"pre_tokenizers": {json.dumps(out["pre_tokenizers"])}', "}"]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("wrote", OUT)
+
+
+# for every tokenizer.ggml.pre name quantlab maps: the suite's inputs + random strings on the gpt-2 vocabulary
+# (gemma-4's for the SPM-style BPE ones) with that name written in, tokenized by libllama (add_special=false,
+# parse_special=false), one sha256 of the ids per name
+PRE_POOL = (list("abcdeXYZ  \t\n\r'.,!?-_()[]{}<>|/\\\"0123456789") + [
+    "\u00a0", "\u3000", "\u0085", "\u2009", "é", "É", "ü", "ß", "\u0301", "\u0308", "İ", "ﬁ", "ώ", "ф", "日", "本",
+    "한", "국", "ア", "ー", "🦙", "😶‍🌫️", "✅", "²", "½", "٣", "۔", "…", "。", "，", "’", "\u200b", "\x00", "'s", "'LL",
+    " 're", "\n\n", "▁", "\u0e01", "\u0915\u093f", "\u1680", "★", "€", "\u3001", "\uff01", "IMGIMGABZ",
+    "<sentinel:12>", "1234567", "    ", "ぁ", "가", "ㄱ", "ㄅ", "：", "'S", "ǅ", "ÀB", "aB", "Ab"])
+
+
+def pre_tokenizer_hashes(lib):
+    import hashlib
+    import random
+    import tempfile
+
+    from quantlab.gguf import open as open_gguf
+    from quantlab.gguf import write
+    from quantlab.model.tokenizer.pretokenizers import PRE_NAMES, PRE_TYPES
+    rng = random.Random(5)
+    strings = sorted({t for p in MODELS.glob("*.inp") for t in p.read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")})
+    strings += ["".join(rng.choice(PRE_POOL) for _ in range(rng.randint(1, 40))) for _ in range(150)]
+    hashes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, pn in sorted(PRE_NAMES.items()):
+            src = "gpt-2" if PRE_TYPES[pn.type].byte_encode else "gemma-4"
+            md = open_gguf(MODELS / f"ggml-vocab-{src}.gguf").metadata.copy()
+            md["tokenizer.ggml.pre"] = name
+            md["tokenizer.ggml.model"] = "gpt2"
+            path = write(pathlib.Path(tmp) / f"{name}.gguf", md, {})
+            vocab = lib.load(path)
+            ids = [lib.tokenize(vocab, s, False, False) for s in strings]
+            hashes[name] = {"vocab": src, "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()}
+    return strings, hashes
 
 
 def runs(values) -> list:

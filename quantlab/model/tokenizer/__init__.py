@@ -16,6 +16,11 @@ it (``src/llama-vocab.cpp``), the per-piece work done by HF ``tokenizers``.
 4. BOS / EOS: SPM and BPE add BOS if ``add_bos`` and EOS if ``add_eos`` (when ``add_special``); WPM always
    wraps in BOS (CLS) ... SEP.
 
+Written here rather than left to ``tokenizers``, because llama.cpp does it differently: the partition
+(HF's added tokens match leftmost-longest in one pass; llama.cpp takes one special token at a time, longest
+first, and strips C ``isspace`` for LSTRIP/RSTRIP), WordPiece's normalisation (:mod:`.wpm`), Gemma 4's
+whole newline runs, and the detokenizer's clean-up.
+
 ``detokenize`` = ``llama_detokenize``: ``token_to_piece`` per token (GPT-2 byte table or ``▁`` -> space,
 ``<0xXX>`` bytes, control tokens only when ``special``), then for SPM the first token's leading space is
 dropped and for most BPE vocabularies the " ," / " 's" clean-up (``clean_spaces``) is applied.

@@ -31,7 +31,8 @@ def _bpe_model(vocab: dict, pairs: list, **kw):
     from tokenizers import models
     try:
         return models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, **kw)
-    except Exception:   # a merge naming a string that is not a token: llama.cpp never forms it either
+    except Exception:   # HF refuses a merge whose halves or result are not tokens (llama.cpp would merge and
+        # then spell the non-token out byte by byte); such merges are left out - no vocabulary of the suite has one
         keep = [(a, b) for a, b in pairs if a in vocab and b in vocab and a + b in vocab]
         return models.BPE(vocab=vocab, merges=keep, fuse_unk=False, **kw)
 
@@ -63,7 +64,7 @@ def spm_merges(v: Vocab) -> list:
 
 def build(v: Vocab):
     """The HF tokenizer for one raw-text piece of this vocabulary."""
-    from tokenizers import Regex, models, normalizers, pre_tokenizers
+    from tokenizers import Regex, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
 
     if v.kind == BPE:
