@@ -40,7 +40,7 @@ $(ORACLE):
 # recompiles any kernel whose source file changed).
 $(WARM): $(STAMP) $(wildcard quantlab/kernels/*.py quantlab/formats/*.py quantlab/model/*.py)
 	mkdir -p $(@D)
-	$(PY) -m quantlab.kernels.warmup --jobs 2
+	$(PY) -m quantlab.warmup --jobs 2
 	touch $@
 
 # llama.cpp's own tools (llama-quantize, llama-perplexity, ...) for side-by-side comparisons (~4 min).
