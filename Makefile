@@ -28,7 +28,7 @@ endif
 # JupyterLab refuses to run as root without --allow-root (containers, hub images, cloud notebooks do).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab lab-server test oracle peers browser warm print-numba-cache clean
+.PHONY: setup lab lab-server test oracle peers browser proxy warm print-numba-cache clean
 
 setup: $(LAB_STAMP) $(WARM)
 
@@ -68,6 +68,11 @@ peers: $(ORACLE)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# JupyterHub's proxy, from npm, for the workshop-server test (tests/test_hub.py); a global one is used if present.
+PROXY := .cache/npm/node_modules/.bin/configurable-http-proxy
+proxy:
+	@command -v configurable-http-proxy >/dev/null || test -x $(PROXY) || npm install --silent --prefix .cache/npm configurable-http-proxy
+
 lab: setup
 	@$(MAKE) --no-print-directory lab-server
 
@@ -82,7 +87,7 @@ lab-server:
 # temporary folders). Two workers on two cores roughly halve the wall time.
 TEST_JOBS ?= 2
 
-test: setup $(DEV_STAMP) $(ORACLE) browser
+test: setup $(DEV_STAMP) $(ORACLE) browser proxy
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 print-numba-cache:

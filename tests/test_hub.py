@@ -25,8 +25,9 @@ CELL = ("import numpy as np, quantlab\n"
 def test_two_students_log_in_run_a_cell_and_compile_nothing():
     if os.geteuid() != 0:
         pytest.skip("the hub's LocalProcessSpawner runs each student as their own account: needs root")
-    assert shutil.which("configurable-http-proxy"), "npm install -g configurable-http-proxy"
     import hub_load
+
+    assert hub_load.proxy_command(), "configurable-http-proxy missing: `make proxy` (npm)"
 
     # the hub's environment: this one, unless QUANTLAB_HUB_PYTHON names another; the students run it as
     # their own accounts, so it must be readable by them (not under /root, as a pyenv of root's is)

@@ -55,6 +55,14 @@ PROBE_LAST = ("import json as _j, resource as _r\n"
               "'maxrss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024}))")
 
 
+def proxy_command() -> str | None:
+    """configurable-http-proxy: on PATH (npm install -g) or installed by `make proxy` into .cache/npm."""
+    import shutil
+
+    local = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "configurable-http-proxy"
+    return shutil.which("configurable-http-proxy") or (str(local) if local.exists() else None)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -279,7 +287,8 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
     env.update(QUANTLAB_HUB_PASSWORD=password, QUANTLAB_HUB_SERVICE_TOKEN=service_token,
                QUANTLAB_HUB_STUDENTS=str(list_file), QUANTLAB_HUB_IP="127.0.0.1", QUANTLAB_HUB_PORT=str(port),
                QUANTLAB_HUB_API_PORT=str(_free_port()), QUANTLAB_HUB_PROXY_API_PORT=str(_free_port()),
-               QUANTLAB_HUB_DIR=str(work / "state"), QUANTLAB_SHARED_NUMBA_CACHE=str(cache))
+               QUANTLAB_HUB_DIR=str(work / "state"), QUANTLAB_SHARED_NUMBA_CACHE=str(cache),
+               QUANTLAB_HUB_PROXY=proxy_command() or "configurable-http-proxy")
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
