@@ -17,7 +17,7 @@ Runs as root (the hub's LocalProcessSpawner starts each student's server as the 
    page shared by k processes as 1/k: the sum of PSS is the RAM really used; the model files are mmap'd
    by every kernel and shared).
 
-Reports per student: seconds to a running server, seconds from the first cell's request to its first
+Reports per student: seconds to a running server, seconds from the first cell's request to the first
 output, seconds per notebook, peak RSS and PSS of the student's processes, the kernel's compiles (must be
 0), errors; and the machine: peak used RAM over the baseline, load averages, cores. Exit status 0 when
 every student ran every cell without error and compiled nothing.
@@ -190,11 +190,11 @@ def student_run(hub: Hub, user: str, password: str, notebooks, res: dict, start_
         for name, codes in notebooks:
             tn = time.monotonic()
             for i, code in enumerate(codes):
-                if not first:
-                    first["t"] = time.monotonic()
-                    out, err = kernel.execute(code, on_first_output=lambda: first.setdefault("out", time.monotonic()))
-                else:
-                    out, err = kernel.execute(code)
+                # time to first output: from the first cell's request to the first output the student sees
+                # (notebook 00's first cell only imports; its second prints)
+                first.setdefault("t", time.monotonic())
+                out, err = kernel.execute(code, on_first_output=None if "out" in first else
+                                          (lambda: first.setdefault("out", time.monotonic())))
                 res.setdefault("outputs", []).append("".join(out)[-200:])
                 if err:
                     res["errors"].append(f"{name} cell {i}: {err}")
