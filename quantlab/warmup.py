@@ -10,9 +10,10 @@ API on tiny inputs of real shape and dtype (the same argument types as real use,
 versions):
 
 * per format: ``quantize`` with an imatrix where the format takes one, without one where it may go
-  without, and ``dequantize``;
+  without, and ``dequantize`` of a writable and of a read-only array (a GGUF file's tensors are
+  read-only views of the mapped file, and numba compiles each kind separately);
 * per format of ``matmul.INT_KERNELS``: ``quantize_activations`` and ``matmul_int``, serial and
-  threaded;
+  threaded, on writable and read-only weights;
 * the model: SmolLM2 generating two tokens (its forward kernels).
 
 The jobs run in ``N`` worker processes (default 2): a progress bar (tqdm, on stderr) and one line per
@@ -52,6 +53,12 @@ def _inputs(block_size: int, rows: int = 2):
     return x, im
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    r = a.copy()
+    r.setflags(write=False)
+    return r
+
+
 def warm_format(name: str) -> None:
     """Quantize (with and without an imatrix, as the format allows) and dequantize through the API."""
     f = get(name)
@@ -66,6 +73,9 @@ def warm_format(name: str) -> None:
         if q is None:
             q = np.zeros((x.shape[0], f.row_bytes(x.shape[1])), dtype=np.uint8)
         api.dequantize(q, f, threads=1)
+        # a tensor of a GGUF file is a read-only view of the mapped file: numba compiles a separate version
+        # for read-only arrays (seen: `quantlab quantize` of SmolLM2's Q4_1 tensors compiled one)
+        api.dequantize(_readonly(q), f, threads=1)
 
 
 def warm_matmul(name: str) -> None:
@@ -75,9 +85,10 @@ def warm_matmul(name: str) -> None:
     w, im = _inputs(f.block_size, rows=4)
     W = api.quantize(w, f, imatrix=im if f.uses_imatrix else None, threads=1)
     act = mm.quantize_activations(w[:1].copy(), mm.VEC_DOT_TYPE[name])
-    for parallel in (False, True):
-        out = np.empty((1, W.shape[0]), dtype=np.float32)
-        mm.matmul_int(W, name, act, out, parallel=parallel)
+    for weights in (W, _readonly(W)):          # quantized here (writable) or a model file's (read-only)
+        for parallel in (False, True):
+            out = np.empty((1, W.shape[0]), dtype=np.float32)
+            mm.matmul_int(weights, name, act, out, parallel=parallel)
 
 
 def warm_model() -> None:
