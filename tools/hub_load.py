@@ -18,8 +18,8 @@ Runs as root (the hub's LocalProcessSpawner starts each student's server as the 
    by every kernel and shared).
 
 Reports per student: seconds to a running server, seconds from the first cell's request to the first
-output, seconds per notebook, peak RSS and PSS of the student's processes, the kernel's compiles (must be
-0), errors; and the machine: peak used RAM over the baseline, load averages, cores. Exit status 0 when
+output, seconds per notebook, the kernel's CPU seconds (user + system: the load-independent cost), peak
+RSS and PSS of the student's processes, the kernel's compiles (must be 0), errors; and the machine: peak used RAM over the baseline, load averages, cores. Exit status 0 when
 every student ran every cell without error and compiled nothing.
 """
 from __future__ import annotations
@@ -52,7 +52,8 @@ PROBE_FIRST = ("import quantlab.warmup as _qw\n_qc = _qw.CompileCounter()\n"
                "import numba as _nb, os as _os\nprint('PROBE-START', _os.getpid(), _nb.config.CACHE_DIR)")
 PROBE_LAST = ("import json as _j, resource as _r\n"
               "print('PROBE', _j.dumps({'compiles': _qc.count, 'compiled': _qc.names[:8], "
-              "'maxrss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024}))")
+              "'maxrss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024, "
+              "'cpu_s': _r.getrusage(_r.RUSAGE_SELF).ru_utime + _r.getrusage(_r.RUSAGE_SELF).ru_stime}))")
 
 
 def proxy_command() -> str | None:
@@ -204,7 +205,7 @@ def student_run(hub: Hub, user: str, password: str, notebooks, res: dict, start_
         out, err = kernel.execute(PROBE_LAST)
         probe = json.loads("".join(out).split("PROBE ", 1)[1]) if out and not err else {}
         res.update(compiles=probe.get("compiles"), compiled=probe.get("compiled"),
-                   kernel_maxrss_mb=round(probe.get("maxrss_mb", 0)))
+                   kernel_maxrss_mb=round(probe.get("maxrss_mb", 0)), kernel_cpu_s=round(probe.get("cpu_s", 0), 1))
     except Exception as e:  # noqa: BLE001 (recorded per student; the run goes on for the others)
         res["errors"].append(f"{type(e).__name__}: {e}")
     finally:
@@ -356,14 +357,15 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
 
 def table(summary: dict) -> str:
     rows = ["| student | login | server up (s) | first output (s) | " +
-            " | ".join(f"{n} (s)" for n in summary["notebooks"]) + " | peak RSS (MB) | peak PSS (MB) | compiles | errors |",
-            "|---" * (8 + len(summary["notebooks"])) + "|"]
+            " | ".join(f"{n} (s)" for n in summary["notebooks"]) +
+            " | kernel CPU (s) | peak RSS (MB) | peak PSS (MB) | compiles | errors |",
+            "|---" * (9 + len(summary["notebooks"])) + "|"]
     for r in summary["per_student"]:
         nbs = r.get("notebooks", {})
         rows.append(f"| {r['user']} | {'yes' if r.get('login') else 'NO'} | {r.get('server_s')} | "
                     f"{r.get('first_output_s')} | " + " | ".join(str(v) for v in nbs.values()) +
                     " | " * max(0, len(summary["notebooks"]) - len(nbs)) +
-                    f" | {r.get('peak_rss_mb')} | {r.get('peak_pss_mb')} | {r.get('compiles')} | "
+                    f" | {r.get('kernel_cpu_s')} | {r.get('peak_rss_mb')} | {r.get('peak_pss_mb')} | {r.get('compiles')} | "
                     f"{'; '.join(r['errors'])[:120] or '-'} |")
     return "\n".join(rows)
 
