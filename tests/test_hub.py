@@ -51,6 +51,7 @@ def test_two_students_log_in_run_a_cell_and_compile_nothing():
             assert r["login"] and r["errors"] == [], r
             assert r["outputs"] == ["sum 512.0\n"], r
             assert r["compiles"] == 0, r
+            assert r["course_copied"], r
             assert r["cache_dir"].endswith(f"/{r['user']}/.cache/quantlab/numba"), r
             assert r["peak_rss_mb"] > 0 and r["processes"] >= 2, r     # server + kernel seen by the sampler
         assert s["ok"]

@@ -186,6 +186,9 @@ def student_run(hub: Hub, user: str, password: str, notebooks, res: dict, start_
         if err:
             res["errors"].append(f"probe: {err}")
         res["cache_dir"] = "".join(out).split()[-1] if out else None
+        out, _ = kernel.execute("import os as _o; _c = _o.path.expanduser('~/quantlab-notebooks/00_start_here.ipynb')\n"
+                                "print(_o.path.isfile(_c) and _o.stat(_c).st_uid == _o.getuid())")
+        res["course_copied"] = "".join(out).strip() == "True"      # the hub's pre_spawn_hook, owned by the student
         res["notebooks"] = {}
         first = {}
         for name, codes in notebooks:
