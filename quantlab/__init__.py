@@ -4,6 +4,8 @@
     >>> q = quantlab.quantize(np.random.randn(4, 256).astype("float32"), "Q4_0")
     >>> x = quantlab.dequantize(q, "Q4_0")
 """
+# first: numba reads its cache directory when imported (quantlab/_cache.py: one for every entry point)
+from . import _cache  # noqa: F401,I001
 from . import errors
 from .api import dequantize, inspect_block, quantize, row_bytes
 from .formats import Format, all_formats

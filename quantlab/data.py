@@ -8,10 +8,16 @@ file list (``importlib.metadata``).
     >>> quantlab.data.tensors("minilm")       # all-MiniLM-L6-v2, fp32 safetensors, by tensor name
     >>> quantlab.data.tensors("smollm2")      # the GGUF's tensors by name, lazily (raw and dequantized)
     >>> quantlab.data.text()                  # evaluation text: CPython's pydoc_data.topics
+    >>> quantlab.data.asset("minilm_imatrix.npz")   # a file shipped inside the package (quantlab/assets/)
+
+Small derived files (a real importance matrix, the benchmark snapshot; see ``quantlab/assets/README.md``)
+are package data: they are installed with quantlab, wheel or editable, and found with
+``importlib.resources``.
 """
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.resources
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,8 +27,17 @@ import numpy as np
 
 from .errors import DataMissing
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-DATA_DIR = REPO / "data"
+#: the package data directory (quantlab/assets/ in the source tree, installed with the package)
+DATA_DIR = pathlib.Path(str(importlib.resources.files(__package__).joinpath("assets")))
+
+
+def asset(name: str) -> pathlib.Path:
+    """Path of a file shipped inside the package (``minilm_imatrix.npz``, ``bench_snapshot.json``)."""
+    p = DATA_DIR / name
+    if not p.is_file():
+        raise DataMissing(f"{p}: quantlab's package data file {name!r} is missing; reinstall quantlab "
+                          f"(pip install --force-reinstall quantlab) — it ships in quantlab/assets/")
+    return p
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M beyond the parity suite: real weights, inspect_block, errors.
 
-Real weights: all-MiniLM-L6-v2 (fp32) with its real importance matrix (data/minilm_imatrix.npz) and a few
+Real weights: all-MiniLM-L6-v2 (fp32) with its real importance matrix (quantlab/assets/minilm_imatrix.npz) and a few
 SmolLM2 tensors, flattened to rows of 256*k; the numba kernels are compared with ggml byte for byte, the
 numpy reference on a few blocks per tensor.
 """
@@ -51,7 +51,7 @@ def _rows(w: np.ndarray, im: np.ndarray | None, max_rows: int):
 @pytest.fixture(scope="module")
 def minilm():
     ts = quantlab.data.tensors("minilm")
-    ims = np.load(os.path.join(ROOT, "data", "minilm_imatrix.npz"))
+    ims = np.load(quantlab.data.asset("minilm_imatrix.npz"))
     return [(k, *_rows(ts[k], ims[k], 48)) for k in MINILM]
 
 

@@ -1,11 +1,31 @@
-"""python -m quantlab.kernels.warmup: the job list, one line per job, and the exit status."""
+"""python -m quantlab.warmup: the job list, one line per job, the exit status; and the numba cache every
+entry point uses (quantlab/_cache.py), tested from fresh processes that have no NUMBA_CACHE_DIR."""
 from __future__ import annotations
 
+import json
+import os
+import pathlib
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 
+from quantlab import warmup
 from quantlab.formats.registry import all_formats
 from quantlab.kernels import matmul as mm
-from quantlab.kernels import warmup
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# F16 is the cheapest kernel pair to compile (about a second), enough to see a cache hit or a miss.
+PROBE = """
+import json, numpy as np, numba, quantlab
+from quantlab.warmup import CompileCounter
+c = CompileCounter()
+q = quantlab.quantize(np.ones((2, 256), np.float32), "F16", threads=1)
+quantlab.dequantize(q, "F16", threads=1)
+print(json.dumps({"cache_dir": numba.config.CACHE_DIR, "compiles": c.count}))
+"""
 
 
 def test_jobs_cover_every_fast_kernel_the_api_can_call():
@@ -31,3 +51,65 @@ def test_one_line_per_job_and_exit_status(capsys, monkeypatch):
     assert "NO_SUCH_FORMAT failed" in cap.err
 
     assert warmup.main(["--only", "not a job"]) == 2
+
+
+def _env(home, **extra):
+    """A child's environment as a user who never heard of NUMBA_CACHE_DIR: HOME=home, no XDG cache."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "QUANTLAB_SHARED_NUMBA_CACHE")}
+    env.update(HOME=str(home), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def _probe(env, user=None):
+    cmd = [sys.executable, "-c", PROBE]
+    if user:   # run as another (unprivileged) user: setpriv is util-linux, on every Debian
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] + cmd
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=env["HOME"])
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_process_without_numba_cache_dir_uses_the_per_user_cache_and_finds_it_warm(tmp_path):
+    default = tmp_path / ".cache" / "quantlab" / "numba"
+    first = _probe(_env(tmp_path))
+    assert first["cache_dir"] == str(default)
+    assert list(default.rglob("*.nbi")) and list(default.rglob("*.nbc"))     # numba wrote its cache there
+    second = _probe(_env(tmp_path))
+    assert second == {"cache_dir": str(default), "compiles": 0}               # and a new process loads it
+    # the user's choice still wins
+    assert _probe(_env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / "mine")))["cache_dir"] == str(tmp_path / "mine")
+
+
+def test_a_read_only_shared_cache_is_used_through_links_and_never_written():
+    """numba ignores a cache directory it cannot write (it falls back to another one and compiles);
+    QUANTLAB_SHARED_NUMBA_CACHE links the shared files into the user's own cache instead. As root the
+    student is uid 65534 (nobody), who cannot write the shared files; otherwise the files are made
+    read-only."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="quantlab-shared-"))   # not pytest's root-only tmp
+    try:
+        base.chmod(0o755)
+        shared = base / "shared"
+        _probe(_env(base, NUMBA_CACHE_DIR=str(shared)))                  # the instructor warms it
+        before = {p: p.stat().st_mtime_ns for p in shared.rglob("*")}
+        student = base / "student"
+        student.mkdir()
+        dirs = [shared, *[p for p in shared.rglob("*") if p.is_dir()]]
+        user = None
+        if os.geteuid() == 0:
+            user = 65534
+            os.chown(student, user, user)
+        for d in dirs:
+            d.chmod(0o555)
+
+        direct = _probe(_env(student, NUMBA_CACHE_DIR=str(shared)), user)
+        assert direct["compiles"] > 0          # numba's own behaviour: a read-only cache dir is not used
+
+        linked = _probe(_env(student, QUANTLAB_SHARED_NUMBA_CACHE=str(shared)), user)
+        assert linked == {"cache_dir": str(student / ".cache" / "quantlab" / "numba"), "compiles": 0}
+        assert {p: p.stat().st_mtime_ns for p in shared.rglob("*")} == before     # nothing written there
+        assert any(p.is_symlink() for p in (student / ".cache" / "quantlab" / "numba").rglob("*.nbi"))
+    finally:
+        for d in [base, *[p for p in base.rglob("*") if p.is_dir() and not p.is_symlink()]]:
+            d.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Write data/bench_snapshot.json: one benchmark run of quantlab.bench, with the facts of the machine it ran on.
+"""Write quantlab/assets/bench_snapshot.json: one benchmark run of quantlab.bench, with the facts of the machine it ran on.
 
 Notebook 10 measures this machine live and shows its figures next to this snapshot's (a ratio column),
 so a student can see whether their machine is faster or slower than the one the course was written on.
@@ -16,7 +16,7 @@ start and at the end (benchmarks on a loaded machine are slower: check it before
 Python / numpy / numba versions and numba's thread count, the date (UTC) and quantlab's git commit
 (``+dirty`` when the working tree had uncommitted changes).
 
-    .venv/bin/python tools/make_bench_snapshot.py            # about a minute; rewrites data/bench_snapshot.json
+    .venv/bin/python tools/make_bench_snapshot.py            # about a minute; rewrites quantlab/assets/bench_snapshot.json
     .venv/bin/python tools/make_bench_snapshot.py --out /tmp/snap.json --size 65536 --formats Q4_0,Q8_0   # a try
 
 Run it on a quiet machine (``uptime``: a load average well below the core count).
@@ -88,7 +88,7 @@ def table_dict(table) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "data" / "bench_snapshot.json"))
+    ap.add_argument("--out", default=str(ROOT / "quantlab" / "assets" / "bench_snapshot.json"))
     ap.add_argument("--size", type=int, default=None, help="weights per measurement (default: bench.formats' own)")
     ap.add_argument("--formats", default=None, help="comma-separated format names (default: every quantized "
                                                     "format, F16 and BF16)")

@@ -1,4 +1,4 @@
-"""Build data/minilm_imatrix.npz: a real importance matrix for every linear layer of all-MiniLM-L6-v2.
+"""Build quantlab/assets/minilm_imatrix.npz: a real importance matrix for every linear layer of all-MiniLM-L6-v2.
 
 An importance matrix holds, per input column of a weight matrix, the mean of the squared activations
 that multiply that column on real text (what llama-imatrix collects). Here the activations come from
@@ -7,7 +7,7 @@ LayerNorm]) on the first chunks of quantlab.data.text() (CPython's pydoc topics)
 
 Deterministic and small (about 50 KB): one float32 vector per weight matrix, keyed by tensor name.
 
-    .venv/bin/python tools/make_samples.py          # rewrites data/minilm_imatrix.npz
+    .venv/bin/python tools/make_samples.py          # rewrites quantlab/assets/minilm_imatrix.npz
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def main() -> int:
                            g(p + "output.LayerNorm.bias"))
         count += n
     out = {k: (v / count).astype(np.float32) for k, v in sq.items()}
-    dest = ROOT / "data" / "minilm_imatrix.npz"
+    dest = ROOT / "quantlab" / "assets" / "minilm_imatrix.npz"
     np.savez_compressed(dest, **out)
     print(f"wrote {dest.relative_to(ROOT)}: {len(out)} tensors, {count} tokens, {dest.stat().st_size} bytes")
     return 0

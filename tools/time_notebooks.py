@@ -6,7 +6,8 @@
 
 Full mode unsets QUANTLAB_QUICK and CI in the kernel's environment (the notebooks read them through
 ``quantlab.widgets._common.quick_default``); ``--quick`` sets QUANTLAB_QUICK=1. Numba's cache is
-NUMBA_CACHE_DIR (``.cache/numba`` by default, like the test suite), so a second run is a warm-cache run.
+quantlab's (NUMBA_CACHE_DIR if set, else ``~/.cache/quantlab/numba``, what ``make`` warms and the test suite
+uses), so a second run is a warm-cache run.
 
 For each notebook: the wall seconds of every code cell, the kernel process's CPU seconds over the run
 (user + system, children included: on a shared machine wall time minus CPU time is time spent waiting
@@ -27,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def kernel_env(quick: bool) -> dict:
-    """The kernel's environment: the repo on PYTHONPATH, a numba cache, QUICK on or off."""
+    """The kernel's environment: the repo on PYTHONPATH, QUICK on or off (numba's cache: quantlab's default)."""
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)                     # else the kernel cannot pick the inline backend
     env.pop("CI", None)
@@ -35,7 +36,6 @@ def kernel_env(quick: bool) -> dict:
         env["QUANTLAB_QUICK"] = "1"
     else:
         env.pop("QUANTLAB_QUICK", None)
-    env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 

@@ -1,11 +1,11 @@
 """Notebook 10: browse a benchmark table — pick the operation and the peers, see throughput per format —
-and compare this machine's figures with the snapshot in ``data/bench_snapshot.json``.
+and compare this machine's figures with the snapshot in ``quantlab/assets/bench_snapshot.json``.
 
     >>> app = quantlab.widgets.bench_view.app(quantlab.bench.formats(["Q4_0", "Q8_0"], size=1 << 16))
     >>> app.op.value = "dequantize"; app.result["rows"]
     >>> snap = load_snapshot(); print(snapshot_source(snap)); compare(table.rows, snap["formats"]["rows"])
 
-The snapshot is written by ``tools/make_bench_snapshot.py`` (see ``data/README.md``).
+The snapshot is written by ``tools/make_bench_snapshot.py`` (see ``quantlab/assets/README.md``).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pathlib
 import ipywidgets as W
 
 from .. import bench
+from ..data import DATA_DIR
 from ._common import App, html_table, new_figure, show_figure
 
 
@@ -59,11 +60,11 @@ def app(table, **kw) -> BenchView:
 # ------------------------------------------------------------------------------ the benchmark snapshot
 
 #: where ``tools/make_bench_snapshot.py`` writes its snapshot
-SNAPSHOT = pathlib.Path(__file__).resolve().parents[2] / "data" / "bench_snapshot.json"
+SNAPSHOT = DATA_DIR / "bench_snapshot.json"
 
 
 def load_snapshot(path=None) -> dict | None:
-    """The benchmark snapshot (``data/bench_snapshot.json`` by default) as a dict with ``machine``,
+    """The benchmark snapshot (``quantlab/assets/bench_snapshot.json`` by default) as a dict with ``machine``,
     ``formats`` and ``gguf_open`` (each table: ``title``, ``columns``, ``rows``); None when there is none."""
     p = pathlib.Path(path) if path is not None else SNAPSHOT
     if not p.is_file():

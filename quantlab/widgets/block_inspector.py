@@ -31,7 +31,7 @@ INSPECT_SKIP = ("F32", "F64", "I8", "I16", "I32", "I64")
 
 
 def imatrix_for(name: str = DEFAULT_TENSOR[1]) -> np.ndarray | None:
-    """The real importance matrix of an all-MiniLM-L6-v2 weight matrix (data/minilm_imatrix.npz,
+    """The real importance matrix of an all-MiniLM-L6-v2 weight matrix (quantlab/assets/minilm_imatrix.npz,
     built by tools/make_samples.py); None if the file is missing."""
     from ..data import DATA_DIR
 
@@ -302,7 +302,7 @@ class BlockInspector(App):
         if kind is None:
             self.status = "not implemented yet"
         elif im is None and f.requires_imatrix:
-            self.status = "needs an imatrix (data/minilm_imatrix.npz is missing)"
+            self.status = "needs an imatrix (quantlab/assets/minilm_imatrix.npz is missing)"
         else:
             try:
                 self._q = quantize(self.w, f, imatrix=im, impl=kind)

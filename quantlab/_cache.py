@@ -1,0 +1,81 @@
+"""Where numba keeps quantlab's compiled kernels — one place for every way quantlab starts.
+
+numba compiles a ``cache=True`` kernel on its first call and then loads it from a cache directory. It
+reads that directory from ``NUMBA_CACHE_DIR`` *when numba is imported*; without it, it writes next to
+the source file (``__pycache__``, read-only in a shared install) or in a per-user fallback. So that
+``make lab``, ``jupyter lab`` started by hand, a hub's kernels, the CLI and ``python -m
+quantlab.warmup`` all meet the same warm kernels, ``quantlab/__init__.py`` imports this module before
+anything that imports numba, and it sets ``NUMBA_CACHE_DIR`` (only when unset) to
+
+    $NUMBA_CACHE_DIR  if set (the user's choice wins)
+    $XDG_CACHE_HOME/quantlab/numba  or  ~/.cache/quantlab/numba   otherwise
+
+**A shared, read-only cache** (a workshop hub: warmed once by the instructor, read by every student)
+cannot be given to numba directly: numba only uses a cache directory it can write to, and silently
+falls back to another (empty) one otherwise — every student would compile every kernel. Name it in
+``QUANTLAB_SHARED_NUMBA_CACHE`` instead: each file of it is linked (a symlink) into the user's own cache
+directory, so numba loads the shared compiled kernels and writes anything new (a kernel the shared
+cache lacks) into the user's directory. numba replaces an index file atomically (a new file renamed over
+the link), so the shared files are never written.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+SHARED_ENV = "QUANTLAB_SHARED_NUMBA_CACHE"
+
+
+def default_numba_cache_dir() -> pathlib.Path:
+    """The per-user default: $XDG_CACHE_HOME/quantlab/numba, or ~/.cache/quantlab/numba."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "quantlab" / "numba"
+
+
+def numba_cache_dir() -> pathlib.Path:
+    """The directory numba caches quantlab's kernels in: NUMBA_CACHE_DIR if set, else the default."""
+    env = os.environ.get("NUMBA_CACHE_DIR")
+    return pathlib.Path(env) if env else default_numba_cache_dir()
+
+
+def link_shared(shared: pathlib.Path, own: pathlib.Path) -> int:
+    """Symlink every file of the read-only cache ``shared`` into ``own`` where ``own`` has no such file;
+    returns how many links were made. A missing or unreadable ``shared`` links nothing."""
+    made = 0
+    shared, own = pathlib.Path(shared), pathlib.Path(own)
+    if not shared.is_dir() or shared.resolve() == own.resolve():
+        return 0
+    for dirpath, _dirs, files in os.walk(shared):
+        rel = pathlib.Path(dirpath).relative_to(shared)
+        for name in files:
+            if name.startswith("."):        # stamps (.quantlab-warm), not numba's files
+                continue
+            dest = own / rel / name
+            if dest.exists() or dest.is_symlink():
+                continue
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(pathlib.Path(dirpath) / name, dest)
+                made += 1
+            except OSError:                  # a concurrent process made it, or own is not writable
+                pass
+    return made
+
+
+def configure() -> pathlib.Path:
+    """Set NUMBA_CACHE_DIR (when unset) before numba is imported, and link a shared cache in."""
+    d = numba_cache_dir()
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(d))
+    numba = sys.modules.get("numba")
+    if numba is not None and not numba.config.CACHE_DIR:
+        # numba was imported first (and read an empty NUMBA_CACHE_DIR): its locators read config.CACHE_DIR
+        # when a kernel is decorated, which quantlab's modules have not done yet.
+        numba.config.CACHE_DIR = str(d)
+    shared = os.environ.get(SHARED_ENV)
+    if shared:
+        link_shared(pathlib.Path(shared), d)
+    return d
+
+
+CACHE_DIR = configure()
