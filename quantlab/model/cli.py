@@ -13,8 +13,8 @@ def _model_path(p):
 
 def _text(args):
     if getattr(args, "text", None):
-        with open(args.text, encoding="utf-8") as f:
-            return f.read()
+        from ..cli import read_text
+        return read_text(args.text)
     return None
 
 
