@@ -208,10 +208,8 @@ def main(argv=None) -> int:
         with _signals_stop():
             return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. piped into head
-        try:
-            sys.stdout = open(os.devnull, "w")   # nothing more reaches the closed pipe at exit
-        except OSError:
-            pass
+        if argv is None:   # nothing more may reach the closed pipe when the interpreter flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (QuantlabError, OSError, UnicodeError) as e:
         if args.debug:

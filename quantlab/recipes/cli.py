@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and sizes, write nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plan", action="store_true", help="print the plan table (rule per tensor)")
-    p.add_argument("inp", metavar="IN.gguf")
+    p.add_argument("inp", metavar="IN.gguf", help="input model ('smollm2': the shipped SmolLM2-135M-Instruct Q4_1)")
     p.add_argument("out", metavar="OUT.gguf")
     p.add_argument("ftype", metavar="FTYPE", help="file type: Q4_K_M, Q8_0, IQ2_XXS, ... or its number")
     p.add_argument("nthreads", metavar="NTHREADS", nargs="?", type=int, default=None)
@@ -57,6 +57,10 @@ def run(args) -> int:
     from .select import Options
 
     ft = file_type(args.ftype)
+    if args.inp == "smollm2" and not os.path.exists(args.inp):   # the shipped model by name, as `eval` takes it
+        from ..data import path
+
+        args.inp = str(path("smollm2"))
     regular_file(args.inp)
     if args.imatrix:
         regular_file(args.imatrix, "an imatrix")

@@ -15,7 +15,7 @@ import pathlib
 import ipywidgets as W
 
 from .. import bench
-from ._common import App, html_table, new_figure, show_figure
+from ._common import App, contained, html_table, new_figure, show_figure
 
 
 class BenchView(App):
@@ -35,6 +35,7 @@ class BenchView(App):
         self.box = W.VBox([W.HBox([self.op, self.peers, self.log]), self.summary, self.out])
         self.update()
 
+    @contained
     def update(self, change=None):
         rows = [r for r in self.table.rows if r["op"] == self.op.value]
         ratio = next((c for c in self.table.columns if c.startswith("numba-1t/ggml")), None)

@@ -24,7 +24,7 @@ from .. import metrics
 from ..api import dequantize, inspect_block, quantize
 from ..errors import QuantlabError
 from ..formats import all_formats, get
-from ._common import DEFAULT_TENSOR, App, html_table, new_figure, real_tensor, show_figure
+from ._common import DEFAULT_TENSOR, App, contained, html_table, new_figure, real_tensor, show_figure
 
 #: formats a model file stores weights in (the inspector's list)
 INSPECT_SKIP = ("F32", "F64", "I8", "I16", "I32", "I64")
@@ -182,6 +182,7 @@ class BlockInspector(App):
         self.box = W.VBox([W.HBox([self.fmt, self.use_im, self.block]), W.HBox([left, right])])
         self._requantize()
 
+    @contained
     def _requantize(self, change=None):
         f = get(self.fmt.value)
         src = reference_source(f)
@@ -204,6 +205,7 @@ class BlockInspector(App):
         self.block.max = max(0, nblocks - 1)
         self.update()
 
+    @contained
     def update(self, change=None):
         f = get(self.fmt.value)
         head = (f"<div class='ql-head'><b>{f.name}</b> (ggml id {f.id}): {f.block_size} weights in "

@@ -12,7 +12,7 @@ import html
 import ipywidgets as W
 
 from ..gguf.anatomy import Anatomy
-from ._common import App
+from ._common import App, contained
 
 CUSTOM = "(offset below)"
 
@@ -42,6 +42,7 @@ class GGUFHex(App):
         self.box = W.VBox([W.HBox([self.region, self.offset, self.length]), self.header, self.view])
         self._on_region()
 
+    @contained
     def _on_region(self, change=None):
         if self.region.value in self.regions:
             start, n = self.regions[self.region.value]
@@ -53,6 +54,7 @@ class GGUFHex(App):
                 self._syncing = False
         self.update()
 
+    @contained
     def _on_offset(self, change=None):
         if self._syncing:
             return
@@ -64,6 +66,7 @@ class GGUFHex(App):
                 self._syncing = False
         self.update()
 
+    @contained
     def update(self, change=None):
         if self._syncing:
             return

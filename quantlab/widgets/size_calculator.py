@@ -10,7 +10,7 @@ import ipywidgets as W
 
 from .. import sizes
 from ..formats import all_formats
-from ._common import App, html_table
+from ._common import App, contained, html_table
 
 #: tensor shapes of the presets with a llama architecture (for file-type mixes)
 SHAPES = {
@@ -57,6 +57,7 @@ class SizeCalculator(App):
                            W.HBox([self.ftype]), self.file_summary, self.table])
         self.update()
 
+    @contained
     def _on_preset(self, change=None):
         if self.preset.value in PRESETS:
             if self.params.value != PRESETS[self.preset.value]:
@@ -64,6 +65,7 @@ class SizeCalculator(App):
             else:
                 self.update()
 
+    @contained
     def update(self, change=None):
         p = self.params.value * 1e9
         r = sizes.model_size(p, self.fmt.value)
