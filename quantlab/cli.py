@@ -130,6 +130,18 @@ def _escape(c: str) -> str:
     return f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
 
 
+SHIPPED = ("smollm2",)     # model names the commands take in place of a path (the packaged models)
+
+
+def model_file(p) -> str:
+    """``p``, or the path of the shipped model it names ('smollm2') when no such file exists here."""
+    if p in SHIPPED and not os.path.exists(p):
+        from .data import path
+
+        return str(path(p))
+    return os.fspath(p)
+
+
 def regular_file(path, what: str = "a GGUF file") -> str:
     """``path`` if it names a regular file; a FIFO, socket or device would block or cannot be mapped, so it is
     refused with one line (a missing file or a directory raises the usual OSError)."""

@@ -277,3 +277,15 @@ def test_version_and_help_description():
     rc, out, err = _run("--help")
     assert rc == 0 and "``" not in out and "Each sub-command lives" not in out
     assert "quantize, inspect, benchmark and run GGUF models" in " ".join(out.split())
+
+
+def test_shipped_model_by_name_and_why_q4_k_m_is_larger(tmp_path, capsys):
+    """The README's example on the shipped model: `quantlab quantize --allow-requantize smollm2 OUT Q4_K_M`.
+    SmolLM2's rows are 576 wide, not a multiple of Q4_K's 256-weight super-blocks: most matrices fall back to
+    Q5_0 (5.5 bits per weight) -- more than the Q4_1 (5.0) they come from -- so the file grows."""
+    _smollm2()
+    assert main(["inspect", "smollm2"]) == 0
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in capsys.readouterr().out
+    assert main(["quantize", "--dry-run", "--allow-requantize", "smollm2", str(tmp_path / "o.gguf"), "Q4_K_M"]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "92.10 MiB -> 98.87 MiB" in summary and "Q5_0 x166" in summary and "180 fallback(s)" in summary

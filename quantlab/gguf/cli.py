@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from ..cli import printable, regular_file
+from ..cli import model_file, printable, regular_file
 from ..errors import QuantlabError
 from .constants import ArrayOf, ValueType, type_name
 
@@ -181,7 +181,7 @@ def render(f, out=None) -> None:
 def run(args) -> int:
     from .reader import open as open_gguf
 
-    with open_gguf(regular_file(args.file)) as f:
+    with open_gguf(regular_file(model_file(args.file))) as f:
         if args.json:
             json.dump(summarize(f, full=args.full), sys.stdout, indent=1)
             sys.stdout.write("\n")
@@ -192,7 +192,7 @@ def run(args) -> int:
 
 def register(sub):
     p = sub.add_parser("inspect", help="show what is inside a GGUF file (header, metadata, tensors, sizes)")
-    p.add_argument("file", help="path of a .gguf file")
+    p.add_argument("file", help="path of a .gguf file ('smollm2': the shipped SmolLM2-135M-Instruct Q4_1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--full", action="store_true", help="with --json: every element of long arrays")
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ import gc
 import os
 import sys
 
-from ..cli import printable, regular_file
+from ..cli import model_file, printable, regular_file
 
 
 def file_types_help() -> str:
@@ -57,10 +57,7 @@ def run(args) -> int:
     from .select import Options
 
     ft = file_type(args.ftype)
-    if args.inp == "smollm2" and not os.path.exists(args.inp):   # the shipped model by name, as `eval` takes it
-        from ..data import path
-
-        args.inp = str(path("smollm2"))
+    args.inp = model_file(args.inp)        # 'smollm2': the shipped model, as `eval` takes it
     regular_file(args.inp)
     if args.imatrix:
         regular_file(args.imatrix, "an imatrix")
