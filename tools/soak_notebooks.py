@@ -36,20 +36,24 @@ from time_notebooks import kernel_env  # same kernel environment as the timing t
 
 # Runs in the kernel before the notebook: count every message the kernel sends on iopub, per parent request.
 _COUNTER = """
-import collections as _c, json as _j
-_k = get_ipython().kernel
-_soak_sent = _c.defaultdict(_c.Counter)
-_send0 = _k.session.send
-_iopub = (_k.iopub_socket, getattr(_k, "iopub_thread", None), getattr(_k.iopub_socket, "io_thread", None))
-def _soak_send(stream, msg_or_type, content=None, parent=None, *a, **kw):
-    if any(stream is s for s in _iopub if s is not None):
-        pid = (parent or {}).get("header", {}).get("msg_id", "")
-        t = msg_or_type if isinstance(msg_or_type, str) else msg_or_type["header"]["msg_type"]
-        _soak_sent[pid][t] += 1
-    return _send0(stream, msg_or_type, content, parent, *a, **kw)
-_k.session.send = _soak_send
+def _soak_install():
+    import collections
+    k = get_ipython().kernel
+    sent = collections.defaultdict(collections.Counter)
+    send0 = k.session.send
+    iopub = [s for s in (k.iopub_socket, getattr(k, "iopub_thread", None), getattr(k.iopub_socket, "io_thread", None))
+             if s is not None]
+    def send(stream, msg_or_type, content=None, parent=None, *a, **kw):   # a closure: safe at shutdown
+        if any(stream is s for s in iopub):
+            pid = (parent or {}).get("header", {}).get("msg_id", "")
+            t = msg_or_type if isinstance(msg_or_type, str) else msg_or_type["header"]["msg_type"]
+            sent[pid][t] += 1
+        return send0(stream, msg_or_type, content, parent, *a, **kw)
+    k.session.send = send
+    return sent
+_soak_sent = _soak_install()
 """
-_REPORT = "print(_j.dumps({k: dict(v) for k, v in _soak_sent.items()}))"
+_REPORT = "import json as _j; print(_j.dumps({k: dict(v) for k, v in _soak_sent.items()}))"
 
 
 def _client_class(stock: bool = False):
