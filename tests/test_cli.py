@@ -39,7 +39,7 @@ def _run(*args, env=None, timeout=300, **kw):
     e["PYTHONPATH"] = os.pathsep.join([ROOT, e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     e.update(env or {})
     p = subprocess.run([sys.executable, "-m", "quantlab.cli", *map(str, args)], capture_output=True, env=e,
-                       timeout=timeout, **kw)
+                       timeout=timeout, check=False, **kw)
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
@@ -62,11 +62,11 @@ def test_imatrix_is_a_directory(tmp_path, capsys):
 def test_eval_text_missing_and_not_utf8(tmp_path):
     # in a child: the real entry point, the real stderr (and eval loads the model, which is done once there)
     missing = tmp_path / "missing.txt"
-    rc, out, err = _run("eval", "--chunks", "1", "--text", missing)
+    rc, _out, err = _run("eval", "--chunks", "1", "--text", missing)
     assert rc == 1 and _one_line(err) == f"quantlab eval: error: {missing}: no such file or directory", err
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
-    rc, out, err = _run("eval", "--chunks", "1", "--text", bad)
+    rc, _out, err = _run("eval", "--chunks", "1", "--text", bad)
     line = _one_line(err)
     assert rc == 1 and line.startswith(f"quantlab eval: error: {bad}: not valid utf-8: invalid continuation byte "
                                        f"at byte 3"), line
@@ -124,7 +124,7 @@ def test_inspect_and_quantize_refuse_a_fifo(tmp_path):
     fifo = tmp_path / "model.gguf"
     os.mkfifo(fifo)
     for args in (["inspect", fifo], ["quantize", fifo, tmp_path / "o.gguf", "Q8_0"]):
-        rc, out, err = _run(*args, timeout=60)      # before the fix: blocks in open() until a writer comes
+        rc, _out, err = _run(*args, timeout=60)      # before the fix: blocks in open() until a writer comes
         line = _one_line(err)
         assert rc == 1 and f"{fifo} is a FIFO, not a regular file" in line, line
 
@@ -166,7 +166,7 @@ def test_signal_mid_write_leaves_no_temp_file_and_the_old_output(sig, tmp_path):
             time.sleep(0.005)
         assert tmp is not None and tmp.startswith(".o.gguf."), "the quantize finished before the signal"
         p.send_signal(sig)
-        stdout, stderr = p.communicate(timeout=120)
+        _stdout, stderr = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
@@ -272,9 +272,9 @@ def test_quantize_help_lists_file_types_with_bpw(capsys):
 def test_version_and_help_description():
     import quantlab
 
-    rc, out, err = _run("--version")
+    rc, out, _err = _run("--version")
     assert rc == 0 and out.strip() == f"quantlab {quantlab.__version__}"
-    rc, out, err = _run("--help")
+    rc, out, _err = _run("--help")
     assert rc == 0 and "``" not in out and "Each sub-command lives" not in out
     assert "quantize, inspect, benchmark and run GGUF models" in " ".join(out.split())
 

@@ -54,7 +54,7 @@ def test_progress_bar_with_eta_on_a_terminal():
 
 def test_progress_nothing_on_a_pipe_and_stdout_untouched():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, "-c", _JOB], capture_output=True, env=env, timeout=120)
+    p = subprocess.run([sys.executable, "-c", _JOB], capture_output=True, env=env, timeout=120, check=False)
     assert p.returncode == 0 and p.stdout == b"result\n" and p.stderr == b""
 
 
@@ -77,7 +77,7 @@ def test_quantlab_bench_progress_goes_to_stderr():
     assert "bench formats" in out                      # the bar, drawn on the terminal's stderr
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     p = subprocess.run([sys.executable, "-m", "quantlab.cli", "bench", "formats", "--formats", "Q8_0", "--size",
-                        "65536", "--no-reference"], capture_output=True, env=env, timeout=600)
+                        "65536", "--no-reference"], capture_output=True, env=env, timeout=600, check=False)
     assert p.returncode == 0 and b"\r" not in p.stdout and b"Q8_0" in p.stdout
 
 
@@ -159,7 +159,8 @@ def test_every_widget_callback_is_contained():
     names = [m for m in os.listdir(os.path.dirname(widgets.__file__)) if m.endswith(".py") and m[0] != "_"]
     missing = []
     for fn in names:
-        src = open(os.path.join(os.path.dirname(widgets.__file__), fn)).read()
+        with open(os.path.join(os.path.dirname(widgets.__file__), fn)) as fh:
+            src = fh.read()
         for meth in set(re.findall(r"\.observe\(self\.(\w+)", src)):
             mod = __import__(f"quantlab.widgets.{fn[:-3]}", fromlist=["x"])
             for _, cls in inspect.getmembers(mod, inspect.isclass):
