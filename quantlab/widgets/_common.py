@@ -55,15 +55,21 @@ def new_figure(w: float = 6.0, h: float = 3.0, ncols: int = 1):
 
 
 def show_figure(out, fig) -> None:
-    """Redraw ``fig`` inside the Output widget ``out`` (replacing what was there)."""
-    from IPython import get_ipython
-    from IPython.display import display
+    """Redraw ``fig`` inside the Output widget ``out`` (replacing what was there).
 
-    if get_ipython() is None:      # no kernel (unit tests): the figure object is updated, nothing to show
+    The rendered figure is set as the widget's ``outputs`` from the kernel: one state update per redraw.
+    Printing into the widget instead (``with out: clear_output(wait=True); display(fig)``) sends the figure
+    as iopub output that the *front end* captures and syncs back to the kernel; headless front ends
+    (nbclient, hence nbconvert and papermill) send that sync on the shell socket they are polling for the
+    cell's reply, and the reply can then go unnoticed until the cell's timeout, or forever (nbclient#312;
+    see tests/nbrun.py)."""
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is None:                 # no kernel (unit tests): the figure object is updated, nothing to show
         return
-    with out:
-        out.clear_output(wait=True)
-        display(fig)
+    data, metadata = ip.display_formatter.format(fig)
+    out.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
 
 
 def html_table(rows: list[dict], columns: list[str] | None = None, fmt: dict | None = None,
