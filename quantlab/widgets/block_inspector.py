@@ -214,8 +214,7 @@ class BlockInspector(App):
             self.fields = {}
             self.header.value = head + f" — <span class='ql-status' style='color:#b00'>{html.escape(self.status)}</span></div>"
             self.hex.value = self.fields_html.value = ""
-            with self.out:
-                self.out.clear_output()
+            self.out.outputs = ()      # cleared by the kernel: no front-end sync (see _common.show_figure)
             return
         i = self.block.value
         try:
