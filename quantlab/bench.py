@@ -156,9 +156,17 @@ def _rows_for(fn, a: np.ndarray, call_time: float, least: int = 1, probe: int = 
     return int(min(n, max(least, call_time / max(per_row, 1e-9)))), per_row
 
 
+def _bar_iter(b, items):
+    """``items`` one by one, moving the bar ``b`` after each; closes it at the end."""
+    with b:
+        for x in items:
+            yield x
+            b.update()
+
+
 def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: bool = True,
             reference: bool = True, peers: bool = True, ref_rows: int = 4, threads: int | None = None,
-            min_time: float = 0.05, call_time: float = 0.0125, progress=None) -> Table:
+            min_time: float = 0.05, call_time: float = 0.0125, progress=True) -> Table:
     """Quantize/dequantize throughput of each format for every implementation, ratios vs ggml.
 
     ``size``: weights per measurement (rows of ``n_per_row``), at most: a quantize slower than
@@ -170,6 +178,8 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     would let the CPU's branch predictor learn them). ``ref_rows``: at most this many rows for the slow numpy reference (one
     row, best of two calls, where a row takes longer than ``call_time``; ``reference rows`` in each
     table row); ``imatrix``: also time the importance-matrix path where the format has one.
+    ``progress``: a bar over the formats (True, see :mod:`quantlab.progress`), nothing (False), or
+    ``progress("Q4_K quantize")`` called before each measurement.
     Default set: every quantized type plus F16 and BF16 (their rounding is real work and ggml and gguf
     both have it); F32, F64 and the integer types are plain numpy casts and are left out (name them
     to time them anyway).
@@ -187,7 +197,9 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     nthreads = threads or (os.cpu_count() or 1)
     least = min(n_rows, max(4, 2 * nthreads))      # every thread gets rows to work on
     rows = []
-    for f in fmts:
+    from .progress import bar
+    fbar = bar(len(fmts), "bench formats", "format", enabled=bool(progress) and not callable(progress))
+    for f in _bar_iter(fbar, fmts):
         fast_q, fast_d = f.has_impl("fast", "quantize"), f.has_impl("fast", "dequantize")
         if not fast_q and not ok(f):
             continue
@@ -200,8 +212,9 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
         ops.append(("dequantize", None))
         k_quant = n_rows                     # rows the first quantize was timed on
         for op, im in ops:
-            if progress:
+            if callable(progress):
                 progress(f"{f.name} {op}")
+            fbar.set_postfix_str(f"{f.name} {op}")
             row = {"format": f.name, "op": op}
             if op == "dequantize":
                 im_d = im_full if f.requires_imatrix else None
@@ -375,7 +388,8 @@ def _load_average() -> str:
 
 
 def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
-          ftypes=("Q8_0", "Q4_0", "Q4_K_M"), workdir=None, reps: int = 2, llama: bool = True) -> Table:
+          ftypes=("Q8_0", "Q4_0", "Q4_K_M"), workdir=None, reps: int = 2, llama: bool = True,
+          progress=True) -> Table:
     """Prompt processing (pp) and generation (tg) tokens/s of quantlab's llama forward
     (quantlab.model.bench) for the shipped SmolLM2 model and its requantizations to ``ftypes``
     (made with quantlab.recipes into ``workdir``, a temporary folder by default) — and, in the same run,
@@ -383,7 +397,8 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
     ``llama=False`` or no binary: those columns stay empty and the title says so).
 
     Both sides report the best of ``reps`` runs. Each file is measured by quantlab and right after by
-    llama-bench, so both see the same machine load; the title shows the load average at the start."""
+    llama-bench, so both see the same machine load; the title shows the load average at the start.
+    ``progress``: a bar over the files (True, see :mod:`quantlab.progress`) or nothing (False)."""
     import tempfile
 
     from . import data
@@ -392,7 +407,9 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
     exe = llama_bench_binary() if llama else None
     load = _load_average()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    from .progress import bar
+    mbar = bar(None, "bench model", "file", enabled=bool(progress))
+    with tempfile.TemporaryDirectory() as tmp, mbar:
         if paths is None:
             src = data.path("smollm2")
             paths = [src]
@@ -402,9 +419,12 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
                 for ft in ftypes:
                     out = os.path.join(workdir or tmp, f"smollm2-{ft}.gguf")
                     if not os.path.exists(out):
+                        mbar.set_postfix_str(f"quantize {ft}")
                         quantize_model(src, out, ft, allow_requantize=True, verbose=False, progress=False)
                     paths.append(out)
+        mbar.reset(total=len(paths))
         for p in paths:
+            mbar.set_postfix_str(os.path.basename(str(p)))
             r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
             r["model"] = os.path.basename(str(p))
             r["MB"] = os.path.getsize(p) / 1e6
@@ -414,6 +434,7 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
                 r["pp quantlab/llama"] = r["pp_tok_s"] / lb["llama_pp_tok_s"] if "llama_pp_tok_s" in lb else None
                 r["tg quantlab/llama"] = r["tg_tok_s"] / lb["llama_tg_tok_s"] if "llama_tg_tok_s" in lb else None
             rows.append(r)
+            mbar.update()
     who = f"vs llama.cpp's llama-bench ({exe}) in the same run" if exe is not None else \
         "llama-bench not found (set QUANTLAB_LLAMA_BIN or `make peers`): no llama.cpp columns"
     title = (f"SmolLM2-135M speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
@@ -507,8 +528,8 @@ def run(args) -> int:
         raise QuantlabError(f"unknown benchmark {', '.join(sorted(bad))}; choose from formats, gguf, model, matvec")
     if "formats" in what:
         names = args.formats.split(",") if args.formats else None
-        tables.append(formats(names, size=args.size, reference=not args.no_reference,
-                              progress=None if args.json else (lambda s: print(f"  {s}...", end="\r", flush=True))))
+        # progress: a bar on stderr (quantlab.progress), stdout carries only the tables / the JSON
+        tables.append(formats(names, size=args.size, reference=not args.no_reference, progress=True))
     if "gguf" in what:
         tables.append(gguf_open())
     if "model" in what:
@@ -519,7 +540,6 @@ def run(args) -> int:
         print(json.dumps([{"title": t.title, "rows": t.rows} for t in tables], indent=1, default=float))
     else:
         for t in tables:
-            print(" " * 60, end="\r")
             print(t)
             print()
     return 0

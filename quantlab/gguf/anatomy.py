@@ -322,8 +322,9 @@ class Anatomy:
                 for k, e in zip(keys, ends)]
 
     def tensor_table(self) -> list[dict]:
-        """One row per tensor: name, shape (numpy order), format, data offset, bytes, bits per weight."""
-        return [{"name": t.name, "shape": "x".join(map(str, t.shape)), "format": t.format.name,
+        """One row per tensor: name, shape (llama.cpp's ne order, row length first, as its tools and
+        ``quantlab inspect`` print it), format, data offset, bytes, bits per weight."""
+        return [{"name": t.name, "shape": "x".join(map(str, t.ne)), "format": t.format.name,
                  "offset": t.offset, "nbytes": t.nbytes, "bpw": 8.0 * t.nbytes / max(1, t.n_elements)}
                 for t in self.file.tensors.values()]
 

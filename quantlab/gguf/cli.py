@@ -1,7 +1,11 @@
 """``quantlab inspect FILE``: what is inside a GGUF file, on an 80-column terminal or as JSON.
 
-Header, metadata (long arrays summarised), tensor table (name, shape, format, bits per weight, bytes,
-offset), bytes and share of the file per format, the file's parameter count and effective bits per weight.
+Header (with the file type by name, as llama.cpp prints it), metadata (long arrays summarised), tensor table
+(name, shape in llama.cpp's ``ne`` order -- row length first, as llama-quantize and llama.cpp's loader print
+it --, format, bits per weight, bytes, offset), bytes and share of the file per format, the file's parameter
+count and effective bits per weight. Everything taken from the file is printed through
+``quantlab.cli.printable``: a hostile file cannot send escape sequences to the terminal, and bytes that are
+not UTF-8 cannot stop the report.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import sys
 
 import numpy as np
 
+from ..cli import model_file, printable, regular_file
+from ..errors import QuantlabError
 from .constants import ArrayOf, ValueType, type_name
 
 WIDTH = 80
@@ -79,7 +85,22 @@ def _plain(v):
 
 
 def _shape(t) -> str:
-    return "x".join(str(d) for d in t.shape) or "scalar"
+    return "x".join(str(d) for d in t.ne) or "scalar"
+
+
+def _file_type(md) -> dict | None:
+    """``general.file_type`` as llama.cpp names it: {"value", "name", "description"}; None when absent."""
+    from ..recipes.ftypes import file_type
+
+    if "general.file_type" not in md:
+        return None
+    v = md["general.file_type"]
+    try:
+        ft = file_type(int(v))
+    except (QuantlabError, TypeError, ValueError, OverflowError):
+        return {"value": v if isinstance(v, (int, float, str)) else str(v), "name": None,
+                "description": "unknown"}
+    return {"value": ft.value, "name": ft.name, "description": ft.description}
 
 
 def summarize(f, full: bool = False) -> dict:
@@ -99,6 +120,7 @@ def summarize(f, full: bool = False) -> dict:
     return {
         "path": os.path.abspath(f.path), "file_size": f.file_size, "version": f.version,
         "byte_order": f.byte_order, "alignment": f.alignment, "kv_count": len(f.metadata),
+        "file_type": _file_type(f.metadata),
         "tensor_count": len(tensors), "data_offset": f.data_offset, "canonical_layout": f.canonical_layout,
         "metadata": {k: _json_value(f.metadata, k, full) for k in f.metadata},
         "tensors": [{"name": t.name, "shape": list(t.shape), "ne": list(t.ne), "format": t.format.name,
@@ -115,11 +137,15 @@ def render(f, out=None) -> None:
     """Print the human-readable report (80 columns)."""
     out = out or sys.stdout
     s = summarize(f)
-    w = lambda line="": print(_clip(line, WIDTH), file=out)  # noqa: E731
+    w = lambda line="": print(_clip(printable(line), WIDTH), file=out)  # noqa: E731
     w(os.path.basename(f.path))
     w(f"  GGUF v{f.version}, {f.byte_order}-endian, {s['file_size']:,} bytes ({_human(s['file_size'])}), "
       f"alignment {f.alignment}")
     w(f"  {s['kv_count']} metadata keys, {s['tensor_count']} tensors, data section at byte {f.data_offset:,}")
+    ft = s["file_type"]
+    if ft is not None:
+        w(f"  file type {ft['name']}" + (f" ({ft['description']})" if ft["description"] != ft["name"] else "")
+          if ft["name"] else f"  file type {ft['value']!r} (not a llama_ftype)")
     if s["n_params"]:
         w(f"  {s['n_params']:,} parameters, {s['bpw']:.3f} bits per weight "
           f"({s['bpw_file']:.3f} counting the whole file)")
@@ -155,7 +181,7 @@ def render(f, out=None) -> None:
 def run(args) -> int:
     from .reader import open as open_gguf
 
-    with open_gguf(args.file) as f:
+    with open_gguf(regular_file(model_file(args.file))) as f:
         if args.json:
             json.dump(summarize(f, full=args.full), sys.stdout, indent=1)
             sys.stdout.write("\n")
@@ -166,7 +192,7 @@ def run(args) -> int:
 
 def register(sub):
     p = sub.add_parser("inspect", help="show what is inside a GGUF file (header, metadata, tensors, sizes)")
-    p.add_argument("file", help="path of a .gguf file")
+    p.add_argument("file", help="path of a .gguf file ('smollm2': the shipped SmolLM2-135M-Instruct Q4_1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--full", action="store_true", help="with --json: every element of long arrays")
     p.set_defaults(func=run)

@@ -13,8 +13,8 @@ def _model_path(p):
 
 def _text(args):
     if getattr(args, "text", None):
-        with open(args.text, encoding="utf-8") as f:
-            return f.read()
+        from ..cli import read_text
+        return read_text(args.text)
     return None
 
 
@@ -24,11 +24,9 @@ def _eval(args):
     m = load(_model_path(args.model))
     base = load(_model_path(args.base)) if args.base else None
 
-    def progress(i, n, ppl):
-        print(f"[{i}/{n}] {ppl:.4f}", file=sys.stderr, flush=True)
-
+    # progress: a bar with the PPL so far and the ETA, on stderr (quantlab.progress)
     r = evaluate(m, _text(args), n_ctx=args.ctx, n_chunks=args.chunks, base=base, threads=args.threads,
-                 progress=progress)
+                 progress=True)
     print(r.summary())
     return 0
 
@@ -58,12 +56,9 @@ def _imatrix(args):
 
     m = load(_model_path(args.model))
 
-    def progress(i, n):
-        print(f"[{i}/{n}]", file=sys.stderr, flush=True)
-
     im = imatrix(m, _text(args), n_ctx=args.ctx, n_chunks=args.chunks, threads=args.threads,
                  process_output=args.process_output, dataset=args.text or "quantlab.data.text()",
-                 progress=progress)
+                 progress=True)
     im.save(args.output, "dat" if args.output_format == "dat" else None)
     print(f"{len(im)} weights, {im.chunk_count} chunks of {im.chunk_size} -> {args.output}")
     return 0

@@ -107,10 +107,11 @@ def _restore_stream(models, was):
 
 
 def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = 20, base=None,
-             threads: int | None = None, progress=None, stream: bool = True) -> EvalResult:
+             threads: int | None = None, progress=True, stream: bool = True) -> EvalResult:
     """Perplexity of ``model`` on ``text`` (default: :func:`quantlab.data.text`) like llama-perplexity;
     with ``base`` (another loaded model with the same vocabulary) also KL divergence, top-1
-    agreement and RMS of delta-p. ``progress(i, n, ppl_so_far)`` is called after every chunk.
+    agreement and RMS of delta-p. ``progress``: a bar (True, see :mod:`quantlab.progress`), nothing
+    (False), or ``progress(i, n, ppl_so_far)`` called after every chunk.
     ``stream``: read weights with pread per batch rather than through the map (see Model.stream)."""
     from .llama import threads as _threads
 
@@ -119,6 +120,8 @@ def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | N
             raise ModelError(f"the base model has a different vocabulary ({base.tokenizer.n_vocab} tokens vs "
                              f"{model.tokenizer.n_vocab}): KL divergence needs the same tokens")
     chunks = chunks_of(model, text, n_ctx, n_chunks)
+    from ..progress import callback
+    progress = callback(progress, len(chunks), "perplexity", "chunk", value="PPL")
     first = n_ctx // 2
     out_rows = np.arange(first, n_ctx)
     nll, kld, dp, same = [], [], [], []

@@ -241,15 +241,18 @@ def _load_dat(p) -> Imatrix:
 
 def imatrix(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = None,
             process_output: bool = False, threads: int | None = None, dataset: str = "quantlab.data.text()",
-            progress=None) -> Imatrix:
+            progress=True) -> Imatrix:
     """Collect an importance matrix for every ``blk.*`` weight of ``model`` on ``text``, like
     ``llama-imatrix -c n_ctx --chunks n_chunks`` (``process_output`` adds output.weight when the model
     has one). Returns an :class:`Imatrix`; ``im[name]`` is what ``quantlab.quantize(..., imatrix=)``
-    takes, ``im.save(path)`` writes the file llama-quantize reads."""
+    takes, ``im.save(path)`` writes the file llama-quantize reads. ``progress``: a bar (True, see
+    :mod:`quantlab.progress`), nothing (False), or ``progress(i, n)`` called after every chunk."""
     from .eval import chunks_of
     from .llama import threads as _threads
 
     chunks = chunks_of(model, text, n_ctx, n_chunks)
+    from ..progress import callback
+    progress = callback(progress, len(chunks), "imatrix", "chunk")
     im = Imatrix(chunk_size=n_ctx, datasets=[dataset] if dataset else [])
     sums, counts = im.sums, im.counts
 

@@ -1,18 +1,36 @@
 """``quantlab quantize``: llama-quantize's command line on quantlab's kernels (same option names)."""
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import sys
 
-from ..errors import QuantlabError
+from ..cli import model_file, printable, regular_file
+
+
+def file_types_help() -> str:
+    """The file types, llama-quantize's way ("  15  or  Q4_K_M : ..."), with the bits per weight of the type
+    most tensors get (a mix gives a few tensors more bits, so a whole file lands a little above it)."""
+    from .ftypes import all_file_types
+    from .select import requires_imatrix
+
+    lines = ["allowed file types (bits per weight of the type most tensors get; a mix such as Q4_K_M gives",
+             "some tensors more bits, --dry-run prints a model's exact size):", ""]
+    for ft in all_file_types():
+        f = ft.default
+        note = ", needs --imatrix" if requires_imatrix("blk.0.ffn_up.weight", f, ft) else ""
+        mix = "" if ft.name == f.name else f"  {ft.description}"
+        lines.append(f"  {ft.value:2d}  or  {ft.name:<9} : {f.name:<7} {f.bpw:6.3f} bpw{mix}{note}")
+    return "\n".join(lines)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "quantize", help="quantize a whole GGUF model like llama-quantize (Q4_K_M, IQ2_XXS, ...)",
         description="Quantize a GGUF model with one of llama.cpp's file types. The output is byte-identical "
-                    "to llama-quantize's for the same input, options and imatrix.")
+                    "to llama-quantize's for the same input, options and imatrix.",
+        epilog=file_types_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--allow-requantize", action="store_true",
                    help="allow requantizing tensors that are already quantized (loses quality)")
     p.add_argument("--leave-output-tensor", action="store_true", help="leave output.weight un(re)quantized")
@@ -26,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and sizes, write nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plan", action="store_true", help="print the plan table (rule per tensor)")
-    p.add_argument("inp", metavar="IN.gguf")
+    p.add_argument("inp", metavar="IN.gguf", help="input model ('smollm2': the shipped SmolLM2-135M-Instruct Q4_1)")
     p.add_argument("out", metavar="OUT.gguf")
     p.add_argument("ftype", metavar="FTYPE", help="file type: Q4_K_M, Q8_0, IQ2_XXS, ... or its number")
     p.add_argument("nthreads", metavar="NTHREADS", nargs="?", type=int, default=None)
@@ -38,18 +56,19 @@ def run(args) -> int:
     from .pipeline import plan_model, quantize_model
     from .select import Options
 
-    try:
-        ft = file_type(args.ftype)
-    except QuantlabError:
-        # llama-quantize also accepts "IN FTYPE" (output named ggml-model-FTYPE.gguf); we want both paths
-        raise
+    ft = file_type(args.ftype)
+    args.inp = model_file(args.inp)        # 'smollm2': the shipped model, as `eval` takes it
+    regular_file(args.inp)
+    if args.imatrix:
+        regular_file(args.imatrix, "an imatrix")
     opts = Options(allow_requantize=args.allow_requantize, leave_output_tensor=args.leave_output_tensor,
                    pure=args.pure, output_tensor_type=args.output_tensor_type,
                    token_embedding_type=args.token_embedding_type, tensor_types=tuple(args.tensor_type))
     if args.dry_run:
-        plan = plan_model(args.inp, ft, imatrix=args.imatrix, options=opts)
-        print(plan.table())
-        print(plan.summary())
+        # refuses exactly as the real run would (requantization, missing imatrix, imatrix of another model)
+        plan = plan_model(args.inp, ft, imatrix=args.imatrix, options=opts, check=True)
+        print(printable(plan.table()).replace("\\n", "\n"))
+        print(printable(plan.summary()))
         return 0
     # numba's start-up (at the first kernel) builds a large graph of objects and no garbage: the collector
     # walking it costs about 0.1 s of CPU, so it is off while the model is quantized
@@ -59,7 +78,7 @@ def run(args) -> int:
         start_numba_without_blas()
         r = quantize_model(args.inp, args.out, ft, imatrix=args.imatrix, options=opts, threads=args.nthreads,
                            progress=not args.no_progress and sys.stderr.isatty(), verbose=True,
-                           log=lambda s: print(s, flush=True))
+                           log=lambda s: print(printable(s).replace("\\n", "\n"), flush=True))
     finally:
         if collecting:
             gc.enable()

@@ -121,13 +121,19 @@ def _options(options, kw) -> Options:
     return options if options is not None else Options(**kw)
 
 
-def plan_model(model, ftype, *, imatrix=None, options: Options | None = None, **kw) -> Plan:
-    """The plan for a GGUF file (path or an open ``quantlab.gguf`` file), without quantizing anything."""
+def plan_model(model, ftype, *, imatrix=None, options: Options | None = None, check: bool = False,
+               **kw) -> Plan:
+    """The plan for a GGUF file (path or an open ``quantlab.gguf`` file), without quantizing anything.
+    ``check=True`` refuses exactly as :func:`quantize_model` would (requantization not allowed, an imatrix
+    missing or computed for another model): what ``quantlab quantize --dry-run`` uses."""
     opts = _options(options, kw)
     f = _open(model) if isinstance(model, (str, os.PathLike)) else model
     im = as_imatrix(imatrix)
     specs = [TensorSpec(n, t.ne, t.format) for n, t in f.tensors.items()]
-    return make_plan(specs, ftype, ModelInfo.from_metadata(f.metadata), opts, has_imatrix=bool(im))
+    plan = make_plan(specs, ftype, ModelInfo.from_metadata(f.metadata), opts, has_imatrix=bool(im))
+    if check:
+        _check(plan, f, im if im else None)
+    return plan
 
 
 def _check(plan: Plan, f, im: ImatrixData | None) -> dict:

@@ -1,10 +1,14 @@
 """Small helpers shared by the apps: figures in Output widgets, HTML tables, the lesson tensors."""
 from __future__ import annotations
 
+import functools
 import html
+import logging
 import os
 
 import numpy as np
+
+log = logging.getLogger("quantlab.widgets")
 
 #: the real tensor most lessons use: all-MiniLM-L6-v2, last encoder layer, FFN output projection.
 #: fp32 (a true full-precision base), shape (384, 1536): rows of 1536 = 6 super-blocks of 256, so every
@@ -51,15 +55,21 @@ def new_figure(w: float = 6.0, h: float = 3.0, ncols: int = 1):
 
 
 def show_figure(out, fig) -> None:
-    """Redraw ``fig`` inside the Output widget ``out`` (replacing what was there)."""
-    from IPython import get_ipython
-    from IPython.display import display
+    """Redraw ``fig`` inside the Output widget ``out`` (replacing what was there).
 
-    if get_ipython() is None:      # no kernel (unit tests): the figure object is updated, nothing to show
+    The rendered figure is set as the widget's ``outputs`` from the kernel: one state update per redraw.
+    Printing into the widget instead (``with out: clear_output(wait=True); display(fig)``) sends the figure
+    as iopub output that the *front end* captures and syncs back to the kernel; headless front ends
+    (nbclient, hence nbconvert and papermill) send that sync on the shell socket they are polling for the
+    cell's reply, and the reply can then go unnoticed until the cell's timeout, or forever (nbclient#312;
+    see tests/nbrun.py)."""
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is None:                 # no kernel (unit tests): the figure object is updated, nothing to show
         return
-    with out:
-        out.clear_output(wait=True)
-        display(fig)
+    data, metadata = ip.display_formatter.format(fig)
+    out.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
 
 
 def html_table(rows: list[dict], columns: list[str] | None = None, fmt: dict | None = None,
@@ -84,10 +94,69 @@ def html_table(rows: list[dict], columns: list[str] | None = None, fmt: dict | N
             f"<tr>{head}</tr>{''.join(body)}</table>")
 
 
+def contained(method):
+    """Decorator for an app's widget callbacks (``update``, ``_on_...``): an exception does not escape into
+    the notebook as a long traceback; the app shows it as one red line under its controls (``app.error``,
+    added to ``app.box`` the first time) and keeps it in ``app.last_error``; the next call that succeeds
+    hides the line. Nested decorated calls are handled by the outermost one, so an inner failure is not
+    hidden by the outer call finishing. The full traceback goes to the ``quantlab.widgets`` logger."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if getattr(self, "_contained_depth", 0):
+            return method(self, *args, **kwargs)
+        self._contained_depth = 1
+        try:
+            result = method(self, *args, **kwargs)
+        except Exception as e:  # every failure of a callback is shown, none escapes
+            self.last_error = e
+            log.debug("%s.%s failed", type(self).__name__, method.__name__, exc_info=True)
+            self._show_error(e)
+            return None
+        finally:
+            self._contained_depth = 0
+        self.last_error = None
+        self._show_error(None)
+        return result
+
+    return call
+
+
+def error_line(e: BaseException, width: int = 240) -> str:
+    """``Type: message`` of an exception, on one line, at most ``width`` characters."""
+    msg = " ".join(str(e).split()) or "(no message)"
+    line = f"{type(e).__name__}: {msg}"
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
 class App:
-    """Base of the apps: ``box`` is the widget tree; an App displays as its box in a notebook."""
+    """Base of the apps: ``box`` is the widget tree; an App displays as its box in a notebook. Callbacks
+    decorated with :func:`contained` report a failure on one line (``error``) instead of a traceback."""
 
     box = None
+    error = None            # the error line (an HTML widget), created at the first failure
+    last_error = None       # the exception behind it, None after a call that succeeded
+
+    def _show_error(self, e) -> None:
+        if e is None:
+            if self.error is not None and self.error.value:
+                self.error.value = ""
+                self.error.layout.display = "none"
+            return
+        import ipywidgets as W
+
+        if self.error is None:
+            self.error = W.HTML(layout=W.Layout(display="none"))
+        self.error.value = (f"<span style='color:#b00020;font-family:monospace'>"
+                            f"{html.escape(error_line(e))}</span>")
+        self.error.layout.display = None
+        self._attach_error()
+
+    def _attach_error(self) -> None:
+        box = self.box
+        if self.error is not None and box is not None and self.error not in box.children:
+            box.children = (*box.children, self.error)
 
     def _repr_mimebundle_(self, **kw):
+        self._attach_error()        # a failure during __init__ happened before the box existed
         return self.box._repr_mimebundle_(**kw)

@@ -16,7 +16,7 @@ import ipywidgets as W
 
 from .. import bench
 from ..data import DATA_DIR
-from ._common import App, html_table, new_figure, show_figure
+from ._common import App, contained, html_table, new_figure, show_figure
 
 
 class BenchView(App):
@@ -36,6 +36,7 @@ class BenchView(App):
         self.box = W.VBox([W.HBox([self.op, self.peers, self.log]), self.summary, self.out])
         self.update()
 
+    @contained
     def update(self, change=None):
         rows = [r for r in self.table.rows if r["op"] == self.op.value]
         ratio = next((c for c in self.table.columns if c.startswith("numba-1t/ggml")), None)

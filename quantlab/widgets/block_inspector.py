@@ -24,7 +24,7 @@ from .. import metrics
 from ..api import dequantize, inspect_block, quantize
 from ..errors import QuantlabError
 from ..formats import all_formats, get
-from ._common import DEFAULT_TENSOR, App, html_table, new_figure, real_tensor, show_figure
+from ._common import DEFAULT_TENSOR, App, contained, html_table, new_figure, real_tensor, show_figure
 
 #: formats a model file stores weights in (the inspector's list)
 INSPECT_SKIP = ("F32", "F64", "I8", "I16", "I32", "I64")
@@ -291,6 +291,7 @@ class BlockInspector(App):
         self.box = W.VBox([W.HBox([self.fmt, self.use_im, self.block]), W.HBox([left, right])])
         self._requantize()
 
+    @contained
     def _requantize(self, change=None):
         f = get(self.fmt.value)
         src = reference_source(f)
@@ -313,6 +314,7 @@ class BlockInspector(App):
         self.block.max = max(0, nblocks - 1)
         self.update()
 
+    @contained
     def update(self, change=None):
         f = get(self.fmt.value)
         head = (f"<div class='ql-head'><b>{f.name}</b> (ggml id {f.id}): {f.block_size} weights in "
@@ -321,8 +323,7 @@ class BlockInspector(App):
             self.fields = {}
             self.header.value = head + f" — <span class='ql-status' style='color:#b00'>{html.escape(self.status)}</span></div>"
             self.hex.value = self.fields_html.value = ""
-            with self.out:
-                self.out.clear_output()
+            self.out.outputs = ()      # cleared by the kernel: no front-end sync (see _common.show_figure)
             return
         i = self.block.value
         try:

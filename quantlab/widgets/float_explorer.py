@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..formats import _numerics as nm
-from ._common import App, new_figure, show_figure
+from ._common import App, contained, new_figure, show_figure
 
 
 @dataclass(frozen=True)
@@ -342,6 +342,7 @@ class FloatExplorer(App):
                            self.grid_info, self.out])
         self.update()
 
+    @contained
     def update(self, change=None):
         s = spec(self.fmt.value)
         r = encode(self.number.value, s)

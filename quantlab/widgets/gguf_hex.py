@@ -13,7 +13,7 @@ import html
 import ipywidgets as W
 
 from ..gguf.anatomy import Anatomy
-from ._common import App
+from ._common import App, contained
 
 CUSTOM = "(offset below)"
 
@@ -80,6 +80,7 @@ class GGUFHex(App):
         self.box = W.VBox([W.HBox([self.region, self.offset, self.length]), self.header, self.view])
         self._on_region()
 
+    @contained
     def _on_region(self, change=None):
         if self.region.value in self.regions:
             start, n = self.regions[self.region.value]
@@ -91,6 +92,7 @@ class GGUFHex(App):
                 self._syncing = False
         self.update()
 
+    @contained
     def _on_offset(self, change=None):
         if self._syncing:
             return
@@ -102,6 +104,7 @@ class GGUFHex(App):
                 self._syncing = False
         self.update()
 
+    @contained
     def update(self, change=None):
         if self._syncing:
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipywidgets as W
 
 from . import toyquant
-from ._common import App, OUTLIER_TENSOR, minilm_matrices, new_figure, real_tensor, show_figure
+from ._common import App, OUTLIER_TENSOR, contained, minilm_matrices, new_figure, real_tensor, show_figure
 
 GROUPS = ["tensor", "channel"] + [str(g) for g in reversed(toyquant.GROUP_CHOICES)]
 
@@ -40,6 +40,7 @@ class GroupSize(App):
     def _load(self):
         self.w = real_tensor("minilm", self.tensor.value, self.rows)
 
+    @contained
     def _load_and_update(self, change=None):
         self._load()
         self.update()
@@ -54,6 +55,7 @@ class GroupSize(App):
     def _group_value(g: str):
         return g if g in ("tensor", "channel") else int(g)
 
+    @contained
     def update(self, change=None):
         g = self._group_value(self.group.value)
         r = toyquant.quantize_uniform(self.w, self.bits.value, self.scheme.value, 100.0, g)

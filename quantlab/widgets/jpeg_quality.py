@@ -11,7 +11,7 @@ import ipywidgets as W
 import numpy as np
 
 from .. import analogy, metrics
-from ._common import DEFAULT_TENSOR, App, new_figure, real_tensor, show_figure
+from ._common import DEFAULT_TENSOR, App, contained, new_figure, real_tensor, show_figure
 
 CLIPS = {"min/max (no clipping)": None, "99.99th percentile": 99.99, "99.9th percentile": 99.9}
 _CLIP_SERIES = {None: "JPEG", 99.99: "JPEG clip 99.99%", 99.9: "JPEG clip 99.9%"}
@@ -72,6 +72,7 @@ class JpegQuality(App):
         self.box = W.VBox([W.HBox([self.quality, self.clip]), self.summary, self.out])
         self.update()
 
+    @contained
     def update(self, change=None):
         y, nb = analogy.jpeg_roundtrip(self.w, self.quality.value, clip=CLIPS[self.clip.value])
         bpw = 8.0 * nb / self.w.size

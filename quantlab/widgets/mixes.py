@@ -20,7 +20,8 @@ import numpy as np
 
 from .. import metrics, sizes
 from ..formats.registry import get as get_format
-from ._common import App, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
+from ..progress import callback, steps
+from ._common import App, contained, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
 
 #: the file types the picker offers, roughly from fewest to most bits
 FILE_TYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q2_K", "IQ3_XXS", "IQ3_XS",
@@ -212,6 +213,7 @@ class MixExplorer(App):
                            self.layer, self.table])
         self.update()
 
+    @contained
     def update(self, change=None):
         ft, lm, im = self.ftype.value, self.llama.value, self.has_im.value
         ps, pl = plan_for("smollm2", ft, im), plan_for(lm, ft, im)
@@ -246,6 +248,7 @@ class MixExplorer(App):
         show_figure(self.out, self.fig)
         self._update_layer()
 
+    @contained
     def _update_layer(self, change=None):
         rows = plan_rows(self.plans["smollm2"], self.layer.value)
         self.result["layer_rows"] = rows
@@ -402,7 +405,7 @@ def optimized_point(res) -> dict:
 
 
 def frontier_study(path, im, mix_ftypes=MIX_FTYPES, layers=None, base: str = "Q4_K_M", target=None,
-                   max_rows: int | None = 256, extra_candidates=(), exclude=REQUANT_EXACT, progress=None) -> dict:
+                   max_rows: int | None = 256, extra_candidates=(), exclude=REQUANT_EXACT, progress=True) -> dict:
     """Run ``quantlab.recipes.optimize`` on ``path`` with the imatrix ``im`` (restricted to ``layers``) at
     the size of the ``target`` file type (default: ``base``), with candidates covering every format the
     llama.cpp mixes ``mix_ftypes`` use on those tensors except ``exclude``; and place each mix on the same
@@ -420,8 +423,9 @@ def frontier_study(path, im, mix_ftypes=MIX_FTYPES, layers=None, base: str = "Q4
     names = [s.name for s in specs if s.name in sub]
     plans = [plan_for("smollm2", ft, True) for ft in mix_ftypes]
     cands = mix_candidates(plans, names, extra_candidates, exclude)
+    tick = callback(progress, len(names), "optimize", "tensor")    # optimize calls (i, n, name) before tensor i
     res = recipes.optimize(path, target or base, imatrix=sub, base=base, candidates=cands, max_rows=max_rows,
-                           progress=progress)
+                           progress=None if tick is None else (lambda i, n, name: tick(i + 1, n, name)))
     from .. import data
 
     tensors = data.tensors("smollm2")
@@ -459,7 +463,8 @@ def frontier_gain(study: dict) -> list[dict]:
     return out
 
 
-def kld_compare(path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatrix=None, outdir=None, log=None) -> dict:
+def kld_compare(path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatrix=None, outdir=None, log=None,
+                progress=True) -> dict:
     """Write each entry ``(label, ftype, Options or None)`` with ``quantlab.recipes.quantize_model``, load it
     and evaluate it against the shipped model on ``text`` (perplexity, KL divergence, top-1).
     Returns {"rows": [...], "base": EvalResult}."""
@@ -472,16 +477,16 @@ def kld_compare(path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatri
     say = log or (lambda s: None)
     outdir = outdir or tempfile.mkdtemp(prefix="quantlab-mixes-")
     base = _RememberedForward(qmodel.load(path))   # the base's pass over each chunk runs once, not once per file
-    be = qmodel.evaluate(base, text=text, n_ctx=n_ctx, n_chunks=n_chunks)
+    be = qmodel.evaluate(base, text=text, n_ctx=n_ctx, n_chunks=n_chunks, progress=False)
     rows = []
-    for label, ft, opts in entries:
+    for label, ft, opts in steps(progress, entries, "KLD sweep", "file"):
         out = os.path.join(outdir, re.sub(r"[^A-Za-z0-9_]+", "_", label) + ".gguf")
         o = opts if opts is not None else Options(allow_requantize=True)
         t = time.perf_counter()
         r = recipes.quantize_model(path, out, ft, imatrix=imatrix, options=o, verbose=False, progress=False)
         tq = time.perf_counter() - t
         m = qmodel.load(out)
-        e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=base)
+        e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=base, progress=False)
         rows.append({"label": label, "bpw": r.bpw, "MiB": r.tensor_nbytes / 2 ** 20, "ppl": e.ppl,
                      "ppl_err": e.ppl_err, "kld": e.kld_mean, "kld_err": e.kld_err, "top1": e.top1,
                      "quantize_s": tq})

@@ -26,7 +26,8 @@ import numpy as np
 from .. import metrics
 from ..api import dequantize, quantize
 from ..formats import all_formats, get
-from ._common import App, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
+from ..progress import callback, steps
+from ._common import App, contained, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
 
 #: the tensor kinds of a llama block, in graph order
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -104,15 +105,16 @@ def sample_rows(x: np.ndarray, rows: int | None = None, step: int | None = None)
 
 
 def error_grid(tensors, n_layer: int, formats=HEATMAP_FORMATS, layers=None, rows: int | None = None,
-               step: int | None = None, impl: str = "fast", progress=None) -> dict:
+               step: int | None = None, impl: str = "fast", progress=True) -> dict:
     """Relative error of each weight matrix (layer x kind) in each format.
 
     ``tensors``: name -> float32 array (e.g. ``quantlab.data.tensors("smollm2")``). ``step``: only every
     ``step``-th row of each matrix; ``rows``: only the first ``rows`` of those (see :func:`sample_rows`).
     Returns a dict with ``layers``, ``kinds``, ``formats``, ``rel`` (format -> array [layer, kind]),
     ``used`` (format -> kind -> stored format), ``weights`` (number of weights quantized per format),
-    ``rows``, ``step`` and ``seconds``."""
+    ``rows``, ``step`` and ``seconds``. ``progress``: see :mod:`quantlab.progress` (callable: ``(i, n)``)."""
     names = matrix_names(n_layer, layers)
+    progress = callback(progress, len(names), "error grid", "matrix")
     ls = sorted({i for i, _, _ in names})
     rel = {f: np.full((len(ls), len(KINDS)), np.nan) for f in formats}
     used = {f: {} for f in formats}
@@ -210,7 +212,7 @@ def grid_table(grid: dict) -> list[dict]:
 # ------------------------------------------------------------------------------------ model ladder
 
 def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chunks: int = 2, text=None,
-           keep: tuple = (), log=None) -> dict:
+           keep: tuple = (), log=None, progress=True) -> dict:
     """Quantize the GGUF ``model_path`` into each llama.cpp file type of ``ftypes`` (in ``outdir``, a
     temporary directory by default) with :func:`quantlab.recipes.quantize_model`, then evaluate each against
     the input model on ``text`` with :func:`quantlab.model.evaluate` (perplexity, KL divergence, top-1).
@@ -218,7 +220,7 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
     Returns ``{"rows": [...], "base": EvalResult of the input model, "models": {ftype: Model} for the
     ftypes in ``keep``, "outdir": ...}``. Files written to a temporary directory (``outdir=None``) are
     deleted once evaluated (kept models stay usable: they hold a memory map of their file). Each row: ftype, bpw, MB (file size), ppl, ppl_err, kld, kld_p99,
-    top1, fallbacks, quantize_s, eval_s."""
+    top1, fallbacks, quantize_s, eval_s. ``progress``: a bar over the file types (see :mod:`quantlab.progress`)."""
     import tempfile
 
     from .. import model as qmodel
@@ -230,21 +232,21 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
     base = qmodel.load(model_path)
     ref = _RememberedForward(base)       # the base's pass over each chunk runs once, not once per file type
     t = time.perf_counter()
-    base_eval = qmodel.evaluate(ref, text=text, n_ctx=n_ctx, n_chunks=n_chunks)
+    base_eval = qmodel.evaluate(ref, text=text, n_ctx=n_ctx, n_chunks=n_chunks, progress=False)
     rows = [{"ftype": f"{base.file.tensors['blk.0.attn_q.weight'].format.name} (shipped)",
              "bpw": 8.0 * base.file.tensor_bytes / base.file.n_params,
              "MB": os.path.getsize(model_path) / 1e6, "ppl": base_eval.ppl, "ppl_err": base_eval.ppl_err,
              "kld": 0.0, "kld_p99": 0.0, "top1": 1.0, "fallbacks": 0, "quantize_s": 0.0,
              "eval_s": time.perf_counter() - t}]
     models = {}
-    for ft in ftypes:
+    for ft in steps(progress, ftypes, "ladder", "file type"):
         out = os.path.join(outdir, f"model-{ft}.gguf")
         t = time.perf_counter()
         res = recipes.quantize_model(model_path, out, ft, allow_requantize=True, verbose=False, progress=False)
         tq = time.perf_counter() - t
         m = qmodel.load(out)
         t = time.perf_counter()
-        e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=ref)
+        e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=ref, progress=False)
         rows.append({"ftype": ft, "bpw": res.bpw, "MB": res.nbytes / 1e6, "ppl": e.ppl, "ppl_err": e.ppl_err,
                      "kld": e.kld_mean, "kld_p99": e.kld_p99, "top1": e.top1, "fallbacks": res.plan.n_fallback,
                      "quantize_s": tq, "eval_s": time.perf_counter() - t})
@@ -330,13 +332,14 @@ SENTENCES = ("A man is eating food.", "A man is eating a piece of bread.", "The 
              "Quantization stores each weight with fewer bits.", "The model weights are compressed to four bits.")
 
 
-def embedding_study(enc, sentences=SENTENCES, formats=HEATMAP_FORMATS, impl: str = "fast") -> dict:
+def embedding_study(enc, sentences=SENTENCES, formats=HEATMAP_FORMATS, impl: str = "fast", progress=True) -> dict:
     """Each format applied to every weight matrix of the fp32 encoder ``enc``: cosine of each sentence
-    embedding to its fp32 embedding, and how far the sentence-similarity matrix moves."""
+    embedding to its fp32 embedding, and how far the sentence-similarity matrix moves. ``progress``: a bar
+    over the formats (see :mod:`quantlab.progress`)."""
     ref = enc.encode(list(sentences))
     sim_ref = ref @ ref.T
     rows = []
-    for f in formats:
+    for f in steps(progress, formats, "embedding study", "format"):
         q = enc.quantized(f, impl=impl)
         e = q.encode(list(sentences))
         cos = (e * ref).sum(axis=1)
@@ -380,6 +383,7 @@ class ModelLadder(App):
     def name(self) -> str:
         return f"blk.{self.layer.value}.{self.kind.value}.weight"
 
+    @contained
     def update(self, change=None):
         x = self.tensors[self.name]
         if self.rows is not None:

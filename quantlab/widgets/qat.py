@@ -10,7 +10,7 @@ import ipywidgets as W
 import numpy as np
 
 from .. import qat
-from ._common import App, new_figure, show_figure
+from ._common import App, contained, new_figure, show_figure
 
 GRANULARITY = {"per-tensor": None, "per-group 16": 16, "per-group 8": 8}
 
@@ -43,6 +43,7 @@ class QATApp(App):
             self._qat_models[key] = m
         return self._qat_models[key]
 
+    @contained
     def update(self, change=None):
         bits, group = self.bits.value, GRANULARITY[self.gran.value]
         ptq_m = self.base.quantized(bits, group)

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from . import toyquant
-from ._common import DEFAULT_TENSOR, App, minilm_matrices, new_figure, real_tensor, show_figure
+from ._common import DEFAULT_TENSOR, App, contained, minilm_matrices, new_figure, real_tensor, show_figure
 
 
 class ScaleZero(App):
@@ -39,10 +39,12 @@ class ScaleZero(App):
     def _load(self):
         self.w = real_tensor("minilm", self.tensor.value, self.rows)
 
+    @contained
     def _load_and_update(self, change=None):
         self._load()
         self.update()
 
+    @contained
     def update(self, change=None):
         r = toyquant.quantize_uniform(self.w, self.bits.value, self.scheme.value, self.clip.value, self.group.value)
         self.result = {k: v for k, v in r.items() if k not in ("y", "q", "clipped")}

@@ -11,7 +11,7 @@ from matplotlib.ticker import FuncFormatter
 
 from .. import sizes
 from ..formats import all_formats
-from ._common import App, html_table, new_figure, show_figure
+from ._common import App, contained, html_table, new_figure, show_figure
 
 #: device memory lines of the bar chart (GB): a small laptop GPU / 16 GB laptop / 24 GB consumer GPU / 80 GB
 #: data-centre GPU
@@ -100,6 +100,7 @@ class SizeCalculator(App):
                            W.HBox([self.ftype]), self.file_summary, self.out, self.table])
         self.update()
 
+    @contained
     def _on_preset(self, change=None):
         if self.preset.value in PRESETS:
             if self.params.value != PRESETS[self.preset.value]:
@@ -107,6 +108,7 @@ class SizeCalculator(App):
             else:
                 self.update()
 
+    @contained
     def update(self, change=None):
         p = self.params.value * 1e9
         r = sizes.model_size(p, self.fmt.value)
