@@ -41,10 +41,6 @@ WALL_LIMIT = 60.0
 
 # cause -> (who fixes it, what). Cases tagged with a cause are checked by test_fixed_elsewhere[cause].
 ELSEWHERE = {
-    "surface-4-inspect-output": "surface: `quantlab inspect` escapes non-printables and survives strict UTF-8 "
-                                "stdout (issue 18 #4)",
-    "surface-6-signals": "surface: SIGTERM/SIGHUP/SIGINT during quantize clean up and print one line (#6)",
-    "surface-7-cli-oserrors": "surface: CLI commands turn OSError/UnicodeError into one line, exit 1 (#7)",
     "surface-9-cli-minor": "surface: inspect refuses a FIFO; --dry-run applies the imatrix and requantize checks (#9)",
     "arch-3-config": "arch: model Config validated against hyper-parameters (#3)",
 }
