@@ -19,7 +19,6 @@ from __future__ import annotations
 import bz2
 import io
 import lzma
-import math
 import tarfile
 import zlib
 
@@ -316,7 +315,3 @@ def tar_demo(files: dict) -> dict:
     verbatim = all(bytes(b) in raw for b in files.values())
     return {"payload": payload, "tar": len(raw), "tar_gz": len(out["w:gz"]), "tar_holds_bytes_verbatim": verbatim,
             "tar_overhead": len(raw) - payload}
-
-
-def bits_per_weight(nbytes: int, n: int) -> float:
-    return 8.0 * nbytes / n if n else math.nan

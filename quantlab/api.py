@@ -13,8 +13,15 @@ import warnings
 
 import numpy as np
 
-from .errors import (ArgumentError, FormatError, ImatrixError, ImatrixRequired, NonFiniteError,
-                     QuantizationWarning, ShapeError)
+from .errors import (
+    ArgumentError,
+    FormatError,
+    ImatrixError,
+    ImatrixRequired,
+    NonFiniteError,
+    QuantizationWarning,
+    ShapeError,
+)
 from .formats.registry import Format, get
 from .kernels import _rows
 
@@ -163,7 +170,7 @@ def _want_threads(n, work, op) -> int:
     return top if n is None else max(1, min(int(n), top))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _thread_count_fns():
     """numba's per-thread thread-count getter and setter. The public numba.get/set_num_threads re-check
     the worker pool on every call (3-4 us each, measured: a tenth of a 1M-weight BF16 dequantize); once

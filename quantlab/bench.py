@@ -60,9 +60,6 @@ class Table:
     def __len__(self):
         return len(self.rows)
 
-    def to_json(self) -> str:
-        return json.dumps({"title": self.title, "rows": self.rows}, indent=1, default=float)
-
     def _fmt(self, v):
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
@@ -104,7 +101,7 @@ def _weights(n_elements: int, n_per_row: int) -> np.ndarray:
                 break
         flat = np.concatenate(parts)
         flat = np.resize(flat, n_elements)
-    except Exception:  # no model installed: heavy-tailed synthetic weights, said in the title
+    except Exception:  # noqa: BLE001 - no model installed: heavy-tailed synthetic weights, said in the title
         flat = (np.random.default_rng(0).standard_t(4, n_elements) * 0.02).astype(np.float32)
     return np.ascontiguousarray(flat.reshape(-1, n_per_row), dtype=np.float32)
 
@@ -121,7 +118,7 @@ def _gguf_ops(fmt):
     q_ok = d_ok = True
     try:
         qq = gq.quantize(probe, qt)
-    except Exception:
+    except Exception:  # noqa: BLE001 - gguf-py has no quantizer for this type
         q_ok = False
         im = np.ones(probe.shape[1], np.float32) if fmt.requires_imatrix else None
         qq = api.quantize(probe, fmt, imatrix=im) if fmt.has_impl("fast", "quantize") else None
@@ -129,7 +126,7 @@ def _gguf_ops(fmt):
         if qq is None:
             raise NotImplementedError
         gq.dequantize(qq, qt)
-    except Exception:
+    except Exception:  # noqa: BLE001 - gguf-py has no dequantizer for this type
         d_ok = False
     return ((lambda x: gq.quantize(x, qt)) if q_ok else None,
             (lambda q: gq.dequantize(q, qt)) if d_ok else None)
@@ -187,7 +184,8 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     from .peers import ggml
 
     g = ggml() if peers else None
-    ok = (lambda f: g is not None and g.supports(f.id))       # the types this ggml has (probed, no abort)
+    def ok(f):                                                # the types this ggml has (probed, no abort)
+        return g is not None and g.supports(f.id)
     fmts = [get(n) for n in names] if names else \
         [f for f in all_formats() if f.is_quantized or f.name in ("F16", "BF16")]
     x = _weights(size, n_per_row)
@@ -503,7 +501,7 @@ def plot(table: Table, op: str = "quantize", ax=None, log: bool = True):
     rows = [r for r in table.rows if r.get("op") == op]
     impls = [c for c in table.columns if c not in ("format", "op") and "/" not in c]
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.6), 3.5))
+        _, ax = plt.subplots(figsize=(max(6, len(rows) * 0.6), 3.5))
     width = 0.8 / max(1, len(impls))
     xs = np.arange(len(rows))
     for k, impl in enumerate(impls):

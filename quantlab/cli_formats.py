@@ -18,9 +18,6 @@ def run(args) -> int:
             notes.append("imatrix-aware")
         if f.activation_only:
             notes.append("activations only")
-        ok = [k for k in ("reference", "fast") if not f.removed and f.has_impl(k, "quantize")]
-        if not f.removed and not ok:
-            notes.append("not implemented yet")
         print(f"{f.id:>3}  {f.name:<9} {f.block_size:>5} {f.type_size:>5} {f.bpw:>7.4f}  {f.family:<8} "
               f"{', '.join(notes)}")
     return 0

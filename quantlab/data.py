@@ -21,7 +21,7 @@ import importlib.resources
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def _install_hint(src: Source) -> str:
             f"(--no-deps: its declared dependencies are large and not needed; `make setup` does this)")
 
 
-@lru_cache(maxsize=None)
+@cache
 def path(name: str) -> pathlib.Path:
     """Absolute path of a real model file by short name ('smollm2', 'minilm', 'minilm-tokenizer')."""
     src = SOURCES.get(name)
@@ -112,7 +112,7 @@ class LazyTensors(Mapping):
         return f"<{len(self)} tensors: {', '.join(self._names[:4])}, ...>"
 
 
-@lru_cache(maxsize=None)
+@cache
 def tensors(name: str) -> LazyTensors:
     """Real weights by tensor name, as float32 numpy arrays (loaded lazily).
 
@@ -159,17 +159,6 @@ def _gguf_tensors(p) -> LazyTensors:
         shape = tuple(int(v) for v in reversed(t.shape.tolist()))
         return dequantize(np.asarray(t.data).reshape(shape[:-1] + (-1,)), int(t.tensor_type))
     return LazyTensors(list(by), load)
-
-
-def weight_matrices(name: str, min_size: int = 4096) -> dict:
-    """The 2-D weight matrices of a model (float32), skipping small vectors (norms, biases)."""
-    ts = tensors(name)
-    out = {}
-    for k in ts:
-        a = ts[k]
-        if a.ndim == 2 and a.size >= min_size:
-            out[k] = a
-    return out
 
 
 def sample(name: str = "minilm", tensor: str | None = None, rows: int = 64) -> np.ndarray:

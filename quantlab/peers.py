@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pathlib
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -74,7 +74,7 @@ for t, want in enumerate(sys.argv[2:]):
 """
 
 
-@lru_cache(maxsize=None)
+@cache
 def probe(path: str) -> dict:
     """The types a libggml-base has: ``{id: (name, block size, type size, has to_float, has
     from_float_ref)}`` for the ids 0, 1, ... whose name and sizes match quantlab's registry, read in a
@@ -192,7 +192,7 @@ class GGML:
         return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def ggml(required: bool = False) -> GGML | None:
     """The first ggml library found (see module doc); None, or OracleMissing when ``required``."""
     tried = []

@@ -51,7 +51,7 @@ def build(kvs=(), tensors=(), data=b"", version=3, n_tensors=None, n_kv=None, al
 def f32_tensor_file(n=8, names=("a", "b"), extra_kvs=()):
     """A valid little file: F32 tensors of n values each, laid out like llama.cpp does."""
     infos, data = [], b""
-    for i, nm in enumerate(names):
+    for nm in names:
         off = len(data)
         infos.append(tinfo(nm, [n], 0, off))
         blob = np.arange(n, dtype="<f4").tobytes() + bytes((-4 * n) % 32)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import quantlab
-from quantlab.errors import (ImatrixError, ImatrixRequired, NonFiniteError, QuantlabError, ShapeError)
+from quantlab.errors import ImatrixError, ImatrixRequired, NonFiniteError, QuantlabError, ShapeError
 
 
 def _implemented(name):

@@ -79,7 +79,7 @@ def lab(tmp_path_factory):
                 "IPYTHONDIR": str(work / "ipython"),
                 "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
     port = _free_port()
-    log = open(work / "lab.log", "wb")
+    log = open(work / "lab.log", "wb")  # noqa: SIM115 (the server writes it until teardown)
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.token={TOKEN}",

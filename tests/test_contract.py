@@ -82,20 +82,20 @@ def _gguf_cases(work):
         out.append({"surface": "gguf", "kind": kind, "path": p})
 
     n = len(base)
-    for i in range(300):                                    # overwrite 1-8 bytes
+    for _ in range(300):                                    # overwrite 1-8 bytes
         b = bytearray(base)
         at = int(rng.integers(0, n))
         k = int(rng.integers(1, 9))
         b[at:at + k] = rng.integers(0, 256, min(k, n - at), dtype=np.uint8).tobytes()
         add("overwrite", bytes(b))
-    for i in range(150):                                    # an interesting value in a length/count field
+    for _ in range(150):                                    # an interesting value in a length/count field
         b = bytearray(base)
         at = int(rng.integers(0, n - 8))
         vals = [0, 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 1 << 16, (1 << 16) + 1, n, n + 1, 10**9]
         v = vals[int(rng.integers(len(vals)))]
         b[at:at + 8] = struct.pack("<Q", v)
         add("field", bytes(b))
-    for i in range(100):                                    # truncated
+    for _ in range(100):                                    # truncated
         add("truncate", base[:int(rng.integers(0, n))])
     for i in range(100):                                    # inserted / deleted bytes
         at = int(rng.integers(0, n))
@@ -147,7 +147,7 @@ def _api_cases():
     impls = ["reference", "reference", "fast", "turbo", None]
     threads = [None, None, 1, 2, 0, -1, 2.5, "2", True]
     out = []
-    for i in range(800):
+    for _ in range(800):
         op = rng.choice(["quantize"] * 6 + ["dequantize"] * 2 + ["inspect", "row_bytes"])
         fmt = fmts[int(rng.integers(len(fmts)))]
         impl = impls[int(rng.integers(len(impls)))]
@@ -225,7 +225,7 @@ def _metadata_cases(work):
             v = [4, 2]
         out.append({"surface": "metadata", "kind": "quantize_model", "key": f"llama.{key}", "v": v,
                     "ftype": str(rng.choice(["Q8_0", "Q4_0", "Q4_K_M"])), "dir": os.path.join(work, f"m{i}")})
-    for i in range(160):
+    for _ in range(160):
         md = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
               "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2, "llama.feed_forward_length": 128,
               "llama.attention.layer_norm_rms_epsilon": 1e-5}
@@ -495,7 +495,7 @@ def _run_cli(c):
     e = err.getvalue()
     assert rc in (0, 1, 2), f"exit code {rc}"
     assert "Traceback" not in e, "a traceback on stderr"
-    bad = [ch for ch in text + e if ord(ch) < 32 and ch not in "\n\t" or ch == "\x7f"]
+    bad = [ch for ch in text + e if (ord(ch) < 32 and ch not in "\n\t") or ch == "\x7f"]
     assert not bad, f"control characters in the output: {bad[:3]!r}"
     if rc:
         lines = [ln for ln in e.splitlines() if ln.strip() and "usage:" not in ln and not ln.startswith(" ")]
@@ -520,7 +520,7 @@ def _run_gguf(c):
                 if t.swappable:
                     t.dequantize(impl="reference")
             else:
-                t.data
+                _ = t.data
     return "ok"
 
 
@@ -551,7 +551,7 @@ def _run_signal(c):
         _, e = p.communicate(timeout=WALL_LIMIT)
     except subprocess.TimeoutExpired:
         p.kill()
-        raise AssertionError("did not stop after the signal")
+        raise AssertionError("did not stop after the signal") from None
     left = [n for n in os.listdir(c["dir"]) if n.endswith(".tmp")]
     assert not left, f"left {left}"
     with open(out, "rb") as fh:
@@ -635,8 +635,8 @@ def _run_one(c, work):
 def _warm_up(work):
     """Imports, numba kernels and thread pools before any budget (they map libraries: not the case's)."""
     import quantlab
-    import quantlab.gguf  # noqa: F401
-    import quantlab.model.llama  # noqa: F401
+    import quantlab.gguf
+    import quantlab.model.llama
     from quantlab import recipes
     from quantlab.cli import build_parser
 

@@ -134,7 +134,7 @@ def test_views(smol):
     assert [r["offset"] for r in rows] == [0, 16] and rows[0]["bytes"][:4] == b"GGUF"
     names = [x.name for x in smol.fields_in(0, 32)]
     assert [names[o] for o in rows[0]["owner"][:4]] == ["magic"] * 4
-    from quantlab.widgets.gguf_hex import hex_html          # the colours and HTML are the widget's
+    from quantlab.widgets.gguf_hex import hex_html  # the colours and HTML are the widget's
 
     h = hex_html(smol, 0, 32)
     assert h.count("<span style='background") == 32 and "key/value count" in h

@@ -21,7 +21,7 @@ def _code_levels(g, u):
 
 
 def test_shapes_and_dtypes(g):
-    cls_name, n, dim, bits, map_size, nwant = _iqgrid.GRIDS[g.name]
+    _cls_name, n, dim, bits, map_size, nwant = _iqgrid.GRIDS[g.name]
     assert g.points.shape == (n, dim) and g.points.dtype == np.int8
     assert g.levels.shape == (n, dim) and g.values.dtype == np.float32
     assert g.kmap.shape == (map_size,) and g.kmap.dtype == np.int32

@@ -25,6 +25,7 @@ from quantlab import errors
 from quantlab.formats import get
 
 from .cases import float_cases
+from .conftest import assert_same
 from .oracle import oracle
 
 LEGACY = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q1_0", "Q2_0"]
@@ -34,17 +35,6 @@ WITH_GGML = [f for f in ALL if f != "Q8_1"]          # ggml_quantize_chunk + to_
 IMATRIX = ["Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 IMPLS = ["reference", "fast"]
 KV = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.float32)
-
-
-def _eq(a, b, what):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
-    if a.dtype == np.float32:
-        a, b = a.view(np.uint32), b.view(np.uint32)
-    if not np.array_equal(a, b):
-        bad = np.argwhere(a != b)
-        raise AssertionError(f"{what}: {len(bad)} differ, first at {tuple(bad[0])}: "
-                             f"{a[tuple(bad[0])]} != {b[tuple(bad[0])]}")
 
 
 def _f16(bits) -> np.float32:
@@ -163,20 +153,20 @@ def test_inspect_block_fields_match_bytes_and_dequantize(name):
             info = quantlab.inspect_block(data, name, i)
             block = flat[i * f.type_size:(i + 1) * f.type_size]
             assert info["format"] == name and info["index"] == i
-            _eq(info["bytes"], block, f"{name} {what} block {i}: bytes")
+            assert_same(info["bytes"], block, f"{name} {what} block {i}: bytes")
             assert len(info["codes"]) == f.block_size and len(info["levels"]) == f.block_size
             if name == "TQ1_0" and what == "random bytes":
                 pass  # arbitrary bytes are not all of the form ceil(q*256/243): checked via values below
             else:
-                _eq(np.array(_repack(name, info), dtype=np.uint8), block, f"{name} {what} block {i}: re-packed")
+                assert_same(np.array(_repack(name, info), dtype=np.uint8), block, f"{name} {what} block {i}: re-packed")
             if "d_bits" in info:
-                _eq(np.float32(info["d"]), _f16(info["d_bits"]), f"{name} d vs d_bits")
+                assert_same(np.float32(info["d"]), _f16(info["d_bits"]), f"{name} d vs d_bits")
             deq = quantlab.dequantize(block, name, impl="reference").reshape(-1)
-            _eq(info["values"], deq, f"{name} {what} block {i}: values vs dequantize")
-            _eq(_values(name, info), deq, f"{name} {what} block {i}: formula from the fields")
+            assert_same(info["values"], deq, f"{name} {what} block {i}: values vs dequantize")
+            assert_same(_values(name, info), deq, f"{name} {what} block {i}: formula from the fields")
     # negative indices count from the end, like Python
     last = quantlab.inspect_block(q, name, -1)
-    _eq(last["bytes"], q.reshape(-1)[-f.type_size:], f"{name} block -1")
+    assert_same(last["bytes"], q.reshape(-1)[-f.type_size:], f"{name} block -1")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,12 +204,12 @@ def test_all_zero_blocks(name, impl):
     x = np.zeros((2, n), np.float32)
     want = np.tile(np.array(_zero_block(name), dtype=np.uint8), (2, n // f.block_size))
     got = quantlab.quantize(x, name, impl=impl)
-    _eq(got, want, f"{name} {impl} all-zero pattern")
+    assert_same(got, want, f"{name} {impl} all-zero pattern")
     ggml_q = _q8_1_ggml if name == "Q8_1" else (lambda a: oracle().quantize(a, f.id))
-    _eq(ggml_q(x), want, f"{name}: ggml's all-zero pattern")
+    assert_same(ggml_q(x), want, f"{name}: ggml's all-zero pattern")
     # -0.0 is not +0.0 for some of them (Q4_1/Q5_1 store min = -0.0): same bytes as ggml
     x[1] = -0.0
-    _eq(quantlab.quantize(x, name, impl=impl), ggml_q(x), f"{name} {impl} all -0.0 block")
+    assert_same(quantlab.quantize(x, name, impl=impl), ggml_q(x), f"{name} {impl} all -0.0 block")
     # and the zero blocks decode to zeros
     assert not quantlab.dequantize(want, name, impl=impl).any()
 
@@ -244,7 +234,7 @@ def test_q8_1_quantize_matches_ggml_ref(impl):
     n = 256
     for cname, x in float_cases(n, seeds=(0, 1)):
         want = _q8_1_ggml(x.reshape(-1, n)).reshape(*x.shape[:-1], -1)
-        _eq(quantlab.quantize(x, "Q8_1", impl=impl), want, f"Q8_1 {impl} [{cname}]")
+        assert_same(quantlab.quantize(x, "Q8_1", impl=impl), want, f"Q8_1 {impl} [{cname}]")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -256,15 +246,15 @@ def test_q8_1_dequantize_and_sum_field(impl):
     d = b[:, 0:2].copy().view(np.float16).astype(np.float32)
     s = b[:, 2:4].copy().view(np.float16)
     codes = b[:, 4:].view(np.int8)
-    _eq(y.reshape(-1, 32), (codes.astype(np.float32) * d).astype(np.float32), "Q8_1 x = q * d")
+    assert_same(y.reshape(-1, 32), (codes.astype(np.float32) * d).astype(np.float32), "Q8_1 x = q * d")
     # s uses the float32 scale before its fp16 rounding: d32 = max|x| / 127 of the block
     d32 = (np.max(np.abs(x.reshape(-1, 32)), axis=1) / np.float32(127)).astype(np.float32)[:, None]
     want_s = (codes.astype(np.int64).sum(axis=1).astype(np.float32)[:, None] * d32).astype(np.float16)
-    _eq(s.view(np.uint16), want_s.view(np.uint16), "Q8_1 s = fp16(d * sum q)")
+    assert_same(s.view(np.uint16), want_s.view(np.uint16), "Q8_1 s = fp16(d * sum q)")
     # Q8_1's codes and d are exactly Q8_0's
     q80 = quantlab.quantize(x, "Q8_0", impl=impl).reshape(-1, 34)
-    _eq(b[:, 4:], q80[:, 2:], "Q8_1 codes == Q8_0 codes")
-    _eq(b[:, :2], q80[:, :2], "Q8_1 d == Q8_0 d")
+    assert_same(b[:, 4:], q80[:, 2:], "Q8_1 codes == Q8_0 codes")
+    assert_same(b[:, :2], q80[:, :2], "Q8_1 d == Q8_0 d")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -303,8 +293,8 @@ def test_corner_cases_match_ggml(name, impl):
             want = g.quantize(x, f.id, im)
             tag = f"{name} {impl} [{cname}{', imatrix' if im is not None else ''}]"
             got = quantlab.quantize(x, name, imatrix=im, impl=impl)
-            _eq(got, want, tag)
-            _eq(quantlab.dequantize(want, name, impl=impl), g.dequantize(want, f.id, n), tag + " dequantize")
+            assert_same(got, want, tag)
+            assert_same(quantlab.dequantize(want, name, impl=impl), g.dequantize(want, f.id, n), tag + " dequantize")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -321,7 +311,7 @@ def test_mxfp4_exponent_where_log2f_rounds_up(impl):
     x = np.zeros((amax.size, 32), np.float32)
     x[:, 7] = amax
     x[1::2, 7] *= -1
-    _eq(quantlab.quantize(x, "MXFP4", impl=impl), g.quantize(x, 39), f"MXFP4 {impl} exponent byte")
+    assert_same(quantlab.quantize(x, "MXFP4", impl=impl), g.quantize(x, 39), f"MXFP4 {impl} exponent byte")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,16 +336,16 @@ def test_real_weights_match_ggml(name, impl, minilm):
     f = get(name)
     g = oracle()
     if name == "Q8_1":
-        _eq(quantlab.quantize(w, name, impl=impl), _q8_1_ggml(w), f"Q8_1 {impl} minilm")
+        assert_same(quantlab.quantize(w, name, impl=impl), _q8_1_ggml(w), f"Q8_1 {impl} minilm")
         return
     for x, what in ((w, "ffn output"), (emb if f.block_size <= 128 else w, "word embeddings")):
         n = x.shape[1]
         q = quantlab.quantize(x, name, impl=impl)
-        _eq(q, g.quantize(x, f.id), f"{name} {impl} minilm {what}")
-        _eq(quantlab.dequantize(q, name, impl=impl), g.dequantize(q, f.id, n), f"{name} {impl} dequantize {what}")
+        assert_same(q, g.quantize(x, f.id), f"{name} {impl} minilm {what}")
+        assert_same(quantlab.dequantize(q, name, impl=impl), g.dequantize(q, f.id, n), f"{name} {impl} dequantize {what}")
     if f.uses_imatrix:
         qi = quantlab.quantize(w, name, imatrix=im, impl=impl)
-        _eq(qi, g.quantize(w, f.id, im), f"{name} {impl} minilm with imatrix")
+        assert_same(qi, g.quantize(w, f.id, im), f"{name} {impl} minilm with imatrix")
         assert not np.array_equal(qi, quantlab.quantize(w, name, impl=impl)), \
             f"{name}: the imatrix path should give different bytes from the reference path"
 
@@ -381,8 +371,8 @@ def test_imatrix_is_ignored_like_ggml(name, minilm):
     w, im, _ = minilm
     f = get(name)
     a = quantlab.quantize(w, name, imatrix=im)
-    _eq(a, quantlab.quantize(w, name), f"{name} with vs without imatrix")
-    _eq(a, oracle().quantize(w, f.id, im), f"{name} vs ggml given the imatrix")
+    assert_same(a, quantlab.quantize(w, name), f"{name} with vs without imatrix")
+    assert_same(a, oracle().quantize(w, f.id, im), f"{name} vs ggml given the imatrix")
 
 
 # ----------------------------------------------------------------------------------------------------

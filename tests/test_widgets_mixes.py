@@ -5,13 +5,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # in-process only (never MPLBACKEND: it would leak into kernels)
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-import quantlab  # noqa: E402
-import quantlab.data  # noqa: E402
-from quantlab import recipes, sizes  # noqa: E402
-from quantlab.widgets import mixes as mx  # noqa: E402
+import quantlab
+import quantlab.data
+from quantlab import recipes, sizes
+from quantlab.widgets import mixes as mx
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +177,10 @@ def test_mix_point_uses_the_optimizer_measure(small_study):
 
 def test_plot_helpers_draw(small_study):
     st, _ = small_study
-    fig, ax = matplotlib.pyplot.subplots()
+    _, ax = matplotlib.pyplot.subplots()
     mx.plot_frontier(ax, st)
     assert len(ax.lines) >= 2 + len(st["mixes"])
-    fig2, axes = matplotlib.pyplot.subplots(1, 2)
+    _, axes = matplotlib.pyplot.subplots(1, 2)
     v = {"a": np.linspace(1, 2, 10), "b": np.linspace(0.1, 5, 10)}
     mx.plot_imatrix(axes, v, ["a", "b"])
     assert len(axes[0].lines) == 2 and axes[0].get_yscale() == "log"

@@ -272,7 +272,7 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
     work = workdir or pathlib.Path(tempfile.mkdtemp(prefix="quantlab-hub-"))
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
-    log = open(work / "hub.log", "w")
+    log = open(work / "hub.log", "w")  # noqa: SIM115 (the hub writes it until the end)
     list_file = work / "students.txt"
     env_users = dict(os.environ, QUANTLAB_HUB_STUDENTS=str(list_file))
     subprocess.run(["bash", str(DEPLOY / "add_students.sh"), str(students), prefix], env=env_users, check=True,

@@ -32,7 +32,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from time_notebooks import kernel_env  # same kernel environment as the timing tool
+from time_notebooks import kernel_env  # noqa: E402 - same kernel environment as the timing tool
 
 # Runs in the kernel before the notebook: count every message the kernel sends on iopub, per parent request.
 _COUNTER = """

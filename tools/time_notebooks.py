@@ -69,7 +69,7 @@ def time_notebook(path, quick: bool = False, timeout: float = 1800, progress=Non
     out = {"notebook": path.name, "mode": "quick" if quick else "full", "cells": [], "error": None,
            "load_before": round(_load1(), 2)}
     sys.path.insert(0, str(ROOT))
-    from tests.nbrun import NotebookClient    # nbclient without its Output-widget hang (nbclient#312)
+    from tests.nbrun import NotebookClient  # nbclient without its Output-widget hang (nbclient#312)
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})

@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import QuantlabError
 
@@ -60,7 +61,7 @@ class Exercise:
                 return {str(g).strip().lower() for g in given} == {str(w).strip().lower() for w in want}
             except TypeError:
                 return False
-        if isinstance(given, bool) or not isinstance(given, (int, float)) and not hasattr(given, "__float__"):
+        if isinstance(given, bool) or (not isinstance(given, (int, float)) and not hasattr(given, "__float__")):
             return False
         try:
             g = float(given)

@@ -210,7 +210,7 @@ class Anatomy:
         f = self.file
         ts = sorted(f.tensors.values(), key=lambda t: t.offset)
         pos = f.data_offset
-        for j, t in enumerate(ts):
+        for t in ts:
             if t.file_offset > pos:
                 self._add(pos, t.file_offset - pos, "data", "padding", "tensor padding",
                           f"{t.file_offset - pos} zero bytes up to a multiple of {f.alignment}")
@@ -413,7 +413,7 @@ def compare_readers(path) -> list[dict]:
             else:
                 row(f"{k}: value", mine, _plain(gf.contents()))
             gt = gf.types[-1].name.lower()
-            for t in reversed(gf.types[:-1]):
+            for _ in gf.types[:-1]:
                 gt = f"array[{gt}]"
             row(f"{k}: type", type_name(f.metadata.type_of(k)), gt)
             row(f"{k}: offset", f.metadata.offset_of(k), int(gf.offset))

@@ -24,10 +24,11 @@ _HEAD = 4          # array elements shown in the summaries
 
 
 def _human(n: int) -> str:
+    x = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+        if x < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1024
     return str(n)
 
 

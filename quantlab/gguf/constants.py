@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["GGUF_MAGIC", "GGUF_VERSION", "READ_VERSIONS", "DEFAULT_ALIGNMENT", "MAX_DIMS", "MAX_NAME",
            "ValueType", "ArrayOf", "TypeSpec", "Value", "Encoded", "type_name",
@@ -96,14 +96,14 @@ class ArrayOf:
         return type_name(self)
 
 
-TypeSpec = Union[ValueType, ArrayOf]
+TypeSpec = ValueType | ArrayOf
 
 
 def type_name(spec) -> str:
     """A short readable name: 'uint32', 'string', 'array[string]', 'array[array]'."""
     if isinstance(spec, ArrayOf):
         if spec.elem == ValueType.ARRAY:
-            inner = {type_name(s) for s in spec.items}
+            inner = {type_name(s) for s in spec.items or ()}   # ARRAY: items is set (__post_init__)
             return f"array[{inner.pop()}]" if len(inner) == 1 else "array[array]"
         return f"array[{spec.elem.name.lower()}]"
     return ValueType(spec).name.lower()

@@ -83,7 +83,7 @@ class Metadata(Mapping):
     as the writer writes them (what a copy to another file uses: no decoding, no re-encoding).
     """
 
-    def __init__(self, gfile: "GGUFFile", entries: dict):
+    def __init__(self, gfile: GGUFFile, entries: dict):
         self._file = gfile
         self._entries = entries            # key -> [value or _Lazy, spec, offset]
 
@@ -131,7 +131,7 @@ class Metadata(Mapping):
             return v.n
         return len(v) if isinstance(self._entries[key][1], ArrayOf) else 1
 
-    def copy(self) -> "MetadataDict":
+    def copy(self) -> MetadataDict:
         """A mutable copy that remembers each key's GGUF type (decodes every value)."""
         d = MetadataDict()
         for k in self:
@@ -326,7 +326,7 @@ class GGUFFile:
         self.path = os.fspath(path)
         self._mm = None
         try:
-            fh = builtins.open(self.path, "rb")
+            fh = builtins.open(self.path, "rb")  # noqa: SIM115 (a `with` follows once it is open)
         except OSError as e:
             raise GGUFError(f"cannot open {self.path!r}: {e.strerror or e}") from None
         with fh:
@@ -544,16 +544,16 @@ class GGUFFile:
             except BufferError:
                 pass  # numpy views still export the buffer: the map lives on until they are gone
 
-    def __enter__(self):
+    def __enter__(self) -> GGUFFile:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 (never raise from a finalizer)
             pass
 
     @property
@@ -574,6 +574,6 @@ class GGUFFile:
                 f"{len(self.tensors)} tensors, {state}>")
 
 
-def open(path) -> GGUFFile:  # noqa: A001 - mirrors the builtin on purpose: quantlab.gguf.open(path)
+def open(path: str | os.PathLike[str]) -> GGUFFile:
     """Open a GGUF file (versions 1-3, little- or big-endian): ``with quantlab.gguf.open(p) as f: ...``."""
     return GGUFFile(path)

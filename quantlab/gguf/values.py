@@ -170,7 +170,7 @@ def _chain_fast(L, m: int, P: int, want: int, loose: int):
     survivors: from the end of a run, the true successor (known exactly) starts the next run, skipping the
     false survivors in between. The true elements dropped at the end are then stepped through exactly.
     """
-    is_cand = L <= np.uint64(min(loose, m))
+    is_cand = np.uint64(min(loose, m)) >= L
     cand = np.flatnonzero(is_cand)
     if cand.size > 2 * (m // P + 1):
         return None                               # more than twice as many candidates as elements can fit
@@ -416,9 +416,9 @@ def infer_type(value):
             return ArrayOf(ValueType.BOOL)
         if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value):
             lo, hi = min(int(v) for v in value), max(int(v) for v in value)
-            if -(1 << 31) <= lo and hi < 1 << 31:
+            if lo >= -(1 << 31) and hi < 1 << 31:
                 return ArrayOf(ValueType.INT32)
-            if -(1 << 63) <= lo and hi < 1 << 63:
+            if lo >= -(1 << 63) and hi < 1 << 63:
                 return ArrayOf(ValueType.INT64)
             if lo >= 0 and hi < 1 << 64:
                 return ArrayOf(ValueType.UINT64)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,17 @@ import numpy as np
 from ..errors import FormatError, GGUFError
 from ..formats.registry import Format
 from ..formats.registry import get as get_format
-from .constants import DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_NAME, ArrayOf, Encoded, Value, ValueType
+from .constants import (
+    DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    GGUF_VERSION,
+    MAX_DIMS,
+    MAX_NAME,
+    ArrayOf,
+    Encoded,
+    Value,
+    ValueType,
+)
 from .values import encode_value, infer_type, type_str
 
 __all__ = ["GGUFWriter", "write", "TensorSource", "infer_type", "encode_value"]
@@ -131,15 +141,14 @@ def _describe(name, src, shape=None, fmt=None, ne=None):
                         if src.dtype == np.uint8 else "")
                 raise GGUFError(f"tensor {name!r}: cannot tell the ggml type of a {src.dtype} array{hint}")
             f = get_format(key)
-        if ne is None:
-            if shape is None:
-                if src.dtype == np.uint8 and f.name != "I8":
-                    if src.ndim == 0 or src.shape[-1] % f.type_size:
-                        raise GGUFError(f"tensor {name!r}: {src.shape} bytes is not whole {f.name} rows; "
-                                        f"give shape=")
-                    shape = (*src.shape[:-1], src.shape[-1] // f.type_size * f.block_size)
-                else:
-                    shape = src.shape
+        if ne is None and shape is None:
+            if src.dtype == np.uint8 and f.name != "I8":
+                if src.ndim == 0 or src.shape[-1] % f.type_size:
+                    raise GGUFError(f"tensor {name!r}: {src.shape} bytes is not whole {f.name} rows; "
+                                    f"give shape=")
+                shape = (*src.shape[:-1], src.shape[-1] // f.type_size * f.block_size)
+            else:
+                shape = src.shape
         arr = src
         return (tuple(ne) if ne is not None else tuple(reversed(tuple(shape)))), f, (lambda: arr)
     if callable(src):
@@ -233,8 +242,8 @@ class GGUFWriter:
     the tensors (a write-behind thread), as long as calls do not overlap.
     """
 
-    def __init__(self, path, metadata=None, *, alignment: int | None = None, trim_dims: bool = False,
-                 fsync: bool = True):
+    def __init__(self, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None, *,
+                 alignment: int | None = None, trim_dims: bool = False, fsync: bool = True) -> None:
         self.path = os.fspath(path)
         self._fsync = bool(fsync)
         self._kv: dict = {}                   # key -> (spec, value)
@@ -485,10 +494,10 @@ class GGUFWriter:
             except Exception:  # noqa: BLE001  (never raise from a finalizer)
                 pass
 
-    def __enter__(self):
+    def __enter__(self) -> GGUFWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
         else:
@@ -511,7 +520,13 @@ def _iter_tensors(tensors):
     return out
 
 
-def write(path, metadata, tensors, *, alignment: int | None = None, trim_dims: bool = False) -> str:
+# what write()/GGUFWriter take: a mapping name -> source, (name, source) pairs, or objects with .name; a
+# source is a numpy array, a TensorSource, a reader's GGUFTensor or anything with shape, format and bytes
+Tensors = Mapping[str, Any] | Iterable[Any] | None
+
+
+def write(path: str | os.PathLike[str], metadata: Mapping[str, Any] | None, tensors: Tensors, *,
+          alignment: int | None = None, trim_dims: bool = False) -> str:
     """Write a GGUF v3 file from metadata (a mapping; recorded types kept) and tensors (mapping name ->
     source, or (name, source) pairs). Sources are read one at a time while writing. Returns the path."""
     w = GGUFWriter(path, metadata, alignment=alignment, trim_dims=trim_dims)

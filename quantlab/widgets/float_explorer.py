@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import ipywidgets as W
 import numpy as np
@@ -86,7 +86,7 @@ def decode_code(code: int, fmt) -> float:
     return -v if sign else v
 
 
-@lru_cache(maxsize=None)
+@cache
 def positive_grid(fmt) -> tuple[np.ndarray, np.ndarray]:
     """All finite non-negative values of a <= 16-bit format, sorted, with their codes (sign bit 0)."""
     s = spec(fmt)
@@ -278,7 +278,7 @@ def _power_label(v, pos=None) -> str:
     e = math.log10(v)
     if abs(e - round(e)) > 1e-9:
         return ""                              # label the decades only
-    e = int(round(e))
+    e = round(e)
     return f"{10.0 ** e:g}" if -3 <= e <= 3 else f"1e{e:+03d}"
 
 
@@ -286,7 +286,7 @@ def _plain_log_ticks(ax) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     span = math.log10(ax.get_xlim()[1]) - math.log10(max(ax.get_xlim()[0], 1e-300))
-    step = max(1, int(math.ceil(span / 8)))          # at most ~8 labelled decades: no overlapping labels
+    step = max(1, math.ceil(span / 8))          # at most ~8 labelled decades: no overlapping labels
     ax.xaxis.set_major_locator(LogLocator(base=10.0 ** step, numticks=12))
     ax.xaxis.set_major_formatter(FuncFormatter(_power_label))
     ax.xaxis.set_minor_formatter(NullFormatter())

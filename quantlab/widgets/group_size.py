@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipywidgets as W
 
 from . import toyquant
-from ._common import App, OUTLIER_TENSOR, contained, minilm_matrices, new_figure, real_tensor, show_figure
+from ._common import OUTLIER_TENSOR, App, contained, minilm_matrices, new_figure, real_tensor, show_figure
 
 GROUPS = ["tensor", "channel"] + [str(g) for g in reversed(toyquant.GROUP_CHOICES)]
 

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import time
-from functools import lru_cache
+from functools import cache
 
 import ipywidgets as W
 import numpy as np
@@ -61,7 +61,7 @@ def layer_of(name: str) -> int:
 
 # --------------------------------------------------------------------------------------------- plans
 
-@lru_cache(maxsize=None)
+@cache
 def smollm2_specs() -> tuple:
     """(tensor specs, ModelInfo) of the shipped SmolLM2 GGUF: names, shapes, stored types, hyper-parameters."""
     from .. import data, gguf
@@ -72,7 +72,7 @@ def smollm2_specs() -> tuple:
     return specs, ModelInfo.from_metadata(f.metadata)
 
 
-@lru_cache(maxsize=None)
+@cache
 def llama_specs(model: str = "Llama-2-7B") -> tuple:
     """(tensor specs, ModelInfo) of a llama-shaped model from quantlab.sizes' presets (F16 matrices, F32 norms)."""
     from ..recipes import ModelInfo, TensorSpec
@@ -419,7 +419,7 @@ def frontier_study(path, im, mix_ftypes=MIX_FTYPES, layers=None, base: str = "Q4
 
     t0 = time.perf_counter()
     sub = subset_imatrix(im, layers)
-    specs, info = smollm2_specs()
+    specs, _ = smollm2_specs()
     names = [s.name for s in specs if s.name in sub]
     plans = [plan_for("smollm2", ft, True) for ft in mix_ftypes]
     cands = mix_candidates(plans, names, extra_candidates, exclude)
@@ -471,7 +471,6 @@ def kld_compare(path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatri
     from .. import model as qmodel
     from .. import recipes
     from ..recipes import Options
-
     from .model_ladder import _RememberedForward
 
     say = log or (lambda s: None)

@@ -415,8 +415,3 @@ class ModelLadder(App):
 def app(tensors=None, n_layer: int | None = None, rows: int | None = 64, impl: str = "fast",
         fmt: str = "Q4_K") -> ModelLadder:
     return ModelLadder(tensors, n_layer, rows=rows, impl=impl, fmt=fmt)
-
-
-def rows_html(rows: list[dict], columns: list[str], fmt: dict | None = None, highlight=None) -> str:
-    """Shortcut for the notebook's tables."""
-    return html_table(rows, columns, fmt=fmt, highlight=highlight)

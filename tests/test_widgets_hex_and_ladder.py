@@ -5,13 +5,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # in-process only (never MPLBACKEND: it would leak into kernels)
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-import quantlab  # noqa: E402
-import quantlab.data  # noqa: E402
-from quantlab.widgets import gguf_hex  # noqa: E402
-
+import quantlab
+import quantlab.data
+from quantlab.widgets import gguf_hex
 
 # ------------------------------------------------------------------------------------------ gguf_hex
 
