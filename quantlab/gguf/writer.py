@@ -29,6 +29,7 @@ a :class:`~quantlab.gguf.constants.Value` pins one, and plain Python values get 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -390,14 +391,8 @@ class GGUFWriter:
             raise GGUFError(f"cannot create a temporary file next to {self.path!r}: {e.strerror or e}") from None
         self._fd = fd
         self._state = "writing"
-        try:
+        with self._aborting():
             _write_all(fd, [head])
-        except OSError as e:
-            self.abort()
-            raise self._write_error(e) from None
-        except BaseException:
-            self.abort()
-            raise
         self._pos = len(head)
         self._data_start = len(head)
 
@@ -412,7 +407,7 @@ class GGUFWriter:
         p = self._plans[self._order[self._next]]
         if name is not None and name != p.name:
             raise GGUFError(f"tensors are written in declaration order: expected {p.name!r}, got {name!r}")
-        try:
+        with self._aborting():
             if data is None:
                 if p.source is None:
                     raise GGUFError(f"tensor {p.name!r} was declared without a source; pass its data")
@@ -422,12 +417,6 @@ class GGUFWriter:
             pad = _pad(p.nbytes, self.alignment) - p.nbytes
             _write_all(self._fd, [b, bytes(pad)])
             self._pos += p.nbytes + pad
-        except OSError as e:
-            self.abort()
-            raise self._write_error(e) from None
-        except BaseException:
-            self.abort()
-            raise
         p.written = True
         self._next += 1
 
@@ -449,7 +438,7 @@ class GGUFWriter:
             self.abort()
             raise GGUFError(f"{len(self._order) - self._next} declared tensors were never written (first: "
                             f"{missing!r}); {self.path!r} was not created")
-        try:
+        with self._aborting():
             if self._fsync:
                 os.fsync(self._fd)
             fd, self._fd = self._fd, None
@@ -458,14 +447,21 @@ class GGUFWriter:
             os.umask(mask)
             os.chmod(self._tmp, 0o666 & ~mask)
             os.replace(self._tmp, self.path)
+        self._state = "done"
+        self.size = self._pos
+
+    @contextlib.contextmanager
+    def _aborting(self):
+        """Any failure inside removes the temporary file (no half-written file remains); an OSError
+        becomes one GGUFError naming the file, anything else (a bad source, Ctrl-C) goes on as it is."""
+        try:
+            yield
         except OSError as e:
             self.abort()
             raise self._write_error(e) from None
         except BaseException:
             self.abort()
             raise
-        self._state = "done"
-        self.size = self._pos
 
     def _write_error(self, e: OSError) -> GGUFError:
         return GGUFError(f"writing {self.path!r} failed: {e.strerror or e}; nothing was created under that "
