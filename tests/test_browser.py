@@ -139,7 +139,8 @@ def _open_and_run_all(page, url: str, name: str, timeout_ms: int = RUN_ALL_TIMEO
     expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=120_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    last_prompt = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").last
+    # the last code cell whose input is shown (a cell with hidden source has an empty placeholder prompt)
+    last_prompt = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt:not(.jp-Placeholder-prompt)").last
     expect(last_prompt).to_have_text(re.compile(r"\[\d+\]:"), timeout=timeout_ms)
     expect(page.locator(".jp-Notebook .jp-InputPrompt", has_text="[*]")).to_have_count(0, timeout=60_000)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
@@ -157,6 +158,36 @@ def _shot(page, name: str):
     page.screenshot(path=str(SHOT_DIR / name))
 
 
+def _exercise(page, key: str, typed: str, expect_text: str):
+    """Type ``typed`` into the exercise cell of ``key`` (the cell calling check("key", ...)) in the real editor,
+    run it with Shift+Enter, and wait for the helper's line (✓ / ✗) in that cell's output."""
+    from playwright.sync_api import expect
+
+    cell = page.locator(".jp-CodeCell").filter(has=page.locator(".cm-content", has_text=f'check("{key}"'))
+    expect(cell).to_have_count(1)
+    cell.scroll_into_view_if_needed()
+    editor = cell.locator(".cm-content")
+    editor.click()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type(typed)
+    page.keyboard.press("Shift+Enter")
+    expect(cell.locator(".jp-OutputArea-output", has_text=expect_text)).to_have_count(1, timeout=60_000)
+    return cell
+
+
+def _answers_collapsed(page, n_min: int):
+    """The answer cells show collapsed in Lab after Run All: source hidden (a placeholder), the answer in a
+    closed <details> box."""
+    from playwright.sync_api import expect
+
+    boxes = page.locator(".jp-OutputArea-output details.ql-answer")
+    expect(boxes.first).to_be_attached(timeout=30_000)
+    n = boxes.count()
+    assert n >= n_min and page.locator(".jp-InputPlaceholder").count() >= n
+    assert page.locator(".jp-OutputArea-output details.ql-answer[open]").count() == 0
+    assert not boxes.first.locator("b").is_visible()            # the answer itself is not shown
+
+
 def test_start_here_size_calculator(lab, page):
     from playwright.sync_api import expect
 
@@ -164,9 +195,14 @@ def test_start_here_size_calculator(lab, page):
     _open_and_run_all(page, url, "00_start_here.ipynb")
     summary = page.locator(".ql-size-summary")
     expect(summary).to_be_visible(timeout=30_000)
-    # the self-check cell left the calculator at GPT-3 in Q8_0
-    expect(summary).to_contain_text("in Q8_0")
+    # the notebook leaves the calculator as it opens: Llama-2-7B in Q4_0, with its Q4_K_M file line
+    expect(summary).to_contain_text("in Q4_0")
     before = summary.inner_text()
+    file_summary = page.locator(".ql-file-summary")
+    expect(file_summary).to_contain_text("Q4_K_M file: 4.844 bits per weight")
+    chart = page.locator(".widget-output img").first
+    expect(chart).to_be_visible(timeout=30_000)
+    chart_before = chart.get_attribute("src")
     summary.scroll_into_view_if_needed()
     _shot(page, "00_start_here_before.png")
     # the format dropdown (the only one listing F64; the file-type dropdown lists Q2_K too)
@@ -175,16 +211,74 @@ def test_start_here_size_calculator(lab, page):
     expect(summary).to_contain_text("in Q2_K", timeout=30_000)
     expect(summary).to_contain_text("2.625 bits per weight")
     assert summary.inner_text() != before
+    expect(chart).not_to_have_attribute("src", chart_before, timeout=30_000)   # the bar chart follows
     # the model dropdown too: the parameter count follows the preset
-    file_summary = page.locator(".ql-file-summary")
-    expect(file_summary).to_contain_text("Q4_K_M file: 4.844 bits per weight")   # left by the self-check
     preset = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Llama-2-13B"))
     preset.select_option(label="Llama-2-13B (13.0B)")
     expect(summary).to_contain_text("13.0159 B parameters", timeout=30_000)
     expect(file_summary).to_contain_text("Q4_K_M file", timeout=30_000)
     expect(file_summary).not_to_contain_text("4.844 bits per weight")
     summary.scroll_into_view_if_needed()
+    chart.evaluate("i => i.decode()")
     _shot(page, "00_start_here_after.png")
+    # the exercise helper: a wrong prediction, then the right one, typed into the real editor
+    _answers_collapsed(page, 3)
+    _exercise(page, "00.1", 'check("00.1", 350);', "✗ 00.1 not yet")
+    _exercise(page, "00.1", 'check("00.1", 700);', "✓ 00.1 right")
+    cell = _exercise(page, "00.2", 'check("00.2", 7.16);', "✓ 00.2 right")
+    cell.scroll_into_view_if_needed()
+    _shot(page, "00_start_here_exercise.png")
+    assert not page.errors, page.errors
+
+
+def test_scales_exercise_helper(lab, page):
+    """Notebook 02: the exercise cells answer ✗ with a hint, then ✓, in the real JupyterLab."""
+    from playwright.sync_api import expect
+
+    url, _ = lab
+    _open_and_run_all(page, url, "02_scales_and_zero_points.ipynb")
+    _answers_collapsed(page, 3)
+    # before the student types anything, the placeholder says what to do (Run All ran it)
+    cell = page.locator(".jp-CodeCell").filter(has=page.locator(".cm-content", has_text='check("02.2"'))
+    expect(cell.locator(".jp-OutputArea-output", has_text="replace ... with your answer")).to_have_count(1)
+    _exercise(page, "02.2", 'check("02.2", 6.02);', "Hint: The step is max|x| / qmax")
+    cell = _exercise(page, "02.2", 'check("02.2", 6.3);', "✓ 02.2 right")
+    _shot(page, "02_scales_exercise.png")
+    # the closed answer box below it opens on click and shows the computed answer
+    box = page.locator("details.ql-answer", has_text="answer to 02.2")
+    box.scroll_into_view_if_needed()
+    box.locator("summary").click()
+    expect(box.locator("b")).to_be_visible()
+    expect(box.locator("b")).to_have_text("6.294 dB")
+    _shot(page, "02_scales_answer_open.png")
+    assert not page.errors, page.errors
+
+
+#: notebooks 00-04b and how many figures each shows at least (opening picture + widget plots)
+COURSE_A = {"00_start_here.ipynb": 2, "01_bits_and_floats.ipynb": 2, "02_scales_and_zero_points.ipynb": 2,
+            "03_group_size.ipynb": 2, "04_block_formats.ipynb": 2, "04b_all_formats.ipynb": 1}
+
+
+@pytest.mark.parametrize("name", list(COURSE_A))
+def test_course_figures_render(lab, page, name):
+    """Every figure of notebooks 00-04b renders in Lab; each is saved as a screenshot to look at
+    (test-artifacts/figures/<notebook>_<n>.png)."""
+    from playwright.sync_api import expect
+
+    url, _ = lab
+    _open_and_run_all(page, url, name)
+    imgs = page.locator(".jp-OutputArea-output img")
+    expect(imgs.first).to_be_visible(timeout=60_000)
+    n = imgs.count()
+    assert n >= COURSE_A[name], f"{name}: {n} figures"
+    out = SHOT_DIR / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = imgs.nth(i)
+        img.scroll_into_view_if_needed()
+        img.evaluate("i => i.decode()")
+        assert img.evaluate("i => i.naturalWidth") > 300, f"{name}: figure {i} did not load"
+        img.screenshot(path=str(out / f"{name[:3].rstrip('_')}_{i}.png"))
     assert not page.errors, page.errors
 
 
@@ -194,12 +288,14 @@ def test_block_formats_inspector(lab, page):
     url, _ = lab
     _open_and_run_all(page, url, "04_block_formats.ipynb")
     header = page.locator(".ql-head")
+    # the widget's hex (the first .ql-hex on the page; the notebook shows a Q4_K block's hex further down)
+    expect(page.locator(".ql-hex-legend").first).to_contain_text("scales bytes 4-15")   # Q4_K, coloured by field
     expect(header).to_be_visible(timeout=30_000)
     fmt = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Q8_0"))
     fmt.select_option(label="Q8_0")
     expect(header).to_contain_text("Q8_0", timeout=60_000)
     expect(header).to_contain_text("34 bytes")
-    hexbox = page.locator(".ql-hex")
+    hexbox = page.locator(".ql-hex").first
     expect(hexbox).to_be_visible()
     before_hex = hexbox.inner_text()
     img = page.locator(".widget-output img").last

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..errors import QuantlabError
 
-__all__ = ["Exercise", "exercise", "check", "answer", "exercises", "CourseError"]
+__all__ = ["Exercise", "exercise", "check", "answer", "reveal", "exercises", "CourseError"]
 
 
 class CourseError(QuantlabError, KeyError):
@@ -133,3 +133,25 @@ def check(key: str, given: Any, *, quiet: bool = False) -> bool:
 def answer(key: str) -> Any:
     """The expected answer of exercise ``key``, computed now."""
     return _get(key).expected()
+
+
+class _Reveal:
+    """A closed HTML <details> box holding an exercise's answer: the notebook can run it (Run All) without
+    showing the answer until the student clicks it. Plain text (a terminal) shows the answer directly."""
+
+    def __init__(self, key: str):
+        self.key, self.ex, self.value = key, _get(key), answer(key)
+
+    def _repr_html_(self) -> str:
+        import html
+        expl = f"<br>{html.escape(self.ex.explain)}" if self.ex.explain else ""
+        return (f"<details class='ql-answer'><summary>answer to {html.escape(self.key)} (click to show)</summary>"
+                f"<b>{html.escape(_fmt(self.value, self.ex.unit))}</b>{expl}</details>")
+
+    def __repr__(self) -> str:
+        return f"{self.key}: {_fmt(self.value, self.ex.unit)}"
+
+
+def reveal(key: str) -> _Reveal:
+    """The answer of exercise ``key`` behind a click (a closed <details> box in a notebook)."""
+    return _Reveal(key)

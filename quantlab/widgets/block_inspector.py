@@ -100,24 +100,133 @@ def format_errors(x, imatrix=None, formats=None, impl: str = "reference") -> lis
 
 
 def plot_errors(ax, rows: list[dict]) -> None:
-    """SQNR vs bits per weight, one marker per format; hollow = without imatrix, filled = with."""
+    """SQNR vs bits per weight, one marker per format; hollow = without imatrix, filled = with. Each format is
+    labelled once; labels that would overlap are moved down (with a thin leader line to their point)."""
     ax.clear()
     for use_im, style in ((False, dict(mfc="none", color="#2a7ab0")), (True, dict(color="#d9534f"))):
         pts = [r for r in rows if r.get("status") == "ok" and r["imatrix"] == use_im]
-        if not pts:
-            continue
-        ax.plot([r["bpw"] for r in pts], [r["sqnr_db"] for r in pts], "o", ms=5, ls="none",
-                label="with imatrix" if use_im else "without imatrix", **style)
-        plain = {r["format"] for r in rows if r.get("status") == "ok" and not r["imatrix"]}
-        for r in pts:
-            if not use_im or r["format"] not in plain:     # label each format once
-                ax.annotate(r["format"], (r["bpw"], r["sqnr_db"]), fontsize=6, xytext=(3, -3),
-                            textcoords="offset points")
-    ax.set_xlabel("bits per weight (registry)", fontsize=8)
-    ax.set_ylabel("SQNR (dB)", fontsize=8)
+        if pts:
+            ax.plot([r["bpw"] for r in pts], [r["sqnr_db"] for r in pts], "o", ms=6, ls="none",
+                    label="with imatrix" if use_im else "without imatrix", **style)
+    best: dict = {}
+    for r in rows:                                         # one label per format, at its higher point
+        if r.get("status") == "ok" and np.isfinite(r["sqnr_db"]):
+            if r["format"] not in best or r["sqnr_db"] > best[r["format"]]["sqnr_db"]:
+                best[r["format"]] = r
+    if best:
+        ys = [r["sqnr_db"] for r in best.values()]
+        span = max(max(ys) - min(ys), 1.0)
+        gap = span / 26                                   # one 10-pt line on a ~5 inch tall axis
+        placed: list[tuple[float, float]] = []
+        for r in sorted(best.values(), key=lambda r: -r["sqnr_db"]):
+            x, y = r["bpw"], r["sqnr_db"]
+            ly = y
+            while any(abs(px - x) < 0.55 and abs(py - ly) < gap for px, py in placed):
+                ly -= gap
+            placed.append((x, ly))
+            moved = abs(ly - y) > 1e-9
+            ax.annotate(r["format"], (x, y), xytext=(x + 0.08, ly - gap * 0.3), textcoords="data", fontsize=10,
+                        arrowprops=dict(arrowstyle="-", lw=0.5, color="#888888") if moved else None)
+        ax.set_ylim(min(min(py for _, py in placed) - 1.5 * gap, min(ys) - gap), max(ys) + 2 * gap)
+    ax.set_xlabel("bits per weight (registry)", fontsize=10)
+    ax.set_ylabel("SQNR (dB)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=10, loc="upper left")
+    ax.tick_params(labelsize=10)
+
+
+#: byte layout of one block, field by field: format -> [(field, first byte, end byte (exclusive), what)].
+#: Transcribed from the byte tables in the docstrings of quantlab.formats (each quantize_ function draws its
+#: block); tests/test_course.py checks that the fields tile the block exactly (0 .. type_size, no gap, no overlap).
+FIELD_LAYOUT = {
+    "Q4_0": [("d", 0, 2, "fp16 scale"), ("qs", 2, 18, "32 x 4-bit codes")],
+    "Q4_1": [("d", 0, 2, "fp16 scale"), ("m", 2, 4, "fp16 min"), ("qs", 4, 20, "32 x 4-bit codes")],
+    "Q5_0": [("d", 0, 2, "fp16 scale"), ("qh", 2, 6, "32 fifth bits"), ("qs", 6, 22, "32 x low 4 bits")],
+    "Q5_1": [("d", 0, 2, "fp16 scale"), ("m", 2, 4, "fp16 min"), ("qh", 4, 8, "32 fifth bits"),
+             ("qs", 8, 24, "32 x low 4 bits")],
+    "Q8_0": [("d", 0, 2, "fp16 scale"), ("qs", 2, 34, "32 x int8 codes")],
+    "Q2_K": [("scales", 0, 16, "16 x (4-bit scale, 4-bit min)"), ("qs", 16, 80, "256 x 2-bit codes"),
+             ("d", 80, 82, "fp16 scale of the scales"), ("dmin", 82, 84, "fp16 scale of the mins")],
+    "Q3_K": [("hmask", 0, 32, "256 high bits"), ("qs", 32, 96, "256 x low 2 bits"),
+             ("scales", 96, 108, "16 x 6-bit scales"), ("d", 108, 110, "fp16 scale of the scales")],
+    "Q4_K": [("d", 0, 2, "fp16 scale of the scales"), ("dmin", 2, 4, "fp16 scale of the mins"),
+             ("scales", 4, 16, "8 x 6-bit scales + 8 x 6-bit mins"), ("qs", 16, 144, "256 x 4-bit codes")],
+    "Q5_K": [("d", 0, 2, "fp16 scale of the scales"), ("dmin", 2, 4, "fp16 scale of the mins"),
+             ("scales", 4, 16, "8 x 6-bit scales + 8 x 6-bit mins"), ("qh", 16, 48, "256 fifth bits"),
+             ("qs", 48, 176, "256 x low 4 bits")],
+    "Q6_K": [("ql", 0, 128, "256 x low 4 bits"), ("qh", 128, 192, "256 x high 2 bits"),
+             ("scales", 192, 208, "16 x int8 scales"), ("d", 208, 210, "fp16 scale of the scales")],
+    "IQ4_NL": [("d", 0, 2, "fp16 scale"), ("qs", 2, 18, "32 x 4-bit table indices")],
+    "IQ4_XS": [("d", 0, 2, "fp16 scale of the scales"), ("scales_h", 2, 4, "high 2 bits of 8 scales"),
+               ("scales_l", 4, 8, "low 4 bits of 8 scales"), ("qs", 8, 136, "256 x 4-bit table indices")],
+    "IQ2_XXS": [("d", 0, 2, "fp16 scale"), ("qs", 2, 66, "per 32: 4 grid indices + 4 x 7 sign bits + 4-bit scale")],
+    "IQ3_XXS": [("d", 0, 2, "fp16 scale"), ("qs", 2, 66, "64 grid indices (4 weights each)"),
+                ("signs+scales", 66, 98, "per 32: 4 x 7 sign bits + 4-bit scale")],
+    "MXFP4": [("e", 0, 1, "E8M0 shared exponent"), ("qs", 1, 17, "32 x E2M1 codes")],
+}
+
+#: colours of the fields, in the order a block lists them (projector-friendly, distinct)
+FIELD_COLORS = ("#f4b400", "#4285f4", "#db4437", "#0f9d58", "#ab47bc", "#00acc1", "#ff7043")
+
+
+def field_of_bytes(fmt) -> list[tuple[str, str]] | None:
+    """(field, colour) for every byte of one block of ``fmt``, or None for a format without a layout here."""
+    lay = FIELD_LAYOUT.get(get(fmt).name)
+    if lay is None:
+        return None
+    out = []
+    for k, (name, a, b, _) in enumerate(lay):
+        out += [(name, FIELD_COLORS[k % len(FIELD_COLORS)])] * (b - a)
+    return out
+
+
+def hex_html(b: np.ndarray, fmt, width: int = 16) -> str:
+    """The bytes of one block as hex, each byte's background the colour of its field, and a legend."""
+    b = np.asarray(b, dtype=np.uint8).reshape(-1)
+    owner = field_of_bytes(fmt)
+    if owner is None or len(owner) != b.size:
+        return f"<pre class='ql-hex' style='font-size:12px;margin:2px'>{hexdump(b, width)}</pre>"
+    lines = []
+    for i in range(0, b.size, width):
+        cells = "".join(f"<span title='{owner[j][0]} (byte {j})' style='background:{owner[j][1]}33;"
+                        f"border-bottom:3px solid {owner[j][1]};padding:0 2px;margin-right:2px'>{b[j]:02x}</span>"
+                        for j in range(i, min(i + width, b.size)))
+        lines.append(f"{i:04x}  {cells}")
+    legend = " ".join(f"<span style='border-bottom:3px solid {FIELD_COLORS[k % len(FIELD_COLORS)]};"
+                      f"padding:0 3px'><b>{html.escape(n)}</b> bytes {a}-{e - 1}: {html.escape(what)}</span>"
+                      for k, (n, a, e, what) in enumerate(FIELD_LAYOUT[get(fmt).name]))
+    return (f"<pre class='ql-hex' style='font-size:12px;margin:2px;line-height:1.7'>{chr(10).join(lines)}</pre>"
+            f"<div class='ql-hex-legend' style='font-size:12px;line-height:1.8'>{legend}</div>")
+
+
+def plot_block_map(ax, fmt="Q4_K", width: int = 16) -> None:
+    """A block drawn byte by byte (one square per byte, coloured by field, rows of ``width`` bytes), the
+    fields named in the legend with their byte ranges: the opening picture of notebook 04."""
+    from matplotlib.patches import Patch, Rectangle
+
+    f = get(fmt)
+    lay = FIELD_LAYOUT[f.name]
+    ax.clear()
+    for k, (name, a, e, what) in enumerate(lay):
+        c = FIELD_COLORS[k % len(FIELD_COLORS)]
+        for j in range(a, e):
+            ax.add_patch(Rectangle((j % width, -(j // width)), 0.92, 0.92, color=c))
+    rows = -(-f.type_size // width)
+    ax.set_xlim(-0.2, width + 0.1)
+    ax.set_ylim(-rows + 0.8, 1.05)
+    ax.set_aspect("equal")
+    ax.set_xticks([i + 0.46 for i in range(0, width, 4)], [str(i) for i in range(0, width, 4)], fontsize=10)
+    ax.set_yticks([-r + 0.46 for r in range(rows)], [str(r * width) for r in range(rows)], fontsize=10)
+    ax.set_xlabel("byte within the row", fontsize=10)
+    ax.set_ylabel("row starts at byte", fontsize=10)
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+    ax.legend(handles=[Patch(color=FIELD_COLORS[k % len(FIELD_COLORS)],
+                             label=f"{n}: bytes {a}-{e - 1} ({e - a} B), {what}")
+                       for k, (n, a, e, what) in enumerate(lay)],
+              loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize=10, frameon=False)
+    ax.set_title(f"One {f.name} block: {f.block_size} weights in {f.type_size} bytes = {f.bpw:g} bits per weight",
+                 fontsize=11)
 
 
 def hexdump(b: np.ndarray, width: int = 16) -> str:
@@ -169,7 +278,7 @@ class BlockInspector(App):
         self.fields_html = W.HTML()
         self.source = W.HTML()
         self.out = W.Output()
-        self.fig, self.ax = new_figure(6.5, 2.6)
+        self.fig, self.ax = new_figure(7.5, 3.4)
         self.fields: dict = {}
         self.status = ""
         self._q = None
@@ -227,7 +336,7 @@ class BlockInspector(App):
         vals = np.asarray(d["values"], dtype=np.float32).reshape(-1)
         self.header.value = (head + f" — block {i} of {self.block.max + 1}: SQNR "
                              f"<b class='ql-block-sqnr'>{metrics.sqnr_db(orig, vals):.2f} dB</b></div>")
-        self.hex.value = f"<pre class='ql-hex' style='font-size:11px;margin:2px'>{hexdump(d['bytes'])}</pre>"
+        self.hex.value = hex_html(d["bytes"], f)
         rows = "".join(f"<tr><td style='padding-right:8px'><b>{html.escape(str(k))}</b></td>"
                        f"<td>{html.escape(_short(v))}</td></tr>"
                        for k, v in d.items() if k not in ("bytes", "values", "format", "index"))
@@ -238,9 +347,11 @@ class BlockInspector(App):
         ax.plot(k, orig, "o", ms=3, mfc="none", color="#777777", label="original")
         ax.plot(k, vals, ".", ms=4, color="#d9534f", label=f"{f.name} value")
         ax.vlines(k, orig, vals, color="#d9534f", lw=0.5)
-        ax.set_title(f"block {i}: original weights and what {f.name} gives back", fontsize=9)
-        ax.legend(fontsize=7)
-        ax.tick_params(labelsize=7)
+        ax.set_title(f"block {i}: original weights and what {f.name} gives back", fontsize=11)
+        ax.set_xlabel("weight index in the block", fontsize=10)
+        ax.set_ylabel("weight value", fontsize=10)
+        ax.legend(fontsize=10)
+        ax.tick_params(labelsize=10)
         self.fig.tight_layout()
         show_figure(self.out, self.fig)
 

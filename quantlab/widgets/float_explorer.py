@@ -268,6 +268,58 @@ def _bits_html(f: dict) -> str:
             + "&nbsp;" + cell(f["mantissa_bits"], _COLORS["man"]))
 
 
+def _power_label(v, pos=None) -> str:
+    """Tick label of a log axis as plain text, '1e-05' / '0.01' / '1' / '1e+38': no mathtext. (The default
+    log formatter writes '$\\mathdefault{10^{-5}}$' strings that matplotlib parses with pyparsing at every
+    redraw; one such parse in the widget raised a ParseException once in a live session, issue 19. Plain
+    labels take that parser out of the widget's redraws.)"""
+    if v <= 0:
+        return ""
+    e = math.log10(v)
+    if abs(e - round(e)) > 1e-9:
+        return ""                              # label the decades only
+    e = int(round(e))
+    return f"{10.0 ** e:g}" if -3 <= e <= 3 else f"1e{e:+03d}"
+
+
+def _plain_log_ticks(ax) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    span = math.log10(ax.get_xlim()[1]) - math.log10(max(ax.get_xlim()[0], 1e-300))
+    step = max(1, int(math.ceil(span / 8)))          # at most ~8 labelled decades: no overlapping labels
+    ax.xaxis.set_major_locator(LogLocator(base=10.0 ** step, numticks=12))
+    ax.xaxis.set_major_formatter(FuncFormatter(_power_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_grids(ax, formats=("E2M1", "E4M3", "E5M2"), tensor=None) -> None:
+    """The opening picture of notebook 01: every positive value of each small float format as a tick on a
+    log axis (one row per format), over the histogram of a real tensor's |weights|."""
+    ax.clear()
+    colors = ["#d9534f", "#2a7ab0", "#3c9a3c", "#8e44ad"]
+    for row, (name, c) in enumerate(zip(formats, colors)):
+        g = positive_grid(name)[0]
+        g = g[g > 0]
+        ax.vlines(g, row + 0.1, row + 0.9, color=c, lw=1)
+        ax.text(g.max() * 1.5, row + 0.5, f"{name}: {g.size} positive values, {g.min():.3g} .. {g.max():g}",
+                va="center", fontsize=10, color=c)
+    if tensor is not None:
+        a = np.abs(np.asarray(tensor, dtype=np.float64).reshape(-1))
+        a = a[a > 0]
+        h, edges = np.histogram(np.log10(a), bins=80)
+        ax.fill_between(10 ** edges[:-1], -1.1, -1.1 + h / h.max(), step="post", color="#999999")
+        ax.text(10 ** edges[0], -1.25, "|weights| of a real tensor (MiniLM), unscaled", fontsize=10,
+                va="top", color="#555555")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-7, 1e8)
+    ax.set_ylim(-1.6, len(formats) + 0.1)
+    ax.set_yticks([])
+    ax.set_xlabel("|value| (log scale)", fontsize=10)
+    ax.tick_params(labelsize=10)
+    _plain_log_ticks(ax)
+    ax.set_title("Where the values of small float formats lie, and where real weights lie", fontsize=11)
+
+
 class FloatExplorer(App):
     def __init__(self, value: float = 0.1, fmt: str = "E4M3", tensor=None):
         from ._common import DEFAULT_TENSOR, real_tensor
@@ -281,7 +333,7 @@ class FloatExplorer(App):
         self.table = W.HTML()
         self.grid_info = W.HTML()
         self.out = W.Output()
-        self.fig, self.ax = new_figure(7.5, 2.8)
+        self.fig, self.ax = new_figure(9.0, 3.6)
         self.result: dict = {}
         self.stats: dict = {}
         for wdg in (self.number, self.fmt, self.scaled):
@@ -333,11 +385,14 @@ class FloatExplorer(App):
             for v, lab in ((tiny, "smallest normal"), (mx, "max")):
                 if lo / 10 <= v <= hi * 10:
                     ax.axvline(v, color=_COLORS["sign"], lw=1.0)
-                    ax.text(v, ax.get_ylim()[1] * 0.9, lab, fontsize=7, rotation=90, va="top")
-        ax.set_title(f"|weights| of the tensor{' x %.3g' % st['scale'] if st['scale'] != 1 else ''} "
-                     f"and the {s.name} grid (blue lines)", fontsize=9)
-        ax.set_xlabel("|value| (log scale)", fontsize=8)
-        ax.tick_params(labelsize=7)
+                    ax.text(v, ax.get_ylim()[1] * 0.9, lab, fontsize=10, rotation=90, va="top")
+        scaled = f" x {st['scale']:.3g}" if st["scale"] != 1 else ""
+        ax.set_title(f"|weights| of the tensor{scaled} and the {s.name} "
+                     f"{'grid (blue lines)' if s.bits <= 8 else 'range (red lines)'}", fontsize=11)
+        ax.set_xlabel("|value| (log scale, no unit)", fontsize=10)
+        ax.set_ylabel("weights per bin", fontsize=10)
+        ax.tick_params(labelsize=10)
+        _plain_log_ticks(ax)
         self.fig.tight_layout()
         self.grid_info.value = (
             f"<div class='ql-cast'>Casting all {st['n']:,} weights to {s.name}: SQNR "

@@ -28,7 +28,7 @@ class GroupSize(App):
                                        continuous_update=False, layout=W.Layout(width="480px"))
         self.summary = W.HTML()
         self.out = W.Output()
-        self.fig, self.ax = new_figure(7.0, 3.6)
+        self.fig, self.ax = new_figure(9.0, 4.8)
         self.result: dict = {}
         self._frontiers: dict = {}
         self.tensor.observe(self._load_and_update, names="value")
@@ -75,14 +75,14 @@ class GroupSize(App):
         best = toyquant.pareto(pts)
         ax.plot([p["bpw"] for p in best], [p["sqnr_db"] for p in best], "k--", lw=0.8, label="frontier")
         ax.plot([r["bpw"]], [r["sqnr_db"]], "r*", ms=14, label="selected")
-        ax.set_xlabel("bits per weight (codes + scales)", fontsize=8)
-        ax.set_ylabel("SQNR (dB)", fontsize=8)
+        ax.set_xlabel("bits per weight (codes + scales)", fontsize=10)
+        ax.set_ylabel("SQNR (dB)", fontsize=10)
         ax.set_xlim(1.8, 10.5)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
-        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=10, ncol=3, loc="lower right")
+        ax.tick_params(labelsize=10)
         ax.set_title("each line: one bit width, groups from the whole tensor (left) to 8 weights (right)",
-                     fontsize=8)
+                     fontsize=11)
         self.fig.tight_layout()
         show_figure(self.out, self.fig)
 

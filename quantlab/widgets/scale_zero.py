@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from . import toyquant
 from ._common import DEFAULT_TENSOR, App, minilm_matrices, new_figure, real_tensor, show_figure
@@ -25,7 +26,7 @@ class ScaleZero(App):
         self.group = W.Dropdown(options=["tensor", "channel"], value=group, description="scale per")
         self.summary = W.HTML()
         self.out = W.Output()
-        self.fig, (self.ax_w, self.ax_e) = new_figure(9.0, 3.0, ncols=2)
+        self.fig, (self.ax_w, self.ax_e) = new_figure(11.0, 3.8, ncols=2)
         self.result: dict = {}
         self._load()
         self.tensor.observe(self._load_and_update, names="value")
@@ -66,17 +67,24 @@ class ScaleZero(App):
             levels = np.unique(r["y"])
             for lv in levels[(levels >= -lim) & (levels <= lim)][:300]:
                 ax.axvline(lv, color="#2a7ab0", lw=0.5, alpha=0.6)
-        ax.set_title(f"weights (grey) and the {r['bits']}-bit grid (blue)", fontsize=9)
+        ax.set_title(f"weights (grey) and the {r['bits']}-bit grid (blue)", fontsize=11)
         ax.set_yscale("log")
-        ax.tick_params(labelsize=7)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, pos=None: f"{v:g}"))   # 1, 10, 100: no mathtext
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("weight value", fontsize=10)
+        ax.set_ylabel("weights per bin (log)", fontsize=10)
+        ax.tick_params(labelsize=10)
         ax = self.ax_e
         ax.clear()
         e = (r["y"].astype(np.float64) - self.w).reshape(-1)
         keep = ~r["clipped"].reshape(-1)
         m = float(np.percentile(np.abs(e), 99.9)) * 1.5 or 1e-9
         ax.hist(e[keep], bins=100, range=(-m, m), color="#3c9a3c")
-        ax.set_title("error y - x of the unclipped weights", fontsize=9)
-        ax.tick_params(labelsize=7)
+        ax.set_title("error y - x of the unclipped weights", fontsize=11)
+        ax.set_xlabel("error (same unit as the weights)", fontsize=10)
+        ax.set_ylabel("weights per bin", fontsize=10)
+        ax.tick_params(labelsize=10)
+        ax.xaxis.get_major_formatter().set_powerlimits((-3, 4))
         self.fig.tight_layout()
         show_figure(self.out, self.fig)
 
