@@ -122,7 +122,8 @@ def _outlier_4bit_groups():
 
 @exercise("03.2", "4-bit symmetric codes on the outlier tensor (the widget's default, 128 rows): what is the "
           "LARGEST group (weights per scale, among 4096, 1024, 256, 64, 32, 16, 8) that reaches SQNR >= 20 dB?",
-          hint="Look at the 'SQNR dB' column of the overhead table, from the big groups down.",
+          hint="Set the widget to 4 bits, symmetric, and move 'scale per' from the big groups down: its summary "
+               "line gives the SQNR of each (the opening picture plots them too).",
           explain="32 weights per scale (4.5 bpw) is the first to pass 20 dB; it is the group size of Q4_0.",
           abs=0)
 def _03_2():
