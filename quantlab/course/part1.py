@@ -45,7 +45,7 @@ def _00_3():
 
 @exercise("01.1", "What does 0.1 become in FP8 E4M3 (round to nearest)?",
           hint="0.1 = 1.6 x 2^-4; E4M3 keeps 3 mantissa bits, so the steps near 0.1 are 2^-4 / 8 = 0.0078125.",
-          explain="1.101 (binary) x 2^-4 = 1.625/16 = 0.1015625.", rel=1e-6)
+          explain="1.101 (binary) x 2^-4 = 1.625/16 = 0.1015625.", abs=5e-5)
 def _01_1():
     from ..widgets.float_explorer import encode
     return encode(0.1, "E4M3")["stored"]
