@@ -38,7 +38,8 @@ from . import kquants as _kq
 from . import legacy as _legacy
 from ._fp import F16_TABLE
 from ._rows import numba_thread_fns
-from .act import fake_quantize_activations, quantize_activations  # noqa: F401  (re-exported: notebooks import them from here)
+# re-exported: notebooks and other modules import the activation quantizers from here
+from .act import fake_quantize_activations, quantize_activations  # noqa: F401
 from .simd import (_at, _f16_at, _fma_block, _fma_ivec, _izero, _load_bytes, _nib_codes, _q5_codes, _split_block,
                    _table16, _vsum, _vzero)
 

@@ -1,5 +1,6 @@
-"""Run a GGUF model with quantlab's own kernels: tokenizer, llama forward, perplexity / KL divergence,
-importance matrices, speed.
+"""Run a GGUF model with quantlab's own kernels: tokenizer, the forward pass of the llama, qwen2, qwen3,
+gemma3 and phi3 families (``SUPPORTED_ARCHS``; any other architecture is refused with a ModelError
+naming it), perplexity / KL divergence, importance matrices, speed.
 
     >>> m = quantlab.model.load(quantlab.data.path("smollm2"))
     >>> m.generate("The capital of France is", n_predict=8)
@@ -9,8 +10,9 @@ importance matrices, speed.
 """
 from .eval import EvalResult, bench, evaluate
 from .imatrix import Imatrix, imatrix, load_imatrix, save_imatrix  # noqa: F811 (the function shadows the module)
+from .arch import SUPPORTED_ARCHS, Arch
 from .llama import Config, KVCache, Linear, Model, load, threads
 from .tokenizer import Tokenizer
 
-__all__ = ["load", "Model", "Config", "KVCache", "Linear", "Tokenizer", "threads", "evaluate", "EvalResult",
-           "imatrix", "Imatrix", "save_imatrix", "load_imatrix", "bench"]
+__all__ = ["load", "Model", "Config", "Arch", "SUPPORTED_ARCHS", "KVCache", "Linear", "Tokenizer", "threads",
+           "evaluate", "EvalResult", "imatrix", "Imatrix", "save_imatrix", "load_imatrix", "bench"]

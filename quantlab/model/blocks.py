@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 
 import numpy as np
@@ -159,31 +158,72 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return (x * scale[:, None]) * w
 
 
-def rope_tables(pos: np.ndarray, n_rot: int, base: float, freq_scale: float):
+class Rope:
+    """How one layer rotates q and k (ggml_rope_ext without YaRN): the first ``n_rot`` values of each
+    head, pairs (2i, 2i+1) or, ``neox``, (i, i + n_rot/2); pair i turns by
+    freq_scale * (pos * theta_scale^i) / ff[i] with theta_scale = powf(base, -2/n_rot) (``ff``:
+    frequency factors, Llama 3's rope_freqs or Phi-3's LongRoPE factors, else ones); cos and sin are
+    then multiplied by ``mscale``."""
+
+    def __init__(self, n_rot: int, base: float, freq_scale: float = 1.0, neox: bool = False,
+                 ff: np.ndarray | None = None, mscale: float = 1.0):
+        self.n_rot, self.neox = int(n_rot), bool(neox)
+        # powf(base, -2.0f/n_rot) as ggml computes it: float32 exponent, pow rounded once to float32
+        self.theta_scale = np.float32(float(np.float32(base)) ** float(np.float32(-2.0) / np.float32(n_rot)))
+        self.freq_scale, self.mscale = np.float32(freq_scale), np.float32(mscale)
+        self.ff = np.ones(n_rot // 2, np.float32) if ff is None else np.ascontiguousarray(ff, dtype=np.float32)
+
+
+def rope_tables(pos: np.ndarray, rope: Rope):
     """cos/sin per position and pair, computed the way ggml's rope cache does (float32, theta
-    multiplied by base^(-2/n_rot) pair after pair)."""
-    theta_scale = np.float32(base ** (-2.0 / n_rot))
-    theta = (pos.astype(np.float32) * np.float32(freq_scale))[:, None]
+    multiplied by theta_scale pair after pair, then / ff[i] * freq_scale; cos, sin times mscale)."""
+    n_rot, theta_scale, ff, fs = rope.n_rot, rope.theta_scale, rope.ff, rope.freq_scale
+    cur = pos.astype(np.float32)
     th = np.empty((len(pos), n_rot // 2), dtype=np.float32)
-    cur = theta[:, 0].copy()
     for i in range(n_rot // 2):
-        th[:, i] = cur
+        th[:, i] = fs * (cur / ff[i])
         cur = (cur * theta_scale).astype(np.float32)
-    return np.cos(th).astype(np.float32), np.sin(th).astype(np.float32)
+    return np.cos(th).astype(np.float32) * rope.mscale, np.sin(th).astype(np.float32) * rope.mscale
 
 
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> None:
-    """In place, "normal" (non-NeoX) RoPE: rotate the pairs (x[2i], x[2i+1]) of each head."""
-    x0 = x[..., 0:n_rot:2].copy()
-    x1 = x[..., 1:n_rot:2]
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool = False) -> None:
+    """In place: rotate the pairs (x[2i], x[2i+1]) of each head ("normal" RoPE), or (x[i], x[i+n_rot/2])
+    (NeoX)."""
+    if neox:
+        h = n_rot // 2
+        i0, i1 = slice(0, h), slice(h, n_rot)
+    else:
+        i0, i1 = slice(0, n_rot, 2), slice(1, n_rot, 2)
+    x0 = x[..., i0].copy()
+    x1 = x[..., i1]
     c = cos[:, None, :]
     s = sin[:, None, :]
-    x[..., 0:n_rot:2] = x0 * c - x1 * s
-    x[..., 1:n_rot:2] = x0 * s + x1 * c
+    x[..., i0] = x0 * c - x1 * s
+    x[..., i1] = x0 * s + x1 * c
 
 
 def silu(x: np.ndarray) -> np.ndarray:
     return x / (np.float32(1) + np.exp(-x))
+
+
+def _gelu_table() -> np.ndarray:
+    """ggml_table_gelu_f16 as float32: GELU-tanh (ggml_gelu_f32, float32) of every fp16 value, rounded
+    to fp16 -- what ggml's CPU gelu/geglu look up (GGML_GELU_FP16)."""
+    x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(all="ignore"):
+        y = np.float32(0.5) * x * (np.float32(1) + np.tanh(np.float32(0.79788456080286535587989211986876) * x
+                                                          * (np.float32(1) + np.float32(0.044715) * x * x)))
+    return y.astype(np.float16).astype(np.float32)
+
+
+GELU_TABLE = _gelu_table()
+
+
+def geglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """gelu(g) * u as ggml's CPU geglu (see kernels.llama.geglu): the fp16 table between -10 and 10."""
+    y = GELU_TABLE[g.astype(np.float16).view(np.uint16)] * u
+    y = np.where(g >= np.float32(10), g * u, y)
+    return np.where(g <= np.float32(-10), np.float32(0), y).astype(np.float32)
 
 
 def softmax_rows(s: np.ndarray) -> np.ndarray:
@@ -201,27 +241,33 @@ class GenerationOps:
     """A few tokens at positions ``pos``: numba kernels (one call per step, outputs preallocated)."""
 
     def __init__(self, cfg, pos: np.ndarray):
-        self.cfg, self.pos = cfg, pos
-        self.theta_scale = np.float32(cfg.rope_base ** (-2.0 / cfg.n_rot))
-        self.rope_scale = np.float32(cfg.rope_scale)
-        self.kq_scale = np.float32(1.0 / math.sqrt(cfg.head_dim))
+        self.eps, self.pos = cfg.eps, pos
 
     def norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         h = np.empty_like(x)
-        lk.rms_norm(x, w, self.cfg.eps, h)
+        lk.rms_norm(x, w, self.eps, h)
         return h
 
-    def rope_store(self, q, k, v, kc, vc, p0: int) -> None:
-        lk.rope_store(q, k, v, self.pos, self.cfg.n_rot, self.theta_scale, self.rope_scale, kc, vc, p0)
+    def head_norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """RMSNorm over each head's D values of x [T, heads, D]."""
+        T, n, D = x.shape
+        return self.norm(np.ascontiguousarray(x).reshape(T * n, D), w).reshape(T, n, D)
 
-    def attention(self, q, kc, vc, p0: int) -> np.ndarray:
+    def rope_store(self, q, k, v, kc, vc, p0: int, rope: Rope) -> None:
+        lk.rope_store(q, k, v, self.pos, rope.n_rot, rope.theta_scale, rope.freq_scale, rope.ff, rope.mscale,
+                      rope.neox, kc, vc, p0)
+
+    def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
         T, H, D = q.shape
         a = np.empty((T, H, D), dtype=np.float32)
-        lk.attention(q, kc, vc, mm.F16, p0, self.kq_scale, a)
+        lk.attention(q, kc, vc, n_swa, p0, scale, a)
         return a.reshape(T, H * D)
 
-    def glu(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
-        lk.swiglu(g, u, g)
+    def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
+        if act == "gelu":
+            lk.geglu(g, u, GELU_TABLE, g)
+        else:
+            lk.swiglu(g, u, g)
         return g
 
 
@@ -229,26 +275,34 @@ class PromptOps:
     """A prompt batch at positions ``pos``: numpy and BLAS (RoPE tables computed once per call)."""
 
     def __init__(self, cfg, pos: np.ndarray):
-        self.cfg, self.pos = cfg, pos
-        self.cos, self.sin = rope_tables(pos, cfg.n_rot, cfg.rope_base, cfg.rope_scale)
+        self.eps, self.pos = cfg.eps, pos
+        self._tables: dict = {}
 
     def norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return rms_norm(x, w, self.cfg.eps)
+        return rms_norm(x, w, self.eps)
 
-    def rope_store(self, q, k, v, kc, vc, p0: int) -> None:
-        n_rot, T = self.cfg.n_rot, q.shape[0]
-        apply_rope(q, self.cos, self.sin, n_rot)
-        apply_rope(k, self.cos, self.sin, n_rot)
+    def head_norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        T, n, D = x.shape
+        return self.norm(x.reshape(T * n, D), w).reshape(T, n, D)
+
+    def rope_store(self, q, k, v, kc, vc, p0: int, rope: Rope) -> None:
+        cs = self._tables.get(id(rope))
+        if cs is None:
+            cs = self._tables[id(rope)] = rope_tables(self.pos, rope)
+        T = q.shape[0]
+        apply_rope(q, cs[0], cs[1], rope.n_rot, rope.neox)
+        apply_rope(k, cs[0], cs[1], rope.n_rot, rope.neox)
         kc[p0:p0 + T] = k.astype(np.float16).view(np.uint16)
         vc[p0:p0 + T] = v.astype(np.float16).view(np.uint16)
 
-    def attention(self, q, kc, vc, p0: int) -> np.ndarray:
-        """Causal attention of T query rows over the cache's first p0 + T positions.
+    def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
+        """Causal attention of T query rows over the cache's first p0 + T positions (``n_swa`` > 0:
+        query p sees only keys p - n_swa + 1 .. p).
 
         The queries go in blocks of ATT_BLOCK rows and a block only multiplies the keys it can see
-        (positions up to its last query's): with a causal mask the rest would be scored, set to -inf and
-        then contribute exp(-inf) = 0, so skipping them halves the work of a long prompt and changes no
-        probability; only the float summation over the visible keys remains."""
+        (from its first query's window start to its last query's position): with a mask the rest would
+        be scored, set to -inf and then contribute exp(-inf) = 0, so skipping them halves the work of a
+        long prompt and changes no probability; only the float summation over the visible keys remains."""
         T, H, D = q.shape
         pos = self.pos
         n_kv = p0 + T
@@ -256,26 +310,30 @@ class PromptOps:
         g = H // Hkv
         K = kc[:n_kv].view(np.float16).astype(np.float32)       # [n_kv, Hkv, D]
         V = vc[:n_kv].view(np.float16).astype(np.float32)
-        scale = np.float32(1.0 / math.sqrt(D))
         out = np.empty((T, H, D), dtype=np.float32)
         for t0 in range(0, T, ATT_BLOCK):
             t1 = min(T, t0 + ATT_BLOCK)
             tb = t1 - t0
             nk = min(n_kv, int(pos[t0:t1].max()) + 1)                  # keys this block can see
-            mask = np.where(pos[t0:t1, None] < np.arange(nk)[None, :], np.float32(-np.inf), np.float32(0))
+            k0 = max(0, int(pos[t0:t1].min()) - n_swa + 1) if n_swa > 0 else 0
+            kp = np.arange(k0, nk)[None, :]
+            hidden = pos[t0:t1, None] < kp
+            if n_swa > 0:
+                hidden |= pos[t0:t1, None] - kp >= n_swa
+            mask = np.where(hidden, np.float32(-np.inf), np.float32(0))
             for kh in range(Hkv):
                 qh = q[t0:t1, kh * g:(kh + 1) * g, :].transpose(1, 0, 2).reshape(g * tb, D)
-                s = qh @ K[:nk, kh, :].T                              # [g*tb, nk]
+                s = qh @ K[k0:nk, kh, :].T                            # [g*tb, nk - k0]
                 s *= scale
-                s = s.reshape(g, tb, nk)
+                s = s.reshape(g, tb, nk - k0)
                 s += mask                                            # masked positions -> -inf
-                p = softmax_rows(s.reshape(g * tb, nk))
-                o = p @ V[:nk, kh, :]                                # [g*tb, D]
+                p = softmax_rows(s.reshape(g * tb, nk - k0))
+                o = p @ V[k0:nk, kh, :]                              # [g*tb, D]
                 out[t0:t1, kh * g:(kh + 1) * g, :] = o.reshape(g, tb, D).transpose(1, 0, 2)
         return out.reshape(T, H * D)
 
-    def glu(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
-        return silu(g) * u
+    def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
+        return geglu(g, u) if act == "gelu" else silu(g) * u
 
 
 def ops_for(cfg, pos: np.ndarray, n_rows: int | None = None):

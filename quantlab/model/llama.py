@@ -1,16 +1,22 @@
-"""A llama-architecture transformer that runs straight from the GGUF file, weights kept quantized.
+"""The transformer families quantlab runs (llama, qwen2, qwen3, gemma3, phi3), straight from the GGUF
+file with the weights kept quantized.
 
-The forward pass, as llama.cpp builds it for ``general.architecture = llama`` (``src/models/llama.cpp``)::
+One forward pass serves every family; what differs is an :class:`~quantlab.model.arch.Arch` record
+(see :mod:`quantlab.model.arch`, with the llama.cpp source each follows). A layer, as llama.cpp builds
+it (``src/models/llama.cpp`` and the others)::
 
-    x = token_embd[tokens]                                  (rows dequantized on demand)
+    x = token_embd[tokens]                          (* sqrt(n_embd): gemma3)
     for each layer:
         h = rms_norm(x) * attn_norm
-        q, k, v = Wq h, Wk h, Wv h                          (GQA: n_head_kv < n_head)
-        q, k = rope(q), rope(k)                             ("normal" RoPE: pairs (2i, 2i+1))
-        x = x + Wo softmax(q k^T / sqrt(d) + causal mask) v (K, V cached as fp16, like llama.cpp)
+        q, k, v = Wq h, Wk h, Wv h                  (or one fused Wqkv; + biases where the file has them)
+        q, k = rms_norm per head (qwen3, gemma3)
+        q, k = rope(q), rope(k)                     (normal or NeoX pairs; frequency factors; per-layer base)
+        a = Wo softmax(q k^T * scale + mask) v      (GQA; K, V cached as fp16; causal, or a sliding window)
+        x = x + a                                   (a = rms_norm(a) * post_attention_norm first: gemma3)
         h = rms_norm(x) * ffn_norm
-        x = x + Wdown (silu(Wgate h) * Wup h)               (SwiGLU)
-    logits = output (rms_norm(x) * output_norm)             (output = token_embd when tied)
+        f = Wdown (act(Wgate h) * Wup h)            (SwiGLU, or GeGLU: gemma3; gate|up fused: phi3)
+        x = x + f                                   (f = rms_norm(f) * post_ffw_norm first: gemma3)
+    logits = output (rms_norm(x) * output_norm)     (output = token_embd when tied)
 
 Every ``W h`` reads the weight's own blocks (see :mod:`quantlab.kernels.matmul`): integer block dot
 products for a few tokens, a dequantized tile of rows at a time + BLAS for prompt batches. Nothing is
@@ -18,83 +24,41 @@ expanded to float32 up front; resident memory stays near the file size.
 """
 from __future__ import annotations
 
+import math
 import os
 import pathlib
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ModelError
 from ..kernels import matmul as mm
-from .blocks import (ATT_BLOCK, SMALL_BATCH, TILE_ELEMS, KVCache, Linear, _dequantize_any,  # noqa: F401
+from .arch import ARCHS, SUPPORTED_ARCHS, Config, check_architecture  # noqa: F401  (Config: public API)
+from .blocks import (ATT_BLOCK, SMALL_BATCH, TILE_ELEMS, KVCache, Linear, Rope, _dequantize_any,  # noqa: F401
                      apply_rope, ops_for, rms_norm, rope_tables, silu, softmax_rows, threads)
 from .tokenizer import Tokenizer
-
-SUPPORTED_ARCHS = ("llama",)
-
-
-@dataclass(frozen=True)
-class Config:
-    arch: str
-    n_vocab: int
-    n_embd: int
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    n_ff: int
-    head_dim: int
-    n_rot: int
-    rope_base: float
-    rope_scale: float
-    eps: float
-    n_ctx_train: int
-
-    @classmethod
-    def from_metadata(cls, md, n_vocab: int) -> "Config":
-        arch = md.get("general.architecture")
-        if arch not in SUPPORTED_ARCHS:
-            raise ModelError(f"unsupported architecture {arch!r}: quantlab runs {', '.join(SUPPORTED_ARCHS)} models")
-
-        def need(key, default=None):
-            v = md.get(f"{arch}.{key}", default)
-            if v is None:
-                raise ModelError(f"the GGUF metadata lacks {arch}.{key}, needed to run the model")
-            return v
-
-        n_embd = int(need("embedding_length"))
-        n_head = int(need("attention.head_count"))
-        n_head_kv = int(need("attention.head_count_kv", n_head))
-        head_dim = int(md.get(f"{arch}.attention.key_length", n_embd // n_head))
-        if n_head % n_head_kv:
-            raise ModelError(f"{n_head} query heads cannot share {n_head_kv} key/value heads evenly")
-        scale = md.get(f"{arch}.rope.scaling.factor")
-        stype = md.get(f"{arch}.rope.scaling.type", "none")
-        if stype not in ("none", "linear") or (scale and stype == "none" and float(scale) != 1.0):
-            raise ModelError(f"RoPE scaling {stype!r} is not supported")
-        return cls(arch=arch, n_vocab=n_vocab, n_embd=n_embd, n_layer=int(need("block_count")),
-                   n_head=n_head, n_head_kv=n_head_kv, n_ff=int(need("feed_forward_length")),
-                   head_dim=head_dim, n_rot=int(md.get(f"{arch}.rope.dimension_count", head_dim)),
-                   rope_base=float(md.get(f"{arch}.rope.freq_base", 10000.0)),
-                   rope_scale=1.0 / float(scale) if scale and stype == "linear" else 1.0,
-                   eps=float(need("attention.layer_norm_rms_epsilon")),
-                   n_ctx_train=int(md.get(f"{arch}.context_length", 2048)))
 
 
 class Layer:
     """One transformer block's weights (Linear matrices, float32 norm vectors) by role."""
 
-    LINEARS = ("wq", "wk", "wv", "wo", "wg", "wu", "wd")     # graph order
+    LINEARS = ("wqkv", "wq", "wk", "wv", "wo", "wg", "wu", "wd")     # graph order
+    OPTIONAL = ("wqkv", "wq", "wk", "wv", "wg", "bqkv", "bq", "bk", "bv", "bo", "bg", "bu", "bd",
+                "q_norm", "k_norm", "post_attn_norm", "post_ffn_norm")
 
     def __init__(self, **parts):
+        for k in self.OPTIONAL:
+            setattr(self, k, None)
         self.__dict__.update(parts)
         self.plans: dict = {}      # Model._project's per-layer plans for stacked products
+        self.rope: Rope | None = None
+        self.n_swa = 0             # sliding window of this layer (0: whole context)
 
     def linears(self) -> list:
         return [getattr(self, k) for k in self.LINEARS if getattr(self, k, None) is not None]
 
 
 class Model:
-    """A llama-architecture GGUF model, weights left in their stored formats.
+    """A GGUF model of a supported family (see SUPPORTED_ARCHS), weights left in their stored formats.
 
     >>> m = quantlab.model.load(quantlab.data.path("smollm2"))
     >>> m.tokenize("Hello"), m.generate("The capital of France is", n_predict=8)
@@ -107,48 +71,107 @@ class Model:
         self.file = open_gguf(self.path)
         md = self.file.metadata
         self.metadata = md
+        spec = check_architecture(md)            # an unsupported architecture is refused before anything else
+        if self.file.byte_order != "little":
+            raise ModelError(f"{self.path.name}: big-endian GGUF files cannot be run")
         self.tokenizer = Tokenizer(md)
         self.config = cfg = Config.from_metadata(md, self.tokenizer.n_vocab)
+        self.spec = spec
         ts = self.file.tensors
+        E, H, Hkv, D, F, V = cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_ff, cfg.n_vocab
+        a = cfg.arch
+        dims = (f"{a}.embedding_length={E}, {a}.attention.head_count={H}, {a}.attention.head_count_kv={Hkv}, "
+                f"head size={D}, {a}.feed_forward_length={F}, vocabulary={V}")
 
         def tensor(name, shape):
             if name not in ts:
                 raise ModelError(f"tensor {name!r} is missing from {self.path.name}: this is not a complete "
-                                 f"{cfg.arch} model")
+                                 f"{a} model")
             t = ts[name]
             if tuple(t.shape) != tuple(shape):
-                raise ModelError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-            if self.file.byte_order != "little":
-                raise ModelError("big-endian GGUF files cannot be run")
+                raise ModelError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)} from the "
+                                 f"metadata ({dims})")
             return t
 
         self._fd = os.open(self.path, os.O_RDONLY)
 
-        def linear(name, rows, cols):
+        def linear(name, rows, cols, optional=False):
+            if optional and name not in ts:
+                return None
             t = tensor(name, (rows, cols))
+            if t.format.vec_dot_type is None:
+                raise ModelError(f"tensor {name!r} is stored as {t.format.name}, which has no matrix product")
             return Linear(name, t.format, np.ascontiguousarray(t.data), rows, cols,
                           source=(self._fd, t.file_offset))
 
-        def vec(name, n):
-            return np.ascontiguousarray(tensor(name, (n,)).numpy(), dtype=np.float32)
+        def vec(name, n, optional=False):
+            if optional and name not in ts:
+                return None
+            v = np.ascontiguousarray(tensor(name, (n,)).numpy(), dtype=np.float32)
+            if not np.isfinite(v).all():
+                raise ModelError(f"tensor {name!r} holds non-finite values")
+            return v
 
-        E, H, Hkv, D, F = cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_ff
-        self.tok_embd = linear("token_embd.weight", cfg.n_vocab, E)
-        self.output = linear("output.weight", cfg.n_vocab, E) if "output.weight" in ts else self.tok_embd
+        self.tok_embd = linear("token_embd.weight", V, E)
+        self.output = linear("output.weight", V, E, optional=True) or self.tok_embd
         self.tied = self.output is self.tok_embd
+        self.output_b = vec("output.bias", V, optional=True)
         self.output_norm = vec("output_norm.weight", E)
         self.layers = []
         for i in range(cfg.n_layer):
             p = f"blk.{i}."
-            self.layers.append(Layer(
-                attn_norm=vec(p + "attn_norm.weight", E),
-                wq=linear(p + "attn_q.weight", H * D, E), wk=linear(p + "attn_k.weight", Hkv * D, E),
-                wv=linear(p + "attn_v.weight", Hkv * D, E), wo=linear(p + "attn_output.weight", E, H * D),
-                ffn_norm=vec(p + "ffn_norm.weight", E),
-                wg=linear(p + "ffn_gate.weight", F, E), wu=linear(p + "ffn_up.weight", F, E),
-                wd=linear(p + "ffn_down.weight", E, F)))
+            L = Layer(attn_norm=vec(p + "attn_norm.weight", E),
+                      wo=linear(p + "attn_output.weight", E, H * D), bo=vec(p + "attn_output.bias", E, True),
+                      ffn_norm=vec(p + "ffn_norm.weight", E), wd=linear(p + "ffn_down.weight", E, F),
+                      bd=vec(p + "ffn_down.bias", E, True))
+            if p + "attn_qkv.weight" in ts:      # fused Q|K|V rows (phi3; any family may have it)
+                L.wqkv = linear(p + "attn_qkv.weight", (H + 2 * Hkv) * D, E)
+                L.bqkv = vec(p + "attn_qkv.bias", (H + 2 * Hkv) * D, True)
+            else:
+                L.wq, L.wk, L.wv = (linear(p + "attn_q.weight", H * D, E), linear(p + "attn_k.weight", Hkv * D, E),
+                                    linear(p + "attn_v.weight", Hkv * D, E))
+            if L.bqkv is None:
+                L.bq, L.bk, L.bv = (vec(p + "attn_q.bias", H * D, True), vec(p + "attn_k.bias", Hkv * D, True),
+                                    vec(p + "attn_v.bias", Hkv * D, True))
+            if spec.qk_norm:
+                L.q_norm, L.k_norm = vec(p + "attn_q_norm.weight", D), vec(p + "attn_k_norm.weight", D)
+            if spec.post_norms:
+                L.post_attn_norm = vec(p + "post_attention_norm.weight", E)
+                L.post_ffn_norm = vec(p + "post_ffw_norm.weight", E)
+            if spec.fused_gate_up:               # ffn_up = gate rows then up rows (phi3)
+                L.wu = linear(p + "ffn_up.weight", 2 * F, E)
+            else:
+                L.wg, L.wu = linear(p + "ffn_gate.weight", F, E), linear(p + "ffn_up.weight", F, E)
+                L.bg, L.bu = vec(p + "ffn_gate.bias", F, True), vec(p + "ffn_up.bias", F, True)
+            L.n_swa = cfg.n_swa if cfg.is_swa(i) else 0
+            self.layers.append(L)
+        self._ropes = self._rope_choices(vec, md)
         self._buf = np.empty(TILE_ELEMS, dtype=np.float32)
         self.hook = None       # callable(weight_name, activations float32 [T, cols]) for imatrix collection
+
+    def _rope_choices(self, vec, md) -> dict:
+        """(sliding-window layer?, long context?) -> Rope, as llama.cpp picks them per layer and context:
+        sliding-window layers use rope.freq_base_swa and no scaling; Llama 3's rope_freqs factors apply
+        to every layer; LongRoPE (phi3) uses rope_factors_long when the context is longer than
+        rope.scaling.original_context_length, else rope_factors_short."""
+        cfg, spec = self.config, self.spec
+        half = cfg.n_rot // 2
+        longrope = spec.rope_factors == "longrope" or md.get(f"{cfg.arch}.rope.scaling.type") == "longrope"
+        names = ("rope_factors_short.weight", "rope_factors_long.weight") if longrope else \
+            ("rope_freqs.weight",) * 2 if spec.rope_factors == "freqs" else ()
+        short = long = None
+        if names:
+            short, long = (vec(n, half, True) for n in names)
+        for name, ff in zip(names, (short, long)):
+            if ff is not None and not (ff > 0).all():
+                raise ModelError(f"tensor {name!r} holds frequency factors <= 0; expected positive values")
+        out = {}
+        for swa in (False, True):
+            for is_long in (False, True):
+                base, fs = (cfg.rope_base_swa, cfg.rope_scale_swa) if swa else (cfg.rope_base, cfg.rope_scale)
+                out[swa, is_long] = Rope(cfg.n_rot, base, fs, spec.rope_neox, long if is_long else short,
+                                         cfg.rope_attn_factor)
+        return out
 
     # -- tokenizer ------------------------------------------------------------------------------
     @property
@@ -248,32 +271,81 @@ class Model:
             return mm.dequantize_rows(rows, t.format.name, 0, out)
         return _dequantize_any(rows, t.format)
 
+    def _qkv(self, L: Layer, h: np.ndarray):
+        """Q, K, V of the layer's input h: one fused matrix or three (stacked when they can), + biases."""
+        if L.wqkv is not None:
+            qkv = self._mm(L.wqkv, h)
+            if L.bqkv is not None:
+                qkv += L.bqkv
+            c = self.config
+            nq, nk = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
+            q, k, v = qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:]
+        else:
+            q, k, v = self._project(L, ("wq", "wk", "wv"), h)
+        for y, b in ((q, L.bq), (k, L.bk), (v, L.bv)):
+            if b is not None:
+                y += b
+        return q, k, v
+
+    def _gate_up(self, L: Layer, h: np.ndarray):
+        """Gate and up projections of the FFN input h (one fused matrix: gate rows, then up rows)."""
+        if L.wg is None:
+            gu = self._mm(L.wu, h)
+            F = self.config.n_ff
+            return gu[:, :F], gu[:, F:]
+        g, u = self._project(L, ("wg", "wu"), h)
+        if L.bg is not None:
+            g += L.bg
+        if L.bu is not None:
+            u += L.bu
+        return g, u
+
+    def _linear_out(self, lin: Linear, x: np.ndarray, bias) -> np.ndarray:
+        y = self._mm(lin, x)
+        if bias is not None:
+            y += bias
+        return y
+
     def forward(self, tokens, cache: KVCache, outputs="last", logits: bool = True) -> np.ndarray:
         """Run ``tokens`` at positions cache.n, cache.n+1, ...; returns logits float32 [n_out, n_vocab]
         for ``outputs``: "last", "all", or an array of indices into ``tokens``. With ``logits=False``
         returns the final normalized hidden states [n_out, n_embd] instead (see :meth:`logits`)."""
-        cfg = self.config
+        cfg, spec = self.config, self.spec
         tokens, out_idx = self._check_tokens(tokens, outputs)
         T, p0 = len(tokens), cache.n
         cache.reserve(p0 + T)
         pos = np.arange(p0, p0 + T)
         ops = ops_for(cfg, pos)          # generation (numba, few rows) or prompt (numpy + BLAS) op set
         H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
+        long_ctx = cache.n_ctx > cfg.n_ctx_orig                         # LongRoPE: long factors
+        scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(D))         # attention scale
         x = self.embed(tokens)                                          # token embeddings [T, n_embd]
+        if spec.embd_scale:
+            x *= np.float32(math.sqrt(cfg.n_embd))                      # gemma: embeddings * sqrt(n_embd)
         for li, L in enumerate(self.layers):
             kc, vc = cache.k[li], cache.v[li]
             h = ops.norm(x, L.attn_norm)                                # attention input norm
-            q, k, v = self._project(L, ("wq", "wk", "wv"), h)           # Q, K, V projections
+            q, k, v = self._qkv(L, h)                                   # Q, K, V projections (+ biases)
             q, k, v = q.reshape(T, H, D), k.reshape(T, Hkv, D), v.reshape(T, Hkv, D)
-            ops.rope_store(q, k, v, kc, vc, p0)                         # RoPE on q, k; k, v into the cache
-            a = ops.attention(q, kc, vc, p0)                            # causal attention over the cache
+            if L.q_norm is not None:                                    # per-head q/k norms (qwen3, gemma3)
+                q, k = ops.head_norm(q, L.q_norm), ops.head_norm(k, L.k_norm)
+            ops.rope_store(q, k, v, kc, vc, p0, self._ropes[L.n_swa > 0, long_ctx])  # RoPE; k, v cached
+            if spec.q_prescale:                                         # gemma3, phi3: q * scale, then q.k
+                q *= scale
+            a = ops.attention(q, kc, vc, p0, np.float32(1) if spec.q_prescale else scale, L.n_swa)
             if li == cfg.n_layer - 1 and len(out_idx) < T:             # last layer: only the rows asked for
                 a, x = a[out_idx], x[out_idx]                           # (as llama.cpp does)
                 ops = ops_for(cfg, pos, len(out_idx))
-            x = x + self._mm(L.wo, a)                                   # attention output + residual
+            a = self._linear_out(L.wo, a, L.bo)                         # attention output projection
+            if L.post_attn_norm is not None:
+                a = ops.norm(a, L.post_attn_norm)                       # gemma3: post-attention norm
+            x = x + a                                                   # residual
             h = ops.norm(x, L.ffn_norm)                                 # FFN input norm
-            g, u = self._project(L, ("wg", "wu"), h)                    # gate and up projections
-            x = x + self._mm(L.wd, ops.glu(g, u))                       # SwiGLU, down + residual
+            g, u = self._gate_up(L, h)                                  # gate and up projections
+            f = self._linear_out(L.wd, ops.glu(g, u, spec.act), L.bd)   # act(gate) * up, down projection
+            if L.post_ffn_norm is not None:
+                f = ops.norm(f, L.post_ffn_norm)                        # gemma3: post-FFN norm
+            x = x + f                                                   # residual
         cache.n = p0 + T
         if x.shape[0] != len(out_idx):
             x = x[out_idx]
@@ -298,7 +370,13 @@ class Model:
         """The output projection of final hidden states h [n, n_embd] -> [n, n_vocab]."""
         if self.hook is not None and not self.tied:
             self.hook("output.weight", h)
-        return self.output(np.ascontiguousarray(h), self._buf)
+        y = self.output(np.ascontiguousarray(h), self._buf)
+        if self.output_b is not None:
+            y += self.output_b
+        cap = self.config.logit_softcap
+        if cap:                                  # final logit soft-capping: cap * tanh(y / cap)
+            y = (np.tanh(y * np.float32(1.0 / cap)) * np.float32(cap)).astype(np.float32)
+        return y
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, prompt, n_predict: int = 64, temperature: float = 0.0, top_k: int = 40,
@@ -350,7 +428,8 @@ def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng
 
 
 def load(path) -> Model:
-    """Open a GGUF model (weights stay memory-mapped in their stored formats)."""
+    """Open a GGUF model (weights stay memory-mapped in their stored formats). An architecture other
+    than those in SUPPORTED_ARCHS is refused first, with a ModelError naming it."""
     p = pathlib.Path(path)
     if not p.exists():
         raise ModelError(f"no such model file: {p}")
