@@ -7,7 +7,9 @@ naming it), perplexity / KL divergence, importance matrices, speed.
     >>> r = quantlab.model.evaluate(m, n_ctx=512, n_chunks=4); r.ppl, r.ppl_err
     >>> im = quantlab.model.imatrix(m, quantlab.data.text(), n_chunks=2); im.save("imatrix.gguf")
     >>> quantlab.model.bench(quantlab.data.path("smollm2"), threads=2)
+    >>> print(quantlab.model.describe("any.gguf"))      # what a file is, and whether quantlab runs it
 """
+from .describe import Description, describe
 from .eval import EvalResult, bench, evaluate
 from .imatrix import Imatrix, imatrix, load_imatrix, save_imatrix  # noqa: F811 (the function shadows the module)
 from .arch import SUPPORTED_ARCHS, Arch
@@ -15,4 +17,5 @@ from .llama import Config, KVCache, Linear, Model, load, threads
 from .tokenizer import Tokenizer
 
 __all__ = ["load", "Model", "Config", "Arch", "SUPPORTED_ARCHS", "KVCache", "Linear", "Tokenizer", "threads",
-           "evaluate", "EvalResult", "imatrix", "Imatrix", "save_imatrix", "load_imatrix", "bench"]
+           "evaluate", "EvalResult", "imatrix", "Imatrix", "save_imatrix", "load_imatrix", "bench", "describe",
+           "Description"]
