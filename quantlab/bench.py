@@ -320,20 +320,76 @@ def gguf_open(path=None, repeats: int = 5) -> Table:
     return Table(rows, f"GGUF open: {os.path.basename(path)}", ("task", "quantlab ms", "gguf ms", "speed-up"))
 
 
-def llama_bench_binary():
-    """llama.cpp's ``llama-bench``: in the folder named by QUANTLAB_LLAMA_BIN, else the one ``make peers``
-    builds (.cache/oracle/bin next to the package), else on PATH; None when there is none."""
+# llama.cpp builds that tools/build_llama_cpp.sh makes: the portable AVX2 one the tests use as oracle and
+# peer, and the one a user's plain `cmake` gives (GGML_NATIVE=ON: AVX-512/VNNI where the CPU has them)
+LLAMA_FLAVOURS = {"avx2": ".cache/oracle/bin", "native": ".cache/oracle-native/bin"}
+
+
+def llama_bench_binary(flavour: str | None = None):
+    """llama.cpp's ``llama-bench``: in the folder named by QUANTLAB_LLAMA_BIN, else the build of
+    ``flavour`` (``"avx2"``, the default, or ``"native"``; default from QUANTLAB_LLAMA_FLAVOUR) that
+    tools/build_llama_cpp.sh makes next to the package, else (no flavour asked for) on PATH; None when
+    there is none."""
     import pathlib
     import shutil
 
     env = os.environ.get("QUANTLAB_LLAMA_BIN")
-    cands = [pathlib.Path(env) / "llama-bench"] if env else []
-    cands.append(pathlib.Path(__file__).resolve().parent.parent / ".cache/oracle/bin/llama-bench")
+    cands = [pathlib.Path(env) / "llama-bench"] if env and flavour is None else []
+    fl = flavour or os.environ.get("QUANTLAB_LLAMA_FLAVOUR") or "avx2"
+    if fl not in LLAMA_FLAVOURS:
+        from .errors import QuantlabError
+        raise QuantlabError(f"unknown llama.cpp build flavour {fl!r}: one of {', '.join(LLAMA_FLAVOURS)}")
+    cands.append(pathlib.Path(__file__).resolve().parent.parent / LLAMA_FLAVOURS[fl] / "llama-bench")
     for c in cands:
         if c.is_file() and os.access(c, os.X_OK):
             return c
-    found = shutil.which("llama-bench")
+    found = shutil.which("llama-bench") if flavour is None else None
     return pathlib.Path(found) if found else None
+
+
+_ISA_PROBE = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+names = ["avx", "avx2", "fma", "f16c", "avx_vnni", "avx512", "avx512_vbmi", "avx512_vnni", "avx512_bf16", "amx_int8"]
+print(" ".join(n.upper() for n in names if getattr(lib, "ggml_cpu_has_" + n, None) and getattr(lib, "ggml_cpu_has_" + n)()))
+"""
+
+
+def llama_build_info(exe) -> dict:
+    """Which llama.cpp build ``exe`` is: ``flavour`` (from the BUILD file tools/build_llama_cpp.sh writes
+    next to bin/, else from the folder name), ``isa``: the instruction sets its CPU backend was compiled
+    for (``ggml_cpu_has_*`` of its libggml-cpu, asked in a subprocess so this process keeps its own ggml),
+    ``openmp`` when recorded, and a one-line ``label``."""
+    import pathlib
+    import subprocess
+    import sys
+
+    exe = pathlib.Path(exe).resolve()
+    root = exe.parent.parent
+    info = {"flavour": None, "isa": None, "openmp": None}
+    build = root / "BUILD"
+    if build.is_file():
+        kv = dict(ln.split("=", 1) for ln in build.read_text().splitlines() if "=" in ln)
+        info["flavour"] = kv.get("flavour")
+        if "GGML_OPENMP" in kv:
+            info["openmp"] = kv["GGML_OPENMP"].upper() in ("ON", "1", "TRUE")
+    if info["flavour"] is None:
+        info["flavour"] = "native" if "native" in root.name else ("avx2" if root.name == "oracle" else "?")
+    for lib in (root / "lib" / "libggml-cpu.so", exe.parent / "libggml-cpu.so"):
+        if lib.is_file():
+            env = dict(os.environ)
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib.parent), env.get("LD_LIBRARY_PATH")]))
+            try:
+                r = subprocess.run([sys.executable, "-c", _ISA_PROBE, str(lib)], capture_output=True, text=True,
+                                   env=env, timeout=60)
+                if r.returncode == 0:
+                    info["isa"] = r.stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                pass
+            break
+    omp = "" if info["openmp"] is None else (", OpenMP" if info["openmp"] else ", no OpenMP")
+    info["label"] = f"{info['flavour']} build [{info['isa'] or 'ISA unknown'}{omp}]"
+    return info
 
 
 def parse_llama_bench(text: str) -> dict:
@@ -389,7 +445,7 @@ def _load_average() -> str:
 
 def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
           ftypes=("Q8_0", "Q4_0", "Q4_K_M"), workdir=None, reps: int = 2, llama: bool = True,
-          progress=True) -> Table:
+          flavour: str | None = None, progress=True) -> Table:
     """Prompt processing (pp) and generation (tg) tokens/s of quantlab's llama forward
     (quantlab.model.bench) for the shipped SmolLM2 model and its requantizations to ``ftypes``
     (made with quantlab.recipes into ``workdir``, a temporary folder by default) — and, in the same run,
@@ -397,14 +453,22 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
     ``llama=False`` or no binary: those columns stay empty and the title says so).
 
     Both sides report the best of ``reps`` runs. Each file is measured by quantlab and right after by
-    llama-bench, so both see the same machine load; the title shows the load average at the start.
+    llama-bench, so both see the same machine load; the title shows the load average at the start and
+    each row the load when its file started.
+
+    ``flavour``: which llama.cpp build to run (``"avx2"``, the tests' portable build, or ``"native"``,
+    what a plain cmake gives; see tools/build_llama_cpp.sh); the title names it with the instruction sets
+    it was compiled for. A file quantlab cannot run (an architecture it does not support) keeps its
+    llama.cpp columns and says why in ``note``.
     ``progress``: a bar over the files (True, see :mod:`quantlab.progress`) or nothing (False)."""
     import tempfile
 
     from . import data
+    from .errors import ModelError
     from .model import bench as mbench
 
-    exe = llama_bench_binary() if llama else None
+    exe = (llama_bench_binary(flavour) if flavour else llama_bench_binary()) if llama else None
+    build = llama_build_info(exe) if exe is not None else None
     load = _load_average()
     rows = []
     from .progress import bar
@@ -425,23 +489,37 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
         mbar.reset(total=len(paths))
         for p in paths:
             mbar.set_postfix_str(os.path.basename(str(p)))
-            r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
+            row_load = _load_average().split(" ")[0]
+            try:
+                r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
+            except ModelError as e:
+                r = {"threads": threads, "n_prompt": n_prompt, "n_gen": n_gen, "pp_tok_s": None, "tg_tok_s": None,
+                     "note": f"quantlab: {e}"}
             r["model"] = os.path.basename(str(p))
             r["MB"] = os.path.getsize(p) / 1e6
+            r["load"] = row_load
             lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
             if lb:
                 r.update(lb)
-                r["pp quantlab/llama"] = r["pp_tok_s"] / lb["llama_pp_tok_s"] if "llama_pp_tok_s" in lb else None
-                r["tg quantlab/llama"] = r["tg_tok_s"] / lb["llama_tg_tok_s"] if "llama_tg_tok_s" in lb else None
+                r["llama_flavour"] = build["flavour"]
+                for k in ("pp", "tg"):
+                    ours, theirs = r.get(f"{k}_tok_s"), lb.get(f"llama_{k}_tok_s")
+                    r[f"{k} quantlab/llama"] = ours / theirs if ours and theirs else None
             rows.append(r)
             mbar.update()
-    who = f"vs llama.cpp's llama-bench ({exe}) in the same run" if exe is not None else \
-        "llama-bench not found (set QUANTLAB_LLAMA_BIN or `make peers`): no llama.cpp columns"
-    title = (f"SmolLM2-135M speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
+    who = f"vs llama.cpp's llama-bench, {build['label']} ({exe}), in the same run" if exe is not None else \
+        (f"llama-bench not found ({flavour or 'avx2'} build: tools/build_llama_cpp.sh, or set QUANTLAB_LLAMA_BIN): "
+         f"no llama.cpp columns")
+    what = "SmolLM2-135M" if len(rows) and all(r["model"].startswith(("SmolLM2", "smollm2")) for r in rows) else "model"
+    title = (f"{what} speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
              f"load average at start {load}")
-    cols = ("model", "MB", "threads", "n_prompt", "pp_tok_s", "llama_pp_tok_s", "pp quantlab/llama",
+    cols = ("model", "MB", "threads", "load", "n_prompt", "pp_tok_s", "llama_pp_tok_s", "pp quantlab/llama",
             "n_gen", "tg_tok_s", "llama_tg_tok_s", "tg quantlab/llama")
-    return Table(rows, title, cols)
+    if any(r.get("note") for r in rows):
+        cols += ("note",)
+    t = Table(rows, title, cols)
+    t.build = build
+    return t
 
 
 def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: float = 0.3) -> float:
@@ -533,7 +611,7 @@ def run(args) -> int:
     if "gguf" in what:
         tables.append(gguf_open())
     if "model" in what:
-        tables.append(model(threads=args.threads))
+        tables.append(model(paths=args.model or None, threads=args.threads, flavour=args.llama_build))
     if "matvec" in what:
         tables.append(matvec(args.formats.split(",") if args.formats else None, threads=args.threads))
     if args.json:
@@ -552,6 +630,11 @@ def register(sub):
     p.add_argument("--formats", help="comma-separated format names (default: all)")
     p.add_argument("--size", type=int, default=1 << 20, help="weights per measurement (default 1M)")
     p.add_argument("--threads", type=int, default=2, help="threads for the model benchmark")
+    p.add_argument("--model", "-m", action="append", metavar="GGUF",
+                   help="model benchmark: this file (repeat for more; default SmolLM2 and 3 requantizations)")
+    p.add_argument("--llama-build", choices=("avx2", "native"), default=None,
+                   help="model benchmark: which llama.cpp build runs llama-bench (default avx2, or "
+                        "QUANTLAB_LLAMA_FLAVOUR); native = plain cmake, GGML_NATIVE=ON")
     p.add_argument("--no-reference", action="store_true", help="skip the slow numpy reference")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
