@@ -199,3 +199,44 @@ def mix_names(model="Llama-2-7B", families=(("Q3_K", ("Q3_K_S", "Q3_K_M", "Q3_K_
                          "rest": ", ".join(f"{k} {100 * v:.1f}%" for k, v in share.items() if k != base)})
     return rows
 
+
+
+def plot_fit(ax, models=("Llama-2-7B", "Llama-2-13B", "Llama-2-70B"),
+             ftypes=("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"), n_ctx: int = 4096, cache_type: str = "f16",
+             os_gb: float = 3.0, devices=None) -> list[dict]:
+    """Stacked bars (weights, KV cache, OS allowance) per model and file type, with a line per device's
+    memory. Returns the :func:`fit` rows drawn."""
+    devices = DEVICES if devices is None else devices
+    rows, x, labels = [], [], []
+    pos = 0.0
+    for m in models:
+        for ft in ftypes:
+            r = fit(m, ft, n_ctx, cache_type, os_gb)
+            r["model"] = m
+            rows.append(r)
+            x.append(pos)
+            labels.append(ft)
+            pos += 1
+        pos += 0.8
+    w = [r["weights GB"] for r in rows]
+    kv = [r["KV GB"] for r in rows]
+    osb = [r["OS GB"] for r in rows]
+    ax.bar(x, w, color="#2a7ab0", label="weights")
+    ax.bar(x, kv, bottom=w, color="#f0ad4e", label=f"KV cache ({n_ctx} tokens, {cache_type})")
+    ax.bar(x, osb, bottom=[a + b for a, b in zip(w, kv)], color="#bbbbbb", label=f"OS and apps ({os_gb:g} GB)")
+    top = max(r["total GB"] for r in rows)
+    for name, gb in devices.items():
+        if gb < top * 1.1:
+            ax.axhline(gb, color="#d62728", lw=1, ls="--")
+            ax.text(x[-1] + 0.6, gb, f" {name}", va="center", fontsize=10, color="#d62728")
+    ax.set_xticks(x, labels, rotation=60, fontsize=10)
+    n = len(ftypes)
+    for k, m in enumerate(models):
+        ax.text(x[k * n] + (n - 1) / 2, -0.30, m, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=11)
+    ax.set_ylabel("memory needed (GB)", fontsize=11)
+    ax.set_yscale("log")
+    ax.set_ylim(1, top * 1.3)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_xlim(x[0] - 0.8, x[-1] + 3.5)
+    ax.legend(fontsize=10, loc="upper left")
+    return rows

@@ -179,6 +179,19 @@ print("probe ok")
 assert lad.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
 """),
+    "A1_kernel_throughput.ipynb": """
+app.op.value = "dequantize"
+assert app.result["op"] == "dequantize" and app.result["rows"] == sum(r["op"] == "dequantize" for r in table)
+app.peers.value = ("numba-1t",)
+assert app.result["peers"] == ["numba-1t"]
+assert all(r.get("numba-1t") for r in table), "every format has a numba kernel"
+assert gt.rows[0]["speed-up"] > 1
+if snap is not None:
+    assert cmp_rows and all(x["format"] in {r["format"] for r in table} for x in cmp_rows)
+    x = next(x for x in cmp_rows if x["numba-1t here"] and x["numba-1t snapshot"])
+    assert x["numba-1t here/snapshot"] == x["numba-1t here"] / x["numba-1t snapshot"]
+print("probe ok")
+""",
 }
 
 
