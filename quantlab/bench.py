@@ -415,7 +415,7 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
             rows.append(r)
     who = f"vs llama.cpp's llama-bench ({exe}) in the same run" if exe is not None else \
         "llama-bench not found (set QUANTLAB_LLAMA_BIN or `make peers`): no llama.cpp columns"
-    title = (f"SmolLM2-135M speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
+    title = (f"SmolLM2-135M-Instruct speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
              f"load average at start {load}")
     cols = ("model", "MB", "threads", "n_prompt", "pp_tok_s", "llama_pp_tok_s", "pp quantlab/llama",
             "n_gen", "tg_tok_s", "llama_tg_tok_s", "tg quantlab/llama")

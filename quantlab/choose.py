@@ -29,7 +29,7 @@ __all__ = ["MODELS", "KV_CACHE_TYPES", "DEVICES", "BANDWIDTHS", "PEAK_OPS", "HOR
            "ridge_batch", "energy_per_token", "mix_names", "os_in_use_bytes"]
 
 #: dense llama-architecture shapes (config.json of each model)
-MODELS = {"SmolLM2-135M": sizes.SMOLLM2_135M, "Llama-2-7B": sizes.LLAMA2_7B, "Llama-3-8B": sizes.LLAMA3_8B,
+MODELS = {"SmolLM2-135M-Instruct": sizes.SMOLLM2_135M, "Llama-2-7B": sizes.LLAMA2_7B, "Llama-3-8B": sizes.LLAMA3_8B,
           "Llama-2-13B": sizes.LLAMA2_13B, "Llama-2-70B": sizes.LLAMA2_70B}
 
 #: llama.cpp's --cache-type-k / --cache-type-v names -> ggml type (bytes per element from the registry)

@@ -230,7 +230,7 @@ class MixExplorer(App):
                     f"({100 * s['fallback_share']:.1f} % of the weights)")
 
         self.summary.value = (f"<div class='ql-mix-summary' style='font-size:13px'>{ps.ftype.name} = "
-                              f"<i>{ps.ftype.description}</i><br>{line('SmolLM2-135M', ss)}<br>"
+                              f"<i>{ps.ftype.description}</i><br>{line('SmolLM2-135M-Instruct', ss)}<br>"
                               f"{line(lm, sl)}{warn}</div>")
         ks = {r["kind"]: r for r in kind_table(ps)}
         kl = {r["kind"]: r for r in kind_table(pl)}
@@ -240,7 +240,7 @@ class MixExplorer(App):
                  f"{lm} formats": kl[k]["formats"] if k in kl else ""} for k in list(dict.fromkeys([*ks, *kl]))]
         self.kinds.value = html_table(rows)
         self.ax.clear()
-        plot_share(self.ax, {"SmolLM2-135M": ss, lm: sl})
+        plot_share(self.ax, {"SmolLM2-135M-Instruct": ss, lm: sl})
         self.ax.set_title(f"{ft}: weights by format", fontsize=10)
         self.fig.tight_layout()
         show_figure(self.out, self.fig)
