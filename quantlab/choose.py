@@ -228,14 +228,13 @@ def plot_fit(ax, models=("Llama-2-7B", "Llama-2-13B", "Llama-2-70B"),
     for name, gb in devices.items():
         if gb < top * 1.1:
             ax.axhline(gb, color="#d62728", lw=1, ls="--")
-            ax.text(x[-1] + 0.6, gb, f" {name}", va="center", fontsize=10, color="#d62728")
+            ax.text(x[-1] + 0.6, gb, f" {name}", va="bottom", fontsize=10, color="#d62728")
     ax.set_xticks(x, labels, rotation=60, fontsize=10)
     n = len(ftypes)
     for k, m in enumerate(models):
-        ax.text(x[k * n] + (n - 1) / 2, -0.30, m, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=11)
+        ax.text(x[k * n] + (n - 1) / 2, -0.17, m, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=11)
     ax.set_ylabel("memory needed (GB)", fontsize=11)
-    ax.set_yscale("log")
-    ax.set_ylim(1, top * 1.3)
+    ax.set_ylim(0, top * 1.08)
     ax.tick_params(axis="y", labelsize=10)
     ax.set_xlim(x[0] - 0.8, x[-1] + 3.5)
     ax.legend(fontsize=10, loc="upper left")
