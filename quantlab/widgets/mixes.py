@@ -468,9 +468,19 @@ def plot_frontier(ax, study: dict) -> None:
     fr = sorted(study["frontier"], key=lambda p: p["bpw"])
     ax.plot([p["bpw"] for p in fr], [p["error"] for p in fr], "-", color="#2a7ab0", lw=1.2,
             label="optimizer frontier (one format per tensor)")
-    for m in study["mixes"]:
+    groups: list[list[dict]] = []                     # file types at the same point share one label
+    for m in sorted(study["mixes"], key=lambda m: (m["bpw"], m["error"])):
+        g = groups[-1] if groups else None
+        if g and abs(g[0]["bpw"] - m["bpw"]) < 1e-3 and abs(g[0]["error"] / m["error"] - 1) < 1e-3:
+            g.append(m)
+        else:
+            groups.append([m])
+    for k, g in enumerate(groups):
+        m = g[0]
         ax.plot(m["bpw"], m["error"], "o", color="#d62728", ms=4)
-        ax.annotate(m["label"], (m["bpw"], m["error"]), fontsize=10, xytext=(3, 3), textcoords="offset points")
+        near = k and abs(groups[k - 1][0]["bpw"] - m["bpw"]) < 0.25
+        ax.annotate(" = ".join(x["label"] for x in g), (m["bpw"], m["error"]), fontsize=10,
+                    xytext=(4, -13) if near and k % 2 else (4, 4), textcoords="offset points")
     o = study["optimized"]
     ax.plot(o["bpw"], o["error"], "*", color="#2ca02c", ms=10, label=o["label"])
     ax.plot([], [], "o", color="#d62728", ms=4, label="llama.cpp file types")
