@@ -475,12 +475,16 @@ def plot_frontier(ax, study: dict) -> None:
             g.append(m)
         else:
             groups.append([m])
+    close = [k > 0 and abs(groups[k - 1][0]["bpw"] - groups[k][0]["bpw"]) < 0.3 for k in range(len(groups))]
     for k, g in enumerate(groups):
         m = g[0]
         ax.plot(m["bpw"], m["error"], "o", color="#d62728", ms=4)
-        near = k and abs(groups[k - 1][0]["bpw"] - m["bpw"]) < 0.25
+        # the first of two close points is labelled on its left, the next on its right (lower when a third follows)
+        left = 0 < k and not close[k] and k + 1 < len(groups) and close[k + 1]
+        low = close[k] and k >= 2 and close[k - 1]
         ax.annotate(" = ".join(x["label"] for x in g), (m["bpw"], m["error"]), fontsize=10,
-                    xytext=(4, -13) if near and k % 2 else (4, 4), textcoords="offset points")
+                    ha="right" if left else "left", xytext=(-5 if left else 5, -14 if low else 3),
+                    textcoords="offset points")
     o = study["optimized"]
     ax.plot(o["bpw"], o["error"], "*", color="#2ca02c", ms=10, label=o["label"])
     ax.plot([], [], "o", color="#d62728", ms=4, label="llama.cpp file types")
