@@ -510,7 +510,8 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
     who = f"vs llama.cpp's llama-bench, {build['label']} ({exe}), in the same run" if exe is not None else \
         (f"llama-bench not found ({flavour or 'avx2'} build: tools/build_llama_cpp.sh, or set QUANTLAB_LLAMA_BIN): "
          f"no llama.cpp columns")
-    what = "SmolLM2-135M" if len(rows) and all(r["model"].startswith(("SmolLM2", "smollm2")) for r in rows) else "model"
+    what = "SmolLM2-135M-Instruct" if rows and all(r["model"].startswith(("SmolLM2", "smollm2")) for r in rows) \
+        else "model"
     title = (f"{what} speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
              f"load average at start {load}")
     cols = ("model", "MB", "threads", "load", "n_prompt", "pp_tok_s", "llama_pp_tok_s", "pp quantlab/llama",
@@ -522,13 +523,45 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
     return t
 
 
-def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: float = 0.3) -> float:
+def l3_bytes() -> int | None:
+    """This machine's last-level (L3) cache size in bytes, from sysconf or /sys; None when unknown."""
+    try:
+        v = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+        if v and v > 0:
+            return int(v)
+    except (ValueError, OSError, AttributeError):
+        pass
+    import glob
+
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(os.path.join(d, "level")) as fh:
+                if fh.read().strip() != "3":
+                    continue
+            with open(os.path.join(d, "size")) as fh:
+                txt = fh.read().strip().upper()
+            mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(txt[-1], 1)
+            return int(txt.rstrip("KMG")) * mult
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def dram_working_set_mb(factor: float = 2.5, least: int = 256) -> int:
+    """A working set in MB that cannot sit in the caches: ``factor`` x the L3 size (at least ``least``)."""
+    l3 = l3_bytes()
+    return max(least, int(factor * l3 / 1e6)) if l3 else max(least, 1024)
+
+
+def memory_bandwidth(size_mb: int | None = None, threads: int | None = None, min_time: float = 0.3) -> float:
     """Measured read bandwidth in GB/s: ``threads`` threads each stream their share of ``size_mb`` MB
-    (far larger than the caches) through numpy's vectorized OR-reduction, which releases the GIL.
-    This is the roof a matrix-vector product cannot beat: every weight byte must be read once."""
+    through numpy's vectorized OR-reduction, which releases the GIL. By default the array is 2.5x this
+    machine's L3 cache (:func:`dram_working_set_mb`), so the figure is DRAM's, not a cache's.
+    This is the roof a matrix-vector product over weights that do not fit in the caches cannot beat."""
     from concurrent.futures import ThreadPoolExecutor
 
     nthreads = threads or (os.cpu_count() or 1)
+    size_mb = size_mb or dram_working_set_mb()
     a = np.ones(size_mb * 1_000_000 // 8, dtype=np.uint64)
     parts = np.array_split(a, nthreads)
     with ThreadPoolExecutor(nthreads) as pool:
@@ -537,7 +570,8 @@ def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: f
 
 
 def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None = None,
-           bandwidth: float | None = None, min_time: float = 0.1, distinct_rows: int = 256) -> Table:
+           bandwidth: float | None = None, min_time: float = 0.1, distinct_rows: int = 256,
+           working_set_mb: float | None = None) -> Table:
     """Matrix-vector product speed (one token through a rows x cols weight matrix) per format, with
     quantlab's model kernels (quantlab.model.llama.Linear: integer dot products for the fast formats,
     dequantized tiles + BLAS for the others), against the memory-bandwidth roof:
@@ -545,10 +579,13 @@ def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None =
 
     Each matrix is ``distinct_rows`` rows of real weights quantized, repeated to ``rows`` rows: the
     product's speed depends on the bytes it reads, not on their values, and quantizing 16M weights into
-    each of the slow formats would take minutes."""
+    each of the slow formats would take minutes. The timed call cycles through enough separate copies of
+    the matrix to read ``working_set_mb`` MB (default: 2.5x the L3 cache, :func:`dram_working_set_mb`), as
+    a model's layers do: one matrix alone could sit in the cache and beat the DRAM roof."""
     from .model.llama import Linear
 
     nthreads = threads or (os.cpu_count() or 1)
+    ws = working_set_mb or dram_working_set_mb()
     bw = bandwidth or memory_bandwidth(threads=nthreads)
     fmts = [get(n) for n in names] if names else [
         f for f in all_formats(include_activation=False) if f.name not in ("I8", "I16", "I32", "I64", "F64")
@@ -561,17 +598,27 @@ def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None =
         if cols % f.block_size:
             continue
         q = api.quantize(w, f, imatrix=im if f.uses_imatrix else None)
-        data = q if q.shape[0] == rows else np.resize(q, (rows, q.shape[1]))
-        lin = Linear("bench", f, data, rows, cols)
+        one = rows * q.shape[1]
+        copies = max(1, int(np.ceil(ws * 1e6 / one)))
+        lins = [Linear("bench", f, np.resize(q, (rows, q.shape[1])), rows, cols) for _ in range(copies)]
         with api._threads(nthreads):
-            t = _best_time(lambda: lin(x), min_time=min_time)
-        nbytes = data.nbytes
-        out.append({"format": f.name, "bpw": f.bpw, "weight MB": nbytes / 1e6, "ms": t * 1e3,
+            t = _best_time(lambda: [lin(x) for lin in lins], min_time=min_time) / copies
+        nbytes = lins[0].data.nbytes
+        del lins
+        out.append({"format": f.name, "bpw": f.bpw, "weight MB": nbytes / 1e6, "copies": copies, "ms": t * 1e3,
                     "GB/s": nbytes / t / 1e9, "roof ms": nbytes / bw / 1e6,
-                    "of roof": nbytes / (bw * 1e9) / t, "path": "integer dot" if lin.fast else "tile + BLAS"})
-    return Table(out, f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows repeated), "
+                    "of roof": nbytes / (bw * 1e9) / t, "path": "integer dot" if lin_fast(f) else "tile + BLAS"})
+    return Table(out, f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows repeated), cycling "
+                      f"through copies totalling >= {ws:.0f} MB (L3: {(l3_bytes() or 0) / 2 ** 20:.0f} MiB), "
                       f"{nthreads} threads; measured bandwidth {bw:.1f} GB/s",
-                 ("format", "bpw", "weight MB", "ms", "GB/s", "roof ms", "of roof", "path"))
+                 ("format", "bpw", "weight MB", "copies", "ms", "GB/s", "roof ms", "of roof", "path"))
+
+
+def lin_fast(f) -> bool:
+    """Whether quantlab's model has an integer-dot kernel for format ``f`` (else dequantized tiles + BLAS)."""
+    from .kernels import matmul as mm
+
+    return get(f).name in mm.INT_KERNELS
 
 
 def plot(table: Table, op: str = "quantize", ax=None, log: bool = True):
