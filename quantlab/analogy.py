@@ -38,12 +38,23 @@ def _zstd(data: bytes, level: int) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(data)
 
 
-#: codec name -> (compress function(bytes, level), default level)
+def _ppmd(data: bytes, order: int) -> bytes:
+    import pyppmd
+
+    # PPMd variant H (PPMd7), the model RAR 3.x offers for text; 16 MiB of model memory
+    return pyppmd.compress(data, max_order=order, mem_size=16 << 20)
+
+
+#: codec name -> (compress function(bytes, level), default level). Families: zlib = deflate (LZ77 +
+#: Huffman, the zip codec; RAR's main codec is the same family with a larger window), bz2 = BWT +
+#: Huffman, lzma = LZ77 + range coder (7-Zip, xz), zstd = LZ77 + ANS/Huffman, ppmd = PPMd var. H
+#: (context modelling + arithmetic coding; RAR 3.x's text codec, the "level" is the model order).
 CODECS = {
     "zlib": (lambda b, lv: zlib.compress(b, lv), 9),
     "bz2": (lambda b, lv: bz2.compress(b, lv), 9),
     "lzma": (lambda b, lv: lzma.compress(b, preset=lv), 6),
     "zstd": (_zstd, 19),
+    "ppmd": (_ppmd, 6),
 }
 
 
@@ -57,7 +68,7 @@ def compress(data, codec: str, level: int | None = None) -> bytes:
 
 
 def codec_sizes(data, codecs=tuple(CODECS)) -> dict:
-    """Compressed size in bytes per codec (default levels: zlib 9, bz2 9, lzma 6, zstd 19)."""
+    """Compressed size in bytes per codec (default levels: zlib 9, bz2 9, lzma 6, zstd 19, ppmd order 6)."""
     return {c: len(compress(data, c)) for c in codecs}
 
 

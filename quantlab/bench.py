@@ -318,20 +318,76 @@ def gguf_open(path=None, repeats: int = 5) -> Table:
     return Table(rows, f"GGUF open: {os.path.basename(path)}", ("task", "quantlab ms", "gguf ms", "speed-up"))
 
 
-def llama_bench_binary():
-    """llama.cpp's ``llama-bench``: in the folder named by QUANTLAB_LLAMA_BIN, else the one ``make peers``
-    builds (.cache/oracle/bin next to the package), else on PATH; None when there is none."""
+# llama.cpp builds that tools/build_llama_cpp.sh makes: the portable AVX2 one the tests use as oracle and
+# peer, and the one a user's plain `cmake` gives (GGML_NATIVE=ON: AVX-512/VNNI where the CPU has them)
+LLAMA_FLAVOURS = {"avx2": ".cache/oracle/bin", "native": ".cache/oracle-native/bin"}
+
+
+def llama_bench_binary(flavour: str | None = None):
+    """llama.cpp's ``llama-bench``: in the folder named by QUANTLAB_LLAMA_BIN, else the build of
+    ``flavour`` (``"avx2"``, the default, or ``"native"``; default from QUANTLAB_LLAMA_FLAVOUR) that
+    tools/build_llama_cpp.sh makes next to the package, else (no flavour asked for) on PATH; None when
+    there is none."""
     import pathlib
     import shutil
 
     env = os.environ.get("QUANTLAB_LLAMA_BIN")
-    cands = [pathlib.Path(env) / "llama-bench"] if env else []
-    cands.append(pathlib.Path(__file__).resolve().parent.parent / ".cache/oracle/bin/llama-bench")
+    cands = [pathlib.Path(env) / "llama-bench"] if env and flavour is None else []
+    fl = flavour or os.environ.get("QUANTLAB_LLAMA_FLAVOUR") or "avx2"
+    if fl not in LLAMA_FLAVOURS:
+        from .errors import QuantlabError
+        raise QuantlabError(f"unknown llama.cpp build flavour {fl!r}: one of {', '.join(LLAMA_FLAVOURS)}")
+    cands.append(pathlib.Path(__file__).resolve().parent.parent / LLAMA_FLAVOURS[fl] / "llama-bench")
     for c in cands:
         if c.is_file() and os.access(c, os.X_OK):
             return c
-    found = shutil.which("llama-bench")
+    found = shutil.which("llama-bench") if flavour is None else None
     return pathlib.Path(found) if found else None
+
+
+_ISA_PROBE = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+names = ["avx", "avx2", "fma", "f16c", "avx_vnni", "avx512", "avx512_vbmi", "avx512_vnni", "avx512_bf16", "amx_int8"]
+print(" ".join(n.upper() for n in names if getattr(lib, "ggml_cpu_has_" + n, None) and getattr(lib, "ggml_cpu_has_" + n)()))
+"""
+
+
+def llama_build_info(exe) -> dict:
+    """Which llama.cpp build ``exe`` is: ``flavour`` (from the BUILD file tools/build_llama_cpp.sh writes
+    next to bin/, else from the folder name), ``isa``: the instruction sets its CPU backend was compiled
+    for (``ggml_cpu_has_*`` of its libggml-cpu, asked in a subprocess so this process keeps its own ggml),
+    ``openmp`` when recorded, and a one-line ``label``."""
+    import pathlib
+    import subprocess
+    import sys
+
+    exe = pathlib.Path(exe).resolve()
+    root = exe.parent.parent
+    info = {"flavour": None, "isa": None, "openmp": None}
+    build = root / "BUILD"
+    if build.is_file():
+        kv = dict(ln.split("=", 1) for ln in build.read_text().splitlines() if "=" in ln)
+        info["flavour"] = kv.get("flavour")
+        if "GGML_OPENMP" in kv:
+            info["openmp"] = kv["GGML_OPENMP"].upper() in ("ON", "1", "TRUE")
+    if info["flavour"] is None:
+        info["flavour"] = "native" if "native" in root.name else ("avx2" if root.name == "oracle" else "?")
+    for lib in (root / "lib" / "libggml-cpu.so", exe.parent / "libggml-cpu.so"):
+        if lib.is_file():
+            env = dict(os.environ)
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib.parent), env.get("LD_LIBRARY_PATH")]))
+            try:
+                r = subprocess.run([sys.executable, "-c", _ISA_PROBE, str(lib)], capture_output=True, text=True,
+                                   env=env, timeout=60)
+                if r.returncode == 0:
+                    info["isa"] = r.stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                pass
+            break
+    omp = "" if info["openmp"] is None else (", OpenMP" if info["openmp"] else ", no OpenMP")
+    info["label"] = f"{info['flavour']} build [{info['isa'] or 'ISA unknown'}{omp}]"
+    return info
 
 
 def parse_llama_bench(text: str) -> dict:
@@ -387,7 +443,7 @@ def _load_average() -> str:
 
 def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
           ftypes=("Q8_0", "Q4_0", "Q4_K_M"), workdir=None, reps: int = 2, llama: bool = True,
-          progress=True) -> Table:
+          flavour: str | None = None, progress=True) -> Table:
     """Prompt processing (pp) and generation (tg) tokens/s of quantlab's llama forward
     (quantlab.model.bench) for the shipped SmolLM2 model and its requantizations to ``ftypes``
     (made with quantlab.recipes into ``workdir``, a temporary folder by default) — and, in the same run,
@@ -395,14 +451,22 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
     ``llama=False`` or no binary: those columns stay empty and the title says so).
 
     Both sides report the best of ``reps`` runs. Each file is measured by quantlab and right after by
-    llama-bench, so both see the same machine load; the title shows the load average at the start.
+    llama-bench, so both see the same machine load; the title shows the load average at the start and
+    each row the load when its file started.
+
+    ``flavour``: which llama.cpp build to run (``"avx2"``, the tests' portable build, or ``"native"``,
+    what a plain cmake gives; see tools/build_llama_cpp.sh); the title names it with the instruction sets
+    it was compiled for. A file quantlab cannot run (an architecture it does not support) keeps its
+    llama.cpp columns and says why in ``note``.
     ``progress``: a bar over the files (True, see :mod:`quantlab.progress`) or nothing (False)."""
     import tempfile
 
     from . import data
+    from .errors import ModelError
     from .model import bench as mbench
 
-    exe = llama_bench_binary() if llama else None
+    exe = (llama_bench_binary(flavour) if flavour else llama_bench_binary()) if llama else None
+    build = llama_build_info(exe) if exe is not None else None
     load = _load_average()
     rows = []
     from .progress import bar
@@ -423,32 +487,79 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
         mbar.reset(total=len(paths))
         for p in paths:
             mbar.set_postfix_str(os.path.basename(str(p)))
-            r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
+            row_load = _load_average().split(" ")[0]
+            try:
+                r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
+            except ModelError as e:
+                r = {"threads": threads, "n_prompt": n_prompt, "n_gen": n_gen, "pp_tok_s": None, "tg_tok_s": None,
+                     "note": f"quantlab: {e}"}
             r["model"] = os.path.basename(str(p))
             r["MB"] = os.path.getsize(p) / 1e6
+            r["load"] = row_load
             lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
             if lb:
                 r.update(lb)
-                r["pp quantlab/llama"] = r["pp_tok_s"] / lb["llama_pp_tok_s"] if "llama_pp_tok_s" in lb else None
-                r["tg quantlab/llama"] = r["tg_tok_s"] / lb["llama_tg_tok_s"] if "llama_tg_tok_s" in lb else None
+                r["llama_flavour"] = build["flavour"]
+                for k in ("pp", "tg"):
+                    ours, theirs = r.get(f"{k}_tok_s"), lb.get(f"llama_{k}_tok_s")
+                    r[f"{k} quantlab/llama"] = ours / theirs if ours and theirs else None
             rows.append(r)
             mbar.update()
-    who = f"vs llama.cpp's llama-bench ({exe}) in the same run" if exe is not None else \
-        "llama-bench not found (set QUANTLAB_LLAMA_BIN or `make peers`): no llama.cpp columns"
-    title = (f"SmolLM2-135M speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
+    who = f"vs llama.cpp's llama-bench, {build['label']} ({exe}), in the same run" if exe is not None else \
+        (f"llama-bench not found ({flavour or 'avx2'} build: tools/build_llama_cpp.sh, or set QUANTLAB_LLAMA_BIN): "
+         f"no llama.cpp columns")
+    what = "SmolLM2-135M-Instruct" if rows and all(r["model"].startswith(("SmolLM2", "smollm2")) for r in rows) \
+        else "model"
+    title = (f"{what} speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
              f"load average at start {load}")
-    cols = ("model", "MB", "threads", "n_prompt", "pp_tok_s", "llama_pp_tok_s", "pp quantlab/llama",
+    cols = ("model", "MB", "threads", "load", "n_prompt", "pp_tok_s", "llama_pp_tok_s", "pp quantlab/llama",
             "n_gen", "tg_tok_s", "llama_tg_tok_s", "tg quantlab/llama")
-    return Table(rows, title, cols)
+    if any(r.get("note") for r in rows):
+        cols += ("note",)
+    t = Table(rows, title, cols)
+    t.build = build
+    return t
 
 
-def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: float = 0.3) -> float:
+def l3_bytes() -> int | None:
+    """This machine's last-level (L3) cache size in bytes, from sysconf or /sys; None when unknown."""
+    try:
+        v = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+        if v and v > 0:
+            return int(v)
+    except (ValueError, OSError, AttributeError):
+        pass
+    import glob
+
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(os.path.join(d, "level")) as fh:
+                if fh.read().strip() != "3":
+                    continue
+            with open(os.path.join(d, "size")) as fh:
+                txt = fh.read().strip().upper()
+            mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(txt[-1], 1)
+            return int(txt.rstrip("KMG")) * mult
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def dram_working_set_mb(factor: float = 2.5, least: int = 256) -> int:
+    """A working set in MB that cannot sit in the caches: ``factor`` x the L3 size (at least ``least``)."""
+    l3 = l3_bytes()
+    return max(least, int(factor * l3 / 1e6)) if l3 else max(least, 1024)
+
+
+def memory_bandwidth(size_mb: int | None = None, threads: int | None = None, min_time: float = 0.3) -> float:
     """Measured read bandwidth in GB/s: ``threads`` threads each stream their share of ``size_mb`` MB
-    (far larger than the caches) through numpy's vectorized OR-reduction, which releases the GIL.
-    This is the roof a matrix-vector product cannot beat: every weight byte must be read once."""
+    through numpy's vectorized OR-reduction, which releases the GIL. By default the array is 2.5x this
+    machine's L3 cache (:func:`dram_working_set_mb`), so the figure is DRAM's, not a cache's.
+    This is the roof a matrix-vector product over weights that do not fit in the caches cannot beat."""
     from concurrent.futures import ThreadPoolExecutor
 
     nthreads = threads or (os.cpu_count() or 1)
+    size_mb = size_mb or dram_working_set_mb()
     a = np.ones(size_mb * 1_000_000 // 8, dtype=np.uint64)
     parts = np.array_split(a, nthreads)
     with ThreadPoolExecutor(nthreads) as pool:
@@ -457,7 +568,8 @@ def memory_bandwidth(size_mb: int = 256, threads: int | None = None, min_time: f
 
 
 def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None = None,
-           bandwidth: float | None = None, min_time: float = 0.1, distinct_rows: int = 256) -> Table:
+           bandwidth: float | None = None, min_time: float = 0.1, distinct_rows: int = 256,
+           working_set_mb: float | None = None) -> Table:
     """Matrix-vector product speed (one token through a rows x cols weight matrix) per format, with
     quantlab's model kernels (quantlab.model.llama.Linear: integer dot products for the fast formats,
     dequantized tiles + BLAS for the others), against the memory-bandwidth roof:
@@ -465,10 +577,13 @@ def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None =
 
     Each matrix is ``distinct_rows`` rows of real weights quantized, repeated to ``rows`` rows: the
     product's speed depends on the bytes it reads, not on their values, and quantizing 16M weights into
-    each of the slow formats would take minutes."""
+    each of the slow formats would take minutes. The timed call cycles through enough separate copies of
+    the matrix to read ``working_set_mb`` MB (default: 2.5x the L3 cache, :func:`dram_working_set_mb`), as
+    a model's layers do: one matrix alone could sit in the cache and beat the DRAM roof."""
     from .model.llama import Linear
 
     nthreads = threads or (os.cpu_count() or 1)
+    ws = working_set_mb or dram_working_set_mb()
     bw = bandwidth or memory_bandwidth(threads=nthreads)
     fmts = [get(n) for n in names] if names else [
         f for f in all_formats(include_activation=False) if f.name not in ("I8", "I16", "I32", "I64", "F64")
@@ -481,17 +596,27 @@ def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None =
         if cols % f.block_size:
             continue
         q = api.quantize(w, f, imatrix=im if f.uses_imatrix else None)
-        data = q if q.shape[0] == rows else np.resize(q, (rows, q.shape[1]))
-        lin = Linear("bench", f, data, rows, cols)
+        one = rows * q.shape[1]
+        copies = max(1, int(np.ceil(ws * 1e6 / one)))
+        lins = [Linear("bench", f, np.resize(q, (rows, q.shape[1])), rows, cols) for _ in range(copies)]
         with api._threads(nthreads):
-            t = _best_time(lambda: lin(x), min_time=min_time)
-        nbytes = data.nbytes
-        out.append({"format": f.name, "bpw": f.bpw, "weight MB": nbytes / 1e6, "ms": t * 1e3,
+            t = _best_time(lambda: [lin(x) for lin in lins], min_time=min_time) / copies
+        nbytes = lins[0].data.nbytes
+        lins.clear()                  # free the copies before the next format's
+        out.append({"format": f.name, "bpw": f.bpw, "weight MB": nbytes / 1e6, "copies": copies, "ms": t * 1e3,
                     "GB/s": nbytes / t / 1e9, "roof ms": nbytes / bw / 1e6,
-                    "of roof": nbytes / (bw * 1e9) / t, "path": "integer dot" if lin.fast else "tile + BLAS"})
-    return Table(out, f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows repeated), "
+                    "of roof": nbytes / (bw * 1e9) / t, "path": "integer dot" if lin_fast(f) else "tile + BLAS"})
+    return Table(out, f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows repeated), cycling "
+                      f"through copies totalling >= {ws:.0f} MB (L3: {(l3_bytes() or 0) / 2 ** 20:.0f} MiB), "
                       f"{nthreads} threads; measured bandwidth {bw:.1f} GB/s",
-                 ("format", "bpw", "weight MB", "ms", "GB/s", "roof ms", "of roof", "path"))
+                 ("format", "bpw", "weight MB", "copies", "ms", "GB/s", "roof ms", "of roof", "path"))
+
+
+def lin_fast(f) -> bool:
+    """Whether quantlab's model has an integer-dot kernel for format ``f`` (else dequantized tiles + BLAS)."""
+    from .kernels import matmul as mm
+
+    return get(f).name in mm.INT_KERNELS
 
 
 def plot(table: Table, op: str = "quantize", ax=None, log: bool = True):
@@ -531,7 +656,7 @@ def run(args) -> int:
     if "gguf" in what:
         tables.append(gguf_open())
     if "model" in what:
-        tables.append(model(threads=args.threads))
+        tables.append(model(paths=args.model or None, threads=args.threads, flavour=args.llama_build))
     if "matvec" in what:
         tables.append(matvec(args.formats.split(",") if args.formats else None, threads=args.threads))
     if args.json:
@@ -550,6 +675,11 @@ def register(sub):
     p.add_argument("--formats", help="comma-separated format names (default: all)")
     p.add_argument("--size", type=int, default=1 << 20, help="weights per measurement (default 1M)")
     p.add_argument("--threads", type=int, default=2, help="threads for the model benchmark")
+    p.add_argument("--model", "-m", action="append", metavar="GGUF",
+                   help="model benchmark: this file (repeat for more; default SmolLM2 and 3 requantizations)")
+    p.add_argument("--llama-build", choices=("avx2", "native"), default=None,
+                   help="model benchmark: which llama.cpp build runs llama-bench (default avx2, or "
+                        "QUANTLAB_LLAMA_FLAVOUR); native = plain cmake, GGML_NATIVE=ON")
     p.add_argument("--no-reference", action="store_true", help="skip the slow numpy reference")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

@@ -24,7 +24,7 @@ from .errors import FormatError, ShapeError
 from .formats import get
 
 __all__ = ["GB", "GiB", "model_size", "bits_for_budget", "nominal_bits", "scale_overhead_bpw",
-           "llama_tensors", "LLAMA2_7B", "LLAMA2_13B", "LLAMA2_70B", "LLAMA31_405B", "SMOLLM2_135M",
+           "llama_tensors", "LLAMA2_7B", "LLAMA3_8B", "LLAMA2_13B", "LLAMA2_70B", "LLAMA31_405B", "SMOLLM2_135M",
            "stated_mix", "file_types", "file_mix", "file_size",
            "mix_bpw", "size_table"]
 
@@ -34,6 +34,7 @@ GiB = 2 ** 30
 # Dense llama-architecture shapes (from the models' config.json).
 LLAMA2_7B = dict(n_layer=32, d_model=4096, d_ff=11008, vocab=32000, n_head=32, n_kv_head=32, tied=False)
 SMOLLM2_135M = dict(n_layer=30, d_model=576, d_ff=1536, vocab=49152, n_head=9, n_kv_head=3, tied=True)
+LLAMA3_8B = dict(n_layer=32, d_model=4096, d_ff=14336, vocab=128256, n_head=32, n_kv_head=8, tied=False)
 LLAMA2_13B = dict(n_layer=40, d_model=5120, d_ff=13824, vocab=32000, n_head=40, n_kv_head=40, tied=False)
 LLAMA2_70B = dict(n_layer=80, d_model=8192, d_ff=28672, vocab=32000, n_head=64, n_kv_head=8, tied=False)
 LLAMA31_405B = dict(n_layer=126, d_model=16384, d_ff=53248, vocab=128256, n_head=128, n_kv_head=8, tied=False)

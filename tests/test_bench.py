@@ -65,3 +65,15 @@ def test_formats_table_contents():
             assert r["numba-1t/ggml"] == r["numba-1t"] / r["ggml-1t"]
     assert all(r["rows"] == n_rows for r in t if r["op"] == "dequantize")   # dequantize: always every row
     assert "up to 16x256" in t.title
+
+
+def test_matvec_cycles_through_a_working_set():
+    """The roofline product reads copies of the matrix totalling at least the working set (so that a
+    DRAM-sized working set cannot be served from the cache); l3_bytes reads the machine's cache size."""
+    l3 = bench.l3_bytes()
+    assert l3 is None or (isinstance(l3, int) and l3 > 0)
+    assert bench.dram_working_set_mb() >= 256
+    t = bench.matvec(["Q8_0", "Q4_0"], rows=64, cols=256, bandwidth=1.0, min_time=0.001, working_set_mb=1)
+    for r in t:
+        assert r["copies"] * r["weight MB"] >= 1.0 > (r["copies"] - 1) * r["weight MB"]
+        assert r["weight MB"] == 64 * bench.get(r["format"]).row_bytes(256) / 1e6 and r["ms"] > 0

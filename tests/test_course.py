@@ -105,10 +105,10 @@ def test_answer_cells_are_collapsed(path):
 def test_reveal_is_a_closed_box():
     from quantlab.course import reveal
 
-    r = reveal("00.2")
+    r = reveal("00.3")
     html = r._repr_html_()
     assert html.startswith("<details class='ql-answer'>") and " open" not in html and "7.16" in html
-    assert repr(r).startswith("00.2: 7.16")
+    assert repr(r).startswith("00.3: 7.16")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -143,6 +143,21 @@ print("probe ok")
 """),
     "08_mixes_and_imatrix.ipynb": ("""
 _png0 = mix.out.outputs[-1]["data"]["image/png"]
+mix.ftype.value = "Q4_K_M"; mix.llama.value = "Llama-2-7B"; mix.has_im.value = False; mix.layer.value = 0
+r = mix.result
+assert abs(r["smollm2"]["bpw"] - mx.plan_summary(plan)["bpw"]) < 1e-12
+assert r["smollm2"]["n_fallback"] > 0 and r["llama"]["n_fallback"] == 0 and r["llama"]["bpw"] < r["smollm2"]["bpw"]
+rows0 = {x["tensor"]: x for x in r["layer_rows"]}
+assert rows0["blk.0.attn_q.weight"]["to"] == "Q5_0" and "576" in rows0["blk.0.attn_q.weight"]["fallback"]
+assert rows0["blk.0.ffn_down.weight"]["to"] == "Q6_K" and not rows0["blk.0.ffn_down.weight"]["fallback"]
+mix.layer.value = 4
+assert any(x["tensor"] == "blk.4.ffn_down.weight" and x["to"] == "Q4_K" for x in mix.result["layer_rows"])
+before = mix.summary.value
+mix.ftype.value = "IQ2_XXS"
+assert "refuses" in mix.summary.value and mix.summary.value != before
+mix.has_im.value = True
+assert "refuses" not in mix.summary.value and mix.result["llama"]["bpw"] < 2.5
+mix.has_im.value = False
 mix.ftype.value = "Q8_0"
 assert mix.result["smollm2"]["n_fallback"] == 0 and abs(mix.result["llama"]["bpw"] - 8.5) < 0.01
 print("probe ok")
@@ -153,6 +168,11 @@ print("probe ok")
     "06_compression_analogy.ipynb": ("""
 _png0 = jq.out.outputs[-1]["data"]["image/png"]
 jq.clip.value = "min/max (no clipping)"
+jq.quality.value = 30
+low = dict(jq.result)
+jq.quality.value = 95
+assert jq.result["bpw"] > low["bpw"] and jq.result["sqnr_db"] > low["sqnr_db"], (low, jq.result)
+assert "quality 95" in jq.summary.value
 unclipped = jq.result["sqnr_db"]
 jq.clip.value = "99.9th percentile"
 assert jq.result["sqnr_db"] != unclipped
@@ -162,17 +182,53 @@ print("probe ok")
 assert jq.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
 """),
+    "09_qat_vs_ptq.ipynb": ("""
+_png0 = app.out.outputs[-1]["data"]["image/png"]
+app.bits.value = 2
+app.gran.value = "per-tensor"
+r2 = dict(app.result)
+assert r2["bits"] == 2 and r2["levels"] <= 3, r2
+assert r2["qat_acc"] > r2["ptq_acc"], r2
+app.gran.value = "per-group 16"
+assert app.result["ptq_acc"] > r2["ptq_acc"], app.result
+assert by[(8, None)].ptq_acc > 0.9 and by[(2, None)].qat_acc > by[(2, None)].ptq_acc
+print("probe ok")
+""", """
+assert app.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
+print("probe ok")
+"""),
     "05_gguf_file.ipynb": """
 hexv.region.value = "header (magic, version, counts)"
 assert hexv.result["fields"][1].value == "u32 = 3"
+assert [x.name for x in hexv.result["fields"]][:4] == ["magic", "version", "tensor count", "key/value count"]
+assert "47 47 55 46" in anat.text(0, 4)              # b"GGUF"
+html0 = hexv.view.value
+info = next(k for k in hexv.regions if k.startswith("tensor info 0"))
+hexv.region.value = info
+assert hexv.result["start"] == f.tensors["token_embd.weight"].info_offset
+assert "tensor info" in hexv.result["sections"] and hexv.view.value != html0
+hexv.offset.value = f.data_offset
+assert hexv.region.value == gguf_hex.CUSTOM and hexv.result["fields"][0].section == "data"
 hexv.offset.value = f.tensors["blk.0.ffn_down.weight"].file_offset
 assert hexv.result["fields"][0].record == "data blk.0.ffn_down.weight", hexv.result["fields"][0]
 assert "ffn_down" in hexv.view.value
+assert sum(x.size for x in anat.fields) == f.file_size              # the fields cover every byte once
+assert all(r["equal"] for r in cmp)
 print("probe ok")
 """,
     "07_quantize_a_real_model.ipynb": ("""
 assert QUICK, "the tests run notebook 07 in QUICK mode (QUANTLAB_QUICK=1)"
 _png0 = lad.out.outputs[-1]["data"]["image/png"]
+lad.fmt.value = "Q4_K"; lad.kind.value = "ffn_down"; lad.layer.value = 0
+assert lad.result["used"] == "Q4_K" and not lad.result["fallback"], lad.result
+lad.kind.value = "attn_q"
+assert lad.result["used"] == "Q5_0" and lad.result["fallback"] and "fallback" in lad.summary.value
+lad.fmt.value = "Q8_0"
+e8 = lad.result["rel_error"]
+lad.fmt.value = "Q4_0"
+assert e8 < lad.result["rel_error"] and lad.result["name"] == "blk.0.attn_q.weight"
+lad.layer.value = n_layer - 1
+assert lad.result["name"] == f"blk.{n_layer - 1}.attn_q.weight"
 lad.fmt.value = "Q2_K"; lad.kind.value = "ffn_down"; lad.layer.value = 3
 assert lad.result["used"] == "Q2_K" and lad.result["name"] == "blk.3.ffn_down.weight"
 assert "Q2_K" in lad.summary.value
@@ -181,6 +237,19 @@ print("probe ok")
 assert lad.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
 """),
+    "A1_kernel_throughput.ipynb": """
+app.op.value = "dequantize"
+assert app.result["op"] == "dequantize" and app.result["rows"] == sum(r["op"] == "dequantize" for r in table)
+app.peers.value = ("numba-1t",)
+assert app.result["peers"] == ["numba-1t"]
+assert all(r.get("numba-1t") for r in table), "every format has a numba kernel"
+assert gt.rows[0]["speed-up"] > 1
+if snap is not None:
+    assert cmp_rows and all(x["format"] in {r["format"] for r in table} for x in cmp_rows)
+    x = next(x for x in cmp_rows if x["numba-1t here"] and x["numba-1t snapshot"])
+    assert x["numba-1t here/snapshot"] == x["numba-1t here"] / x["numba-1t snapshot"]
+print("probe ok")
+""",
 }
 
 

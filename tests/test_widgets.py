@@ -235,7 +235,9 @@ def test_scale_zero_and_group_size_apps():
 def test_codecs_roundtrip_and_entropy(w):
     b = w.tobytes()
     sizes_ = analogy.codec_sizes(b)
-    assert set(sizes_) == {"zlib", "bz2", "lzma", "zstd"}
+    assert set(sizes_) == {"zlib", "bz2", "lzma", "zstd", "ppmd"}
+    import pyppmd  # the PPMd stand-in for RAR's text codec decodes back
+    assert pyppmd.decompress(analogy.compress(b, "ppmd"), max_order=6, mem_size=16 << 20) == b
     assert all(0 < s < len(b) * 1.01 for s in sizes_.values())
     assert analogy.entropy_bits(np.array([0, 1, 0, 1])) == 1.0 and analogy.entropy_bits(np.zeros(9)) == 0.0
     planes = analogy.byte_plane_entropy(w, "fp32")

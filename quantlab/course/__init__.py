@@ -3,7 +3,7 @@
 A student writes a number (or a short string) into a cell and calls ``check``::
 
     from quantlab.course import check
-    check("02.1", 6.02)        # -> "✓ right: ..." or "✗ not yet: <hint>"
+    check("02.2", 6.02)        # -> "✓ right: ..." or "✗ not yet: <hint>"
 
 Every expected answer is *computed* by quantlab when the exercise is checked (a function registered
 with :func:`exercise`), never typed in: if the library or the model changes, the answers follow.

@@ -21,43 +21,43 @@ def _00_1():
     return sizes.model_size(175e9, "F32")["GB"]
 
 
-@exercise("00.2", "How many GB is Llama-2-7B (6.74B parameters) in Q8_0? Two decimals.",
+@exercise("00.2", "Bits per weight of Q4_0 (32 weights: 4-bit codes + one fp16 scale)?",
+          hint="Count the bytes of a block: 32 codes x 4 bits, plus 2 bytes of scale, divided by 32 weights.",
+          explain="(16 + 2) bytes x 8 / 32 weights = 4.5 bits per weight.", abs=1e-9, unit="bpw")
+def _00_2():
+    from ..formats import get
+    return get("Q4_0").bpw
+
+
+@exercise("00.3", "How many GB is Llama-2-7B (6.74B parameters) in Q8_0? Two decimals.",
           hint="Q8_0 stores 32 weights in 34 bytes (32 int8 codes + one fp16 scale): 8.5 bits per weight, "
                "not 8.",
           explain="6.738e9 x 8.5 / 8 = 7.16 GB: the fp16 scale per 32 weights adds 6 %; '~8 GB' or '7 GB' "
                   "are both off.", rel=0.005, unit="GB")
-def _00_2():
+def _00_3():
     from .. import sizes
     from ..widgets.size_calculator import PRESETS
     return sizes.model_size(PRESETS["Llama-2-7B (6.74B)"] * 1e9, "Q8_0")["GB"]
 
 
-@exercise("00.3", "Bits per weight of Q4_0 (32 weights: 4-bit codes + one fp16 scale)?",
-          hint="Count the bytes of a block: 32 codes x 4 bits, plus 2 bytes of scale, divided by 32 weights.",
-          explain="(16 + 2) bytes x 8 / 32 weights = 4.5 bits per weight.", abs=1e-9, unit="bpw")
-def _00_3():
-    from ..formats import get
-    return get("Q4_0").bpw
-
-
 # -- 01 · bits and floats ------------------------------------------------------------------------------
 
 
-@exercise("01.1", "The largest finite value of FP8 E4M3 (OCP E4M3FN)?",
+@exercise("01.1", "What does 0.1 become in FP8 E4M3 (round to nearest)?",
+          hint="0.1 = 1.6 x 2^-4; E4M3 keeps 3 mantissa bits, so the steps near 0.1 are 2^-4 / 8 = 0.0078125.",
+          explain="1.101 (binary) x 2^-4 = 1.625/16 = 0.1015625.", abs=5e-5)
+def _01_1():
+    from ..widgets.float_explorer import encode
+    return encode(0.1, "E4M3")["stored"]
+
+
+@exercise("01.2", "The largest finite value of FP8 E4M3 (OCP E4M3FN)?",
           hint="The top exponent code is still a number in E4M3FN; only S.1111.111 is NaN. "
                "So the largest is 1.110 (binary) x 2^(15-7).",
           explain="1.75 x 2^8 = 448: E4M3 has no infinity, it spends those codes on numbers.", abs=1e-9)
-def _01_1():
+def _01_2():
     from ..widgets.float_explorer import max_finite
     return max_finite("E4M3")
-
-
-@exercise("01.2", "What does 0.1 become in FP8 E4M3 (round to nearest)?",
-          hint="0.1 = 1.6 x 2^-4; E4M3 keeps 3 mantissa bits, so the steps near 0.1 are 2^-4 / 8 = 0.0078125.",
-          explain="1.101 (binary) x 2^-4 = 1.625/16 = 0.1015625.", rel=1e-6)
-def _01_2():
-    from ..widgets.float_explorer import encode
-    return encode(0.1, "E4M3")["stored"]
 
 
 @exercise("01.3", "How many distinct non-negative values does FP4 E2M1 have?",
@@ -71,35 +71,35 @@ def _01_3():
 # -- 02 · scales and zero points -----------------------------------------------------------------------
 
 
-@exercise("02.1", "Textbook rule: how many dB of SQNR does one more bit buy (20 log10 2)? Two decimals.",
-          hint="One more bit halves the step; the noise RMSE is step/sqrt(12), so it halves too: 20 log10(2).",
-          explain="20 log10(2) = 6.02 dB per bit.", abs=0.01, unit="dB")
-def _02_1():
-    return 20 * math.log10(2)
-
-
-@exercise("02.2", "A symmetric b-bit grid uses codes -qmax..qmax with qmax = 2^(b-1) - 1. From 4 to 8 bits, "
-          "by how many dB per bit does the step shrink on average? Two decimals.",
-          hint="The step is max|x| / qmax. qmax is 7 at 4 bits and 127 at 8 bits: the step shrinks by 127/7 over "
-               "4 bits. Convert that ratio to dB (20 log10) and divide by 4.",
-          explain="20 log10(127/7) / 4 = 6.29 dB per bit, more than 6.02: going from b to b+1 bits, qmax grows "
-                  "from 2^(b-1)-1 to 2^b-1, a bit more than doubling (7 -> 15 is x2.14). That is the ≈6.3 dB "
-                  "the notebook measures.", abs=0.02, unit="dB")
-def _02_2():
-    qmax = {b: 2 ** (b - 1) - 1 for b in (4, 8)}
-    return 20 * math.log10(qmax[8] / qmax[4]) / 4
-
-
-@exercise("02.3", "How many distinct codes does a symmetric 4-bit grid (-qmax..qmax) use out of the 16?",
+@exercise("02.1", "How many distinct codes does a symmetric 4-bit grid (-qmax..qmax) use out of the 16?",
           hint="qmax = 2^(4-1) - 1 = 7; count -7..7.",
           explain="15: the code -8 is never used, so the symmetric grid wastes a little of its 4 bits.", abs=0)
-def _02_3():
+def _02_1():
     import numpy as np
 
     from ..widgets import toyquant
     from ..widgets._common import real_tensor
     r = toyquant.quantize_uniform(real_tensor(rows=64), 4, "symmetric", 100.0, "channel")
     return int(np.unique(r["q"]).size)
+
+
+@exercise("02.2", "Textbook rule: how many dB of SQNR does one more bit buy (20 log10 2)? Two decimals.",
+          hint="One more bit halves the step; the noise RMSE is step/sqrt(12), so it halves too: 20 log10(2).",
+          explain="20 log10(2) = 6.02 dB per bit.", abs=0.01, unit="dB")
+def _02_2():
+    return 20 * math.log10(2)
+
+
+@exercise("02.3", "A symmetric b-bit grid uses codes -qmax..qmax with qmax = 2^(b-1) - 1. From 4 to 8 bits, "
+          "by how many dB per bit does the step shrink on average? Two decimals.",
+          hint="The step is max|x| / qmax. qmax is 7 at 4 bits and 127 at 8 bits: the step shrinks by 127/7 over "
+               "4 bits. Convert that ratio to dB (20 log10) and divide by 4.",
+          explain="20 log10(127/7) / 4 = 6.29 dB per bit, more than 6.02: going from b to b+1 bits, qmax grows "
+                  "from 2^(b-1)-1 to 2^b-1, a bit more than doubling (7 -> 15 is x2.14). That is the ≈6.3 dB "
+                  "the notebook measures.", abs=0.02, unit="dB")
+def _02_3():
+    qmax = {b: 2 ** (b - 1) - 1 for b in (4, 8)}
+    return 20 * math.log10(qmax[8] / qmax[4]) / 4
 
 
 # -- 03 · group size -----------------------------------------------------------------------------------
@@ -122,7 +122,8 @@ def _outlier_4bit_groups():
 
 @exercise("03.2", "4-bit symmetric codes on the outlier tensor (the widget's default, 128 rows): what is the "
           "LARGEST group (weights per scale, among 4096, 1024, 256, 64, 32, 16, 8) that reaches SQNR >= 20 dB?",
-          hint="Look at the 'SQNR dB' column of the overhead table, from the big groups down.",
+          hint="Set the widget to 4 bits, symmetric, and move 'scale per' from the big groups down: its summary "
+               "line gives the SQNR of each (the opening picture plots them too).",
           explain="32 weights per scale (4.5 bpw) is the first to pass 20 dB; it is the group size of Q4_0.",
           abs=0)
 def _03_2():
@@ -162,23 +163,23 @@ def _04_2():
     return get("Q4_K").type_size
 
 
-@exercise("04.3", "IQ2_XXS stores 8 weights' magnitudes as ONE index into a grid of points. How many points "
-          "does the grid have?",
-          hint="The index is one byte.",
-          explain="256 points (an 8-bit index) out of the 3^8 = 6561 patterns of three levels per weight.", abs=0)
-def _04_3():
-    from ..formats._iqgrid import lattice
-    return int(lattice("iq2xxs").size)
-
-
-@exercise("04.4", "IQ4_NL's 16 code values (kvalues) are int8 from -127 to 113. What is the SMALLEST gap "
+@exercise("04.3", "IQ4_NL's 16 code values (kvalues) are int8 from -127 to 113. What is the SMALLEST gap "
           "between two neighbouring values?",
           hint="Print quantlab.formats._iqgrid.kvalues_iq4nl() and take differences.",
           explain="11 (between -10 and 1), near zero; at the ends the gaps are 23-24: a non-uniform grid, "
                   "dense where a bell-shaped block of weights has most of its values.",
           abs=0)
-def _04_4():
+def _04_3():
     import numpy as np
 
     from ..formats._iqgrid import kvalues_iq4nl
     return int(np.diff(kvalues_iq4nl().astype(int)).min())
+
+
+@exercise("04.4", "IQ2_XXS stores 8 weights' magnitudes as ONE index into a grid of points. How many points "
+          "does the grid have?",
+          hint="The index is one byte.",
+          explain="256 points (an 8-bit index) out of the 3^8 = 6561 patterns of three levels per weight.", abs=0)
+def _04_4():
+    from ..formats._iqgrid import lattice
+    return int(lattice("iq2xxs").size)

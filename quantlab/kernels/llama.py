@@ -1,6 +1,7 @@
-"""numba kernels for the non-matmul parts of a llama forward pass (used when few tokens run at once,
-where numpy's per-call overhead would dominate): RMSNorm, RoPE, attention over an fp16 KV cache,
-SwiGLU. Numerics follow ggml's CPU ops (float32, sums of squares in double)."""
+"""numba kernels for the non-matmul parts of a transformer forward pass (used when few tokens run at
+once, where numpy's per-call overhead would dominate): RMSNorm, RoPE (normal and NeoX, frequency
+factors, magnitude scale), attention over an fp16 KV cache (causal, optionally a sliding window),
+SwiGLU and GeGLU. Numerics follow ggml's CPU ops (float32, sums of squares in double)."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,21 +27,28 @@ def rms_norm(x, w, eps, out):
 
 
 @njit(cache=True, inline="always")
-def _rope_rows(x, t, c, s, half):
+def _rope_rows(x, t, c, s, half, neox):
+    """Rotate the pairs of every head of row t: (2i, 2i+1) ("normal"), or (i, i + half) (NeoX)."""
     for h in range(x.shape[1]):
         for i in range(half):
-            x0 = x[t, h, 2 * i]
-            x1 = x[t, h, 2 * i + 1]
-            x[t, h, 2 * i] = x0 * c[i] - x1 * s[i]
-            x[t, h, 2 * i + 1] = x0 * s[i] + x1 * c[i]
+            i0 = i if neox else 2 * i
+            i1 = i + half if neox else 2 * i + 1
+            x0 = x[t, h, i0]
+            x1 = x[t, h, i1]
+            x[t, h, i0] = x0 * c[i] - x1 * s[i]
+            x[t, h, i1] = x0 * s[i] + x1 * c[i]
 
 
 @njit(cache=True, inline="always")
-def _rope_table(p, n_rot, theta_scale, freq_scale, c, s):
-    theta = F32(p) * freq_scale
+def _rope_table(p, n_rot, theta_scale, freq_scale, ff, mscale, c, s):
+    """ggml_rope_cache_init without YaRN: theta = p * theta_scale^i built by repeated float32
+    multiplication; pair i turns by freq_scale * (theta / ff[i]) (ff: frequency factors, all 1 when
+    the model has none), cos and sin times mscale."""
+    theta = F32(p)
     for i in range(n_rot // 2):
-        c[i] = np.cos(theta)
-        s[i] = np.sin(theta)
+        th = freq_scale * (theta / ff[i])
+        c[i] = np.cos(th) * mscale
+        s[i] = np.sin(th) * mscale
         theta = theta * theta_scale
 
 
@@ -54,18 +62,18 @@ def _to_half_bits(typingctx, x):
 
 
 @njit(cache=True)
-def rope_store(q, k, v, pos, n_rot, theta_scale, freq_scale, kc, vc, p0):
-    """One step of a layer for a few tokens: "normal" RoPE on q [T, H, D] and k [T, Hkv, D] in place
-    (pairs (2i, 2i+1), theta = pos * theta_scale^i built by repeated float32 multiplication, ggml's
-    rope cache; cos/sin computed once for q and k), then k and v stored into the fp16 caches
-    kc/vc [n, Hkv, D] (uint16 bits) at positions p0..p0+T-1."""
+def rope_store(q, k, v, pos, n_rot, theta_scale, freq_scale, ff, mscale, neox, kc, vc, p0):
+    """One step of a layer for a few tokens: RoPE on the first n_rot values of every head of
+    q [T, H, D] and k [T, Hkv, D] in place (cos/sin computed once per token for q and k, see
+    _rope_table), then k and v stored into the fp16 caches kc/vc [n, Hkv, D] (uint16 bits) at
+    positions p0..p0+T-1."""
     half = n_rot // 2
     c = np.empty(half, dtype=np.float32)
     s = np.empty(half, dtype=np.float32)
     for t in range(q.shape[0]):
-        _rope_table(pos[t], n_rot, theta_scale, freq_scale, c, s)
-        _rope_rows(q, t, c, s, half)
-        _rope_rows(k, t, c, s, half)
+        _rope_table(pos[t], n_rot, theta_scale, freq_scale, ff, mscale, c, s)
+        _rope_rows(q, t, c, s, half, neox)
+        _rope_rows(k, t, c, s, half, neox)
         for h in range(k.shape[1]):
             for d in range(k.shape[2]):
                 kc[p0 + t, h, d] = _to_half_bits(k[t, h, d])
@@ -91,12 +99,12 @@ def _widen_cache(c, n, out):
 
 
 @njit(cache=True)
-def attention(q, kc, vc, tab, pos0, scale, out):
+def attention(q, kc, vc, n_swa, pos0, scale, out):
     """Causal attention of T new queries q [T, H, D] (token t at position pos0 + t) over the fp16
-    cache kc/vc [n, Hkv, D] (uint16 bits; ``tab``, an fp16 table, is not used any more: the rows are
-    widened to float32 first, the table's lines would be evicted by the streamed weights between
-    calls); GQA: head h reads kv head h // g. Each score is sum_d q[d] k[d] in d order; four keys are
-    scored side by side (independent sums, same results)."""
+    cache kc/vc [n, Hkv, D] (uint16 bits, widened to float32 first); GQA: head h reads kv head h // g.
+    ``n_swa`` > 0: a sliding window, query p sees keys p - n_swa + 1 .. p (llama.cpp's standard SWA
+    mask: p - p_k >= n_swa is masked). Each score is sum_d q[d] k[d] in d order, times ``scale``;
+    four keys are scored side by side (independent sums, same results)."""
     T, H, D = q.shape
     Hkv = kc.shape[1]
     g = H // Hkv
@@ -112,7 +120,8 @@ def attention(q, kc, vc, tab, pos0, scale, out):
         h = th % H
         kh = h // g
         n = pos0 + t + 1
-        j = 0
+        j0 = max(0, n - n_swa) if n_swa > 0 else 0     # first key this query sees
+        j = j0
         while j + 4 <= n:
             a0 = F32(0)
             a1 = F32(0)
@@ -136,18 +145,18 @@ def attention(q, kc, vc, tab, pos0, scale, out):
             sc[j] = acc * scale
             j += 1
         mx = F32(-np.inf)
-        for j in range(n):
+        for j in range(j0, n):
             if sc[j] > mx:
                 mx = sc[j]
         tot = 0.0
-        for j in range(n):
+        for j in range(j0, n):
             e = np.exp(sc[j] - mx)
             sc[j] = e
             tot += e
         inv = F32(1.0 / tot)
         for d in range(D):
             o[d] = F32(0)
-        for j in range(n):
+        for j in range(j0, n):
             p = sc[j] * inv
             for d in range(D):
                 o[d] += p * vf[kh, j, d]
@@ -163,3 +172,20 @@ def swiglu(g, u, out):
         for j in range(F):
             x = g[t, j]
             out[t, j] = x / (F32(1) + np.exp(-x)) * u[t, j]
+
+
+@njit(cache=True)
+def geglu(g, u, table, out):
+    """out = gelu(g) * u the way ggml's CPU op computes it (GGML_GELU_FP16): g <= -10 -> 0, g >= 10 ->
+    g * u, else table[fp16 bits of g] * u with ``table`` the float32 of ggml_table_gelu_f16 (GELU-tanh
+    of every fp16 value, rounded to fp16)."""
+    T, F = g.shape
+    for t in range(T):
+        for j in range(F):
+            x = g[t, j]
+            if x <= F32(-10):
+                out[t, j] = F32(0)
+            elif x >= F32(10):
+                out[t, j] = x * u[t, j]
+            else:
+                out[t, j] = table[_to_half_bits(x)] * u[t, j]

@@ -45,6 +45,10 @@ class EvalResult:
     dp_rms: float | None = None
     kld: np.ndarray | None = field(default=None, repr=False)
     dp: np.ndarray | None = field(default=None, repr=False)
+    argmax: np.ndarray | None = field(default=None, repr=False)    # the model's top-1 id per scored token
+    nll_base: np.ndarray | None = field(default=None, repr=False)
+    kld_max: float | None = None
+    base_file: str | None = None                                    # a llama.cpp --kl-divergence-base file
 
     def summary(self) -> str:
         s = (f"PPL = {self.ppl:.4f} +/- {self.ppl_err:.5f}  ({self.n_chunks} chunks of {self.n_ctx}, "
@@ -52,7 +56,7 @@ class EvalResult:
         if self.kld_mean is not None:
             s += (f"\nbase PPL = {self.base_ppl:.4f}   KLD mean {self.kld_mean:.6f} +/- {self.kld_err:.6f}, "
                   f"median {self.kld_median:.6f}, 99% {self.kld_p99:.6f}   same top-1 {100 * self.top1:.3f} %   "
-                  f"RMS dp {100 * self.dp_rms:.3f} %")
+                  f"RMS dp {100 * self.dp_rms:.3f} %   PPL - base PPL {self.ppl - self.base_ppl:+.4f}")
         return s
 
 
@@ -72,8 +76,9 @@ def _trim() -> None:
         pass
 
 
-def chunks_of(model, text, n_ctx: int, n_chunks: int | None):
-    """The token chunks llama-perplexity would score."""
+def tokens_for(model, text, n_ctx: int, n_chunks: int | None):
+    """The text's tokens as llama-perplexity takes them (BOS only if the model asks for it, special-token
+    text not parsed) and how many ``n_ctx`` chunks will be scored."""
     if n_ctx < 4 or n_ctx % 2:
         raise ModelError(f"n_ctx must be an even number >= 4, got {n_ctx}")
     if text is None:
@@ -88,6 +93,13 @@ def chunks_of(model, text, n_ctx: int, n_chunks: int | None):
     if n < 1:
         raise ModelError("n_chunks must be at least 1")
     _trim()      # give the tokenizer's working memory back to the OS before the model runs
+    return tokens, n
+
+
+def chunks_of(model, text, n_ctx: int, n_chunks: int | None):
+    """The token chunks llama-perplexity would score (each chunk's first token replaced by BOS when the
+    vocabulary adds BOS, as llama-perplexity does per chunk)."""
+    tokens, n = tokens_for(model, text, n_ctx, n_chunks)
     out = []
     for i in range(n):
         c = tokens[i * n_ctx:(i + 1) * n_ctx].copy()
@@ -125,7 +137,7 @@ def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | N
     first = n_ctx // 2
     out_rows = np.arange(first, n_ctx)
     nll, kld, dp, same = [], [], [], []
-    nll_base = []
+    nll_base, amaxes = [], []
     t0 = time.perf_counter()
     models = [model] + ([base] if base is not None else [])
     was = [x.stream for x in models]
@@ -144,6 +156,7 @@ def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | N
                 tgt = targets[r0:r1]
                 lt = lg[np.arange(r1 - r0), tgt].astype(np.float64)
                 nll.append(lse - lt)
+                amaxes.append(amax)
                 if hb is not None:
                     lb = base.logits(hb[r0:r1])
                     lse_b, amax_b = _log_softmax_stats(lb)
@@ -164,11 +177,13 @@ def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | N
     var = (v * v).mean() - m * m
     err = float(ppl * np.sqrt(var / (len(v) - 1))) if var > 0 and len(v) > 1 else float("nan")
     r = EvalResult(ppl=ppl, ppl_err=err, n_chunks=len(chunks), n_ctx=n_ctx, n_scored=len(v), nll=v,
-                   seconds=time.perf_counter() - t0)
+                   seconds=time.perf_counter() - t0, argmax=np.concatenate(amaxes))
     if base is not None:
         k = np.concatenate(kld)
         d = np.concatenate(dp)
-        r.base_ppl = float(np.exp(np.concatenate(nll_base).mean()))
+        r.nll_base = np.concatenate(nll_base)
+        r.base_ppl = float(np.exp(r.nll_base.mean()))
+        r.kld_max = float(np.concatenate(kld).max())
         r.kld, r.dp = k, d
         r.kld_mean = float(k.mean())
         r.kld_err = float(np.sqrt(max(0.0, (k * k).mean() - k.mean() ** 2) / max(1, len(k) - 1)))

@@ -86,6 +86,8 @@ def html_table(rows: list[dict], columns: list[str] | None = None, fmt: dict | N
         cells = []
         for c in cols:
             v = r.get(c, "")
+            if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+                v = "–"                             # a missing figure reads as a dash, not "None" or "nan"
             s = fmt[c].format(v) if c in fmt and isinstance(v, (int, float, np.floating, np.integer)) else str(v)
             cells.append(f"<td style='text-align:right;padding:0 8px'>{html.escape(s)}</td>")
         style = " style='font-weight:bold;background:#fff3c4'" if highlight and highlight(r) else ""

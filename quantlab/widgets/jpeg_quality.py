@@ -34,8 +34,10 @@ def plot_rate_distortion(ax, points: list[dict], highlight: dict | None = None, 
         lab = p["kind"] if p["kind"] not in seen else None
         seen.add(p["kind"])
         ax.plot([p["bpw"]], [y], m, color=c, ms=6, label=lab)
-        if p["kind"] != "quant+codec":
-            ax.annotate(p["method"], (p["bpw"], y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        if p["kind"] != "quant+codec":            # labels of the right-hand points go to their left: inside the axes
+            right = p["bpw"] > 12
+            ax.annotate(p["method"], (p["bpw"], y), fontsize=10, xytext=(-4 if right else 4, -12 if right else 3),
+                        textcoords="offset points", ha="right" if right else "left")
     series = sorted({p.get("series", "JPEG") for p in points if p.get("kind") == "jpeg"})
     for k, name in enumerate(series):
         jp = sorted((p for p in points if p.get("kind") == "jpeg" and p.get("series", "JPEG") == name),
@@ -43,15 +45,20 @@ def plot_rate_distortion(ax, points: list[dict], highlight: dict | None = None, 
         ax.plot([p["bpw"] for p in jp], [p["sqnr_db"] for p in jp], "^-" if k == 0 else "v--", mfc="none",
                 color=("#2a7ab0", "#5bc0de", "#1f3a93")[k % 3], ms=5, lw=0.8, label=name)
     ax.axhline(top, color="#3c9a3c", lw=0.6, ls=":")
-    ax.text(0.5, top, "lossless (error 0)", fontsize=6, va="bottom", color="#3c9a3c")
+    ax.text(0.98, top, "lossless (error 0)", fontsize=10, va="bottom", ha="right", color="#3c9a3c",
+            transform=ax.get_yaxis_transform())
     if highlight is not None:
         ax.plot([highlight["bpw"]], [highlight["sqnr_db"]], "*", color="#f0ad4e", ms=14, label="this JPEG")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("bits per weight (log scale)", fontsize=8)
-    ax.set_ylabel("SQNR (dB)", fontsize=8)
+    xs = [p["bpw"] for p in points if "bpw" in p]
+    if xs:
+        ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)
+    ax.set_ylim(top=top + 6)
+    ax.set_xlabel("bits per weight (log scale)", fontsize=10)
+    ax.set_ylabel("SQNR (dB)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left")
-    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=10, loc="lower right")
+    ax.tick_params(labelsize=10)
 
 
 class JpegQuality(App):
@@ -91,7 +98,7 @@ class JpegQuality(App):
                                (self.axes[1], y[:h, :wd], f"after JPEG q={r['quality']}")):
             ax.clear()
             ax.imshow(img, cmap="gray", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title, fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
         plot_rate_distortion(self.axes[2], self.points, highlight=r)

@@ -178,13 +178,13 @@ def plot_share(ax, summaries: dict) -> None:
         for fmt, v in summaries[lab]["share"].items():
             ax.barh(i, v, left=left, color=_COLORS.get(fmt, "#cccccc"), edgecolor="white", linewidth=0.5)
             if v > 0.06:
-                ax.text(left + v / 2, i, fmt, ha="center", va="center", fontsize=7)
+                ax.text(left + v / 2, i, fmt, ha="center", va="center", fontsize=10)
             left += v
     ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels([f"{lab}\n{summaries[lab]['bpw']:.3f} bpw" for lab in labels], fontsize=8)
+    ax.set_yticklabels([f"{lab}\n{summaries[lab]['bpw']:.3f} bpw" for lab in labels], fontsize=10)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("fraction of the model's weights", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_xlabel("fraction of the model's weights", fontsize=10)
+    ax.tick_params(labelsize=10)
     ax.invert_yaxis()
 
 
@@ -232,7 +232,7 @@ class MixExplorer(App):
                     f"({100 * s['fallback_share']:.1f} % of the weights)")
 
         self.summary.value = (f"<div class='ql-mix-summary' style='font-size:13px'>{ps.ftype.name} = "
-                              f"<i>{ps.ftype.description}</i><br>{line('SmolLM2-135M', ss)}<br>"
+                              f"<i>{ps.ftype.description}</i><br>{line('SmolLM2-135M-Instruct', ss)}<br>"
                               f"{line(lm, sl)}{warn}</div>")
         ks = {r["kind"]: r for r in kind_table(ps)}
         kl = {r["kind"]: r for r in kind_table(pl)}
@@ -242,8 +242,8 @@ class MixExplorer(App):
                  f"{lm} formats": kl[k]["formats"] if k in kl else ""} for k in list(dict.fromkeys([*ks, *kl]))]
         self.kinds.value = html_table(rows)
         self.ax.clear()
-        plot_share(self.ax, {"SmolLM2-135M": ss, lm: sl})
-        self.ax.set_title(f"{ft}: weights by format", fontsize=9)
+        plot_share(self.ax, {"SmolLM2-135M-Instruct": ss, lm: sl})
+        self.ax.set_title(f"{ft}: weights by format", fontsize=10)
         self.fig.tight_layout()
         show_figure(self.out, self.fig)
         self._update_layer()
@@ -293,13 +293,13 @@ def plot_imatrix(axes, im, names) -> None:
         v = np.asarray(im[n], dtype=np.float64)
         a0.plot(np.arange(len(v)), v, lw=0.6, label=n)
         a1.plot(np.arange(1, len(v) + 1), np.sort(v)[::-1], lw=1.0, label=n)
-    a0.set_yscale("log"); a0.set_xlabel("input column", fontsize=8); a0.set_ylabel("mean a_j^2", fontsize=8)
-    a1.set_xscale("log"); a1.set_yscale("log"); a1.set_xlabel("rank of the column", fontsize=8)
-    a0.set_title("imatrix per column", fontsize=9)
-    a1.set_title("sorted: a few columns dominate", fontsize=9)
-    a1.legend(fontsize=6)
+    a0.set_yscale("log"); a0.set_xlabel("input column", fontsize=10); a0.set_ylabel("mean a_j^2", fontsize=10)
+    a1.set_xscale("log"); a1.set_yscale("log"); a1.set_xlabel("rank of the column", fontsize=10)
+    a0.set_title("imatrix per column", fontsize=10)
+    a1.set_title("sorted: a few columns dominate", fontsize=10)
+    a1.legend(fontsize=10)
     for a in axes:
-        a.tick_params(labelsize=7)
+        a.tick_params(labelsize=10)
 
 
 def imatrix_errors(tensors, im, names, formats, rows: int | None = 64, impl: str = "fast") -> list[dict]:
@@ -328,6 +328,39 @@ def imatrix_errors(tensors, im, names, formats, rows: int | None = 64, impl: str
             r["wRMSE ratio"] = r["wRMSE with"] / r["wRMSE without"] if r["wRMSE without"] > 0 else float("nan")
             out.append(r)
     return out
+
+
+#: How ggml's quantizers weight the error of weight j when given an importance matrix (ggml-quants.c of
+#: llama.cpp as vendored in llama-cpp-python 0.3.36, quantize_row_*_impl):
+#: ``weight_j = imatrix_j * sqrt(sigma2 + x_j**2)`` with sigma2 the mean square of the row (legacy types) or
+#: ``factor * sum(x**2) / 256`` over the super-block (K-quants), or the plain imatrix (Q6_K: its sigma2 line
+#: is commented out). Format -> (where sigma2 is taken, factor); None = plain imatrix.
+IMATRIX_OBJECTIVE = {"Q4_0": ("row", 1.0), "Q4_1": ("row", 1.0), "Q5_0": ("row", 1.0), "Q5_1": ("row", 1.0),
+                     "Q2_K": ("super-block", 1.0), "Q3_K": ("super-block", 2.0), "Q4_K": ("super-block", 2.0),
+                     "Q5_K": ("super-block", 2.0), "Q6_K": None}
+
+
+def ggml_error_weights(x, imatrix, fmt, sigma2=None) -> np.ndarray:
+    """Per-weight error weights ggml's ``fmt`` quantizer minimises for one row ``x`` with ``imatrix``
+    (see :data:`IMATRIX_OBJECTIVE`); ``sigma2`` overrides the computed one (a scalar)."""
+    name = get_format(fmt).name
+    if name not in IMATRIX_OBJECTIVE:
+        raise ValueError(f"no imatrix objective stated for {name}; stated: {', '.join(IMATRIX_OBJECTIVE)}")
+    x = np.asarray(x, dtype=np.float32).ravel()
+    qw = np.asarray(imatrix, dtype=np.float32).ravel()
+    rule = IMATRIX_OBJECTIVE[name]
+    if rule is None:
+        return qw.copy()
+    where, factor = rule
+    if sigma2 is None:
+        if where == "row":
+            s2 = np.full(x.shape, np.mean(x * x), dtype=np.float32)
+        else:
+            sb = x.reshape(-1, 256)
+            s2 = np.repeat(factor * (sb * sb).sum(axis=1) / 256, 256).astype(np.float32)
+    else:
+        s2 = np.full(x.shape, sigma2, dtype=np.float32)
+    return (qw * np.sqrt(s2 + x * x)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -439,17 +472,31 @@ def plot_frontier(ax, study: dict) -> None:
     fr = sorted(study["frontier"], key=lambda p: p["bpw"])
     ax.plot([p["bpw"] for p in fr], [p["error"] for p in fr], "-", color="#2a7ab0", lw=1.2,
             label="optimizer frontier (one format per tensor)")
-    for m in study["mixes"]:
+    groups: list[list[dict]] = []                     # file types at the same point share one label
+    for m in sorted(study["mixes"], key=lambda m: (m["bpw"], m["error"])):
+        g = groups[-1] if groups else None
+        if g and abs(g[0]["bpw"] - m["bpw"]) < 1e-3 and abs(g[0]["error"] / m["error"] - 1) < 1e-3:
+            g.append(m)
+        else:
+            groups.append([m])
+    close = [k > 0 and abs(groups[k - 1][0]["bpw"] - groups[k][0]["bpw"]) < 0.3 for k in range(len(groups))]
+    for k, g in enumerate(groups):
+        m = g[0]
         ax.plot(m["bpw"], m["error"], "o", color="#d62728", ms=4)
-        ax.annotate(m["label"], (m["bpw"], m["error"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        # the first of two close points is labelled on its left, the next on its right (lower when a third follows)
+        left = k > 0 and not close[k] and k + 1 < len(groups) and close[k + 1]
+        low = close[k] and k >= 2 and close[k - 1]
+        ax.annotate(" = ".join(x["label"] for x in g), (m["bpw"], m["error"]), fontsize=10,
+                    ha="right" if left else "left", xytext=(-5 if left else 5, -14 if low else 3),
+                    textcoords="offset points")
     o = study["optimized"]
     ax.plot(o["bpw"], o["error"], "*", color="#2ca02c", ms=10, label=o["label"])
     ax.plot([], [], "o", color="#d62728", ms=4, label="llama.cpp file types")
     ax.set_yscale("log")
-    ax.set_xlabel("bits per weight (optimized tensors)", fontsize=8)
-    ax.set_ylabel("imatrix-weighted squared error", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
+    ax.set_xlabel("bits per weight (optimized tensors)", fontsize=10)
+    ax.set_ylabel("imatrix-weighted squared error", fontsize=10)
+    ax.tick_params(labelsize=10)
+    ax.legend(fontsize=10)
 
 
 def frontier_gain(study: dict) -> list[dict]:

@@ -176,24 +176,25 @@ def plot_heatmap(fig, grid: dict) -> None:
     norm = LogNorm(vmin=allv.min(), vmax=allv.max())
     ncol = min(4, len(fs))
     nrow = -(-len(fs) // ncol)
+    fig.set_layout_engine("constrained")           # titles clear of the rotated labels of the row above
     axes = fig.subplots(nrow, ncol, squeeze=False)
     im = None
     for a, f in zip(axes.ravel(), fs):
         im = a.imshow(grid["rel"][f], aspect="auto", cmap="viridis", norm=norm, interpolation="nearest")
         labels = [k + ("*" if grid["used"][f].get(k, f) != f else "") for k in grid["kinds"]]
-        a.set_xticks(range(len(labels)), labels, rotation=60, fontsize=6)
+        a.set_xticks(range(len(labels)), labels, rotation=60, fontsize=10)
         step = max(1, len(grid["layers"]) // 6)
         a.set_yticks(range(0, len(grid["layers"]), step), [grid["layers"][i] for i in range(0, len(grid["layers"]), step)],
-                     fontsize=6)
+                     fontsize=10)
         fb = sorted({v for v in grid["used"][f].values() if v != f})
-        a.set_title(f + (f" (* = {', '.join(fb)})" if fb else ""), fontsize=8)
+        a.set_title(f + (f" (* = {', '.join(fb)})" if fb else ""), fontsize=10)
     for a in axes.ravel()[len(fs):]:
         a.axis("off")
-    axes[0, 0].set_ylabel("layer", fontsize=7)
+    axes[0, 0].set_ylabel("layer", fontsize=10)
     if im is not None:
         cb = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
-        cb.set_label("relative error ||w - q(w)|| / ||w||", fontsize=7)
-        cb.ax.tick_params(labelsize=6)
+        cb.set_label("relative error ||w - q(w)|| / ||w||", fontsize=10)
+        cb.ax.tick_params(labelsize=10)
 
 
 def grid_table(grid: dict) -> list[dict]:
@@ -308,20 +309,20 @@ def plot_ladder(axes, lad: dict) -> None:
     for a in axes:
         a.clear()
         a.grid(alpha=0.3)
-        a.tick_params(labelsize=7)
+        a.tick_params(labelsize=10)
     q = [r for r in rows if r["kld"] > 0]
     a0.plot([r["bpw"] for r in q], [r["kld"] for r in q], "o-", color="#d9534f")
     for r in q:
-        a0.annotate(r["ftype"], (r["bpw"], r["kld"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        a0.annotate(r["ftype"], (r["bpw"], r["kld"]), fontsize=10, xytext=(3, 3), textcoords="offset points")
     a0.set_yscale("log")
-    a0.set_xlabel("bits per weight", fontsize=8)
-    a0.set_ylabel("mean KL divergence to the shipped model", fontsize=8)
+    a0.set_xlabel("bits per weight", fontsize=10)
+    a0.set_ylabel("mean KL divergence to the shipped model", fontsize=10)
     a1.errorbar([r["bpw"] for r in rows], [r["ppl"] for r in rows], yerr=[r["ppl_err"] for r in rows], fmt="o",
                 color="#2a7ab0", ms=4, capsize=2)
     for r in rows:
-        a1.annotate(r["ftype"], (r["bpw"], r["ppl"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    a1.set_xlabel("bits per weight", fontsize=8)
-    a1.set_ylabel(f"perplexity ({lad['n_chunks']} x {lad['n_ctx']} tokens)", fontsize=8)
+        a1.annotate(r["ftype"], (r["bpw"], r["ppl"]), fontsize=10, xytext=(3, 3), textcoords="offset points")
+    a1.set_xlabel("bits per weight", fontsize=10)
+    a1.set_ylabel(f"perplexity ({lad['n_chunks']} x {lad['n_ctx']} tokens)", fontsize=10)
 
 
 # ------------------------------------------------------------------------------------- MiniLM study
@@ -404,10 +405,10 @@ class ModelLadder(App):
         lim = float(np.abs(err).max()) or 1.0
         ax.hist(err, bins=101, range=(-lim, lim), color="#2a7ab0")
         ax.set_yscale("log")
-        ax.set_xlabel("q(w) - w", fontsize=8)
-        ax.set_ylabel("weights", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_title(f"{self.name} in {r['used']}: error histogram", fontsize=9)
+        ax.set_xlabel("q(w) - w", fontsize=10)
+        ax.set_ylabel("weights", fontsize=10)
+        ax.tick_params(labelsize=10)
+        ax.set_title(f"{self.name} in {r['used']}: error histogram", fontsize=10)
         self.fig.tight_layout()
         show_figure(self.out, self.fig)
 
