@@ -50,10 +50,9 @@ DEPLOY = ROOT / "deploy" / "jupyterhub"
 
 PROBE_FIRST = ("import quantlab.warmup as _qw\n_qc = _qw.CompileCounter()\n"
                "import numba as _nb, os as _os\nprint('PROBE-START', _os.getpid(), _nb.config.CACHE_DIR)")
-PROBE_LAST = ("import json as _j, resource as _r, sys as _s, numba.core.registry as _reg\n"
-              "_hits = sum(sum(d.stats.cache_hits.values()) for m in list(_s.modules.values())\n"
-              "            if getattr(m, '__name__', '').startswith('quantlab') for d in vars(m).values()\n"
-              "            if isinstance(d, _reg.CPUDispatcher))\n"
+PROBE_LAST = ("import json as _j, resource as _r, gc as _gc, numba.core.registry as _reg\n"
+              "_hits = sum(sum(d.stats.cache_hits.values()) for d in _gc.get_objects()\n"
+              "            if isinstance(d, _reg.CPUDispatcher))   # every kernel, closures (factories) included\n"
               "print('PROBE', _j.dumps({'compiles': _qc.count, 'compiled': _qc.names[:8], 'cache_hits': _hits, "
               "'maxrss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024, "
               "'cpu_s': _r.getrusage(_r.RUSAGE_SELF).ru_utime + _r.getrusage(_r.RUSAGE_SELF).ru_stime}))")
