@@ -7,7 +7,6 @@ format cannot hold NaN/Inf, and an imatrix of the right length.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import warnings
 
@@ -163,24 +162,7 @@ def _want_threads(n, work, op) -> int:
     return top if n is None else max(1, min(int(n), top))
 
 
-@functools.lru_cache(maxsize=None)
-def _thread_count_fns():
-    """numba's per-thread thread-count getter and setter. The public numba.get/set_num_threads re-check
-    the worker pool on every call (3-4 us each, measured: a tenth of a 1M-weight BF16 dequantize); once
-    the pool is up, the raw functions behind them take 0.1-0.3 us. ``_want_threads`` already clamps
-    the count to 1..NUMBA_NUM_THREADS, which is the check the public setter adds."""
-    import numba
-
-    numba.get_num_threads()          # launches the pool (once)
-    try:
-        from numba.np.ufunc import parallel as _p
-
-        get, put = _p._get_num_threads, _p._set_num_threads
-        if get() == numba.get_num_threads():
-            return get, put
-    except (ImportError, AttributeError, TypeError):  # another numba: the public functions
-        pass
-    return numba.get_num_threads, numba.set_num_threads
+_thread_count_fns = _rows.numba_thread_fns   # numba's raw thread-count getter and setter
 
 
 def _run_threaded(fn, args, n, work, op):

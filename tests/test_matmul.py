@@ -14,8 +14,11 @@ import pytest
 
 import quantlab
 from quantlab.kernels import matmul as mm
+from quantlab.kernels import simd
 from quantlab.model.llama import Linear
+from quantlab.errors import FormatError
 from quantlab.formats import get
+from quantlab.formats.registry import FORMATS as REGISTRY
 
 FORMATS = sorted(mm.INT_KERNELS)
 
@@ -114,9 +117,9 @@ def _dot8_kernel(isa, signed):
     @intrinsic
     def dot8(typingctx, w, a, out):
         def codegen(context, builder, sig, args):
-            c = mm._load_bytes(context, builder, sig.args[0], args[0], ir.Constant(ir.IntType(64), 0), 32)
-            x = mm._load_bytes(context, builder, sig.args[1], args[1], ir.Constant(ir.IntType(64), 0), 32)
-            v = mm._dot8(builder, c, signed, x, isa=isa)
+            c = simd._load_bytes(context, builder, sig.args[0], args[0], ir.Constant(ir.IntType(64), 0), 32)
+            x = simd._load_bytes(context, builder, sig.args[1], args[1], ir.Constant(ir.IntType(64), 0), 32)
+            v = simd._dot8(builder, c, signed, x, isa=isa)
             arr = context.make_array(sig.args[2])(context, builder, args[2])
             builder.store(v, builder.bitcast(arr.data, v.type.as_pointer()), align=4)
             return context.get_dummy_value()
@@ -184,3 +187,38 @@ def test_stacked_matrices_bad_input():
         mm.matmul_int((q32, qk), ("Q4_0", "Q4_K"), act, np.empty((1, 8), np.float32))
     with pytest.raises(quantlab.errors.ShapeError, match="1 to 3"):
         mm.matmul_int((q32,) * 4, ("Q4_0",) * 4, act, np.empty((1, 16), np.float32))
+
+
+def _ggml_cpu_vec_dot_types() -> dict:
+    """type -> vec_dot_type from ggml-cpu.c's type_traits_cpu table in the llama.cpp sources the oracle
+    is built from (make oracle unpacks them; a missing file fails, it does not skip)."""
+    import pathlib
+    import re
+
+    src = pathlib.Path(__file__).resolve().parent.parent / (
+        ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu.c")
+    text = src.read_text()
+    table = text[text.index("type_traits_cpu[GGML_TYPE_COUNT] = {") + 36:]
+    table = table[:table.index("\n};")]
+    out = {}
+    for name, body in re.findall(r"\[GGML_TYPE_(\w+)\]\s*=\s*\{(.*?)\n    \}", table, re.S):
+        m = re.search(r"\.vec_dot_type\s*=\s*GGML_TYPE_(\w+)", body)
+        out[name] = m.group(1) if m else None
+    return out
+
+
+def test_vec_dot_type_column_matches_ggml_cpu():
+    """The registry's vec_dot_type of every type is ggml-cpu's (types ggml-cpu gives none have None,
+    and asking for it is a FormatError, never a silent F32)."""
+    want = _ggml_cpu_vec_dot_types()
+    assert len(want) >= 30
+    for f in REGISTRY:
+        if f.removed:
+            assert f.vec_dot_type is None
+            continue
+        assert f.vec_dot_type == want.get(f.name), f.name
+        if f.vec_dot_type is None:
+            with pytest.raises(FormatError, match="vec_dot_type"):
+                f.vec_dot()
+        else:
+            assert f.vec_dot() == f.vec_dot_type

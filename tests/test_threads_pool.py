@@ -189,3 +189,31 @@ def test_two_python_threads_with_different_counts(small_pieces, monkeypatch):
     assert not any(t.is_alive() for t in ts)
     assert not errors, errors
     assert seen == {1: {1}, 3: {3}}
+
+
+def test_model_threads_sets_and_restores_numba_rows_and_blas():
+    """quantlab.model.threads(n) puts numba's parallel kernels, the row-kernel pool and BLAS on n
+    threads and gives each its previous count back (it used to reset BLAS to os.cpu_count())."""
+    import numba
+    from threadpoolctl import ThreadpoolController
+
+    from quantlab.kernels import _rows
+    from quantlab.model import threads
+
+    blas = ThreadpoolController().select(user_api="blas")
+
+    def counts():
+        return numba.get_num_threads(), _rows.get_threads(), [i["num_threads"] for i in blas.info()]
+
+    top = _rows.max_threads()
+    with blas.limit(limits=1):                     # BLAS below the core count before: must come back as 1
+        before = counts()
+        assert before[2], "numpy's BLAS is visible to threadpoolctl"
+        with threads(top):
+            assert counts() == (top, top, [top] * len(before[2]))
+            with threads(1):
+                assert counts() == (1, 1, [1] * len(before[2]))
+            assert counts() == (top, top, [top] * len(before[2]))
+        assert counts() == before
+        with threads(None):
+            assert counts() == before

@@ -29,53 +29,55 @@ __all__ = ["Format", "get", "all_formats", "FORMATS", "QK_K"]
 
 QK_K = 256
 
-# id  name      block bytes family    flags
+# id  name      block bytes family    vdot  flags
+#   vdot: the activation ("vec_dot") type a matrix product with this weight type quantizes its input to,
+#         as ggml-cpu's type_traits_cpu[type].vec_dot_type (ggml-cpu.c); "-": no matrix product
 #   flags: I = output depends on an importance matrix, R = imatrix required,
 #          A = activation-side type (never stored in model files by llama.cpp), X = removed from GGUF
 _TABLE = """
-0   F32       1    4    floats
-1   F16       1    2    floats
-2   Q4_0      32   18   legacy    I
-3   Q4_1      32   20   legacy    I
-4   Q4_2      0    0    removed   X
-5   Q4_3      0    0    removed   X
-6   Q5_0      32   22   legacy    I
-7   Q5_1      32   24   legacy    I
-8   Q8_0      32   34   legacy
-9   Q8_1      32   36   legacy    A
-10  Q2_K      256  84   kquants   I
-11  Q3_K      256  110  kquants   I
-12  Q4_K      256  144  kquants   I
-13  Q5_K      256  176  kquants   I
-14  Q6_K      256  210  kquants   I
-15  Q8_K      256  292  kquants   A
-16  IQ2_XXS   256  66   iq2       IR
-17  IQ2_XS    256  74   iq2       IR
-18  IQ3_XXS   256  98   iq3       I
-19  IQ1_S     256  50   iq1       IR
-20  IQ4_NL    32   18   iq4       I
-21  IQ3_S     256  110  iq3       I
-22  IQ2_S     256  82   iq2       I
-23  IQ4_XS    256  136  iq4       I
-24  I8        1    1    floats
-25  I16       1    2    floats
-26  I32       1    4    floats
-27  I64       1    8    floats
-28  F64       1    8    floats
-29  IQ1_M     256  56   iq1       I
-30  BF16      1    2    floats
-31  Q4_0_4_4  0    0    removed   X
-32  Q4_0_4_8  0    0    removed   X
-33  Q4_0_8_8  0    0    removed   X
-34  TQ1_0     256  54   ternary
-35  TQ2_0     256  66   ternary
-36  IQ4_NL_4_4 0   0    removed   X
-37  IQ4_NL_4_8 0   0    removed   X
-38  IQ4_NL_8_8 0   0    removed   X
-39  MXFP4     32   17   fp4
-40  NVFP4     64   36   fp4
-41  Q1_0      128  18   legacy
-42  Q2_0      64   18   legacy
+0   F32        1    4    floats    F32
+1   F16        1    2    floats    F16
+2   Q4_0       32   18   legacy    Q8_0  I
+3   Q4_1       32   20   legacy    Q8_1  I
+4   Q4_2       0    0    removed   -     X
+5   Q4_3       0    0    removed   -     X
+6   Q5_0       32   22   legacy    Q8_0  I
+7   Q5_1       32   24   legacy    Q8_1  I
+8   Q8_0       32   34   legacy    Q8_0
+9   Q8_1       32   36   legacy    Q8_1  A
+10  Q2_K       256  84   kquants   Q8_K  I
+11  Q3_K       256  110  kquants   Q8_K  I
+12  Q4_K       256  144  kquants   Q8_K  I
+13  Q5_K       256  176  kquants   Q8_K  I
+14  Q6_K       256  210  kquants   Q8_K  I
+15  Q8_K       256  292  kquants   -     A
+16  IQ2_XXS    256  66   iq2       Q8_K  IR
+17  IQ2_XS     256  74   iq2       Q8_K  IR
+18  IQ3_XXS    256  98   iq3       Q8_K  I
+19  IQ1_S      256  50   iq1       Q8_K  IR
+20  IQ4_NL     32   18   iq4       Q8_0  I
+21  IQ3_S      256  110  iq3       Q8_K  I
+22  IQ2_S      256  82   iq2       Q8_K  I
+23  IQ4_XS     256  136  iq4       Q8_K  I
+24  I8         1    1    floats    -
+25  I16        1    2    floats    -
+26  I32        1    4    floats    -
+27  I64        1    8    floats    -
+28  F64        1    8    floats    -
+29  IQ1_M      256  56   iq1       Q8_K  I
+30  BF16       1    2    floats    BF16
+31  Q4_0_4_4   0    0    removed   -     X
+32  Q4_0_4_8   0    0    removed   -     X
+33  Q4_0_8_8   0    0    removed   -     X
+34  TQ1_0      256  54   ternary   Q8_K
+35  TQ2_0      256  66   ternary   Q8_K
+36  IQ4_NL_4_4 0    0    removed   -     X
+37  IQ4_NL_4_8 0    0    removed   -     X
+38  IQ4_NL_8_8 0    0    removed   -     X
+39  MXFP4      32   17   fp4       Q8_0
+40  NVFP4      64   36   fp4       Q8_0
+41  Q1_0       128  18   legacy    Q8_0
+42  Q2_0       64   18   legacy    Q8_0
 """
 
 _REMOVED_WHY = {
@@ -127,6 +129,7 @@ class Format:
     block_size: int          # weights per block
     type_size: int           # bytes per block
     family: str              # module name under quantlab.formats / quantlab.kernels
+    vec_dot_type: str | None = None   # ggml-cpu's vec_dot_type (None: no matrix product with this type)
     uses_imatrix: bool = False
     requires_imatrix: bool = False
     activation_only: bool = False
@@ -165,6 +168,15 @@ class Format:
             raise RemovedTypeError(
                 f"ggml type id {self.id} ({self.name}) is no longer a valid tensor type: "
                 f"{_REMOVED_WHY.get(self.id, 'removed')}")
+
+    def vec_dot(self) -> str:
+        """The type ggml quantizes activations to before a matrix product with this weight type
+        (``vec_dot_type``); FormatError for types without a matrix product (integers, F64,
+        activation-only Q8_K, removed types)."""
+        self.check_usable()
+        if self.vec_dot_type is None:
+            raise FormatError(f"{self.name} has no matrix product in ggml (no vec_dot_type)")
+        return self.vec_dot_type
 
     def impl(self, kind: str, op: str):
         """The function implementing ``op`` ('quantize' | 'dequantize' | 'inspect') for ``kind``
@@ -215,12 +227,14 @@ def _parse() -> tuple[Format, ...]:
     out = []
     for line in _TABLE.strip().splitlines():
         parts = line.split()
-        flags = parts[5] if len(parts) > 5 else ""
+        flags = parts[6] if len(parts) > 6 else ""
         out.append(Format(
             name=parts[1], id=int(parts[0]), block_size=int(parts[2]), type_size=int(parts[3]),
-            family=parts[4], uses_imatrix="I" in flags, requires_imatrix="R" in flags,
+            family=parts[4], vec_dot_type=None if parts[5] == "-" else parts[5], uses_imatrix="I" in flags, requires_imatrix="R" in flags,
             activation_only="A" in flags, removed="X" in flags))
     assert [f.id for f in out] == list(range(len(out)))
+    names = {f.name for f in out}
+    assert all(f.vec_dot_type in names for f in out if f.vec_dot_type is not None)
     return tuple(out)
 
 

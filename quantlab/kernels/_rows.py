@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import itertools
 import os
 import threading
@@ -54,6 +55,26 @@ def max_threads() -> int:
 
         _MAX_THREADS = max(1, int(numba.config.NUMBA_NUM_THREADS))
     return _MAX_THREADS
+
+
+@functools.lru_cache(maxsize=None)
+def numba_thread_fns():
+    """numba's per-thread thread-count getter and setter, for its ``parallel=True`` kernels (matmul).
+    The public numba.get/set_num_threads re-check the worker pool on every call (3-4 us each, measured:
+    a tenth of a 1M-weight BF16 dequantize); once the pool is up, the raw functions behind them take
+    0.1-0.3 us. Callers clamp the count to 1..NUMBA_NUM_THREADS, the check the public setter adds."""
+    import numba
+
+    numba.get_num_threads()          # launches the pool (once)
+    try:
+        from numba.np.ufunc import parallel as _p
+
+        get, put = _p._get_num_threads, _p._set_num_threads
+        if get() == numba.get_num_threads():
+            return get, put
+    except (ImportError, AttributeError, TypeError):  # another numba: the public functions
+        pass
+    return numba.get_num_threads, numba.set_num_threads
 
 
 def get_threads() -> int:

@@ -18,25 +18,19 @@ expanded to float32 up front; resident memory stays near the file size.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import math
 import os
 import pathlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import FormatError, ModelError
-from ..formats.registry import Format
-from ..kernels import llama as lk
+from ..errors import ModelError
 from ..kernels import matmul as mm
+from .blocks import (ATT_BLOCK, SMALL_BATCH, TILE_ELEMS, KVCache, Linear, _dequantize_any,  # noqa: F401
+                     apply_rope, ops_for, rms_norm, rope_tables, silu, softmax_rows, threads)
 from .tokenizer import Tokenizer
 
 SUPPORTED_ARCHS = ("llama",)
-ATT_BLOCK = 128         # query rows per block of batch attention (see Model._attention)
-SMALL_BATCH = 4          # up to this many tokens: integer kernels; above: dequantized tiles + BLAS
-TILE_ELEMS = 1 << 20     # floats per dequantized weight tile (4 MB)
 
 
 @dataclass(frozen=True)
@@ -86,213 +80,17 @@ class Config:
                    n_ctx_train=int(md.get(f"{arch}.context_length", 2048)))
 
 
-def _dequantize_any(data: np.ndarray, fmt: Format) -> np.ndarray:
-    """Rows of any registry format to float32: quantlab's own dequantizer, else gguf-py's."""
-    from ..api import dequantize
+class Layer:
+    """One transformer block's weights (Linear matrices, float32 norm vectors) by role."""
 
-    try:
-        return dequantize(data, fmt)
-    except FormatError:
-        import gguf.quants
+    LINEARS = ("wq", "wk", "wv", "wo", "wg", "wu", "wd")     # graph order
 
-        n = data.shape[-1] // fmt.type_size * fmt.block_size
-        return np.asarray(gguf.quants.dequantize(np.ascontiguousarray(data), fmt.id),
-                          dtype=np.float32).reshape(data.shape[0], n)
+    def __init__(self, **parts):
+        self.__dict__.update(parts)
+        self.plans: dict = {}      # Model._project's per-layer plans for stacked products
 
-
-class Linear:
-    """A weight matrix ``[rows = out features, cols = in features]`` in its stored ggml format."""
-
-    def __init__(self, name: str, fmt: Format, data: np.ndarray, rows: int, cols: int, source=None):
-        self.name, self.format, self.rows, self.cols = name, fmt, rows, cols
-        self.data = data                       # uint8 [rows, row_bytes], a view of the file map
-        self.vtype = mm.VEC_DOT_TYPE.get(fmt.name, "F32")
-        self.fast = fmt.name in mm.INT_KERNELS
-        self.row_bytes = fmt.row_bytes(cols)
-        self.source = source                   # (file descriptor, absolute offset) for streamed reads
-        self.stream = False                    # True: read rows with pread instead of touching the map
-
-    def block_rows(self, r0: int, r1: int, buf: np.ndarray | None = None) -> np.ndarray:
-        """The stored bytes of rows [r0, r1): a view of the map, or (streaming) read into ``buf``.
-        Streaming keeps the weights out of the process's resident memory (they stay in the page
-        cache), at the cost of a copy: worth it for prompt batches, not for one token at a time."""
-        if not (self.stream and self.source is not None):
-            return self.data[r0:r1]
-        n = (r1 - r0) * self.row_bytes
-        out = buf[:n] if buf is not None and buf.nbytes >= n else np.empty(n, dtype=np.uint8)
-        fd, off = self.source
-        got = os.preadv(fd, [memoryview(out)], off + r0 * self.row_bytes)
-        if got != n:
-            raise ModelError(f"short read of {self.name}: {got} of {n} bytes (file truncated?)")
-        return out.reshape(r1 - r0, self.row_bytes)
-
-    def __repr__(self):
-        return f"<Linear {self.name} {self.format.name} {self.rows}x{self.cols}>"
-
-    def rows_f32(self, r0: int, r1: int, buf: np.ndarray | None = None, raw=None) -> np.ndarray:
-        """Dequantize rows [r0, r1) (into ``buf`` when given and the format has a fast kernel)."""
-        n = self.format.name
-        if raw is None:
-            raw = self.block_rows(r0, r1)
-        if n == "F32":
-            return raw.view(np.float32)
-        if n in mm.DEQ_KERNELS:
-            out = buf[: (r1 - r0) * self.cols].reshape(r1 - r0, self.cols) if buf is not None \
-                else np.empty((r1 - r0, self.cols), dtype=np.float32)
-            return mm.dequantize_rows(np.ascontiguousarray(raw), n, 0, out)
-        return _dequantize_any(raw, self.format)
-
-    def __call__(self, x: np.ndarray, buf: np.ndarray | None = None, act=None) -> np.ndarray:
-        """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics."""
-        T = x.shape[0]
-        out = np.empty((T, self.rows), dtype=np.float32)
-        streamed = self.stream and self.source is not None
-        if T <= SMALL_BATCH and self.fast:
-            if act is None:
-                act = mm.quantize_activations(x, self.vtype)
-            if not streamed:
-                return mm.matmul_int(self.data, self.format.name, act, out)
-            step = max(1, (TILE_ELEMS * 4) // self.row_bytes)
-            for r0 in range(0, self.rows, step):
-                r1 = min(self.rows, r0 + step)
-                part = np.empty((T, r1 - r0), dtype=np.float32)
-                out[:, r0:r1] = mm.matmul_int(self.block_rows(r0, r1), self.format.name, act, part)
-            return out
-        s_err = self.format.name in ("Q4_1", "Q5_1")
-        xq = mm.fake_quantize_activations(x, self.vtype, with_s_error=s_err)
-        if s_err:
-            xq, e = xq
-        step = max(1, TILE_ELEMS // self.cols)
-        for r0 in range(0, self.rows, step):
-            r1 = min(self.rows, r0 + step)
-            raw = self.block_rows(r0, r1)
-            w = self.rows_f32(r0, r1, buf, raw)
-            if r1 - r0 == self.rows:
-                np.matmul(xq, w.T, out=out)
-            else:
-                out[:, r0:r1] = xq @ w.T
-            if s_err:   # Q8_1's rounded block sums, as ggml's Q4_1/Q5_1 dot products use them
-                out[:, r0:r1] += e @ mm.block_mins(raw, self.format.name, 0, r1 - r0).T
-        return out
-
-
-class KVCache:
-    """Keys and values of every layer for positions 0..n-1, stored as fp16 (as llama.cpp's default
-    f16 cache does; kept as uint16 bit patterns for the numba kernels), grown on demand up to ``n_ctx``."""
-
-    def __init__(self, cfg: Config, n_ctx: int):
-        self.cfg, self.n_ctx, self.n = cfg, int(n_ctx), 0
-        self._cap = 0
-        self.k: list[np.ndarray] = []
-        self.v: list[np.ndarray] = []
-
-    def reserve(self, n: int) -> None:
-        if n > self.n_ctx:
-            raise ModelError(f"context full: {n} tokens do not fit a context of {self.n_ctx}")
-        if n <= self._cap:
-            return
-        cap = min(self.n_ctx, max(n, 2 * self._cap, 256))
-        c = self.cfg
-        shape = (cap, c.n_head_kv, c.head_dim)
-        k = [np.zeros(shape, dtype=np.uint16) for _ in range(c.n_layer)]
-        v = [np.zeros(shape, dtype=np.uint16) for _ in range(c.n_layer)]
-        for i in range(len(self.k)):
-            k[i][: self.n] = self.k[i][: self.n]
-            v[i][: self.n] = self.v[i][: self.n]
-        self.k, self.v, self._cap = k, v, cap
-
-    def clear(self) -> None:
-        self.n = 0
-
-
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """ggml_rms_norm (sum of squares in double) times the norm weight."""
-    ms = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64)) / x.shape[1]
-    scale = (1.0 / np.sqrt(ms + eps)).astype(np.float32)
-    return (x * scale[:, None]) * w
-
-
-def rope_tables(pos: np.ndarray, n_rot: int, base: float, freq_scale: float):
-    """cos/sin per position and pair, computed the way ggml's rope cache does (float32, theta
-    multiplied by base^(-2/n_rot) pair after pair)."""
-    theta_scale = np.float32(base ** (-2.0 / n_rot))
-    theta = (pos.astype(np.float32) * np.float32(freq_scale))[:, None]
-    th = np.empty((len(pos), n_rot // 2), dtype=np.float32)
-    cur = theta[:, 0].copy()
-    for i in range(n_rot // 2):
-        th[:, i] = cur
-        cur = (cur * theta_scale).astype(np.float32)
-    return np.cos(th).astype(np.float32), np.sin(th).astype(np.float32)
-
-
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> None:
-    """In place, "normal" (non-NeoX) RoPE: rotate the pairs (x[2i], x[2i+1]) of each head."""
-    x0 = x[..., 0:n_rot:2].copy()
-    x1 = x[..., 1:n_rot:2]
-    c = cos[:, None, :]
-    s = sin[:, None, :]
-    x[..., 0:n_rot:2] = x0 * c - x1 * s
-    x[..., 1:n_rot:2] = x0 * s + x1 * c
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (np.float32(1) + np.exp(-x))
-
-
-def softmax_rows(s: np.ndarray) -> np.ndarray:
-    s = s - s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
-    return s
-
-
-# --------------------------------------------------------------------------------------------
-# BLAS thread control (OpenBLAS as shipped with numpy), so `threads` means the same for BLAS and numba
-# --------------------------------------------------------------------------------------------
-
-def _openblas():
-    if hasattr(_openblas, "fn"):
-        return _openblas.fn
-    fn = None
-    try:
-        with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
-        for lib in libs:
-            h = ctypes.CDLL(lib)
-            for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                         "scipy_openblas_set_num_threads", "openblas_set_num_threads"):
-                if hasattr(h, name):
-                    fn = getattr(h, name)
-                    fn.argtypes = [ctypes.c_int]
-                    break
-            if fn:
-                break
-    except OSError:
-        fn = None
-    _openblas.fn = fn
-    return fn
-
-
-@contextlib.contextmanager
-def threads(n: int | None):
-    """Run numba kernels and BLAS with ``n`` threads (None: leave as is)."""
-    if n is None:
-        yield
-        return
-    import numba
-
-    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
-    old = numba.get_num_threads()
-    numba.set_num_threads(n)
-    blas = _openblas()
-    if blas:
-        blas(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
-        if blas:
-            blas(os.cpu_count() or 1)
+    def linears(self) -> list:
+        return [getattr(self, k) for k in self.LINEARS if getattr(self, k, None) is not None]
 
 
 class Model:
@@ -342,7 +140,7 @@ class Model:
         self.layers = []
         for i in range(cfg.n_layer):
             p = f"blk.{i}."
-            self.layers.append(dict(
+            self.layers.append(Layer(
                 attn_norm=vec(p + "attn_norm.weight", E),
                 wq=linear(p + "attn_q.weight", H * D, E), wk=linear(p + "attn_k.weight", Hkv * D, E),
                 wv=linear(p + "attn_v.weight", Hkv * D, E), wo=linear(p + "attn_output.weight", E, H * D),
@@ -370,8 +168,8 @@ class Model:
         """Every weight matrix (name -> Linear) in graph order."""
         out = {}
         for L in self.layers:
-            for k in ("wq", "wk", "wv", "wo", "wg", "wu", "wd"):
-                out[L[k].name] = L[k]
+            for lin in L.linears():
+                out[lin.name] = lin
         out[self.output.name if not self.tied else "output.weight"] = self.output
         return out
 
@@ -389,17 +187,17 @@ class Model:
             self.hook(lin.name, x)
         return lin(x, self._buf, act)
 
-    def _project(self, L: dict, keys: tuple, h: np.ndarray) -> list:
-        """``h @ W.T`` for the weights ``L[k]`` that read the same input (Q, K, V; gate, up). For a few
-        tokens the activations are quantized once, and when the formats allow (one vec_dot type, one
-        block family, weights read through the map) all rows run as one stacked integer product: one
-        kernel call, one thread fork/join. Outputs are column slices of one array then."""
+    def _project(self, L: "Layer", keys: tuple, h: np.ndarray) -> list:
+        """``h @ W.T`` for the weights ``L.<key>`` that read the same input (Q, K, V; gate, up). For a
+        few tokens the activations are quantized once, and when the formats allow (one vec_dot type,
+        one block family, weights read through the map) all rows run as one stacked integer product:
+        one kernel call, one thread fork/join. Outputs are column slices of one array then."""
         T = h.shape[0]
         if T > SMALL_BATCH or self.hook is not None:
-            return [self._mm(L[k], h) for k in keys]
-        plan = L.get(keys)
+            return [self._mm(getattr(L, k), h) for k in keys]
+        plan = L.plans.get(keys)
         if plan is None:          # worked out once per layer: (stacked?, shared vtype or None, Ws, fmts, rows, cuts)
-            lins = [L[k] for k in keys]
+            lins = [getattr(L, k) for k in keys]
             fast = all(lin.fast for lin in lins)
             vt = lins[0].vtype if fast and len({lin.vtype for lin in lins}) == 1 else None
             fam = {mm.INT_KERNELS[lin.format.name][0] < mm.K_Q4_K for lin in lins} if fast else set()
@@ -407,15 +205,15 @@ class Model:
             for lin in lins:
                 cuts.append((c, c + lin.rows))
                 c += lin.rows
-            plan = L[keys] = (vt is not None and len(fam) == 1, vt, tuple(lin.data for lin in lins),
-                              tuple(lin.format.name for lin in lins), c, cuts)
+            plan = L.plans[keys] = (vt is not None and len(fam) == 1, vt, tuple(lin.data for lin in lins),
+                                    tuple(lin.format.name for lin in lins), c, cuts)
         stacked, vt, Ws, fmts, rows, cuts = plan
         if stacked and not self.stream:
             out = np.empty((T, rows), dtype=np.float32)
             mm.matmul_int(Ws, fmts, mm.quantize_activations(h, vt), out)
             return [out[:, a:b] for a, b in cuts]
         act = mm.quantize_activations(h, vt) if vt is not None else None
-        return [self._mm(L[k], h, act) for k in keys]
+        return [self._mm(getattr(L, k), h, act) for k in keys]
 
     @property
     def stream(self) -> bool:
@@ -455,110 +253,52 @@ class Model:
         for ``outputs``: "last", "all", or an array of indices into ``tokens``. With ``logits=False``
         returns the final normalized hidden states [n_out, n_embd] instead (see :meth:`logits`)."""
         cfg = self.config
+        tokens, out_idx = self._check_tokens(tokens, outputs)
+        T, p0 = len(tokens), cache.n
+        cache.reserve(p0 + T)
+        pos = np.arange(p0, p0 + T)
+        ops = ops_for(cfg, pos)          # generation (numba, few rows) or prompt (numpy + BLAS) op set
+        H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
+        x = self.embed(tokens)                                          # token embeddings [T, n_embd]
+        for li, L in enumerate(self.layers):
+            kc, vc = cache.k[li], cache.v[li]
+            h = ops.norm(x, L.attn_norm)                                # attention input norm
+            q, k, v = self._project(L, ("wq", "wk", "wv"), h)           # Q, K, V projections
+            q, k, v = q.reshape(T, H, D), k.reshape(T, Hkv, D), v.reshape(T, Hkv, D)
+            ops.rope_store(q, k, v, kc, vc, p0)                         # RoPE on q, k; k, v into the cache
+            a = ops.attention(q, kc, vc, p0)                            # causal attention over the cache
+            if li == cfg.n_layer - 1 and len(out_idx) < T:             # last layer: only the rows asked for
+                a, x = a[out_idx], x[out_idx]                           # (as llama.cpp does)
+                ops = ops_for(cfg, pos, len(out_idx))
+            x = x + self._mm(L.wo, a)                                   # attention output + residual
+            h = ops.norm(x, L.ffn_norm)                                 # FFN input norm
+            g, u = self._project(L, ("wg", "wu"), h)                    # gate and up projections
+            x = x + self._mm(L.wd, ops.glu(g, u))                       # SwiGLU, down + residual
+        cache.n = p0 + T
+        if x.shape[0] != len(out_idx):
+            x = x[out_idx]
+        h = ops_for(cfg, pos, x.shape[0]).norm(x, self.output_norm)     # output norm
+        return self.logits(h) if logits else h
+
+    def _check_tokens(self, tokens, outputs):
+        """Token ids as int64 [T] (each < n_vocab) and the indices of the rows to output."""
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         T = len(tokens)
         if T == 0:
             raise ModelError("forward needs at least one token")
-        if tokens.min() < 0 or tokens.max() >= cfg.n_vocab:
-            raise ModelError(f"token ids must be in 0..{cfg.n_vocab - 1}")
+        if tokens.min() < 0 or tokens.max() >= self.config.n_vocab:
+            raise ModelError(f"token ids must be in 0..{self.config.n_vocab - 1}")
         if isinstance(outputs, str):
             out_idx = np.arange(T) if outputs == "all" else np.array([T - 1])
         else:
             out_idx = np.asarray(outputs, dtype=np.int64).reshape(-1)
-        p0 = cache.n
-        cache.reserve(p0 + T)
-        pos = np.arange(p0, p0 + T)
-        if T > SMALL_BATCH:
-            cos, sin = rope_tables(pos, cfg.n_rot, cfg.rope_base, cfg.rope_scale)
-        H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
-        x = self.embed(tokens)
-        small = T <= SMALL_BATCH
-        theta_scale = np.float32(cfg.rope_base ** (-2.0 / cfg.n_rot))
-        kq_scale = np.float32(1.0 / math.sqrt(D))
-        rope_scale = np.float32(cfg.rope_scale)
-        for li, L in enumerate(self.layers):
-            if small:
-                h = np.empty_like(x)
-                lk.rms_norm(x, L["attn_norm"], cfg.eps, h)
-            else:
-                h = rms_norm(x, L["attn_norm"], cfg.eps)
-            q, k, v = self._project(L, ("wq", "wk", "wv"), h)
-            q, k, v = q.reshape(T, H, D), k.reshape(T, Hkv, D), v.reshape(T, Hkv, D)
-            if small:
-                lk.rope_store(q, k, v, pos, cfg.n_rot, theta_scale, rope_scale, cache.k[li], cache.v[li], p0)
-            else:
-                apply_rope(q, cos, sin, cfg.n_rot)
-                apply_rope(k, cos, sin, cfg.n_rot)
-                cache.k[li][p0:p0 + T] = k.astype(np.float16).view(np.uint16)
-                cache.v[li][p0:p0 + T] = v.astype(np.float16).view(np.uint16)
-            if small:
-                a = np.empty((T, H, D), dtype=np.float32)
-                lk.attention(q, cache.k[li], cache.v[li], mm.F16, p0, kq_scale, a)
-                a = a.reshape(T, H * D)
-            else:
-                a = self._attention(q, cache, li, p0 + T, pos)
-            last = li == cfg.n_layer - 1
-            if last and len(out_idx) < T:            # like llama.cpp: finish only the rows asked for
-                a, x = a[out_idx], x[out_idx]
-            x = x + self._mm(L["wo"], a)
-            n = x.shape[0]
-            if n <= SMALL_BATCH:
-                h = np.empty_like(x)
-                lk.rms_norm(x, L["ffn_norm"], cfg.eps, h)
-            else:
-                h = rms_norm(x, L["ffn_norm"], cfg.eps)
-            g, u = self._project(L, ("wg", "wu"), h)
-            if n <= SMALL_BATCH:
-                lk.swiglu(g, u, g)
-                x = x + self._mm(L["wd"], g)
-            else:
-                x = x + self._mm(L["wd"], silu(g) * u)
-        cache.n = p0 + T
-        if x.shape[0] != len(out_idx):
-            x = x[out_idx]
-        if x.shape[0] <= SMALL_BATCH:
-            h = np.empty_like(x)
-            lk.rms_norm(x, self.output_norm, cfg.eps, h)
-        else:
-            h = rms_norm(x, self.output_norm, cfg.eps)
-        return self.logits(h) if logits else h
+        return tokens, out_idx
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         """The output projection of final hidden states h [n, n_embd] -> [n, n_vocab]."""
         if self.hook is not None and not self.tied:
             self.hook("output.weight", h)
         return self.output(np.ascontiguousarray(h), self._buf)
-
-    def _attention(self, q, cache: KVCache, li: int, n_kv: int, pos) -> np.ndarray:
-        """Causal attention of T query rows over the cache's first ``n_kv`` positions, for a batch.
-
-        The queries go in blocks of ATT_BLOCK rows and a block only multiplies the keys it can see
-        (positions up to its last query's): with a causal mask the rest would be scored, set to -inf and
-        then contribute exp(-inf) = 0, so skipping them halves the work of a long prompt and changes no
-        probability; only the float summation over the visible keys remains."""
-        cfg = self.config
-        T, H, D = q.shape
-        Hkv = cfg.n_head_kv
-        g = H // Hkv
-        K = cache.k[li][:n_kv].view(np.float16).astype(np.float32)       # [n_kv, Hkv, D]
-        V = cache.v[li][:n_kv].view(np.float16).astype(np.float32)
-        scale = np.float32(1.0 / math.sqrt(D))
-        out = np.empty((T, H, D), dtype=np.float32)
-        for t0 in range(0, T, ATT_BLOCK):
-            t1 = min(T, t0 + ATT_BLOCK)
-            tb = t1 - t0
-            nk = min(n_kv, int(pos[t0:t1].max()) + 1)                  # keys this block can see
-            mask = np.where(pos[t0:t1, None] < np.arange(nk)[None, :], np.float32(-np.inf), np.float32(0))
-            for kh in range(Hkv):
-                qh = q[t0:t1, kh * g:(kh + 1) * g, :].transpose(1, 0, 2).reshape(g * tb, D)
-                s = qh @ K[:nk, kh, :].T                              # [g*tb, nk]
-                s *= scale
-                s = s.reshape(g, tb, nk)
-                s += mask                                            # masked positions -> -inf
-                p = softmax_rows(s.reshape(g * tb, nk))
-                o = p @ V[:nk, kh, :]                                # [g*tb, D]
-                out[t0:t1, kh * g:(kh + 1) * g, :] = o.reshape(g, tb, D).transpose(1, 0, 2)
-        return out.reshape(T, H * D)
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, prompt, n_predict: int = 64, temperature: float = 0.0, top_k: int = 40,

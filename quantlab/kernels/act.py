@@ -1,0 +1,210 @@
+"""Activation quantizers: float32 activations -> a weight type's vec_dot type (Q8_0, Q8_1, Q8_K), as
+ggml's ``from_float`` does before every quantized ``mul_mat`` (spec §11.2, x86 AVX2 flavour:
+id = 127/amax, round half to even).
+
+* :func:`quantize_activations` -> the codes, scales and block sums the integer kernels of
+  :mod:`quantlab.kernels.matmul` take;
+* :func:`fake_quantize_activations` -> the same rounding expressed back in float32 (``d_a * q_a``), for
+  the tile path (dequantized weights x BLAS).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..formats._numerics import bf16_bits, from_bf16_bits
+from ._fp import f16_to_f32, f32_to_f16
+
+F32 = np.float32
+
+
+@njit(cache=True, inline="always")
+def _amax32(x, t, o):
+    m = F32(0)
+    for j in range(32):
+        a = abs(x[t, o + j])
+        if a > m:
+            m = a
+    return m
+
+
+@njit(cache=True)
+def act_q8_0(x, qs, d, s):
+    """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float), and
+    s[t, b] = sum(q) of the block as float32 (exact: |sum| <= 4064), for the integer kernels' offset
+    terms (Q4_0 / Q5_0: sum (c - off) a = sum c a - off * sum a)."""
+    T, K = x.shape
+    nb = K // 32
+    for t in range(T):
+        for b in range(nb):
+            o = b * 32
+            amax = _amax32(x, t, o)
+            dd = amax / F32(127)
+            d[t, b] = f16_to_f32(f32_to_f16(dd))
+            iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            isum = np.int32(0)
+            for j in range(32):
+                q = np.int32(np.rint(x[t, o + j] * iscale))
+                qs[t, o + j] = np.int8(q)
+                isum += q
+            s[t, b] = F32(isum)
+
+
+@njit(cache=True)
+def act_q8_1(x, qs, d, s):
+    """Like act_q8_0, plus s = fp16(d * sum(q)) per block (d unrounded here, as ggml does)."""
+    T, K = x.shape
+    nb = K // 32
+    for t in range(T):
+        for b in range(nb):
+            o = b * 32
+            amax = _amax32(x, t, o)
+            dd = amax / F32(127)
+            d[t, b] = f16_to_f32(f32_to_f16(dd))
+            iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            isum = np.int32(0)
+            for j in range(32):
+                q = np.int32(np.rint(x[t, o + j] * iscale))
+                qs[t, o + j] = np.int8(q)
+                isum += q
+            s[t, b] = f16_to_f32(f32_to_f16(dd * F32(isum)))
+
+
+@njit(cache=True)
+def act_q8_k(x, qs, d, bsums):
+    """Q8_K (spec §5.6): per 256 values d = max/-127 with max the signed value of largest magnitude,
+    q = min(127, rint(x * -127/max)), and 16 sums of 16 quants each."""
+    T, K = x.shape
+    nb = K // 256
+    for t in range(T):
+        for b in range(nb):
+            o = b * 256
+            amax = F32(0)
+            mx = F32(0)
+            for j in range(256):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+                    mx = x[t, o + j]
+            if amax == F32(0):
+                d[t, b] = F32(0)
+                for j in range(256):
+                    qs[t, o + j] = 0
+                for j in range(16):
+                    bsums[t, b * 16 + j] = 0
+                continue
+            iscale = F32(-127) / mx
+            for j in range(256):
+                v = np.int32(np.rint(iscale * x[t, o + j]))
+                qs[t, o + j] = np.int8(min(127, v))
+            for j in range(16):
+                acc = np.int32(0)
+                for i in range(16):
+                    acc += np.int32(qs[t, o + j * 16 + i])
+                bsums[t, b * 16 + j] = acc
+            d[t, b] = F32(1) / iscale
+
+
+def quantize_activations(x: np.ndarray, vtype: str):
+    """Quantize float32 activations [T, K] to ``vtype`` ('Q8_0' | 'Q8_1' | 'Q8_K'); returns a tuple of
+    arrays the integer kernels take."""
+    T, K = x.shape
+    qs = np.empty((T, K), dtype=np.int8)
+    if vtype == "Q8_0":
+        d = np.empty((T, K // 32), dtype=np.float32)
+        s = np.empty((T, K // 32), dtype=np.float32)
+        act_q8_0(x, qs, d, s)
+        return qs, d, s
+    if vtype == "Q8_1":
+        d = np.empty((T, K // 32), dtype=np.float32)
+        s = np.empty((T, K // 32), dtype=np.float32)
+        act_q8_1(x, qs, d, s)
+        return qs, d, s
+    if vtype == "Q8_K":
+        d = np.empty((T, K // 256), dtype=np.float32)
+        bs = np.empty((T, K // 16), dtype=np.int32)
+        act_q8_k(x, qs, d, bs)
+        return qs, d, bs
+    raise ValueError(vtype)
+
+
+@njit(cache=True)
+def _fake_q8_0(x, out):
+    T, K = x.shape
+    for t in range(T):
+        for b in range(K // 32):
+            o = b * 32
+            amax = _amax32(x, t, o)
+            dd = f16_to_f32(f32_to_f16(amax / F32(127)))
+            iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            for j in range(32):
+                out[t, o + j] = dd * F32(np.rint(x[t, o + j] * iscale))
+
+
+@njit(cache=True)
+def _fake_q8_1(x, out, e):
+    """Like _fake_q8_0, plus e[t, b] = s - d * sum(q): how much Q8_1's fp16-rounded block sum s
+    differs from the sum of the fake-quantized values (the min term of Q4_1/Q5_1 products uses s)."""
+    T, K = x.shape
+    for t in range(T):
+        for b in range(K // 32):
+            o = b * 32
+            amax = _amax32(x, t, o)
+            d0 = amax / F32(127)
+            dd = f16_to_f32(f32_to_f16(d0))
+            iscale = F32(127) / amax if amax != F32(0) else F32(0)
+            isum = np.int32(0)
+            for j in range(32):
+                q = np.int32(np.rint(x[t, o + j] * iscale))
+                isum += q
+                out[t, o + j] = dd * F32(q)
+            e[t, b] = f16_to_f32(f32_to_f16(d0 * F32(isum))) - dd * F32(isum)
+
+
+@njit(cache=True)
+def _fake_q8_k(x, out):
+    T, K = x.shape
+    for t in range(T):
+        for b in range(K // 256):
+            o = b * 256
+            amax = F32(0)
+            mx = F32(0)
+            for j in range(256):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+                    mx = x[t, o + j]
+            if amax == F32(0):
+                for j in range(256):
+                    out[t, o + j] = F32(0)
+                continue
+            iscale = F32(-127) / mx
+            dd = F32(1) / iscale
+            for j in range(256):
+                out[t, o + j] = dd * F32(min(np.int32(127), np.int32(np.rint(iscale * x[t, o + j]))))
+
+
+def fake_quantize_activations(x: np.ndarray, vtype: str, with_s_error: bool = False):
+    """Round activations through the vec_dot type and back to float32 (``d_a * q_a``): multiplying
+    these with dequantized weights gives the same sum as ggml's integer kernels (up to order).
+    For Q8_1 with ``with_s_error`` returns ``(values, e)``, e[t, b] = s - d*sum(q) per 32-block (see
+    :func:`block_mins` for how it is used)."""
+    if vtype == "Q8_1" and with_s_error:
+        out = np.empty_like(x)
+        e = np.empty((x.shape[0], x.shape[1] // 32), dtype=np.float32)
+        _fake_q8_1(x, out, e)
+        return out, e
+    if vtype == "F32":
+        return x
+    if vtype == "F16":
+        return x.astype(np.float16).astype(np.float32)
+    if vtype == "BF16":
+        return from_bf16_bits(bf16_bits(x))
+    out = np.empty_like(x)
+    if vtype in ("Q8_0", "Q8_1"):   # same d and q; Q8_1's s only re-expresses sum(d*q)
+        _fake_q8_0(x, out)
+    elif vtype == "Q8_K":
+        _fake_q8_k(x, out)
+    else:
+        raise ValueError(vtype)
+    return out

@@ -1,0 +1,320 @@
+"""The building blocks of a transformer forward pass, shared by every architecture quantlab runs.
+
+* :class:`Linear`: one weight matrix in its stored ggml format, ``x @ W.T`` with ggml's numerics
+  (integer block dot products for a few tokens, dequantized tiles + BLAS for a batch; see
+  :mod:`quantlab.kernels.matmul`);
+* :class:`KVCache`: keys and values of every layer as fp16, like llama.cpp's default cache;
+* two **op sets** with the same methods (norm, rope + cache store, attention, gated FFN activation):
+  :class:`GenerationOps` for a few tokens (numba kernels of :mod:`quantlab.kernels.llama`, no numpy
+  temporaries: per-call overhead is what matters at one token) and :class:`PromptOps` for a prompt
+  batch (numpy + BLAS). The forward pass picks one per call and then reads as one straight path;
+* :func:`threads`: numba, the row-kernel pool and BLAS on ``n`` threads, all three restored after.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import numpy as np
+
+from ..errors import FormatError, ModelError
+from ..formats.registry import Format
+from ..kernels import _rows
+from ..kernels import llama as lk
+from ..kernels import matmul as mm
+
+ATT_BLOCK = 128          # query rows per block of batch attention (see PromptOps.attention)
+SMALL_BATCH = 4          # up to this many tokens: integer kernels + GenerationOps; above: tiles + PromptOps
+TILE_ELEMS = 1 << 20     # floats per dequantized weight tile (4 MB)
+
+
+def _dequantize_any(data: np.ndarray, fmt: Format) -> np.ndarray:
+    """Rows of any registry format to float32: quantlab's own dequantizer, else gguf-py's."""
+    from ..api import dequantize
+
+    try:
+        return dequantize(data, fmt)
+    except FormatError:
+        import gguf.quants
+
+        n = data.shape[-1] // fmt.type_size * fmt.block_size
+        return np.asarray(gguf.quants.dequantize(np.ascontiguousarray(data), fmt.id),
+                          dtype=np.float32).reshape(data.shape[0], n)
+
+
+class Linear:
+    """A weight matrix ``[rows = out features, cols = in features]`` in its stored ggml format."""
+
+    def __init__(self, name: str, fmt: Format, data: np.ndarray, rows: int, cols: int, source=None):
+        self.name, self.format, self.rows, self.cols = name, fmt, rows, cols
+        self.data = data                       # uint8 [rows, row_bytes], a view of the file map
+        self.vtype = fmt.vec_dot()             # the activation type of its products (registry column)
+        self.fast = fmt.name in mm.INT_KERNELS
+        self.row_bytes = fmt.row_bytes(cols)
+        self.source = source                   # (file descriptor, absolute offset) for streamed reads
+        self.stream = False                    # True: read rows with pread instead of touching the map
+
+    def block_rows(self, r0: int, r1: int, buf: np.ndarray | None = None) -> np.ndarray:
+        """The stored bytes of rows [r0, r1): a view of the map, or (streaming) read into ``buf``.
+        Streaming keeps the weights out of the process's resident memory (they stay in the page
+        cache), at the cost of a copy: worth it for prompt batches, not for one token at a time."""
+        if not (self.stream and self.source is not None):
+            return self.data[r0:r1]
+        n = (r1 - r0) * self.row_bytes
+        out = buf[:n] if buf is not None and buf.nbytes >= n else np.empty(n, dtype=np.uint8)
+        fd, off = self.source
+        got = os.preadv(fd, [memoryview(out)], off + r0 * self.row_bytes)
+        if got != n:
+            raise ModelError(f"short read of {self.name}: {got} of {n} bytes (file truncated?)")
+        return out.reshape(r1 - r0, self.row_bytes)
+
+    def __repr__(self):
+        return f"<Linear {self.name} {self.format.name} {self.rows}x{self.cols}>"
+
+    def rows_f32(self, r0: int, r1: int, buf: np.ndarray | None = None, raw=None) -> np.ndarray:
+        """Dequantize rows [r0, r1) (into ``buf`` when given and the format has a fast kernel)."""
+        n = self.format.name
+        if raw is None:
+            raw = self.block_rows(r0, r1)
+        if n == "F32":
+            return raw.view(np.float32)
+        if n in mm.DEQ_KERNELS:
+            out = buf[: (r1 - r0) * self.cols].reshape(r1 - r0, self.cols) if buf is not None \
+                else np.empty((r1 - r0, self.cols), dtype=np.float32)
+            return mm.dequantize_rows(np.ascontiguousarray(raw), n, 0, out)
+        return _dequantize_any(raw, self.format)
+
+    def __call__(self, x: np.ndarray, buf: np.ndarray | None = None, act=None) -> np.ndarray:
+        """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics."""
+        T = x.shape[0]
+        out = np.empty((T, self.rows), dtype=np.float32)
+        streamed = self.stream and self.source is not None
+        if T <= SMALL_BATCH and self.fast:
+            if act is None:
+                act = mm.quantize_activations(x, self.vtype)
+            if not streamed:
+                return mm.matmul_int(self.data, self.format.name, act, out)
+            step = max(1, (TILE_ELEMS * 4) // self.row_bytes)
+            for r0 in range(0, self.rows, step):
+                r1 = min(self.rows, r0 + step)
+                part = np.empty((T, r1 - r0), dtype=np.float32)
+                out[:, r0:r1] = mm.matmul_int(self.block_rows(r0, r1), self.format.name, act, part)
+            return out
+        s_err = self.format.name in ("Q4_1", "Q5_1")
+        xq = mm.fake_quantize_activations(x, self.vtype, with_s_error=s_err)
+        if s_err:
+            xq, e = xq
+        step = max(1, TILE_ELEMS // self.cols)
+        for r0 in range(0, self.rows, step):
+            r1 = min(self.rows, r0 + step)
+            raw = self.block_rows(r0, r1)
+            w = self.rows_f32(r0, r1, buf, raw)
+            if r1 - r0 == self.rows:
+                np.matmul(xq, w.T, out=out)
+            else:
+                out[:, r0:r1] = xq @ w.T
+            if s_err:   # Q8_1's rounded block sums, as ggml's Q4_1/Q5_1 dot products use them
+                out[:, r0:r1] += e @ mm.block_mins(raw, self.format.name, 0, r1 - r0).T
+        return out
+
+
+class KVCache:
+    """Keys and values of every layer for positions 0..n-1, stored as fp16 (as llama.cpp's default
+    f16 cache does; kept as uint16 bit patterns for the numba kernels), grown on demand up to ``n_ctx``."""
+
+    def __init__(self, cfg, n_ctx: int):
+        self.cfg, self.n_ctx, self.n = cfg, int(n_ctx), 0
+        self._cap = 0
+        self.k: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+
+    def reserve(self, n: int) -> None:
+        if n > self.n_ctx:
+            raise ModelError(f"context full: {n} tokens do not fit a context of {self.n_ctx}")
+        if n <= self._cap:
+            return
+        cap = min(self.n_ctx, max(n, 2 * self._cap, 256))
+        c = self.cfg
+        shape = (cap, c.n_head_kv, c.head_dim)
+        k = [np.zeros(shape, dtype=np.uint16) for _ in range(c.n_layer)]
+        v = [np.zeros(shape, dtype=np.uint16) for _ in range(c.n_layer)]
+        for i in range(len(self.k)):
+            k[i][: self.n] = self.k[i][: self.n]
+            v[i][: self.n] = self.v[i][: self.n]
+        self.k, self.v, self._cap = k, v, cap
+
+    def clear(self) -> None:
+        self.n = 0
+
+
+# --------------------------------------------------------------------------------------------
+# numpy forms of the ops (the prompt path)
+# --------------------------------------------------------------------------------------------
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """ggml_rms_norm (sum of squares in double) times the norm weight."""
+    ms = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64)) / x.shape[1]
+    scale = (1.0 / np.sqrt(ms + eps)).astype(np.float32)
+    return (x * scale[:, None]) * w
+
+
+def rope_tables(pos: np.ndarray, n_rot: int, base: float, freq_scale: float):
+    """cos/sin per position and pair, computed the way ggml's rope cache does (float32, theta
+    multiplied by base^(-2/n_rot) pair after pair)."""
+    theta_scale = np.float32(base ** (-2.0 / n_rot))
+    theta = (pos.astype(np.float32) * np.float32(freq_scale))[:, None]
+    th = np.empty((len(pos), n_rot // 2), dtype=np.float32)
+    cur = theta[:, 0].copy()
+    for i in range(n_rot // 2):
+        th[:, i] = cur
+        cur = (cur * theta_scale).astype(np.float32)
+    return np.cos(th).astype(np.float32), np.sin(th).astype(np.float32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> None:
+    """In place, "normal" (non-NeoX) RoPE: rotate the pairs (x[2i], x[2i+1]) of each head."""
+    x0 = x[..., 0:n_rot:2].copy()
+    x1 = x[..., 1:n_rot:2]
+    c = cos[:, None, :]
+    s = sin[:, None, :]
+    x[..., 0:n_rot:2] = x0 * c - x1 * s
+    x[..., 1:n_rot:2] = x0 * s + x1 * c
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (np.float32(1) + np.exp(-x))
+
+
+def softmax_rows(s: np.ndarray) -> np.ndarray:
+    s = s - s.max(axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# the two op sets: same methods, one chosen per forward call by the number of rows
+# --------------------------------------------------------------------------------------------
+
+class GenerationOps:
+    """A few tokens at positions ``pos``: numba kernels (one call per step, outputs preallocated)."""
+
+    def __init__(self, cfg, pos: np.ndarray):
+        self.cfg, self.pos = cfg, pos
+        self.theta_scale = np.float32(cfg.rope_base ** (-2.0 / cfg.n_rot))
+        self.rope_scale = np.float32(cfg.rope_scale)
+        self.kq_scale = np.float32(1.0 / math.sqrt(cfg.head_dim))
+
+    def norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        h = np.empty_like(x)
+        lk.rms_norm(x, w, self.cfg.eps, h)
+        return h
+
+    def rope_store(self, q, k, v, kc, vc, p0: int) -> None:
+        lk.rope_store(q, k, v, self.pos, self.cfg.n_rot, self.theta_scale, self.rope_scale, kc, vc, p0)
+
+    def attention(self, q, kc, vc, p0: int) -> np.ndarray:
+        T, H, D = q.shape
+        a = np.empty((T, H, D), dtype=np.float32)
+        lk.attention(q, kc, vc, mm.F16, p0, self.kq_scale, a)
+        return a.reshape(T, H * D)
+
+    def glu(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
+        lk.swiglu(g, u, g)
+        return g
+
+
+class PromptOps:
+    """A prompt batch at positions ``pos``: numpy and BLAS (RoPE tables computed once per call)."""
+
+    def __init__(self, cfg, pos: np.ndarray):
+        self.cfg, self.pos = cfg, pos
+        self.cos, self.sin = rope_tables(pos, cfg.n_rot, cfg.rope_base, cfg.rope_scale)
+
+    def norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return rms_norm(x, w, self.cfg.eps)
+
+    def rope_store(self, q, k, v, kc, vc, p0: int) -> None:
+        n_rot, T = self.cfg.n_rot, q.shape[0]
+        apply_rope(q, self.cos, self.sin, n_rot)
+        apply_rope(k, self.cos, self.sin, n_rot)
+        kc[p0:p0 + T] = k.astype(np.float16).view(np.uint16)
+        vc[p0:p0 + T] = v.astype(np.float16).view(np.uint16)
+
+    def attention(self, q, kc, vc, p0: int) -> np.ndarray:
+        """Causal attention of T query rows over the cache's first p0 + T positions.
+
+        The queries go in blocks of ATT_BLOCK rows and a block only multiplies the keys it can see
+        (positions up to its last query's): with a causal mask the rest would be scored, set to -inf and
+        then contribute exp(-inf) = 0, so skipping them halves the work of a long prompt and changes no
+        probability; only the float summation over the visible keys remains."""
+        T, H, D = q.shape
+        pos = self.pos
+        n_kv = p0 + T
+        Hkv = kc.shape[1]
+        g = H // Hkv
+        K = kc[:n_kv].view(np.float16).astype(np.float32)       # [n_kv, Hkv, D]
+        V = vc[:n_kv].view(np.float16).astype(np.float32)
+        scale = np.float32(1.0 / math.sqrt(D))
+        out = np.empty((T, H, D), dtype=np.float32)
+        for t0 in range(0, T, ATT_BLOCK):
+            t1 = min(T, t0 + ATT_BLOCK)
+            tb = t1 - t0
+            nk = min(n_kv, int(pos[t0:t1].max()) + 1)                  # keys this block can see
+            mask = np.where(pos[t0:t1, None] < np.arange(nk)[None, :], np.float32(-np.inf), np.float32(0))
+            for kh in range(Hkv):
+                qh = q[t0:t1, kh * g:(kh + 1) * g, :].transpose(1, 0, 2).reshape(g * tb, D)
+                s = qh @ K[:nk, kh, :].T                              # [g*tb, nk]
+                s *= scale
+                s = s.reshape(g, tb, nk)
+                s += mask                                            # masked positions -> -inf
+                p = softmax_rows(s.reshape(g * tb, nk))
+                o = p @ V[:nk, kh, :]                                # [g*tb, D]
+                out[t0:t1, kh * g:(kh + 1) * g, :] = o.reshape(g, tb, D).transpose(1, 0, 2)
+        return out.reshape(T, H * D)
+
+    def glu(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
+        return silu(g) * u
+
+
+def ops_for(cfg, pos: np.ndarray, n_rows: int | None = None):
+    """The op set for a call on ``n_rows`` rows (default len(pos)): GenerationOps up to SMALL_BATCH."""
+    n = len(pos) if n_rows is None else n_rows
+    return GenerationOps(cfg, pos) if n <= SMALL_BATCH else PromptOps(cfg, pos)
+
+
+# --------------------------------------------------------------------------------------------
+# threads: numba's parallel kernels, the row-kernel pool and BLAS, set together and restored
+# --------------------------------------------------------------------------------------------
+
+_BLAS = None
+
+
+def _blas():
+    """threadpoolctl's controller for the BLAS libraries loaded in this process (numpy's OpenBLAS)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS
+
+
+@contextlib.contextmanager
+def threads(n: int | None):
+    """Run numba's parallel kernels, quantlab's row kernels and BLAS with ``n`` threads (clamped to
+    1..NUMBA_NUM_THREADS; None: leave all three as they are); each is back to its previous count after."""
+    if n is None:
+        yield
+        return
+    import numba
+
+    n = max(1, min(int(n), _rows.max_threads()))
+    old = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        with _rows.use_threads(n), _blas().limit(limits=n, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(old)
