@@ -54,14 +54,14 @@ def _generate(args):
 
 
 def _imatrix(args):
-    from . import imatrix, load
+    from . import compute_imatrix, load
 
     m = load(_model_path(args.model))
 
     def progress(i, n):
         print(f"[{i}/{n}]", file=sys.stderr, flush=True)
 
-    im = imatrix(m, _text(args), n_ctx=args.ctx, n_chunks=args.chunks, threads=args.threads,
+    im = compute_imatrix(m, _text(args), n_ctx=args.ctx, n_chunks=args.chunks, threads=args.threads,
                  process_output=args.process_output, dataset=args.text or "quantlab.data.text()",
                  progress=progress)
     im.save(args.output, "dat" if args.output_format == "dat" else None)
