@@ -8,7 +8,8 @@ imports resolve; removed at exit) and both are imported in this process. For eac
 bytes must be identical, (2) with AB_ASM=1 (compiles everything afresh in a temporary numba cache:
 cached kernels cannot be inspected) every kernel both modules compiled is compared as machine code
 (numba's ``inspect_asm``, symbol names and comments stripped; AB_DUMP=DIR writes differing pairs), (3) CPU time (``time.process_time``), one thread,
-best of N (``AB_N``, default 15), old and new interleaved. Family modules run quantize_<key> and
+best of N (``AB_N``, default 15), old and new interleaved (``AB_OPS=dequantize``: only the dequantizers,
+whose old copies compile in seconds). Family modules run quantize_<key> and
 dequantize_<key> on 16 x 4096 weights (with an importance matrix where the format requires one);
 ``matmul`` runs the integer product ``matmul_int`` of a 256 x 4096 matrix with 4 activation rows.
 Shared helpers (``_search``, ``_c``, ``_fp``) are the working tree's on both sides.
@@ -40,6 +41,12 @@ with open(old_path, "w") as fh:
     fh.write(src)
 try:
     new = importlib.import_module(f"quantlab.kernels.{mod}")
+    # AB_ALIAS="iq4:_nearest_int=_c:nearest_int": give a shared module back a helper the old copy imports
+    aliases = [a.split("=") for a in os.environ.get("AB_ALIAS", "").split(",") if a]
+    for dst, src in aliases:
+        (dm, dn), (sm, sn) = dst.split(":"), src.split(":")
+        setattr(importlib.import_module(f"quantlab.kernels.{dm}"), dn,
+                getattr(importlib.import_module(f"quantlab.kernels.{sm}"), sn))
     _register = registry.register
     registry.register = lambda *a, **k: None        # the old copy must not register its functions
     try:
@@ -56,15 +63,17 @@ try:
             from quantlab import quantize
             from quantlab.kernels.act import quantize_activations
 
-            W = quantize(rng.standard_normal((256, 4096)).astype(np.float32), f, imatrix=im)
+            W = quantize(rng.standard_normal((256, 4096)).astype(np.float32), f, imatrix=im, impl="reference")
             act = quantize_activations(rng.standard_normal((4, 4096)).astype(np.float32), f.vec_dot())
             calls = [(f"matmul_int {name}", lambda m, W=W, act=act, n=name:
                       m.matmul_int(W, n, act, np.empty((4, 256), np.float32), parallel=False))]
         else:
             imx = im if f.requires_imatrix else None
-            q = getattr(new, f"quantize_{f.key}")(x, imx)
+            q = f.impl("reference", "quantize")(x, imx)      # the same bytes (parity tests), no compile
             calls = [(f"quantize_{f.key}", lambda m, k=f.key, imx=imx: getattr(m, f"quantize_{k}")(x, imx)),
                      (f"dequantize_{f.key}", lambda m, k=f.key, q=q: getattr(m, f"dequantize_{k}")(q, x.shape[1]))]
+            ops = os.environ.get("AB_OPS", "quantize,dequantize").split(",")
+            calls = [c for c in calls if c[0].split("_")[0] in ops]
         for label, call in calls:
             with use_threads(1):
                 a, b = call(old), call(new)
