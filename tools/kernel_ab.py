@@ -116,4 +116,5 @@ try:
               f"new/old {min(tn) / min(to):.3f}  (CPU, 1 thread, best of {N})")
     print("load average:", " ".join(open("/proc/loadavg").read().split()[:3]))
 finally:
-    os.remove(old_path)
+    if os.path.exists(old_path):
+        os.remove(old_path)
