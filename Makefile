@@ -28,7 +28,7 @@ endif
 # JupyterLab refuses to run as root without --allow-root (containers, hub images, cloud notebooks do).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab lab-server test lint check oracle peers browser proxy warm print-numba-cache clean
+.PHONY: setup lab lab-server test lint check oracle peers peers-native browser proxy warm print-numba-cache clean
 
 setup: $(LAB_STAMP) $(WARM)
 
@@ -60,9 +60,14 @@ $(WARM): $(LAB_STAMP) $(wildcard quantlab/kernels/*.py quantlab/formats/*.py qua
 	$(PY) -m quantlab.warmup --jobs 2
 	touch $@
 
-# llama.cpp's own tools (llama-quantize, llama-perplexity, ...) for side-by-side comparisons (~4 min).
+# llama.cpp's own tools (llama-quantize, llama-perplexity, ...) for side-by-side comparisons (~4 min), built
+# for AVX2 like the oracle. peers-native: the same tools as a user's plain cmake builds them (GGML_NATIVE=ON:
+# AVX-512/VNNI where the CPU has them) into .cache/oracle-native, for `quantlab bench --llama-build native`.
+PEER_TOOLS := llama-quantize llama-perplexity llama-imatrix llama-tokenize llama-bench llama-completion
 peers: $(ORACLE)
-	bash tools/build_llama_cpp.sh llama-quantize llama-perplexity llama-imatrix llama-tokenize llama-bench
+	bash tools/build_llama_cpp.sh $(PEER_TOOLS)
+peers-native:
+	bash tools/build_llama_cpp.sh --flavour native $(PEER_TOOLS)
 
 # Debian's chromium for the browser tests (root on Debian/Ubuntu; skipped where it is already there).
 browser:

@@ -29,7 +29,7 @@ __all__ = ["quantize", "dequantize", "inspect_block", "row_bytes"]
 _IMATRIX_HELP = (
     "An importance matrix (imatrix) says, for every input column of a weight matrix, how large the "
     "activations that multiply it are on real text (the mean of their squares). The {name} search needs "
-    "it to decide which weights matter. Compute one with quantlab.model.imatrix(model, text) or "
+    "it to decide which weights matter. Compute one with quantlab.model.compute_imatrix(model, text) or "
     "`quantlab imatrix MODEL --text FILE -o OUT`, or load one written by llama-imatrix, then pass "
     "imatrix=... (one non-negative float per column, {n} here)."
 )

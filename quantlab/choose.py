@@ -56,7 +56,9 @@ PEAK_OPS = {
 }
 
 #: energy per operation in picojoules, 45 nm, 0.9 V: M. Horowitz, "Computing's energy problem (and what we
-#: can do about it)", ISSCC 2014, figure 1.1.9. "dram_32bit" is one 32-bit read from DRAM.
+#: can do about it)", ISSCC 2014, figure 1.1.9. "dram_32bit" is one 32-bit read from DRAM, 640 pJ as Han et al.
+#: tabulate it ("Learning both Weights and Connections", NeurIPS 2015, table 1): the low end of Horowitz's
+#: 1.3-2.6 nJ per 64-bit DRAM access.
 HOROWITZ_PJ = {"int8_add": 0.03, "int32_add": 0.1, "int8_mult": 0.2, "int32_mult": 3.1,
                "fp16_add": 0.4, "fp16_mult": 1.1, "fp32_add": 0.9, "fp32_mult": 3.7,
                "sram_64bit_8KB": 10.0, "sram_64bit_1MB": 100.0, "dram_32bit": 640.0}

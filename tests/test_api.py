@@ -75,7 +75,7 @@ def test_bad_imatrix(im, exc):
 def test_imatrix_required(fmt):
     with pytest.raises(ImatrixRequired, match="importance matrix") as e:
         quantlab.quantize(np.ones((1, 256), np.float32), fmt)
-    assert "quantlab.model.imatrix" in str(e.value)
+    assert "quantlab.model.compute_imatrix" in str(e.value)
 
 
 def test_bad_impl_name():

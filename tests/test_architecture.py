@@ -57,7 +57,6 @@ CLI = "cli"
 # Upward imports that an open branch removes (issue 16), as (file, imported layer). When the branch
 # merges the import is gone and test_pending_are_still_there fails: delete the line then.
 PENDING = {
-    ("quantlab/model/bert.py", "recipes"),  # house: fallback() moves to formats/fallback.py
     ("quantlab/model/describe.py", "recipes"),  # arch (new file): file_type()'s names, to move below model
 }
 

@@ -40,10 +40,7 @@ CPU_LIMIT = 2.0
 WALL_LIMIT = 60.0
 
 # cause -> (who fixes it, what). Cases tagged with a cause are checked by test_fixed_elsewhere[cause].
-ELSEWHERE = {
-    "surface-9-cli-minor": "surface: inspect refuses a FIFO; --dry-run applies the imatrix and requantize checks (#9)",
-    "arch-3-config": "arch: model Config validated against hyper-parameters (#3)",
-}
+ELSEWHERE: dict[str, str] = {}
 
 
 # ============================================================================ the cases
@@ -501,7 +498,10 @@ def _run_cli(c):
         lines = [ln for ln in e.splitlines() if ln.strip() and "usage:" not in ln and not ln.startswith(" ")]
         assert lines, "failed without a message"
     if c["kind"] == "dry-run-imatrix":
-        assert rc == 1, "--dry-run accepted what the real run refuses (no imatrix for IQ2_XXS)"
+        # the tiny model's rows (64, 128) are not multiples of 256: every IQ2_XXS tensor falls back (IQ4_NL,
+        # Q4_0, Q8_0), so no tensor needs an imatrix. llama-quantize 0.3.36 accepts this file too (checked:
+        # "14 of 20 tensor(s) required fallback quantization", exit 0); the dry run must agree with the real run
+        assert rc == 0, "--dry-run refused what the real run (and llama-quantize) accepts"
     if keep and rc:
         with open(keep, "rb") as fh:
             assert fh.read() == b"KEEP", "a failed run changed the existing output"
@@ -714,7 +714,7 @@ def make_cases_light(work):
 def table(outcomes) -> str:
     t = Counter()
     for c, res, _, _ in outcomes.values():
-        t[(c["surface"], "fixed elsewhere: " + res if c["cause"] and res == "violation" else res)] += 1
+        t[(c["surface"], "fixed elsewhere: " + res if c["cause"] in ELSEWHERE and res == "violation" else res)] += 1
     cols = sorted({k[1] for k in t})
     rows = ["surface   " + "".join(f"{c:>34}" for c in cols) + "     total"]
     for s in ("gguf", "api", "cli", "metadata"):
@@ -739,15 +739,16 @@ def test_enough_cases(outcomes):
 
 @pytest.mark.parametrize("surface", ["gguf", "api", "cli", "metadata"])
 def test_contract_holds(outcomes, surface):
-    bad = _violations(outcomes, lambda c: c["surface"] == surface and not c["cause"])
+    bad = _violations(outcomes, lambda c: c["surface"] == surface and c["cause"] not in ELSEWHERE)
     assert not bad, f"{len(bad)} violations, first: {bad[:5]}"
 
 
-@pytest.mark.parametrize("cause", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=v))
-                                   for k, v in ELSEWHERE.items()])
-def test_fixed_elsewhere(outcomes, cause):
-    bad = _violations(outcomes, lambda c: c["cause"] == cause)
-    assert not bad, f"{len(bad)} violations, first: {bad[:3]}"
+if ELSEWHERE:  # every fix has landed: the tagged cases are checked with their surface
+    @pytest.mark.parametrize("cause", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=v))
+                                       for k, v in ELSEWHERE.items()])
+    def test_fixed_elsewhere(outcomes, cause):
+        bad = _violations(outcomes, lambda c: c["cause"] == cause)
+        assert not bad, f"{len(bad)} violations, first: {bad[:3]}"
 
 
 if __name__ == "__main__":

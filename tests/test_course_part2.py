@@ -37,6 +37,7 @@ def test_exercise_keys_are_registered():
         src = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
         calls = re.findall(r'check\("([\w.]+)"', src)
         assert all(k in known for k in calls), (path.name, calls)
-        hidden = [c for c in json.loads(path.read_text())["cells"] if "answer(" in "".join(c["source"])]
+        hidden = [c for c in json.loads(path.read_text())["cells"]
+                  if re.search(r"\b(answer|reveal)\(", "".join(c["source"]))]
         assert all(c["metadata"].get("jupyter", {}).get("source_hidden") for c in hidden), path.name
         assert len(calls) == len(hidden)

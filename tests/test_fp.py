@@ -103,3 +103,22 @@ def test_plain_float_kernels_decode_every_value_like_the_reference():
             want = getattr(ref, "dequantize_" + key)(h, shape[1])
             assert got.shape == want.shape == shape
             assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_c_helpers_numba_and_numpy_twins_agree_with_ggml():
+    """kernels._c (numba) and formats._numerics (numpy): ggml's nearest_int (round half to even below
+    2**22; NaN -> 0 and +-inf -> -2**22 as the C code gives, where np.rint differs), d ? 1/d : 0, clamp."""
+    from quantlab.kernels import _c
+
+    v = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.4999998, 4194303.0, -4194303.0, 1e10, -1e10,
+                  np.inf, -np.inf, np.nan], np.float32)
+    got = np.array([_c.nearest_int(x) for x in v], np.int32)
+    assert np.array_equal(got, nm.nearest_int(v))
+    assert got[:9].tolist() == [0, 2, 2, 0, -2, -2, 3, 4194303, -4194303]
+    assert got[-3:].tolist() == [-(1 << 22), -(1 << 22), 0]
+    d = np.array([0.0, -0.0, 4.0, -3.0, 1e-45], np.float32)
+    assert np.array_equal(np.array([_c.inv(x) for x in d], np.float32).view(np.uint32),
+                          nm.inv(d).view(np.uint32))
+    assert nm.inv(d)[:2].tolist() == [0.0, 0.0] and nm.inv(d)[2] == np.float32(0.25)
+    assert [_c.clampi(x, -4, 3) for x in (-9, -4, 0, 3, 9)] == [-4, -4, 0, 3, 3]
+    assert nm.f16_bytes(np.array([1.0, 65520.0], np.float32)).tolist() == [[0x00, 0x3C], [0x00, 0x7C]]

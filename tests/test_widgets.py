@@ -287,7 +287,7 @@ def test_format_status_and_errors(w):
     from quantlab.widgets import block_inspector as bi
 
     st = bi.format_status()
-    assert [r["format"] for r in st] == [f.name for f in quantlab.formats()]
+    assert [r["format"] for r in st] == [f.name for f in quantlab.all_formats()]
     assert {r["status"] for r in st} == {"ready"}          # every format: numpy reference and numba kernel
     rows = bi.format_errors(np.ascontiguousarray(w[:4]), bi.imatrix_for(), formats=["Q8_0", "Q4_0", "Q4_1"])
     ok = {(r["format"], r["imatrix"]): r for r in rows if r["status"] == "ok"}

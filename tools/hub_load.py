@@ -50,8 +50,10 @@ DEPLOY = ROOT / "deploy" / "jupyterhub"
 
 PROBE_FIRST = ("import quantlab.warmup as _qw\n_qc = _qw.CompileCounter()\n"
                "import numba as _nb, os as _os\nprint('PROBE-START', _os.getpid(), _nb.config.CACHE_DIR)")
-PROBE_LAST = ("import json as _j, resource as _r\n"
-              "print('PROBE', _j.dumps({'compiles': _qc.count, 'compiled': _qc.names[:8], "
+PROBE_LAST = ("import json as _j, resource as _r, gc as _gc, numba.core.registry as _reg\n"
+              "_hits = sum(sum(d.stats.cache_hits.values()) for d in _gc.get_objects()\n"
+              "            if isinstance(d, _reg.CPUDispatcher))   # every kernel, closures (factories) included\n"
+              "print('PROBE', _j.dumps({'compiles': _qc.count, 'compiled': _qc.names[:8], 'cache_hits': _hits, "
               "'maxrss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024, "
               "'cpu_s': _r.getrusage(_r.RUSAGE_SELF).ru_utime + _r.getrusage(_r.RUSAGE_SELF).ru_stime}))")
 
@@ -207,7 +209,7 @@ def student_run(hub: Hub, user: str, password: str, notebooks, res: dict, start_
         res["first_output_s"] = round(first["out"] - first["t"], 2) if "out" in first else None
         out, err = kernel.execute(PROBE_LAST)
         probe = json.loads("".join(out).split("PROBE ", 1)[1]) if out and not err else {}
-        res.update(compiles=probe.get("compiles"), compiled=probe.get("compiled"),
+        res.update(compiles=probe.get("compiles"), compiled=probe.get("compiled"), cache_hits=probe.get("cache_hits"),
                    kernel_maxrss_mb=round(probe.get("maxrss_mb", 0)), kernel_cpu_s=round(probe.get("cpu_s", 0), 1))
     except Exception as e:  # noqa: BLE001 (recorded per student; the run goes on for the others)
         res["errors"].append(f"{type(e).__name__}: {e}")
@@ -256,8 +258,10 @@ def warm_shared_cache(python: str, cache: pathlib.Path, log) -> float:
         return 0.0
     t = time.monotonic()
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    # cwd: not the checkout — `python -m` puts the cwd first on sys.path, and a warm-up of the checkout's
+    # quantlab fills numba's cache for *its* source files, which the students' (installed) quantlab never hits
     subprocess.run([python, "-m", "quantlab.warmup", "--jobs", str(os.cpu_count() or 2)], env=env,
-                   check=True, stdout=log, stderr=subprocess.STDOUT)
+                   check=True, stdout=log, stderr=subprocess.STDOUT, cwd=cache.parent)
     return time.monotonic() - t
 
 
@@ -361,14 +365,15 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
 def table(summary: dict) -> str:
     rows = ["| student | login | server up (s) | first output (s) | " +
             " | ".join(f"{n} (s)" for n in summary["notebooks"]) +
-            " | kernel CPU (s) | peak RSS (MB) | peak PSS (MB) | compiles | errors |",
-            "|---" * (9 + len(summary["notebooks"])) + "|"]
+            " | kernel CPU (s) | peak RSS (MB) | peak PSS (MB) | kernels loaded | compiles | errors |",
+            "|---" * (10 + len(summary["notebooks"])) + "|"]
     for r in summary["per_student"]:
         nbs = r.get("notebooks", {})
         rows.append(f"| {r['user']} | {'yes' if r.get('login') else 'NO'} | {r.get('server_s')} | "
                     f"{r.get('first_output_s')} | " + " | ".join(str(v) for v in nbs.values()) +
                     " | " * max(0, len(summary["notebooks"]) - len(nbs)) +
-                    f" | {r.get('kernel_cpu_s')} | {r.get('peak_rss_mb')} | {r.get('peak_pss_mb')} | {r.get('compiles')} | "
+                    f" | {r.get('kernel_cpu_s')} | {r.get('peak_rss_mb')} | {r.get('peak_pss_mb')} | {r.get('cache_hits')} | "
+                    f"{r.get('compiles')} | "
                     f"{'; '.join(r['errors'])[:120] or '-'} |")
     return "\n".join(rows)
 

@@ -10,7 +10,9 @@ export QUANTLAB_SHARED_NUMBA_CACHE=${QUANTLAB_SHARED_NUMBA_CACHE:-/srv/quantlab/
 command -v configurable-http-proxy >/dev/null || { echo "configurable-http-proxy missing: npm install -g configurable-http-proxy" >&2; exit 1; }
 if [ ! -f "$QUANTLAB_SHARED_NUMBA_CACHE/.quantlab-warm" ]; then
   # compiled as root into the shared directory: students read it, cannot write it
-  NUMBA_CACHE_DIR=$QUANTLAB_SHARED_NUMBA_CACHE "$py" -m quantlab.warmup --jobs "$(nproc)"
+  # from / : `python -m` puts the current directory first on sys.path, and a quantlab checkout there would be
+  # warmed instead of the installed one the students import (numba's cache is per source file)
+  (cd / && NUMBA_CACHE_DIR=$QUANTLAB_SHARED_NUMBA_CACHE "$py" -m quantlab.warmup --jobs "$(nproc)")
 fi
 chmod -R a+rX,go-w "$QUANTLAB_SHARED_NUMBA_CACHE"
 exec "$py" -m jupyterhub -f "$here/jupyterhub_config.py" "$@"

@@ -79,7 +79,7 @@ def _lossless_rows():
 
 @exercise("06.2", "Best lossless codec (zlib, bz2, lzma, zstd, PPMd) on those fp32 weights: bits per weight "
           "(out of 32)? Within 1 bit counts.",
-          hint="only the top byte (sign + exponent) is predictable; the other three are noise.",
+          hint="only the top byte (the sign and 7 of the 8 exponent bits) is predictable; the other three are noise.",
           explain="a few percent saved at best: lossless compression is no way to a 4-bit model.", abs=1.0, unit="bits")
 def _best_lossless_fp32():
     from .. import analogy

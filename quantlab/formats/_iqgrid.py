@@ -41,12 +41,13 @@ numpy arrays that numba kernels can take as arguments.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._numerics import c_argmin, csum
-from ._search import nearest_int
+from ..errors import FormatError, QuantizationError
+from ._numerics import c_argmin, csum, nearest_int
 
 __all__ = ["Lattice", "lattice", "GRIDS", "ksigns", "kmask", "kvalues_iq4nl", "group_codes", "nearest_of",
            "snap", "assign", "fit", "sign_bits", "split_signs", "nearest_levels",
@@ -123,7 +124,6 @@ def _gguf_class(cls_name: str):
     try:
         import gguf.quants as gq
     except ImportError as e:  # pragma: no cover - gguf is a hard dependency
-        from ..errors import FormatError
         raise FormatError("the IQ grids are read from the `gguf` package (pip install gguf)") from e
     return getattr(gq, cls_name)
 
@@ -189,8 +189,6 @@ def _neighbour_lists(levels: np.ndarray, kmap: np.ndarray, bits: int, nwant: int
 
 
 def _build(name: str) -> Lattice:
-    import time
-
     t0 = time.perf_counter()
     cls_name, n, dim, bits, map_size, nwant = GRIDS[name]
     cls = _gguf_class(cls_name)
@@ -235,7 +233,6 @@ def lattice(name: str) -> Lattice:
     if g is not None:
         return g
     if name not in GRIDS:
-        from ..errors import FormatError
         raise FormatError(f"unknown IQ grid {name!r}; known grids: {', '.join(GRIDS)}")
     with _LOCK:
         g = _CACHE.get(name)
@@ -414,8 +411,6 @@ def raise_search_failure(name: str, block: int, what: str, b: int, n_per_row: in
                          overflow: str = "for large weights"):
     """Raise the QuantizationError of a lattice search that fails where ggml's quantizer aborts: block
     ``b`` (counted over all rows, ``block`` weights each) of ``x_rows``; ``what`` went wrong there."""
-    from ..errors import QuantizationError
-
     per_row = n_per_row // block
     r, blk = int(b) // per_row, int(b) % per_row
     amax = float(np.max(np.abs(x_rows[r])))

@@ -3,7 +3,10 @@
 ggml's quantizers are float32 code evaluated expression by expression. The helpers here reproduce its
 rounding primitives exactly (see the spec, section 0.1):
 
-* ``nearest_int``  – ggml's ``nearest_int`` (the 1.5*2**23 trick) = round half to even = ``np.rint``;
+* ``nearest_int``  – ggml's ``nearest_int`` (the 1.5*2**23 trick): round half to even for |v| < 2**22,
+  ggml's own bits beyond, for NaN and for infinities (``np.rint`` is not: it differs there);
+* ``inv``          – ``d ? 1.0f/d : 0.0f`` in float32;
+* ``f16_bytes``    – fp16 little-endian bytes of float32 values (overflow to inf, as ggml);
 * ``roundf``       – C ``roundf``/``lroundf``: round half *away from zero*;
 * ``f16``/``from_f16`` – IEEE half precision with round-to-nearest-even (numpy's astype is exactly that);
 * ``bf16``/``from_bf16`` – ggml's bf16 rounding (RNE on the raw bits, NaN quieted);
@@ -20,9 +23,19 @@ def f32(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def nearest_int(x) -> np.ndarray:
-    """ggml's nearest_int: float32 round-half-to-even, as int32."""
-    return np.rint(np.asarray(x, dtype=np.float32)).astype(np.int32)
+def nearest_int(v) -> np.ndarray:
+    """ggml's nearest_int: add 1.5*2**23 in float32 and read the low mantissa bits (int32 result).
+    Round half to even for |v| < 2**22; NaN gives 0, an infinity -2**22, as in C."""
+    with np.errstate(all="ignore"):
+        t = np.asarray(v, dtype=np.float32) + F32(12582912.0)
+    return (t.view(np.int32) & np.int32(0x7FFFFF)) - np.int32(0x400000)
+
+
+def inv(d) -> np.ndarray:
+    """``d ? 1.0f/d : 0.0f`` in float32, elementwise."""
+    d = np.asarray(d, dtype=np.float32)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        return np.where(d != 0, F32(1) / np.where(d != 0, d, F32(1)), F32(0)).astype(np.float32)
 
 
 def roundf(x) -> np.ndarray:
@@ -38,6 +51,12 @@ def f16(x) -> np.ndarray:
 
 def f16_bits(x) -> np.ndarray:
     return f16(x).view(np.uint16)
+
+
+def f16_bytes(v) -> np.ndarray:
+    """float32 (n,) -> fp16 little-endian bytes (n, 2); |v| >= 65520 becomes inf, as in ggml."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return f16_bits(v).astype("<u2").view(np.uint8).reshape(-1, 2)
 
 
 def from_f16_bits(b) -> np.ndarray:

@@ -34,18 +34,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._numerics import nearest_int
+
 F32 = np.float32
 GROUP_MAX_EPS = F32(1e-15)
 
-__all__ = ["nearest_int", "make_qx_quants", "make_q3_quants", "make_qkx2_quants", "make_qkx3_quants",
+__all__ = ["make_qx_quants", "make_q3_quants", "make_qkx2_quants", "make_qkx3_quants",
            "make_qp_quants", "running_max", "signed_absmax"]
-
-
-def nearest_int(v) -> np.ndarray:
-    """ggml's nearest_int: add 1.5*2**23 in float32 and read the low mantissa bits (int32 result)."""
-    with np.errstate(all="ignore"):
-        t = np.asarray(v, dtype=np.float32) + F32(12582912.0)
-    return (t.view(np.int32) & np.int32(0x7FFFFF)) - np.int32(0x400000)
 
 
 def _f(v) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import FormatError
 from . import _numerics as nm
+from .registry import register
 
 _INTS = {"i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64}
 
@@ -101,3 +102,15 @@ def inspect_i8(block): return {"integer": int(np.frombuffer(bytes(block), np.int
 def inspect_i16(block): return {"integer": int(np.frombuffer(bytes(block), np.int16)[0])}
 def inspect_i32(block): return {"integer": int(np.frombuffer(bytes(block), np.int32)[0])}
 def inspect_i64(block): return {"integer": int(np.frombuffer(bytes(block), np.int64)[0])}
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference", "F32", quantize=quantize_f32, dequantize=dequantize_f32, inspect=inspect_f32)
+register("reference", "F16", quantize=quantize_f16, dequantize=dequantize_f16, inspect=inspect_f16)
+register("reference", "I8", quantize=quantize_i8, dequantize=dequantize_i8, inspect=inspect_i8)
+register("reference", "I16", quantize=quantize_i16, dequantize=dequantize_i16, inspect=inspect_i16)
+register("reference", "I32", quantize=quantize_i32, dequantize=dequantize_i32, inspect=inspect_i32)
+register("reference", "I64", quantize=quantize_i64, dequantize=dequantize_i64, inspect=inspect_i64)
+register("reference", "F64", quantize=quantize_f64, dequantize=dequantize_f64, inspect=inspect_f64)
+register("reference", "BF16", quantize=quantize_bf16, dequantize=dequantize_bf16, inspect=inspect_bf16)

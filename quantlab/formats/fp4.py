@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _numerics as nm
+from .registry import register
 
 F32 = np.float32
 # decoding inf/NaN scales (random bytes) multiplies inf by 0: NaN, as in ggml, without warnings
@@ -142,3 +143,9 @@ def inspect_nvfp4(block):
     return {"scales_raw": b[0, :4].copy(), "scales": nm.ue4m3_to_f32(b[0, :4]),
             "codes": codes, "levels": KVALUES[codes].astype(np.int32),
             "formula": "x = kvalues[q] * ue4m3(s[j // 16]), kvalues = 2 * E2M1"}
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference", "MXFP4", quantize=quantize_mxfp4, dequantize=dequantize_mxfp4, inspect=inspect_mxfp4)
+register("reference", "NVFP4", quantize=quantize_nvfp4, dequantize=dequantize_nvfp4, inspect=inspect_nvfp4)

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ImatrixRequired
 from . import _numerics as nm
 from ._iqgrid import group_codes, lattice, nearest_of, raise_search_failure
-from ._search import nearest_int
+from ._numerics import nearest_int
+from .registry import register
 
 F32 = np.float32
 FLT_MAX = np.finfo(np.float32).max
@@ -205,13 +207,12 @@ def quantize_iq1_s(x, imatrix=None):
     Requires an importance matrix. Stored d = fp16(1.125 * max_scale/15); s from the unfudged d.
     """
     if imatrix is None:
-        from ..errors import ImatrixRequired
         raise ImatrixRequired("IQ1_S cannot be quantized without an importance matrix")
     lat = lattice("iq1s")
     bs, nb = 32, 8
     nrows, n = x.shape
     xs, xb, w, mx = _blocks_and_weights(x, imatrix, bs)
-    S_, B = xs.shape[0], xb.shape[0]
+    S_ = xs.shape[0]
     live = ~(mx < F32(1e-12))
 
     # sort each block ascending (stable, like glibc's merge sort), prefix sums in that order
@@ -450,3 +451,9 @@ def inspect_iq1_m(block):
             "grid_indices": gidx[0].astype(np.int32),        # (16, 2), 11 bits
             "grid_values": lattice("iq1s").values[gidx[0]].astype(np.int32),   # (16, 2, 8)
             "formula": "x = d * (2s + 1) * (grid[index][i] + delta)"}
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference", "IQ1_S", quantize=quantize_iq1_s, dequantize=dequantize_iq1_s, inspect=inspect_iq1_s)
+register("reference", "IQ1_M", quantize=quantize_iq1_m, dequantize=dequantize_iq1_m, inspect=inspect_iq1_m)

@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ImatrixRequired
 from . import _numerics as nm
 from ._iqgrid import (group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits,
                       split_signs)
-from ._search import make_qp_quants, nearest_int
-from .registry import get
+from ._numerics import nearest_int
+from ._search import make_qp_quants
+from .registry import get, register
 
 F32 = np.float32
 
@@ -235,7 +237,6 @@ def quantize_iq2_xxs(x, imatrix=None):
     """
     v = XXS
     if imatrix is None:
-        from ..errors import ImatrixRequired
         raise ImatrixRequired("IQ2_XXS cannot be quantized without an importance matrix")
     nrows, n = x.shape
     gidx, signs, scale, skip = _quantize_blocks(x, imatrix, v)
@@ -287,7 +288,6 @@ def quantize_iq2_xs(x, imatrix=None):
     """
     v = XS
     if imatrix is None:
-        from ..errors import ImatrixRequired
         raise ImatrixRequired("IQ2_XS cannot be quantized without an importance matrix")
     nrows, n = x.shape
     gidx, signs, scale, skip = _quantize_blocks(x, imatrix, v)
@@ -368,3 +368,18 @@ def dequantize_iq2_s(q, n_per_row):
 
 def inspect_iq2_s(block):
     return _inspect_block(S, block)
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference",
+         "IQ2_XXS",
+         quantize=quantize_iq2_xxs,
+         dequantize=dequantize_iq2_xxs,
+         inspect=inspect_iq2_xxs)
+register("reference",
+         "IQ2_XS",
+         quantize=quantize_iq2_xs,
+         dequantize=dequantize_iq2_xs,
+         inspect=inspect_iq2_xs)
+register("reference", "IQ2_S", quantize=quantize_iq2_s, dequantize=dequantize_iq2_s, inspect=inspect_iq2_s)

@@ -32,7 +32,8 @@ import numpy as np
 from . import _numerics as nm
 from ._iqgrid import (group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits,
                       split_signs)
-from ._search import nearest_int
+from ._numerics import nearest_int
+from .registry import register
 
 F32 = np.float32
 
@@ -295,3 +296,13 @@ def inspect_iq3_s(block):
             "sign_bytes": sbytes[0].astype(np.int32),    # (8 blocks, 4)
             "signs": np.where(neg, -1, 1).reshape(256).astype(np.int32),
             "formula": "x = d * (1 + 2s) * grid[index][i] * sign"}
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference",
+         "IQ3_XXS",
+         quantize=quantize_iq3_xxs,
+         dequantize=dequantize_iq3_xxs,
+         inspect=inspect_iq3_xxs)
+register("reference", "IQ3_S", quantize=quantize_iq3_s, dequantize=dequantize_iq3_s, inspect=inspect_iq3_s)

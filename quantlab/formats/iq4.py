@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _numerics as nm
 from ._iqgrid import kvalues_iq4nl
+from .registry import register
 
 F32 = np.float32
 GROUP_MAX_EPS = F32(1e-15)
@@ -66,25 +67,6 @@ def best_index_int8(values: np.ndarray, x: np.ndarray) -> np.ndarray:
         idx = np.where((x - lo) < (hi - x), mu - 1, mu)
         idx = np.where(x <= v[0], 0, np.where(x >= v[n - 1], n - 1, idx))
     return idx.astype(np.int32)
-
-
-def _nearest_int(v: np.ndarray) -> np.ndarray:
-    """ggml's nearest_int, bit for bit: add 1.5*2**23, keep the low 23 mantissa bits, subtract 2**22.
-    Equals round-half-to-even for |v| < 2**22; a NaN gives 0 and an infinity -2**22, as in C."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        t = (np.asarray(v, dtype=np.float32) + F32(12582912.0)).astype(np.float32)
-    return ((t.view(np.int32) & 0x007FFFFF) - 0x00400000).astype(np.int64)
-
-
-def _inv(d: np.ndarray) -> np.ndarray:
-    """``d ? 1/d : 0`` in float32."""
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        return np.where(d != 0, F32(1) / np.where(d != 0, d, F32(1)), F32(0)).astype(np.float32)
-
-
-def _f16_bytes(v: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):
-        return nm.f16(v).view(np.uint8).reshape(*np.shape(v), 2)
 
 
 def _pack_nibbles(L: np.ndarray) -> np.ndarray:
@@ -167,8 +149,8 @@ def quantize_iq4_nl(x, imatrix=None):
     w = _weights(xb, qw, _sigma2(xb))
     d = _fit_blocks(xb, w, NTRY)
     with np.errstate(over="ignore", invalid="ignore"):
-        L = best_index_int8(kvalues_iq4nl(), _inv(d)[:, None] * xb)
-    out = np.concatenate([_f16_bytes(d), _pack_nibbles(L)], axis=1)
+        L = best_index_int8(kvalues_iq4nl(), nm.inv(d)[:, None] * xb)
+    out = np.concatenate([nm.f16_bytes(d), _pack_nibbles(L)], axis=1)
     return out.reshape(nrows, -1)
 
 
@@ -227,17 +209,17 @@ def quantize_iq4_xs(x, imatrix=None):
     max_scale = np.where(a[np.arange(S), i] > 0, scales[np.arange(S), i], F32(0)).astype(np.float32)
     with np.errstate(all="ignore"):
         d = ((-max_scale) / F32(32)).astype(np.float32)
-        idd = _inv(d)
-        l = np.clip(_nearest_int(idd[:, None] * scales), -32, 31)
+        idd = nm.inv(d)
+        l = np.clip(nm.nearest_int(idd[:, None] * scales), -32, 31)
         dl = (d[:, None] * l.astype(np.float32)).astype(np.float32)
-        L = best_index_int8(kvalues_iq4nl(), _inv(dl).reshape(-1, 1) * xb).reshape(S, 256)
+        L = best_index_int8(kvalues_iq4nl(), nm.inv(dl).reshape(-1, 1) * xb).reshape(S, 256)
 
     ls = (l + 32).astype(np.uint16)                           # 0..63
     sh = ((ls >> 4) << (2 * np.arange(8, dtype=np.uint16))).sum(axis=1, dtype=np.uint16)
     low = (ls & 0xF).astype(np.uint8)
     sl = low[:, 0::2] | (low[:, 1::2] << 4)
     qs = _pack_nibbles(L.reshape(S, 8, 32)).reshape(S, 128)
-    out = np.concatenate([_f16_bytes(d), sh.astype("<u2").view(np.uint8).reshape(S, 2), sl, qs], axis=1)
+    out = np.concatenate([nm.f16_bytes(d), sh.astype("<u2").view(np.uint8).reshape(S, 2), sl, qs], axis=1)
     return out.reshape(nrows, -1)
 
 
@@ -278,3 +260,17 @@ def inspect_iq4_xs(block):
             "levels": kvalues_iq4nl()[codes[0]].astype(np.int32),
             "table": kvalues_iq4nl().astype(np.int32),
             "formula": "x = d * (ls_b - 32) * kvalues_iq4nl[code]"}
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference",
+         "IQ4_NL",
+         quantize=quantize_iq4_nl,
+         dequantize=dequantize_iq4_nl,
+         inspect=inspect_iq4_nl)
+register("reference",
+         "IQ4_XS",
+         quantize=quantize_iq4_xs,
+         dequantize=dequantize_iq4_xs,
+         inspect=inspect_iq4_xs)

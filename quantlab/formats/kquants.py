@@ -33,8 +33,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import _numerics as nm
+from ._numerics import nearest_int
 from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants,
-                      make_qx_quants, nearest_int, running_max, signed_absmax)
+                      make_qx_quants, running_max, signed_absmax)
+from .registry import register
 
 F32 = np.float32
 QK_K = 256
@@ -640,3 +642,13 @@ def inspect_q8_k(block):
     d, qs, bsums = _q8_k_fields(np.asarray(block, np.uint8).reshape(1, 292))
     return {"d": float(d[0]), "codes": qs[0], "bsums": bsums[0],
             "formula": "y = d*q, q in -128..127; bsums[k] = sum of codes 16k..16k+15"}
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference", "Q2_K", quantize=quantize_q2_k, dequantize=dequantize_q2_k, inspect=inspect_q2_k)
+register("reference", "Q3_K", quantize=quantize_q3_k, dequantize=dequantize_q3_k, inspect=inspect_q3_k)
+register("reference", "Q4_K", quantize=quantize_q4_k, dequantize=dequantize_q4_k, inspect=inspect_q4_k)
+register("reference", "Q5_K", quantize=quantize_q5_k, dequantize=dequantize_q5_k, inspect=inspect_q5_k)
+register("reference", "Q6_K", quantize=quantize_q6_k, dequantize=dequantize_q6_k, inspect=inspect_q6_k)
+register("reference", "Q8_K", quantize=quantize_q8_k, dequantize=dequantize_q8_k, inspect=inspect_q8_k)

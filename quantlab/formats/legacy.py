@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _numerics as nm
 from . import _search  # the shared scale searches: make_qx_quants, make_qkx3_quants
+from .registry import register
 
 F32 = np.float32
 # decoding inf/NaN scales (random bytes) multiplies inf by 0: NaN, as in ggml, without warnings
@@ -57,12 +58,6 @@ def _as_int8(i: np.ndarray) -> np.ndarray:
     return ((i + 128) & 255) - 128
 
 
-def _inv(d: np.ndarray) -> np.ndarray:
-    """``d ? 1.0f/d : 0.0f`` in float32."""
-    with np.errstate(divide="ignore", over="ignore"):
-        return np.where(d != 0, F32(1) / np.where(d != 0, d, F32(1)), F32(0)).astype(np.float32)
-
-
 def _signed_absmax(xb: np.ndarray) -> np.ndarray:
     """The element with the largest |x| per block, first one on ties, +0.0 for an all-zero block
     (C scans with ``amax < fabsf(v)`` starting from amax = max = 0, so zeros never replace it)."""
@@ -72,12 +67,6 @@ def _signed_absmax(xb: np.ndarray) -> np.ndarray:
 
 def _absmax(xb: np.ndarray) -> np.ndarray:
     return np.max(np.abs(xb), axis=-1).astype(np.float32)
-
-
-def _f16_bytes(v: np.ndarray) -> np.ndarray:
-    """float32 (nblocks,) -> fp16 little-endian bytes (nblocks, 2)."""
-    with np.errstate(over="ignore"):  # |v| >= 65520 becomes inf, as in ggml
-        return nm.f16_bits(v).astype("<u2").view(np.uint8).reshape(-1, 2)
 
 
 def _f16_at(q: np.ndarray, off: int) -> np.ndarray:
@@ -161,14 +150,14 @@ def quantize_q4_0(x, imatrix=None):
         xb = _blocks(x, 32)
         d, L = _search.make_qx_quants(xb, 8, 1, _legacy_weights(x, imatrix, 32))
         d = np.asarray(d, dtype=np.float32).reshape(-1)
-        return _rows(np.concatenate([_f16_bytes(d), _pack_nibbles(L)], axis=1), nrows)
+        return _rows(np.concatenate([nm.f16_bytes(d), _pack_nibbles(L)], axis=1), nrows)
     xb = _blocks(x, 32)
     d = (_signed_absmax(xb) / F32(-8)).astype(np.float32)
-    idv = _inv(d)
+    idv = nm.inv(d)
     with np.errstate(invalid="ignore", over="ignore"):
         v = ((xb * idv[:, None]).astype(np.float32) + F32(8.5)).astype(np.float32)
     q = np.minimum(15, _as_int8(_c_trunc(v))) & 0xFF
-    return _rows(np.concatenate([_f16_bytes(d), _pack_nibbles(q)], axis=1), nrows)
+    return _rows(np.concatenate([nm.f16_bytes(d), _pack_nibbles(q)], axis=1), nrows)
 
 
 @_quiet
@@ -207,16 +196,16 @@ def quantize_q4_1(x, imatrix=None):
     xb = _blocks(x, 32)
     if imatrix is not None:
         d, m, L = _qkx3_impl(x, xb, imatrix, 15)
-        return _rows(np.concatenate([_f16_bytes(d), _f16_bytes(m), _pack_nibbles(L)], axis=1), nrows)
+        return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(m), _pack_nibbles(L)], axis=1), nrows)
     mn = np.min(xb, axis=1).astype(np.float32)
     mx = np.max(xb, axis=1).astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         d = ((mx - mn) / F32(15)).astype(np.float32)
-        idv = _inv(d)
+        idv = nm.inv(d)
         v = (((xb - mn[:, None]).astype(np.float32) * idv[:, None]).astype(np.float32)
              + F32(0.5)).astype(np.float32)
     q = np.minimum(15, _as_int8(_c_trunc(v))) & 0xFF
-    return _rows(np.concatenate([_f16_bytes(d), _f16_bytes(mn), _pack_nibbles(q)], axis=1), nrows)
+    return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(mn), _pack_nibbles(q)], axis=1), nrows)
 
 
 @_quiet
@@ -256,13 +245,13 @@ def quantize_q5_0(x, imatrix=None):
     if imatrix is not None:
         d, L = _search.make_qx_quants(xb, 16, 1, _legacy_weights(x, imatrix, 32))
         d = np.asarray(d, dtype=np.float32).reshape(-1)
-        return _rows(np.concatenate([_f16_bytes(d), _qh_bits(L), _pack_nibbles(L)], axis=1), nrows)
+        return _rows(np.concatenate([nm.f16_bytes(d), _qh_bits(L), _pack_nibbles(L)], axis=1), nrows)
     d = (_signed_absmax(xb) / F32(-16)).astype(np.float32)
-    idv = _inv(d)
+    idv = nm.inv(d)
     with np.errstate(invalid="ignore", over="ignore"):
         v = ((xb * idv[:, None]).astype(np.float32) + F32(16.5)).astype(np.float32)
     q = np.minimum(31, _as_int8(_c_trunc(v))) & 0xFF
-    return _rows(np.concatenate([_f16_bytes(d), _qh_bits(q), _pack_nibbles(q)], axis=1), nrows)
+    return _rows(np.concatenate([nm.f16_bytes(d), _qh_bits(q), _pack_nibbles(q)], axis=1), nrows)
 
 
 @_quiet
@@ -300,17 +289,17 @@ def quantize_q5_1(x, imatrix=None):
     xb = _blocks(x, 32)
     if imatrix is not None:
         d, m, L = _qkx3_impl(x, xb, imatrix, 31)
-        return _rows(np.concatenate([_f16_bytes(d), _f16_bytes(m), _qh_bits(L), _pack_nibbles(L)],
+        return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(m), _qh_bits(L), _pack_nibbles(L)],
                                     axis=1), nrows)
     mn = np.min(xb, axis=1).astype(np.float32)
     mx = np.max(xb, axis=1).astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         d = ((mx - mn) / F32(31)).astype(np.float32)
-        idv = _inv(d)
+        idv = nm.inv(d)
         v = (((xb - mn[:, None]).astype(np.float32) * idv[:, None]).astype(np.float32)
              + F32(0.5)).astype(np.float32)
     q = _c_trunc(v) & 0xFF
-    return _rows(np.concatenate([_f16_bytes(d), _f16_bytes(mn), _qh_bits(q), _pack_nibbles(q)], axis=1),
+    return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(mn), _qh_bits(q), _pack_nibbles(q)], axis=1),
                  nrows)
 
 
@@ -338,7 +327,7 @@ def inspect_q5_1(block):
 def _q8(xb):
     amax = _absmax(xb)
     d = (amax / F32(127)).astype(np.float32)
-    idv = _inv(d)
+    idv = nm.inv(d)
     with np.errstate(invalid="ignore", over="ignore"):
         v = nm.roundf((xb * idv[:, None]).astype(np.float32))  # roundf: half away from zero
     return d, _as_int8(_c_trunc(v))
@@ -357,7 +346,7 @@ def quantize_q8_0(x, imatrix=None):
     """
     nrows = x.shape[0]
     d, q = _q8(_blocks(x, 32))
-    return _rows(np.concatenate([_f16_bytes(d), (q & 0xFF).astype(np.uint8)], axis=1), nrows)
+    return _rows(np.concatenate([nm.f16_bytes(d), (q & 0xFF).astype(np.uint8)], axis=1), nrows)
 
 
 def _dequantize_q8(q, n_per_row, type_size):
@@ -396,7 +385,7 @@ def quantize_q8_1(x, imatrix=None):
     d, q = _q8(_blocks(x, 32))
     qsum = np.add.reduce(q, axis=1).astype(np.float32)  # an exact integer sum
     s = (qsum * d).astype(np.float32)
-    return _rows(np.concatenate([_f16_bytes(d), _f16_bytes(s), (q & 0xFF).astype(np.uint8)], axis=1),
+    return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(s), (q & 0xFF).astype(np.uint8)], axis=1),
                  nrows)
 
 
@@ -433,7 +422,7 @@ def quantize_q1_0(x, imatrix=None):
     with np.errstate(over="ignore"):
         d = (nm.seqsum(np.abs(xb), axis=1) / F32(128)).astype(np.float32)
     bits = np.packbits((xb >= 0).astype(np.uint8), axis=1, bitorder="little")
-    return _rows(np.concatenate([_f16_bytes(d), bits], axis=1), nrows)
+    return _rows(np.concatenate([nm.f16_bytes(d), bits], axis=1), nrows)
 
 
 @_quiet
@@ -470,7 +459,7 @@ def quantize_q2_0(x, imatrix=None):
         v = nm.roundf((xb * idv[:, None]).astype(np.float32))
     qv = np.clip(_c_trunc(v) + 1, 0, 3).reshape(-1, 16, 4)
     packed = (qv[..., 0] | (qv[..., 1] << 2) | (qv[..., 2] << 4) | (qv[..., 3] << 6)).astype(np.uint8)
-    return _rows(np.concatenate([_f16_bytes(d), packed], axis=1), nrows)
+    return _rows(np.concatenate([nm.f16_bytes(d), packed], axis=1), nrows)
 
 
 def _q2_0_codes(b):
@@ -490,3 +479,15 @@ def inspect_q2_0(block):
     codes = _q2_0_codes(b)[0]
     return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]), "codes": codes,
             "levels": codes - 1, "formula": "x = (q - 1) * d"}
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference", "Q4_0", quantize=quantize_q4_0, dequantize=dequantize_q4_0, inspect=inspect_q4_0)
+register("reference", "Q4_1", quantize=quantize_q4_1, dequantize=dequantize_q4_1, inspect=inspect_q4_1)
+register("reference", "Q5_0", quantize=quantize_q5_0, dequantize=dequantize_q5_0, inspect=inspect_q5_0)
+register("reference", "Q5_1", quantize=quantize_q5_1, dequantize=dequantize_q5_1, inspect=inspect_q5_1)
+register("reference", "Q8_0", quantize=quantize_q8_0, dequantize=dequantize_q8_0, inspect=inspect_q8_0)
+register("reference", "Q8_1", quantize=quantize_q8_1, dequantize=dequantize_q8_1, inspect=inspect_q8_1)
+register("reference", "Q1_0", quantize=quantize_q1_0, dequantize=dequantize_q1_0, inspect=inspect_q1_0)
+register("reference", "Q2_0", quantize=quantize_q2_0, dequantize=dequantize_q2_0, inspect=inspect_q2_0)

@@ -2,13 +2,16 @@
 
 Every other layer (API, kernels, GGUF reader/writer, recipes, benchmarks, widgets, notebooks) asks this
 registry for block sizes, type sizes and ids; nothing re-derives them. A :class:`Format` also knows where
-its implementations live:
+its implementations live, and each family module registers them explicitly where they are defined, with
+one :func:`register` call per format at its end (the way gguf-py's ``__init_subclass__(qtype=...)`` does):
 
-* reference (readable numpy):   ``quantlab.formats.<family>.quantize_<key>`` / ``dequantize_<key>``
-* fast (numba kernels):         ``quantlab.kernels.<family>.quantize_<key>`` / ``dequantize_<key>``
-* block inspector (teaching):   ``quantlab.formats.<family>.inspect_<key>``
+* reference (readable numpy):   ``quantlab.formats.<family>``: ``quantize_<key>``, ``dequantize_<key>``,
+  ``inspect_<key>`` (the block inspector, for teaching)
+* fast (numba kernels):         ``quantlab.kernels.<family>``: ``quantize_<key>``, ``dequantize_<key>``
 
-where ``key`` is the lower-case name (``q4_k``). The calling convention is the same for all of them:
+where ``key`` is the lower-case name (``q4_k``). :func:`register` refuses a function whose name is not
+``<op>_<key>`` and a second registration; ``tests/test_registry.py`` fails for a usable format that lacks
+any of the five. The calling convention is the same for all of them:
 
 * ``quantize_<key>(x, imatrix) -> uint8[nrows, row_bytes]`` with ``x`` a C-contiguous float32 array of
   shape ``(nrows, n_per_row)`` and ``imatrix`` either ``None`` or float32 of shape ``(n_per_row,)``;
@@ -21,11 +24,12 @@ these run, so kernels can trust their inputs.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import FormatError, RemovedTypeError
+from ..errors import FormatError, RemovedTypeError, ShapeError
 
-__all__ = ["Format", "get", "all_formats", "FORMATS", "QK_K"]
+__all__ = ["Format", "get", "all_formats", "register", "registered", "FORMATS", "QK_K", "OPS"]
 
 QK_K = 256
 
@@ -153,8 +157,6 @@ class Format:
         """Bytes of one row of ``n_per_row`` weights (must be a multiple of the block size)."""
         self.check_usable()
         if n_per_row % self.block_size:
-            from ..errors import ShapeError
-
             raise ShapeError(
                 f"{self.name} stores blocks of {self.block_size} weights, but a row has {n_per_row} "
                 f"weights ({n_per_row} is not a multiple of {self.block_size})")
@@ -178,25 +180,26 @@ class Format:
             raise FormatError(f"{self.name} has no matrix product in ggml (no vec_dot_type)")
         return self.vec_dot_type
 
-    def impl(self, kind: str, op: str):
+    def impl(self, kind: str, op: str) -> Callable:
         """The function implementing ``op`` ('quantize' | 'dequantize' | 'inspect') for ``kind``
-        ('reference' | 'fast'), imported lazily. Raises FormatError when it does not exist (yet)."""
+        ('reference' | 'fast'): its family module is imported (it registers itself) on first use.
+        Raises FormatError when the module registered none."""
         self.check_usable()
         ck = (kind, op)
         if ck in self._cache:
             return self._cache[ck]
         if kind not in ("reference", "fast"):
             raise FormatError(f"impl must be 'reference' or 'fast', got {kind!r}")
-        pkg = "quantlab.formats" if (kind == "reference" or op == "inspect") else "quantlab.kernels"
-        fn = None
-        try:
-            mod = importlib.import_module(f"{pkg}.{self.family}")
-            fn = getattr(mod, f"{op}_{self.key}", None)
-        except ModuleNotFoundError as e:
-            if not (e.name or "").startswith(pkg):
-                raise
+        if op not in OPS["reference"]:
+            raise FormatError(f"op must be one of {', '.join(OPS['reference'])}, got {op!r}")
+        if op == "inspect":
+            kind = "reference"                 # one block inspector, the reference's
+        pkg = _PACKAGE[kind]
+        importlib.import_module(f"{pkg}.{self.family}")
+        fn = _IMPLS.get((self.name, kind, op))
         if fn is None:
-            raise FormatError(f"{op} is not implemented for {self.name} ({kind} implementation)")
+            raise FormatError(f"{op} is not implemented for {self.name} ({kind} implementation: "
+                              f"{pkg}.{self.family} registers none)")
         self._cache[ck] = fn
         return fn
 
@@ -240,6 +243,45 @@ def _parse() -> tuple[Format, ...]:
 
 FORMATS: tuple[Format, ...] = _parse()
 _BY_NAME = {f.name: f for f in FORMATS}
+
+# Implementations, registered by the family modules themselves (register below).
+OPS = {"reference": ("quantize", "dequantize", "inspect"), "fast": ("quantize", "dequantize")}
+_PACKAGE = {"reference": "quantlab.formats", "fast": "quantlab.kernels"}
+_IMPLS: dict[tuple[str, str, str], Callable] = {}
+
+
+def register(kind: str, name: str, **ops: Callable) -> None:
+    """Register the ``kind`` ('reference' | 'fast') implementations of format ``name``, one keyword per
+    op (``quantize=quantize_q4_k, dequantize=dequantize_q4_k[, inspect=inspect_q4_k]``). Called at the
+    end of each family module. Refuses (FormatError) an unknown format or op, a function not named
+    ``<op>_<key>`` (so a misnamed function cannot stand in for another format), and a second
+    registration of the same (format, kind, op)."""
+    f = _BY_NAME.get(name)
+    if f is None or f.removed:
+        raise FormatError(f"register: {name!r} is not a usable format")
+    if kind not in OPS:
+        raise FormatError(f"register: kind must be 'reference' or 'fast', got {kind!r}")
+    for op, fn in ops.items():
+        if op not in OPS[kind]:
+            raise FormatError(f"register: {kind} implementations are {', '.join(OPS[kind])}; got {op!r}")
+        want = f"{op}_{f.key}"
+        if getattr(fn, "__name__", None) != want:
+            raise FormatError(f"register: {name} {op} must be a function named {want}, "
+                              f"got {getattr(fn, '__name__', fn)!r}")
+        old = _IMPLS.get((name, kind, op))
+        if old is not None and _where(old) != _where(fn):          # the same function again: a reload
+            raise FormatError(f"register: {name} {kind} {op} is already registered ({_where(old)})")
+        _IMPLS[(name, kind, op)] = fn
+
+
+def _where(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+
+
+def registered(kind: str) -> dict[tuple[str, str], Callable]:
+    """{(format name, op): function} of every ``kind`` implementation registered so far (import the
+    family modules first to see them all)."""
+    return {(n, op): fn for (n, k, op), fn in _IMPLS.items() if k == kind}
 
 
 def get(fmt) -> Format:

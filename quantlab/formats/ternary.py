@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _numerics as nm
+from .registry import register
 
 F32 = np.float32
 # decoding inf/NaN scales (random bytes) multiplies inf by 0: NaN, as in ggml, without warnings
@@ -36,11 +37,6 @@ def _trits(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # "+ 1" then truncated to a C int leaves 1: such a weight gets the neutral trit.
     t = np.where(np.isfinite(v), r.astype(np.int64) + 1, 1)
     return d, t
-
-
-def _f16_bytes(v: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return nm.f16_bits(v).astype("<u2").view(np.uint8).reshape(-1, 2)
 
 
 def _f16_last(b: np.ndarray) -> np.ndarray:
@@ -92,7 +88,7 @@ def quantize_tq1_0(x, imatrix=None):
     qs0 = _pack5(t[:, :160].reshape(nb, 5, 32))
     qs1 = _pack5(t[:, 160:240].reshape(nb, 5, 16))
     qh = _pack5(t[:, 240:].reshape(nb, 4, 4))
-    out = np.concatenate([qs0, qs1, qh, _f16_bytes(d)], axis=1)
+    out = np.concatenate([qs0, qs1, qh, nm.f16_bytes(d)], axis=1)
     return np.ascontiguousarray(out).reshape(nrows, -1)
 
 
@@ -147,7 +143,7 @@ def quantize_tq2_0(x, imatrix=None):
     d, t = _trits(x)
     t = (t & 3).reshape(-1, 2, 4, 32)                      # [block, c, n, m]
     qs = (t[:, :, 0] | (t[:, :, 1] << 2) | (t[:, :, 2] << 4) | (t[:, :, 3] << 6)).astype(np.uint8)
-    out = np.concatenate([qs.reshape(-1, 64), _f16_bytes(d)], axis=1)
+    out = np.concatenate([qs.reshape(-1, 64), nm.f16_bytes(d)], axis=1)
     return np.ascontiguousarray(out).reshape(nrows, -1)
 
 
@@ -164,3 +160,9 @@ def dequantize_tq2_0(q, n_per_row):
 
 def inspect_tq2_0(block):
     return _inspect(block, 66, _tq2_0_codes, "x = (q - 1) * d, four 2-bit codes per byte")
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("reference", "TQ1_0", quantize=quantize_tq1_0, dequantize=dequantize_tq1_0, inspect=inspect_tq1_0)
+register("reference", "TQ2_0", quantize=quantize_tq2_0, dequantize=dequantize_tq2_0, inspect=inspect_tq2_0)

@@ -125,12 +125,6 @@ def e8m0_half(e):
 
 
 @njit(cache=True, inline="always")
-def nearest_int(f):
-    """ggml nearest_int: round half to even of a float32."""
-    return np.int32(np.rint(np.float32(f)))
-
-
-@njit(cache=True, inline="always")
 def roundf(f):
     """C roundf (half away from zero) of a float32, returned as float32 (exact via float64)."""
     a = np.float64(f)

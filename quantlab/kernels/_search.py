@@ -19,7 +19,8 @@ Signatures (x, w, qw: float32[n]; L, Laux: uint8[n] output/scratch buffers of at
 
 Codes written to L are the offset codes of ggml: value ~ scale*(L - nmax) for qx/q3 (L = 0 for an
 all-zero group), value ~ scale*L - the_min for qkx2/qkx3, value ~ scale*L for qp (uint8: wraps like C).
-``nearest_int`` is ggml's rounding trick, bit-exact also for NaN/inf/huge arguments.
+``nearest_int`` (:mod:`quantlab.kernels._c`) is ggml's rounding trick, bit-exact also for NaN/inf/huge
+arguments.
 
 Caching caveat: numba's on-disk cache of a kernel in ANOTHER module does not notice edits here (it only
 watches its own source file), and most of these functions are inlined into their callers. After
@@ -30,28 +31,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._fp import f32_as_u32
+from ._c import clampi, nearest_int
 
 F32 = np.float32
 _MAGIC = np.float32(12582912.0)
 _EPS = np.float32(1e-15)
 _U = np.uint64
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def nearest_int(v):
-    """ggml nearest_int: (bits(v + 1.5*2**23) & 0x7fffff) - 0x400000, as int32."""
-    b = f32_as_u32(np.float32(np.float32(v) + _MAGIC))
-    return np.int32(b & np.uint32(0x7FFFFF)) - np.int32(0x400000)
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _clampi(l, lo, hi):
-    if l < lo:
-        return lo
-    if l > hi:
-        return hi
-    return l
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -103,7 +88,7 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
     iscale = np.float32(np.float32(-nm) / mx)
     if rmse_type == 0:
         for i in range(n):
-            L[i] = np.uint8(nm + _clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
+            L[i] = np.uint8(nm + clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
         return np.float32(np.float32(1.0) / iscale)
     early = rmse_type < 0
     rt = -rmse_type if early else rmse_type
@@ -120,7 +105,7 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
     sumlx = np.float32(0.0)
     suml2 = np.float32(0.0)
     for i in range(n):
-        l = _clampi(nearest_int(iscale * x[i]), -nm, nm - 1)
+        l = clampi(nearest_int(iscale * x[i]), -nm, nm - 1)
         L[i] = np.uint8(l + nm)
         fl = np.float32(l)
         sumlx += wx[i] * fl
@@ -159,9 +144,9 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
         else:   # inf/NaN inputs (from overflowing callers): ggml's integer trick, garbage included
             for i in range(n):
                 xi = x[i]
-                la[i] = np.float32(_clampi(nearest_int(isa * xi), -nm, nm - 1))
-                lb[i] = np.float32(_clampi(nearest_int(isb * xi), -nm, nm - 1))
-                lc[i] = np.float32(_clampi(nearest_int(isc * xi), -nm, nm - 1))
+                la[i] = np.float32(clampi(nearest_int(isa * xi), -nm, nm - 1))
+                lb[i] = np.float32(clampi(nearest_int(isb * xi), -nm, nm - 1))
+                lc[i] = np.float32(clampi(nearest_int(isc * xi), -nm, nm - 1))
         alx = np.float32(0.0)
         al2 = np.float32(0.0)
         blx = np.float32(0.0)
@@ -201,13 +186,13 @@ def make_q3_quants(x, nmax, do_rmse, L):
     iscale = np.float32(np.float32(-nm) / mx)
     if not do_rmse:
         for i in range(n):
-            L[i] = np.uint8(nm + _clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
+            L[i] = np.uint8(nm + clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
         return np.float32(np.float32(1.0) / iscale)
     # L holds l + nmax throughout (so a uint8 buffer works); the signed code is L[i] - nmax
     sumlx = np.float32(0.0)
     suml2 = np.float32(0.0)
     for i in range(n):
-        l = _clampi(nearest_int(iscale * x[i]), -nm, nm - 1)
+        l = clampi(nearest_int(iscale * x[i]), -nm, nm - 1)
         L[i] = np.uint8(l + nm)
         w = x[i] * x[i]
         fl = np.float32(l)
@@ -222,7 +207,7 @@ def make_q3_quants(x, nmax, do_rmse, L):
             slx = sumlx - (w * x[i]) * fli
             if slx > 0:
                 sl2 = suml2 - (w * fli) * fli
-                new_l = _clampi(nearest_int((x[i] * sl2) / slx), -nm, nm - 1)
+                new_l = clampi(nearest_int((x[i] * sl2) / slx), -nm, nm - 1)
                 if new_l != li:
                     fn = np.float32(new_l)
                     slx += (w * x[i]) * fn
@@ -255,7 +240,7 @@ def _codes_fast(isc, xm, n, nmax_f, cb, off):
 @njit(cache=True, error_model="numpy", inline="always")
 def _codes_exact(isc, xm, n, nm, cb, off):
     for i in range(n):
-        cb[off + i] = np.float32(_clampi(nearest_int(isc * xm[i]), 0, nm))
+        cb[off + i] = np.float32(clampi(nearest_int(isc * xm[i]), 0, nm))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -292,7 +277,7 @@ def _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
     scale = np.float32(np.float32(1.0) / iscale)
     best = np.float32(0.0)
     for i in range(n):
-        l = _clampi(nearest_int(iscale * (x[i] - mn)), 0, nm)
+        l = clampi(nearest_int(iscale * (x[i] - mn)), 0, nm)
         L[i] = np.uint8(l)
         diff = (scale * np.float32(l) + mn) - x[i]
         diff = np.float32(abs(diff)) if use_mad else diff * diff

@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit
 
 from ..formats import floats as ref
+from ..formats.registry import register
 from ._fp import f16_to_f32_bits, f32_to_bf16, f32_to_f16
 from ._rows import min_rows, run_rows
 
@@ -85,3 +86,15 @@ quantize_i8, dequantize_i8 = ref.quantize_i8, ref.dequantize_i8
 quantize_i16, dequantize_i16 = ref.quantize_i16, ref.dequantize_i16
 quantize_i32, dequantize_i32 = ref.quantize_i32, ref.dequantize_i32
 quantize_i64, dequantize_i64 = ref.quantize_i64, ref.dequantize_i64
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "F32", quantize=quantize_f32, dequantize=dequantize_f32)
+register("fast", "F16", quantize=quantize_f16, dequantize=dequantize_f16)
+register("fast", "I8", quantize=quantize_i8, dequantize=dequantize_i8)
+register("fast", "I16", quantize=quantize_i16, dequantize=dequantize_i16)
+register("fast", "I32", quantize=quantize_i32, dequantize=dequantize_i32)
+register("fast", "I64", quantize=quantize_i64, dequantize=dequantize_i64)
+register("fast", "F64", quantize=quantize_f64, dequantize=dequantize_f64)
+register("fast", "BF16", quantize=quantize_bf16, dequantize=dequantize_bf16)

@@ -17,6 +17,7 @@ from numba import njit
 
 from ..formats import _numerics as nm
 from ..formats.fp4 import KVALUES, _log2f
+from ..formats.registry import register
 from ._fp import e8m0_half, f32_as_u32
 from ._rows import dequantize_rows, quantize_rows
 
@@ -225,3 +226,9 @@ def _dnvfp4(q, y, h, r0, r1):
 
 def dequantize_nvfp4(q, n_per_row):
     return dequantize_rows(_dnvfp4, q, n_per_row, 8)
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "MXFP4", quantize=quantize_mxfp4, dequantize=dequantize_mxfp4)
+register("fast", "NVFP4", quantize=quantize_nvfp4, dequantize=dequantize_nvfp4)

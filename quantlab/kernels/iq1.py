@@ -12,15 +12,23 @@ from numba import njit
 
 from ..formats import iq1 as ref
 from ..formats._iqgrid import lattice
+from ..formats.layout import offsets, size
+from ..formats.registry import register
+from ._c import nearest_int
 from ._fp import f16_to_f32, f32_to_f16, rd16
 from ._rows import dequantize_rows, min_rows, run_rows
-from ._search import nearest_int
 from .iq2 import _codes_u32, _scan
 
 _FLT_MAX = np.float32(np.finfo(np.float32).max)
 _NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
 _XP = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)
 _XM = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)
+
+
+# Byte offsets inside one super-block (quantlab.formats.layout; ints, so numba compiles them as constants)
+IQ1S_D, IQ1S_QS, IQ1S_QH = offsets("IQ1_S", "d", "qs", "qh")
+IQ1M_QS, IQ1M_QH, IQ1M_SCALES = offsets("IQ1_M", "qs", "qh", "scales")
+IQ1S_SIZE, IQ1M_SIZE = size("IQ1_S"), size("IQ1_M")
 
 
 @njit(cache=True, inline="always")
@@ -128,8 +136,8 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     ngrid = levels.shape[0]
     for ibl in range(n // 256):
         x0 = ibl * 256
-        o = ibl * 50
-        for j in range(50):
+        o = ibl * IQ1S_SIZE
+        for j in range(IQ1S_SIZE):
             out[r, o + j] = 0
         sumx2 = np.float32(0.0)
         for i in range(256):
@@ -218,10 +226,10 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
                     scale = sqx / sq2
             h = np.uint16(0)
             for k in range(4):
-                out[r, o + 2 + 4 * ib + k] = np.uint8(index[k] & 255)
+                out[r, o + IQ1S_QS + 4 * ib + k] = np.uint8(index[k] & 255)
                 h |= np.uint16((index[k] >> 8) << (3 * k))
-            out[r, o + 34 + 2 * ib] = np.uint8(h & np.uint16(255))
-            out[r, o + 35 + 2 * ib] = np.uint8(h >> np.uint16(8))
+            out[r, o + IQ1S_QH + 2 * ib] = np.uint8(h & np.uint16(255))
+            out[r, o + IQ1S_QH + 1 + 2 * ib] = np.uint8(h >> np.uint16(8))
             if not (scale >= 0):
                 _fail(err, r, 2, b0 // bs)
                 return
@@ -233,15 +241,15 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
             continue
         d = max_scale / np.float32(15.0)
         dh = f32_to_f16(d * np.float32(1.125))
-        out[r, o] = np.uint8(dh & np.uint16(255))
-        out[r, o + 1] = np.uint8(dh >> np.uint16(8))
+        out[r, o + IQ1S_D] = np.uint8(dh & np.uint16(255))
+        out[r, o + IQ1S_D + 1] = np.uint8(dh >> np.uint16(8))
         idd = np.float32(1.0) / d
         for ib in range(8):
             l = nearest_int(np.float32(0.5) * (idd * scales[ib] - np.float32(1.0)))
             l = 0 if l < 0 else (7 if l > 7 else l)
             if shifts[ib] == -1:
                 l |= 8
-            out[r, o + 35 + 2 * ib] |= np.uint8(l << 4)
+            out[r, o + IQ1S_QH + 1 + 2 * ib] |= np.uint8(l << 4)
 
 
 @njit(cache=True, nogil=True)
@@ -281,8 +289,8 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     cm2 = _XM[1] * _XM[1] - _XM[2] * _XM[2]
     for ibl in range(n // 256):
         x0 = ibl * 256
-        o = ibl * 56
-        for j in range(56):
+        o = ibl * IQ1M_SIZE
+        for j in range(IQ1M_SIZE):
             out[r, o + j] = 0
         sumx2 = np.float32(0.0)
         for i in range(256):
@@ -391,9 +399,9 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
                         sq2 += (w * q) * q
                 if sqx > 0 and sq2 > 0:
                     scale = sqx / sq2
-            out[r, o + 2 * ib] = np.uint8(index[0] & 255)
-            out[r, o + 2 * ib + 1] = np.uint8(index[1] & 255)
-            out[r, o + 32 + ib] = np.uint8((index[0] >> 8) | ((index[1] >> 8) << 4))
+            out[r, o + IQ1M_QS + 2 * ib] = np.uint8(index[0] & 255)
+            out[r, o + IQ1M_QS + 2 * ib + 1] = np.uint8(index[1] & 255)
+            out[r, o + IQ1M_QH + ib] = np.uint8((index[0] >> 8) | ((index[1] >> 8) << 4))
             if not (scale >= 0):
                 _fail(err, r, 2, b0 // bs)
                 return
@@ -415,8 +423,8 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
             l = 0 if l < 0 else (7 if l > 7 else l)
             sc[ib // 4] |= np.uint16(l << (3 * (ib % 4)))
             sh = shifts[ib]
-            qh = np.int32(out[r, o + 32 + ib]) | (0x00 if sh == 0 else (0x80 if sh == 1 else (0x08 if sh == 2 else 0x88)))
-            out[r, o + 32 + ib] = np.uint8(qh)
+            qh = np.int32(out[r, o + IQ1M_QH + ib]) | (0x00 if sh == 0 else (0x80 if sh == 1 else (0x08 if sh == 2 else 0x88)))
+            out[r, o + IQ1M_QH + ib] = np.uint8(qh)
             _weights(x, r, b0, bs, qw, has_qw, sigma2, weight)
             fl = np.float32(2 * l + 1)
             for k in range(2):
@@ -424,7 +432,7 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
                     xx = _XP if sh < 2 else _XM
                 else:
                     xx = _XP if sh % 2 == 0 else _XM
-                gi = np.int32(out[r, o + 2 * ib + k]) + ((qh << (8 - 4 * k)) & 0x700)
+                gi = np.int32(out[r, o + IQ1M_QS + 2 * ib + k]) + ((qh << (8 - 4 * k)) & 0x700)
                 for j in range(8):
                     w = weight[8 * k + j]
                     q = xx[levels[gi, j]] * fl
@@ -438,8 +446,8 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
         sc[2] |= np.uint16((dbits & np.uint16(0x0F00)) << np.uint16(4))
         sc[3] |= np.uint16(dbits & np.uint16(0xF000))
         for k in range(4):
-            out[r, o + 48 + 2 * k] = np.uint8(sc[k] & np.uint16(255))
-            out[r, o + 49 + 2 * k] = np.uint8(sc[k] >> np.uint16(8))
+            out[r, o + IQ1M_SCALES + 2 * k] = np.uint8(sc[k] & np.uint16(255))
+            out[r, o + IQ1M_SCALES + 1 + 2 * k] = np.uint8(sc[k] >> np.uint16(8))
 
 
 @njit(cache=True, nogil=True)
@@ -473,11 +481,11 @@ def quantize_iq1_s(x, imatrix=None):
     if imatrix is None:
         from ..errors import ImatrixRequired
         raise ImatrixRequired("IQ1_S cannot be quantized without an importance matrix")
-    return _run(_iq1s, "IQ1_S", 32, 50, x, imatrix)
+    return _run(_iq1s, "IQ1_S", 32, IQ1S_SIZE, x, imatrix)
 
 
 def quantize_iq1_m(x, imatrix=None):
-    return _run(_iq1m, "IQ1_M", 16, 56, x, imatrix)
+    return _run(_iq1m, "IQ1_M", 16, IQ1M_SIZE, x, imatrix)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -486,17 +494,17 @@ def quantize_iq1_m(x, imatrix=None):
 
 @njit(cache=True, nogil=True)
 def _deq_iq1s(q, out, values, r0, r1):
-    nsb = q.shape[1] // 50
+    nsb = q.shape[1] // IQ1S_SIZE
     for r in range(r0, r1):
         for ibl in range(nsb):
-            o = ibl * 50
-            d = f16_to_f32(rd16(q[r], o))
+            o = ibl * IQ1S_SIZE
+            d = f16_to_f32(rd16(q[r], o + IQ1S_D))
             for ib in range(8):
-                qh = np.int32(rd16(q[r], o + 34 + 2 * ib))
+                qh = np.int32(rd16(q[r], o + IQ1S_QH + 2 * ib))
                 dl = d * np.float32(2 * ((qh >> 12) & 7) + 1)
                 delta = np.float32(-0.125) if qh & 0x8000 else np.float32(0.125)
                 for l in range(4):
-                    gi = np.int32(q[r, o + 2 + 4 * ib + l]) | (((qh >> (3 * l)) & 7) << 8)
+                    gi = np.int32(q[r, o + IQ1S_QS + 4 * ib + l]) | (((qh >> (3 * l)) & 7) << 8)
                     y0 = ibl * 256 + 32 * ib + 8 * l
                     for j in range(8):
                         out[r, y0 + j] = dl * (values[gi, j] + delta)
@@ -504,23 +512,23 @@ def _deq_iq1s(q, out, values, r0, r1):
 
 @njit(cache=True, nogil=True)
 def _deq_iq1m(q, out, values, r0, r1):
-    nsb = q.shape[1] // 56
+    nsb = q.shape[1] // IQ1M_SIZE
     for r in range(r0, r1):
         for ibl in range(nsb):
-            o = ibl * 56
-            w0 = np.int32(rd16(q[r], o + 48))
-            w1 = np.int32(rd16(q[r], o + 50))
-            w2 = np.int32(rd16(q[r], o + 52))
-            w3 = np.int32(rd16(q[r], o + 54))
+            o = ibl * IQ1M_SIZE
+            w0 = np.int32(rd16(q[r], o + IQ1M_SCALES))
+            w1 = np.int32(rd16(q[r], o + IQ1M_SCALES + 2))
+            w2 = np.int32(rd16(q[r], o + IQ1M_SCALES + 4))
+            w3 = np.int32(rd16(q[r], o + IQ1M_SCALES + 6))
             dbits = (w0 >> 12) | ((w1 >> 8) & 0xF0) | ((w2 >> 4) & 0xF00) | (w3 & 0xF000)
             d = f16_to_f32(np.uint16(dbits))
             for ib in range(16):
-                w = np.int32(rd16(q[r], o + 48 + 2 * (ib // 4)))
+                w = np.int32(rd16(q[r], o + IQ1M_SCALES + 2 * (ib // 4)))
                 dl = d * np.float32(2 * ((w >> (3 * (ib % 4))) & 7) + 1)
-                qh = np.int32(q[r, o + 32 + ib])
+                qh = np.int32(q[r, o + IQ1M_QH + ib])
                 for k in range(2):
                     nib = (qh >> (4 * k)) & 15
-                    gi = np.int32(q[r, o + 2 * ib + k]) | ((nib & 7) << 8)
+                    gi = np.int32(q[r, o + IQ1M_QS + 2 * ib + k]) | ((nib & 7) << 8)
                     delta = np.float32(-0.125) if nib & 8 else np.float32(0.125)
                     y0 = ibl * 256 + 16 * ib + 8 * k
                     for j in range(8):
@@ -533,3 +541,9 @@ def dequantize_iq1_s(q, n_per_row):
 
 def dequantize_iq1_m(q, n_per_row):
     return dequantize_rows(_deq_iq1m, q, n_per_row, lattice("iq1s").values)
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "IQ1_S", quantize=quantize_iq1_s, dequantize=dequantize_iq1_s)
+register("fast", "IQ1_M", quantize=quantize_iq1_m, dequantize=dequantize_iq1_m)

@@ -12,15 +12,26 @@ from numba import njit
 
 from ..formats import iq2 as ref
 from ..formats._iqgrid import ksigns, lattice
+from ..formats.layout import offsets, size
+from ..formats.registry import register
+from ._c import nearest_int
 from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
 from ._rows import dequantize_rows, min_rows, run_rows
-from ._search import make_qp_quants, nearest_int
+from ._search import make_qp_quants
 
 F32 = np.float32
 _FLT_MAX = np.float32(np.finfo(np.float32).max)
 
+# Byte offsets inside one super-block (quantlab.formats.layout; ints, so numba compiles them as constants).
+# All three start with d (fp16) and the grid indices at IQ2_QS.
+IQ2_D, IQ2_QS = offsets("IQ2_XXS", "d", "qs")
+assert offsets("IQ2_XS", "d", "qs") == offsets("IQ2_S", "d", "qs") == (IQ2_D, IQ2_QS)
+IQ2XS_SCALES, = offsets("IQ2_XS", "scales")
+IQ2S_SIGNS, IQ2S_QH, IQ2S_SCALES = offsets("IQ2_S", "signs", "qh", "scales")
+IQ2XXS_SIZE, IQ2XS_SIZE, IQ2S_SIZE = size("IQ2_XXS"), size("IQ2_XS"), size("IQ2_S")
+
 # kind: 0 = IQ2_XXS, 1 = IQ2_XS, 2 = IQ2_S
-_TYPE_SIZE = (66, 74, 82)
+_TYPE_SIZE = (IQ2XXS_SIZE, IQ2XS_SIZE, IQ2S_SIZE)
 _BLOCK = (32, 16, 16)
 _VARIANT = (ref.XXS, ref.XS, ref.S)
 _GRID = ("iq2xxs", "iq2xs", "iq2s")
@@ -135,7 +146,7 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
     G = bs // 8
     nblk = 256 // bs
     parity = kind != 2
-    ts = 66 if kind == 0 else (74 if kind == 1 else 82)
+    ts = IQ2XXS_SIZE if kind == 0 else (IQ2XS_SIZE if kind == 1 else IQ2S_SIZE)
     eps = np.float32(1e-8) if kind == 2 else np.float32(1e-15)
     weight = np.empty(bs, np.float32)
     waux = np.empty(bs, np.float32)
@@ -306,15 +317,15 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
                     if live[ib]:
                         for k in range(G):
                             g = 2 * ib + k
-                            out[r, o + 2 + g] = np.uint8(gidx[ib, k] & 255)
-                            out[r, o + 34 + g] = np.uint8(bsigns[ib, k])
-                            out[r, o + 66 + g // 4] |= np.uint8((gidx[ib, k] >> 8) << (2 * (g % 4)))
+                            out[r, o + IQ2_QS + g] = np.uint8(gidx[ib, k] & 255)
+                            out[r, o + IQ2S_SIGNS + g] = np.uint8(bsigns[ib, k])
+                            out[r, o + IQ2S_QH + g // 4] |= np.uint8((gidx[ib, k] >> 8) << (2 * (g % 4)))
             continue
         d = max_scale / np.float32(31.0)
         if kind == 2:
-            wr16(out[r], o, f32_to_f16(d * np.float32(0.9875)))
+            wr16(out[r], o + IQ2_D, f32_to_f16(d * np.float32(0.9875)))
         else:
-            wr16(out[r], o, f32_to_f16(d))
+            wr16(out[r], o + IQ2_D, f32_to_f16(d))
         idd = np.float32(1.0) / d
         for ib in range(nblk):
             l = nearest_int(np.float32(0.5) * (idd * scales[ib] - np.float32(1.0)))
@@ -327,7 +338,7 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
                         w0 |= np.uint32(gidx[ib, k]) << np.uint32(8 * k)
                         w1 |= np.uint32(bsigns[ib, k]) << np.uint32(7 * k)
                 w1 |= np.uint32(l) << np.uint32(28)
-                p = o + 2 + 8 * ib
+                p = o + IQ2_QS + 8 * ib
                 for j in range(4):
                     out[r, p + j] = np.uint8((w0 >> np.uint32(8 * j)) & np.uint32(255))
                     out[r, p + 4 + j] = np.uint8((w1 >> np.uint32(8 * j)) & np.uint32(255))
@@ -335,22 +346,22 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
                 if live[ib]:
                     for k in range(2):
                         v = np.uint16(gidx[ib, k] | (bsigns[ib, k] << 9))
-                        wr16(out[r], o + 2 + 2 * (2 * ib + k), v)
+                        wr16(out[r], o + IQ2_QS + 2 * (2 * ib + k), v)
                 if ib % 2 == 0:
-                    out[r, o + 66 + ib // 2] = np.uint8(l)
+                    out[r, o + IQ2XS_SCALES + ib // 2] = np.uint8(l)
                 else:
-                    out[r, o + 66 + ib // 2] |= np.uint8(l << 4)
+                    out[r, o + IQ2XS_SCALES + ib // 2] |= np.uint8(l << 4)
             else:
                 if live[ib]:
                     for k in range(2):
                         g = 2 * ib + k
-                        out[r, o + 2 + g] = np.uint8(gidx[ib, k] & 255)
-                        out[r, o + 34 + g] = np.uint8(bsigns[ib, k])
-                        out[r, o + 66 + g // 4] |= np.uint8((gidx[ib, k] >> 8) << (2 * (g % 4)))
+                        out[r, o + IQ2_QS + g] = np.uint8(gidx[ib, k] & 255)
+                        out[r, o + IQ2S_SIGNS + g] = np.uint8(bsigns[ib, k])
+                        out[r, o + IQ2S_QH + g // 4] |= np.uint8((gidx[ib, k] >> 8) << (2 * (g % 4)))
                 if ib % 2 == 0:
-                    out[r, o + 74 + ib // 2] = np.uint8(l)
+                    out[r, o + IQ2S_SCALES + ib // 2] = np.uint8(l)
                 else:
-                    out[r, o + 74 + ib // 2] |= np.uint8(l << 4)
+                    out[r, o + IQ2S_SCALES + ib // 2] |= np.uint8(l << 4)
 
 
 @njit(cache=True, nogil=True)
@@ -402,15 +413,15 @@ def quantize_iq2_s(x, imatrix=None):
 
 @njit(cache=True, nogil=True)
 def _dequantize(q, out, kind, values, ksg, r0, r1):
-    ts = 66 if kind == 0 else (74 if kind == 1 else 82)
+    ts = IQ2XXS_SIZE if kind == 0 else (IQ2XS_SIZE if kind == 1 else IQ2S_SIZE)
     nsb = q.shape[1] // ts
     for r in range(r0, r1):
         for ibl in range(nsb):
             o = ibl * ts
-            d = f16_to_f32(rd16(q[r], o))
+            d = f16_to_f32(rd16(q[r], o + IQ2_D))
             y0 = ibl * 256
             for ib in range(8):                      # blocks of 32
-                p = o + 2 + 8 * ib
+                p = o + IQ2_QS + 8 * ib
                 w1 = np.uint32(0)
                 if kind == 0:
                     w1 = (np.uint32(q[r, p + 4]) | (np.uint32(q[r, p + 5]) << np.uint32(8))
@@ -418,7 +429,7 @@ def _dequantize(q, out, kind, values, ksg, r0, r1):
                     db0 = (d * (np.float32(0.5) + np.float32(w1 >> np.uint32(28)))) * np.float32(0.25)
                     db1 = db0
                 else:
-                    sc = q[r, o + (66 if kind == 1 else 74) + ib]
+                    sc = q[r, o + (IQ2XS_SCALES if kind == 1 else IQ2S_SCALES) + ib]
                     db0 = (d * (np.float32(0.5) + np.float32(sc & 15))) * np.float32(0.25)
                     db1 = (d * (np.float32(0.5) + np.float32(sc >> 4))) * np.float32(0.25)
                 for l in range(4):
@@ -426,13 +437,13 @@ def _dequantize(q, out, kind, values, ksg, r0, r1):
                         gi = np.int32(q[r, p + l])
                         sg = ksg[(w1 >> np.uint32(7 * l)) & np.uint32(127)]
                     elif kind == 1:
-                        v = np.int32(rd16(q[r], o + 2 + 2 * (4 * ib + l)))
+                        v = np.int32(rd16(q[r], o + IQ2_QS + 2 * (4 * ib + l)))
                         gi = v & 511
                         sg = ksg[v >> 9]
                     else:
                         g = 4 * ib + l
-                        gi = np.int32(q[r, o + 2 + g]) | (((np.int32(q[r, o + 66 + ib]) >> (2 * l)) & 3) << 8)
-                        sg = q[r, o + 34 + g]
+                        gi = np.int32(q[r, o + IQ2_QS + g]) | (((np.int32(q[r, o + IQ2S_QH + ib]) >> (2 * l)) & 3) << 8)
+                        sg = q[r, o + IQ2S_SIGNS + g]
                     db = db0 if l < 2 else db1
                     for j in range(8):
                         y = db * values[gi, j]
@@ -455,3 +466,10 @@ def dequantize_iq2_xs(q, n_per_row):
 
 def dequantize_iq2_s(q, n_per_row):
     return _deq(q, n_per_row, 2)
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "IQ2_XXS", quantize=quantize_iq2_xxs, dequantize=dequantize_iq2_xxs)
+register("fast", "IQ2_XS", quantize=quantize_iq2_xs, dequantize=dequantize_iq2_xs)
+register("fast", "IQ2_S", quantize=quantize_iq2_s, dequantize=dequantize_iq2_s)

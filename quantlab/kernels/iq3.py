@@ -12,13 +12,25 @@ from numba import njit
 
 from ..formats import iq3 as ref
 from ..formats._iqgrid import ksigns, lattice
+from ..formats.layout import offsets, size
+from ..formats.registry import register
+from ._c import nearest_int
 from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
 from ._rows import dequantize_rows, min_rows, run_rows
-from .iq4 import _nearest_int
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 
 OK, NO_NEIGHBOUR, NAN_SCALE = 0, 1, 2
+
+# Byte offsets inside one super-block (quantlab.formats.layout; ints, so numba compiles them as constants).
+# Both start with d (fp16) and the grid indices at IQ3_QS.
+IQ3_D, IQ3_QS = offsets("IQ3_XXS", "d", "qs")
+assert offsets("IQ3_S", "d", "qs") == (IQ3_D, IQ3_QS)
+IQ3XXS_SAS, = offsets("IQ3_XXS", "sas")
+IQ3S_QH, IQ3S_SIGNS, IQ3S_SCALES = offsets("IQ3_S", "qh", "signs", "scales")
+IQ3XXS_SIZE, IQ3S_SIZE = size("IQ3_XXS"), size("IQ3_S")
+_Q3_BODY = IQ3XXS_SIZE - IQ3_QS               # the IQ3_XXS bytes after d, assembled in a scratch buffer
+_Q3_SAS = IQ3XXS_SAS - IQ3_QS                 # where the scales-and-signs words start in it
 
 
 @njit(cache=True, inline="always")
@@ -62,8 +74,8 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
     on_grid_aux = np.zeros(8, dtype=np.bool_)
     bsigns = np.zeros(4, dtype=np.int32)
     scales = np.zeros(8, dtype=np.float32)
-    q3 = np.zeros(96, dtype=np.uint8)          # IQ3_XXS body, copied out only if max_scale != 0
-    bsize = 110 if is_s else 98
+    q3 = np.zeros(_Q3_BODY, dtype=np.uint8)    # IQ3_XXS body, copied out only if max_scale != 0
+    bsize = IQ3S_SIZE if is_s else IQ3XXS_SIZE
     ntry = 9 if is_s else 15
     for ibl in range(nsb):
         base = ibl * 256
@@ -125,7 +137,7 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
                 this_scale = np.float32(1) / inv
                 for k in range(8):
                     for i in range(4):
-                        l = _nearest_int(np.float32(0.5) * (inv * xval[4 * k + i] - np.float32(1)))
+                        l = nearest_int(np.float32(0.5) * (inv * xval[4 * k + i] - np.float32(1)))
                         Laux[4 * k + i] = max(0, min(7, l))
                     u = _code(Laux, 4 * k)
                     gi = kmap[u]
@@ -161,7 +173,7 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
                         continue
                     u = 0
                     for i in range(4):
-                        l = _nearest_int(np.float32(0.5) * (inv * xval[4 * k + i] - np.float32(1)))
+                        l = nearest_int(np.float32(0.5) * (inv * xval[4 * k + i] - np.float32(1)))
                         l = max(0, min(7, l))
                         u |= l << (3 * i)
                     gi = kmap[u]
@@ -191,37 +203,37 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
             if is_s:
                 for k in range(8):
                     gi = kmap[_code(L, 4 * k)]
-                    o[ob + 2 + 8 * slot + k] = np.uint8(gi & 255)
-                    o[ob + 66 + ib] |= np.uint8((gi >> 8) << k)
+                    o[ob + IQ3_QS + 8 * slot + k] = np.uint8(gi & 255)
+                    o[ob + IQ3S_QH + ib] |= np.uint8((gi >> 8) << k)
                 for k in range(4):
-                    o[ob + 74 + 4 * slot + k] = np.uint8(bsigns[k])
+                    o[ob + IQ3S_SIGNS + 4 * slot + k] = np.uint8(bsigns[k])
                 slot += 1
             else:
                 for k in range(8):
                     q3[8 * ib + k] = np.uint8(kmap[_code(L, 4 * k)])
                 word = np.uint32(bsigns[0] | (bsigns[1] << 7) | (bsigns[2] << 14) | (bsigns[3] << 21))
                 for k in range(4):
-                    q3[64 + 4 * ib + k] = np.uint8((word >> np.uint32(8 * k)) & np.uint32(255))
+                    q3[_Q3_SAS + 4 * ib + k] = np.uint8((word >> np.uint32(8 * k)) & np.uint32(255))
             scales[ib] = scale
             max_scale = max_scale if max_scale > scale else scale
         if not (max_scale != 0):
             continue
         d = max_scale / np.float32(31)
         if is_s:
-            wr16(o, ob, f32_to_f16(d * np.float32(1.033)))
+            wr16(o, ob + IQ3_D, f32_to_f16(d * np.float32(1.033)))
         else:
-            wr16(o, ob, f32_to_f16(d * np.float32(1.0125)))
+            wr16(o, ob + IQ3_D, f32_to_f16(d * np.float32(1.0125)))
         idd = np.float32(1) / d
         for ib in range(8):
-            l = _nearest_int(np.float32(0.5) * (idd * scales[ib] - np.float32(1)))
+            l = nearest_int(np.float32(0.5) * (idd * scales[ib] - np.float32(1)))
             l = max(0, min(15, l))
             if is_s:
-                o[ob + 106 + ib // 2] |= np.uint8(l << (4 * (ib % 2)))
+                o[ob + IQ3S_SCALES + ib // 2] |= np.uint8(l << (4 * (ib % 2)))
             else:
-                q3[64 + 4 * ib + 3] |= np.uint8(l << 4)
+                q3[_Q3_SAS + 4 * ib + 3] |= np.uint8(l << 4)
         if not is_s:
-            for i in range(96):
-                o[ob + 2 + i] = q3[i]
+            for i in range(_Q3_BODY):
+                o[ob + IQ3_QS + i] = q3[i]
     return OK
 
 
@@ -237,7 +249,7 @@ def _quantize(x, imatrix, is_s):
     v = ref.S if is_s else ref.XXS
     lat = lattice(v.grid)
     nrows, n = x.shape
-    out = np.zeros((nrows, n // 256 * (110 if is_s else 98)), dtype=np.uint8)
+    out = np.zeros((nrows, n // 256 * (IQ3S_SIZE if is_s else IQ3XXS_SIZE)), dtype=np.uint8)
     if imatrix is None:
         qw, has = np.zeros(n, dtype=np.float32), False
     else:
@@ -278,7 +290,7 @@ def _dequant_kernel(is_s):
     other's branches. Super-block of 256: d (fp16), 64 grid index bytes, then
     IQ3_XXS: 8 x uint32 (4 x 7-bit sign index, 4-bit scale); IQ3_S: 8 bytes of 9th index bits,
     32 sign bytes, 4 bytes of 4-bit scales."""
-    ts = 110 if is_s else 98
+    ts = IQ3S_SIZE if is_s else IQ3XXS_SIZE
 
     @njit(cache=True, nogil=True)
     def dequantize(q, out, values, ks, r0, r1):
@@ -288,24 +300,24 @@ def _dequant_kernel(is_s):
             y = out[r]
             for ibl in range(nsb):
                 ob = ibl * ts
-                d = f16_to_f32(rd16(qr, ob))
+                d = f16_to_f32(rd16(qr, ob + IQ3_D))
                 for ib in range(8):
                     if is_s:
-                        s = (np.int32(qr[ob + 106 + ib // 2]) >> (4 * (ib % 2))) & 15
+                        s = (np.int32(qr[ob + IQ3S_SCALES + ib // 2]) >> (4 * (ib % 2))) & 15
                         db = d * np.float32(1 + 2 * s)
-                        qh = np.int32(qr[ob + 66 + ib])
+                        qh = np.int32(qr[ob + IQ3S_QH + ib])
                         aux = np.uint32(0)
                     else:
-                        wo = ob + 66 + 4 * ib
+                        wo = ob + IQ3XXS_SAS + 4 * ib
                         aux = (np.uint32(qr[wo]) | (np.uint32(qr[wo + 1]) << np.uint32(8))
                                | (np.uint32(qr[wo + 2]) << np.uint32(16)) | (np.uint32(qr[wo + 3]) << np.uint32(24)))
                         db = d * (np.float32(0.5) + np.float32(aux >> np.uint32(28))) * np.float32(0.5)
                         qh = np.int32(0)
                     for g in range(4):
-                        i1 = np.int32(qr[ob + 2 + 8 * ib + 2 * g])
-                        i2 = np.int32(qr[ob + 2 + 8 * ib + 2 * g + 1])
+                        i1 = np.int32(qr[ob + IQ3_QS + 8 * ib + 2 * g])
+                        i2 = np.int32(qr[ob + IQ3_QS + 8 * ib + 2 * g + 1])
                         if is_s:
-                            signs = qr[ob + 74 + 4 * ib + g]
+                            signs = qr[ob + IQ3S_SIGNS + 4 * ib + g]
                             i1 |= ((qh >> (2 * g)) & 1) << 8
                             i2 |= ((qh >> (2 * g + 1)) & 1) << 8
                         else:
@@ -329,3 +341,9 @@ def dequantize_iq3_xxs(q, n_per_row):
 
 def dequantize_iq3_s(q, n_per_row):
     return _dequantize("IQ3_S", q, n_per_row)
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "IQ3_XXS", quantize=quantize_iq3_xxs, dequantize=dequantize_iq3_xxs)
+register("fast", "IQ3_S", quantize=quantize_iq3_s, dequantize=dequantize_iq3_s)

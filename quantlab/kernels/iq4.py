@@ -10,7 +10,9 @@ import numpy as np
 from numba import njit
 
 from ..formats._iqgrid import kvalues_iq4nl
-from ._fp import f16_to_f32, f32_as_u32, f32_to_f16, rd16, wr16
+from ..formats.registry import register
+from ._c import inv, nearest_int
+from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
 from ._rows import dequantize_rows, quantize_rows
 
 F32 = np.float32
@@ -19,13 +21,6 @@ NTRY = 7
 
 def _kv() -> np.ndarray:
     return kvalues_iq4nl().astype(np.float32)
-
-
-@njit(cache=True, inline="always")
-def _nearest_int(f):
-    """ggml nearest_int, bit for bit (NaN -> 0, inf -> -2**22)."""
-    t = np.float32(f) + np.float32(12582912.0)
-    return np.int32(f32_as_u32(t) & np.uint32(0x007FFFFF)) - np.int32(0x00400000)
 
 
 @njit(cache=True, inline="always")
@@ -138,11 +133,6 @@ def _unpack_codes(qr, qo, d, vals, y, yo):
         y[yo + 16 + j] = d * vals[b >> np.uint8(4)]
 
 
-@njit(cache=True, inline="always")
-def _inv(d):
-    return np.float32(1) / d if d != 0 else np.float32(0)
-
-
 @njit(cache=True, nogil=True)
 def _quant_nl(x, out, qw, has_qw, vals, cnt, r0, r1):
     nb = x.shape[1] // 32
@@ -155,7 +145,7 @@ def _quant_nl(x, out, qw, has_qw, vals, cnt, r0, r1):
             _weights(xr, off, qw, off, has_qw, _sigma2(xr, off, 32), w)
             d = _fit_block(xr, off, w, vals, cnt, NTRY)
             wr16(o, ib * 18, f32_to_f16(d))
-            _pack_codes(xr, off, _inv(d), vals, cnt, o, ib * 18 + 2)
+            _pack_codes(xr, off, inv(d), vals, cnt, o, ib * 18 + 2)
 
 
 @njit(cache=True, nogil=True)
@@ -183,12 +173,12 @@ def _quant_xs(x, out, qw, has_qw, vals, cnt, r0, r1):
             d = -max_scale / np.float32(32)
             ob = ibl * 136
             wr16(o, ob, f32_to_f16(d))
-            idd = _inv(d)
+            idd = inv(d)
             sh = np.uint16(0)
             for ib in range(8):
-                l = _nearest_int(idd * scales[ib])
+                l = nearest_int(idd * scales[ib])
                 l = max(-32, min(31, l))
-                _pack_codes(xr, base + ib * 32, _inv(d * np.float32(l)), vals, cnt, o, ob + 8 + ib * 16)
+                _pack_codes(xr, base + ib * 32, inv(d * np.float32(l)), vals, cnt, o, ob + 8 + ib * 16)
                 ls = l + 32
                 if ib % 2 == 0:
                     o[ob + 4 + ib // 2] = np.uint8(ls & 0xF)
@@ -241,3 +231,9 @@ def dequantize_iq4_nl(q, n_per_row):
 
 def dequantize_iq4_xs(q, n_per_row):
     return dequantize_rows(_deq_xs, q, n_per_row, _kv())
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "IQ4_NL", quantize=quantize_iq4_nl, dequantize=dequantize_iq4_nl)
+register("fast", "IQ4_XS", quantize=quantize_iq4_xs, dequantize=dequantize_iq4_xs)

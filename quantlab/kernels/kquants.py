@@ -9,24 +9,29 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..formats.layout import offsets, size
+from ..formats.registry import register
 from ._fp import f16_to_f32, f32_as_u32, f32_to_f16, rd16, u32_as_f32, wr16
 from ._rows import min_rows, run_rows
+from ._c import clampi, nearest_int
 from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qkx_groups,
-                      make_qp_quants, make_qx_groups, make_qx_quants, nearest_int)
+                      make_qp_quants, make_qx_groups, make_qx_quants)
 
 QK_K = 256
 _ZERO = np.float32(0.0)
 _U = np.uint64
 _B0, _B4, _B16, _LO4 = np.uint8(0), np.uint8(4), np.uint8(16), np.uint8(0xF)
 
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _clampi(l, lo, hi):
-    if l < lo:
-        return lo
-    if l > hi:
-        return hi
-    return l
+# Byte offsets inside one super-block (quantlab.formats.layout; ints, so numba compiles them as constants)
+Q2K_SCALES, Q2K_QS, Q2K_D, Q2K_DMIN = offsets("Q2_K", "scales", "qs", "d", "dmin")
+Q3K_HMASK, Q3K_QS, Q3K_SCALES, Q3K_D = offsets("Q3_K", "hmask", "qs", "scales", "d")
+Q4K_D, Q4K_DMIN, Q4K_SCALES, Q4K_QS = offsets("Q4_K", "d", "dmin", "scales", "qs")
+Q5K_QH, Q5K_QS = offsets("Q5_K", "qh", "qs")
+assert offsets("Q5_K", "d", "dmin", "scales") == (Q4K_D, Q4K_DMIN, Q4K_SCALES)   # Q4_K/Q5_K share code
+Q6K_QL, Q6K_QH, Q6K_SCALES, Q6K_D = offsets("Q6_K", "ql", "qh", "scales", "d")
+Q8K_D, Q8K_QS, Q8K_BSUMS = offsets("Q8_K", "d", "qs", "bsums")
+Q2K_SIZE, Q3K_SIZE, Q4K_SIZE, Q5K_SIZE, Q6K_SIZE, Q8K_SIZE = (
+    size(f) for f in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -85,7 +90,7 @@ def _quant_q2_k(x, qw, has_im, out, r0, r1):
         q = out[r]
         for i in range(nb):
             xb = x[r, i * QK_K:(i + 1) * QK_K]
-            o = i * 84
+            o = i * Q2K_SIZE
             if has_im:
                 _imatrix_weights(xb, qw[i * QK_K:(i + 1) * QK_K], False, w)
                 for j in range(16):
@@ -140,12 +145,12 @@ def _quant_q2_k(x, qw, has_im, out, r0, r1):
                 dm_ = dmin * np.float32(packed[j] >> 4)
                 for l in range(16):
                     e = 16 * j + l
-                    L[e] = np.uint8(_clampi(nearest_int((xb[e] + dm_) / dd), 0, 3))
+                    L[e] = np.uint8(clampi(nearest_int((xb[e] + dm_) / dd), 0, 3))
             for j in range(16):
-                q[o + j] = np.uint8(packed[j])
-            _pack_2bit(L, q, o + 16)
-            wr16(q, o + 80, d_bits)
-            wr16(q, o + 82, m_bits)
+                q[o + Q2K_SCALES + j] = np.uint8(packed[j])
+            _pack_2bit(L, q, o + Q2K_QS)
+            wr16(q, o + Q2K_D, d_bits)
+            wr16(q, o + Q2K_DMIN, m_bits)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -156,17 +161,17 @@ def _dequant_q2_k(q, y, r0, r1):
         qr = q[r]
         yr = y[r]
         for i in range(nb):
-            o = i * 84
-            d = f16_to_f32(rd16(qr, o + 80))
-            dmin = f16_to_f32(rd16(qr, o + 82))
+            o = i * Q2K_SIZE
+            d = f16_to_f32(rd16(qr, o + Q2K_D))
+            dmin = f16_to_f32(rd16(qr, o + Q2K_DMIN))
             for c in range(2):
                 for s in range(4):
                     for h in range(2):
-                        sc = np.int32(qr[o + 8 * c + 2 * s + h])
+                        sc = np.int32(qr[o + Q2K_SCALES + 8 * c + 2 * s + h])
                         dl = d * np.float32(sc & 0xF)
                         ml = dmin * np.float32(sc >> 4)
                         base = _U(i * QK_K + 128 * c + 32 * s + 16 * h)
-                        qo = _U(o + 16 + 32 * c + 16 * h)
+                        qo = _U(o + Q2K_QS + 32 * c + 16 * h)
                         for l in range(16):
                             v = (np.int32(qr[qo + _U(l)]) >> (2 * s)) & 3
                             yr[base + _U(l)] = dl * np.float32(v) - ml
@@ -206,8 +211,8 @@ def _quant_q3_k(x, qw, has_im, out, r0, r1):
         q = out[r]
         for i in range(nb):
             xb = x[r, i * QK_K:(i + 1) * QK_K]
-            o = i * 110
-            so = o + 96
+            o = i * Q3K_SIZE
+            so = o + Q3K_SCALES
             for k in range(12):
                 q[so + k] = 0
             if has_im:
@@ -238,7 +243,7 @@ def _quant_q3_k(x, qw, has_im, out, r0, r1):
                     for j in range(16):
                         l = nearest_int(iscale * scales[j])
                         l = ((l + 128) & 255) - 128            # int8_t l = nearest_int(...)
-                        l = _clampi(l, -32, 31) + 32
+                        l = clampi(l, -32, 31) + 32
                         _put_q3_scale(q, so, j, l)
                     d_bits = f32_to_f16(np.float32(np.float32(1.0) / iscale))
                 else:
@@ -250,7 +255,7 @@ def _quant_q3_k(x, qw, has_im, out, r0, r1):
                     continue
                 for l in range(16):
                     e = 16 * j + l
-                    L[e] = np.uint8(_clampi(nearest_int(xb[e] / dd), -4, 3) + 4)
+                    L[e] = np.uint8(clampi(nearest_int(xb[e] / dd), -4, 3) + 4)
             for m in range(32):
                 hm = 0
                 for k in range(8):
@@ -258,9 +263,9 @@ def _quant_q3_k(x, qw, has_im, out, r0, r1):
                     if L[e] > 3:
                         hm |= 1 << k
                         L[e] -= 4
-                q[o + m] = np.uint8(hm)
-            _pack_2bit(L, q, o + 32)
-            wr16(q, o + 108, d_bits)
+                q[o + Q3K_HMASK + m] = np.uint8(hm)
+            _pack_2bit(L, q, o + Q3K_QS)
+            wr16(q, o + Q3K_D, d_bits)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -271,17 +276,17 @@ def _dequant_q3_k(q, y, r0, r1):
         qr = q[r]
         yr = y[r]
         for i in range(nb):
-            o = i * 110
-            d_all = f16_to_f32(rd16(qr, o + 108))
+            o = i * Q3K_SIZE
+            d_all = f16_to_f32(rd16(qr, o + Q3K_D))
             for c in range(2):
                 for s in range(4):
                     k = 4 * c + s                       # hmask bit of these 32 elements
                     for h in range(2):
                         j = 8 * c + 2 * s + h
-                        dl = d_all * np.float32(_q3_scale(qr, o + 96, j) - 32)
+                        dl = d_all * np.float32(_q3_scale(qr, o + Q3K_SCALES, j) - 32)
                         base = _U(i * QK_K + 128 * c + 32 * s + 16 * h)
-                        qo = _U(o + 32 + 32 * c + 16 * h)
-                        ho = _U(o + 16 * h)
+                        qo = _U(o + Q3K_QS + 32 * c + 16 * h)
+                        ho = _U(o + Q3K_HMASK + 16 * h)
                         for l in range(16):
                             ul = _U(l)
                             v = (np.int32(qr[qo + ul]) >> (2 * s)) & 3
@@ -304,7 +309,7 @@ def _get_scale_min_k4(q, so, j):
 def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, Laux, w, scales, mins,
                sw, Ls, Lm):
     """Scale search + 6-bit encoding + requantization of one Q4_K/Q5_K super-block.
-    Writes d, dmin and the 12 scale bytes at q[o:o+16]; leaves the final codes in L.
+    Writes d, dmin and the 12 scale bytes of the block at q[o]; leaves the final codes in L.
     Called, not inlined: numba's IR inlining of this block (with the searches inlined into it) took
     about 18 s of the kernel's compile; a call per super-block costs nothing measurable."""
     if has_im:
@@ -355,7 +360,7 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
             Lm[j] = np.uint8(min(63, lm))
         d_bits = f32_to_f16(np.float32(max_scale / np.float32(63.0)))
         m_bits = f32_to_f16(np.float32(max_min / np.float32(63.0)))
-    so = o + 4
+    so = o + Q4K_SCALES
     for j in range(4):
         q[so + j] = Ls[j]
         q[so + j + 4] = Lm[j]
@@ -365,8 +370,8 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
         q[so + j + 4] = np.uint8(((ls & 0xF) | ((lm & 0xF) << 4)) & 0xFF)
         q[so + j - 4] = np.uint8((np.int32(q[so + j - 4]) | ((ls >> 4) << 6)) & 0xFF)
         q[so + j] = np.uint8((np.int32(q[so + j]) | ((lm >> 4) << 6)) & 0xFF)
-    wr16(q, o, d_bits)
-    wr16(q, o + 2, m_bits)
+    wr16(q, o + Q4K_D, d_bits)
+    wr16(q, o + Q4K_DMIN, m_bits)
     d = f16_to_f32(d_bits)
     dmin = f16_to_f32(m_bits)
     for j in range(8):
@@ -377,14 +382,14 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
         dm = dmin * np.float32(m)
         for l in range(32):
             e = 32 * j + l
-            L[e] = np.uint8(_clampi(nearest_int((xb[e] + dm) / dd), 0, nmax))
+            L[e] = np.uint8(clampi(nearest_int((xb[e] + dm) / dd), 0, nmax))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quant_q45(x, qw, has_im, out, five, r0, r1):
     nrows, n = x.shape
     nb = n // QK_K
-    ts = 176 if five else 144
+    ts = Q5K_SIZE if five else Q4K_SIZE
     nmax = 31 if five else 15
     rmin = -0.5 if five else -1.0
     nstep = 15 if five else 20
@@ -417,24 +422,24 @@ def _quant_q45(x, qw, has_im, out, five, r0, r1):
                         if l2 > 15:
                             l2 -= 16
                             hm |= 2 << (2 * c)
-                        q[o + 48 + 32 * c + l] = np.uint8((l1 | (l2 << 4)) & 0xFF)
-                    q[o + 16 + l] = np.uint8(hm)
+                        q[o + Q5K_QS + 32 * c + l] = np.uint8((l1 | (l2 << 4)) & 0xFF)
+                    q[o + Q5K_QH + l] = np.uint8(hm)
             else:
-                _pack_4bit(L, q, o + 16)
+                _pack_4bit(L, q, o + Q4K_QS)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _dequant_q45_row(qr, yr, nb, five):
     """One row of Q4_K (five=False) or Q5_K (five=True) blocks; inlined with a constant `five`."""
-    ts = 176 if five else 144
-    qs_off = 48 if five else 16
+    ts = Q5K_SIZE if five else Q4K_SIZE
+    qs_off = Q5K_QS if five else Q4K_QS
     for i in range(nb):
         o = i * ts
-        d = f16_to_f32(rd16(qr, o))
-        dmin = f16_to_f32(rd16(qr, o + 2))
+        d = f16_to_f32(rd16(qr, o + Q4K_D))
+        dmin = f16_to_f32(rd16(qr, o + Q4K_DMIN))
         for c in range(4):
-            sc1, m1i = _get_scale_min_k4(qr, o + 4, 2 * c)
-            sc2, m2i = _get_scale_min_k4(qr, o + 4, 2 * c + 1)
+            sc1, m1i = _get_scale_min_k4(qr, o + Q4K_SCALES, 2 * c)
+            sc2, m2i = _get_scale_min_k4(qr, o + Q4K_SCALES, 2 * c + 1)
             d1 = d * np.float32(sc1)
             m1 = dmin * np.float32(m1i)
             d2 = d * np.float32(sc2)
@@ -444,7 +449,7 @@ def _dequant_q45_row(qr, yr, nb, five):
             # casts let LLVM narrow it again, so the loop vectorizes 16 floats wide instead of 8.
             base = _U(i * QK_K + 64 * c)
             qo = _U(o + qs_off + 32 * c)
-            ho = _U(o + 16)
+            ho = _U(o + Q5K_QH)
             if five:
                 mk1 = np.uint8(1 << (2 * c))            # the hmask bits of these two sub-blocks
                 mk2 = np.uint8(2 << (2 * c))
@@ -491,7 +496,7 @@ def _quant_q6_k(x, qw, has_im, out, r0, r1):
         q = out[r]
         for i in range(nb):
             xb = x[r, i * QK_K:(i + 1) * QK_K]
-            o = i * 210
+            o = i * Q6K_SIZE
             max_scale = np.float32(0.0)
             max_abs = np.float32(0.0)
             # make_qx_quants(., 32, 1, qw or None, .) on the 16 groups at once
@@ -503,7 +508,7 @@ def _quant_q6_k(x, qw, has_im, out, r0, r1):
                     max_abs = a
                     max_scale = sc
             if max_abs < np.float32(1e-15):
-                for k in range(210):
+                for k in range(Q6K_SIZE):
                     q[o + k] = 0
                 continue
             iscale = np.float32(np.float32(-128.0) / max_scale)
@@ -512,13 +517,13 @@ def _quant_q6_k(x, qw, has_im, out, r0, r1):
             for j in range(16):
                 s = min(127, nearest_int(iscale * scales[j]))
                 s = ((s + 128) & 255) - 128                 # stored as int8
-                q[o + 192 + j] = np.uint8(s & 0xFF)
+                q[o + Q6K_SCALES + j] = np.uint8(s & 0xFF)
                 dd = d * np.float32(s)
                 if dd == 0:
                     continue
                 for l in range(16):
                     e = 16 * j + l
-                    L[e] = np.uint8(_clampi(nearest_int(xb[e] / dd), -32, 31) + 32)
+                    L[e] = np.uint8(clampi(nearest_int(xb[e] / dd), -32, 31) + 32)
             for h in range(2):
                 for l in range(32):
                     e = 128 * h + l
@@ -526,11 +531,11 @@ def _quant_q6_k(x, qw, has_im, out, r0, r1):
                     a1 = np.int32(L[e + 32])
                     a2 = np.int32(L[e + 64])
                     a3 = np.int32(L[e + 96])
-                    q[o + 64 * h + l] = np.uint8(((a0 & 0xF) | ((a2 & 0xF) << 4)) & 0xFF)
-                    q[o + 64 * h + 32 + l] = np.uint8(((a1 & 0xF) | ((a3 & 0xF) << 4)) & 0xFF)
-                    q[o + 128 + 32 * h + l] = np.uint8(((a0 >> 4) | ((a1 >> 4) << 2) | ((a2 >> 4) << 4)
+                    q[o + Q6K_QL + 64 * h + l] = np.uint8(((a0 & 0xF) | ((a2 & 0xF) << 4)) & 0xFF)
+                    q[o + Q6K_QL + 64 * h + 32 + l] = np.uint8(((a1 & 0xF) | ((a3 & 0xF) << 4)) & 0xFF)
+                    q[o + Q6K_QH + 32 * h + l] = np.uint8(((a0 >> 4) | ((a1 >> 4) << 2) | ((a2 >> 4) << 4)
                                                         | ((a3 >> 4) << 6)) & 0xFF)
-            wr16(q, o + 208, d_bits)
+            wr16(q, o + Q6K_D, d_bits)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -541,14 +546,14 @@ def _dequant_q6_k(q, y, r0, r1):
         qr = q[r]
         yr = y[r]
         for i in range(nb):
-            o = i * 210
-            d = f16_to_f32(rd16(qr, o + 208))
+            o = i * Q6K_SIZE
+            d = f16_to_f32(rd16(qr, o + Q6K_D))
             for h in range(2):
-                ql = o + 64 * h
-                qh = o + 128 + 32 * h
+                ql = o + Q6K_QL + 64 * h
+                qh = o + Q6K_QH + 32 * h
                 base = i * QK_K + 128 * h
                 for half in range(2):
-                    s0 = o + 192 + 8 * h + half
+                    s0 = o + Q6K_SCALES + 8 * h + half
                     dl0 = d * np.float32(_s8(qr[s0]))
                     dl1 = d * np.float32(_s8(qr[s0 + 2]))
                     dl2 = d * np.float32(_s8(qr[s0 + 4]))
@@ -572,7 +577,7 @@ def _quant_q8_k(x, out, r0, r1):
     for r in range(r0, r1):
         q = out[r]
         for i in range(nb):
-            o = i * 292
+            o = i * Q8K_SIZE
             mx = np.float32(0.0)
             amax = np.float32(0.0)
             for j in range(QK_K):
@@ -582,7 +587,7 @@ def _quant_q8_k(x, out, r0, r1):
                     amax = a
                     mx = v
             if amax == 0:
-                for k in range(292):
+                for k in range(Q8K_SIZE):
                     q[o + k] = 0
                 continue
             iscale = np.float32(np.float32(-127.0) / mx)
@@ -591,13 +596,13 @@ def _quant_q8_k(x, out, r0, r1):
                 for l in range(16):
                     v = min(127, nearest_int(iscale * x[r, i * QK_K + 16 * j + l]))
                     v = ((v + 128) & 255) - 128
-                    q[o + 4 + 16 * j + l] = np.uint8(v & 0xFF)
+                    q[o + Q8K_QS + 16 * j + l] = np.uint8(v & 0xFF)
                     s += v
-                q[o + 260 + 2 * j] = np.uint8(s & 0xFF)
-                q[o + 261 + 2 * j] = np.uint8((s >> 8) & 0xFF)
+                q[o + Q8K_BSUMS + 2 * j] = np.uint8(s & 0xFF)
+                q[o + Q8K_BSUMS + 1 + 2 * j] = np.uint8((s >> 8) & 0xFF)
             b = f32_as_u32(np.float32(np.float32(1.0) / iscale))
             for k in range(4):
-                q[o + k] = np.uint8((b >> np.uint32(8 * k)) & np.uint32(0xFF))
+                q[o + Q8K_D + k] = np.uint8((b >> np.uint32(8 * k)) & np.uint32(0xFF))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -607,12 +612,12 @@ def _dequant_q8_k(q, y, r0, r1):
     for r in range(r0, r1):
         qr = q[r]
         for i in range(nb):
-            o = i * 292
-            b = (np.uint32(qr[o]) | (np.uint32(qr[o + 1]) << np.uint32(8)) | (np.uint32(qr[o + 2]) << np.uint32(16))
-                 | (np.uint32(qr[o + 3]) << np.uint32(24)))
+            o = i * Q8K_SIZE
+            b = (np.uint32(qr[o + Q8K_D]) | (np.uint32(qr[o + Q8K_D + 1]) << np.uint32(8))
+                 | (np.uint32(qr[o + Q8K_D + 2]) << np.uint32(16)) | (np.uint32(qr[o + Q8K_D + 3]) << np.uint32(24)))
             d = u32_as_f32(b)
             for j in range(QK_K):
-                y[r, i * QK_K + j] = d * np.float32(_s8(qr[o + 4 + j]))
+                y[r, i * QK_K + j] = d * np.float32(_s8(qr[o + Q8K_QS + j]))
 
 
 
@@ -641,7 +646,7 @@ def _run_dequant(kernel, q, n, *extra):
 
 
 def quantize_q2_k(x, imatrix=None):
-    return _run_quant(_quant_q2_k, x, imatrix, 84)
+    return _run_quant(_quant_q2_k, x, imatrix, Q2K_SIZE)
 
 
 def dequantize_q2_k(q, n_per_row):
@@ -649,7 +654,7 @@ def dequantize_q2_k(q, n_per_row):
 
 
 def quantize_q3_k(x, imatrix=None):
-    return _run_quant(_quant_q3_k, x, imatrix, 110)
+    return _run_quant(_quant_q3_k, x, imatrix, Q3K_SIZE)
 
 
 def dequantize_q3_k(q, n_per_row):
@@ -657,7 +662,7 @@ def dequantize_q3_k(q, n_per_row):
 
 
 def quantize_q4_k(x, imatrix=None):
-    return _run_quant(_quant_q45, x, imatrix, 144, False)
+    return _run_quant(_quant_q45, x, imatrix, Q4K_SIZE, False)
 
 
 def dequantize_q4_k(q, n_per_row):
@@ -665,7 +670,7 @@ def dequantize_q4_k(q, n_per_row):
 
 
 def quantize_q5_k(x, imatrix=None):
-    return _run_quant(_quant_q45, x, imatrix, 176, True)
+    return _run_quant(_quant_q45, x, imatrix, Q5K_SIZE, True)
 
 
 def dequantize_q5_k(q, n_per_row):
@@ -673,7 +678,7 @@ def dequantize_q5_k(q, n_per_row):
 
 
 def quantize_q6_k(x, imatrix=None):
-    return _run_quant(_quant_q6_k, x, imatrix, 210)
+    return _run_quant(_quant_q6_k, x, imatrix, Q6K_SIZE)
 
 
 def dequantize_q6_k(q, n_per_row):
@@ -682,10 +687,20 @@ def dequantize_q6_k(q, n_per_row):
 
 def quantize_q8_k(x, imatrix=None):
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.zeros((x.shape[0], x.shape[1] // QK_K * 292), np.uint8)
+    out = np.zeros((x.shape[0], x.shape[1] // QK_K * Q8K_SIZE), np.uint8)
     run_rows(_quant_q8_k, x.shape[0], x, out, min_rows=min_rows(x.shape[1], "quantize"))
     return out
 
 
 def dequantize_q8_k(q, n_per_row):
     return _run_dequant(_dequant_q8_k, q, n_per_row)
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "Q2_K", quantize=quantize_q2_k, dequantize=dequantize_q2_k)
+register("fast", "Q3_K", quantize=quantize_q3_k, dequantize=dequantize_q3_k)
+register("fast", "Q4_K", quantize=quantize_q4_k, dequantize=dequantize_q4_k)
+register("fast", "Q5_K", quantize=quantize_q5_k, dequantize=dequantize_q5_k)
+register("fast", "Q6_K", quantize=quantize_q6_k, dequantize=dequantize_q6_k)
+register("fast", "Q8_K", quantize=quantize_q8_k, dequantize=dequantize_q8_k)

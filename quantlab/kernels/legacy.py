@@ -17,6 +17,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ..formats.layout import offsets, size
+from ..formats.registry import register
+from ._c import inv
 from ._fp import F16_TABLE, f32_to_f16, h2f, roundf, wr16  # noqa: F401  (F16_TABLE, h2f: kernel API)
 from ._rows import dequantize_rows, quantize_rows
 from ._search import make_qkx3_quants, make_qx_quants
@@ -45,13 +48,6 @@ def _i8(i):
     return np.int32(np.int8(i & np.int32(0xFF)))
 
 
-@njit(cache=True, inline="always")
-def _inv(d):
-    if d != 0:
-        return np.float32(np.float32(1.0) / d)
-    return np.float32(0.0)
-
-
 # ----------------------------------------------------------------------------------------------------
 # imatrix weights (shared by the four _impl paths)
 # ----------------------------------------------------------------------------------------------------
@@ -75,8 +71,26 @@ def _block_weights(xr, im, xo, sigma2, w):
 # Q4_0 / Q4_1 / Q5_0 / Q5_1: one block routine per step, inlined with constant flags
 #   asym: _1 formats (scale d and min m, codes 0..nlev) versus _0 (signed scale, codes centred)
 #   five: 5-bit codes (a 32-bit qh word of high bits before the nibbles) versus 4-bit codes
-# Block layout: d (fp16) [m (fp16)] [qh (4 bytes)] nibbles (16 bytes): 18, 20, 22 or 24 bytes.
+# Block layout: d (fp16) [m (fp16)] [qh (4 bytes)] nibbles (16 bytes): 18, 20, 22 or 24 bytes (the
+# constants above, from quantlab.formats.layout).
 # ----------------------------------------------------------------------------------------------------
+
+# Byte offsets inside one block (quantlab.formats.layout; ints, so numba compiles them as constants).
+# Q4_0/Q4_1/Q5_0/Q5_1 share their code: d [m] [qh (4 bytes)] qs (16 bytes), checked here.
+Q40_D, Q40_QS = offsets("Q4_0", "d", "qs")
+Q41_D, Q41_M, Q41_QS = offsets("Q4_1", "d", "m", "qs")
+assert Q40_D == Q41_D == 0 and offsets("Q5_0", "d", "qh", "qs") == (Q40_D, Q40_QS, Q40_QS + 4)
+assert offsets("Q5_1", "d", "m", "qh", "qs") == (Q41_D, Q41_M, Q41_QS, Q41_QS + 4)
+assert (size("Q4_0"), size("Q4_1"), size("Q5_0"), size("Q5_1")) == (Q40_QS + 16, Q41_QS + 16, Q40_QS + 20,
+                                                                  Q41_QS + 20)
+Q80_D, Q80_QS = offsets("Q8_0", "d", "qs")
+Q81_D, Q81_S, Q81_QS = offsets("Q8_1", "d", "s", "qs")
+Q80_SIZE, Q81_SIZE = size("Q8_0"), size("Q8_1")
+assert Q80_D == Q81_D == 0 and Q80_SIZE - Q80_QS == Q81_SIZE - Q81_QS == 32
+Q10_D, Q10_QS = offsets("Q1_0", "d", "qs")
+Q20_D, Q20_QS = offsets("Q2_0", "d", "qs")
+Q10_SIZE, Q20_SIZE = size("Q1_0"), size("Q2_0")
+
 
 @njit(cache=True, inline="always")
 def _wr32(orow, o, v):
@@ -95,7 +109,7 @@ def _rd32(qr, o):
 @njit(cache=True, inline="always")
 def _layout(asym, five):
     """(block bytes, offset of qh, offset of the nibbles) of Q4_0 / Q4_1 / Q5_0 / Q5_1."""
-    qh = 4 if asym else 2
+    qh = Q41_QS if asym else Q40_QS             # after d [and m]
     qs = qh + 4 if five else qh
     return qs + 16, qh, qs
 
@@ -142,10 +156,10 @@ def _ref_block(xr, xo, orow, o, h, asym, five):
         d = np.float32(mx / np.float32(-(nlev + 1) // 2))
         mn = np.float32(0.0)
         bias = np.float32((nlev + 1) // 2) + np.float32(0.5)
-    idv = _inv(d)
-    wr16(orow, o, f32_to_f16(d))
+    idv = inv(d)
+    wr16(orow, o + Q40_D, f32_to_f16(d))
     if asym:
-        wr16(orow, o + 2, f32_to_f16(mn))
+        wr16(orow, o + Q41_M, f32_to_f16(mn))
     qh = np.uint32(0)
     for j in range(h):
         q0 = _code(xr[xo + j], mn, idv, bias, nlev, asym, five)
@@ -223,9 +237,9 @@ def _quant_q45_imx_row(xr, im, orow, nb, asym, five):
         _block_weights(xr, im, xo, sigma2, w)
         d, m = _imx_codes(xr[xo:xo + 32], w, L, Laux, asym, five)
         o = ib * ts
-        wr16(orow, o, f32_to_f16(d))
+        wr16(orow, o + Q40_D, f32_to_f16(d))
         if asym:
-            wr16(orow, o + 2, f32_to_f16(m))
+            wr16(orow, o + Q41_M, f32_to_f16(m))
         if five:
             _pack5(orow, o + qh_off, L)
         else:
@@ -239,8 +253,8 @@ def _dequant_q45_row(qr, yr, nb, h, asym, five):
     zero = 0 if asym else (32 if five else 16) // 2      # the code of 0.0 in the _0 formats
     for ib in range(nb):
         o = ib * ts
-        d = h2f(qr, o)
-        m = h2f(qr, o + 2) if asym else np.float32(0.0)
+        d = h2f(qr, o + Q40_D)
+        m = h2f(qr, o + Q41_M) if asym else np.float32(0.0)
         qh = _rd32(qr, o + qh_off) if five else np.uint32(0)
         yo = ib * 32
         for j in range(h):
@@ -334,14 +348,15 @@ def dequantize_q5_1(q, n_per_row):
 
 @njit(cache=True, inline="always")
 def _q8_block(xr, xo, orow, o, qo, k):
-    """One Q8_0/Q8_1 block: writes d at o and the codes at o + qo; returns (d, sum of codes)."""
+    """One Q8_0/Q8_1 block: writes d at o (Q80_D = Q81_D = 0) and the codes at o + qo; returns
+    (d, sum of codes)."""
     amax = np.float32(0.0)
     for j in range(32):
         a = abs(xr[xo + j])
         amax = amax if amax > a else a
     d = np.float32(amax / np.float32(127.0))
-    idv = _inv(d)
-    wr16(orow, o, f32_to_f16(d))
+    idv = inv(d)
+    wr16(orow, o + Q80_D, f32_to_f16(d))
     s = np.int32(0)
     for j in range(k):
         q = _i8(_trunc(roundf(xr[xo + j] * idv)))
@@ -353,12 +368,12 @@ def _q8_block(xr, xo, orow, o, qo, k):
 @njit(cache=True, inline="always")
 def _quant_q8_row(xr, orow, nb, k, one):
     """One row of Q8_0 (d, codes) or Q8_1 (one: d, s = d * sum of codes, codes) blocks."""
-    ts = 36 if one else 34
+    ts = Q81_SIZE if one else Q80_SIZE
     for ib in range(nb):
         o = ib * ts
-        d, s = _q8_block(xr, ib * 32, orow, o, ts - 32, k)
+        d, s = _q8_block(xr, ib * 32, orow, o, Q81_QS if one else Q80_QS, k)
         if one:
-            wr16(orow, o + 2, f32_to_f16(np.float32(s) * d))
+            wr16(orow, o + Q81_S, f32_to_f16(np.float32(s) * d))
 
 
 @njit(cache=True, nogil=True)
@@ -406,9 +421,10 @@ def _i8x32_times(typingctx, q, qoff, y, yoff, d):
 
 @njit(cache=True, inline="always")
 def _dequant_q8_row(qr, yr, nb, one):
-    ts = 36 if one else 34
+    ts = Q81_SIZE if one else Q80_SIZE
+    qs = Q81_QS if one else Q80_QS
     for ib in range(nb):
-        _i8x32_times(qr, ib * ts + ts - 32, yr, ib * 32, h2f(qr, ib * ts))
+        _i8x32_times(qr, ib * ts + qs, yr, ib * 32, h2f(qr, ib * ts + Q80_D))
 
 
 @njit(cache=True, nogil=True)
@@ -444,14 +460,14 @@ def _q1_0(x, out, r0, r1):
             for j in range(128):
                 s += abs(xr[xo + j])
             d = np.float32(s / np.float32(128.0))
-            o = ib * 18
-            wr16(orow, o, f32_to_f16(d))
+            o = ib * Q10_SIZE
+            wr16(orow, o + Q10_D, f32_to_f16(d))
             for k in range(16):
                 b = np.uint8(0)
                 for t in range(8):
                     if xr[xo + 8 * k + t] >= np.float32(0.0):
                         b |= np.uint8(1 << t)
-                orow[o + 2 + k] = b
+                orow[o + Q10_QS + k] = b
 
 
 def quantize_q1_0(x, imatrix=None):
@@ -465,12 +481,12 @@ def _dq1_0(q, y, r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
-            o = ib * 18
-            d = h2f(qr, o)
+            o = ib * Q10_SIZE
+            d = h2f(qr, o + Q10_D)
             nd = -d
             yo = ib * 128
             for k in range(16):
-                b = qr[o + 2 + k]
+                b = qr[o + Q10_QS + k]
                 for t in range(8):
                     yr[yo + 8 * k + t] = d if (b >> t) & 1 else nd
 
@@ -494,8 +510,8 @@ def _q2_0(x, out, r0, r1):
                     amax = a
             d = amax
             idv = np.float32(np.float32(1.0) / d) if d > np.float32(0.0) else np.float32(0.0)
-            o = ib * 18
-            wr16(orow, o, f32_to_f16(d))
+            o = ib * Q20_SIZE
+            wr16(orow, o + Q20_D, f32_to_f16(d))
             for k in range(16):
                 b = np.int32(0)
                 for t in range(4):
@@ -505,7 +521,7 @@ def _q2_0(x, out, r0, r1):
                     if qv > 3:
                         qv = np.int32(3)
                     b |= qv << (2 * t)
-                orow[o + 2 + k] = np.uint8(b)
+                orow[o + Q20_QS + k] = np.uint8(b)
 
 
 def quantize_q2_0(x, imatrix=None):
@@ -519,14 +535,26 @@ def _dq2_0(q, y, r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
-            o = ib * 18
-            d = h2f(qr, o)
+            o = ib * Q20_SIZE
+            d = h2f(qr, o + Q20_D)
             yo = ib * 64
             for k in range(16):
-                b = np.int32(qr[o + 2 + k])
+                b = np.int32(qr[o + Q20_QS + k])
                 for t in range(4):
                     yr[yo + 4 * k + t] = np.float32(((b >> (2 * t)) & 3) - 1) * d
 
 
 def dequantize_q2_0(q, n_per_row):
     return dequantize_rows(_dq2_0, q, n_per_row)
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "Q4_0", quantize=quantize_q4_0, dequantize=dequantize_q4_0)
+register("fast", "Q4_1", quantize=quantize_q4_1, dequantize=dequantize_q4_1)
+register("fast", "Q5_0", quantize=quantize_q5_0, dequantize=dequantize_q5_0)
+register("fast", "Q5_1", quantize=quantize_q5_1, dequantize=dequantize_q5_1)
+register("fast", "Q8_0", quantize=quantize_q8_0, dequantize=dequantize_q8_0)
+register("fast", "Q8_1", quantize=quantize_q8_1, dequantize=dequantize_q8_1)
+register("fast", "Q1_0", quantize=quantize_q1_0, dequantize=dequantize_q1_0)
+register("fast", "Q2_0", quantize=quantize_q2_0, dequantize=dequantize_q2_0)

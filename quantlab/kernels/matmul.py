@@ -33,6 +33,7 @@ from numba import njit, prange
 
 from ..errors import FormatError, ShapeError
 from ..formats._iqgrid import kvalues_iq4nl
+from ..formats.layout import offsets, size
 from ..formats.registry import FORMATS
 from . import kquants as _kq
 from . import legacy as _legacy
@@ -58,19 +59,34 @@ F16 = F16_TABLE   # fp16 bits -> float32 for all 65536 patterns (ggml_table_f32_
 
 IQ4NL_VALUES = tuple(int(v) for v in kvalues_iq4nl())
 
+# Byte offsets inside one block (quantlab.formats.layout; ints, so numba and the IR builders use constants)
+Q40_QS, = offsets("Q4_0", "qs")
+Q41_M, Q41_QS = offsets("Q4_1", "m", "qs")
+Q50_QH, Q50_QS = offsets("Q5_0", "qh", "qs")
+Q51_M, Q51_QH, Q51_QS = offsets("Q5_1", "m", "qh", "qs")
+Q80_QS, = offsets("Q8_0", "qs")
+IQ4NL_QS, = offsets("IQ4_NL", "qs")
+assert Q41_M == Q51_M and all(offsets(f, "d") == (0,) for f in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"))
+Q4K_D, Q4K_DMIN, Q4K_SCALES, Q4K_QS = offsets("Q4_K", "d", "dmin", "scales", "qs")
+Q5K_QH, Q5K_QS = offsets("Q5_K", "qh", "qs")
+assert offsets("Q5_K", "d", "dmin", "scales") == (Q4K_D, Q4K_DMIN, Q4K_SCALES)
+Q6K_QL, Q6K_QH, Q6K_SCALES, Q6K_D = offsets("Q6_K", "ql", "qh", "scales", "d")
+IQ4XS_D, IQ4XS_SCALES_H, IQ4XS_SCALES_L, IQ4XS_QS = offsets("IQ4_XS", "d", "scales_h", "scales_l", "qs")
+
 # wo: the block's first byte. Layouts (spec §3): Q4_0 d|qs, Q4_1 d|m|qs, Q5_0 d|qh|qs, Q5_1 d|m|qh|qs,
 # Q8_0 d|qs, IQ4_NL d|qs; the IQ4_XS form reads the 16 nibble bytes of one 32-block at wo itself.
-_fma_q4_0 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, 2)), False),
+_fma_q4_0 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q40_QS)), False),
                        "Q4_0 block: the unsigned nibbles (the caller adds the -8 * sum(a) term).")
-_fma_q4_1 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, 4)), False),
+_fma_q4_1 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q41_QS)), False),
                        "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).")
-_fma_q5_0 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, 6), _at(b, o, 2)), False),
+_fma_q5_0 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q50_QS), _at(b, o, Q50_QH)), False),
                        "Q5_0 block: the unsigned 5-bit codes (the caller adds the -16 * sum(a) term).")
-_fma_q5_1 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, 8), _at(b, o, 4)), False),
+_fma_q5_1 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q51_QS), _at(b, o, Q51_QH)), False),
                        "Q5_1 block: 5-bit codes (min term added by the caller).")
-_fma_q8_0 = _fma_block(lambda c, b, t, w, o: (_load_bytes(c, b, t, w, _at(b, o, 2), 32), True),
+_fma_q8_0 = _fma_block(lambda c, b, t, w, o: (_load_bytes(c, b, t, w, _at(b, o, Q80_QS), 32), True),
                        "Q8_0 block: int8 codes.")
-_fma_iq4nl = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, _at(b, o, 2)), IQ4NL_VALUES), True),
+_fma_iq4nl = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, _at(b, o, IQ4NL_QS)), IQ4NL_VALUES),
+                                                True),
                         "IQ4_NL block: kvalues_iq4nl[nibble].")
 _fma_iq4 = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, o), IQ4NL_VALUES), True),
                       "The 16 nibble bytes of one IQ4_XS 32-block at wo: kvalues_iq4nl[nibble].")
@@ -95,9 +111,9 @@ _blk_q6k = _split_block(3, 32, "Q6_K: 4 low bits from a nibble, 2 high bits from
 K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_NL = 0, 1, 2, 3, 4, 5
 K_Q4_K, K_Q5_K, K_Q6_K, K_IQ4_XS = 10, 11, 12, 13
 # format -> (kind, block bytes); every 32-block format has its fp16 d in bytes 0-1
-_KINDS = {"Q4_0": (K_Q4_0, 18), "Q4_1": (K_Q4_1, 20), "Q5_0": (K_Q5_0, 22), "Q5_1": (K_Q5_1, 24),
-          "Q8_0": (K_Q8_0, 34), "IQ4_NL": (K_IQ4_NL, 18),
-          "Q4_K": (K_Q4_K, 144), "Q5_K": (K_Q5_K, 176), "Q6_K": (K_Q6_K, 210), "IQ4_XS": (K_IQ4_XS, 136)}
+_KINDS = {f: (k, size(f)) for f, k in (("Q4_0", K_Q4_0), ("Q4_1", K_Q4_1), ("Q5_0", K_Q5_0), ("Q5_1", K_Q5_1),
+                                        ("Q8_0", K_Q8_0), ("IQ4_NL", K_IQ4_NL), ("Q4_K", K_Q4_K), ("Q5_K", K_Q5_K),
+                                        ("Q6_K", K_Q6_K), ("IQ4_XS", K_IQ4_XS))}
 
 
 
@@ -128,13 +144,13 @@ def _row_32(kind, ts, r, W, qs, d, s, out, c):
                 accm += dd * (F32(-8) * s[t, b])
             elif kind == K_Q4_1:
                 acc = _fma_q4_1(acc, dd, W, wo, qs, ao)
-                accm += _f16_at(W, wo + 2) * s[t, b]
+                accm += _f16_at(W, wo + Q41_M) * s[t, b]
             elif kind == K_Q5_0:     # codes q - 16
                 acc = _fma_q5_0(acc, dd, W, wo, qs, ao)
                 accm += dd * (F32(-16) * s[t, b])
             elif kind == K_Q5_1:
                 acc = _fma_q5_1(acc, dd, W, wo, qs, ao)
-                accm += _f16_at(W, wo + 2) * s[t, b]
+                accm += _f16_at(W, wo + Q51_M) * s[t, b]
             elif kind == K_Q8_0:
                 acc = _fma_q8_0(acc, dd, W, wo, qs, ao)
             else:
@@ -158,13 +174,13 @@ def _scale_min_k4(W, r, o, j):
 def _sb_q45_k(five, r, W, o, qs, ao, bsums, t, b):
     """Q4_K / Q5_K super-block: (sum_j sc_j * (q.a of sub-block j) as I32x8, sum_j m_j * bsums_j)."""
     rb = W.shape[1]
-    qo = r * rb + o + (48 if five else 16)
-    ho = r * rb + o + 16
+    qo = r * rb + o + (Q5K_QS if five else Q4K_QS)
+    ho = r * rb + o + Q5K_QH
     iv = _izero()
     summs = np.int32(0)
     for jj in range(4):          # 4 chunks of 64 values: low nibbles, then high nibbles
-        sc0, m0 = _scale_min_k4(W, r, o + 4, 2 * jj)
-        sc1, m1 = _scale_min_k4(W, r, o + 4, 2 * jj + 1)
+        sc0, m0 = _scale_min_k4(W, r, o + Q4K_SCALES, 2 * jj)
+        sc1, m1 = _scale_min_k4(W, r, o + Q4K_SCALES, 2 * jj + 1)
         wo = qo + jj * 32
         a0 = ao + jj * 64
         if five:                 # bit 2jj / 2jj+1 of qh[l] is bit 4 of value 64jj + l / 64jj + 32 + l
@@ -185,9 +201,9 @@ def _sb_q6_k(r, W, o, qs, ao):
     rb = W.shape[1]
     iv = _izero()
     for n in range(2):           # two halves of 128 values, each 4 runs of 32
-        ql = r * rb + o + n * 64
-        qh = r * rb + o + 128 + n * 32
-        sc = o + 192 + n * 8
+        ql = r * rb + o + Q6K_QL + n * 64
+        qh = r * rb + o + Q6K_QH + n * 32
+        sc = o + Q6K_SCALES + n * 8
         a0 = ao + n * 128
         for c in range(4):       # run c: low (c < 2) or high nibbles of ql[32 * (c % 2) ...], qh bits 2c;
             s0 = np.int32(np.int8(W[r, sc + 2 * c]))          # values 0-15 scale 2c, 16-31 scale 2c + 1
@@ -209,17 +225,18 @@ def _row_256(kind, ts, r, W, qs, d, bsums, out, c):
             o = b * ts
             ao = t * K + b * 256
             if kind == K_Q6_K:       # (d * dy) * isum, d at the end of the block
-                accv = _fma_ivec(accv, _sb_q6_k(r, W, o, qs, ao), _h(W, r, o + 208, F16) * d[t, b])
+                accv = _fma_ivec(accv, _sb_q6_k(r, W, o, qs, ao), _h(W, r, o + Q6K_D, F16) * d[t, b])
             elif kind == K_IQ4_XS:   # per 32-block: (dx * dy * (ls - 32)) * isum
-                d4d8 = _h(W, r, o, F16) * d[t, b]
-                sh = np.int32(W[r, o + 2]) | (np.int32(W[r, o + 3]) << 8)
+                d4d8 = _h(W, r, o + IQ4XS_D, F16) * d[t, b]
+                sh = np.int32(W[r, o + IQ4XS_SCALES_H]) | (np.int32(W[r, o + IQ4XS_SCALES_H + 1]) << 8)
                 for ib in range(8):
-                    ls = ((np.int32(W[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
-                    accv = _fma_iq4(accv, d4d8 * F32(ls - 32), W, r * rb + o + 8 + 16 * ib, qs, ao + 32 * ib)
+                    ls = (((np.int32(W[r, o + IQ4XS_SCALES_L + ib // 2]) >> (4 * (ib % 2))) & 15)
+                          | (((sh >> (2 * ib)) & 3) << 4))
+                    accv = _fma_iq4(accv, d4d8 * F32(ls - 32), W, r * rb + o + IQ4XS_QS + 16 * ib, qs, ao + 32 * ib)
             else:                    # Q4_K / Q5_K: (dy * d) * isum - (dy * dmin) * summs
                 iv, summs = _sb_q45_k(kind == K_Q5_K, r, W, o, qs, ao, bsums, t, b)
-                accv = _fma_ivec(accv, iv, d[t, b] * _h(W, r, o, F16))
-                acc -= (d[t, b] * _h(W, r, o + 2, F16)) * F32(summs)
+                accv = _fma_ivec(accv, iv, d[t, b] * _h(W, r, o + Q4K_D, F16))
+                acc -= (d[t, b] * _h(W, r, o + Q4K_DMIN, F16)) * F32(summs)
         out[t, c] = _vsum(accv) + acc
 
 
@@ -422,9 +439,9 @@ def block_mins(W: np.ndarray, fmt: str, r0: int, r1: int) -> np.ndarray:
     """The fp16 min ``m`` of every 32-block of rows [r0, r1) of a Q4_1 / Q5_1 matrix, as float32
     [rows, blocks]. With e from ``fake_quantize_activations(x, "Q8_1", with_s_error=True)``, ggml's
     integer product equals the tile product plus ``e @ mins.T`` (the m * s term of spec §11.3)."""
-    ts = {"Q4_1": 20, "Q5_1": 24}[fmt]
+    ts = {"Q4_1": size("Q4_1"), "Q5_1": size("Q5_1")}[fmt]
     blocks = W[r0:r1].reshape(r1 - r0, -1, ts)
-    bits = blocks[:, :, 2].astype(np.uint16) | (blocks[:, :, 3].astype(np.uint16) << 8)
+    bits = blocks[:, :, Q41_M].astype(np.uint16) | (blocks[:, :, Q41_M + 1].astype(np.uint16) << 8)
     return F16[bits]
 
 

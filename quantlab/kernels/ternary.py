@@ -12,6 +12,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ..formats.registry import register
+from ._c import inv
 from ._fp import f32_as_u32, f32_to_f16, roundf, u32_as_f32, wr16
 from ._rows import dequantize_rows, quantize_rows
 from .legacy import h2f
@@ -47,13 +49,6 @@ def _trit_near(v):
 
 
 @njit(cache=True, inline="always")
-def _inv(d):
-    if d != 0:
-        return np.float32(np.float32(1.0) / d)
-    return np.float32(0.0)
-
-
-@njit(cache=True, inline="always")
 def _ceil243(q):
     return np.uint8((q * 256 + 242) // 243)
 
@@ -72,7 +67,7 @@ def _tq1_0(x, out, r0, r1):
             xo = ib * 256
             o = ib * 54
             d = _absmax_block(xr, xo)
-            idv = _inv(d)
+            idv = inv(d)
             for m in range(32):                       # elements m + 32n, n = 0..4
                 q = np.int32(0)
                 for n in range(5):
@@ -182,7 +177,7 @@ def _tq2_0(x, out, r0, r1):
             xo = ib * 256
             o = ib * 66
             d = _absmax_block(xr, xo)
-            idv = _inv(d)
+            idv = inv(d)
             if idv - idv == 0:      # 1/d finite: branchless uint8 codes, the m loop vectorizes
                 for c in range(2):
                     xc = _U(xo + 128 * c)
@@ -223,3 +218,9 @@ def _dtq2_0(q, y, r0, r1):
 
 def dequantize_tq2_0(q, n_per_row):
     return dequantize_rows(_dtq2_0, q, n_per_row)
+
+
+# The implementations this module defines (quantlab.formats.registry.register; a format missing here
+# fails tests/test_registry.py).
+register("fast", "TQ1_0", quantize=quantize_tq1_0, dequantize=dequantize_tq1_0)
+register("fast", "TQ2_0", quantize=quantize_tq2_0, dequantize=dequantize_tq2_0)

@@ -5,17 +5,17 @@ naming it), perplexity / KL divergence, importance matrices, speed.
     >>> m = quantlab.model.load(quantlab.data.path("smollm2"))
     >>> m.generate("The capital of France is", n_predict=8)
     >>> r = quantlab.model.evaluate(m, n_ctx=512, n_chunks=4); r.ppl, r.ppl_err
-    >>> im = quantlab.model.imatrix(m, quantlab.data.text(), n_chunks=2); im.save("imatrix.gguf")
+    >>> im = quantlab.model.compute_imatrix(m, quantlab.data.text(), n_chunks=2); im.save("imatrix.gguf")
     >>> quantlab.model.bench(quantlab.data.path("smollm2"), threads=2)
     >>> print(quantlab.model.describe("any.gguf"))      # what a file is, and whether quantlab runs it
 """
 from .describe import Description, describe
 from .eval import EvalResult, bench, evaluate
-from .imatrix import Imatrix, imatrix, load_imatrix, save_imatrix  # noqa: F811 (the function shadows the module)
+from .imatrix import Imatrix, compute_imatrix, load_imatrix, save_imatrix
 from .arch import SUPPORTED_ARCHS, Arch
 from .llama import Config, KVCache, Linear, Model, load, threads
 from .tokenizer import Tokenizer
 
 __all__ = ["load", "Model", "Config", "Arch", "SUPPORTED_ARCHS", "KVCache", "Linear", "Tokenizer", "threads",
-           "evaluate", "EvalResult", "imatrix", "Imatrix", "save_imatrix", "load_imatrix", "bench", "describe",
-           "Description"]
+           "evaluate", "EvalResult", "compute_imatrix", "Imatrix", "save_imatrix", "load_imatrix", "bench",
+           "describe", "Description"]

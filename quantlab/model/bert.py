@@ -157,9 +157,9 @@ class BertEncoder:
     def quantized(self, fmt, names=None, imatrix=None, impl: str = "fast") -> "BertEncoder":
         """A copy whose weight matrices went through ``fmt`` and back (quantize, dequantize). A matrix whose
         rows are not a multiple of the format's block gets llama.cpp's fallback format
-        (:func:`quantlab.recipes.fallback`); ``self.last_formats`` of the copy records each choice."""
+        (:func:`quantlab.formats.fallback.fallback`); ``self.last_formats`` of the copy records each choice."""
         from ..api import dequantize, quantize
-        from ..recipes import fallback
+        from ..formats.fallback import fallback
 
         names = linear_names(self._w) if names is None else list(names)
         rep, used = {}, {}

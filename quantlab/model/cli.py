@@ -72,11 +72,11 @@ def _generate(args):
 
 
 def _imatrix(args):
-    from . import imatrix, load
+    from . import compute_imatrix, load
 
     m = load(_model_path(args.model))
 
-    im = imatrix(m, _text(args), n_ctx=args.ctx, n_chunks=args.chunks, threads=args.threads,
+    im = compute_imatrix(m, _text(args), n_ctx=args.ctx, n_chunks=args.chunks, threads=args.threads,
                  process_output=args.process_output, dataset=args.text or "quantlab.data.text()",
                  progress=True)
     im.save(args.output, "dat" if args.output_format == "dat" else None)

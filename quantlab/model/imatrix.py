@@ -239,9 +239,9 @@ def _load_dat(p) -> Imatrix:
     return im
 
 
-def imatrix(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = None,
-            process_output: bool = False, threads: int | None = None, dataset: str = "quantlab.data.text()",
-            progress=True) -> Imatrix:
+def compute_imatrix(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = None,
+                    process_output: bool = False, threads: int | None = None,
+                    dataset: str = "quantlab.data.text()", progress=True) -> Imatrix:
     """Collect an importance matrix for every ``blk.*`` weight of ``model`` on ``text``, like
     ``llama-imatrix -c n_ctx --chunks n_chunks`` (``process_output`` adds output.weight when the model
     has one). Returns an :class:`Imatrix`; ``im[name]`` is what ``quantlab.quantize(..., imatrix=)``

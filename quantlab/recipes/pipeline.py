@@ -181,7 +181,7 @@ def _check(plan: Plan, f, im: ImatrixData | None) -> dict:
             raise ImatrixRequired(
                 f"{t.name} would be quantized to {t.fmt.name} in {plan.ftype.name}, a type that gives "
                 f"garbage without an importance matrix, and {how}. Compute one (llama-imatrix, or "
-                f"quantlab.model.imatrix) and pass imatrix=FILE / --imatrix FILE")
+                f"quantlab.model.compute_imatrix) and pass imatrix=FILE / --imatrix FILE")
         per_tensor[t.name] = ent
     return per_tensor
 

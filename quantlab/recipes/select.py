@@ -22,6 +22,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import FormatError, ModelError
+from ..formats.fallback import fallback
 from ..formats.registry import Format, get as get_format
 from .ftypes import FileType, file_type
 
@@ -279,31 +280,6 @@ def allows_quantization(t: TensorSpec, options: Options = Options(), arch: str =
         if s in t.name:
             return False, f"never quantized (name contains {s!r})"
     return True, ""
-
-
-_FALLBACK = {
-    **{n: "IQ4_NL" for n in ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS")},
-    **{n: "Q4_0" for n in ("Q2_0", "Q2_K", "Q3_K", "TQ1_0", "TQ2_0")},
-    "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
-}
-
-
-def fallback(ne0: int, fmt: Format) -> tuple[Format, str | None]:
-    """llama.cpp's fallback when a row (``ne[0]``) is not a multiple of the chosen format's block:
-    a 32-block cousin, and F16 when even 32 does not divide the row. Returns (format, reason or None)."""
-    fmt = get_format(fmt)
-    if ne0 % fmt.block_size == 0:
-        return fmt, None
-    why = f"ne[0]={ne0} is not a multiple of {fmt.block_size} ({fmt.name})"
-    if fmt.name in _FALLBACK:
-        new = get_format(_FALLBACK[fmt.name])
-    elif fmt.block_size <= 32:
-        new = fmt
-    else:
-        raise FormatError(f"llama.cpp defines no fallback for {fmt.name}, and {why}")
-    if ne0 % new.block_size:
-        return get_format("F16"), f"{why}; even {new.name} does not fit -> F16"
-    return new, f"{why} -> fallback {new.name}"
 
 
 def requires_imatrix(name: str, fmt: Format, ftype: FileType) -> bool:
