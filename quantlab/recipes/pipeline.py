@@ -345,6 +345,9 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
                     data = src.little_endian_data()
                 else:
                     data = _quantize_tensor(t, src, t.fmt, per_tensor.get(t.name), threads, impl)
+                    release = getattr(f, "release", None)
+                    if release is not None:
+                        release(src)       # its pages leave our RSS (a 7B F16 input: 13.5 GB of them)
                 if behind is not None:
                     behind.put(t.name, data)
                 else:
