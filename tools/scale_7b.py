@@ -299,7 +299,7 @@ def main(argv=None) -> int:
                 f.unlink()
             except FileNotFoundError:
                 pass
-        for f in d.glob(".*.tmp"):      # a writer's temporary file left by a killed run
+        for f in d.glob(".llama-7b-shape-*.tmp"):      # our writers' temporary files left by a killed run
             f.unlink(missing_ok=True)
         if args.json:
             pathlib.Path(args.json).write_text(json.dumps(res, indent=2))
