@@ -574,22 +574,28 @@ def _dequant_q6_k(q, y, r0, r1):
 def _quant_q8_k(x, out, r0, r1):
     nrows, n = x.shape
     nb = n // QK_K
+    xb = x.view(np.uint32)
     for r in range(r0, r1):
         q = out[r]
         for i in range(nb):
             o = i * Q8K_SIZE
-            mx = np.float32(0.0)
-            amax = np.float32(0.0)
+            # ggml: the first value of the largest |x| (NaN never wins). |x| compared as its bit pattern
+            # (monotonic for non-negative floats, NaN patterns mapped to 0): an integer max the compiler
+            # vectorizes, then one scan for its first position
+            abits = np.uint32(0)
             for j in range(QK_K):
-                v = x[r, i * QK_K + j]
-                a = np.float32(abs(v))
-                if a > amax:
-                    amax = a
-                    mx = v
-            if amax == 0:
+                a = xb[r, i * QK_K + j] & np.uint32(0x7FFFFFFF)
+                a = a if a <= np.uint32(0x7F800000) else np.uint32(0)
+                abits = max(abits, a)
+            if abits == 0:
                 for k in range(Q8K_SIZE):
                     q[o + k] = 0
                 continue
+            mx = np.float32(0.0)
+            for j in range(QK_K):
+                if xb[r, i * QK_K + j] & np.uint32(0x7FFFFFFF) == abits:
+                    mx = x[r, i * QK_K + j]
+                    break
             iscale = np.float32(np.float32(-127.0) / mx)
             for j in range(16):
                 s = np.int32(0)

@@ -104,26 +104,43 @@ def process_seconds() -> float | None:
         return None
 
 
-def start_numba_without_blas() -> None:
-    """Start numba (its first kernel call) without letting it import scipy.linalg.
+# Modules numba imports at start-up that no format kernel uses, with the reason numba imports each. Hidden
+# while numba starts (an ``import`` of a None entry of sys.modules raises ImportError, which numba expects
+# for each of them), then put back. Measured on SmolLM2 -> Q8_0, CPU time of the whole process, see
+# the commit message.
+_NUMBA_OPTIONAL = {
+    "scipy.linalg.cython_blas": "is there a BLAS (np.correlate/np.convolve in jitted code): ~0.2 s",
+    "scipy": "a version check of scipy at `import numba`",
+    "yaml": "to read a .numba_config.yaml file (kept when the working directory has one)",
+    "cffi": "typing of cffi functions in jitted code (cffi.FFI() builds pycparser's lexer)",
+}
 
-    At start-up numba imports ``scipy.linalg.cython_blas`` only to learn whether a BLAS is there (for
-    ``np.correlate`` / ``np.convolve`` in jitted code), and importing scipy.linalg is about 0.2 s of a
-    ``quantlab quantize`` process (measured: numba's start-up 0.57-0.60 -> 0.37-0.39 s CPU). No format
-    kernel multiplies matrices, so the module is hidden while numba starts and put back after: numba then
-    takes its own loop for those two functions, and anything that really needs BLAS later (``np.dot`` in
-    jitted code, scipy itself) imports it as usual. Does nothing when numba or scipy.linalg already runs.
+
+def start_numba_without_blas() -> None:
+    """Start numba (import it and load the first kernel) without the optional modules it imports.
+
+    At start-up numba imports ``scipy`` (a version check), ``yaml`` (for an optional config file),
+    ``cffi`` (creating an FFI, which compiles pycparser's regular expressions) and
+    ``scipy.linalg.cython_blas`` (only to learn whether a BLAS is there, for ``np.correlate`` /
+    ``np.convolve`` in jitted code). No format kernel multiplies matrices or calls cffi, and together
+    they are about a third of numba's start-up, so they are hidden while numba starts and put back after:
+    numba then takes its own loop for those two functions, and anything that really needs scipy or BLAS
+    later (``np.dot`` in jitted code, scipy itself) imports it as usual. Only the ``quantlab quantize``
+    process does this (jitted cffi calls stay unavailable in it). Does nothing when numba already runs.
     """
     import numpy as np
 
-    name = "scipy.linalg.cython_blas"
-    if "numba.np.arraymath" in sys.modules or name in sys.modules:
+    if "numba.np.arraymath" in sys.modules:
         return
-    sys.modules[name] = None          # `import` of a None entry raises ImportError: "no BLAS"
+    hidden = [m for m in _NUMBA_OPTIONAL if m not in sys.modules
+              and not (m == "yaml" and os.path.exists(".numba_config.yaml"))]
+    for m in hidden:
+        sys.modules[m] = None         # `import` of a None entry raises ImportError: "not installed"
     try:
         from .. import quantize
 
         quantize(np.zeros((1, 32), np.float32), "Q8_0", threads=1)
     finally:
-        if name in sys.modules and sys.modules[name] is None:
-            del sys.modules[name]
+        for m in hidden:
+            if m in sys.modules and sys.modules[m] is None:
+                del sys.modules[m]
