@@ -10,18 +10,26 @@ were trained. Quantized rows are moved, never re-quantized, so the matrices are 
   context 8192: 1 for the fast dimensions, 8 for the slow ones, a smooth ramp between).
 * ``qwen2``  q/k rows put back in Hugging Face order (NeoX RoPE pairs i with i + d/2; the llama
   converter had interleaved them), and q/k/v biases: small deterministic non-zero waves.
-* ``qwen3``  as qwen2 without biases, plus per-head ``attn_q_norm`` / ``attn_k_norm`` (64 weights near a
-  per-layer scale, so q.k keeps a useful range), ``key_length`` / ``value_length``.
-* ``gemma3`` q/k norms, ``post_attention_norm`` / ``post_ffw_norm``, GELU-tanh gated FFN (the graph's),
-  embeddings x sqrt(n_embd) in the graph: ``token_embd`` holds E/24 (re-quantized Q8_0) and a separate
-  ``output.weight`` holds E, so the logits are SmolLM2's scale; sliding window 128 < n_ctx 512 on 5 of
-  every 6 layers (llama.cpp's default pattern), global RoPE base 1e5, local base the default 1e4.
+* ``qwen3``  as qwen2 without biases, plus per-head ``attn_q_norm`` / ``attn_k_norm`` (2.2 +- 0.1: q and k
+  normalised to RMS 1 lose the magnitudes SmolLM2 uses; measured on chunk 1 with llama-perplexity, 2.2
+  gives PPL 282, 3.0 gives 576, SmolLM2's own per-dimension scale 7041), ``key_length`` / ``value_length``.
+  4-chunk PPL 169 (SmolLM2 itself: 13.1).
+* ``gemma3`` q/k norms, ``post_attention_norm`` / ``post_ffw_norm`` (SmolLM2's typical per-channel output
+  scale, :func:`smollm2_scales`), GELU-tanh gated FFN (the graph's), embeddings x sqrt(n_embd) in the
+  graph: ``token_embd`` holds E/24 (re-quantized Q8_0) and a separate ``output.weight`` holds E; sliding
+  window 128 < n_ctx 512 on 5 of every 6 layers (llama.cpp's default pattern), RoPE base 1e5 on both
+  kinds of layer (written as ``rope.freq_base_swa``; llama.cpp's default local 1e4 changes nothing here).
+  The post-norms take away the per-token magnitudes SmolLM2 relies on: this model collapses to one token
+  (PPL ~2e4; with post-norm weights 1 it is 8e8). It checks gemma3's tensor set, metadata and graph on
+  real-sized shapes; gemma3-tiny checks it with logits that move.
 * ``phi3``   fused ``attn_qkv`` (q|k|v rows) and fused ``ffn_up`` (gate|up rows, SwiGLU splits it),
   LongRoPE: ``rope_factors_short`` / ``rope_factors_long`` and ``rope.scaling.attn_factor``
-  (n_ctx 512 < original context 4096, so the short factors apply).
+  (n_ctx 512 < original context 4096, so the short factors apply). ``general.name`` must not say "phi3":
+  llama.cpp then sets token attributes on "</s>", which SmolLM2's vocabulary lacks.
 * ``gemma3-tiny``, ``qwen3-tiny``: seeded random weights (Q8_0) for shapes SmolLM2 cannot give:
   head_dim 64 with n_embd 128 and 4 heads (head_dim != n_embd / n_head); gemma3-tiny has a 64-token
-  window and an explicit ``rope.freq_base_swa``. The output matrix is scaled so logits spread (std ~3.5).
+  window and different local / global RoPE bases (2e4 / 1e6). The output matrix is scaled so logits
+  spread (std ~3.5): confident random guesses (PPL ~1.4e7), top-1 that moves from token to token.
 
 Plus ``smollm2``: the shipped file itself, unchanged (the harness check that passes today).
 
@@ -447,19 +455,53 @@ def record(name: str) -> dict:
     return fx
 
 
+def record_spread(name: str) -> dict:
+    """How much llama.cpp differs from itself on chunk 1: the same model run with flash attention off
+    (the recorded run has it on: llama.cpp's default, auto) against the stored per-token NLL and top-1.
+    Added to tests/data/arch/<name>.json as "llama_self_spread"; the tests allow quantlab that much."""
+    import quantlab.data
+    from quantlab.model.kld import read_base
+
+    model = build(name)
+    fx = json.loads((DATA / f"{name}.json").read_text())
+    with tempfile.TemporaryDirectory() as td:
+        text = pathlib.Path(td) / "text.txt"
+        text.write_bytes(quantlab.data.text().encode("utf-8"))
+        base = pathlib.Path(td) / "base.kld"
+        cmd = [str(BIN / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", str(N_CTX), "--chunks", "1",
+               "-t", "1", "--no-escape", "-fa", "off", "--kl-divergence-base", str(base)]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        if r.returncode:
+            raise SystemExit(f"{name}: llama-perplexity -fa off failed:\n{(r.stdout + r.stderr)[-2000:]}")
+        c0 = read_base(base).chunk(0)
+        d = np.abs(c0.nll() - np.asarray(fx["chunk0"]["nll"]))
+        same = float(np.mean(c0.top1() == np.asarray(fx["chunk0"]["top1"])))
+    fx["llama_self_spread"] = {"tool": "llama-perplexity -fa off -c 512 --chunks 1 vs the recorded run (-fa auto)",
+                               "mean_abs_dnll": round(float(d.mean()), 5),
+                               "p99_abs_dnll": round(float(np.percentile(d, 99)), 5), "top1": round(same, 5)}
+    (DATA / f"{name}.json").write_text(json.dumps(fx, ensure_ascii=False, indent=1) + "\n")
+    return fx["llama_self_spread"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*", default=list(NAMES))
     ap.add_argument("--record", action="store_true", help="run llama.cpp and write tests/data/arch/*.json")
     ap.add_argument("--force", action="store_true", help="rebuild files that exist")
+    ap.add_argument("--spread", action="store_true",
+                    help="add llama.cpp's own flash-attention on/off spread to the recorded json")
     args = ap.parse_args()
     for n in args.names:
         p = build(n, force=args.force)
         print(f"{n:12s} {p}  {p.stat().st_size / 1e6:.1f} MB  sha256 {sha256(p)[:16]}", flush=True)
+        if args.spread and not args.record:
+            print(f"{'':12s} llama.cpp self-spread: {record_spread(n)}", flush=True)
         if args.record:
             fx = record(n)
             print(f"{'':12s} llama-perplexity PPL {fx['ppl']} +/- {fx['ppl_err']}  running {fx['running_ppl']}\n"
                   f"{'':12s} greedy: {(fx['generate'] or {}).get('text')!r}", flush=True)
+            if args.spread:
+                print(f"{'':12s} llama.cpp self-spread: {record_spread(n)}", flush=True)
 
 
 if __name__ == "__main__":

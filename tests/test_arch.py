@@ -1,0 +1,157 @@
+"""Every architecture quantlab runs, judged by llama.cpp on the same file and text.
+
+The test models are built by tools/make_arch_fixtures.py (SmolLM2-135M-Instruct's real tensors laid out
+as llama / qwen2 / qwen3 / gemma3 / phi3, plus seeded random gemma3-tiny / qwen3-tiny for head_dim !=
+n_embd / n_head) into .cache/arch-fixtures once per session; tests/data/arch/<name>.json holds what
+llama.cpp 0.3.36 said about the very same file (its sha256 is checked): llama-perplexity's PPL over 4
+chunks of 512 tokens of the default text, the NLL of the true next token and the top-1 id of each of the
+255 scored tokens of chunk 1 (from its --kl-divergence-base file), and 32 greedy tokens.
+
+Tolerances. PPL within 0.5 % (issue 15). Per token, quantlab is allowed what llama.cpp allows itself:
+the fixture records llama.cpp's own spread on chunk 1 between its default run (flash attention on) and
+the same model with flash attention off ("llama_self_spread"); measured on SmolLM2 that spread is a KLD
+of 3.6e-3, mean |dNLL| ~0.06 nats and 98 % same top-1 (F16 K/V rounding against SmolLM2's large
+activations), so the issue's "KLD ~1e-4, top-1 >= 99 %" is not what llama.cpp itself meets on these
+models. quantlab must stay within 2x llama.cpp's mean and 99th-percentile |dNLL| (at least 0.01 / 0.05
+nats) and agree on the top-1 at least as often as llama.cpp agrees with itself less 1 point (at most
+99 % asked). Greedy text must be identical.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import quantlab.gguf
+import quantlab.model as qm
+from quantlab.errors import ModelError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests/data/arch"
+_spec = importlib.util.spec_from_file_location("make_arch_fixtures", ROOT / "tools/make_arch_fixtures.py")
+fixtures_tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fixtures_tool)
+
+# llama.cpp's base file stores log-probabilities more than 16 below the top as the floor: a stored NLL of
+# 16 or more may be a floored one (the random tiny models have many), so per-token checks skip those
+FLOOR = 16.0
+# architectures quantlab does not run yet on this branch (the arch branch removes these as they pass)
+NOT_YET = {"llama": "rope_freqs (Llama 3 frequency factors) lands with the arch branch",
+           "qwen2": "lands with the arch branch", "qwen3": "lands with the arch branch",
+           "gemma3": "lands with the arch branch", "phi3": "lands with the arch branch",
+           "gemma3-tiny": "lands with the arch branch", "qwen3-tiny": "lands with the arch branch"}
+
+
+def _param(name):
+    marks = [pytest.mark.xfail(strict=True, reason=NOT_YET[name])] if name in NOT_YET else []
+    return pytest.param(name, marks=marks, id=name)
+
+
+PARAMS = [_param(n) for n in fixtures_tool.NAMES]
+
+
+@pytest.fixture(scope="session")
+def arch_models():
+    """name -> path of every test model, built once (a few seconds each; deterministic)."""
+    return {n: fixtures_tool.build(n) for n in fixtures_tool.NAMES}
+
+
+def _fixture(name):
+    p = DATA / f"{name}.json"
+    if not p.exists():
+        pytest.skip(f"{p} not recorded (tools/make_arch_fixtures.py --record)")
+    return json.loads(p.read_text())
+
+
+def _load(arch_models, name):
+    fx = _fixture(name)
+    path = arch_models[name]
+    assert fixtures_tool.sha256(path) == fx["model_sha256"], (
+        f"{path} is not the file llama.cpp was run on: rebuild it (make_arch_fixtures.py --force) or re-record")
+    return fx, qm.load(path)
+
+
+def test_fixture_files_are_informative():
+    """The recorded models say something: the SmolLM2 layouts whose extra tensors keep SmolLM2's function
+    (llama, qwen2, qwen3, phi3) predict the text far better than chance (PPL < 1000 vs 49152 for a
+    uniform guess); every model's top-1 changes from token to token; the stored per-token NLL of chunk 1
+    averages to llama-perplexity's first running PPL. (gemma3's post-norms take away the per-token
+    magnitudes SmolLM2 relies on: it predicts one token everywhere; the tiny models are random: their PPL
+    is that of confident wrong guesses, but their top-1 moves.)"""
+    names = [n for n in fixtures_tool.NAMES if (DATA / f"{n}.json").exists()]
+    assert names, "no tests/data/arch/*.json recorded"
+    for n in names:
+        fx = json.loads((DATA / f"{n}.json").read_text())
+        if n in ("smollm2", "llama", "qwen2", "qwen3", "phi3"):
+            assert fx["ppl"] < 1000, (n, fx["ppl"])
+        if n != "gemma3":          # collapses to one token (see tools/make_arch_fixtures.py): tensors + graph only
+            assert len(set(fx["chunk0"]["top1"])) > 20, n
+        nll = np.asarray(fx["chunk0"]["nll"])
+        if nll.max() < FLOOR:      # no token under the base file's floor: its NLLs are llama.cpp's own
+            assert nll.mean() == pytest.approx(np.log(fx["running_ppl"][0]), rel=1e-3), n
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_perplexity_and_tokens_match_llama_cpp(arch_models, name):
+    fx, m = _load(arch_models, name)
+    r = qm.evaluate(m, n_ctx=fx["n_ctx"], n_chunks=fx["n_chunks"], threads=2)
+    assert r.n_chunks == fx["n_chunks"]
+    assert abs(r.ppl / fx["ppl"] - 1) < 0.005, (r.ppl, fx["ppl"])
+    n = len(fx["chunk0"]["nll"])
+    sp = fx.get("llama_self_spread") or {"mean_abs_dnll": 0.0, "p99_abs_dnll": 0.0, "top1": 1.0}
+    ref = np.asarray(fx["chunk0"]["nll"])
+    keep = ref < FLOOR                     # the others were stored at the floor, not at their value
+    assert keep.mean() > 0.5, keep.mean()
+    d = np.abs(r.nll[:n] - ref)[keep]
+    assert d.mean() <= max(0.01, 2 * sp["mean_abs_dnll"]), (d.mean(), sp)
+    assert np.percentile(d, 99) <= max(0.05, 2 * sp["p99_abs_dnll"]), (np.percentile(d, 99), sp)
+    same = np.mean(r.argmax[:n] == np.asarray(fx["chunk0"]["top1"]))
+    assert same >= min(0.99, sp["top1"] - 0.01), (same, sp)
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_greedy_generation_matches_llama_cpp(arch_models, name):
+    fx = _fixture(name)
+    if not fx.get("generate"):
+        pytest.skip("llama.cpp's greedy generation was not recorded for this model")
+    fx, m = _load(arch_models, name)
+    g = fx["generate"]
+    got = m.generate(g["prompt"], n_predict=g["n_predict"], temperature=0.0, threads=2)
+    assert got == g["text"]
+
+
+def _metadata(path, **changes):
+    with quantlab.gguf.open(path) as f:
+        md = f.metadata.copy()
+    for k, v in changes.items():
+        md[k] = v
+    return md
+
+
+def test_unsupported_architecture_is_refused_naming_it(arch_models, tmp_path):
+    """A byte-level BPE file of an architecture quantlab does not run: one ModelError naming the
+    architecture and what is supported."""
+    p = tmp_path / "mamba.gguf"
+    quantlab.gguf.write(p, _metadata(arch_models["qwen3-tiny"], **{"general.architecture": "mamba"}), {})
+    with pytest.raises(ModelError) as e:
+        qm.load(p)
+    msg = str(e.value)
+    assert "'mamba'" in msg and "llama" in msg and "\n" not in msg
+
+
+@pytest.mark.xfail(strict=True, reason="the architecture check before the tokenizer lands with the arch branch")
+def test_unsupported_architecture_is_refused_before_the_tokenizer(arch_models, tmp_path):
+    """Issue 15: a Gemma-3-like file was refused with a message about its tokenizer; the architecture is
+    checked first, whatever the vocabulary."""
+    p = tmp_path / "mamba-spm.gguf"
+    md = _metadata(arch_models["qwen3-tiny"], **{"general.architecture": "mamba", "tokenizer.ggml.model": "llama"})
+    quantlab.gguf.write(p, md, {})
+    with pytest.raises(ModelError) as e:
+        qm.load(p)
+    msg = str(e.value)
+    assert "'mamba'" in msg and "tokenizer" not in msg.lower(), msg
+    for arch in ("llama", "qwen2", "qwen3", "gemma3", "phi3"):
+        assert arch in msg, msg
