@@ -4,7 +4,16 @@
 
 For each test model: llama-perplexity writes a --kl-divergence-base file (default settings, -t 1),
 llama.cpp is compared with itself (-fa off), then quantlab. Prints PPL ratio, mean |dNLL| per token,
-top-1 agreement and KLD for quantlab and for llama.cpp's own spread."""
+top-1 agreement and KLD for quantlab and for llama.cpp's own spread.
+
+Measured 2026-12-07 (kld branch, load 15-20 on 2 cores; chunk 1 only, so PPL ratios are 255-token ones):
+  smollm2  ppl 0.99713  top-1 0.9804  KLD 0.003686  | llama -fa off vs on: top-1 0.9804  KLD 0.003633
+  llama    ppl 0.99355  top-1 0.9725  KLD 0.004025  |                      top-1 0.9725  KLD 0.004065
+  qwen2    ppl 1.00010  top-1 0.9686  KLD 0.004021  |                      top-1 0.9686  KLD 0.003932
+  qwen3    ppl 1.01191  top-1 0.9373  KLD 0.008963  |                      top-1 0.9137  KLD 0.008720
+  phi3     ppl 1.00786  top-1 0.9333  KLD 0.007405  |                      top-1 0.9647  KLD 0.007558
+quantlab's KLD equals llama.cpp's own spread on every Q4_1-derived model; phi3's top-1 is 3 points
+under llama.cpp's own (same KLD) -- not explained yet."""
 import os
 import pathlib
 import re
