@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import struct
 import subprocess
 
@@ -99,18 +100,50 @@ def test_cli_eval_llama_style(tmp_path, capsys):
     assert "KLD mean" in s and "same top-1 100.000 %" in s and "1 chunks of 128" in s
 
 
+def _llama(*args) -> str:
+    r = subprocess.run([str(BIN / args[0]), *map(str, args[1:])], check=True, capture_output=True, text=True,
+                       env=dict(os.environ, LD_LIBRARY_PATH=str(LIB)))
+    return r.stdout + r.stderr
+
+
+def _perplexity(model_path, text, base, *extra) -> str:
+    return _llama("llama-perplexity", "-m", model_path, "-f", text, "-c", "512", "--chunks", "1", "-t", "1",
+                  "--no-escape", *extra, "--kl-divergence-base", base)
+
+
+@pytest.mark.skipif(not (BIN / "llama-perplexity").exists(), reason="llama-perplexity not built (make peers)")
+def test_against_llama_perplexity_logits_f32(tmp_path):
+    """SmolLM2's weights as F32 (llama-quantize): no activation quantization, so llama.cpp and quantlab
+    should agree to float rounding. Measured: KLD < 1e-6, top-1 100%, PPL ratio 1.00006."""
+    text = tmp_path / "t.txt"
+    text.write_bytes(quantlab.data.text().encode())
+    f32 = tmp_path / "f32.gguf"
+    _llama("llama-quantize", "--allow-requantize", quantlab.data.path("smollm2"), f32, "F32", "1")
+    base = tmp_path / "llama.kld"
+    _perplexity(f32, text, base)
+    r = kld.compare(qm.load(f32), base, threads=2)
+    assert r.n_scored == 255
+    assert r.kld_mean < 1e-4, r.summary()
+    assert r.top1 >= 0.99, r.summary()
+    assert abs(r.ppl / r.base_ppl - 1) < 1e-3, r.summary()
+
+
 @pytest.mark.skipif(not (BIN / "llama-perplexity").exists(), reason="llama-perplexity not built (make peers)")
 def test_against_llama_perplexity_logits(model, tmp_path):
-    """llama.cpp's own base file for SmolLM2 (2 chunks of 512): quantlab's distributions agree with it."""
+    """The shipped Q4_1 file: every product quantizes its activations to Q8_1/Q8_0, and a float difference
+    of one ulp can flip a rounding there, so llama.cpp differs from *itself* between two of its own kernel
+    choices (flash attention on vs off: KLD 0.0036, top-1 98.0% on this chunk). quantlab is held to that
+    spread, measured in the same run (2x, as tests/test_arch.py does)."""
     text = tmp_path / "t.txt"
     text.write_bytes(quantlab.data.text().encode())
     base = tmp_path / "llama.kld"
-    env = dict(os.environ, LD_LIBRARY_PATH=str(LIB))
-    subprocess.run([str(BIN / "llama-perplexity"), "-m", str(quantlab.data.path("smollm2")), "-f", str(text),
-                    "-c", "512", "--chunks", "2", "-t", "1", "--no-escape", "--kl-divergence-base", str(base)],
-                   check=True, capture_output=True, env=env)
+    _perplexity(quantlab.data.path("smollm2"), text, base)
+    out = _perplexity(quantlab.data.path("smollm2"), text, base, "-fa", "off", "--kl-divergence")
+    self_kld = float(re.search(r"Mean\s+KLD:\s+([0-9.]+)", out).group(1))
+    self_top1 = float(re.search(r"Same top p:\s+([0-9.]+)", out).group(1)) / 100
+    assert 0 < self_kld < 0.02, out[-2000:]
     r = kld.compare(model, base, threads=2)
-    assert r.n_scored == 2 * 255
-    assert r.kld_mean < 1e-3, r.summary()
-    assert r.top1 >= 0.99, r.summary()
+    assert r.n_scored == 255
+    assert r.kld_mean <= 2 * self_kld, (r.summary(), self_kld)
+    assert r.top1 >= self_top1 - 0.01, (r.summary(), self_top1)
     assert abs(r.ppl / r.base_ppl - 1) < 0.005, r.summary()
