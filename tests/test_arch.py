@@ -38,10 +38,17 @@ _spec.loader.exec_module(fixtures_tool)
 # llama.cpp's base file stores log-probabilities more than 16 below the top as the floor: a stored NLL of
 # 16 or more may be a floored one (the random tiny models have many), so per-token checks skip those
 FLOOR = 16.0
-# architectures quantlab does not run yet on this branch (the arch branch removes these as they pass)
-NOT_YET = {"llama": "rope_freqs (Llama 3 frequency factors) lands with the arch branch",
-           "qwen3": "lands with the arch branch", "phi3": "lands with the arch branch",
-           "gemma3-tiny": "lands with the arch branch", "qwen3-tiny": "lands with the arch branch"}
+# known gaps, measured after the architectures landed (session 4; tools/arch_kld_table.py, 4x512 PPL and chunk-1
+# per-token figures against the AVX2 llama.cpp): strict, so a fix shows up as XPASS and the mark goes
+NOT_YET = {
+    "llama": "PPL 0.9948x llama-perplexity's (0.52% off, the bar is 0.5%) while its KLD (0.0040) equals llama.cpp's "
+             "own flash-attention on/off spread; the offset is not explained yet",
+    "qwen3": "PPL 1.0079x llama-perplexity's (bar 0.5%); KLD 0.0090 vs llama.cpp's own spread 0.0087: not explained yet",
+    "phi3": "top-1 agreement 93.3% against llama.cpp's own 96.5% at the same KLD (0.0074): not explained yet",
+    "gemma3-tiny": "random weights: KLD 0.0032 (llama.cpp's own spread 0.0063) but the per-token NLL check fails: "
+                   "not explained yet",
+    "qwen3-tiny": "random weights: not re-measured after the architectures landed (one chunk took > 1000 s at load 20)",
+}
 
 
 def _param(name):
@@ -141,7 +148,6 @@ def test_unsupported_architecture_is_refused_naming_it(arch_models, tmp_path):
     assert "'mamba'" in msg and "llama" in msg and "\n" not in msg
 
 
-@pytest.mark.xfail(strict=True, reason="the architecture check before the tokenizer lands with the arch branch")
 def test_unsupported_architecture_is_refused_before_the_tokenizer(arch_models, tmp_path):
     """Issue 15: a Gemma-3-like file was refused with a message about its tokenizer; the architecture is
     checked first, whatever the vocabulary."""
