@@ -326,15 +326,20 @@ def test_quantize_a_real_model_ladder(lab, page):
     _open_and_run_all(page, url, "07_quantize_a_real_model.ipynb", timeout_ms=900_000)
     summary = page.locator(".ql-ladder-summary")
     expect(summary).to_be_visible(timeout=30_000)
-    # the self-check cell left the app at the last layer's attn_q in Q4_0
+    # the notebook leaves the app as it opens (the widget checks run from tests/test_notebooks.py's PROBES):
+    # the first layer's attn_q in Q4_K
     expect(summary).to_contain_text("attn_q.weight")
-    expect(summary).to_contain_text("in Q4_0")
+    expect(summary).to_contain_text("in Q4_K")
     img = page.locator(".widget-output img").last
     expect(img).to_be_visible(timeout=30_000)
     before_img = img.get_attribute("src")
     summary.scroll_into_view_if_needed()
     _shot(page, "07_quantize_a_real_model_before.png")
     fmt = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="IQ4_XS"))
+    fmt.select_option(label="Q4_0")
+    expect(summary).to_contain_text("in Q4_0", timeout=60_000)
+    expect(img).not_to_have_attribute("src", before_img, timeout=60_000)
+    before_img = img.get_attribute("src")
     fmt.select_option(label="Q4_K")
     expect(summary).to_contain_text("in Q4_K", timeout=60_000)
     expect(summary).to_contain_text("stored as Q5_0")            # rows of 576: llama.cpp's fallback
