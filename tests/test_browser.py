@@ -353,7 +353,7 @@ def test_quantize_a_real_model_ladder(lab, page):
     before_img = img.get_attribute("src")
     handle = page.locator(".widget-slider .noUi-handle").last
     handle.focus()
-    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowRight")           # the app opens at layer 0: one layer up
     readout = page.locator(".widget-slider .widget-readout").last
     expect(readout).to_have_text(re.compile(r"^\s*\d+\s*$"), timeout=30_000)
     expect(summary).to_contain_text(f"blk.{readout.inner_text().strip()}.ffn_down.weight", timeout=60_000)
