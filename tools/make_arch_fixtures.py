@@ -51,7 +51,6 @@ waits at every node's barrier (minutes per chunk at load 15 here); the results d
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -386,11 +385,10 @@ def build(name: str, out_dir=OUT, force: bool = False) -> pathlib.Path:
 
 
 def sha256(p) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for blk in iter(lambda: f.read(1 << 20), b""):
-            h.update(blk)
-    return h.hexdigest()
+    """The file's sha256 (recipes.pipeline.file_sha256: the one the byte-identity checks use)."""
+    from quantlab.recipes.pipeline import file_sha256
+
+    return file_sha256(p)
 
 
 # --------------------------------------------------------------------------- llama.cpp's answers
