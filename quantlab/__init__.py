@@ -7,6 +7,7 @@
 Every subpackage and module is reachable from here (``quantlab.gguf.open(...)``, ``quantlab.model.load``):
 they are imported on first use (PEP 562), so ``import quantlab`` stays cheap.
 """
+
 # first: numba reads its cache directory when imported (quantlab/_cache.py: one for every entry point)
 from . import _cache  # noqa: F401,I001
 import importlib
@@ -18,18 +19,44 @@ from .formats import get as format
 
 __version__ = "0.1.0"
 
-__all__ = ["quantize", "dequantize", "inspect_block", "row_bytes", "format", "Format", "all_formats",
-           "errors", "open_gguf", "write_gguf"]
+__all__ = [
+    "quantize",
+    "dequantize",
+    "inspect_block",
+    "row_bytes",
+    "format",
+    "Format",
+    "all_formats",
+    "errors",
+    "open_gguf",
+    "write_gguf",
+]
 
 # imported on first attribute access (errors, api and formats are imported above)
-_SUBMODULES = frozenset({
-    "analogy", "bench", "cli", "cli_formats", "course", "data", "gguf", "kernels", "metrics", "model",
-    "peers", "qat", "recipes", "sizes", "widgets"})
+_SUBMODULES = frozenset(
+    {
+        "analogy",
+        "bench",
+        "cli",
+        "cli_formats",
+        "course",
+        "data",
+        "gguf",
+        "kernels",
+        "metrics",
+        "model",
+        "peers",
+        "qat",
+        "recipes",
+        "sizes",
+        "widgets",
+    }
+)
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")   # also binds it on this package
+        return importlib.import_module(f"{__name__}.{name}")  # also binds it on this package
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -39,9 +66,11 @@ def __dir__() -> list[str]:
 
 def open_gguf(path, **kw):
     from .gguf import open as _open
+
     return _open(path, **kw)
 
 
 def write_gguf(path, metadata, tensors, **kw):
     from .gguf import write as _write
+
     return _write(path, metadata, tensors, **kw)

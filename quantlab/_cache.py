@@ -18,6 +18,7 @@ directory, so numba loads the shared compiled kernels and writes anything new (a
 cache lacks) into the user's directory. numba replaces an index file atomically (a new file renamed over
 the link), so the shared files are never written.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,7 @@ def link_shared(shared: pathlib.Path, own: pathlib.Path) -> int:
     for dirpath, _dirs, files in os.walk(shared):
         rel = pathlib.Path(dirpath).relative_to(shared)
         for name in files:
-            if name.startswith("."):        # stamps (.quantlab-warm), not numba's files
+            if name.startswith("."):  # stamps (.quantlab-warm), not numba's files
                 continue
             dest = own / rel / name
             if dest.exists() or dest.is_symlink():
@@ -58,7 +59,7 @@ def link_shared(shared: pathlib.Path, own: pathlib.Path) -> int:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(pathlib.Path(dirpath) / name, dest)
                 made += 1
-            except OSError:                  # a concurrent process made it, or own is not writable
+            except OSError:  # a concurrent process made it, or own is not writable
                 pass
     return made
 

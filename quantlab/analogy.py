@@ -14,6 +14,7 @@ The lesson in numbers (notebook 06):
     >>> quantlab.analogy.bf16_floor(w)                     # entropy terms, bits per weight
     >>> quantlab.analogy.jpeg_roundtrip(w, quality=50)     # (reconstruction, bytes)
 """
+
 from __future__ import annotations
 
 import bz2
@@ -27,9 +28,23 @@ import numpy as np
 from . import metrics
 from .errors import FormatError, ShapeError
 
-__all__ = ["CODECS", "compress", "codec_sizes", "float_bytes", "entropy_bits", "byte_planes",
-           "byte_plane_entropy", "float_fields", "bf16_floor", "jpeg_roundtrip", "jpeg_for_bpw",
-           "roundtrip", "lossless_table", "rate_distortion", "tar_demo"]
+__all__ = [
+    "CODECS",
+    "compress",
+    "codec_sizes",
+    "float_bytes",
+    "entropy_bits",
+    "byte_planes",
+    "byte_plane_entropy",
+    "float_fields",
+    "bf16_floor",
+    "jpeg_roundtrip",
+    "jpeg_for_bpw",
+    "roundtrip",
+    "lossless_table",
+    "rate_distortion",
+    "tar_demo",
+]
 
 
 def _zstd(data: bytes, level: int) -> bytes:
@@ -111,7 +126,7 @@ def entropy_bits(symbols) -> float:
     if s.size == 0:
         return 0.0
     if s.dtype.kind in "uib" and s.min() >= 0 and s.max() < (1 << 17):
-        counts = np.bincount(s.astype(np.int64))        # small non-negative symbols: count, no sort
+        counts = np.bincount(s.astype(np.int64))  # small non-negative symbols: count, no sort
         counts = counts[counts > 0]
     else:
         _, counts = np.unique(s, return_counts=True)
@@ -148,8 +163,13 @@ def _fields_of(stored: np.ndarray, dtype: str) -> dict:
     e_bits, m_bits = _FIELDS[dtype]
     width = 32 if dtype == "fp32" else 16
     u = stored.astype(np.uint32)
-    return {"sign": u >> (width - 1), "exponent": (u >> m_bits) & ((1 << e_bits) - 1),
-            "mantissa": u & ((1 << m_bits) - 1), "exponent_bits": e_bits, "mantissa_bits": m_bits}
+    return {
+        "sign": u >> (width - 1),
+        "exponent": (u >> m_bits) & ((1 << e_bits) - 1),
+        "mantissa": u & ((1 << m_bits) - 1),
+        "exponent_bits": e_bits,
+        "mantissa_bits": m_bits,
+    }
 
 
 def bf16_floor(x, dtype: str = "bf16") -> dict:
@@ -164,14 +184,23 @@ def bf16_floor(x, dtype: str = "bf16") -> dict:
     f = _fields_of(stored, dtype)
     whole = entropy_bits(stored)
     hs, he, hm = entropy_bits(f["sign"]), entropy_bits(f["exponent"]), entropy_bits(f["mantissa"])
-    return {"dtype": dtype, "stored": float(width), "sign": hs, "exponent": he, "mantissa": hm,
-            "mantissa_bits": f["mantissa_bits"], "fields_sum": hs + he + hm, "whole": whole,
-            "n": int(np.size(x))}
+    return {
+        "dtype": dtype,
+        "stored": float(width),
+        "sign": hs,
+        "exponent": he,
+        "mantissa": hm,
+        "mantissa_bits": f["mantissa_bits"],
+        "fields_sum": hs + he + hm,
+        "whole": whole,
+        "n": int(np.size(x)),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
 # JPEG on a weight matrix
 # --------------------------------------------------------------------------------------------------
+
 
 def jpeg_roundtrip(w, quality: int | None = 75, clip: float | None = None):
     """Encode a 2-D weight matrix as an 8-bit grey JPEG image and decode it back.
@@ -223,6 +252,7 @@ def jpeg_for_bpw(w, target_bpw: float, qualities=range(5, 101, 5), clip: float |
 # Quantizers as points on the same plane
 # --------------------------------------------------------------------------------------------------
 
+
 def roundtrip(x, fmt, imatrix=None, impl: str = "fast", peer_fallback: bool = False):
     """Quantize and dequantize ``x`` with a registry format: ``(reconstruction, quantized bytes, source)``.
 
@@ -255,14 +285,20 @@ def lossless_table(x, views=_FLOAT_VIEWS, codecs=tuple(CODECS)) -> list[dict]:
     for v in views:
         b = float_bytes(x, v)
         sizes = codec_sizes(b, codecs)
-        rows.append({"view": v, "raw_bpw": 8.0 * b.size / n,
-                     **{c: 8.0 * s / n for c, s in sizes.items()}})
+        rows.append({"view": v, "raw_bpw": 8.0 * b.size / n, **{c: 8.0 * s / n for c, s in sizes.items()}})
     return rows
 
 
-def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(30, 60, 80, 90, 95, 100),
-                    codec: str = "zstd", imatrix=None, peer_fallback: bool = True, impl: str = "reference",
-                    jpeg_clips=(None, 99.9)) -> list[dict]:
+def rate_distortion(
+    x,
+    formats=("Q8_0", "Q4_K", "Q2_K"),
+    jpeg_qualities=(30, 60, 80, 90, 95, 100),
+    codec: str = "zstd",
+    imatrix=None,
+    peer_fallback: bool = True,
+    impl: str = "reference",
+    jpeg_clips=(None, 99.9),
+) -> list[dict]:
     """Points (method, kind, bpw, rmse, sqnr_db) for one 2-D tensor ``x``:
 
     * 'lossless': fp32 + codec (exact), fp16 and bf16 (rounding error) + codec;
@@ -278,8 +314,15 @@ def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(30, 60,
         b = float_bytes(a, v)
         y = float_decode(b, v).reshape(a.shape)
         nb = len(compress(b, codec))
-        pts.append({"method": f"{v} + {codec}", "kind": "lossless" if v == "fp32" else "float",
-                    "bpw": 8.0 * nb / n, "rmse": metrics.rmse(a, y), "sqnr_db": metrics.sqnr_db(a, y)})
+        pts.append(
+            {
+                "method": f"{v} + {codec}",
+                "kind": "lossless" if v == "fp32" else "float",
+                "bpw": 8.0 * nb / n,
+                "rmse": metrics.rmse(a, y),
+                "sqnr_db": metrics.sqnr_db(a, y),
+            }
+        )
     from .formats import get
 
     for name in formats:
@@ -292,20 +335,36 @@ def rate_distortion(x, formats=("Q8_0", "Q4_K", "Q2_K"), jpeg_qualities=(30, 60,
         tag = "" if src == "quantlab" else f" (via {src})"
         common = {"rmse": metrics.rmse(a, y), "sqnr_db": metrics.sqnr_db(a, y), "source": src}
         pts.append({"method": f.name + tag, "kind": "quant", "bpw": f.bpw, **common})
-        pts.append({"method": f"{f.name} + {codec}{tag}", "kind": "quant+codec",
-                    "bpw": 8.0 * len(compress(q, codec)) / n, **common})
+        pts.append(
+            {
+                "method": f"{f.name} + {codec}{tag}",
+                "kind": "quant+codec",
+                "bpw": 8.0 * len(compress(q, codec)) / n,
+                **common,
+            }
+        )
     for clip in jpeg_clips:
         series = "JPEG" if clip is None else f"JPEG clip {clip:g}%"
         for qual in jpeg_qualities:
             y, nb = jpeg_roundtrip(a, qual, clip=clip)
-            pts.append({"method": f"{series} q={qual}", "kind": "jpeg", "series": series, "quality": qual,
-                        "bpw": 8.0 * nb / n, "rmse": metrics.rmse(a, y), "sqnr_db": metrics.sqnr_db(a, y)})
+            pts.append(
+                {
+                    "method": f"{series} q={qual}",
+                    "kind": "jpeg",
+                    "series": series,
+                    "quality": qual,
+                    "bpw": 8.0 * nb / n,
+                    "rmse": metrics.rmse(a, y),
+                    "sqnr_db": metrics.sqnr_db(a, y),
+                }
+            )
     return pts
 
 
 # --------------------------------------------------------------------------------------------------
 # tar is an archive
 # --------------------------------------------------------------------------------------------------
+
 
 def tar_demo(files: dict) -> dict:
     """Pack ``files`` (name -> bytes) with tarfile, plain and gzip-compressed, in memory.
@@ -324,5 +383,10 @@ def tar_demo(files: dict) -> dict:
         out[mode] = buf.getvalue()
     raw = out["w"]
     verbatim = all(bytes(b) in raw for b in files.values())
-    return {"payload": payload, "tar": len(raw), "tar_gz": len(out["w:gz"]), "tar_holds_bytes_verbatim": verbatim,
-            "tar_overhead": len(raw) - payload}
+    return {
+        "payload": payload,
+        "tar": len(raw),
+        "tar_gz": len(out["w:gz"]),
+        "tar_holds_bytes_verbatim": verbatim,
+        "tar_overhead": len(raw) - payload,
+    }

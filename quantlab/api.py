@@ -4,6 +4,7 @@ All validation lives here, once, so reference functions and numba kernels receiv
 a C-contiguous float32 2-D array whose row length is a multiple of the block size, finite where the
 format cannot hold NaN/Inf, and an imatrix of the right length.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,10 @@ def _format(fmt) -> Format:
     """The format argument: a name, a ggml type id (int), a :class:`Format` or a ``gguf`` enum member
     (an ``IntEnum``). Floats and bools are refused: ``2.9`` or ``True`` meaning Q4_0 / F16 is a bug."""
     if isinstance(fmt, (bool, np.bool_)) or not isinstance(fmt, (str, int, np.integer, Format)):
-        raise FormatError(f"a format is a name like 'Q4_K', a ggml type id (int), a quantlab Format or a "
-                          f"gguf.GGMLQuantizationType; got {fmt!r} ({type(fmt).__name__})")
+        raise FormatError(
+            f"a format is a name like 'Q4_K', a ggml type id (int), a quantlab Format or a "
+            f"gguf.GGMLQuantizationType; got {fmt!r} ({type(fmt).__name__})"
+        )
     return get(fmt)
 
 
@@ -62,25 +65,30 @@ def _impl(impl) -> str:
 def _array(x, what: str) -> np.ndarray:
     try:
         return np.asarray(x)
-    except (ValueError, TypeError) as e:      # ragged nested lists and the like
+    except (ValueError, TypeError) as e:  # ragged nested lists and the like
         raise ShapeError(f"{what} must be an array (or something numpy turns into one): {e}") from None
 
 
 def _as_float_rows(x, fmt: Format) -> tuple[np.ndarray, tuple]:
     a = _array(x, "the weights")
     if a.dtype.kind != "f":
-        raise ShapeError(f"quantize expects floating-point weights (float32, float16 or float64), "
-                         f"got an array of dtype {a.dtype}")
+        raise ShapeError(
+            f"quantize expects floating-point weights (float32, float16 or float64), got an array of dtype {a.dtype}"
+        )
     if a.ndim == 0:
         raise ShapeError("quantize expects at least a 1-D array of weights, got a scalar")
     n = a.shape[-1]
     if n % fmt.block_size:
         hint = ""
         if fmt.block_size == 256:
-            hint = (" K-quants and most IQ types use super-blocks of 256; for rows like this use a "
-                    "32-block format such as Q4_0, Q5_0, Q8_0 or IQ4_NL (llama.cpp falls back the same way)")
-        raise ShapeError(f"{fmt.name} quantizes rows in blocks of {fmt.block_size} weights, but the last "
-                         f"axis has {n} values ({n} % {fmt.block_size} = {n % fmt.block_size}).{hint}")
+            hint = (
+                " K-quants and most IQ types use super-blocks of 256; for rows like this use a "
+                "32-block format such as Q4_0, Q5_0, Q8_0 or IQ4_NL (llama.cpp falls back the same way)"
+            )
+        raise ShapeError(
+            f"{fmt.name} quantizes rows in blocks of {fmt.block_size} weights, but the last "
+            f"axis has {n} values ({n} % {fmt.block_size} = {n % fmt.block_size}).{hint}"
+        )
     lead = a.shape[:-1]
     rows = np.ascontiguousarray(a.reshape(math.prod(lead), n), dtype=np.float32)
     return rows, lead
@@ -97,8 +105,10 @@ def _value_range(rows: np.ndarray, fmt: Format) -> tuple[float, float]:
     fin = np.isfinite(rows)
     r, c = np.argwhere(~fin)[0]
     what = "NaN" if np.isnan(rows[r, c]) else "infinity"
-    raise NonFiniteError(f"{fmt.name} cannot represent {what}: found {rows[r, c]} at row {r}, column {c} "
-                         f"({int((~fin).sum())} non-finite values in all); clean the weights first")
+    raise NonFiniteError(
+        f"{fmt.name} cannot represent {what}: found {rows[r, c]} at row {r}, column {c} "
+        f"({int((~fin).sum())} non-finite values in all); clean the weights first"
+    )
 
 
 def _warn_overflow(rows: np.ndarray, out: np.ndarray, fmt: Format, lo: float, hi: float, impl: str) -> None:
@@ -109,7 +119,7 @@ def _warn_overflow(rows: np.ndarray, out: np.ndarray, fmt: Format, lo: float, hi
     if not (max(-lo, hi) > limit or math.isnan(lo) or math.isnan(hi)):
         return
     a = np.abs(rows)
-    a[~np.isfinite(a)] = 0.0                       # NaN/inf kept by float formats are not overflows
+    a[~np.isfinite(a)] = 0.0  # NaN/inf kept by float formats are not overflows
     amax = a.max(axis=1)
     cand = np.flatnonzero(amax > limit)
     if cand.size == 0:
@@ -128,30 +138,41 @@ def _warn_overflow(rows: np.ndarray, out: np.ndarray, fmt: Format, lo: float, hi
     rows_bad = cand[bad]
     r = int(rows_bad[0])
     more = f" (and {rows_bad.size - 1} more rows)" if rows_bad.size > 1 else ""
-    what = ("its largest finite value: they became inf" if fmt.family == "floats" else
-            "its scales can hold: its blocks decode to inf/NaN or zeros (ggml writes the same bytes)")
-    warnings.warn(QuantizationWarning(
-        f"{fmt.name}: row {r}{more} has weights up to {amax[r]:.4g} in magnitude, beyond the {limit:.4g} that "
-        f"is {what}. Scale the weights down, or use a format with a wider range (F32, BF16, Q8_K)"), stacklevel=3)
+    what = (
+        "its largest finite value: they became inf"
+        if fmt.family == "floats"
+        else "its scales can hold: its blocks decode to inf/NaN or zeros (ggml writes the same bytes)"
+    )
+    warnings.warn(
+        QuantizationWarning(
+            f"{fmt.name}: row {r}{more} has weights up to {amax[r]:.4g} in magnitude, beyond the {limit:.4g} that "
+            f"is {what}. Scale the weights down, or use a format with a wider range (F32, BF16, Q8_K)"
+        ),
+        stacklevel=3,
+    )
 
 
 def _check_imatrix(imatrix, fmt: Format, n: int) -> np.ndarray | None:
     if imatrix is None:
         if fmt.requires_imatrix:
-            raise ImatrixRequired(f"{fmt.name} cannot be quantized without an importance matrix. "
-                                  + _IMATRIX_HELP.format(name=fmt.name, n=n))
+            raise ImatrixRequired(
+                f"{fmt.name} cannot be quantized without an importance matrix. "
+                + _IMATRIX_HELP.format(name=fmt.name, n=n)
+            )
         return None
     im = np.asarray(imatrix)
     if im.dtype.kind not in "fiu":
         raise ImatrixError(f"the imatrix must be numeric (float32), got dtype {im.dtype}")
     im = np.ascontiguousarray(im, dtype=np.float32).reshape(-1) if im.ndim <= 1 else im
     if im.ndim != 1 or im.shape[0] != n:
-        raise ImatrixError(f"the imatrix must hold one value per column: expected shape ({n},), "
-                           f"got {tuple(np.shape(imatrix))}")
+        raise ImatrixError(
+            f"the imatrix must hold one value per column: expected shape ({n},), got {tuple(np.shape(imatrix))}"
+        )
     if not np.isfinite(im).all() or (im < 0).any():
         bad = np.flatnonzero(~np.isfinite(im) | (im < 0))[0]
-        raise ImatrixError(f"imatrix values are means of squared activations, so finite and >= 0; "
-                           f"found {im[bad]} at column {bad}")
+        raise ImatrixError(
+            f"imatrix values are means of squared activations, so finite and >= 0; found {im[bad]} at column {bad}"
+        )
     return im
 
 
@@ -169,7 +190,7 @@ def _want_threads(n, work, op) -> int:
     return top if n is None else max(1, min(int(n), top))
 
 
-_thread_count_fns = _rows.numba_thread_fns   # numba's raw thread-count getter and setter
+_thread_count_fns = _rows.numba_thread_fns  # numba's raw thread-count getter and setter
 
 
 def _run_threaded(fn, args, n, work, op):
@@ -234,9 +255,11 @@ def _as_byte_rows(data, f: Format) -> tuple[np.ndarray, tuple, int]:
         raise ShapeError("dequantize expects a uint8 array of blocks, got a scalar")
     rb = a.shape[-1]
     if rb % f.type_size:
-        raise ShapeError(f"{f.name} blocks are {f.type_size} bytes ({f.block_size} weights each), but the "
-                         f"last axis has {rb} bytes ({rb} % {f.type_size} = {rb % f.type_size}): "
-                         f"this is not {f.name} data, or it is truncated")
+        raise ShapeError(
+            f"{f.name} blocks are {f.type_size} bytes ({f.block_size} weights each), but the "
+            f"last axis has {rb} bytes ({rb} % {f.type_size} = {rb % f.type_size}): "
+            f"this is not {f.name} data, or it is truncated"
+        )
     n = rb // f.type_size * f.block_size
     rows = a.reshape(math.prod(a.shape[:-1]), rb)
     if not rows.flags.c_contiguous:
@@ -288,10 +311,9 @@ def inspect_block(data, fmt, i: int = 0) -> dict:
     if not -nblocks <= i < nblocks:
         raise ShapeError(f"block index {i} out of range: the data holds {nblocks} {f.name} blocks")
     i %= nblocks
-    block = flat[i * f.type_size:(i + 1) * f.type_size]
+    block = flat[i * f.type_size : (i + 1) * f.type_size]
     out = {"format": f.name, "index": i, "bytes": block.copy()}
     out.update(f.impl("reference", "inspect")(block))
     if "values" not in out:
         out["values"] = dequantize(block, f, impl="reference").reshape(-1)
     return out
-

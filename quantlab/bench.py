@@ -15,6 +15,7 @@ counted). Peers measured in the same run, on the same real weights:
 Ratios are against ggml-1t from the same run. Nothing here is asserted in tests: speed is measured and
 reported, never claimed.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,7 @@ class Table:
     def _repr_html_(self):
         cols = self.columns or (tuple(self.rows[0]) if self.rows else ())
         head = "".join(f"<th>{c}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{self._fmt(r.get(c))}</td>" for c in cols) + "</tr>"
-                       for r in self.rows)
+        body = "".join("<tr>" + "".join(f"<td>{self._fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in self.rows)
         cap = f"<caption>{self.title}</caption>" if self.title else ""
         return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -128,8 +128,7 @@ def _gguf_ops(fmt):
         gq.dequantize(qq, qt)
     except Exception:  # noqa: BLE001 - gguf-py has no dequantizer for this type
         d_ok = False
-    return ((lambda x: gq.quantize(x, qt)) if q_ok else None,
-            (lambda q: gq.dequantize(q, qt)) if d_ok else None)
+    return ((lambda x: gq.quantize(x, qt)) if q_ok else None, (lambda q: gq.dequantize(q, qt)) if d_ok else None)
 
 
 def _sample_rows(a: np.ndarray, k: int) -> np.ndarray:
@@ -149,7 +148,7 @@ def _rows_for(fn, a: np.ndarray, call_time: float, least: int = 1, probe: int = 
     n = a.shape[0]
     k0 = min(probe, n)
     fn(a[:k0])
-    per_row = _best_time(lambda: fn(a[:k0]), min_time=0.0, warmup=False) / k0   # best of 2
+    per_row = _best_time(lambda: fn(a[:k0]), min_time=0.0, warmup=False) / k0  # best of 2
     return int(min(n, max(least, call_time / max(per_row, 1e-9)))), per_row
 
 
@@ -161,9 +160,19 @@ def _bar_iter(b, items):
             b.update()
 
 
-def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: bool = True,
-            reference: bool = True, peers: bool = True, ref_rows: int = 4, threads: int | None = None,
-            min_time: float = 0.05, call_time: float = 0.0125, progress=True) -> Table:
+def formats(
+    names=None,
+    size: int = 1 << 20,
+    n_per_row: int = 4096,
+    imatrix: bool = True,
+    reference: bool = True,
+    peers: bool = True,
+    ref_rows: int = 4,
+    threads: int | None = None,
+    min_time: float = 0.05,
+    call_time: float = 0.0125,
+    progress=True,
+) -> Table:
     """Quantize/dequantize throughput of each format for every implementation, ratios vs ggml.
 
     ``size``: weights per measurement (rows of ``n_per_row``), at most: a quantize slower than
@@ -184,18 +193,22 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
     from .peers import ggml
 
     g = ggml() if peers else None
-    def ok(f):                                                # the types this ggml has (probed, no abort)
+
+    def ok(f):  # the types this ggml has (probed, no abort)
         return g is not None and g.supports(f.id)
-    fmts = [get(n) for n in names] if names else \
-        [f for f in all_formats() if f.is_quantized or f.name in ("F16", "BF16")]
+
+    fmts = (
+        [get(n) for n in names] if names else [f for f in all_formats() if f.is_quantized or f.name in ("F16", "BF16")]
+    )
     x = _weights(size, n_per_row)
     n_rows = x.shape[0]
     rng = np.random.default_rng(1)
     im_full = (rng.random(n_per_row) + 0.05).astype(np.float32)
     nthreads = threads or (os.cpu_count() or 1)
-    least = min(n_rows, max(4, 2 * nthreads))      # every thread gets rows to work on
+    least = min(n_rows, max(4, 2 * nthreads))  # every thread gets rows to work on
     rows = []
     from .progress import bar
+
     fbar = bar(len(fmts), "bench formats", "format", enabled=bool(progress) and not callable(progress))
     for f in _bar_iter(fbar, fmts):
         fast_q, fast_d = f.has_impl("fast", "quantize"), f.has_impl("fast", "dequantize")
@@ -208,7 +221,7 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
         if f.requires_imatrix:
             ops = [op for op in ops if op[1] is not None]
         ops.append(("dequantize", None))
-        k_quant = n_rows                     # rows the first quantize was timed on
+        k_quant = n_rows  # rows the first quantize was timed on
         for op, im in ops:
             if callable(progress):
                 progress(f"{f.name} {op}")
@@ -225,7 +238,8 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
                 a = q if q.shape[0] == n_rows else np.resize(q, (n_rows, q.shape[1]))
                 run = {
                     "reference": (lambda d: api.dequantize(d, f, impl="reference"))
-                    if reference and f.has_impl("reference", "dequantize") else None,
+                    if reference and f.has_impl("reference", "dequantize")
+                    else None,
                     "numba-1t": (lambda d: api.dequantize(d, f, threads=1)) if fast_d else None,
                     f"numba-{nthreads}t": (lambda d: api.dequantize(d, f, threads=nthreads)) if fast_d else None,
                     "gguf": gd,
@@ -235,9 +249,12 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
                 a = x
                 run = {
                     "reference": (lambda d: api.quantize(d, f, imatrix=im, impl="reference"))
-                    if reference and f.has_impl("reference", "quantize") else None,
+                    if reference and f.has_impl("reference", "quantize")
+                    else None,
                     "numba-1t": (lambda d: api.quantize(d, f, imatrix=im, threads=1)) if fast_q else None,
-                    f"numba-{nthreads}t": (lambda d: api.quantize(d, f, imatrix=im, threads=nthreads)) if fast_q else None,
+                    f"numba-{nthreads}t": (lambda d: api.quantize(d, f, imatrix=im, threads=nthreads))
+                    if fast_q
+                    else None,
                     "gguf": gq if im is None else None,
                     # ggml_quantize_chunk has no case for the activation types Q8_1/Q8_K (it aborts)
                     "ggml-1t": (lambda d: g.quantize(d, f.id, im)) if ok(f) and not f.activation_only else None,
@@ -254,7 +271,7 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
                 if fn is None:
                     row[impl] = None
                     continue
-                if impl == "reference":      # numpy: 10-100x slower; one row, best of 2, when that is slow
+                if impl == "reference":  # numpy: 10-100x slower; one row, best of 2, when that is slow
                     k_r, per_row = _rows_for(fn, a[:ref_rows], call_time, probe=1)
                     row["reference rows"] = k_r
                     if k_r == 1:
@@ -264,17 +281,33 @@ def formats(names=None, size: int = 1 << 20, n_per_row: int = 4096, imatrix: boo
                 else:
                     a_r = a_k
                 t = _best_time(lambda: fn(a_r), min_time=min_time)
-                row[impl] = a_r.shape[0] * n_per_row * 4 / 1e6 / t      # MB of float32 (the float side)
+                row[impl] = a_r.shape[0] * n_per_row * 4 / 1e6 / t  # MB of float32 (the float side)
             base = row.get("ggml-1t")
             row["numba-1t/ggml"] = row["numba-1t"] / base if base and row.get("numba-1t") else None
-            row[f"numba-{nthreads}t/ggml"] = row[f"numba-{nthreads}t"] / base if base and row.get(f"numba-{nthreads}t") else None
+            row[f"numba-{nthreads}t/ggml"] = (
+                row[f"numba-{nthreads}t"] / base if base and row.get(f"numba-{nthreads}t") else None
+            )
             row["numba-1t/gguf"] = row["numba-1t"] / row["gguf"] if row.get("gguf") and row.get("numba-1t") else None
             rows.append(row)
-    cols = ("format", "op", "reference", "numba-1t", f"numba-{nthreads}t", "gguf", "ggml-1t",
-            "numba-1t/ggml", f"numba-{nthreads}t/ggml", "numba-1t/gguf")
+    cols = (
+        "format",
+        "op",
+        "reference",
+        "numba-1t",
+        f"numba-{nthreads}t",
+        "gguf",
+        "ggml-1t",
+        "numba-1t/ggml",
+        f"numba-{nthreads}t/ggml",
+        "numba-1t/gguf",
+    )
     src = f"ggml: {g.source}" if g else "ggml: not found"
-    return Table(rows, f"throughput, MB of float32 per second (up to {n_rows}x{n_per_row} real weights, slow "
-                       f"operations on fewer rows: see 'rows'; {src})", cols)
+    return Table(
+        rows,
+        f"throughput, MB of float32 per second (up to {n_rows}x{n_per_row} real weights, slow "
+        f"operations on fewer rows: see 'rows'; {src})",
+        cols,
+    )
 
 
 def gguf_open(path=None, repeats: int = 5) -> Table:
@@ -311,10 +344,10 @@ def gguf_open(path=None, repeats: int = 5) -> Table:
     # gguf's reader takes seconds (it builds a Python object per vocabulary entry and merge): one call,
     # with the file's pages already cached by the calls above
     t_g = _best_time(gg_all, min_time=0.0, max_repeats=1, min_repeats=1, warmup=False)
-    rows = [{"task": "open + read all metadata", "quantlab ms": t_q * 1e3, "gguf ms": t_g * 1e3,
-             "speed-up": t_g / t_q},
-            {"task": "open (lazy: header, tensor table)", "quantlab ms": t_l * 1e3, "gguf ms": None,
-             "speed-up": None}]
+    rows = [
+        {"task": "open + read all metadata", "quantlab ms": t_q * 1e3, "gguf ms": t_g * 1e3, "speed-up": t_g / t_q},
+        {"task": "open (lazy: header, tensor table)", "quantlab ms": t_l * 1e3, "gguf ms": None, "speed-up": None},
+    ]
     return Table(rows, f"GGUF open: {os.path.basename(path)}", ("task", "quantlab ms", "gguf ms", "speed-up"))
 
 
@@ -336,6 +369,7 @@ def llama_bench_binary(flavour: str | None = None):
     fl = flavour or os.environ.get("QUANTLAB_LLAMA_FLAVOUR") or "avx2"
     if fl not in LLAMA_FLAVOURS:
         from .errors import QuantlabError
+
         raise QuantlabError(f"unknown llama.cpp build flavour {fl!r}: one of {', '.join(LLAMA_FLAVOURS)}")
     cands.append(pathlib.Path(__file__).resolve().parent.parent / LLAMA_FLAVOURS[fl] / "llama-bench")
     for c in cands:
@@ -378,8 +412,9 @@ def llama_build_info(exe) -> dict:
             env = dict(os.environ)
             env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib.parent), env.get("LD_LIBRARY_PATH")]))
             try:
-                r = subprocess.run([sys.executable, "-c", _ISA_PROBE, str(lib)], capture_output=True, text=True,
-                                   env=env, timeout=60)
+                r = subprocess.run(
+                    [sys.executable, "-c", _ISA_PROBE, str(lib)], capture_output=True, text=True, env=env, timeout=60
+                )
                 if r.returncode == 0:
                     info["isa"] = r.stdout.strip()
             except (OSError, subprocess.SubprocessError):
@@ -413,8 +448,9 @@ def parse_llama_bench(text: str) -> dict:
     return out
 
 
-def run_llama_bench(path, threads: int = 2, n_prompt: int = 512, n_gen: int = 32, reps: int = 2,
-                    binary=None, timeout: float = 900) -> dict | None:
+def run_llama_bench(
+    path, threads: int = 2, n_prompt: int = 512, n_gen: int = 32, reps: int = 2, binary=None, timeout: float = 900
+) -> dict | None:
     """Run ``llama-bench -m path -t threads -p n_prompt -n n_gen -r reps -o json`` (its shared
     libraries from the sibling lib folder) and parse it; None when llama-bench is not found."""
     import subprocess
@@ -426,8 +462,21 @@ def run_llama_bench(path, threads: int = 2, n_prompt: int = 512, n_gen: int = 32
     lib = exe.resolve().parent.parent / "lib"
     if lib.is_dir():
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), env.get("LD_LIBRARY_PATH")]))
-    cmd = [str(exe), "-m", str(path), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
-           "-r", str(reps), "-o", "json"]
+    cmd = [
+        str(exe),
+        "-m",
+        str(path),
+        "-t",
+        str(threads),
+        "-p",
+        str(n_prompt),
+        "-n",
+        str(n_gen),
+        "-r",
+        str(reps),
+        "-o",
+        "json",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"llama-bench failed ({p.returncode}): {p.stderr.strip()[-300:]}")
@@ -441,9 +490,18 @@ def _load_average() -> str:
         return "?"
 
 
-def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
-          ftypes=("Q8_0", "Q4_0", "Q4_K_M"), workdir=None, reps: int = 2, llama: bool = True,
-          flavour: str | None = None, progress=True) -> Table:
+def model(
+    paths=None,
+    n_prompt: int = 512,
+    n_gen: int = 32,
+    threads: int = 2,
+    ftypes=("Q8_0", "Q4_0", "Q4_K_M"),
+    workdir=None,
+    reps: int = 2,
+    llama: bool = True,
+    flavour: str | None = None,
+    progress=True,
+) -> Table:
     """Prompt processing (pp) and generation (tg) tokens/s of quantlab's llama forward
     (quantlab.model.bench) for the shipped SmolLM2 model and its requantizations to ``ftypes``
     (made with quantlab.recipes into ``workdir``, a temporary folder by default) — and, in the same run,
@@ -470,6 +528,7 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
     load = _load_average()
     rows = []
     from .progress import bar
+
     mbar = bar(None, "bench model", "file", enabled=bool(progress))
     with tempfile.TemporaryDirectory() as tmp, mbar:
         if paths is None:
@@ -491,8 +550,14 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
             try:
                 r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
             except ModelError as e:
-                r = {"threads": threads, "n_prompt": n_prompt, "n_gen": n_gen, "pp_tok_s": None, "tg_tok_s": None,
-                     "note": f"quantlab: {e}"}
+                r = {
+                    "threads": threads,
+                    "n_prompt": n_prompt,
+                    "n_gen": n_gen,
+                    "pp_tok_s": None,
+                    "tg_tok_s": None,
+                    "note": f"quantlab: {e}",
+                }
             r["model"] = os.path.basename(str(p))
             r["MB"] = os.path.getsize(p) / 1e6
             r["load"] = row_load
@@ -505,15 +570,36 @@ def model(paths=None, n_prompt: int = 512, n_gen: int = 32, threads: int = 2,
                     r[f"{k} quantlab/llama"] = ours / theirs if ours and theirs else None
             rows.append(r)
             mbar.update()
-    who = f"vs llama.cpp's llama-bench, {build['label']} ({exe}), in the same run" if exe is not None else \
-        (f"llama-bench not found ({flavour or 'avx2'} build: tools/build_llama_cpp.sh, or set QUANTLAB_LLAMA_BIN): "
-         f"no llama.cpp columns")
-    what = "SmolLM2-135M-Instruct" if rows and all(r["model"].startswith(("SmolLM2", "smollm2")) for r in rows) \
+    who = (
+        f"vs llama.cpp's llama-bench, {build['label']} ({exe}), in the same run"
+        if exe is not None
+        else (
+            f"llama-bench not found ({flavour or 'avx2'} build: tools/build_llama_cpp.sh, or set QUANTLAB_LLAMA_BIN): "
+            f"no llama.cpp columns"
+        )
+    )
+    what = (
+        "SmolLM2-135M-Instruct"
+        if rows and all(r["model"].startswith(("SmolLM2", "smollm2")) for r in rows)
         else "model"
-    title = (f"{what} speed with quantlab's forward ({threads} threads, best of {reps}), {who}; "
-             f"load average at start {load}")
-    cols = ("model", "MB", "threads", "load", "n_prompt", "pp_tok_s", "llama_pp_tok_s", "pp quantlab/llama",
-            "n_gen", "tg_tok_s", "llama_tg_tok_s", "tg quantlab/llama")
+    )
+    title = (
+        f"{what} speed with quantlab's forward ({threads} threads, best of {reps}), {who}; load average at start {load}"
+    )
+    cols = (
+        "model",
+        "MB",
+        "threads",
+        "load",
+        "n_prompt",
+        "pp_tok_s",
+        "llama_pp_tok_s",
+        "pp quantlab/llama",
+        "n_gen",
+        "tg_tok_s",
+        "llama_tg_tok_s",
+        "tg quantlab/llama",
+    )
     if any(r.get("note") for r in rows):
         cols += ("note",)
     t = Table(rows, title, cols)
@@ -538,7 +624,7 @@ def l3_bytes() -> int | None:
                     continue
             with open(os.path.join(d, "size")) as fh:
                 txt = fh.read().strip().upper()
-            mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(txt[-1], 1)
+            mult = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(txt[-1], 1)
             return int(txt.rstrip("KMG")) * mult
         except (OSError, ValueError):
             continue
@@ -567,9 +653,16 @@ def memory_bandwidth(size_mb: int | None = None, threads: int | None = None, min
     return a.nbytes / t / 1e9
 
 
-def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None = None,
-           bandwidth: float | None = None, min_time: float = 0.1, distinct_rows: int = 256,
-           working_set_mb: float | None = None) -> Table:
+def matvec(
+    names=None,
+    rows: int = 4096,
+    cols: int = 4096,
+    threads: int | None = None,
+    bandwidth: float | None = None,
+    min_time: float = 0.1,
+    distinct_rows: int = 256,
+    working_set_mb: float | None = None,
+) -> Table:
     """Matrix-vector product speed (one token through a rows x cols weight matrix) per format, with
     quantlab's model kernels (quantlab.model.llama.Linear: integer dot products for the fast formats,
     dequantized tiles + BLAS for the others), against the memory-bandwidth roof:
@@ -585,9 +678,15 @@ def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None =
     nthreads = threads or (os.cpu_count() or 1)
     ws = working_set_mb or dram_working_set_mb()
     bw = bandwidth or memory_bandwidth(threads=nthreads)
-    fmts = [get(n) for n in names] if names else [
-        f for f in all_formats(include_activation=False) if f.name not in ("I8", "I16", "I32", "I64", "F64")
-        and f.has_impl("fast", "quantize")]
+    fmts = (
+        [get(n) for n in names]
+        if names
+        else [
+            f
+            for f in all_formats(include_activation=False)
+            if f.name not in ("I8", "I16", "I32", "I64", "F64") and f.has_impl("fast", "quantize")
+        ]
+    )
     w = _weights(min(rows, distinct_rows) * cols, cols)
     x = np.random.default_rng(0).standard_normal((1, cols)).astype(np.float32)
     im = (np.random.default_rng(1).random(cols) + 0.05).astype(np.float32)
@@ -602,14 +701,27 @@ def matvec(names=None, rows: int = 4096, cols: int = 4096, threads: int | None =
         with api._threads(nthreads):
             t = _best_time(lambda: [lin(x) for lin in lins], min_time=min_time) / copies
         nbytes = lins[0].data.nbytes
-        lins.clear()                  # free the copies before the next format's
-        out.append({"format": f.name, "bpw": f.bpw, "weight MB": nbytes / 1e6, "copies": copies, "ms": t * 1e3,
-                    "GB/s": nbytes / t / 1e9, "roof ms": nbytes / bw / 1e6,
-                    "of roof": nbytes / (bw * 1e9) / t, "path": "integer dot" if lin_fast(f) else "tile + BLAS"})
-    return Table(out, f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows repeated), cycling "
-                      f"through copies totalling >= {ws:.0f} MB (L3: {(l3_bytes() or 0) / 2 ** 20:.0f} MiB), "
-                      f"{nthreads} threads; measured bandwidth {bw:.1f} GB/s",
-                 ("format", "bpw", "weight MB", "copies", "ms", "GB/s", "roof ms", "of roof", "path"))
+        lins.clear()  # free the copies before the next format's
+        out.append(
+            {
+                "format": f.name,
+                "bpw": f.bpw,
+                "weight MB": nbytes / 1e6,
+                "copies": copies,
+                "ms": t * 1e3,
+                "GB/s": nbytes / t / 1e9,
+                "roof ms": nbytes / bw / 1e6,
+                "of roof": nbytes / (bw * 1e9) / t,
+                "path": "integer dot" if lin_fast(f) else "tile + BLAS",
+            }
+        )
+    return Table(
+        out,
+        f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows repeated), cycling "
+        f"through copies totalling >= {ws:.0f} MB (L3: {(l3_bytes() or 0) / 2**20:.0f} MiB), "
+        f"{nthreads} threads; measured bandwidth {bw:.1f} GB/s",
+        ("format", "bpw", "weight MB", "copies", "ms", "GB/s", "roof ms", "of roof", "path"),
+    )
 
 
 def lin_fast(f) -> bool:
@@ -648,6 +760,7 @@ def run(args) -> int:
     bad = set(what) - {"formats", "gguf", "model", "matvec"}
     if bad:
         from .errors import QuantlabError
+
         raise QuantlabError(f"unknown benchmark {', '.join(sorted(bad))}; choose from formats, gguf, model, matvec")
     if "formats" in what:
         names = args.formats.split(",") if args.formats else None
@@ -670,16 +783,24 @@ def run(args) -> int:
 
 def register(sub):
     p = sub.add_parser("bench", help="benchmark quantlab against ggml, gguf-py and its own reference")
-    p.add_argument("what", nargs="*", metavar="WHAT",
-                   help="any of: formats, gguf, model, matvec (default: formats)")
+    p.add_argument("what", nargs="*", metavar="WHAT", help="any of: formats, gguf, model, matvec (default: formats)")
     p.add_argument("--formats", help="comma-separated format names (default: all)")
     p.add_argument("--size", type=int, default=1 << 20, help="weights per measurement (default 1M)")
     p.add_argument("--threads", type=int, default=2, help="threads for the model benchmark")
-    p.add_argument("--model", "-m", action="append", metavar="GGUF",
-                   help="model benchmark: this file (repeat for more; default SmolLM2 and 3 requantizations)")
-    p.add_argument("--llama-build", choices=("avx2", "native"), default=None,
-                   help="model benchmark: which llama.cpp build runs llama-bench (default avx2, or "
-                        "QUANTLAB_LLAMA_FLAVOUR); native = plain cmake, GGML_NATIVE=ON")
+    p.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        metavar="GGUF",
+        help="model benchmark: this file (repeat for more; default SmolLM2 and 3 requantizations)",
+    )
+    p.add_argument(
+        "--llama-build",
+        choices=("avx2", "native"),
+        default=None,
+        help="model benchmark: which llama.cpp build runs llama-bench (default avx2, or "
+        "QUANTLAB_LLAMA_FLAVOUR); native = plain cmake, GGML_NATIVE=ON",
+    )
     p.add_argument("--no-reference", action="store_true", help="skip the slow numpy reference")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

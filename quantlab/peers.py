@@ -15,6 +15,7 @@ up to the first that does not (a crash of the child only ends the list there). `
 answers from that; quantize/dequantize/size calls on any other id raise :class:`OracleMissing` instead
 of calling into the library.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -30,10 +31,15 @@ _ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 class _Traits(ctypes.Structure):
-    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
-                ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
-                ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
-                ("from_float_ref", ctypes.c_void_p)]
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", ctypes.c_void_p),
+        ("from_float_ref", ctypes.c_void_p),
+    ]
 
 
 _TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
@@ -46,6 +52,7 @@ def _candidates():
     yield str(_ROOT / ".cache/oracle/lib/libggml-base.so"), "llama.cpp (llama-cpp-python 0.3.36)"
     try:
         import importlib.util
+
         spec = importlib.util.find_spec("ggml")
         if spec and spec.submodule_search_locations:
             for d in spec.submodule_search_locations:
@@ -84,10 +91,9 @@ def probe(path: str) -> dict:
 
     from .formats.registry import FORMATS
 
-    names = [f.name if not f.removed else "-" for f in FORMATS]     # removed ids: any name, block size 0
+    names = [f.name if not f.removed else "-" for f in FORMATS]  # removed ids: any name, block size 0
     try:
-        p = subprocess.run([sys.executable, "-c", _PROBE, path, *names], capture_output=True, text=True,
-                           timeout=60)
+        p = subprocess.run([sys.executable, "-c", _PROBE, path, *names], capture_output=True, text=True, timeout=60)
         lines = p.stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         lines = []
@@ -113,8 +119,15 @@ class GGML:
         self.types = probe(path)
         lib = ctypes.CDLL(path)
         lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-        lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        lib.ggml_quantize_chunk.argtypes = [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_void_p,
+        ]
         lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
         lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
         lib.ggml_blck_size.restype = ctypes.c_int64
@@ -124,7 +137,7 @@ class GGML:
         lib.ggml_get_type_traits.restype = ctypes.POINTER(_Traits)
         lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
         self.lib = lib
-        self.type_count = len(self.types)     # ids 0 .. type_count-1, as probed
+        self.type_count = len(self.types)  # ids 0 .. type_count-1, as probed
 
     def supports(self, t: int) -> bool:
         """True when the library has type ``t`` with the registry's name and sizes."""
@@ -139,8 +152,10 @@ class GGML:
                 name = get(t).name
             except Exception:  # noqa: BLE001 - any id: say it as a number
                 name = f"type id {t}"
-            raise OracleMissing(f"the ggml library {self.path} ({self.source}) has no {name}: it knows "
-                                f"{self.type_count} types; calling it with this one would abort the process")
+            raise OracleMissing(
+                f"the ggml library {self.path} ({self.source}) has no {name}: it knows "
+                f"{self.type_count} types; calling it with this one would abort the process"
+            )
         return t
 
     def blck_size(self, t: int) -> int:
@@ -205,6 +220,8 @@ def ggml(required: bool = False) -> GGML | None:
         else:
             tried.append(f"{path}: not found")
     if required:
-        raise OracleMissing("no libggml-base found; run `make oracle` (builds llama.cpp's ggml from the "
-                            "llama-cpp-python sdist) or set QUANTLAB_GGML_LIB. Tried:\n  " + "\n  ".join(tried))
+        raise OracleMissing(
+            "no libggml-base found; run `make oracle` (builds llama.cpp's ggml from the "
+            "llama-cpp-python sdist) or set QUANTLAB_GGML_LIB. Tried:\n  " + "\n  ".join(tried)
+        )
     return None

@@ -9,6 +9,7 @@ the mix sweeps, the embedding study) takes a ``progress`` argument with the same
 - ``False`` / ``None``: nothing;
 - a callable: called as the job documents it (e.g. ``progress(i, n)``); the caller draws its own.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,8 +31,13 @@ def bar(total: int | None, desc: str, unit: str = "it", enabled: bool = True, **
     from tqdm.auto import tqdm
 
     kernel = in_kernel()
-    opts = {"total": total, "desc": desc, "unit": unit, "dynamic_ncols": True,
-            "disable": True if not enabled else False if kernel else None}
+    opts = {
+        "total": total,
+        "desc": desc,
+        "unit": unit,
+        "dynamic_ncols": True,
+        "disable": True if not enabled else False if kernel else None,
+    }
     if not kernel:
         opts["file"] = sys.stderr
     opts.update(kw)

@@ -14,6 +14,7 @@ scale for the whole matrix) or per group of ``group`` consecutive input weights 
 
 Everything is seeded: the same call gives the same numbers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,10 +70,12 @@ class MLP:
     @classmethod
     def init(cls, n_in=64, n_hidden=64, n_out=10, seed=0):
         rng = np.random.default_rng(seed)
-        return cls((rng.standard_normal((n_hidden, n_in)) * np.sqrt(2 / n_in)).astype(np.float32),
-                   np.zeros(n_hidden, np.float32),
-                   (rng.standard_normal((n_out, n_hidden)) * np.sqrt(2 / n_hidden)).astype(np.float32),
-                   np.zeros(n_out, np.float32))
+        return cls(
+            (rng.standard_normal((n_hidden, n_in)) * np.sqrt(2 / n_in)).astype(np.float32),
+            np.zeros(n_hidden, np.float32),
+            (rng.standard_normal((n_out, n_hidden)) * np.sqrt(2 / n_hidden)).astype(np.float32),
+            np.zeros(n_out, np.float32),
+        )
 
     def copy(self):
         return MLP(self.w1.copy(), self.b1.copy(), self.w2.copy(), self.b2.copy())
@@ -101,7 +104,7 @@ def train(m: MLP, x, y, epochs=60, lr=0.05, batch=64, seed=0, bits=None, group=N
         idx = rng.permutation(len(x))
         tot = 0.0
         for s in range(0, len(x), batch):
-            b = idx[s:s + batch]
+            b = idx[s : s + batch]
             xb, yb = x[b], y[b]
             w1 = fake_quant(m.w1, bits, group) if bits else m.w1
             w2 = fake_quant(m.w2, bits, group) if bits else m.w2
@@ -115,7 +118,7 @@ def train(m: MLP, x, y, epochs=60, lr=0.05, batch=64, seed=0, bits=None, group=N
             g2 = p
             g2[np.arange(len(yb)), yb] -= 1
             g2 /= len(yb)
-            gw2 = g2.T @ h                      # STE: d(fake_quant(w))/dw taken as 1
+            gw2 = g2.T @ h  # STE: d(fake_quant(w))/dw taken as 1
             gb2 = g2.sum(0)
             gh = g2 @ w2
             gz1 = gh * (z1 > 0)

@@ -15,6 +15,7 @@ File types such as Q4_K_M are *mixes*: llama.cpp picks a format per tensor. :fun
 ``quantlab.recipes`` (llama.cpp's rules) when it is available, and otherwise uses :func:`stated_mix`,
 a short statement of those rules for dense llama models (written out in its docstring).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,13 +24,30 @@ import re
 from .errors import FormatError, ShapeError
 from .formats import get
 
-__all__ = ["GB", "GiB", "model_size", "bits_for_budget", "nominal_bits", "scale_overhead_bpw",
-           "llama_tensors", "LLAMA2_7B", "LLAMA3_8B", "LLAMA2_13B", "LLAMA2_70B", "LLAMA31_405B", "SMOLLM2_135M",
-           "stated_mix", "file_types", "file_mix", "file_size",
-           "mix_bpw", "size_table"]
+__all__ = [
+    "GB",
+    "GiB",
+    "model_size",
+    "bits_for_budget",
+    "nominal_bits",
+    "scale_overhead_bpw",
+    "llama_tensors",
+    "LLAMA2_7B",
+    "LLAMA3_8B",
+    "LLAMA2_13B",
+    "LLAMA2_70B",
+    "LLAMA31_405B",
+    "SMOLLM2_135M",
+    "stated_mix",
+    "file_types",
+    "file_mix",
+    "file_size",
+    "mix_bpw",
+    "size_table",
+]
 
-GB = 10 ** 9
-GiB = 2 ** 30
+GB = 10**9
+GiB = 2**30
 
 # Dense llama-architecture shapes (from the models' config.json).
 LLAMA2_7B = dict(n_layer=32, d_model=4096, d_ff=11008, vocab=32000, n_head=32, n_kv_head=32, tied=False)
@@ -88,8 +106,16 @@ def model_size(params, fmt) -> dict:
     f.check_usable()
     p = _check_params(params)
     nbytes = p * f.bpw / 8.0
-    return {"format": f.name, "params": p, "bpw": f.bpw, "nominal_bits": nominal_bits(f),
-            "overhead_bpw": f.bpw - nominal_bits(f), "bytes": nbytes, "GB": nbytes / GB, "GiB": nbytes / GiB}
+    return {
+        "format": f.name,
+        "params": p,
+        "bpw": f.bpw,
+        "nominal_bits": nominal_bits(f),
+        "overhead_bpw": f.bpw - nominal_bits(f),
+        "bytes": nbytes,
+        "GB": nbytes / GB,
+        "GiB": nbytes / GiB,
+    }
 
 
 def bits_for_budget(params, budget_bytes) -> float:
@@ -104,14 +130,18 @@ def size_table(params, formats=None) -> list[dict]:
     """:func:`model_size` for every usable, storable format of the registry (or the given ones)."""
     from .formats import all_formats
 
-    fs = formats if formats is not None else [f for f in all_formats(include_activation=False)
-                                              if f.name not in ("I8", "I16", "I32", "I64")]
+    fs = (
+        formats
+        if formats is not None
+        else [f for f in all_formats(include_activation=False) if f.name not in ("I8", "I16", "I32", "I64")]
+    )
     return [model_size(params, f) for f in fs]
 
 
 # --------------------------------------------------------------------------------------------------
 # Whole files: a tensor list and a per-tensor format choice
 # --------------------------------------------------------------------------------------------------
+
 
 def llama_tensors(n_layer, d_model, d_ff, vocab, n_head, n_kv_head, tied=False) -> dict:
     """GGUF tensor names -> shapes (ggml order: ``(ne1, ne0)`` = rows, row length) of a dense llama model."""
@@ -138,8 +168,17 @@ def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-_UNIFORM = {"F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1",
-            "Q5_0": "Q5_0", "Q5_1": "Q5_1", "Q6_K": "Q6_K"}
+_UNIFORM = {
+    "F32": "F32",
+    "F16": "F16",
+    "BF16": "BF16",
+    "Q8_0": "Q8_0",
+    "Q4_0": "Q4_0",
+    "Q4_1": "Q4_1",
+    "Q5_0": "Q5_0",
+    "Q5_1": "Q5_1",
+    "Q6_K": "Q6_K",
+}
 
 
 def stated_mix(tensors: dict, ftype: str) -> dict:
@@ -164,8 +203,10 @@ def stated_mix(tensors: dict, ftype: str) -> dict:
     elif ft in ("Q4_K_M", "Q5_K_M"):
         base, more = ft[:4], "Q6_K"
     else:
-        raise FormatError(f"no stated mix for file type {ftype!r}; stated here: "
-                          f"{', '.join(list(_UNIFORM) + ['Q4_K_M', 'Q5_K_M'])} (quantlab.recipes knows them all)")
+        raise FormatError(
+            f"no stated mix for file type {ftype!r}; stated here: "
+            f"{', '.join(list(_UNIFORM) + ['Q4_K_M', 'Q5_K_M'])} (quantlab.recipes knows them all)"
+        )
     out = {}
     tied = "output.weight" not in tensors
     for name, shape in tensors.items():
@@ -177,9 +218,13 @@ def stated_mix(tensors: dict, ftype: str) -> dict:
         if name == "output.weight" or (tied and name == "token_embd.weight"):
             if base not in ("F32", "F16", "BF16", "Q8_0"):
                 fmt = "Q8_0" if shape[-1] % get(base).block_size else "Q6_K"
-        elif more and m and (name.endswith("attn_v.weight") or name.endswith("ffn_down.weight")):
-            if _use_more_bits(int(m.group(1)), n_layer):
-                fmt = more
+        elif (
+            more
+            and m
+            and (name.endswith("attn_v.weight") or name.endswith("ffn_down.weight"))
+            and _use_more_bits(int(m.group(1)), n_layer)
+        ):
+            fmt = more
         if shape[-1] % get(fmt).block_size:
             fmt = fallback.get(fmt, fmt)
         out[name] = fmt
@@ -198,8 +243,12 @@ def _recipes_mix(tensors: dict, ftype: str, model: dict | None = None):
     except ImportError:
         return None
     m = dict(model or {})
-    info = ModelInfo(arch="llama", n_layer=int(m.get("n_layer", _n_layer(tensors))),
-                     n_head=int(m.get("n_head", 1)), n_head_kv=int(m.get("n_kv_head", m.get("n_head", 1))))
+    info = ModelInfo(
+        arch="llama",
+        n_layer=int(m.get("n_layer", _n_layer(tensors))),
+        n_head=int(m.get("n_head", 1)),
+        n_head_kv=int(m.get("n_kv_head", m.get("n_head", 1))),
+    )
     specs = [(name, tuple(reversed(shape)), "F32" if len(shape) < 2 else "F16") for name, shape in tensors.items()]
     plan = make_plan(specs, ftype, info)
     return plan.types()
@@ -246,6 +295,14 @@ def file_size(tensors: dict, ftype: str, model: dict | None = None) -> dict:
     params = sum(per.values())
     bpw = mix_bpw(tensors, mix)
     nbytes = params * bpw / 8.0
-    return {"ftype": ftype, "params": params, "bpw": bpw, "bytes": nbytes, "GB": nbytes / GB,
-            "GiB": nbytes / GiB, "params_by_format": dict(sorted(per.items(), key=lambda kv: -kv[1])),
-            "mix": mix, "source": source}
+    return {
+        "ftype": ftype,
+        "params": params,
+        "bpw": bpw,
+        "bytes": nbytes,
+        "GB": nbytes / GB,
+        "GiB": nbytes / GiB,
+        "params_by_format": dict(sorted(per.items(), key=lambda kv: -kv[1])),
+        "mix": mix,
+        "source": source,
+    }

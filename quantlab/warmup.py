@@ -23,6 +23,7 @@ else 0; on success ``<cache>/.quantlab-warm`` records when and for which quantla
 ``CompileCounter`` counts the kernels a process really compiles (a cache miss): zero in a process
 that starts after a warm-up — the check used by the workshop hub's load test and the install check.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,7 +86,7 @@ def warm_matmul(name: str) -> None:
     w, im = _inputs(f.block_size, rows=4)
     W = api.quantize(w, f, imatrix=im if f.uses_imatrix else None, threads=1)
     act = mm.quantize_activations(w[:1].copy(), mm.VEC_DOT_TYPE[name])
-    for weights in (W, _readonly(W)):          # quantized here (writable) or a model file's (read-only)
+    for weights in (W, _readonly(W)):  # quantized here (writable) or a model file's (read-only)
         for parallel in (False, True):
             out = np.empty((1, W.shape[0]), dtype=np.float32)
             mm.matmul_int(weights, name, act, out, parallel=parallel)
@@ -101,8 +102,9 @@ def jobs() -> list[tuple[str, str]]:
     then every format with a fast kernel, in registry order."""
     out = [("model", MODEL_JOB)]
     out += [("matmul", n) for n in mm.INT_KERNELS]
-    out += [("format", f.name) for f in all_formats()
-            if f.has_impl("fast", "quantize") or f.has_impl("fast", "dequantize")]
+    out += [
+        ("format", f.name) for f in all_formats() if f.has_impl("fast", "quantize") or f.has_impl("fast", "dequantize")
+    ]
     return out
 
 
@@ -149,13 +151,17 @@ def _label(kind: str, name: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m quantlab.warmup",
-                                description="compile every format, matmul and model kernel into numba's cache "
-                                            f"(here: {_cache.numba_cache_dir()})")
+    p = argparse.ArgumentParser(
+        prog="python -m quantlab.warmup",
+        description="compile every format, matmul and model kernel into numba's cache "
+        f"(here: {_cache.numba_cache_dir()})",
+    )
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--only", default=None,
-                   help="comma-separated job names to run (formats, matmul formats as 'matmul Q4_0', "
-                        f"'{MODEL_JOB}'); default all")
+    p.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated job names to run (formats, matmul formats as 'matmul Q4_0', '{MODEL_JOB}'); default all",
+    )
     args = p.parse_args(argv)
     todo = jobs()
     if args.only:
@@ -168,8 +174,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     failed = []
     width = max((len(_label(*j)) for j in todo), default=8)
-    bar = tqdm(total=len(todo), desc="compiling kernels", unit="job", file=sys.stderr, leave=False,
-               disable=None)   # None: no bar when stderr is not a terminal (logs, CI)
+    bar = tqdm(
+        total=len(todo), desc="compiling kernels", unit="job", file=sys.stderr, leave=False, disable=None
+    )  # None: no bar when stderr is not a terminal (logs, CI)
 
     def report(kind, name, secs, err):
         label = _label(kind, name)
@@ -198,8 +205,10 @@ def main(argv=None) -> int:
     if not args.only:
         d = _cache.numba_cache_dir()
         d.mkdir(parents=True, exist_ok=True)
-        (d / STAMP).write_text(f"quantlab {__version__} warmed {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
-                               f" ({len(todo)} jobs)\n")
+        (d / STAMP).write_text(
+            f"quantlab {__version__} warmed {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
+            f" ({len(todo)} jobs)\n"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ that fails with MemoryError / ENOMEM inside the block. Run it in a child process
 the pytest process itself. ``cpu()`` is the user + system CPU time of the process: a budget in CPU seconds
 does not depend on how busy the machine is, a wall-clock one would.
 """
+
 from __future__ import annotations
 
 import contextlib

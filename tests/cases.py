@@ -3,6 +3,7 @@
 ``float_cases(n_per_row)`` yields (name, array) with arrays of 1, 2 or 3 dimensions whose last axis is
 ``n_per_row``; ``imatrix_cases(n_per_row)`` yields (name, imatrix or None).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,12 @@ import numpy as np
 # the quantizer: with 1e30-magnitude weights every weighted error of a grid-neighbour search overflows
 # float32), whatever the imatrix. The parity test then expects quantlab.errors.QuantizationError instead
 # of calling the oracle; tests/test_iq_b.py checks in a subprocess that ggml really aborts on them.
-GGML_ABORTS = {("IQ2_XS", "huge"), ("IQ2_S", "huge"),
-               ("IQ3_XXS", "huge"), ("IQ3_S", "huge")}   # IQ3: tests/test_iq_a.py checks the aborts
+GGML_ABORTS = {
+    ("IQ2_XS", "huge"),
+    ("IQ2_S", "huge"),
+    ("IQ3_XXS", "huge"),
+    ("IQ3_S", "huge"),
+}  # IQ3: tests/test_iq_a.py checks the aborts
 
 
 def float_cases(n: int, seeds=(0, 1, 2)):
@@ -34,7 +39,7 @@ def float_cases(n: int, seeds=(0, 1, 2)):
     yield "tiny", (rng.standard_normal((2, n)) * 1e-30).astype(np.float32)
     yield "huge", (rng.standard_normal((2, n)) * 1e30).astype(np.float32)
     mixed = rng.standard_normal((3, n)).astype(np.float32)
-    mixed[:, : n // 2] = 0.0                       # half-zero rows: zero blocks next to live ones
+    mixed[:, : n // 2] = 0.0  # half-zero rows: zero blocks next to live ones
     mixed[2, ::5] *= 1e4
     yield "half-zero", mixed
     blocks = (rng.integers(-8, 8, size=(3, n)) * 0.25).astype(np.float32)  # exact ties, repeated values

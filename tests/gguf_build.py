@@ -1,5 +1,6 @@
 """Hand-assembled GGUF bytes for the reader tests: every field is spelled out, so a test can break exactly
 one thing (a count, a type id, an offset...) and check the reader names it."""
+
 from __future__ import annotations
 
 import struct
@@ -26,23 +27,37 @@ def kv_str(key, s, v1=False):
 
 
 def kv_str_array(key, items, v1=False):
-    return kv(key, 9, struct.pack("<I", 8) + struct.pack("<I" if v1 else "<Q", len(items))
-              + b"".join(gstr(s, v1) for s in items), v1)
+    return kv(
+        key,
+        9,
+        struct.pack("<I", 8) + struct.pack("<I" if v1 else "<Q", len(items)) + b"".join(gstr(s, v1) for s in items),
+        v1,
+    )
 
 
 def tinfo(name, ne, type_id, offset, v1=False) -> bytes:
     d = "I" if v1 else "Q"
-    return (gstr(name, v1) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}{d}", *ne)
-            + struct.pack("<I", type_id) + struct.pack("<Q", offset))
+    return (
+        gstr(name, v1)
+        + struct.pack("<I", len(ne))
+        + struct.pack(f"<{len(ne)}{d}", *ne)
+        + struct.pack("<I", type_id)
+        + struct.pack("<Q", offset)
+    )
 
 
-def build(kvs=(), tensors=(), data=b"", version=3, n_tensors=None, n_kv=None, alignment=32, v1=None,
-          magic=b"GGUF") -> bytes:
+def build(
+    kvs=(), tensors=(), data=b"", version=3, n_tensors=None, n_kv=None, alignment=32, v1=None, magic=b"GGUF"
+) -> bytes:
     """A whole file: header, the given KV blobs and tensor-info blobs, padding, then ``data``."""
     v1 = (version == 1) if v1 is None else v1
     c = "<I" if v1 else "<Q"
-    head = (magic + struct.pack("<I", version) + struct.pack(c, len(tensors) if n_tensors is None else n_tensors)
-            + struct.pack(c, len(kvs) if n_kv is None else n_kv))
+    head = (
+        magic
+        + struct.pack("<I", version)
+        + struct.pack(c, len(tensors) if n_tensors is None else n_tensors)
+        + struct.pack(c, len(kvs) if n_kv is None else n_kv)
+    )
     body = head + b"".join(kvs) + b"".join(tensors)
     pad = (-len(body)) % alignment
     return body + bytes(pad) + data

@@ -18,6 +18,7 @@ The fix is at the cause: the comm messages the client originates go out on a DEA
 (the kernel takes a ``comm_msg`` from any connection; it has no reply), so nothing ever sends on the socket
 being polled for the reply.
 """
+
 from __future__ import annotations
 
 import typing as t
@@ -31,11 +32,18 @@ from nbclient.output_widget import OutputWidget
 class _OutputWidget(OutputWidget):
     """nbclient's Output widget mimic, sending its state through the client's comm socket."""
 
-    def _publish_msg(self, msg_type: str, data: dict | None = None, metadata: dict | None = None,
-                     buffers: list | None = None, **keys: t.Any) -> None:
+    def _publish_msg(
+        self,
+        msg_type: str,
+        data: dict | None = None,
+        metadata: dict | None = None,
+        buffers: list | None = None,
+        **keys: t.Any,
+    ) -> None:
         content = json_clean(dict(data={} if data is None else data, comm_id=self.comm_id, **keys))
-        msg = self.kernel_client.session.msg(msg_type, content=content, parent=self.parent_header,
-                                             metadata={} if metadata is None else metadata)
+        msg = self.kernel_client.session.msg(
+            msg_type, content=content, parent=self.parent_header, metadata={} if metadata is None else metadata
+        )
         self.executor.send_comm(msg)
 
 

@@ -2,6 +2,7 @@
 
 The suite fails loudly when it is missing (OracleMissing); it never skips silently.
 """
+
 import ctypes as C
 
 from quantlab.peers import ggml
@@ -19,9 +20,20 @@ class GgufC:
         self.C, self.lib = C, lib
         vp, cp = C.c_void_p, C.c_char_p
         lib.gguf_init_empty.restype = vp
-        setters = {"u8": C.c_uint8, "i8": C.c_int8, "u16": C.c_uint16, "i16": C.c_int16, "u32": C.c_uint32,
-                   "i32": C.c_int32, "f32": C.c_float, "u64": C.c_uint64, "i64": C.c_int64, "f64": C.c_double,
-                   "bool": C.c_bool, "str": cp}
+        setters = {
+            "u8": C.c_uint8,
+            "i8": C.c_int8,
+            "u16": C.c_uint16,
+            "i16": C.c_int16,
+            "u32": C.c_uint32,
+            "i32": C.c_int32,
+            "f32": C.c_float,
+            "u64": C.c_uint64,
+            "i64": C.c_int64,
+            "f64": C.c_double,
+            "bool": C.c_bool,
+            "str": cp,
+        }
         for k, t in setters.items():
             getattr(lib, f"gguf_set_val_{k}").argtypes = [vp, cp, t]
         lib.gguf_set_arr_data.argtypes = [vp, cp, C.c_int, vp, C.c_size_t]
@@ -64,7 +76,11 @@ class GgufC:
             return None
         try:
             n = self.lib.gguf_get_n_tensors(ctx)
-            return (self.lib.gguf_get_n_kv(ctx), n, self.lib.gguf_get_data_offset(ctx),
-                    [self.lib.gguf_get_tensor_offset(ctx, i) for i in range(n)])
+            return (
+                self.lib.gguf_get_n_kv(ctx),
+                n,
+                self.lib.gguf_get_data_offset(ctx),
+                [self.lib.gguf_get_tensor_offset(ctx, i) for i in range(n)],
+            )
         finally:
             self.lib.gguf_free(ctx)

@@ -1,4 +1,5 @@
 """Bad input gets a named quantlab error (a ValueError) that says what was expected and what was found."""
+
 import numpy as np
 import pytest
 
@@ -26,8 +27,9 @@ def test_row_not_multiple_of_block(fmt, n):
         assert "32-block" in msg
 
 
-@pytest.mark.parametrize("arr", [np.ones(32, np.int32), np.ones(32, bool), np.array(["a"] * 32),
-                                 np.ones(32, np.complex64)])
+@pytest.mark.parametrize(
+    "arr", [np.ones(32, np.int32), np.ones(32, bool), np.array(["a"] * 32), np.ones(32, np.complex64)]
+)
 def test_wrong_dtype(arr):
     with pytest.raises(ShapeError, match="dtype"):
         quantlab.quantize(arr, "Q8_0")
@@ -61,11 +63,16 @@ def test_float_types_keep_nan_and_inf():
         assert np.isnan(y[0]) and y[1] == np.inf and y[2] == -np.inf
 
 
-@pytest.mark.parametrize("im,exc", [(np.ones(31, np.float32), "expected shape"),
-                                    (np.ones((2, 32), np.float32), "expected shape"),
-                                    (np.full(32, np.nan, np.float32), "finite"),
-                                    (-np.ones(32, np.float32), ">= 0"),
-                                    (np.array(["x"] * 32), "numeric")])
+@pytest.mark.parametrize(
+    "im,exc",
+    [
+        (np.ones(31, np.float32), "expected shape"),
+        (np.ones((2, 32), np.float32), "expected shape"),
+        (np.full(32, np.nan, np.float32), "finite"),
+        (-np.ones(32, np.float32), ">= 0"),
+        (np.array(["x"] * 32), "numeric"),
+    ],
+)
 def test_bad_imatrix(im, exc):
     with pytest.raises(ImatrixError, match=exc):
         quantlab.quantize(np.ones((2, 32), np.float32), "Q4_0", imatrix=im)
@@ -105,6 +112,7 @@ def test_inspect_block_bounds():
 
 # --------------------------------------------------------------------------- arguments (issue 18 #8)
 
+
 @pytest.mark.parametrize("fmt", [2.9, 8.0, True, False, np.bool_(True), None, b"Q4_0", ["Q4_0"], 1j, object()])
 def test_format_argument_is_a_name_an_int_a_format_or_a_gguf_enum(fmt):
     """quantize(x, 2.9) gave Q4_0 and True gave F16; now only names, ints, Format and gguf enums."""
@@ -138,7 +146,7 @@ def test_other_arguments():
     x = np.ones((2, 32), np.float32)
     assert quantlab.quantize(x, "Q8_0", threads=np.int32(1)).shape == (2, 34)
     with pytest.raises(ShapeError, match="must be an array"):
-        quantlab.quantize([[1.0] * 32, [1.0] * 31], "Q8_0")           # ragged
+        quantlab.quantize([[1.0] * 32, [1.0] * 31], "Q8_0")  # ragged
     with pytest.raises(quantlab.errors.FormatError, match="impl"):
         quantlab.quantize(x, "Q8_0", impl=None)
     q = quantlab.quantize(x, "Q8_0")
@@ -151,6 +159,7 @@ def test_other_arguments():
 
 
 # --------------------------------------------------------------------------- magnitudes beyond a format's scales
+
 
 def _patterns():
     rng = np.random.default_rng(0)
@@ -167,7 +176,7 @@ def _broken(x, y, bs):
 
 
 # where the breaking magnitude depends much on the weights, "broken for every pattern" needs more than 2x
-_ABOVE = {"Q1_0": 16, "NVFP4": 4096, "BF16": 1.003}     # (BF16: 2x would overflow float32 itself)
+_ABOVE = {"Q1_0": 16, "NVFP4": 4096, "BF16": 1.003}  # (BF16: 2x would overflow float32 itself)
 
 
 @pytest.mark.parametrize("f", [f for f in quantlab.all_formats() if f.max_abs < float("inf")], ids=lambda f: f.name)
@@ -193,7 +202,7 @@ def test_max_abs_column_matches_what_happens(f):
                 y = quantlab.dequantize(quantlab.quantize(x, f, imatrix=im, impl="reference"), f, impl="reference")
             assert not _broken(x, y, f.block_size), f"{f.name} breaks below its max_abs"
             x = base * np.float32(f.max_abs * _ABOVE.get(f.name, 2))
-            x[0] = base[0] * np.float32(f.max_abs * 0.5)     # row 0 stays in range: the warning names row 1
+            x[0] = base[0] * np.float32(f.max_abs * 0.5)  # row 0 stays in range: the warning names row 1
             with pytest.warns(QuantizationWarning) as rec:
                 q = quantlab.quantize(x, f, imatrix=im, impl="reference")
             ours = [str(w.message) for w in rec if w.category is QuantizationWarning]

@@ -1,6 +1,7 @@
 """quantlab.bench: how rows are chosen for slow operations, and what a formats table holds.
 
 No timing is asserted: the row choice is checked with a fake clock, and the table for what it contains."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ def test_sample_rows_spread_and_contiguous():
     assert bench._sample_rows(a, 64) is a and bench._sample_rows(a, 100) is a
     s = bench._sample_rows(a, 4)
     assert s.flags.c_contiguous and s.shape == (4, 8)
-    assert np.array_equal(s[:, 0] // 8, [0, 21, 42, 63])        # first and last row, evenly between
+    assert np.array_equal(s[:, 0] // 8, [0, 21, 42, 63])  # first and last row, evenly between
 
 
 class _FakeClock:
@@ -33,13 +34,16 @@ class _FakeClock:
         self.t += self.per_row * a.shape[0]
 
 
-@pytest.mark.parametrize("per_row, call_time, least, expect", [
-    (0.003, 0.0125, 4, 4),        # a search of 3 ms a row: 4 rows (4.2 fit; at least 4)
-    (0.003, 0.0125, 1, 4),
-    (0.0005, 0.0125, 4, 25),
-    (0.05, 0.0125, 2, 2),         # slower than call_time per row: the least allowed
-    (1e-6, 0.0125, 4, 64),        # fast: every row
-])
+@pytest.mark.parametrize(
+    "per_row, call_time, least, expect",
+    [
+        (0.003, 0.0125, 4, 4),  # a search of 3 ms a row: 4 rows (4.2 fit; at least 4)
+        (0.003, 0.0125, 1, 4),
+        (0.0005, 0.0125, 4, 25),
+        (0.05, 0.0125, 2, 2),  # slower than call_time per row: the least allowed
+        (1e-6, 0.0125, 4, 64),  # fast: every row
+    ],
+)
 def test_rows_for_with_a_fake_clock(monkeypatch, per_row, call_time, least, expect):
     clock = _FakeClock(per_row)
     monkeypatch.setattr(bench.time, "perf_counter", clock)
@@ -47,15 +51,21 @@ def test_rows_for_with_a_fake_clock(monkeypatch, per_row, call_time, least, expe
     k, t_row = bench._rows_for(clock.work, a, call_time, least)
     assert k == expect
     assert t_row == pytest.approx(per_row)
-    assert clock.calls == [4, 4, 4]          # one untimed probe call, then the best of two, on 4 rows
+    assert clock.calls == [4, 4, 4]  # one untimed probe call, then the best of two, on 4 rows
 
 
 def test_formats_table_contents():
     n_rows, n = 16, 256
     t = bench.formats(["Q4_0", "IQ4_XS"], size=n_rows * n, n_per_row=n, min_time=0.0, ref_rows=2)
     ops = [(r["format"], r["op"]) for r in t]
-    assert ops == [("Q4_0", "quantize"), ("Q4_0", "quantize+imatrix"), ("Q4_0", "dequantize"),
-                   ("IQ4_XS", "quantize"), ("IQ4_XS", "quantize+imatrix"), ("IQ4_XS", "dequantize")]
+    assert ops == [
+        ("Q4_0", "quantize"),
+        ("Q4_0", "quantize+imatrix"),
+        ("Q4_0", "dequantize"),
+        ("IQ4_XS", "quantize"),
+        ("IQ4_XS", "quantize+imatrix"),
+        ("IQ4_XS", "dequantize"),
+    ]
     least = min(n_rows, max(4, 2 * (os.cpu_count() or 1)))
     for r in t:
         assert least <= r["rows"] <= n_rows
@@ -63,7 +73,7 @@ def test_formats_table_contents():
         assert r["numba-1t"] > 0 and r["reference"] > 0
         if r.get("ggml-1t"):
             assert r["numba-1t/ggml"] == r["numba-1t"] / r["ggml-1t"]
-    assert all(r["rows"] == n_rows for r in t if r["op"] == "dequantize")   # dequantize: always every row
+    assert all(r["rows"] == n_rows for r in t if r["op"] == "dequantize")  # dequantize: always every row
     assert "up to 16x256" in t.title
 
 

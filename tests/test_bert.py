@@ -5,6 +5,7 @@ correct sentence encoder must have, plus hand-computed pieces: the tokenizer's i
 against their formulas, the mask (padding must not change an embedding), unit norms, and paraphrases
 scoring higher than unrelated sentences.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,13 +44,18 @@ def test_layer_norm_and_gelu_formulas():
 
 
 def test_embeddings_behave(enc):
-    s = ["A man is eating food.", "A man is eating a piece of bread.", "A monkey is playing drums.",
-         "The weather is lovely today.", "It's so sunny outside!"]
+    s = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "A monkey is playing drums.",
+        "The weather is lovely today.",
+        "It's so sunny outside!",
+    ]
     e = enc.encode(s)
     assert e.shape == (5, 384) and e.dtype == np.float32
     assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-6)
     sim = e @ e.T
-    assert sim[0, 1] > 0.5 and sim[3, 4] > 0.5                    # paraphrases
+    assert sim[0, 1] > 0.5 and sim[3, 4] > 0.5  # paraphrases
     unrelated = [sim[0, 2], sim[0, 3], sim[1, 4], sim[2, 3], sim[2, 4]]
     assert max(unrelated) < min(sim[0, 1], sim[3, 4]) - 0.3
     # padding: a short sentence encoded alone, and inside a batch padded to a longer one, is the same

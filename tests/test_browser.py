@@ -8,6 +8,7 @@ $SHOT_DIR).
 Without chromium or the playwright package the tests skip — except in CI (CI=true), where they FAIL.
 Never run `playwright install`: the distro chromium at /usr/bin/chromium is used.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,16 @@ CHROMIUM = os.environ.get("QUANTLAB_CHROMIUM", "/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHOT_DIR = pathlib.Path(os.environ.get("SHOT_DIR", ROOT / "test-artifacts"))
 TOKEN = "quantlab-browser-test"
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+CHROME_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/docmanager-extension:plugin": {"autosave": False},
@@ -52,8 +61,7 @@ def _require_browser():
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        _missing("the playwright Python package is not installed (pip install playwright; "
-                 "never `playwright install`)")
+        _missing("the playwright Python package is not installed (pip install playwright; never `playwright install`)")
 
 
 def _free_port() -> int:
@@ -67,31 +75,51 @@ def lab(tmp_path_factory):
     """A JupyterLab server over a temporary copy of notebooks/; yields (base_url, work_dir)."""
     _require_browser()
     work = tmp_path_factory.mktemp("lab")
-    shutil.copytree(ROOT / "notebooks", work / "notebooks",
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "notebooks", work / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     cfg = work / "jupyter_config"
     (cfg / "labconfig").mkdir(parents=True)
     (cfg / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(LAB_SETTINGS))
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)
-    env["QUANTLAB_QUICK"] = "1"                  # notebook 07 takes its short path
-    env.update({"JUPYTER_CONFIG_DIR": str(cfg), "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
-                "IPYTHONDIR": str(work / "ipython"),
-                "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
+    env["QUANTLAB_QUICK"] = "1"  # notebook 07 takes its short path
+    env.update(
+        {
+            "JUPYTER_CONFIG_DIR": str(cfg),
+            "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+            "IPYTHONDIR": str(work / "ipython"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        }
+    )
     port = _free_port()
     log = open(work / "lab.log", "wb")  # noqa: SIM115 (the server writes it until teardown)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.token={TOKEN}",
-         f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.token={TOKEN}",
+            f"--ServerApp.root_dir={work}",
+            "--LabApp.news_url=None",
+        ],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited ({proc.returncode}):\n"
-                                   + (work / "lab.log").read_text(errors="replace")[-3000:])
+                raise RuntimeError(
+                    f"jupyter lab exited ({proc.returncode}):\n"
+                    + (work / "lab.log").read_text(errors="replace")[-3000:]
+                )
             try:
                 with urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2) as r:
                     if r.status == 200:
@@ -143,11 +171,11 @@ def _open_and_run_all(page, url: str, name: str, timeout_ms: int = RUN_ALL_TIMEO
     last_prompt = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt:not(.jp-Placeholder-prompt)").last
     expect(last_prompt).to_have_text(re.compile(r"\[\d+\]:"), timeout=timeout_ms)
     expect(page.locator(".jp-Notebook .jp-InputPrompt", has_text="[*]")).to_have_count(0, timeout=60_000)
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-                          has_text="Traceback")
+    errors = page.locator(
+        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']", has_text="Traceback"
+    )
     assert errors.count() == 0, errors.first.inner_text()[:2000]
-    assert page.locator(".jp-OutputArea-output", has_text="Error:").filter(
-        has_text="Traceback").count() == 0
+    assert page.locator(".jp-OutputArea-output", has_text="Error:").filter(has_text="Traceback").count() == 0
 
 
 def _shot(page, name: str):
@@ -185,7 +213,7 @@ def _answers_collapsed(page, n_min: int):
     n = boxes.count()
     assert n >= n_min and page.locator(".jp-InputPlaceholder").count() >= n
     assert page.locator(".jp-OutputArea-output details.ql-answer[open]").count() == 0
-    assert not boxes.first.locator("b").is_visible()            # the answer itself is not shown
+    assert not boxes.first.locator("b").is_visible()  # the answer itself is not shown
 
 
 def test_start_here_size_calculator(lab, page):
@@ -211,7 +239,7 @@ def test_start_here_size_calculator(lab, page):
     expect(summary).to_contain_text("in Q2_K", timeout=30_000)
     expect(summary).to_contain_text("2.625 bits per weight")
     assert summary.inner_text() != before
-    expect(chart).not_to_have_attribute("src", chart_before, timeout=30_000)   # the bar chart follows
+    expect(chart).not_to_have_attribute("src", chart_before, timeout=30_000)  # the bar chart follows
     # the model dropdown too: the parameter count follows the preset
     preset = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Llama-2-13B"))
     preset.select_option(label="Llama-2-13B (13.0B)")
@@ -255,8 +283,14 @@ def test_scales_exercise_helper(lab, page):
 
 
 #: notebooks 00-04b and how many figures each shows at least (opening picture + widget plots)
-COURSE_A = {"00_start_here.ipynb": 2, "01_bits_and_floats.ipynb": 2, "02_scales_and_zero_points.ipynb": 2,
-            "03_group_size.ipynb": 2, "04_block_formats.ipynb": 2, "04b_all_formats.ipynb": 1}
+COURSE_A = {
+    "00_start_here.ipynb": 2,
+    "01_bits_and_floats.ipynb": 2,
+    "02_scales_and_zero_points.ipynb": 2,
+    "03_group_size.ipynb": 2,
+    "04_block_formats.ipynb": 2,
+    "04b_all_formats.ipynb": 1,
+}
 
 
 @pytest.mark.parametrize("name", list(COURSE_A))
@@ -289,7 +323,7 @@ def test_block_formats_inspector(lab, page):
     _open_and_run_all(page, url, "04_block_formats.ipynb")
     header = page.locator(".ql-head")
     # the widget's hex (the first .ql-hex on the page; the notebook shows a Q4_K block's hex further down)
-    expect(page.locator(".ql-hex-legend").first).to_contain_text("scales bytes 4-15")   # Q4_K, coloured by field
+    expect(page.locator(".ql-hex-legend").first).to_contain_text("scales bytes 4-15")  # Q4_K, coloured by field
     expect(header).to_be_visible(timeout=30_000)
     fmt = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="Q8_0"))
     fmt.select_option(label="Q8_0")
@@ -342,8 +376,8 @@ def test_quantize_a_real_model_ladder(lab, page):
     before_img = img.get_attribute("src")
     fmt.select_option(label="Q4_K")
     expect(summary).to_contain_text("in Q4_K", timeout=60_000)
-    expect(summary).to_contain_text("stored as Q5_0")            # rows of 576: llama.cpp's fallback
-    expect(img).not_to_have_attribute("src", before_img, timeout=60_000)   # each change redraws the plot
+    expect(summary).to_contain_text("stored as Q5_0")  # rows of 576: llama.cpp's fallback
+    expect(img).not_to_have_attribute("src", before_img, timeout=60_000)  # each change redraws the plot
     before_img = img.get_attribute("src")
     kind = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="ffn_down"))
     kind.select_option(label="ffn_down")
@@ -353,12 +387,12 @@ def test_quantize_a_real_model_ladder(lab, page):
     before_img = img.get_attribute("src")
     handle = page.locator(".widget-slider .noUi-handle").last
     handle.focus()
-    page.keyboard.press("ArrowRight")           # the app opens at layer 0: one layer up
+    page.keyboard.press("ArrowRight")  # the app opens at layer 0: one layer up
     readout = page.locator(".widget-slider .widget-readout").last
     expect(readout).to_have_text(re.compile(r"^\s*\d+\s*$"), timeout=30_000)
     expect(summary).to_contain_text(f"blk.{readout.inner_text().strip()}.ffn_down.weight", timeout=60_000)
-    expect(img).not_to_have_attribute("src", before_img, timeout=60_000)   # redrawn for the new layer
+    expect(img).not_to_have_attribute("src", before_img, timeout=60_000)  # redrawn for the new layer
     summary.scroll_into_view_if_needed()
-    img.evaluate("i => i.decode()")             # the new PNG is painted before the screenshot
+    img.evaluate("i => i.decode()")  # the new PNG is painted before the screenshot
     _shot(page, "07_quantize_a_real_model_after.png")
     assert not page.errors, page.errors

@@ -1,4 +1,5 @@
 """quantlab.choose: the fit / speed / energy arithmetic of notebook 11, checked against llama.cpp's own figures."""
+
 from __future__ import annotations
 
 import pathlib
@@ -8,7 +9,9 @@ import pytest
 from quantlab import choose, sizes
 from quantlab.errors import FormatError, ShapeError
 
-VENDOR = pathlib.Path(__file__).resolve().parents[1] / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp"
+VENDOR = (
+    pathlib.Path(__file__).resolve().parents[1] / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp"
+)
 
 
 def test_kv_cache_formula():
@@ -26,7 +29,7 @@ def test_kv_cache_formula():
 def test_sizes_match_llama_cpp_published_table():
     """quantlab's per-tensor recipes give Llama-3-8B file sizes within 0.02 GiB of llama.cpp's own table."""
     for ft, (gib, _ppl, _kld) in choose.LLAMA_CPP_LADDER.items():
-        assert choose.weights_bytes("Llama-3-8B", ft) / 2 ** 30 == pytest.approx(gib, abs=0.02), ft
+        assert choose.weights_bytes("Llama-3-8B", ft) / 2**30 == pytest.approx(gib, abs=0.02), ft
 
 
 @pytest.mark.skipif(not (VENDOR / "tools/perplexity/README.md").exists(), reason="llama.cpp sources not unpacked")
@@ -47,8 +50,9 @@ def test_fit_speed_energy():
     bw = choose.BANDWIDTHS["laptop DDR5-5600, 2 channels"][0]
     assert bw == pytest.approx(89.6)
     tps = choose.decode_tokens_per_s("Llama-2-7B", "Q4_K_M", bw)
-    assert tps == pytest.approx(89.6e9 / sizes.file_size(sizes.llama_tensors(**sizes.LLAMA2_7B), "Q4_K_M",
-                                                         sizes.LLAMA2_7B)["bytes"])
+    assert tps == pytest.approx(
+        89.6e9 / sizes.file_size(sizes.llama_tensors(**sizes.LLAMA2_7B), "Q4_K_M", sizes.LLAMA2_7B)["bytes"]
+    )
     assert choose.ridge_batch(100e12, 1000.0, 8.0) == pytest.approx(50.0)
     e8, e4 = choose.energy_per_token("Llama-2-7B", "Q8_0"), choose.energy_per_token("Llama-2-7B", "Q4_K_M")
     assert e4["total J"] < e8["total J"] and e8["memory share"] > 0.99

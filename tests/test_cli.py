@@ -3,6 +3,7 @@ in one line naming the file and the cause (exit 1, 2 for usage), never a traceba
 during ``quantize`` leaves no temporary file and an existing output intact (exit 128 + signal); ``inspect``
 prints hostile names escaped on a strict UTF-8 stdout and refuses a FIFO; ``quantize --dry-run`` refuses what
 the real run refuses; one shape order (llama.cpp's ne) everywhere."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,14 @@ def _run(*args, env=None, timeout=300, **kw):
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([ROOT, e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     e.update(env or {})
-    p = subprocess.run([sys.executable, "-m", "quantlab.cli", *map(str, args)], capture_output=True, env=e,
-                       timeout=timeout, check=False, **kw)
+    p = subprocess.run(
+        [sys.executable, "-m", "quantlab.cli", *map(str, args)],
+        capture_output=True,
+        env=e,
+        timeout=timeout,
+        check=False,
+        **kw,
+    )
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
@@ -51,9 +58,11 @@ def _one_line(err: str) -> str:
 
 # --------------------------------------------------------------------------- item 7: one line, exit 1 / 2
 
+
 def test_imatrix_is_a_directory(tmp_path, capsys):
-    rc = main(["quantize", "--allow-requantize", "--imatrix", str(tmp_path), _smollm2(), str(tmp_path / "o.gguf"),
-               "Q8_0"])
+    rc = main(
+        ["quantize", "--allow-requantize", "--imatrix", str(tmp_path), _smollm2(), str(tmp_path / "o.gguf"), "Q8_0"]
+    )
     line = _one_line(capsys.readouterr().err)
     assert rc == 1 and line == f"quantlab quantize: error: {tmp_path}: is a directory", line
     assert not list(tmp_path.iterdir())
@@ -68,8 +77,9 @@ def test_eval_text_missing_and_not_utf8(tmp_path):
     bad.write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
     rc, _out, err = _run("eval", "--chunks", "1", "--text", bad)
     line = _one_line(err)
-    assert rc == 1 and line.startswith(f"quantlab eval: error: {bad}: not valid utf-8: invalid continuation byte "
-                                       f"at byte 3"), line
+    assert rc == 1 and line.startswith(
+        f"quantlab eval: error: {bad}: not valid utf-8: invalid continuation byte at byte 3"
+    ), line
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -79,18 +89,21 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["--debug", "inspect", str(tmp_path / "nope.gguf")])
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["quantize"], "the following arguments are required"),
-    (["quantize", "a.gguf", "b.gguf", "Q4_0", "two"], "invalid int value: 'two'"),
-    (["inspect"], "the following arguments are required: file"),
-    (["inspect", "a", "b"], "unrecognized arguments: b"),
-    (["eval", "--ctx", "many"], "invalid int value"),
-    (["imatrix", "--output-format", "xml"], "invalid choice"),
-    (["generate"], "the following arguments are required: prompt"),
-    (["bench", "--size", "1e6"], "invalid int value"),
-    (["formats", "--what"], "unrecognized arguments"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["quantize"], "the following arguments are required"),
+        (["quantize", "a.gguf", "b.gguf", "Q4_0", "two"], "invalid int value: 'two'"),
+        (["inspect"], "the following arguments are required: file"),
+        (["inspect", "a", "b"], "unrecognized arguments: b"),
+        (["eval", "--ctx", "many"], "invalid int value"),
+        (["imatrix", "--output-format", "xml"], "invalid choice"),
+        (["generate"], "the following arguments are required: prompt"),
+        (["bench", "--size", "1e6"], "invalid int value"),
+        (["formats", "--what"], "unrecognized arguments"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_usage_errors_exit_2_in_one_message(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -100,15 +113,18 @@ def test_usage_errors_exit_2_in_one_message(argv, needle, capsys):
     assert err.splitlines()[-1].startswith(f"quantlab{' ' + argv[0] if argv[0] != 'frobnicate' else ''}: error:")
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["quantize", "{m}", "{o}", "Q9_9"], "unknown file type 'Q9_9'"),
-    (["quantize", "{m}", "{o}", "4"], "file type 4 (MOSTLY_Q4_1_SOME_F16) was removed"),
-    (["quantize", "--allow-requantize", "--output-tensor-type", "Q7", "{m}", "{o}", "Q8_0"], "Q7"),
-    (["quantize", "{missing}", "{o}", "Q8_0"], "no such file or directory"),
-    (["quantize", "{m}", "{m}", "Q8_0"], "same file"),
-    (["inspect", "{missing}"], "no such file or directory"),
-    (["inspect", "{dir}"], "is a directory"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["quantize", "{m}", "{o}", "Q9_9"], "unknown file type 'Q9_9'"),
+        (["quantize", "{m}", "{o}", "4"], "file type 4 (MOSTLY_Q4_1_SOME_F16) was removed"),
+        (["quantize", "--allow-requantize", "--output-tensor-type", "Q7", "{m}", "{o}", "Q8_0"], "Q7"),
+        (["quantize", "{missing}", "{o}", "Q8_0"], "no such file or directory"),
+        (["quantize", "{m}", "{m}", "Q8_0"], "same file"),
+        (["inspect", "{missing}"], "no such file or directory"),
+        (["inspect", "{dir}"], "is a directory"),
+    ],
+)
 def test_bad_values_exit_1_in_one_line(argv, needle, tmp_path, capsys):
     m = _smollm2()
     names = {"m": m, "o": str(tmp_path / "o.gguf"), "missing": str(tmp_path / "missing.gguf"), "dir": str(tmp_path)}
@@ -120,19 +136,22 @@ def test_bad_values_exit_1_in_one_line(argv, needle, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- item 9
 
+
 def test_inspect_and_quantize_refuse_a_fifo(tmp_path):
     fifo = tmp_path / "model.gguf"
     os.mkfifo(fifo)
     for args in (["inspect", fifo], ["quantize", fifo, tmp_path / "o.gguf", "Q8_0"]):
-        rc, _out, err = _run(*args, timeout=60)      # before the fix: blocks in open() until a writer comes
+        rc, _out, err = _run(*args, timeout=60)  # before the fix: blocks in open() until a writer comes
         line = _one_line(err)
         assert rc == 1 and f"{fifo} is a FIFO, not a regular file" in line, line
 
 
 def test_dry_run_refuses_like_the_real_run(tmp_path, capsys):
     m, o = _smollm2(), str(tmp_path / "o.gguf")
-    for extra, ftype, needle in (([], "Q4_K_M", "is already quantized (Q4_1)"),
-                                 (["--allow-requantize"], "IQ2_XXS", "without an importance matrix")):
+    for extra, ftype, needle in (
+        ([], "Q4_K_M", "is already quantized (Q4_1)"),
+        (["--allow-requantize"], "IQ2_XXS", "without an importance matrix"),
+    ):
         for dry in ([], ["--dry-run"]):
             rc = main(["quantize", *dry, *extra, m, o, ftype])
             line = _one_line(capsys.readouterr().err)
@@ -145,6 +164,7 @@ def test_dry_run_refuses_like_the_real_run(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- item 6: signals
 
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_mid_write_leaves_no_temp_file_and_the_old_output(sig, tmp_path):
     m = _smollm2()
@@ -153,12 +173,16 @@ def test_signal_mid_write_leaves_no_temp_file_and_the_old_output(sig, tmp_path):
     out.write_bytes(old)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    p = subprocess.Popen([sys.executable, "-m", "quantlab.cli", "quantize", "--allow-requantize", m, str(out),
-                          "Q8_0", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "quantlab.cli", "quantize", "--allow-requantize", m, str(out), "Q8_0", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 240
         tmp = None
-        while time.monotonic() < deadline and p.poll() is None:   # wait until the temp file has data
+        while time.monotonic() < deadline and p.poll() is None:  # wait until the temp file has data
             tmps = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
             if tmps and os.path.getsize(tmp_path / tmps[0]) > (4 << 20):
                 tmp = tmps[0]
@@ -197,7 +221,7 @@ def test_stopped_unwinds_the_writer_in_process(tmp_path, monkeypatch, capsys):
     assert rc == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip().splitlines()[-1] == "quantlab quantize: stopped by SIGTERM"
     assert os.listdir(tmp_path) == []
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL          # handlers restored after the command
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored after the command
 
 
 # --------------------------------------------------------------------------- item 4: hostile names
@@ -208,10 +232,12 @@ CLEAR = b"\x1b[2J\x1b[H"
 
 def _hostile_file(tmp_path):
     data = np.arange(8, dtype="<f4").tobytes() + bytes(32 - 32 % 32)
-    kvs = [kv_str("general.architecture", "llama"),
-           kv(b"evil.key\xff" + ESC_TITLE, 8, gstr(b"value " + CLEAR + b"\xfe\xfd end")),
-           kv(b"general.name", 8, gstr("bidi \u202eexe.txt".encode())),
-           kv_u32("general.file_type", 15)]
+    kvs = [
+        kv_str("general.architecture", "llama"),
+        kv(b"evil.key\xff" + ESC_TITLE, 8, gstr(b"value " + CLEAR + b"\xfe\xfd end")),
+        kv(b"general.name", 8, gstr("bidi \u202eexe.txt".encode())),
+        kv_u32("general.file_type", 15),
+    ]
     tensors = [tinfo(b"blk.0.\xff\x1b[31mred", [8, 1], 0, 0)]
     p = tmp_path / "hostile.gguf"
     p.write_bytes(build(kvs, tensors, data))
@@ -237,13 +263,14 @@ def test_inspect_hostile_names_on_strict_utf8_stdout(tmp_path):
 def test_printable_escapes_every_non_printable():
     assert printable("blk.0.attn_q.weight") == "blk.0.attn_q.weight"
     assert printable("a\x1b[2Jb\x07\x9b\x7f") == "a\\x1b[2Jb\\x07\\x9b\\x7f"
-    assert printable("x\udcff\udc80y") == "x\\xff\\x80y"            # bytes kept by surrogateescape
+    assert printable("x\udcff\udc80y") == "x\\xff\\x80y"  # bytes kept by surrogateescape
     assert printable("\u202e\u200b\u2028") == "\\u202e\\u200b\\u2028"
     assert printable("tab\tnl\n") == "tab\\tnl\\n"
-    assert printable("caf\u00e9 \u65e5\u672c") == "caf\u00e9 \u65e5\u672c"   # printable non-ASCII stays
+    assert printable("caf\u00e9 \u65e5\u672c") == "caf\u00e9 \u65e5\u672c"  # printable non-ASCII stays
 
 
 # --------------------------------------------------------------------------- issue 19: parity, version, help
+
 
 def test_one_shape_order_llama_cpp_ne(tmp_path, capsys):
     p = tmp_path / "s.gguf"

@@ -1,6 +1,7 @@
 """The surface around the commands (issue 19): progress bars (tqdm.auto: stderr with an ETA on a terminal,
 nothing on a pipe, a widget in a kernel; stdout keeps only results) and widget callbacks that report a
 failure on one line instead of a traceback."""
+
 from __future__ import annotations
 
 import fcntl
@@ -21,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _on_a_terminal(code: str, columns: int = 100) -> str:
     """Run ``python -c code`` with stdin/stdout/stderr on a pseudo-terminal of ``columns``; its output."""
     pid, fd = pty.fork()
-    if pid == 0:   # the child: a sized terminal (tqdm draws nothing on a 0-column one), then the code
+    if pid == 0:  # the child: a sized terminal (tqdm draws nothing on a 0-column one), then the code
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])
         os.execv(sys.executable, [sys.executable, "-c", code])
@@ -38,17 +39,20 @@ def _on_a_terminal(code: str, columns: int = 100) -> str:
     return out.decode("utf-8", "replace")
 
 
-_JOB = ("import time\nfrom quantlab.progress import callback\n"
-        "f = callback(True, 3, 'perplexity', 'chunk', value='PPL')\n"
-        "for i in range(3):\n    time.sleep(0.05); f(i + 1, 3, 12.5)\nprint('result')\n")
+_JOB = (
+    "import time\nfrom quantlab.progress import callback\n"
+    "f = callback(True, 3, 'perplexity', 'chunk', value='PPL')\n"
+    "for i in range(3):\n    time.sleep(0.05); f(i + 1, 3, 12.5)\nprint('result')\n"
+)
 
 
 def test_progress_bar_with_eta_on_a_terminal():
     out = _on_a_terminal(_JOB)
     frames = out.replace("\r\n", "\n").split("\r")
     # a frame past the start: percentage, steps, elapsed<ETA, rate, the value (tqdm skips frames under 0.1 s)
-    assert any("perplexity:" in f and "%|" in f and "/3 [00:00<00:0" in f and "chunk/s, PPL 12.5000" in f
-               for f in frames), out
+    assert any(
+        "perplexity:" in f and "%|" in f and "/3 [00:00<00:0" in f and "chunk/s, PPL 12.5000" in f for f in frames
+    ), out
     assert "3/3" in out and out.rstrip().endswith("result")
 
 
@@ -71,13 +75,31 @@ def test_progress_argument_meanings():
 
 def test_quantlab_bench_progress_goes_to_stderr():
     """`quantlab bench`'s progress used to be '\\r' lines on stdout, mixed into the table."""
-    code = ("import sys\nfrom quantlab.cli import main\n"
-            "sys.exit(main(['bench', 'formats', '--formats', 'Q8_0', '--size', '65536', '--no-reference']))\n")
+    code = (
+        "import sys\nfrom quantlab.cli import main\n"
+        "sys.exit(main(['bench', 'formats', '--formats', 'Q8_0', '--size', '65536', '--no-reference']))\n"
+    )
     out = _on_a_terminal(code.replace("main([", "main([") + "", columns=100)
-    assert "bench formats" in out                      # the bar, drawn on the terminal's stderr
+    assert "bench formats" in out  # the bar, drawn on the terminal's stderr
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, "-m", "quantlab.cli", "bench", "formats", "--formats", "Q8_0", "--size",
-                        "65536", "--no-reference"], capture_output=True, env=env, timeout=600, check=False)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quantlab.cli",
+            "bench",
+            "formats",
+            "--formats",
+            "Q8_0",
+            "--size",
+            "65536",
+            "--no-reference",
+        ],
+        capture_output=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert p.returncode == 0 and b"\r" not in p.stdout and b"Q8_0" in p.stdout
 
 
@@ -85,8 +107,11 @@ def test_progress_is_a_widget_in_a_kernel():
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("from quantlab.progress import callback\n"
-                                          "f = callback(True, 2, 'imatrix', 'chunk')\nf(1, 2); f(2, 2)")]
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from quantlab.progress import callback\nf = callback(True, 2, 'imatrix', 'chunk')\nf(1, 2); f(2, 2)"
+        )
+    ]
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, env_path])
     try:
@@ -99,6 +124,7 @@ def test_progress_is_a_widget_in_a_kernel():
 
 
 # --------------------------------------------------------------------------- widget errors, one line
+
 
 def test_widget_callback_error_is_one_line_in_the_app(monkeypatch):
     from quantlab.widgets import jpeg_quality
@@ -124,13 +150,13 @@ def test_widget_callback_error_is_one_line_in_the_app(monkeypatch):
                 raise KeyError("inner")
 
     app = Boom()
-    app.x.value = 3                                     # the setter does not raise
+    app.x.value = 3  # the setter does not raise
     assert isinstance(app.last_error, ValueError)
     assert app.error in app.box.children and app.error.layout.display is None
     text = app.error.value
     assert "ValueError: Unknown symbol: \\mathdefault long detail" in text and "\n" not in text
     assert len(text) < 400
-    app.x.value = 4                                     # a failure in a nested callback is not hidden
+    app.x.value = 4  # a failure in a nested callback is not hidden
     assert isinstance(app.last_error, KeyError) and "KeyError" in app.error.value
     app.x.value = 5
     assert app.last_error is None and app.error.value == "" and app.error.layout.display == "none"

@@ -14,6 +14,7 @@ xfail fails, which says to drop the mark.
 
 ``python -m tests.test_contract`` prints the table of surfaces x outcomes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,6 +46,7 @@ ELSEWHERE: dict[str, str] = {}
 
 # ============================================================================ the cases
 
+
 def _rng(*k):
     return np.random.default_rng([SEED, *k])
 
@@ -53,14 +55,23 @@ def _base_gguf(path):
     import quantlab.gguf as qg
     from quantlab.gguf import ArrayOf, Value, ValueType
 
-    md = {"general.architecture": "llama", "general.alignment": Value(32, ValueType.UINT32),
-          "tokenizer.ggml.tokens": ["<s>", "a", "bc", "", "déf", "Ġx"] * 4,
-          "tokenizer.ggml.scores": np.linspace(-1, 1, 24, dtype=np.float32),
-          "flags": Value([True, False, True], ArrayOf(ValueType.BOOL)),
-          "nested": [[1, 2], ["x"]], "f64": np.float64(0.25), "n": 7, "s": "hello"}
-    ts = {"a": np.arange(64, dtype=np.float32).reshape(2, 32), "h": np.ones(32, np.float16),
-          "q": qg.TensorSource(np.arange(2 * 18, dtype=np.uint8) % 7, format="Q4_0", shape=(2, 32)),
-          "k": qg.TensorSource(np.zeros(144, np.uint8), format="Q4_K", shape=(1, 256))}
+    md = {
+        "general.architecture": "llama",
+        "general.alignment": Value(32, ValueType.UINT32),
+        "tokenizer.ggml.tokens": ["<s>", "a", "bc", "", "déf", "Ġx"] * 4,
+        "tokenizer.ggml.scores": np.linspace(-1, 1, 24, dtype=np.float32),
+        "flags": Value([True, False, True], ArrayOf(ValueType.BOOL)),
+        "nested": [[1, 2], ["x"]],
+        "f64": np.float64(0.25),
+        "n": 7,
+        "s": "hello",
+    }
+    ts = {
+        "a": np.arange(64, dtype=np.float32).reshape(2, 32),
+        "h": np.ones(32, np.float16),
+        "q": qg.TensorSource(np.arange(2 * 18, dtype=np.uint8) % 7, format="Q4_0", shape=(2, 32)),
+        "k": qg.TensorSource(np.zeros(144, np.uint8), format="Q4_K", shape=(1, 256)),
+    }
     qg.write(path, md, ts)
     with open(path, "rb") as fh:
         return fh.read()
@@ -79,28 +90,28 @@ def _gguf_cases(work):
         out.append({"surface": "gguf", "kind": kind, "path": p})
 
     n = len(base)
-    for _ in range(300):                                    # overwrite 1-8 bytes
+    for _ in range(300):  # overwrite 1-8 bytes
         b = bytearray(base)
         at = int(rng.integers(0, n))
         k = int(rng.integers(1, 9))
-        b[at:at + k] = rng.integers(0, 256, min(k, n - at), dtype=np.uint8).tobytes()
+        b[at : at + k] = rng.integers(0, 256, min(k, n - at), dtype=np.uint8).tobytes()
         add("overwrite", bytes(b))
-    for _ in range(150):                                    # an interesting value in a length/count field
+    for _ in range(150):  # an interesting value in a length/count field
         b = bytearray(base)
         at = int(rng.integers(0, n - 8))
         vals = [0, 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 1 << 16, (1 << 16) + 1, n, n + 1, 10**9]
         v = vals[int(rng.integers(len(vals)))]
-        b[at:at + 8] = struct.pack("<Q", v)
+        b[at : at + 8] = struct.pack("<Q", v)
         add("field", bytes(b))
-    for _ in range(100):                                    # truncated
-        add("truncate", base[:int(rng.integers(0, n))])
-    for i in range(100):                                    # inserted / deleted bytes
+    for _ in range(100):  # truncated
+        add("truncate", base[: int(rng.integers(0, n))])
+    for i in range(100):  # inserted / deleted bytes
         at = int(rng.integers(0, n))
         k = int(rng.integers(1, 40))
         if i % 2:
             add("insert", base[:at] + rng.integers(0, 256, k, dtype=np.uint8).tobytes() + base[at:])
         else:
-            add("delete", base[:at] + base[at + k:])
+            add("delete", base[:at] + base[at + k :])
     # hostile but well formed: counts at and past the limits, nesting, long strings, many strings
     from quantlab.gguf.reader import MAX_RECORDS, MAX_TENSORS
 
@@ -135,11 +146,56 @@ def _api_cases():
     rng = _rng(2)
     fast_fmts = ["F16", "Q8_0", "Q4_0", "Q4_K", "IQ4_NL"]
     names = [f.name for f in __import__("quantlab").all_formats()]
-    fmts = (names + fast_fmts * 4 + ["q4_k", " Q8_0 ", "Q9_9", "", "Q4_2", "Q4_0_4_4", 2.9, True, None, 8, 4, 31,
-                                     43, -1, 10**20, b"Q8_0", ["Q8_0"], "F32\x00"])
-    xs = ["ok32", "ok256", "ok512x3", "nan", "inf", "big1e5", "big1e9", "big1e30", "tiny", "zeros", "int",
-          "bool", "str", "ragged", "scalar", "empty_rows", "empty_cols", "odd33", "f64", "f16", "obj", "3d",
-          "noncontig", "list"]
+    fmts = (
+        names
+        + fast_fmts * 4
+        + [
+            "q4_k",
+            " Q8_0 ",
+            "Q9_9",
+            "",
+            "Q4_2",
+            "Q4_0_4_4",
+            2.9,
+            True,
+            None,
+            8,
+            4,
+            31,
+            43,
+            -1,
+            10**20,
+            b"Q8_0",
+            ["Q8_0"],
+            "F32\x00",
+        ]
+    )
+    xs = [
+        "ok32",
+        "ok256",
+        "ok512x3",
+        "nan",
+        "inf",
+        "big1e5",
+        "big1e9",
+        "big1e30",
+        "tiny",
+        "zeros",
+        "int",
+        "bool",
+        "str",
+        "ragged",
+        "scalar",
+        "empty_rows",
+        "empty_cols",
+        "odd33",
+        "f64",
+        "f16",
+        "obj",
+        "3d",
+        "noncontig",
+        "list",
+    ]
     ims = ["none", "none", "ones", "short", "nan", "neg", "str", "2d", "zeros"]
     impls = ["reference", "reference", "fast", "turbo", None]
     threads = [None, None, 1, 2, 0, -1, 2.5, "2", True]
@@ -152,43 +208,103 @@ def _api_cases():
             impl = "reference"
         x = xs[int(rng.integers(len(xs)))]
         if impl != "fast" and x in ("ok512x3", "3d"):
-            x = "ok256"                               # the numpy reference is for reading, not speed
-        out.append({"surface": "api", "kind": op, "op": op, "fmt": fmt if not isinstance(fmt, bytes) else
-                    {"bytes": fmt.decode()}, "x": x,
-                    "im": ims[int(rng.integers(len(ims)))], "impl": impl,
-                    "threads": threads[int(rng.integers(len(threads)))], "i": int(rng.integers(-3, 5)),
-                    "n": int(rng.choice([0, 32, 256, 33, -32]))})
+            x = "ok256"  # the numpy reference is for reading, not speed
+        out.append(
+            {
+                "surface": "api",
+                "kind": op,
+                "op": op,
+                "fmt": fmt if not isinstance(fmt, bytes) else {"bytes": fmt.decode()},
+                "x": x,
+                "im": ims[int(rng.integers(len(ims)))],
+                "impl": impl,
+                "threads": threads[int(rng.integers(len(threads)))],
+                "i": int(rng.integers(-3, 5)),
+                "n": int(rng.choice([0, 32, 256, 33, -32])),
+            }
+        )
     return out
 
 
 def _tiny_model(path, md_extra=None, drop=(), dtype=np.float32):
     import quantlab.gguf as qg
 
-    md = {"general.architecture": "llama", "general.name": "tiny", "llama.block_count": 2,
-          "llama.embedding_length": 64, "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
-          "llama.feed_forward_length": 128, "llama.context_length": 64,
-          "llama.attention.layer_norm_rms_epsilon": 1e-5, "general.file_type": 0}
+    md = {
+        "general.architecture": "llama",
+        "general.name": "tiny",
+        "llama.block_count": 2,
+        "llama.embedding_length": 64,
+        "llama.attention.head_count": 4,
+        "llama.attention.head_count_kv": 2,
+        "llama.feed_forward_length": 128,
+        "llama.context_length": 64,
+        "llama.attention.layer_norm_rms_epsilon": 1e-5,
+        "general.file_type": 0,
+    }
     md.update(md_extra or {})
     for k in drop:
         md.pop(k, None)
     rng = np.random.default_rng(3)
-    ts = {"token_embd.weight": rng.standard_normal((16, 64)).astype(dtype) * 0.1,
-          "output_norm.weight": np.ones(64, np.float32)}
+    ts = {
+        "token_embd.weight": rng.standard_normal((16, 64)).astype(dtype) * 0.1,
+        "output_norm.weight": np.ones(64, np.float32),
+    }
     for i in range(2):
-        for nm, shp in (("attn_q", (64, 64)), ("attn_k", (32, 64)), ("attn_v", (32, 64)),
-                        ("attn_output", (64, 64)), ("ffn_gate", (128, 64)), ("ffn_up", (128, 64)),
-                        ("ffn_down", (64, 128))):
+        for nm, shp in (
+            ("attn_q", (64, 64)),
+            ("attn_k", (32, 64)),
+            ("attn_v", (32, 64)),
+            ("attn_output", (64, 64)),
+            ("ffn_gate", (128, 64)),
+            ("ffn_up", (128, 64)),
+            ("ffn_down", (64, 128)),
+        ):
             ts[f"blk.{i}.{nm}.weight"] = (rng.standard_normal(shp) * 0.05).astype(dtype)
         ts[f"blk.{i}.attn_norm.weight"] = np.ones(64, np.float32)
         ts[f"blk.{i}.ffn_norm.weight"] = np.ones(64, np.float32)
     qg.write(path, md, ts)
 
 
-_BAD_VALUES = ["abc", "", 2.0, 2.5, float("nan"), float("inf"), -1, 0, 1, 2, 3, 4, 80, 2**40, True,
-               [2, 2], [4, 4], [4], [], [1.5, 2], ["a", "b"], "arr_u32", "arr_i64", "arr_f32", "arr_2d"]
-_HPARAMS = ["block_count", "attention.head_count", "attention.head_count_kv", "expert_count",
-            "embedding_length", "feed_forward_length", "attention.layer_norm_rms_epsilon",
-            "rope.dimension_count", "attention.key_length", "context_length", "rope.freq_base"]
+_BAD_VALUES = [
+    "abc",
+    "",
+    2.0,
+    2.5,
+    float("nan"),
+    float("inf"),
+    -1,
+    0,
+    1,
+    2,
+    3,
+    4,
+    80,
+    2**40,
+    True,
+    [2, 2],
+    [4, 4],
+    [4],
+    [],
+    [1.5, 2],
+    ["a", "b"],
+    "arr_u32",
+    "arr_i64",
+    "arr_f32",
+    "arr_2d",
+]
+_HPARAMS = [
+    "block_count",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "expert_count",
+    "embedding_length",
+    "feed_forward_length",
+    "attention.layer_norm_rms_epsilon",
+    "rope.dimension_count",
+    "attention.key_length",
+    "context_length",
+    "rope.freq_base",
+]
 
 
 def _value(v):
@@ -215,17 +331,31 @@ def _metadata_cases(work):
         if i % 13 == 0:
             md["general.architecture"] = _BAD_VALUES[int(rng.integers(len(_BAD_VALUES)))]
         out.append({"surface": "metadata", "kind": "ModelInfo", "md": md})
-    for i in range(60):                                    # end to end: quantize a tiny model with that metadata
+    for i in range(60):  # end to end: quantize a tiny model with that metadata
         key = _HPARAMS[int(rng.integers(4))]
         v = _BAD_VALUES[int(rng.integers(len(_BAD_VALUES)))]
         if isinstance(v, str) and v.startswith("arr_"):
             v = [4, 2]
-        out.append({"surface": "metadata", "kind": "quantize_model", "key": f"llama.{key}", "v": v,
-                    "ftype": str(rng.choice(["Q8_0", "Q4_0", "Q4_K_M"])), "dir": os.path.join(work, f"m{i}")})
+        out.append(
+            {
+                "surface": "metadata",
+                "kind": "quantize_model",
+                "key": f"llama.{key}",
+                "v": v,
+                "ftype": str(rng.choice(["Q8_0", "Q4_0", "Q4_K_M"])),
+                "dir": os.path.join(work, f"m{i}"),
+            }
+        )
     for _ in range(160):
-        md = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-              "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2, "llama.feed_forward_length": 128,
-              "llama.attention.layer_norm_rms_epsilon": 1e-5}
+        md = {
+            "general.architecture": "llama",
+            "llama.block_count": 2,
+            "llama.embedding_length": 64,
+            "llama.attention.head_count": 4,
+            "llama.attention.head_count_kv": 2,
+            "llama.feed_forward_length": 128,
+            "llama.attention.layer_norm_rms_epsilon": 1e-5,
+        }
         for _ in range(int(rng.integers(1, 3))):
             md[f"llama.{_HPARAMS[int(rng.integers(len(_HPARAMS)))]}"] = _BAD_VALUES[int(rng.integers(len(_BAD_VALUES)))]
         out.append({"surface": "metadata", "kind": "Config", "md": md, "cause": "arch-3-config"})
@@ -252,22 +382,39 @@ def _cli_cases(work, gguf_cases):
     out = []
 
     def add(argv, cause=None, keep=None, kind=None, stdout_strict=False):
-        out.append({"surface": "cli", "kind": kind or argv[0], "argv": argv, "cause": cause, "keep": keep,
-                    "strict": stdout_strict})
+        out.append(
+            {
+                "surface": "cli",
+                "kind": kind or argv[0],
+                "argv": argv,
+                "cause": cause,
+                "keep": keep,
+                "strict": stdout_strict,
+            }
+        )
 
-    for c in gguf_cases[::6]:                               # inspect every 6th malformed file, two ways
+    for c in gguf_cases[::6]:  # inspect every 6th malformed file, two ways
         cause = "surface-4-inspect-output" if _has_nonprintables(c["path"]) else None
         add(["inspect", c["path"]], cause=cause)
         add(["inspect", "--json", c["path"]], cause=cause)
     add(["inspect", tiny])
     add(["inspect", os.path.join(work, "missing.gguf")])
-    add(["inspect", work])                                  # a directory
+    add(["inspect", work])  # a directory
     for p in (esc, bad_utf8):
         for extra in ([], ["--json"]):
             add(["inspect", *extra, p], cause="surface-4-inspect-output", kind="inspect-escapes")
             add(["inspect", *extra, p], cause="surface-4-inspect-output", kind="inspect-escapes", stdout_strict=True)
-    out.append({"surface": "cli", "kind": "inspect-fifo", "argv": ["inspect", fifo], "cause": "surface-9-cli-minor",
-                "keep": None, "strict": False, "subprocess": True})
+    out.append(
+        {
+            "surface": "cli",
+            "kind": "inspect-fifo",
+            "argv": ["inspect", fifo],
+            "cause": "surface-9-cli-minor",
+            "keep": None,
+            "strict": False,
+            "subprocess": True,
+        }
+    )
     ftypes = ["Q8_0", "Q4_0", "q4_k_m", "Q9_K", "", "7", "1000", "-1", "COPY", "IQ2_XXS", "F16"]
     for i in range(120):
         ft = ftypes[int(rng.integers(len(ftypes)))]
@@ -280,25 +427,46 @@ def _cli_cases(work, gguf_cases):
             argv += ["--tensor-type", str(rng.choice(["attn_q=q8_0", "=q8_0", "attn_q=", "([=q8_0", "x=Q99"]))]
         elif r == 2:
             argv += ["--output-tensor-type", str(rng.choice(["q8_0", "nope", "2.5"]))]
-        inp = tiny if rng.random() < 0.7 else str(rng.choice([os.path.join(work, "missing.gguf"), work,
-                                                              gguf_cases[int(rng.integers(len(gguf_cases)))]["path"]]))
+        inp = (
+            tiny
+            if rng.random() < 0.7
+            else str(
+                rng.choice(
+                    [os.path.join(work, "missing.gguf"), work, gguf_cases[int(rng.integers(len(gguf_cases)))]["path"]]
+                )
+            )
+        )
         outp = o if rng.random() < 0.85 else str(rng.choice([os.path.join(work, "nodir", "o.gguf"), d, tiny]))
         argv += [inp, outp, ft]
         if rng.random() < 0.2:
             argv.append(str(rng.choice(["1", "0", "-2", "x", "2.5"])))
         add(argv, keep=outp if outp == o and i % 2 else None)
-    add(["quantize", "--no-progress", "--imatrix", work, tiny, os.path.join(d, "im.gguf"), "Q4_K_M"],
-        cause="surface-7-cli-oserrors", kind="quantize-imatrix-dir")
-    add(["quantize", "--dry-run", tiny, os.path.join(d, "dry.gguf"), "IQ2_XXS"], cause="surface-9-cli-minor",
-        kind="dry-run-imatrix")
+    add(
+        ["quantize", "--no-progress", "--imatrix", work, tiny, os.path.join(d, "im.gguf"), "Q4_K_M"],
+        cause="surface-7-cli-oserrors",
+        kind="quantize-imatrix-dir",
+    )
+    add(
+        ["quantize", "--dry-run", tiny, os.path.join(d, "dry.gguf"), "IQ2_XXS"],
+        cause="surface-9-cli-minor",
+        kind="dry-run-imatrix",
+    )
     try:
         from quantlab import data
 
         smol = str(data.path("smollm2"))
         for t in (os.path.join(work, "missing.txt"), txt_bad, work):
-            out.append({"surface": "cli", "kind": "eval-text", "argv": ["eval", smol, "--text", t, "--chunks", "1",
-                                                                         "-c", "64"],
-                        "cause": "surface-7-cli-oserrors", "keep": None, "strict": False, "path": smol})
+            out.append(
+                {
+                    "surface": "cli",
+                    "kind": "eval-text",
+                    "argv": ["eval", smol, "--text", t, "--chunks", "1", "-c", "64"],
+                    "cause": "surface-7-cli-oserrors",
+                    "keep": None,
+                    "strict": False,
+                    "path": smol,
+                }
+            )
     except Exception:  # noqa: BLE001 - the model is not installed: no such cases
         pass
     for extra in ([], ["--no-such-flag"], ["formats", "--bogus"]):
@@ -331,13 +499,20 @@ def _has_nonprintables(path) -> bool:
 def _write_named(path, key, value):
     import quantlab.gguf as qg
 
-    qg.write(path, {"general.architecture": "llama", key: value},
-             {"t\x1b[1m\udcff": np.ones(32, np.float32)})
+    qg.write(path, {"general.architecture": "llama", key: value}, {"t\x1b[1m\udcff": np.ones(32, np.float32)})
 
 
 def _signal_cases(work):
-    return [{"surface": "cli", "kind": f"signal-{s}", "sig": s, "cause": "surface-6-signals",
-             "dir": os.path.join(work, f"sig{s}")} for s in ("SIGTERM", "SIGHUP", "SIGINT")]
+    return [
+        {
+            "surface": "cli",
+            "kind": f"signal-{s}",
+            "sig": s,
+            "cause": "surface-6-signals",
+            "dir": os.path.join(work, f"sig{s}"),
+        }
+        for s in ("SIGTERM", "SIGHUP", "SIGINT")
+    ]
 
 
 def make_cases(work):
@@ -350,6 +525,7 @@ def make_cases(work):
 
 
 # ============================================================================ running one case (child)
+
 
 def _x(name, rng):
     if name == "ok32":
@@ -364,21 +540,37 @@ def _x(name, rng):
         return a
     if name.startswith("big"):
         return (rng.standard_normal((2, 256)) * float(name[3:])).astype(np.float32)
-    return {"tiny": lambda: np.full((1, 256), 1e-30, np.float32), "zeros": lambda: np.zeros((2, 256), np.float32),
-            "int": lambda: np.ones((2, 256), np.int32), "bool": lambda: np.ones((2, 256), bool),
-            "str": lambda: "weights", "ragged": lambda: [[1.0] * 32, [1.0] * 31], "scalar": lambda: np.float32(1),
-            "empty_rows": lambda: np.zeros((0, 256), np.float32), "empty_cols": lambda: np.zeros((2, 0), np.float32),
-            "odd33": lambda: np.ones((2, 33), np.float32), "f64": lambda: rng.standard_normal((2, 256)),
-            "f16": lambda: rng.standard_normal((2, 256)).astype(np.float16),
-            "obj": lambda: np.array([object()] * 32), "3d": lambda: rng.standard_normal((2, 2, 256)).astype(np.float32),
-            "noncontig": lambda: rng.standard_normal((256, 4)).astype(np.float32).T,
-            "list": lambda: [0.5] * 256}[name]()
+    return {
+        "tiny": lambda: np.full((1, 256), 1e-30, np.float32),
+        "zeros": lambda: np.zeros((2, 256), np.float32),
+        "int": lambda: np.ones((2, 256), np.int32),
+        "bool": lambda: np.ones((2, 256), bool),
+        "str": lambda: "weights",
+        "ragged": lambda: [[1.0] * 32, [1.0] * 31],
+        "scalar": lambda: np.float32(1),
+        "empty_rows": lambda: np.zeros((0, 256), np.float32),
+        "empty_cols": lambda: np.zeros((2, 0), np.float32),
+        "odd33": lambda: np.ones((2, 33), np.float32),
+        "f64": lambda: rng.standard_normal((2, 256)),
+        "f16": lambda: rng.standard_normal((2, 256)).astype(np.float16),
+        "obj": lambda: np.array([object()] * 32),
+        "3d": lambda: rng.standard_normal((2, 2, 256)).astype(np.float32),
+        "noncontig": lambda: rng.standard_normal((256, 4)).astype(np.float32).T,
+        "list": lambda: [0.5] * 256,
+    }[name]()
 
 
 def _im(name, n):
-    return {"none": None, "ones": np.ones(n, np.float32), "short": np.ones(max(n - 1, 0), np.float32),
-            "nan": np.full(n, np.nan, np.float32), "neg": -np.ones(n, np.float32), "str": "imatrix",
-            "2d": np.ones((2, n), np.float32), "zeros": np.zeros(n, np.float32)}[name]
+    return {
+        "none": None,
+        "ones": np.ones(n, np.float32),
+        "short": np.ones(max(n - 1, 0), np.float32),
+        "nan": np.full(n, np.nan, np.float32),
+        "neg": -np.ones(n, np.float32),
+        "str": "imatrix",
+        "2d": np.ones((2, n), np.float32),
+        "zeros": np.zeros(n, np.float32),
+    }[name]
 
 
 def _run_api(c):
@@ -408,9 +600,14 @@ def _run_api(c):
             rb = f.row_bytes(256) if f.block_size else 18
         except Exception:  # noqa: BLE001 - the API call below must name the error itself
             rb = 18
-        data = {"ok32": np.zeros((2, rb), np.uint8), "str": "bytes", "f64": np.zeros((2, rb)),
-                "odd33": np.zeros((2, rb + 1), np.uint8), "list": [0] * rb, "scalar": np.uint8(0)}.get(
-            c["x"], rng.integers(0, 256, (2, rb), dtype=np.uint8))
+        data = {
+            "ok32": np.zeros((2, rb), np.uint8),
+            "str": "bytes",
+            "f64": np.zeros((2, rb)),
+            "odd33": np.zeros((2, rb + 1), np.uint8),
+            "list": [0] * rb,
+            "scalar": np.uint8(0),
+        }.get(c["x"], rng.integers(0, 256, (2, rb), dtype=np.uint8))
         y = quantlab.dequantize(data, fmt, threads=c["threads"], **kw_bad_impl)
         assert y.dtype == np.float32
         return "ok"
@@ -482,7 +679,7 @@ def _run_cli(c):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             rc = main(c["argv"])
-        except SystemExit as e:                       # argparse: usage errors exit 2
+        except SystemExit as e:  # argparse: usage errors exit 2
             rc = e.code if isinstance(e.code, int) else 2
     if isinstance(out, io.TextIOWrapper):
         out.flush()
@@ -531,16 +728,32 @@ def _run_signal(c):
     import quantlab.gguf as qg
 
     rng = np.random.default_rng(5)
-    qg.write(src, {"general.architecture": "llama", "llama.block_count": 1},
-             {f"blk.0.ffn_{k}.weight": rng.standard_normal((1024, 2048)).astype(np.float32) for k in ("up", "gate",
-                                                                                                 "down")})
+    qg.write(
+        src,
+        {"general.architecture": "llama", "llama.block_count": 1},
+        {f"blk.0.ffn_{k}.weight": rng.standard_normal((1024, 2048)).astype(np.float32) for k in ("up", "gate", "down")},
+    )
     out = os.path.join(c["dir"], "out.gguf")
     with open(out, "wb") as fh:
         fh.write(b"KEEP")
-    p = subprocess.Popen([sys.executable, "-c", "import sys; from quantlab.cli import main; sys.exit(main())",
-                          "quantize", "--no-progress", src, out, "Q4_K_S", "1"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": ROOT})
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from quantlab.cli import main; sys.exit(main())",
+            "quantize",
+            "--no-progress",
+            src,
+            out,
+            "Q4_K_S",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     t0 = time.monotonic()
     while time.monotonic() - t0 < WALL_LIMIT and p.poll() is None:
         if any(n.endswith(".tmp") for n in os.listdir(c["dir"])):
@@ -563,9 +776,14 @@ def _run_signal(c):
 
 def _run_cli_process(c, timeout=5.0):
     """A command that might block (a FIFO): in its own process, killed after ``timeout`` seconds."""
-    p = subprocess.Popen([sys.executable, "-c", "import sys; from quantlab.cli import main; sys.exit(main())",
-                          *c["argv"]], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": ROOT})
+    p = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from quantlab.cli import main; sys.exit(main())", *c["argv"]],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     try:
         _, e = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -590,8 +808,11 @@ def _run_one(c, work):
     before = {n for n in os.listdir(os.path.dirname(c["path"]) if c.get("path") else work)}
     t0 = cpu()
     try:
-        budget = (contextlib.nullcontext() if c["kind"].startswith("signal") or c.get("subprocess")   # own process
-                  else within(2 * _file_size(c) + 64 * _MB))
+        budget = (
+            contextlib.nullcontext()
+            if c["kind"].startswith("signal") or c.get("subprocess")  # own process
+            else within(2 * _file_size(c) + 64 * _MB)
+        )
         with budget, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if c["surface"] == "gguf":
@@ -673,6 +894,7 @@ def _child(work, start):
 
 # ============================================================================ the parent
 
+
 def run_all(work):
     """Every case's outcome: {index: (case, outcome, detail, cpu)}; a crash or hang is that case's
     violation, and the run goes on from the next case in a new child."""
@@ -681,8 +903,9 @@ def run_all(work):
     results, start, n = {}, 0, None
     while n is None or start < n:
         code = f"from tests.test_contract import _child; _child({work!r}, {start})"
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                           timeout=1800)
+        p = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800
+        )
         last = None
         for line in p.stdout.splitlines():
             if line.startswith("READY"):
@@ -744,8 +967,10 @@ def test_contract_holds(outcomes, surface):
 
 
 if ELSEWHERE:  # every fix has landed: the tagged cases are checked with their surface
-    @pytest.mark.parametrize("cause", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=v))
-                                       for k, v in ELSEWHERE.items()])
+
+    @pytest.mark.parametrize(
+        "cause", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=v)) for k, v in ELSEWHERE.items()]
+    )
     def test_fixed_elsewhere(outcomes, cause):
         bad = _violations(outcomes, lambda c: c["cause"] == cause)
         assert not bad, f"{len(bad)} violations, first: {bad[:3]}"
@@ -763,6 +988,10 @@ if __name__ == "__main__":
         for c, r, det, t in res.values():
             cpu_by[(c["surface"], c["kind"])] += t or 0
             if r == "violation":
-                print(c["id"], c["cause"], det[:160], {k: v for k, v in c.items() if k in ("fmt", "x", "impl", "im",
-                                                                                          "threads", "argv", "md")})
+                print(
+                    c["id"],
+                    c["cause"],
+                    det[:160],
+                    {k: v for k, v in c.items() if k in ("fmt", "x", "impl", "im", "threads", "argv", "md")},
+                )
         print("CPU by kind:", [(k, round(v, 1)) for k, v in cpu_by.most_common(12)])

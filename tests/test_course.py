@@ -8,6 +8,7 @@
   tools/make_syllabus.py writes from them (re-run the tool after merging notebooks);
 * every notebook with a header ends with a "**Next:**" cell whose links exist.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,13 +27,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
 #: notebooks that must carry a header (this part of the course); others are checked once they have one
-MUST_HAVE_HEADER = ("00_start_here.ipynb", "01_bits_and_floats.ipynb", "02_scales_and_zero_points.ipynb",
-                    "03_group_size.ipynb", "04_block_formats.ipynb", "04b_all_formats.ipynb")
+MUST_HAVE_HEADER = (
+    "00_start_here.ipynb",
+    "01_bits_and_floats.ipynb",
+    "02_scales_and_zero_points.ipynb",
+    "03_group_size.ipynb",
+    "04_block_formats.ipynb",
+    "04b_all_formats.ipynb",
+)
 CALL = re.compile(r"""\b(check|answer|reveal)\(\s*["']([^"']+)["']""")
 
 _spec = importlib.util.spec_from_file_location("make_syllabus", ROOT / "tools" / "make_syllabus.py")
 make_syllabus = importlib.util.module_from_spec(_spec)
-sys.modules["make_syllabus"] = make_syllabus          # dataclasses look their module up there
+sys.modules["make_syllabus"] = make_syllabus  # dataclasses look their module up there
 _spec.loader.exec_module(make_syllabus)
 
 
@@ -62,7 +69,7 @@ def test_exercise_answer_checks_right_and_a_wrong_one_does_not(key, capsys):
     want = answer(key)
     assert check(key, want) is True
     assert check(key, _wrong(want)) is False
-    assert check(key, ...) is False                      # the notebook's placeholder: "not tried"
+    assert check(key, ...) is False  # the notebook's placeholder: "not tried"
     out = capsys.readouterr().out
     assert f"✓ {key} right" in out and f"✗ {key} not yet" in out and "replace ... with your answer" in out
     if isinstance(want, float):
@@ -70,7 +77,7 @@ def test_exercise_answer_checks_right_and_a_wrong_one_does_not(key, capsys):
 
 
 def test_unknown_key_is_a_clear_error():
-    with pytest.raises(CourseError, match="no exercise '99.9'"):
+    with pytest.raises(CourseError, match=r"no exercise '99\.9'"):
         check("99.9", 1)
 
 
@@ -141,24 +148,37 @@ def test_next_links(path):
 def test_syllabus_is_up_to_date():
     readme = NB_DIR / "README.md"
     assert readme.exists(), "run tools/make_syllabus.py"
-    assert readme.read_text(encoding="utf-8") == make_syllabus.build(), \
+    assert readme.read_text(encoding="utf-8") == make_syllabus.build(), (
         "notebooks/README.md is out of date: run tools/make_syllabus.py"
+    )
 
 
 def test_syllabus_totals_and_bad_headers():
-    good = ("# 07 · A title\nWhat it is.\n\n**You will:**\n- Do a\n- Do b\n- Do c\n**Needs:** 00\n"
-            "**Time:** ~12 min (compute: 30 s full, 5 s QUICK; here)\n**Path:** core (imatrix part)")
+    good = (
+        "# 07 · A title\nWhat it is.\n\n**You will:**\n- Do a\n- Do b\n- Do c\n**Needs:** 00\n"
+        "**Time:** ~12 min (compute: 30 s full, 5 s QUICK; here)\n**Path:** core (imatrix part)"
+    )
     h = make_syllabus.parse_header(good, "07_x.ipynb")
-    assert (h.nn, h.minutes, h.compute_full_s, h.compute_quick_s, h.path, h.path_note) == \
-        ("07", 12, 30.0, 5.0, "core", "imatrix part")
+    assert (h.nn, h.minutes, h.compute_full_s, h.compute_quick_s, h.path, h.path_note) == (
+        "07",
+        12,
+        30.0,
+        5.0,
+        "core",
+        "imatrix part",
+    )
     h2 = make_syllabus.parse_header(good.replace("07", "08").replace("~12", "~8").replace("30 s", "20 s"), "08_y.ipynb")
     text = make_syllabus.render([h, h2], [("09_z.ipynb", "no header")])
     assert "| | **total** | | **20 min** | **50 s (0.8 min)** | |" in text and "09_z.ipynb" in text
     # a Markdown line break (trailing backslash) and blank lines do not change what is parsed
-    h3 = make_syllabus.parse_header(good.replace("- Do c\n", "- Do c\n\n").replace("**Needs:** 00", "**Needs:** 00\\")
-                                    .replace("QUICK; here)", "QUICK; here)\\"), "07_x.ipynb")
+    h3 = make_syllabus.parse_header(
+        good.replace("- Do c\n", "- Do c\n\n")
+        .replace("**Needs:** 00", "**Needs:** 00\\")
+        .replace("QUICK; here)", "QUICK; here)\\"),
+        "07_x.ipynb",
+    )
     assert (h3.needs, h3.compute_quick_s, h3.objectives) == ("00", 5.0, ["Do a", "Do b", "Do c"])
-    with pytest.raises(make_syllabus.HeaderError, match="bad.ipynb: 2 objectives"):
+    with pytest.raises(make_syllabus.HeaderError, match=r"bad\.ipynb: 2 objectives"):
         make_syllabus.parse_header(good.replace("- Do c\n", ""), "bad.ipynb")
     with pytest.raises(make_syllabus.HeaderError, match="does not start with one of"):
         make_syllabus.parse_header(good.replace("**Path:** core", "**Path:** optional"), "bad.ipynb")
@@ -177,12 +197,13 @@ def test_block_field_layouts_tile_their_blocks():
         assert len(bi.field_of_bytes(name)) == get(name).type_size
     html = bi.hex_html(np.arange(144, dtype=np.uint8), "Q4_K")
     assert html.count("border-bottom:3px solid") == 144 + 4 and "qs</b> bytes 16-143" in html
-    assert "ql-hex" in bi.hex_html(np.zeros(10, np.uint8), "Q4_K")        # a wrong length falls back to plain hex
+    assert "ql-hex" in bi.hex_html(np.zeros(10, np.uint8), "Q4_K")  # a wrong length falls back to plain hex
 
 
 def test_size_chart_labels_are_plain_and_readable():
     """00's bar chart: device lines at 8/16/24/80 GB, plain tick labels, value labels without e-notation."""
     import matplotlib
+
     matplotlib.use("Agg")
     from quantlab.widgets import size_calculator as sc
 

@@ -1,4 +1,5 @@
 """quantlab.model.describe: what a GGUF file is, and whether quantlab runs it."""
+
 from __future__ import annotations
 
 import pytest

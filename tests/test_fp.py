@@ -1,4 +1,5 @@
 """The numba fp16/bf16 helpers against numpy over every fp16 value and a dense sample of float32."""
+
 import numpy as np
 from numba import njit
 
@@ -75,7 +76,7 @@ def test_fp16_encode_matches_numpy():
         want = x.astype(np.float16).view(np.uint16)
     nan = np.isnan(x)
     assert np.array_equal(got[~nan], want[~nan])
-    assert np.all((got[nan] & 0x7E00) == 0x7E00)   # NaN stays NaN, sign kept
+    assert np.all((got[nan] & 0x7E00) == 0x7E00)  # NaN stays NaN, sign kept
     assert np.array_equal(got[nan] >> 15, (x[nan].view(np.uint32) >> 31).astype(np.uint16))
 
 
@@ -97,7 +98,7 @@ def test_plain_float_kernels_decode_every_value_like_the_reference():
 
     allbits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
     for shape in ((16, 4096), (1, 65536), (5, 3)):
-        h = allbits[:shape[0] * shape[1]].reshape(shape).view(np.uint8)
+        h = allbits[: shape[0] * shape[1]].reshape(shape).view(np.uint8)
         for key in ("f16", "bf16"):
             got = getattr(fast, "dequantize_" + key)(h, shape[1])
             want = getattr(ref, "dequantize_" + key)(h, shape[1])
@@ -110,15 +111,16 @@ def test_c_helpers_numba_and_numpy_twins_agree_with_ggml():
     2**22; NaN -> 0 and +-inf -> -2**22 as the C code gives, where np.rint differs), d ? 1/d : 0, clamp."""
     from quantlab.kernels import _c
 
-    v = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.4999998, 4194303.0, -4194303.0, 1e10, -1e10,
-                  np.inf, -np.inf, np.nan], np.float32)
+    v = np.array(
+        [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.4999998, 4194303.0, -4194303.0, 1e10, -1e10, np.inf, -np.inf, np.nan],
+        np.float32,
+    )
     got = np.array([_c.nearest_int(x) for x in v], np.int32)
     assert np.array_equal(got, nm.nearest_int(v))
     assert got[:9].tolist() == [0, 2, 2, 0, -2, -2, 3, 4194303, -4194303]
     assert got[-3:].tolist() == [-(1 << 22), -(1 << 22), 0]
     d = np.array([0.0, -0.0, 4.0, -3.0, 1e-45], np.float32)
-    assert np.array_equal(np.array([_c.inv(x) for x in d], np.float32).view(np.uint32),
-                          nm.inv(d).view(np.uint32))
+    assert np.array_equal(np.array([_c.inv(x) for x in d], np.float32).view(np.uint32), nm.inv(d).view(np.uint32))
     assert nm.inv(d)[:2].tolist() == [0.0, 0.0] and nm.inv(d)[2] == np.float32(0.25)
     assert [_c.clampi(x, -4, 3) for x in (-9, -4, 0, 3, 9)] == [-4, -4, 0, 3, 3]
     assert nm.f16_bytes(np.array([1.0, 65520.0], np.float32)).tolist() == [[0x00, 0x3C], [0x00, 0x7C]]

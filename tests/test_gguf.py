@@ -1,5 +1,6 @@
 """GGUF reader/writer: round trips (byte-identical), interoperability with gguf-py in both directions,
 old versions and byte orders, and one test per kind of malformed input."""
+
 from __future__ import annotations
 
 import filecmp
@@ -51,11 +52,18 @@ def _raises(tmp_path, b, *needles):
 
 # every value type, as (key, value, type spec)
 ALL_VALUES = [
-    ("t.u8", 200, ValueType.UINT8), ("t.i8", -100, ValueType.INT8), ("t.u16", 60000, ValueType.UINT16),
-    ("t.i16", -30000, ValueType.INT16), ("t.u32", 4_000_000_000, ValueType.UINT32),
-    ("t.i32", -2_000_000_000, ValueType.INT32), ("t.f32", 0.5, ValueType.FLOAT32), ("t.bool", True, ValueType.BOOL),
-    ("t.str", "héllo ☃", ValueType.STRING), ("t.u64", 2**64 - 1, ValueType.UINT64),
-    ("t.i64", -(2**63), ValueType.INT64), ("t.f64", 1e-300, ValueType.FLOAT64),
+    ("t.u8", 200, ValueType.UINT8),
+    ("t.i8", -100, ValueType.INT8),
+    ("t.u16", 60000, ValueType.UINT16),
+    ("t.i16", -30000, ValueType.INT16),
+    ("t.u32", 4_000_000_000, ValueType.UINT32),
+    ("t.i32", -2_000_000_000, ValueType.INT32),
+    ("t.f32", 0.5, ValueType.FLOAT32),
+    ("t.bool", True, ValueType.BOOL),
+    ("t.str", "héllo ☃", ValueType.STRING),
+    ("t.u64", 2**64 - 1, ValueType.UINT64),
+    ("t.i64", -(2**63), ValueType.INT64),
+    ("t.f64", 1e-300, ValueType.FLOAT64),
     ("t.arr.u8", np.array([0, 255], np.uint8), ArrayOf(ValueType.UINT8)),
     ("t.arr.i8", np.array([-128, 127], np.int8), ArrayOf(ValueType.INT8)),
     ("t.arr.u16", np.array([1, 65535], np.uint16), ArrayOf(ValueType.UINT16)),
@@ -86,7 +94,7 @@ def _gguf_formats():
         if gt is None:
             continue
         size = gguf.constants.GGML_QUANT_SIZES.get(gt)
-        if size != (f.block_size, f.type_size):   # gguf-py's Q8_1 size is wrong (40 bytes)
+        if size != (f.block_size, f.type_size):  # gguf-py's Q8_1 size is wrong (40 bytes)
             continue
         out.append(f)
     return out
@@ -98,9 +106,8 @@ def _random_tensors(rng, formats):
         rows, blocks = 3, 2
         shape = (rows, blocks * f.block_size)
         raw = rng.integers(0, 256, size=(rows, blocks * f.type_size), dtype=np.uint8)
-        if f.name in ("F32", "F16", "BF16", "F64"):       # keep float bit patterns finite and tame
-            raw = rng.standard_normal(shape).astype({"F32": "<f4", "F16": "<f2", "F64": "<f8",
-                                                     "BF16": "<f4"}[f.name])
+        if f.name in ("F32", "F16", "BF16", "F64"):  # keep float bit patterns finite and tame
+            raw = rng.standard_normal(shape).astype({"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<f4"}[f.name])
             if f.name == "BF16":
                 raw = (raw.view("<u4") >> 16).astype("<u2")
             raw = raw.view(np.uint8).reshape(rows, -1)
@@ -109,6 +116,7 @@ def _random_tensors(rng, formats):
 
 
 # --------------------------------------------------------------------------- round trips
+
 
 def test_smollm2_round_trip_is_byte_identical(tmp_path):
     src = _smollm2()
@@ -122,9 +130,9 @@ def test_smollm2_round_trip_is_byte_identical(tmp_path):
 def test_smollm2_round_trip_through_a_plain_copy_keeps_types(tmp_path):
     src = _smollm2()
     with qg.open(src) as f:
-        md = f.metadata.copy()                     # decoded values + recorded types, mutable
-        md["general.name"] = "renamed"             # same kind: keeps STRING
-        md["general.file_type"] = 3                # int: keeps UINT32
+        md = f.metadata.copy()  # decoded values + recorded types, mutable
+        md["general.name"] = "renamed"  # same kind: keeps STRING
+        md["general.file_type"] = 3  # int: keeps UINT32
         tensors = dict(f.tensors)
         qg.write(tmp_path / "b.gguf", md, tensors)
         with qg.open(tmp_path / "b.gguf") as g:
@@ -142,7 +150,7 @@ def test_smollm2_metadata_matches_gguf_reader():
     r = gguf.GGUFReader(str(src))
     with qg.open(src) as f:
         assert len(f.tensors) == len(r.tensors)
-        assert len(f.metadata) == len(r.fields) - 3          # gguf-py also lists version and the counts
+        assert len(f.metadata) == len(r.fields) - 3  # gguf-py also lists version and the counts
         for field in r.fields.values():
             if field.name.startswith("GGUF."):
                 continue
@@ -254,17 +262,28 @@ def test_big_endian_file_from_gguf_writer(tmp_path):
 
 def test_version_1_and_2_files(tmp_path):
     data = np.arange(32, dtype="<f4").tobytes()
-    b1 = build([kv_str("general.architecture", "llama", v1=True), kv_u32("n", 7, v1=True),
-                kv_str_array("toks", ["x", "yz"], v1=True)],
-               [tinfo("w", [8, 4], 0, 0, v1=True)], data, version=1)
+    b1 = build(
+        [
+            kv_str("general.architecture", "llama", v1=True),
+            kv_u32("n", 7, v1=True),
+            kv_str_array("toks", ["x", "yz"], v1=True),
+        ],
+        [tinfo("w", [8, 4], 0, 0, v1=True)],
+        data,
+        version=1,
+    )
     with qg.open(_write_bytes(tmp_path, b1, "v1.gguf")) as f:
         assert f.version == 1
         assert f.metadata["general.architecture"] == "llama" and f.metadata["n"] == 7
         assert f.metadata["toks"] == ("x", "yz")
         assert f.tensors["w"].shape == (4, 8)
         assert np.array_equal(f.tensors["w"].numpy().reshape(-1), np.arange(32, dtype=np.float32))
-    b2 = build([kv_str("general.architecture", "llama"), kv_str_array("toks", ["x", "yz"])],
-               [tinfo("w", [8, 4], 0, 0)], data, version=2)
+    b2 = build(
+        [kv_str("general.architecture", "llama"), kv_str_array("toks", ["x", "yz"])],
+        [tinfo("w", [8, 4], 0, 0)],
+        data,
+        version=2,
+    )
     with qg.open(_write_bytes(tmp_path, b2, "v2.gguf")) as f:
         assert f.version == 2 and f.metadata["toks"] == ("x", "yz")
         assert np.array_equal(f.tensors["w"].numpy().reshape(-1), np.arange(32, dtype=np.float32))
@@ -275,10 +294,15 @@ def test_long_string_arrays_and_awkward_strings(tmp_path):
     strings that are themselves zero bytes, one huge string, non-UTF-8 bytes (kept exactly)."""
     rng = np.random.default_rng(3)
     words = ["", "\x00" * 9, "a" * 5000, "\udcff\udc80ok"] + [
-        "".join(chr(c) for c in rng.integers(32, 0x3000, size=rng.integers(0, 12))) for _ in range(3000)]
+        "".join(chr(c) for c in rng.integers(32, 0x3000, size=rng.integers(0, 12))) for _ in range(3000)
+    ]
     empties = [""] * 5000
-    md = {"general.architecture": "x", "w": Value(words, ArrayOf(ValueType.STRING)),
-          "e": Value(empties, ArrayOf(ValueType.STRING)), "after": 5}
+    md = {
+        "general.architecture": "x",
+        "w": Value(words, ArrayOf(ValueType.STRING)),
+        "e": Value(empties, ArrayOf(ValueType.STRING)),
+        "after": 5,
+    }
     p = tmp_path / "s.gguf"
     qg.write(p, md, {})
     with qg.open(p) as f:
@@ -329,9 +353,22 @@ def test_vectorized_string_walk_agrees_with_a_plain_loop(tmp_path, version):
 
 
 def test_infer_types_for_plain_values(tmp_path):
-    md = {"general.architecture": "llama", "a": 5, "b": -5, "c": 2**40, "d": 0.1, "e": True, "f": "s",
-          "g": [1, 2, 3], "h": ["x", "y"], "i": [0.5, 1], "j": np.float64(2.5), "k": np.arange(3, dtype=np.int16),
-          "l": b"\x00\x01", "m": [[1, 2], ["a"]]}
+    md = {
+        "general.architecture": "llama",
+        "a": 5,
+        "b": -5,
+        "c": 2**40,
+        "d": 0.1,
+        "e": True,
+        "f": "s",
+        "g": [1, 2, 3],
+        "h": ["x", "y"],
+        "i": [0.5, 1],
+        "j": np.float64(2.5),
+        "k": np.arange(3, dtype=np.int16),
+        "l": b"\x00\x01",
+        "m": [[1, 2], ["a"]],
+    }
     qg.write(tmp_path / "i.gguf", md, {})
     with qg.open(tmp_path / "i.gguf") as f:
         T = f.metadata.type_of
@@ -352,6 +389,7 @@ def test_infer_types_for_plain_values(tmp_path):
 
 
 # --------------------------------------------------------------------------- streaming writer, layout
+
 
 def test_streaming_writer_layout_matches_llama_cpp_conventions(tmp_path):
     p = tmp_path / "s.gguf"
@@ -376,26 +414,26 @@ def test_streaming_writer_layout_matches_llama_cpp_conventions(tmp_path):
     with qg.open(p) as f:
         assert f.alignment == 64 and f.metadata.type_of("general.alignment") == ValueType.UINT32
         assert f.canonical_layout and f.data_offset % 64 == 0
-        assert f.tensors["one_row"].ne == (64,)            # trim_dims: ggml_n_dims drops the trailing 1
+        assert f.tensors["one_row"].ne == (64,)  # trim_dims: ggml_n_dims drops the trailing 1
         assert f.tensors["a"].ne == (64, 4)
         offs = [t.offset for t in f.tensors.values()]
         assert offs == [0, 1024, 1024 + 256]
         # every padding byte is zero: after the infos and after each tensor
-        assert not any(raw[f.info_end:f.data_offset])
+        assert not any(raw[f.info_end : f.data_offset])
         for t in f.tensors.values():
             end = t.file_offset + t.nbytes
-            assert not any(raw[end:end + (-t.nbytes) % 64])
+            assert not any(raw[end : end + (-t.nbytes) % 64])
         assert np.array_equal(f.tensors["a"].numpy(), a)
         assert np.array_equal(f.tensors["h"].numpy(), np.ones((3, 32), np.float16))
     r = gguf.GGUFReader(str(p))
-    assert [int(t.data_offset) for t in r.tensors] == [f_off for f_off in
-                                                         (t.file_offset for t in qg.open(p).tensors.values())]
+    assert [int(t.data_offset) for t in r.tensors] == [
+        f_off for f_off in (t.file_offset for t in qg.open(p).tensors.values())
+    ]
 
 
 def test_writer_quantizes_float_data_for_a_quantized_format(tmp_path):
     x = np.random.default_rng(5).standard_normal((2, 64)).astype(np.float32)
-    qg.write(tmp_path / "q.gguf", {"general.architecture": "llama"},
-             {"w": qg.TensorSource(x, format="Q8_0")})
+    qg.write(tmp_path / "q.gguf", {"general.architecture": "llama"}, {"w": qg.TensorSource(x, format="Q8_0")})
     with qg.open(tmp_path / "q.gguf") as f:
         assert np.array_equal(f.tensors["w"].data, quantlab.quantize(x, "Q8_0"))
 
@@ -407,14 +445,20 @@ def test_interrupted_write_leaves_no_file_and_no_temp(tmp_path):
         raise RuntimeError("source failed")
 
     with pytest.raises(RuntimeError):
-        qg.write(p, {"general.architecture": "llama"},
-                 {"a": np.zeros(32, np.float32), "b": qg.TensorSource(boom, format="F32", shape=(32,))})
+        qg.write(
+            p,
+            {"general.architecture": "llama"},
+            {"a": np.zeros(32, np.float32), "b": qg.TensorSource(boom, format="F32", shape=(32,))},
+        )
     assert os.listdir(tmp_path) == []
     # an existing file under the target name survives a failed write untouched
     p.write_bytes(b"old")
     with pytest.raises(GGUFError):
-        qg.write(p, {"general.architecture": "llama"}, {"a": qg.TensorSource(np.zeros(31, np.uint8),
-                                                                             format="Q8_0", shape=(32,))})
+        qg.write(
+            p,
+            {"general.architecture": "llama"},
+            {"a": qg.TensorSource(np.zeros(31, np.uint8), format="Q8_0", shape=(32,))},
+        )
     assert p.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.gguf"]
     # a streaming writer closed before all tensors are written fails and creates nothing
     q = tmp_path / "half.gguf"
@@ -446,6 +490,7 @@ def test_writer_refuses_bad_tensors(tmp_path):
 
 # --------------------------------------------------------------------------- the mapped file's life
 
+
 def test_views_survive_close_and_closed_file_refuses_new_reads(tmp_path):
     p = _write_bytes(tmp_path, f32_tensor_file(extra_kvs=[kv_str_array("toks", ["q", "r"])]))
     f = qg.open(p)
@@ -458,7 +503,7 @@ def test_views_survive_close_and_closed_file_refuses_new_reads(tmp_path):
         _ = f.tensors["a"].data
     with pytest.raises(GGUFError, match="closed"):
         f.metadata["toks"]
-    assert f.metadata["general.architecture"] == "llama"     # scalars were decoded at open
+    assert f.metadata["general.architecture"] == "llama"  # scalars were decoded at open
 
 
 def test_metadata_is_read_only_and_lazy_arrays_are_read_only(tmp_path):
@@ -481,17 +526,18 @@ def test_data_tensors_smollm2(tmp_path):
     ts = _gguf_tensors(quantlab.data.path("smollm2"))
     assert len(ts) == 272 and ts.describe["token_embd.weight"] == ("Q8_0", (49152, 576))
     assert ts["blk.0.attn_norm.weight"].shape == (576,)
-    raw = ts.raw["blk.0.attn_q.weight"]                       # the stored Q4_1 blocks, zero-copy
+    raw = ts.raw["blk.0.attn_q.weight"]  # the stored Q4_1 blocks, zero-copy
     assert raw.format.name == "Q4_1" and raw.data.shape == (576, 576 // 32 * 20) and raw.data.dtype == np.uint8
     w = ts["blk.0.attn_q.weight"]
     assert w.shape == (576, 576) and w.dtype == np.float32 and np.isfinite(w).all()
-    with qg.open(quantlab.data.path("smollm2")) as f:                 # reference: gguf-py's dequantizer
+    with qg.open(quantlab.data.path("smollm2")) as f:  # reference: gguf-py's dequantizer
         t = f.tensors["blk.0.attn_q.weight"]
         ref = gguf.quants.dequantize(np.array(t.data), t.format.gguf_type()).reshape(576, 576)
     assert np.array_equal(w.view(np.uint32), ref.astype(np.float32).view(np.uint32))
 
 
 # --------------------------------------------------------------------------- malformed input
+
 
 def test_wrong_magic_and_empty_file(tmp_path):
     _raises(tmp_path, b"GGML" + bytes(40), "GGUF")
@@ -524,9 +570,16 @@ def _boundaries(p):
 
 def test_truncation_at_every_boundary_and_random_offsets(tmp_path):
     src = tmp_path / "ok.gguf"
-    qg.write(src, {"general.architecture": "llama", "toks": ["a", "bb", "ccc"] * 20,
-                   "scores": np.arange(60, dtype=np.float32), "n": 3},
-             {"a": np.ones((2, 32), np.float32), "b": np.arange(64, dtype=np.float16)})
+    qg.write(
+        src,
+        {
+            "general.architecture": "llama",
+            "toks": ["a", "bb", "ccc"] * 20,
+            "scores": np.arange(60, dtype=np.float32),
+            "n": 3,
+        },
+        {"a": np.ones((2, 32), np.float32), "b": np.arange(64, dtype=np.float16)},
+    )
     whole = src.read_bytes()
     cuts, end = _boundaries(src)
     rng = np.random.default_rng(4)
@@ -536,7 +589,7 @@ def test_truncation_at_every_boundary_and_random_offsets(tmp_path):
             if d >= end:
                 continue
             _raises(tmp_path, whole[:d])
-    with qg.open(_write_bytes(tmp_path, whole[:end], "short_padding.gguf")) as f:   # only trailing padding cut
+    with qg.open(_write_bytes(tmp_path, whole[:end], "short_padding.gguf")) as f:  # only trailing padding cut
         assert np.array_equal(f.tensors["b"].numpy(), np.arange(64, dtype=np.float16))
 
 
@@ -546,13 +599,23 @@ def test_absurd_counts_allocate_nothing_big(tmp_path):
         (build(n_tensors=2**60, **base), "tensors"),
         (build(n_kv=2**60, **base), "metadata pairs"),
         (build([gstr("k") + struct.pack("<I", 8) + struct.pack("<Q", 2**62) + b"abc"]), "length"),
-        (build([gstr("k" * 3) + struct.pack("<I", 9) + struct.pack("<I", 4) + struct.pack("<Q", 2**60)]),
-         "claims"),
+        (build([gstr("k" * 3) + struct.pack("<I", 9) + struct.pack("<I", 4) + struct.pack("<Q", 2**60)]), "claims"),
         (build([gstr("k") + struct.pack("<I", 9) + struct.pack("<I", 8) + struct.pack("<Q", 2**59)]), "strings"),
-        (build([gstr("k") + struct.pack("<I", 9) + struct.pack("<I", 9) + struct.pack("<Q", 2**58)]),
-         "inner arrays"),
-        (build([gstr("k") + struct.pack("<I", 9) + struct.pack("<I", 8) + struct.pack("<Q", 3)
-                + gstr("ok") + struct.pack("<Q", 10**12) + b"xx"]), "element 1"),
+        (build([gstr("k") + struct.pack("<I", 9) + struct.pack("<I", 9) + struct.pack("<Q", 2**58)]), "inner arrays"),
+        (
+            build(
+                [
+                    gstr("k")
+                    + struct.pack("<I", 9)
+                    + struct.pack("<I", 8)
+                    + struct.pack("<Q", 3)
+                    + gstr("ok")
+                    + struct.pack("<Q", 10**12)
+                    + b"xx"
+                ]
+            ),
+            "element 1",
+        ),
         (struct.pack("<4sIQQ", b"GGUF", 3, 0, 1) + struct.pack("<Q", 10**15) + bytes(64), "length"),
     ]
     for b, needle in cases:
@@ -575,8 +638,16 @@ def test_unknown_value_types(tmp_path):
     _raises(tmp_path, build([nested]), "nested")
 
 
-@pytest.mark.parametrize("tid,needle", [(43, "unknown ggml type id 43"), (1000, "unknown ggml type id"),
-                                        (4, "Q4_2"), (31, "Q4_0_4_4"), (37, "IQ4_NL_4_8")])
+@pytest.mark.parametrize(
+    "tid,needle",
+    [
+        (43, "unknown ggml type id 43"),
+        (1000, "unknown ggml type id"),
+        (4, "Q4_2"),
+        (31, "Q4_0_4_4"),
+        (37, "IQ4_NL_4_8"),
+    ],
+)
 def test_unknown_or_removed_type_ids(tmp_path, tid, needle):
     _raises(tmp_path, build([], [tinfo("w", [32], tid, 0)], bytes(64)), needle)
 
@@ -591,8 +662,11 @@ def test_bad_tensor_infos(tmp_path):
     _raises(tmp_path, build([], [tinfo("w", [8], 0, 2**64 - 32)], d), "past the end")
     _raises(tmp_path, build([], [tinfo("w", [8], 0, 4)], d), "misaligned")
     _raises(tmp_path, build([], [tinfo("w", [16], 0, 0), tinfo("v", [8], 0, 32)], d), "overlap")
-    _raises(tmp_path, build([], [tinfo("big", [48], 0, 0), tinfo("empty", [0], 0, 64), tinfo("v", [8], 0, 128)],
-                            d), "'big' and 'v' overlap")
+    _raises(
+        tmp_path,
+        build([], [tinfo("big", [48], 0, 0), tinfo("empty", [0], 0, 64), tinfo("v", [8], 0, 128)], d),
+        "'big' and 'v' overlap",
+    )
     _raises(tmp_path, build([], [tinfo("w", [8], 0, 0), tinfo("w", [8], 0, 32)], d), "duplicate tensor name")
     _raises(tmp_path, build([kv_u32("a", 1), kv_u32("a", 2)]), "duplicate metadata key")
     _raises(tmp_path, build([kv("general.alignment", 5, struct.pack("<i", 32))]), "uint32")
@@ -610,13 +684,21 @@ def test_non_canonical_but_valid_layout_is_read(tmp_path):
 
 # --------------------------------------------------------------------------- quantlab inspect
 
+
 def test_inspect_cli_text_and_json(tmp_path, capsys):
     from quantlab.cli import main
 
     p = tmp_path / "c.gguf"
-    qg.write(p, {"general.architecture": "llama", "tokenizer.ggml.tokens": [f"tok{i}" for i in range(500)],
-                 "tokenizer.ggml.scores": np.zeros(500, np.float32), "general.name": "x" * 200},
-             {"token_embd.weight": np.ones((4, 64), np.float32), "blk.0.attn_q.weight": np.ones((64, 64), np.float16)})
+    qg.write(
+        p,
+        {
+            "general.architecture": "llama",
+            "tokenizer.ggml.tokens": [f"tok{i}" for i in range(500)],
+            "tokenizer.ggml.scores": np.zeros(500, np.float32),
+            "general.name": "x" * 200,
+        },
+        {"token_embd.weight": np.ones((4, 64), np.float32), "blk.0.attn_q.weight": np.ones((64, 64), np.float16)},
+    )
     assert main(["inspect", str(p)]) == 0
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) <= 80
@@ -649,6 +731,7 @@ def test_inspect_cli_on_smollm2(capsys):
 
 # --------------------------------------------------------------------------- llama.cpp's own gguf.cpp
 
+
 def test_llama_cpp_writer_and_ours_write_the_same_bytes(tmp_path):
     """The same metadata and tensors through gguf.cpp's writer and through quantlab's (trim_dims=True,
     llama.cpp's n_dims convention): identical files. Then llama.cpp's reader accepts quantlab's files."""
@@ -666,10 +749,20 @@ def test_llama_cpp_writer_and_ours_write_the_same_bytes(tmp_path):
                 a = np.ascontiguousarray(np.asarray(v).astype("<" + t.elem.dtype_code))
                 lib.gguf_set_arr_data(gctx, k.encode(), int(t.elem), a.ctypes.data, a.size)
         else:
-            name = {ValueType.UINT8: "u8", ValueType.INT8: "i8", ValueType.UINT16: "u16", ValueType.INT16: "i16",
-                    ValueType.UINT32: "u32", ValueType.INT32: "i32", ValueType.FLOAT32: "f32",
-                    ValueType.UINT64: "u64", ValueType.INT64: "i64", ValueType.FLOAT64: "f64",
-                    ValueType.BOOL: "bool", ValueType.STRING: "str"}[t]
+            name = {
+                ValueType.UINT8: "u8",
+                ValueType.INT8: "i8",
+                ValueType.UINT16: "u16",
+                ValueType.INT16: "i16",
+                ValueType.UINT32: "u32",
+                ValueType.INT32: "i32",
+                ValueType.FLOAT32: "f32",
+                ValueType.UINT64: "u64",
+                ValueType.INT64: "i64",
+                ValueType.FLOAT64: "f64",
+                ValueType.BOOL: "bool",
+                ValueType.STRING: "str",
+            }[t]
             getattr(lib, f"gguf_set_val_{name}")(gctx, k.encode(), v.encode() if isinstance(v, str) else v)
         md[k] = Value(v, t)
     fmts = [f for f in all_formats() if not f.activation_only]
@@ -677,7 +770,7 @@ def test_llama_cpp_writer_and_ours_write_the_same_bytes(tmp_path):
     ours = {}
     try:
         for f in fmts:
-            rows = 1 if f.id % 3 == 0 else 3                  # some 1-row tensors: n_dims 1 in llama.cpp
+            rows = 1 if f.id % 3 == 0 else 3  # some 1-row tensors: n_dims 1 in llama.cpp
             raw = rng.integers(0, 256, size=(rows, 2 * f.type_size), dtype=np.uint8)
             t = lib.ggml_new_tensor_2d(mctx, f.id, 2 * f.block_size, rows)
             lib.ggml_set_name(t, f"w.{f.name}".encode())
@@ -706,15 +799,18 @@ def test_llama_cpp_writer_and_ours_write_the_same_bytes(tmp_path):
 
 
 def test_metadata_dict_replace_moves_the_key_like_llama_cpp(tmp_path):
-    qg.write(tmp_path / "a.gguf", {"general.architecture": "llama", "general.file_type": Value(1, ValueType.UINT32),
-                                   "x": 1.5}, {})
+    qg.write(
+        tmp_path / "a.gguf",
+        {"general.architecture": "llama", "general.file_type": Value(1, ValueType.UINT32), "x": 1.5},
+        {},
+    )
     with qg.open(tmp_path / "a.gguf") as f:
         md = f.metadata.copy()
     md.replace("general.file_type", 15)
     md.replace("general.quantization_version", 2, ValueType.UINT32)
     assert list(md) == ["general.architecture", "x", "general.file_type", "general.quantization_version"]
     assert md.type_of("general.file_type") == ValueType.UINT32
-    md["x"] = "now a string"                    # a different kind of value: the old FLOAT32 type is dropped
+    md["x"] = "now a string"  # a different kind of value: the old FLOAT32 type is dropped
     assert md.type_of("x") is None
     qg.write(tmp_path / "b.gguf", md, {})
     with qg.open(tmp_path / "b.gguf") as f:
@@ -731,13 +827,17 @@ def test_metadata_is_copied_as_its_bytes_never_decoded(tmp_path):
         # the copy took the values' bytes: the big arrays were never decoded
         lazy = [k for k in md if type(md._entries[k][0]).__name__ == "_Lazy"]
         assert {"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"} <= set(lazy)
-        for k in md:                             # and those bytes are what encoding the value gives
+        for k in md:  # and those bytes are what encoding the value gives
             e = md.encoded(k)
             assert e.type == md.type_of(k) and e.raw == encode_value(md[k], md.type_of(k)), k
     assert filecmp.cmp(src, tmp_path / "copy.gguf", shallow=False)
     # a version 1 file (32-bit lengths) is re-encoded as version 3
-    b1 = build([kv_str("general.architecture", "llama", v1=True), kv_str_array("toks", ["x", "yz"], v1=True)],
-               [], b"", version=1)
+    b1 = build(
+        [kv_str("general.architecture", "llama", v1=True), kv_str_array("toks", ["x", "yz"], v1=True)],
+        [],
+        b"",
+        version=1,
+    )
     with qg.open(_write_bytes(tmp_path, b1, "v1.gguf")) as f:
         assert f.metadata.encoded("toks").raw == struct.pack("<IQ", ValueType.STRING, 2) + gstr("x") + gstr("yz")
         qg.write(tmp_path / "v3.gguf", f.metadata, {})
@@ -762,7 +862,7 @@ def test_partial_writes_are_continued_and_write_errors_are_named(tmp_path, monke
     qg.write(tmp_path / "whole.gguf", md, tensors)
     real = os.writev
 
-    def dribble(fd, bufs):                     # the kernel may write less than asked: 7 bytes at a time
+    def dribble(fd, bufs):  # the kernel may write less than asked: 7 bytes at a time
         return real(fd, [bytes(memoryview(bufs[0])[:7])])
 
     monkeypatch.setattr(gw.os, "writev", dribble)
@@ -817,16 +917,22 @@ def _in_budget_child(files):
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = subprocess.run([sys.executable, "-c", _BUDGET_CHILD, json.dumps([[str(a), b] for a, b in files])],
-                       capture_output=True, text=True, timeout=600, cwd=root,
-                       env={**os.environ, "PYTHONPATH": root})
+    p = subprocess.run(
+        [sys.executable, "-c", _BUDGET_CHILD, json.dumps([[str(a), b] for a, b in files])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout.splitlines()[-1])
 
 
 def _zero_size_tensors(n) -> bytes:
-    rec = np.zeros(n, dtype=[("len", "<u8"), ("name", "S8"), ("nd", "<u4"), ("ne", "<u8"), ("type", "<u4"),
-                             ("off", "<u8")])
+    rec = np.zeros(
+        n, dtype=[("len", "<u8"), ("name", "S8"), ("nd", "<u4"), ("ne", "<u8"), ("type", "<u4"), ("off", "<u8")]
+    )
     rec["len"], rec["nd"] = 8, 1
     rec["name"] = np.char.add(b"t", np.char.zfill(np.arange(n).astype("S7"), 7))
     body = b"GGUF" + struct.pack("<IQQ", 3, n, 0) + rec.tobytes()
@@ -844,24 +950,36 @@ def test_hostile_files_fit_the_budget(tmp_path):
     files = {
         "nested_1.6M": (build([kv("x", 9, struct.pack("<IQ", 9, 1_600_000) + empty_inner * 1_600_000)]), []),
         "zero_size_tensors_1.6M": (_zero_size_tensors(1_600_000), []),
-        "kv_pairs_1.6M": (b"GGUF" + struct.pack("<IQQ", 3, 0, 1_600_000)
-                          + (gstr("k") + struct.pack("<IB", 0, 1)) * 1_600_000, []),
+        "kv_pairs_1.6M": (
+            b"GGUF" + struct.pack("<IQQ", 3, 0, 1_600_000) + (gstr("k") + struct.pack("<IB", 0, 1)) * 1_600_000,
+            [],
+        ),
         "tensors_at_limit": (_zero_size_tensors(MAX_TENSORS), []),
         "kv_pairs_at_limit": (build([gstr(f"k{i}") + struct.pack("<IB", 0, 1) for i in range(MAX_RECORDS)]), []),
-        "nested_at_limit": (build([kv("x", 9, struct.pack("<IQ", 9, MAX_RECORDS - 1)
-                                      + empty_inner * (MAX_RECORDS - 1))]), ["x"]),
+        "nested_at_limit": (
+            build([kv("x", 9, struct.pack("<IQ", 9, MAX_RECORDS - 1) + empty_inner * (MAX_RECORDS - 1))]),
+            ["x"],
+        ),
         "empty_strings_2M": (build([kv("s", 9, struct.pack("<IQ", 8, 2_000_000) + bytes(8 * 2_000_000))]), ["s"]),
-        "strings_1M": (build([kv("s", 9, struct.pack("<IQ", 8, 1_000_000)
-                                 + (struct.pack("<Q", 7) + b"abcdefg") * 1_000_000)]), []),
+        "strings_1M": (
+            build([kv("s", 9, struct.pack("<IQ", 8, 1_000_000) + (struct.pack("<Q", 7) + b"abcdefg") * 1_000_000)]),
+            [],
+        ),
     }
     paths = []
     for name, (b, decode) in files.items():
         paths.append((_write_bytes(tmp_path, b, name + ".gguf"), decode))
     got = {os.path.basename(p)[:-5]: (res, t) for p, res, t in _in_budget_child(paths)}
-    want = {"nested_1.6M": "more than 65,536 metadata records", "zero_size_tensors_1.6M": "at most 65,536",
-            "kv_pairs_1.6M": "at most 65,536", "tensors_at_limit": "ok 0 keys 65536 tensors",
-            "kv_pairs_at_limit": "ok 65536 keys", "nested_at_limit": "ok 1 keys",
-            "empty_strings_2M": "ok 1 keys", "strings_1M": "ok 1 keys"}
+    want = {
+        "nested_1.6M": "more than 65,536 metadata records",
+        "zero_size_tensors_1.6M": "at most 65,536",
+        "kv_pairs_1.6M": "at most 65,536",
+        "tensors_at_limit": "ok 0 keys 65536 tensors",
+        "kv_pairs_at_limit": "ok 65536 keys",
+        "nested_at_limit": "ok 1 keys",
+        "empty_strings_2M": "ok 1 keys",
+        "strings_1M": "ok 1 keys",
+    }
     for name, needle in want.items():
         res, t = got[name]
         print(f"{name}: {res[:80]} ({t:.2f} s CPU)")
@@ -875,21 +993,24 @@ def test_writer_takes_any_tensor_like_source_and_no_module_cycle(tmp_path):
     import ast
     import pathlib
 
-    class Mine:                                   # not quantlab's: format + shape + raw ggml bytes
+    class Mine:  # not quantlab's: format + shape + raw ggml bytes
         def __init__(self, data, format, shape):
             self.data, self.format, self.shape = data, format, shape
 
     x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32)
     q = quantlab.quantize(x, "Q8_0")
-    qg.write(tmp_path / "a.gguf", {"general.architecture": "llama"},
-             {"q": Mine(q, "Q8_0", (2, 32)), "f": Mine(x, "F32", (2, 32)), "r": Mine(q, "Q8_0", (2, 32))})
+    qg.write(
+        tmp_path / "a.gguf",
+        {"general.architecture": "llama"},
+        {"q": Mine(q, "Q8_0", (2, 32)), "f": Mine(x, "F32", (2, 32)), "r": Mine(q, "Q8_0", (2, 32))},
+    )
     with qg.open(tmp_path / "a.gguf") as f:
         assert np.array_equal(f.tensors["q"].data, q) and np.array_equal(f.tensors["f"].numpy(), x)
         # a tensor read by quantlab goes through the same duck typing (little_endian_data), and converts
         w = qg.GGUFWriter(tmp_path / "b.gguf", f.metadata)
         w.add_tensor("q", f.tensors["q"])
         w.add_tensor("f16", f.tensors["f"], format="F16")
-        w.add_tensor("q4", Mine(q, "Q8_0", (2, 32)), format="Q4_0")      # raw bytes of another format
+        w.add_tensor("q4", Mine(q, "Q8_0", (2, 32)), format="Q4_0")  # raw bytes of another format
         w.write_tensors()
         w.close()
     with qg.open(tmp_path / "b.gguf") as g:
@@ -917,15 +1038,15 @@ def test_release_drops_a_tensors_pages_and_keeps_its_bytes():
     with qg.open(src) as f:
         t = max(f.tensors.values(), key=lambda t: t.nbytes)
         before = rss_file_kb()
-        want = hashlib_sha(t.data)                     # touches every page of the tensor
+        want = hashlib_sha(t.data)  # touches every page of the tensor
         touched = rss_file_kb()
         f.release(t)
         dropped = rss_file_kb()
-        assert hashlib_sha(t.data) == want             # read again from the page cache: same bytes
-        f.release(t.name)                              # by name too
-    f.release(t)                                       # closed file: nothing to do, no error
-    assert touched - before > t.nbytes // 1024 // 2     # the read mapped most of the tensor's pages
-    assert touched - dropped > t.nbytes // 1024 // 2    # release unmapped them
+        assert hashlib_sha(t.data) == want  # read again from the page cache: same bytes
+        f.release(t.name)  # by name too
+    f.release(t)  # closed file: nothing to do, no error
+    assert touched - before > t.nbytes // 1024 // 2  # the read mapped most of the tensor's pages
+    assert touched - dropped > t.nbytes // 1024 // 2  # release unmapped them
 
 
 def hashlib_sha(a) -> str:

@@ -1,5 +1,6 @@
 """quantlab.gguf.anatomy: the field list covers every byte once, agrees with quantlab's reader and with gguf-py,
 and decodes what the bytes say."""
+
 from __future__ import annotations
 
 import struct
@@ -18,12 +19,19 @@ gguf_py = pytest.importorskip("gguf")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     p = tmp_path_factory.mktemp("anat") / "tiny.gguf"
-    md = {"general.architecture": "tiny", "tiny.answer": 42, "tiny.pi": 3.14159, "tiny.ok": True,
-          "tiny.words": ["quant", "lab", "gguf", "bytes", "more"], "tiny.primes": np.array([2, 3, 5, 7], np.int32),
-          "tiny.nested": [[1, 2], [3]]}
+    md = {
+        "general.architecture": "tiny",
+        "tiny.answer": 42,
+        "tiny.pi": 3.14159,
+        "tiny.ok": True,
+        "tiny.words": ["quant", "lab", "gguf", "bytes", "more"],
+        "tiny.primes": np.array([2, 3, 5, 7], np.int32),
+        "tiny.nested": [[1, 2], [3]],
+    }
     w = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
-    quantlab.gguf.write(p, md, {"bias": np.arange(5, dtype=np.float32),
-                                "w": quantlab.gguf.TensorSource(w, format="Q8_0")})
+    quantlab.gguf.write(
+        p, md, {"bias": np.arange(5, dtype=np.float32), "w": quantlab.gguf.TensorSource(w, format="Q8_0")}
+    )
     return p
 
 
@@ -55,13 +63,13 @@ def test_tiny_fields_decode_the_bytes(tiny):
     ans = by[("kv 1 tiny.answer", "value")]
     assert struct.unpack_from("<I", raw, ans.start)[0] == 42 and ans.value == "uint32 = 42"
     words = [x for x in a.fields if x.record == "kv 4 tiny.words"]
-    assert [x.name for x in words][-1] == "elements [3..4]"          # items=3 elements shown, then the rest
-    assert raw[by[("kv 4 tiny.words", "[1]")].start:by[("kv 4 tiny.words", "[1]")].end] == b"lab"
+    assert [x.name for x in words][-1] == "elements [3..4]"  # items=3 elements shown, then the rest
+    assert raw[by[("kv 4 tiny.words", "[1]")].start : by[("kv 4 tiny.words", "[1]")].end] == b"lab"
     nested = [x for x in a.fields if x.record == "kv 6 tiny.nested"]
     assert nested[-1].name == "all 2 elements"
     pad = [x for x in a.fields if x.section == "padding"]
     assert pad[0].name == "alignment padding" and pad[0].end == a.file.data_offset
-    assert all(raw[x.start:x.end] == bytes(x.size) for x in pad)      # padding is zeros
+    assert all(raw[x.start : x.end] == bytes(x.size) for x in pad)  # padding is zeros
     assert a.file.data_offset % 32 == 0 and pad[0].size > 0
     b0 = by[("data bias", "value 1")]
     assert b0.value == "F32 = 1.0" and b0.start == a.file.tensors["bias"].file_offset + 4

@@ -2,6 +2,7 @@
 deleted — and opened. Every outcome must be either a clean read (all values and tensors then readable) or
 a GGUFError naming a byte offset: no other exception, no hang, no crash. Derandomized, fixed example count.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -21,14 +22,22 @@ from quantlab.gguf import ArrayOf, Value, ValueType
 def _base_file() -> bytes:
     d = tempfile.mkdtemp()
     p = os.path.join(d, "base.gguf")
-    md = {"general.architecture": "llama", "general.alignment": Value(32, ValueType.UINT32),
-          "tokenizer.ggml.tokens": ["<s>", "a", "bc", "", "déf", "Ġx"] * 3,
-          "tokenizer.ggml.scores": np.linspace(-1, 1, 18, dtype=np.float32),
-          "flags": Value([True, False, True], ArrayOf(ValueType.BOOL)),
-          "nested": [[1, 2], ["x"]], "f64": np.float64(0.25), "n": 7, "s": "hello"}
-    ts = {"a": np.arange(64, dtype=np.float32).reshape(2, 32),
-          "h": np.ones(32, np.float16),
-          "q": qg.TensorSource(np.arange(2 * 18, dtype=np.uint8) % 7, format="Q4_0", shape=(2, 32))}
+    md = {
+        "general.architecture": "llama",
+        "general.alignment": Value(32, ValueType.UINT32),
+        "tokenizer.ggml.tokens": ["<s>", "a", "bc", "", "déf", "Ġx"] * 3,
+        "tokenizer.ggml.scores": np.linspace(-1, 1, 18, dtype=np.float32),
+        "flags": Value([True, False, True], ArrayOf(ValueType.BOOL)),
+        "nested": [[1, 2], ["x"]],
+        "f64": np.float64(0.25),
+        "n": 7,
+        "s": "hello",
+    }
+    ts = {
+        "a": np.arange(64, dtype=np.float32).reshape(2, 32),
+        "h": np.ones(32, np.float16),
+        "q": qg.TensorSource(np.arange(2 * 18, dtype=np.uint8) % 7, format="Q4_0", shape=(2, 32)),
+    }
     qg.write(p, md, ts)
     with open(p, "rb") as fh:
         b = fh.read()
@@ -41,10 +50,16 @@ def _v1_file() -> bytes:
     from .gguf_build import build, kv_str, kv_str_array, kv_u32, tinfo
 
     data = np.arange(64, dtype="<f4").tobytes()
-    return build([kv_str("general.architecture", "llama", v1=True), kv_u32("n", 7, v1=True),
-                  kv_str_array("toks", [f"t{i}" * (i % 3) for i in range(40)], v1=True)],
-                 [tinfo("w", [32, 2], 0, 0, v1=True), tinfo("v", [32], 1, 256, v1=True)],
-                 data + bytes(256 - len(data)) + np.ones(32, "<f2").tobytes(), version=1)
+    return build(
+        [
+            kv_str("general.architecture", "llama", v1=True),
+            kv_u32("n", 7, v1=True),
+            kv_str_array("toks", [f"t{i}" * (i % 3) for i in range(40)], v1=True),
+        ],
+        [tinfo("w", [32, 2], 0, 0, v1=True), tinfo("v", [32], 1, 256, v1=True)],
+        data + bytes(256 - len(data)) + np.ones(32, "<f2").tobytes(),
+        version=1,
+    )
 
 
 def _big_endian_file() -> bytes:
@@ -87,9 +102,12 @@ def _consume(path):
 
 mutation = st.one_of(
     st.tuples(st.just("set"), st.integers(0, len(BASE) - 1), st.integers(0, 255)),
-    st.tuples(st.just("set"), st.integers(0, 200), st.integers(0, 255)),      # the header, more often
-    st.tuples(st.just("set64"), st.integers(0, len(BASE) - 8),
-              st.sampled_from([0, 1, 2**31, 2**32, 2**60, 2**63, 2**64 - 1, 13, 43, 255])),
+    st.tuples(st.just("set"), st.integers(0, 200), st.integers(0, 255)),  # the header, more often
+    st.tuples(
+        st.just("set64"),
+        st.integers(0, len(BASE) - 8),
+        st.sampled_from([0, 1, 2**31, 2**32, 2**60, 2**63, 2**64 - 1, 13, 43, 255]),
+    ),
     st.tuples(st.just("cut"), st.integers(0, len(BASE) - 1), st.just(0)),
     st.tuples(st.just("insert"), st.integers(0, len(BASE) - 1), st.integers(0, 255)),
     st.tuples(st.just("delete"), st.integers(0, len(BASE) - 1), st.integers(1, 16)),
@@ -103,18 +121,19 @@ def _apply(b: bytearray, muts) -> bytearray:
         if kind == "set":
             b[pos] = val
         elif kind == "set64":
-            b[pos:pos + 8] = int(val).to_bytes(8, "little")
+            b[pos : pos + 8] = int(val).to_bytes(8, "little")
         elif kind == "cut":
             del b[pos:]
         elif kind == "insert":
             b[pos:pos] = bytes([val])
         else:
-            del b[pos:pos + val]
+            del b[pos : pos + val]
     return b
 
 
-@settings(max_examples=500, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=500, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.sampled_from(range(len(BASES))), st.lists(mutation, min_size=1, max_size=4))
 def test_mutated_file_reads_or_raises_gguf_error(which, muts):
     b = _apply(bytearray(BASES[which]), muts)

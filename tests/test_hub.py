@@ -2,6 +2,7 @@
 the class password, get their servers through the hub, run a cell in a kernel through the hub's proxy, and
 compile nothing — their kernels load the shared read-only numba cache, which they cannot write.
 The measured run (10 students, notebooks 00-03) is `sudo .venv/bin/python tools/hub_load.py`."""
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,11 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-CELL = ("import numpy as np, quantlab\n"
-        "q = quantlab.quantize(np.ones((2, 256), np.float32), 'F16', threads=1)\n"
-        "print('sum', quantlab.dequantize(q, 'F16', threads=1).sum())")
+CELL = (
+    "import numpy as np, quantlab\n"
+    "q = quantlab.quantize(np.ones((2, 256), np.float32), 'F16', threads=1)\n"
+    "print('sum', quantlab.dequantize(q, 'F16', threads=1).sum())"
+)
 
 
 @pytest.mark.slow
@@ -36,31 +39,40 @@ def test_two_students_log_in_run_a_cell_and_compile_nothing():
     # (not diagnosed yet); tools/hub_load.py with a hub environment is the measured run.
     python = os.environ.get("QUANTLAB_HUB_PYTHON")
     if not python:
-        pytest.skip("set QUANTLAB_HUB_PYTHON to a hub environment the students can run "
-                    "(deploy/jupyterhub/README.md), e.g. /srv/quantlab/venv/bin/python")
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", "pass"],
-                       capture_output=True, text=True, cwd="/")
+        pytest.skip(
+            "set QUANTLAB_HUB_PYTHON to a hub environment the students can run "
+            "(deploy/jupyterhub/README.md), e.g. /srv/quantlab/venv/bin/python"
+        )
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", "pass"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     if r.returncode != 0:
-        pytest.skip(f"{python} cannot be run by another account ({r.stderr.strip()[:80]}): set "
-                    "QUANTLAB_HUB_PYTHON to a hub environment (deploy/jupyterhub/README.md)")
+        pytest.skip(
+            f"{python} cannot be run by another account ({r.stderr.strip()[:80]}): set "
+            "QUANTLAB_HUB_PYTHON to a hub environment (deploy/jupyterhub/README.md)"
+        )
 
     base = pathlib.Path(tempfile.mkdtemp(prefix="quantlab-hubtest-"))
     try:
         base.chmod(0o755)
         cache = base / "numba"
         env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
-        subprocess.run([python, "-c", CELL], env=env, check=True, capture_output=True)   # the warm-up
+        subprocess.run([python, "-c", CELL], env=env, check=True, capture_output=True)  # the warm-up
         (cache / ".quantlab-warm").write_text("test: the one kernel the cell uses\n")
-        s = hub_load.run(2, [("cell", [CELL])], cache, prefix="qltest", workdir=base / "hub", python=python,
-                         pythonpath=str(ROOT))
+        s = hub_load.run(
+            2, [("cell", [CELL])], cache, prefix="qltest", workdir=base / "hub", python=python, pythonpath=str(ROOT)
+        )
         for r in s["per_student"]:
             assert r["login"] and r["errors"] == [], r
             assert r["outputs"] == ["sum 512.0\n"], r
             assert r["compiles"] == 0, r
             assert r["course_copied"], r
             assert r["cache_dir"].endswith(f"/{r['user']}/.cache/quantlab/numba"), r
-            assert r["peak_rss_mb"] > 0 and r["processes"] >= 2, r     # server + kernel seen by the sampler
+            assert r["peak_rss_mb"] > 0 and r["processes"] >= 2, r  # server + kernel seen by the sampler
         assert s["ok"]
-        assert not [p for p in cache.rglob("*") if p.stat().st_uid != 0]   # the students wrote nothing there
+        assert not [p for p in cache.rglob("*") if p.stat().st_uid != 0]  # the students wrote nothing there
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -4,6 +4,7 @@ Real weights: all-MiniLM-L6-v2 (fp32) with its real importance matrix (quantlab/
 SmolLM2 tensors, flattened to rows of 256*k; the numba kernels are compared with ggml byte for byte, the
 numpy reference on a few blocks per tensor.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,11 @@ from .cases import GGML_ABORTS, float_cases
 from .oracle import oracle
 
 FORMATS = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"]
-MINILM = ["encoder.layer.0.attention.self.query.weight", "encoder.layer.2.intermediate.dense.weight",
-          "encoder.layer.5.output.dense.weight"]
+MINILM = [
+    "encoder.layer.0.attention.self.query.weight",
+    "encoder.layer.2.intermediate.dense.weight",
+    "encoder.layer.5.output.dense.weight",
+]
 SMOLLM = ["blk.0.attn_q.weight", "blk.3.ffn_down.weight", "blk.7.attn_v.weight"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,7 +76,7 @@ def _check_real(tensors, name):
     f = get(name)
     g = oracle()
     for key, x, im in tensors:
-        for imx in ([im, None] if not f.requires_imatrix else [im]):
+        for imx in [im, None] if not f.requires_imatrix else [im]:
             tag = f"{name} {key} {'imatrix' if imx is not None else 'no imatrix'}"
             want = g.quantize(x, f.id, imx)
             got = quantlab.quantize(x, f, imatrix=imx)
@@ -82,8 +86,11 @@ def _check_real(tensors, name):
             # the reference is slow: two blocks of 256 of the first row
             xs = np.ascontiguousarray(x[:1, :512])
             ims = None if imx is None else np.ascontiguousarray(imx[:512])
-            _eq(quantlab.quantize(xs, f, imatrix=ims, impl="reference"), g.quantize(xs, f.id, ims),
-                f"{tag}: reference quantize")
+            _eq(
+                quantlab.quantize(xs, f, imatrix=ims, impl="reference"),
+                g.quantize(xs, f.id, ims),
+                f"{tag}: reference quantize",
+            )
             # sanity of the result itself: the reconstruction is correlated with the weights
             c = np.corrcoef(dq.reshape(-1), x.reshape(-1))[0, 1]
             assert c > 0.5, f"{tag}: correlation of the reconstruction only {c:.3f}"
@@ -103,6 +110,7 @@ def test_smollm2_weights_match_ggml(smollm, name):
 # inspect_block
 # ----------------------------------------------------------------------------------------------------
 
+
 def _f16(b0, b1):
     return np.array([int(b0) | (int(b1) << 8)], dtype=np.uint16).view(np.float16).astype(np.float32)[0]
 
@@ -116,12 +124,13 @@ def test_inspect_block_decodes_the_bytes(name):
     q = quantlab.quantize(x, f, imatrix=im)
     deq = quantlab.dequantize(q, f)
     from quantlab.formats._iqgrid import lattice
+
     for i in range(4):
         info = quantlab.inspect_block(q, f, i)
-        blk = q.reshape(-1)[i * f.type_size:(i + 1) * f.type_size]
+        blk = q.reshape(-1)[i * f.type_size : (i + 1) * f.type_size]
         assert info["format"] == name and info["index"] == i
         _eq(info["bytes"], blk, "bytes")
-        _eq(info["values"].view(np.uint32), deq.reshape(-1)[i * 256:(i + 1) * 256].view(np.uint32), "values")
+        _eq(info["values"].view(np.uint32), deq.reshape(-1)[i * 256 : (i + 1) * 256].view(np.uint32), "values")
         gi = info["grid_indices"]
         if name.startswith("IQ2"):
             assert info["d"] == _f16(blk[0], blk[1])
@@ -131,14 +140,19 @@ def test_inspect_block_decodes_the_bytes(name):
             _eq(info["grid_values"], lattice(grid).values[gi].astype(np.int32), "grid values")
             # reconstruct every weight from the decoded fields, independently of the dequantizer
             db = info["block_scales"]
-            assert np.array_equal(db, ((info["d"] * (np.float32(0.5) + info["scales"].astype(np.float32)))
-                                       * np.float32(0.25)).astype(np.float32))
+            assert np.array_equal(
+                db,
+                ((info["d"] * (np.float32(0.5) + info["scales"].astype(np.float32))) * np.float32(0.25)).astype(
+                    np.float32
+                ),
+            )
             vals = info["grid_values"].reshape(nb, -1).astype(np.float32)
             y = (db[:, None] * vals).reshape(-1) * info["signs"].astype(np.float32)
             _eq(y.astype(np.float32).view(np.uint32), info["values"].view(np.uint32), "fields -> values")
-            if name != "IQ2_S":      # 7 stored sign bits: an even number of minus signs per group of 8
-                assert (np.unpackbits(info["sign_masks"].astype(np.uint8)[..., None], axis=-1)
-                        .sum(axis=-1) % 2 == 0).all()
+            if name != "IQ2_S":  # 7 stored sign bits: an even number of minus signs per group of 8
+                assert (
+                    np.unpackbits(info["sign_masks"].astype(np.uint8)[..., None], axis=-1).sum(axis=-1) % 2 == 0
+                ).all()
             if name == "IQ2_XXS":
                 _eq(gi.reshape(-1), blk[2:66].reshape(8, 8)[:, :4].reshape(-1), "index bytes")
             if name == "IQ2_S":
@@ -152,11 +166,10 @@ def test_inspect_block_decodes_the_bytes(name):
             assert np.array_equal(dl, (info["d"] * (2 * info["scales"] + 1).astype(np.float32)))
             deltas = info["deltas"]
             assert set(np.unique(np.abs(deltas))) == {np.float32(0.125)}
-            vals = info["grid_values"].astype(np.float32)                     # (nb, groups, 8)
+            vals = info["grid_values"].astype(np.float32)  # (nb, groups, 8)
             dlt = deltas if deltas.ndim == 2 else np.repeat(deltas[:, None], vals.shape[1], axis=1)
             y = dl[:, None, None] * (vals + dlt[:, :, None])
-            _eq(y.astype(np.float32).reshape(-1).view(np.uint32), info["values"].view(np.uint32),
-                "fields -> values")
+            _eq(y.astype(np.float32).reshape(-1).view(np.uint32), info["values"].view(np.uint32), "fields -> values")
             if name == "IQ1_S":
                 assert info["d"] == _f16(blk[0], blk[1])
                 _eq(gi.reshape(-1) & 255, blk[2:34], "low index bytes")
@@ -176,6 +189,7 @@ def test_inspect_block_of_zeros():
 # ----------------------------------------------------------------------------------------------------
 # errors
 # ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["IQ2_XXS", "IQ2_XS", "IQ1_S"])
 @pytest.mark.parametrize("impl", ["fast", "reference"])
@@ -209,6 +223,7 @@ def _ggml_subprocess(name, x, im):
         print("finished")
     """)
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         p = os.path.join(tmp, "in.npz")
         np.savez(p, x=x, im=np.zeros(0, np.float32) if im is None else im)
@@ -238,7 +253,7 @@ def test_threads_and_row_order_do_not_matter():
     im = (rng.random(768) + 0.1).astype(np.float32)
     for name in FORMATS:
         whole = quantlab.quantize(x, name, imatrix=im)
-        parts = np.concatenate([quantlab.quantize(x[i:i + 1], name, imatrix=im, threads=1) for i in range(6)])
+        parts = np.concatenate([quantlab.quantize(x[i : i + 1], name, imatrix=im, threads=1) for i in range(6)])
         _eq(whole, parts, f"{name}: row by row")
 
 
@@ -246,8 +261,9 @@ def test_threads_and_row_order_do_not_matter():
 # where ggml still finishes, the bytes must match (these exercise inf/NaN paths of the searches).
 # (the first IQ1 call in a process is slow on ggml's side: ggml_quantize_init builds the 2048-point
 # neighbour map, ~40 s here; our lattice is built in ~1.5 s)
-@pytest.mark.parametrize("name,mag,use_im", [("IQ1_M", 1e10, True), ("IQ1_S", 1e15, True),
-                                             ("IQ1_M", 1e35, False), ("IQ2_XXS", 1e10, True)])
+@pytest.mark.parametrize(
+    "name,mag,use_im", [("IQ1_M", 1e10, True), ("IQ1_S", 1e15, True), ("IQ1_M", 1e35, False), ("IQ2_XXS", 1e10, True)]
+)
 def test_extreme_magnitudes_match_ggml(name, mag, use_im):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((2, 512)) * mag).astype(np.float32)

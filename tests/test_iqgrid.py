@@ -1,4 +1,5 @@
 """The IQ lattices and their neighbour maps (quantlab.formats._iqgrid), checked from first principles."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,12 +84,12 @@ def test_neighbour_table_matches_lists(g):
     for u in rng.choice(g.kmap.size, 200, replace=False):
         row = t[u]
         assert np.array_equal(row[row >= 0], g.neighbours_of(int(u)))
-        assert np.all(row[(row >= 0).sum():] == -1)
+        assert np.all(row[(row >= 0).sum() :] == -1)
 
 
 def test_group_codes_pack_levels_like_the_map(g):
     """group_codes of every grid point's levels is its map code (kmap sends it back to the point)."""
-    L = g.levels.reshape(1, -1)                              # all points as one row of groups
+    L = g.levels.reshape(1, -1)  # all points as one row of groups
     u = _iqgrid.group_codes(g, L)[0]
     assert np.array_equal(u, g.codes)
     assert np.array_equal(g.kmap[u], np.arange(g.size))
@@ -122,7 +123,7 @@ def test_cached_once():
     a = _iqgrid.lattice("iq3xxs")
     assert _iqgrid.lattice("iq3xxs") is a
     with pytest.raises(ValueError):
-        a.kmap[0] = 5                       # shared tables are read-only
+        a.kmap[0] = 5  # shared tables are read-only
 
 
 def test_unknown_grid_name():

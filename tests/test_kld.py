@@ -1,4 +1,5 @@
 """quantlab.model.kld: llama.cpp's --kl-divergence-base files, read, written and compared against."""
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ def test_encode_log_probs_layout():
     decoding gives log-softmax to within scale/2, and the record is padded to an even vocabulary."""
     rng = np.random.default_rng(0)
     lg = (rng.standard_normal((3, 7)) * 6).astype(np.float32)
-    lg[1] = 0.0                                     # flat row: scale 0, every q 0
+    lg[1] = 0.0  # flat row: scale 0, every q 0
     rec, lse = kld.encode_log_probs(lg)
     assert rec.shape == (3, kld.record_length(7)) == (3, 12)
     head = rec[:, :4].copy().view("<f4")
@@ -71,7 +72,7 @@ def test_bad_base_files(model, tmp_path):
     p.write_bytes(b"GGUF" + bytes(40))
     with pytest.raises(ModelError, match=r"not a llama\.cpp KL-divergence base file"):
         kld.read_base(p)
-    p.write_bytes(struct.pack("<8sIii", b"_logits_", 8, 5, 1) + bytes(4 * 8))     # records missing
+    p.write_bytes(struct.pack("<8sIii", b"_logits_", 8, 5, 1) + bytes(4 * 8))  # records missing
     with pytest.raises(ModelError, match="truncated"):
         kld.read_base(p)
     p.write_bytes(struct.pack("<8sIii", b"_logits_", 7, 5, 1))
@@ -93,22 +94,43 @@ def test_cli_eval_llama_style(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text(quantlab.data.text()[:20000])
     out = tmp_path / "b.kld"
-    assert main(["eval", "-m", "smollm2", "-f", str(text), "-c", "128", "--chunks", "1",
-                 "--save-kld-base", str(out)]) == 0
+    assert (
+        main(["eval", "-m", "smollm2", "-f", str(text), "-c", "128", "--chunks", "1", "--save-kld-base", str(out)]) == 0
+    )
     assert main(["eval", "-m", "smollm2", "--kl-divergence-base", str(out), "--kl-divergence"]) == 0
     s = capsys.readouterr().out
     assert "KLD mean" in s and "same top-1 100.000 %" in s and "1 chunks of 128" in s
 
 
 def _llama(*args) -> str:
-    r = subprocess.run([str(BIN / args[0]), *map(str, args[1:])], check=True, capture_output=True, text=True,
-                       env=dict(os.environ, LD_LIBRARY_PATH=str(LIB)))
+    r = subprocess.run(
+        [str(BIN / args[0]), *map(str, args[1:])],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, LD_LIBRARY_PATH=str(LIB)),
+    )
     return r.stdout + r.stderr
 
 
 def _perplexity(model_path, text, base, *extra) -> str:
-    return _llama("llama-perplexity", "-m", model_path, "-f", text, "-c", "512", "--chunks", "1", "-t", "1",
-                  "--no-escape", *extra, "--kl-divergence-base", base)
+    return _llama(
+        "llama-perplexity",
+        "-m",
+        model_path,
+        "-f",
+        text,
+        "-c",
+        "512",
+        "--chunks",
+        "1",
+        "-t",
+        "1",
+        "--no-escape",
+        *extra,
+        "--kl-divergence-base",
+        base,
+    )
 
 
 @pytest.mark.skipif(not (BIN / "llama-perplexity").exists(), reason="llama-perplexity not built (make peers)")

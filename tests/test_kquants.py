@@ -9,6 +9,7 @@
 * inspect_block: every decoded field re-assembled by hand gives ggml's dequantized values bit for bit;
 * error cases: a row that is not a multiple of 256, a wrong-length imatrix.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -24,8 +25,8 @@ from .cases import float_cases
 from .oracle import oracle
 
 K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
-FAST_ROWS = 4        # rows of 1024 per tensor checked with numba
-REF_ROWS = 1         # rows of 1024 per tensor checked with the numpy reference
+FAST_ROWS = 4  # rows of 1024 per tensor checked with numba
+REF_ROWS = 1  # rows of 1024 per tensor checked with the numpy reference
 
 
 def _rows_of(flat: np.ndarray, nrows: int) -> tuple[np.ndarray, int]:
@@ -41,7 +42,7 @@ def _minilm_samples(nrows):
 
     try:
         ts = data.tensors("minilm")
-    except quantlab.errors.DataMissing as e:   # pragma: no cover - depends on the installation
+    except quantlab.errors.DataMissing as e:  # pragma: no cover - depends on the installation
         pytest.skip(str(e))
     out = {}
     for k in ts:
@@ -65,7 +66,7 @@ def _smollm2_samples(nrows):
     if "reader" not in _SMOL_CACHE:
         try:
             _SMOL_CACHE["reader"] = gguf.GGUFReader(str(data.path("smollm2")))
-        except quantlab.errors.DataMissing as e:   # pragma: no cover
+        except quantlab.errors.DataMissing as e:  # pragma: no cover
             pytest.skip(str(e))
     r = _SMOL_CACHE["reader"]
     out = {}
@@ -73,7 +74,7 @@ def _smollm2_samples(nrows):
         if len(t.shape) != 2 or int(t.shape[1]) < 2:
             continue
         ne0 = int(t.shape[0])
-        need = -(-1024 * nrows // ne0)                          # raw rows to cover nrows*1024 values
+        need = -(-1024 * nrows // ne0)  # raw rows to cover nrows*1024 values
         pick = np.unique(np.linspace(0, t.data.shape[0] - 1, need).round().astype(int))
         raw = np.asarray(t.data[pick])
         vals = gguf.quants.dequantize(raw, t.tensor_type).astype(np.float32).reshape(-1)
@@ -94,7 +95,7 @@ def _stack(samples):
 
 def _synthetic_imatrix(n):
     rng = np.random.default_rng(n)
-    return (rng.gamma(0.7, 1.0, n) + 1e-3).astype(np.float32)   # positive, skewed like real ones
+    return (rng.gamma(0.7, 1.0, n) + 1e-3).astype(np.float32)  # positive, skewed like real ones
 
 
 def _compare(got, want, spans, what):
@@ -124,18 +125,24 @@ def test_real_weights_fast_and_reference_match_ggml(model_samples, fmt):
             got = quantlab.quantize(x, f, imatrix=im, impl="fast")
             _compare(got, want, spans, tag + " (numba)")
             deq = quantlab.dequantize(want, f, impl="fast")
-            _compare(deq.view(np.uint32), g.dequantize(want, f.id, n).view(np.uint32), spans,
-                     tag + " dequantize (numba)")
+            _compare(
+                deq.view(np.uint32), g.dequantize(want, f.id, n).view(np.uint32), spans, tag + " dequantize (numba)"
+            )
     for n, (x, spans) in ref.items():
         for im in (None, _synthetic_imatrix(n)):
             tag = f"{model} {fmt} n={n} {'imatrix' if im is not None else 'no imatrix'}"
             want = g.quantize(x, f.id, im)
             _compare(quantlab.quantize(x, f, imatrix=im, impl="reference"), want, spans, tag + " (reference)")
-            _compare(quantlab.dequantize(want, f, impl="reference").view(np.uint32),
-                     g.dequantize(want, f.id, n).view(np.uint32), spans, tag + " dequantize (reference)")
+            _compare(
+                quantlab.dequantize(want, f, impl="reference").view(np.uint32),
+                g.dequantize(want, f.id, n).view(np.uint32),
+                spans,
+                tag + " dequantize (reference)",
+            )
 
 
 # --------------------------------------------------------------------------------------------- Q8_K
+
 
 def _q8_k_oracle():
     lib = oracle().lib
@@ -146,7 +153,7 @@ def _q8_k_oracle():
 
     def quant(x):
         x = np.ascontiguousarray(x, np.float32)
-        out = np.zeros((x.shape[0], x.shape[1] // 256 * 292), np.uint8)   # bsums of zero blocks: 0
+        out = np.zeros((x.shape[0], x.shape[1] // 256 * 292), np.uint8)  # bsums of zero blocks: 0
         lib.quantize_row_q8_K_ref(x.ctypes.data, out.ctypes.data, x.size)
         return out
 
@@ -171,12 +178,12 @@ def test_q8_k_matches_ggml(impl):
         got = quantlab.quantize(x2, "Q8_K", impl=impl)
         assert np.array_equal(got, want), f"Q8_K {impl} quantize [{name}]"
         y = quantlab.dequantize(want, "Q8_K", impl=impl)
-        assert np.array_equal(y.view(np.uint32), deq(want, x2.shape[1]).view(np.uint32)), \
+        assert np.array_equal(y.view(np.uint32), deq(want, x2.shape[1]).view(np.uint32)), (
             f"Q8_K {impl} dequantize [{name}]"
+        )
     raw = np.random.default_rng(9).integers(0, 256, size=(5, 2 * 292), dtype=np.uint8)
     raw[:, 0:4] = np.frombuffer(np.float32([0.5, -3e-3, 1e30, 7e-41, 0.0]).tobytes(), np.uint8).reshape(5, 4)
-    assert np.array_equal(quantlab.dequantize(raw, "Q8_K", impl=impl).view(np.uint32),
-                          deq(raw, 512).view(np.uint32))
+    assert np.array_equal(quantlab.dequantize(raw, "Q8_K", impl=impl).view(np.uint32), deq(raw, 512).view(np.uint32))
 
 
 def test_q8_k_bsums_are_sums_of_codes():
@@ -189,8 +196,9 @@ def test_q8_k_bsums_are_sums_of_codes():
 
 # ------------------------------------------------------------------------------------ inspect_block
 
+
 def _f16_at(block, off):
-    return np.float32(np.frombuffer(bytes(block[off:off + 2]), np.float16)[0])
+    return np.float32(np.frombuffer(bytes(block[off : off + 2]), np.float16)[0])
 
 
 def _rebuild(fmt, info, block):
@@ -220,7 +228,7 @@ def test_inspect_block_fields_rebuild_ggml_values(fmt):
     want = g.dequantize(q, f.id, 512).reshape(-1, 256)
     for b in range(4):
         info = quantlab.inspect_block(q, fmt, b)
-        block = q.reshape(-1)[b * f.type_size:(b + 1) * f.type_size]
+        block = q.reshape(-1)[b * f.type_size : (b + 1) * f.type_size]
         assert np.array_equal(info["bytes"], block)
         assert np.array_equal(np.asarray(info["values"]).view(np.uint32), want[b].view(np.uint32))
         assert np.array_equal(_rebuild(fmt, info, block).view(np.uint32), want[b].view(np.uint32))
@@ -234,14 +242,14 @@ def test_inspect_block_fields_rebuild_ggml_values(fmt):
 def test_inspect_q4_k_scales_and_mins_six_bits():
     """Q4_K: the eight 6-bit scales/mins decoded by hand from the 12 scale bytes (spec 2.3)."""
     x = np.random.default_rng(11).standard_normal((1, 256)).astype(np.float32) * np.float32(0.1)
-    x[0, 200:232] += np.float32(3.0)                  # one sub-block with a large scale and offset
+    x[0, 200:232] += np.float32(3.0)  # one sub-block with a large scale and offset
     q = quantlab.quantize(x, "Q4_K")
     info = quantlab.inspect_block(q, "Q4_K", 0)
     S = q[0, 4:16].astype(int)
     sc = [S[j] & 63 if j < 4 else (S[j + 4] & 15) | ((S[j - 4] >> 6) << 4) for j in range(8)]
     mn = [S[j + 4] & 63 if j < 4 else (S[j + 4] >> 4) | ((S[j] >> 6) << 4) for j in range(8)]
     assert list(info["scales"]) == sc and list(info["mins"]) == mn
-    assert max(sc) == 63                              # the largest sub-block scale maps to 63
+    assert max(sc) == 63  # the largest sub-block scale maps to 63
     assert np.float32(info["dmin"]) == _f16_at(q[0], 2)
     lo = q[0, 16:144] & 15
     assert np.array_equal(info["codes"][0:32], lo[0:32])
@@ -249,6 +257,7 @@ def test_inspect_q4_k_scales_and_mins_six_bits():
 
 
 # ------------------------------------------------------------------------------------------ errors
+
 
 @pytest.mark.parametrize("fmt", K_TYPES + ["Q8_K"])
 def test_row_not_multiple_of_256_is_a_shape_error(fmt):

@@ -1,6 +1,7 @@
 """The README's `make lab`, server part (`make lab-server`: everything after the set-up): it starts as
 whoever runs it — root included, with the one line saying so —, prints the URL to open, and that URL
 serves JupyterLab (`/lab`, 200)."""
+
 from __future__ import annotations
 
 import os
@@ -32,12 +33,22 @@ def _status(url: str) -> int:
 
 def test_make_lab_server_prints_a_url_that_serves_jupyterlab(tmp_path):
     port = _free_port()
-    env = dict(os.environ, BROWSER="true",                   # webbrowser would "open" the URL with /bin/true
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
+    env = dict(
+        os.environ,
+        BROWSER="true",  # webbrowser would "open" the URL with /bin/true
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+    )
     log = tmp_path / "lab.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen(["make", "--no-print-directory", "-s", "lab-server", f"LAB_PORT={port}"],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["make", "--no-print-directory", "-s", "lab-server", f"LAB_PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = status = None
         deadline = time.monotonic() + 120

@@ -1,5 +1,6 @@
 """Block layout records (quantlab.formats.layout) against the registry and the reference docstrings:
 ggml's static_assert(sizeof(block_x) == ...) as a test."""
+
 import importlib
 import re
 
@@ -21,7 +22,7 @@ def test_layout_adds_up_to_the_type_size(fmt):
     fields = layout.layout(fmt.name)
     assert layout.size(fmt.name) == fmt.type_size
     o = 0
-    for f in fields:                        # packed, in order, no overlap, no gap
+    for f in fields:  # packed, in order, no overlap, no gap
         assert f.offset == o and f.length > 0
         o += f.length
     assert len({f.name for f in fields}) == len(fields)
@@ -40,7 +41,7 @@ def test_docstring_byte_table_agrees_with_the_layout(fmt):
     assert lines, f"quantize_{fmt.key} draws no byte table"
     numbers = set()
     for ln in lines:
-        ruler = ln.split(":")[0]             # 'byte 0 1  2 .. 65: two uint32 per block (bytes 2+8b ..)'
+        ruler = ln.split(":")[0]  # 'byte 0 1  2 .. 65: two uint32 per block (bytes 2+8b ..)'
         numbers |= {int(n) for n in re.findall(r"(?<![\w+])\d+(?![\w+])", ruler)}
         m = re.fullmatch(r"byte\s+(\d+)\s*\.\.\s*(\d+)\s+([a-z_]+)\b.*", ln)
         if m:

@@ -12,6 +12,7 @@ Q2_0 (legacy), TQ1_0 TQ2_0 (ternary), MXFP4 NVFP4 (fp4).
 * real weights (all-MiniLM-L6-v2) with and without an importance matrix;
 * bad input raises named quantlab errors.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,7 +32,7 @@ from .oracle import oracle
 LEGACY = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q1_0", "Q2_0"]
 OTHERS = ["TQ1_0", "TQ2_0", "MXFP4", "NVFP4"]
 ALL = LEGACY + OTHERS
-WITH_GGML = [f for f in ALL if f != "Q8_1"]          # ggml_quantize_chunk + to_float exist
+WITH_GGML = [f for f in ALL if f != "Q8_1"]  # ggml_quantize_chunk + to_float exist
 IMATRIX = ["Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 IMPLS = ["reference", "fast"]
 KV = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.float32)
@@ -48,6 +49,7 @@ def _le16(v: int) -> list[int]:
 # ----------------------------------------------------------------------------------------------------
 # inspect_block: independent re-packing of the fields and the dequantization formula
 # ----------------------------------------------------------------------------------------------------
+
 
 def _nibbles(lo_hi_codes, half):
     c = np.asarray(lo_hi_codes, dtype=np.int64)
@@ -96,14 +98,15 @@ def _repack(name, f):
         assert list(f["qs"]) == qs and list(f["qh"]) == qh
         return qs + qh + _le16(f["d_bits"])
     if name == "TQ2_0":
-        return [int(sum(int(c[128 * (b // 32) + 32 * n + b % 32]) << (2 * n) for n in range(4)))
-                for b in range(64)] + _le16(f["d_bits"])
+        return [
+            int(sum(int(c[128 * (b // 32) + 32 * n + b % 32]) << (2 * n) for n in range(4))) for b in range(64)
+        ] + _le16(f["d_bits"])
     if name == "MXFP4":
         return [f["e"]] + _nibbles(c, 16)
     if name == "NVFP4":
         out = [int(v) for v in f["scales_raw"]]
         for s in range(4):
-            out += _nibbles(c[16 * s:16 * s + 16], 8)
+            out += _nibbles(c[16 * s : 16 * s + 16], 8)
         return out
     raise AssertionError(name)
 
@@ -151,7 +154,7 @@ def test_inspect_block_fields_match_bytes_and_dequantize(name):
         nblocks = flat.size // f.type_size
         for i in (0, 1, nblocks // 2, nblocks - 1):
             info = quantlab.inspect_block(data, name, i)
-            block = flat[i * f.type_size:(i + 1) * f.type_size]
+            block = flat[i * f.type_size : (i + 1) * f.type_size]
             assert info["format"] == name and info["index"] == i
             assert_same(info["bytes"], block, f"{name} {what} block {i}: bytes")
             assert len(info["codes"]) == f.block_size and len(info["levels"]) == f.block_size
@@ -166,30 +169,31 @@ def test_inspect_block_fields_match_bytes_and_dequantize(name):
             assert_same(_values(name, info), deq, f"{name} {what} block {i}: formula from the fields")
     # negative indices count from the end, like Python
     last = quantlab.inspect_block(q, name, -1)
-    assert_same(last["bytes"], q.reshape(-1)[-f.type_size:], f"{name} block -1")
+    assert_same(last["bytes"], q.reshape(-1)[-f.type_size :], f"{name} block -1")
 
 
 # ----------------------------------------------------------------------------------------------------
 # all-zero blocks (spec section 7.3)
 # ----------------------------------------------------------------------------------------------------
 
+
 def _zero_block(name):
     """The bytes of an all-zero block, derived from each quantizer's rule."""
     fp16 = lambda v: _le16(int(np.array([v], np.float16).view(np.uint16)[0]))  # noqa: E731
-    neg_zero = fp16(np.float32(0.0) / np.float32(-8.0))          # max stays +0, 0 / -8 = -0.0
-    if name == "Q4_0":    # id = 0, q = trunc(0 + 8.5) = 8 in both nibbles
+    neg_zero = fp16(np.float32(0.0) / np.float32(-8.0))  # max stays +0, 0 / -8 = -0.0
+    if name == "Q4_0":  # id = 0, q = trunc(0 + 8.5) = 8 in both nibbles
         return neg_zero + [8 | 8 << 4] * 16
-    if name == "Q5_0":    # q = trunc(0 + 16.5) = 16: low nibbles 0, every fifth bit set
+    if name == "Q5_0":  # q = trunc(0 + 16.5) = 16: low nibbles 0, every fifth bit set
         return neg_zero + [0xFF] * 4 + [0] * 16
     if name in ("Q4_1", "Q5_1", "Q8_0", "MXFP4", "NVFP4"):
         return [0] * get(name).type_size
     if name == "Q8_1":
         return [0] * 36
-    if name == "Q1_0":    # d = 0, every bit set because 0 >= 0
+    if name == "Q1_0":  # d = 0, every bit set because 0 >= 0
         return fp16(0.0) + [0xFF] * 16
-    if name == "Q2_0":    # q = round(0) + 1 = 1 in every 2-bit field
+    if name == "Q2_0":  # q = round(0) + 1 = 1 in every 2-bit field
         return fp16(0.0) + [0b01010101] * 16
-    if name == "TQ1_0":   # trit 1 everywhere: 11111 (base 3) = 121 -> ceil(121*256/243); qh: 1111 then *3
+    if name == "TQ1_0":  # trit 1 everywhere: 11111 (base 3) = 121 -> ceil(121*256/243); qh: 1111 then *3
         return [-(-121 * 256 // 243)] * 48 + [-(-(40 * 3) * 256 // 243)] * 4 + fp16(0.0)
     if name == "TQ2_0":
         return [0b01010101] * 64 + fp16(0.0)
@@ -217,6 +221,7 @@ def test_all_zero_blocks(name, impl):
 # ----------------------------------------------------------------------------------------------------
 # Q8_1: ggml's quantize_row_q8_1_ref through the type traits
 # ----------------------------------------------------------------------------------------------------
+
 
 def _q8_1_ggml(x2d):
     g = oracle()
@@ -261,6 +266,7 @@ def test_q8_1_dequantize_and_sum_field(impl):
 # numeric corner cases against ggml
 # ----------------------------------------------------------------------------------------------------
 
+
 def _corner_cases(n):
     rng = np.random.default_rng(21)
     yield "subnormal", (rng.standard_normal((2, n)) * 1e-40).astype(np.float32)
@@ -303,7 +309,31 @@ def test_mxfp4_exponent_where_log2f_rounds_up(impl):
     (log2f rounds up to the integer): the largest 48 values of many binades, subnormals included."""
     g = oracle()
     vals = []
-    for p in (-149, -140, -133, -131, -127, -126, -125, -100, -64, -33, -9, -3, -1, 0, 1, 2, 4, 8, 31, 64, 100, 126, 127):
+    for p in (
+        -149,
+        -140,
+        -133,
+        -131,
+        -127,
+        -126,
+        -125,
+        -100,
+        -64,
+        -33,
+        -9,
+        -3,
+        -1,
+        0,
+        1,
+        2,
+        4,
+        8,
+        31,
+        64,
+        100,
+        126,
+        127,
+    ):
         bot, top = ((p + 127) << 23, (p + 128) << 23) if p >= -126 else (1 << (p + 149), 1 << (p + 150))
         vals.append(np.arange(max(bot, top - 48), top, dtype=np.uint32))
         vals.append(np.array([bot], dtype=np.uint32))
@@ -318,13 +348,14 @@ def test_mxfp4_exponent_where_log2f_rounds_up(impl):
 # real weights
 # ----------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def minilm():
     t = quantlab.data.tensors("minilm")
-    w = t["encoder.layer.0.output.dense.weight"][:12]             # 12 rows of 1536 = 6 * 256
+    w = t["encoder.layer.0.output.dense.weight"][:12]  # 12 rows of 1536 = 6 * 256
     emb = t["embeddings.word_embeddings.weight"]
     # a stand-in importance matrix with a real spread: mean square of the FFN's input-side weights
-    im = np.mean(np.square(t["encoder.layer.0.intermediate.dense.weight"]), axis=0)   # (384,)
+    im = np.mean(np.square(t["encoder.layer.0.intermediate.dense.weight"]), axis=0)  # (384,)
     im = np.tile(im, 4).astype(np.float32)
     return w, im, emb[:8, :]
 
@@ -342,12 +373,15 @@ def test_real_weights_match_ggml(name, impl, minilm):
         n = x.shape[1]
         q = quantlab.quantize(x, name, impl=impl)
         assert_same(q, g.quantize(x, f.id), f"{name} {impl} minilm {what}")
-        assert_same(quantlab.dequantize(q, name, impl=impl), g.dequantize(q, f.id, n), f"{name} {impl} dequantize {what}")
+        assert_same(
+            quantlab.dequantize(q, name, impl=impl), g.dequantize(q, f.id, n), f"{name} {impl} dequantize {what}"
+        )
     if f.uses_imatrix:
         qi = quantlab.quantize(w, name, imatrix=im, impl=impl)
         assert_same(qi, g.quantize(w, f.id, im), f"{name} {impl} minilm with imatrix")
-        assert not np.array_equal(qi, quantlab.quantize(w, name, impl=impl)), \
+        assert not np.array_equal(qi, quantlab.quantize(w, name, impl=impl)), (
             f"{name}: the imatrix path should give different bytes from the reference path"
+        )
 
 
 @pytest.mark.parametrize("name", IMATRIX)
@@ -378,6 +412,7 @@ def test_imatrix_is_ignored_like_ggml(name, minilm):
 # ----------------------------------------------------------------------------------------------------
 # errors
 # ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ALL)
 def test_bad_input_raises_named_errors(name):

@@ -1,4 +1,5 @@
 """Which llama.cpp build a benchmark ran: tools/build_llama_cpp.sh's flavours, reported by quantlab.bench."""
+
 from __future__ import annotations
 
 import pathlib
@@ -46,4 +47,4 @@ def test_real_build_reports_its_isa(flavour):
     isa = (info["isa"] or "").split()
     assert info["flavour"] == flavour and "AVX2" in isa, info
     if flavour == "avx2":
-        assert "AVX512" not in isa, info            # built with -DGGML_AVX512=OFF
+        assert "AVX512" not in isa, info  # built with -DGGML_AVX512=OFF

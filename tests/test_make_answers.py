@@ -1,4 +1,5 @@
 """docs/instructor.md's answers section is what tools/make_answers.py computes from the registry now."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,4 +25,5 @@ def test_instructor_answers_are_current():
     new = tool.render()
     assert old == new, "docs/instructor.md's answers are stale: run `.venv/bin/python tools/make_answers.py`"
     from quantlab.course import exercises
+
     assert all(f"**{k}**" in new for k in exercises())

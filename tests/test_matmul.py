@@ -7,18 +7,19 @@ kernels sum exact integers per block and combine in float32, so the only allowed
 summation order (this path is not claimed bit-exact with llama.cpp, whose AVX2 kernels use yet another
 order).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import quantlab
-from quantlab.kernels import matmul as mm
-from quantlab.kernels import simd
-from quantlab.model.llama import Linear
 from quantlab.errors import FormatError
 from quantlab.formats import get
 from quantlab.formats.registry import FORMATS as REGISTRY
+from quantlab.kernels import matmul as mm
+from quantlab.kernels import simd
+from quantlab.model.llama import Linear
 
 FORMATS = sorted(mm.INT_KERNELS)
 
@@ -26,8 +27,8 @@ FORMATS = sorted(mm.INT_KERNELS)
 def _weights(rows, cols, seed):
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((rows, cols)) * rng.uniform(0.01, 2, (rows, 1))
-    w[0, :] = 0                          # an all-zero row (zero scales)
-    w[1, :40] *= 30                      # outliers in one block
+    w[0, :] = 0  # an all-zero row (zero scales)
+    w[1, :40] *= 30  # outliers in one block
     return w.astype(np.float32)
 
 
@@ -39,7 +40,7 @@ def _reference(q, fmt, act, T, K):
     a = qs.astype(np.float64) * np.repeat(d.astype(np.float64), bs, axis=1)
     w = quantlab.dequantize(q, fmt).astype(np.float64)
     ref = a @ w.T
-    if vt == "Q8_1":                      # ggml uses m * s, s = fp16(d * sum q): add s - d * sum q
+    if vt == "Q8_1":  # ggml uses m * s, s = fp16(d * sum q): add s - d * sum q
         sumq = qs.reshape(T, K // 32, 32).sum(axis=2, dtype=np.int64)
         e = extra.astype(np.float64) - d.astype(np.float64) * sumq
         ref += e @ mm.block_mins(q, fmt, 0, q.shape[0]).astype(np.float64).T
@@ -50,12 +51,12 @@ def _reference(q, fmt, act, T, K):
 @pytest.mark.parametrize("T", [1, 3])
 def test_integer_kernel_matches_float64_reference(fmt, T):
     f = get(fmt)
-    K = 512 if f.block_size == 256 else 576          # 576: SmolLM2's width, 18 blocks of 32
+    K = 512 if f.block_size == 256 else 576  # 576: SmolLM2's width, 18 blocks of 32
     R = 37
     q = quantlab.quantize(_weights(R, K, 5), fmt)
     rng = np.random.default_rng(6)
     x = (rng.standard_normal((T, K)) * 3).astype(np.float32)
-    x[-1, 32:64] = 0                                  # an all-zero activation block
+    x[-1, 32:64] = 0  # an all-zero activation block
     act = mm.quantize_activations(x, mm.VEC_DOT_TYPE[fmt])
     y = mm.matmul_int(q, fmt, act, np.empty((T, R), np.float32), parallel=False)
     ref = _reference(q, fmt, act, T, K)
@@ -78,8 +79,8 @@ def test_linear_uses_integer_path_and_agrees_with_tiles(fmt):
     lin = Linear("w", get(fmt), q, 24, K)
     assert lin.fast
     x = np.random.default_rng(8).standard_normal((6, K)).astype(np.float32)
-    small = np.concatenate([lin(x[i:i + 2]) for i in range(0, 6, 2)])     # 2 tokens: integer path
-    batch = lin(x)                                                        # 6 tokens: tile path
+    small = np.concatenate([lin(x[i : i + 2]) for i in range(0, 6, 2)])  # 2 tokens: integer path
+    batch = lin(x)  # 6 tokens: tile path
     np.testing.assert_allclose(small, batch, rtol=0, atol=2e-5 * np.abs(batch).max())
 
 
@@ -89,22 +90,22 @@ def test_thread_policy_follows_measured_speed():
     measurements change."""
     p = mm.ThreadPolicy(explore=4, max_explore=16, alpha=1.0)
     key = p.key(mm.K_Q4_0, 1 << 20)
-    secs = {False: 1.0, True: 0.5}             # threads twice as fast
+    secs = {False: 1.0, True: 0.5}  # threads twice as fast
 
     def step():
         par = p.choose(key)
         p.record(key, par, 1 << 20, secs[par])
         return par
 
-    assert [step(), step()] == [False, True]   # serial measured first, then threaded
+    assert [step(), step()] == [False, True]  # serial measured first, then threaded
     picks = [step() for _ in range(40)]
     tries = [i for i, x in enumerate(picks) if not x]
     assert len(tries) >= 2 and picks.count(True) > 30
-    assert tries[1] - tries[0] > 4             # the interval grew after a losing try
-    secs = {False: 1.0, True: 50.0}            # a busy machine: threads stall
+    assert tries[1] - tries[0] > 4  # the interval grew after a losing try
+    secs = {False: 1.0, True: 50.0}  # a busy machine: threads stall
     picks = [step() for _ in range(60)]
-    assert sum(picks[-32:]) <= 2               # one thread, threads re-tried at most every 16 calls
-    other = p.key(mm.K_Q4_0, 1 << 24)          # another size class is measured on its own
+    assert sum(picks[-32:]) <= 2  # one thread, threads re-tried at most every 16 calls
+    other = p.key(mm.K_Q4_0, 1 << 24)  # another size class is measured on its own
     assert p.choose(other) is False
 
 
@@ -123,11 +124,13 @@ def _dot8_kernel(isa, signed):
             arr = context.make_array(sig.args[2])(context, builder, args[2])
             builder.store(v, builder.bitcast(arr.data, v.type.as_pointer()), align=4)
             return context.get_dummy_value()
+
         return types.void(w, a, out), codegen
 
     @njit
     def run(w, a, out):
         dot8(w, a, out)
+
     return run
 
 
@@ -139,14 +142,15 @@ def test_block_dot_instruction_paths_agree(signed):
     import llvmlite.binding as llvm
 
     feats = llvm.get_host_cpu_features()
-    isas = ["generic"] + [i for i, ok in (("avx2", feats.get("avx2")),
-                                          ("vnni", feats.get("avx512vnni") and feats.get("avx512vl"))) if ok]
+    isas = ["generic"] + [
+        i for i, ok in (("avx2", feats.get("avx2")), ("vnni", feats.get("avx512vnni") and feats.get("avx512vl"))) if ok
+    ]
     rng = np.random.default_rng(11)
     runs = [_dot8_kernel(isa, signed) for isa in isas]
     for trial in range(50):
         c = rng.integers(-128, 128, 32) if signed else rng.integers(0, 32, 32)
         a = rng.integers(-127, 128, 32)
-        if trial < 2:                                            # extremes: pair sums of +-32512
+        if trial < 2:  # extremes: pair sums of +-32512
             c[:] = -128 if signed else 31
             a[:] = 127 if trial == 0 else -127
         ref = (c.astype(np.int64) * a).reshape(8, 4).sum(axis=1)
@@ -162,18 +166,20 @@ def test_stacked_matrices_equal_separate_products(fmts):
     """matmul_int on a tuple of matrices (Q, K, V of a layer in one pass) writes each matrix's rows
     into consecutive columns, with the same bytes as one call per matrix, on one thread or several."""
     K = 512
-    rows = (40, 13, 13)[:len(fmts)]
+    rows = (40, 13, 13)[: len(fmts)]
     Ws = tuple(quantlab.quantize(_weights(r, K, 20 + i), f) for i, (r, f) in enumerate(zip(rows, fmts)))
     x = np.random.default_rng(21).standard_normal((2, K)).astype(np.float32)
     act = mm.quantize_activations(x, mm.VEC_DOT_TYPE[fmts[0]])
-    sep = np.concatenate([mm.matmul_int(w, f, act, np.empty((2, w.shape[0]), np.float32), parallel=False)
-                          for w, f in zip(Ws, fmts)], axis=1)
+    sep = np.concatenate(
+        [mm.matmul_int(w, f, act, np.empty((2, w.shape[0]), np.float32), parallel=False) for w, f in zip(Ws, fmts)],
+        axis=1,
+    )
     for par in (False, True):
         out = np.full((2, sum(rows)), np.nan, np.float32)
         mm.matmul_int(Ws, fmts, act, out, parallel=par)
         assert np.array_equal(out.view(np.uint32), sep.view(np.uint32))
     ro = Ws[0].view()
-    ro.flags.writeable = False            # a read-only (memory-mapped) matrix next to writable ones
+    ro.flags.writeable = False  # a read-only (memory-mapped) matrix next to writable ones
     out = np.empty((2, sum(rows)), np.float32)
     mm.matmul_int((ro,) + Ws[1:], fmts, act, out)
     assert np.array_equal(out.view(np.uint32), sep.view(np.uint32))
@@ -196,10 +202,11 @@ def _ggml_cpu_vec_dot_types() -> dict:
     import re
 
     src = pathlib.Path(__file__).resolve().parent.parent / (
-        ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu.c")
+        ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu.c"
+    )
     text = src.read_text()
-    table = text[text.index("type_traits_cpu[GGML_TYPE_COUNT] = {") + 36:]
-    table = table[:table.index("\n};")]
+    table = text[text.index("type_traits_cpu[GGML_TYPE_COUNT] = {") + 36 :]
+    table = table[: table.index("\n};")]
     out = {}
     for name, body in re.findall(r"\[GGML_TYPE_(\w+)\]\s*=\s*\{(.*?)\n    \}", table, re.S):
         m = re.search(r"\.vec_dot_type\s*=\s*GGML_TYPE_(\w+)", body)

@@ -4,6 +4,7 @@ Expected values come from llama.cpp's own tools when they are built (.cache/orac
 and otherwise from fixtures recorded by tools/make_model_fixtures.py (tests/data/model_*.json).
 Timings are never asserted.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,6 +40,7 @@ def tok_fixture():
 
 
 # ---------------------------------------------------------------- tokenizer
+
 
 def test_tokenize_tricky_strings(model, tok_fixture):
     live = fx.have_tools("llama-tokenize")
@@ -120,7 +122,7 @@ def test_activation_quantizer_q8_k_matches_reference():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 512)).astype(np.float32)
     x[1, :256] = 0
-    want = quantlab.quantize(x, "Q8_K", impl="reference").reshape(4, 2, 292)   # d f32, qs[256], bsums i16[16]
+    want = quantlab.quantize(x, "Q8_K", impl="reference").reshape(4, 2, 292)  # d f32, qs[256], bsums i16[16]
     qs, d, bs = mm.quantize_activations(x, "Q8_K")
     assert np.array_equal(want[:, :, 4:260].view(np.int8).reshape(4, 512), qs)
     assert np.array_equal(want[:, :, :4].copy().view(np.float32).reshape(4, 2), d)
@@ -145,6 +147,7 @@ def test_any_registry_format_runs_through_tiles():
 
 
 # ---------------------------------------------------------------- forward, generation
+
 
 def test_small_and_batched_paths_agree(model):
     """The same 5 tokens through the integer path (one at a time) and the tile path (one batch)."""
@@ -174,6 +177,7 @@ def test_bench_reports_rates(model):
 
 # ---------------------------------------------------------------- perplexity
 
+
 def test_perplexity_matches_llama_perplexity(model):
     """First 4 chunks of 512 on the default text vs llama-perplexity's running value after 4 chunks
     (single chunks of this small model move by up to ~0.5 % with float32 summation order alone)."""
@@ -193,6 +197,7 @@ def test_kld_against_itself_is_zero(model):
 
 
 # ---------------------------------------------------------------- imatrix
+
 
 def test_imatrix_collect_save_load(model, tmp_path):
     im = qm.compute_imatrix(model, n_ctx=64, n_chunks=1)
@@ -238,10 +243,11 @@ def test_imatrix_bad_files(tmp_path):
     with pytest.raises(ImatrixError):
         qm.load_imatrix(p)
     with pytest.raises(ImatrixError):
-        qm.load_imatrix(quantlab.data.path("smollm2"))   # a GGUF, but a model, not an imatrix
+        qm.load_imatrix(quantlab.data.path("smollm2"))  # a GGUF, but a model, not an imatrix
 
 
 # ---------------------------------------------------------------- errors
+
 
 def _copy_metadata(model, **changes):
     md = model.metadata.copy()
@@ -281,6 +287,7 @@ def test_base_with_other_vocabulary(model):
 
 # ---------------------------------------------------------------- llama-bench next to quantlab.bench.model
 
+
 def test_parse_llama_bench_sample():
     """tests/data/llama_bench_smollm2_q4_1.json was printed by `llama-bench -m smollm2-Q4_1.gguf -t 2 -p 512
     -n 32 -r 2 -o json` (llama.cpp 0c1e570, .cache/oracle/bin) on this machine."""
@@ -315,6 +322,7 @@ def test_bench_model_without_llama_bench(monkeypatch):
 
 # ---------------------------------------------------------------- hyper-parameters (Config.from_metadata)
 
+
 def _cfg(model, **changes):
     md = dict(model.metadata)
     for k, v in changes.items():
@@ -325,26 +333,33 @@ def _cfg(model, **changes):
     return qm.Config.from_metadata(md, model.n_vocab)
 
 
-@pytest.mark.parametrize("key, value, expect", [
-    ("llama.attention.head_count", 0, r"llama\.attention\.head_count = 0; expected an integer in 1\.\."),
-    ("llama.attention.head_count_kv", 0, r"head_count_kv = 0; expected an integer in 1\.\.9"),
-    ("llama.attention.head_count_kv", 2, r"9 query heads cannot share .*head_count_kv = 2"),
-    ("llama.rope.dimension_count", 1000, r"rope\.dimension_count = 1000; expected an integer in 2\.\.64"),
-    ("llama.rope.dimension_count", 32, r"rope\.dimension_count = 32; expected 64"),
-    ("llama.block_count", 0, r"block_count = 0; expected an integer in 1\.\."),
-    ("llama.block_count", "abc", r"block_count = 'abc' \(str\); expected an integer"),
-    ("llama.block_count", 2.5, r"block_count = 2\.5 \(float\); expected an integer"),
-    ("llama.block_count", True, r"block_count = True \(bool\); expected an integer"),
-    ("llama.attention.layer_norm_rms_epsilon", float("nan"), r"epsilon = nan; expected a finite number > 0"),
-    ("llama.attention.layer_norm_rms_epsilon", -1e-5, r"epsilon = -1e-05; expected a finite number > 0"),
-    ("llama.attention.layer_norm_rms_epsilon", "1e-5", r"epsilon = '1e-5' \(str\); expected a finite number"),
-    ("llama.rope.freq_base", float("inf"), r"rope\.freq_base = inf; expected a finite number > 0"),
-    ("llama.embedding_length", None, r"lacks llama\.embedding_length"),
-    ("llama.attention.head_count_kv", np.array([3, 3, 1], np.uint32), r"head_count_kv = \[3, 3, 1\] differs between layers"),
-    ("llama.attention.head_count", np.array([], np.uint32), r"head_count is an empty array"),
-    ("llama.rope.scaling.type", "yarn", r"rope\.scaling\.type = 'yarn'; quantlab runs"),
-    ("llama.attention.key_length", 0, r"key_length = 0; expected an integer in 1\.\."),
-])
+@pytest.mark.parametrize(
+    "key, value, expect",
+    [
+        ("llama.attention.head_count", 0, r"llama\.attention\.head_count = 0; expected an integer in 1\.\."),
+        ("llama.attention.head_count_kv", 0, r"head_count_kv = 0; expected an integer in 1\.\.9"),
+        ("llama.attention.head_count_kv", 2, r"9 query heads cannot share .*head_count_kv = 2"),
+        ("llama.rope.dimension_count", 1000, r"rope\.dimension_count = 1000; expected an integer in 2\.\.64"),
+        ("llama.rope.dimension_count", 32, r"rope\.dimension_count = 32; expected 64"),
+        ("llama.block_count", 0, r"block_count = 0; expected an integer in 1\.\."),
+        ("llama.block_count", "abc", r"block_count = 'abc' \(str\); expected an integer"),
+        ("llama.block_count", 2.5, r"block_count = 2\.5 \(float\); expected an integer"),
+        ("llama.block_count", True, r"block_count = True \(bool\); expected an integer"),
+        ("llama.attention.layer_norm_rms_epsilon", float("nan"), r"epsilon = nan; expected a finite number > 0"),
+        ("llama.attention.layer_norm_rms_epsilon", -1e-5, r"epsilon = -1e-05; expected a finite number > 0"),
+        ("llama.attention.layer_norm_rms_epsilon", "1e-5", r"epsilon = '1e-5' \(str\); expected a finite number"),
+        ("llama.rope.freq_base", float("inf"), r"rope\.freq_base = inf; expected a finite number > 0"),
+        ("llama.embedding_length", None, r"lacks llama\.embedding_length"),
+        (
+            "llama.attention.head_count_kv",
+            np.array([3, 3, 1], np.uint32),
+            r"head_count_kv = \[3, 3, 1\] differs between layers",
+        ),
+        ("llama.attention.head_count", np.array([], np.uint32), r"head_count is an empty array"),
+        ("llama.rope.scaling.type", "yarn", r"rope\.scaling\.type = 'yarn'; quantlab runs"),
+        ("llama.attention.key_length", 0, r"key_length = 0; expected an integer in 1\.\."),
+    ],
+)
 def test_bad_hyper_parameters_are_named(model, key, value, expect):
     """Every hyper-parameter is checked before anything runs: one ModelError naming the key, the value
     and what was expected (issue 18: these gave ZeroDivisionError, numpy broadcast errors, or PPL
@@ -357,8 +372,13 @@ def test_per_layer_arrays_with_one_value_are_accepted(model):
     """The GGUF reader gives per-layer values as numpy arrays (real models store head_count_kv so):
     an array whose entries are all equal is that value."""
     n = model.config.n_layer
-    c = _cfg(model, **{"llama.attention.head_count_kv": np.full(n, 3, np.uint32),
-                       "llama.feed_forward_length": np.full(n, 1536, np.int32)})
+    c = _cfg(
+        model,
+        **{
+            "llama.attention.head_count_kv": np.full(n, 3, np.uint32),
+            "llama.feed_forward_length": np.full(n, 1536, np.int32),
+        },
+    )
     assert (c.n_head_kv, c.n_ff) == (3, 1536) and c == model.config
 
 
@@ -383,6 +403,7 @@ def test_unsupported_architecture_is_refused_first(model, tmp_path):
 
 # ---------------------------------------------------------------- architectures on tiny random models
 
+
 def _tiny_model(tmp_path, arch, **kw):
     """A 2-layer random model of ``arch`` with SmolLM2's tokenizer, float32 weights (so every product
     is the same tile product on both paths and only the op sets differ), written with gguf-py: width 64, 4 query heads of 32 values (head size != width / heads, as gemma3
@@ -398,16 +419,23 @@ def _tiny_model(tmp_path, arch, **kw):
             w.add_key_value(f.name, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
     E, H, Hkv, D, F, V, n_layer = 64, 4, 2, 32, 128, 49152, 2
     U32, F32 = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32
-    for k, v, t in [("block_count", n_layer, U32), ("context_length", 256, U32), ("embedding_length", E, U32),
-                    ("feed_forward_length", F, U32), ("attention.head_count", H, U32),
-                    ("attention.head_count_kv", Hkv, U32), ("attention.key_length", D, U32),
-                    ("attention.value_length", D, U32), ("rope.freq_base", 10000.0, F32),
-                    ("attention.layer_norm_rms_epsilon", 1e-6, F32)] + kw.get("extra", []):
+    for k, v, t in [
+        ("block_count", n_layer, U32),
+        ("context_length", 256, U32),
+        ("embedding_length", E, U32),
+        ("feed_forward_length", F, U32),
+        ("attention.head_count", H, U32),
+        ("attention.head_count_kv", Hkv, U32),
+        ("attention.key_length", D, U32),
+        ("attention.value_length", D, U32),
+        ("rope.freq_base", 10000.0, F32),
+        ("attention.layer_norm_rms_epsilon", 1e-6, F32),
+    ] + kw.get("extra", []):
         w.add_key_value(f"{arch}.{k}", v, t)
     rng = np.random.default_rng(hash(arch) % 1000)
 
     def mat(name, rows, cols, scale=None):
-        w.add_tensor(name, (rng.standard_normal((rows, cols)) * (scale or cols ** -0.5)).astype(np.float32))
+        w.add_tensor(name, (rng.standard_normal((rows, cols)) * (scale or cols**-0.5)).astype(np.float32))
 
     def vec(name, n, lo=0.8, hi=1.2):
         w.add_tensor(name, rng.uniform(lo, hi, n).astype(np.float32))
@@ -425,28 +453,41 @@ def _tiny_model(tmp_path, arch, **kw):
         if arch == "phi3":
             mat(b + "attn_qkv.weight", (H + 2 * Hkv) * D, E)
         else:
-            mat(b + "attn_q.weight", H * D, E); mat(b + "attn_k.weight", Hkv * D, E); mat(b + "attn_v.weight", Hkv * D, E)
+            mat(b + "attn_q.weight", H * D, E)
+            mat(b + "attn_k.weight", Hkv * D, E)
+            mat(b + "attn_v.weight", Hkv * D, E)
         if arch == "qwen2":
             for n, r in (("q", H * D), ("k", Hkv * D), ("v", Hkv * D)):
                 vec(b + f"attn_{n}.bias", r, -0.5, 0.5)
         if arch in ("qwen3", "gemma3"):
-            vec(b + "attn_q_norm.weight", D); vec(b + "attn_k_norm.weight", D)
+            vec(b + "attn_q_norm.weight", D)
+            vec(b + "attn_k_norm.weight", D)
         mat(b + "attn_output.weight", E, H * D)
         if arch == "gemma3":
-            vec(b + "post_attention_norm.weight", E); vec(b + "post_ffw_norm.weight", E)
+            vec(b + "post_attention_norm.weight", E)
+            vec(b + "post_ffw_norm.weight", E)
         vec(b + "ffn_norm.weight", E)
         if arch == "phi3":
             mat(b + "ffn_up.weight", 2 * F, E)
         else:
-            mat(b + "ffn_gate.weight", F, E); mat(b + "ffn_up.weight", F, E)
+            mat(b + "ffn_gate.weight", F, E)
+            mat(b + "ffn_up.weight", F, E)
         mat(b + "ffn_down.weight", E, F)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     return p
 
 
-ARCH_EXTRA = {"gemma3": [("attention.sliding_window", 8, None), ("attention.sliding_window_pattern", 2, None),
-                         ("rope.freq_base_swa", 1000.0, None)],
-              "phi3": [("rope.scaling.attn_factor", 1.19, None), ("rope.scaling.original_context_length", 64, None)]}
+ARCH_EXTRA = {
+    "gemma3": [
+        ("attention.sliding_window", 8, None),
+        ("attention.sliding_window_pattern", 2, None),
+        ("rope.freq_base_swa", 1000.0, None),
+    ],
+    "phi3": [("rope.scaling.attn_factor", 1.19, None), ("rope.scaling.original_context_length", 64, None)],
+}
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3", "phi3"])
@@ -457,24 +498,26 @@ def test_architectures_generation_and_prompt_paths_agree(tmp_path, arch):
     GeGLU. (Agreement with llama.cpp itself: tests/test_arch.py; the integer kernels: test_matmul.)"""
     import gguf
 
-    extra = [(k, v, gguf.GGUFValueType.FLOAT32 if isinstance(v, float) else gguf.GGUFValueType.UINT32)
-             for k, v, _ in ARCH_EXTRA.get(arch, [])]
+    extra = [
+        (k, v, gguf.GGUFValueType.FLOAT32 if isinstance(v, float) else gguf.GGUFValueType.UINT32)
+        for k, v, _ in ARCH_EXTRA.get(arch, [])
+    ]
     m = qm.load(_tiny_model(tmp_path, arch, extra=extra))
     assert m.config.arch == arch and m.config.head_dim == 32 and m.config.n_embd // m.config.n_head == 16
     if arch == "gemma3":
         assert [L.n_swa for L in m.layers] == [8, 0]
     ids = np.random.default_rng(5).integers(0, m.n_vocab, 40)
-    for n_ctx in (48, 96):       # phi3: short, then long LongRoPE factors (original context 64)
+    for n_ctx in (48, 96):  # phi3: short, then long LongRoPE factors (original context 64)
         batch = m.forward(ids, m.new_cache(n_ctx), outputs="all", logits=False)
         c = m.new_cache(n_ctx)
-        single = np.concatenate([m.forward(ids[i:i + 1], c, logits=False) for i in range(len(ids))])
+        single = np.concatenate([m.forward(ids[i : i + 1], c, logits=False) for i in range(len(ids))])
         assert np.isfinite(batch).all() and batch.std() > 0.1
         # float32 weights: both paths run the same products; the op sets differ in float32 order, which
         # now and then rounds a cached key or value to the neighbouring fp16 (5e-4 relative), and no more
         # (a wrong rotation, norm, mask or activation would be O(1))
         np.testing.assert_allclose(single, batch, rtol=0, atol=2e-4 * np.abs(batch).max())
         assert (m.logits(single).argmax(1) == m.logits(batch).argmax(1)).mean() >= 0.95
-    if arch == "phi3":           # the long factors are in use beyond the original context: other states
+    if arch == "phi3":  # the long factors are in use beyond the original context: other states
         short = m.forward(ids[:8], m.new_cache(48), outputs="all", logits=False)
         long = m.forward(ids[:8], m.new_cache(96), outputs="all", logits=False)
         assert not np.allclose(short[1:], long[1:], atol=1e-3)
@@ -494,6 +537,9 @@ def test_architecture_missing_a_tensor_it_needs(tmp_path):
     for t in src.tensors:
         if t.name != "blk.1.attn_q_norm.weight":
             w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     with pytest.raises(ModelError, match=r"'blk\.1\.attn_q_norm\.weight' is missing .* qwen3 model"):
         qm.load(p)

@@ -1,5 +1,6 @@
 """tests/nbrun.py's client: the Output-widget state still reaches the kernel, and never through the shell
 socket that the client polls for execute replies (the cause of the headless hang, nbclient#312)."""
+
 from __future__ import annotations
 
 import os
@@ -16,11 +17,14 @@ def test_output_widget_sync_goes_around_the_polled_shell_socket(monkeypatch):
     from .nbrun import NotebookClient
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in (
-        "import ipywidgets as W\nfrom IPython.display import display, clear_output\nout = W.Output(); display(out)",
-        *[f"with out:\n    clear_output(wait=True)\n    print('step {i}')" for i in range(5)],
-        "assert [o['text'] for o in out.outputs] == ['step 4\\n'], out.outputs\nprint('synced')",
-    )]
+    nb.cells = [
+        nbformat.v4.new_code_cell(src)
+        for src in (
+            "import ipywidgets as W\nfrom IPython.display import display, clear_output\nout = W.Output(); display(out)",
+            *[f"with out:\n    clear_output(wait=True)\n    print('step {i}')" for i in range(5)],
+            "assert [o['text'] for o in out.outputs] == ['step 4\\n'], out.outputs\nprint('synced')",
+        )
+    ]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     client = NotebookClient(nb, timeout=120, kernel_name="python3")
     sent_on_shell = []
@@ -41,13 +45,19 @@ def test_show_figure_needs_no_front_end_sync_even_with_stock_nbclient(monkeypatc
     import nbclient
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in (
-        "%matplotlib inline\nimport ipywidgets as W\nfrom IPython.display import display\n"
-        "from quantlab.widgets._common import new_figure, show_figure\nout = W.Output(); display(out)\n"
-        "fig, ax = new_figure(3, 2)",
-        *[f"ax.clear(); ax.plot([0, {i}]); show_figure(out, fig)\n"
-          f"assert len(out.outputs) == 1 and 'image/png' in out.outputs[0]['data']" for i in range(4)],
-    )]
+    nb.cells = [
+        nbformat.v4.new_code_cell(src)
+        for src in (
+            "%matplotlib inline\nimport ipywidgets as W\nfrom IPython.display import display\n"
+            "from quantlab.widgets._common import new_figure, show_figure\nout = W.Output(); display(out)\n"
+            "fig, ax = new_figure(3, 2)",
+            *[
+                f"ax.clear(); ax.plot([0, {i}]); show_figure(out, fig)\n"
+                f"assert len(out.outputs) == 1 and 'image/png' in out.outputs[0]['data']"
+                for i in range(4)
+            ],
+        )
+    ]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3")

@@ -5,6 +5,7 @@ assert their conclusions inline; notebooks listed in ``PROBES`` get more cells r
 move their widgets and check what changed (the notebooks themselves never change a student's widget) (Output widgets included: nbclient plays
 the front end, so ``out.outputs`` is filled).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,8 @@ CELL_TIMEOUT = 240
 PROBES = {
     # 00-04: the widget-driving checks that used to be the notebooks' last "Self-check" cell (they changed
     # what the student saw); the notebooks now leave every widget as the student set it.
-    "00_start_here.ipynb": ("""
+    "00_start_here.ipynb": (
+        """
 _png0 = calc.out.outputs[-1]["data"]["image/png"]
 assert calc.preset.value == "Llama-2-7B (6.74B)" and calc.file_result["ftype"] == "Q4_K_M"
 calc.preset.value = "GPT-3 (175B)"
@@ -50,11 +52,14 @@ calc.fmt.value = "Q4_0"
 assert abs(calc.result["GB"] - 3.9375) < 1e-9
 assert "3.938 GB" in calc.summary.value, calc.summary.value
 print("probe ok")
-""", """
+""",
+        """
 assert calc.out.outputs[-1]["data"]["image/png"] != _png0, "the bar chart was not redrawn"
 print("probe ok")
-"""),
-    "01_bits_and_floats.ipynb": ("""
+""",
+    ),
+    "01_bits_and_floats.ipynb": (
+        """
 _png0 = fe.out.outputs[-1]["data"]["image/png"]
 fe.fmt.value = "E4M3"
 fe.number.value = 0.1
@@ -76,12 +81,15 @@ fe.fmt.value = "E5M2"; fe.scaled.value = False
 fe.number.value = 1e6
 assert fe.result["kind"] == "infinity"
 print("probe ok")
-""", """
+""",
+        """
 assert fe.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 assert not [o for o in fe.out.outputs if o.get("output_type") == "error"], fe.out.outputs
 print("probe ok")
-"""),
-    "02_scales_and_zero_points.ipynb": ("""
+""",
+    ),
+    "02_scales_and_zero_points.ipynb": (
+        """
 _png0 = sz.out.outputs[-1]["data"]["image/png"]
 sz.group.value = "channel"; sz.scheme.value = "symmetric"; sz.clip.value = 100.0
 sz.bits.value = 3
@@ -97,11 +105,14 @@ s2 = sz.result["sqnr_db"]
 sz.bits.value = 6
 assert sz.result["sqnr_db"] > s2
 print("probe ok")
-""", """
+""",
+        """
 assert sz.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
-"""),
-    "03_group_size.ipynb": ("""
+""",
+    ),
+    "03_group_size.ipynb": (
+        """
 _png0 = gs.out.outputs[-1]["data"]["image/png"]
 gs.scheme.value = "symmetric"; gs.bits.value = 4
 gs.group.value = "32"
@@ -113,11 +124,14 @@ assert "4-bit symmetric" in gs.summary.value
 gs.group.value = "8"
 assert gs.result["group_length"] == 8 and abs(gs.result["overhead_bpw"] - 2.0) < 1e-12
 print("probe ok")
-""", """
+""",
+        """
 assert gs.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
-"""),
-    "04_block_formats.ipynb": ("""
+""",
+    ),
+    "04_block_formats.ipynb": (
+        """
 assert insp.fmt.value == "Q4_K" and len(insp.fields["bytes"]) == 144 and "Q4_K" in insp.header.value
 assert "scales</b> bytes 4-15" in insp.hex.value and insp.hex.value.count("border-bottom:3px") >= 144
 insp.fmt.value = "Q8_0"; insp.use_im.value = False
@@ -133,15 +147,19 @@ d = float(insp.fields["d"]); codes = insp.fields["codes"].astype(float)
 import numpy as np
 assert np.array_equal(np.float32(d) * (codes - 8).astype(np.float32), insp.fields["values"])
 print("probe ok")
-""", """
+""",
+        """
 _png0 = insp.out.outputs[-1]["data"]["image/png"]
 insp.block.value = 5
 print("probe ok")
-""", """
+""",
+        """
 assert insp.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
-"""),
-    "08_mixes_and_imatrix.ipynb": ("""
+""",
+    ),
+    "08_mixes_and_imatrix.ipynb": (
+        """
 _png0 = mix.out.outputs[-1]["data"]["image/png"]
 mix.ftype.value = "Q4_K_M"; mix.llama.value = "Llama-2-7B"; mix.has_im.value = False; mix.layer.value = 0
 r = mix.result
@@ -161,11 +179,14 @@ mix.has_im.value = False
 mix.ftype.value = "Q8_0"
 assert mix.result["smollm2"]["n_fallback"] == 0 and abs(mix.result["llama"]["bpw"] - 8.5) < 0.01
 print("probe ok")
-""", """
+""",
+        """
 assert mix.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
-"""),
-    "06_compression_analogy.ipynb": ("""
+""",
+    ),
+    "06_compression_analogy.ipynb": (
+        """
 _png0 = jq.out.outputs[-1]["data"]["image/png"]
 jq.clip.value = "min/max (no clipping)"
 jq.quality.value = 30
@@ -178,11 +199,14 @@ jq.clip.value = "99.9th percentile"
 assert jq.result["sqnr_db"] != unclipped
 jq.quality.value = 50
 print("probe ok")
-""", """
+""",
+        """
 assert jq.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
-"""),
-    "09_qat_vs_ptq.ipynb": ("""
+""",
+    ),
+    "09_qat_vs_ptq.ipynb": (
+        """
 _png0 = app.out.outputs[-1]["data"]["image/png"]
 app.bits.value = 2
 app.gran.value = "per-tensor"
@@ -193,10 +217,12 @@ app.gran.value = "per-group 16"
 assert app.result["ptq_acc"] > r2["ptq_acc"], app.result
 assert by[(8, None)].ptq_acc > 0.9 and by[(2, None)].qat_acc > by[(2, None)].ptq_acc
 print("probe ok")
-""", """
+""",
+        """
 assert app.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
-"""),
+""",
+    ),
     "05_gguf_file.ipynb": """
 hexv.region.value = "header (magic, version, counts)"
 assert hexv.result["fields"][1].value == "u32 = 3"
@@ -216,7 +242,8 @@ assert sum(x.size for x in anat.fields) == f.file_size              # the fields
 assert all(r["equal"] for r in cmp)
 print("probe ok")
 """,
-    "07_quantize_a_real_model.ipynb": ("""
+    "07_quantize_a_real_model.ipynb": (
+        """
 assert QUICK, "the tests run notebook 07 in QUICK mode (QUANTLAB_QUICK=1)"
 _png0 = lad.out.outputs[-1]["data"]["image/png"]
 lad.fmt.value = "Q4_K"; lad.kind.value = "ffn_down"; lad.layer.value = 0
@@ -233,10 +260,12 @@ lad.fmt.value = "Q2_K"; lad.kind.value = "ffn_down"; lad.layer.value = 3
 assert lad.result["used"] == "Q2_K" and lad.result["name"] == "blk.3.ffn_down.weight"
 assert "Q2_K" in lad.summary.value
 print("probe ok")
-""", """
+""",
+        """
 assert lad.out.outputs[-1]["data"]["image/png"] != _png0, "the plot was not redrawn"
 print("probe ok")
-"""),
+""",
+    ),
     "A1_kernel_throughput.ipynb": """
 app.op.value = "dequantize"
 assert app.result["op"] == "dequantize" and app.result["rows"] == sum(r["op"] == "dequantize" for r in table)
@@ -255,8 +284,8 @@ print("probe ok")
 
 def _kernel_env():
     env = dict(os.environ)
-    env.pop("MPLBACKEND", None)                       # else the kernel cannot pick the inline backend
-    env["QUANTLAB_QUICK"] = "1"                       # notebooks with a QUICK flag take their short path
+    env.pop("MPLBACKEND", None)  # else the kernel cannot pick the inline backend
+    env["QUANTLAB_QUICK"] = "1"  # notebooks with a QUICK flag take their short path
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -264,8 +293,9 @@ def _kernel_env():
 def _client(nb, path):
     from .nbrun import NotebookClient
 
-    return NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                          resources={"metadata": {"path": str(path.parent)}})
+    return NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
 
 
 def _execute(nb, path, probe):

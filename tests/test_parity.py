@@ -3,6 +3,7 @@
 Driven by the registry: a new format is tested as soon as it is in the registry. A format without a
 registered implementation FAILS here (and in tests/test_registry.py): it is never skipped, never passed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ def _n_for(f):
 
 
 def _need(f, kind, op):
-    f.impl(kind, op)          # FormatError (a failure) when the family module registers none
+    f.impl(kind, op)  # FormatError (a failure) when the family module registers none
 
 
 @pytest.mark.parametrize("impl", ["reference", "fast"])
@@ -42,7 +43,7 @@ def test_quantize_matches_ggml(f, impl):
                 continue
             if im is not None and not f.uses_imatrix and iname != "imatrix":
                 continue
-            if (f.name, cname) in GGML_ABORTS:   # ggml aborts here; quantlab must raise instead
+            if (f.name, cname) in GGML_ABORTS:  # ggml aborts here; quantlab must raise instead
                 with pytest.raises(QuantizationError):
                     quantlab.quantize(x, f, imatrix=im, impl=impl)
                 continue

@@ -1,6 +1,7 @@
 """quantlab.recipes against llama-quantize: the per-tensor plan for every file type (recorded from the
 real binary into tests/data/recipes_smollm2.json by tools/make_recipe_fixture.py), the rules on
 synthetic models, errors, and whole-model byte identity (sha256 of the output file)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,12 @@ DATA = pathlib.Path(__file__).parent / "data"
 FIXTURE = json.loads((DATA / "recipes_smollm2.json").read_text())
 
 # SmolLM2-135M as llama-quantize sees it: names, ggml shapes and source types of the Q4_1 file.
-SMOL_META = {"general.architecture": "llama", "llama.block_count": 30, "llama.attention.head_count": 9,
-             "llama.attention.head_count_kv": 3}
+SMOL_META = {
+    "general.architecture": "llama",
+    "llama.block_count": 30,
+    "llama.attention.head_count": 9,
+    "llama.attention.head_count_kv": 3,
+}
 
 
 def _smol_tensors():
@@ -105,12 +110,22 @@ def _dense(n_layer=32, n_head=32, n_head_kv=8, d=4096, ff=14336, tied=False, arc
     kvd = d * n_head_kv // n_head
     for i in range(n_layer):
         p = f"blk.{i}."
-        ts += [(p + "attn_q.weight", (d, d), "F16"), (p + "attn_k.weight", (d, kvd), "F16"),
-               (p + "attn_v.weight", (d, kvd), "F16"), (p + "attn_output.weight", (d, d), "F16"),
-               (p + "ffn_gate.weight", (d, ff), "F16"), (p + "ffn_up.weight", (d, ff), "F16"),
-               (p + "ffn_down.weight", (ff, d), "F16"), (p + "attn_norm.weight", (d,), "F32")]
-    meta = {"general.architecture": arch, f"{arch}.block_count": n_layer,
-            f"{arch}.attention.head_count": n_head, f"{arch}.attention.head_count_kv": n_head_kv}
+        ts += [
+            (p + "attn_q.weight", (d, d), "F16"),
+            (p + "attn_k.weight", (d, kvd), "F16"),
+            (p + "attn_v.weight", (d, kvd), "F16"),
+            (p + "attn_output.weight", (d, d), "F16"),
+            (p + "ffn_gate.weight", (d, ff), "F16"),
+            (p + "ffn_up.weight", (d, ff), "F16"),
+            (p + "ffn_down.weight", (ff, d), "F16"),
+            (p + "attn_norm.weight", (d,), "F32"),
+        ]
+    meta = {
+        "general.architecture": arch,
+        f"{arch}.block_count": n_layer,
+        f"{arch}.attention.head_count": n_head,
+        f"{arch}.attention.head_count_kv": n_head_kv,
+    }
     return ts, meta
 
 
@@ -145,27 +160,41 @@ def test_model_info_reads_per_layer_arrays_and_refuses_bad_values():
     from quantlab.errors import ModelError
 
     base = {"general.architecture": "llama", "llama.block_count": 2}
-    m = ModelInfo.from_metadata({**base, "llama.attention.head_count": np.array([9, 3], np.int32),
-                                 "llama.attention.head_count_kv": np.array([3, 1], np.uint32)})
+    m = ModelInfo.from_metadata(
+        {
+            **base,
+            "llama.attention.head_count": np.array([9, 3], np.int32),
+            "llama.attention.head_count_kv": np.array([3, 1], np.uint32),
+        }
+    )
     assert (m.n_head, m.n_head_kv, m.n_gqa) == (9, 3, 3)
-    m = ModelInfo.from_metadata({**base, "llama.attention.head_count": (8, 8),
-                                 "llama.attention.head_count_kv": [np.int64(2), 2]})
+    m = ModelInfo.from_metadata(
+        {**base, "llama.attention.head_count": (8, 8), "llama.attention.head_count_kv": [np.int64(2), 2]}
+    )
     assert m.n_gqa == 4
-    m = ModelInfo.from_metadata({**base, "llama.block_count": np.uint32(80), "llama.attention.head_count": 64,
-                                 "llama.attention.head_count_kv": 8})
+    m = ModelInfo.from_metadata(
+        {
+            **base,
+            "llama.block_count": np.uint32(80),
+            "llama.attention.head_count": 64,
+            "llama.attention.head_count_kv": 8,
+        }
+    )
     assert m.is_70b and m.n_layer == 80
-    bad = [({"llama.block_count": "abc"}, "block_count is 'abc'.*expected an unsigned integer"),
-           ({"llama.block_count": 2.0}, "block_count is 2.0"),
-           ({"llama.block_count": True}, "block_count is True"),
-           ({"llama.block_count": -1}, "block_count is -1.*32-bit"),
-           ({"llama.block_count": [2, 2]}, "block_count is an array.*expected a scalar"),
-           ({"llama.attention.head_count_kv": float("nan")}, "head_count_kv is nan"),
-           ({"llama.attention.head_count_kv": np.array([np.nan, 1.0])}, "head_count_kv element 0 is nan"),
-           ({"llama.attention.head_count": np.array([9, 3, 3])}, "array of 3 values.*one per layer \\(2"),
-           ({"llama.attention.head_count": np.zeros((2, 2), np.int32)}, "shape \\(2, 2\\)"),
-           ({"llama.attention.head_count": []}, "array of 0 values"),
-           ({"llama.expert_count": 1 << 40}, "expert_count is 1099511627776"),
-           ({"general.architecture": 7}, "general.architecture is 7")]
+    bad = [
+        ({"llama.block_count": "abc"}, "block_count is 'abc'.*expected an unsigned integer"),
+        ({"llama.block_count": 2.0}, "block_count is 2.0"),
+        ({"llama.block_count": True}, "block_count is True"),
+        ({"llama.block_count": -1}, "block_count is -1.*32-bit"),
+        ({"llama.block_count": [2, 2]}, "block_count is an array.*expected a scalar"),
+        ({"llama.attention.head_count_kv": float("nan")}, "head_count_kv is nan"),
+        ({"llama.attention.head_count_kv": np.array([np.nan, 1.0])}, "head_count_kv element 0 is nan"),
+        ({"llama.attention.head_count": np.array([9, 3, 3])}, "array of 3 values.*one per layer \\(2"),
+        ({"llama.attention.head_count": np.zeros((2, 2), np.int32)}, "shape \\(2, 2\\)"),
+        ({"llama.attention.head_count": []}, "array of 0 values"),
+        ({"llama.expert_count": 1 << 40}, "expert_count is 1099511627776"),
+        ({"general.architecture": 7}, "general.architecture is 7"),
+    ]
     for extra, msg in bad:
         with pytest.raises(ModelError, match=msg):
             ModelInfo.from_metadata({**base, **extra})
@@ -177,8 +206,16 @@ def test_options():
     assert {t.fmt.name for t in p if t.quantizable} == {"Q4_K"}
     p = make_plan(ts, "Q4_K_M", meta, Options(leave_output_tensor=True))
     assert p["output.weight"].fmt.name == "F16" and not p["output.weight"].quantizable
-    p = make_plan(ts, "Q4_K_M", meta, Options(tensor_types=["attn_(q|k)=q8_0", "blk\\.7\\.=iq4_nl"],
-                                              output_tensor_type="q8_0", token_embedding_type="Q4_0"))
+    p = make_plan(
+        ts,
+        "Q4_K_M",
+        meta,
+        Options(
+            tensor_types=["attn_(q|k)=q8_0", "blk\\.7\\.=iq4_nl"],
+            output_tensor_type="q8_0",
+            token_embedding_type="Q4_0",
+        ),
+    )
     assert p["blk.3.attn_q.weight"].fmt.name == "Q8_0" and "--tensor-type" in p["blk.3.attn_q.weight"].rule
     assert p["blk.7.attn_q.weight"].fmt.name == "Q8_0"  # first matching pattern wins
     assert p["blk.7.ffn_up.weight"].fmt.name == "IQ4_NL"
@@ -224,16 +261,30 @@ N_LAYER, D, FF = 2, 256, 512
 
 def _tiny_model(path, rng=None):
     rng = rng or np.random.default_rng(7)
-    md = {"general.architecture": "llama", "general.name": "tiny", "llama.block_count": N_LAYER,
-          "llama.embedding_length": D, "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
-          "general.file_type": 0}
-    ts = {"token_embd.weight": rng.standard_normal((64, D)).astype(np.float32) * 0.05,
-          "output_norm.weight": np.ones(D, np.float32),
-          "output.weight": rng.standard_normal((64, D)).astype(np.float32) * 0.05}
+    md = {
+        "general.architecture": "llama",
+        "general.name": "tiny",
+        "llama.block_count": N_LAYER,
+        "llama.embedding_length": D,
+        "llama.attention.head_count": 4,
+        "llama.attention.head_count_kv": 2,
+        "general.file_type": 0,
+    }
+    ts = {
+        "token_embd.weight": rng.standard_normal((64, D)).astype(np.float32) * 0.05,
+        "output_norm.weight": np.ones(D, np.float32),
+        "output.weight": rng.standard_normal((64, D)).astype(np.float32) * 0.05,
+    }
     for i in range(N_LAYER):
-        for nm, shp in (("attn_q", (D, D)), ("attn_k", (D // 2, D)), ("attn_v", (D // 2, D)),
-                        ("attn_output", (D, D)), ("ffn_gate", (FF, D)), ("ffn_up", (FF, D)),
-                        ("ffn_down", (D, FF))):
+        for nm, shp in (
+            ("attn_q", (D, D)),
+            ("attn_k", (D // 2, D)),
+            ("attn_v", (D // 2, D)),
+            ("attn_output", (D, D)),
+            ("ffn_gate", (FF, D)),
+            ("ffn_up", (FF, D)),
+            ("ffn_down", (D, FF)),
+        ):
             ts[f"blk.{i}.{nm}.weight"] = (rng.standard_normal(shp) * rng.uniform(0.01, 0.1)).astype(np.float32)
         ts[f"blk.{i}.attn_norm.weight"] = np.ones(D, np.float32)
     gguf.write(path, md, ts)
@@ -242,8 +293,11 @@ def _tiny_model(path, rng=None):
 
 def _tiny_imatrix(ts, rng=None):
     rng = rng or np.random.default_rng(3)
-    return {k: rng.uniform(0.0, 2.0, v.shape[-1]).astype(np.float32) for k, v in ts.items()
-            if k.startswith("blk.") and v.ndim == 2}
+    return {
+        k: rng.uniform(0.0, 2.0, v.shape[-1]).astype(np.float32)
+        for k, v in ts.items()
+        if k.startswith("blk.") and v.ndim == 2
+    }
 
 
 def _sha(p):
@@ -262,10 +316,11 @@ def test_pipeline_matches_ggml_tensor_by_tensor(tmp_path, ftype, with_im):
         assert f.metadata["general.file_type"] == recipes.file_type(ftype).value
         assert f.metadata.type_of("general.file_type") == gguf.ValueType.UINT32
         keys = list(f.metadata)
-        tail = keys[keys.index("general.quantization_version"):]
+        tail = keys[keys.index("general.quantization_version") :]
         # a mapping imatrix has no file name, dataset or chunk count: only the entry count is recorded
         assert tail == ["general.quantization_version", "general.file_type"] + (
-            ["quantize.imatrix.entries_count"] if im is not None else [])
+            ["quantize.imatrix.entries_count"] if im is not None else []
+        )
         assert list(f.tensors) == [t.name for t in r.plan]
         for t in r.plan:
             got = f.tensors[t.name]
@@ -286,8 +341,17 @@ def test_pipeline_options_and_metadata(tmp_path):
     src = tmp_path / "tiny.gguf"
     _tiny_model(src)
     out = tmp_path / "o.gguf"
-    r = recipes.quantize_model(src, out, "Q4_K_M", pure=True, output_tensor_type="q8_0",
-                               tensor_types=["ffn_down=q5_k"], verbose=False, progress=False, threads=1)
+    r = recipes.quantize_model(
+        src,
+        out,
+        "Q4_K_M",
+        pure=True,
+        output_tensor_type="q8_0",
+        tensor_types=["ffn_down=q5_k"],
+        verbose=False,
+        progress=False,
+        threads=1,
+    )
     with gguf.open(out) as f:
         types = {n: t.format.name for n, t in f.tensors.items()}
         keys = list(f.metadata)
@@ -310,11 +374,11 @@ def test_bad_input_never_touches_the_model(tmp_path):
         recipes.quantize_model(src, out, "IQ2_XXS", verbose=False, progress=False)
     # SmolLM2's imatrix names tensors of the same names but 576 columns: another model
     with pytest.raises(ImatrixError, match="another model"):
-        recipes.quantize_model(src, out, "Q4_K_M", imatrix=DATA / "smollm2-imatrix.gguf", verbose=False,
-                               progress=False)
+        recipes.quantize_model(src, out, "Q4_K_M", imatrix=DATA / "smollm2-imatrix.gguf", verbose=False, progress=False)
     with pytest.raises(ImatrixError, match="another model"):
-        recipes.quantize_model(src, out, "Q4_K_M", imatrix={"enc.layer.0.w": np.ones(8, np.float32)},
-                               verbose=False, progress=False)
+        recipes.quantize_model(
+            src, out, "Q4_K_M", imatrix={"enc.layer.0.w": np.ones(8, np.float32)}, verbose=False, progress=False
+        )
     bad = _tiny_imatrix(ts)
     bad["blk.0.ffn_up.weight"] = np.full(D, np.nan, np.float32)
     with pytest.raises(ImatrixError, match="non-finite"):
@@ -408,14 +472,21 @@ def test_big_endian_model_quantizes_to_what_the_little_endian_one_gives(tmp_path
     import gguf as gp
 
     rng = np.random.default_rng(11)
-    ts = {"token_embd.weight": rng.standard_normal((64, D)).astype(np.float32),
-          "blk.0.attn_q.weight": np.ones((4, D), np.float32),
-          "blk.0.attn_k.weight": rng.standard_normal((D // 2, D)).astype(np.float16),
-          "blk.0.attn_norm.weight": np.linspace(.5, 1.5, D).astype(np.float32),
-          "blk.0.ffn_down.weight": (rng.standard_normal((D, FF)) * 1e-2).astype(np.float32)}
-    md = {"general.architecture": "llama", "general.name": "tiny-be", "llama.block_count": 1,
-          "llama.attention.head_count": 4, "llama.attention.head_count_kv": [2], "tokenizer.ggml.tokens":
-          ["a", "bc", "déf"] * 10}
+    ts = {
+        "token_embd.weight": rng.standard_normal((64, D)).astype(np.float32),
+        "blk.0.attn_q.weight": np.ones((4, D), np.float32),
+        "blk.0.attn_k.weight": rng.standard_normal((D // 2, D)).astype(np.float16),
+        "blk.0.attn_norm.weight": np.linspace(0.5, 1.5, D).astype(np.float32),
+        "blk.0.ffn_down.weight": (rng.standard_normal((D, FF)) * 1e-2).astype(np.float32),
+    }
+    md = {
+        "general.architecture": "llama",
+        "general.name": "tiny-be",
+        "llama.block_count": 1,
+        "llama.attention.head_count": 4,
+        "llama.attention.head_count_kv": [2],
+        "tokenizer.ggml.tokens": ["a", "bc", "déf"] * 10,
+    }
     be, le = tmp_path / "be.gguf", tmp_path / "le.gguf"
     _gguf_py_model(be, ts, md, gp.GGUFEndian.BIG)
     _gguf_py_model(le, ts, md, gp.GGUFEndian.LITTLE)
@@ -428,7 +499,7 @@ def test_big_endian_model_quantizes_to_what_the_little_endian_one_gives(tmp_path
         assert np.array_equal(f.tensors["blk.0.attn_norm.weight"].numpy(), ts["blk.0.attn_norm.weight"])
         q = f.tensors["blk.0.attn_q.weight"]
         assert np.array_equal(q.data, oracle().quantize(ts["blk.0.attn_q.weight"], q.format.id))
-        assert np.abs(q.dequantize() - 1).max() < 1e-3            # not the zeros of the raw copy
+        assert np.abs(q.dequantize() - 1).max() < 1e-3  # not the zeros of the raw copy
         assert f.metadata["tokenizer.ggml.tokens"] == tuple(md["tokenizer.ggml.tokens"])
     # llama.cpp (little-endian host) refuses the big-endian file and reads the little-endian one
     lib = oracle().lib
@@ -453,8 +524,7 @@ def test_big_endian_model_quantizes_to_what_the_little_endian_one_gives(tmp_path
     w.write_tensors_to_file()
     w.close()
     with pytest.raises(recipes.RecipeError, match="big-endian GGUF file with 1 quantized tensor"):
-        recipes.quantize_model(q, tmp_path / "x.gguf", "Q4_0", allow_requantize=True, verbose=False,
-                               progress=False)
+        recipes.quantize_model(q, tmp_path / "x.gguf", "Q4_0", allow_requantize=True, verbose=False, progress=False)
     assert not (tmp_path / "x.gguf").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -473,10 +543,12 @@ def test_big_endian_against_llama_quantize(tmp_path):
     if not tool.exists():
         pytest.skip("llama-quantize is not built (make peers)")
     rng = np.random.default_rng(11)
-    ts = {"token_embd.weight": rng.standard_normal((64, D)).astype(np.float32),
-          "blk.0.attn_q.weight": np.ones((D, D), np.float32),
-          "blk.0.attn_k.weight": rng.standard_normal((D // 2, D)).astype(np.float16),
-          "blk.0.attn_norm.weight": np.linspace(.5, 1.5, D).astype(np.float32)}
+    ts = {
+        "token_embd.weight": rng.standard_normal((64, D)).astype(np.float32),
+        "blk.0.attn_q.weight": np.ones((D, D), np.float32),
+        "blk.0.attn_k.weight": rng.standard_normal((D // 2, D)).astype(np.float16),
+        "blk.0.attn_norm.weight": np.linspace(0.5, 1.5, D).astype(np.float32),
+    }
     paths = {}
     for e, endian in (("be", gp.GGUFEndian.BIG), ("le", gp.GGUFEndian.LITTLE)):
         w = gp.GGUFWriter(str(tmp_path / f"{e}.gguf"), "llama", endianess=endian)
@@ -496,12 +568,22 @@ def test_big_endian_against_llama_quantize(tmp_path):
         w.close()
         paths[e] = tmp_path / f"{e}.gguf"
     env = {**os.environ, "LD_LIBRARY_PATH": str(root / "lib")}
-    p = subprocess.run([str(tool), str(paths["be"]), str(tmp_path / "be-llq.gguf"), "Q4_K_M"], capture_output=True,
-                       text=True, env=env, timeout=300)
+    p = subprocess.run(
+        [str(tool), str(paths["be"]), str(tmp_path / "be-llq.gguf"), "Q4_K_M"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 1 and "endianness" in p.stderr + p.stdout
     assert not (tmp_path / "be-llq.gguf").exists()
-    p = subprocess.run([str(tool), str(paths["le"]), str(tmp_path / "le-llq.gguf"), "Q4_K_M"], capture_output=True,
-                       text=True, env=env, timeout=300)
+    p = subprocess.run(
+        [str(tool), str(paths["le"]), str(tmp_path / "le-llq.gguf"), "Q4_K_M"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     r = recipes.quantize_model(paths["be"], tmp_path / "be-ql.gguf", "Q4_K_M", verbose=False, progress=False)
     assert r.sha256() == _sha(tmp_path / "le-llq.gguf")
@@ -519,7 +601,7 @@ def test_cli_quantize(tmp_path, capsys):
     # the time of the quantization, then of the whole process so far (which includes it)
     took = float(re.search(r"(?m)^time +=\s*([0-9.]+) s", text).group(1))
     whole = float(re.search(r"(?m)^process +=\s*([0-9.]+) s since", text).group(1))
-    assert whole >= took - 0.03                 # both at 10 ms resolution
+    assert whole >= took - 0.03  # both at 10 ms resolution
     with gguf.open(out) as f:
         assert f.tensors["blk.0.attn_q.weight"].format.name == "Q8_0"
     assert main(["quantize", str(src), str(tmp_path / "x.gguf"), "Q9_K"]) == 1
@@ -534,21 +616,23 @@ def test_cli_starts_numba_without_importing_scipy_linalg():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np\n"
-            "from quantlab.recipes.cli import start_numba_without_blas\n"
-            "start_numba_without_blas()\n"
-            "print('scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules)\n"
-            "print(sorted(m for m in ('scipy', 'yaml', 'cffi') if m in sys.modules))\n"
-            "import numba, scipy.linalg, yaml, cffi\n"
-            "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
-            "a, m, y = np.arange(6.0).reshape(2, 3), np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0])\n"
-            "print(np.array_equal(dot(a, a.T), a @ a.T), np.allclose(m @ scipy.linalg.solve(m, y), y))\n")
+    code = (
+        "import sys, numpy as np\n"
+        "from quantlab.recipes.cli import start_numba_without_blas\n"
+        "start_numba_without_blas()\n"
+        "print('scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules)\n"
+        "print(sorted(m for m in ('scipy', 'yaml', 'cffi') if m in sys.modules))\n"
+        "import numba, scipy.linalg, yaml, cffi\n"
+        "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
+        "a, m, y = np.arange(6.0).reshape(2, 3), np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0])\n"
+        "print(np.array_equal(dot(a, a.T), a @ a.T), np.allclose(m @ scipy.linalg.solve(m, y), y))\n"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     lines = p.stdout.splitlines()
-    assert lines[0] == "False False"                      # numba started, scipy.linalg not imported
-    assert lines[1] == "[]"                               # nor scipy, yaml (config file) or cffi
-    assert lines[2] == "True True"                        # BLAS, scipy, yaml, cffi still there after
+    assert lines[0] == "False False"  # numba started, scipy.linalg not imported
+    assert lines[1] == "[]"  # nor scipy, yaml (config file) or cffi
+    assert lines[2] == "True True"  # BLAS, scipy, yaml, cffi still there after
 
 
 def test_imatrix_file_loader():
@@ -575,9 +659,15 @@ def test_whole_model_sha256_matches_llama_quantize(tmp_path, key, monkeypatch):
     rec = RUNS[key]
     monkeypatch.chdir(pathlib.Path(__file__).parent.parent)  # the imatrix path is stored as given
     out = tmp_path / "out.gguf"
-    r = recipes.quantize_model(data.path("smollm2"), out, rec["ftype"], allow_requantize=True,
-                               imatrix=FIXTURE["imatrix"] if rec["imatrix"] else None, verbose=False,
-                               progress=False)
+    r = recipes.quantize_model(
+        data.path("smollm2"),
+        out,
+        rec["ftype"],
+        allow_requantize=True,
+        imatrix=FIXTURE["imatrix"] if rec["imatrix"] else None,
+        verbose=False,
+        progress=False,
+    )
     assert r.nbytes == rec["size"]
     assert r.sha256() == rec["sha256"], f"{key}: output differs from llama-quantize's"
 
@@ -594,9 +684,12 @@ def test_optimize_under_budget_and_writes_its_choice(tmp_path):
     ts = _tiny_model(src)
     im = _tiny_imatrix(ts)
     r = recipes.optimize(src, "Q4_K_M", imatrix=im, max_rows=None, threads=1, candidates=CANDS)
-    base = make_plan([(n, tuple(reversed(v.shape)), "F32") for n, v in ts.items()], "Q4_K_M",
-                     {"llama.block_count": N_LAYER, "llama.attention.head_count": 4,
-                      "llama.attention.head_count_kv": 2}, has_imatrix=True)
+    base = make_plan(
+        [(n, tuple(reversed(v.shape)), "F32") for n, v in ts.items()],
+        "Q4_K_M",
+        {"llama.block_count": N_LAYER, "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2},
+        has_imatrix=True,
+    )
     assert r.budget == base.nbytes and r.nbytes <= r.budget
     # every tensor with an imatrix entry is optimized; the rest (embeddings, norms) keep the base plan
     assert set(r.choice) == set(im)
@@ -616,7 +709,10 @@ def test_optimize_under_budget_and_writes_its_choice(tmp_path):
     with gguf.open(out) as f:
         assert {k: f.tensors[k].format.name for k in r.choice} == {k: v.name for k, v in r.choice.items()}
     assert res.plan.nbytes == r.nbytes
-    assert r.llama_quantize_args()[:2] == ["--tensor-type", f"{r.tensor_types()[0][0]}={r.tensor_types()[0][1].name.lower()}"]
+    assert r.llama_quantize_args()[:2] == [
+        "--tensor-type",
+        f"{r.tensor_types()[0][0]}={r.tensor_types()[0][1].name.lower()}",
+    ]
     # a tighter budget gives a smaller model with more error
     r2 = recipes.optimize(src, 4.6, imatrix=im, max_rows=None, threads=1, candidates=CANDS)
     assert r2.nbytes <= r2.budget < r.budget and r2.error > r.error
@@ -625,4 +721,6 @@ def test_optimize_under_budget_and_writes_its_choice(tmp_path):
 def recipes_quant_dequant(x, fmt, w):
     import quantlab
 
-    return quantlab.dequantize(quantlab.quantize(x, fmt, imatrix=w if fmt.uses_imatrix else None), fmt).astype(np.float64)
+    return quantlab.dequantize(quantlab.quantize(x, fmt, imatrix=w if fmt.uses_imatrix else None), fmt).astype(
+        np.float64
+    )

@@ -1,4 +1,5 @@
 """The registry against ggml's own type traits: one record per id 0..42, sizes from the oracle."""
+
 import numpy as np
 import pytest
 
@@ -79,7 +80,9 @@ def test_an_older_ggml_is_asked_which_types_it_has():
     with pytest.raises(quantlab.errors.OracleMissing):
         g.type_size(42)
     assert not g.has_to_float(42) and not g.has_to_float(1000)
-    assert np.array_equal(g.quantize(np.ones((1, 32), np.float32), 8), quantlab.quantize(np.ones((1, 32), np.float32), "Q8_0"))
+    assert np.array_equal(
+        g.quantize(np.ones((1, 32), np.float32), 8), quantlab.quantize(np.ones((1, 32), np.float32), "Q8_0")
+    )
     assert oracle().type_count == 43
     code = textwrap.dedent("""
         from quantlab import bench
@@ -89,14 +92,21 @@ def test_an_older_ggml_is_asked_which_types_it_has():
             print(r["format"], r["op"], r.get("ggml-1t"))
     """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=root,
-                       env={**os.environ, "QUANTLAB_GGML_LIB": old, "PYTHONPATH": root})
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
+        env={**os.environ, "QUANTLAB_GGML_LIB": old, "PYTHONPATH": root},
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     rows = dict(((ln.split()[0], ln.split()[1]), ln.split()[2]) for ln in p.stdout.splitlines())
     assert rows[("Q2_0", "quantize")] == "None" and rows[("Q8_0", "quantize")] != "None"
 
 
 # ------------------------------------------------------------------------------------ implementations
+
 
 def _import_every_family():
     import importlib
@@ -112,8 +122,13 @@ def test_every_usable_format_registers_every_implementation():
     from quantlab.formats.registry import OPS, registered
 
     _import_every_family()
-    missing = [f"{f.name} {kind} {op}" for f in quantlab.all_formats() for kind, ops in OPS.items()
-               for op in ops if (f.name, op) not in registered(kind)]
+    missing = [
+        f"{f.name} {kind} {op}"
+        for f in quantlab.all_formats()
+        for kind, ops in OPS.items()
+        for op in ops
+        if (f.name, op) not in registered(kind)
+    ]
     assert missing == []
     extra = {n for kind in OPS for (n, _op) in registered(kind)} - {f.name for f in quantlab.all_formats()}
     assert extra == set()
@@ -129,7 +144,7 @@ def test_register_refuses_misnamed_unknown_and_duplicate_implementations():
     def quantize_q4_0(x, imatrix=None):
         return x
 
-    def quantize_q4_1(x, imatrix=None):    # a misnamed function cannot stand in for another format
+    def quantize_q4_1(x, imatrix=None):  # a misnamed function cannot stand in for another format
         return x
 
     with pytest.raises(FormatError, match="Q4_0 quantize must be a function named quantize_q4_0"):
@@ -153,7 +168,10 @@ def test_a_format_without_a_registered_implementation_is_an_error(monkeypatch):
     f = get("Q4_0")
     monkeypatch.delitem(registry._IMPLS, ("Q4_0", "fast", "quantize"))
     monkeypatch.delitem(f._cache, ("fast", "quantize"), raising=False)
-    with pytest.raises(FormatError, match=r"quantize is not implemented for Q4_0 .fast implementation: "
-                                          "quantlab.kernels.legacy registers none"):
+    with pytest.raises(
+        FormatError,
+        match=r"quantize is not implemented for Q4_0 .fast implementation: "
+        "quantlab.kernels.legacy registers none",
+    ):
         f.impl("fast", "quantize")
     assert not f.has_impl("fast", "quantize")

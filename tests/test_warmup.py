@@ -1,5 +1,6 @@
 """python -m quantlab.warmup: the job list, one line per job, the exit status; and the numba cache every
 entry point uses (quantlab/_cache.py), tested from fresh processes that have no NUMBA_CACHE_DIR."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,7 @@ print(json.dumps({"cache_dir": numba.config.CACHE_DIR, "compiles": c.count}))
 def test_jobs_cover_every_fast_kernel_the_api_can_call():
     jobs = warmup.jobs()
     fmts = {n for k, n in jobs if k == "format"}
-    assert fmts == {f.name for f in all_formats()
-                    if f.has_impl("fast", "quantize") or f.has_impl("fast", "dequantize")}
+    assert fmts == {f.name for f in all_formats() if f.has_impl("fast", "quantize") or f.has_impl("fast", "dequantize")}
     assert {n for k, n in jobs if k == "matmul"} == set(mm.INT_KERNELS)
     assert ("model", warmup.MODEL_JOB) in jobs
     assert len(jobs) == len(set(jobs))
@@ -57,15 +57,18 @@ def test_one_line_per_job_and_exit_status(capsys, monkeypatch):
 
 def _env(home, **extra):
     """A child's environment as a user who never heard of NUMBA_CACHE_DIR: HOME=home, no XDG cache."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "QUANTLAB_SHARED_NUMBA_CACHE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "QUANTLAB_SHARED_NUMBA_CACHE")
+    }
     env.update(HOME=str(home), PYTHONPATH=str(ROOT), **extra)
     return env
 
 
 def _probe(env, user=None):
     cmd = [sys.executable, "-c", PROBE]
-    if user:   # run as another (unprivileged) user: setpriv is util-linux, on every Debian
+    if user:  # run as another (unprivileged) user: setpriv is util-linux, on every Debian
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] + cmd
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=env["HOME"])
     assert r.returncode == 0, r.stderr
@@ -76,9 +79,9 @@ def test_a_process_without_numba_cache_dir_uses_the_per_user_cache_and_finds_it_
     default = tmp_path / ".cache" / "quantlab" / "numba"
     first = _probe(_env(tmp_path))
     assert first["cache_dir"] == str(default)
-    assert list(default.rglob("*.nbi")) and list(default.rglob("*.nbc"))     # numba wrote its cache there
+    assert list(default.rglob("*.nbi")) and list(default.rglob("*.nbc"))  # numba wrote its cache there
     second = _probe(_env(tmp_path))
-    assert second == {"cache_dir": str(default), "compiles": 0}               # and a new process loads it
+    assert second == {"cache_dir": str(default), "compiles": 0}  # and a new process loads it
     # the user's choice still wins
     assert _probe(_env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / "mine")))["cache_dir"] == str(tmp_path / "mine")
 
@@ -91,15 +94,27 @@ def test_a_read_only_shared_cache_is_used_through_links_and_never_written():
     if os.geteuid() == 0:
         # as nobody, this environment must be importable: a clone inside a root-only folder (mktemp -d
         # makes 0700 folders) is not, and then the student's side cannot be played here
-        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                            "import numpy, numba"], capture_output=True, text=True, cwd="/")
+        r = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                "import numpy, numba",
+            ],
+            capture_output=True,
+            text=True,
+            cwd="/",
+        )
         if r.returncode != 0:
             pytest.skip(f"{sys.executable} cannot import numpy/numba as uid 65534 (a root-only folder?)")
-    base = pathlib.Path(tempfile.mkdtemp(prefix="quantlab-shared-"))   # not pytest's root-only tmp
+    base = pathlib.Path(tempfile.mkdtemp(prefix="quantlab-shared-"))  # not pytest's root-only tmp
     try:
         base.chmod(0o755)
         shared = base / "shared"
-        _probe(_env(base, NUMBA_CACHE_DIR=str(shared)))                  # the instructor warms it
+        _probe(_env(base, NUMBA_CACHE_DIR=str(shared)))  # the instructor warms it
         before = {p: p.stat().st_mtime_ns for p in shared.rglob("*")}
         student = base / "student"
         student.mkdir()
@@ -112,11 +127,11 @@ def test_a_read_only_shared_cache_is_used_through_links_and_never_written():
             d.chmod(0o555)
 
         direct = _probe(_env(student, NUMBA_CACHE_DIR=str(shared)), user)
-        assert direct["compiles"] > 0          # numba's own behaviour: a read-only cache dir is not used
+        assert direct["compiles"] > 0  # numba's own behaviour: a read-only cache dir is not used
 
         linked = _probe(_env(student, QUANTLAB_SHARED_NUMBA_CACHE=str(shared)), user)
         assert linked == {"cache_dir": str(student / ".cache" / "quantlab" / "numba"), "compiles": 0}
-        assert {p: p.stat().st_mtime_ns for p in shared.rglob("*")} == before     # nothing written there
+        assert {p: p.stat().st_mtime_ns for p in shared.rglob("*")} == before  # nothing written there
         assert any(p.is_symlink() for p in (student / ".cache" / "quantlab" / "numba").rglob("*.nbi"))
     finally:
         for d in [base, *[p for p in base.rglob("*") if p.is_dir() and not p.is_symlink()]]:

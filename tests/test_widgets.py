@@ -3,6 +3,7 @@
 Widgets work outside a kernel and traitlets runs observers synchronously, so setting ``.value`` on a control
 runs the app's update at once; we assert on model state (results, HTML values, matplotlib artists).
 """
+
 from __future__ import annotations
 
 import io
@@ -33,6 +34,7 @@ def w():
 
 # ------------------------------------------------------------------------------------------- metrics
 
+
 def test_metrics_against_hand_computation():
     x = np.array([1.0, -2.0, 3.0, 0.5], dtype=np.float32)
     y = np.array([1.5, -2.0, 2.0, 0.5], dtype=np.float32)
@@ -41,7 +43,9 @@ def test_metrics_against_hand_computation():
     assert metrics.max_error(x, y) == 1.0
     assert metrics.relative_error(x, y) == pytest.approx(math.sqrt(1.25) / math.sqrt(1 + 4 + 9 + 0.25))
     assert metrics.sqnr_db(x, y) == pytest.approx(10 * math.log10(14.25 / 1.25))
-    assert metrics.cosine(x, y) == pytest.approx(float(np.dot(x, y)) / (np.linalg.norm(x) * np.linalg.norm(y)), rel=1e-6)
+    assert metrics.cosine(x, y) == pytest.approx(
+        float(np.dot(x, y)) / (np.linalg.norm(x) * np.linalg.norm(y)), rel=1e-6
+    )
     assert metrics.sqnr_db(x, x) == math.inf and metrics.rmse(x, x) == 0.0
     counts, edges = metrics.error_histogram(x, y, bins=4)
     assert counts.sum() == 4 and edges[0] == -1.0 and edges[-1] == 1.0
@@ -73,6 +77,7 @@ def test_six_db_per_bit_on_a_real_tensor(w):
 
 # --------------------------------------------------------------------------------------------- sizes
 
+
 def test_sizes_claims():
     assert sizes.model_size(175e9, "F32")["GB"] == 700.0
     assert sizes.model_size(175e9, "F16")["GB"] == 350.0
@@ -80,13 +85,13 @@ def test_sizes_claims():
     assert quantlab.format("Q8_0").bpw == 8.5 and sizes.scale_overhead_bpw("Q8_0") == 0.5
     assert sizes.model_size(7e9, "Q4_0")["GB"] == 3.9375
     r = sizes.model_size(1e9, "Q4_0")
-    assert r["GiB"] == r["bytes"] / 2 ** 30
+    assert r["GiB"] == r["bytes"] / 2**30
 
 
 def test_q4_k_m_mix_stated_equals_recipes_and_is_about_4gb():
     t = sizes.llama_tensors(**sizes.LLAMA2_7B)
     r = sizes.file_size(t, "Q4_K_M", sizes.LLAMA2_7B)
-    assert sum(math.prod(s) for s in t.values()) == 6_738_415_616        # Llama-2-7B's parameter count
+    assert sum(math.prod(s) for s in t.values()) == 6_738_415_616  # Llama-2-7B's parameter count
     assert 4.8 < r["bpw"] < 4.9 and 4.0 < r["GB"] < 4.2
     stated = sizes.stated_mix(t, "Q4_K_M")
     # 16 of 32 layers get Q6_K attn_v and ffn_down (use_more_bits), plus the output matrix
@@ -103,7 +108,7 @@ def test_sizes_bad_input():
     with pytest.raises(FormatError):
         sizes.model_size(1e9, "Q4_9")
     with pytest.raises(FormatError):
-        sizes.model_size(1e9, 4)          # Q4_2: removed type id
+        sizes.model_size(1e9, 4)  # Q4_2: removed type id
     with pytest.raises(FormatError):
         sizes.stated_mix({"a.weight": (4, 4)}, "IQ9_Z")
 
@@ -118,19 +123,20 @@ def test_size_calculator_app():
     assert app.result["GB"] == 700.0 and "700.000 GB" in app.summary.value
     app.fmt.value = "Q4_0"
     assert app.result["bpw"] == 4.5 and "background:#fff3c4" in app.table.value
-    assert app.file_result == {} and "pick a llama" in app.file_summary.value   # GPT-3: no llama shapes
+    assert app.file_result == {} and "pick a llama" in app.file_summary.value  # GPT-3: no llama shapes
     app.preset.value = "Llama-2-7B (6.74B)"
     app.ftype.value = "Q4_K_M"
     assert 4.0 < app.file_result["GB"] < 4.2 and "Q4_K_M" in app.file_summary.value
     app.ftype.value = "Q8_0"
     assert app.file_result["bpw"] == pytest.approx(8.5, abs=0.01)
-    app.params.value = 3.0                                   # typed by hand: no longer the preset
+    app.params.value = 3.0  # typed by hand: no longer the preset
     assert app.preset.value == "(custom)" and app.file_result == {}
     names = size_calculator.storable_formats()
     assert "Q8_1" not in names and "Q8_K" not in names and "Q4_K" in names
 
 
 # ---------------------------------------------------------------------------------------- floats
+
 
 def test_float_grids_match_numpy_and_specs():
     # FP16 through the explorer equals numpy's own conversion on a dense sample
@@ -150,18 +156,18 @@ def test_float_grids_match_numpy_and_specs():
     assert fx.max_finite("E4M3") == 448.0 and fx.max_finite("E5M2") == 57344.0 and fx.max_finite("E2M1") == 6.0
     assert sorted(set(np.abs(fx.positive_grid("E2M1")[0]))) == [0, 0.5, 1, 1.5, 2, 3, 4, 6]
     assert fx.encode(0.1, "E4M3")["stored"] == 0.1015625
-    assert fx.encode(1e6, "E4M3")["stored"] == 448.0          # saturating, no infinity
+    assert fx.encode(1e6, "E4M3")["stored"] == 448.0  # saturating, no infinity
     assert fx.encode(1e6, "E5M2")["kind"] == "infinity"
-    assert fx.encode(5.0, "E2M1")["stored"] == 4.0            # tie -> even code
+    assert fx.encode(5.0, "E2M1")["stored"] == 4.0  # tie -> even code
     assert fx.encode(3.0, "E8M0")["stored"] == 2.0 and fx.encode(3.5, "E8M0")["stored"] == 4.0  # tie -> even
     assert math.isnan(fx.encode(-1.0, "E8M0")["stored"])
     assert fx.encode(1.0, "BF16")["hex"] == "0x3F80"
     with pytest.raises(FormatError):
         fx.spec("FP7")
     table = {r["format"]: r for r in fx.format_table()}
-    assert table["FP16"]["min normal"] == 2.0 ** -14 and table["FP16"]["min > 0"] == 2.0 ** -24
-    assert table["E4M3"]["min > 0"] == 2.0 ** -9 and table["E2M1"]["min normal"] == 1.0
-    assert table["BF16"]["max"] == (2 - 2.0 ** -7) * 2.0 ** 127
+    assert table["FP16"]["min normal"] == 2.0**-14 and table["FP16"]["min > 0"] == 2.0**-24
+    assert table["E4M3"]["min > 0"] == 2.0**-9 and table["E2M1"]["min normal"] == 1.0
+    assert table["BF16"]["max"] == (2 - 2.0**-7) * 2.0**127
 
 
 def test_float_explorer_app(w):
@@ -180,11 +186,12 @@ def test_float_explorer_app(w):
 
 # ------------------------------------------------------------------------------------------ toyquant
 
+
 def test_toyquant_symmetric_by_hand():
     x = np.array([[-1.0, 0.2, 0.5, 1.0]])
-    r = toyquant.quantize_uniform(x, 2, "symmetric", 100.0, "tensor")   # qmax = 1, d = 1
+    r = toyquant.quantize_uniform(x, 2, "symmetric", 100.0, "tensor")  # qmax = 1, d = 1
     assert np.array_equal(r["q"], [[-1, 0, 0, 1]]) and np.allclose(r["y"], [[-1, 0, 0, 1]])
-    r = toyquant.quantize_uniform(x, 1, "symmetric", 100.0, "tensor")   # sign x mean|x|
+    r = toyquant.quantize_uniform(x, 1, "symmetric", 100.0, "tensor")  # sign x mean|x|
     assert np.allclose(r["y"], [[-0.675, 0.675, 0.675, 0.675]])
     r = toyquant.quantize_uniform(np.array([[0.0, 1.0, 2.0, 3.0]]), 2, "asymmetric", 100.0, "tensor")
     assert np.allclose(r["y"], [[0, 1, 2, 3]]) and r["overhead_bpw"] == (16 + 2) / 4
@@ -192,14 +199,14 @@ def test_toyquant_symmetric_by_hand():
 
 def test_toyquant_clip_groups_and_law(w):
     big = np.array(w)
-    big[0, 0] = 50.0                                  # one outlier
+    big[0, 0] = 50.0  # one outlier
     plain = toyquant.quantize_uniform(big, 4, "symmetric", 100.0, "tensor")
     clipped = toyquant.quantize_uniform(big, 4, "symmetric", 99.9, "tensor")
     grouped = toyquant.quantize_uniform(big, 4, "symmetric", 100.0, 32)
     assert clipped["sqnr_db"] > plain["sqnr_db"] or grouped["sqnr_db"] > plain["sqnr_db"]
     assert clipped["clipped"][0, 0] and grouped["bpw"] == 4.5
     r8 = toyquant.quantize_uniform(w, 8, "symmetric", 100.0, "channel")
-    assert abs(r8["law_ratio"] - 1) < 0.02            # Δ/√12 holds with a fine grid
+    assert abs(r8["law_ratio"] - 1) < 0.02  # Δ/√12 holds with a fine grid
     with pytest.raises(ShapeError):
         toyquant.quantize_uniform(w, 4, "symmetric", 100.0, 7)
     with pytest.raises(ShapeError):
@@ -221,22 +228,24 @@ def test_scale_zero_and_group_size_apps():
     assert sz.result["sqnr_db"] > s3 + 15 and "7-bit" in sz.summary.value
     n_lines = len(sz.ax_w.lines)
     sz.bits.value = 2
-    assert len(sz.ax_w.lines) < n_lines               # the grid drawn has fewer levels
+    assert len(sz.ax_w.lines) < n_lines  # the grid drawn has fewer levels
     gs = group_size.app(rows=16)
     gs.group.value = "32"
     assert gs.result["bpw"] == 4.5
     gs.group.value = "tensor"
     assert gs.result["group_length"] == 16 * 1536
-    assert gs.ax.lines[-1].get_xdata()[0] == pytest.approx(gs.result["bpw"])   # the red star moved
+    assert gs.ax.lines[-1].get_xdata()[0] == pytest.approx(gs.result["bpw"])  # the red star moved
 
 
 # ------------------------------------------------------------------------------------------- analogy
+
 
 def test_codecs_roundtrip_and_entropy(w):
     b = w.tobytes()
     sizes_ = analogy.codec_sizes(b)
     assert set(sizes_) == {"zlib", "bz2", "lzma", "zstd", "ppmd"}
     import pyppmd  # the PPMd stand-in for RAR's text codec decodes back
+
     assert pyppmd.decompress(analogy.compress(b, "ppmd"), max_order=6, mem_size=16 << 20) == b
     assert all(0 < s < len(b) * 1.01 for s in sizes_.values())
     assert analogy.entropy_bits(np.array([0, 1, 0, 1])) == 1.0 and analogy.entropy_bits(np.zeros(9)) == 0.0
@@ -245,8 +254,9 @@ def test_codecs_roundtrip_and_entropy(w):
     f = analogy.bf16_floor(w)
     assert 9.0 < f["fields_sum"] < 12.0 and f["mantissa"] > 6.5
     fb = analogy.float_bytes(w, "bf16")
-    assert np.array_equal(analogy.float_decode(fb, "bf16").reshape(w.shape),
-                          quantlab.dequantize(quantlab.quantize(w, "BF16"), "BF16"))
+    assert np.array_equal(
+        analogy.float_decode(fb, "bf16").reshape(w.shape), quantlab.dequantize(quantlab.quantize(w, "BF16"), "BF16")
+    )
     with pytest.raises(FormatError):
         analogy.compress(b"x", "rar")
 
@@ -283,16 +293,17 @@ def test_tar_demo_contents_readable(w):
 
 # ---------------------------------------------------------------------------------- block inspector
 
+
 def test_format_status_and_errors(w):
     from quantlab.widgets import block_inspector as bi
 
     st = bi.format_status()
     assert [r["format"] for r in st] == [f.name for f in quantlab.all_formats()]
-    assert {r["status"] for r in st} == {"ready"}          # every format: numpy reference and numba kernel
+    assert {r["status"] for r in st} == {"ready"}  # every format: numpy reference and numba kernel
     rows = bi.format_errors(np.ascontiguousarray(w[:4]), bi.imatrix_for(), formats=["Q8_0", "Q4_0", "Q4_1"])
     ok = {(r["format"], r["imatrix"]): r for r in rows if r["status"] == "ok"}
     assert ok[("Q8_0", False)]["sqnr_db"] > ok[("Q4_0", False)]["sqnr_db"]
-    assert ("Q8_0", True) not in ok                   # Q8_0 ignores the imatrix: not measured twice
+    assert ("Q8_0", True) not in ok  # Q8_0 ignores the imatrix: not measured twice
     assert ("Q4_0", True) in ok
 
 

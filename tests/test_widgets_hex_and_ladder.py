@@ -1,4 +1,5 @@
 """Widget logic of the course's part 2 (notebooks 05 and 07), without a kernel or a browser."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -13,6 +14,7 @@ import quantlab.data
 from quantlab.widgets import gguf_hex
 
 # ------------------------------------------------------------------------------------------ gguf_hex
+
 
 @pytest.fixture(scope="module")
 def hexapp():
@@ -124,7 +126,7 @@ def test_model_ladder_app(smol):
     app.layer.value = 7
     assert app.result["name"] == "blk.7.ffn_down.weight"
     assert "blk.7.ffn_down.weight in Q8_0" in app.ax.get_title()
-    assert sum(p.get_height() for p in app.ax.patches) == 8 * 1536      # the histogram counts every weight
+    assert sum(p.get_height() for p in app.ax.patches) == 8 * 1536  # the histogram counts every weight
 
 
 def test_embedding_study_small():

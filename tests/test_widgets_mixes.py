@@ -1,4 +1,5 @@
 """Notebook 08's logic (quantlab.widgets.mixes) without a kernel or a browser."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -21,7 +22,10 @@ def mixapp():
 
 def test_app_q4_k_m_smollm2_vs_llama(mixapp):
     app = mixapp
-    app.ftype.value = "Q4_K_M"; app.llama.value = "Llama-2-7B"; app.has_im.value = False; app.layer.value = 0
+    app.ftype.value = "Q4_K_M"
+    app.llama.value = "Llama-2-7B"
+    app.has_im.value = False
+    app.layer.value = 0
     r = app.result
     plan = recipes.plan(quantlab.data.path("smollm2"), "Q4_K_M", allow_requantize=True)
     assert r["smollm2"]["bytes"] == plan.nbytes and r["smollm2"]["n_fallback"] == plan.n_fallback
@@ -40,14 +44,21 @@ def test_app_q4_k_m_smollm2_vs_llama(mixapp):
 
 def test_app_layer_slider_and_rules(mixapp):
     app = mixapp
-    app.ftype.value = "Q4_K_M"; app.has_im.value = False
+    app.ftype.value = "Q4_K_M"
+    app.has_im.value = False
     app.layer.value = 0
     rows = {x["tensor"]: x for x in app.result["layer_rows"]}
     assert set(rows) == {"token_embd.weight"} | {f"blk.0.{k}.weight" for k in mx.KINDS}
-    assert rows["blk.0.attn_q.weight"]["to"] == "Q5_0" and "not a multiple of 256" in rows["blk.0.attn_q.weight"]["fallback"]
-    assert rows["blk.0.ffn_down.weight"]["to"] == "Q6_K" and "use_more_bits(0, 30)" in rows["blk.0.ffn_down.weight"]["rule"]
+    assert (
+        rows["blk.0.attn_q.weight"]["to"] == "Q5_0"
+        and "not a multiple of 256" in rows["blk.0.attn_q.weight"]["fallback"]
+    )
+    assert (
+        rows["blk.0.ffn_down.weight"]["to"] == "Q6_K"
+        and "use_more_bits(0, 30)" in rows["blk.0.ffn_down.weight"]["rule"]
+    )
     t0 = app.table.value
-    app.layer.value = 4          # use_more_bits(4, 30) is False: 4 < 30 // 8 = 3 fails, (4 - 3) % 3 = 1
+    app.layer.value = 4  # use_more_bits(4, 30) is False: 4 < 30 // 8 = 3 fails, (4 - 3) % 3 = 1
     rows = {x["tensor"]: x for x in app.result["layer_rows"]}
     assert not recipes.use_more_bits(4, 30)
     assert rows["blk.4.ffn_down.weight"]["to"] == "Q4_K" and app.table.value != t0
@@ -72,7 +83,8 @@ def test_app_imatrix_rules_and_other_models(mixapp):
     assert p["blk.0.ffn_down.weight"].fmt.name == "Q4_1" and p["blk.3.ffn_down.weight"].fmt.name == "Q4_0"
     app.has_im.value = False
     assert app.plans["smollm2"]["blk.0.ffn_down.weight"].fmt.name == "Q4_0"
-    app.llama.value = "Llama-2-7B"; app.ftype.value = "Q4_K_M"
+    app.llama.value = "Llama-2-7B"
+    app.ftype.value = "Q4_K_M"
 
 
 def test_plan_summary_and_kind_table():
@@ -103,7 +115,7 @@ def test_imatrix_stats_known_values():
     st = mx.imatrix_stats({"w": v}, ["w"])[0]
     assert st["columns"] == 200 and st["max"] == 100.0 and st["min"] == 0.5 and st["median"] == 1.0
     assert st["max/median"] == 100.0 and st["max/min"] == 200.0
-    assert abs(st["top 1% share"] - (100.0 + 1.0) / v.astype(np.float64).sum()) < 1e-12   # top 2 of 200 columns
+    assert abs(st["top 1% share"] - (100.0 + 1.0) / v.astype(np.float64).sum()) < 1e-12  # top 2 of 200 columns
 
 
 def test_imatrix_errors_on_real_rows():
@@ -113,14 +125,14 @@ def test_imatrix_errors_on_real_rows():
     im = {}
     for n in names:
         w = rng.random(ts[n].shape[1]).astype(np.float32) * 0.01
-        w[rng.choice(len(w), 8, replace=False)] = 50.0       # a few columns that matter a lot
+        w[rng.choice(len(w), 8, replace=False)] = 50.0  # a few columns that matter a lot
         im[n] = w
     rows = mx.imatrix_errors(ts, im, names, ["Q4_0", "IQ4_NL", "Q4_K", "IQ2_XXS"], rows=16)
     got = {(r["tensor"], r["format"]) for r in rows}
-    assert ("blk.0.attn_v.weight", "Q4_K") not in got          # 576 is not a multiple of 256: skipped
+    assert ("blk.0.attn_v.weight", "Q4_K") not in got  # 576 is not a multiple of 256: skipped
     assert ("blk.0.ffn_down.weight", "Q4_K") in got
     for r in rows:
-        if r["format"] == "IQ2_XXS":                           # needs an imatrix: only measured with it
+        if r["format"] == "IQ2_XXS":  # needs an imatrix: only measured with it
             assert np.isnan(r["wRMSE without"]) and r["wRMSE with"] > 0
             continue
         assert r["wRMSE with"] < r["wRMSE without"], r
@@ -140,8 +152,9 @@ def small_study():
     for n in ts:
         if n.startswith("blk.0.") and n.endswith(".weight") and ts[n].ndim == 2:
             im[n] = (rng.random(ts[n].shape[1]) + 0.01).astype(np.float32)
-    return mx.frontier_study(quantlab.data.path("smollm2"), im, ("Q3_K_M", "Q4_0", "Q4_K_M", "Q8_0"),
-                             layers=[0], max_rows=8), im
+    return mx.frontier_study(
+        quantlab.data.path("smollm2"), im, ("Q3_K_M", "Q4_0", "Q4_K_M", "Q8_0"), layers=[0], max_rows=8
+    ), im
 
 
 def test_frontier_study_small(small_study):
@@ -157,7 +170,7 @@ def test_frontier_study_small(small_study):
     assert mixes["Q8_0"]["error"] < mixes["Q4_0"]["error"] and mixes["Q8_0"]["bytes"] > mixes["Q4_0"]["bytes"]
     fr = st["frontier"]
     assert all(p["bytes"] > 0 and p["error"] >= 0 for p in fr)
-    for g in mx.frontier_gain(st):       # the best frontier vertex at the mix's size or below
+    for g in mx.frontier_gain(st):  # the best frontier vertex at the mix's size or below
         ok = [p["error"] for p in fr if p["bytes"] <= g["bytes"]]
         assert (g["frontier error"] == min(ok)) if ok else np.isnan(g["frontier error"])
 

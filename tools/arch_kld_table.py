@@ -14,6 +14,7 @@ Measured 2026-12-07 (kld branch, load 15-20 on 2 cores; chunk 1 only, so PPL rat
   phi3     ppl 1.00786  top-1 0.9333  KLD 0.007405  |                      top-1 0.9647  KLD 0.007558
 quantlab's KLD equals llama.cpp's own spread on every Q4_1-derived model; phi3's top-1 is 3 points
 under llama.cpp's own (same KLD) -- not explained yet."""
+
 import os
 import pathlib
 import re
@@ -35,9 +36,29 @@ BIN, LIB = ROOT / ".cache/oracle/bin", ROOT / ".cache/oracle/lib"
 
 
 def _ppl(model, text, base, *extra):
-    r = subprocess.run([str(BIN / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", "512", "--chunks", "1",
-                        "-t", "1", "--no-escape", *extra, "--kl-divergence-base", str(base)], check=True,
-                       capture_output=True, text=True, env=dict(os.environ, LD_LIBRARY_PATH=str(LIB)))
+    r = subprocess.run(
+        [
+            str(BIN / "llama-perplexity"),
+            "-m",
+            str(model),
+            "-f",
+            str(text),
+            "-c",
+            "512",
+            "--chunks",
+            "1",
+            "-t",
+            "1",
+            "--no-escape",
+            *extra,
+            "--kl-divergence-base",
+            str(base),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, LD_LIBRARY_PATH=str(LIB)),
+    )
     return r.stdout + r.stderr
 
 
@@ -53,9 +74,11 @@ def row(name, path, td):
     b = kld.BaseLogits(base)
     r = kld.compare(qm.load(path), b, threads=2)
     c0 = b.chunk(0)
-    return (f"{name:12s} ppl ratio {r.ppl / r.base_ppl:.5f}  top-1 {r.top1:.4f}  KLD {r.kld_mean:.6f}  |  "
-            f"llama -fa off vs on: top-1 {s_top:.4f} KLD {s_kld:.6f}  (base ppl {r.base_ppl:.3f}, "
-            f"{len(c0.targets)} tokens)")
+    return (
+        f"{name:12s} ppl ratio {r.ppl / r.base_ppl:.5f}  top-1 {r.top1:.4f}  KLD {r.kld_mean:.6f}  |  "
+        f"llama -fa off vs on: top-1 {s_top:.4f} KLD {s_kld:.6f}  (base ppl {r.base_ppl:.3f}, "
+        f"{len(c0.targets)} tokens)"
+    )
 
 
 def main(names):

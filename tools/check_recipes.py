@@ -16,6 +16,7 @@ Per run, one JSON line:
   start-up, imports, numba's start-up, the same quantization), and ``cli_quantize_s``, the time it prints;
 * ``load``: the 1-minute load average before the run (the machine is shared: compare runs side by side).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,7 @@ def main():
     runs = {r["key"]: r for r in FX["runs"]}
     keys = a.keys or list(runs)
     model = data.path("smollm2")
-    quantlab.quantize(np.zeros((1, 32), np.float32), "Q8_0")   # numba's start-up, not timed
+    quantlab.quantize(np.zeros((1, 32), np.float32), "Q8_0")  # numba's start-up, not timed
     ok = True
     with tempfile.TemporaryDirectory() as td:
         for key in keys:
@@ -80,26 +81,60 @@ def main():
                 row = {"key": key, "load": round(os.getloadavg()[0], 2)}
                 if a.time_llama:
                     env = dict(os.environ, LD_LIBRARY_PATH=str(ROOT / ".cache/oracle/lib"))
-                    wall, cpu, out = timed([str(ROOT / ".cache/oracle/bin/llama-quantize"), "--allow-requantize",
-                                            *(["--imatrix", im] if im else []), str(model), f"{td}/l.gguf",
-                                            rec["ftype"], str(a.threads)], env)
+                    wall, cpu, out = timed(
+                        [
+                            str(ROOT / ".cache/oracle/bin/llama-quantize"),
+                            "--allow-requantize",
+                            *(["--imatrix", im] if im else []),
+                            str(model),
+                            f"{td}/l.gguf",
+                            rec["ftype"],
+                            str(a.threads),
+                        ],
+                        env,
+                    )
                     total = _num(r"total time\s*=\s*([0-9.]+) ms", out)
-                    row.update(llama_total_s=None if total is None else round(total / 1000, 2),
-                               llama_process_s=round(wall, 2), llama_cpu_s=round(cpu, 2))
+                    row.update(
+                        llama_total_s=None if total is None else round(total / 1000, 2),
+                        llama_process_s=round(wall, 2),
+                        llama_cpu_s=round(cpu, 2),
+                    )
                 out_path = pathlib.Path(td) / "q.gguf"
-                r = recipes.quantize_model(model, out_path, rec["ftype"], imatrix=im, allow_requantize=True,
-                                           threads=a.threads, verbose=False, progress=False)
+                r = recipes.quantize_model(
+                    model,
+                    out_path,
+                    rec["ftype"],
+                    imatrix=im,
+                    allow_requantize=True,
+                    threads=a.threads,
+                    verbose=False,
+                    progress=False,
+                )
                 same = r.sha256() == rec["sha256"]
                 ok &= same
                 row.update(identical=same, quantlab_s=round(r.seconds, 2))
                 if a.time_cli:
-                    wall, cpu, out = timed([str(ROOT / ".venv/bin/quantlab"), "quantize", "--allow-requantize",
-                                            "--no-progress", *(["--imatrix", im] if im else []), str(model),
-                                            f"{td}/c.gguf", rec["ftype"], str(a.threads)])
+                    wall, cpu, out = timed(
+                        [
+                            str(ROOT / ".venv/bin/quantlab"),
+                            "quantize",
+                            "--allow-requantize",
+                            "--no-progress",
+                            *(["--imatrix", im] if im else []),
+                            str(model),
+                            f"{td}/c.gguf",
+                            rec["ftype"],
+                            str(a.threads),
+                        ]
+                    )
                     c_same = file_sha256(f"{td}/c.gguf") == rec["sha256"]
                     ok &= c_same
-                    row.update(cli_identical=c_same, cli_quantize_s=_num(r"(?m)^time\s*=\s*([0-9.]+) s", out),
-                               cli_process_s=round(wall, 2), cli_cpu_s=round(cpu, 2))
+                    row.update(
+                        cli_identical=c_same,
+                        cli_quantize_s=_num(r"(?m)^time\s*=\s*([0-9.]+) s", out),
+                        cli_process_s=round(wall, 2),
+                        cli_cpu_s=round(cpu, 2),
+                    )
                 row.update(sha256=r.sha256(), size=r.nbytes)
                 print(json.dumps(row), flush=True)
     return 0 if ok else 1

@@ -22,6 +22,7 @@ output, seconds per notebook, the kernel's CPU seconds (user + system: the load-
 RSS and PSS of the student's processes, the kernel's compiles (must be 0), errors; and the machine: peak used RAM over the baseline, load averages, cores. Exit status 0 when
 every student ran every cell without error and compiled nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,14 +49,18 @@ import websocket
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "jupyterhub"
 
-PROBE_FIRST = ("import quantlab.warmup as _qw\n_qc = _qw.CompileCounter()\n"
-               "import numba as _nb, os as _os\nprint('PROBE-START', _os.getpid(), _nb.config.CACHE_DIR)")
-PROBE_LAST = ("import json as _j, resource as _r, gc as _gc, numba.core.registry as _reg\n"
-              "_hits = sum(sum(d.stats.cache_hits.values()) for d in _gc.get_objects()\n"
-              "            if isinstance(d, _reg.CPUDispatcher))   # every kernel, closures (factories) included\n"
-              "print('PROBE', _j.dumps({'compiles': _qc.count, 'compiled': _qc.names[:8], 'cache_hits': _hits, "
-              "'maxrss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024, "
-              "'cpu_s': _r.getrusage(_r.RUSAGE_SELF).ru_utime + _r.getrusage(_r.RUSAGE_SELF).ru_stime}))")
+PROBE_FIRST = (
+    "import quantlab.warmup as _qw\n_qc = _qw.CompileCounter()\n"
+    "import numba as _nb, os as _os\nprint('PROBE-START', _os.getpid(), _nb.config.CACHE_DIR)"
+)
+PROBE_LAST = (
+    "import json as _j, resource as _r, gc as _gc, numba.core.registry as _reg\n"
+    "_hits = sum(sum(d.stats.cache_hits.values()) for d in _gc.get_objects()\n"
+    "            if isinstance(d, _reg.CPUDispatcher))   # every kernel, closures (factories) included\n"
+    "print('PROBE', _j.dumps({'compiles': _qc.count, 'compiled': _qc.names[:8], 'cache_hits': _hits, "
+    "'maxrss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024, "
+    "'cpu_s': _r.getrusage(_r.RUSAGE_SELF).ru_utime + _r.getrusage(_r.RUSAGE_SELF).ru_stime}))"
+)
 
 
 def proxy_command() -> str | None:
@@ -100,12 +105,31 @@ class Kernel:
         """Run ``code``; returns (text outputs, error or None). ``on_first_output`` is called at the first
         output message (stream, display_data, execute_result, error)."""
         msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "hub_load",
-                       "session": self.session, "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True}}))
+        self.ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "username": "hub_load",
+                        "session": self.session,
+                        "version": "5.3",
+                        "date": "",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": True,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                }
+            )
+        )
         texts, err, idle, replied = [], None, False, False
         deadline = time.monotonic() + timeout
         while not (idle and replied):
@@ -143,8 +167,9 @@ class Hub:
         self.url, self.tok = url, service_token
 
     def api(self, method, path, **kw):
-        r = requests.request(method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {self.tok}"},
-                             timeout=180, **kw)
+        r = requests.request(
+            method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {self.tok}"}, timeout=180, **kw
+        )
         r.raise_for_status()
         return r.json() if r.content else None
 
@@ -155,8 +180,9 @@ class Hub:
         m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
         data = {"username": user, "password": password, **({"_xsrf": m.group(1)} if m else {})}
         r = s.post(f"{self.url}/hub/login", data=data, allow_redirects=False, timeout=60)
-        return r.status_code == 302 and any(c.name.startswith("jupyterhub-session") or c.name == "jupyterhub-hub-login"
-                                            for c in s.cookies)
+        return r.status_code == 302 and any(
+            c.name.startswith("jupyterhub-session") or c.name == "jupyterhub-hub-login" for c in s.cookies
+        )
 
     def start_server(self, user: str, timeout: float = 600) -> None:
         self.api("POST", f"/users/{user}/server")
@@ -188,9 +214,11 @@ def student_run(hub: Hub, user: str, password: str, notebooks, res: dict, start_
         if err:
             res["errors"].append(f"probe: {err}")
         res["cache_dir"] = "".join(out).split()[-1] if out else None
-        out, _ = kernel.execute("import os as _o; _c = _o.path.expanduser('~/quantlab-notebooks/00_start_here.ipynb')\n"
-                                "print(_o.path.isfile(_c) and _o.stat(_c).st_uid == _o.getuid())")
-        res["course_copied"] = "".join(out).strip() == "True"      # the hub's pre_spawn_hook, owned by the student
+        out, _ = kernel.execute(
+            "import os as _o; _c = _o.path.expanduser('~/quantlab-notebooks/00_start_here.ipynb')\n"
+            "print(_o.path.isfile(_c) and _o.stat(_c).st_uid == _o.getuid())"
+        )
+        res["course_copied"] = "".join(out).strip() == "True"  # the hub's pre_spawn_hook, owned by the student
         res["notebooks"] = {}
         first = {}
         for name, codes in notebooks:
@@ -199,8 +227,10 @@ def student_run(hub: Hub, user: str, password: str, notebooks, res: dict, start_
                 # time to first output: from the first cell's request to the first output the student sees
                 # (notebook 00's first cell only imports; its second prints)
                 first.setdefault("t", time.monotonic())
-                out, err = kernel.execute(code, on_first_output=None if "out" in first else
-                                          (lambda: first.setdefault("out", time.monotonic())))
+                out, err = kernel.execute(
+                    code,
+                    on_first_output=None if "out" in first else (lambda: first.setdefault("out", time.monotonic())),
+                )
                 res.setdefault("outputs", []).append("".join(out)[-200:])
                 if err:
                     res["errors"].append(f"{name} cell {i}: {err}")
@@ -209,8 +239,13 @@ def student_run(hub: Hub, user: str, password: str, notebooks, res: dict, start_
         res["first_output_s"] = round(first["out"] - first["t"], 2) if "out" in first else None
         out, err = kernel.execute(PROBE_LAST)
         probe = json.loads("".join(out).split("PROBE ", 1)[1]) if out and not err else {}
-        res.update(compiles=probe.get("compiles"), compiled=probe.get("compiled"), cache_hits=probe.get("cache_hits"),
-                   kernel_maxrss_mb=round(probe.get("maxrss_mb", 0)), kernel_cpu_s=round(probe.get("cpu_s", 0), 1))
+        res.update(
+            compiles=probe.get("compiles"),
+            compiled=probe.get("compiled"),
+            cache_hits=probe.get("cache_hits"),
+            kernel_maxrss_mb=round(probe.get("maxrss_mb", 0)),
+            kernel_cpu_s=round(probe.get("cpu_s", 0), 1),
+        )
     except Exception as e:  # noqa: BLE001 (recorded per student; the run goes on for the others)
         res["errors"].append(f"{type(e).__name__}: {e}")
     finally:
@@ -260,14 +295,27 @@ def warm_shared_cache(python: str, cache: pathlib.Path, log) -> float:
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
     # cwd: not the checkout — `python -m` puts the cwd first on sys.path, and a warm-up of the checkout's
     # quantlab fills numba's cache for *its* source files, which the students' (installed) quantlab never hits
-    subprocess.run([python, "-m", "quantlab.warmup", "--jobs", str(os.cpu_count() or 2)], env=env,
-                   check=True, stdout=log, stderr=subprocess.STDOUT, cwd=cache.parent)
+    subprocess.run(
+        [python, "-m", "quantlab.warmup", "--jobs", str(os.cpu_count() or 2)],
+        env=env,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=cache.parent,
+    )
     return time.monotonic() - t
 
 
-def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, prefix: str = "qlstudent",
-        keep_users: bool = False, workdir: pathlib.Path | None = None, python: str = sys.executable,
-        pythonpath: str | None = None) -> dict:
+def run(
+    students: int,
+    cells: list[tuple[str, list[str]]],
+    cache: pathlib.Path,
+    prefix: str = "qlstudent",
+    keep_users: bool = False,
+    workdir: pathlib.Path | None = None,
+    python: str = sys.executable,
+    pythonpath: str | None = None,
+) -> dict:
     """The measurement; ``cells``: (notebook name, code cells) in the order every student runs them;
     ``python``: the hub's environment (quantlab, JupyterHub, the models installed; readable by the students);
     ``pythonpath``: a quantlab checkout the students' kernels import instead of the installed one."""
@@ -279,12 +327,17 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
     log = open(work / "hub.log", "w")  # noqa: SIM115 (the hub writes it until the end)
     list_file = work / "students.txt"
     env_users = dict(os.environ, QUANTLAB_HUB_STUDENTS=str(list_file))
-    subprocess.run(["bash", str(DEPLOY / "add_students.sh"), str(students), prefix], env=env_users, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(DEPLOY / "add_students.sh"), str(students), prefix], env=env_users, check=True, capture_output=True
+    )
     users = list_file.read_text().split()[:students]
     uids = {pwd.getpwnam(u).pw_uid: u for u in users}
-    summary: dict = {"students": students, "notebooks": [n for n, _ in cells], "cores": os.cpu_count(),
-                     "load_before": os.getloadavg()}
+    summary: dict = {
+        "students": students,
+        "notebooks": [n for n, _ in cells],
+        "cores": os.cpu_count(),
+        "load_before": os.getloadavg(),
+    }
     summary["python"] = python
     summary["warmup_s"] = round(warm_shared_cache(python, cache, log), 1)
     subprocess.run(["chmod", "-R", "a+rX,go-w", str(cache)], check=True)
@@ -292,16 +345,29 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
     password = secrets.token_urlsafe(12)
     service_token = secrets.token_hex(32)
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
-    env.update(QUANTLAB_HUB_PASSWORD=password, QUANTLAB_HUB_SERVICE_TOKEN=service_token,
-               QUANTLAB_HUB_STUDENTS=str(list_file), QUANTLAB_HUB_IP="127.0.0.1", QUANTLAB_HUB_PORT=str(port),
-               QUANTLAB_HUB_API_PORT=str(_free_port()), QUANTLAB_HUB_PROXY_API_PORT=str(_free_port()),
-               QUANTLAB_HUB_DIR=str(work / "state"), QUANTLAB_SHARED_NUMBA_CACHE=str(cache),
-               QUANTLAB_HUB_PROXY=proxy_command() or "configurable-http-proxy")
+    env.update(
+        QUANTLAB_HUB_PASSWORD=password,
+        QUANTLAB_HUB_SERVICE_TOKEN=service_token,
+        QUANTLAB_HUB_STUDENTS=str(list_file),
+        QUANTLAB_HUB_IP="127.0.0.1",
+        QUANTLAB_HUB_PORT=str(port),
+        QUANTLAB_HUB_API_PORT=str(_free_port()),
+        QUANTLAB_HUB_PROXY_API_PORT=str(_free_port()),
+        QUANTLAB_HUB_DIR=str(work / "state"),
+        QUANTLAB_SHARED_NUMBA_CACHE=str(cache),
+        QUANTLAB_HUB_PROXY=proxy_command() or "configurable-http-proxy",
+    )
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    hub_proc = subprocess.Popen([python, "-m", "jupyterhub", "-f", str(DEPLOY / "jupyterhub_config.py")],
-                                env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    hub_proc = subprocess.Popen(
+        [python, "-m", "jupyterhub", "-f", str(DEPLOY / "jupyterhub_config.py")],
+        env=env,
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     hub = Hub(url, service_token)
     results = [dict() for _ in users]
@@ -320,8 +386,9 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
         sampler = MemorySampler(uids)
         sampler.start()
         go = threading.Event()
-        threads = [threading.Thread(target=student_run, args=(hub, u, password, cells, r, go))
-                   for u, r in zip(users, results)]
+        threads = [
+            threading.Thread(target=student_run, args=(hub, u, password, cells, r, go)) for u, r in zip(users, results)
+        ]
         for t in threads:
             t.start()
         t_all = time.monotonic()
@@ -344,11 +411,12 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
             hub_proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(hub_proc.pid, signal.SIGKILL)
-        for u in users:   # a server the hub did not stop
+        for u in users:  # a server the hub did not stop
             subprocess.run(["pkill", "-KILL", "-u", u], capture_output=True)
         if not keep_users:
-            subprocess.run(["bash", str(DEPLOY / "add_students.sh"), "--remove", prefix], env=env_users,
-                           capture_output=True)
+            subprocess.run(
+                ["bash", str(DEPLOY / "add_students.sh"), "--remove", prefix], env=env_users, capture_output=True
+            )
         log.close()
     mb = 1 << 20
     for r in results:
@@ -363,18 +431,23 @@ def run(students: int, cells: list[tuple[str, list[str]]], cache: pathlib.Path, 
 
 
 def table(summary: dict) -> str:
-    rows = ["| student | login | server up (s) | first output (s) | " +
-            " | ".join(f"{n} (s)" for n in summary["notebooks"]) +
-            " | kernel CPU (s) | peak RSS (MB) | peak PSS (MB) | kernels loaded | compiles | errors |",
-            "|---" * (10 + len(summary["notebooks"])) + "|"]
+    rows = [
+        "| student | login | server up (s) | first output (s) | "
+        + " | ".join(f"{n} (s)" for n in summary["notebooks"])
+        + " | kernel CPU (s) | peak RSS (MB) | peak PSS (MB) | kernels loaded | compiles | errors |",
+        "|---" * (10 + len(summary["notebooks"])) + "|",
+    ]
     for r in summary["per_student"]:
         nbs = r.get("notebooks", {})
-        rows.append(f"| {r['user']} | {'yes' if r.get('login') else 'NO'} | {r.get('server_s')} | "
-                    f"{r.get('first_output_s')} | " + " | ".join(str(v) for v in nbs.values()) +
-                    " | " * max(0, len(summary["notebooks"]) - len(nbs)) +
-                    f" | {r.get('kernel_cpu_s')} | {r.get('peak_rss_mb')} | {r.get('peak_pss_mb')} | {r.get('cache_hits')} | "
-                    f"{r.get('compiles')} | "
-                    f"{'; '.join(r['errors'])[:120] or '-'} |")
+        rows.append(
+            f"| {r['user']} | {'yes' if r.get('login') else 'NO'} | {r.get('server_s')} | "
+            f"{r.get('first_output_s')} | "
+            + " | ".join(str(v) for v in nbs.values())
+            + " | " * max(0, len(summary["notebooks"]) - len(nbs))
+            + f" | {r.get('kernel_cpu_s')} | {r.get('peak_rss_mb')} | {r.get('peak_pss_mb')} | {r.get('cache_hits')} | "
+            f"{r.get('compiles')} | "
+            f"{'; '.join(r['errors'])[:120] or '-'} |"
+        )
     return "\n".join(rows)
 
 
@@ -385,15 +458,28 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default="/srv/quantlab/numba", help="the shared numba cache (warmed if needed)")
     ap.add_argument("--prefix", default="qlstudent", help="account name prefix")
     ap.add_argument("--keep-users", action="store_true")
-    ap.add_argument("--python", default=sys.executable,
-                    help="the hub environment's python (quantlab[hub] and the models installed in it; students must "
-                         "be able to run it); default: this one")
-    ap.add_argument("--pythonpath", default=None, help="a quantlab checkout for the students' kernels (default: the "
-                                                       "installed quantlab)")
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the hub environment's python (quantlab[hub] and the models installed in it; students must "
+        "be able to run it); default: this one",
+    )
+    ap.add_argument(
+        "--pythonpath",
+        default=None,
+        help="a quantlab checkout for the students' kernels (default: the installed quantlab)",
+    )
     ap.add_argument("--json", default=None, help="write the summary here")
     args = ap.parse_args(argv)
-    s = run(args.students, notebook_cells(args.notebooks.split(",")), pathlib.Path(args.cache), args.prefix,
-            args.keep_users, python=args.python, pythonpath=args.pythonpath)
+    s = run(
+        args.students,
+        notebook_cells(args.notebooks.split(",")),
+        pathlib.Path(args.cache),
+        args.prefix,
+        args.keep_users,
+        python=args.python,
+        pythonpath=args.pythonpath,
+    )
     print(table(s))
     print(json.dumps({k: v for k, v in s.items() if k != "per_student"}, indent=1))
     if args.json:

@@ -14,6 +14,7 @@ dequantize_<key> on 16 x 4096 weights (with an importance matrix where the forma
 ``matmul`` runs the integer product ``matmul_int`` of a 256 x 4096 matrix with 4 activation rows.
 Shared helpers (``_search``, ``_c``, ``_fp``) are the working tree's on both sides.
 """
+
 import importlib
 import os
 import pathlib
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 
-if os.environ.get("AB_ASM"):          # machine code is only inspectable for kernels compiled here, not cached
+if os.environ.get("AB_ASM"):  # machine code is only inspectable for kernels compiled here, not cached
     import tempfile
 
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="kernel_ab_")
@@ -46,10 +47,13 @@ try:
     aliases = [a.split("=") for a in os.environ.get("AB_ALIAS", "").split(",") if a]
     for dst, src in aliases:
         (dm, dn), (sm, sn) = dst.split(":"), src.split(":")
-        setattr(importlib.import_module(f"quantlab.kernels.{dm}"), dn,
-                getattr(importlib.import_module(f"quantlab.kernels.{sm}"), sn))
+        setattr(
+            importlib.import_module(f"quantlab.kernels.{dm}"),
+            dn,
+            getattr(importlib.import_module(f"quantlab.kernels.{sm}"), sn),
+        )
     _register = registry.register
-    registry.register = lambda *a, **k: None        # the old copy must not register its functions
+    registry.register = lambda *a, **k: None  # the old copy must not register its functions
     try:
         old = importlib.import_module(f"quantlab.kernels._ab_old_{mod}")
     finally:
@@ -66,13 +70,21 @@ try:
 
             W = quantize(rng.standard_normal((256, 4096)).astype(np.float32), f, imatrix=im, impl="reference")
             act = quantize_activations(rng.standard_normal((4, 4096)).astype(np.float32), f.vec_dot())
-            calls = [(f"matmul_int {name}", lambda m, W=W, act=act, n=name:
-                      m.matmul_int(W, n, act, np.empty((4, 256), np.float32), parallel=False))]
+            calls = [
+                (
+                    f"matmul_int {name}",
+                    lambda m, W=W, act=act, n=name: m.matmul_int(
+                        W, n, act, np.empty((4, 256), np.float32), parallel=False
+                    ),
+                )
+            ]
         else:
             imx = im if f.requires_imatrix else None
-            q = f.impl("reference", "quantize")(x, imx)      # the same bytes (parity tests), no compile
-            calls = [(f"quantize_{f.key}", lambda m, k=f.key, imx=imx: getattr(m, f"quantize_{k}")(x, imx)),
-                     (f"dequantize_{f.key}", lambda m, k=f.key, q=q: getattr(m, f"dequantize_{k}")(q, x.shape[1]))]
+            q = f.impl("reference", "quantize")(x, imx)  # the same bytes (parity tests), no compile
+            calls = [
+                (f"quantize_{f.key}", lambda m, k=f.key, imx=imx: getattr(m, f"quantize_{k}")(x, imx)),
+                (f"dequantize_{f.key}", lambda m, k=f.key, q=q: getattr(m, f"dequantize_{k}")(q, x.shape[1])),
+            ]
             ops = os.environ.get("AB_OPS", "quantize,dequantize").split(",")
             calls = [c for c in calls if c[0].split("_")[0] in ops]
         for label, call in calls:
@@ -85,11 +97,14 @@ try:
         # the old module's name differs ('_ab_old_' prefix): it appears in mangled symbols, in error
         # strings and in the .size of those strings; instructions and their operands stay
         s = re.sub(r"_ZN[\w$.]+", "SYM", s.replace(f"_ab_old_{mod}", mod))
-        return [ln for ln in s.splitlines()
-                if ln.strip() and not ln.lstrip().startswith((".file", "#", ".ident", ".loc", ".size"))]
+        return [
+            ln
+            for ln in s.splitlines()
+            if ln.strip() and not ln.lstrip().startswith((".file", "#", ".ident", ".loc", ".size"))
+        ]
 
     same, differ = 0, []
-    for attr in (dir(new) if os.environ.get("AB_ASM") else ()):
+    for attr in dir(new) if os.environ.get("AB_ASM") else ():
         dn, do = getattr(new, attr), getattr(old, attr, None)
         if isinstance(dn, CPUDispatcher) and isinstance(do, CPUDispatcher):
             for sig in dn.signatures:
@@ -113,8 +128,10 @@ try:
                     t0 = time.process_time()
                     call(m)
                     acc.append(time.process_time() - t0)
-        print(f"{mod}.{label:24s} old {min(to) * 1e3:8.3f} ms  new {min(tn) * 1e3:8.3f} ms  "
-              f"new/old {min(tn) / min(to):.3f}  (CPU, 1 thread, best of {N})")
+        print(
+            f"{mod}.{label:24s} old {min(to) * 1e3:8.3f} ms  new {min(tn) * 1e3:8.3f} ms  "
+            f"new/old {min(tn) / min(to):.3f}  (CPU, 1 thread, best of {N})"
+        )
     print("load average:", " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3]))
 finally:
     if os.path.exists(old_path):

@@ -19,6 +19,7 @@ Findings (2026-12-07, chunk 1 of pydoc topics, n_ctx 512, llama-perplexity -t 1,
   So quantlab's forward equals llama.cpp's to float rounding; with quantized weights every product rounds
   its activations to 8 bits per block, a one-ulp float difference flips roundings, and llama.cpp differs
   from itself by KLD ~0.0036 between its own kernel choices: that is the floor for this file, not a bug."""
+
 import contextlib
 import os
 import sys
@@ -38,14 +39,19 @@ def variant(name):
     def patch(obj, attr, val):
         saved.append((obj, attr, getattr(obj, attr)))
         setattr(obj, attr, val)
-    if name == "int":          # integer kernels (as generation) for the whole 512-token batch
-        patch(blocks, "SMALL_BATCH", 10 ** 9)
+
+    if name == "int":  # integer kernels (as generation) for the whole 512-token batch
+        patch(blocks, "SMALL_BATCH", 10**9)
         if hasattr(llama, "SMALL_BATCH"):
-            patch(llama, "SMALL_BATCH", 10 ** 9)
-    elif name == "noactq":     # float activations in the prompt path (what the brief suspected)
-        patch(mm, "fake_quantize_activations",
-              lambda x, vt, with_s_error=False: (x, np.zeros((x.shape[0], x.shape[1] // 32), np.float32))
-              if with_s_error else x)
+            patch(llama, "SMALL_BATCH", 10**9)
+    elif name == "noactq":  # float activations in the prompt path (what the brief suspected)
+        patch(
+            mm,
+            "fake_quantize_activations",
+            lambda x, vt, with_s_error=False: (
+                (x, np.zeros((x.shape[0], x.shape[1] // 32), np.float32)) if with_s_error else x
+            ),
+        )
     try:
         yield
     finally:
@@ -56,13 +62,18 @@ def variant(name):
 def main(argv):
     base, names = argv[0], argv[1:] or ["base"]
     model = llama.load(os.environ.get("KLD_MODEL") or quantlab.data.path("smollm2"))
-    print("output:", model.output.format.name, "wq:", model.layers[0].wq.format.name if hasattr(model, "layers") else "?")
+    print(
+        "output:", model.output.format.name, "wq:", model.layers[0].wq.format.name if hasattr(model, "layers") else "?"
+    )
     for n in names:
         t = time.perf_counter()
         with variant(n):
             r = kld.compare(model, base, threads=2, n_chunks=1)
-        print(f"{n:8s} KLD {r.kld_mean:.6f}  top1 {r.top1:.4f}  ppl {r.ppl:.4f} base {r.base_ppl:.4f} "
-              f"ratio {r.ppl / r.base_ppl:.5f}  ({time.perf_counter() - t:.0f} s)", flush=True)
+        print(
+            f"{n:8s} KLD {r.kld_mean:.6f}  top1 {r.top1:.4f}  ppl {r.ppl:.4f} base {r.base_ppl:.4f} "
+            f"ratio {r.ppl / r.base_ppl:.5f}  ({time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

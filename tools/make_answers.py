@@ -7,6 +7,7 @@ The section sits between ``<!-- answers:begin -->`` and ``<!-- answers:end -->``
 file is the instructor's prose and is left alone. Every part of quantlab.course (part1, part2, ...) is
 listed, notebook by notebook.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,7 @@ def current_section(text: str) -> str | None:
     i, j = text.find(BEGIN), text.find(END)
     if i < 0 or j < i:
         return None
-    return text[i:j + len(END)]
+    return text[i : j + len(END)]
 
 
 def main(argv=None) -> int:

@@ -48,6 +48,7 @@ and the top-1 id for every scored token of chunk 1, and, where llama-completion 
 llama.cpp runs on 1 thread: on a machine with more runnable threads than cores a multi-threaded graph
 waits at every node's barrier (minutes per chunk at load 15 here); the results do not depend on it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -119,7 +120,7 @@ def _neox_rope(x, pos, base):
     inv = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
     ang = pos[:, None] * inv[None, :]
     c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    a, b = x[..., : d // 2], x[..., d // 2:]
+    a, b = x[..., : d // 2], x[..., d // 2 :]
     return np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
 
 
@@ -186,6 +187,7 @@ def smollm2_scales(T, md, n_tok: int = 256) -> dict:
 
 def _md_types():
     from quantlab.gguf import ValueType
+
     return ValueType
 
 
@@ -212,6 +214,7 @@ def _metadata(src_md, arch: str, hp: dict, name: str):
 
 def _q(rows: np.ndarray, fmt: str, n_cols: int):
     from quantlab.gguf import TensorSource
+
     return TensorSource(np.ascontiguousarray(rows), format=fmt, shape=(rows.shape[0], n_cols))
 
 
@@ -226,11 +229,16 @@ def build_from_smollm2(arch: str, path: pathlib.Path) -> pathlib.Path:
     n_embd = int(md["llama.embedding_length"])
     n_head, n_head_kv = int(md["llama.attention.head_count"]), int(md["llama.attention.head_count_kv"])
     hd = n_embd // n_head
-    hp = {"context_length": int(md["llama.context_length"]), "embedding_length": n_embd,
-          "block_count": n_layer, "feed_forward_length": int(md["llama.feed_forward_length"]),
-          "attention.head_count": n_head, "attention.head_count_kv": n_head_kv,
-          "rope.freq_base": float(md["llama.rope.freq_base"]),
-          "attention.layer_norm_rms_epsilon": float(md["llama.attention.layer_norm_rms_epsilon"])}
+    hp = {
+        "context_length": int(md["llama.context_length"]),
+        "embedding_length": n_embd,
+        "block_count": n_layer,
+        "feed_forward_length": int(md["llama.feed_forward_length"]),
+        "attention.head_count": n_head,
+        "attention.head_count_kv": n_head_kv,
+        "rope.freq_base": float(md["llama.rope.freq_base"]),
+        "attention.layer_norm_rms_epsilon": float(md["llama.attention.layer_norm_rms_epsilon"]),
+    }
     if arch == "llama":
         hp["vocab_size"] = int(md["llama.vocab_size"])
         hp["rope.dimension_count"] = hd
@@ -271,16 +279,17 @@ def build_from_smollm2(arch: str, path: pathlib.Path) -> pathlib.Path:
         tensors.append(("rope_freqs.weight", llama3_rope_freqs(hd, hp["rope.freq_base"])))
     if arch == "phi3":
         ramp = np.linspace(0.0, 1.0, hd // 2, dtype=np.float32)
-        tensors.append(("rope_factors_long.weight", (1.0 + 15.0 * ramp ** 2).astype(np.float32)))
-        tensors.append(("rope_factors_short.weight", (1.0 + 0.8 * ramp ** 2).astype(np.float32)))
+        tensors.append(("rope_factors_long.weight", (1.0 + 15.0 * ramp**2).astype(np.float32)))
+        tensors.append(("rope_factors_short.weight", (1.0 + 0.8 * ramp**2).astype(np.float32)))
     for i in range(n_layer):
         b = f"blk.{i}."
         fmt = T[b + "attn_q.weight"].format.name
         ph = 0.7 * i
         tensors.append((b + "attn_norm.weight", T[b + "attn_norm.weight"]))
         if arch == "phi3":
-            qkv = np.concatenate([qk(b + "attn_q.weight", n_head), qk(b + "attn_k.weight", n_head_kv),
-                                  rows(b + "attn_v.weight")])
+            qkv = np.concatenate(
+                [qk(b + "attn_q.weight", n_head), qk(b + "attn_k.weight", n_head_kv), rows(b + "attn_v.weight")]
+            )
             tensors.append((b + "attn_qkv.weight", _q(qkv, fmt, n_embd)))
         else:
             tensors.append((b + "attn_q.weight", _q(qk(b + "attn_q.weight", n_head), fmt, n_embd)))
@@ -327,37 +336,51 @@ def build_tiny(name: str, path: pathlib.Path) -> pathlib.Path:
     src = gguf.open(quantlab.data.path("smollm2"))
     md = src.metadata
     n_vocab = len(md["tokenizer.ggml.tokens"])
-    hp = {"context_length": 2048, "embedding_length": n_embd, "block_count": n_layer,
-          "feed_forward_length": n_ff, "attention.head_count": n_head, "attention.head_count_kv": n_head_kv,
-          "attention.key_length": hd, "attention.value_length": hd, "rope.freq_base": 1000000.0,
-          "attention.layer_norm_rms_epsilon": 1e-6}
+    hp = {
+        "context_length": 2048,
+        "embedding_length": n_embd,
+        "block_count": n_layer,
+        "feed_forward_length": n_ff,
+        "attention.head_count": n_head,
+        "attention.head_count_kv": n_head_kv,
+        "attention.key_length": hd,
+        "attention.value_length": hd,
+        "rope.freq_base": 1000000.0,
+        "attention.layer_norm_rms_epsilon": 1e-6,
+    }
     if arch == "gemma3":
         hp["attention.sliding_window"] = 64
         hp["rope.freq_base_swa"] = 20000.0
     meta = _metadata(md, arch, hp, "quantlab test model, seeded random weights")
-    meta.set("general.file_type", 7, _md_types().UINT32)            # MOSTLY_Q8_0
+    meta.set("general.file_type", 7, _md_types().UINT32)  # MOSTLY_Q8_0
 
     def mat(rows, cols, std):
         return _q(quantize((rng.standard_normal((rows, cols)) * std).astype(np.float32), "Q8_0"), "Q8_0", cols)
 
-    tensors = [("token_embd.weight", mat(n_vocab, n_embd, 1.0 / math.sqrt(n_embd) if arch == "gemma3" else 1.0)),
-               ("output.weight", mat(n_vocab, n_embd, 0.3))]
+    tensors = [
+        ("token_embd.weight", mat(n_vocab, n_embd, 1.0 / math.sqrt(n_embd) if arch == "gemma3" else 1.0)),
+        ("output.weight", mat(n_vocab, n_embd, 0.3)),
+    ]
     for i in range(n_layer):
         b = f"blk.{i}."
         ph = 0.9 * i
-        tensors += [(b + "attn_norm.weight", _wave(n_embd, ph, 0.1, 1.0)),
-                    (b + "attn_q.weight", mat(n_head * hd, n_embd, 1.0 / math.sqrt(n_embd))),
-                    (b + "attn_k.weight", mat(n_head_kv * hd, n_embd, 1.0 / math.sqrt(n_embd))),
-                    (b + "attn_v.weight", mat(n_head_kv * hd, n_embd, 1.0 / math.sqrt(n_embd))),
-                    (b + "attn_q_norm.weight", _wave(hd, ph, 0.2, 1.5)),
-                    (b + "attn_k_norm.weight", _wave(hd, ph + 1.0, 0.2, 1.5)),
-                    (b + "attn_output.weight", mat(n_embd, n_head * hd, 1.0 / math.sqrt(n_head * hd)))]
+        tensors += [
+            (b + "attn_norm.weight", _wave(n_embd, ph, 0.1, 1.0)),
+            (b + "attn_q.weight", mat(n_head * hd, n_embd, 1.0 / math.sqrt(n_embd))),
+            (b + "attn_k.weight", mat(n_head_kv * hd, n_embd, 1.0 / math.sqrt(n_embd))),
+            (b + "attn_v.weight", mat(n_head_kv * hd, n_embd, 1.0 / math.sqrt(n_embd))),
+            (b + "attn_q_norm.weight", _wave(hd, ph, 0.2, 1.5)),
+            (b + "attn_k_norm.weight", _wave(hd, ph + 1.0, 0.2, 1.5)),
+            (b + "attn_output.weight", mat(n_embd, n_head * hd, 1.0 / math.sqrt(n_head * hd))),
+        ]
         if arch == "gemma3":
             tensors.append((b + "post_attention_norm.weight", _wave(n_embd, ph, 0.1, 0.7)))
-        tensors += [(b + "ffn_norm.weight", _wave(n_embd, ph + 2.0, 0.1, 1.0)),
-                    (b + "ffn_gate.weight", mat(n_ff, n_embd, 1.0 / math.sqrt(n_embd))),
-                    (b + "ffn_up.weight", mat(n_ff, n_embd, 1.0 / math.sqrt(n_embd))),
-                    (b + "ffn_down.weight", mat(n_embd, n_ff, 1.0 / math.sqrt(n_ff)))]
+        tensors += [
+            (b + "ffn_norm.weight", _wave(n_embd, ph + 2.0, 0.1, 1.0)),
+            (b + "ffn_gate.weight", mat(n_ff, n_embd, 1.0 / math.sqrt(n_embd))),
+            (b + "ffn_up.weight", mat(n_ff, n_embd, 1.0 / math.sqrt(n_embd))),
+            (b + "ffn_down.weight", mat(n_embd, n_ff, 1.0 / math.sqrt(n_ff))),
+        ]
         if arch == "gemma3":
             tensors.append((b + "post_ffw_norm.weight", _wave(n_embd, ph + 3.0, 0.1, 0.7)))
     tensors.append(("output_norm.weight", _wave(n_embd, 0.3, 0.1, 1.0)))
@@ -369,6 +392,7 @@ def build_tiny(name: str, path: pathlib.Path) -> pathlib.Path:
 def path_of(name: str, out_dir=OUT) -> pathlib.Path:
     if name == "smollm2":
         import quantlab.data
+
         return quantlab.data.path("smollm2")
     return pathlib.Path(out_dir) / f"{name}.gguf"
 
@@ -393,6 +417,7 @@ def sha256(p) -> str:
 
 # --------------------------------------------------------------------------- llama.cpp's answers
 
+
 def _env(lib=None):
     lib = LIB if lib is None else lib
     e = dict(os.environ)
@@ -407,15 +432,34 @@ def generate(model) -> dict | None:
     exe = GEN_BIN / "llama-completion"
     if not exe.exists():
         return None
-    cmd = [str(exe), "-m", str(model), "-p", PROMPT, "-n", str(N_PREDICT), "--temp", "0", "-t", "1",
-           "--no-display-prompt", "-no-cnv", "--no-warmup", "--simple-io"]
+    cmd = [
+        str(exe),
+        "-m",
+        str(model),
+        "-p",
+        PROMPT,
+        "-n",
+        str(N_PREDICT),
+        "--temp",
+        "0",
+        "-t",
+        "1",
+        "--no-display-prompt",
+        "-no-cnv",
+        "--no-warmup",
+        "--simple-io",
+    ]
     r = subprocess.run(cmd, capture_output=True, env=_env(GEN_LIB), timeout=600)
     if r.returncode:
         raise SystemExit(f"{model}: llama-completion failed:\n{r.stderr.decode(errors='replace')[-2000:]}")
     # llama-completion ends its output with "\n\n", after " [end of text]\n" when the model stopped
     text = r.stdout.decode("utf-8", errors="replace").removesuffix("\n\n").removesuffix(" [end of text]\n")
-    return {"prompt": PROMPT, "n_predict": N_PREDICT, "text": text,
-            "tool": f"llama-completion -n {N_PREDICT} --temp 0 -t 1 ({GEN_BIN.parent.name}/{GEN_BIN.name})"}
+    return {
+        "prompt": PROMPT,
+        "n_predict": N_PREDICT,
+        "text": text,
+        "tool": f"llama-completion -n {N_PREDICT} --temp 0 -t 1 ({GEN_BIN.parent.name}/{GEN_BIN.name})",
+    }
 
 
 def record(name: str) -> dict:
@@ -427,8 +471,22 @@ def record(name: str) -> dict:
         text = pathlib.Path(td) / "text.txt"
         text.write_bytes(quantlab.data.text().encode("utf-8"))
         base = pathlib.Path(td) / "base.kld"
-        cmd = [str(BIN / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", str(N_CTX),
-               "--chunks", str(N_CHUNKS), "-t", "1", "--no-escape", "--kl-divergence-base", str(base)]
+        cmd = [
+            str(BIN / "llama-perplexity"),
+            "-m",
+            str(model),
+            "-f",
+            str(text),
+            "-c",
+            str(N_CTX),
+            "--chunks",
+            str(N_CHUNKS),
+            "-t",
+            "1",
+            "--no-escape",
+            "--kl-divergence-base",
+            str(base),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         log = r.stdout + r.stderr
         if r.returncode:
@@ -440,14 +498,21 @@ def record(name: str) -> dict:
         nll = c0.nll()
         top1 = c0.top1()
     gen = generate(model)
-    fx = {"name": name, "model_sha256": sha256(model), "model_bytes": model.stat().st_size,
-          "arch": name.split("-")[0] if name != "smollm2" else "llama",
-          "tool": f"llama-perplexity -c {N_CTX} --chunks {N_CHUNKS} -t 1 --no-escape --kl-divergence-base "
-                  f"(llama-cpp-python 0.3.36, {BIN.parent.name}/{BIN.name})",
-          "n_ctx": N_CTX, "n_chunks": N_CHUNKS, "running_ppl": running,
-          "ppl": float(m.group(1)), "ppl_err": float(m.group(2)),
-          "chunk0": {"nll": [round(float(v), 5) for v in nll], "top1": [int(v) for v in top1]},
-          "generate": gen}
+    fx = {
+        "name": name,
+        "model_sha256": sha256(model),
+        "model_bytes": model.stat().st_size,
+        "arch": name.split("-")[0] if name != "smollm2" else "llama",
+        "tool": f"llama-perplexity -c {N_CTX} --chunks {N_CHUNKS} -t 1 --no-escape --kl-divergence-base "
+        f"(llama-cpp-python 0.3.36, {BIN.parent.name}/{BIN.name})",
+        "n_ctx": N_CTX,
+        "n_chunks": N_CHUNKS,
+        "running_ppl": running,
+        "ppl": float(m.group(1)),
+        "ppl_err": float(m.group(2)),
+        "chunk0": {"nll": [round(float(v), 5) for v in nll], "top1": [int(v) for v in top1]},
+        "generate": gen,
+    }
     DATA.mkdir(parents=True, exist_ok=True)
     (DATA / f"{name}.json").write_text(json.dumps(fx, ensure_ascii=False, indent=1) + "\n")
     return fx
@@ -466,17 +531,36 @@ def record_spread(name: str) -> dict:
         text = pathlib.Path(td) / "text.txt"
         text.write_bytes(quantlab.data.text().encode("utf-8"))
         base = pathlib.Path(td) / "base.kld"
-        cmd = [str(BIN / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", str(N_CTX), "--chunks", "1",
-               "-t", "1", "--no-escape", "-fa", "off", "--kl-divergence-base", str(base)]
+        cmd = [
+            str(BIN / "llama-perplexity"),
+            "-m",
+            str(model),
+            "-f",
+            str(text),
+            "-c",
+            str(N_CTX),
+            "--chunks",
+            "1",
+            "-t",
+            "1",
+            "--no-escape",
+            "-fa",
+            "off",
+            "--kl-divergence-base",
+            str(base),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         if r.returncode:
             raise SystemExit(f"{name}: llama-perplexity -fa off failed:\n{(r.stdout + r.stderr)[-2000:]}")
         c0 = read_base(base).chunk(0)
         d = np.abs(c0.nll() - np.asarray(fx["chunk0"]["nll"]))
         same = float(np.mean(c0.top1() == np.asarray(fx["chunk0"]["top1"])))
-    fx["llama_self_spread"] = {"tool": "llama-perplexity -fa off -c 512 --chunks 1 vs the recorded run (-fa auto)",
-                               "mean_abs_dnll": round(float(d.mean()), 5),
-                               "p99_abs_dnll": round(float(np.percentile(d, 99)), 5), "top1": round(same, 5)}
+    fx["llama_self_spread"] = {
+        "tool": "llama-perplexity -fa off -c 512 --chunks 1 vs the recorded run (-fa auto)",
+        "mean_abs_dnll": round(float(d.mean()), 5),
+        "p99_abs_dnll": round(float(np.percentile(d, 99)), 5),
+        "top1": round(same, 5),
+    }
     (DATA / f"{name}.json").write_text(json.dumps(fx, ensure_ascii=False, indent=1) + "\n")
     return fx["llama_self_spread"]
 
@@ -486,8 +570,9 @@ def main():
     ap.add_argument("names", nargs="*", default=list(NAMES))
     ap.add_argument("--record", action="store_true", help="run llama.cpp and write tests/data/arch/*.json")
     ap.add_argument("--force", action="store_true", help="rebuild files that exist")
-    ap.add_argument("--spread", action="store_true",
-                    help="add llama.cpp's own flash-attention on/off spread to the recorded json")
+    ap.add_argument(
+        "--spread", action="store_true", help="add llama.cpp's own flash-attention on/off spread to the recorded json"
+    )
     args = ap.parse_args()
     for n in args.names:
         p = build(n, force=args.force)
@@ -496,8 +581,11 @@ def main():
             print(f"{'':12s} llama.cpp self-spread: {record_spread(n)}", flush=True)
         if args.record:
             fx = record(n)
-            print(f"{'':12s} llama-perplexity PPL {fx['ppl']} +/- {fx['ppl_err']}  running {fx['running_ppl']}\n"
-                  f"{'':12s} greedy: {(fx['generate'] or {}).get('text')!r}", flush=True)
+            print(
+                f"{'':12s} llama-perplexity PPL {fx['ppl']} +/- {fx['ppl_err']}  running {fx['running_ppl']}\n"
+                f"{'':12s} greedy: {(fx['generate'] or {}).get('text')!r}",
+                flush=True,
+            )
             if args.spread:
                 print(f"{'':12s} llama.cpp self-spread: {record_spread(n)}", flush=True)
 

@@ -21,6 +21,7 @@ Python / numpy / numba versions and numba's thread count, the date (UTC) and qua
 
 Run it on a quiet machine (``uptime``: a load average well below the core count).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,10 +56,16 @@ def cpu_model() -> str:
 def git_commit() -> str:
     """quantlab's HEAD commit, with ``+dirty`` when tracked files under quantlab/ differ from it."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "quantlab"],
-                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "quantlab"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -75,11 +82,18 @@ def machine_facts() -> dict:
     import numba
     import numpy as np
 
-    return {"cpu": cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(),
-            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "numpy": np.__version__, "numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "quantlab_commit": git_commit()}
+    return {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quantlab_commit": git_commit(),
+    }
 
 
 def table_dict(table) -> dict:
@@ -90,15 +104,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "quantlab" / "assets" / "bench_snapshot.json"))
     ap.add_argument("--size", type=int, default=None, help="weights per measurement (default: bench.formats' own)")
-    ap.add_argument("--formats", default=None, help="comma-separated format names (default: every quantized "
-                                                    "format, F16 and BF16)")
+    ap.add_argument(
+        "--formats", default=None, help="comma-separated format names (default: every quantized format, F16 and BF16)"
+    )
     args = ap.parse_args(argv)
 
     from quantlab import bench
     from quantlab.formats import all_formats
 
-    names = args.formats.split(",") if args.formats else \
-        [f.name for f in all_formats() if f.is_quantized] + ["F16", "BF16"]
+    names = (
+        args.formats.split(",") if args.formats else [f.name for f in all_formats() if f.is_quantized] + ["F16", "BF16"]
+    )
     facts = machine_facts()
     facts["load_start"] = load_average()
     t0 = time.perf_counter()
@@ -111,8 +127,10 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(snap, indent=1, default=float) + "\n")
-    print(f"wrote {out}: {len(fmt_table)} format rows, {len(open_table)} GGUF-open rows in {facts['seconds']} s; "
-          f"load average {facts['load_start']} -> {facts['load_end']}")
+    print(
+        f"wrote {out}: {len(fmt_table)} format rows, {len(open_table)} GGUF-open rows in {facts['seconds']} s; "
+        f"load average {facts['load_start']} -> {facts['load_end']}"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ Needs ``make peers`` (llama-tokenize, llama-perplexity in .cache/oracle/bin). Wr
 tests/data/model_tokens.json and tests/data/model_ppl.json. Both record the model file they were made
 with; the texts come from quantlab.data.text() and TRICKY_STRINGS below.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,7 @@ def llama_tokenize(model_path, text: str, parse_special: bool = True) -> list[in
         f.write(text.encode("utf-8"))
         name = f.name
     try:
-        cmd = [str(BIN / "llama-tokenize"), "-m", str(model_path), "-f", name, "--ids", "--log-disable",
-               "--no-escape"]
+        cmd = [str(BIN / "llama-tokenize"), "-m", str(model_path), "-f", name, "--ids", "--log-disable", "--no-escape"]
         if not parse_special:
             cmd.append("--no-parse-special")
         out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=True).stdout
@@ -82,16 +82,33 @@ def llama_perplexity(model_path, text: str, n_ctx: int, n_chunks: int, threads: 
         f.write(text.encode("utf-8"))
         name = f.name
     try:
-        cmd = [str(BIN / "llama-perplexity"), "-m", str(model_path), "-f", name, "-c", str(n_ctx),
-               "--chunks", str(n_chunks), "-t", str(threads), "--no-escape"]
+        cmd = [
+            str(BIN / "llama-perplexity"),
+            "-m",
+            str(model_path),
+            "-f",
+            name,
+            "-c",
+            str(n_ctx),
+            "--chunks",
+            str(n_chunks),
+            "-t",
+            str(threads),
+            "--no-escape",
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=True)
     finally:
         os.unlink(name)
     log = r.stdout + r.stderr
     running = [float(v) for v in re.findall(r"\[\d+\](\d+\.\d+),", log)]
     m = re.search(r"Final estimate: PPL = (\d+\.\d+) \+/- (\d+\.\d+)", log)
-    return {"n_ctx": n_ctx, "n_chunks": n_chunks, "running_ppl": running,
-            "ppl": float(m.group(1)), "ppl_err": float(m.group(2))}
+    return {
+        "n_ctx": n_ctx,
+        "n_chunks": n_chunks,
+        "running_ppl": running,
+        "ppl": float(m.group(1)),
+        "ppl_err": float(m.group(2)),
+    }
 
 
 def main():
@@ -107,12 +124,15 @@ def main():
     text = quantlab.data.text()
     DATA.mkdir(parents=True, exist_ok=True)
     ids = llama_tokenize(model, text, parse_special=False)
-    fx = {"model": model.name, "tool": "llama-tokenize --ids --no-escape (llama-cpp-python 0.3.36)",
-          "strings": [{"text": s, "ids": llama_tokenize(model, s) if s else []} for s in TRICKY_STRINGS],
-          "strings_no_parse_special": [{"text": s, "ids": llama_tokenize(model, s, parse_special=False)}
-                                       for s in TRICKY_STRINGS if "<" in s],
-          "default_text": {"n_tokens": len(ids), "sha256": ids_digest(ids), "head": ids[:512],
-                           "parse_special": False}}
+    fx = {
+        "model": model.name,
+        "tool": "llama-tokenize --ids --no-escape (llama-cpp-python 0.3.36)",
+        "strings": [{"text": s, "ids": llama_tokenize(model, s) if s else []} for s in TRICKY_STRINGS],
+        "strings_no_parse_special": [
+            {"text": s, "ids": llama_tokenize(model, s, parse_special=False)} for s in TRICKY_STRINGS if "<" in s
+        ],
+        "default_text": {"n_tokens": len(ids), "sha256": ids_digest(ids), "head": ids[:512], "parse_special": False},
+    }
     (DATA / "model_tokens.json").write_text(json.dumps(fx, ensure_ascii=False, indent=1) + "\n")
     print(f"tokens: {len(ids)} for the default text, {len(TRICKY_STRINGS)} strings")
     if args.tokens:

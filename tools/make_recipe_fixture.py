@@ -12,6 +12,7 @@ tests/data/smollm2-imatrix.gguf (made by llama-imatrix on quantlab.data.text(); 
 
     .venv/bin/python tools/make_recipe_fixture.py [--plans-only] [--runs Q4_K_M,IQ2_XXS+imatrix]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,27 @@ from quantlab.recipes.pipeline import file_sha256 as sha256  # noqa: E402
 
 BIN = ROOT / ".cache/oracle/bin"
 LIB = ROOT / ".cache/oracle/lib"
-IMATRIX = "tests/data/smollm2-imatrix.gguf"     # relative: llama-quantize stores the path as given
+IMATRIX = "tests/data/smollm2-imatrix.gguf"  # relative: llama-quantize stores the path as given
 OUT = ROOT / "tests/data/recipes_smollm2.json"
 
 # acceptance runs: (file type, with imatrix)
-RUNS = [("Q8_0", False), ("Q6_K", False), ("Q5_K_M", False), ("Q4_K_M", False), ("Q4_K_S", False),
-        ("Q4_0", False), ("Q3_K_M", False), ("Q3_K_S", False), ("Q2_K", False), ("IQ4_XS", False),
-        ("IQ4_NL", False), ("Q4_K_M", True), ("IQ3_XXS", True), ("IQ2_XXS", True), ("IQ1_S", True)]
+RUNS = [
+    ("Q8_0", False),
+    ("Q6_K", False),
+    ("Q5_K_M", False),
+    ("Q4_K_M", False),
+    ("Q4_K_S", False),
+    ("Q4_0", False),
+    ("Q3_K_M", False),
+    ("Q3_K_S", False),
+    ("Q2_K", False),
+    ("IQ4_XS", False),
+    ("IQ4_NL", False),
+    ("Q4_K_M", True),
+    ("IQ3_XXS", True),
+    ("IQ2_XXS", True),
+    ("IQ1_S", True),
+]
 
 # option sets recorded on top of the plain plans
 OPTION_PLANS = {
@@ -47,8 +62,11 @@ OPTION_PLANS = {
     "Q6_K --pure": (["--pure"], "Q6_K", False),
     "Q4_0 --token-embedding-type q4_0": (["--token-embedding-type", "q4_0"], "Q4_0", False),
     "Q5_K_M --output-tensor-type q5_0": (["--output-tensor-type", "q5_0"], "Q5_K_M", False),
-    "Q4_K_M --tensor-type attn_v=q8_0 --tensor-type blk\\.1[0-9]\\.ffn=q4_0":
-        (["--tensor-type", "attn_v=q8_0", "--tensor-type", "blk\\.1[0-9]\\.ffn=q4_0"], "Q4_K_M", False),
+    "Q4_K_M --tensor-type attn_v=q8_0 --tensor-type blk\\.1[0-9]\\.ffn=q4_0": (
+        ["--tensor-type", "attn_v=q8_0", "--tensor-type", "blk\\.1[0-9]\\.ffn=q4_0"],
+        "Q4_K_M",
+        False,
+    ),
     "Q3_K_L --tensor-type ffn_down=iq4_xs --pure": (["--tensor-type", "ffn_down=iq4_xs", "--pure"], "Q3_K_L", False),
     "IQ2_M --pure": (["--pure"], "IQ2_M", True),
     "F16 --token-embedding-type q8_0": (["--token-embedding-type", "q8_0"], "F16", False),
@@ -82,8 +100,9 @@ class QuantizeFailed(Exception):
 
 def run(args, timeout=1800):
     t0 = time.perf_counter()
-    p = subprocess.run([str(BIN / "llama-quantize"), *args], cwd=ROOT, env=_env(), capture_output=True,
-                       text=True, timeout=timeout)
+    p = subprocess.run(
+        [str(BIN / "llama-quantize"), *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
     dt = time.perf_counter() - t0
     log = p.stdout + p.stderr
     if p.returncode:
@@ -104,9 +123,11 @@ def main():
     fx["llama_cpp"] = "llama.cpp as vendored in llama-cpp-python 0.3.36 (tools/build_llama_cpp.sh)"
     fx["imatrix"] = IMATRIX
     fx["imatrix_sha256"] = sha256(ROOT / IMATRIX)
-    fx["imatrix_command"] = ("llama-imatrix -m SmolLM2-135M-Instruct.Q4_1.gguf -f text.txt "
-                             f"-o {IMATRIX} -c 512 --chunks 40 -t 2 --no-ppl   "
-                             "(text.txt = quantlab.data.text())")
+    fx["imatrix_command"] = (
+        "llama-imatrix -m SmolLM2-135M-Instruct.Q4_1.gguf -f text.txt "
+        f"-o {IMATRIX} -c 512 --chunks 40 -t 2 --no-ppl   "
+        "(text.txt = quantlab.data.text())"
+    )
     plans = {}
     names = None
     with tempfile.TemporaryDirectory() as td:
@@ -124,14 +145,16 @@ def main():
                     names = list(types)
                 assert list(types) == names, f"{ft.name}: tensor order changed"
                 plans[key] = {
-                    "ftype": ft.name, "imatrix": im, "options": [],
-                    "types": " ".join(types[n] for n in names)}
+                    "ftype": ft.name,
+                    "imatrix": im,
+                    "options": [],
+                    "types": " ".join(types[n] for n in names),
+                }
             print(f"plan {ft.name}", flush=True)
         for key, (opts, ft, im) in OPTION_PLANS.items():
             args = ["--dry-run", "--allow-requantize", *opts] + (["--imatrix", IMATRIX] if im else [])
             types = parse_types(run(args + [model, ft])[0])
-            plans[key] = {"ftype": ft, "imatrix": im, "options": opts,
-                          "types": " ".join(types[n] for n in names)}
+            plans[key] = {"ftype": ft, "imatrix": im, "options": opts, "types": " ".join(types[n] for n in names)}
         fx["tensors"] = names
         fx["plans"] = plans
         if not a.plans_only:
@@ -146,11 +169,20 @@ def main():
                 key = ft + ("+imatrix" if im else "")
                 types = parse_types(log)
                 assert " ".join(types[n] for n in names) == plans[key]["types"], f"{key}: run != dry run"
-                runs[key] = {"key": key, "ftype": ft, "imatrix": im,
-                             "command": "llama-quantize " + " ".join(
-                                 ["--allow-requantize"] + (["--imatrix", IMATRIX] if im else [])
-                                 + ["SmolLM2-135M-Instruct.Q4_1.gguf", "OUT.gguf", ft, "2"]),
-                             "sha256": sha256(outp), "size": outp.stat().st_size, "seconds_2_threads": round(dt, 2)}
+                runs[key] = {
+                    "key": key,
+                    "ftype": ft,
+                    "imatrix": im,
+                    "command": "llama-quantize "
+                    + " ".join(
+                        ["--allow-requantize"]
+                        + (["--imatrix", IMATRIX] if im else [])
+                        + ["SmolLM2-135M-Instruct.Q4_1.gguf", "OUT.gguf", ft, "2"]
+                    ),
+                    "sha256": sha256(outp),
+                    "size": outp.stat().st_size,
+                    "seconds_2_threads": round(dt, 2),
+                }
                 print(f"run {key}: {runs[key]['sha256'][:16]} {dt:.1f}s", flush=True)
                 outp.unlink()
             fx["runs"] = [runs[k] for k in runs]

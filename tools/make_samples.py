@@ -9,6 +9,7 @@ Deterministic and small (about 50 KB): one float32 vector per weight matrix, key
 
     .venv/bin/python tools/make_samples.py          # rewrites quantlab/assets/minilm_imatrix.npz
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,7 @@ def token_chunks():
     ids = tok.encode(data.text(200_000), add_special_tokens=False).ids
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     body = CHUNK - 2
-    return [[cls] + ids[i * body:(i + 1) * body] + [sep] for i in range(N_CHUNKS)]
+    return [[cls] + ids[i * body : (i + 1) * body] + [sep] for i in range(N_CHUNKS)]
 
 
 def main() -> int:
@@ -54,32 +55,40 @@ def main() -> int:
     count = 0
 
     def record(name, x):
-        sq[name] = sq.get(name, 0.0) + (x ** 2).sum(0)
+        sq[name] = sq.get(name, 0.0) + (x**2).sum(0)
 
     for ids in token_chunks():
         n = len(ids)
-        h = g("embeddings.word_embeddings.weight")[ids] + g("embeddings.position_embeddings.weight")[:n] \
+        h = (
+            g("embeddings.word_embeddings.weight")[ids]
+            + g("embeddings.position_embeddings.weight")[:n]
             + g("embeddings.token_type_embeddings.weight")[0]
+        )
         h = layer_norm(h, g("embeddings.LayerNorm.weight"), g("embeddings.LayerNorm.bias"))
         for L in range(6):
             p = f"encoder.layer.{L}."
             lin = lambda x, k: x @ g(p + k + ".weight").T + g(p + k + ".bias")  # noqa: E731
             for k in ("attention.self.query", "attention.self.key", "attention.self.value"):
                 record(p + k + ".weight", h)
-            q, k_, v = (lin(h, "attention.self." + k).reshape(n, 12, 32).transpose(1, 0, 2)
-                        for k in ("query", "key", "value"))
+            q, k_, v = (
+                lin(h, "attention.self." + k).reshape(n, 12, 32).transpose(1, 0, 2) for k in ("query", "key", "value")
+            )
             s = q @ k_.transpose(0, 2, 1) / math.sqrt(32.0)
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)
             ctx = (s @ v).transpose(1, 0, 2).reshape(n, 384)
             record(p + "attention.output.dense.weight", ctx)
-            h = layer_norm(h + lin(ctx, "attention.output.dense"), g(p + "attention.output.LayerNorm.weight"),
-                           g(p + "attention.output.LayerNorm.bias"))
+            h = layer_norm(
+                h + lin(ctx, "attention.output.dense"),
+                g(p + "attention.output.LayerNorm.weight"),
+                g(p + "attention.output.LayerNorm.bias"),
+            )
             record(p + "intermediate.dense.weight", h)
             inter = gelu(lin(h, "intermediate.dense"))
             record(p + "output.dense.weight", inter)
-            h = layer_norm(h + lin(inter, "output.dense"), g(p + "output.LayerNorm.weight"),
-                           g(p + "output.LayerNorm.bias"))
+            h = layer_norm(
+                h + lin(inter, "output.dense"), g(p + "output.LayerNorm.weight"), g(p + "output.LayerNorm.bias")
+            )
         count += n
     out = {k: (v / count).astype(np.float32) for k, v in sq.items()}
     dest = ROOT / "quantlab" / "assets" / "minilm_imatrix.npz"

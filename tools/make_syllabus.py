@@ -22,6 +22,7 @@ the total minutes and the total compute time; then the extensions and appendices
 cell does not have that shape is listed under "not described yet" (never silently dropped). Run it again
 after adding or changing a notebook: the test suite fails while README.md is out of date.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ class Header:
     minutes: int
     compute_full_s: float | None
     compute_quick_s: float | None
-    path: str          # core | extension | appendix
+    path: str  # core | extension | appendix
     path_note: str
 
 
@@ -105,11 +106,20 @@ def parse_header(text: str, file: str = "?") -> Header:
     path_word = path_word.strip().rstrip(",;:").lower()
     if path_word not in PATHS:
         raise HeaderError(f"{file}: '**Path:** {fields['Path']}' does not start with one of {', '.join(PATHS)}")
-    return Header(file=file, nn=m["nn"], title=m["title"], about=" ".join(about), objectives=objectives,
-                  needs=fields["Needs"], time=fields["Time"], minutes=int(mm["min"]),
-                  compute_full_s=float(c["full"]) if c else None,
-                  compute_quick_s=float(c["quick"]) if c and c["quick"] else None,
-                  path=path_word, path_note=note.strip(" ()"))
+    return Header(
+        file=file,
+        nn=m["nn"],
+        title=m["title"],
+        about=" ".join(about),
+        objectives=objectives,
+        needs=fields["Needs"],
+        time=fields["Time"],
+        minutes=int(mm["min"]),
+        compute_full_s=float(c["full"]) if c else None,
+        compute_quick_s=float(c["quick"]) if c and c["quick"] else None,
+        path=path_word,
+        path_note=note.strip(" ()"),
+    )
 
 
 def read_headers(nb_dir: pathlib.Path = NB_DIR) -> tuple[list[Header], list[tuple[str, str]]]:
@@ -134,37 +144,58 @@ def _link(h: Header) -> str:
 def render(headers: list[Header], undescribed: list[tuple[str, str]]) -> str:
     core = [h for h in headers if h.path == "core"]
     rest = [h for h in headers if h.path != "core"]
-    out = ["# quantlab course: syllabus", "",
-           "_Written by `tools/make_syllabus.py` from the first cell of every notebook; do not edit by hand._", "",
-           "A workshop on LLM weight quantization the way llama.cpp does it: every number is computed in the "
-           "notebooks, on real tensors. Minutes are a careful first read-through with the exercises; compute is "
-           "the time a full run of the notebook takes (`tools/time_notebooks.py`), as stated in each header.", "",
-           "## Core path", "",
-           "| # | notebook | needs | minutes | compute (full run) | note |",
-           "|---|---|---|---:|---:|---|"]
+    out = [
+        "# quantlab course: syllabus",
+        "",
+        "_Written by `tools/make_syllabus.py` from the first cell of every notebook; do not edit by hand._",
+        "",
+        "A workshop on LLM weight quantization the way llama.cpp does it: every number is computed in the "
+        "notebooks, on real tensors. Minutes are a careful first read-through with the exercises; compute is "
+        "the time a full run of the notebook takes (`tools/time_notebooks.py`), as stated in each header.",
+        "",
+        "## Core path",
+        "",
+        "| # | notebook | needs | minutes | compute (full run) | note |",
+        "|---|---|---|---:|---:|---|",
+    ]
     for i, h in enumerate(core, 1):
         out.append(f"| {i} | {_link(h)} | {h.needs} | {h.minutes} | {_secs(h.compute_full_s)} | {h.path_note} |")
     measured = [h.compute_full_s for h in core if h.compute_full_s is not None]
     missing = [h.nn for h in core if h.compute_full_s is None]
     total_c = f"{sum(measured):.0f} s ({sum(measured) / 60:.1f} min)" + (
-        f", without {', '.join(missing)} (not measured)" if missing else "")
+        f", without {', '.join(missing)} (not measured)" if missing else ""
+    )
     out += [f"| | **total** | | **{sum(h.minutes for h in core)} min** | **{total_c}** | |", ""]
     if rest:
-        out += ["## Extensions and appendices", "",
-                "| notebook | path | needs | minutes | compute (full run) | note |", "|---|---|---|---:|---:|---|"]
+        out += [
+            "## Extensions and appendices",
+            "",
+            "| notebook | path | needs | minutes | compute (full run) | note |",
+            "|---|---|---|---:|---:|---|",
+        ]
         for h in rest:
-            out.append(f"| {_link(h)} | {h.path} | {h.needs} | {h.minutes} | {_secs(h.compute_full_s)} | {h.path_note} |")
+            out.append(
+                f"| {_link(h)} | {h.path} | {h.needs} | {h.minutes} | {_secs(h.compute_full_s)} | {h.path_note} |"
+            )
         out.append("")
     if undescribed:
-        out += ["## Not described yet", "",
-                "These notebooks have no header cell in the agreed shape (see `tools/make_syllabus.py`):", ""]
+        out += [
+            "## Not described yet",
+            "",
+            "These notebooks have no header cell in the agreed shape (see `tools/make_syllabus.py`):",
+            "",
+        ]
         out += [f"- [{f}]({f}): {why}" for f, why in undescribed]
         out.append("")
     out += ["## The notebooks", ""]
     for h in headers:
         out += [f"### {_link(h)}", "", h.about, "", "You will:", ""]
         out += [f"- {o}" for o in h.objectives]
-        out += ["", f"Needs: {h.needs}. Time: {h.time}. Path: {h.path}{(' (' + h.path_note + ')') if h.path_note else ''}.", ""]
+        out += [
+            "",
+            f"Needs: {h.needs}. Time: {h.time}. Path: {h.path}{(' (' + h.path_note + ')') if h.path_note else ''}.",
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -9,6 +9,7 @@ tokens written in the text, BOS/EOS defaults, and the differences a differential
 in WordPiece). Needs `make peers` (libllama) and the unpacked sdist (its models/ and llama_cpp/ ctypes bindings).
 Usage: .venv/bin/python tools/make_tokenizer_fixtures.py
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,23 @@ import make_model_fixtures as fx  # noqa: E402
 
 MODELS = ROOT / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp/models"
 OUT = ROOT / "tests/data/tokenizer_llama_cpp.json"
-VOCABS = ["bert-bge", "command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2", "llama-bpe",
-          "llama-spm", "mpt", "phi-3", "qwen2", "qwen35", "refact", "starcoder"]
+VOCABS = [
+    "bert-bge",
+    "command-r",
+    "deepseek-coder",
+    "deepseek-llm",
+    "falcon",
+    "gemma-4",
+    "gpt-2",
+    "llama-bpe",
+    "llama-spm",
+    "mpt",
+    "phi-3",
+    "qwen2",
+    "qwen35",
+    "refact",
+    "starcoder",
+]
 STRINGS = [
     "Hello world",
     " Cửa Việt  x",
@@ -37,46 +53,74 @@ STRINGS = [
     "    def f(x):\n        return x ** 2  # 1234567 3.14159\n",
     "🦙🤖😶‍🌫️ ✅ x² ½ ٣ 。，’“",
 ]
-MODES = [(False, True), (False, False), (True, True)]      # (--no-bos, parse_special)
+MODES = [(False, True), (False, False), (True, True)]  # (--no-bos, parse_special)
 
 
 def main():
     lib = LlamaVocabs()
-    out = {"llama_cpp": "llama-cpp-python 0.3.36 (vendor/llama.cpp): libllama's llama_tokenize as llama-tokenize "
-                        "calls it (add_special = the model's add_bos and not --no-bos)",
-           "strings": STRINGS, "vocabs": {}, "settings": {}}
+    out = {
+        "llama_cpp": "llama-cpp-python 0.3.36 (vendor/llama.cpp): libllama's llama_tokenize as llama-tokenize "
+        "calls it (add_special = the model's add_bos and not --no-bos)",
+        "strings": STRINGS,
+        "vocabs": {},
+        "settings": {},
+    }
     for name in VOCABS:
         vocab = lib.load(MODELS / f"ggml-vocab-{name}.gguf")
         rows = []
         for k, s in enumerate(STRINGS):
             for no_bos, parse in MODES:
                 add = lib.L.llama_vocab_get_add_bos(vocab) and not no_bos
-                rows.append({"string": k, "no_bos": no_bos, "parse_special": parse,
-                             "ids": lib.tokenize(vocab, s, add, parse)})
+                rows.append(
+                    {"string": k, "no_bos": no_bos, "parse_special": parse, "ids": lib.tokenize(vocab, s, add, parse)}
+                )
         out["vocabs"][name] = rows
         L = lib.L
         n = L.llama_vocab_n_tokens(vocab)
         attrs = [L.llama_vocab_get_attr(vocab, i) for i in range(n)]
         out["settings"][name] = {
-            "add_bos": bool(L.llama_vocab_get_add_bos(vocab)), "add_eos": bool(L.llama_vocab_get_add_eos(vocab)),
+            "add_bos": bool(L.llama_vocab_get_add_bos(vocab)),
+            "add_eos": bool(L.llama_vocab_get_add_eos(vocab)),
             "add_sep": bool(L.llama_vocab_get_add_sep(vocab)),
-            "ids": {k: getattr(L, f"llama_vocab_{k}")(vocab) for k in ("bos", "eos", "eot", "sep", "pad", "fim_pre",
-                                                                        "fim_suf", "fim_mid", "fim_pad", "fim_rep",
-                                                                        "fim_sep")},
+            "ids": {
+                k: getattr(L, f"llama_vocab_{k}")(vocab)
+                for k in (
+                    "bos",
+                    "eos",
+                    "eot",
+                    "sep",
+                    "pad",
+                    "fim_pre",
+                    "fim_suf",
+                    "fim_mid",
+                    "fim_pad",
+                    "fim_rep",
+                    "fim_sep",
+                )
+            },
             "eog": [i for i in range(n) if L.llama_vocab_is_eog(vocab, i)],
-            "attr_runs": runs(attrs)}
+            "attr_runs": runs(attrs),
+        }
         print(name, len(rows), flush=True)
     out["pre_strings"], out["pre_tokenizers"] = pre_tokenizer_hashes(lib)
-    lines = ["{", f'"llama_cpp": {json.dumps(out["llama_cpp"])},', f'"strings": {json.dumps(STRINGS, ensure_ascii=False)},',
-             '"vocabs": {']
-    for k, name in enumerate(VOCABS):                 # one row per line: small, readable diffs
+    lines = [
+        "{",
+        f'"llama_cpp": {json.dumps(out["llama_cpp"])},',
+        f'"strings": {json.dumps(STRINGS, ensure_ascii=False)},',
+        '"vocabs": {',
+    ]
+    for k, name in enumerate(VOCABS):  # one row per line: small, readable diffs
         rows = ",\n".join(json.dumps(r, ensure_ascii=False) for r in out["vocabs"][name])
         lines.append(f'"{name}": [\n{rows}\n]' + ("," if k + 1 < len(VOCABS) else ""))
     lines += ["},", '"settings": {']
     for k, name in enumerate(VOCABS):
         lines.append(f'"{name}": {json.dumps(out["settings"][name])}' + ("," if k + 1 < len(VOCABS) else ""))
-    lines += ["},", f'"pre_strings": {json.dumps(out["pre_strings"], ensure_ascii=False)},',
-              f'"pre_tokenizers": {json.dumps(out["pre_tokenizers"])}', "}"]
+    lines += [
+        "},",
+        f'"pre_strings": {json.dumps(out["pre_strings"], ensure_ascii=False)},',
+        f'"pre_tokenizers": {json.dumps(out["pre_tokenizers"])}',
+        "}",
+    ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("wrote", OUT)
 
@@ -84,11 +128,67 @@ def main():
 # for every tokenizer.ggml.pre name quantlab maps: the suite's inputs + random strings on the gpt-2 vocabulary
 # (gemma-4's for the SPM-style BPE ones) with that name written in, tokenized by libllama (add_special=false,
 # parse_special=false), one sha256 of the ids per name
-PRE_POOL = (list("abcdeXYZ  \t\n\r'.,!?-_()[]{}<>|/\\\"0123456789") + [
-    "\u00a0", "\u3000", "\u0085", "\u2009", "é", "É", "ü", "ß", "\u0301", "\u0308", "İ", "ﬁ", "ώ", "ф", "日", "本",
-    "한", "국", "ア", "ー", "🦙", "😶‍🌫️", "✅", "²", "½", "٣", "۔", "…", "。", "，", "’", "\u200b", "\x00", "'s", "'LL",
-    " 're", "\n\n", "▁", "\u0e01", "\u0915\u093f", "\u1680", "★", "€", "\u3001", "\uff01", "IMGIMGABZ",
-    "<sentinel:12>", "1234567", "    ", "ぁ", "가", "ㄱ", "ㄅ", "：", "'S", "ǅ", "ÀB", "aB", "Ab"])
+PRE_POOL = list("abcdeXYZ  \t\n\r'.,!?-_()[]{}<>|/\\\"0123456789") + [
+    "\u00a0",
+    "\u3000",
+    "\u0085",
+    "\u2009",
+    "é",
+    "É",
+    "ü",
+    "ß",
+    "\u0301",
+    "\u0308",
+    "İ",
+    "ﬁ",
+    "ώ",
+    "ф",
+    "日",
+    "本",
+    "한",
+    "국",
+    "ア",
+    "ー",
+    "🦙",
+    "😶‍🌫️",
+    "✅",
+    "²",
+    "½",
+    "٣",
+    "۔",
+    "…",
+    "。",
+    "，",
+    "’",
+    "\u200b",
+    "\x00",
+    "'s",
+    "'LL",
+    " 're",
+    "\n\n",
+    "▁",
+    "\u0e01",
+    "\u0915\u093f",
+    "\u1680",
+    "★",
+    "€",
+    "\u3001",
+    "\uff01",
+    "IMGIMGABZ",
+    "<sentinel:12>",
+    "1234567",
+    "    ",
+    "ぁ",
+    "가",
+    "ㄱ",
+    "ㄅ",
+    "：",
+    "'S",
+    "ǅ",
+    "ÀB",
+    "aB",
+    "Ab",
+]
 
 
 def pre_tokenizer_hashes(lib):
@@ -99,8 +199,11 @@ def pre_tokenizer_hashes(lib):
     from quantlab.gguf import open as open_gguf
     from quantlab.gguf import write
     from quantlab.model.tokenizer.pretokenizers import PRE_NAMES, PRE_TYPES
+
     rng = random.Random(5)
-    strings = sorted({t for p in MODELS.glob("*.inp") for t in p.read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")})
+    strings = sorted(
+        {t for p in MODELS.glob("*.inp") for t in p.read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")}
+    )
     strings += ["".join(rng.choice(PRE_POOL) for _ in range(rng.randint(1, 40))) for _ in range(150)]
     hashes = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,6 +238,7 @@ class LlamaVocabs:
         import importlib.util
         import os
         import types
+
         os.environ["LLAMA_CPP_LIB_PATH"] = str(fx.LIB)
         sdist = MODELS.parent.parent.parent
         pkg = types.ModuleType("llama_cpp")

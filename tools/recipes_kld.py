@@ -8,6 +8,7 @@ SmolLM2 ships as Q4_1, so the source model is the Q4_1 file and both contenders 
 it. Keeping Q4_1 is lossless (KLD 0) and smaller than Q4_K_M here, and the optimizer finds that; by
 default the source type is therefore removed from the candidates so the comparison says something.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,17 +42,29 @@ def main():
     base = model.load(src)
     out = {"optimizer": opt.summary(), "candidates": cands, "chunks": a.chunks, "ctx": a.ctx}
     with tempfile.TemporaryDirectory() as td:
-        for name, kw in (("llama.cpp Q4_K_M (imatrix)", {}), ("optimized", {"options": opt.options(allow_requantize=True)})):
+        for name, kw in (
+            ("llama.cpp Q4_K_M (imatrix)", {}),
+            ("optimized", {"options": opt.options(allow_requantize=True)}),
+        ):
             p = pathlib.Path(td) / "m.gguf"
             if "options" not in kw:
                 kw = {"allow_requantize": True}
-            r = recipes.quantize_model(src, p, "Q4_K_M", imatrix=IM, verbose=False, progress=False,
-                                       threads=a.threads, **kw)
+            r = recipes.quantize_model(
+                src, p, "Q4_K_M", imatrix=IM, verbose=False, progress=False, threads=a.threads, **kw
+            )
             m = model.load(p)
             ev = model.evaluate(m, n_ctx=a.ctx, n_chunks=a.chunks, base=base, threads=a.threads)
-            out[name] = {"bytes": r.nbytes, "bpw": round(r.bpw, 4), "sha256": r.sha256(), "ppl": ev.ppl,
-                         "base_ppl": ev.base_ppl, "kld_mean": ev.kld_mean, "kld_err": ev.kld_err,
-                         "kld_p99": ev.kld_p99, "top1": ev.top1}
+            out[name] = {
+                "bytes": r.nbytes,
+                "bpw": round(r.bpw, 4),
+                "sha256": r.sha256(),
+                "ppl": ev.ppl,
+                "base_ppl": ev.base_ppl,
+                "kld_mean": ev.kld_mean,
+                "kld_err": ev.kld_err,
+                "kld_p99": ev.kld_p99,
+                "top1": ev.top1,
+            }
             print(name, json.dumps(out[name]), flush=True)
             del m
     (ROOT / ".cache/recipes").mkdir(parents=True, exist_ok=True)

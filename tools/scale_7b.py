@@ -26,6 +26,7 @@ What it does, in order:
 
 Prints one table (and ``--json`` writes it) with ``uptime``'s load before and after.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,8 @@ LIB = ROOT / ".cache/oracle/lib"
 
 # Llama-2-7B (meta-llama/Llama-2-7b-hf config.json)
 N_LAYER, N_EMBD, N_FF, N_HEAD, N_VOCAB, N_CTX = 32, 4096, 11008, 32, 32000, 4096
-POOL = 1 << 25          # normals drawn once (64 MiB as F16)
-CHUNK_ROWS = 1024       # rows produced at a time (<= 22 MiB of F16 for ffn_down)
+POOL = 1 << 25  # normals drawn once (64 MiB as F16)
+CHUNK_ROWS = 1024  # rows produced at a time (<= 22 MiB of F16 for ffn_down)
 
 
 def layout():
@@ -61,15 +62,17 @@ def layout():
     t = [("token_embd.weight", (N_VOCAB, N_EMBD), "F16")]
     for i in range(N_LAYER):
         b = f"blk.{i}."
-        t += [(b + "attn_norm.weight", (N_EMBD,), "F32"),
-              (b + "attn_q.weight", (N_EMBD, N_EMBD), "F16"),
-              (b + "attn_k.weight", (N_EMBD, N_EMBD), "F16"),
-              (b + "attn_v.weight", (N_EMBD, N_EMBD), "F16"),
-              (b + "attn_output.weight", (N_EMBD, N_EMBD), "F16"),
-              (b + "ffn_norm.weight", (N_EMBD,), "F32"),
-              (b + "ffn_gate.weight", (N_FF, N_EMBD), "F16"),
-              (b + "ffn_up.weight", (N_FF, N_EMBD), "F16"),
-              (b + "ffn_down.weight", (N_EMBD, N_FF), "F16")]
+        t += [
+            (b + "attn_norm.weight", (N_EMBD,), "F32"),
+            (b + "attn_q.weight", (N_EMBD, N_EMBD), "F16"),
+            (b + "attn_k.weight", (N_EMBD, N_EMBD), "F16"),
+            (b + "attn_v.weight", (N_EMBD, N_EMBD), "F16"),
+            (b + "attn_output.weight", (N_EMBD, N_EMBD), "F16"),
+            (b + "ffn_norm.weight", (N_EMBD,), "F32"),
+            (b + "ffn_gate.weight", (N_FF, N_EMBD), "F16"),
+            (b + "ffn_up.weight", (N_FF, N_EMBD), "F16"),
+            (b + "ffn_down.weight", (N_EMBD, N_FF), "F16"),
+        ]
     t += [("output_norm.weight", (N_EMBD,), "F32"), ("output.weight", (N_VOCAB, N_EMBD), "F16")]
     return t
 
@@ -92,7 +95,7 @@ def metadata():
         "llama.attention.head_count": u32(N_HEAD),
         "llama.attention.head_count_kv": u32(N_HEAD),
         "llama.attention.layer_norm_rms_epsilon": Value(1e-5, ValueType.FLOAT32),
-        "general.file_type": u32(1),                      # LLAMA_FTYPE_MOSTLY_F16
+        "general.file_type": u32(1),  # LLAMA_FTYPE_MOSTLY_F16
         "tokenizer.ggml.model": "llama",
         "tokenizer.ggml.tokens": Value(tokens, ArrayOf(ValueType.STRING)),
         "tokenizer.ggml.scores": Value(np.zeros(N_VOCAB, np.float32), ArrayOf(ValueType.FLOAT32)),
@@ -116,8 +119,9 @@ def write_model(path: str, seed: int) -> int:
             for r in range(0, rows, CHUNK_ROWS):
                 n = min(CHUNK_ROWS, rows - r) * cols
                 o = int(rng.integers(0, POOL - n))
-                out[r:r + n // cols] = pool[o:o + n].reshape(-1, cols)
+                out[r : r + n // cols] = pool[o : o + n].reshape(-1, cols)
             return out
+
         return make
 
     w = GGUFWriter(path, metadata(), fsync=False)
@@ -161,8 +165,9 @@ def run_timed(cmd, env, log_path) -> dict:
     tfile = log_path + ".time"
     with open(log_path, "w") as log:
         t0 = time.perf_counter()
-        p = subprocess.Popen(["/usr/bin/time", "-o", tfile, "-f", "%e %U %S %M", *cmd], env=env,
-                             stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            ["/usr/bin/time", "-o", tfile, "-f", "%e %U %S %M", *cmd], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         peak = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
         done = threading.Event()
 
@@ -189,11 +194,20 @@ def run_timed(cmd, env, log_path) -> dict:
             done.set()
             th.join()
         wall = time.perf_counter() - t0
-    e, u, s, m = open(tfile).read().split()[-4:]
+    with open(tfile) as f:
+        e, u, s, m = f.read().split()[-4:]
     os.unlink(tfile)
-    return {"rc": rc, "wall_s": float(e), "cpu_s": float(u) + float(s), "user_s": float(u), "sys_s": float(s),
-            "maxrss_mib": int(m) / 1024, "peak_anon_mib": peak["RssAnon"] / 1024,
-            "peak_file_mib": peak["RssFile"] / 1024, "outer_wall_s": wall}
+    return {
+        "rc": rc,
+        "wall_s": float(e),
+        "cpu_s": float(u) + float(s),
+        "user_s": float(u),
+        "sys_s": float(s),
+        "maxrss_mib": int(m) / 1024,
+        "peak_anon_mib": peak["RssAnon"] / 1024,
+        "peak_file_mib": peak["RssFile"] / 1024,
+        "outer_wall_s": wall,
+    }
 
 
 def first_difference(a: str, b: str) -> str:
@@ -234,8 +248,11 @@ def main(argv=None) -> int:
     d.mkdir(parents=True, exist_ok=True)
     free_gb = shutil.disk_usage(d).free / 1e9
     if free_gb < args.min_free_gb:
-        print(f"scale_7b: {d} has {free_gb:.1f} GB free; needs {args.min_free_gb:.0f} GB (13.5 GB F16 input + "
-              f"two ~3.9 GB outputs + headroom): refused", file=sys.stderr)
+        print(
+            f"scale_7b: {d} has {free_gb:.1f} GB free; needs {args.min_free_gb:.0f} GB (13.5 GB F16 input + "
+            f"two ~3.9 GB outputs + headroom): refused",
+            file=sys.stderr,
+        )
         return 2
     exe = BIN / "llama-quantize"
     if args.only != "quantlab" and not exe.exists():
@@ -247,26 +264,46 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     inp = d / "llama-7b-shape-F16.gguf"
-    outs = {"llama": d / f"llama-7b-shape-{args.ftype}.llama.gguf",
-            "quantlab": d / f"llama-7b-shape-{args.ftype}.quantlab.gguf"}
+    outs = {
+        "llama": d / f"llama-7b-shape-{args.ftype}.llama.gguf",
+        "quantlab": d / f"llama-7b-shape-{args.ftype}.quantlab.gguf",
+    }
     made = [inp, *outs.values()]
-    res = {"ftype": args.ftype, "threads": args.threads, "llama_build": "AVX2 (.cache/oracle, GGML_AVX512=OFF)",
-           "load_start": uptime()}
+    res = {
+        "ftype": args.ftype,
+        "threads": args.threads,
+        "llama_build": "AVX2 (.cache/oracle, GGML_AVX512=OFF)",
+        "load_start": uptime(),
+    }
     try:
         t0 = time.perf_counter()
         c0 = time.process_time()
         res["input_bytes"] = write_model(str(inp), args.seed)
         res["write_s"], res["write_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
-        print(f"wrote {inp} ({res['input_bytes'] / 1e9:.2f} GB) in {res['write_s']:.0f} s "
-              f"({res['write_cpu_s']:.0f} s CPU); {uptime()}", flush=True)
+        print(
+            f"wrote {inp} ({res['input_bytes'] / 1e9:.2f} GB) in {res['write_s']:.0f} s "
+            f"({res['write_cpu_s']:.0f} s CPU); {uptime()}",
+            flush=True,
+        )
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = str(LIB) + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
         env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache/numba"))
         env["PYTHONPATH"] = str(ROOT) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmds = {"llama": [str(exe), str(inp), str(outs["llama"]), args.ftype, str(args.threads)],
-                "quantlab": [sys.executable, "-m", "quantlab.cli", "quantize", "--no-progress", str(inp),
-                             str(outs["quantlab"]), args.ftype, str(args.threads)]}
-        for who in (("llama", "quantlab") if args.only == "both" else (args.only,)):
+        cmds = {
+            "llama": [str(exe), str(inp), str(outs["llama"]), args.ftype, str(args.threads)],
+            "quantlab": [
+                sys.executable,
+                "-m",
+                "quantlab.cli",
+                "quantize",
+                "--no-progress",
+                str(inp),
+                str(outs["quantlab"]),
+                args.ftype,
+                str(args.threads),
+            ],
+        }
+        for who in ("llama", "quantlab") if args.only == "both" else (args.only,):
             r = run_timed(cmds[who], env, str(d / f"{who}.log"))
             r["load_after"] = uptime()
             res[who] = r
@@ -285,10 +322,14 @@ def main(argv=None) -> int:
             print("| | wall s | CPU s | peak RSS MiB (ru_maxrss) | sampled RssAnon / RssFile MiB |")
             print("|---|---|---|---|---|")
             for who, r in (("llama-quantize", ll), ("quantlab", q)):
-                print(f"| {who} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['maxrss_mib']:.0f} | "
-                      f"{r['peak_anon_mib']:.0f} / {r['peak_file_mib']:.0f} |")
-            print(f"| quantlab / llama | {q['wall_s'] / ll['wall_s']:.2f} | {q['cpu_s'] / ll['cpu_s']:.2f} | "
-                  f"{q['maxrss_mib'] / ll['maxrss_mib']:.2f} | |")
+                print(
+                    f"| {who} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['maxrss_mib']:.0f} | "
+                    f"{r['peak_anon_mib']:.0f} / {r['peak_file_mib']:.0f} |"
+                )
+            print(
+                f"| quantlab / llama | {q['wall_s'] / ll['wall_s']:.2f} | {q['cpu_s'] / ll['cpu_s']:.2f} | "
+                f"{q['maxrss_mib'] / ll['maxrss_mib']:.2f} | |"
+            )
             print(f"identical: {res['identical']}" + ("" if res["identical"] else f" ({res['first_difference']})"))
         res["load_end"] = uptime()
         print(res["load_end"])
@@ -299,7 +340,7 @@ def main(argv=None) -> int:
                 f.unlink()
             except FileNotFoundError:
                 pass
-        for f in d.glob(".llama-7b-shape-*.tmp"):      # our writers' temporary files left by a killed run
+        for f in d.glob(".llama-7b-shape-*.tmp"):  # our writers' temporary files left by a killed run
             f.unlink(missing_ok=True)
         if args.json:
             pathlib.Path(args.json).write_text(json.dumps(res, indent=2))

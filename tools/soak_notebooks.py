@@ -20,6 +20,7 @@ the kernel's ``Session.send`` and tallies per request) and as the client receive
 messages the PUB socket dropped (its high-water mark); each run prints the largest per-cell count and the
 drops. Exit status 1 if any run hung or failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,8 @@ def _client_class(stock: bool = False):
 
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
-            self.received = collections.defaultdict(collections.Counter)   # parent msg_id -> type -> n
-            self.parent_of = {}                                            # cell index -> parent msg_id
+            self.received = collections.defaultdict(collections.Counter)  # parent msg_id -> type -> n
+            self.parent_of = {}  # cell index -> parent msg_id
 
         def process_message(self, msg, cell, cell_index):
             pid = msg["parent_header"].get("msg_id", "")
@@ -110,8 +111,9 @@ def soak_once(path: pathlib.Path, quick: bool, timeout: float, probes: bool = Tr
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(kernel_env(quick))
-    client = _client_class(stock)(nb, timeout=timeout, kernel_name="python3",
-                             resources={"metadata": {"path": str(path.parent)}})
+    client = _client_class(stock)(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     out = {"ok": False, "hang": None, "error": None, "cells": []}
     t0 = time.perf_counter()
     try:
@@ -127,7 +129,9 @@ def soak_once(path: pathlib.Path, quick: bool, timeout: float, probes: bool = Tr
                     pid = client.parent_of.get(i)
                     got = dict(client.received.get(pid, {})) if pid else {}
                     out["hang"] = {
-                        "cell": i, "seconds": round(time.perf_counter() - c0, 1), "received": got,
+                        "cell": i,
+                        "seconds": round(time.perf_counter() - c0, 1),
+                        "received": got,
                         "idle_received": any(k == "status" for k in got) and got.get("status", 0) >= 2,
                         "shell_message_unread": _socket_has_message(client.kc.shell_channel),
                         "iopub_message_unread": _socket_has_message(client.kc.iopub_channel),
@@ -136,8 +140,9 @@ def soak_once(path: pathlib.Path, quick: bool, timeout: float, probes: bool = Tr
                 except nbclient.exceptions.CellExecutionError as e:
                     out["error"] = f"cell {i}: {str(e).strip().splitlines()[-1][:200]}"
                     break
-                out["cells"].append({"index": i, "seconds": round(time.perf_counter() - c0, 2),
-                                     "parent": client.parent_of.get(i)})
+                out["cells"].append(
+                    {"index": i, "seconds": round(time.perf_counter() - c0, 2), "parent": client.parent_of.get(i)}
+                )
             if out["hang"] is None and out["error"] is None:
                 report = nbformat.v4.new_code_cell(_REPORT)
                 nb.cells.append(report)
@@ -164,11 +169,18 @@ def main(argv=None) -> int:
     ap.add_argument("notebooks", nargs="+", help="notebook files")
     ap.add_argument("--runs", type=int, default=20, help="runs of each notebook (default 20)")
     ap.add_argument("--full", action="store_true", help="full mode instead of QUICK")
-    ap.add_argument("--timeout", type=float, default=300,
-                    help="seconds without a reply after which a cell is taken as hung (default 300)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="seconds without a reply after which a cell is taken as hung (default 300)",
+    )
     ap.add_argument("--slow", type=float, default=30, help="name the cells that took longer than this (s)")
-    ap.add_argument("--stock-nbclient", action="store_true",
-                    help="nbclient's own client instead of tests/nbrun.py's (to see the widget hang it fixes)")
+    ap.add_argument(
+        "--stock-nbclient",
+        action="store_true",
+        help="nbclient's own client instead of tests/nbrun.py's (to see the widget hang it fixes)",
+    )
     ap.add_argument("--no-probes", action="store_true", help="without the suite's probe cells")
     ap.add_argument("--json", help="also write every run's record to this file")
     args = ap.parse_args(argv)
@@ -177,8 +189,9 @@ def main(argv=None) -> int:
         hung = failed = 0
         most_sent = most_dropped = 0
         for run in range(1, args.runs + 1):
-            r = soak_once(nbp, quick=not args.full, timeout=args.timeout, probes=not args.no_probes,
-                          stock=args.stock_nbclient)
+            r = soak_once(
+                nbp, quick=not args.full, timeout=args.timeout, probes=not args.no_probes, stock=args.stock_nbclient
+            )
             r.update(notebook=nbp.name, run=run, load=round(os.getloadavg()[0], 2))
             records.append(r)
             cells = r["cells"]
@@ -188,13 +201,21 @@ def main(argv=None) -> int:
             state = "ok" if r["ok"] else ("HANG " + json.dumps(r["hang"]) if r["hang"] else f"ERROR {r['error']}")
             hung += r["hang"] is not None
             failed += r["error"] is not None
-            slow = ", ".join([f"kernel start {r['start_seconds']:.0f} s"] * (r.get("start_seconds", 0) > args.slow)
-                             + [f"cell {c['index']} {c['seconds']:.0f} s" for c in cells if c["seconds"] > args.slow])
-            print(f"{nbp.name} run {run:2d}/{args.runs}: {r['seconds']:6.1f} s, load {r['load']:.2f}, "
-                  f"most iopub messages in a cell {sent}, dropped {dropped}  {state}"
-                  + (f"  (slow: {slow})" if slow else ""), flush=True)
-        print(f"{nbp.name}: {args.runs - hung - failed}/{args.runs} runs ok, {hung} hung, {failed} failed; "
-              f"most iopub messages in one cell {most_sent}, most dropped in a run {most_dropped}", flush=True)
+            slow = ", ".join(
+                [f"kernel start {r['start_seconds']:.0f} s"] * (r.get("start_seconds", 0) > args.slow)
+                + [f"cell {c['index']} {c['seconds']:.0f} s" for c in cells if c["seconds"] > args.slow]
+            )
+            print(
+                f"{nbp.name} run {run:2d}/{args.runs}: {r['seconds']:6.1f} s, load {r['load']:.2f}, "
+                f"most iopub messages in a cell {sent}, dropped {dropped}  {state}"
+                + (f"  (slow: {slow})" if slow else ""),
+                flush=True,
+            )
+        print(
+            f"{nbp.name}: {args.runs - hung - failed}/{args.runs} runs ok, {hung} hung, {failed} failed; "
+            f"most iopub messages in one cell {most_sent}, most dropped in a run {most_dropped}",
+            flush=True,
+        )
         bad += hung + failed
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(records, indent=1) + "\n")

@@ -15,6 +15,7 @@ for a core or for I/O), the total, and the 1-minute load average before and afte
 stops that notebook (reported as an error, exit status 1). Nothing is written into the notebooks;
 ``--save DIR`` writes the executed copies (outputs included) into DIR, to read or compare the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def kernel_env(quick: bool) -> dict:
     """The kernel's environment: the repo on PYTHONPATH, QUICK on or off (numba's cache: quantlab's default)."""
     env = dict(os.environ)
-    env.pop("MPLBACKEND", None)                     # else the kernel cannot pick the inline backend
+    env.pop("MPLBACKEND", None)  # else the kernel cannot pick the inline backend
     env.pop("CI", None)
     if quick:
         env["QUANTLAB_QUICK"] = "1"
@@ -65,14 +66,20 @@ def time_notebook(path, quick: bool = False, timeout: float = 1800, progress=Non
     nb = nbformat.read(path, as_version=4)
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(kernel_env(quick))             # the kernel inherits this process's environment
-    out = {"notebook": path.name, "mode": "quick" if quick else "full", "cells": [], "error": None,
-           "load_before": round(_load1(), 2)}
+    os.environ.update(kernel_env(quick))  # the kernel inherits this process's environment
+    out = {
+        "notebook": path.name,
+        "mode": "quick" if quick else "full",
+        "cells": [],
+        "error": None,
+        "load_before": round(_load1(), 2),
+    }
     sys.path.insert(0, str(ROOT))
     from tests.nbrun import NotebookClient  # nbclient without its Output-widget hang (nbclient#312)
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     try:
         t_start = time.perf_counter()
         with client.setup_kernel():
@@ -95,8 +102,14 @@ def time_notebook(path, quick: bool = False, timeout: float = 1800, progress=Non
                 finally:
                     dt = time.perf_counter() - t0
                     dc = _kernel_cpu_seconds(pid) - c0 if pid else None
-                    out["cells"].append({"index": i, "first_line": first[:60], "seconds": round(dt, 2),
-                                         "cpu_seconds": None if dc is None else round(dc, 2)})
+                    out["cells"].append(
+                        {
+                            "index": i,
+                            "first_line": first[:60],
+                            "seconds": round(dt, 2),
+                            "cpu_seconds": None if dc is None else round(dc, 2),
+                        }
+                    )
                     if progress:
                         cpu = "    ?" if dc is None else f"{dc:7.1f}"
                         progress(f"  [{i:2d}] {dt:7.1f} s wall {cpu} s CPU  {first[:50]}")
@@ -108,7 +121,7 @@ def time_notebook(path, quick: bool = False, timeout: float = 1800, progress=Non
         os.environ.clear()
         os.environ.update(saved)
     out["load_after"] = round(_load1(), 2)
-    if save_to is not None:                        # the executed notebook, outputs included (never into notebooks/)
+    if save_to is not None:  # the executed notebook, outputs included (never into notebooks/)
         dest = pathlib.Path(save_to) / path.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, dest)
@@ -120,8 +133,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="+", help="notebook files")
     ap.add_argument("--quick", action="store_true", help="QUANTLAB_QUICK=1 (the test suite's mode)")
-    ap.add_argument("--timeout", type=float, default=600,
-                    help="seconds a cell may take; a cell over it is reported as hung (default 600)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="seconds a cell may take; a cell over it is reported as hung (default 600)",
+    )
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--save", metavar="DIR", help="write each executed notebook, with its outputs, into DIR")
     args = ap.parse_args(argv)
@@ -130,20 +147,25 @@ def main(argv=None) -> int:
         print(f"{pathlib.Path(nbp).name} ({'quick' if args.quick else 'full'} mode), load {_load1():.2f}", flush=True)
         if args.save and pathlib.Path(args.save).resolve() == pathlib.Path(nbp).resolve().parent:
             ap.error("--save must not be the notebooks' own folder (they are committed without outputs)")
-        r = time_notebook(nbp, quick=args.quick, timeout=args.timeout, progress=lambda s: print(s, flush=True),
-                          save_to=args.save)
+        r = time_notebook(
+            nbp, quick=args.quick, timeout=args.timeout, progress=lambda s: print(s, flush=True), save_to=args.save
+        )
         results.append(r)
         failed |= bool(r["error"])
         cpu = f"{r['cpu_seconds']:.1f}" if r.get("cpu_seconds") is not None else "?"
-        print(f"  total {r.get('total_seconds', float('nan')):.1f} s wall, {cpu} s CPU (kernel process), "
-              f"load {r['load_before']:.2f} -> {r['load_after']:.2f}" + (f"  ERROR {r['error']}" if r["error"] else ""),
-              flush=True)
+        print(
+            f"  total {r.get('total_seconds', float('nan')):.1f} s wall, {cpu} s CPU (kernel process), "
+            f"load {r['load_before']:.2f} -> {r['load_after']:.2f}" + (f"  ERROR {r['error']}" if r["error"] else ""),
+            flush=True,
+        )
     if len(results) > 1:
         print("\nnotebook                          mode   wall s   CPU s  load before/after")
         for r in results:
             cpu = f"{r['cpu_seconds']:7.1f}" if r.get("cpu_seconds") is not None else "      ?"
-            print(f"{r['notebook']:33s} {r['mode']:5s} {r.get('total_seconds', float('nan')):7.1f} {cpu}  "
-                  f"{r['load_before']:.2f} / {r['load_after']:.2f}" + ("  ERROR" if r["error"] else ""))
+            print(
+                f"{r['notebook']:33s} {r['mode']:5s} {r.get('total_seconds', float('nan')):7.1f} {cpu}  "
+                f"{r['load_before']:.2f} / {r['load_after']:.2f}" + ("  ERROR" if r["error"] else "")
+            )
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 1 if failed else 0

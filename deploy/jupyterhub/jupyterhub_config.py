@@ -34,6 +34,7 @@ database and cookie secret, /srv/quantlab/hub), QUANTLAB_NOTEBOOKS (the course c
 first start), QUANTLAB_SHARED_NUMBA_CACHE, QUANTLAB_HUB_THREADS, QUANTLAB_HUB_QUICK (1),
 QUANTLAB_HUB_SERVICE_TOKEN (optional: an API token for automation, e.g. tools/hub_load.py).
 """
+
 import os
 import pathlib
 import pwd
@@ -53,8 +54,9 @@ c.JupyterHub.port = int(env("QUANTLAB_HUB_PORT", "8000"))
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = int(env("QUANTLAB_HUB_API_PORT", "8081"))
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env('QUANTLAB_HUB_PROXY_API_PORT', '8001')}"
-c.ConfigurableHTTPProxy.command = [env("QUANTLAB_HUB_PROXY", shutil.which("configurable-http-proxy")
-                                       or "configurable-http-proxy")]
+c.ConfigurableHTTPProxy.command = [
+    env("QUANTLAB_HUB_PROXY", shutil.which("configurable-http-proxy") or "configurable-http-proxy")
+]
 c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
@@ -65,7 +67,9 @@ c.SharedPasswordAuthenticator.user_password = env("QUANTLAB_HUB_PASSWORD")
 students_file = pathlib.Path(env("QUANTLAB_HUB_STUDENTS", "/srv/quantlab/students.txt"))
 students = set(students_file.read_text().split()) if students_file.is_file() else set()
 if not students:
-    sys.exit(f"jupyterhub_config: no student accounts in {students_file} (deploy/jupyterhub/add_students.sh makes them)")
+    sys.exit(
+        f"jupyterhub_config: no student accounts in {students_file} (deploy/jupyterhub/add_students.sh makes them)"
+    )
 c.Authenticator.allowed_users = students
 admin = env("QUANTLAB_HUB_ADMIN")
 if admin:
@@ -73,21 +77,26 @@ if admin:
     c.SharedPasswordAuthenticator.admin_password = env("QUANTLAB_HUB_ADMIN_PASSWORD")
 
 token = env("QUANTLAB_HUB_SERVICE_TOKEN")
-if token:   # automation (tools/hub_load.py): start/stop servers, make tokens, reach the servers
+if token:  # automation (tools/hub_load.py): start/stop servers, make tokens, reach the servers
     c.JupyterHub.services = [{"name": "quantlab-automation", "api_token": token}]
-    c.JupyterHub.load_roles = [{"name": "quantlab-automation", "services": ["quantlab-automation"],
-                                "scopes": ["admin:users", "admin:servers", "tokens", "access:servers"]}]
+    c.JupyterHub.load_roles = [
+        {
+            "name": "quantlab-automation",
+            "services": ["quantlab-automation"],
+            "scopes": ["admin:users", "admin:servers", "tokens", "access:servers"],
+        }
+    ]
 
 # --- the students' servers
 c.JupyterHub.spawner_class = "localprocess"
 c.Spawner.cmd = [str(pathlib.Path(sys.executable).with_name("jupyterhub-singleuser"))]
 c.Spawner.default_url = "/lab/tree/quantlab-notebooks/00_start_here.ipynb"
 c.Spawner.notebook_dir = "~"
-c.Spawner.start_timeout = 180            # a loaded machine starts 30 servers slowly
+c.Spawner.start_timeout = 180  # a loaded machine starts 30 servers slowly
 c.Spawner.http_timeout = 180
 threads = env("QUANTLAB_HUB_THREADS", "1")
 c.Spawner.environment = {
-    "QUANTLAB_QUICK": env("QUANTLAB_HUB_QUICK", "1"),                 # the workshop mode
+    "QUANTLAB_QUICK": env("QUANTLAB_HUB_QUICK", "1"),  # the workshop mode
     "QUANTLAB_SHARED_NUMBA_CACHE": env("QUANTLAB_SHARED_NUMBA_CACHE", "/srv/quantlab/numba"),
     "NUMBA_NUM_THREADS": threads,
     "OMP_NUM_THREADS": threads,
@@ -96,7 +105,7 @@ c.Spawner.environment = {
 }
 # PATH, PYTHONPATH, VIRTUAL_ENV, LANG... pass from the hub (JupyterHub's env_keep); HOME is the student's, so
 # each student's numba cache is quantlab's per-user default (~/.cache/quantlab/numba), linked to the shared one.
-c.Spawner.mem_limit = env("QUANTLAB_HUB_MEM_LIMIT", "2G")   # advisory with LocalProcessSpawner (see above)
+c.Spawner.mem_limit = env("QUANTLAB_HUB_MEM_LIMIT", "2G")  # advisory with LocalProcessSpawner (see above)
 
 notebooks = pathlib.Path(env("QUANTLAB_NOTEBOOKS", here.parent.parent / "notebooks"))
 

@@ -14,6 +14,7 @@ instructor guide lists them all, written by ``tools/make_answers.py``).
 The registry follows gguf-py's habit: an exercise registers itself where it is defined, and a test
 checks that every key a notebook calls exists and that its answer checks as right.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,8 +77,9 @@ _REGISTRY: dict[str, Exercise] = {}
 _PARTS = ("part1", "part2")
 
 
-def exercise(key: str, question: str, *, hint: str, explain: str = "", rel: float = 0.0,
-             abs: float = 0.0, unit: str = "") -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+def exercise(
+    key: str, question: str, *, hint: str, explain: str = "", rel: float = 0.0, abs: float = 0.0, unit: str = ""
+) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Decorator: register the function (no arguments, returns the expected answer) as exercise ``key``
     ("NN.k": notebook NN, exercise k)."""
 
@@ -145,9 +147,12 @@ class _Reveal:
 
     def _repr_html_(self) -> str:
         import html
+
         expl = f"<br>{html.escape(self.ex.explain)}" if self.ex.explain else ""
-        return (f"<details class='ql-answer'><summary>answer to {html.escape(self.key)} (click to show)</summary>"
-                f"<b>{html.escape(_fmt(self.value, self.ex.unit))}</b>{expl}</details>")
+        return (
+            f"<details class='ql-answer'><summary>answer to {html.escape(self.key)} (click to show)</summary>"
+            f"<b>{html.escape(_fmt(self.value, self.ex.unit))}</b>{expl}</details>"
+        )
 
     def __repr__(self) -> str:
         return f"{self.key}: {_fmt(self.value, self.ex.unit)}"

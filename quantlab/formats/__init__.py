@@ -5,6 +5,7 @@
 ``iq2`` (IQ2_XXS IQ2_XS IQ2_S) · ``iq1`` (IQ1_S IQ1_M) · ``ternary`` (TQ1_0 TQ2_0) · ``fp4`` (MXFP4 NVFP4).
 ``layout``: where each field of a block sits; ``fallback``: llama.cpp's fallback format for rows a block does not divide.
 """
+
 from . import layout
 from .registry import FORMATS, QK_K, Format, all_formats, get
 

@@ -38,6 +38,7 @@ Nothing here is copied from C: the grids are decoded at run time from the ``gguf
 time a grid is asked for (well under a second each) and kept in memory. All arrays are plain contiguous
 numpy arrays that numba kernels can take as arguments.
 """
+
 from __future__ import annotations
 
 import threading
@@ -49,9 +50,25 @@ import numpy as np
 from ..errors import FormatError, QuantizationError
 from ._numerics import c_argmin, csum, nearest_int
 
-__all__ = ["Lattice", "lattice", "GRIDS", "ksigns", "kmask", "kvalues_iq4nl", "group_codes", "nearest_of",
-           "snap", "assign", "fit", "sign_bits", "split_signs", "nearest_levels",
-           "scale_search", "resnap", "raise_search_failure"]
+__all__ = [
+    "Lattice",
+    "lattice",
+    "GRIDS",
+    "ksigns",
+    "kmask",
+    "kvalues_iq4nl",
+    "group_codes",
+    "nearest_of",
+    "snap",
+    "assign",
+    "fit",
+    "sign_bits",
+    "split_signs",
+    "nearest_levels",
+    "scale_search",
+    "resnap",
+    "raise_search_failure",
+]
 
 # name -> (gguf class name, number of points, dim, bits per coordinate, map size, nwant)
 GRIDS = {
@@ -69,16 +86,16 @@ class Lattice:
     """One IQ grid with its quantizer map (see the module docstring)."""
 
     name: str
-    points: np.ndarray       # int8 (N, dim): quantizer coordinates 2l+1
-    levels: np.ndarray       # int8 (N, dim): the levels l (= (points-1)//2)
-    values: np.ndarray       # float32 (N, dim): dequantization values (gguf grid_map applied)
-    codes: np.ndarray        # int32 (N,): packed code u of every point
-    kmap: np.ndarray         # int32 (map_size,): u -> index, or -(offset+1) into neighbours
-    neighbours: np.ndarray   # int32 flat: [count, idx..., count, idx..., ...]
+    points: np.ndarray  # int8 (N, dim): quantizer coordinates 2l+1
+    levels: np.ndarray  # int8 (N, dim): the levels l (= (points-1)//2)
+    values: np.ndarray  # float32 (N, dim): dequantization values (gguf grid_map applied)
+    codes: np.ndarray  # int32 (N,): packed code u of every point
+    kmap: np.ndarray  # int32 (map_size,): u -> index, or -(offset+1) into neighbours
+    neighbours: np.ndarray  # int32 flat: [count, idx..., count, idx..., ...]
     nwant: int
     dim: int
     bits_per_coord: int
-    build_seconds: float     # how long building the map took (for the curious)
+    build_seconds: float  # how long building the map took (for the curious)
 
     @property
     def size(self) -> int:
@@ -90,7 +107,7 @@ class Lattice:
         if k >= 0:
             return np.array([k], dtype=np.int32)
         off = -k - 1
-        return self.neighbours[off + 1: off + 1 + self.neighbours[off]].copy()
+        return self.neighbours[off + 1 : off + 1 + self.neighbours[off]].copy()
 
     def neighbour_table(self) -> np.ndarray:
         """int16 (map_size, max_count): row u = the candidate grid indices for code u (its neighbour
@@ -155,18 +172,18 @@ def _neighbour_lists(levels: np.ndarray, kmap: np.ndarray, bits: int, nwant: int
     nlo = 1 << (bits * half)
     lmax = (1 << bits) - 1
     maxd = dim * lmax * lmax
-    dt = np.uint8 if 2 * maxd < 256 else np.uint16      # room for the wrap-around trick below
+    dt = np.uint8 if 2 * maxd < 256 else np.uint16  # room for the wrap-around trick below
     sub = np.arange(nlo)
     sub_levels = ((sub[:, None] >> (bits * np.arange(half))[None, :]) & lmax).astype(np.int16)
     g = levels.astype(np.int16)
-    A = ((sub_levels[:, None, :] - g[None, :, :half]) ** 2).sum(axis=2).astype(dt)   # (nlo, n)
-    B = ((sub_levels[:, None, :] - g[None, :, half:]) ** 2).sum(axis=2).astype(dt)   # (nhi, n)
+    A = ((sub_levels[:, None, :] - g[None, :, :half]) ** 2).sum(axis=2).astype(dt)  # (nlo, n)
+    B = ((sub_levels[:, None, :] - g[None, :, half:]) ** 2).sum(axis=2).astype(dt)  # (nhi, n)
     map_size = kmap.size
     out_u, out_idx = [], []
     for hi in range((map_size + nlo - 1) // nlo):
         u0 = hi * nlo
         nr = min(nlo, map_size - u0)
-        offrow = kmap[u0:u0 + nr] < 0
+        offrow = kmap[u0 : u0 + nr] < 0
         if not offrow.any():
             continue
         D = A[:nr] + B[hi][None, :]
@@ -175,7 +192,7 @@ def _neighbour_lists(levels: np.ndarray, kmap: np.ndarray, bits: int, nwant: int
             # next distinct distance: min of D - (thr+1); entries <= thr wrap around to >= 2**bits - maxd
             m = (D - (thr + dt(1))[:, None]).min(axis=1).astype(np.int64)
             thr = np.where(m <= maxd, m + thr.astype(np.int64) + 1, thr).astype(dt)
-        flat = np.flatnonzero((D <= thr[:, None]) & offrow[:, None])     # = r * n + c
+        flat = np.flatnonzero((thr[:, None] >= D) & offrow[:, None])  # = r * n + c
         r = flat // n
         key = (r * (maxd + 1) + D.reshape(-1)[flat]) * n + (flat - r * n)
         key.sort()
@@ -217,9 +234,19 @@ def _build(name: str) -> Lattice:
 
     for a in (points, levels, values, codes, kmap, neighbours):
         a.setflags(write=False)
-    return Lattice(name=name, points=points, levels=levels, values=values, codes=codes, kmap=kmap,
-                   neighbours=neighbours, nwant=nwant, dim=dim, bits_per_coord=bits,
-                   build_seconds=time.perf_counter() - t0)
+    return Lattice(
+        name=name,
+        points=points,
+        levels=levels,
+        values=values,
+        codes=codes,
+        kmap=kmap,
+        neighbours=neighbours,
+        nwant=nwant,
+        dim=dim,
+        bits_per_coord=bits,
+        build_seconds=time.perf_counter() - t0,
+    )
 
 
 _CACHE: dict[str, Lattice] = {}
@@ -305,13 +332,12 @@ def nearest_of(cand: np.ndarray, q: np.ndarray, xv: np.ndarray, wa: np.ndarray, 
 def snap(lat: Lattice, u: np.ndarray, xv: np.ndarray, wa: np.ndarray, scale: np.ndarray):
     """``iq2_find_best_neighbour`` / ``iq3_find_best_neighbour`` for G off-grid codes ``u`` (G,):
     the best of u's neighbour list in the quantizer coordinates 2l+1 (see :func:`nearest_of`)."""
-    cand = lat.neighbour_table()[u].astype(np.int32)              # (G, M), -1 padded
-    q = lat.points[np.where(cand >= 0, cand, 0)].astype(np.float32)   # (G, M, dim)
+    cand = lat.neighbour_table()[u].astype(np.int32)  # (G, M), -1 padded
+    q = lat.points[np.where(cand >= 0, cand, 0)].astype(np.float32)  # (G, M, dim)
     return nearest_of(cand, q, xv, wa, scale)
 
 
-def assign(lat: Lattice, L: np.ndarray, xval: np.ndarray, waux: np.ndarray, scale: np.ndarray,
-           groups: np.ndarray):
+def assign(lat: Lattice, L: np.ndarray, xval: np.ndarray, waux: np.ndarray, scale: np.ndarray, groups: np.ndarray):
     """Snap the groups ``groups`` (mask (B, G)) of the levels L (B, dim*G) that are off the grid to
     their best neighbour, in place; the search uses ``scale`` (B,), |x| ``xval`` and sqrt(weights)
     ``waux`` (B, dim*G). Returns (off-grid mask (B, G), failed mask (B,))."""
@@ -406,9 +432,16 @@ def split_signs(xb: np.ndarray, w: np.ndarray, parity: bool):
     return xval, signs
 
 
-def raise_search_failure(name: str, block: int, what: str, b: int, n_per_row: int, x_rows: np.ndarray,
-                         ggml: str = "aborts the process on this input",
-                         overflow: str = "for large weights"):
+def raise_search_failure(
+    name: str,
+    block: int,
+    what: str,
+    b: int,
+    n_per_row: int,
+    x_rows: np.ndarray,
+    ggml: str = "aborts the process on this input",
+    overflow: str = "for large weights",
+):
     """Raise the QuantizationError of a lattice search that fails where ggml's quantizer aborts: block
     ``b`` (counted over all rows, ``block`` weights each) of ``x_rows``; ``what`` went wrong there."""
     per_row = n_per_row // block
@@ -418,4 +451,5 @@ def raise_search_failure(name: str, block: int, what: str, b: int, n_per_row: in
         f"{name} cannot quantize row {r} (block of {block} #{blk}): {what}. ggml's quantizer {ggml}. "
         f"The largest |weight| in the row is {amax:.3g}: the search squares and multiplies weights in "
         f"float32 (max 3.4e38), which overflows {overflow}. Rescale the tensor (quantize x/s, multiply "
-        f"the result by s), or use a format without a lattice search such as Q8_0 or IQ4_XS.")
+        f"the result by s), or use a format without a lattice search such as Q8_0 or IQ4_XS."
+    )

@@ -12,6 +12,7 @@ rounding primitives exactly (see the spec, section 0.1):
 * ``bf16``/``from_bf16`` – ggml's bf16 rounding (RNE on the raw bits, NaN quieted);
 * ``e8m0_half`` and ``ue4m3`` – the scale encodings of MXFP4 and NVFP4.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -90,7 +91,7 @@ def ue4m3_to_f32(u) -> np.ndarray:
     u = np.asarray(u, dtype=np.int32)
     exp = (u >> 3) & 15
     man = (u & 7).astype(np.float32)
-    sub = man * F32(2.0 ** -9)
+    sub = man * F32(2.0**-9)
     nrm = (F32(1) + man / F32(8)) * np.ldexp(F32(1), exp - 7).astype(np.float32)
     raw = np.where(exp == 0, sub, nrm).astype(np.float32)
     raw = np.where((u == 0) | (u == 0x7F), F32(0), raw)

@@ -30,6 +30,7 @@ A group whose values are all (nearly) zero gets scale 0 and codes 0 -- exactly l
 for NaN, infinities and |v| > 4194303 it returns the same wrapped garbage as the C code, which matters
 for extreme inputs because the result is clamped afterwards).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,15 @@ from ._numerics import nearest_int
 F32 = np.float32
 GROUP_MAX_EPS = F32(1e-15)
 
-__all__ = ["make_qx_quants", "make_q3_quants", "make_qkx2_quants", "make_qkx3_quants",
-           "make_qp_quants", "running_max", "signed_absmax"]
+__all__ = [
+    "make_qx_quants",
+    "make_q3_quants",
+    "make_qkx2_quants",
+    "make_qkx3_quants",
+    "make_qp_quants",
+    "running_max",
+    "signed_absmax",
+]
 
 
 def _f(v) -> np.ndarray:
@@ -101,7 +109,7 @@ def make_qx_quants(x, nmax, rmse_type=1, qw=None):
     Returns (scale, L) with value ~ scale * (L - nmax).
     """
     x = _f(x)
-    nb, n = x.shape
+    _nb, _n = x.shape
     nmax_f = F32(nmax)
     with np.errstate(all="ignore"):
         mx, amax = signed_absmax(x)
@@ -117,7 +125,7 @@ def make_qx_quants(x, nmax, rmse_type=1, qw=None):
         l = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
         L = (l + nmax).astype(np.int32)
         sumlx, suml2 = _sym_sums(x, w, l)
-        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(np.float32)   # C: suml2 ? .. : 0
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(np.float32)  # C: suml2 ? .. : 0
         if early:
             out = np.where(suml2 > 0, F32(0.5) * (scale + F32(1) / iscale), F32(1) / iscale)
             return np.where(zero, F32(0), out).astype(np.float32), np.where(zero[:, None], 0, L).astype(np.uint8)
@@ -166,8 +174,7 @@ def make_q3_quants(x, nmax, do_rmse=True):
                 nl = new_l.astype(np.float32)
                 slx2 = slx + wx * nl
                 sl22 = sl2 + (w[:, i] * nl) * nl
-                take = ((slx > 0) & (new_l != l[:, i]) & (sl22 > 0)
-                        & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22))
+                take = (slx > 0) & (new_l != l[:, i]) & (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
                 l[:, i] = np.where(take, new_l, l[:, i])
                 sumlx = np.where(take, slx2, sumlx)
                 suml2 = np.where(take, sl22, suml2)
@@ -281,11 +288,11 @@ def make_qp_quants(x, nmax, qw):
     nmax_f = F32(nmax)
     with np.errstate(all="ignore"):
         mx = np.zeros(nb, np.float32)
-        for i in range(n):                       # C: max = MAX(max, x[i]) = (max > x ? max : x)
+        for i in range(n):  # C: max = MAX(max, x[i]) = (max > x ? max : x)
             mx = np.where(mx > x[:, i], mx, x[:, i])
         zero = mx < GROUP_MAX_EPS
         iscale = nmax_f / mx
-        L = nearest_int(iscale[:, None] * x) & 0xFF         # stored in uint8 (wraps), no clamp
+        L = nearest_int(iscale[:, None] * x) & 0xFF  # stored in uint8 (wraps), no clamp
         scale = F32(1) / iscale
         best = np.zeros(nb, np.float32)
         for i in range(n):
@@ -306,7 +313,7 @@ def make_qp_quants(x, nmax, qw):
             iscale = np.where(take, isc, iscale).astype(np.float32)
         l = np.minimum(nmax, nearest_int(iscale[:, None] * x))
         L = l & 0xFF
-        sumlx, suml2 = _sym_sums(x, qw, l)        # the sums use the int code, before the uint8 wrap
+        sumlx, suml2 = _sym_sums(x, qw, l)  # the sums use the int code, before the uint8 wrap
         for _ in range(5):
             changed = np.zeros(nb, dtype=bool)
             for i in range(n):
@@ -319,8 +326,7 @@ def make_qp_quants(x, nmax, qw):
                 nl = new_l.astype(np.float32)
                 slx2 = slx + wx * nl
                 sl22 = sl2 + (w * nl) * nl
-                take = ((slx > 0) & (sl2 > 0) & (new_l != L[:, i])
-                        & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22))
+                take = (slx > 0) & (sl2 > 0) & (new_l != L[:, i]) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
                 L[:, i] = np.where(take, new_l & 0xFF, L[:, i])
                 sumlx = np.where(take, slx2, sumlx)
                 suml2 = np.where(take, sl22, suml2)

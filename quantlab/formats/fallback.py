@@ -1,6 +1,7 @@
 """llama.cpp's fallback format for a row that the chosen format's block does not divide (llama-quantize's
 ``tensor_type_fallback`` in ``llama-quant.cpp``). Here, below recipes and model, so both use it without
 importing each other."""
+
 from __future__ import annotations
 
 from ..errors import FormatError
@@ -11,7 +12,9 @@ __all__ = ["fallback"]
 _FALLBACK = {
     **{n: "IQ4_NL" for n in ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS")},
     **{n: "Q4_0" for n in ("Q2_0", "Q2_K", "Q3_K", "TQ1_0", "TQ2_0")},
-    "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
+    "Q4_K": "Q5_0",
+    "Q5_K": "Q5_1",
+    "Q6_K": "Q8_0",
 }
 
 

@@ -11,6 +11,7 @@ Conversions follow ggml: F16 rounds to nearest even (subnormals kept, overflow -
 BF16 rounds to nearest even on the raw bits and quiets NaNs (ggml_compute_fp32_to_bf16). Integer types
 truncate toward zero like a C cast; values that do not fit (or NaN/inf) are refused.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -66,8 +67,10 @@ def _to_int(x, key):
     bad = ~((tr >= info.min) & (tr <= info.max))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise FormatError(f"{key.upper()} holds integers in [{info.min}, {info.max}]; "
-                          f"value {x[r, c]} at row {r}, column {c} does not fit")
+        raise FormatError(
+            f"{key.upper()} holds integers in [{info.min}, {info.max}]; "
+            f"value {x[r, c]} at row {r}, column {c} does not fit"
+        )
     return _bytes(tr.astype(t))
 
 
@@ -75,33 +78,81 @@ def _from_int(q, n, key):
     return np.ascontiguousarray(q).view(_INTS[key]).astype(np.float32).reshape(q.shape[0], n)
 
 
-def quantize_i8(x, imatrix=None): return _to_int(x, "i8")
-def quantize_i16(x, imatrix=None): return _to_int(x, "i16")
-def quantize_i32(x, imatrix=None): return _to_int(x, "i32")
-def quantize_i64(x, imatrix=None): return _to_int(x, "i64")
-def dequantize_i8(q, n): return _from_int(q, n, "i8")
-def dequantize_i16(q, n): return _from_int(q, n, "i16")
-def dequantize_i32(q, n): return _from_int(q, n, "i32")
-def dequantize_i64(q, n): return _from_int(q, n, "i64")
+def quantize_i8(x, imatrix=None):
+    return _to_int(x, "i8")
+
+
+def quantize_i16(x, imatrix=None):
+    return _to_int(x, "i16")
+
+
+def quantize_i32(x, imatrix=None):
+    return _to_int(x, "i32")
+
+
+def quantize_i64(x, imatrix=None):
+    return _to_int(x, "i64")
+
+
+def dequantize_i8(q, n):
+    return _from_int(q, n, "i8")
+
+
+def dequantize_i16(q, n):
+    return _from_int(q, n, "i16")
+
+
+def dequantize_i32(q, n):
+    return _from_int(q, n, "i32")
+
+
+def dequantize_i64(q, n):
+    return _from_int(q, n, "i64")
 
 
 def _inspect_float(block, name, bits_layout):
     v = int.from_bytes(bytes(block), "little")
     nb = len(block) * 8
-    s, e, m = bits_layout
-    return {"bits": format(v, f"0{nb}b"), "sign": v >> (nb - 1),
-            "exponent": (v >> m) & ((1 << e) - 1), "mantissa": v & ((1 << m) - 1),
-            "fields": {"sign": (nb - 1, 1), "exponent": (m, e), "mantissa": (0, m)}}
+    _s, e, m = bits_layout
+    return {
+        "bits": format(v, f"0{nb}b"),
+        "sign": v >> (nb - 1),
+        "exponent": (v >> m) & ((1 << e) - 1),
+        "mantissa": v & ((1 << m) - 1),
+        "fields": {"sign": (nb - 1, 1), "exponent": (m, e), "mantissa": (0, m)},
+    }
 
 
-def inspect_f32(block): return _inspect_float(block, "F32", (1, 8, 23))
-def inspect_f16(block): return _inspect_float(block, "F16", (1, 5, 10))
-def inspect_bf16(block): return _inspect_float(block, "BF16", (1, 8, 7))
-def inspect_f64(block): return _inspect_float(block, "F64", (1, 11, 52))
-def inspect_i8(block): return {"integer": int(np.frombuffer(bytes(block), np.int8)[0])}
-def inspect_i16(block): return {"integer": int(np.frombuffer(bytes(block), np.int16)[0])}
-def inspect_i32(block): return {"integer": int(np.frombuffer(bytes(block), np.int32)[0])}
-def inspect_i64(block): return {"integer": int(np.frombuffer(bytes(block), np.int64)[0])}
+def inspect_f32(block):
+    return _inspect_float(block, "F32", (1, 8, 23))
+
+
+def inspect_f16(block):
+    return _inspect_float(block, "F16", (1, 5, 10))
+
+
+def inspect_bf16(block):
+    return _inspect_float(block, "BF16", (1, 8, 7))
+
+
+def inspect_f64(block):
+    return _inspect_float(block, "F64", (1, 11, 52))
+
+
+def inspect_i8(block):
+    return {"integer": int(np.frombuffer(bytes(block), np.int8)[0])}
+
+
+def inspect_i16(block):
+    return {"integer": int(np.frombuffer(bytes(block), np.int16)[0])}
+
+
+def inspect_i32(block):
+    return {"integer": int(np.frombuffer(bytes(block), np.int32)[0])}
+
+
+def inspect_i64(block):
+    return {"integer": int(np.frombuffer(bytes(block), np.int64)[0])}
 
 
 # The implementations this module defines (quantlab.formats.registry.register; a format missing here

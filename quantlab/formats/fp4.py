@@ -14,6 +14,7 @@ halves the block scale instead (the "half" decoders of :mod:`quantlab.formats._n
 Quantization (imatrix ignored): choose the scale from the block's max |x|, then give every weight the
 code whose value ``kvalues[i] * d`` is nearest (scan i = 0..15, keep the first on ties).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,9 +34,9 @@ __all__ = ["KVALUES"] + [f"{op}_{k}" for k in ("mxfp4", "nvfp4") for op in ("qua
 def best_index(x: np.ndarray, d: np.ndarray) -> np.ndarray:
     """For every weight, the code i minimising ``|kvalues[i] * d - x|`` (float32); the lowest i wins a
     tie, as in ggml's strict ``<`` scan. ``x``: (nblocks, k), ``d``: (nblocks,)."""
-    with np.errstate(invalid="ignore", over="ignore"):   # 12 * 2**125 overflows to inf, as in C
-        cand = (_KV32[None, None, :] * d[:, None, None]).astype(np.float32)      # (nb, 1, 16)
-        err = np.abs((cand - x[:, :, None]).astype(np.float32))                    # (nb, k, 16)
+    with np.errstate(invalid="ignore", over="ignore"):  # 12 * 2**125 overflows to inf, as in C
+        cand = (_KV32[None, None, :] * d[:, None, None]).astype(np.float32)  # (nb, 1, 16)
+        err = np.abs((cand - x[:, :, None]).astype(np.float32))  # (nb, k, 16)
     return np.argmin(err, axis=2).astype(np.uint8)
 
 
@@ -60,6 +61,7 @@ def mxfp4_exponent(amax: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 # MXFP4
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_mxfp4(x, imatrix=None):
     """MXFP4: 32 weights in 17 bytes (4.25 bits per weight)::
@@ -92,14 +94,20 @@ def dequantize_mxfp4(q, n_per_row):
 def inspect_mxfp4(block):
     b = np.asarray(block, dtype=np.uint8).reshape(17)
     codes = np.concatenate([b[1:] & 0x0F, b[1:] >> 4]).astype(np.int32)
-    return {"e": int(b[0]), "d": F32(nm.e8m0_half(b[0])), "scale_exponent": int(b[0]) - 128,
-            "codes": codes, "levels": KVALUES[codes].astype(np.int32),
-            "formula": "x = kvalues[q] * 2**(e - 128), kvalues = 2 * E2M1"}
+    return {
+        "e": int(b[0]),
+        "d": F32(nm.e8m0_half(b[0])),
+        "scale_exponent": int(b[0]) - 128,
+        "codes": codes,
+        "levels": KVALUES[codes].astype(np.int32),
+        "formula": "x = kvalues[q] * 2**(e - 128), kvalues = 2 * E2M1",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # NVFP4
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_nvfp4(x, imatrix=None):
     """NVFP4: 64 weights in 36 bytes (4.5 bits per weight), 4 sub-blocks of 16::
@@ -114,7 +122,7 @@ def quantize_nvfp4(x, imatrix=None):
     clamped to 448); codes by nearest value with the decoded scale.
     """
     nrows = x.shape[0]
-    xs = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 16)          # one line per sub-block
+    xs = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 16)  # one line per sub-block
     amax = np.max(np.abs(xs), axis=1).astype(np.float32)
     ue = nm.f32_to_ue4m3((amax / F32(6.0)).astype(np.float32))
     d = nm.ue4m3_to_f32(ue)
@@ -132,7 +140,7 @@ def _nvfp4_codes(b):
 @_quiet
 def dequantize_nvfp4(q, n_per_row):
     b = q.reshape(-1, 36)
-    d = nm.ue4m3_to_f32(b[:, :4])                                         # (nb, 4)
+    d = nm.ue4m3_to_f32(b[:, :4])  # (nb, 4)
     v = _KV32[_nvfp4_codes(b)].reshape(-1, 4, 16) * d[:, :, None]
     return v.astype(np.float32).reshape(q.shape[0], n_per_row)
 
@@ -140,9 +148,13 @@ def dequantize_nvfp4(q, n_per_row):
 def inspect_nvfp4(block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, 36)
     codes = _nvfp4_codes(b)[0].astype(np.int32)
-    return {"scales_raw": b[0, :4].copy(), "scales": nm.ue4m3_to_f32(b[0, :4]),
-            "codes": codes, "levels": KVALUES[codes].astype(np.int32),
-            "formula": "x = kvalues[q] * ue4m3(s[j // 16]), kvalues = 2 * E2M1"}
+    return {
+        "scales_raw": b[0, :4].copy(),
+        "scales": nm.ue4m3_to_f32(b[0, :4]),
+        "codes": codes,
+        "levels": KVALUES[codes].astype(np.int32),
+        "formula": "x = kvalues[q] * ue4m3(s[j // 16]), kvalues = 2 * E2M1",
+    }
 
 
 # The implementations this module defines (quantlab.formats.registry.register; a format missing here

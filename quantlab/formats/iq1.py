@@ -27,6 +27,7 @@ block scale), quantlab raises :class:`quantlab.errors.QuantizationError`.
 All arithmetic is float32 in the order of ``quantize_row_iq1_s_impl`` / ``quantize_row_iq1_m_impl``
 (ggml-quants.c, llama.cpp 0c1e57098); sums run left to right. Vectorized over blocks.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,8 @@ from .registry import register
 F32 = np.float32
 FLT_MAX = np.finfo(np.float32).max
 DELTA = F32(0.125)
-X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)     # levels with delta +0.125
-X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)    # levels with delta -0.125
+X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=np.float32)  # levels with delta +0.125
+X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=np.float32)  # levels with delta -0.125
 
 __all__ = [f"{op}_{k}" for k in ("iq1_s", "iq1_m") for op in ("quantize", "dequantize", "inspect")]
 
@@ -49,6 +50,7 @@ __all__ = [f"{op}_{k}" for k in ("iq1_s", "iq1_m") for op in ("quantize", "dequa
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
+
 
 def _prefix(a: np.ndarray) -> np.ndarray:
     """(B, n) -> (B, n+1) running float32 sums [0, a0, a0+a1, ...], left to right."""
@@ -88,8 +90,7 @@ def _split_levels(order, i1, i2, scale, live):
 
 
 def _raise(name, bs, what, b, n_per_row, x_rows):
-    raise_search_failure(name, bs, what, b, n_per_row, x_rows,
-                         ggml="aborts the process (or reads past its input) here")
+    raise_search_failure(name, bs, what, b, n_per_row, x_rows, ggml="aborts the process (or reads past its input) here")
 
 
 def _snap(lat, u, xv, w, scale, xx, gstart, xflat):
@@ -102,15 +103,15 @@ def _snap(lat, u, xv, w, scale, xx, gstart, xflat):
     is reproduced from ``xflat`` (the whole input, flattened; ``gstart`` = the group's offset in it); it
     is an error when it would read past the end. Returns (grid index (G,), ok (G,))."""
     cand = lat.neighbour_table()[u].astype(np.int32)
-    lv = lat.levels[np.where(cand >= 0, cand, 0)].astype(np.intp)             # (G, M, 8)
-    q = xx[np.arange(xx.shape[0])[:, None, None], lv]                          # (G, M, 8) levels
+    lv = lat.levels[np.where(cand >= 0, cand, 0)].astype(np.intp)  # (G, M, 8)
+    q = xx[np.arange(xx.shape[0])[:, None, None], lv]  # (G, M, 8) levels
     gi, ok = nearest_of(cand, q, xv, w, scale)
-    for g in np.flatnonzero(~ok):                       # the full-grid fallback (rare)
+    for g in np.flatnonzero(~ok):  # the full-grid fallback (rare)
         n = lat.size
         if gstart[g] + n > xflat.size:
-            continue                                    # ggml would read past its input: error
-        xi = xflat[gstart[g]:gstart[g] + n]             # x[i] for grid point i (sic)
-        qa = xx[g][lat.levels.astype(np.intp)]          # (2048, 8)
+            continue  # ggml would read past its input: error
+        xi = xflat[gstart[g] : gstart[g] + n]  # x[i] for grid point i (sic)
+        qa = xx[g][lat.levels.astype(np.intp)]  # (2048, 8)
         dd = np.zeros(n, dtype=np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
             for jj in range(8):
@@ -144,12 +145,13 @@ def _grid_and_refit(lat, L, xb, w, scale, xx_g, live, x, bs):
         b, k = np.nonzero(off)
         cols = 8 * k[:, None] + np.arange(8)
         gstart = b * bs + 8 * k
-        gi, ok = _snap(lat, u[b, k], xb[b[:, None], cols], w[b[:, None], cols], scale[b], xx_g[b, k],
-                       gstart, x.reshape(-1))
+        gi, ok = _snap(
+            lat, u[b, k], xb[b[:, None], cols], w[b[:, None], cols], scale[b], xx_g[b, k], gstart, x.reshape(-1)
+        )
         gidx[b, k] = np.where(ok, gi, 0)
         failed[b[~ok]] = True
         refit = off.any(axis=1)
-        lv = lat.levels[np.where(gidx >= 0, gidx, 0)].astype(np.intp)       # (B, G, 8)
+        lv = lat.levels[np.where(gidx >= 0, gidx, 0)].astype(np.intp)  # (B, G, 8)
         q = xx_g[np.arange(B)[:, None, None], np.arange(G)[None, :, None], lv].reshape(B, bs)
         with np.errstate(over="ignore", invalid="ignore"):
             sumqx = nm.csum((w * q) * xb)
@@ -162,6 +164,7 @@ def _grid_and_refit(lat, L, xb, w, scale, xx_g, live, x, bs):
 # ----------------------------------------------------------------------------------------------------
 # IQ1_S
 # ----------------------------------------------------------------------------------------------------
+
 
 def _search_iq1s(xs_sorted_S, W):
     """The exhaustive split search of IQ1_S over all blocks: S, W (B, 33) prefix sums of w*x and w in
@@ -222,7 +225,7 @@ def quantize_iq1_s(x, imatrix=None):
         Sw = _prefix(np.take_along_axis(w, order, axis=1))
     scale, i1, i2, shift = _search_iq1s(Sx, Sw)
     live &= i1 >= 0
-    L, scale, flip = _split_levels(order, i1, i2, scale, live)   # a negative scale mirrors the delta too
+    L, scale, flip = _split_levels(order, i1, i2, scale, live)  # a negative scale mirrors the delta too
     shift = np.where(flip, -shift, shift)
     xx = np.where((shift == 1)[:, None], X_P, X_M).astype(np.float32)
     xx_g = np.repeat(xx[:, None, :], 4, axis=1)
@@ -254,7 +257,7 @@ def quantize_iq1_s(x, imatrix=None):
 def _iq1_s_fields(b):
     d = nm.from_f16_bits(b[:, 0:2].copy().view(np.uint16)[:, 0])
     qs = b[:, 2:34].astype(np.int32).reshape(-1, 8, 4)
-    qh = b[:, 34:50].copy().view("<u2").astype(np.int32)                   # (S, 8)
+    qh = b[:, 34:50].copy().view("<u2").astype(np.int32)  # (S, 8)
     gidx = qs | (((qh[:, :, None] >> (3 * np.arange(4))) & 7) << 8)
     s = (qh >> 12) & 7
     neg = (qh & 0x8000) != 0
@@ -265,7 +268,7 @@ def dequantize_iq1_s(q, n_per_row):
     b = np.ascontiguousarray(q).reshape(-1, 50)
     d, s, gidx, neg = _iq1_s_fields(b)
     with np.errstate(invalid="ignore", over="ignore"):
-        dl = (d[:, None] * (2 * s + 1).astype(np.float32)).astype(np.float32)          # (S, 8)
+        dl = (d[:, None] * (2 * s + 1).astype(np.float32)).astype(np.float32)  # (S, 8)
         delta = np.where(neg, -DELTA, DELTA).astype(np.float32)
         g = lattice("iq1s").values[gidx].reshape(-1, 8, 32)
         y = dl[:, :, None] * (g + delta[:, :, None])
@@ -278,20 +281,23 @@ def inspect_iq1_s(block):
     d = F32(d[0])
     with np.errstate(invalid="ignore", over="ignore"):
         dl = (d * (2 * s[0] + 1).astype(np.float32)).astype(np.float32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": d,
-            "scales": s[0].astype(np.int32),                 # 3-bit block scales as stored
-            "block_scales": dl,                              # as applied: d * (2s + 1)
-            "deltas": np.where(neg[0], -DELTA, DELTA).astype(np.float32),   # per block of 32
-            "grid_indices": gidx[0].astype(np.int32),        # (8 blocks, 4 groups), 11 bits
-            "grid_values": lattice("iq1s").values[gidx[0]].astype(np.int32),   # (8, 4, 8) in {-1,0,1}
-            "formula": "x = d * (2s + 1) * (grid[index][i] + delta)"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": d,
+        "scales": s[0].astype(np.int32),  # 3-bit block scales as stored
+        "block_scales": dl,  # as applied: d * (2s + 1)
+        "deltas": np.where(neg[0], -DELTA, DELTA).astype(np.float32),  # per block of 32
+        "grid_indices": gidx[0].astype(np.int32),  # (8 blocks, 4 groups), 11 bits
+        "grid_values": lattice("iq1s").values[gidx[0]].astype(np.int32),  # (8, 4, 8) in {-1,0,1}
+        "formula": "x = d * (2s + 1) * (grid[index][i] + delta)",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # IQ1_M
 # ----------------------------------------------------------------------------------------------------
 
-_MASKS = np.array([0x00, 0x80, 0x08, 0x88], dtype=np.int32)   # delta bits of the 4 set combinations
+_MASKS = np.array([0x00, 0x80, 0x08, 0x88], dtype=np.int32)  # delta bits of the 4 set combinations
 
 
 def _search_iq1m(order, wx, w):
@@ -397,9 +403,9 @@ def quantize_iq1_m(x, imatrix=None):
     with np.errstate(all="ignore"):
         d = (max_scale / F32(15)).astype(np.float32)
         idd = (F32(1) / d).astype(np.float32)
-        l = np.clip(nearest_int(F32(0.5) * (idd[:, None] * sc - F32(1))), 0, 7)        # (S, 16)
+        l = np.clip(nearest_int(F32(0.5) * (idd[:, None] * sc - F32(1))), 0, 7)  # (S, 16)
         # refit d over the whole super-block: q = level * (2l + 1), sums left to right
-        lv = lat.levels[gidx].astype(np.intp)                                           # (B, 2, 8)
+        lv = lat.levels[gidx].astype(np.intp)  # (B, 2, 8)
         q = xx_g[np.arange(B)[:, None, None], np.arange(2)[None, :, None], lv].reshape(S_, nb, bs)
         q = (q * (2 * l + 1).astype(np.float32)[:, :, None]).reshape(S_, 256)
         wq = (w.reshape(S_, 256) * q).astype(np.float32)
@@ -407,7 +413,7 @@ def quantize_iq1_m(x, imatrix=None):
         sumq2 = nm.csum(wq * q)
         d = np.where(sumq2 > 0, sumqx / sumq2, d).astype(np.float32)
         dbits = nm.f16_bits((d * F32(1.1125)).astype(np.float32)).astype(np.int32)
-    w16 = (l.reshape(S_, 4, 4) << (3 * np.arange(4))).sum(axis=2)                      # (S, 4)
+    w16 = (l.reshape(S_, 4, 4) << (3 * np.arange(4))).sum(axis=2)  # (S, 4)
     w16 = w16 | (((dbits[:, None] >> (4 * np.arange(4))) & 15) << 12)
     w16 = np.where(zero[:, None], 0, w16).astype("<u2")
     qh = np.where(zero[:, None], qh, qh | _MASKS[k.reshape(S_, nb)]).astype(np.uint8)
@@ -417,11 +423,11 @@ def quantize_iq1_m(x, imatrix=None):
 def _iq1_m_fields(b):
     qs = b[:, 0:32].astype(np.int32).reshape(-1, 16, 2)
     qh = b[:, 32:48].astype(np.int32)
-    w = b[:, 48:56].copy().view("<u2").astype(np.int32)                     # (S, 4)
+    w = b[:, 48:56].copy().view("<u2").astype(np.int32)  # (S, 4)
     dbits = (w[:, 0] >> 12) | ((w[:, 1] >> 8) & 0xF0) | ((w[:, 2] >> 4) & 0xF00) | (w[:, 3] & 0xF000)
     d = nm.from_f16_bits(dbits.astype(np.uint16))
     s = ((w[:, :, None] >> (3 * np.arange(4))) & 7).reshape(-1, 16)
-    nib = np.stack([qh & 15, qh >> 4], axis=2)                               # (S, 16, 2)
+    nib = np.stack([qh & 15, qh >> 4], axis=2)  # (S, 16, 2)
     gidx = qs | ((nib & 7) << 8)
     neg = (nib & 8) != 0
     return d, dbits, s, gidx, neg
@@ -431,9 +437,9 @@ def dequantize_iq1_m(q, n_per_row):
     b = np.ascontiguousarray(q).reshape(-1, 56)
     d, _, s, gidx, neg = _iq1_m_fields(b)
     with np.errstate(invalid="ignore", over="ignore"):
-        dl = (d[:, None] * (2 * s + 1).astype(np.float32)).astype(np.float32)          # (S, 16)
-        delta = np.where(neg, -DELTA, DELTA).astype(np.float32)                         # (S, 16, 2)
-        g = lattice("iq1s").values[gidx]                                                 # (S, 16, 2, 8)
+        dl = (d[:, None] * (2 * s + 1).astype(np.float32)).astype(np.float32)  # (S, 16)
+        delta = np.where(neg, -DELTA, DELTA).astype(np.float32)  # (S, 16, 2)
+        g = lattice("iq1s").values[gidx]  # (S, 16, 2, 8)
         y = dl[:, :, None, None] * (g + delta[..., None])
     return y.astype(np.float32).reshape(q.shape[0], n_per_row)
 
@@ -444,13 +450,16 @@ def inspect_iq1_m(block):
     d = F32(d[0])
     with np.errstate(invalid="ignore", over="ignore"):
         dl = (d * (2 * s[0] + 1).astype(np.float32)).astype(np.float32)
-    return {"d_bits": int(dbits[0]), "d": d,
-            "scales": s[0].astype(np.int32),                 # 3-bit scales of the 16 blocks
-            "block_scales": dl,                              # as applied: d * (2s + 1)
-            "deltas": np.where(neg[0], -DELTA, DELTA).astype(np.float32),   # (16 blocks, 2 groups)
-            "grid_indices": gidx[0].astype(np.int32),        # (16, 2), 11 bits
-            "grid_values": lattice("iq1s").values[gidx[0]].astype(np.int32),   # (16, 2, 8)
-            "formula": "x = d * (2s + 1) * (grid[index][i] + delta)"}
+    return {
+        "d_bits": int(dbits[0]),
+        "d": d,
+        "scales": s[0].astype(np.int32),  # 3-bit scales of the 16 blocks
+        "block_scales": dl,  # as applied: d * (2s + 1)
+        "deltas": np.where(neg[0], -DELTA, DELTA).astype(np.float32),  # (16 blocks, 2 groups)
+        "grid_indices": gidx[0].astype(np.int32),  # (16, 2), 11 bits
+        "grid_values": lattice("iq1s").values[gidx[0]].astype(np.int32),  # (16, 2, 8)
+        "formula": "x = d * (2s + 1) * (grid[index][i] + delta)",
+    }
 
 
 # The implementations this module defines (quantlab.formats.registry.register; a format missing here

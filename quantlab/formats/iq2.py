@@ -32,14 +32,14 @@ All arithmetic is float32 in the order of ``quantize_row_iq2_{xxs,xs,s}_impl`` (
 run left to right. Everything is vectorized over the blocks of all rows at once; only the scale
 candidates are a Python loop.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import ImatrixRequired
 from . import _numerics as nm
-from ._iqgrid import (group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits,
-                      split_signs)
+from ._iqgrid import group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits, split_signs
 from ._numerics import nearest_int
 from ._search import make_qp_quants
 from .registry import get, register
@@ -54,11 +54,11 @@ class _Variant:
 
     def __init__(self, name, grid, block, eps, tries, parity, sigma2_factor, fudge, resnap_all, qp_start):
         self.name, self.grid, self.block, self.eps, self.tries = name, grid, block, F32(eps), tries
-        self.parity = parity                # 7 stored sign bits, the 8th implied by even parity
+        self.parity = parity  # 7 stored sign bits, the 8th implied by even parity
         self.sigma2_factor = F32(sigma2_factor)
-        self.fudge = F32(fudge)             # stored d = fp16(d * fudge)
-        self.resnap_all = resnap_all        # IQ2_XXS re-snaps all groups after the search
-        self.qp_start = qp_start            # IQ2_XXS starts from make_qp_quants, the others from max/5
+        self.fudge = F32(fudge)  # stored d = fp16(d * fudge)
+        self.resnap_all = resnap_all  # IQ2_XXS re-snaps all groups after the search
+        self.qp_start = qp_start  # IQ2_XXS starts from make_qp_quants, the others from max/5
 
 
 XXS = _Variant("IQ2_XXS", "iq2xxs", 32, 1e-15, range(-6, 7), True, 1, 1.0, True, True)
@@ -70,6 +70,7 @@ S = _Variant("IQ2_S", "iq2s", 16, 1e-8, range(-9, 10), False, 2, 0.9875, False, 
 # helpers
 # ----------------------------------------------------------------------------------------------------
 
+
 def _raise(v, what, b, n_per_row, x_rows):
     raise_search_failure(v.name, v.block, what, b, n_per_row, x_rows)
 
@@ -77,6 +78,7 @@ def _raise(v, what, b, n_per_row, x_rows):
 # ----------------------------------------------------------------------------------------------------
 # the shared quantizer
 # ----------------------------------------------------------------------------------------------------
+
 
 def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
     """Run the IQ2 search on every scale block. Returns per block: grid indices (B, G), sign masks
@@ -92,7 +94,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
         sumx2 = nm.csum(xs * xs)
         sigma2 = np.repeat((v.sigma2_factor * sumx2) / F32(256), 256 // bs).astype(np.float32)
         if imatrix is None:
-            w = ((F32(0.25) * sigma2)[:, None] + xb * xb).astype(np.float32)      # IQ2_S only
+            w = ((F32(0.25) * sigma2)[:, None] + xb * xb).astype(np.float32)  # IQ2_S only
         else:
             qw = np.tile(np.asarray(imatrix, np.float32).reshape(-1, bs), (nrows, 1))
             w = (qw * np.sqrt(sigma2[:, None] + xb * xb)).astype(np.float32)
@@ -108,7 +110,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
             # IQ2_XXS: a first least-squares scale for codes 0..4, then candidates around 5/(3*scale)
             scale, _ = make_qp_quants(xval, 4, w)
             scale = scale.astype(np.float32)
-            denom = (scale * F32(3)).astype(np.float32)          # eff_max
+            denom = (scale * F32(3)).astype(np.float32)  # eff_max
             skip |= ~skip & (denom <= 0)
         else:
             scale = (mx / F32(5)).astype(np.float32)
@@ -140,7 +142,7 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
 
     L = np.where(live[:, None], L, 0).astype(np.int8)
     gidx = lat.kmap[group_codes(lat, L)]
-    if (gidx[live] < 0).any():     # ggml: "Oops: found point not on grid" + abort
+    if (gidx[live] < 0).any():  # ggml: "Oops: found point not on grid" + abort
         _raise(v, "a group ended off the grid", np.flatnonzero(live & (gidx < 0).any(axis=1))[0], n, x)
     scale = np.where(live, scale, F32(0)).astype(np.float32)
     return gidx.astype(np.int32), signs.astype(np.int32), scale, skip
@@ -183,22 +185,26 @@ def _inspect(v, d_bits, d, s, gidx, masks, sidx=None):
     with np.errstate(invalid="ignore", over="ignore"):
         db = ((d * (F32(0.5) + s.astype(np.float32))) * F32(0.25)).astype(np.float32)
     neg = sign_bits(masks).reshape(-1)
-    out = {"d_bits": int(d_bits), "d": d,
-           "scales": s.astype(np.int32),                    # 4-bit block scales as stored
-           "block_scales": db,                              # as applied: d * (0.5 + s) * 0.25
-           "grid_indices": gidx.astype(np.int32),           # (blocks, groups of 8)
-           "grid_values": lattice(v.grid).values[gidx].astype(np.int32),   # (blocks, groups, 8)
-           "sign_masks": masks.astype(np.int32),            # 8-bit masks, bit j = weight j negative
-           "signs": np.where(neg, -1, 1).astype(np.int32),
-           "formula": "x = d * (0.5 + s) * 0.25 * grid[index][i] * sign"}
+    out = {
+        "d_bits": int(d_bits),
+        "d": d,
+        "scales": s.astype(np.int32),  # 4-bit block scales as stored
+        "block_scales": db,  # as applied: d * (0.5 + s) * 0.25
+        "grid_indices": gidx.astype(np.int32),  # (blocks, groups of 8)
+        "grid_values": lattice(v.grid).values[gidx].astype(np.int32),  # (blocks, groups, 8)
+        "sign_masks": masks.astype(np.int32),  # 8-bit masks, bit j = weight j negative
+        "signs": np.where(neg, -1, 1).astype(np.int32),
+        "formula": "x = d * (0.5 + s) * 0.25 * grid[index][i] * sign",
+    }
     if sidx is not None:
-        out["sign_indices"] = sidx.astype(np.int32)         # 7 stored bits; 8th = even parity
+        out["sign_indices"] = sidx.astype(np.int32)  # 7 stored bits; 8th = even parity
     return out
 
 
 # ----------------------------------------------------------------------------------------------------
 # IQ2_XXS
 # ----------------------------------------------------------------------------------------------------
+
 
 def _parts(v, b):
     """(d, s, grid indices, sign masks, 7-bit sign indices or None) of the blocks b of variant v."""
@@ -217,8 +223,9 @@ def _dequantize(v, q, n_per_row):
 def _inspect_block(v, block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, get(v.name).type_size)
     d, s, gidx, masks, sidx = _parts(v, b)
-    return _inspect(v, int(b[0, 0]) | int(b[0, 1]) << 8, d[0], s[0], gidx[0], masks[0],
-                    None if sidx is None else sidx[0])
+    return _inspect(
+        v, int(b[0, 0]) | int(b[0, 1]) << 8, d[0], s[0], gidx[0], masks[0], None if sidx is None else sidx[0]
+    )
 
 
 def quantize_iq2_xxs(x, imatrix=None):
@@ -238,7 +245,7 @@ def quantize_iq2_xxs(x, imatrix=None):
     v = XXS
     if imatrix is None:
         raise ImatrixRequired("IQ2_XXS cannot be quantized without an importance matrix")
-    nrows, n = x.shape
+    nrows, _n = x.shape
     gidx, signs, scale, skip = _quantize_blocks(x, imatrix, v)
     S_ = gidx.shape[0] // 8
     d16, s, zero = _super_scales(scale, v)
@@ -256,8 +263,8 @@ def quantize_iq2_xxs(x, imatrix=None):
 def _iq2_xxs_fields(b):
     d = _d_of(b)
     words = b[:, 2:66].copy().view("<u4").reshape(-1, 8, 2).astype(np.int64)
-    gidx = ((words[:, :, 0:1] >> (8 * np.arange(4))) & 255).astype(np.int32)       # (S, 8, 4)
-    sidx = ((words[:, :, 1:2] >> (7 * np.arange(4))) & 127).astype(np.int32)       # (S, 8, 4)
+    gidx = ((words[:, :, 0:1] >> (8 * np.arange(4))) & 255).astype(np.int32)  # (S, 8, 4)
+    sidx = ((words[:, :, 1:2] >> (7 * np.arange(4))) & 127).astype(np.int32)  # (S, 8, 4)
     s = (words[:, :, 1] >> 28).astype(np.int32)
     return d, s, gidx, sidx
 
@@ -274,6 +281,7 @@ def inspect_iq2_xxs(block):
 # IQ2_XS
 # ----------------------------------------------------------------------------------------------------
 
+
 def quantize_iq2_xs(x, imatrix=None):
     """IQ2_XS: 256 weights in 74 bytes (2.31 bits per weight), 16 blocks of 16, 2 groups of 8 each::
 
@@ -289,7 +297,7 @@ def quantize_iq2_xs(x, imatrix=None):
     v = XS
     if imatrix is None:
         raise ImatrixRequired("IQ2_XS cannot be quantized without an importance matrix")
-    nrows, n = x.shape
+    nrows, _n = x.shape
     gidx, signs, scale, skip = _quantize_blocks(x, imatrix, v)
     S_ = gidx.shape[0] // 16
     d16, s, zero = _super_scales(scale, v)
@@ -320,6 +328,7 @@ def inspect_iq2_xs(block):
 # IQ2_S
 # ----------------------------------------------------------------------------------------------------
 
+
 def quantize_iq2_s(x, imatrix=None):
     """IQ2_S: 256 weights in 82 bytes (2.56 bits per weight), 16 blocks of 16, 2 groups of 8 each::
 
@@ -336,10 +345,10 @@ def quantize_iq2_s(x, imatrix=None):
     Without an importance matrix the weights are 0.25*sigma2 + x**2.
     """
     v = S
-    nrows, n = x.shape
+    nrows, _n = x.shape
     gidx, signs, scale, skip = _quantize_blocks(x, imatrix, v)
     S_ = gidx.shape[0] // 16
-    d16, s, zero = _super_scales(scale, v)
+    d16, s, _zero = _super_scales(scale, v)
     live = ~skip
     g = np.where(live[:, None], gidx, 0).reshape(S_, 32)
     qs = (g & 255).astype(np.uint8)
@@ -372,14 +381,6 @@ def inspect_iq2_s(block):
 
 # The implementations this module defines (quantlab.formats.registry.register; a format missing here
 # fails tests/test_registry.py).
-register("reference",
-         "IQ2_XXS",
-         quantize=quantize_iq2_xxs,
-         dequantize=dequantize_iq2_xxs,
-         inspect=inspect_iq2_xxs)
-register("reference",
-         "IQ2_XS",
-         quantize=quantize_iq2_xs,
-         dequantize=dequantize_iq2_xs,
-         inspect=inspect_iq2_xs)
+register("reference", "IQ2_XXS", quantize=quantize_iq2_xxs, dequantize=dequantize_iq2_xxs, inspect=inspect_iq2_xxs)
+register("reference", "IQ2_XS", quantize=quantize_iq2_xs, dequantize=dequantize_iq2_xs, inspect=inspect_iq2_xs)
 register("reference", "IQ2_S", quantize=quantize_iq2_s, dequantize=dequantize_iq2_s, inspect=inspect_iq2_s)

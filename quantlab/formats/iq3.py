@@ -25,13 +25,13 @@ squared error overflows float32: weights of magnitude about 1e13 and beyond with
 All arithmetic is float32 in the order of ``quantize_row_iq3_xxs_impl`` / ``quantize_row_iq3_s_impl``
 (ggml-quants.c); sums run left to right.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _numerics as nm
-from ._iqgrid import (group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits,
-                      split_signs)
+from ._iqgrid import group_codes, ksigns, lattice, raise_search_failure, resnap, scale_search, sign_bits, split_signs
 from ._numerics import nearest_int
 from .registry import register
 
@@ -45,8 +45,8 @@ class _Variant:
 
     def __init__(self, name, grid, eps, tries, parity, resnap_all, fudge):
         self.name, self.grid, self.eps, self.tries = name, grid, eps, tries
-        self.parity = parity            # IQ3_XXS: 7-bit sign index, 8th sign implied by even parity
-        self.resnap_all = resnap_all    # IQ3_S re-snaps all 8 groups after the search
+        self.parity = parity  # IQ3_XXS: 7-bit sign index, 8th sign implied by even parity
+        self.resnap_all = resnap_all  # IQ3_S re-snaps all 8 groups after the search
         self.fudge = F32(fudge)
 
 
@@ -58,15 +58,24 @@ S = _Variant("IQ3_S", "iq3s", None, range(-9, 10), False, True, 1.033)
 # helpers
 # ----------------------------------------------------------------------------------------------------
 
+
 def _raise(v, what, b, n_per_row, x_rows):
-    raise_search_failure(v.name, 32, what, b, n_per_row, x_rows,
-                         ggml="aborts the process on this input (GGML_ASSERT in its neighbour search)",
-                         overflow="from |weights| of about 1e13 without an imatrix (about 1e15 with one)")
+    raise_search_failure(
+        v.name,
+        32,
+        what,
+        b,
+        n_per_row,
+        x_rows,
+        ggml="aborts the process on this input (GGML_ASSERT in its neighbour search)",
+        overflow="from |weights| of about 1e13 without an imatrix (about 1e15 with one)",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # the shared quantizer
 # ----------------------------------------------------------------------------------------------------
+
 
 def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
     """Run the IQ3 search on every block of 32. Returns per block: levels L (B, 32), grid indices
@@ -96,8 +105,9 @@ def _quantize_blocks(x: np.ndarray, imatrix, v: _Variant):
     with np.errstate(all="ignore"):
         scale = (mx / F32(15)).astype(np.float32)
         invs = (((F32(15) + F32(t) * F32(0.2)) / mx).astype(np.float32) for t in v.tries)
-    L, scale, on_grid, failed = scale_search(lat, xval, waux, w, live, invs, scale,
-                                             np.full((B, 8), v.parity, dtype=bool))
+    L, scale, on_grid, failed = scale_search(
+        lat, xval, waux, w, live, invs, scale, np.full((B, 8), v.parity, dtype=bool)
+    )
 
     # re-snap the groups that were off the grid (IQ3_S: all groups) with the fitted scale, refit
     need = live & (~on_grid).any(axis=1) & (scale > 0)
@@ -151,6 +161,7 @@ def _sign_masks_xxs(sign_idx):
 # IQ3_XXS
 # ----------------------------------------------------------------------------------------------------
 
+
 def quantize_iq3_xxs(x, imatrix=None):
     """IQ3_XXS: 256 weights in 98 bytes (3.06 bits per weight), 8 blocks of 32, 8 groups of 4 each::
 
@@ -169,8 +180,8 @@ def quantize_iq3_xxs(x, imatrix=None):
     d * (0.5 + s) * 0.5 * 4*(2l+1) = d * (2s+1) * (2l+1). The stored d is fp16(1.0125 * d), an empirical
     fudge factor of ggml.
     """
-    nrows, n = x.shape
-    L, gidx, signs, scale, skip = _quantize_blocks(x, imatrix, XXS)
+    nrows, _n = x.shape
+    _L, gidx, signs, scale, skip = _quantize_blocks(x, imatrix, XXS)
     S_ = gidx.shape[0] // 8
     d16, l, zero = _super_scales(scale, XXS.fudge)
     words = (signs[:, 0] | (signs[:, 1] << 7) | (signs[:, 2] << 14) | (signs[:, 3] << 21)).astype(np.uint32)
@@ -186,7 +197,7 @@ def _iq3_xxs_fields(b):
     gidx = b[:, 2:66].reshape(-1, 8, 8).astype(np.int32)
     words = b[:, 66:98].copy().view("<u4").reshape(-1, 8).astype(np.int64)
     s = (words >> 28).astype(np.int32)
-    sidx = ((words[:, :, None] >> (7 * np.arange(4))) & 127).astype(np.int32)     # (S, 8, 4)
+    sidx = ((words[:, :, None] >> (7 * np.arange(4))) & 127).astype(np.int32)  # (S, 8, 4)
     return d, gidx, s, sidx
 
 
@@ -194,9 +205,9 @@ def dequantize_iq3_xxs(q, n_per_row):
     b = np.ascontiguousarray(q).reshape(-1, 98)
     d, gidx, s, sidx = _iq3_xxs_fields(b)
     with np.errstate(invalid="ignore", over="ignore"):
-        db = ((d[:, None] * (F32(0.5) + s.astype(np.float32))) * F32(0.5)).astype(np.float32)   # (S, 8)
-        g = _grid_values("iq3xxs", gidx).reshape(-1, 8, 32)                                    # (S, 8, 32)
-        masks = _sign_masks_xxs(sidx)                                                          # (S, 8, 4)
+        db = ((d[:, None] * (F32(0.5) + s.astype(np.float32))) * F32(0.5)).astype(np.float32)  # (S, 8)
+        g = _grid_values("iq3xxs", gidx).reshape(-1, 8, 32)  # (S, 8, 32)
+        masks = _sign_masks_xxs(sidx)  # (S, 8, 4)
         neg = sign_bits(masks)
         y = (db[:, :, None] * g) * np.where(neg, F32(-1), F32(1))
     return y.astype(np.float32).reshape(q.shape[0], n_per_row)
@@ -210,20 +221,24 @@ def inspect_iq3_xxs(block):
     neg = sign_bits(masks)
     with np.errstate(invalid="ignore", over="ignore"):
         db = ((d * (F32(0.5) + s[0].astype(np.float32))) * F32(0.5)).astype(np.float32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": d,
-            "scales": s[0],                              # 4-bit block scales as stored
-            "block_scales": db,                          # as applied: d * (0.5 + s) * 0.5
-            "grid_indices": gidx[0],                     # (8 blocks, 8 groups of 4)
-            "grid_values": _grid_values("iq3xxs", gidx[0]).astype(np.int32),   # (8, 8, 4)
-            "sign_indices": sidx[0],                     # (8 blocks, 4) 7-bit
-            "sign_masks": masks,                         # (8, 4) 8-bit, even parity
-            "signs": np.where(neg, -1, 1).reshape(256).astype(np.int32),
-            "formula": "x = d * (0.5 + s) * 0.5 * grid[index][i] * sign"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": d,
+        "scales": s[0],  # 4-bit block scales as stored
+        "block_scales": db,  # as applied: d * (0.5 + s) * 0.5
+        "grid_indices": gidx[0],  # (8 blocks, 8 groups of 4)
+        "grid_values": _grid_values("iq3xxs", gidx[0]).astype(np.int32),  # (8, 8, 4)
+        "sign_indices": sidx[0],  # (8 blocks, 4) 7-bit
+        "sign_masks": masks,  # (8, 4) 8-bit, even parity
+        "signs": np.where(neg, -1, 1).reshape(256).astype(np.int32),
+        "formula": "x = d * (0.5 + s) * 0.5 * grid[index][i] * sign",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # IQ3_S
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_iq3_s(x, imatrix=None):
     """IQ3_S: 256 weights in 110 bytes (3.44 bits per weight), 8 blocks of 32, 8 groups of 4 each::
@@ -241,16 +256,16 @@ def quantize_iq3_s(x, imatrix=None):
     *without advancing* the qs/signs write positions, so the following blocks' qs and sign bytes move up
     by 8 and 4 bytes (qh and scales stay indexed by block); the zero block reads back as non-zero junk.
     """
-    nrows, n = x.shape
-    L, gidx, signs, scale, skip = _quantize_blocks(x, imatrix, S)
+    nrows, _n = x.shape
+    _L, gidx, signs, scale, skip = _quantize_blocks(x, imatrix, S)
     S_ = gidx.shape[0] // 8
-    d16, l, zero = _super_scales(scale, S.fudge)
+    d16, l, _zero = _super_scales(scale, S.fudge)
     live = ~skip.reshape(S_, 8)
     gidx = gidx.reshape(S_, 8, 8)
     signs = signs.reshape(S_, 8, 4)
     qs = np.zeros((S_, 64), dtype=np.uint8)
     sg = np.zeros((S_, 32), dtype=np.uint8)
-    pos = np.cumsum(live, axis=1) - 1                     # write slot of each live block
+    pos = np.cumsum(live, axis=1) - 1  # write slot of each live block
     sb, ib = np.nonzero(live)
     qs[sb[:, None], 8 * pos[sb, ib][:, None] + np.arange(8)] = (gidx[sb, ib] & 255).astype(np.uint8)
     sg[sb[:, None], 4 * pos[sb, ib][:, None] + np.arange(4)] = signs[sb, ib].astype(np.uint8)
@@ -288,21 +303,20 @@ def inspect_iq3_s(block):
     neg = sign_bits(sbytes[0])
     with np.errstate(invalid="ignore", over="ignore"):
         db = (d * (1 + 2 * s[0]).astype(np.float32)).astype(np.float32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": d,
-            "scales": s[0].astype(np.int32),             # 4-bit block scales as stored
-            "block_scales": db,                          # as applied: d * (1 + 2s)
-            "grid_indices": gidx[0],                     # (8 blocks, 8 groups of 4), 9 bits
-            "grid_values": _grid_values("iq3s", gidx[0]).astype(np.int32),     # (8, 8, 4)
-            "sign_bytes": sbytes[0].astype(np.int32),    # (8 blocks, 4)
-            "signs": np.where(neg, -1, 1).reshape(256).astype(np.int32),
-            "formula": "x = d * (1 + 2s) * grid[index][i] * sign"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": d,
+        "scales": s[0].astype(np.int32),  # 4-bit block scales as stored
+        "block_scales": db,  # as applied: d * (1 + 2s)
+        "grid_indices": gidx[0],  # (8 blocks, 8 groups of 4), 9 bits
+        "grid_values": _grid_values("iq3s", gidx[0]).astype(np.int32),  # (8, 8, 4)
+        "sign_bytes": sbytes[0].astype(np.int32),  # (8 blocks, 4)
+        "signs": np.where(neg, -1, 1).reshape(256).astype(np.int32),
+        "formula": "x = d * (1 + 2s) * grid[index][i] * sign",
+    }
 
 
 # The implementations this module defines (quantlab.formats.registry.register; a format missing here
 # fails tests/test_registry.py).
-register("reference",
-         "IQ3_XXS",
-         quantize=quantize_iq3_xxs,
-         dequantize=dequantize_iq3_xxs,
-         inspect=inspect_iq3_xxs)
+register("reference", "IQ3_XXS", quantize=quantize_iq3_xxs, dequantize=dequantize_iq3_xxs, inspect=inspect_iq3_xxs)
 register("reference", "IQ3_S", quantize=quantize_iq3_s, dequantize=dequantize_iq3_s, inspect=inspect_iq3_s)

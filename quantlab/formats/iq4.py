@@ -26,6 +26,7 @@ different bytes; quantlab matches ``ggml_quantize_chunk``.
 
 All arithmetic is float32 in the C order; sums are accumulated left to right (``_csum``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,6 +45,7 @@ __all__ = [f"{op}_{k}" for k in ("iq4_nl", "iq4_xs") for op in ("quantize", "deq
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
+
 
 def _csum(a: np.ndarray) -> np.ndarray:
     """``s = 0; for j: s += a[..., j]`` in float32 (left to right, starting from +0 like C)."""
@@ -100,9 +102,9 @@ def _fit_blocks(xb: np.ndarray, w: np.ndarray, ntry: int) -> np.ndarray:
     Blocks whose largest |x| is below 1e-15 get scale 0."""
     values = kvalues_iq4nl()
     vf = values.astype(np.float32)
-    v0 = vf[0]                                           # -127
+    v0 = vf[0]  # -127
     idx = nm.argmax_abs(xb)
-    mx = np.take_along_axis(xb, idx[:, None], axis=1)[:, 0]      # signed element of largest |x|
+    mx = np.take_along_axis(xb, idx[:, None], axis=1)[:, 0]  # signed element of largest |x|
     amax = np.abs(mx)
     skip = amax < GROUP_MAX_EPS
     with np.errstate(all="ignore"):
@@ -130,6 +132,7 @@ def _fit_blocks(xb: np.ndarray, w: np.ndarray, ntry: int) -> np.ndarray:
 # IQ4_NL
 # ----------------------------------------------------------------------------------------------------
 
+
 def quantize_iq4_nl(x, imatrix=None):
     """IQ4_NL: 32 weights in 18 bytes (4.5 bits per weight)::
 
@@ -143,7 +146,7 @@ def quantize_iq4_nl(x, imatrix=None):
     (t - 127)/max for t = -7..7, keep the best fit. Store fp16(d) and re-pick every code as the nearest
     entry of x/d with the *unrounded* float32 d.
     """
-    nrows, n = x.shape
+    nrows, _n = x.shape
     xb = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 32)
     qw = None if imatrix is None else np.tile(np.asarray(imatrix, np.float32).reshape(-1, 32), (nrows, 1))
     w = _weights(xb, qw, _sigma2(xb))
@@ -165,17 +168,20 @@ def dequantize_iq4_nl(q, n_per_row):
 def inspect_iq4_nl(block):
     b = np.asarray(block, dtype=np.uint8).reshape(18)
     codes = _unpack_nibbles(b[2:])
-    return {"d_bits": int(b[0]) | int(b[1]) << 8,
-            "d": F32(nm.from_f16_bits(np.uint16(int(b[0]) | int(b[1]) << 8))),
-            "codes": codes.astype(np.int32),
-            "levels": kvalues_iq4nl()[codes].astype(np.int32),
-            "table": kvalues_iq4nl().astype(np.int32),
-            "formula": "x = d * kvalues_iq4nl[code]"}
+    return {
+        "d_bits": int(b[0]) | int(b[1]) << 8,
+        "d": F32(nm.from_f16_bits(np.uint16(int(b[0]) | int(b[1]) << 8))),
+        "codes": codes.astype(np.int32),
+        "levels": kvalues_iq4nl()[codes].astype(np.int32),
+        "table": kvalues_iq4nl().astype(np.int32),
+        "formula": "x = d * kvalues_iq4nl[code]",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # IQ4_XS
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_iq4_xs(x, imatrix=None):
     """IQ4_XS: 256 weights in 136 bytes (4.25 bits per weight), 8 blocks of 32::
@@ -194,8 +200,8 @@ def quantize_iq4_xs(x, imatrix=None):
     makes that block's multiplier exactly -32), each block's multiplier l = clamp(rint(scale/d), -32, 31)
     and its codes are re-picked against the stored step d*l (unrounded d).
     """
-    nrows, n = x.shape
-    xs = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 256)      # super-blocks
+    nrows, _n = x.shape
+    xs = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 256)  # super-blocks
     S = xs.shape[0]
     xb = xs.reshape(-1, 32)
     qw = None if imatrix is None else np.tile(np.asarray(imatrix, np.float32).reshape(-1, 32), (nrows, 1))
@@ -214,7 +220,7 @@ def quantize_iq4_xs(x, imatrix=None):
         dl = (d[:, None] * l.astype(np.float32)).astype(np.float32)
         L = best_index_int8(kvalues_iq4nl(), nm.inv(dl).reshape(-1, 1) * xb).reshape(S, 256)
 
-    ls = (l + 32).astype(np.uint16)                           # 0..63
+    ls = (l + 32).astype(np.uint16)  # 0..63
     sh = ((ls >> 4) << (2 * np.arange(8, dtype=np.uint16))).sum(axis=1, dtype=np.uint16)
     low = (ls & 0xF).astype(np.uint8)
     sl = low[:, 0::2] | (low[:, 1::2] << 4)
@@ -240,7 +246,7 @@ def dequantize_iq4_xs(q, n_per_row):
     b = np.ascontiguousarray(q).reshape(-1, 136)
     d, ls, codes = _iq4_xs_fields(b)
     with np.errstate(invalid="ignore", over="ignore"):
-        dl = (d[:, None] * (ls - 32).astype(np.float32)).astype(np.float32)     # (S, 8)
+        dl = (d[:, None] * (ls - 32).astype(np.float32)).astype(np.float32)  # (S, 8)
         v = kvalues_iq4nl().astype(np.float32)[codes].reshape(-1, 8, 32)
         y = (dl[:, :, None] * v).astype(np.float32)
     return y.reshape(q.shape[0], n_per_row)
@@ -252,25 +258,20 @@ def inspect_iq4_xs(block):
     d = F32(d[0])
     with np.errstate(invalid="ignore", over="ignore"):
         dl = (d * (ls[0] - 32).astype(np.float32)).astype(np.float32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": d,
-            "scales": ls[0].astype(np.int32),                 # as stored, 0..63
-            "multipliers": (ls[0] - 32).astype(np.int32),     # as applied, -32..31
-            "block_scales": dl,                               # d * (ls - 32), one per block of 32
-            "codes": codes[0].astype(np.int32),
-            "levels": kvalues_iq4nl()[codes[0]].astype(np.int32),
-            "table": kvalues_iq4nl().astype(np.int32),
-            "formula": "x = d * (ls_b - 32) * kvalues_iq4nl[code]"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": d,
+        "scales": ls[0].astype(np.int32),  # as stored, 0..63
+        "multipliers": (ls[0] - 32).astype(np.int32),  # as applied, -32..31
+        "block_scales": dl,  # d * (ls - 32), one per block of 32
+        "codes": codes[0].astype(np.int32),
+        "levels": kvalues_iq4nl()[codes[0]].astype(np.int32),
+        "table": kvalues_iq4nl().astype(np.int32),
+        "formula": "x = d * (ls_b - 32) * kvalues_iq4nl[code]",
+    }
 
 
 # The implementations this module defines (quantlab.formats.registry.register; a format missing here
 # fails tests/test_registry.py).
-register("reference",
-         "IQ4_NL",
-         quantize=quantize_iq4_nl,
-         dequantize=dequantize_iq4_nl,
-         inspect=inspect_iq4_nl)
-register("reference",
-         "IQ4_XS",
-         quantize=quantize_iq4_xs,
-         dequantize=dequantize_iq4_xs,
-         inspect=inspect_iq4_xs)
+register("reference", "IQ4_NL", quantize=quantize_iq4_nl, dequantize=dequantize_iq4_nl, inspect=inspect_iq4_nl)
+register("reference", "IQ4_XS", quantize=quantize_iq4_xs, dequantize=dequantize_iq4_xs, inspect=inspect_iq4_xs)

@@ -28,26 +28,38 @@ scales are quantized by a search of their own (``make_qp_quants``/``make_qx_quan
 
 The byte layout of each type is drawn in the docstring of its ``quantize_`` function.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _numerics as nm
 from ._numerics import nearest_int
-from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants,
-                      make_qx_quants, running_max, signed_absmax)
+from ._search import (
+    make_q3_quants,
+    make_qkx2_quants,
+    make_qkx3_quants,
+    make_qp_quants,
+    make_qx_quants,
+    running_max,
+    signed_absmax,
+)
 from .registry import register
 
 F32 = np.float32
 QK_K = 256
 
-__all__ = [f"{op}_{k}" for k in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k")
-           for op in ("quantize", "dequantize", "inspect")]
+__all__ = [
+    f"{op}_{k}"
+    for k in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k")
+    for op in ("quantize", "dequantize", "inspect")
+]
 
 
 # ----------------------------------------------------------------------------------------------------
 # helpers shared by the K types
 # ----------------------------------------------------------------------------------------------------
+
 
 def _superblocks(x, imatrix):
     """(nrows, n) -> x as (nrows*n/256, 256) and the matching imatrix slice of every super-block
@@ -57,8 +69,9 @@ def _superblocks(x, imatrix):
     xb = x.reshape(-1, QK_K)
     if imatrix is None:
         return xb, None
-    qw = np.broadcast_to(np.asarray(imatrix, np.float32).reshape(1, n // QK_K, QK_K),
-                         (nrows, n // QK_K, QK_K)).reshape(-1, QK_K)
+    qw = np.broadcast_to(np.asarray(imatrix, np.float32).reshape(1, n // QK_K, QK_K), (nrows, n // QK_K, QK_K)).reshape(
+        -1, QK_K
+    )
     return xb, qw
 
 
@@ -69,11 +82,11 @@ def _f16(v):
 
 
 def _put16(out, off, bits):
-    out[:, off:off + 2] = np.asarray(bits, dtype="<u2").reshape(-1, 1).view(np.uint8)
+    out[:, off : off + 2] = np.asarray(bits, dtype="<u2").reshape(-1, 1).view(np.uint8)
 
 
 def _get16(q, off):
-    return nm.from_f16_bits(np.ascontiguousarray(q[:, off:off + 2]).view("<u2")[:, 0])
+    return nm.from_f16_bits(np.ascontiguousarray(q[:, off : off + 2]).view("<u2")[:, 0])
 
 
 def _seqsum_sq(xb):
@@ -169,7 +182,7 @@ def _pack_q3_scales(l):
     S = np.zeros((l.shape[0], 12), np.int32)
     S[:, 0:8] = lo[:, 0:8] | (lo[:, 8:16] << 4)
     for q in range(4):
-        S[:, 8:12] |= hi[:, 4 * q:4 * q + 4] << (2 * q)
+        S[:, 8:12] |= hi[:, 4 * q : 4 * q + 4] << (2 * q)
     return (S & 0xFF).astype(np.uint8)
 
 
@@ -192,6 +205,7 @@ def _rows(out, nrows):
 # ----------------------------------------------------------------------------------------------------
 # Q2_K
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_q2_k(x, imatrix=None):
     """Q2_K: 256 weights in 84 bytes (2.625 bits per weight). 16 sub-blocks of 16 weights.
@@ -262,16 +276,23 @@ def dequantize_q2_k(q, n_per_row):
 def inspect_q2_k(block):
     b = np.asarray(block, np.uint8).reshape(1, 84)
     d, dmin, sc, m, codes = _q2_k_fields(b)
-    return {"d": float(d[0]), "dmin": float(dmin[0]), "scales": sc[0], "mins": m[0],
-            "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
-            "mins_applied": (dmin[0] * m[0].astype(np.float32)).astype(np.float32),
-            "codes": codes[0], "sub_block_size": 16,
-            "formula": "y = (d*scales[j])*q - (dmin*mins[j]), j = i // 16, q in 0..3"}
+    return {
+        "d": float(d[0]),
+        "dmin": float(dmin[0]),
+        "scales": sc[0],
+        "mins": m[0],
+        "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
+        "mins_applied": (dmin[0] * m[0].astype(np.float32)).astype(np.float32),
+        "codes": codes[0],
+        "sub_block_size": 16,
+        "formula": "y = (d*scales[j])*q - (dmin*mins[j]), j = i // 16, q in 0..3",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q3_K
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_q3_k(x, imatrix=None):
     """Q3_K: 256 weights in 110 bytes (3.4375 bits per weight). 16 sub-blocks of 16 weights.
@@ -301,7 +322,7 @@ def quantize_q3_k(x, imatrix=None):
             max_scale, _ = signed_absmax(sc)
             live = max_scale != 0
             iscale = F32(-32) / max_scale
-            l = _as_int8(nearest_int(iscale[:, None] * sc))     # C: int8_t l = nearest_int(...)
+            l = _as_int8(nearest_int(iscale[:, None] * sc))  # C: int8_t l = nearest_int(...)
             l = np.clip(l, -32, 31) + 32
             stored = np.where(live[:, None], l, 0)
             S = np.where(live[:, None], _pack_q3_scales(stored), 0).astype(np.uint8)
@@ -320,8 +341,8 @@ def quantize_q3_k(x, imatrix=None):
     L = L.reshape(NB, 256)
     high = L > 3
     hmask = np.zeros((NB, 32), np.int32)
-    for k in range(8):                       # element e = 32k + m -> bit k of hmask[m]
-        hmask |= high[:, 32 * k:32 * k + 32].astype(np.int32) << k
+    for k in range(8):  # element e = 32k + m -> bit k of hmask[m]
+        hmask |= high[:, 32 * k : 32 * k + 32].astype(np.int32) << k
     low = np.where(high, L - 4, L)
     out = np.zeros((NB, 110), np.uint8)
     out[:, 0:32] = hmask
@@ -350,15 +371,21 @@ def dequantize_q3_k(q, n_per_row):
 def inspect_q3_k(block):
     b = np.asarray(block, np.uint8).reshape(1, 110)
     d, s, codes = _q3_k_fields(b)
-    return {"d": float(d[0]), "scales_stored": s[0], "scales": s[0] - 32,
-            "scales_applied": (d[0] * (s[0] - 32).astype(np.float32)).astype(np.float32),
-            "codes": codes[0], "sub_block_size": 16,
-            "formula": "y = (d*scales[j])*q, j = i // 16, q in -4..3, scales = stored - 32"}
+    return {
+        "d": float(d[0]),
+        "scales_stored": s[0],
+        "scales": s[0] - 32,
+        "scales_applied": (d[0] * (s[0] - 32).astype(np.float32)).astype(np.float32),
+        "codes": codes[0],
+        "sub_block_size": 16,
+        "formula": "y = (d*scales[j])*q, j = i // 16, q in -4..3, scales = stored - 32",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q4_K and Q5_K (same scales, 4 or 5 bit codes)
 # ----------------------------------------------------------------------------------------------------
+
 
 def _q45_scales(xb, qw, nmax, rmin, rdelta, nstep, clamp_imatrix):
     """Sub-block search + 6-bit scale/min encoding shared by Q4_K and Q5_K.
@@ -385,7 +412,7 @@ def _q45_scales(xb, qw, nmax, rmin, rdelta, nstep, clamp_imatrix):
             sc, mn, L = make_qkx3_quants(xs, w, nmax, -0.9, 0.05, 36, False)
             d_block, ls = make_qp_quants(sc.reshape(NB, 8), 63, sw)
             m_block, lm = make_qp_quants(mn.reshape(NB, 8), 63, sw)
-            if clamp_imatrix:                  # Q5_K clamps to 63 here, Q4_K does not
+            if clamp_imatrix:  # Q5_K clamps to 63 here, Q4_K does not
                 ls, lm = np.minimum(63, ls), np.minimum(63, lm)
             d_bits, d = _f16(d_block)
             m_bits, dmin = _f16(m_block)
@@ -464,11 +491,17 @@ def dequantize_q4_k(q, n_per_row):
 
 
 def _inspect_q45(d, dmin, sc, m, codes, bits):
-    return {"d": float(d[0]), "dmin": float(dmin[0]), "scales": sc[0], "mins": m[0],
-            "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
-            "mins_applied": (dmin[0] * m[0].astype(np.float32)).astype(np.float32),
-            "codes": codes[0], "sub_block_size": 32,
-            "formula": f"y = (d*scales[j])*q - (dmin*mins[j]), j = i // 32, q in 0..{2 ** bits - 1}"}
+    return {
+        "d": float(d[0]),
+        "dmin": float(dmin[0]),
+        "scales": sc[0],
+        "mins": m[0],
+        "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
+        "mins_applied": (dmin[0] * m[0].astype(np.float32)).astype(np.float32),
+        "codes": codes[0],
+        "sub_block_size": 32,
+        "formula": f"y = (d*scales[j])*q - (dmin*mins[j]), j = i // 32, q in 0..{2**bits - 1}",
+    }
 
 
 def inspect_q4_k(block):
@@ -517,6 +550,7 @@ def inspect_q5_k(block):
 # Q6_K
 # ----------------------------------------------------------------------------------------------------
 
+
 def quantize_q6_k(x, imatrix=None):
     """Q6_K: 256 weights in 210 bytes (6.5625 bits per weight). 16 sub-blocks of 16 weights.
 
@@ -550,7 +584,7 @@ def quantize_q6_k(x, imatrix=None):
         s8 = _as_int8(np.minimum(127, nearest_int(iscale[:, None] * sc)))
         dd = d[:, None] * s8.astype(np.float32)
     L = _requant(xb.reshape(NB, 16, 16), L.reshape(NB, 16, 16).astype(np.int32) - 32, dd, None, -32, 31)
-    L = (L + 32).reshape(NB, 2, 4, 32)            # element 128h + 32k + l
+    L = (L + 32).reshape(NB, 2, 4, 32)  # element 128h + 32k + l
     lo = L & 0xF
     ql = np.concatenate([lo[:, :, 0] | (lo[:, :, 2] << 4), lo[:, :, 1] | (lo[:, :, 3] << 4)], axis=2)
     hi = L >> 4
@@ -567,9 +601,9 @@ def quantize_q6_k(x, imatrix=None):
 def _q6_k_fields(q):
     d = _get16(q, 208)
     sc = q[:, 192:208].view(np.int8).astype(np.int32)
-    ql = q[:, 0:128].astype(np.int32).reshape(-1, 2, 2, 32)      # (half, [l, l+32], l)
+    ql = q[:, 0:128].astype(np.int32).reshape(-1, 2, 2, 32)  # (half, [l, l+32], l)
     qh = q[:, 128:192].astype(np.int32).reshape(-1, 2, 1, 32)
-    lo = np.concatenate([ql & 0xF, ql >> 4], axis=2)               # k = 0, 1 (low nibbles), 2, 3 (high)
+    lo = np.concatenate([ql & 0xF, ql >> 4], axis=2)  # k = 0, 1 (low nibbles), 2, 3 (high)
     hi = (qh >> (2 * np.arange(4).reshape(1, 1, 4, 1))) & 3
     return d, sc, (lo | (hi << 4)).reshape(-1, 256) - 32
 
@@ -583,15 +617,20 @@ def dequantize_q6_k(q, n_per_row):
 
 def inspect_q6_k(block):
     d, sc, codes = _q6_k_fields(np.asarray(block, np.uint8).reshape(1, 210))
-    return {"d": float(d[0]), "scales": sc[0],
-            "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
-            "codes": codes[0], "sub_block_size": 16,
-            "formula": "y = (d*scales[j])*q, j = i // 16, q in -32..31"}
+    return {
+        "d": float(d[0]),
+        "scales": sc[0],
+        "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
+        "codes": codes[0],
+        "sub_block_size": 16,
+        "formula": "y = (d*scales[j])*q, j = i // 16, q in -32..31",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q8_K
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_q8_k(x, imatrix=None):
     """Q8_K: 256 values in 292 bytes — the activation-side partner of the K-quants in dot products.
@@ -618,7 +657,7 @@ def quantize_q8_k(x, imatrix=None):
         d = (F32(1) / iscale).astype(np.float32)
     q = np.where(zero[:, None], 0, q)
     d = np.where(zero, F32(0), d).astype(np.float32)
-    bsums = q.reshape(NB, 16, 16).sum(axis=2).astype(np.int16)    # integer sums: order is irrelevant
+    bsums = q.reshape(NB, 16, 16).sum(axis=2).astype(np.int16)  # integer sums: order is irrelevant
     out = np.zeros((NB, 292), np.uint8)
     out[:, 0:4] = d.astype("<f4").reshape(-1, 1).view(np.uint8)
     out[:, 4:260] = q.astype(np.int8).view(np.uint8)
@@ -640,8 +679,12 @@ def dequantize_q8_k(q, n_per_row):
 
 def inspect_q8_k(block):
     d, qs, bsums = _q8_k_fields(np.asarray(block, np.uint8).reshape(1, 292))
-    return {"d": float(d[0]), "codes": qs[0], "bsums": bsums[0],
-            "formula": "y = d*q, q in -128..127; bsums[k] = sum of codes 16k..16k+15"}
+    return {
+        "d": float(d[0]),
+        "codes": qs[0],
+        "bsums": bsums[0],
+        "formula": "y = d*q, q in -128..127; bsums[k] = sum of codes 16k..16k+15",
+    }
 
 
 # The implementations this module defines (quantlab.formats.registry.register; a format missing here

@@ -18,6 +18,7 @@ Where ggml keeps two things in one array, the record splits them as our docstrin
 IQ2_S ``qs[64]`` = ``qs[32]`` (grid indices) + ``signs[32]``; IQ3_XXS ``qs[96]`` = ``qs[64]`` (grid
 indices) + ``sas[32]`` (scales and signs, 8 uint32); TQ1_0 keeps ggml's ``qs[48]``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -30,8 +31,8 @@ __all__ = ["Field", "LAYOUTS", "layout", "offsets", "size"]
 class Field(NamedTuple):
     name: str
     offset: int
-    length: int       # bytes
-    ctype: str        # the C element type in ggml's struct (ggml_half = fp16)
+    length: int  # bytes
+    ctype: str  # the C element type in ggml's struct (ggml_half = fp16)
 
 
 # format   field:bytes:ctype ...   (in storage order, as ggml-common.h)

@@ -19,6 +19,7 @@ before a dot product with Q4_1/Q5_1 weights); ggml has no dequantizer for it, ou
 Everything below is float32 arithmetic evaluated in the same order as the C code, which is what makes
 the bytes identical. C's float -> small integer casts truncate toward zero (``_c_trunc``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,13 +32,17 @@ F32 = np.float32
 # decoding inf/NaN scales (random bytes) multiplies inf by 0: NaN, as in ggml, without warnings
 _quiet = np.errstate(over="ignore", invalid="ignore")
 
-__all__ = [f"{op}_{k}" for k in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q1_0", "q2_0")
-           for op in ("quantize", "dequantize", "inspect")]
+__all__ = [
+    f"{op}_{k}"
+    for k in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q1_0", "q2_0")
+    for op in ("quantize", "dequantize", "inspect")
+]
 
 
 # ----------------------------------------------------------------------------------------------------
 # small shared helpers
 # ----------------------------------------------------------------------------------------------------
+
 
 def _blocks(x: np.ndarray, qk: int) -> np.ndarray:
     """(nrows, n_per_row) -> (nrows * n_per_row // qk, qk): one block per line."""
@@ -49,8 +54,8 @@ def _c_trunc(v) -> np.ndarray:
     NaN and values outside the int32 range become INT32_MIN. Returned as int64 so that the callers
     can then narrow it like C does (``(int8_t)`` / ``(uint8_t)`` keep the low 8 bits)."""
     v = np.asarray(v, dtype=np.float32)
-    ok = np.abs(v) < F32(2.0 ** 31)
-    return np.where(ok, np.trunc(np.where(ok, v, F32(0))), -2 ** 31).astype(np.int64)
+    ok = np.abs(v) < F32(2.0**31)
+    return np.where(ok, np.trunc(np.where(ok, v, F32(0))), -(2**31)).astype(np.int64)
 
 
 def _as_int8(i: np.ndarray) -> np.ndarray:
@@ -111,8 +116,8 @@ def _legacy_weights(x: np.ndarray, imatrix: np.ndarray, qk: int) -> np.ndarray:
     """Per-weight importance of the legacy imatrix paths, shaped (nblocks, qk):
     ``w_j = imatrix[j] * sqrt(sigma2 + x_j**2)`` with ``sigma2`` = mean of x**2 over the *row*
     (a sequential float32 sum, like the C loop)."""
-    nrows, n = x.shape
-    with np.errstate(over="ignore", invalid="ignore"):   # huge rows: inf, as in C
+    _nrows, n = x.shape
+    with np.errstate(over="ignore", invalid="ignore"):  # huge rows: inf, as in C
         sum_x2 = nm.seqsum((x * x).astype(np.float32), axis=1)
         sigma2 = (sum_x2 / F32(n)).astype(np.float32)
         w = imatrix[None, :] * np.sqrt((sigma2[:, None] + x * x).astype(np.float32))
@@ -122,15 +127,14 @@ def _legacy_weights(x: np.ndarray, imatrix: np.ndarray, qk: int) -> np.ndarray:
 def _qkx3_impl(x, xb, imatrix, nmax):
     """The imatrix path of Q4_1 / Q5_1 (quantize_row_q{4,5}_1_impl): make_qkx3_quants(nmax, rmin -0.9,
     rdelta 0.05, 36 steps) on the blocks xb with the legacy weights. Returns (d, m = -min, codes)."""
-    d, the_min, L = _search.make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), nmax,
-                                                F32(-0.9), F32(0.05), 36, False)
-    return (np.asarray(d, dtype=np.float32).reshape(-1), (-np.asarray(the_min, dtype=np.float32)).reshape(-1),
-            L)
+    d, the_min, L = _search.make_qkx3_quants(xb, _legacy_weights(x, imatrix, 32), nmax, F32(-0.9), F32(0.05), 36, False)
+    return (np.asarray(d, dtype=np.float32).reshape(-1), (-np.asarray(the_min, dtype=np.float32)).reshape(-1), L)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q4_0
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_q4_0(x, imatrix=None):
     """Q4_0: 32 weights in 18 bytes (4.5 bits per weight), symmetric, offset 8::
@@ -172,13 +176,19 @@ def inspect_q4_0(block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, 18)
     codes = _unpack_nibbles(b[:, 2:])[0].astype(np.int32)
     d = _f16_at(b, 0)[0]
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(d), "codes": codes,
-            "levels": codes - 8, "formula": "x = (q - 8) * d"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": F32(d),
+        "codes": codes,
+        "levels": codes - 8,
+        "formula": "x = (q - 8) * d",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q4_1
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_q4_1(x, imatrix=None):
     """Q4_1: 32 weights in 20 bytes (5 bits per weight), asymmetric (scale and minimum)::
@@ -202,8 +212,7 @@ def quantize_q4_1(x, imatrix=None):
     with np.errstate(over="ignore", invalid="ignore"):
         d = ((mx - mn) / F32(15)).astype(np.float32)
         idv = nm.inv(d)
-        v = (((xb - mn[:, None]).astype(np.float32) * idv[:, None]).astype(np.float32)
-             + F32(0.5)).astype(np.float32)
+        v = (((xb - mn[:, None]).astype(np.float32) * idv[:, None]).astype(np.float32) + F32(0.5)).astype(np.float32)
     q = np.minimum(15, _as_int8(_c_trunc(v))) & 0xFF
     return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(mn), _pack_nibbles(q)], axis=1), nrows)
 
@@ -219,14 +228,21 @@ def dequantize_q4_1(q, n_per_row):
 def inspect_q4_1(block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, 20)
     codes = _unpack_nibbles(b[:, 4:])[0].astype(np.int32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]),
-            "m_bits": int(b[0, 2]) | int(b[0, 3]) << 8, "m": F32(_f16_at(b, 2)[0]),
-            "codes": codes, "levels": codes.copy(), "formula": "x = q * d + m"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": F32(_f16_at(b, 0)[0]),
+        "m_bits": int(b[0, 2]) | int(b[0, 3]) << 8,
+        "m": F32(_f16_at(b, 2)[0]),
+        "codes": codes,
+        "levels": codes.copy(),
+        "formula": "x = q * d + m",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q5_0
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_q5_0(x, imatrix=None):
     """Q5_0: 32 weights in 22 bytes (5.5 bits per weight), symmetric, offset 16::
@@ -265,14 +281,20 @@ def dequantize_q5_0(q, n_per_row):
 def inspect_q5_0(block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, 22)
     codes = (_unpack_nibbles(b[:, 6:]).astype(np.int32) | _qh_unpack(b[:, 2:6]))[0]
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]),
-            "qh": int.from_bytes(bytes(b[0, 2:6]), "little"), "codes": codes, "levels": codes - 16,
-            "formula": "x = (q - 16) * d"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": F32(_f16_at(b, 0)[0]),
+        "qh": int.from_bytes(bytes(b[0, 2:6]), "little"),
+        "codes": codes,
+        "levels": codes - 16,
+        "formula": "x = (q - 16) * d",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q5_1
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_q5_1(x, imatrix=None):
     """Q5_1: 32 weights in 24 bytes (6 bits per weight), asymmetric::
@@ -289,18 +311,15 @@ def quantize_q5_1(x, imatrix=None):
     xb = _blocks(x, 32)
     if imatrix is not None:
         d, m, L = _qkx3_impl(x, xb, imatrix, 31)
-        return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(m), _qh_bits(L), _pack_nibbles(L)],
-                                    axis=1), nrows)
+        return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(m), _qh_bits(L), _pack_nibbles(L)], axis=1), nrows)
     mn = np.min(xb, axis=1).astype(np.float32)
     mx = np.max(xb, axis=1).astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         d = ((mx - mn) / F32(31)).astype(np.float32)
         idv = nm.inv(d)
-        v = (((xb - mn[:, None]).astype(np.float32) * idv[:, None]).astype(np.float32)
-             + F32(0.5)).astype(np.float32)
+        v = (((xb - mn[:, None]).astype(np.float32) * idv[:, None]).astype(np.float32) + F32(0.5)).astype(np.float32)
     q = _c_trunc(v) & 0xFF
-    return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(mn), _qh_bits(q), _pack_nibbles(q)], axis=1),
-                 nrows)
+    return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(mn), _qh_bits(q), _pack_nibbles(q)], axis=1), nrows)
 
 
 @_quiet
@@ -314,15 +333,22 @@ def dequantize_q5_1(q, n_per_row):
 def inspect_q5_1(block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, 24)
     codes = (_unpack_nibbles(b[:, 8:]).astype(np.int32) | _qh_unpack(b[:, 4:8]))[0]
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]),
-            "m_bits": int(b[0, 2]) | int(b[0, 3]) << 8, "m": F32(_f16_at(b, 2)[0]),
-            "qh": int.from_bytes(bytes(b[0, 4:8]), "little"), "codes": codes, "levels": codes.copy(),
-            "formula": "x = q * d + m"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": F32(_f16_at(b, 0)[0]),
+        "m_bits": int(b[0, 2]) | int(b[0, 3]) << 8,
+        "m": F32(_f16_at(b, 2)[0]),
+        "qh": int.from_bytes(bytes(b[0, 4:8]), "little"),
+        "codes": codes,
+        "levels": codes.copy(),
+        "formula": "x = q * d + m",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q8_0 and Q8_1
 # ----------------------------------------------------------------------------------------------------
+
 
 def _q8(xb):
     amax = _absmax(xb)
@@ -359,8 +385,13 @@ def _dequantize_q8(q, n_per_row, type_size):
 def _inspect_q8(block, type_size):
     b = np.asarray(block, dtype=np.uint8).reshape(1, type_size)
     codes = b[0, -32:].view(np.int8).astype(np.int32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]), "codes": codes,
-            "levels": codes.copy(), "formula": "x = q * d"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": F32(_f16_at(b, 0)[0]),
+        "codes": codes,
+        "levels": codes.copy(),
+        "formula": "x = q * d",
+    }
 
 
 @_quiet
@@ -385,8 +416,7 @@ def quantize_q8_1(x, imatrix=None):
     d, q = _q8(_blocks(x, 32))
     qsum = np.add.reduce(q, axis=1).astype(np.float32)  # an exact integer sum
     s = (qsum * d).astype(np.float32)
-    return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(s), (q & 0xFF).astype(np.uint8)], axis=1),
-                 nrows)
+    return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(s), (q & 0xFF).astype(np.uint8)], axis=1), nrows)
 
 
 @_quiet
@@ -398,14 +428,20 @@ def dequantize_q8_1(q, n_per_row):
 def inspect_q8_1(block):
     info = _inspect_q8(block, 36)
     b = np.asarray(block, dtype=np.uint8).reshape(1, 36)
-    info.update({"s_bits": int(b[0, 2]) | int(b[0, 3]) << 8, "s": F32(_f16_at(b, 2)[0]),
-                 "formula": "x = q * d  (s = d * sum(q))"})
+    info.update(
+        {
+            "s_bits": int(b[0, 2]) | int(b[0, 3]) << 8,
+            "s": F32(_f16_at(b, 2)[0]),
+            "formula": "x = q * d  (s = d * sum(q))",
+        }
+    )
     return info
 
 
 # ----------------------------------------------------------------------------------------------------
 # Q1_0 and Q2_0
 # ----------------------------------------------------------------------------------------------------
+
 
 def quantize_q1_0(x, imatrix=None):
     """Q1_0: 128 weights in 18 bytes (1.125 bits per weight): one sign bit per weight::
@@ -436,8 +472,13 @@ def dequantize_q1_0(q, n_per_row):
 def inspect_q1_0(block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, 18)
     bits = np.unpackbits(b[0, 2:], bitorder="little").astype(np.int32)
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]), "codes": bits,
-            "levels": 2 * bits - 1, "formula": "x = +d if bit else -d"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": F32(_f16_at(b, 0)[0]),
+        "codes": bits,
+        "levels": 2 * bits - 1,
+        "formula": "x = +d if bit else -d",
+    }
 
 
 def quantize_q2_0(x, imatrix=None):
@@ -477,8 +518,13 @@ def dequantize_q2_0(q, n_per_row):
 def inspect_q2_0(block):
     b = np.asarray(block, dtype=np.uint8).reshape(1, 18)
     codes = _q2_0_codes(b)[0]
-    return {"d_bits": int(b[0, 0]) | int(b[0, 1]) << 8, "d": F32(_f16_at(b, 0)[0]), "codes": codes,
-            "levels": codes - 1, "formula": "x = (q - 1) * d"}
+    return {
+        "d_bits": int(b[0, 0]) | int(b[0, 1]) << 8,
+        "d": F32(_f16_at(b, 0)[0]),
+        "codes": codes,
+        "levels": codes - 1,
+        "formula": "x = (q - 1) * d",
+    }
 
 
 # The implementations this module defines (quantlab.formats.registry.register; a format missing here

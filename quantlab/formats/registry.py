@@ -21,6 +21,7 @@ any of the five. The calling convention is the same for all of them:
 Validation (shapes, dtypes, NaN, imatrix length) happens once, in :mod:`quantlab.api`, before any of
 these run, so kernels can trust their inputs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -103,24 +104,41 @@ _REMOVED_WHY = {
 # smallest breaking magnitudes over several weight patterns, with and without an importance matrix,
 # rounded down (re-measured by tests/test_api.py::test_max_abs_column_matches_what_happens).
 _MAX_ABS = {
-    "F32": float("inf"), "F64": float("inf"), "BF16": 3.3895313892515355e38,
-    "F16": 65504.0,                       # fp16's largest finite value
-    "I8": float("inf"), "I16": float("inf"), "I32": float("inf"), "I64": float("inf"),   # integers: no scale
-    "Q4_0": 4.5e5,      # fp16 x 8 = 5.2e5 without an imatrix; the imatrix search divides by as little as ~7
-    "Q4_1": 6.3e4,      # the block minimum is stored as fp16
-    "Q5_0": 9.7e5,      # fp16 x 16 = 1.05e6 without an imatrix
-    "Q5_1": 6.2e4,      # the block minimum is stored as fp16
-    "Q8_0": 8.3e6,      # fp16 x 127
-    "Q8_1": 8.3e6,      # fp16 x 127
-    "Q2_K": 9.4e5, "Q3_K": 6.0e6, "Q4_K": 4.0e6, "Q5_K": 4.0e6, "Q6_K": 2.5e8,   # fp16 super-block scales
-    "Q8_K": float("inf"),                 # fp32 scale
-    "IQ2_XXS": 9.6e6, "IQ2_XS": 6.6e6, "IQ3_XXS": 1.8e7, "IQ1_S": 8.0e5, "IQ4_NL": 7.4e6, "IQ3_S": 2.3e7,
-    "IQ2_S": 6.9e6, "IQ4_XS": 2.3e8, "IQ1_M": 7.5e5,
-    "TQ1_0": 6.5e4, "TQ2_0": 6.5e4,       # fp16 x 1: the scale is the block's largest magnitude
-    "MXFP4": float("inf"),                # E8M0 power-of-two scales: the whole fp32 range
-    "NVFP4": 1.1e12,                      # measured: 1.2e12 to 2.6e15 depending on the weights
-    "Q1_0": 6.5e4,                        # fp16 x 1: the scale is a mean magnitude, at most the largest
-    "Q2_0": 6.5e4,                        # fp16 x 1
+    "F32": float("inf"),
+    "F64": float("inf"),
+    "BF16": 3.3895313892515355e38,
+    "F16": 65504.0,  # fp16's largest finite value
+    "I8": float("inf"),
+    "I16": float("inf"),
+    "I32": float("inf"),
+    "I64": float("inf"),  # integers: no scale
+    "Q4_0": 4.5e5,  # fp16 x 8 = 5.2e5 without an imatrix; the imatrix search divides by as little as ~7
+    "Q4_1": 6.3e4,  # the block minimum is stored as fp16
+    "Q5_0": 9.7e5,  # fp16 x 16 = 1.05e6 without an imatrix
+    "Q5_1": 6.2e4,  # the block minimum is stored as fp16
+    "Q8_0": 8.3e6,  # fp16 x 127
+    "Q8_1": 8.3e6,  # fp16 x 127
+    "Q2_K": 9.4e5,
+    "Q3_K": 6.0e6,
+    "Q4_K": 4.0e6,
+    "Q5_K": 4.0e6,
+    "Q6_K": 2.5e8,  # fp16 super-block scales
+    "Q8_K": float("inf"),  # fp32 scale
+    "IQ2_XXS": 9.6e6,
+    "IQ2_XS": 6.6e6,
+    "IQ3_XXS": 1.8e7,
+    "IQ1_S": 8.0e5,
+    "IQ4_NL": 7.4e6,
+    "IQ3_S": 2.3e7,
+    "IQ2_S": 6.9e6,
+    "IQ4_XS": 2.3e8,
+    "IQ1_M": 7.5e5,
+    "TQ1_0": 6.5e4,
+    "TQ2_0": 6.5e4,  # fp16 x 1: the scale is the block's largest magnitude
+    "MXFP4": float("inf"),  # E8M0 power-of-two scales: the whole fp32 range
+    "NVFP4": 1.1e12,  # measured: 1.2e12 to 2.6e15 depending on the weights
+    "Q1_0": 6.5e4,  # fp16 x 1: the scale is a mean magnitude, at most the largest
+    "Q2_0": 6.5e4,  # fp16 x 1
 }
 
 
@@ -130,10 +148,10 @@ class Format:
 
     name: str
     id: int
-    block_size: int          # weights per block
-    type_size: int           # bytes per block
-    family: str              # module name under quantlab.formats / quantlab.kernels
-    vec_dot_type: str | None = None   # ggml-cpu's vec_dot_type (None: no matrix product with this type)
+    block_size: int  # weights per block
+    type_size: int  # bytes per block
+    family: str  # module name under quantlab.formats / quantlab.kernels
+    vec_dot_type: str | None = None  # ggml-cpu's vec_dot_type (None: no matrix product with this type)
     uses_imatrix: bool = False
     requires_imatrix: bool = False
     activation_only: bool = False
@@ -159,7 +177,8 @@ class Format:
         if n_per_row % self.block_size:
             raise ShapeError(
                 f"{self.name} stores blocks of {self.block_size} weights, but a row has {n_per_row} "
-                f"weights ({n_per_row} is not a multiple of {self.block_size})")
+                f"weights ({n_per_row} is not a multiple of {self.block_size})"
+            )
         return n_per_row // self.block_size * self.type_size
 
     def nbytes(self, n_elements: int) -> int:
@@ -169,7 +188,8 @@ class Format:
         if self.removed:
             raise RemovedTypeError(
                 f"ggml type id {self.id} ({self.name}) is no longer a valid tensor type: "
-                f"{_REMOVED_WHY.get(self.id, 'removed')}")
+                f"{_REMOVED_WHY.get(self.id, 'removed')}"
+            )
 
     def vec_dot(self) -> str:
         """The type ggml quantizes activations to before a matrix product with this weight type
@@ -193,13 +213,14 @@ class Format:
         if op not in OPS["reference"]:
             raise FormatError(f"op must be one of {', '.join(OPS['reference'])}, got {op!r}")
         if op == "inspect":
-            kind = "reference"                 # one block inspector, the reference's
+            kind = "reference"  # one block inspector, the reference's
         pkg = _PACKAGE[kind]
         importlib.import_module(f"{pkg}.{self.family}")
         fn = _IMPLS.get((self.name, kind, op))
         if fn is None:
-            raise FormatError(f"{op} is not implemented for {self.name} ({kind} implementation: "
-                              f"{pkg}.{self.family} registers none)")
+            raise FormatError(
+                f"{op} is not implemented for {self.name} ({kind} implementation: {pkg}.{self.family} registers none)"
+            )
         self._cache[ck] = fn
         return fn
 
@@ -231,10 +252,20 @@ def _parse() -> tuple[Format, ...]:
     for line in _TABLE.strip().splitlines():
         parts = line.split()
         flags = parts[6] if len(parts) > 6 else ""
-        out.append(Format(
-            name=parts[1], id=int(parts[0]), block_size=int(parts[2]), type_size=int(parts[3]),
-            family=parts[4], vec_dot_type=None if parts[5] == "-" else parts[5], uses_imatrix="I" in flags, requires_imatrix="R" in flags,
-            activation_only="A" in flags, removed="X" in flags))
+        out.append(
+            Format(
+                name=parts[1],
+                id=int(parts[0]),
+                block_size=int(parts[2]),
+                type_size=int(parts[3]),
+                family=parts[4],
+                vec_dot_type=None if parts[5] == "-" else parts[5],
+                uses_imatrix="I" in flags,
+                requires_imatrix="R" in flags,
+                activation_only="A" in flags,
+                removed="X" in flags,
+            )
+        )
     assert [f.id for f in out] == list(range(len(out)))
     names = {f.name for f in out}
     assert all(f.vec_dot_type in names for f in out if f.vec_dot_type is not None)
@@ -266,10 +297,11 @@ def register(kind: str, name: str, **ops: Callable) -> None:
             raise FormatError(f"register: {kind} implementations are {', '.join(OPS[kind])}; got {op!r}")
         want = f"{op}_{f.key}"
         if getattr(fn, "__name__", None) != want:
-            raise FormatError(f"register: {name} {op} must be a function named {want}, "
-                              f"got {getattr(fn, '__name__', fn)!r}")
+            raise FormatError(
+                f"register: {name} {op} must be a function named {want}, got {getattr(fn, '__name__', fn)!r}"
+            )
         old = _IMPLS.get((name, kind, op))
-        if old is not None and _where(old) != _where(fn):          # the same function again: a reload
+        if old is not None and _where(old) != _where(fn):  # the same function again: a reload
             raise FormatError(f"register: {name} {kind} {op} is already registered ({_where(old)})")
         _IMPLS[(name, kind, op)] = fn
 
@@ -294,8 +326,7 @@ def get(fmt) -> Format:
     if isinstance(fmt, str):
         f = _BY_NAME.get(fmt.strip().upper())
         if f is None:
-            raise FormatError(
-                f"unknown format {fmt!r}; known formats: {', '.join(f.name for f in all_formats())}")
+            raise FormatError(f"unknown format {fmt!r}; known formats: {', '.join(f.name for f in all_formats())}")
         return f
     try:
         i = int(fmt)
@@ -308,6 +339,8 @@ def get(fmt) -> Format:
 
 def all_formats(*, include_activation: bool = True, quantized_only: bool = False) -> list[Format]:
     """Every usable (not removed) format in id order; filters for common needs."""
-    return [f for f in FORMATS if not f.removed
-            and (include_activation or not f.activation_only)
-            and (not quantized_only or f.is_quantized)]
+    return [
+        f
+        for f in FORMATS
+        if not f.removed and (include_activation or not f.activation_only) and (not quantized_only or f.is_quantized)
+    ]

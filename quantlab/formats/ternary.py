@@ -10,6 +10,7 @@ packed:
 Quantization (both, imatrix ignored): ``d = max|x|`` over the 256 weights, ``t = lroundf(x / d) + 1``
 (round half away from zero), computed as ``x * (1/d)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,6 +50,7 @@ def _f16_last(b: np.ndarray) -> np.ndarray:
 # TQ1_0
 # ----------------------------------------------------------------------------------------------------
 
+
 def _pack5(t: np.ndarray) -> np.ndarray:
     """(..., k, m) trits along axis -2 -> (..., m) bytes: q = sum t_k 3**(k_last - k) (first trit
     most significant) then scaled up to fill a byte: ceil(q * 256 / 243)."""
@@ -57,7 +59,7 @@ def _pack5(t: np.ndarray) -> np.ndarray:
     for n in range(k):
         q = q * 3 + t[..., n, :]
     if k == 4:
-        q = q * 3                      # qh bytes hold 4 trits: the fifth (least significant) is 0
+        q = q * 3  # qh bytes hold 4 trits: the fifth (least significant) is 0
     return ((q * 256 + 242) // 243).astype(np.uint8)
 
 
@@ -109,8 +111,13 @@ def _dequantize(q, n_per_row, type_size, trits):
 def _inspect(block, type_size, trits, formula):
     b = np.asarray(block, dtype=np.uint8).reshape(1, type_size)
     t = trits(b)[0]
-    return {"d_bits": int(b[0, -2]) | int(b[0, -1]) << 8, "d": F32(_f16_last(b)[0, 0]), "codes": t,
-            "levels": t - 1, "formula": formula}
+    return {
+        "d_bits": int(b[0, -2]) | int(b[0, -1]) << 8,
+        "d": F32(_f16_last(b)[0, 0]),
+        "codes": t,
+        "levels": t - 1,
+        "formula": formula,
+    }
 
 
 @_quiet
@@ -129,6 +136,7 @@ def inspect_tq1_0(block):
 # TQ2_0
 # ----------------------------------------------------------------------------------------------------
 
+
 def quantize_tq2_0(x, imatrix=None):
     """TQ2_0: 256 weights in 66 bytes, four 2-bit trits per byte::
 
@@ -141,7 +149,7 @@ def quantize_tq2_0(x, imatrix=None):
     """
     nrows = x.shape[0]
     d, t = _trits(x)
-    t = (t & 3).reshape(-1, 2, 4, 32)                      # [block, c, n, m]
+    t = (t & 3).reshape(-1, 2, 4, 32)  # [block, c, n, m]
     qs = (t[:, :, 0] | (t[:, :, 1] << 2) | (t[:, :, 2] << 4) | (t[:, :, 3] << 6)).astype(np.uint8)
     out = np.concatenate([qs.reshape(-1, 64), nm.f16_bytes(d)], axis=1)
     return np.ascontiguousarray(out).reshape(nrows, -1)

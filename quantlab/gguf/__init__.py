@@ -9,12 +9,30 @@ See :mod:`quantlab.gguf.reader`, :mod:`quantlab.gguf.writer`, :mod:`quantlab.ggu
 both directions), :mod:`quantlab.gguf.constants`, and
 ``quantlab inspect FILE`` on the command line.
 """
+
 from ..errors import GGUFError
 from .constants import DEFAULT_ALIGNMENT, GGUF_VERSION, ArrayOf, Encoded, Keys, Value, ValueType, type_name
 from .reader import GGUFFile, GGUFTensor, Metadata, MetadataDict, open
 from .values import infer_type
 from .writer import GGUFWriter, TensorSource, write
 
-__all__ = ["open", "write", "GGUFWriter", "GGUFError", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict",
-           "TensorSource", "Value", "Encoded", "ValueType", "ArrayOf", "Keys", "type_name", "infer_type",
-           "DEFAULT_ALIGNMENT", "GGUF_VERSION"]
+__all__ = [
+    "open",
+    "write",
+    "GGUFWriter",
+    "GGUFError",
+    "GGUFFile",
+    "GGUFTensor",
+    "Metadata",
+    "MetadataDict",
+    "TensorSource",
+    "Value",
+    "Encoded",
+    "ValueType",
+    "ArrayOf",
+    "Keys",
+    "type_name",
+    "infer_type",
+    "DEFAULT_ALIGNMENT",
+    "GGUF_VERSION",
+]

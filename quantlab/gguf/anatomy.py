@@ -30,6 +30,7 @@ rest; tensor data into its first blocks and one field for the rest.
 
 The coloured HTML view of these rows is the notebook widget's (:func:`quantlab.widgets.gguf_hex.hex_html`).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,9 +47,7 @@ from .reader import open as open_gguf
 __all__ = ["Field", "Anatomy", "summarize_value", "TOKEN_TYPES"]
 
 #: llama.cpp's ``llama_token_type`` values stored in ``tokenizer.ggml.token_type``
-TOKEN_TYPES = {0: "undefined", 1: "normal", 2: "unknown", 3: "control", 4: "user-defined", 5: "unused",
-               6: "byte"}
-
+TOKEN_TYPES = {0: "undefined", 1: "normal", 2: "unknown", 3: "control", 4: "user-defined", 5: "unused", 6: "byte"}
 
 
 @dataclass(frozen=True)
@@ -57,10 +56,10 @@ class Field:
 
     start: int
     size: int
-    section: str      # "header" | "metadata" | "tensor info" | "padding" | "data"
-    record: str       # the record it belongs to: "header", "kv 3 general.name", "tensor 0 token_embd.weight"
-    name: str         # what the bytes are: "key length", "value type", "ne[0]", ...
-    value: str        # decoded value, short
+    section: str  # "header" | "metadata" | "tensor info" | "padding" | "data"
+    record: str  # the record it belongs to: "header", "kv 3 general.name", "tensor 0 token_embd.weight"
+    name: str  # what the bytes are: "key length", "value type", "ne[0]", ...
+    value: str  # decoded value, short
 
     @property
     def end(self) -> int:
@@ -70,7 +69,7 @@ class Field:
 def summarize_value(value, spec=None, n: int = 3, width: int = 60) -> str:
     """A short human summary of a metadata value: scalars as they are, arrays as count + first items."""
     if isinstance(value, str):
-        s = value if len(value) <= width else value[:width - 3] + "..."
+        s = value if len(value) <= width else value[: width - 3] + "..."
         return repr(s)
     if isinstance(value, (tuple, list, np.ndarray)):
         k = len(value)
@@ -92,10 +91,10 @@ class Anatomy:
         self.path = self.file.path
         self.items = int(items)
         f = self.file
-        self.P = 4 if f.version == 1 else 8                   # v1: 32-bit counts and lengths
+        self.P = 4 if f.version == 1 else 8  # v1: 32-bit counts and lengths
         self.order = "<" if f.byte_order == "little" else ">"
         with open(self.path, "rb") as fh:
-            self._head = fh.read(f.data_offset)               # header + metadata + tensor table + padding
+            self._head = fh.read(f.data_offset)  # header + metadata + tensor table + padding
         self.fields: list[Field] = []
         self._build()
         self._starts = np.array([x.start for x in self.fields], dtype=np.int64)
@@ -125,7 +124,7 @@ class Anatomy:
     def _string(self, pos, section, record, what):
         n = self._u(pos, self.P)
         pos = self._add(pos, self.P, section, record, f"{what} length", f"{n} bytes")
-        raw = self._head[pos:pos + n]
+        raw = self._head[pos : pos + n]
         return self._add(pos, n, section, record, what, repr(raw.decode("utf-8", "replace"))), raw
 
     def _build(self):
@@ -137,7 +136,7 @@ class Anatomy:
         md = f.metadata
         keys = list(md)
         tnames = list(f.tensors)
-        starts = ([md.offset_of(k) for k in keys] + [f.tensors[t].info_offset for t in tnames] + [f.info_end])
+        starts = [md.offset_of(k) for k in keys] + [f.tensors[t].info_offset for t in tnames] + [f.info_end]
         if starts[0] != pos:
             raise GGUFError(f"the first key/value pair should start at byte {pos}, the reader says {starts[0]}")
         for i, key in enumerate(keys):
@@ -147,8 +146,14 @@ class Anatomy:
             i = len(keys) + j
             pos = self._tensor_info(starts[i], starts[i + 1], f"tensor {j} {name}", f.tensors[name])
         pad = f.data_offset - f.info_end
-        self._add(f.info_end, pad, "padding", "padding", "alignment padding",
-                  f"{pad} zero bytes: the data section starts at a multiple of {f.alignment}")
+        self._add(
+            f.info_end,
+            pad,
+            "padding",
+            "padding",
+            "alignment padding",
+            f"{pad} zero bytes: the data section starts at a multiple of {f.alignment}",
+        )
         self._data()
 
     def _check_end(self, pos, end, rec):
@@ -165,8 +170,7 @@ class Anatomy:
             pos, _ = self._string(pos, "metadata", rec, "value")
         elif vt == ValueType.ARRAY:
             et = ValueType(self._u(pos, 4))
-            pos = self._add(pos, 4, "metadata", rec, "array element type",
-                            f"u32 = {int(et)} ({et.name.lower()})")
+            pos = self._add(pos, 4, "metadata", rec, "array element type", f"u32 = {int(et)} ({et.name.lower()})")
             n = self._u(pos, self.P)
             pos = self._add(pos, self.P, "metadata", rec, "array count", f"{n:,} elements")
             pos = self._array_items(pos, end, rec, et, n, md[key] if et != ValueType.ARRAY else None)
@@ -183,8 +187,7 @@ class Anatomy:
                 pos, _ = self._string(pos, "metadata", rec, f"[{i}]")
         elif et != ValueType.ARRAY:
             for i in range(k):
-                pos = self._add(pos, et.size, "metadata", rec, f"[{i}]",
-                                f"{et.name.lower()} = {values[i].item()!r}")
+                pos = self._add(pos, et.size, "metadata", rec, f"[{i}]", f"{et.name.lower()} = {values[i].item()!r}")
         else:
             k = 0
         if n > k:
@@ -201,8 +204,9 @@ class Anatomy:
         tid = self._u(pos, 4)
         pos = self._add(pos, 4, "tensor info", rec, "ggml type", f"u32 = {tid} ({t.format.name})")
         off = self._u(pos, 8)
-        pos = self._add(pos, 8, "tensor info", rec, "data offset",
-                        f"u64 = {off:,} (file byte {self.file.data_offset + off:,})")
+        pos = self._add(
+            pos, 8, "tensor info", rec, "data offset", f"u64 = {off:,} (file byte {self.file.data_offset + off:,})"
+        )
         self._check_end(pos, end, rec)
         return pos
 
@@ -212,8 +216,14 @@ class Anatomy:
         pos = f.data_offset
         for t in ts:
             if t.file_offset > pos:
-                self._add(pos, t.file_offset - pos, "data", "padding", "tensor padding",
-                          f"{t.file_offset - pos} zero bytes up to a multiple of {f.alignment}")
+                self._add(
+                    pos,
+                    t.file_offset - pos,
+                    "data",
+                    "padding",
+                    "tensor padding",
+                    f"{t.file_offset - pos} zero bytes up to a multiple of {f.alignment}",
+                )
             pos = t.file_offset
             rec = f"data {t.name}"
             fmt = t.format
@@ -257,10 +267,17 @@ class Anatomy:
         f = self.file
         hdr = 24 if self.P == 8 else 16
         first_info = next(iter(f.tensors.values())).info_offset if f.tensors else f.info_end
-        bounds = [("header", 0, hdr), ("metadata", hdr, first_info), ("tensor info", first_info, f.info_end),
-                  ("padding", f.info_end, f.data_offset), ("data (tensor bytes)", f.data_offset, f.file_size)]
-        return [{"section": n, "start": a, "end": b, "bytes": b - a, "percent": 100.0 * (b - a) / f.file_size}
-                for n, a, b in bounds]
+        bounds = [
+            ("header", 0, hdr),
+            ("metadata", hdr, first_info),
+            ("tensor info", first_info, f.info_end),
+            ("padding", f.info_end, f.data_offset),
+            ("data (tensor bytes)", f.data_offset, f.file_size),
+        ]
+        return [
+            {"section": n, "start": a, "end": b, "bytes": b - a, "percent": 100.0 * (b - a) / f.file_size}
+            for n, a, b in bounds
+        ]
 
     def regions(self) -> dict:
         """Named places worth looking at: name -> (start, length)."""
@@ -277,7 +294,7 @@ class Anatomy:
             big = max(arrays, key=md.count_of)
             r[f"string array: {big}"] = (md.offset_of(big), 96)
         for j, (name, t) in enumerate(list(f.tensors.items())[:2]):
-            nxt = (list(f.tensors.values())[j + 1].info_offset if j + 1 < len(f.tensors) else f.info_end)
+            nxt = list(f.tensors.values())[j + 1].info_offset if j + 1 < len(f.tensors) else f.info_end
             r[f"tensor info {j}: {name}"] = (t.info_offset, nxt - t.info_offset)
         a = max(0, f.info_end - 32)
         r["end of tensor table, padding, data start"] = (a, f.data_offset + 48 - a)
@@ -295,7 +312,7 @@ class Anatomy:
             owner[a:b] = i
         out = []
         for r in range(0, len(data), width):
-            out.append({"offset": start + r, "bytes": data[r:r + width], "owner": owner[r:r + width].tolist()})
+            out.append({"offset": start + r, "bytes": data[r : r + width], "owner": owner[r : r + width].tolist()})
         return out
 
     def text(self, start: int, length: int, width: int = 16) -> str:
@@ -316,17 +333,33 @@ class Anatomy:
         md = self.file.metadata
         keys = list(md)
         ends = [md.offset_of(k) for k in keys[1:]] + [
-            next(iter(self.file.tensors.values())).info_offset if self.file.tensors else self.file.info_end]
-        return [{"key": k, "type": type_name(md.type_of(k)), "offset": md.offset_of(k),
-                 "bytes": e - md.offset_of(k), "value": summarize_value(md[k], md.type_of(k))}
-                for k, e in zip(keys, ends)]
+            next(iter(self.file.tensors.values())).info_offset if self.file.tensors else self.file.info_end
+        ]
+        return [
+            {
+                "key": k,
+                "type": type_name(md.type_of(k)),
+                "offset": md.offset_of(k),
+                "bytes": e - md.offset_of(k),
+                "value": summarize_value(md[k], md.type_of(k)),
+            }
+            for k, e in zip(keys, ends)
+        ]
 
     def tensor_table(self) -> list[dict]:
         """One row per tensor: name, shape (llama.cpp's ne order, row length first, as its tools and
         ``quantlab inspect`` print it), format, data offset, bytes, bits per weight."""
-        return [{"name": t.name, "shape": "x".join(map(str, t.ne)), "format": t.format.name,
-                 "offset": t.offset, "nbytes": t.nbytes, "bpw": 8.0 * t.nbytes / max(1, t.n_elements)}
-                for t in self.file.tensors.values()]
+        return [
+            {
+                "name": t.name,
+                "shape": "x".join(map(str, t.ne)),
+                "format": t.format.name,
+                "offset": t.offset,
+                "nbytes": t.nbytes,
+                "bpw": 8.0 * t.nbytes / max(1, t.n_elements),
+            }
+            for t in self.file.tensors.values()
+        ]
 
     def bytes_by_format(self) -> list[dict]:
         """Per storage format: tensors, weights, bytes, share of the tensor bytes, bits per weight."""
@@ -347,8 +380,13 @@ class Anatomy:
         """Bits per weight counted three ways: tensor bytes only, and the whole file (metadata included)."""
         f = self.file
         n = f.n_params
-        return {"weights": n, "tensor_bytes": f.tensor_bytes, "file_bytes": f.file_size,
-                "bpw_tensors": 8.0 * f.tensor_bytes / n, "bpw_file": 8.0 * f.file_size / n}
+        return {
+            "weights": n,
+            "tensor_bytes": f.tensor_bytes,
+            "file_bytes": f.file_size,
+            "bpw_tensors": 8.0 * f.tensor_bytes / n,
+            "bpw_file": 8.0 * f.file_size / n,
+        }
 
     def tokenizer_summary(self) -> dict:
         """What the tokenizer keys hold and how many bytes of the file they take."""
@@ -408,8 +446,11 @@ def compare_readers(path) -> list[dict]:
             mine = _plain(f.metadata[k])
             if isinstance(mine, list) and mine and isinstance(mine[0], list):
                 # gguf-py returns the elements of an array of arrays concatenated: compare them that way
-                row(f"{k}: value (flattened: gguf-py concatenates nested arrays)", [v for a in mine for v in a],
-                    _plain(gf.contents()))
+                row(
+                    f"{k}: value (flattened: gguf-py concatenates nested arrays)",
+                    [v for a in mine for v in a],
+                    _plain(gf.contents()),
+                )
             else:
                 row(f"{k}: value", mine, _plain(gf.contents()))
             gt = gf.types[-1].name.lower()
@@ -426,9 +467,17 @@ def compare_readers(path) -> list[dict]:
             row(f"{name}: ggml type", t.format.name, gguf_py.GGMLQuantizationType(int(gt.tensor_type)).name)
             row(f"{name}: ne", list(t.ne), [int(v) for v in gt.shape])
             row(f"{name}: data starts at byte", t.file_offset, int(gt.data_offset))
-            same = bool(np.array_equal(np.asarray(t.data).reshape(-1).view(np.uint8),
-                                       np.asarray(gt.data).reshape(-1).view(np.uint8)))
-            rows.append({"what": f"{name}: data bytes", "quantlab": f"{t.nbytes} bytes",
-                         "gguf_py": f"{int(gt.n_bytes)} bytes" + ("" if same else " (different bytes)"),
-                         "equal": same and t.nbytes == int(gt.n_bytes)})
+            same = bool(
+                np.array_equal(
+                    np.asarray(t.data).reshape(-1).view(np.uint8), np.asarray(gt.data).reshape(-1).view(np.uint8)
+                )
+            )
+            rows.append(
+                {
+                    "what": f"{name}: data bytes",
+                    "quantlab": f"{t.nbytes} bytes",
+                    "gguf_py": f"{int(gt.n_bytes)} bytes" + ("" if same else " (different bytes)"),
+                    "equal": same and t.nbytes == int(gt.n_bytes),
+                }
+            )
     return rows

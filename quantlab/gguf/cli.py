@@ -7,6 +7,7 @@ count and effective bits per weight. Everything taken from the file is printed t
 ``quantlab.cli.printable``: a hostile file cannot send escape sequences to the terminal, and bytes that are
 not UTF-8 cannot stop the report.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from ..errors import QuantlabError
 from .constants import ArrayOf, ValueType, type_name
 
 WIDTH = 80
-_HEAD = 4          # array elements shown in the summaries
+_HEAD = 4  # array elements shown in the summaries
 
 
 def _human(n: int) -> str:
@@ -33,7 +34,7 @@ def _human(n: int) -> str:
 
 
 def _clip(s: str, width: int) -> str:
-    return s if len(s) <= width else s[:max(width - 1, 0)] + "…"
+    return s if len(s) <= width else s[: max(width - 1, 0)] + "…"
 
 
 def _one_line(v) -> str:
@@ -99,8 +100,7 @@ def _file_type(md) -> dict | None:
     try:
         ft = file_type(int(v))
     except (QuantlabError, TypeError, ValueError, OverflowError):
-        return {"value": v if isinstance(v, (int, float, str)) else str(v), "name": None,
-                "description": "unknown"}
+        return {"value": v if isinstance(v, (int, float, str)) else str(v), "name": None, "description": "unknown"}
     return {"value": ft.value, "name": ft.name, "description": ft.description}
 
 
@@ -119,16 +119,33 @@ def summarize(f, full: bool = False) -> dict:
         d["share"] = d["nbytes"] / f.file_size
         d["bpw"] = 8 * d["nbytes"] / d["n_params"] if d["n_params"] else 0.0
     return {
-        "path": os.path.abspath(f.path), "file_size": f.file_size, "version": f.version,
-        "byte_order": f.byte_order, "alignment": f.alignment, "kv_count": len(f.metadata),
+        "path": os.path.abspath(f.path),
+        "file_size": f.file_size,
+        "version": f.version,
+        "byte_order": f.byte_order,
+        "alignment": f.alignment,
+        "kv_count": len(f.metadata),
         "file_type": _file_type(f.metadata),
-        "tensor_count": len(tensors), "data_offset": f.data_offset, "canonical_layout": f.canonical_layout,
+        "tensor_count": len(tensors),
+        "data_offset": f.data_offset,
+        "canonical_layout": f.canonical_layout,
         "metadata": {k: _json_value(f.metadata, k, full) for k in f.metadata},
-        "tensors": [{"name": t.name, "shape": list(t.shape), "ne": list(t.ne), "format": t.format.name,
-                     "bpw": t.format.bpw, "nbytes": t.nbytes, "offset": t.offset, "file_offset": t.file_offset}
-                    for t in tensors],
+        "tensors": [
+            {
+                "name": t.name,
+                "shape": list(t.shape),
+                "ne": list(t.ne),
+                "format": t.format.name,
+                "bpw": t.format.bpw,
+                "nbytes": t.nbytes,
+                "offset": t.offset,
+                "file_offset": t.file_offset,
+            }
+            for t in tensors
+        ],
         "formats": sorted(per.values(), key=lambda d: -d["nbytes"]),
-        "n_params": n_params, "tensor_bytes": tbytes,
+        "n_params": n_params,
+        "tensor_bytes": tbytes,
         "bpw": 8 * tbytes / n_params if n_params else 0.0,
         "bpw_file": 8 * f.file_size / n_params if n_params else 0.0,
     }
@@ -140,16 +157,23 @@ def render(f, out=None) -> None:
     s = summarize(f)
     w = lambda line="": print(_clip(printable(line), WIDTH), file=out)  # noqa: E731
     w(os.path.basename(f.path))
-    w(f"  GGUF v{f.version}, {f.byte_order}-endian, {s['file_size']:,} bytes ({_human(s['file_size'])}), "
-      f"alignment {f.alignment}")
+    w(
+        f"  GGUF v{f.version}, {f.byte_order}-endian, {s['file_size']:,} bytes ({_human(s['file_size'])}), "
+        f"alignment {f.alignment}"
+    )
     w(f"  {s['kv_count']} metadata keys, {s['tensor_count']} tensors, data section at byte {f.data_offset:,}")
     ft = s["file_type"]
     if ft is not None:
-        w(f"  file type {ft['name']}" + (f" ({ft['description']})" if ft["description"] != ft["name"] else "")
-          if ft["name"] else f"  file type {ft['value']!r} (not a llama_ftype)")
+        w(
+            f"  file type {ft['name']}" + (f" ({ft['description']})" if ft["description"] != ft["name"] else "")
+            if ft["name"]
+            else f"  file type {ft['value']!r} (not a llama_ftype)"
+        )
     if s["n_params"]:
-        w(f"  {s['n_params']:,} parameters, {s['bpw']:.3f} bits per weight "
-          f"({s['bpw_file']:.3f} counting the whole file)")
+        w(
+            f"  {s['n_params']:,} parameters, {s['bpw']:.3f} bits per weight "
+            f"({s['bpw_file']:.3f} counting the whole file)"
+        )
     if not f.canonical_layout:
         w("  note: tensor offsets differ from llama.cpp's layout (its loader would refuse this file)")
     w()
@@ -165,18 +189,24 @@ def render(f, out=None) -> None:
         nw = 28
         w(f"  {'name':<{nw}} {'shape':>11} {'format':<7} {'bpw':>5} {'bytes':>9} {'offset':>11}")
         for t in f.tensors.values():
-            w(f"  {_clip(t.name, nw):<{nw}} {_clip(_shape(t), 11):>11} {t.format.name:<7} {t.format.bpw:>5.2f} "
-              f"{_human(t.nbytes):>9} {t.offset:>11}")
+            w(
+                f"  {_clip(t.name, nw):<{nw}} {_clip(_shape(t), 11):>11} {t.format.name:<7} {t.format.bpw:>5.2f} "
+                f"{_human(t.nbytes):>9} {t.offset:>11}"
+            )
         w()
         w("Formats")
         w(f"  {'format':<8} {'tensors':>7} {'parameters':>14} {'bytes':>15} {'of file':>8} {'bpw':>6}")
         for d in s["formats"]:
-            w(f"  {d['format']:<8} {d['tensors']:>7} {d['n_params']:>14,} {d['nbytes']:>15,} "
-              f"{100 * d['share']:>7.2f}% {d['bpw']:>6.3f}")
+            w(
+                f"  {d['format']:<8} {d['tensors']:>7} {d['n_params']:>14,} {d['nbytes']:>15,} "
+                f"{100 * d['share']:>7.2f}% {d['bpw']:>6.3f}"
+            )
         meta = f.data_offset
         w(f"  {'header':<8} {'':>7} {'':>14} {meta:>15,} {100 * meta / f.file_size:>7.2f}%")
-        w(f"  {'total':<8} {s['tensor_count']:>7} {s['n_params']:>14,} {s['file_size']:>15,} {100.0:>7.2f}% "
-          f"{s['bpw_file']:>6.3f}")
+        w(
+            f"  {'total':<8} {s['tensor_count']:>7} {s['n_params']:>14,} {s['file_size']:>15,} {100.0:>7.2f}% "
+            f"{s['bpw_file']:>6.3f}"
+        )
 
 
 def run(args) -> int:

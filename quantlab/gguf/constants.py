@@ -13,22 +13,35 @@ A metadata value's GGUF type is described by a *type spec*:
 The reader records the spec of every key (``f.metadata.type_of(key)``) and the writer uses it, so a file
 read and written back keeps every key's type. :class:`Value` pins a type on a plain Python value.
 """
+
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GGUF_MAGIC", "GGUF_VERSION", "READ_VERSIONS", "DEFAULT_ALIGNMENT", "MAX_DIMS", "MAX_NAME",
-           "ValueType", "ArrayOf", "TypeSpec", "Value", "Encoded", "type_name",
-           "Keys"]
+__all__ = [
+    "GGUF_MAGIC",
+    "GGUF_VERSION",
+    "READ_VERSIONS",
+    "DEFAULT_ALIGNMENT",
+    "MAX_DIMS",
+    "MAX_NAME",
+    "ValueType",
+    "ArrayOf",
+    "TypeSpec",
+    "Value",
+    "Encoded",
+    "type_name",
+    "Keys",
+]
 
-GGUF_MAGIC = b"GGUF"            # bytes 0..3 of every GGUF file
-GGUF_VERSION = 3                # what quantlab writes
-READ_VERSIONS = (1, 2, 3)       # what quantlab reads (v1: 32-bit counts and lengths)
-DEFAULT_ALIGNMENT = 32          # GGUF_DEFAULT_ALIGNMENT, used when general.alignment is absent
-MAX_DIMS = 4                    # GGML_MAX_DIMS
-MAX_NAME = 64                   # GGML_MAX_NAME: llama.cpp needs tensor names shorter than this (NUL included)
+GGUF_MAGIC = b"GGUF"  # bytes 0..3 of every GGUF file
+GGUF_VERSION = 3  # what quantlab writes
+READ_VERSIONS = (1, 2, 3)  # what quantlab reads (v1: 32-bit counts and lengths)
+DEFAULT_ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT, used when general.alignment is absent
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_NAME = 64  # GGML_MAX_NAME: llama.cpp needs tensor names shorter than this (NUL included)
 
 
 class ValueType(enum.IntEnum):
@@ -63,17 +76,48 @@ class ValueType(enum.IntEnum):
         return _CODE[self]
 
 
-_SIZE = {ValueType.UINT8: 1, ValueType.INT8: 1, ValueType.UINT16: 2, ValueType.INT16: 2, ValueType.UINT32: 4,
-         ValueType.INT32: 4, ValueType.FLOAT32: 4, ValueType.BOOL: 1, ValueType.STRING: 0, ValueType.ARRAY: 0,
-         ValueType.UINT64: 8, ValueType.INT64: 8, ValueType.FLOAT64: 8}
-_CODE = {ValueType.UINT8: "u1", ValueType.INT8: "i1", ValueType.UINT16: "u2", ValueType.INT16: "i2",
-         ValueType.UINT32: "u4", ValueType.INT32: "i4", ValueType.FLOAT32: "f4", ValueType.BOOL: "u1",
-         ValueType.UINT64: "u8", ValueType.INT64: "i8", ValueType.FLOAT64: "f8"}
+_SIZE = {
+    ValueType.UINT8: 1,
+    ValueType.INT8: 1,
+    ValueType.UINT16: 2,
+    ValueType.INT16: 2,
+    ValueType.UINT32: 4,
+    ValueType.INT32: 4,
+    ValueType.FLOAT32: 4,
+    ValueType.BOOL: 1,
+    ValueType.STRING: 0,
+    ValueType.ARRAY: 0,
+    ValueType.UINT64: 8,
+    ValueType.INT64: 8,
+    ValueType.FLOAT64: 8,
+}
+_CODE = {
+    ValueType.UINT8: "u1",
+    ValueType.INT8: "i1",
+    ValueType.UINT16: "u2",
+    ValueType.INT16: "i2",
+    ValueType.UINT32: "u4",
+    ValueType.INT32: "i4",
+    ValueType.FLOAT32: "f4",
+    ValueType.BOOL: "u1",
+    ValueType.UINT64: "u8",
+    ValueType.INT64: "i8",
+    ValueType.FLOAT64: "f8",
+}
 # numpy dtype (kind, itemsize) -> value type, for inference from arrays and numpy scalars
-DTYPE_TO_VALUE_TYPE = {("u", 1): ValueType.UINT8, ("i", 1): ValueType.INT8, ("u", 2): ValueType.UINT16,
-                       ("i", 2): ValueType.INT16, ("u", 4): ValueType.UINT32, ("i", 4): ValueType.INT32,
-                       ("f", 4): ValueType.FLOAT32, ("b", 1): ValueType.BOOL, ("u", 8): ValueType.UINT64,
-                       ("i", 8): ValueType.INT64, ("f", 8): ValueType.FLOAT64}
+DTYPE_TO_VALUE_TYPE = {
+    ("u", 1): ValueType.UINT8,
+    ("i", 1): ValueType.INT8,
+    ("u", 2): ValueType.UINT16,
+    ("i", 2): ValueType.INT16,
+    ("u", 4): ValueType.UINT32,
+    ("i", 4): ValueType.INT32,
+    ("f", 4): ValueType.FLOAT32,
+    ("b", 1): ValueType.BOOL,
+    ("u", 8): ValueType.UINT64,
+    ("i", 8): ValueType.INT64,
+    ("f", 8): ValueType.FLOAT64,
+}
 
 
 @dataclass(frozen=True)
@@ -103,7 +147,7 @@ def type_name(spec) -> str:
     """A short readable name: 'uint32', 'string', 'array[string]', 'array[array]'."""
     if isinstance(spec, ArrayOf):
         if spec.elem == ValueType.ARRAY:
-            inner = {type_name(s) for s in spec.items or ()}   # ARRAY: items is set (__post_init__)
+            inner = {type_name(s) for s in spec.items or ()}  # ARRAY: items is set (__post_init__)
             return f"array[{inner.pop()}]" if len(inner) == 1 else "array[array]"
         return f"array[{spec.elem.name.lower()}]"
     return ValueType(spec).name.lower()
@@ -186,7 +230,7 @@ class Keys:
     EOS_ID = "tokenizer.ggml.eos_token_id"
     EOT_ID = "tokenizer.ggml.eot_token_id"
     UNK_ID = "tokenizer.ggml.unknown_token_id"
-    SEP_ID = "tokenizer.ggml.seperator_token_id"   # sic: llama.cpp spells it so
+    SEP_ID = "tokenizer.ggml.seperator_token_id"  # sic: llama.cpp spells it so
     PAD_ID = "tokenizer.ggml.padding_token_id"
     ADD_BOS = "tokenizer.ggml.add_bos_token"
     ADD_EOS = "tokenizer.ggml.add_eos_token"

@@ -44,6 +44,7 @@ numeric metadata arrays) stay valid: they hold a reference to the map, which the
 when the last of them is garbage-collected — reading them after close never crashes. Values not yet
 decoded, and new tensor views, raise GGUFError after close.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -63,7 +64,7 @@ from .values import MAX_RECORDS, _Lazy, _Source, encode_value, infer_type, mater
 __all__ = ["open", "GGUFFile", "GGUFTensor", "Metadata", "MetadataDict", "MAX_TENSORS", "MAX_RECORDS"]
 
 _INT64_MAX = (1 << 63) - 1
-MAX_TENSORS = 1 << 16       # tensors per file (the largest real models have a few thousand)
+MAX_TENSORS = 1 << 16  # tensors per file (the largest real models have a few thousand)
 _LEGACY_MAGIC = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT"}
 
 
@@ -72,6 +73,7 @@ def _align(x: int, a: int) -> int:
 
 
 # --------------------------------------------------------------------------- metadata
+
 
 class Metadata(Mapping):
     """The file's metadata: a read-only mapping key -> Python value, in file order.
@@ -85,7 +87,7 @@ class Metadata(Mapping):
 
     def __init__(self, gfile: GGUFFile, entries: dict):
         self._file = gfile
-        self._entries = entries            # key -> [value or _Lazy, spec, offset]
+        self._entries = entries  # key -> [value or _Lazy, spec, offset]
 
     def __getitem__(self, key):
         e = self._entries[key]
@@ -121,7 +123,7 @@ class Metadata(Mapping):
         e = self._entries[key]
         f = self._file
         if f._mm is not None and f.byte_order == "little" and f.version >= 2:
-            return Encoded(f._mm[e[3]:e[4]], e[1])
+            return Encoded(f._mm[e[3] : e[4]], e[1])
         return Encoded(encode_value(self[key], e[1], f"metadata {key!r}"), e[1])
 
     def count_of(self, key) -> int:
@@ -226,8 +228,18 @@ class GGUFTensor:
     ``(*shape[:-1], row_bytes)``, ready for :func:`quantlab.dequantize`.
     """
 
-    __slots__ = ("name", "ne", "shape", "format", "offset", "file_offset", "nbytes", "n_elements",
-                 "info_offset", "_file")
+    __slots__ = (
+        "name",
+        "ne",
+        "shape",
+        "format",
+        "offset",
+        "file_offset",
+        "nbytes",
+        "n_elements",
+        "info_offset",
+        "_file",
+    )
 
     def __init__(self, gfile, name, ne, fmt, offset, nbytes, n_elements, info_offset):
         self._file = gfile
@@ -268,7 +280,8 @@ class GGUFTensor:
             raise GGUFError(
                 f"tensor {self.name!r} ({self.format.name}) comes from a big-endian file; which of its block "
                 f"fields were byte-swapped is not recorded in GGUF (gguf-py leaves quantized blocks as they "
-                f"are, gguf_convert_endian swaps their fp16 scales), so quantlab does not guess")
+                f"are, gguf_convert_endian swaps their fp16 scales), so quantlab does not guess"
+            )
         return d.view(">" + code).astype("<" + code).view(np.uint8).reshape(d.shape)
 
     def dequantize(self, impl: str = "fast", threads: int | None = None) -> np.ndarray:
@@ -289,8 +302,10 @@ class GGUFTensor:
         return a if order == "<" else a.astype("=" + code)
 
     def __repr__(self):
-        return (f"<GGUFTensor {self.name!r} {self.format.name} shape={self.shape} offset={self.offset} "
-                f"nbytes={self.nbytes}>")
+        return (
+            f"<GGUFTensor {self.name!r} {self.format.name} shape={self.shape} offset={self.offset} "
+            f"nbytes={self.nbytes}>"
+        )
 
 
 class TensorMap(Mapping):
@@ -315,6 +330,7 @@ class TensorMap(Mapping):
 
 
 # --------------------------------------------------------------------------- the file
+
 
 class GGUFFile:
     """An open GGUF file (use :func:`open`). Attributes: ``path``, ``version``, ``byte_order``
@@ -357,8 +373,7 @@ class GGUFFile:
         magic = bytes(mm[:4])
         if magic != GGUF_MAGIC:
             legacy = _LEGACY_MAGIC.get(magic)
-            hint = (f" (this is a pre-GGUF {legacy} file: convert it with llama.cpp's tools first)"
-                    if legacy else "")
+            hint = f" (this is a pre-GGUF {legacy} file: convert it with llama.cpp's tools first)" if legacy else ""
             raise GGUFError(f"not a GGUF file: bytes 0-3 are {magic!r}, expected b'GGUF'{hint}")
         if size < 8:
             raise GGUFError(f"truncated file: the 4-byte version at byte 4 needs 8 bytes, the file has {size}")
@@ -366,11 +381,13 @@ class GGUFFile:
         order = "<"
         version = raw_version
         if raw_version & 0xFFFF == 0 and raw_version != 0:
-            order = ">"                      # the version reads byte-swapped: a big-endian file
+            order = ">"  # the version reads byte-swapped: a big-endian file
             version = struct.unpack_from(">I", mm, 4)[0]
         if version not in READ_VERSIONS:
-            raise GGUFError(f"unknown GGUF version {version} at byte 4 (quantlab reads versions "
-                            f"{', '.join(map(str, READ_VERSIONS))})")
+            raise GGUFError(
+                f"unknown GGUF version {version} at byte 4 (quantlab reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))})"
+            )
         self.version = version
         self.byte_order = "little" if order == "<" else "big"
         src = self._src = _Source(mm, size, order, version)
@@ -381,18 +398,26 @@ class GGUFFile:
         left = size - pos
         # smallest possible records: a KV = P-byte length + 1-byte key + u32 type + 1-byte value
         if n_kv > left // (P + 6):
-            raise GGUFError(f"the header (byte {8 + P}) claims {n_kv} metadata pairs; each takes at least {P + 6} "
-                            f"bytes, but only {left} bytes follow the header")
+            raise GGUFError(
+                f"the header (byte {8 + P}) claims {n_kv} metadata pairs; each takes at least {P + 6} "
+                f"bytes, but only {left} bytes follow the header"
+            )
         # a tensor info = name length + n_dims u32 + type u32 + offset u64
         if n_tensors > left // (P + 16):
-            raise GGUFError(f"the header (byte 8) claims {n_tensors} tensors; each tensor record takes at least "
-                            f"{P + 16} bytes, but only {left} bytes follow the header")
+            raise GGUFError(
+                f"the header (byte 8) claims {n_tensors} tensors; each tensor record takes at least "
+                f"{P + 16} bytes, but only {left} bytes follow the header"
+            )
         if n_tensors > MAX_TENSORS:
-            raise GGUFError(f"the header (byte 8) claims {n_tensors:,} tensors; quantlab reads at most "
-                            f"{MAX_TENSORS:,} (the largest real models have a few thousand)")
+            raise GGUFError(
+                f"the header (byte 8) claims {n_tensors:,} tensors; quantlab reads at most "
+                f"{MAX_TENSORS:,} (the largest real models have a few thousand)"
+            )
         if n_kv > MAX_RECORDS:
-            raise GGUFError(f"the header (byte {8 + P}) claims {n_kv:,} metadata pairs; quantlab reads at most "
-                            f"{MAX_RECORDS:,} (real models have under a hundred)")
+            raise GGUFError(
+                f"the header (byte {8 + P}) claims {n_kv:,} metadata pairs; quantlab reads at most "
+                f"{MAX_RECORDS:,} (real models have under a hundred)"
+            )
         src.records = n_kv
         return src, pos
 
@@ -432,12 +457,15 @@ class GGUFFile:
             rec = pos
             name, pos = src.read_str(pos, f"name of tensor {i}")
             if name in tensors:
-                raise GGUFError(f"duplicate tensor name {name!r} at byte {rec} (tensor {i}; first at byte "
-                                f"{tensors[name][4]})")
+                raise GGUFError(
+                    f"duplicate tensor name {name!r} at byte {rec} (tensor {i}; first at byte {tensors[name][4]})"
+                )
             nd, pos = src.read_u32(pos, f"n_dims of tensor {name!r}")
             if nd > MAX_DIMS:
-                raise GGUFError(f"tensor {name!r} (byte {rec}) has {nd} dimensions at byte {pos - 4}; "
-                                f"ggml allows at most {MAX_DIMS}")
+                raise GGUFError(
+                    f"tensor {name!r} (byte {rec}) has {nd} dimensions at byte {pos - 4}; "
+                    f"ggml allows at most {MAX_DIMS}"
+                )
             src.need(pos, nd * P, f"dimensions of tensor {name!r}")
             ne = struct.unpack_from(dims[0] + dims[1] * nd, mm, pos)
             dpos = pos
@@ -445,18 +473,23 @@ class GGUFFile:
             n_el = 1
             for d in ne:
                 if d > _INT64_MAX:
-                    raise GGUFError(f"tensor {name!r}: dimension {d} at byte {dpos} is negative as a signed "
-                                    f"64-bit ggml dimension")
+                    raise GGUFError(
+                        f"tensor {name!r}: dimension {d} at byte {dpos} is negative as a signed 64-bit ggml dimension"
+                    )
                 n_el *= d
             if n_el > _INT64_MAX:
-                raise GGUFError(f"tensor {name!r}: dimensions {list(ne)} at byte {dpos} multiply to {n_el} "
-                                f"elements, more than ggml can count (2^63 - 1)")
+                raise GGUFError(
+                    f"tensor {name!r}: dimensions {list(ne)} at byte {dpos} multiply to {n_el} "
+                    f"elements, more than ggml can count (2^63 - 1)"
+                )
             tid, pos = src.read_u32(pos, f"type of tensor {name!r}")
             fmt = self._format(tid, name, pos - 4)
             ne0 = ne[0] if nd else 1
             if ne0 % fmt.block_size:
-                raise GGUFError(f"tensor {name!r} (byte {rec}): {fmt.name} stores blocks of {fmt.block_size} "
-                                f"values, but its rows have {ne0} (ne[0] is not a multiple of the block size)")
+                raise GGUFError(
+                    f"tensor {name!r} (byte {rec}): {fmt.name} stores blocks of {fmt.block_size} "
+                    f"values, but its rows have {ne0} (ne[0] is not a multiple of the block size)"
+                )
             nbytes = (n_el // fmt.block_size) * fmt.type_size if n_el else 0
             off, pos = src.read_u64(pos, f"data offset of tensor {name!r}")
             tensors[name] = (name, ne, fmt, off, rec, nbytes, n_el, pos - 8)
@@ -469,34 +502,42 @@ class GGUFFile:
         self.info_end = pos
         self.data_offset = _align(pos, alignment)
         if infos and self.data_offset > size:
-            raise GGUFError(f"truncated file: the tensor table ends at byte {pos}, so the data section starts at "
-                            f"byte {self.data_offset} (alignment {alignment}), past the end of the file ({size})")
+            raise GGUFError(
+                f"truncated file: the tensor table ends at byte {pos}, so the data section starts at "
+                f"byte {self.data_offset} (alignment {alignment}), past the end of the file ({size})"
+            )
         built = {}
         spans = []
         expect = 0
         canonical = True
         for name, ne, fmt, off, rec, nbytes, n_el, opos in infos.values():
             if off % alignment:
-                raise GGUFError(f"tensor {name!r}: data offset {off} (stored at byte {opos}) is not a multiple of "
-                                f"the alignment {alignment} (misaligned tensor data)")
+                raise GGUFError(
+                    f"tensor {name!r}: data offset {off} (stored at byte {opos}) is not a multiple of "
+                    f"the alignment {alignment} (misaligned tensor data)"
+                )
             start = self.data_offset + off
             if nbytes > size or start > size - nbytes:
-                raise GGUFError(f"tensor {name!r}: its {nbytes} bytes at byte {start} (offset {off}, stored at byte "
-                                f"{opos}) run past the end of the file ({size} bytes): truncated file or bad offset")
+                raise GGUFError(
+                    f"tensor {name!r}: its {nbytes} bytes at byte {start} (offset {off}, stored at byte "
+                    f"{opos}) run past the end of the file ({size} bytes): truncated file or bad offset"
+                )
             canonical &= off == expect
             expect = off + _align(nbytes, alignment)
             spans.append((off, off + nbytes, name))
             built[name] = GGUFTensor(self, name, ne, fmt, off, nbytes, n_el, rec)
         spans.sort()
-        reach, reach_name = 0, None                 # furthest end so far among non-empty tensors
+        reach, reach_name = 0, None  # furthest end so far among non-empty tensors
         for b0, b1, bn in spans:
             if b1 == b0:
                 continue
             if b0 < reach:
                 a = built[reach_name]
-                raise GGUFError(f"tensors {reach_name!r} and {bn!r} overlap: bytes {a.file_offset}-"
-                                f"{a.file_offset + a.nbytes - 1} and {self.data_offset + b0}-"
-                                f"{self.data_offset + b1 - 1}")
+                raise GGUFError(
+                    f"tensors {reach_name!r} and {bn!r} overlap: bytes {a.file_offset}-"
+                    f"{a.file_offset + a.nbytes - 1} and {self.data_offset + b0}-"
+                    f"{self.data_offset + b1 - 1}"
+                )
             if b1 > reach:
                 reach, reach_name = b1, bn
         self.canonical_layout = canonical
@@ -516,14 +557,16 @@ class GGUFFile:
 
     def _materialize(self, lz: _Lazy, key: str):
         if self._mm is None:
-            raise GGUFError(f"the file {self.path!r} is closed; read metadata {key!r} before closing it "
-                            f"(or keep the file open)")
+            raise GGUFError(
+                f"the file {self.path!r} is closed; read metadata {key!r} before closing it (or keep the file open)"
+            )
         return materialize(self._src, lz)
 
     def _view(self, start: int, nbytes: int) -> np.ndarray:
         if self._mm is None:
-            raise GGUFError(f"the file {self.path!r} is closed; take tensor data before closing it "
-                            f"(views taken before stay valid)")
+            raise GGUFError(
+                f"the file {self.path!r} is closed; take tensor data before closing it (views taken before stay valid)"
+            )
         if nbytes == 0:
             a = np.empty(0, dtype=np.uint8)
             a.flags.writeable = False
@@ -545,7 +588,7 @@ class GGUFFile:
         try:
             mm.madvise(mmap.MADV_DONTNEED, start, end - start)
         except (OSError, ValueError):
-            pass   # advice only
+            pass  # advice only
 
     # ---- conveniences
     @property
@@ -587,8 +630,10 @@ class GGUFFile:
 
     def __repr__(self):
         state = "closed" if self.closed else "open"
-        return (f"<GGUFFile {self.path!r} v{self.version} {self.byte_order}-endian, {len(self.metadata)} keys, "
-                f"{len(self.tensors)} tensors, {state}>")
+        return (
+            f"<GGUFFile {self.path!r} v{self.version} {self.byte_order}-endian, {len(self.metadata)} keys, "
+            f"{len(self.tensors)} tensors, {state}>"
+        )
 
 
 def open(path: str | os.PathLike[str]) -> GGUFFile:

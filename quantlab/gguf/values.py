@@ -18,6 +18,7 @@ Encoding (the writer's half): :func:`infer_type` gives a plain Python/numpy valu
 
 Every malformed input raises :class:`quantlab.errors.GGUFError` naming the byte offset.
 """
+
 from __future__ import annotations
 
 import struct
@@ -30,46 +31,66 @@ from .constants import DTYPE_TO_VALUE_TYPE, ArrayOf, Encoded, Value, ValueType, 
 
 __all__ = ["infer_type", "encode_value", "type_str", "read_value", "read_array", "materialize", "MAX_RECORDS"]
 
-MAX_RECORDS = 1 << 16       # metadata pairs + arrays nested in arrays (real models: under a hundred pairs)
-_MAX_NESTING = 16           # arrays of arrays deeper than this are refused (no recursion blow-up)
-_FAST_PASSES = 8           # see _chain_fast
-_MAX_BREAKS = 256          # see _chain_fast
-_DECODE_CHUNK = 1 << 16     # strings decoded per slice of the map
-_SMALL_ARRAY = 16          # string arrays up to this length are read element by element
-_WINDOW_MAX = 1 << 20       # bytes scanned at once when walking a string array (bounds its temporaries)
+MAX_RECORDS = 1 << 16  # metadata pairs + arrays nested in arrays (real models: under a hundred pairs)
+_MAX_NESTING = 16  # arrays of arrays deeper than this are refused (no recursion blow-up)
+_FAST_PASSES = 8  # see _chain_fast
+_MAX_BREAKS = 256  # see _chain_fast
+_DECODE_CHUNK = 1 << 16  # strings decoded per slice of the map
+_SMALL_ARRAY = 16  # string arrays up to this length are read element by element
+_WINDOW_MAX = 1 << 20  # bytes scanned at once when walking a string array (bounds its temporaries)
 _VALID_TYPES = frozenset(int(t) for t in ValueType)
-_STRUCT_CHAR = {ValueType.UINT8: "B", ValueType.INT8: "b", ValueType.UINT16: "H", ValueType.INT16: "h",
-                ValueType.UINT32: "I", ValueType.INT32: "i", ValueType.FLOAT32: "f", ValueType.BOOL: "B",
-                ValueType.UINT64: "Q", ValueType.INT64: "q", ValueType.FLOAT64: "d"}
+_STRUCT_CHAR = {
+    ValueType.UINT8: "B",
+    ValueType.INT8: "b",
+    ValueType.UINT16: "H",
+    ValueType.INT16: "h",
+    ValueType.UINT32: "I",
+    ValueType.INT32: "i",
+    ValueType.FLOAT32: "f",
+    ValueType.BOOL: "B",
+    ValueType.UINT64: "Q",
+    ValueType.INT64: "q",
+    ValueType.FLOAT64: "d",
+}
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_SCALAR = {ValueType.UINT8: struct.Struct("<B"), ValueType.INT8: struct.Struct("<b"),
-           ValueType.UINT16: struct.Struct("<H"), ValueType.INT16: struct.Struct("<h"),
-           ValueType.UINT32: struct.Struct("<I"), ValueType.INT32: struct.Struct("<i"),
-           ValueType.FLOAT32: struct.Struct("<f"), ValueType.UINT64: struct.Struct("<Q"),
-           ValueType.INT64: struct.Struct("<q"), ValueType.FLOAT64: struct.Struct("<d")}
+_SCALAR = {
+    ValueType.UINT8: struct.Struct("<B"),
+    ValueType.INT8: struct.Struct("<b"),
+    ValueType.UINT16: struct.Struct("<H"),
+    ValueType.INT16: struct.Struct("<h"),
+    ValueType.UINT32: struct.Struct("<I"),
+    ValueType.INT32: struct.Struct("<i"),
+    ValueType.FLOAT32: struct.Struct("<f"),
+    ValueType.UINT64: struct.Struct("<Q"),
+    ValueType.INT64: struct.Struct("<q"),
+    ValueType.FLOAT64: struct.Struct("<d"),
+}
 
 
 # --------------------------------------------------------------------------- decoding
+
 
 class _Source:
     """Bounds-checked primitive reads from the map, in the file's byte order and version."""
 
     def __init__(self, mm, size: int, order: str, version: int):
         self.mm, self.size, self.order, self.version = mm, size, order, version
-        self.len_size = 4 if version == 1 else 8           # string lengths, array and header counts
+        self.len_size = 4 if version == 1 else 8  # string lengths, array and header counts
         self.len_dtype = np.dtype(order + ("u4" if version == 1 else "u8"))
         self.u32 = struct.Struct(order + "I")
         self.u64 = struct.Struct(order + "Q")
         self.count = self.u32 if version == 1 else self.u64
         self.scalar = {t: struct.Struct(order + c) for t, c in _STRUCT_CHAR.items()}
-        self.records = 0          # metadata records made so far (pairs + nested arrays): see MAX_RECORDS
+        self.records = 0  # metadata records made so far (pairs + nested arrays): see MAX_RECORDS
 
     def need(self, pos: int, n: int, what: str) -> None:
         if n > self.size - pos:
-            raise GGUFError(f"truncated file: {what} at byte {pos} needs {n} bytes, but the file ends at byte "
-                            f"{self.size} ({max(self.size - pos, 0)} bytes left)")
+            raise GGUFError(
+                f"truncated file: {what} at byte {pos} needs {n} bytes, but the file ends at byte "
+                f"{self.size} ({max(self.size - pos, 0)} bytes left)"
+            )
 
     def read_u32(self, pos: int, what: str) -> tuple[int, int]:
         self.need(pos, 4, what)
@@ -86,12 +107,14 @@ class _Source:
     def read_str(self, pos: int, what: str) -> tuple[str, int]:
         n, p = self.read_count(pos, f"length of {what}")
         if n > self.size - p:
-            raise GGUFError(f"{what} at byte {pos} claims a length of {n} bytes, but only {self.size - p} bytes "
-                            f"follow in the file")
-        return self.mm[p:p + n].decode("utf-8", "surrogateescape"), p + n
+            raise GGUFError(
+                f"{what} at byte {pos} claims a length of {n} bytes, but only {self.size - p} bytes follow in the file"
+            )
+        return self.mm[p : p + n].decode("utf-8", "surrogateescape"), p + n
 
 
 # --------------------------------------------------------------------------- string arrays, vectorized
+
 
 def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Locate the ``n`` strings of an array starting at ``pos``: (body offsets, lengths, end offset).
@@ -105,16 +128,20 @@ def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray
     """
     P, size, mm = src.len_size, src.size, src.mm
     if n > (size - pos) // P:
-        raise GGUFError(f"{what} at byte {pos} claims {n} strings; even empty ones need {n * P} bytes, but only "
-                        f"{size - pos} bytes are left in the file")
+        raise GGUFError(
+            f"{what} at byte {pos} claims {n} strings; even empty ones need {n * P} bytes, but only "
+            f"{size - pos} bytes are left in the file"
+        )
     starts = np.empty(n, dtype=np.int64)
     lens = np.empty(n, dtype=np.int64)
-    if n <= _SMALL_ARRAY:                        # a handful of strings: just read them
+    if n <= _SMALL_ARRAY:  # a handful of strings: just read them
         for i in range(n):
             ln, p = src.read_count(pos, f"length of element {i} of {what}")
             if ln > size - p:
-                raise GGUFError(f"element {i} of {what}: the string at byte {pos} claims a length of {ln} bytes, "
-                                f"but only {size - p} bytes follow in the file")
+                raise GGUFError(
+                    f"element {i} of {what}: the string at byte {pos} claims a length of {ln} bytes, "
+                    f"but only {size - p} bytes follow in the file"
+                )
             starts[i], lens[i] = p, ln
             pos = p + ln
         return starts, lens, pos
@@ -122,30 +149,38 @@ def _walk_strings(src: _Source, pos: int, n: int, what: str) -> tuple[np.ndarray
     while done < n:
         remaining = n - done
         window = int(min(size - cur, max(4096.0, min(avg * remaining * 1.1 + 64, _WINDOW_MAX))))
-        m = window - P + 1                       # positions of the window that hold a whole prefix
+        m = window - P + 1  # positions of the window that hold a whole prefix
         if m <= 0:
-            raise GGUFError(f"truncated file: element {done} of {what} at byte {cur} needs a {P}-byte length, "
-                            f"but the file ends at byte {size}")
+            raise GGUFError(
+                f"truncated file: element {done} of {what} at byte {cur} needs a {P}-byte length, "
+                f"but the file ends at byte {size}"
+            )
         L = np.ndarray((m,), dtype=src.len_dtype, buffer=mm, offset=cur, strides=(1,))
         loose = size - cur - P
         if int(L[0]) > loose:
             bad = int(L[0])
-            raise GGUFError(f"element {done} of {what}: the string at byte {cur} claims a length of {bad} bytes, "
-                            f"but only {size - cur - P} bytes follow in the file")
+            raise GGUFError(
+                f"element {done} of {what}: the string at byte {cur} claims a length of {bad} bytes, "
+                f"but only {size - cur - P} bytes follow in the file"
+            )
         els = _chain(src, cur, L, m, remaining, loose)
         k = els.size
         ln = L[els].astype(np.int64)
-        starts[done:done + k] = cur + els + P
-        lens[done:done + k] = ln
+        starts[done : done + k] = cur + els + P
+        lens[done : done + k] = ln
         last_end = cur + int(els[-1]) + P + int(ln[-1])
         if last_end > size:
-            raise GGUFError(f"element {done + k - 1} of {what}: the string at byte {cur + int(els[-1])} has length "
-                            f"{int(ln[-1])} and runs past the end of the file (byte {size})")
+            raise GGUFError(
+                f"element {done + k - 1} of {what}: the string at byte {cur + int(els[-1])} has length "
+                f"{int(ln[-1])} and runs past the end of the file (byte {size})"
+            )
         done += k
         if done < n and last_end < cur + m:
             bad = int(L[last_end - cur])
-            raise GGUFError(f"element {done} of {what}: the string at byte {last_end} claims a length of {bad} "
-                            f"bytes, but only {size - last_end - P} bytes follow in the file")
+            raise GGUFError(
+                f"element {done} of {what}: the string at byte {last_end} claims a length of {bad} "
+                f"bytes, but only {size - last_end - P} bytes follow in the file"
+            )
         avg = max((last_end - cur) / k, 1.0)
         cur = last_end
     return starts, lens, cur
@@ -173,7 +208,7 @@ def _chain_fast(L, m: int, P: int, want: int, loose: int):
     is_cand = np.uint64(min(loose, m)) >= L
     cand = np.flatnonzero(is_cand)
     if cand.size > 2 * (m // P + 1):
-        return None                               # more than twice as many candidates as elements can fit
+        return None  # more than twice as many candidates as elements can fit
     nxt = cand + P + L[cand].astype(np.int64)
     before = None
     for _ in range(_FAST_PASSES):
@@ -187,11 +222,11 @@ def _chain_fast(L, m: int, P: int, want: int, loose: int):
         cand, nxt = cand[keep], nxt[keep]
         if cand.size == 0 or cand[0] != 0:
             return None
-        breaks = np.flatnonzero(cand[1:] != nxt[:-1])    # survivor i does not lead to survivor i+1
+        breaks = np.flatnonzero(cand[1:] != nxt[:-1])  # survivor i does not lead to survivor i+1
         if breaks.size <= _MAX_BREAKS:
             break
         if before is not None and breaks.size > before // 2:
-            return None                           # not converging (e.g. a run of empty strings)
+            return None  # not converging (e.g. a run of empty strings)
         before = breaks.size
     else:
         return None
@@ -205,7 +240,7 @@ def _chain_fast(L, m: int, P: int, want: int, loose: int):
             break
         j = int(np.searchsorted(cand, nxt[end]))
         if j > last or cand[j] != nxt[end]:
-            break                                # the true successor was pruned: the tail below
+            break  # the true successor was pruned: the tail below
         i = j
     if total < want and end != last and len(runs) > _MAX_BREAKS + 1:
         return None
@@ -255,7 +290,7 @@ def _decode_strings(mm, starts: np.ndarray, lens: np.ndarray) -> tuple:
         return tuple(_decode_chunk(mm, starts, lens))
     out: list = []
     for c in range(0, starts.size, _DECODE_CHUNK):
-        out.extend(_decode_chunk(mm, starts[c:c + _DECODE_CHUNK], lens[c:c + _DECODE_CHUNK]))
+        out.extend(_decode_chunk(mm, starts[c : c + _DECODE_CHUNK], lens[c : c + _DECODE_CHUNK]))
     return tuple(out)
 
 
@@ -263,11 +298,11 @@ def _decode_chunk(mm, st: np.ndarray, ln: np.ndarray) -> list:
     if st.size == 0:
         return []
     lo = int(st[0])
-    raw = mm[lo:int(st[-1] + ln[-1])]
+    raw = mm[lo : int(st[-1] + ln[-1])]
     a = (st - lo).tolist()
     b = (st - lo + ln).tolist()
     if raw.isascii():
-        s = raw.decode("ascii")                     # ASCII: byte offsets are character offsets
+        s = raw.decode("ascii")  # ASCII: byte offsets are character offsets
         return [s[i:j] for i, j in zip(a, b)]
     return [raw[i:j].decode("utf-8", "surrogateescape") for i, j in zip(a, b)]
 
@@ -279,7 +314,6 @@ class _Lazy:
 
     def __init__(self, kind, pos, n, vtype=None, starts=None, lens=None):
         self.kind, self.pos, self.n, self.vtype, self.starts, self.lens = kind, pos, n, vtype, starts, lens
-
 
 
 def read_value(src: _Source, t: int, pos: int, key: str, tpos: int, depth: int = 0):
@@ -300,6 +334,7 @@ def read_value(src: _Source, t: int, pos: int, key: str, tpos: int, depth: int =
         v = bool(v)
     return v, vt, pos + vt.size
 
+
 def read_array(src: _Source, pos: int, key: str, depth: int):
     """An array value at ``pos`` (after its type id): numeric and string arrays are only located."""
     if depth >= _MAX_NESTING:
@@ -313,33 +348,41 @@ def read_array(src: _Source, pos: int, key: str, depth: int):
     left = src.size - pos
     if et.is_numeric:
         if n > left // et.size:
-            raise GGUFError(f"metadata {key!r}: array at byte {apos} claims {n} {et.name.lower()} values "
-                            f"({n * et.size} bytes), but only {left} bytes are left in the file")
+            raise GGUFError(
+                f"metadata {key!r}: array at byte {apos} claims {n} {et.name.lower()} values "
+                f"({n * et.size} bytes), but only {left} bytes are left in the file"
+            )
         if et == ValueType.BOOL and n:
             b = np.frombuffer(src.mm, np.uint8, n, pos)
             if b.max() > 1:
                 i = int(np.argmax(b > 1))
-                raise GGUFError(f"metadata {key!r}: bool element {i} at byte {pos + i} is {int(b[i])}; a GGUF "
-                                f"bool is 0 or 1")
+                raise GGUFError(
+                    f"metadata {key!r}: bool element {i} at byte {pos + i} is {int(b[i])}; a GGUF bool is 0 or 1"
+                )
         return _Lazy("num", pos, n, et), ArrayOf(et), pos + n * et.size
     if et == ValueType.STRING:
         starts, lens, end = _walk_strings(src, pos, n, f"string array {key!r} (byte {apos})")
         return _Lazy("str", pos, n, et, starts, lens), ArrayOf(et), end
     # array of arrays: each element is (element type u32, count, values)
     if n > left // (4 + src.len_size):
-        raise GGUFError(f"metadata {key!r}: array at byte {apos} claims {n} inner arrays; each needs at least "
-                        f"{4 + src.len_size} bytes, but only {left} bytes are left in the file")
+        raise GGUFError(
+            f"metadata {key!r}: array at byte {apos} claims {n} inner arrays; each needs at least "
+            f"{4 + src.len_size} bytes, but only {left} bytes are left in the file"
+        )
     src.records += n
     if src.records > MAX_RECORDS:
-        raise GGUFError(f"metadata {key!r}: array at byte {apos} holds {n:,} inner arrays, which makes more "
-                        f"than {MAX_RECORDS:,} metadata records (pairs + nested arrays) in the file, the most "
-                        f"quantlab reads (llama.cpp refuses arrays of arrays altogether)")
+        raise GGUFError(
+            f"metadata {key!r}: array at byte {apos} holds {n:,} inner arrays, which makes more "
+            f"than {MAX_RECORDS:,} metadata records (pairs + nested arrays) in the file, the most "
+            f"quantlab reads (llama.cpp refuses arrays of arrays altogether)"
+        )
     values, specs = [], []
     for _ in range(n):
         v, s, pos = read_array(src, pos, key, depth + 1)
         values.append(v)
         specs.append(s)
     return _Lazy("nested", apos, n, et, values, None), ArrayOf(ValueType.ARRAY, items=tuple(specs)), pos
+
 
 def materialize(src: _Source, lz: _Lazy):
     """Decode a located array: a read-only numpy array in native byte order (numeric), a tuple of str
@@ -363,6 +406,7 @@ def materialize(src: _Source, lz: _Lazy):
 
 
 # --------------------------------------------------------------------------- encoding
+
 
 def infer_type(value):
     """The GGUF type a plain Python/numpy value gets when none is recorded.
@@ -408,8 +452,7 @@ def infer_type(value):
         return ArrayOf(t)
     if isinstance(value, (list, tuple)):
         if len(value) == 0:
-            raise GGUFError("cannot infer the element type of an empty list: pass "
-                            "Value([], ArrayOf(ValueType.<TYPE>))")
+            raise GGUFError("cannot infer the element type of an empty list: pass Value([], ArrayOf(ValueType.<TYPE>))")
         if all(isinstance(v, str) for v in value):
             return ArrayOf(ValueType.STRING)
         if all(isinstance(v, (bool, np.bool_)) for v in value):
@@ -423,15 +466,18 @@ def infer_type(value):
             if lo >= 0 and hi < 1 << 64:
                 return ArrayOf(ValueType.UINT64)
             raise GGUFError("integers in the list do not fit 64 bits")
-        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-               for v in value):
+        if all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in value
+        ):
             return ArrayOf(ValueType.FLOAT32)
         if all(isinstance(v, (list, tuple, np.ndarray, bytes)) for v in value):
             return ArrayOf(ValueType.ARRAY, items=tuple(infer_type(v) for v in value))
         kinds = sorted({type(v).__name__ for v in value})
         raise GGUFError(f"a GGUF array holds one type of element; this list mixes {', '.join(kinds)}")
-    raise GGUFError(f"no GGUF value type for a {type(value).__name__}; use int, float, bool, str, a list or a "
-                    f"numpy array, or wrap it as Value(value, type)")
+    raise GGUFError(
+        f"no GGUF value type for a {type(value).__name__}; use int, float, bool, str, a list or a "
+        f"numpy array, or wrap it as Value(value, type)"
+    )
 
 
 def _dtype_type(dt):
@@ -506,20 +552,27 @@ def _encode_array(value, spec: ArrayOf, where: str) -> bytes:
         value = np.frombuffer(bytes(value), dtype=np.uint8)
     if et == ValueType.STRING:
         if isinstance(value, (str, bytes)):
-            raise GGUFError(f"{where}: an array of strings must be a list/tuple of str, got a single "
-                            f"{type(value).__name__}")
+            raise GGUFError(
+                f"{where}: an array of strings must be a list/tuple of str, got a single {type(value).__name__}"
+            )
         items = list(value)
         for s in items:
             if not isinstance(s, (str, bytes, np.str_)):
                 raise GGUFError(f"{where}: array[string] element {s!r} is not a str")
-        return _U32.pack(et) + _U64.pack(len(items)) + _encode_strings([str(s) if isinstance(s, np.str_) else s
-                                                                       for s in items])
+        return (
+            _U32.pack(et)
+            + _U64.pack(len(items))
+            + _encode_strings([str(s) if isinstance(s, np.str_) else s for s in items])
+        )
     if et == ValueType.ARRAY:
         items = list(value)
         if len(items) != len(spec.items):
             raise GGUFError(f"{where}: the type gives {len(spec.items)} inner arrays, the value has {len(items)}")
-        return _U32.pack(et) + _U64.pack(len(items)) + b"".join(
-            _encode_array(v, s, f"{where}[{i}]") for i, (v, s) in enumerate(zip(items, spec.items)))
+        return (
+            _U32.pack(et)
+            + _U64.pack(len(items))
+            + b"".join(_encode_array(v, s, f"{where}[{i}]") for i, (v, s) in enumerate(zip(items, spec.items)))
+        )
     a = np.asarray(value)
     if a.ndim != 1:
         raise GGUFError(f"{where}: metadata arrays are 1-D, got shape {a.shape}")

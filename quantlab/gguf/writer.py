@@ -27,6 +27,7 @@ Metadata types: a key keeps the type recorded by the source (``Metadata.type_of`
 a :class:`~quantlab.gguf.constants.Value` pins one, and plain Python values get an inferred type
 (:func:`infer_type`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +60,15 @@ __all__ = ["GGUFWriter", "write", "TensorSource", "infer_type", "encode_value"]
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_PLAIN_DTYPE_FORMAT = {("f", 4): "F32", ("f", 2): "F16", ("f", 8): "F64", ("i", 1): "I8", ("i", 2): "I16",
-                       ("i", 4): "I32", ("i", 8): "I64"}
+_PLAIN_DTYPE_FORMAT = {
+    ("f", 4): "F32",
+    ("f", 2): "F16",
+    ("f", 8): "F64",
+    ("i", 1): "I8",
+    ("i", 2): "I16",
+    ("i", 4): "I32",
+    ("i", 8): "I64",
+}
 _FORMAT_DTYPE = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "<i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
 
 
@@ -84,6 +92,7 @@ def _write_all(fd: int, bufs) -> None:
 
 
 # --------------------------------------------------------------------------- tensor sources
+
 
 @dataclass
 class TensorSource:
@@ -118,8 +127,13 @@ class _Plan:
 def _describe(name, src, shape=None, fmt=None, ne=None):
     """(ne, Format, data source) for anything the writer accepts as a tensor."""
     if isinstance(src, TensorSource):
-        return _describe(name, src.data, src.shape if shape is None else shape,
-                         src.format if fmt is None else fmt, src.ne if ne is None else ne)
+        return _describe(
+            name,
+            src.data,
+            src.shape if shape is None else shape,
+            src.format if fmt is None else fmt,
+            src.ne if ne is None else ne,
+        )
     # a gguf-py ReaderTensor (gguf.GGUFReader): shape is stored in ggml order
     if hasattr(src, "tensor_type") and hasattr(src, "data") and hasattr(src, "shape") and fmt is None:
         f = get_format(int(src.tensor_type))
@@ -128,8 +142,11 @@ def _describe(name, src, shape=None, fmt=None, ne=None):
     # any tensor-like object: a format, a shape (numpy order; ``ne`` pins n_dims) and its data — a tensor
     # read by quantlab.gguf (``little_endian_data()``: its bytes in ggml's layout, whatever the file's byte
     # order) or anything with ``data`` (ggml bytes, or float values to quantize)
-    if hasattr(src, "format") and hasattr(src, "shape") and (hasattr(src, "little_endian_data")
-                                                             or hasattr(src, "data")):
+    if (
+        hasattr(src, "format")
+        and hasattr(src, "shape")
+        and (hasattr(src, "little_endian_data") or hasattr(src, "data"))
+    ):
         return _tensor_like(name, src, shape, fmt, ne)
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = np.frombuffer(src, dtype=np.uint8)
@@ -138,15 +155,17 @@ def _describe(name, src, shape=None, fmt=None, ne=None):
         if f is None:
             key = _PLAIN_DTYPE_FORMAT.get((src.dtype.kind, src.dtype.itemsize))
             if key is None:
-                hint = (" (raw quantized bytes: wrap them as TensorSource(data, format='Q4_K', shape=...))"
-                        if src.dtype == np.uint8 else "")
+                hint = (
+                    " (raw quantized bytes: wrap them as TensorSource(data, format='Q4_K', shape=...))"
+                    if src.dtype == np.uint8
+                    else ""
+                )
                 raise GGUFError(f"tensor {name!r}: cannot tell the ggml type of a {src.dtype} array{hint}")
             f = get_format(key)
         if ne is None and shape is None:
             if src.dtype == np.uint8 and f.name != "I8":
                 if src.ndim == 0 or src.shape[-1] % f.type_size:
-                    raise GGUFError(f"tensor {name!r}: {src.shape} bytes is not whole {f.name} rows; "
-                                    f"give shape=")
+                    raise GGUFError(f"tensor {name!r}: {src.shape} bytes is not whole {f.name} rows; give shape=")
                 shape = (*src.shape[:-1], src.shape[-1] // f.type_size * f.block_size)
             else:
                 shape = src.shape
@@ -154,12 +173,16 @@ def _describe(name, src, shape=None, fmt=None, ne=None):
         return (tuple(ne) if ne is not None else tuple(reversed(tuple(shape)))), f, (lambda: arr)
     if callable(src):
         if fmt is None or (shape is None and ne is None):
-            raise GGUFError(f"tensor {name!r}: a lazy (callable) source needs format= and shape= (or ne=) "
-                            f"up front, because the tensor table is written before any data")
+            raise GGUFError(
+                f"tensor {name!r}: a lazy (callable) source needs format= and shape= (or ne=) "
+                f"up front, because the tensor table is written before any data"
+            )
         f = get_format(fmt)
         return (tuple(ne) if ne is not None else tuple(reversed(tuple(shape)))), f, src
-    raise GGUFError(f"tensor {name!r}: cannot write a {type(src).__name__}; give a numpy array, bytes, a "
-                    f"TensorSource, or a tensor read with quantlab.gguf.open")
+    raise GGUFError(
+        f"tensor {name!r}: cannot write a {type(src).__name__}; give a numpy array, bytes, a "
+        f"TensorSource, or a tensor read with quantlab.gguf.open"
+    )
 
 
 def _tensor_like(name, src, shape, fmt, ne):
@@ -168,8 +191,15 @@ def _tensor_like(name, src, shape, fmt, ne):
         f = sf if fmt is None else get_format(fmt)
     except FormatError as e:
         raise GGUFError(f"tensor {name!r}: {e}") from None
-    tne = tuple(ne) if ne is not None else (tuple(src.ne) if getattr(src, "ne", None) is not None else
-                                             tuple(reversed(tuple(src.shape if shape is None else shape))))
+    tne = (
+        tuple(ne)
+        if ne is not None
+        else (
+            tuple(src.ne)
+            if getattr(src, "ne", None) is not None
+            else tuple(reversed(tuple(src.shape if shape is None else shape)))
+        )
+    )
     raw = src.little_endian_data if callable(getattr(src, "little_endian_data", None)) else (lambda: src.data)
     if f == sf:
         return tne, sf, raw
@@ -177,6 +207,7 @@ def _tensor_like(name, src, shape, fmt, ne):
     if callable(getattr(src, "dequantize", None)):
         values = src.dequantize
     else:
+
         def values():
             d = raw()
             a = np.frombuffer(d, np.uint8) if isinstance(d, (bytes, bytearray, memoryview)) else np.asarray(d)
@@ -185,6 +216,7 @@ def _tensor_like(name, src, shape, fmt, ne):
 
                 return dequantize(a.reshape(-1, sf.row_bytes(tne[0] if tne else 1)), sf)
             return a
+
     return _describe(name, values, tuple(reversed(tne)), f, tne)
 
 
@@ -216,12 +248,15 @@ def _to_bytes(plan: _Plan, data) -> np.ndarray:
     else:
         raise GGUFError(f"tensor {plan.name!r}: cannot write {a.dtype} data as {f.name}")
     if out.nbytes != plan.nbytes:
-        raise GGUFError(f"tensor {plan.name!r}: {f.name} with shape {plan.shape} takes {plan.nbytes} bytes, "
-                        f"the data has {out.nbytes}")
+        raise GGUFError(
+            f"tensor {plan.name!r}: {f.name} with shape {plan.shape} takes {plan.nbytes} bytes, "
+            f"the data has {out.nbytes}"
+        )
     return np.ascontiguousarray(out).reshape(-1)
 
 
 # --------------------------------------------------------------------------- the writer
+
 
 class GGUFWriter:
     """Streaming GGUF v3 writer. Declare metadata and tensors, then write tensor data one at a time::
@@ -243,11 +278,18 @@ class GGUFWriter:
     the tensors (a write-behind thread), as long as calls do not overlap.
     """
 
-    def __init__(self, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None, *,
-                 alignment: int | None = None, trim_dims: bool = False, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        alignment: int | None = None,
+        trim_dims: bool = False,
+        fsync: bool = True,
+    ) -> None:
         self.path = os.fspath(path)
         self._fsync = bool(fsync)
-        self._kv: dict = {}                   # key -> (spec, value)
+        self._kv: dict = {}  # key -> (spec, value)
         self._plans: dict = {}
         self._order: list = []
         self._trim = trim_dims
@@ -287,8 +329,7 @@ class GGUFWriter:
         if isinstance(value, Encoded):
             spec = value.type
             if type is not None and (type if isinstance(type, ArrayOf) else ValueType(int(type))) != spec:
-                raise GGUFError(f"metadata {key!r}: the bytes given are a {type_str(spec)} value, not "
-                                f"{type_str(type)}")
+                raise GGUFError(f"metadata {key!r}: the bytes given are a {type_str(spec)} value, not {type_str(type)}")
         elif isinstance(value, Value):
             spec, value = value.type, value.value
         elif type is not None:
@@ -303,8 +344,10 @@ class GGUFWriter:
         if not isinstance(name, str):
             raise GGUFError(f"tensor names are strings, got {name!r}")
         if len(name.encode("utf-8", "surrogateescape")) >= MAX_NAME:
-            raise GGUFError(f"tensor name {name!r} is {len(name.encode())} bytes; llama.cpp needs names shorter "
-                            f"than {MAX_NAME} bytes")
+            raise GGUFError(
+                f"tensor name {name!r} is {len(name.encode())} bytes; llama.cpp needs names shorter "
+                f"than {MAX_NAME} bytes"
+            )
         if name in self._plans:
             raise GGUFError(f"duplicate tensor name {name!r}")
         if source is None:
@@ -321,7 +364,7 @@ class GGUFWriter:
             raise GGUFError(f"tensor {name!r}: {e}") from None
         tne = tuple(int(d) for d in tne)
         if ne is None and self._trim and not (isinstance(source, TensorSource) and source.ne is not None):
-            while len(tne) > 1 and tne[-1] == 1:       # ggml_n_dims: trailing 1s dropped, at least 1
+            while len(tne) > 1 and tne[-1] == 1:  # ggml_n_dims: trailing 1s dropped, at least 1
                 tne = tne[:-1]
         if len(tne) > MAX_DIMS:
             raise GGUFError(f"tensor {name!r} has {len(tne)} dimensions; ggml allows at most {MAX_DIMS}")
@@ -374,8 +417,14 @@ class GGUFWriter:
             p = self._plans[name]
             nb = name.encode("utf-8", "surrogateescape")
             p.offset = off
-            parts.append(_U64.pack(len(nb)) + nb + _U32.pack(len(p.ne))
-                         + struct.pack(f"<{len(p.ne)}Q", *p.ne) + _U32.pack(p.format.id) + _U64.pack(off))
+            parts.append(
+                _U64.pack(len(nb))
+                + nb
+                + _U32.pack(len(p.ne))
+                + struct.pack(f"<{len(p.ne)}Q", *p.ne)
+                + _U32.pack(p.format.id)
+                + _U64.pack(off)
+            )
             off += _pad(p.nbytes, al)
         head = b"".join(parts)
         return head + bytes(_pad(len(head), al) - len(head))
@@ -436,8 +485,10 @@ class GGUFWriter:
         if self._next < len(self._order):
             missing = self._order[self._next]
             self.abort()
-            raise GGUFError(f"{len(self._order) - self._next} declared tensors were never written (first: "
-                            f"{missing!r}); {self.path!r} was not created")
+            raise GGUFError(
+                f"{len(self._order) - self._next} declared tensors were never written (first: "
+                f"{missing!r}); {self.path!r} was not created"
+            )
         with self._aborting():
             if self._fsync:
                 os.fsync(self._fd)
@@ -464,8 +515,10 @@ class GGUFWriter:
             raise
 
     def _write_error(self, e: OSError) -> GGUFError:
-        return GGUFError(f"writing {self.path!r} failed: {e.strerror or e}; nothing was created under that "
-                         f"name (the partial temporary file was removed)")
+        return GGUFError(
+            f"writing {self.path!r} failed: {e.strerror or e}; nothing was created under that "
+            f"name (the partial temporary file was removed)"
+        )
 
     def abort(self) -> None:
         """Give up: close and delete the temporary file; the target path is left untouched."""
@@ -484,7 +537,7 @@ class GGUFWriter:
             self._tmp = None
 
     def __del__(self):
-        if getattr(self, "_fd", None) is not None:   # dropped half-written: like abort()
+        if getattr(self, "_fd", None) is not None:  # dropped half-written: like abort()
             try:
                 self.abort()
             except Exception:  # noqa: BLE001  (never raise from a finalizer)
@@ -521,8 +574,14 @@ def _iter_tensors(tensors):
 Tensors = Mapping[str, Any] | Iterable[Any] | None
 
 
-def write(path: str | os.PathLike[str], metadata: Mapping[str, Any] | None, tensors: Tensors, *,
-          alignment: int | None = None, trim_dims: bool = False) -> str:
+def write(
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None,
+    tensors: Tensors,
+    *,
+    alignment: int | None = None,
+    trim_dims: bool = False,
+) -> str:
     """Write a GGUF v3 file from metadata (a mapping; recorded types kept) and tensors (mapping name ->
     source, or (name, source) pairs). Sources are read one at a time while writing. Returns the path."""
     w = GGUFWriter(path, metadata, alignment=alignment, trim_dims=trim_dims)

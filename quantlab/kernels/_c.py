@@ -10,6 +10,7 @@
 All are inlined into their callers: numba's on-disk cache of a kernel in another module does not notice
 an edit here (see :mod:`quantlab.kernels._search`); delete the numba cache after editing this file.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ from ._fp import f32_as_u32
 
 __all__ = ["nearest_int", "inv", "clampi"]
 
-_MAGIC = np.float32(12582912.0)     # 1.5 * 2**23
+_MAGIC = np.float32(12582912.0)  # 1.5 * 2**23
 
 
 @njit(cache=True, error_model="numpy", inline="always")

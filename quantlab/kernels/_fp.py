@@ -3,6 +3,7 @@
 Numba has no float16 scalar, so conversions are done on the bits. Each is tested against numpy
 (``astype(np.float16)``) over every fp16 value and a dense sample of float32 values.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,10 +48,10 @@ def f32_to_f16(f):
         if a > np.uint32(0x7F800000):
             return np.uint16(sign | np.uint16(0x7E00))
         return np.uint16(sign | np.uint16(0x7C00))
-    if a >= np.uint32(0x477FF000):          # >= 65520 rounds to infinity
+    if a >= np.uint32(0x477FF000):  # >= 65520 rounds to infinity
         return np.uint16(sign | np.uint16(0x7C00))
-    if a < np.uint32(0x38800000):           # below 2**-14: fp16 subnormal or zero
-        if a < np.uint32(0x33000000):       # below 2**-25 (exactly 2**-25 ties to even = 0 too)
+    if a < np.uint32(0x38800000):  # below 2**-14: fp16 subnormal or zero
+        if a < np.uint32(0x33000000):  # below 2**-25 (exactly 2**-25 ties to even = 0 too)
             return sign
         e = np.int32(a >> np.uint32(23))
         m = (a & np.uint32(0x7FFFFF)) | np.uint32(0x800000)
@@ -91,9 +92,9 @@ def f16_to_f32_bits(h):
     without branches (every case computed, then selected) so a loop over an array vectorizes."""
     h = np.uint32(h)
     sign = (h & np.uint32(0x8000)) << np.uint32(16)
-    em = h & np.uint32(0x7FFF)                       # exponent and mantissa
+    em = h & np.uint32(0x7FFF)  # exponent and mantissa
     m = h & np.uint32(0x3FF)
-    normal = (em << np.uint32(13)) + np.uint32(112 << 23)          # rebias 15 -> 127
+    normal = (em << np.uint32(13)) + np.uint32(112 << 23)  # rebias 15 -> 127
     quiet = np.uint32(0x400000) if m != np.uint32(0) else np.uint32(0)
     special = np.uint32(0x7F800000) | (m << np.uint32(13)) | quiet  # inf; NaN quieted like F16C
     sub = f32_as_u32(np.float32(np.int32(m)) * np.float32(5.9604644775390625e-08))  # m * 2**-24
@@ -107,8 +108,9 @@ def f32_to_bf16(f):
     x = f32_as_u32(np.float32(f))
     if (x & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
         return np.uint16((x >> np.uint32(16)) | np.uint32(0x40))
-    return np.uint16((np.uint64(x) + np.uint64(0x7FFF) + np.uint64((x >> np.uint32(16)) & np.uint32(1)))
-                     >> np.uint64(16))
+    return np.uint16(
+        (np.uint64(x) + np.uint64(0x7FFF) + np.uint64((x >> np.uint32(16)) & np.uint32(1))) >> np.uint64(16)
+    )
 
 
 @njit(cache=True, inline="always")

@@ -18,6 +18,7 @@ every row is computed by the same code whichever thread runs it.
 of a kernel module does around its kernel, so block and type sizes come from
 :mod:`quantlab.formats.registry` and nowhere else.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,7 @@ def max_threads() -> int:
     return _MAX_THREADS
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def numba_thread_fns():
     """numba's per-thread thread-count getter and setter, for its ``parallel=True`` kernels (matmul).
     The public numba.get/set_num_threads re-check the worker pool on every call (3-4 us each, measured:
@@ -65,7 +66,7 @@ def numba_thread_fns():
     0.1-0.3 us. Callers clamp the count to 1..NUMBA_NUM_THREADS, the check the public setter adds."""
     import numba
 
-    numba.get_num_threads()          # launches the pool (once)
+    numba.get_num_threads()  # launches the pool (once)
     try:
         from numba.np.ufunc import parallel as _p
 
@@ -108,8 +109,7 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         with _POOL_LOCK:
             if _POOL is None:
-                _POOL = ThreadPoolExecutor(max_workers=max(1, max_threads() - 1),
-                                           thread_name_prefix="quantlab-rows")
+                _POOL = ThreadPoolExecutor(max_workers=max(1, max_threads() - 1), thread_name_prefix="quantlab-rows")
     return _POOL
 
 
@@ -161,11 +161,10 @@ def run_rows(kernel, nrows: int, *args, min_rows: int = 1) -> None:
         kernel(*args, 0, nrows)
         return
     bounds = [nrows * i // npieces for i in range(npieces + 1)]
-    claim = itertools.count()          # next() on it is atomic under the GIL
+    claim = itertools.count()  # next() on it is atomic under the GIL
     failed: list = []
     pool = _pool()
-    helpers = [pool.submit(_work, kernel, args, bounds, claim, failed)
-               for _ in range(min(threads, npieces) - 1)]
+    helpers = [pool.submit(_work, kernel, args, bounds, claim, failed) for _ in range(min(threads, npieces) - 1)]
     _work(kernel, args, bounds, claim, failed)
     for h in helpers:
         if not h.cancel():
@@ -186,6 +185,5 @@ def dequantize_rows(kernel, q, n_per_row, *args) -> np.ndarray:
     """``kernel(q, y, *args, r0, r1)`` over the rows of ``q``, into a fresh float32 array of
     ``n_per_row`` values per row."""
     y = np.empty((q.shape[0], n_per_row), dtype=np.float32)
-    run_rows(kernel, q.shape[0], np.ascontiguousarray(q), y, *args,
-             min_rows=min_rows(n_per_row, "dequantize"))
+    run_rows(kernel, q.shape[0], np.ascontiguousarray(q), y, *args, min_rows=min_rows(n_per_row, "dequantize"))
     return y

@@ -26,6 +26,7 @@ Caching caveat: numba's on-disk cache of a kernel in ANOTHER module does not not
 watches its own source file), and most of these functions are inlined into their callers. After
 editing this file, delete ``quantlab/kernels/__pycache__`` (or touch the calling modules).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -95,10 +96,10 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
     # the weights and w*x are the same float32 products C computes inside every pass: compute once
     buf = np.empty(5 * n, np.float32)
     w = buf[0:n]
-    wx = buf[n:2 * n]
-    la = buf[2 * n:3 * n]
-    lb = buf[3 * n:4 * n]
-    lc = buf[4 * n:5 * n]
+    wx = buf[n : 2 * n]
+    la = buf[2 * n : 3 * n]
+    lb = buf[3 * n : 4 * n]
+    lc = buf[4 * n : 5 * n]
     for i in range(n):
         w[i] = _w_of(x, qw, rt, i)
         wx[i] = w[i] * x[i]
@@ -141,7 +142,7 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
                 la[i] = (min(max(isa * xi, lo), hi) + _MAGIC) - _MAGIC
                 lb[i] = (min(max(isb * xi, lo), hi) + _MAGIC) - _MAGIC
                 lc[i] = (min(max(isc * xi, lo), hi) + _MAGIC) - _MAGIC
-        else:   # inf/NaN inputs (from overflowing callers): ggml's integer trick, garbage included
+        else:  # inf/NaN inputs (from overflowing callers): ggml's integer trick, garbage included
             for i in range(n):
                 xi = x[i]
                 la[i] = np.float32(clampi(nearest_int(isa * xi), -nm, nm - 1))
@@ -198,7 +199,7 @@ def make_q3_quants(x, nmax, do_rmse, L):
         fl = np.float32(l)
         sumlx += (w * x[i]) * fl
         suml2 += (w * fl) * fl
-    for itry in range(5):
+    for _itry in range(5):
         n_changed = 0
         for i in range(n):
             w = x[i] * x[i]
@@ -349,11 +350,11 @@ def _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
                 best = cur
                 scale = this_scale
                 moved = this_min != mn
-                mn = this_min          # (a zero of the other sign places every code identically)
+                mn = this_min  # (a zero of the other sign places every code identically)
                 if moved:
                     for i in range(n):
                         buf[i] = x[i] - mn
-                    if has_next:       # the speculative next candidate used the old min: redo it
+                    if has_next:  # the speculative next candidate used the old min: redo it
                         iscn = np.float32(((frmin + frdelta * np.float32(is_ + 1)) + fnmax) / (mx - mn))
                         _codes(iscn, xm, n, fnmax, nm, buf, b)
                         nl = np.float32(0.0)
@@ -392,8 +393,8 @@ def make_qkx3_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
     return _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, True)
 
 
-_LO23 = np.float32(8388608.0)       # 2**23
-_HI24 = np.float32(16777216.0)      # 2**24
+_LO23 = np.float32(8388608.0)  # 2**23
+_HI24 = np.float32(16777216.0)  # 2**24
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -421,8 +422,18 @@ def make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scal
     G = ng
     if nstep < 1:
         for g in range(G):
-            scales[g], mins[g] = _qkx_core(x[g * n:(g + 1) * n], w[g * n:(g + 1) * n], nmax, rmin, rdelta,
-                                           nstep, use_mad, L[g * n:(g + 1) * n], Laux, le)
+            scales[g], mins[g] = _qkx_core(
+                x[g * n : (g + 1) * n],
+                w[g * n : (g + 1) * n],
+                nmax,
+                rmin,
+                rdelta,
+                nstep,
+                use_mad,
+                L[g * n : (g + 1) * n],
+                Laux,
+                le,
+            )
         return
     # scratch layout (float32): xT, wT, lT (candidate codes), LT (best codes) [n*G each], then lane state
     xT = 0
@@ -537,8 +548,18 @@ def make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scal
         # degenerate groups (then 0 * inf = NaN) and lanes where the float rounding shortcut did not
         # apply: the scalar search
         if S[OK + g] == 0:
-            sc, m = _qkx_core(x[g * n:(g + 1) * n], w[g * n:(g + 1) * n], nmax, rmin, rdelta, nstep, use_mad,
-                              L[g * n:(g + 1) * n], Laux, le)
+            sc, m = _qkx_core(
+                x[g * n : (g + 1) * n],
+                w[g * n : (g + 1) * n],
+                nmax,
+                rmin,
+                rdelta,
+                nstep,
+                use_mad,
+                L[g * n : (g + 1) * n],
+                Laux,
+                le,
+            )
             scales[g] = sc
             mins[g] = m
         else:
@@ -642,9 +663,11 @@ def make_qx_groups(x, qw, has_w, ng, n, nmax, L, scales, S):
     for g in range(G):
         if S[FIN + g] == 0 or S[AMAX + g] < _EPS:
             if has_w:
-                scales[g] = make_qx_quants(x[g * N:(g + _U(1)) * N], nmax, 1, qw[g * N:(g + _U(1)) * N], L[g * N:(g + _U(1)) * N])
+                scales[g] = make_qx_quants(
+                    x[g * N : (g + _U(1)) * N], nmax, 1, qw[g * N : (g + _U(1)) * N], L[g * N : (g + _U(1)) * N]
+                )
             else:
-                scales[g] = make_qx_quants(x[g * N:(g + _U(1)) * N], nmax, 1, None, L[g * N:(g + _U(1)) * N])
+                scales[g] = make_qx_quants(x[g * N : (g + _U(1)) * N], nmax, 1, None, L[g * N : (g + _U(1)) * N])
         else:
             scales[g] = S[SCALE + g]
             for i in range(N):
@@ -697,7 +720,7 @@ def make_qp_quants(x, nmax, qw, L):
         fl = np.float32(l)
         sumlx += (qw[i] * x[i]) * fl
         suml2 += (qw[i] * fl) * fl
-    for itry in range(5):
+    for _itry in range(5):
         n_changed = 0
         for i in range(n):
             w = qw[i]

@@ -7,6 +7,7 @@ id = 127/amax, round half to even).
 * :func:`fake_quantize_activations` -> the same rounding expressed back in float32 (``d_a * q_a``), for
   the tile path (dequantized weights x BLAS).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -201,7 +202,7 @@ def fake_quantize_activations(x: np.ndarray, vtype: str, with_s_error: bool = Fa
     if vtype == "BF16":
         return from_bf16_bits(bf16_bits(x))
     out = np.empty_like(x)
-    if vtype in ("Q8_0", "Q8_1"):   # same d and q; Q8_1's s only re-expresses sum(d*q)
+    if vtype in ("Q8_0", "Q8_1"):  # same d and q; Q8_1's s only re-expresses sum(d*q)
         _fake_q8_0(x, out)
     elif vtype == "Q8_K":
         _fake_q8_k(x, out)

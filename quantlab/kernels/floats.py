@@ -4,6 +4,7 @@ Encoding runs row by row (the rounding has branches). Decoding walks the flatten
 (a kernel call takes a range of chunks, :func:`quantlab.kernels._rows.run_rows` spreads the ranges over
 threads): a 1-D loop with unsigned indices and no branches, which LLVM vectorizes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..formats.registry import register
 from ._fp import f16_to_f32_bits, f32_to_bf16, f32_to_f16
 from ._rows import min_rows, run_rows
 
-_CHUNK = 1 << 16          # elements per chunk of the decoders
+_CHUNK = 1 << 16  # elements per chunk of the decoders
 
 
 @njit(cache=True, nogil=True)

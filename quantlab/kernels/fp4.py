@@ -10,6 +10,7 @@ Two things differ from a literal transcription of ggml, with the same results:
   error of code i for |x| (rounding is symmetric). So the code is the best of 0..7 for |x|, moved to the
   negative half when x < 0 and the best is not 0 — the same index ggml's 16-way scan returns.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ from ._fp import e8m0_half, f32_as_u32
 from ._rows import dequantize_rows, quantize_rows
 
 KV = KVALUES.astype(np.float32)
-UE4M3_TABLE = nm.ue4m3_to_f32(np.arange(256))     # decoded NVFP4 scale bytes (includes the 1/2)
+UE4M3_TABLE = nm.ue4m3_to_f32(np.arange(256))  # decoded NVFP4 scale bytes (includes the 1/2)
 
 
 def _log2_thresholds() -> np.ndarray:
@@ -56,7 +57,7 @@ def _mxfp4_e(amax):
     ex = np.int32(bits >> np.uint32(23))
     if ex > 0:
         p = ex - np.int32(127)
-    else:                                   # subnormal: position of the top set bit
+    else:  # subnormal: position of the top set bit
         p = np.int32(-150)
         b = bits
         while b:
@@ -72,7 +73,7 @@ def _best(x, cand):
     """Index of the nearest of kvalues * d (cand[0..7] = kv[0..7] * d) to x, ggml's tie rule."""
     ax = abs(x)
     best = np.int32(0)
-    be = ax                                  # |0 - x|
+    be = ax  # |0 - x|
     for i in range(1, 8):
         e = abs(cand[i] - ax)
         if e < be:
@@ -130,6 +131,7 @@ def _dequant_pairs(qr, qo, yr, yo, h, half, d):
 # MXFP4: blocks of 32 = e8m0 exponent byte + 16 bytes of pairs (j, j + 16)
 # ----------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True, nogil=True)
 def _mxfp4(x, out, h, r0, r1):
     nb = x.shape[1] // 32
@@ -164,6 +166,7 @@ def dequantize_mxfp4(q, n_per_row):
 # ----------------------------------------------------------------------------------------------------
 # NVFP4
 # ----------------------------------------------------------------------------------------------------
+
 
 @njit(cache=True, inline="always")
 def f32_to_ue4m3(v):

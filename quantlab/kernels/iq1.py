@@ -5,6 +5,7 @@ a range of rows per kernel call (spread over threads by :func:`quantlab.kernels.
 Where ggml asserts (or would read past its input), the row's error slot is set and the
 wrapper raises QuantizationError with the reference's message.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -116,13 +117,14 @@ def _fail(err, r, code, blk):
 # IQ1_S
 # ----------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True)
 def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     n = x.shape[1]
     bs = 32
     weight = np.empty(bs, np.float32)
     idx = np.empty(bs, np.int64)
-    e = np.zeros(32, np.float32)          # scratch of _neighbour2, allocated once per row
+    e = np.zeros(32, np.float32)  # scratch of _neighbour2, allocated once per row
     sumx = np.empty(bs + 1, np.float32)
     sumw = np.empty(bs + 1, np.float32)
     ax = np.empty((2, bs + 1), np.float32)
@@ -207,8 +209,9 @@ def _iq1s_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
                 gi = kmap[u]
                 if gi < 0:
                     all_on = False
-                    gi = _neighbour2(neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid,
-                                     e)
+                    gi = _neighbour2(
+                        neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid, e
+                    )
                     if gi < 0:
                         _fail(err, r, 1 if gi == -1 else 4, b0 // bs)
                         return
@@ -262,13 +265,14 @@ def _iq1s(x, qw, has_qw, kmap, neigh, codes, levels, out, err, r0, r1):
 # IQ1_M
 # ----------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True)
 def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     n = x.shape[1]
     bs = 16
     weight = np.empty(bs, np.float32)
     idx = np.empty(bs, np.int64)
-    e = np.zeros(32, np.float32)          # scratch of _neighbour2, allocated once per row
+    e = np.zeros(32, np.float32)  # scratch of _neighbour2, allocated once per row
     px = np.empty((2, bs + 1), np.float32)
     pw = np.empty((2, bs + 1), np.float32)
     L = np.empty(bs, np.int8)
@@ -378,8 +382,9 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
                 gi = kmap[u]
                 if gi < 0:
                     all_on = False
-                    gi = _neighbour2(neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid,
-                                     e)
+                    gi = _neighbour2(
+                        neigh, -gi - 1, codes, levels, x, r, b0 + 8 * k, weight, 8 * k, scale, xx, ngrid, e
+                    )
                     if gi < 0:
                         _fail(err, r, 1 if gi == -1 else 4, b0 // bs)
                         return
@@ -423,7 +428,9 @@ def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
             l = 0 if l < 0 else (7 if l > 7 else l)
             sc[ib // 4] |= np.uint16(l << (3 * (ib % 4)))
             sh = shifts[ib]
-            qh = np.int32(out[r, o + IQ1M_QH + ib]) | (0x00 if sh == 0 else (0x80 if sh == 1 else (0x08 if sh == 2 else 0x88)))
+            qh = np.int32(out[r, o + IQ1M_QH + ib]) | (
+                0x00 if sh == 0 else (0x80 if sh == 1 else (0x08 if sh == 2 else 0x88))
+            )
             out[r, o + IQ1M_QH + ib] = np.uint8(qh)
             _weights(x, r, b0, bs, qw, has_qw, sigma2, weight)
             fl = np.float32(2 * l + 1)
@@ -456,9 +463,12 @@ def _iq1m(x, qw, has_qw, kmap, neigh, codes, levels, out, err, r0, r1):
         _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err)
 
 
-_WHAT = {1: "no grid point has a finite weighted error", 2: "the fitted block scale is NaN",
-         4: "no listed grid neighbour has a finite weighted error and ggml's full-grid fallback would "
-            "read past the end of the input"}
+_WHAT = {
+    1: "no grid point has a finite weighted error",
+    2: "the fitted block scale is NaN",
+    4: "no listed grid neighbour has a finite weighted error and ggml's full-grid fallback would "
+    "read past the end of the input",
+}
 
 
 def _run(fn, name, bs, ts, x, imatrix):
@@ -468,8 +478,20 @@ def _run(fn, name, bs, ts, x, imatrix):
     err = np.zeros((nrows, 2), dtype=np.int64)
     has = imatrix is not None
     qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
-    run_rows(fn, nrows, x, qw, has, lat.kmap, lat.neighbours, _codes_u32(lat), lat.levels, out, err,
-             min_rows=min_rows(n, "quantize"))
+    run_rows(
+        fn,
+        nrows,
+        x,
+        qw,
+        has,
+        lat.kmap,
+        lat.neighbours,
+        _codes_u32(lat),
+        lat.levels,
+        out,
+        err,
+        min_rows=min_rows(n, "quantize"),
+    )
     bad = np.flatnonzero(err[:, 0])
     if bad.size:
         r = int(bad[0])
@@ -480,6 +502,7 @@ def _run(fn, name, bs, ts, x, imatrix):
 def quantize_iq1_s(x, imatrix=None):
     if imatrix is None:
         from ..errors import ImatrixRequired
+
         raise ImatrixRequired("IQ1_S cannot be quantized without an importance matrix")
     return _run(_iq1s, "IQ1_S", 32, IQ1S_SIZE, x, imatrix)
 
@@ -491,6 +514,7 @@ def quantize_iq1_m(x, imatrix=None):
 # ----------------------------------------------------------------------------------------------------
 # dequantization
 # ----------------------------------------------------------------------------------------------------
+
 
 @njit(cache=True, nogil=True)
 def _deq_iq1s(q, out, values, r0, r1):

@@ -5,6 +5,7 @@ kernel call (spread over threads by :func:`quantlab.kernels._rows.run_rows`).
 Where ggml asserts, the row's error slot is set and the Python wrapper raises QuantizationError with the
 reference's message.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,7 @@ _FLT_MAX = np.float32(np.finfo(np.float32).max)
 # All three start with d (fp16) and the grid indices at IQ2_QS.
 IQ2_D, IQ2_QS = offsets("IQ2_XXS", "d", "qs")
 assert offsets("IQ2_XS", "d", "qs") == offsets("IQ2_S", "d", "qs") == (IQ2_D, IQ2_QS)
-IQ2XS_SCALES, = offsets("IQ2_XS", "scales")
+(IQ2XS_SCALES,) = offsets("IQ2_XS", "scales")
 IQ2S_SIGNS, IQ2S_QH, IQ2S_SCALES = offsets("IQ2_S", "signs", "qh", "scales")
 IQ2XXS_SIZE, IQ2XS_SIZE, IQ2S_SIZE = size("IQ2_XXS"), size("IQ2_XS"), size("IQ2_S")
 
@@ -312,7 +313,7 @@ def _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err):
         for j in range(ts):
             out[r, o + j] = 0
         if max_scale == 0:
-            if kind == 2:           # IQ2_S keeps the index/sign bytes of its (zero-scale) live blocks
+            if kind == 2:  # IQ2_S keeps the index/sign bytes of its (zero-scale) live blocks
                 for ib in range(nblk):
                     if live[ib]:
                         for k in range(G):
@@ -378,13 +379,29 @@ def _run(x, imatrix, kind):
     err = np.zeros((nrows, 2), dtype=np.int64)
     has = imatrix is not None
     qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
-    run_rows(_quantize, nrows, x, qw, has, kind, lat.kmap, lat.neighbours, _codes_u32(lat), lat.levels, out, err,
-             min_rows=min_rows(n, "quantize"))
+    run_rows(
+        _quantize,
+        nrows,
+        x,
+        qw,
+        has,
+        kind,
+        lat.kmap,
+        lat.neighbours,
+        _codes_u32(lat),
+        lat.levels,
+        out,
+        err,
+        min_rows=min_rows(n, "quantize"),
+    )
     bad = np.flatnonzero(err[:, 0])
     if bad.size:
         r = int(bad[0])
-        what = {1: "no candidate of a grid-neighbour search has a finite error",
-                2: "the fitted block scale is NaN", 3: "a group ended off the grid"}[int(err[r, 0])]
+        what = {
+            1: "no candidate of a grid-neighbour search has a finite error",
+            2: "the fitted block scale is NaN",
+            3: "a group ended off the grid",
+        }[int(err[r, 0])]
         ref._raise(v, what, r * (n // v.block) + int(err[r, 1]), n, x)
     return out
 
@@ -392,6 +409,7 @@ def _run(x, imatrix, kind):
 def quantize_iq2_xxs(x, imatrix=None):
     if imatrix is None:
         from ..errors import ImatrixRequired
+
         raise ImatrixRequired("IQ2_XXS cannot be quantized without an importance matrix")
     return _run(x, imatrix, 0)
 
@@ -399,6 +417,7 @@ def quantize_iq2_xxs(x, imatrix=None):
 def quantize_iq2_xs(x, imatrix=None):
     if imatrix is None:
         from ..errors import ImatrixRequired
+
         raise ImatrixRequired("IQ2_XS cannot be quantized without an importance matrix")
     return _run(x, imatrix, 1)
 
@@ -411,6 +430,7 @@ def quantize_iq2_s(x, imatrix=None):
 # dequantization
 # ----------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True, nogil=True)
 def _dequantize(q, out, kind, values, ksg, r0, r1):
     ts = IQ2XXS_SIZE if kind == 0 else (IQ2XS_SIZE if kind == 1 else IQ2S_SIZE)
@@ -420,12 +440,16 @@ def _dequantize(q, out, kind, values, ksg, r0, r1):
             o = ibl * ts
             d = f16_to_f32(rd16(q[r], o + IQ2_D))
             y0 = ibl * 256
-            for ib in range(8):                      # blocks of 32
+            for ib in range(8):  # blocks of 32
                 p = o + IQ2_QS + 8 * ib
                 w1 = np.uint32(0)
                 if kind == 0:
-                    w1 = (np.uint32(q[r, p + 4]) | (np.uint32(q[r, p + 5]) << np.uint32(8))
-                          | (np.uint32(q[r, p + 6]) << np.uint32(16)) | (np.uint32(q[r, p + 7]) << np.uint32(24)))
+                    w1 = (
+                        np.uint32(q[r, p + 4])
+                        | (np.uint32(q[r, p + 5]) << np.uint32(8))
+                        | (np.uint32(q[r, p + 6]) << np.uint32(16))
+                        | (np.uint32(q[r, p + 7]) << np.uint32(24))
+                    )
                     db0 = (d * (np.float32(0.5) + np.float32(w1 >> np.uint32(28)))) * np.float32(0.25)
                     db1 = db0
                 else:

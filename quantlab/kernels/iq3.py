@@ -5,6 +5,7 @@ scalar loops in the order of ggml's ``quantize_row_iq3_xxs_impl`` / ``quantize_r
 Where ggml aborts, the row reports a status code and the Python wrapper
 raises the same QuantizationError as the reference.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,11 +27,11 @@ OK, NO_NEIGHBOUR, NAN_SCALE = 0, 1, 2
 # Both start with d (fp16) and the grid indices at IQ3_QS.
 IQ3_D, IQ3_QS = offsets("IQ3_XXS", "d", "qs")
 assert offsets("IQ3_S", "d", "qs") == (IQ3_D, IQ3_QS)
-IQ3XXS_SAS, = offsets("IQ3_XXS", "sas")
+(IQ3XXS_SAS,) = offsets("IQ3_XXS", "sas")
 IQ3S_QH, IQ3S_SIGNS, IQ3S_SCALES = offsets("IQ3_S", "qh", "signs", "scales")
 IQ3XXS_SIZE, IQ3S_SIZE = size("IQ3_XXS"), size("IQ3_S")
-_Q3_BODY = IQ3XXS_SIZE - IQ3_QS               # the IQ3_XXS bytes after d, assembled in a scratch buffer
-_Q3_SAS = IQ3XXS_SAS - IQ3_QS                 # where the scales-and-signs words start in it
+_Q3_BODY = IQ3XXS_SIZE - IQ3_QS  # the IQ3_XXS bytes after d, assembled in a scratch buffer
+_Q3_SAS = IQ3XXS_SAS - IQ3_QS  # where the scales-and-signs words start in it
 
 
 @njit(cache=True, inline="always")
@@ -56,8 +57,7 @@ def _best_neighbour(neigh, start, points, pointsf, xval, waux, off, scale, L, lo
 
 @njit(cache=True, inline="always")
 def _code(L, off):
-    return (np.int32(L[off]) | (np.int32(L[off + 1]) << 3) | (np.int32(L[off + 2]) << 6)
-            | (np.int32(L[off + 3]) << 9))
+    return np.int32(L[off]) | (np.int32(L[off + 1]) << 3) | (np.int32(L[off + 2]) << 6) | (np.int32(L[off + 3]) << 9)
 
 
 @njit(cache=True)
@@ -74,7 +74,7 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
     on_grid_aux = np.zeros(8, dtype=np.bool_)
     bsigns = np.zeros(4, dtype=np.int32)
     scales = np.zeros(8, dtype=np.float32)
-    q3 = np.zeros(_Q3_BODY, dtype=np.uint8)    # IQ3_XXS body, copied out only if max_scale != 0
+    q3 = np.zeros(_Q3_BODY, dtype=np.uint8)  # IQ3_XXS body, copied out only if max_scale != 0
     bsize = IQ3S_SIZE if is_s else IQ3XXS_SIZE
     ntry = 9 if is_s else 15
     for ibl in range(nsb):
@@ -86,7 +86,7 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
             sumx2 += xr[base + i] * xr[base + i]
         sigma2 = np.float32(2) * sumx2 / np.float32(256)
         max_scale = np.float32(0)
-        slot = 0                                    # IQ3_S: qs/signs write position (see the reference)
+        slot = 0  # IQ3_S: qs/signs write position (see the reference)
         for ib in range(8):
             xo = base + 32 * ib
             if has_qw:
@@ -125,7 +125,7 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
             for i in range(32):
                 wx[i] = weight[i] * xval[i]
             L[:] = 0
-            if (is_s and not (mx != 0)) or ((not is_s) and mx < np.float32(1e-8)):
+            if (is_s and mx == 0) or ((not is_s) and mx < np.float32(1e-8)):
                 scales[ib] = 0
                 continue
             best = np.float32(0)
@@ -144,8 +144,9 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
                     on_grid_aux[k] = True
                     if gi < 0:
                         on_grid_aux[k] = False
-                        gi = _best_neighbour(neigh, -kmap[u] - 1, points, pointsf, xval, waux, 4 * k, this_scale,
-                                             Laux, 4 * k)
+                        gi = _best_neighbour(
+                            neigh, -kmap[u] - 1, points, pointsf, xval, waux, 4 * k, this_scale, Laux, 4 * k
+                        )
                         if gi < 0:
                             bad[0] = ibl * 8 + ib
                             return NO_NEIGHBOUR
@@ -216,7 +217,7 @@ def _row(xr, qw, has_qw, is_s, points, pointsf, kmap, neigh, o, bad):
                     q3[_Q3_SAS + 4 * ib + k] = np.uint8((word >> np.uint32(8 * k)) & np.uint32(255))
             scales[ib] = scale
             max_scale = max_scale if max_scale > scale else scale
-        if not (max_scale != 0):
+        if max_scale == 0:
             continue
         d = max_scale / np.float32(31)
         if is_s:
@@ -256,12 +257,29 @@ def _quantize(x, imatrix, is_s):
         qw, has = np.ascontiguousarray(imatrix, dtype=np.float32), True
     status = np.zeros(nrows, dtype=np.int32)
     where = np.zeros(nrows, dtype=np.int64)
-    run_rows(_quant, nrows, x, qw, has, is_s, lat.points, lat.points.astype(np.float32), lat.kmap, lat.neighbours,
-             out, status, where, min_rows=min_rows(n, "quantize"))
+    run_rows(
+        _quant,
+        nrows,
+        x,
+        qw,
+        has,
+        is_s,
+        lat.points,
+        lat.points.astype(np.float32),
+        lat.kmap,
+        lat.neighbours,
+        out,
+        status,
+        where,
+        min_rows=min_rows(n, "quantize"),
+    )
     if status.any():
         r = int(np.flatnonzero(status)[0])
-        what = ("no finite candidate in a grid-neighbour search" if status[r] == NO_NEIGHBOUR
-                else "the fitted block scale is NaN")
+        what = (
+            "no finite candidate in a grid-neighbour search"
+            if status[r] == NO_NEIGHBOUR
+            else "the fitted block scale is NaN"
+        )
         ref._raise(v, what, r * (n // 32) + where[r], n, x)
     return out
 
@@ -309,8 +327,12 @@ def _dequant_kernel(is_s):
                         aux = np.uint32(0)
                     else:
                         wo = ob + IQ3XXS_SAS + 4 * ib
-                        aux = (np.uint32(qr[wo]) | (np.uint32(qr[wo + 1]) << np.uint32(8))
-                               | (np.uint32(qr[wo + 2]) << np.uint32(16)) | (np.uint32(qr[wo + 3]) << np.uint32(24)))
+                        aux = (
+                            np.uint32(qr[wo])
+                            | (np.uint32(qr[wo + 1]) << np.uint32(8))
+                            | (np.uint32(qr[wo + 2]) << np.uint32(16))
+                            | (np.uint32(qr[wo + 3]) << np.uint32(24))
+                        )
                         db = d * (np.float32(0.5) + np.float32(aux >> np.uint32(28))) * np.float32(0.5)
                         qh = np.int32(0)
                     for g in range(4):

@@ -4,6 +4,7 @@ A range of rows per kernel call (spread over threads by :func:`quantlab.kernels.
 inside, plain scalar loops in the order of ggml's ``quantize_row_iq4_nl_impl`` (float32, sequential
 sums).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@
 super-block is processed with scalar float32 code in ggml's evaluation order, using the searches of
 :mod:`quantlab.kernels._search` on 1-D slices and per-row scratch buffers.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,11 +12,18 @@ from numba import njit
 
 from ..formats.layout import offsets, size
 from ..formats.registry import register
+from ._c import clampi, nearest_int
 from ._fp import f16_to_f32, f32_as_u32, f32_to_f16, rd16, u32_as_f32, wr16
 from ._rows import min_rows, run_rows
-from ._c import clampi, nearest_int
-from ._search import (make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qkx_groups,
-                      make_qp_quants, make_qx_groups, make_qx_quants)
+from ._search import (
+    make_q3_quants,
+    make_qkx2_quants,
+    make_qkx3_quants,
+    make_qkx_groups,
+    make_qp_quants,
+    make_qx_groups,
+    make_qx_quants,
+)
 
 QK_K = 256
 _ZERO = np.float32(0.0)
@@ -27,11 +35,12 @@ Q2K_SCALES, Q2K_QS, Q2K_D, Q2K_DMIN = offsets("Q2_K", "scales", "qs", "d", "dmin
 Q3K_HMASK, Q3K_QS, Q3K_SCALES, Q3K_D = offsets("Q3_K", "hmask", "qs", "scales", "d")
 Q4K_D, Q4K_DMIN, Q4K_SCALES, Q4K_QS = offsets("Q4_K", "d", "dmin", "scales", "qs")
 Q5K_QH, Q5K_QS = offsets("Q5_K", "qh", "qs")
-assert offsets("Q5_K", "d", "dmin", "scales") == (Q4K_D, Q4K_DMIN, Q4K_SCALES)   # Q4_K/Q5_K share code
+assert offsets("Q5_K", "d", "dmin", "scales") == (Q4K_D, Q4K_DMIN, Q4K_SCALES)  # Q4_K/Q5_K share code
 Q6K_QL, Q6K_QH, Q6K_SCALES, Q6K_D = offsets("Q6_K", "ql", "qh", "scales", "d")
 Q8K_D, Q8K_QS, Q8K_BSUMS = offsets("Q8_K", "d", "qs", "bsums")
 Q2K_SIZE, Q3K_SIZE, Q4K_SIZE, Q5K_SIZE, Q6K_SIZE, Q8K_SIZE = (
-    size(f) for f in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"))
+    size(f) for f in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K")
+)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -52,8 +61,10 @@ def _pack_2bit(L, q, off):
     for c in range(2):
         for l in range(32):
             e = 128 * c + l
-            q[off + 32 * c + l] = np.uint8((np.int32(L[e]) | (np.int32(L[e + 32]) << 2)
-                                            | (np.int32(L[e + 64]) << 4) | (np.int32(L[e + 96]) << 6)) & 0xFF)
+            q[off + 32 * c + l] = np.uint8(
+                (np.int32(L[e]) | (np.int32(L[e + 32]) << 2) | (np.int32(L[e + 64]) << 4) | (np.int32(L[e + 96]) << 6))
+                & 0xFF
+            )
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -72,9 +83,10 @@ def _s8(b):
 
 # ------------------------------------------------------------------------------------------- Q2_K
 
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quant_q2_k(x, qw, has_im, out, r0, r1):
-    nrows, n = x.shape
+    _nrows, n = x.shape
     nb = n // QK_K
     for r in range(r0, r1):
         L = np.empty(QK_K, np.uint8)
@@ -89,10 +101,10 @@ def _quant_q2_k(x, qw, has_im, out, r0, r1):
         S = np.empty(4 * QK_K + 15 * 16, np.float32)
         q = out[r]
         for i in range(nb):
-            xb = x[r, i * QK_K:(i + 1) * QK_K]
+            xb = x[r, i * QK_K : (i + 1) * QK_K]
             o = i * Q2K_SIZE
             if has_im:
-                _imatrix_weights(xb, qw[i * QK_K:(i + 1) * QK_K], False, w)
+                _imatrix_weights(xb, qw[i * QK_K : (i + 1) * QK_K], False, w)
                 for j in range(16):
                     s = np.float32(0.0)
                     for l in range(16):
@@ -155,7 +167,7 @@ def _quant_q2_k(x, qw, has_im, out, r0, r1):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _dequant_q2_k(q, y, r0, r1):
-    nrows, n = y.shape
+    _nrows, n = y.shape
     nb = n // QK_K
     for r in range(r0, r1):
         qr = q[r]
@@ -179,6 +191,7 @@ def _dequant_q2_k(q, y, r0, r1):
 
 # ------------------------------------------------------------------------------------------- Q3_K
 
+
 @njit(cache=True, error_model="numpy", inline="always")
 def _q3_scale(q, so, j):
     """Stored 6-bit value (0..63) of scale j from the 12 scale bytes at q[so]."""
@@ -200,7 +213,7 @@ def _put_q3_scale(q, so, j, l):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quant_q3_k(x, qw, has_im, out, r0, r1):
-    nrows, n = x.shape
+    _nrows, n = x.shape
     nb = n // QK_K
     for r in range(r0, r1):
         L = np.empty(QK_K, np.uint8)
@@ -210,20 +223,21 @@ def _quant_q3_k(x, qw, has_im, out, r0, r1):
         Ls = np.empty(16, np.uint8)
         q = out[r]
         for i in range(nb):
-            xb = x[r, i * QK_K:(i + 1) * QK_K]
+            xb = x[r, i * QK_K : (i + 1) * QK_K]
             o = i * Q3K_SIZE
             so = o + Q3K_SCALES
             for k in range(12):
                 q[so + k] = 0
             if has_im:
-                _imatrix_weights(xb, qw[i * QK_K:(i + 1) * QK_K], True, w)
+                _imatrix_weights(xb, qw[i * QK_K : (i + 1) * QK_K], True, w)
                 for j in range(16):
                     s = np.float32(0.0)
                     for l in range(16):
                         s += w[16 * j + l]
                     sw[j] = s
-                    scales[j] = make_qx_quants(xb[16 * j:16 * j + 16], 4, 1, w[16 * j:16 * j + 16],
-                                               L[16 * j:16 * j + 16])
+                    scales[j] = make_qx_quants(
+                        xb[16 * j : 16 * j + 16], 4, 1, w[16 * j : 16 * j + 16], L[16 * j : 16 * j + 16]
+                    )
                 d_block = make_qx_quants(scales, 32, 1, sw, Ls)
                 for j in range(16):
                     _put_q3_scale(q, so, j, np.int32(Ls[j]))
@@ -232,7 +246,7 @@ def _quant_q3_k(x, qw, has_im, out, r0, r1):
                 max_scale = np.float32(0.0)
                 amax = np.float32(0.0)
                 for j in range(16):
-                    sc = make_q3_quants(xb[16 * j:16 * j + 16], 4, True, L[16 * j:16 * j + 16])
+                    sc = make_q3_quants(xb[16 * j : 16 * j + 16], 4, True, L[16 * j : 16 * j + 16])
                     scales[j] = sc
                     a = np.float32(abs(sc))
                     if a > amax:
@@ -242,7 +256,7 @@ def _quant_q3_k(x, qw, has_im, out, r0, r1):
                     iscale = np.float32(np.float32(-32.0) / max_scale)
                     for j in range(16):
                         l = nearest_int(iscale * scales[j])
-                        l = ((l + 128) & 255) - 128            # int8_t l = nearest_int(...)
+                        l = ((l + 128) & 255) - 128  # int8_t l = nearest_int(...)
                         l = clampi(l, -32, 31) + 32
                         _put_q3_scale(q, so, j, l)
                     d_bits = f32_to_f16(np.float32(np.float32(1.0) / iscale))
@@ -270,7 +284,7 @@ def _quant_q3_k(x, qw, has_im, out, r0, r1):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _dequant_q3_k(q, y, r0, r1):
-    nrows, n = y.shape
+    _nrows, n = y.shape
     nb = n // QK_K
     for r in range(r0, r1):
         qr = q[r]
@@ -280,7 +294,7 @@ def _dequant_q3_k(q, y, r0, r1):
             d_all = f16_to_f32(rd16(qr, o + Q3K_D))
             for c in range(2):
                 for s in range(4):
-                    k = 4 * c + s                       # hmask bit of these 32 elements
+                    k = 4 * c + s  # hmask bit of these 32 elements
                     for h in range(2):
                         j = 8 * c + 2 * s + h
                         dl = d_all * np.float32(_q3_scale(qr, o + Q3K_SCALES, j) - 32)
@@ -296,6 +310,7 @@ def _dequant_q3_k(q, y, r0, r1):
 
 # ------------------------------------------------------------------------------------- Q4_K / Q5_K
 
+
 @njit(cache=True, error_model="numpy", inline="always")
 def _get_scale_min_k4(q, so, j):
     if j < 4:
@@ -306,8 +321,7 @@ def _get_scale_min_k4(q, so, j):
 
 
 @njit(cache=True, error_model="numpy")
-def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, Laux, w, scales, mins,
-               sw, Ls, Lm):
+def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, Laux, w, scales, mins, sw, Ls, Lm):
     """Scale search + 6-bit encoding + requantization of one Q4_K/Q5_K super-block.
     Writes d, dmin and the 12 scale bytes of the block at q[o]; leaves the final codes in L.
     Called, not inlined: numba's IR inlining of this block (with the searches inlined into it) took
@@ -319,8 +333,17 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
             for l in range(32):
                 s += w[32 * j + l]
             sw[j] = s
-            sc, mn = make_qkx3_quants(xb[32 * j:32 * j + 32], w[32 * j:32 * j + 32], nmax, -0.9, 0.05, 36,
-                                      False, L[32 * j:32 * j + 32], Laux)
+            sc, mn = make_qkx3_quants(
+                xb[32 * j : 32 * j + 32],
+                w[32 * j : 32 * j + 32],
+                nmax,
+                -0.9,
+                0.05,
+                36,
+                False,
+                L[32 * j : 32 * j + 32],
+                Laux,
+            )
             scales[j] = sc
             mins[j] = mn
         d_block = make_qp_quants(scales, 63, sw, Ls)
@@ -343,8 +366,9 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
             av_x = np.float32(np.sqrt(np.float32(s / np.float32(32.0))))
             for l in range(32):
                 w[l] = av_x + np.float32(abs(xb[32 * j + l]))
-            sc, mn = make_qkx2_quants(xb[32 * j:32 * j + 32], w[:32], nmax, rmin, rdelta, nstep, False,
-                                      L[32 * j:32 * j + 32], Laux)
+            sc, mn = make_qkx2_quants(
+                xb[32 * j : 32 * j + 32], w[:32], nmax, rmin, rdelta, nstep, False, L[32 * j : 32 * j + 32], Laux
+            )
             scales[j] = sc
             mins[j] = mn
             if sc > max_scale:
@@ -354,7 +378,7 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
         inv_scale = np.float32(np.float32(63.0) / max_scale) if max_scale > 0 else _ZERO
         inv_min = np.float32(np.float32(63.0) / max_min) if max_min > 0 else _ZERO
         for j in range(8):
-            ls = nearest_int(inv_scale * scales[j]) & 0xFF      # uint8 first, then MIN(63, .)
+            ls = nearest_int(inv_scale * scales[j]) & 0xFF  # uint8 first, then MIN(63, .)
             lm = nearest_int(inv_min * mins[j]) & 0xFF
             Ls[j] = np.uint8(min(63, ls))
             Lm[j] = np.uint8(min(63, lm))
@@ -387,7 +411,7 @@ def _q45_block(xb, qwb, has_im, nmax, rmin, rdelta, nstep, clamp_im, q, o, L, La
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quant_q45(x, qw, has_im, out, five, r0, r1):
-    nrows, n = x.shape
+    _nrows, n = x.shape
     nb = n // QK_K
     ts = Q5K_SIZE if five else Q4K_SIZE
     nmax = 31 if five else 15
@@ -404,11 +428,10 @@ def _quant_q45(x, qw, has_im, out, five, r0, r1):
         Lm = np.empty(8, np.uint8)
         q = out[r]
         for i in range(nb):
-            xb = x[r, i * QK_K:(i + 1) * QK_K]
-            qwb = qw[i * QK_K:(i + 1) * QK_K] if has_im else qw
+            xb = x[r, i * QK_K : (i + 1) * QK_K]
+            qwb = qw[i * QK_K : (i + 1) * QK_K] if has_im else qw
             o = i * ts
-            _q45_block(xb, qwb, has_im, nmax, rmin, 0.1, nstep, five, q, o, L, Laux, w, scales, mins,
-                       sw, Ls, Lm)
+            _q45_block(xb, qwb, has_im, nmax, rmin, 0.1, nstep, five, q, o, L, Laux, w, scales, mins, sw, Ls, Lm)
             if five:
                 for l in range(32):
                     hm = 0
@@ -451,7 +474,7 @@ def _dequant_q45_row(qr, yr, nb, five):
             qo = _U(o + qs_off + 32 * c)
             ho = _U(o + Q5K_QH)
             if five:
-                mk1 = np.uint8(1 << (2 * c))            # the hmask bits of these two sub-blocks
+                mk1 = np.uint8(1 << (2 * c))  # the hmask bits of these two sub-blocks
                 mk2 = np.uint8(2 << (2 * c))
                 for l in range(32):
                     ul = _U(l)
@@ -485,9 +508,10 @@ def _dequant_q5_k(q, y, r0, r1):
 
 # ------------------------------------------------------------------------------------------- Q6_K
 
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quant_q6_k(x, qw, has_im, out, r0, r1):
-    nrows, n = x.shape
+    _nrows, n = x.shape
     nb = n // QK_K
     for r in range(r0, r1):
         L = np.empty(QK_K, np.uint8)
@@ -495,12 +519,12 @@ def _quant_q6_k(x, qw, has_im, out, r0, r1):
         S = np.empty(5 * QK_K + 9 * 16, np.float32)
         q = out[r]
         for i in range(nb):
-            xb = x[r, i * QK_K:(i + 1) * QK_K]
+            xb = x[r, i * QK_K : (i + 1) * QK_K]
             o = i * Q6K_SIZE
             max_scale = np.float32(0.0)
             max_abs = np.float32(0.0)
             # make_qx_quants(., 32, 1, qw or None, .) on the 16 groups at once
-            make_qx_groups(xb, qw[i * QK_K:(i + 1) * QK_K] if has_im else qw, has_im, 16, 16, 32, L, scales, S)
+            make_qx_groups(xb, qw[i * QK_K : (i + 1) * QK_K] if has_im else qw, has_im, 16, 16, 32, L, scales, S)
             for j in range(16):
                 sc = scales[j]
                 a = np.float32(abs(sc))
@@ -516,7 +540,7 @@ def _quant_q6_k(x, qw, has_im, out, r0, r1):
             d = f16_to_f32(d_bits)
             for j in range(16):
                 s = min(127, nearest_int(iscale * scales[j]))
-                s = ((s + 128) & 255) - 128                 # stored as int8
+                s = ((s + 128) & 255) - 128  # stored as int8
                 q[o + Q6K_SCALES + j] = np.uint8(s & 0xFF)
                 dd = d * np.float32(s)
                 if dd == 0:
@@ -533,14 +557,15 @@ def _quant_q6_k(x, qw, has_im, out, r0, r1):
                     a3 = np.int32(L[e + 96])
                     q[o + Q6K_QL + 64 * h + l] = np.uint8(((a0 & 0xF) | ((a2 & 0xF) << 4)) & 0xFF)
                     q[o + Q6K_QL + 64 * h + 32 + l] = np.uint8(((a1 & 0xF) | ((a3 & 0xF) << 4)) & 0xFF)
-                    q[o + Q6K_QH + 32 * h + l] = np.uint8(((a0 >> 4) | ((a1 >> 4) << 2) | ((a2 >> 4) << 4)
-                                                        | ((a3 >> 4) << 6)) & 0xFF)
+                    q[o + Q6K_QH + 32 * h + l] = np.uint8(
+                        ((a0 >> 4) | ((a1 >> 4) << 2) | ((a2 >> 4) << 4) | ((a3 >> 4) << 6)) & 0xFF
+                    )
             wr16(q, o + Q6K_D, d_bits)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _dequant_q6_k(q, y, r0, r1):
-    nrows, n = y.shape
+    _nrows, n = y.shape
     nb = n // QK_K
     for r in range(r0, r1):
         qr = q[r]
@@ -570,9 +595,10 @@ def _dequant_q6_k(q, y, r0, r1):
 
 # ------------------------------------------------------------------------------------------- Q8_K
 
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quant_q8_k(x, out, r0, r1):
-    nrows, n = x.shape
+    _nrows, n = x.shape
     nb = n // QK_K
     xb = x.view(np.uint32)
     for r in range(r0, r1):
@@ -613,21 +639,25 @@ def _quant_q8_k(x, out, r0, r1):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _dequant_q8_k(q, y, r0, r1):
-    nrows, n = y.shape
+    _nrows, n = y.shape
     nb = n // QK_K
     for r in range(r0, r1):
         qr = q[r]
         for i in range(nb):
             o = i * Q8K_SIZE
-            b = (np.uint32(qr[o + Q8K_D]) | (np.uint32(qr[o + Q8K_D + 1]) << np.uint32(8))
-                 | (np.uint32(qr[o + Q8K_D + 2]) << np.uint32(16)) | (np.uint32(qr[o + Q8K_D + 3]) << np.uint32(24)))
+            b = (
+                np.uint32(qr[o + Q8K_D])
+                | (np.uint32(qr[o + Q8K_D + 1]) << np.uint32(8))
+                | (np.uint32(qr[o + Q8K_D + 2]) << np.uint32(16))
+                | (np.uint32(qr[o + Q8K_D + 3]) << np.uint32(24))
+            )
             d = u32_as_f32(b)
             for j in range(QK_K):
                 y[r, i * QK_K + j] = d * np.float32(_s8(qr[o + Q8K_QS + j]))
 
 
-
 # ------------------------------------------------------------------------------------------- API
+
 
 def _im(imatrix, n):
     if imatrix is None:

@@ -10,6 +10,7 @@ branch-free code. Speed comes from three things that change no bit: inner loops 
 counts (so LLVM vectorizes them), a 65536-entry fp16 table for block scales in the dequantizers, and
 one explicit SIMD intrinsic for the int8 codes of Q8_0/Q8_1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,6 +53,7 @@ def _i8(i):
 # imatrix weights (shared by the four _impl paths)
 # ----------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True, inline="always")
 def _row_sigma2(xr):
     s = np.float32(0.0)
@@ -81,8 +83,7 @@ Q40_D, Q40_QS = offsets("Q4_0", "d", "qs")
 Q41_D, Q41_M, Q41_QS = offsets("Q4_1", "d", "m", "qs")
 assert Q40_D == Q41_D == 0 and offsets("Q5_0", "d", "qh", "qs") == (Q40_D, Q40_QS, Q40_QS + 4)
 assert offsets("Q5_1", "d", "m", "qh", "qs") == (Q41_D, Q41_M, Q41_QS, Q41_QS + 4)
-assert (size("Q4_0"), size("Q4_1"), size("Q5_0"), size("Q5_1")) == (Q40_QS + 16, Q41_QS + 16, Q40_QS + 20,
-                                                                  Q41_QS + 20)
+assert (size("Q4_0"), size("Q4_1"), size("Q5_0"), size("Q5_1")) == (Q40_QS + 16, Q41_QS + 16, Q40_QS + 20, Q41_QS + 20)
 Q80_D, Q80_QS = offsets("Q8_0", "d", "qs")
 Q81_D, Q81_S, Q81_QS = offsets("Q8_1", "d", "s", "qs")
 Q80_SIZE, Q81_SIZE = size("Q8_0"), size("Q8_1")
@@ -102,14 +103,18 @@ def _wr32(orow, o, v):
 
 @njit(cache=True, inline="always")
 def _rd32(qr, o):
-    return (np.uint32(qr[o]) | (np.uint32(qr[o + 1]) << np.uint32(8))
-            | (np.uint32(qr[o + 2]) << np.uint32(16)) | (np.uint32(qr[o + 3]) << np.uint32(24)))
+    return (
+        np.uint32(qr[o])
+        | (np.uint32(qr[o + 1]) << np.uint32(8))
+        | (np.uint32(qr[o + 2]) << np.uint32(16))
+        | (np.uint32(qr[o + 3]) << np.uint32(24))
+    )
 
 
 @njit(cache=True, inline="always")
 def _layout(asym, five):
     """(block bytes, offset of qh, offset of the nibbles) of Q4_0 / Q4_1 / Q5_0 / Q5_1."""
-    qh = Q41_QS if asym else Q40_QS             # after d [and m]
+    qh = Q41_QS if asym else Q40_QS  # after d [and m]
     qs = qh + 4 if five else qh
     return qs + 16, qh, qs
 
@@ -121,9 +126,9 @@ def _code(v, mn, idv, bias, nlev, asym, five):
         t = _trunc((v - mn) * idv + bias)
     else:
         t = _trunc(v * idv + bias)
-    if asym and five:           # Q5_1: a plain (uint8_t) cast, no clamp
+    if asym and five:  # Q5_1: a plain (uint8_t) cast, no clamp
         return t
-    return min(np.int32(nlev), _i8(t))          # MIN(nlev, (int8_t)...)
+    return min(np.int32(nlev), _i8(t))  # MIN(nlev, (int8_t)...)
 
 
 @njit(cache=True, inline="always")
@@ -131,7 +136,7 @@ def _ref_block(xr, xo, orow, o, h, asym, five):
     """ggml's quantize_row_q{4,5}_{0,1}_ref on the 32 values at xr[xo], written at orow[o]. The codes
     are packed as they are computed (value j and value j + 16 per byte): one pass, as fast as the
     former per-format kernels (a separate code array and packing pass cost 20-30%)."""
-    ts, qh_off, qs_off = _layout(asym, five)
+    _ts, qh_off, qs_off = _layout(asym, five)
     nlev = 31 if five else 15
     if asym:
         mn = np.float32(3.4028234663852886e38)
@@ -235,7 +240,7 @@ def _quant_q45_imx_row(xr, im, orow, nb, asym, five):
     for ib in range(nb):
         xo = ib * 32
         _block_weights(xr, im, xo, sigma2, w)
-        d, m = _imx_codes(xr[xo:xo + 32], w, L, Laux, asym, five)
+        d, m = _imx_codes(xr[xo : xo + 32], w, L, Laux, asym, five)
         o = ib * ts
         wr16(orow, o + Q40_D, f32_to_f16(d))
         if asym:
@@ -250,7 +255,7 @@ def _quant_q45_imx_row(xr, im, orow, nb, asym, five):
 def _dequant_q45_row(qr, yr, nb, h, asym, five):
     """One row of Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks back to float32."""
     ts, qh_off, qs_off = _layout(asym, five)
-    zero = 0 if asym else (32 if five else 16) // 2      # the code of 0.0 in the _0 formats
+    zero = 0 if asym else (32 if five else 16) // 2  # the code of 0.0 in the _0 formats
     for ib in range(nb):
         o = ib * ts
         d = h2f(qr, o + Q40_D)
@@ -295,8 +300,12 @@ def _q45_kernels(asym, five):
     return quantize, quantize_imatrix, dequantize
 
 
-_Q45 = {"Q4_0": _q45_kernels(False, False), "Q4_1": _q45_kernels(True, False),
-        "Q5_0": _q45_kernels(False, True), "Q5_1": _q45_kernels(True, True)}
+_Q45 = {
+    "Q4_0": _q45_kernels(False, False),
+    "Q4_1": _q45_kernels(True, False),
+    "Q5_0": _q45_kernels(False, True),
+    "Q5_1": _q45_kernels(True, True),
+}
 
 
 def _quantize_q45(fmt, x, imatrix):
@@ -346,6 +355,7 @@ def dequantize_q5_1(q, n_per_row):
 # Q8_0 / Q8_1
 # ----------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True, inline="always")
 def _q8_block(xr, xo, orow, o, qo, k):
     """One Q8_0/Q8_1 block: writes d at o (Q80_D = Q81_D = 0) and the codes at o + qo; returns
@@ -378,7 +388,7 @@ def _quant_q8_row(xr, orow, nb, k, one):
 
 @njit(cache=True, nogil=True)
 def _quant_q8(x, out, k, one, r0, r1):
-    for r in range(r0, r1):     # a copy of the row routine per type: its offsets are constants
+    for r in range(r0, r1):  # a copy of the row routine per type: its offsets are constants
         if one:
             _quant_q8_row(x[r], out[r], x.shape[1] // 32, k, True)
         else:
@@ -447,6 +457,7 @@ def dequantize_q8_1(q, n_per_row):
 # ----------------------------------------------------------------------------------------------------
 # Q1_0 / Q2_0
 # ----------------------------------------------------------------------------------------------------
+
 
 @njit(cache=True, nogil=True)
 def _q1_0(x, out, r0, r1):

@@ -2,6 +2,7 @@
 once, where numpy's per-call overhead would dominate): RMSNorm, RoPE (normal and NeoX, frequency
 factors, magnitude scale), attention over an fp16 KV cache (causal, optionally a sliding window),
 SwiGLU and GeGLU. Numerics follow ggml's CPU ops (float32, sums of squares in double)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,8 +57,10 @@ def _rope_table(p, n_rot, theta_scale, freq_scale, ff, mscale, c, s):
 def _to_half_bits(typingctx, x):
     """float32 -> fp16 bits (uint16), round to nearest even, overflow to inf (fptrunc; what numpy's
     astype(float16) does)."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
     return types.uint16(types.float32), codegen
 
 
@@ -83,8 +86,10 @@ def rope_store(q, k, v, pos, n_rot, theta_scale, freq_scale, ff, mscale, neox, k
 @intrinsic
 def _half(typingctx, bits):
     """fp16 bits (uint16) -> float32, exact (fpext; vcvtph2ps on x86 with F16C)."""
+
     def codegen(context, builder, signature, args):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
     return types.float32(types.uint16), codegen
 
 
@@ -120,7 +125,7 @@ def attention(q, kc, vc, n_swa, pos0, scale, out):
         h = th % H
         kh = h // g
         n = pos0 + t + 1
-        j0 = max(0, n - n_swa) if n_swa > 0 else 0     # first key this query sees
+        j0 = max(0, n - n_swa) if n_swa > 0 else 0  # first key this query sees
         j = j0
         while j + 4 <= n:
             a0 = F32(0)

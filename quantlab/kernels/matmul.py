@@ -23,9 +23,10 @@ Two paths live here, both with those numerics:
 Neither path is bit-exact with llama.cpp (its AVX2 kernels accumulate in another order); the model
 outputs agree to a few ulps per product, which is what perplexity comparisons need.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from time import perf_counter
 
 import numpy as np
@@ -39,10 +40,23 @@ from . import kquants as _kq
 from . import legacy as _legacy
 from ._fp import F16_TABLE
 from ._rows import numba_thread_fns
+
 # re-exported: notebooks and other modules import the activation quantizers from here
 from .act import fake_quantize_activations, quantize_activations  # noqa: F401
-from .simd import (_at, _f16_at, _fma_block, _fma_ivec, _izero, _load_bytes, _nib_codes, _q5_codes, _split_block,
-                   _table16, _vsum, _vzero)
+from .simd import (
+    _at,
+    _f16_at,
+    _fma_block,
+    _fma_ivec,
+    _izero,
+    _load_bytes,
+    _nib_codes,
+    _q5_codes,
+    _split_block,
+    _table16,
+    _vsum,
+    _vzero,
+)
 
 F32 = np.float32
 
@@ -51,7 +65,7 @@ F32 = np.float32
 # have no matrix product and are absent, so a lookup fails loudly.
 VEC_DOT_TYPE = {f.name: f.vec_dot_type for f in FORMATS if f.vec_dot_type is not None}
 
-F16 = F16_TABLE   # fp16 bits -> float32 for all 65536 patterns (ggml_table_f32_f16)
+F16 = F16_TABLE  # fp16 bits -> float32 for all 65536 patterns (ggml_table_f32_f16)
 
 # ---------------------------------------------------------------------------------------------
 # block decodes of the integer path (built from the vector helpers of kernels/simd.py)
@@ -60,12 +74,12 @@ F16 = F16_TABLE   # fp16 bits -> float32 for all 65536 patterns (ggml_table_f32_
 IQ4NL_VALUES = tuple(int(v) for v in kvalues_iq4nl())
 
 # Byte offsets inside one block (quantlab.formats.layout; ints, so numba and the IR builders use constants)
-Q40_QS, = offsets("Q4_0", "qs")
+(Q40_QS,) = offsets("Q4_0", "qs")
 Q41_M, Q41_QS = offsets("Q4_1", "m", "qs")
 Q50_QH, Q50_QS = offsets("Q5_0", "qh", "qs")
 Q51_M, Q51_QH, Q51_QS = offsets("Q5_1", "m", "qh", "qs")
-Q80_QS, = offsets("Q8_0", "qs")
-IQ4NL_QS, = offsets("IQ4_NL", "qs")
+(Q80_QS,) = offsets("Q8_0", "qs")
+(IQ4NL_QS,) = offsets("IQ4_NL", "qs")
 assert Q41_M == Q51_M and all(offsets(f, "d") == (0,) for f in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"))
 Q4K_D, Q4K_DMIN, Q4K_SCALES, Q4K_QS = offsets("Q4_K", "d", "dmin", "scales", "qs")
 Q5K_QH, Q5K_QS = offsets("Q5_K", "qh", "qs")
@@ -75,21 +89,33 @@ IQ4XS_D, IQ4XS_SCALES_H, IQ4XS_SCALES_L, IQ4XS_QS = offsets("IQ4_XS", "d", "scal
 
 # wo: the block's first byte. Layouts (spec §3): Q4_0 d|qs, Q4_1 d|m|qs, Q5_0 d|qh|qs, Q5_1 d|m|qh|qs,
 # Q8_0 d|qs, IQ4_NL d|qs; the IQ4_XS form reads the 16 nibble bytes of one 32-block at wo itself.
-_fma_q4_0 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q40_QS)), False),
-                       "Q4_0 block: the unsigned nibbles (the caller adds the -8 * sum(a) term).")
-_fma_q4_1 = _fma_block(lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q41_QS)), False),
-                       "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).")
-_fma_q5_0 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q50_QS), _at(b, o, Q50_QH)), False),
-                       "Q5_0 block: the unsigned 5-bit codes (the caller adds the -16 * sum(a) term).")
-_fma_q5_1 = _fma_block(lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q51_QS), _at(b, o, Q51_QH)), False),
-                       "Q5_1 block: 5-bit codes (min term added by the caller).")
-_fma_q8_0 = _fma_block(lambda c, b, t, w, o: (_load_bytes(c, b, t, w, _at(b, o, Q80_QS), 32), True),
-                       "Q8_0 block: int8 codes.")
-_fma_iq4nl = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, _at(b, o, IQ4NL_QS)), IQ4NL_VALUES),
-                                                True),
-                        "IQ4_NL block: kvalues_iq4nl[nibble].")
-_fma_iq4 = _fma_block(lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, o), IQ4NL_VALUES), True),
-                      "The 16 nibble bytes of one IQ4_XS 32-block at wo: kvalues_iq4nl[nibble].")
+_fma_q4_0 = _fma_block(
+    lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q40_QS)), False),
+    "Q4_0 block: the unsigned nibbles (the caller adds the -8 * sum(a) term).",
+)
+_fma_q4_1 = _fma_block(
+    lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q41_QS)), False),
+    "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).",
+)
+_fma_q5_0 = _fma_block(
+    lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q50_QS), _at(b, o, Q50_QH)), False),
+    "Q5_0 block: the unsigned 5-bit codes (the caller adds the -16 * sum(a) term).",
+)
+_fma_q5_1 = _fma_block(
+    lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q51_QS), _at(b, o, Q51_QH)), False),
+    "Q5_1 block: 5-bit codes (min term added by the caller).",
+)
+_fma_q8_0 = _fma_block(
+    lambda c, b, t, w, o: (_load_bytes(c, b, t, w, _at(b, o, Q80_QS), 32), True), "Q8_0 block: int8 codes."
+)
+_fma_iq4nl = _fma_block(
+    lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, _at(b, o, IQ4NL_QS)), IQ4NL_VALUES), True),
+    "IQ4_NL block: kvalues_iq4nl[nibble].",
+)
+_fma_iq4 = _fma_block(
+    lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, o), IQ4NL_VALUES), True),
+    "The 16 nibble bytes of one IQ4_XS 32-block at wo: kvalues_iq4nl[nibble].",
+)
 
 
 # Super-block formats: the sub-block products times their small integer scales are summed as an
@@ -111,10 +137,21 @@ _blk_q6k = _split_block(3, 32, "Q6_K: 4 low bits from a nibble, 2 high bits from
 K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_NL = 0, 1, 2, 3, 4, 5
 K_Q4_K, K_Q5_K, K_Q6_K, K_IQ4_XS = 10, 11, 12, 13
 # format -> (kind, block bytes); every 32-block format has its fp16 d in bytes 0-1
-_KINDS = {f: (k, size(f)) for f, k in (("Q4_0", K_Q4_0), ("Q4_1", K_Q4_1), ("Q5_0", K_Q5_0), ("Q5_1", K_Q5_1),
-                                        ("Q8_0", K_Q8_0), ("IQ4_NL", K_IQ4_NL), ("Q4_K", K_Q4_K), ("Q5_K", K_Q5_K),
-                                        ("Q6_K", K_Q6_K), ("IQ4_XS", K_IQ4_XS))}
-
+_KINDS = {
+    f: (k, size(f))
+    for f, k in (
+        ("Q4_0", K_Q4_0),
+        ("Q4_1", K_Q4_1),
+        ("Q5_0", K_Q5_0),
+        ("Q5_1", K_Q5_1),
+        ("Q8_0", K_Q8_0),
+        ("IQ4_NL", K_IQ4_NL),
+        ("Q4_K", K_Q4_K),
+        ("Q5_K", K_Q5_K),
+        ("Q6_K", K_Q6_K),
+        ("IQ4_XS", K_IQ4_XS),
+    )
+}
 
 
 @njit(cache=True, inline="always")
@@ -129,7 +166,7 @@ def _row_32(kind, ts, r, W, qs, d, s, out, c):
     per block; Q8_1: s = the block sums d * sum(q), fp16-rounded): per block acc += float(int
     products) * (d_w * d_a) in 8 float lanes, plus in a scalar the min term m_w * s of Q4_1 / Q5_1 or
     the offset term (d_w * d_a) * (-off * sum(q)) of Q4_0 / Q5_0, whose codes are taken unsigned."""
-    R, rb = W.shape
+    _R, rb = W.shape
     nb = rb // ts
     T, K = qs.shape
     for t in range(T):
@@ -139,13 +176,13 @@ def _row_32(kind, ts, r, W, qs, d, s, out, c):
             wo = r * rb + b * ts
             ao = t * K + b * 32
             dd = _f16_at(W, wo) * d[t, b]
-            if kind == K_Q4_0:       # codes q - 8: d (sum q a) + d (-8 sum a), like Q4_1's m * s
+            if kind == K_Q4_0:  # codes q - 8: d (sum q a) + d (-8 sum a), like Q4_1's m * s
                 acc = _fma_q4_0(acc, dd, W, wo, qs, ao)
                 accm += dd * (F32(-8) * s[t, b])
             elif kind == K_Q4_1:
                 acc = _fma_q4_1(acc, dd, W, wo, qs, ao)
                 accm += _f16_at(W, wo + Q41_M) * s[t, b]
-            elif kind == K_Q5_0:     # codes q - 16
+            elif kind == K_Q5_0:  # codes q - 16
                 acc = _fma_q5_0(acc, dd, W, wo, qs, ao)
                 accm += dd * (F32(-16) * s[t, b])
             elif kind == K_Q5_1:
@@ -178,20 +215,19 @@ def _sb_q45_k(five, r, W, o, qs, ao, bsums, t, b):
     ho = r * rb + o + Q5K_QH
     iv = _izero()
     summs = np.int32(0)
-    for jj in range(4):          # 4 chunks of 64 values: low nibbles, then high nibbles
+    for jj in range(4):  # 4 chunks of 64 values: low nibbles, then high nibbles
         sc0, m0 = _scale_min_k4(W, r, o + Q4K_SCALES, 2 * jj)
         sc1, m1 = _scale_min_k4(W, r, o + Q4K_SCALES, 2 * jj + 1)
         wo = qo + jj * 32
         a0 = ao + jj * 64
-        if five:                 # bit 2jj / 2jj+1 of qh[l] is bit 4 of value 64jj + l / 64jj + 32 + l
+        if five:  # bit 2jj / 2jj+1 of qh[l] is bit 4 of value 64jj + l / 64jj + 32 + l
             iv = _blk_q5k(iv, sc0, sc0, W, wo, np.int32(0), ho, np.int32(2 * jj), qs, a0)
             iv = _blk_q5k(iv, sc1, sc1, W, wo, np.int32(4), ho, np.int32(2 * jj + 1), qs, a0 + 32)
         else:
             iv = _blk_q4k(iv, sc0, sc0, W, wo, np.int32(0), wo, np.int32(0), qs, a0)
             iv = _blk_q4k(iv, sc1, sc1, W, wo, np.int32(4), wo, np.int32(0), qs, a0 + 32)
         bo = b * 16 + jj * 4
-        summs = np.int32(summs + m0 * (bsums[t, bo] + bsums[t, bo + 1])
-                         + m1 * (bsums[t, bo + 2] + bsums[t, bo + 3]))
+        summs = np.int32(summs + m0 * (bsums[t, bo] + bsums[t, bo + 1]) + m1 * (bsums[t, bo + 2] + bsums[t, bo + 3]))
     return iv, summs
 
 
@@ -200,40 +236,43 @@ def _sb_q6_k(r, W, o, qs, ao):
     """Q6_K super-block: sum over its 16 sub-blocks of int8 scale * sum (q - 32) * a, as I32x8."""
     rb = W.shape[1]
     iv = _izero()
-    for n in range(2):           # two halves of 128 values, each 4 runs of 32
+    for n in range(2):  # two halves of 128 values, each 4 runs of 32
         ql = r * rb + o + Q6K_QL + n * 64
         qh = r * rb + o + Q6K_QH + n * 32
         sc = o + Q6K_SCALES + n * 8
         a0 = ao + n * 128
-        for c in range(4):       # run c: low (c < 2) or high nibbles of ql[32 * (c % 2) ...], qh bits 2c;
-            s0 = np.int32(np.int8(W[r, sc + 2 * c]))          # values 0-15 scale 2c, 16-31 scale 2c + 1
+        for c in range(4):  # run c: low (c < 2) or high nibbles of ql[32 * (c % 2) ...], qh bits 2c;
+            s0 = np.int32(np.int8(W[r, sc + 2 * c]))  # values 0-15 scale 2c, 16-31 scale 2c + 1
             s1 = np.int32(np.int8(W[r, sc + 2 * c + 1]))
-            iv = _blk_q6k(iv, s0, s1, W, ql + 32 * (c % 2), np.int32(4 * (c // 2)), qh, np.int32(2 * c), qs, a0 + 32 * c)
+            iv = _blk_q6k(
+                iv, s0, s1, W, ql + 32 * (c % 2), np.int32(4 * (c // 2)), qh, np.int32(2 * c), qs, a0 + 32 * c
+            )
     return iv
 
 
 @njit(cache=True, inline="always")
 def _row_256(kind, ts, r, W, qs, d, bsums, out, c):
     """Row r of W (a 256-value super-block format) times T Q8_K activation rows into out[:, c]."""
-    R, rb = W.shape
+    _R, rb = W.shape
     nb = rb // ts
     T, K = qs.shape
     for t in range(T):
-        acc = F32(0)             # Q4_K / Q5_K min terms
+        acc = F32(0)  # Q4_K / Q5_K min terms
         accv = _vzero()
         for b in range(nb):
             o = b * ts
             ao = t * K + b * 256
-            if kind == K_Q6_K:       # (d * dy) * isum, d at the end of the block
+            if kind == K_Q6_K:  # (d * dy) * isum, d at the end of the block
                 accv = _fma_ivec(accv, _sb_q6_k(r, W, o, qs, ao), _h(W, r, o + Q6K_D, F16) * d[t, b])
-            elif kind == K_IQ4_XS:   # per 32-block: (dx * dy * (ls - 32)) * isum
+            elif kind == K_IQ4_XS:  # per 32-block: (dx * dy * (ls - 32)) * isum
                 d4d8 = _h(W, r, o + IQ4XS_D, F16) * d[t, b]
                 sh = np.int32(W[r, o + IQ4XS_SCALES_H]) | (np.int32(W[r, o + IQ4XS_SCALES_H + 1]) << 8)
                 for ib in range(8):
-                    ls = (((np.int32(W[r, o + IQ4XS_SCALES_L + ib // 2]) >> (4 * (ib % 2))) & 15)
-                          | (((sh >> (2 * ib)) & 3) << 4))
+                    ls = ((np.int32(W[r, o + IQ4XS_SCALES_L + ib // 2]) >> (4 * (ib % 2))) & 15) | (
+                        ((sh >> (2 * ib)) & 3) << 4
+                    )
                     accv = _fma_iq4(accv, d4d8 * F32(ls - 32), W, r * rb + o + IQ4XS_QS + 16 * ib, qs, ao + 32 * ib)
-            else:                    # Q4_K / Q5_K: (dy * d) * isum - (dy * dmin) * summs
+            else:  # Q4_K / Q5_K: (dy * d) * isum - (dy * dmin) * summs
                 iv, summs = _sb_q45_k(kind == K_Q5_K, r, W, o, qs, ao, bsums, t, b)
                 accv = _fma_ivec(accv, iv, d[t, b] * _h(W, r, o + Q4K_D, F16))
                 acc -= (d[t, b] * _h(W, r, o + Q4K_DMIN, F16)) * F32(summs)
@@ -244,7 +283,7 @@ def _row_256(kind, ts, r, W, qs, d, bsums, out, c):
 # depends on the machine's load more than on the product: on a quiet machine two threads halve a 576 x 1536
 # matvec; on a shared, busy one a worker that is not scheduled stalls the join for milliseconds and
 # everything is faster on one thread. ThreadPolicy decides by measuring (see below).
-PAR_MIN_MACS = 1 << 18     # smaller products always run on one thread
+PAR_MIN_MACS = 1 << 18  # smaller products always run on one thread
 
 
 @njit(cache=True, inline="always")
@@ -291,7 +330,7 @@ def _span_256(kinds, tss, Ws, qs, d, bsums, out, c0, c1):
 @njit(cache=True, parallel=True)
 def _par_32(kinds, tss, Ws, qs, d, s, out, nthreads):
     n = _n_rows(Ws)
-    m = min(n, nthreads)                   # one contiguous span of rows per thread
+    m = min(n, nthreads)  # one contiguous span of rows per thread
     for j in prange(m):
         _span_32(kinds, tss, Ws, qs, d, s, out, j * n // m, (j + 1) * n // m)
 
@@ -313,15 +352,20 @@ def _par_256(kinds, tss, Ws, qs, d, bsums, out, nthreads):
 def _ser_256(kinds, tss, Ws, qs, d, bsums, out, nthreads):
     _span_256(kinds, tss, Ws, qs, d, bsums, out, 0, _n_rows(Ws))
 
+
 # ---------------------------------------------------------------------------------------------
 # dequantize weight rows into a float32 buffer (the tile path): each format family's own row-range
 # kernel, the one quantlab.dequantize runs (bit-exact with ggml's to_float), called directly on the
 # tile's rows in this thread. format -> (kernel(q, y, *extra, r0, r1), extra)
 # ---------------------------------------------------------------------------------------------
 
-_DEQ = {"Q4_0": (_legacy._Q45["Q4_0"][2], (_legacy._H,)), "Q4_1": (_legacy._Q45["Q4_1"][2], (_legacy._H,)),
-        "Q8_0": (_legacy._dequant_q8, (False,)),
-        "Q4_K": (_kq._dequant_q4_k, ()), "Q6_K": (_kq._dequant_q6_k, ())}
+_DEQ = {
+    "Q4_0": (_legacy._Q45["Q4_0"][2], (_legacy._H,)),
+    "Q4_1": (_legacy._Q45["Q4_1"][2], (_legacy._H,)),
+    "Q8_0": (_legacy._dequant_q8, (False,)),
+    "Q4_K": (_kq._dequant_q4_k, ()),
+    "Q6_K": (_kq._dequant_q6_k, ()),
+}
 
 
 class ThreadPolicy:
@@ -335,8 +379,8 @@ class ThreadPolicy:
 
     def __init__(self, explore: int = 16, max_explore: int = 4096, alpha: float = 0.3):
         self.explore, self.max_explore, self.alpha = explore, max_explore, alpha
-        self.rate: dict = {}      # key -> [serial MACs/s or None, threaded MACs/s or None]
-        self.wait: dict = {}      # key -> [calls until the next try of the slower mode, interval]
+        self.rate: dict = {}  # key -> [serial MACs/s or None, threaded MACs/s or None]
+        self.wait: dict = {}  # key -> [calls until the next try of the slower mode, interval]
 
     @staticmethod
     def key(kind: int, macs: int):
@@ -345,13 +389,13 @@ class ThreadPolicy:
     def choose(self, key) -> bool:
         r = self.rate.setdefault(key, [None, None])
         if r[0] is None or r[1] is None:
-            return r[0] is not None          # measure serial first, then threaded
+            return r[0] is not None  # measure serial first, then threaded
         best = r[1] > r[0]
         w = self.wait.setdefault(key, [self.explore, self.explore])
         w[0] -= 1
         if w[0] > 0:
             return best
-        return not best                      # time to re-try the slower mode
+        return not best  # time to re-try the slower mode
 
     def record(self, key, parallel: bool, macs: int, seconds: float) -> None:
         r = self.rate.setdefault(key, [None, None])
@@ -360,21 +404,21 @@ class ThreadPolicy:
         i = int(parallel)
         r[i] = v if r[i] is None else r[i] + self.alpha * (v - r[i])
         w = self.wait.get(key)
-        if w is not None and w[0] <= 0 and was_best is False:   # that was an exploration
+        if w is not None and w[0] <= 0 and was_best is False:  # that was an exploration
             still_worse = (r[1] > r[0]) != parallel
             w[1] = min(self.max_explore, w[1] * 2) if still_worse else self.explore
             w[0] = w[1]
 
 
 POLICY = ThreadPolicy()
-INT_KERNELS = _KINDS       # formats with an integer (generation-path) kernel
-DEQ_KERNELS = frozenset(_DEQ)   # formats whose tiles dequantize here (others: quantlab.dequantize)
+INT_KERNELS = _KINDS  # formats with an integer (generation-path) kernel
+DEQ_KERNELS = frozenset(_DEQ)  # formats whose tiles dequantize here (others: quantlab.dequantize)
 
 
-MAX_STACK = 3              # matrices per stacked product (Q, K, V); fewer are padded with empty ones
+MAX_STACK = 3  # matrices per stacked product (Q, K, V); fewer are padded with empty ones
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stack_kinds(fmts: tuple):
     """(kinds, block sizes), padded to MAX_STACK entries: the drivers always see tuples of one length,
     so each compiles once (every extra tuple length would be another cold compile of the whole kernel)."""
@@ -382,8 +426,9 @@ def _stack_kinds(fmts: tuple):
         raise ShapeError(f"matmul_int stacks 1 to {MAX_STACK} matrices, got {len(fmts)}")
     ks = [INT_KERNELS[f] for f in fmts]
     if len({k < K_Q4_K for k, _ in ks}) != 1:
-        raise FormatError("matmul_int: stacked matrices must all be 32-value or all 256-value block formats "
-                          f"(got {', '.join(fmts)})")
+        raise FormatError(
+            f"matmul_int: stacked matrices must all be 32-value or all 256-value block formats (got {', '.join(fmts)})"
+        )
     ks += [ks[0]] * (MAX_STACK - len(ks))
     return tuple(k for k, _ in ks), tuple(t for _, t in ks)
 
@@ -410,7 +455,7 @@ def matmul_int(W, fmt, act, out: np.ndarray, parallel: bool | None = None) -> np
         rows = 0
         for w in W:
             rows += w.shape[0]
-        if len({w.flags.writeable for w in W}) > 1:      # one array type in the tuple: all read-only views
+        if len({w.flags.writeable for w in W}) > 1:  # one array type in the tuple: all read-only views
             W = tuple(_readonly(w) for w in W)
         W = W + (W[0][:0],) * (MAX_STACK - len(W))
     else:
@@ -450,5 +495,5 @@ def dequantize_rows(W: np.ndarray, fmt: str, r0: int, out: np.ndarray) -> np.nda
     if r0 < 0 or r0 + out.shape[0] > W.shape[0]:
         raise IndexError("row range outside the weight matrix")
     kernel, extra = _DEQ[fmt]
-    kernel(W[r0:r0 + out.shape[0]], out, *extra, 0, out.shape[0])
+    kernel(W[r0 : r0 + out.shape[0]], out, *extra, 0, out.shape[0])
     return out

@@ -8,6 +8,7 @@ factories that turn a block decode into an intrinsic (:func:`_fma_block` for 32-
 float lanes, :func:`_split_block` for super-block sub-blocks summed in int32 lanes). The format-specific
 decodes built with them sit next to the row kernels in matmul.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -140,13 +141,13 @@ def _host_isa() -> str:
     """'vnni' | 'avx2' | 'generic': the widest integer dot instruction of the CPU numba compiles for."""
     import numba
 
-    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:   # cross-/generic build: portable IR only
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:  # cross-/generic build: portable IR only
         return "generic"
     try:
         import llvmlite.binding as llvm
 
         feats = llvm.get_host_cpu_features()
-    except Exception:   # noqa: BLE001  (no feature map on this platform: stay portable)
+    except Exception:  # noqa: BLE001  (no feature map on this platform: stay portable)
         return "generic"
     if feats.get("avx512vnni") and feats.get("avx512vl"):
         return "vnni"
@@ -163,14 +164,17 @@ ISA = _host_isa()
 @intrinsic
 def _vzero(typingctx):
     """An F32x8 of zeros."""
+
     def codegen(context, builder, signature, args):
         return ir.Constant(_F32V, [0.0] * 8)
+
     return f32x8(), codegen
 
 
 @intrinsic
 def _vsum(typingctx, v):
     """Sum of the 8 lanes as float32: halves added pairwise ((0+4)+(2+6)) + ((1+5)+(3+7))."""
+
     def codegen(context, builder, signature, args):
         x = args[0]
         for n in (4, 2, 1):
@@ -178,6 +182,7 @@ def _vsum(typingctx, v):
             hi = builder.shuffle_vector(x, x, ir.Constant(_vec(_I32, n), list(range(n, 2 * n))))
             x = builder.fadd(lo, hi)
         return builder.extract_element(x, ir.Constant(_I32, 0))
+
     return types.float32(f32x8), codegen
 
 
@@ -205,8 +210,12 @@ def _dot8(builder, codes, signed, acts, isa=None):
         acts = builder.select(neg, builder.sub(zero, acts), acts)
         codes = builder.select(neg, builder.sub(zero, codes), codes)
     if isa == "vnni":
-        return _x86(builder, "llvm.x86.avx512.vpdpbusd.256", v8,
-                    [ir.Constant(v8, [0] * 8), builder.bitcast(codes, v8), builder.bitcast(acts, v8)])
+        return _x86(
+            builder,
+            "llvm.x86.avx512.vpdpbusd.256",
+            v8,
+            [ir.Constant(v8, [0] * 8), builder.bitcast(codes, v8), builder.bitcast(acts, v8)],
+        )
     pairs = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(_I16, 16), [codes, acts])
     return _x86(builder, "llvm.x86.avx2.pmadd.wd", v8, [pairs, _const(_I16, 16, 1)])
 
@@ -215,6 +224,7 @@ def _fma_block(decode, doc):
     """An intrinsic f(acc, d, w, wo, a, ao) -> acc + float(dot8(codes, a[ao:ao+32])) * d, where
     ``decode(context, builder, w type, w, wo) -> (<32 x i8> codes, signed)`` reads one block's codes
     from byte ``wo`` of w (flat offsets)."""
+
     def impl(typingctx, acc, d, w, wo, a, ao):
         _check_bytes(w, a)
         sig = f32x8(f32x8, types.float32, w, types.intp, a, types.intp)
@@ -225,7 +235,9 @@ def _fma_block(decode, doc):
             acts = _load_bytes(context, builder, signature.args[4], av, aov, 32)
             p = builder.sitofp(_dot8(builder, codes, signed, acts), _F32V)
             return builder.fadd(accv, builder.fmul(p, _splat(builder, dv, 8)))
+
         return sig, codegen
+
     impl.__doc__ = doc
     return intrinsic(impl)
 
@@ -256,20 +268,25 @@ def _nib_codes(context, builder, aty, wv, qo):
 # Super-block formats: the sub-block products times their small integer scales are summed as an
 # int32 x8 vector over the whole super-block (exact), then converted and scaled once, like ggml's.
 
+
 @intrinsic
 def _izero(typingctx):
     """An I32x8 of zeros."""
+
     def codegen(context, builder, signature, args):
         return ir.Constant(_I32V, [0] * 8)
+
     return i32x8(), codegen
 
 
 @intrinsic
 def _fma_ivec(typingctx, acc, iv, d):
     """acc + float(iv) * d (F32x8, I32x8, float32)."""
+
     def codegen(context, builder, signature, args):
         accv, ivv, dv = args
         return builder.fadd(accv, builder.fmul(builder.sitofp(ivv, _F32V), _splat(builder, dv, 8)))
+
     return f32x8(f32x8, i32x8, types.float32), codegen
 
 
@@ -277,10 +294,10 @@ def _split_block(mask, off, doc):
     """An intrinsic f(iv, sc0, sc1, w, lo, sl, hi, sh, a, ao) -> iv + dot8(q - off, a[ao:ao+32]) * scales,
     lanes 0-3 (values 0-15) times sc0 and lanes 4-7 (values 16-31) times sc1, for 32 codes split over
     two byte runs: q_j = ((w[lo+j] >> sl) & 15) | (((w[hi+j] >> sh) & mask) << 4) (mask 0: nibbles only)."""
+
     def impl(typingctx, iv, sc0, sc1, w, lo, sl, hi, sh, a, ao):
         _check_bytes(w, a)
-        sig = i32x8(i32x8, types.int32, types.int32, w, types.intp, types.int32, types.intp, types.int32,
-                    a, types.intp)
+        sig = i32x8(i32x8, types.int32, types.int32, w, types.intp, types.int32, types.intp, types.int32, a, types.intp)
 
         def codegen(context, builder, signature, args):
             ivv, s0, s1, wv, lov, slv, hiv, shv, av, aov = args
@@ -293,10 +310,13 @@ def _split_block(mask, off, doc):
             if off:
                 q = _sub8(builder, q, off)
             p = _dot8(builder, q, bool(off), _load_bytes(context, builder, signature.args[8], av, aov, 32))
-            sc = builder.shuffle_vector(_splat(builder, s0, 4), _splat(builder, s1, 4),
-                                        ir.Constant(_I32V, list(range(8))))
+            sc = builder.shuffle_vector(
+                _splat(builder, s0, 4), _splat(builder, s1, 4), ir.Constant(_I32V, list(range(8)))
+            )
             return builder.add(ivv, builder.mul(p, sc))
+
         return sig, codegen
+
     impl.__doc__ = doc
     return intrinsic(impl)
 
@@ -309,7 +329,9 @@ def _f16_at(typingctx, w, off):
     sig = types.float32(w, types.intp)
 
     def codegen(context, builder, signature, args):
-        p = builder.bitcast(_byte_ptr(context, builder, signature.args[0], args[0], args[1]),
-                            ir.HalfType().as_pointer())
+        p = builder.bitcast(
+            _byte_ptr(context, builder, signature.args[0], args[0], args[1]), ir.HalfType().as_pointer()
+        )
         return builder.fpext(builder.load(p, typ=ir.HalfType(), align=1), ir.FloatType())
+
     return sig, codegen

@@ -5,6 +5,7 @@ threads). The dequantizers unpack a run of bytes with one SIMD expression
 each (``_make_unpacker``: integer trit extraction, int -> float, times d — the same operations as
 ggml's scalar loop, so the same bits).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,6 +58,7 @@ def _ceil243(q):
 # TQ1_0
 # ----------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True, nogil=True)
 def _tq1_0(x, out, r0, r1):
     nb = x.shape[1] // 256
@@ -68,17 +70,17 @@ def _tq1_0(x, out, r0, r1):
             o = ib * 54
             d = _absmax_block(xr, xo)
             idv = inv(d)
-            for m in range(32):                       # elements m + 32n, n = 0..4
+            for m in range(32):  # elements m + 32n, n = 0..4
                 q = np.int32(0)
                 for n in range(5):
                     q = q * 3 + _trit(xr[xo + m + 32 * n] * idv)
                 orow[o + m] = _ceil243(q & 0xFF)
-            for m in range(16):                       # elements 160 + m + 16n
+            for m in range(16):  # elements 160 + m + 16n
                 q = np.int32(0)
                 for n in range(5):
                     q = q * 3 + _trit(xr[xo + 160 + m + 16 * n] * idv)
                 orow[o + 32 + m] = _ceil243(q & 0xFF)
-            for j in range(4):                        # elements 240 + j + 4n, n = 0..3, then * 3
+            for j in range(4):  # elements 240 + j + 4n, n = 0..3, then * 3
                 q = np.int32(0)
                 for n in range(4):
                     q = q * 3 + _trit(xr[xo + 240 + j + 4 * n] * idv)
@@ -120,11 +122,10 @@ def _make_unpacker(nbytes, kind, nfields, stride):
             b = builder.zext(raw, v16)
             undef = ir.Constant(vf, ir.Undefined)
             d1 = builder.insert_element(undef, dv, ir.Constant(ir.IntType(32), 0))
-            dvec = builder.shuffle_vector(d1, undef, ir.Constant(ir.VectorType(ir.IntType(32), nbytes),
-                                                                 [0] * nbytes))
+            dvec = builder.shuffle_vector(d1, undef, ir.Constant(ir.VectorType(ir.IntType(32), nbytes), [0] * nbytes))
             for n in range(nfields):
                 if kind == "base3":
-                    v = builder.and_(builder.mul(b, k16(3 ** n)), k16(0xFF))
+                    v = builder.and_(builder.mul(b, k16(3**n)), k16(0xFF))
                     t = builder.lshr(builder.mul(v, k16(3)), k16(8))
                 else:
                     t = builder.and_(builder.lshr(b, k16(2 * n)), k16(3))
@@ -138,10 +139,10 @@ def _make_unpacker(nbytes, kind, nfields, stride):
     return unpack
 
 
-_tq1_qs32 = _make_unpacker(32, "base3", 5, 32)   # qs[0:32]:  elements m + 32n
-_tq1_qs16 = _make_unpacker(16, "base3", 5, 16)   # qs[32:48]: elements 160 + m + 16n
-_tq1_qh4 = _make_unpacker(4, "base3", 4, 4)      # qh[0:4]:   elements 240 + m + 4n
-_tq2_qs32 = _make_unpacker(32, "2bit", 4, 32)    # qs[32c:32c+32]: elements 128c + m + 32n
+_tq1_qs32 = _make_unpacker(32, "base3", 5, 32)  # qs[0:32]:  elements m + 32n
+_tq1_qs16 = _make_unpacker(16, "base3", 5, 16)  # qs[32:48]: elements 160 + m + 16n
+_tq1_qh4 = _make_unpacker(4, "base3", 4, 4)  # qh[0:4]:   elements 240 + m + 4n
+_tq2_qs32 = _make_unpacker(32, "2bit", 4, 32)  # qs[32c:32c+32]: elements 128c + m + 32n
 
 
 @njit(cache=True, nogil=True)
@@ -167,6 +168,7 @@ def dequantize_tq1_0(q, n_per_row):
 # TQ2_0
 # ----------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True, nogil=True)
 def _tq2_0(x, out, r0, r1):
     nb = x.shape[1] // 256
@@ -178,7 +180,7 @@ def _tq2_0(x, out, r0, r1):
             o = ib * 66
             d = _absmax_block(xr, xo)
             idv = inv(d)
-            if idv - idv == 0:      # 1/d finite: branchless uint8 codes, the m loop vectorizes
+            if idv - idv == 0:  # 1/d finite: branchless uint8 codes, the m loop vectorizes
                 for c in range(2):
                     xc = _U(xo + 128 * c)
                     oc = _U(o + 32 * c)
@@ -188,7 +190,7 @@ def _tq2_0(x, out, r0, r1):
                             t = _trit_near(xr[xc + _U(32 * n) + m] * idv)
                             q = np.uint8(q | np.uint8(t << np.uint8(2 * n)))
                         orow[oc + m] = q
-            else:                   # d below 2**-128: 1/d overflowed, C's lroundf(inf/NaN) path
+            else:  # d below 2**-128: 1/d overflowed, C's lroundf(inf/NaN) path
                 for c in range(2):
                     for m in range(32):
                         q = np.int32(0)

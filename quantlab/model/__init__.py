@@ -9,13 +9,31 @@ naming it), perplexity / KL divergence, importance matrices, speed.
     >>> quantlab.model.bench(quantlab.data.path("smollm2"), threads=2)
     >>> print(quantlab.model.describe("any.gguf"))      # what a file is, and whether quantlab runs it
 """
+
+from .arch import SUPPORTED_ARCHS, Arch
 from .describe import Description, describe
 from .eval import EvalResult, bench, evaluate
 from .imatrix import Imatrix, compute_imatrix, load_imatrix, save_imatrix
-from .arch import SUPPORTED_ARCHS, Arch
 from .llama import Config, KVCache, Linear, Model, load, threads
 from .tokenizer import Tokenizer
 
-__all__ = ["load", "Model", "Config", "Arch", "SUPPORTED_ARCHS", "KVCache", "Linear", "Tokenizer", "threads",
-           "evaluate", "EvalResult", "compute_imatrix", "Imatrix", "save_imatrix", "load_imatrix", "bench",
-           "describe", "Description"]
+__all__ = [
+    "load",
+    "Model",
+    "Config",
+    "Arch",
+    "SUPPORTED_ARCHS",
+    "KVCache",
+    "Linear",
+    "Tokenizer",
+    "threads",
+    "evaluate",
+    "EvalResult",
+    "compute_imatrix",
+    "Imatrix",
+    "save_imatrix",
+    "load_imatrix",
+    "bench",
+    "describe",
+    "Description",
+]

@@ -21,6 +21,7 @@ WordPiece, ``[CLS] ... [SEP]``). Everything is float32; matrix products go throu
     >>> float(e[0] @ e[1])
     >>> q = enc.quantized("Q4_K")                   # every weight matrix through Q4_K (fallback where needed)
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ from ..errors import ModelError
 
 __all__ = ["BertEncoder", "load", "linear_names", "MAX_SEQ_LENGTH"]
 
-MAX_SEQ_LENGTH = 256      # sentence_bert_config.json
+MAX_SEQ_LENGTH = 256  # sentence_bert_config.json
 LN_EPS = np.float32(1e-12)
 N_HEAD = 12
 
@@ -44,7 +45,7 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf           # exact GELU ("gelu" in config.json), not the tanh approximation
+    from scipy.special import erf  # exact GELU ("gelu" in config.json), not the tanh approximation
 
     return (np.float32(0.5) * x * (np.float32(1.0) + erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
 
@@ -52,16 +53,19 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 def linear_names(weights: Mapping) -> list[str]:
     """The encoder's weight matrices (the ones a quantized model stores in a ggml format): Q, K, V, attention
     output, FFN in and out of every layer."""
-    return [k for k in weights if k.startswith("encoder.layer.") and k.endswith(".weight")
-            and "LayerNorm" not in k]
+    return [k for k in weights if k.startswith("encoder.layer.") and k.endswith(".weight") and "LayerNorm" not in k]
 
 
 class BertEncoder:
     """A BERT encoder over a mapping name -> float32 array (sentence-transformers / HF BertModel names)."""
 
     def __init__(self, weights: Mapping, tokenizer=None, max_seq_length: int = MAX_SEQ_LENGTH):
-        need = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
-                "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight"]
+        need = [
+            "embeddings.word_embeddings.weight",
+            "embeddings.position_embeddings.weight",
+            "embeddings.token_type_embeddings.weight",
+            "embeddings.LayerNorm.weight",
+        ]
         missing = [k for k in need if k not in weights]
         if missing:
             raise ModelError(f"not a BERT checkpoint: missing {', '.join(missing)}")
@@ -72,8 +76,9 @@ class BertEncoder:
             raise ModelError(f"width {self.width} is not a multiple of {N_HEAD} heads")
         self.max_seq_length = int(max_seq_length)
         self.tokenizer = tokenizer
-        self._w = {k: np.ascontiguousarray(weights[k], dtype=np.float32) for k in weights
-                   if k != "embeddings.position_ids"}
+        self._w = {
+            k: np.ascontiguousarray(weights[k], dtype=np.float32) for k in weights if k != "embeddings.position_ids"
+        }
 
     # ------------------------------------------------------------------ tokens
     def tokenize(self, sentences) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +92,8 @@ class BertEncoder:
         out = np.zeros((len(ids), T), dtype=np.int64)
         mask = np.zeros((len(ids), T), dtype=np.int64)
         for r, i in enumerate(ids):
-            out[r, :len(i)] = i
-            mask[r, :len(i)] = 1
+            out[r, : len(i)] = i
+            mask[r, : len(i)] = 1
         return out, mask
 
     # ------------------------------------------------------------------ the network
@@ -97,11 +102,16 @@ class BertEncoder:
         w = self._w
         ids = np.asarray(ids, dtype=np.int64)
         B, T = ids.shape
-        if T > w["embeddings.position_embeddings.weight"].shape[0]:
-            raise ModelError(f"{T} tokens is more than the {w['embeddings.position_embeddings.weight'].shape[0]} "
-                             f"positions the model has")
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:T]
-             + w["embeddings.token_type_embeddings.weight"][0])
+        if w["embeddings.position_embeddings.weight"].shape[0] < T:
+            raise ModelError(
+                f"{T} tokens is more than the {w['embeddings.position_embeddings.weight'].shape[0]} "
+                f"positions the model has"
+            )
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][:T]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
         H, D = N_HEAD, self.width // N_HEAD
         # padded keys get a very negative score (HF uses the dtype's minimum), so softmax ignores them
@@ -110,7 +120,7 @@ class BertEncoder:
         for i in range(self.n_layer):
             p = f"encoder.layer.{i}."
 
-            def lin(name, v):
+            def lin(name, v, p=p):
                 return v @ w[p + name + ".weight"].T + w[p + name + ".bias"]
 
             q = lin("attention.self.query", x).reshape(B, T, H, D).transpose(0, 2, 1, 3)
@@ -120,10 +130,15 @@ class BertEncoder:
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             a = (s @ v).transpose(0, 2, 1, 3).reshape(B, T, H * D)
-            x = _layer_norm(x + lin("attention.output.dense", a), w[p + "attention.output.LayerNorm.weight"],
-                            w[p + "attention.output.LayerNorm.bias"])
+            x = _layer_norm(
+                x + lin("attention.output.dense", a),
+                w[p + "attention.output.LayerNorm.weight"],
+                w[p + "attention.output.LayerNorm.bias"],
+            )
             h = _gelu(lin("intermediate.dense", x))
-            x = _layer_norm(x + lin("output.dense", h), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
+            x = _layer_norm(
+                x + lin("output.dense", h), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]
+            )
         return x.astype(np.float32, copy=False)
 
     def encode(self, sentences, normalize: bool = True, batch_size: int = 32) -> np.ndarray:
@@ -135,7 +150,7 @@ class BertEncoder:
             raise ModelError("no sentences to encode")
         out = []
         for b in range(0, len(sentences), batch_size):
-            ids, mask = self.tokenize(sentences[b:b + batch_size])
+            ids, mask = self.tokenize(sentences[b : b + batch_size])
             h = self.forward(ids, mask)
             m = mask[:, :, None].astype(np.float32)
             e = (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), np.float32(1e-9))
@@ -145,7 +160,7 @@ class BertEncoder:
         return np.concatenate(out)
 
     # ------------------------------------------------------------------ quantized copies
-    def with_weights(self, replaced: Mapping) -> "BertEncoder":
+    def with_weights(self, replaced: Mapping) -> BertEncoder:
         """A copy with some weights replaced (same tokenizer)."""
         w = dict(self._w)
         for k, v in replaced.items():
@@ -154,7 +169,7 @@ class BertEncoder:
             w[k] = v
         return BertEncoder(w, self.tokenizer, self.max_seq_length)
 
-    def quantized(self, fmt, names=None, imatrix=None, impl: str = "fast") -> "BertEncoder":
+    def quantized(self, fmt, names=None, imatrix=None, impl: str = "fast") -> BertEncoder:
         """A copy whose weight matrices went through ``fmt`` and back (quantize, dequantize). A matrix whose
         rows are not a multiple of the format's block gets llama.cpp's fallback format
         (:func:`quantlab.formats.fallback.fallback`); ``self.last_formats`` of the copy records each choice."""
@@ -185,6 +200,6 @@ def load(tokenizer: bool = True) -> BertEncoder:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(data.path("minilm-tokenizer")))
-        tok.no_padding()          # tokenizer.json pads and truncates at 128; sentence-transformers pads to the
-        tok.enable_truncation(MAX_SEQ_LENGTH)    # longest sentence and truncates at max_seq_length (256)
+        tok.no_padding()  # tokenizer.json pads and truncates at 128; sentence-transformers pads to the
+        tok.enable_truncation(MAX_SEQ_LENGTH)  # longest sentence and truncates at max_seq_length (256)
     return BertEncoder({k: weights[k] for k in weights}, tok)

@@ -10,6 +10,7 @@
   batch (numpy + BLAS). The forward pass picks one per call and then reads as one straight path;
 * :func:`threads`: numba, the row-kernel pool and BLAS on ``n`` threads, all three restored after.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,9 +24,9 @@ from ..kernels import _rows
 from ..kernels import llama as lk
 from ..kernels import matmul as mm
 
-ATT_BLOCK = 128          # query rows per block of batch attention (see PromptOps.attention)
-SMALL_BATCH = 4          # up to this many tokens: integer kernels + GenerationOps; above: tiles + PromptOps
-TILE_ELEMS = 1 << 20     # floats per dequantized weight tile (4 MB)
+ATT_BLOCK = 128  # query rows per block of batch attention (see PromptOps.attention)
+SMALL_BATCH = 4  # up to this many tokens: integer kernels + GenerationOps; above: tiles + PromptOps
+TILE_ELEMS = 1 << 20  # floats per dequantized weight tile (4 MB)
 
 
 def _dequantize_any(data: np.ndarray, fmt: Format) -> np.ndarray:
@@ -38,8 +39,9 @@ def _dequantize_any(data: np.ndarray, fmt: Format) -> np.ndarray:
         import gguf.quants
 
         n = data.shape[-1] // fmt.type_size * fmt.block_size
-        return np.asarray(gguf.quants.dequantize(np.ascontiguousarray(data), fmt.id),
-                          dtype=np.float32).reshape(data.shape[0], n)
+        return np.asarray(gguf.quants.dequantize(np.ascontiguousarray(data), fmt.id), dtype=np.float32).reshape(
+            data.shape[0], n
+        )
 
 
 class Linear:
@@ -47,12 +49,12 @@ class Linear:
 
     def __init__(self, name: str, fmt: Format, data: np.ndarray, rows: int, cols: int, source=None):
         self.name, self.format, self.rows, self.cols = name, fmt, rows, cols
-        self.data = data                       # uint8 [rows, row_bytes], a view of the file map
-        self.vtype = fmt.vec_dot()             # the activation type of its products (registry column)
+        self.data = data  # uint8 [rows, row_bytes], a view of the file map
+        self.vtype = fmt.vec_dot()  # the activation type of its products (registry column)
         self.fast = fmt.name in mm.INT_KERNELS
         self.row_bytes = fmt.row_bytes(cols)
-        self.source = source                   # (file descriptor, absolute offset) for streamed reads
-        self.stream = False                    # True: read rows with pread instead of touching the map
+        self.source = source  # (file descriptor, absolute offset) for streamed reads
+        self.stream = False  # True: read rows with pread instead of touching the map
 
     def block_rows(self, r0: int, r1: int, buf: np.ndarray | None = None) -> np.ndarray:
         """The stored bytes of rows [r0, r1): a view of the map, or (streaming) read into ``buf``.
@@ -79,8 +81,11 @@ class Linear:
         if n == "F32":
             return raw.view(np.float32)
         if n in mm.DEQ_KERNELS:
-            out = buf[: (r1 - r0) * self.cols].reshape(r1 - r0, self.cols) if buf is not None \
+            out = (
+                buf[: (r1 - r0) * self.cols].reshape(r1 - r0, self.cols)
+                if buf is not None
                 else np.empty((r1 - r0, self.cols), dtype=np.float32)
+            )
             return mm.dequantize_rows(np.ascontiguousarray(raw), n, 0, out)
         return _dequantize_any(raw, self.format)
 
@@ -113,7 +118,7 @@ class Linear:
                 np.matmul(xq, w.T, out=out)
             else:
                 out[:, r0:r1] = xq @ w.T
-            if s_err:   # Q8_1's rounded block sums, as ggml's Q4_1/Q5_1 dot products use them
+            if s_err:  # Q8_1's rounded block sums, as ggml's Q4_1/Q5_1 dot products use them
                 out[:, r0:r1] += e @ mm.block_mins(raw, self.format.name, 0, r1 - r0).T
         return out
 
@@ -151,6 +156,7 @@ class KVCache:
 # numpy forms of the ops (the prompt path)
 # --------------------------------------------------------------------------------------------
 
+
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """ggml_rms_norm (sum of squares in double) times the norm weight."""
     ms = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64)) / x.shape[1]
@@ -165,8 +171,15 @@ class Rope:
     frequency factors, Llama 3's rope_freqs or Phi-3's LongRoPE factors, else ones); cos and sin are
     then multiplied by ``mscale``."""
 
-    def __init__(self, n_rot: int, base: float, freq_scale: float = 1.0, neox: bool = False,
-                 ff: np.ndarray | None = None, mscale: float = 1.0):
+    def __init__(
+        self,
+        n_rot: int,
+        base: float,
+        freq_scale: float = 1.0,
+        neox: bool = False,
+        ff: np.ndarray | None = None,
+        mscale: float = 1.0,
+    ):
         self.n_rot, self.neox = int(n_rot), bool(neox)
         # powf(base, -2.0f/n_rot) as ggml computes it: float32 exponent, pow rounded once to float32
         self.theta_scale = np.float32(float(np.float32(base)) ** float(np.float32(-2.0) / np.float32(n_rot)))
@@ -211,8 +224,16 @@ def _gelu_table() -> np.ndarray:
     to fp16 -- what ggml's CPU gelu/geglu look up (GGML_GELU_FP16)."""
     x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
     with np.errstate(all="ignore"):
-        y = np.float32(0.5) * x * (np.float32(1) + np.tanh(np.float32(0.79788456080286535587989211986876) * x
-                                                          * (np.float32(1) + np.float32(0.044715) * x * x)))
+        y = (
+            np.float32(0.5)
+            * x
+            * (
+                np.float32(1)
+                + np.tanh(
+                    np.float32(0.79788456080286535587989211986876) * x * (np.float32(1) + np.float32(0.044715) * x * x)
+                )
+            )
+        )
     return y.astype(np.float16).astype(np.float32)
 
 
@@ -237,6 +258,7 @@ def softmax_rows(s: np.ndarray) -> np.ndarray:
 # the two op sets: same methods, one chosen per forward call by the number of rows
 # --------------------------------------------------------------------------------------------
 
+
 class GenerationOps:
     """A few tokens at positions ``pos``: numba kernels (one call per step, outputs preallocated)."""
 
@@ -254,8 +276,21 @@ class GenerationOps:
         return self.norm(np.ascontiguousarray(x).reshape(T * n, D), w).reshape(T, n, D)
 
     def rope_store(self, q, k, v, kc, vc, p0: int, rope: Rope) -> None:
-        lk.rope_store(q, k, v, self.pos, rope.n_rot, rope.theta_scale, rope.freq_scale, rope.ff, rope.mscale,
-                      rope.neox, kc, vc, p0)
+        lk.rope_store(
+            q,
+            k,
+            v,
+            self.pos,
+            rope.n_rot,
+            rope.theta_scale,
+            rope.freq_scale,
+            rope.ff,
+            rope.mscale,
+            rope.neox,
+            kc,
+            vc,
+            p0,
+        )
 
     def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
         T, H, D = q.shape
@@ -292,8 +327,8 @@ class PromptOps:
         T = q.shape[0]
         apply_rope(q, cs[0], cs[1], rope.n_rot, rope.neox)
         apply_rope(k, cs[0], cs[1], rope.n_rot, rope.neox)
-        kc[p0:p0 + T] = k.astype(np.float16).view(np.uint16)
-        vc[p0:p0 + T] = v.astype(np.float16).view(np.uint16)
+        kc[p0 : p0 + T] = k.astype(np.float16).view(np.uint16)
+        vc[p0 : p0 + T] = v.astype(np.float16).view(np.uint16)
 
     def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
         """Causal attention of T query rows over the cache's first p0 + T positions (``n_swa`` > 0:
@@ -308,13 +343,13 @@ class PromptOps:
         n_kv = p0 + T
         Hkv = kc.shape[1]
         g = H // Hkv
-        K = kc[:n_kv].view(np.float16).astype(np.float32)       # [n_kv, Hkv, D]
+        K = kc[:n_kv].view(np.float16).astype(np.float32)  # [n_kv, Hkv, D]
         V = vc[:n_kv].view(np.float16).astype(np.float32)
         out = np.empty((T, H, D), dtype=np.float32)
         for t0 in range(0, T, ATT_BLOCK):
             t1 = min(T, t0 + ATT_BLOCK)
             tb = t1 - t0
-            nk = min(n_kv, int(pos[t0:t1].max()) + 1)                  # keys this block can see
+            nk = min(n_kv, int(pos[t0:t1].max()) + 1)  # keys this block can see
             k0 = max(0, int(pos[t0:t1].min()) - n_swa + 1) if n_swa > 0 else 0
             kp = np.arange(k0, nk)[None, :]
             hidden = pos[t0:t1, None] < kp
@@ -322,14 +357,14 @@ class PromptOps:
                 hidden |= pos[t0:t1, None] - kp >= n_swa
             mask = np.where(hidden, np.float32(-np.inf), np.float32(0))
             for kh in range(Hkv):
-                qh = q[t0:t1, kh * g:(kh + 1) * g, :].transpose(1, 0, 2).reshape(g * tb, D)
-                s = qh @ K[k0:nk, kh, :].T                            # [g*tb, nk - k0]
+                qh = q[t0:t1, kh * g : (kh + 1) * g, :].transpose(1, 0, 2).reshape(g * tb, D)
+                s = qh @ K[k0:nk, kh, :].T  # [g*tb, nk - k0]
                 s *= scale
                 s = s.reshape(g, tb, nk - k0)
-                s += mask                                            # masked positions -> -inf
+                s += mask  # masked positions -> -inf
                 p = softmax_rows(s.reshape(g * tb, nk - k0))
-                o = p @ V[k0:nk, kh, :]                              # [g*tb, D]
-                out[t0:t1, kh * g:(kh + 1) * g, :] = o.reshape(g, tb, D).transpose(1, 0, 2)
+                o = p @ V[k0:nk, kh, :]  # [g*tb, D]
+                out[t0:t1, kh * g : (kh + 1) * g, :] = o.reshape(g, tb, D).transpose(1, 0, 2)
         return out.reshape(T, H * D)
 
     def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:

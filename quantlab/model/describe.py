@@ -8,6 +8,7 @@ Everything comes from the file (its metadata and tensor table; nothing is comput
 and "can quantlab run it" is answered by trying: :func:`quantlab.model.load` either opens it or raises
 the one-line :class:`~quantlab.errors.ModelError` that ``reason`` repeats.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -25,7 +26,7 @@ class Description:
     n_params: int
     file_bytes: int
     tensor_bytes: int
-    file_type: str                     # llama.cpp's name of general.file_type ("Q4_K_M"), or why there is none
+    file_type: str  # llama.cpp's name of general.file_type ("Q4_K_M"), or why there is none
     formats: dict = field(repr=False)  # ggml type -> number of weights stored in it
     tokenizer_model: str | None = None
     tokenizer_pre: str | None = None
@@ -34,7 +35,7 @@ class Description:
     n_layer: int | None = None
     n_embd: int | None = None
     runnable: bool = False
-    reason: str | None = None          # why quantlab cannot run it (one line), None when it can
+    reason: str | None = None  # why quantlab cannot run it (one line), None when it can
 
     @property
     def bpw(self) -> float:
@@ -42,8 +43,13 @@ class Description:
         return 8.0 * self.tensor_bytes / self.n_params if self.n_params else float("nan")
 
     def __str__(self) -> str:
-        share = ", ".join(f"{k} {100 * v / self.n_params:.3g}%" for k, v in
-                          sorted(self.formats.items(), key=lambda kv: -kv[1])) if self.n_params else "-"
+        share = (
+            ", ".join(
+                f"{k} {100 * v / self.n_params:.3g}%" for k, v in sorted(self.formats.items(), key=lambda kv: -kv[1])
+            )
+            if self.n_params
+            else "-"
+        )
         tok = self.tokenizer_model or "none"
         if self.tokenizer_pre:
             tok += f" (pre-tokenizer {self.tokenizer_pre})"
@@ -62,7 +68,7 @@ class Description:
         ]
         return "\n".join(lines)
 
-    def _repr_pretty_(self, p, cycle):       # IPython / Jupyter show the text, not the dataclass repr
+    def _repr_pretty_(self, p, cycle):  # IPython / Jupyter show the text, not the dataclass repr
         p.text(str(self))
 
 
@@ -106,13 +112,22 @@ def describe(path) -> Description:
         def arch_key(k):
             return md.get(f"{arch}.{k}") if arch else None
 
-        d = Description(path=p, architecture=arch, name=md.get("general.name"), n_params=f.n_params,
-                        file_bytes=f.file_size, tensor_bytes=f.tensor_bytes, file_type=_file_type(md, formats),
-                        formats=dict(formats), tokenizer_model=md.get("tokenizer.ggml.model"),
-                        tokenizer_pre=md.get("tokenizer.ggml.pre"),
-                        n_vocab=len(toks) if toks is not None else None,
-                        context_length=arch_key("context_length"), n_layer=arch_key("block_count"),
-                        n_embd=arch_key("embedding_length"))
+        d = Description(
+            path=p,
+            architecture=arch,
+            name=md.get("general.name"),
+            n_params=f.n_params,
+            file_bytes=f.file_size,
+            tensor_bytes=f.tensor_bytes,
+            file_type=_file_type(md, formats),
+            formats=dict(formats),
+            tokenizer_model=md.get("tokenizer.ggml.model"),
+            tokenizer_pre=md.get("tokenizer.ggml.pre"),
+            n_vocab=len(toks) if toks is not None else None,
+            context_length=arch_key("context_length"),
+            n_layer=arch_key("block_count"),
+            n_embd=arch_key("embedding_length"),
+        )
     try:
         m = load(p)
     except GGUFError:

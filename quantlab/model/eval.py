@@ -14,6 +14,7 @@ dp = p(token) - p_base(token), summarised as mean/median/99th percentile KLD, fr
 top-1 and RMS(dp). quantlab computes the base distribution exactly in float64; llama-perplexity
 stores it as 16-bit log-probabilities and drops terms below e^-16, which changes KLD in the 4th digit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import ModelError
 
-LOGIT_ROWS = 32   # logits are produced this many rows at a time (a chunk's 256 x 49152 would be 50 MB)
+LOGIT_ROWS = 32  # logits are produced this many rows at a time (a chunk's 256 x 49152 would be 50 MB)
 
 
 @dataclass
@@ -34,7 +35,7 @@ class EvalResult:
     n_chunks: int
     n_ctx: int
     n_scored: int
-    nll: np.ndarray = field(repr=False)               # per scored token
+    nll: np.ndarray = field(repr=False)  # per scored token
     seconds: float = 0.0
     base_ppl: float | None = None
     kld_mean: float | None = None
@@ -45,18 +46,22 @@ class EvalResult:
     dp_rms: float | None = None
     kld: np.ndarray | None = field(default=None, repr=False)
     dp: np.ndarray | None = field(default=None, repr=False)
-    argmax: np.ndarray | None = field(default=None, repr=False)    # the model's top-1 id per scored token
+    argmax: np.ndarray | None = field(default=None, repr=False)  # the model's top-1 id per scored token
     nll_base: np.ndarray | None = field(default=None, repr=False)
     kld_max: float | None = None
-    base_file: str | None = None                                    # a llama.cpp --kl-divergence-base file
+    base_file: str | None = None  # a llama.cpp --kl-divergence-base file
 
     def summary(self) -> str:
-        s = (f"PPL = {self.ppl:.4f} +/- {self.ppl_err:.5f}  ({self.n_chunks} chunks of {self.n_ctx}, "
-             f"{self.n_scored} scored tokens, {self.seconds:.1f} s)")
+        s = (
+            f"PPL = {self.ppl:.4f} +/- {self.ppl_err:.5f}  ({self.n_chunks} chunks of {self.n_ctx}, "
+            f"{self.n_scored} scored tokens, {self.seconds:.1f} s)"
+        )
         if self.kld_mean is not None:
-            s += (f"\nbase PPL = {self.base_ppl:.4f}   KLD mean {self.kld_mean:.6f} +/- {self.kld_err:.6f}, "
-                  f"median {self.kld_median:.6f}, 99% {self.kld_p99:.6f}   same top-1 {100 * self.top1:.3f} %   "
-                  f"RMS dp {100 * self.dp_rms:.3f} %   PPL - base PPL {self.ppl - self.base_ppl:+.4f}")
+            s += (
+                f"\nbase PPL = {self.base_ppl:.4f}   KLD mean {self.kld_mean:.6f} +/- {self.kld_err:.6f}, "
+                f"median {self.kld_median:.6f}, 99% {self.kld_p99:.6f}   same top-1 {100 * self.top1:.3f} %   "
+                f"RMS dp {100 * self.dp_rms:.3f} %   PPL - base PPL {self.ppl - self.base_ppl:+.4f}"
+            )
         return s
 
 
@@ -71,6 +76,7 @@ def _log_softmax_stats(logits: np.ndarray):
 def _trim() -> None:
     try:
         import ctypes
+
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
@@ -83,16 +89,19 @@ def tokens_for(model, text, n_ctx: int, n_chunks: int | None):
         raise ModelError(f"n_ctx must be an even number >= 4, got {n_ctx}")
     if text is None:
         from ..data import text as default_text
+
         text = default_text()
     tokens = np.asarray(model.tokenize(text, add_special=True, parse_special=False), dtype=np.int64)
     if len(tokens) < 2 * n_ctx:
-        raise ModelError(f"the text is too short: it has {len(tokens)} tokens, perplexity with n_ctx={n_ctx} "
-                         f"needs at least {2 * n_ctx} (like llama-perplexity); give more text or a smaller n_ctx")
+        raise ModelError(
+            f"the text is too short: it has {len(tokens)} tokens, perplexity with n_ctx={n_ctx} "
+            f"needs at least {2 * n_ctx} (like llama-perplexity); give more text or a smaller n_ctx"
+        )
     n_max = len(tokens) // n_ctx
     n = n_max if n_chunks is None or n_chunks < 0 else min(int(n_chunks), n_max)
     if n < 1:
         raise ModelError("n_chunks must be at least 1")
-    _trim()      # give the tokenizer's working memory back to the OS before the model runs
+    _trim()  # give the tokenizer's working memory back to the OS before the model runs
     return tokens, n
 
 
@@ -102,7 +111,7 @@ def chunks_of(model, text, n_ctx: int, n_chunks: int | None):
     tokens, n = tokens_for(model, text, n_ctx, n_chunks)
     out = []
     for i in range(n):
-        c = tokens[i * n_ctx:(i + 1) * n_ctx].copy()
+        c = tokens[i * n_ctx : (i + 1) * n_ctx].copy()
         if model.tokenizer.add_bos and model.tokenizer.bos_id is not None:
             c[0] = model.tokenizer.bos_id
         out.append(c)
@@ -118,8 +127,16 @@ def _restore_stream(models, was):
             x.stream = w
 
 
-def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = 20, base=None,
-             threads: int | None = None, progress=True, stream: bool = True) -> EvalResult:
+def evaluate(
+    model,
+    text: str | None = None,
+    n_ctx: int = 512,
+    n_chunks: int | None = 20,
+    base=None,
+    threads: int | None = None,
+    progress=True,
+    stream: bool = True,
+) -> EvalResult:
     """Perplexity of ``model`` on ``text`` (default: :func:`quantlab.data.text`) like llama-perplexity;
     with ``base`` (another loaded model with the same vocabulary) also KL divergence, top-1
     agreement and RMS of delta-p. ``progress``: a bar (True, see :mod:`quantlab.progress`), nothing
@@ -127,12 +144,14 @@ def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | N
     ``stream``: read weights with pread per batch rather than through the map (see Model.stream)."""
     from .llama import threads as _threads
 
-    if base is not None:
-        if not model.tokenizer.same_vocabulary(base.tokenizer):
-            raise ModelError(f"the base model has a different vocabulary ({base.tokenizer.n_vocab} tokens vs "
-                             f"{model.tokenizer.n_vocab}): KL divergence needs the same tokens")
+    if base is not None and not model.tokenizer.same_vocabulary(base.tokenizer):
+        raise ModelError(
+            f"the base model has a different vocabulary ({base.tokenizer.n_vocab} tokens vs "
+            f"{model.tokenizer.n_vocab}): KL divergence needs the same tokens"
+        )
     chunks = chunks_of(model, text, n_ctx, n_chunks)
     from ..progress import callback
+
     progress = callback(progress, len(chunks), "perplexity", "chunk", value="PPL")
     first = n_ctx // 2
     out_rows = np.arange(first, n_ctx)
@@ -147,7 +166,7 @@ def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | N
         for ci, toks in enumerate(chunks):
             h = model.forward(toks, model.new_cache(n_ctx), outputs=out_rows, logits=False)
             hb = base.forward(toks, base.new_cache(n_ctx), outputs=out_rows, logits=False) if base is not None else None
-            targets = toks[first + 1:]
+            targets = toks[first + 1 :]
             n_sc = n_ctx - 1 - first
             for r0 in range(0, n_sc, LOGIT_ROWS):
                 r1 = min(n_sc, r0 + LOGIT_ROWS)
@@ -176,8 +195,16 @@ def evaluate(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | N
     ppl = float(np.exp(m))
     var = (v * v).mean() - m * m
     err = float(ppl * np.sqrt(var / (len(v) - 1))) if var > 0 and len(v) > 1 else float("nan")
-    r = EvalResult(ppl=ppl, ppl_err=err, n_chunks=len(chunks), n_ctx=n_ctx, n_scored=len(v), nll=v,
-                   seconds=time.perf_counter() - t0, argmax=np.concatenate(amaxes))
+    r = EvalResult(
+        ppl=ppl,
+        ppl_err=err,
+        n_chunks=len(chunks),
+        n_ctx=n_ctx,
+        n_scored=len(v),
+        nll=v,
+        seconds=time.perf_counter() - t0,
+        argmax=np.concatenate(amaxes),
+    )
     if base is not None:
         k = np.concatenate(kld)
         d = np.concatenate(dp)
@@ -205,7 +232,7 @@ def bench(model_path, n_prompt: int = 512, n_gen: int = 32, threads: int = 2, re
     rng = np.random.default_rng(0)
     toks = rng.integers(0, m.n_vocab, size=n_prompt + n_gen)
     with _threads(threads):
-        m.forward(toks[:8], m.new_cache(16))                       # warm-up: kernels loaded
+        m.forward(toks[:8], m.new_cache(16))  # warm-up: kernels loaded
         m.forward(toks[:1], m.new_cache(16))
         pp = tg = pp_cpu = tg_cpu = float("inf")
         for _ in range(max(1, reps)):
@@ -216,10 +243,19 @@ def bench(model_path, n_prompt: int = 512, n_gen: int = 32, threads: int = 2, re
             cache = m.new_cache(n_gen + 1)
             t0, c0 = time.perf_counter(), time.process_time()
             for i in range(n_gen):
-                m.forward(toks[i:i + 1], cache)
+                m.forward(toks[i : i + 1], cache)
             tg, tg_cpu = min(tg, time.perf_counter() - t0), min(tg_cpu, time.process_time() - c0)
     # wall-clock rates are what llama-bench reports; CPU seconds show how much of the wall time this
     # process actually ran (on a shared machine the difference is time spent waiting for a core)
-    return {"model": str(getattr(m, "path", model_path)), "threads": threads, "n_prompt": n_prompt,
-            "n_gen": n_gen, "pp_tok_s": n_prompt / pp, "tg_tok_s": n_gen / tg,
-            "pp_seconds": pp, "tg_seconds": tg, "pp_cpu_seconds": pp_cpu, "tg_cpu_seconds": tg_cpu}
+    return {
+        "model": str(getattr(m, "path", model_path)),
+        "threads": threads,
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        "pp_tok_s": n_prompt / pp,
+        "tg_tok_s": n_gen / tg,
+        "pp_seconds": pp,
+        "tg_seconds": tg,
+        "pp_cpu_seconds": pp_cpu,
+        "tg_cpu_seconds": tg_cpu,
+    }

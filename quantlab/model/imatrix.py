@@ -17,6 +17,7 @@ Files (both written and read here, interchangeable with llama.cpp's):
   float32[nval] = (in_sum2 / count) * ncall with ncall = ceil(max count / chunk_size); then int32 chunk
   count, int32 dataset-name length, dataset name.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -57,11 +58,11 @@ class Imatrix:
         s = np.asarray(self.sums[name], dtype=np.float32)
         c = np.asarray(self.counts[name], dtype=np.float64)
         ne0 = len(s) // len(c)
-        cr = np.floor(np.abs(c) + 0.5) * np.sign(c)          # lround
+        cr = np.floor(np.abs(c) + 0.5) * np.sign(c)  # lround
         out = np.ones_like(s)
         for i in range(len(c)):
             if cr[i] > 0:
-                out[i * ne0:(i + 1) * ne0] = s[i * ne0:(i + 1) * ne0] / np.float32(cr[i])
+                out[i * ne0 : (i + 1) * ne0] = s[i * ne0 : (i + 1) * ne0] / np.float32(cr[i])
         return out
 
     def __contains__(self, name):
@@ -171,14 +172,18 @@ def _load_gguf(p) -> Imatrix:
         md = f.metadata
         missing = [k for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size") if k not in md]
         if missing:
-            raise ImatrixError(f"{p.name} is a GGUF file but not an imatrix: it has no {', '.join(missing)} "
-                               f"(llama.cpp rejects it too)")
+            raise ImatrixError(
+                f"{p.name} is a GGUF file but not an imatrix: it has no {', '.join(missing)} (llama.cpp rejects it too)"
+            )
         ds = md["imatrix.datasets"]
-        im = Imatrix(chunk_count=int(md["imatrix.chunk_count"]), chunk_size=int(md["imatrix.chunk_size"]),
-                     datasets=[ds] if isinstance(ds, str) else [str(d) for d in ds])
+        im = Imatrix(
+            chunk_count=int(md["imatrix.chunk_count"]),
+            chunk_size=int(md["imatrix.chunk_size"]),
+            datasets=[ds] if isinstance(ds, str) else [str(d) for d in ds],
+        )
         ts = f.tensors
-        sums = {tn[:-len(".in_sum2")] for tn in ts if tn.endswith(".in_sum2")}
-        counts = {tn[:-len(".counts")] for tn in ts if tn.endswith(".counts")}
+        sums = {tn[: -len(".in_sum2")] for tn in ts if tn.endswith(".in_sum2")}
+        counts = {tn[: -len(".counts")] for tn in ts if tn.endswith(".counts")}
         for name in sorted(sums | counts):
             if name not in sums or name not in counts:
                 raise ImatrixError(f"{p.name}: {name} has sums without counts or counts without sums")
@@ -232,16 +237,23 @@ def _load_dat(p) -> Imatrix:
         (im.chunk_count,) = take("<i")
         if pos + 4 <= len(data):
             (ln,) = take("<i")
-            if 0 < ln and pos + ln <= len(data):
-                im.datasets = [data[pos:pos + ln].split(b"\0", 1)[0].decode("utf-8", errors="replace")]
+            if ln > 0 and pos + ln <= len(data):
+                im.datasets = [data[pos : pos + ln].split(b"\0", 1)[0].decode("utf-8", errors="replace")]
     if ncalls and im.chunk_count and max(ncalls) > 0:
         im.chunk_size = 512
     return im
 
 
-def compute_imatrix(model, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = None,
-                    process_output: bool = False, threads: int | None = None,
-                    dataset: str = "quantlab.data.text()", progress=True) -> Imatrix:
+def compute_imatrix(
+    model,
+    text: str | None = None,
+    n_ctx: int = 512,
+    n_chunks: int | None = None,
+    process_output: bool = False,
+    threads: int | None = None,
+    dataset: str = "quantlab.data.text()",
+    progress=True,
+) -> Imatrix:
     """Collect an importance matrix for every ``blk.*`` weight of ``model`` on ``text``, like
     ``llama-imatrix -c n_ctx --chunks n_chunks`` (``process_output`` adds output.weight when the model
     has one). Returns an :class:`Imatrix`; ``im[name]`` is what ``quantlab.quantize(..., imatrix=)``
@@ -252,6 +264,7 @@ def compute_imatrix(model, text: str | None = None, n_ctx: int = 512, n_chunks: 
 
     chunks = chunks_of(model, text, n_ctx, n_chunks)
     from ..progress import callback
+
     progress = callback(progress, len(chunks), "imatrix", "chunk")
     im = Imatrix(chunk_size=n_ctx, datasets=[dataset] if dataset else [])
     sums, counts = im.sums, im.counts

@@ -26,6 +26,7 @@ The comparison is llama.cpp's: per token NLL of the true next token under both, 
 base's tokens with log p_base > -16 of p_base (log p_base - log p), same top-1 (argmax of the model's
 logits vs argmax of the stored q), dp = p(token) - p_base(token).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,7 @@ from ..errors import ModelError
 
 MAGIC = b"_logits_"
 HEADER = struct.Struct("<8sIii")
-FLOOR = 16.0           # log-probabilities more than this below the top are stored as the floor
+FLOOR = 16.0  # log-probabilities more than this below the top are stored as the floor
 _U16_MAX = np.float32(65535.0)
 
 
@@ -54,16 +55,16 @@ def record_length(n_vocab: int) -> int:
 class BaseChunk:
     """The stored distributions of one chunk: ``n = n_ctx - 1 - n_ctx/2`` scored tokens."""
 
-    tokens: np.ndarray        # int32 [n_ctx], as stored (no BOS substitution)
-    scale: np.ndarray         # float32 [n]
+    tokens: np.ndarray  # int32 [n_ctx], as stored (no BOS substitution)
+    scale: np.ndarray  # float32 [n]
     min_log_prob: np.ndarray  # float32 [n]
-    q: np.ndarray             # uint16 [n, n_vocab]
+    q: np.ndarray  # uint16 [n, n_vocab]
 
     @property
     def targets(self) -> np.ndarray:
         """The true next token of every scored position."""
         n_ctx = len(self.tokens)
-        return self.tokens[n_ctx // 2 + 1:]
+        return self.tokens[n_ctx // 2 + 1 :]
 
     def log_probs(self, rows=slice(None)) -> np.ndarray:
         """log p (float32 like llama.cpp) for the given scored rows."""
@@ -92,35 +93,45 @@ class BaseLogits:
         except OSError as e:
             raise ModelError(f"{self.path}: cannot read the KL-divergence base file: {e.strerror}") from None
         if len(head) < HEADER.size or head[:8] != MAGIC:
-            raise ModelError(f"{self.path}: not a llama.cpp KL-divergence base file (expected the magic "
-                             f"'_logits_' and a 20-byte header, found {head[:8]!r})")
+            raise ModelError(
+                f"{self.path}: not a llama.cpp KL-divergence base file (expected the magic "
+                f"'_logits_' and a 20-byte header, found {head[:8]!r})"
+            )
         _, self.n_ctx, self.n_vocab, self.n_chunk = HEADER.unpack(head)
         if self.n_ctx < 4 or self.n_ctx % 2 or self.n_ctx > 1 << 24:
-            raise ModelError(f"{self.path}: n_ctx = {self.n_ctx} in the header; expected an even number "
-                             f">= 4 (the context llama-perplexity ran with)")
+            raise ModelError(
+                f"{self.path}: n_ctx = {self.n_ctx} in the header; expected an even number "
+                f">= 4 (the context llama-perplexity ran with)"
+            )
         if not 0 < self.n_vocab < 1 << 24 or not 0 < self.n_chunk < 1 << 24:
-            raise ModelError(f"{self.path}: header says n_vocab = {self.n_vocab}, n_chunk = {self.n_chunk}; "
-                             f"expected positive counts")
+            raise ModelError(
+                f"{self.path}: header says n_vocab = {self.n_vocab}, n_chunk = {self.n_chunk}; expected positive counts"
+            )
         self.nv = record_length(self.n_vocab)
         self.n_scored = self.n_ctx - 1 - self.n_ctx // 2
         self._tok_off = HEADER.size
         self._rec_off = self._tok_off + 4 * self.n_chunk * self.n_ctx
         want = self._rec_off + 2 * self.n_chunk * self.n_scored * self.nv
         if size != want:
-            raise ModelError(f"{self.path}: {size} bytes, but a base file of {self.n_chunk} chunks of "
-                             f"{self.n_ctx} tokens over {self.n_vocab} tokens takes {want} bytes "
-                             f"(truncated, or not written by llama-perplexity --kl-divergence-base)")
-        self.tokens = np.fromfile(self.path, dtype="<i4", count=self.n_chunk * self.n_ctx,
-                                  offset=self._tok_off).reshape(self.n_chunk, self.n_ctx)
+            raise ModelError(
+                f"{self.path}: {size} bytes, but a base file of {self.n_chunk} chunks of "
+                f"{self.n_ctx} tokens over {self.n_vocab} tokens takes {want} bytes "
+                f"(truncated, or not written by llama-perplexity --kl-divergence-base)"
+            )
+        self.tokens = np.fromfile(
+            self.path, dtype="<i4", count=self.n_chunk * self.n_ctx, offset=self._tok_off
+        ).reshape(self.n_chunk, self.n_ctx)
         if self.tokens.size and (self.tokens.min() < 0 or self.tokens.max() >= self.n_vocab):
-            raise ModelError(f"{self.path}: token ids outside 0..{self.n_vocab - 1} "
-                             f"(found {self.tokens.min()}..{self.tokens.max()})")
+            raise ModelError(
+                f"{self.path}: token ids outside 0..{self.n_vocab - 1} (found {self.tokens.min()}..{self.tokens.max()})"
+            )
         self._mm = None
 
     def _records(self) -> np.ndarray:
         if self._mm is None:
-            self._mm = np.memmap(self.path, dtype="<u2", mode="r", offset=self._rec_off,
-                                 shape=(self.n_chunk, self.n_scored, self.nv))
+            self._mm = np.memmap(
+                self.path, dtype="<u2", mode="r", offset=self._rec_off, shape=(self.n_chunk, self.n_scored, self.nv)
+            )
         return self._mm
 
     def chunk(self, i: int) -> BaseChunk:
@@ -128,12 +139,15 @@ class BaseLogits:
             raise IndexError(f"chunk {i} of {self.n_chunk}")
         r = np.asarray(self._records()[i])
         head = np.ascontiguousarray(r[:, :4]).view("<f4")
-        return BaseChunk(tokens=self.tokens[i], scale=head[:, 0].astype(np.float32),
-                         min_log_prob=head[:, 1].astype(np.float32), q=r[:, 4:4 + self.n_vocab])
+        return BaseChunk(
+            tokens=self.tokens[i],
+            scale=head[:, 0].astype(np.float32),
+            min_log_prob=head[:, 1].astype(np.float32),
+            q=r[:, 4 : 4 + self.n_vocab],
+        )
 
     def __repr__(self):
-        return (f"BaseLogits({self.path.name}: {self.n_chunk} chunks x n_ctx {self.n_ctx}, "
-                f"n_vocab {self.n_vocab})")
+        return f"BaseLogits({self.path.name}: {self.n_chunk} chunks x n_ctx {self.n_ctx}, n_vocab {self.n_vocab})"
 
 
 def read_base(path) -> BaseLogits:
@@ -156,7 +170,7 @@ def encode_log_probs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = np.where(scale > 0, np.float32(1) / scale, np.float32(0)).astype(np.float32)
         v = np.rint(inv[:, None] * (lg - mn[:, None]))
-    out[:, 4:4 + n_vocab] = np.where(lg > mn[:, None], v, 0).astype("<u2")
+    out[:, 4 : 4 + n_vocab] = np.where(lg > mn[:, None], v, 0).astype("<u2")
     return out, mx.astype(np.float64) + lse.astype(np.float64)
 
 
@@ -164,7 +178,7 @@ def _raw_chunks(model, text, n_ctx, n_chunks):
     from .eval import tokens_for
 
     tokens, n = tokens_for(model, text, n_ctx, n_chunks)
-    return tokens[:n * n_ctx].reshape(n, n_ctx).astype(np.int32)
+    return tokens[: n * n_ctx].reshape(n, n_ctx).astype(np.int32)
 
 
 def _with_bos(model, toks: np.ndarray) -> np.ndarray:
@@ -184,8 +198,15 @@ def _chunk_logits(model, toks, n_ctx, rows):
         yield r0, r1, np.asarray(model.logits(h[r0:r1]), dtype=np.float32)
 
 
-def save_base(model, path, text: str | None = None, n_ctx: int = 512, n_chunks: int | None = 20,
-              threads: int | None = None, progress=None) -> pathlib.Path:
+def save_base(
+    model,
+    path,
+    text: str | None = None,
+    n_ctx: int = 512,
+    n_chunks: int | None = 20,
+    threads: int | None = None,
+    progress=None,
+) -> pathlib.Path:
     """Write ``model``'s distributions on ``text`` as a llama.cpp KL-divergence base file (what
     ``llama-perplexity --kl-divergence-base`` writes), atomically. Returns the path."""
     from .eval import LOGIT_ROWS
@@ -224,8 +245,7 @@ def _mean_err(v: np.ndarray) -> tuple[float, float]:
     return m, (float(np.sqrt(var / (n - 1))) if var > 0 and n > 10 else 0.0)
 
 
-def compare(model, base, threads: int | None = None, n_chunks: int | None = None, progress=None,
-            stream: bool = True):
+def compare(model, base, threads: int | None = None, n_chunks: int | None = None, progress=None, stream: bool = True):
     """Run ``model`` on the tokens of the base file ``base`` (a path or :class:`BaseLogits`) and compare
     its distributions with the stored ones, like ``llama-perplexity --kl-divergence``. Returns an
     :class:`~quantlab.model.eval.EvalResult` with ``base_ppl``, KLD, top-1 agreement and RMS dp."""
@@ -235,8 +255,10 @@ def compare(model, base, threads: int | None = None, n_chunks: int | None = None
     b = base if isinstance(base, BaseLogits) else BaseLogits(base)
     n_vocab = model.n_vocab
     if b.n_vocab != n_vocab:
-        raise ModelError(f"{b.path}: the base file has n_vocab = {b.n_vocab}, the model has {n_vocab}: "
-                         f"KL divergence needs the same vocabulary")
+        raise ModelError(
+            f"{b.path}: the base file has n_vocab = {b.n_vocab}, the model has {n_vocab}: "
+            f"KL divergence needs the same vocabulary"
+        )
     n = b.n_chunk if n_chunks is None or n_chunks < 0 else min(int(n_chunks), b.n_chunk)
     if n < 1:
         raise ModelError("n_chunks must be at least 1")
@@ -274,8 +296,16 @@ def compare(model, base, threads: int | None = None, n_chunks: int | None = None
     k, d = np.concatenate(kld), np.concatenate(dp)
     m, e = _mean_err(v)
     mb, _ = _mean_err(vb)
-    r = EvalResult(ppl=float(np.exp(m)), ppl_err=float(np.exp(m) * e), n_chunks=n, n_ctx=b.n_ctx,
-                   n_scored=len(v), nll=v, seconds=time.perf_counter() - t0, argmax=np.concatenate(amax_all))
+    r = EvalResult(
+        ppl=float(np.exp(m)),
+        ppl_err=float(np.exp(m) * e),
+        n_chunks=n,
+        n_ctx=b.n_ctx,
+        n_scored=len(v),
+        nll=v,
+        seconds=time.perf_counter() - t0,
+        argmax=np.concatenate(amax_all),
+    )
     r.base_ppl = float(np.exp(mb))
     r.nll_base = vb
     r.kld, r.dp = k, d

@@ -22,6 +22,7 @@ Every ``W h`` reads the weight's own blocks (see :mod:`quantlab.kernels.matmul`)
 products for a few tokens, a dequantized tile of rows at a time + BLAS for prompt batches. Nothing is
 expanded to float32 up front; resident memory stays near the file size.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,25 +34,56 @@ import numpy as np
 from ..errors import ModelError
 from ..kernels import matmul as mm
 from .arch import ARCHS, SUPPORTED_ARCHS, Config, check_architecture  # noqa: F401  (Config: public API)
-from .blocks import (ATT_BLOCK, SMALL_BATCH, TILE_ELEMS, KVCache, Linear, Rope, _dequantize_any,  # noqa: F401
-                     apply_rope, ops_for, rms_norm, rope_tables, silu, softmax_rows, threads)
+from .blocks import (  # noqa: F401
+    ATT_BLOCK,
+    SMALL_BATCH,
+    TILE_ELEMS,
+    KVCache,
+    Linear,
+    Rope,
+    _dequantize_any,
+    apply_rope,
+    ops_for,
+    rms_norm,
+    rope_tables,
+    silu,
+    softmax_rows,
+    threads,
+)
 from .tokenizer import Tokenizer
 
 
 class Layer:
     """One transformer block's weights (Linear matrices, float32 norm vectors) by role."""
 
-    LINEARS = ("wqkv", "wq", "wk", "wv", "wo", "wg", "wu", "wd")     # graph order
-    OPTIONAL = ("wqkv", "wq", "wk", "wv", "wg", "bqkv", "bq", "bk", "bv", "bo", "bg", "bu", "bd",
-                "q_norm", "k_norm", "post_attn_norm", "post_ffn_norm")
+    LINEARS = ("wqkv", "wq", "wk", "wv", "wo", "wg", "wu", "wd")  # graph order
+    OPTIONAL = (
+        "wqkv",
+        "wq",
+        "wk",
+        "wv",
+        "wg",
+        "bqkv",
+        "bq",
+        "bk",
+        "bv",
+        "bo",
+        "bg",
+        "bu",
+        "bd",
+        "q_norm",
+        "k_norm",
+        "post_attn_norm",
+        "post_ffn_norm",
+    )
 
     def __init__(self, **parts):
         for k in self.OPTIONAL:
             setattr(self, k, None)
         self.__dict__.update(parts)
-        self.plans: dict = {}      # Model._project's per-layer plans for stacked products
+        self.plans: dict = {}  # Model._project's per-layer plans for stacked products
         self.rope: Rope | None = None
-        self.n_swa = 0             # sliding window of this layer (0: whole context)
+        self.n_swa = 0  # sliding window of this layer (0: whole context)
 
     def linears(self) -> list:
         return [getattr(self, k) for k in self.LINEARS if getattr(self, k, None) is not None]
@@ -71,7 +103,7 @@ class Model:
         self.file = open_gguf(self.path)
         md = self.file.metadata
         self.metadata = md
-        spec = check_architecture(md)            # an unsupported architecture is refused before anything else
+        spec = check_architecture(md)  # an unsupported architecture is refused before anything else
         if self.file.byte_order != "little":
             raise ModelError(f"{self.path.name}: big-endian GGUF files cannot be run")
         self.tokenizer = Tokenizer(md)
@@ -80,17 +112,19 @@ class Model:
         ts = self.file.tensors
         E, H, Hkv, D, F, V = cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_ff, cfg.n_vocab
         a = cfg.arch
-        dims = (f"{a}.embedding_length={E}, {a}.attention.head_count={H}, {a}.attention.head_count_kv={Hkv}, "
-                f"head size={D}, {a}.feed_forward_length={F}, vocabulary={V}")
+        dims = (
+            f"{a}.embedding_length={E}, {a}.attention.head_count={H}, {a}.attention.head_count_kv={Hkv}, "
+            f"head size={D}, {a}.feed_forward_length={F}, vocabulary={V}"
+        )
 
         def tensor(name, shape):
             if name not in ts:
-                raise ModelError(f"tensor {name!r} is missing from {self.path.name}: this is not a complete "
-                                 f"{a} model")
+                raise ModelError(f"tensor {name!r} is missing from {self.path.name}: this is not a complete {a} model")
             t = ts[name]
             if tuple(t.shape) != tuple(shape):
-                raise ModelError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)} from the "
-                                 f"metadata ({dims})")
+                raise ModelError(
+                    f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)} from the metadata ({dims})"
+                )
             return t
 
         self._fd = os.open(self.path, os.O_RDONLY)
@@ -101,8 +135,7 @@ class Model:
             t = tensor(name, (rows, cols))
             if t.format.vec_dot_type is None:
                 raise ModelError(f"tensor {name!r} is stored as {t.format.name}, which has no matrix product")
-            return Linear(name, t.format, np.ascontiguousarray(t.data), rows, cols,
-                          source=(self._fd, t.file_offset))
+            return Linear(name, t.format, np.ascontiguousarray(t.data), rows, cols, source=(self._fd, t.file_offset))
 
         def vec(name, n, optional=False):
             if optional and name not in ts:
@@ -120,25 +153,35 @@ class Model:
         self.layers = []
         for i in range(cfg.n_layer):
             p = f"blk.{i}."
-            L = Layer(attn_norm=vec(p + "attn_norm.weight", E),
-                      wo=linear(p + "attn_output.weight", E, H * D), bo=vec(p + "attn_output.bias", E, True),
-                      ffn_norm=vec(p + "ffn_norm.weight", E), wd=linear(p + "ffn_down.weight", E, F),
-                      bd=vec(p + "ffn_down.bias", E, True))
-            if p + "attn_qkv.weight" in ts:      # fused Q|K|V rows (phi3; any family may have it)
+            L = Layer(
+                attn_norm=vec(p + "attn_norm.weight", E),
+                wo=linear(p + "attn_output.weight", E, H * D),
+                bo=vec(p + "attn_output.bias", E, True),
+                ffn_norm=vec(p + "ffn_norm.weight", E),
+                wd=linear(p + "ffn_down.weight", E, F),
+                bd=vec(p + "ffn_down.bias", E, True),
+            )
+            if p + "attn_qkv.weight" in ts:  # fused Q|K|V rows (phi3; any family may have it)
                 L.wqkv = linear(p + "attn_qkv.weight", (H + 2 * Hkv) * D, E)
                 L.bqkv = vec(p + "attn_qkv.bias", (H + 2 * Hkv) * D, True)
             else:
-                L.wq, L.wk, L.wv = (linear(p + "attn_q.weight", H * D, E), linear(p + "attn_k.weight", Hkv * D, E),
-                                    linear(p + "attn_v.weight", Hkv * D, E))
+                L.wq, L.wk, L.wv = (
+                    linear(p + "attn_q.weight", H * D, E),
+                    linear(p + "attn_k.weight", Hkv * D, E),
+                    linear(p + "attn_v.weight", Hkv * D, E),
+                )
             if L.bqkv is None:
-                L.bq, L.bk, L.bv = (vec(p + "attn_q.bias", H * D, True), vec(p + "attn_k.bias", Hkv * D, True),
-                                    vec(p + "attn_v.bias", Hkv * D, True))
+                L.bq, L.bk, L.bv = (
+                    vec(p + "attn_q.bias", H * D, True),
+                    vec(p + "attn_k.bias", Hkv * D, True),
+                    vec(p + "attn_v.bias", Hkv * D, True),
+                )
             if spec.qk_norm:
                 L.q_norm, L.k_norm = vec(p + "attn_q_norm.weight", D), vec(p + "attn_k_norm.weight", D)
             if spec.post_norms:
                 L.post_attn_norm = vec(p + "post_attention_norm.weight", E)
                 L.post_ffn_norm = vec(p + "post_ffw_norm.weight", E)
-            if spec.fused_gate_up:               # ffn_up = gate rows then up rows (phi3)
+            if spec.fused_gate_up:  # ffn_up = gate rows then up rows (phi3)
                 L.wu = linear(p + "ffn_up.weight", 2 * F, E)
             else:
                 L.wg, L.wu = linear(p + "ffn_gate.weight", F, E), linear(p + "ffn_up.weight", F, E)
@@ -147,7 +190,7 @@ class Model:
             self.layers.append(L)
         self._ropes = self._rope_choices(vec, md)
         self._buf = np.empty(TILE_ELEMS, dtype=np.float32)
-        self.hook = None       # callable(weight_name, activations float32 [T, cols]) for imatrix collection
+        self.hook = None  # callable(weight_name, activations float32 [T, cols]) for imatrix collection
 
     def _rope_choices(self, vec, md) -> dict:
         """(sliding-window layer?, long context?) -> Rope, as llama.cpp picks them per layer and context:
@@ -157,8 +200,13 @@ class Model:
         cfg, spec = self.config, self.spec
         half = cfg.n_rot // 2
         longrope = spec.rope_factors == "longrope" or md.get(f"{cfg.arch}.rope.scaling.type") == "longrope"
-        names = ("rope_factors_short.weight", "rope_factors_long.weight") if longrope else \
-            ("rope_freqs.weight",) * 2 if spec.rope_factors == "freqs" else ()
+        names = (
+            ("rope_factors_short.weight", "rope_factors_long.weight")
+            if longrope
+            else ("rope_freqs.weight",) * 2
+            if spec.rope_factors == "freqs"
+            else ()
+        )
         short = long = None
         if names:
             short, long = (vec(n, half, True) for n in names)
@@ -169,8 +217,9 @@ class Model:
         for swa in (False, True):
             for is_long in (False, True):
                 base, fs = (cfg.rope_base_swa, cfg.rope_scale_swa) if swa else (cfg.rope_base, cfg.rope_scale)
-                out[swa, is_long] = Rope(cfg.n_rot, base, fs, spec.rope_neox, long if is_long else short,
-                                         cfg.rope_attn_factor)
+                out[swa, is_long] = Rope(
+                    cfg.n_rot, base, fs, spec.rope_neox, long if is_long else short, cfg.rope_attn_factor
+                )
         return out
 
     # -- tokenizer ------------------------------------------------------------------------------
@@ -201,8 +250,10 @@ class Model:
         fm = {}
         for lin in self.linears().values():
             fm[lin.format.name] = fm.get(lin.format.name, 0) + 1
-        return (f"<Model {self.path.name}: {c.arch}, {c.n_layer} layers, width {c.n_embd}, {c.n_head}/{c.n_head_kv} "
-                f"heads, vocab {c.n_vocab}; matrices {fm}>")
+        return (
+            f"<Model {self.path.name}: {c.arch}, {c.n_layer} layers, width {c.n_embd}, {c.n_head}/{c.n_head_kv} "
+            f"heads, vocab {c.n_vocab}; matrices {fm}>"
+        )
 
     # -- forward ----------------------------------------------------------------------------------
     def _mm(self, lin: Linear, x: np.ndarray, act=None) -> np.ndarray:
@@ -210,7 +261,7 @@ class Model:
             self.hook(lin.name, x)
         return lin(x, self._buf, act)
 
-    def _project(self, L: "Layer", keys: tuple, h: np.ndarray) -> list:
+    def _project(self, L: Layer, keys: tuple, h: np.ndarray) -> list:
         """``h @ W.T`` for the weights ``L.<key>`` that read the same input (Q, K, V; gate, up). For a
         few tokens the activations are quantized once, and when the formats allow (one vec_dot type,
         one block family, weights read through the map) all rows run as one stacked integer product:
@@ -219,7 +270,7 @@ class Model:
         if T > SMALL_BATCH or self.hook is not None:
             return [self._mm(getattr(L, k), h) for k in keys]
         plan = L.plans.get(keys)
-        if plan is None:          # worked out once per layer: (stacked?, shared vtype or None, Ws, fmts, rows, cuts)
+        if plan is None:  # worked out once per layer: (stacked?, shared vtype or None, Ws, fmts, rows, cuts)
             lins = [getattr(L, k) for k in keys]
             fast = all(lin.fast for lin in lins)
             vt = lins[0].vtype if fast and len({lin.vtype for lin in lins}) == 1 else None
@@ -228,8 +279,14 @@ class Model:
             for lin in lins:
                 cuts.append((c, c + lin.rows))
                 c += lin.rows
-            plan = L.plans[keys] = (vt is not None and len(fam) == 1, vt, tuple(lin.data for lin in lins),
-                                    tuple(lin.format.name for lin in lins), c, cuts)
+            plan = L.plans[keys] = (
+                vt is not None and len(fam) == 1,
+                vt,
+                tuple(lin.data for lin in lins),
+                tuple(lin.format.name for lin in lins),
+                c,
+                cuts,
+            )
         stacked, vt, Ws, fmts, rows, cuts = plan
         if stacked and not self.stream:
             out = np.empty((T, rows), dtype=np.float32)
@@ -279,7 +336,7 @@ class Model:
                 qkv += L.bqkv
             c = self.config
             nq, nk = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
-            q, k, v = qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:]
+            q, k, v = qkv[:, :nq], qkv[:, nq : nq + nk], qkv[:, nq + nk :]
         else:
             q, k, v = self._project(L, ("wq", "wk", "wv"), h)
         for y, b in ((q, L.bq), (k, L.bk), (v, L.bv)):
@@ -315,41 +372,41 @@ class Model:
         T, p0 = len(tokens), cache.n
         cache.reserve(p0 + T)
         pos = np.arange(p0, p0 + T)
-        ops = ops_for(cfg, pos)          # generation (numba, few rows) or prompt (numpy + BLAS) op set
+        ops = ops_for(cfg, pos)  # generation (numba, few rows) or prompt (numpy + BLAS) op set
         H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
-        long_ctx = cache.n_ctx > cfg.n_ctx_orig                         # LongRoPE: long factors
-        scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(D))         # attention scale
-        x = self.embed(tokens)                                          # token embeddings [T, n_embd]
+        long_ctx = cache.n_ctx > cfg.n_ctx_orig  # LongRoPE: long factors
+        scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(D))  # attention scale
+        x = self.embed(tokens)  # token embeddings [T, n_embd]
         if spec.embd_scale:
-            x *= np.float32(math.sqrt(cfg.n_embd))                      # gemma: embeddings * sqrt(n_embd)
+            x *= np.float32(math.sqrt(cfg.n_embd))  # gemma: embeddings * sqrt(n_embd)
         for li, L in enumerate(self.layers):
             kc, vc = cache.k[li], cache.v[li]
-            h = ops.norm(x, L.attn_norm)                                # attention input norm
-            q, k, v = self._qkv(L, h)                                   # Q, K, V projections (+ biases)
+            h = ops.norm(x, L.attn_norm)  # attention input norm
+            q, k, v = self._qkv(L, h)  # Q, K, V projections (+ biases)
             q, k, v = q.reshape(T, H, D), k.reshape(T, Hkv, D), v.reshape(T, Hkv, D)
-            if L.q_norm is not None:                                    # per-head q/k norms (qwen3, gemma3)
+            if L.q_norm is not None:  # per-head q/k norms (qwen3, gemma3)
                 q, k = ops.head_norm(q, L.q_norm), ops.head_norm(k, L.k_norm)
             ops.rope_store(q, k, v, kc, vc, p0, self._ropes[L.n_swa > 0, long_ctx])  # RoPE; k, v cached
-            if spec.q_prescale:                                         # gemma3, phi3: q * scale, then q.k
+            if spec.q_prescale:  # gemma3, phi3: q * scale, then q.k
                 q *= scale
             a = ops.attention(q, kc, vc, p0, np.float32(1) if spec.q_prescale else scale, L.n_swa)
-            if li == cfg.n_layer - 1 and len(out_idx) < T:             # last layer: only the rows asked for
-                a, x = a[out_idx], x[out_idx]                           # (as llama.cpp does)
+            if li == cfg.n_layer - 1 and len(out_idx) < T:  # last layer: only the rows asked for
+                a, x = a[out_idx], x[out_idx]  # (as llama.cpp does)
                 ops = ops_for(cfg, pos, len(out_idx))
-            a = self._linear_out(L.wo, a, L.bo)                         # attention output projection
+            a = self._linear_out(L.wo, a, L.bo)  # attention output projection
             if L.post_attn_norm is not None:
-                a = ops.norm(a, L.post_attn_norm)                       # gemma3: post-attention norm
-            x = x + a                                                   # residual
-            h = ops.norm(x, L.ffn_norm)                                 # FFN input norm
-            g, u = self._gate_up(L, h)                                  # gate and up projections
-            f = self._linear_out(L.wd, ops.glu(g, u, spec.act), L.bd)   # act(gate) * up, down projection
+                a = ops.norm(a, L.post_attn_norm)  # gemma3: post-attention norm
+            x = x + a  # residual
+            h = ops.norm(x, L.ffn_norm)  # FFN input norm
+            g, u = self._gate_up(L, h)  # gate and up projections
+            f = self._linear_out(L.wd, ops.glu(g, u, spec.act), L.bd)  # act(gate) * up, down projection
             if L.post_ffn_norm is not None:
-                f = ops.norm(f, L.post_ffn_norm)                        # gemma3: post-FFN norm
-            x = x + f                                                   # residual
+                f = ops.norm(f, L.post_ffn_norm)  # gemma3: post-FFN norm
+            x = x + f  # residual
         cache.n = p0 + T
         if x.shape[0] != len(out_idx):
             x = x[out_idx]
-        h = ops_for(cfg, pos, x.shape[0]).norm(x, self.output_norm)     # output norm
+        h = ops_for(cfg, pos, x.shape[0]).norm(x, self.output_norm)  # output norm
         return self.logits(h) if logits else h
 
     def _check_tokens(self, tokens, outputs):
@@ -374,14 +431,23 @@ class Model:
         if self.output_b is not None:
             y += self.output_b
         cap = self.config.logit_softcap
-        if cap:                                  # final logit soft-capping: cap * tanh(y / cap)
+        if cap:  # final logit soft-capping: cap * tanh(y / cap)
             y = (np.tanh(y * np.float32(1.0 / cap)) * np.float32(cap)).astype(np.float32)
         return y
 
     # -- generation -------------------------------------------------------------------------------
-    def generate(self, prompt, n_predict: int = 64, temperature: float = 0.0, top_k: int = 40,
-                 top_p: float = 0.95, seed: int | None = None, stop_at_eog: bool = True,
-                 threads: int | None = None, callback=None):
+    def generate(
+        self,
+        prompt,
+        n_predict: int = 64,
+        temperature: float = 0.0,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        seed: int | None = None,
+        stop_at_eog: bool = True,
+        threads: int | None = None,
+        callback=None,
+    ):
         """Continue ``prompt`` (text or token ids) by ``n_predict`` tokens with a KV cache.
 
         ``temperature == 0``: greedy (argmax). Otherwise sample from softmax(logits / temperature)

@@ -12,20 +12,57 @@
 * :mod:`.imatrix`  importance-matrix files read as llama-quantize reads them
 * :mod:`.cli`      ``quantlab quantize`` (llama-quantize's options)
 """
+
 from __future__ import annotations
 
 from .ftypes import ALIASES, FILE_TYPES, FileType, all_file_types, file_type
 from .imatrix import ImatrixData, load_imatrix_file
 from .optimize import DEFAULT_CANDIDATES, OptimizeResult, optimize
 from .pipeline import QuantizeResult, RecipeError, plan_model, quantize_model
-from .select import (ModelInfo, Options, Plan, TensorChoice, TensorSpec, allows_quantization, category,
-                     fallback, loader_order, make_plan, requires_imatrix, use_more_bits)
+from .select import (
+    ModelInfo,
+    Options,
+    Plan,
+    TensorChoice,
+    TensorSpec,
+    allows_quantization,
+    category,
+    fallback,
+    loader_order,
+    make_plan,
+    requires_imatrix,
+    use_more_bits,
+)
 
-__all__ = ["FileType", "FILE_TYPES", "ALIASES", "file_type", "all_file_types", "ModelInfo", "Options",
-           "Plan", "TensorChoice", "TensorSpec", "make_plan", "loader_order", "use_more_bits", "category",
-           "allows_quantization", "fallback", "requires_imatrix", "quantize_model", "plan_model",
-           "QuantizeResult", "RecipeError", "ImatrixData", "load_imatrix_file", "register",
-           "optimize", "OptimizeResult", "DEFAULT_CANDIDATES"]
+__all__ = [
+    "FileType",
+    "FILE_TYPES",
+    "ALIASES",
+    "file_type",
+    "all_file_types",
+    "ModelInfo",
+    "Options",
+    "Plan",
+    "TensorChoice",
+    "TensorSpec",
+    "make_plan",
+    "loader_order",
+    "use_more_bits",
+    "category",
+    "allows_quantization",
+    "fallback",
+    "requires_imatrix",
+    "quantize_model",
+    "plan_model",
+    "QuantizeResult",
+    "RecipeError",
+    "ImatrixData",
+    "load_imatrix_file",
+    "register",
+    "optimize",
+    "OptimizeResult",
+    "DEFAULT_CANDIDATES",
+]
 
 
 def register(subparsers) -> None:

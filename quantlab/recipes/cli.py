@@ -1,4 +1,5 @@
 """``quantlab quantize``: llama-quantize's command line on quantlab's kernels (same option names)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,11 @@ def file_types_help() -> str:
     from .ftypes import all_file_types
     from .select import requires_imatrix
 
-    lines = ["allowed file types (bits per weight of the type most tensors get; a mix such as Q4_K_M gives",
-             "some tensors more bits, --dry-run prints a model's exact size):", ""]
+    lines = [
+        "allowed file types (bits per weight of the type most tensors get; a mix such as Q4_K_M gives",
+        "some tensors more bits, --dry-run prints a model's exact size):",
+        "",
+    ]
     for ft in all_file_types():
         f = ft.default
         note = ", needs --imatrix" if requires_imatrix("blk.0.ffn_up.weight", f, ft) else ""
@@ -27,20 +31,32 @@ def file_types_help() -> str:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "quantize", help="quantize a whole GGUF model like llama-quantize (Q4_K_M, IQ2_XXS, ...)",
+        "quantize",
+        help="quantize a whole GGUF model like llama-quantize (Q4_K_M, IQ2_XXS, ...)",
         description="Quantize a GGUF model with one of llama.cpp's file types. The output is byte-identical "
-                    "to llama-quantize's for the same input, options and imatrix.",
-        epilog=file_types_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--allow-requantize", action="store_true",
-                   help="allow requantizing tensors that are already quantized (loses quality)")
+        "to llama-quantize's for the same input, options and imatrix.",
+        epilog=file_types_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--allow-requantize",
+        action="store_true",
+        help="allow requantizing tensors that are already quantized (loses quality)",
+    )
     p.add_argument("--leave-output-tensor", action="store_true", help="leave output.weight un(re)quantized")
-    p.add_argument("--pure", action="store_true",
-                   help="disable the k-quant mixtures: every tensor gets the default type")
+    p.add_argument(
+        "--pure", action="store_true", help="disable the k-quant mixtures: every tensor gets the default type"
+    )
     p.add_argument("--imatrix", metavar="FILE", help="importance matrix (llama-imatrix GGUF or legacy .dat)")
     p.add_argument("--output-tensor-type", metavar="T", help="ggml type for output.weight")
     p.add_argument("--token-embedding-type", metavar="T", help="ggml type for token_embd.weight")
-    p.add_argument("--tensor-type", metavar="PAT=T", action="append", default=[],
-                   help="quantize tensors whose name matches the regex PAT to type T (repeatable; first match wins)")
+    p.add_argument(
+        "--tensor-type",
+        metavar="PAT=T",
+        action="append",
+        default=[],
+        help="quantize tensors whose name matches the regex PAT to type T (repeatable; first match wins)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and sizes, write nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plan", action="store_true", help="print the plan table (rule per tensor)")
@@ -57,13 +73,18 @@ def run(args) -> int:
     from .select import Options
 
     ft = file_type(args.ftype)
-    args.inp = model_file(args.inp)        # 'smollm2': the shipped model, as `eval` takes it
+    args.inp = model_file(args.inp)  # 'smollm2': the shipped model, as `eval` takes it
     regular_file(args.inp)
     if args.imatrix:
         regular_file(args.imatrix, "an imatrix")
-    opts = Options(allow_requantize=args.allow_requantize, leave_output_tensor=args.leave_output_tensor,
-                   pure=args.pure, output_tensor_type=args.output_tensor_type,
-                   token_embedding_type=args.token_embedding_type, tensor_types=tuple(args.tensor_type))
+    opts = Options(
+        allow_requantize=args.allow_requantize,
+        leave_output_tensor=args.leave_output_tensor,
+        pure=args.pure,
+        output_tensor_type=args.output_tensor_type,
+        token_embedding_type=args.token_embedding_type,
+        tensor_types=tuple(args.tensor_type),
+    )
     if args.dry_run:
         # refuses exactly as the real run would (requantization, missing imatrix, imatrix of another model)
         plan = plan_model(args.inp, ft, imatrix=args.imatrix, options=opts, check=True)
@@ -76,18 +97,29 @@ def run(args) -> int:
     gc.disable()
     try:
         start_numba_without_blas()
-        r = quantize_model(args.inp, args.out, ft, imatrix=args.imatrix, options=opts, threads=args.nthreads,
-                           progress=not args.no_progress and sys.stderr.isatty(), verbose=True,
-                           log=lambda s: print(printable(s).replace("\\n", "\n"), flush=True))
+        r = quantize_model(
+            args.inp,
+            args.out,
+            ft,
+            imatrix=args.imatrix,
+            options=opts,
+            threads=args.nthreads,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            verbose=True,
+            log=lambda s: print(printable(s).replace("\\n", "\n"), flush=True),
+        )
     finally:
         if collecting:
             gc.enable()
     whole = process_seconds()
     if whole is not None:
         cpu = os.times()
-        print(f"process     = {whole:.2f} s since this process started, {cpu.user + cpu.system:.2f} s CPU "
-              f"(Python, imports and numba's start-up included; llama-quantize's \"total time\" is its whole "
-              f"run)", flush=True)
+        print(
+            f"process     = {whole:.2f} s since this process started, {cpu.user + cpu.system:.2f} s CPU "
+            f"(Python, imports and numba's start-up included; llama-quantize's \"total time\" is its whole "
+            f"run)",
+            flush=True,
+        )
     return 0 if r else 1
 
 
@@ -98,7 +130,7 @@ def process_seconds() -> float | None:
             stat = fh.read()
         with open("/proc/uptime", "rb") as fh:
             up = float(fh.read().split()[0])
-        start_ticks = int(stat[stat.rindex(b")") + 2:].split()[19])   # field 22, starttime
+        start_ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22, starttime
         return max(0.0, up - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
@@ -132,10 +164,13 @@ def start_numba_without_blas() -> None:
 
     if "numba.np.arraymath" in sys.modules:
         return
-    hidden = [m for m in _NUMBA_OPTIONAL if m not in sys.modules
-              and not (m == "yaml" and os.path.exists(".numba_config.yaml"))]
+    hidden = [
+        m
+        for m in _NUMBA_OPTIONAL
+        if m not in sys.modules and not (m == "yaml" and os.path.exists(".numba_config.yaml"))
+    ]
     for m in hidden:
-        sys.modules[m] = None         # `import` of a None entry raises ImportError: "not installed"
+        sys.modules[m] = None  # `import` of a None entry raises ImportError: "not installed"
     try:
         from .. import quantize
 

@@ -7,12 +7,14 @@ layers, the output matrix) and fall back to a 32-block type where a row is not a
 The numbers are ``enum llama_ftype`` (stored in a GGUF file as ``general.file_type``). Block sizes and
 bytes come from the format registry; this table only names the recipes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..errors import FormatError
-from ..formats.registry import Format, get as get_format
+from ..formats.registry import Format
+from ..formats.registry import get as get_format
 
 __all__ = ["FileType", "FILE_TYPES", "file_type", "all_file_types", "ALIASES"]
 
@@ -97,7 +99,8 @@ _BY_VALUE = {f.value: f for f in FILE_TYPES}
 
 _NOT_FILE_TYPES = {
     4: "4 (MOSTLY_Q4_1_SOME_F16) was removed from llama.cpp",
-    5: "5 (Q4_2) was removed from llama.cpp", 6: "6 (Q4_3) was removed from llama.cpp",
+    5: "5 (Q4_2) was removed from llama.cpp",
+    6: "6 (Q4_3) was removed from llama.cpp",
     33: "33 (Q4_0_4_4) was removed: use Q4_0, repacked at load time",
     34: "34 (Q4_0_4_8) was removed: use Q4_0, repacked at load time",
     35: "35 (Q4_0_8_8) was removed: use Q4_0, repacked at load time",
@@ -125,7 +128,8 @@ def file_type(ft) -> FileType:
         raise FormatError(
             f"unknown file type {ft!r}. A file type names a whole-model recipe as llama-quantize does; "
             f"known: {', '.join(f.name for f in FILE_TYPES)} (and the aliases "
-            f"{', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
+            f"{', '.join(f'{a}={b}' for a, b in ALIASES.items())})"
+        )
     try:
         v = int(ft)
     except (TypeError, ValueError):

@@ -10,6 +10,7 @@ where a matrix, or an expert of it, saw no token). Two file layouts exist:
   float32[nval] (already divided by count and multiplied by ncall); optional trailer int32 chunk count,
   int32 dataset name length, dataset name. Values are divided by ncall.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,13 +79,20 @@ def as_imatrix(imatrix) -> ImatrixData | None:
         if ent is None and isinstance(imatrix, Mapping):
             ent = imatrix
         if ent is None:
-            raise ImatrixError(f"an imatrix is a file path or a mapping tensor name -> values, got {type(imatrix).__name__}")
-        data = ImatrixData({str(k): np.asarray(v, dtype=np.float32).reshape(-1) for k, v in ent.items()},
-                           list(getattr(imatrix, "datasets", []) or []),
-                           int(getattr(imatrix, "chunk_count", 0) or 0), None)
+            raise ImatrixError(
+                f"an imatrix is a file path or a mapping tensor name -> values, got {type(imatrix).__name__}"
+            )
+        data = ImatrixData(
+            {str(k): np.asarray(v, dtype=np.float32).reshape(-1) for k, v in ent.items()},
+            list(getattr(imatrix, "datasets", []) or []),
+            int(getattr(imatrix, "chunk_count", 0) or 0),
+            None,
+        )
     for k, v in data.entries.items():
         if not np.isfinite(v).all():
             bad = np.flatnonzero(~np.isfinite(v))[0]
-            raise ImatrixError(f"imatrix entry {k} holds a non-finite value ({v[bad]} at column {bad}); "
-                               f"llama-quantize refuses such a file")
+            raise ImatrixError(
+                f"imatrix entry {k} holds a non-finite value ({v[bad]} at column {bad}); "
+                f"llama-quantize refuses such a file"
+            )
     return data

@@ -17,6 +17,7 @@ and its size S_W(f) in bytes. Then we pick one format per tensor minimising sum 
 The result can be written by :func:`quantlab.recipes.quantize_model` — and by llama-quantize itself:
 it is a base file type plus one ``--tensor-type ^name$=TYPE`` override per tensor.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,20 +34,34 @@ from .select import ModelInfo, Options, Plan, TensorSpec, make_plan
 
 __all__ = ["optimize", "OptimizeResult", "DEFAULT_CANDIDATES"]
 
-DEFAULT_CANDIDATES = ("Q2_K", "IQ3_XXS", "Q3_K", "IQ3_S", "IQ4_XS", "Q4_0", "IQ4_NL", "Q4_K", "Q4_1",
-                      "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0")
+DEFAULT_CANDIDATES = (
+    "Q2_K",
+    "IQ3_XXS",
+    "Q3_K",
+    "IQ3_S",
+    "IQ4_XS",
+    "Q4_0",
+    "IQ4_NL",
+    "Q4_K",
+    "Q4_1",
+    "Q5_0",
+    "Q5_K",
+    "Q5_1",
+    "Q6_K",
+    "Q8_0",
+)
 
 
 @dataclass
 class OptimizeResult:
     """The chosen format per tensor, the measured errors and the frontier explored."""
 
-    base: Plan                      # the base file type's plan (fixed tensors come from it)
-    choice: dict                    # tensor name -> Format (optimized tensors only)
-    errors: dict                    # tensor name -> {format name: imatrix-weighted squared error}
-    sizes: dict                     # tensor name -> {format name: bytes}
-    budget: int                     # bytes allowed for all tensors
-    frontier: list = field(default_factory=list)   # dicts: lambda, bytes, bpw, error (Lagrangian points)
+    base: Plan  # the base file type's plan (fixed tensors come from it)
+    choice: dict  # tensor name -> Format (optimized tensors only)
+    errors: dict  # tensor name -> {format name: imatrix-weighted squared error}
+    sizes: dict  # tensor name -> {format name: bytes}
+    budget: int  # bytes allowed for all tensors
+    frontier: list = field(default_factory=list)  # dicts: lambda, bytes, bpw, error (Lagrangian points)
     seconds: float = 0.0
 
     @property
@@ -98,9 +113,11 @@ class OptimizeResult:
 
     def summary(self) -> str:
         mix = ", ".join(f"{k} x{v}" for k, v in sorted(self.counts().items(), key=lambda kv: -kv[1]))
-        return (f"optimized {len(self.choice)} tensors for {self.nbytes / 2**20:.2f} MiB "
-                f"({self.bpw:.3f} bpw; budget {self.budget / 2**20:.2f} MiB): weighted error "
-                f"{self.error:.6g} vs {self.base_error():.6g} for {self.base.ftype.name}; {mix}")
+        return (
+            f"optimized {len(self.choice)} tensors for {self.nbytes / 2**20:.2f} MiB "
+            f"({self.bpw:.3f} bpw; budget {self.budget / 2**20:.2f} MiB): weighted error "
+            f"{self.error:.6g} vs {self.base_error():.6g} for {self.base.ftype.name}; {mix}"
+        )
 
 
 def _sample_rows(n_rows: int, max_rows: int | None) -> np.ndarray:
@@ -114,7 +131,7 @@ def _weighted_error(x, fmt, w, threads, impl) -> float:
 
     q = quantize(x, fmt, imatrix=w if fmt.uses_imatrix else None, impl=impl, threads=threads)
     y = dequantize(q, fmt, impl=impl, threads=threads)
-    d = (x.astype(np.float64) - y.astype(np.float64))
+    d = x.astype(np.float64) - y.astype(np.float64)
     return float(((d * d).sum(axis=0) * w.astype(np.float64)).sum())
 
 
@@ -125,9 +142,20 @@ def _frontier_choice(names, errors, sizes, lam):
     return pick
 
 
-def optimize(model, target_bpw=None, *, imatrix, base="Q4_K_M", budget_bytes: int | None = None,
-             candidates=DEFAULT_CANDIDATES, max_rows: int | None = 256, options: Options | None = None,
-             threads: int | None = None, impl: str = "fast", progress=None) -> OptimizeResult:
+def optimize(
+    model,
+    target_bpw=None,
+    *,
+    imatrix,
+    base="Q4_K_M",
+    budget_bytes: int | None = None,
+    candidates=DEFAULT_CANDIDATES,
+    max_rows: int | None = 256,
+    options: Options | None = None,
+    threads: int | None = None,
+    impl: str = "fast",
+    progress=None,
+) -> OptimizeResult:
     """Pick one format per tensor of ``model`` (a GGUF path or open file) minimising the
     imatrix-weighted error under a size budget.
 
@@ -156,8 +184,11 @@ def optimize(model, target_bpw=None, *, imatrix, base="Q4_K_M", budget_bytes: in
         else:
             budget_bytes = int(float(target_bpw) * base_plan.n_elements / 8.0)
     cands = [get_format(c) for c in candidates]
-    todo = [t for t in base_plan if t.quantizable and t.name in im
-            and im[t.name].size == t.ne[0] and (len(t.ne) < 3 or t.ne[2] == 1)]
+    todo = [
+        t
+        for t in base_plan
+        if t.quantizable and t.name in im and im[t.name].size == t.ne[0] and (len(t.ne) < 3 or t.ne[2] == 1)
+    ]
     errors, sizes = {}, {}
     for i, t in enumerate(todo):
         if progress is not None:
@@ -185,8 +216,10 @@ def optimize(model, target_bpw=None, *, imatrix, base="Q4_K_M", budget_bytes: in
     room = budget_bytes - fixed
     smallest = sum(min(sizes[n].values()) for n in names)
     if smallest > room:
-        raise FormatError(f"the budget ({budget_bytes / 2**20:.2f} MiB) is below the smallest possible model "
-                          f"({(smallest + fixed) / 2**20:.2f} MiB with these candidates)")
+        raise FormatError(
+            f"the budget ({budget_bytes / 2**20:.2f} MiB) is below the smallest possible model "
+            f"({(smallest + fixed) / 2**20:.2f} MiB with these candidates)"
+        )
 
     # Lagrangian sweep: prices per byte spanning every error/size trade-off present
     slopes = []
@@ -208,8 +241,9 @@ def optimize(model, target_bpw=None, *, imatrix, base="Q4_K_M", budget_bytes: in
         if (nb, err) in seen:
             continue
         seen.add((nb, err))
-        frontier.append({"lambda": float(lam), "bytes": int(nb), "bpw": 8.0 * nb / base_plan.n_elements,
-                         "error": float(err)})
+        frontier.append(
+            {"lambda": float(lam), "bytes": int(nb), "bpw": 8.0 * nb / base_plan.n_elements, "error": float(err)}
+        )
         if nb <= budget_bytes and (best is None or err < best[0]):
             best = (err, pick)
     if best is None:  # even the most expensive price overshoots: start from the smallest formats
@@ -237,5 +271,12 @@ def optimize(model, target_bpw=None, *, imatrix, base="Q4_K_M", budget_bytes: in
         pick[n] = c
         used += ds
     frontier.sort(key=lambda p: p["bytes"])
-    return OptimizeResult(base_plan, {n: get_format(pick[n]) for n in names}, errors, sizes, int(budget_bytes),
-                          frontier, time.perf_counter() - t0)
+    return OptimizeResult(
+        base_plan,
+        {n: get_format(pick[n]) for n in names},
+        errors,
+        sizes,
+        int(budget_bytes),
+        frontier,
+        time.perf_counter() - t0,
+    )

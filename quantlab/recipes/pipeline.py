@@ -38,6 +38,7 @@ In a fresh process, Python's start-up, the imports and numba's start-up come on 
 for ``quantlab quantize``, which spares numba the 0.2 s import of scipy.linalg: see
 :func:`quantlab.recipes.cli.start_numba_without_blas`); the command prints both times.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,10 +55,10 @@ from .select import ModelInfo, Options, Plan, TensorSpec, make_plan
 
 __all__ = ["quantize_model", "plan_model", "QuantizeResult", "RecipeError"]
 
-QUANTIZATION_VERSION = 2          # GGML_QNT_VERSION
-ALIGNMENT = 32                    # GGUF_DEFAULT_ALIGNMENT, what llama-quantize pads with
-SLAB_BYTES = 64 * 1024 * 1024     # float32 rows dequantized at once (bounds memory for huge tensors)
-_WRITE_BEHIND = True              # write tensor i on a background thread while tensor i+1 is quantized
+QUANTIZATION_VERSION = 2  # GGML_QNT_VERSION
+ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT, what llama-quantize pads with
+SLAB_BYTES = 64 * 1024 * 1024  # float32 rows dequantized at once (bounds memory for huge tensors)
+_WRITE_BEHIND = True  # write tensor i on a background thread while tensor i+1 is quantized
 
 
 class RecipeError(QuantlabError, ValueError):
@@ -70,10 +71,10 @@ class QuantizeResult:
 
     plan: Plan
     path: str
-    nbytes: int              # output file size
+    nbytes: int  # output file size
     seconds: float
-    src_nbytes: int          # tensor data in the input
-    tensor_nbytes: int       # tensor data in the output
+    src_nbytes: int  # tensor data in the input
+    tensor_nbytes: int  # tensor data in the output
 
     @property
     def bpw(self) -> float:
@@ -82,10 +83,12 @@ class QuantizeResult:
     def summary(self) -> str:
         mib = 1024.0 * 1024.0
         n = max(1, self.plan.n_elements)
-        return (f"model size  = {self.src_nbytes / mib:8.2f} MiB ({8.0 * self.src_nbytes / n:.2f} BPW)\n"
-                f"quant size  = {self.tensor_nbytes / mib:8.2f} MiB ({self.bpw:.2f} BPW)\n"
-                f"file        = {self.path} ({self.nbytes} bytes)\n"
-                f"time        = {self.seconds:.2f} s")
+        return (
+            f"model size  = {self.src_nbytes / mib:8.2f} MiB ({8.0 * self.src_nbytes / n:.2f} BPW)\n"
+            f"quant size  = {self.tensor_nbytes / mib:8.2f} MiB ({self.bpw:.2f} BPW)\n"
+            f"file        = {self.path} ({self.nbytes} bytes)\n"
+            f"time        = {self.seconds:.2f} s"
+        )
 
     def sha256(self) -> str:
         return file_sha256(self.path)
@@ -104,7 +107,7 @@ def file_sha256(path) -> str:
 
 def _trim_ne(ne) -> tuple:
     ne = tuple(int(v) for v in ne)
-    while len(ne) > 1 and ne[-1] == 1:   # ggml_n_dims: llama.cpp's writer drops trailing 1s
+    while len(ne) > 1 and ne[-1] == 1:  # ggml_n_dims: llama.cpp's writer drops trailing 1s
         ne = ne[:-1]
     return ne
 
@@ -124,8 +127,7 @@ def _options(options, kw) -> Options:
     return options if options is not None else Options(**kw)
 
 
-def plan_model(model, ftype, *, imatrix=None, options: Options | None = None, check: bool = False,
-               **kw) -> Plan:
+def plan_model(model, ftype, *, imatrix=None, options: Options | None = None, check: bool = False, **kw) -> Plan:
     """The plan for a GGUF file (path or an open ``quantlab.gguf`` file), without quantizing anything.
     ``check=True`` refuses exactly as :func:`quantize_model` would (requantization not allowed, an imatrix
     missing or computed for another model): what ``quantlab quantize --dry-run`` uses."""
@@ -151,14 +153,16 @@ def _check(plan: Plan, f, im: ImatrixData | None) -> dict:
                 f"{f.path!r} is a big-endian GGUF file with {len(bad)} quantized tensor(s) (first: {bad[0]}, "
                 f"{t.format.name}); which fields of their blocks were byte-swapped is not recorded in GGUF, so "
                 f"they cannot be read reliably. Convert the original model to GGUF little-endian (llama.cpp "
-                f"itself refuses big-endian files on a little-endian machine)")
+                f"itself refuses big-endian files on a little-endian machine)"
+            )
     if im is not None:
         names = set(f.tensors)
         if not any(k in names for k in im):
             sample = ", ".join(list(im)[:3])
             raise ImatrixError(
                 f"none of the {len(im)} imatrix entries ({sample}, ...) names a tensor of this model: the "
-                f"imatrix was computed for another model")
+                f"imatrix was computed for another model"
+            )
     for t in plan:
         if t.action != "quantize":
             continue
@@ -168,7 +172,8 @@ def _check(plan: Plan, f, im: ImatrixData | None) -> dict:
             raise RecipeError(
                 f"{t.name} is already quantized ({t.src.name}); requantizing loses quality compared to "
                 f"quantizing from F16/F32, so it must be asked for: allow_requantize=True "
-                f"(--allow-requantize)")
+                f"(--allow-requantize)"
+            )
         ent = None
         if im is not None and t.name in im:
             v = im[t.name]
@@ -178,19 +183,26 @@ def _check(plan: Plan, f, im: ImatrixData | None) -> dict:
             elif t.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
                 raise ImatrixError(
                     f"the imatrix entry for {t.name} has {v.size} values, but the tensor has "
-                    f"{t.ne[0] * n_mat} input columns: the imatrix was computed for another model")
+                    f"{t.ne[0] * n_mat} input columns: the imatrix was computed for another model"
+                )
         if ent is None and t.requires_imatrix:
-            how = ("the imatrix has no entry for it" if im is not None else "no imatrix was given")
+            how = "the imatrix has no entry for it" if im is not None else "no imatrix was given"
             raise ImatrixRequired(
                 f"{t.name} would be quantized to {t.fmt.name} in {plan.ftype.name}, a type that gives "
                 f"garbage without an importance matrix, and {how}. Compute one (llama-imatrix, or "
-                f"quantlab.model.compute_imatrix) and pass imatrix=FILE / --imatrix FILE")
+                f"quantlab.model.compute_imatrix) and pass imatrix=FILE / --imatrix FILE"
+            )
         per_tensor[t.name] = ent
     return per_tensor
 
 
-_SET_OR_DROPPED = ("general.quantization_version", "general.file_type", "split.no", "split.count",
-                   "split.tensors.count")
+_SET_OR_DROPPED = (
+    "general.quantization_version",
+    "general.file_type",
+    "split.no",
+    "split.count",
+    "split.tensors.count",
+)
 
 
 def _metadata(f, ft, im: ImatrixData | None, imatrix_arg):
@@ -230,7 +242,7 @@ def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
     n_rows = t.n_elements // ne0
     rows_per_mat = t.ne[1] if len(t.ne) > 1 else 1
     out = None
-    raw = src.little_endian_data().reshape(n_rows, -1)    # a byte-swapped copy for a big-endian file
+    raw = src.little_endian_data().reshape(n_rows, -1)  # a byte-swapped copy for a big-endian file
     q_impl = impl if fmt.has_impl(impl, "quantize") else "reference"
     d_impl = impl if t.src.name == "F32" or t.src.has_impl(impl, "dequantize") else "reference"
     slab = max(1, min(n_rows, SLAB_BYTES // (4 * ne0)))
@@ -245,10 +257,10 @@ def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
             # decoding runs at tens of GB/s: one thread, never a parallel region that a busy machine
             # can stall (threads pay off for the quantize searches, not here)
             x = dequantize(raw[r:end], t.src, impl=d_impl, threads=1)
-        im = None if imat is None else imat[mat * ne0:(mat + 1) * ne0]
+        im = None if imat is None else imat[mat * ne0 : (mat + 1) * ne0]
         q = quantize(x, fmt, imatrix=im, impl=q_impl, threads=threads)
         if r == 0 and end == n_rows:
-            return q                           # one slab (the usual case): no copy
+            return q  # one slab (the usual case): no copy
         if out is None:
             out = np.empty((n_rows, q.shape[1]), dtype=np.uint8)
         out[r:end] = q
@@ -290,9 +302,21 @@ class _WriteBehind:
         self._pending = []
 
 
-def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = None, threads: int | None = None,
-                   progress: bool = True, verbose: bool = True, impl: str = "fast", log=None,
-                   fsync: bool = False, **kw) -> QuantizeResult:
+def quantize_model(
+    inp,
+    out,
+    ftype,
+    *,
+    imatrix=None,
+    options: Options | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    impl: str = "fast",
+    log=None,
+    fsync: bool = False,
+    **kw,
+) -> QuantizeResult:
     """Quantize the GGUF model ``inp`` into ``out`` with llama.cpp's file type ``ftype``.
 
     Keyword options are llama-quantize's: ``allow_requantize``, ``pure``, ``output_tensor_type``,
@@ -307,10 +331,13 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
     ft = file_type(ftype)
     opts = _options(options, kw)
     inp_s, out_s = os.fspath(inp), os.fspath(out)
-    if os.path.exists(out_s) and os.path.exists(inp_s) and os.path.samefile(inp_s, out_s) \
-            or os.path.realpath(inp_s) == os.path.realpath(out_s):
-        raise RecipeError(f"input and output are the same file ({inp_s!r}): the output is written next to "
-                          f"the input and moved into place, which would replace the model being read")
+    if (os.path.exists(out_s) and os.path.exists(inp_s) and os.path.samefile(inp_s, out_s)) or os.path.realpath(
+        inp_s
+    ) == os.path.realpath(out_s):
+        raise RecipeError(
+            f"input and output are the same file ({inp_s!r}): the output is written next to "
+            f"the input and moved into place, which would replace the model being read"
+        )
     if impl not in ("fast", "reference"):
         raise RecipeError(f"impl must be 'fast' or 'reference', got {impl!r}")
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -342,8 +369,14 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
             try:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=plan.nbytes, unit="B", unit_scale=True, desc=f"quantize {ft.name}",
-                           file=sys.stderr, leave=verbose)
+                bar = tqdm(
+                    total=plan.nbytes,
+                    unit="B",
+                    unit_scale=True,
+                    desc=f"quantize {ft.name}",
+                    file=sys.stderr,
+                    leave=verbose,
+                )
             except ImportError:  # pragma: no cover
                 bar = None
         behind = _WriteBehind(w) if _WRITE_BEHIND else None
@@ -356,7 +389,7 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
                     data = _quantize_tensor(t, src, t.fmt, per_tensor.get(t.name), threads, impl)
                     release = getattr(f, "release", None)
                     if release is not None:
-                        release(src)       # its pages leave our RSS (a 7B F16 input: 13.5 GB of them)
+                        release(src)  # its pages leave our RSS (a 7B F16 input: 13.5 GB of them)
                 if behind is not None:
                     behind.put(t.name, data)
                 else:
@@ -379,8 +412,7 @@ def quantize_model(inp, out, ftype, *, imatrix=None, options: Options | None = N
         close = getattr(f, "close", None)
         if close:
             close()
-    res = QuantizeResult(plan, out_s, os.path.getsize(out_s), time.perf_counter() - t0,
-                         plan.src_nbytes, plan.nbytes)
+    res = QuantizeResult(plan, out_s, os.path.getsize(out_s), time.perf_counter() - t0, plan.src_nbytes, plan.nbytes)
     say(res.summary())
     if plan.n_fallback:
         say(f"{plan.n_fallback} of {len(plan)} tensor(s) required fallback quantization")

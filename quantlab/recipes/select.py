@@ -13,26 +13,41 @@ The order of the rules matters (the first matching branch wins) and some rules c
 go (``i_attention_wv``, ``i_ffn_down``), so tensors are visited in llama.cpp's order: non-layer tensors
 first, then by layer number, names sorted inside a layer (:func:`loader_order`).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import FormatError, ModelError
 from ..formats.fallback import fallback
-from ..formats.registry import Format, get as get_format
+from ..formats.registry import Format
+from ..formats.registry import get as get_format
 from .ftypes import FileType, file_type
 
-__all__ = ["ModelInfo", "TensorSpec", "Options", "TensorChoice", "Plan", "make_plan", "loader_order",
-           "use_more_bits", "category", "allows_quantization", "fallback", "requires_imatrix"]
+__all__ = [
+    "ModelInfo",
+    "TensorSpec",
+    "Options",
+    "TensorChoice",
+    "Plan",
+    "make_plan",
+    "loader_order",
+    "use_more_bits",
+    "category",
+    "allows_quantization",
+    "fallback",
+    "requires_imatrix",
+]
 
 
 # ---------------------------------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -43,7 +58,7 @@ class ModelInfo:
     n_head: int = 1
     n_head_kv: int = 1
     n_expert: int = 0
-    is_70b: bool = False      # llama.cpp's LLM_TYPE_70B (llama, 80 layers, grouped-query attention)
+    is_70b: bool = False  # llama.cpp's LLM_TYPE_70B (llama, 80 layers, grouped-query attention)
 
     @property
     def n_gqa(self) -> int:
@@ -51,7 +66,7 @@ class ModelInfo:
         return self.n_head // self.n_head_kv if self.n_head_kv else 0
 
     @classmethod
-    def from_metadata(cls, kv: Mapping) -> "ModelInfo":
+    def from_metadata(cls, kv: Mapping) -> ModelInfo:
         """From GGUF metadata (a mapping key -> value, e.g. ``{"llama.block_count": 30, ...}``), read the
         way llama.cpp's model loader reads them: ``block_count`` and ``expert_count`` are unsigned integer
         scalars; ``attention.head_count`` / ``head_count_kv`` a scalar or a per-layer array of exactly
@@ -66,8 +81,14 @@ class ModelInfo:
         n_head = _hparam(kv, f"{arch}.attention.head_count", 1, n_layer)
         n_head_kv = _hparam(kv, f"{arch}.attention.head_count_kv", n_head, n_layer)
         is_70b = arch == "llama" and n_layer == 80 and n_head != n_head_kv
-        return cls(arch=arch, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv,
-                   n_expert=_hparam(kv, f"{arch}.expert_count", 0), is_70b=is_70b)
+        return cls(
+            arch=arch,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_head_kv=n_head_kv,
+            n_expert=_hparam(kv, f"{arch}.expert_count", 0),
+            is_70b=is_70b,
+        )
 
 
 _U32_MAX = (1 << 32) - 1
@@ -81,11 +102,9 @@ def _show(v) -> str:
 def _count(key: str, v, what: str) -> int:
     """One unsigned 32-bit integer (what llama.cpp's loader stores hyper-parameters in)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise ModelError(f"metadata {key} {what}is {_show(v)} ({type(v).__name__}); expected an unsigned "
-                         f"integer")
+        raise ModelError(f"metadata {key} {what}is {_show(v)} ({type(v).__name__}); expected an unsigned integer")
     if not 0 <= int(v) <= _U32_MAX:
-        raise ModelError(f"metadata {key} {what}is {int(v)}; expected an unsigned 32-bit integer "
-                         f"(0 to {_U32_MAX})")
+        raise ModelError(f"metadata {key} {what}is {int(v)}; expected an unsigned 32-bit integer (0 to {_U32_MAX})")
     return int(v)
 
 
@@ -101,8 +120,9 @@ def _hparam(kv: Mapping, key: str, default: int, n_layer: int | None = None) -> 
         if n_layer is None:
             raise ModelError(f"metadata {key} is an array of {len(a)} values; expected a scalar")
         if len(a) != n_layer:
-            raise ModelError(f"metadata {key} is an array of {len(a)} values; expected one per layer "
-                             f"({n_layer}, the block_count)")
+            raise ModelError(
+                f"metadata {key} is an array of {len(a)} values; expected one per layer ({n_layer}, the block_count)"
+            )
         vals = [_count(key, x, f"element {i} ") for i, x in enumerate(a)]
         return vals[0] if vals else default
     return _count(key, v, "")
@@ -148,13 +168,13 @@ def _fmt_opt(v):
 class Options:
     """llama-quantize's options that change the plan (same meaning as its command-line flags)."""
 
-    pure: bool = False                          # --pure: no mixing, every tensor the default type
-    output_tensor_type: Format | None = None    # --output-tensor-type
+    pure: bool = False  # --pure: no mixing, every tensor the default type
+    output_tensor_type: Format | None = None  # --output-tensor-type
     token_embedding_type: Format | None = None  # --token-embedding-type
-    leave_output_tensor: bool = False           # --leave-output-tensor
-    tensor_types: tuple = ()                    # --tensor-type PATTERN=TYPE, first match wins
-    allow_requantize: bool = False              # --allow-requantize
-    only_copy: bool = False                     # the "COPY" file type
+    leave_output_tensor: bool = False  # --leave-output-tensor
+    tensor_types: tuple = ()  # --tensor-type PATTERN=TYPE, first match wins
+    allow_requantize: bool = False  # --allow-requantize
+    only_copy: bool = False  # the "COPY" file type
 
     def __post_init__(self):
         object.__setattr__(self, "output_tensor_type", _fmt_opt(self.output_tensor_type))
@@ -171,9 +191,11 @@ class Options:
                 raise FormatError(f"--tensor-type pattern {pat!r} is not a valid regular expression: {e}") from None
             tts.append((pat, get_format(t), rx))
         object.__setattr__(self, "tensor_types", tuple(tts))
-        for label, f in (("--output-tensor-type", self.output_tensor_type),
-                         ("--token-embedding-type", self.token_embedding_type), *(
-                             (f"--tensor-type {p}", f) for p, f, _ in self.tensor_types)):
+        for label, f in (
+            ("--output-tensor-type", self.output_tensor_type),
+            ("--token-embedding-type", self.token_embedding_type),
+            *((f"--tensor-type {p}", f) for p, f, _ in self.tensor_types),
+        ):
             if f is not None:
                 f.check_usable()
                 if f.activation_only:
@@ -222,13 +244,30 @@ def _cmod(a: int, b: int) -> int:
 
 # tensor categories, in the order llama.cpp tests the substrings
 OUTPUT, TOKEN_EMBD, ATTN_QKV, ATTN_KV_B, ATTN_V, ATTN_K, ATTN_Q, ATTN_OUTPUT, FFN_UP, FFN_GATE, FFN_DOWN, OTHER = (
-    "output", "token_embd", "attn_qkv", "attn_kv_b", "attn_v", "attn_k", "attn_q", "attn_output",
-    "ffn_up", "ffn_gate", "ffn_down", "other")
+    "output",
+    "token_embd",
+    "attn_qkv",
+    "attn_kv_b",
+    "attn_v",
+    "attn_k",
+    "attn_q",
+    "attn_output",
+    "ffn_up",
+    "ffn_gate",
+    "ffn_down",
+    "other",
+)
 
 _CATEGORY_TESTS = [
-    (ATTN_QKV, "attn_qkv.weight"), (ATTN_KV_B, "attn_kv_b.weight"), (ATTN_V, "attn_v.weight"),
-    (ATTN_K, "attn_k.weight"), (ATTN_Q, "attn_q.weight"), (ATTN_OUTPUT, "attn_output.weight"),
-    (FFN_UP, "ffn_up"), (FFN_GATE, "ffn_gate"), (FFN_DOWN, "ffn_down"),
+    (ATTN_QKV, "attn_qkv.weight"),
+    (ATTN_KV_B, "attn_kv_b.weight"),
+    (ATTN_V, "attn_v.weight"),
+    (ATTN_K, "attn_k.weight"),
+    (ATTN_Q, "attn_q.weight"),
+    (ATTN_OUTPUT, "attn_output.weight"),
+    (FFN_UP, "ffn_up"),
+    (FFN_GATE, "ffn_gate"),
+    (FFN_DOWN, "ffn_down"),
 ]
 
 
@@ -249,18 +288,63 @@ def _attn_v_like(cat: str) -> bool:
 
 
 _NEVER_SUBSTRINGS = (
-    "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
-    "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight",
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "ffn_gate_tid2eid.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+    "ssm_conv1d",
+    "shortconv.conv.weight",
+    "indexer.k_proj.weight",
     "indexer.q_proj.weight",
-    *(f"time_mix_{s}.weight" for s in ("first", "w0", "w1", "w2", "v0", "v1", "v2", "a0", "a1", "a2",
-                                       "g1", "g2", "decay_w1", "decay_w2", "lerp_fused")),
-    "attn_rel_b.weight", ".position_embd", "sam.pos_embd", "sam.neck.", "sam.net_", ".rel_pos",
-    ".patch_embd", ".patch_merger", "a.rvq.codebook", "mm.a.code_embd",
+    *(
+        f"time_mix_{s}.weight"
+        for s in (
+            "first",
+            "w0",
+            "w1",
+            "w2",
+            "v0",
+            "v1",
+            "v2",
+            "a0",
+            "a1",
+            "a2",
+            "g1",
+            "g2",
+            "decay_w1",
+            "decay_w2",
+            "lerp_fused",
+        )
+    ),
+    "attn_rel_b.weight",
+    ".position_embd",
+    "sam.pos_embd",
+    "sam.neck.",
+    "sam.net_",
+    ".rel_pos",
+    ".patch_embd",
+    ".patch_merger",
+    "a.rvq.codebook",
+    "mm.a.code_embd",
 )
-_GLM5_NEXT_NEVER = ("hc_", "indexer.attn_q_b", "indexer.attn_k", "indexer.proj", "indexer_compressor_gate",
-                    "indexer_compressor_ape", "ssm_f_a.weight", "ssm_f_b.weight", "ssm_g_a.weight",
-                    "ssm_g_b.weight", "ssm_beta.weight", "attn_kv_a_mqa.weight", "attn_k_b.weight",
-                    "attn_v_b.weight")
+_GLM5_NEXT_NEVER = (
+    "hc_",
+    "indexer.attn_q_b",
+    "indexer.attn_k",
+    "indexer.proj",
+    "indexer_compressor_gate",
+    "indexer_compressor_ape",
+    "ssm_f_a.weight",
+    "ssm_f_b.weight",
+    "ssm_g_a.weight",
+    "ssm_g_b.weight",
+    "ssm_beta.weight",
+    "attn_kv_a_mqa.weight",
+    "attn_k_b.weight",
+    "attn_v_b.weight",
+)
 
 
 def allows_quantization(t: TensorSpec, options: Options = Options(), arch: str = "llama") -> tuple[bool, str]:
@@ -295,17 +379,18 @@ def requires_imatrix(name: str, fmt: Format, ftype: FileType) -> bool:
 # the plan
 # ---------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TensorChoice:
     """The decision for one tensor."""
 
     name: str
     ne: tuple
-    src: Format            # type in the input file
-    fmt: Format            # type in the output file
-    rule: str              # the rule that chose ``fmt`` (before any fallback)
-    fallback: str | None   # why the shape forced another type, if it did
-    quantizable: bool      # tensor_allows_quantization
+    src: Format  # type in the input file
+    fmt: Format  # type in the output file
+    rule: str  # the rule that chose ``fmt`` (before any fallback)
+    fallback: str | None  # why the shape forced another type, if it did
+    quantizable: bool  # tensor_allows_quantization
     requires_imatrix: bool
 
     @property
@@ -393,16 +478,20 @@ class Plan:
         lines = []
         for i, t in enumerate(self.tensors):
             shape = "x".join(str(v) for v in t.ne)
-            lines.append(f"[{i + 1:4d}/{len(self.tensors)}] {t.name:<{width}} {shape:>14} "
-                         f"{t.src.name:>7} -> {t.fmt.name:<7} {t.why}")
+            lines.append(
+                f"[{i + 1:4d}/{len(self.tensors)}] {t.name:<{width}} {shape:>14} "
+                f"{t.src.name:>7} -> {t.fmt.name:<7} {t.why}"
+            )
         return "\n".join(lines)
 
     def summary(self) -> str:
         mib = 1024.0 * 1024.0
         mix = ", ".join(f"{k} x{v}" for k, v in sorted(self.counts().items(), key=lambda kv: -kv[1]))
-        return (f"{self.ftype.name} ({self.ftype.description}): {len(self)} tensors, "
-                f"{self.src_nbytes / mib:.2f} MiB -> {self.nbytes / mib:.2f} MiB, {self.bpw:.2f} bits/weight; "
-                f"{mix}" + (f"; {self.n_fallback} fallback(s)" if self.n_fallback else ""))
+        return (
+            f"{self.ftype.name} ({self.ftype.description}): {len(self)} tensors, "
+            f"{self.src_nbytes / mib:.2f} MiB -> {self.nbytes / mib:.2f} MiB, {self.bpw:.2f} bits/weight; "
+            f"{mix}" + (f"; {self.n_fallback} fallback(s)" if self.n_fallback else "")
+        )
 
     def __repr__(self):
         return f"<Plan {self.summary()}>"
@@ -423,8 +512,16 @@ class _State:
 _IQ_LOW = ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
 
 
-def _heuristics(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, cat: str, new: Format,
-                has_imatrix: bool, options: Options) -> tuple[str, str]:
+def _heuristics(
+    st: _State,
+    model: ModelInfo,
+    ft: FileType,
+    t: TensorSpec,
+    cat: str,
+    new: Format,
+    has_imatrix: bool,
+    options: Options,
+) -> tuple[str, str]:
     """llama.cpp's mixing rules. Returns (format name, rule). First matching branch wins."""
     f = ft.name
     new = new.name
@@ -440,9 +537,12 @@ def _heuristics(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, cat: 
             return i, n
         return counter, n
 
-    if model.arch == "glm5-next" and any(s in name for s in ("attn_q_a", "attn_q_b", "nextn.eh_proj")):
-        if new not in ("F32", "BF16", "F16"):
-            return "Q8_0", "glm5-next keeps this projection at Q8_0 or better"
+    if (
+        model.arch == "glm5-next"
+        and any(s in name for s in ("attn_q_a", "attn_q_b", "nextn.eh_proj"))
+        and new not in ("F32", "BF16", "F16")
+    ):
+        return "Q8_0", "glm5-next keeps this projection at Q8_0 or better"
 
     if cat == OUTPUT or (st.tied and cat == TOKEN_EMBD):
         what = "output" if cat == OUTPUT else "token_embd (tied to the output: no output.weight)"
@@ -514,8 +614,12 @@ def _heuristics(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, cat: 
             r, why = "Q4_K", f"{cat} in Q2_K_S with n_gqa={gqa} >= 4 -> Q4_K"
         elif f == "IQ3_XXS":
             r = "Q4_K" if gqa >= 4 else ("IQ3_S" if not has_imatrix else "IQ3_XXS")
-            why = (f"{cat} in IQ3_XXS with n_gqa={gqa} >= 4 -> Q4_K" if gqa >= 4 else
-                   f"{cat} in IQ3_XXS " + ("without imatrix -> IQ3_S" if not has_imatrix else "with imatrix -> IQ3_XXS"))
+            why = (
+                f"{cat} in IQ3_XXS with n_gqa={gqa} >= 4 -> Q4_K"
+                if gqa >= 4
+                else f"{cat} in IQ3_XXS "
+                + ("without imatrix -> IQ3_S" if not has_imatrix else "with imatrix -> IQ3_XXS")
+            )
         elif f in ("IQ3_XS", "IQ3_S") and gqa >= 4:
             r, why = "Q4_K", f"{cat} in {f} with n_gqa={gqa} >= 4 -> Q4_K"
         elif f == "IQ3_M":
@@ -577,8 +681,11 @@ def _heuristics(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, cat: 
             r = "Q4_K" if use_more_bits(i, n) else "Q3_K"
             return r, f"{at} (Falcon): use_more_bits({i}, {n}) is {use_more_bits(i, n)} -> {r}"
         if f == "IQ3_M" and (i < n // 8 or (model.n_expert == 8 and use_more_bits(i, n))):
-            return "Q4_K", (f"{at}: {i} < n/8 = {n // 8} -> Q4_K" if i < n // 8 else
-                            f"{at}: 8 experts and use_more_bits({i}, {n}) -> Q4_K")
+            return "Q4_K", (
+                f"{at}: {i} < n/8 = {n // 8} -> Q4_K"
+                if i < n // 8
+                else f"{at}: 8 experts and use_more_bits({i}, {n}) -> Q4_K"
+            )
         if f == "Q3_K_L":
             r = "Q4_K" if falcon else "Q5_K"
             return r, f"ffn_down in Q3_K_L{' (Falcon)' if falcon else ''} -> {r}"
@@ -605,12 +712,22 @@ def _heuristics(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, cat: 
     if cat == ATTN_OUTPUT:
         if model.arch != "falcon":
             if model.n_expert == 8:
-                if f in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M",
-                         "IQ3_S", "IQ3_M", "IQ4_XS"):
+                if f in (
+                    "Q2_K",
+                    "IQ3_XS",
+                    "IQ3_XXS",
+                    "Q3_K_S",
+                    "Q3_K_M",
+                    "IQ4_NL",
+                    "Q4_K_S",
+                    "Q4_K_M",
+                    "IQ3_S",
+                    "IQ3_M",
+                    "IQ4_XS",
+                ):
                     return "Q5_K", f"attn_output of an 8-expert model in {f} -> Q5_K"
             else:
-                r = {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K",
-                     "IQ3_M": "Q4_K"}.get(f)
+                r = {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K", "IQ3_M": "Q4_K"}.get(f)
                 if r:
                     return r, f"attn_output in {f} -> {r}"
         elif f == "Q3_K_L":
@@ -631,8 +748,9 @@ def _heuristics(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, cat: 
     return new, f"default type of {f}"
 
 
-def _choose(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, has_imatrix: bool,
-            options: Options) -> tuple[Format, str, str | None]:
+def _choose(
+    st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, has_imatrix: bool, options: Options
+) -> tuple[Format, str, str | None]:
     """The outer wrapper (llama_tensor_get_type): options first, then the heuristics, then fallback."""
     cat = category(t.name)
     if options.token_embedding_type is not None and cat == TOKEN_EMBD:
@@ -659,8 +777,13 @@ def _choose(st: _State, model: ModelInfo, ft: FileType, t: TensorSpec, has_imatr
     return fmt, rule, why
 
 
-def make_plan(tensors: Sequence, ftype, model: ModelInfo | Mapping | None = None, options: Options | None = None,
-              has_imatrix: bool = False) -> Plan:
+def make_plan(
+    tensors: Sequence,
+    ftype,
+    model: ModelInfo | Mapping | None = None,
+    options: Options | None = None,
+    has_imatrix: bool = False,
+) -> Plan:
     """The type of every tensor of a model under ``ftype``, with the rule that chose it.
 
     ``tensors``: :class:`TensorSpec` or ``(name, ne, type)`` tuples (ne in ggml order), in any order —
@@ -691,6 +814,5 @@ def make_plan(tensors: Sequence, ftype, model: ModelInfo | Mapping | None = None
             fmt, rule, fb = t.type, f"kept as {t.type.name}: {reason}", None
         if fb:
             plan.n_fallback += 1
-        plan.tensors.append(TensorChoice(nm, t.ne, t.type, fmt, rule, fb, ok,
-                                         requires_imatrix(nm, fmt, ft)))
+        plan.tensors.append(TensorChoice(nm, t.ne, t.type, fmt, rule, fb, ok, requires_imatrix(nm, fmt, ft)))
     return plan

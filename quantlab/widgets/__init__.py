@@ -13,10 +13,23 @@ without a kernel; a notebook shows an app in one line, e.g. ``quantlab.widgets.s
 * ``qat``              (09) post-training quantization vs quantization-aware training on real data
 * ``bench_view``       (10) a benchmark table: operation and peers to show
 """
+
 import importlib
 
-_APPS = ("size_calculator", "float_explorer", "scale_zero", "group_size", "block_inspector", "jpeg_quality",
-         "toyquant", "qat", "gguf_hex", "model_ladder", "bench_view", "mixes")
+_APPS = (
+    "size_calculator",
+    "float_explorer",
+    "scale_zero",
+    "group_size",
+    "block_inspector",
+    "jpeg_quality",
+    "toyquant",
+    "qat",
+    "gguf_hex",
+    "model_ladder",
+    "bench_view",
+    "mixes",
+)
 
 
 def __getattr__(name):

@@ -1,4 +1,5 @@
 """Small helpers shared by the apps: figures in Output widgets, HTML tables, the lesson tensors."""
+
 from __future__ import annotations
 
 import functools
@@ -41,8 +42,11 @@ def minilm_matrices() -> list[str]:
     from .. import data
 
     ts = data.tensors("minilm")
-    return [k for k in ts if k.endswith(".weight") and "LayerNorm" not in k and "embeddings" not in k
-            and k != "pooler.dense.weight"]
+    return [
+        k
+        for k in ts
+        if k.endswith(".weight") and "LayerNorm" not in k and "embeddings" not in k and k != "pooler.dense.weight"
+    ]
 
 
 def new_figure(w: float = 6.0, h: float = 3.0, ncols: int = 1):
@@ -66,14 +70,13 @@ def show_figure(out, fig) -> None:
     from IPython import get_ipython
 
     ip = get_ipython()
-    if ip is None:                 # no kernel (unit tests): the figure object is updated, nothing to show
+    if ip is None:  # no kernel (unit tests): the figure object is updated, nothing to show
         return
     data, metadata = ip.display_formatter.format(fig)
     out.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
 
 
-def html_table(rows: list[dict], columns: list[str] | None = None, fmt: dict | None = None,
-               highlight=None) -> str:
+def html_table(rows: list[dict], columns: list[str] | None = None, fmt: dict | None = None, highlight=None) -> str:
     """A small HTML table from a list of dicts; ``fmt`` maps column -> format string,
     ``highlight(row) -> bool`` marks rows in bold."""
     if not rows:
@@ -87,13 +90,15 @@ def html_table(rows: list[dict], columns: list[str] | None = None, fmt: dict | N
         for c in cols:
             v = r.get(c, "")
             if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-                v = "–"                             # a missing figure reads as a dash, not "None" or "nan"
+                v = "–"  # a missing figure reads as a dash, not "None" or "nan"
             s = fmt[c].format(v) if c in fmt and isinstance(v, (int, float, np.floating, np.integer)) else str(v)
             cells.append(f"<td style='text-align:right;padding:0 8px'>{html.escape(s)}</td>")
         style = " style='font-weight:bold;background:#fff3c4'" if highlight and highlight(r) else ""
         body.append(f"<tr{style}>{''.join(cells)}</tr>")
-    return (f"<table style='border-collapse:collapse;font-family:monospace;font-size:12px'>"
-            f"<tr>{head}</tr>{''.join(body)}</table>")
+    return (
+        f"<table style='border-collapse:collapse;font-family:monospace;font-size:12px'>"
+        f"<tr>{head}</tr>{''.join(body)}</table>"
+    )
 
 
 def contained(method):
@@ -128,7 +133,7 @@ def error_line(e: BaseException, width: int = 240) -> str:
     """``Type: message`` of an exception, on one line, at most ``width`` characters."""
     msg = " ".join(str(e).split()) or "(no message)"
     line = f"{type(e).__name__}: {msg}"
-    return line if len(line) <= width else line[:width - 1] + "…"
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 class App:
@@ -136,8 +141,8 @@ class App:
     decorated with :func:`contained` report a failure on one line (``error``) instead of a traceback."""
 
     box = None
-    error = None            # the error line (an HTML widget), created at the first failure
-    last_error = None       # the exception behind it, None after a call that succeeded
+    error = None  # the error line (an HTML widget), created at the first failure
+    last_error = None  # the exception behind it, None after a call that succeeded
 
     def _show_error(self, e) -> None:
         if e is None:
@@ -149,8 +154,7 @@ class App:
 
         if self.error is None:
             self.error = W.HTML(layout=W.Layout(display="none"))
-        self.error.value = (f"<span style='color:#b00020;font-family:monospace'>"
-                            f"{html.escape(error_line(e))}</span>")
+        self.error.value = f"<span style='color:#b00020;font-family:monospace'>{html.escape(error_line(e))}</span>"
         self.error.layout.display = None
         self._attach_error()
 
@@ -160,5 +164,5 @@ class App:
             box.children = (*box.children, self.error)
 
     def _repr_mimebundle_(self, **kw):
-        self._attach_error()        # a failure during __init__ happened before the box existed
+        self._attach_error()  # a failure during __init__ happened before the box existed
         return self.box._repr_mimebundle_(**kw)

@@ -7,6 +7,7 @@ and compare this machine's figures with the snapshot in ``quantlab/assets/bench_
 
 The snapshot is written by ``tools/make_bench_snapshot.py`` (see ``quantlab/assets/README.md``).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,15 +42,24 @@ class BenchView(App):
         rows = [r for r in self.table.rows if r["op"] == self.op.value]
         ratio = next((c for c in self.table.columns if c.startswith("numba-1t/ggml")), None)
         ratios = [r[ratio] for r in rows if ratio and r.get(ratio)]
-        self.result = {"op": self.op.value, "rows": len(rows), "peers": list(self.peers.value),
-                       "min_ratio": min(ratios) if ratios else None}
-        sub = bench.Table(rows, self.table.title, ("format", "op", *self.peers.value)
-                          + tuple(c for c in self.table.columns if "/" in c))
-        self.summary.value = html_table(sub.rows, list(sub.columns),
-                                        fmt={c: "{:.3g}" for c in sub.columns if c not in ("format", "op")})
+        self.result = {
+            "op": self.op.value,
+            "rows": len(rows),
+            "peers": list(self.peers.value),
+            "min_ratio": min(ratios) if ratios else None,
+        }
+        sub = bench.Table(
+            rows,
+            self.table.title,
+            ("format", "op", *self.peers.value) + tuple(c for c in self.table.columns if "/" in c),
+        )
+        self.summary.value = html_table(
+            sub.rows, list(sub.columns), fmt={c: "{:.3g}" for c in sub.columns if c not in ("format", "op")}
+        )
         self.ax.clear()
-        bench.plot(bench.Table(rows, "", ("format", "op", *self.peers.value)), op=self.op.value, ax=self.ax,
-                   log=self.log.value)
+        bench.plot(
+            bench.Table(rows, "", ("format", "op", *self.peers.value)), op=self.op.value, ax=self.ax, log=self.log.value
+        )
         self.fig.tight_layout()
         show_figure(self.out, self.fig)
 
@@ -78,9 +88,11 @@ def snapshot_source(snap: dict) -> str:
     """One sentence: which machine the snapshot was measured on, when, with which code, under which load."""
     m = snap["machine"]
     load = lambda v: f"{v[0]:.2f}" if v else "unknown"  # noqa: E731
-    return (f"measured on {m['cpu']} ({m['cores']} logical cores, {m['system']}) on {m['date']} with quantlab "
-            f"{m['quantlab_commit'][:12]}, numpy {m['numpy']}, numba {m['numba']} ({m['numba_threads']} threads); "
-            f"1-minute load average {load(m.get('load_start'))} at the start and {load(m.get('load_end'))} at the end")
+    return (
+        f"measured on {m['cpu']} ({m['cores']} logical cores, {m['system']}) on {m['date']} with quantlab "
+        f"{m['quantlab_commit'][:12]}, numpy {m['numpy']}, numba {m['numba']} ({m['numba_threads']} threads); "
+        f"1-minute load average {load(m.get('load_start'))} at the start and {load(m.get('load_end'))} at the end"
+    )
 
 
 def compare(live_rows, snap_rows, keys=("format", "op"), columns=("numba-1t", "ggml-1t")) -> list[dict]:

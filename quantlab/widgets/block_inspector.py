@@ -11,6 +11,7 @@
     >>> app = quantlab.widgets.block_inspector.app()
     >>> app.fmt.value = "Q4_K"; app.block.value = 3; app.fields["d"]
 """
+
 from __future__ import annotations
 
 import html
@@ -48,12 +49,24 @@ def format_status() -> list[dict]:
     for f in all_formats():
         impl = {k: f.has_impl(k, "quantize") and f.has_impl(k, "dequantize") for k in ("reference", "fast")}
         ins = f.has_impl("reference", "inspect")
-        status = "ready" if impl["reference"] and impl["fast"] else (
-            "reference only" if impl["reference"] else "fast only")
-        rows.append({"format": f.name, "id": f.id, "block": f.block_size, "bytes": f.type_size,
-                     "bpw": f.bpw, "family": f.family, "reference": impl["reference"], "fast": impl["fast"],
-                     "inspect": ins, "imatrix": "required" if f.requires_imatrix else (
-                         "used" if f.uses_imatrix else "-"), "status": status})
+        status = (
+            "ready" if impl["reference"] and impl["fast"] else ("reference only" if impl["reference"] else "fast only")
+        )
+        rows.append(
+            {
+                "format": f.name,
+                "id": f.id,
+                "block": f.block_size,
+                "bytes": f.type_size,
+                "bpw": f.bpw,
+                "family": f.family,
+                "reference": impl["reference"],
+                "fast": impl["fast"],
+                "inspect": ins,
+                "imatrix": "required" if f.requires_imatrix else ("used" if f.uses_imatrix else "-"),
+                "status": status,
+            }
+        )
     return rows
 
 
@@ -74,7 +87,7 @@ def format_errors(x, imatrix=None, formats=None, impl: str = "reference") -> lis
     out = []
     for f in map(get, fs):
         kind = _best_impl(f, impl)
-        for use_im in ((False, True) if imatrix is not None else (False,)):
+        for use_im in (False, True) if imatrix is not None else (False,):
             row = {"format": f.name, "bpw": f.bpw, "imatrix": use_im, "impl": kind}
             if use_im and not f.uses_imatrix:
                 continue  # same bytes as without: ggml ignores the imatrix for this format
@@ -88,8 +101,16 @@ def format_errors(x, imatrix=None, formats=None, impl: str = "reference") -> lis
             except Exception as e:  # noqa: BLE001 (shown in the row's status; the lesson goes on)
                 out.append({**row, "status": f"failed: {type(e).__name__}: {e}"[:160]})
                 continue
-            out.append({**row, "status": "ok", "seconds": time.perf_counter() - t, "y": y,
-                        "rmse": metrics.rmse(x, y), "sqnr_db": metrics.sqnr_db(x, y)})
+            out.append(
+                {
+                    **row,
+                    "status": "ok",
+                    "seconds": time.perf_counter() - t,
+                    "y": y,
+                    "rmse": metrics.rmse(x, y),
+                    "sqnr_db": metrics.sqnr_db(x, y),
+                }
+            )
     return out
 
 
@@ -100,17 +121,27 @@ def plot_errors(ax, rows: list[dict]) -> None:
     for use_im, style in ((False, dict(mfc="none", color="#2a7ab0")), (True, dict(color="#d9534f"))):
         pts = [r for r in rows if r.get("status") == "ok" and r["imatrix"] == use_im]
         if pts:
-            ax.plot([r["bpw"] for r in pts], [r["sqnr_db"] for r in pts], "o", ms=6, ls="none",
-                    label="with imatrix" if use_im else "without imatrix", **style)
+            ax.plot(
+                [r["bpw"] for r in pts],
+                [r["sqnr_db"] for r in pts],
+                "o",
+                ms=6,
+                ls="none",
+                label="with imatrix" if use_im else "without imatrix",
+                **style,
+            )
     best: dict = {}
-    for r in rows:                                         # one label per format, at its higher point
-        if r.get("status") == "ok" and np.isfinite(r["sqnr_db"]) and \
-                (r["format"] not in best or r["sqnr_db"] > best[r["format"]]["sqnr_db"]):
+    for r in rows:  # one label per format, at its higher point
+        if (
+            r.get("status") == "ok"
+            and np.isfinite(r["sqnr_db"])
+            and (r["format"] not in best or r["sqnr_db"] > best[r["format"]]["sqnr_db"])
+        ):
             best[r["format"]] = r
     if best:
         ys = [r["sqnr_db"] for r in best.values()]
         span = max(max(ys) - min(ys), 1.0)
-        gap = span / 26                                   # one 10-pt line on a ~5 inch tall axis
+        gap = span / 26  # one 10-pt line on a ~5 inch tall axis
         placed: list[tuple[float, float]] = []
         for r in sorted(best.values(), key=lambda r: -r["sqnr_db"]):
             x, y = r["bpw"], r["sqnr_db"]
@@ -119,8 +150,14 @@ def plot_errors(ax, rows: list[dict]) -> None:
                 ly -= gap
             placed.append((x, ly))
             moved = abs(ly - y) > 1e-9
-            ax.annotate(r["format"], (x, y), xytext=(x + 0.08, ly - gap * 0.3), textcoords="data", fontsize=10,
-                        arrowprops=dict(arrowstyle="-", lw=0.5, color="#888888") if moved else None)
+            ax.annotate(
+                r["format"],
+                (x, y),
+                xytext=(x + 0.08, ly - gap * 0.3),
+                textcoords="data",
+                fontsize=10,
+                arrowprops=dict(arrowstyle="-", lw=0.5, color="#888888") if moved else None,
+            )
         ax.set_ylim(min(min(py for _, py in placed) - 1.5 * gap, min(ys) - gap), max(ys) + 2 * gap)
     ax.set_xlabel("bits per weight (registry)", fontsize=10)
     ax.set_ylabel("SQNR (dB)", fontsize=10)
@@ -136,26 +173,57 @@ FIELD_LAYOUT = {
     "Q4_0": [("d", 0, 2, "fp16 scale"), ("qs", 2, 18, "32 x 4-bit codes")],
     "Q4_1": [("d", 0, 2, "fp16 scale"), ("m", 2, 4, "fp16 min"), ("qs", 4, 20, "32 x 4-bit codes")],
     "Q5_0": [("d", 0, 2, "fp16 scale"), ("qh", 2, 6, "32 fifth bits"), ("qs", 6, 22, "32 x low 4 bits")],
-    "Q5_1": [("d", 0, 2, "fp16 scale"), ("m", 2, 4, "fp16 min"), ("qh", 4, 8, "32 fifth bits"),
-             ("qs", 8, 24, "32 x low 4 bits")],
+    "Q5_1": [
+        ("d", 0, 2, "fp16 scale"),
+        ("m", 2, 4, "fp16 min"),
+        ("qh", 4, 8, "32 fifth bits"),
+        ("qs", 8, 24, "32 x low 4 bits"),
+    ],
     "Q8_0": [("d", 0, 2, "fp16 scale"), ("qs", 2, 34, "32 x int8 codes")],
-    "Q2_K": [("scales", 0, 16, "16 x (4-bit scale, 4-bit min)"), ("qs", 16, 80, "256 x 2-bit codes"),
-             ("d", 80, 82, "fp16 scale of the scales"), ("dmin", 82, 84, "fp16 scale of the mins")],
-    "Q3_K": [("hmask", 0, 32, "256 high bits"), ("qs", 32, 96, "256 x low 2 bits"),
-             ("scales", 96, 108, "16 x 6-bit scales"), ("d", 108, 110, "fp16 scale of the scales")],
-    "Q4_K": [("d", 0, 2, "fp16 scale of the scales"), ("dmin", 2, 4, "fp16 scale of the mins"),
-             ("scales", 4, 16, "8 x 6-bit scales + 8 x 6-bit mins"), ("qs", 16, 144, "256 x 4-bit codes")],
-    "Q5_K": [("d", 0, 2, "fp16 scale of the scales"), ("dmin", 2, 4, "fp16 scale of the mins"),
-             ("scales", 4, 16, "8 x 6-bit scales + 8 x 6-bit mins"), ("qh", 16, 48, "256 fifth bits"),
-             ("qs", 48, 176, "256 x low 4 bits")],
-    "Q6_K": [("ql", 0, 128, "256 x low 4 bits"), ("qh", 128, 192, "256 x high 2 bits"),
-             ("scales", 192, 208, "16 x int8 scales"), ("d", 208, 210, "fp16 scale of the scales")],
+    "Q2_K": [
+        ("scales", 0, 16, "16 x (4-bit scale, 4-bit min)"),
+        ("qs", 16, 80, "256 x 2-bit codes"),
+        ("d", 80, 82, "fp16 scale of the scales"),
+        ("dmin", 82, 84, "fp16 scale of the mins"),
+    ],
+    "Q3_K": [
+        ("hmask", 0, 32, "256 high bits"),
+        ("qs", 32, 96, "256 x low 2 bits"),
+        ("scales", 96, 108, "16 x 6-bit scales"),
+        ("d", 108, 110, "fp16 scale of the scales"),
+    ],
+    "Q4_K": [
+        ("d", 0, 2, "fp16 scale of the scales"),
+        ("dmin", 2, 4, "fp16 scale of the mins"),
+        ("scales", 4, 16, "8 x 6-bit scales + 8 x 6-bit mins"),
+        ("qs", 16, 144, "256 x 4-bit codes"),
+    ],
+    "Q5_K": [
+        ("d", 0, 2, "fp16 scale of the scales"),
+        ("dmin", 2, 4, "fp16 scale of the mins"),
+        ("scales", 4, 16, "8 x 6-bit scales + 8 x 6-bit mins"),
+        ("qh", 16, 48, "256 fifth bits"),
+        ("qs", 48, 176, "256 x low 4 bits"),
+    ],
+    "Q6_K": [
+        ("ql", 0, 128, "256 x low 4 bits"),
+        ("qh", 128, 192, "256 x high 2 bits"),
+        ("scales", 192, 208, "16 x int8 scales"),
+        ("d", 208, 210, "fp16 scale of the scales"),
+    ],
     "IQ4_NL": [("d", 0, 2, "fp16 scale"), ("qs", 2, 18, "32 x 4-bit table indices")],
-    "IQ4_XS": [("d", 0, 2, "fp16 scale of the scales"), ("scales_h", 2, 4, "high 2 bits of 8 scales"),
-               ("scales_l", 4, 8, "low 4 bits of 8 scales"), ("qs", 8, 136, "256 x 4-bit table indices")],
+    "IQ4_XS": [
+        ("d", 0, 2, "fp16 scale of the scales"),
+        ("scales_h", 2, 4, "high 2 bits of 8 scales"),
+        ("scales_l", 4, 8, "low 4 bits of 8 scales"),
+        ("qs", 8, 136, "256 x 4-bit table indices"),
+    ],
     "IQ2_XXS": [("d", 0, 2, "fp16 scale"), ("qs", 2, 66, "per 32: 4 grid indices + 4 x 7 sign bits + 4-bit scale")],
-    "IQ3_XXS": [("d", 0, 2, "fp16 scale"), ("qs", 2, 66, "64 grid indices (4 weights each)"),
-                ("signs+scales", 66, 98, "per 32: 4 x 7 sign bits + 4-bit scale")],
+    "IQ3_XXS": [
+        ("d", 0, 2, "fp16 scale"),
+        ("qs", 2, 66, "64 grid indices (4 weights each)"),
+        ("signs+scales", 66, 98, "per 32: 4 x 7 sign bits + 4-bit scale"),
+    ],
     "MXFP4": [("e", 0, 1, "E8M0 shared exponent"), ("qs", 1, 17, "32 x E2M1 codes")],
 }
 
@@ -182,15 +250,21 @@ def hex_html(b: np.ndarray, fmt, width: int = 16) -> str:
         return f"<pre class='ql-hex' style='font-size:12px;margin:2px'>{hexdump(b, width)}</pre>"
     lines = []
     for i in range(0, b.size, width):
-        cells = "".join(f"<span title='{owner[j][0]} (byte {j})' style='background:{owner[j][1]}33;"
-                        f"border-bottom:3px solid {owner[j][1]};padding:0 2px;margin-right:2px'>{b[j]:02x}</span>"
-                        for j in range(i, min(i + width, b.size)))
+        cells = "".join(
+            f"<span title='{owner[j][0]} (byte {j})' style='background:{owner[j][1]}33;"
+            f"border-bottom:3px solid {owner[j][1]};padding:0 2px;margin-right:2px'>{b[j]:02x}</span>"
+            for j in range(i, min(i + width, b.size))
+        )
         lines.append(f"{i:04x}  {cells}")
-    legend = " ".join(f"<span style='border-bottom:3px solid {FIELD_COLORS[k % len(FIELD_COLORS)]};"
-                      f"padding:0 3px'><b>{html.escape(n)}</b> bytes {a}-{e - 1}: {html.escape(what)}</span>"
-                      for k, (n, a, e, what) in enumerate(FIELD_LAYOUT[get(fmt).name]))
-    return (f"<pre class='ql-hex' style='font-size:12px;margin:2px;line-height:1.7'>{chr(10).join(lines)}</pre>"
-            f"<div class='ql-hex-legend' style='font-size:12px;line-height:1.8'>{legend}</div>")
+    legend = " ".join(
+        f"<span style='border-bottom:3px solid {FIELD_COLORS[k % len(FIELD_COLORS)]};"
+        f"padding:0 3px'><b>{html.escape(n)}</b> bytes {a}-{e - 1}: {html.escape(what)}</span>"
+        for k, (n, a, e, what) in enumerate(FIELD_LAYOUT[get(fmt).name])
+    )
+    return (
+        f"<pre class='ql-hex' style='font-size:12px;margin:2px;line-height:1.7'>{chr(10).join(lines)}</pre>"
+        f"<div class='ql-hex-legend' style='font-size:12px;line-height:1.8'>{legend}</div>"
+    )
 
 
 def plot_block_map(ax, fmt="Q4_K", width: int = 16) -> None:
@@ -215,19 +289,26 @@ def plot_block_map(ax, fmt="Q4_K", width: int = 16) -> None:
     ax.set_ylabel("row starts at byte", fontsize=10)
     for sp in ax.spines.values():
         sp.set_visible(False)
-    ax.legend(handles=[Patch(color=FIELD_COLORS[k % len(FIELD_COLORS)],
-                             label=f"{n}: bytes {a}-{e - 1} ({e - a} B), {what}")
-                       for k, (n, a, e, what) in enumerate(lay)],
-              loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize=10, frameon=False)
-    ax.set_title(f"One {f.name} block: {f.block_size} weights in {f.type_size} bytes = {f.bpw:g} bits per weight",
-                 fontsize=11)
+    ax.legend(
+        handles=[
+            Patch(color=FIELD_COLORS[k % len(FIELD_COLORS)], label=f"{n}: bytes {a}-{e - 1} ({e - a} B), {what}")
+            for k, (n, a, e, what) in enumerate(lay)
+        ],
+        loc="upper left",
+        bbox_to_anchor=(0.0, -0.16),
+        fontsize=10,
+        frameon=False,
+    )
+    ax.set_title(
+        f"One {f.name} block: {f.block_size} weights in {f.type_size} bytes = {f.bpw:g} bits per weight", fontsize=11
+    )
 
 
 def hexdump(b: np.ndarray, width: int = 16) -> str:
     b = np.asarray(b, dtype=np.uint8).reshape(-1)
     lines = []
     for i in range(0, b.size, width):
-        lines.append(f"{i:04x}  " + " ".join(f"{v:02x}" for v in b[i:i + width]))
+        lines.append(f"{i:04x}  " + " ".join(f"{v:02x}" for v in b[i : i + width]))
     return "\n".join(lines)
 
 
@@ -258,8 +339,9 @@ def reference_source(fmt) -> str:
 
 
 class BlockInspector(App):
-    def __init__(self, fmt: str = "Q4_0", tensor: str = DEFAULT_TENSOR[1], rows: int = 4, block: int = 0,
-                 impl: str = "reference"):
+    def __init__(
+        self, fmt: str = "Q4_0", tensor: str = DEFAULT_TENSOR[1], rows: int = 4, block: int = 0, impl: str = "reference"
+    ):
         self.impl = impl
         self.w = real_tensor("minilm", tensor, rows)
         self.im = imatrix_for(tensor)
@@ -280,8 +362,9 @@ class BlockInspector(App):
         self.use_im.observe(self._requantize, names="value")
         self.block.observe(self.update, names="value")
         left = W.VBox([self.header, self.hex, self.fields_html, self.out], layout=W.Layout(width="58%"))
-        right = W.VBox([W.HTML("<b>reference implementation</b> (quantlab.formats)"), self.source],
-                       layout=W.Layout(width="42%"))
+        right = W.VBox(
+            [W.HTML("<b>reference implementation</b> (quantlab.formats)"), self.source], layout=W.Layout(width="42%")
+        )
         self.box = W.VBox([W.HBox([self.fmt, self.use_im, self.block]), W.HBox([left, right])])
         self._requantize()
 
@@ -289,8 +372,10 @@ class BlockInspector(App):
     def _requantize(self, change=None):
         f = get(self.fmt.value)
         src = reference_source(f)
-        self.source.value = (f"<pre class='ql-source' style='font-size:10px;max-height:520px;overflow:auto;"
-                             f"background:#f7f7f7;padding:4px'>{html.escape(src)}</pre>")
+        self.source.value = (
+            f"<pre class='ql-source' style='font-size:10px;max-height:520px;overflow:auto;"
+            f"background:#f7f7f7;padding:4px'>{html.escape(src)}</pre>"
+        )
         self._q = None
         kind = _best_impl(f, self.impl)
         im = self.im if (self.use_im.value or f.requires_imatrix) else None
@@ -309,30 +394,40 @@ class BlockInspector(App):
     @contained
     def update(self, change=None):
         f = get(self.fmt.value)
-        head = (f"<div class='ql-head'><b>{f.name}</b> (ggml id {f.id}): {f.block_size} weights in "
-                f"{f.type_size} bytes = <b>{f.bpw:.4g} bits per weight</b>; family <code>{f.family}</code>")
+        head = (
+            f"<div class='ql-head'><b>{f.name}</b> (ggml id {f.id}): {f.block_size} weights in "
+            f"{f.type_size} bytes = <b>{f.bpw:.4g} bits per weight</b>; family <code>{f.family}</code>"
+        )
         if self._q is None:
             self.fields = {}
-            self.header.value = head + f" — <span class='ql-status' style='color:#b00'>{html.escape(self.status)}</span></div>"
+            self.header.value = (
+                head + f" — <span class='ql-status' style='color:#b00'>{html.escape(self.status)}</span></div>"
+            )
             self.hex.value = self.fields_html.value = ""
-            self.out.outputs = ()      # cleared by the kernel: no front-end sync (see _common.show_figure)
+            self.out.outputs = ()  # cleared by the kernel: no front-end sync (see _common.show_figure)
             return
         i = self.block.value
         try:
             d = inspect_block(self._q, f, i)
         except Exception as e:  # noqa: BLE001 (the raw bytes are shown instead; the lesson goes on)
-            d = {"bytes": self._q.reshape(-1)[i * f.type_size:(i + 1) * f.type_size],
-                 "values": dequantize(self._q.reshape(-1)[i * f.type_size:(i + 1) * f.type_size], f).reshape(-1),
-                 "inspect_error": f"{type(e).__name__}: {e}"}
+            d = {
+                "bytes": self._q.reshape(-1)[i * f.type_size : (i + 1) * f.type_size],
+                "values": dequantize(self._q.reshape(-1)[i * f.type_size : (i + 1) * f.type_size], f).reshape(-1),
+                "inspect_error": f"{type(e).__name__}: {e}",
+            }
         self.fields = d
-        orig = self.w.reshape(-1)[i * f.block_size:(i + 1) * f.block_size]
+        orig = self.w.reshape(-1)[i * f.block_size : (i + 1) * f.block_size]
         vals = np.asarray(d["values"], dtype=np.float32).reshape(-1)
-        self.header.value = (head + f" — block {i} of {self.block.max + 1}: SQNR "
-                             f"<b class='ql-block-sqnr'>{metrics.sqnr_db(orig, vals):.2f} dB</b></div>")
+        self.header.value = (
+            head + f" — block {i} of {self.block.max + 1}: SQNR "
+            f"<b class='ql-block-sqnr'>{metrics.sqnr_db(orig, vals):.2f} dB</b></div>"
+        )
         self.hex.value = hex_html(d["bytes"], f)
-        rows = "".join(f"<tr><td style='padding-right:8px'><b>{html.escape(str(k))}</b></td>"
-                       f"<td>{html.escape(_short(v))}</td></tr>"
-                       for k, v in d.items() if k not in ("bytes", "values", "format", "index"))
+        rows = "".join(
+            f"<tr><td style='padding-right:8px'><b>{html.escape(str(k))}</b></td><td>{html.escape(_short(v))}</td></tr>"
+            for k, v in d.items()
+            if k not in ("bytes", "values", "format", "index")
+        )
         self.fields_html.value = f"<table class='ql-fields' style='font-family:monospace;font-size:11px'>{rows}</table>"
         ax = self.ax
         ax.clear()
@@ -355,5 +450,6 @@ def app(**kw) -> BlockInspector:
 
 def status_table_html(rows=None) -> str:
     rows = format_status() if rows is None else rows
-    return html_table(rows, ["format", "id", "block", "bytes", "bpw", "family", "imatrix", "status"],
-                      fmt={"bpw": "{:.4f}"})
+    return html_table(
+        rows, ["format", "id", "block", "bytes", "bpw", "family", "imatrix", "status"], fmt={"bpw": "{:.4f}"}
+    )

@@ -12,6 +12,7 @@ Overflow: formats with infinities (FP32, FP16, BF16, E5M2) round to ±inf past t
 E4M3 and E2M1 have none and saturate to ±max (the conversion the OCP MX / NVFP4 scaled formats use).
 E8M0 (the MXFP4 block scale) has no sign and no zero: it holds the powers of two 2^-127 .. 2^127.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,8 @@ class FloatSpec:
     man_bits: int
     bias: int
     signed: bool = True
-    specials: str = "ieee"      # 'ieee': all-ones exponent = inf/NaN; 'fn': only S.1111.111 is NaN;
-                                # 'none': every code is a number; 'e8m0': 0xFF is NaN, no zero
+    specials: str = "ieee"  # 'ieee': all-ones exponent = inf/NaN; 'fn': only S.1111.111 is NaN;
+    # 'none': every code is a number; 'e8m0': 0xFF is NaN, no zero
     note: str = ""
 
     @property
@@ -49,8 +50,9 @@ SPECS = {
     "E4M3": FloatSpec("E4M3", 4, 3, 7, specials="fn", note="FP8 (OCP E4M3FN): no infinity, max 448"),
     "E5M2": FloatSpec("E5M2", 5, 2, 15, note="FP8 (OCP E5M2): FP16's range, 3 bits of precision"),
     "E2M1": FloatSpec("E2M1", 2, 1, 1, specials="none", note="FP4: the 16 values of MXFP4 and NVFP4 codes"),
-    "E8M0": FloatSpec("E8M0", 8, 0, 127, signed=False, specials="e8m0",
-                      note="MXFP4's block scale: a bare power of two"),
+    "E8M0": FloatSpec(
+        "E8M0", 8, 0, 127, signed=False, specials="e8m0", note="MXFP4's block scale: a bare power of two"
+    ),
 }
 
 
@@ -80,7 +82,7 @@ def decode_code(code: int, fmt) -> float:
     if s.specials == "fn" and exp == emax and man == (1 << s.man_bits) - 1:
         return math.nan
     if exp == 0:
-        v = math.ldexp(man, 1 - s.bias - s.man_bits)                        # subnormal: 0.m x 2^(1-bias)
+        v = math.ldexp(man, 1 - s.bias - s.man_bits)  # subnormal: 0.m x 2^(1-bias)
     else:
         v = math.ldexp((1 << s.man_bits) + man, exp - s.bias - s.man_bits)  # normal: 1.m x 2^(e-bias)
     return -v if sign else v
@@ -134,11 +136,11 @@ def round_to(x, fmt) -> tuple[np.ndarray, np.ndarray]:
     pick_hi = (dhi < dlo) | ((dhi == dlo) & (gcodes[hi] % 2 == 0))
     top = grid[-1]
     over = a > top
-    idx = np.where(over, len(grid) - 1, np.where(pick_hi, hi, lo))   # saturate; 'ieee' may go to inf below
+    idx = np.where(over, len(grid) - 1, np.where(pick_hi, hi, lo))  # saturate; 'ieee' may go to inf below
     codes, vals = gcodes[idx].copy(), grid[idx].copy()
     if s.specials == "ieee":
         ulp = grid[-1] - grid[-2]
-        to_inf = a >= top + ulp / 2            # the tie goes to the (even) infinity code
+        to_inf = a >= top + ulp / 2  # the tie goes to the (even) infinity code
         inf_code = ((1 << s.exp_bits) - 1) << s.man_bits
         codes = np.where(over & to_inf, inf_code, codes)
         vals = np.where(over & to_inf, np.inf, vals)
@@ -148,7 +150,7 @@ def round_to(x, fmt) -> tuple[np.ndarray, np.ndarray]:
         vals = np.where(neg, -vals, vals)
     nan = np.isnan(v)
     if s.specials == "e8m0":
-        nan = nan | (v <= 0)                   # no sign, no zero: not representable
+        nan = nan | (v <= 0)  # no sign, no zero: not representable
     if nan.any():
         if s.specials == "ieee":
             nan_code = (((1 << s.exp_bits) - 1) << s.man_bits) | (1 << (s.man_bits - 1))
@@ -190,10 +192,20 @@ def fields(code: int, fmt) -> dict:
     sb = str(sign) if s.signed else ""
     eb = format(exp, f"0{s.exp_bits}b")
     mb = format(man, f"0{s.man_bits}b") if s.man_bits else ""
-    return {"sign": sign, "exponent": exp, "unbiased_exponent": (exp if exp else 1) - s.bias if kind != "power of two"
-            else exp - s.bias, "mantissa": man, "kind": kind, "formula": formula,
-            "bits": " ".join(p for p in (sb, eb, mb) if p), "sign_bits": sb, "exponent_bits": eb,
-            "mantissa_bits": mb, "value": value, "emax": emax}
+    return {
+        "sign": sign,
+        "exponent": exp,
+        "unbiased_exponent": (exp if exp else 1) - s.bias if kind != "power of two" else exp - s.bias,
+        "mantissa": man,
+        "kind": kind,
+        "formula": formula,
+        "bits": " ".join(p for p in (sb, eb, mb) if p),
+        "sign_bits": sb,
+        "exponent_bits": eb,
+        "mantissa_bits": mb,
+        "value": value,
+        "emax": emax,
+    }
 
 
 def encode(x: float, fmt) -> dict:
@@ -202,8 +214,9 @@ def encode(x: float, fmt) -> dict:
     codes, vals = round_to(np.array([x], dtype=np.float64), s)
     code, stored = int(codes[0]), float(vals[0])
     out = fields(code, s)
-    out.update({"format": s.name, "input": float(x), "code": code, "hex": f"0x{code:0{(s.bits + 3) // 4}X}",
-                "stored": stored})
+    out.update(
+        {"format": s.name, "input": float(x), "code": code, "hex": f"0x{code:0{(s.bits + 3) // 4}X}", "stored": stored}
+    )
     if math.isfinite(stored) and math.isfinite(x):
         out["error"] = stored - float(x)
         out["relative_error"] = abs(stored - float(x)) / abs(float(x)) if x != 0 else 0.0
@@ -226,8 +239,18 @@ def format_table() -> list[dict]:
         else:
             smallest = float(np.nextafter(np.float32(0), np.float32(1)))
             normal = float(np.finfo(np.float32).tiny)
-        rows.append({"format": name, "bits": s.bits, "exp": s.exp_bits, "mant": s.man_bits, "max": max_finite(s),
-                     "min normal": normal, "min > 0": smallest, "decimal digits": (s.man_bits + 1) * math.log10(2)})
+        rows.append(
+            {
+                "format": name,
+                "bits": s.bits,
+                "exp": s.exp_bits,
+                "mant": s.man_bits,
+                "max": max_finite(s),
+                "min normal": normal,
+                "min > 0": smallest,
+                "decimal digits": (s.man_bits + 1) * math.log10(2),
+            }
+        )
     return rows
 
 
@@ -248,9 +271,16 @@ def cast_stats(w, fmt, scale: bool = False) -> dict:
     y = vals / k
     fin = np.isfinite(y)
     y_f = np.where(fin, y, 0.0)
-    return {"format": s.name, "scale": k, "flushed_to_zero": int(np.sum((y == 0) & (a != 0))),
-            "non_finite": int(np.sum(~fin)), "saturated": int(np.sum(np.abs(a * k) > max_finite(s))),
-            "rmse": metrics.rmse(a, y_f), "sqnr_db": metrics.sqnr_db(a, y_f), "n": int(a.size)}
+    return {
+        "format": s.name,
+        "scale": k,
+        "flushed_to_zero": int(np.sum((y == 0) & (a != 0))),
+        "non_finite": int(np.sum(~fin)),
+        "saturated": int(np.sum(np.abs(a * k) > max_finite(s))),
+        "rmse": metrics.rmse(a, y_f),
+        "sqnr_db": metrics.sqnr_db(a, y_f),
+        "n": int(a.size),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,10 +292,19 @@ _COLORS = {"sign": "#d9534f", "exp": "#2a7ab0", "man": "#3c9a3c"}
 
 def _bits_html(f: dict) -> str:
     def cell(bits, color):
-        return "".join(f"<span style='display:inline-block;width:14px;text-align:center;background:{color};"
-                       f"color:white;margin:1px;font-family:monospace'>{b}</span>" for b in bits)
-    return (cell(f["sign_bits"], _COLORS["sign"]) + "&nbsp;" + cell(f["exponent_bits"], _COLORS["exp"])
-            + "&nbsp;" + cell(f["mantissa_bits"], _COLORS["man"]))
+        return "".join(
+            f"<span style='display:inline-block;width:14px;text-align:center;background:{color};"
+            f"color:white;margin:1px;font-family:monospace'>{b}</span>"
+            for b in bits
+        )
+
+    return (
+        cell(f["sign_bits"], _COLORS["sign"])
+        + "&nbsp;"
+        + cell(f["exponent_bits"], _COLORS["exp"])
+        + "&nbsp;"
+        + cell(f["mantissa_bits"], _COLORS["man"])
+    )
 
 
 def _power_label(v, pos=None) -> str:
@@ -277,17 +316,17 @@ def _power_label(v, pos=None) -> str:
         return ""
     e = math.log10(v)
     if abs(e - round(e)) > 1e-9:
-        return ""                              # label the decades only
+        return ""  # label the decades only
     e = round(e)
-    return f"{10.0 ** e:g}" if -3 <= e <= 3 else f"1e{e:+03d}"
+    return f"{10.0**e:g}" if -3 <= e <= 3 else f"1e{e:+03d}"
 
 
 def _plain_log_ticks(ax) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     span = math.log10(ax.get_xlim()[1]) - math.log10(max(ax.get_xlim()[0], 1e-300))
-    step = max(1, math.ceil(span / 8))          # at most ~8 labelled decades: no overlapping labels
-    ax.xaxis.set_major_locator(LogLocator(base=10.0 ** step, numticks=12))
+    step = max(1, math.ceil(span / 8))  # at most ~8 labelled decades: no overlapping labels
+    ax.xaxis.set_major_locator(LogLocator(base=10.0**step, numticks=12))
     ax.xaxis.set_major_formatter(FuncFormatter(_power_label))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
@@ -301,15 +340,27 @@ def plot_grids(ax, formats=("E2M1", "E4M3", "E5M2"), tensor=None) -> None:
         g = positive_grid(name)[0]
         g = g[g > 0]
         ax.vlines(g, row + 0.1, row + 0.9, color=c, lw=1)
-        ax.text(g.max() * 1.5, row + 0.5, f"{name}: {g.size} positive values, {g.min():.3g} .. {g.max():g}",
-                va="center", fontsize=10, color=c)
+        ax.text(
+            g.max() * 1.5,
+            row + 0.5,
+            f"{name}: {g.size} positive values, {g.min():.3g} .. {g.max():g}",
+            va="center",
+            fontsize=10,
+            color=c,
+        )
     if tensor is not None:
         a = np.abs(np.asarray(tensor, dtype=np.float64).reshape(-1))
         a = a[a > 0]
         h, edges = np.histogram(np.log10(a), bins=80)
         ax.fill_between(10 ** edges[:-1], -1.1, -1.1 + h / h.max(), step="post", color="#999999")
-        ax.text(10 ** edges[0], -1.25, "|weights| of a real tensor (MiniLM), unscaled", fontsize=10,
-                va="top", color="#555555")
+        ax.text(
+            10 ** edges[0],
+            -1.25,
+            "|weights| of a real tensor (MiniLM), unscaled",
+            fontsize=10,
+            va="top",
+            color="#555555",
+        )
     ax.set_xscale("log")
     ax.set_xlim(1e-7, 1e8)
     ax.set_ylim(-1.6, len(formats) + 0.1)
@@ -327,8 +378,12 @@ class FloatExplorer(App):
         self.w = real_tensor(*DEFAULT_TENSOR) if tensor is None else np.asarray(tensor, dtype=np.float32)
         self.number = W.FloatText(value=value, description="number")
         self.fmt = W.ToggleButtons(options=list(SPECS), value=fmt, description="format")
-        self.scaled = W.Checkbox(value=False, description="scale the tensor to the format's max first",
-                                 indent=False, layout=W.Layout(width="auto"))
+        self.scaled = W.Checkbox(
+            value=False,
+            description="scale the tensor to the format's max first",
+            indent=False,
+            layout=W.Layout(width="auto"),
+        )
         self.bits = W.HTML()
         self.table = W.HTML()
         self.grid_info = W.HTML()
@@ -338,8 +393,9 @@ class FloatExplorer(App):
         self.stats: dict = {}
         for wdg in (self.number, self.fmt, self.scaled):
             wdg.observe(self.update, names="value")
-        self.box = W.VBox([W.HBox([self.number]), self.fmt, self.bits, self.table, self.scaled,
-                           self.grid_info, self.out])
+        self.box = W.VBox(
+            [W.HBox([self.number]), self.fmt, self.bits, self.table, self.scaled, self.grid_info, self.out]
+        )
         self.update()
 
     @contained
@@ -347,9 +403,11 @@ class FloatExplorer(App):
         s = spec(self.fmt.value)
         r = encode(self.number.value, s)
         self.result = r
-        self.bits.value = (f"<div class='ql-bits'><b>{s.name}</b> ({s.bits} bits: {int(s.signed)} sign, "
-                           f"{s.exp_bits} exponent, {s.man_bits} mantissa; bias {s.bias}) — {s.note}<br>"
-                           f"{_bits_html(r)} &nbsp; code {r['hex']}</div>")
+        self.bits.value = (
+            f"<div class='ql-bits'><b>{s.name}</b> ({s.bits} bits: {int(s.signed)} sign, "
+            f"{s.exp_bits} exponent, {s.man_bits} mantissa; bias {s.bias}) — {s.note}<br>"
+            f"{_bits_html(r)} &nbsp; code {r['hex']}</div>"
+        )
         self.table.value = (
             "<table class='ql-float' style='font-family:monospace'>"
             f"<tr><td>kind</td><td>{r['kind']}</td></tr>"
@@ -357,7 +415,8 @@ class FloatExplorer(App):
             f"<tr><td>typed</td><td>{r['input']!r}</td></tr>"
             f"<tr><td>stored</td><td class='ql-stored'>{r['stored']!r}</td></tr>"
             f"<tr><td>error</td><td class='ql-error'>{r['error']:.6g} (relative {r['relative_error']:.3g})</td></tr>"
-            "</table>")
+            "</table>"
+        )
         self._plot(s)
 
     def _plot(self, s: FloatSpec):
@@ -388,8 +447,11 @@ class FloatExplorer(App):
                     ax.axvline(v, color=_COLORS["sign"], lw=1.0)
                     ax.text(v, ax.get_ylim()[1] * 0.9, lab, fontsize=10, rotation=90, va="top")
         scaled = f" x {st['scale']:.3g}" if st["scale"] != 1 else ""
-        ax.set_title(f"|weights| of the tensor{scaled} and the {s.name} "
-                     f"{'grid (blue lines)' if s.bits <= 8 else 'range (red lines)'}", fontsize=11)
+        ax.set_title(
+            f"|weights| of the tensor{scaled} and the {s.name} "
+            f"{'grid (blue lines)' if s.bits <= 8 else 'range (red lines)'}",
+            fontsize=11,
+        )
         ax.set_xlabel("|value| (log scale, no unit)", fontsize=10)
         ax.set_ylabel("weights per bin", fontsize=10)
         ax.tick_params(labelsize=10)
@@ -398,7 +460,8 @@ class FloatExplorer(App):
         self.grid_info.value = (
             f"<div class='ql-cast'>Casting all {st['n']:,} weights to {s.name}: SQNR "
             f"<b>{st['sqnr_db']:.1f} dB</b>, RMSE {st['rmse']:.3g}; {st['flushed_to_zero']:,} became 0, "
-            f"{st['saturated']:,} past the largest value.</div>")
+            f"{st['saturated']:,} past the largest value.</div>"
+        )
         show_figure(self.out, self.fig)
 
 

@@ -6,6 +6,7 @@ coloured by the field it belongs to, with the decoded fields listed below. The f
     >>> app.region.value = "header (magic, version, counts)"; app.result["fields"][0].name
     'magic'
 """
+
 from __future__ import annotations
 
 import html
@@ -19,8 +20,7 @@ CUSTOM = "(offset below)"
 
 # one colour per field, cycling; the header and the padding always in their own
 _PALETTE = ("#fde2e2", "#dcefff", "#e3f7d9", "#fff3c4", "#efe0ff", "#d9f4f2", "#ffe4cc", "#e8e8e8")
-_SECTION_COLOR = {"header": "#f7c6c6", "metadata": None, "tensor info": None, "padding": "#cccccc",
-                  "data": None}
+_SECTION_COLOR = {"header": "#f7c6c6", "metadata": None, "tensor info": None, "padding": "#cccccc", "data": None}
 
 
 def hex_html(anatomy: Anatomy, start, length: int | None = None, width: int = 16) -> str:
@@ -39,20 +39,30 @@ def hex_html(anatomy: Anatomy, start, length: int | None = None, width: int = 16
             cells.append(f"<span style='background:{colors[o]}' title='{tip}'>{b:02x}</span>")
         asc = "".join(html.escape(chr(b)) if 32 <= b < 127 else "." for b in row["bytes"])
         pad = "&nbsp;" * (3 * (width - len(row["bytes"])))
-        lines.append(f"<span style='color:#888'>{row['offset']:08x}</span>  {' '.join(cells)}{pad}  "
-                     f"<span style='color:#555'>{asc}</span>")
-    table = ["<table class='ql-gguf-fields' style='border-collapse:collapse;font-family:monospace;"
-             "font-size:12px'><tr><th>offset</th><th>bytes</th><th>record</th><th>field</th>"
-             "<th style='text-align:left'>value</th></tr>"]
+        lines.append(
+            f"<span style='color:#888'>{row['offset']:08x}</span>  {' '.join(cells)}{pad}  "
+            f"<span style='color:#555'>{asc}</span>"
+        )
+    table = [
+        "<table class='ql-gguf-fields' style='border-collapse:collapse;font-family:monospace;"
+        "font-size:12px'><tr><th>offset</th><th>bytes</th><th>record</th><th>field</th>"
+        "<th style='text-align:left'>value</th></tr>"
+    ]
     for x, c in zip(fl, colors):
-        table.append(f"<tr><td style='text-align:right;padding:0 6px'>{x.start:,}</td>"
-                     f"<td style='text-align:right;padding:0 6px'>{x.size:,}</td>"
-                     f"<td style='padding:0 6px'>{html.escape(x.record)}</td>"
-                     f"<td style='background:{c};padding:0 6px'>{html.escape(x.name)}</td>"
-                     f"<td style='padding:0 6px'>{html.escape(x.value)}</td></tr>")
+        table.append(
+            f"<tr><td style='text-align:right;padding:0 6px'>{x.start:,}</td>"
+            f"<td style='text-align:right;padding:0 6px'>{x.size:,}</td>"
+            f"<td style='padding:0 6px'>{html.escape(x.record)}</td>"
+            f"<td style='background:{c};padding:0 6px'>{html.escape(x.name)}</td>"
+            f"<td style='padding:0 6px'>{html.escape(x.value)}</td></tr>"
+        )
     table.append("</table>")
-    return ("<pre class='ql-gguf-hex' style='font-size:12px;line-height:1.35'>" + "\n".join(lines)
-            + "</pre>" + "".join(table))
+    return (
+        "<pre class='ql-gguf-hex' style='font-size:12px;line-height:1.35'>"
+        + "\n".join(lines)
+        + "</pre>"
+        + "".join(table)
+    )
 
 
 class GGUFHex(App):
@@ -65,11 +75,11 @@ class GGUFHex(App):
         self.regions = self.anatomy.regions()
         names = list(self.regions)
         size = self.anatomy.file.file_size
-        self.region = W.Dropdown(options=names + [CUSTOM], value=region or names[0], description="region",
-                                 layout=W.Layout(width="460px"))
+        self.region = W.Dropdown(
+            options=names + [CUSTOM], value=region or names[0], description="region", layout=W.Layout(width="460px")
+        )
         self.offset = W.BoundedIntText(value=0, min=0, max=size - 1, step=16, description="offset")
-        self.length = W.IntSlider(value=length, min=16, max=512, step=16, description="bytes",
-                                  continuous_update=False)
+        self.length = W.IntSlider(value=length, min=16, max=512, step=16, description="bytes", continuous_update=False)
         self.header = W.HTML()
         self.view = W.HTML()
         self.result: dict = {}
@@ -117,7 +127,8 @@ class GGUFHex(App):
         self.header.value = (
             f"<div class='ql-gguf-head' style='font-size:13px'><b>bytes {start:,} to {start + n - 1:,}</b> of "
             f"{html.escape(str(f.path).split('/')[-1])} ({f.file_size:,} bytes): {len(fields)} field(s) in "
-            f"{', '.join(sec)}. Hover a byte for its field.</div>")
+            f"{', '.join(sec)}. Hover a byte for its field.</div>"
+        )
         self.view.value = hex_html(a, start, n)
 
 

@@ -1,8 +1,9 @@
 """Notebook 03: per-tensor, per-channel and per-group scales; outliers; the error-vs-bpw frontier.
 
-    >>> app = quantlab.widgets.group_size.app()
-    >>> app.group.value = 32; app.result["bpw"], app.result["sqnr_db"]
+>>> app = quantlab.widgets.group_size.app()
+>>> app.group.value = 32; app.result["bpw"], app.result["sqnr_db"]
 """
+
 from __future__ import annotations
 
 import ipywidgets as W
@@ -14,18 +15,30 @@ GROUPS = ["tensor", "channel"] + [str(g) for g in reversed(toyquant.GROUP_CHOICE
 
 
 class GroupSize(App):
-    def __init__(self, tensor: str = OUTLIER_TENSOR[1], bits: int = 4, scheme: str = "symmetric",
-                 group: str = "channel", rows: int = 128):
+    def __init__(
+        self,
+        tensor: str = OUTLIER_TENSOR[1],
+        bits: int = 4,
+        scheme: str = "symmetric",
+        group: str = "channel",
+        rows: int = 128,
+    ):
         self.rows = rows
-        self.tensor = W.Dropdown(options=minilm_matrices(), value=tensor, description="tensor",
-                                 layout=W.Layout(width="480px"))
+        self.tensor = W.Dropdown(
+            options=minilm_matrices(), value=tensor, description="tensor", layout=W.Layout(width="480px")
+        )
         self.bits = W.IntSlider(value=bits, min=2, max=8, description="bits")
         self.scheme = W.ToggleButtons(options=["symmetric", "asymmetric"], value=scheme, description="scheme")
         self._load()
         # from the whole tensor down to 8 weights per scale, 'channel' (one row) at its place by size
         order = sorted(GROUPS, key=lambda g: -toyquant.group_length(self.w, self._group_value(g)))
-        self.group = W.SelectionSlider(options=order, value=str(group), description="scale per",
-                                       continuous_update=False, layout=W.Layout(width="480px"))
+        self.group = W.SelectionSlider(
+            options=order,
+            value=str(group),
+            description="scale per",
+            continuous_update=False,
+            layout=W.Layout(width="480px"),
+        )
         self.summary = W.HTML()
         self.out = W.Output()
         self.fig, self.ax = new_figure(9.0, 4.8)
@@ -64,7 +77,8 @@ class GroupSize(App):
             f"<div class='ql-summary' style='font-family:monospace'>{r['bits']}-bit {r['scheme']}, one scale per "
             f"{r['group_length']:,} weights: <b class='ql-bpw'>{r['bpw']:.4f} bits per weight</b> "
             f"({r['overhead_bpw']:.4f} of them scales{' and zero points' if r['scheme'] == 'asymmetric' else ''}), "
-            f"SQNR <b class='ql-sqnr'>{r['sqnr_db']:.2f} dB</b>, RMSE {r['rmse']:.4g}, max error {r['max_error']:.3g}</div>")
+            f"SQNR <b class='ql-sqnr'>{r['sqnr_db']:.2f} dB</b>, RMSE {r['rmse']:.4g}, max error {r['max_error']:.3g}</div>"
+        )
         self._plot(r)
 
     def _plot(self, r):
@@ -83,8 +97,7 @@ class GroupSize(App):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=10, ncol=3, loc="lower right")
         ax.tick_params(labelsize=10)
-        ax.set_title("each line: one bit width, groups from the whole tensor (left) to 8 weights (right)",
-                     fontsize=11)
+        ax.set_title("each line: one bit width, groups from the whole tensor (left) to 8 weights (right)", fontsize=11)
         self.fig.tight_layout()
         show_figure(self.out, self.fig)
 

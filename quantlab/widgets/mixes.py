@@ -7,6 +7,7 @@ Everything here works from tensor names and shapes (``quantlab.recipes.make_plan
 measurements, which quantize real SmolLM2 rows. The helpers are what the notebook calls; the app is the
 file-type picker.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,35 @@ from ..progress import callback, steps
 from ._common import App, contained, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
 
 #: the file types the picker offers, roughly from fewest to most bits
-FILE_TYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q2_K", "IQ3_XXS", "IQ3_XS",
-              "IQ3_S", "IQ3_M", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_XS", "IQ4_NL", "Q4_0", "Q4_1", "Q4_K_S",
-              "Q4_K_M", "Q5_0", "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
+FILE_TYPES = (
+    "IQ1_S",
+    "IQ1_M",
+    "IQ2_XXS",
+    "IQ2_XS",
+    "IQ2_S",
+    "IQ2_M",
+    "Q2_K_S",
+    "Q2_K",
+    "IQ3_XXS",
+    "IQ3_XS",
+    "IQ3_S",
+    "IQ3_M",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "IQ4_XS",
+    "IQ4_NL",
+    "Q4_0",
+    "Q4_1",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_0",
+    "Q5_1",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+)
 
 #: llama-architecture models to compare with (quantlab.sizes presets): wide rows, K-quants apply
 LLAMA_MODELS = {"Llama-2-7B": sizes.LLAMA2_7B, "Llama-2-13B": sizes.LLAMA2_13B, "Llama-2-70B": sizes.LLAMA2_70B}
@@ -35,17 +62,47 @@ LLAMA_MODELS = {"Llama-2-7B": sizes.LLAMA2_7B, "Llama-2-13B": sizes.LLAMA2_13B, 
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 #: file types whose mixes the optimizer is compared with (all quantlab can write without an IQ lattice)
-MIX_FTYPES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_K_S", "Q5_K_M",
-              "Q6_K", "Q8_0")
+MIX_FTYPES = (
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_0",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_0",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+)
 #: formats whose grid contains Q4_1's (the shipped SmolLM2's) grid: they re-encode its weights nearly exactly
 REQUANT_EXACT = ("Q4_1", "Q5_1")
 QUICK_MIX_FTYPES = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 
-_COLORS = {"F32": "#bbbbbb", "F16": "#999999", "Q8_0": "#1b9e77", "Q6_K": "#66a61e", "Q5_1": "#a6d854",
-           "Q5_K": "#7fc97f", "Q5_0": "#b3de69", "Q4_1": "#fdb462", "Q4_K": "#e6ab02", "Q4_0": "#fb8072",
-           "IQ4_NL": "#fccde5", "IQ4_XS": "#bc80bd", "Q3_K": "#80b1d3", "IQ3_S": "#8dd3c7", "IQ3_XXS": "#bebada",
-           "Q2_K": "#386cb0", "IQ2_S": "#f0027f", "IQ2_XS": "#bf5b17", "IQ2_XXS": "#666666",
-           "IQ1_M": "#e7298a", "IQ1_S": "#d95f02"}
+_COLORS = {
+    "F32": "#bbbbbb",
+    "F16": "#999999",
+    "Q8_0": "#1b9e77",
+    "Q6_K": "#66a61e",
+    "Q5_1": "#a6d854",
+    "Q5_K": "#7fc97f",
+    "Q5_0": "#b3de69",
+    "Q4_1": "#fdb462",
+    "Q4_K": "#e6ab02",
+    "Q4_0": "#fb8072",
+    "IQ4_NL": "#fccde5",
+    "IQ4_XS": "#bc80bd",
+    "Q3_K": "#80b1d3",
+    "IQ3_S": "#8dd3c7",
+    "IQ3_XXS": "#bebada",
+    "Q2_K": "#386cb0",
+    "IQ2_S": "#f0027f",
+    "IQ2_XS": "#bf5b17",
+    "IQ2_XXS": "#666666",
+    "IQ1_M": "#e7298a",
+    "IQ1_S": "#d95f02",
+}
 
 
 def kind_of(name: str) -> str:
@@ -60,6 +117,7 @@ def layer_of(name: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------- plans
+
 
 @cache
 def smollm2_specs() -> tuple:
@@ -78,10 +136,13 @@ def llama_specs(model: str = "Llama-2-7B") -> tuple:
     from ..recipes import ModelInfo, TensorSpec
 
     shape = LLAMA_MODELS[model]
-    specs = tuple(TensorSpec(n, tuple(reversed(s)), "F32" if len(s) < 2 else "F16")
-                  for n, s in sizes.llama_tensors(**shape).items())
-    return specs, ModelInfo(arch="llama", n_layer=shape["n_layer"], n_head=shape["n_head"],
-                            n_head_kv=shape["n_kv_head"])
+    specs = tuple(
+        TensorSpec(n, tuple(reversed(s)), "F32" if len(s) < 2 else "F16")
+        for n, s in sizes.llama_tensors(**shape).items()
+    )
+    return specs, ModelInfo(
+        arch="llama", n_layer=shape["n_layer"], n_head=shape["n_head"], n_head_kv=shape["n_kv_head"]
+    )
 
 
 def plan_for(model: str, ftype: str, has_imatrix: bool = False):
@@ -104,11 +165,21 @@ def plan_summary(plan) -> dict:
         if t.fallback:
             fb += t.n_elements
     share = {k: v / n for k, v in sorted(share.items(), key=lambda kv: -kv[1])}
-    return {"ftype": plan.ftype.name, "tensors": len(plan), "params": n, "bytes": plan.nbytes,
-            "MiB": plan.nbytes / 2 ** 20, "GB": plan.nbytes / 1e9, "bpw": plan.bpw, "share": share,
-            "n_fallback": plan.n_fallback, "fallback_share": fb / n,
-            "default": plan.ftype.default_name, "default_bpw": plan.ftype.default.bpw,
-            "needs_imatrix": len(plan.needs_imatrix())}
+    return {
+        "ftype": plan.ftype.name,
+        "tensors": len(plan),
+        "params": n,
+        "bytes": plan.nbytes,
+        "MiB": plan.nbytes / 2**20,
+        "GB": plan.nbytes / 1e9,
+        "bpw": plan.bpw,
+        "share": share,
+        "n_fallback": plan.n_fallback,
+        "fallback_share": fb / n,
+        "default": plan.ftype.default_name,
+        "default_bpw": plan.ftype.default.bpw,
+        "needs_imatrix": len(plan.needs_imatrix()),
+    }
 
 
 def kind_table(plan) -> list[dict]:
@@ -126,9 +197,15 @@ def kind_table(plan) -> list[dict]:
         cnt: dict = {}
         for t in ts:
             cnt[t.fmt.name] = cnt.get(t.fmt.name, 0) + 1
-        rows.append({"kind": k, "row length": ts[0].ne[0], "tensors": len(ts),
-                     "formats": ", ".join(f"{f} x{c}" for f, c in sorted(cnt.items(), key=lambda kv: -kv[1])),
-                     "fallbacks": sum(1 for t in ts if t.fallback)})
+        rows.append(
+            {
+                "kind": k,
+                "row length": ts[0].ne[0],
+                "tensors": len(ts),
+                "formats": ", ".join(f"{f} x{c}" for f, c in sorted(cnt.items(), key=lambda kv: -kv[1])),
+                "fallbacks": sum(1 for t in ts if t.fallback),
+            }
+        )
     return rows
 
 
@@ -141,8 +218,16 @@ def plan_rows(plan, layer: int | None = None) -> list[dict]:
             continue
         if layer is not None and layer_of(t.name) not in (-1, layer):
             continue
-        out.append({"tensor": t.name, "shape": "x".join(str(v) for v in t.ne), "from": t.src.name,
-                    "to": t.fmt.name, "rule": t.rule, "fallback": t.fallback or ""})
+        out.append(
+            {
+                "tensor": t.name,
+                "shape": "x".join(str(v) for v in t.ne),
+                "from": t.src.name,
+                "to": t.fmt.name,
+                "rule": t.rule,
+                "fallback": t.fallback or "",
+            }
+        )
     return out
 
 
@@ -197,8 +282,9 @@ class MixExplorer(App):
         self.n_layer = info.n_layer
         self.ftype = W.Dropdown(options=list(FILE_TYPES), value=ftype, description="file type")
         self.llama = W.Dropdown(options=list(LLAMA_MODELS), value=llama, description="compare with")
-        self.layer = W.IntSlider(value=layer, min=0, max=self.n_layer - 1, description="SmolLM2 layer",
-                                 continuous_update=False)
+        self.layer = W.IntSlider(
+            value=layer, min=0, max=self.n_layer - 1, description="SmolLM2 layer", continuous_update=False
+        )
         self.has_im = W.Checkbox(value=has_imatrix, description="with an imatrix", indent=False)
         self.summary = W.HTML()
         self.kinds = W.HTML()
@@ -209,8 +295,9 @@ class MixExplorer(App):
         for w in (self.ftype, self.llama, self.has_im):
             w.observe(self.update, names="value")
         self.layer.observe(self._update_layer, names="value")
-        self.box = W.VBox([W.HBox([self.ftype, self.llama, self.has_im]), self.summary, self.out, self.kinds,
-                           self.layer, self.table])
+        self.box = W.VBox(
+            [W.HBox([self.ftype, self.llama, self.has_im]), self.summary, self.out, self.kinds, self.layer, self.table]
+        )
         self.update()
 
     @contained
@@ -222,24 +309,36 @@ class MixExplorer(App):
         self.result = {"ftype": ft, "llama_model": lm, "has_imatrix": im, "smollm2": ss, "llama": sl}
         warn = ""
         if ss["needs_imatrix"] and not im:
-            warn = (f"<br><span style='color:#b00'>llama-quantize refuses {ft} without an importance matrix: "
-                    f"{ss['needs_imatrix']} SmolLM2 tensors would get a type that needs one.</span>")
+            warn = (
+                f"<br><span style='color:#b00'>llama-quantize refuses {ft} without an importance matrix: "
+                f"{ss['needs_imatrix']} SmolLM2 tensors would get a type that needs one.</span>"
+            )
 
         def line(label, s):
-            return (f"<b>{label}</b>: {s['params'] / 1e6:,.1f} M weights &rarr; <b>{s['MiB']:,.2f} MiB</b>, "
-                    f"<b>{s['bpw']:.3f} bits/weight</b> (the default {s['default']} alone is {s['default_bpw']:.4g}); "
-                    f"{s['n_fallback']} of {s['tensors']} tensors fell back to another format "
-                    f"({100 * s['fallback_share']:.1f} % of the weights)")
+            return (
+                f"<b>{label}</b>: {s['params'] / 1e6:,.1f} M weights &rarr; <b>{s['MiB']:,.2f} MiB</b>, "
+                f"<b>{s['bpw']:.3f} bits/weight</b> (the default {s['default']} alone is {s['default_bpw']:.4g}); "
+                f"{s['n_fallback']} of {s['tensors']} tensors fell back to another format "
+                f"({100 * s['fallback_share']:.1f} % of the weights)"
+            )
 
-        self.summary.value = (f"<div class='ql-mix-summary' style='font-size:13px'>{ps.ftype.name} = "
-                              f"<i>{ps.ftype.description}</i><br>{line('SmolLM2-135M-Instruct', ss)}<br>"
-                              f"{line(lm, sl)}{warn}</div>")
+        self.summary.value = (
+            f"<div class='ql-mix-summary' style='font-size:13px'>{ps.ftype.name} = "
+            f"<i>{ps.ftype.description}</i><br>{line('SmolLM2-135M-Instruct', ss)}<br>"
+            f"{line(lm, sl)}{warn}</div>"
+        )
         ks = {r["kind"]: r for r in kind_table(ps)}
         kl = {r["kind"]: r for r in kind_table(pl)}
-        rows = [{"kind": k, "SmolLM2 row": ks[k]["row length"] if k in ks else "",
-                 "SmolLM2 formats": ks[k]["formats"] if k in ks else "",
-                 f"{lm} row": kl[k]["row length"] if k in kl else "",
-                 f"{lm} formats": kl[k]["formats"] if k in kl else ""} for k in list(dict.fromkeys([*ks, *kl]))]
+        rows = [
+            {
+                "kind": k,
+                "SmolLM2 row": ks[k]["row length"] if k in ks else "",
+                "SmolLM2 formats": ks[k]["formats"] if k in ks else "",
+                f"{lm} row": kl[k]["row length"] if k in kl else "",
+                f"{lm} formats": kl[k]["formats"] if k in kl else "",
+            }
+            for k in list(dict.fromkeys([*ks, *kl]))
+        ]
         self.kinds.value = html_table(rows)
         self.ax.clear()
         plot_share(self.ax, {"SmolLM2-135M-Instruct": ss, lm: sl})
@@ -252,8 +351,9 @@ class MixExplorer(App):
     def _update_layer(self, change=None):
         rows = plan_rows(self.plans["smollm2"], self.layer.value)
         self.result["layer_rows"] = rows
-        self.table.value = html_table(rows, ["tensor", "shape", "from", "to", "rule", "fallback"],
-                                      highlight=lambda r: bool(r["fallback"]))
+        self.table.value = html_table(
+            rows, ["tensor", "shape", "from", "to", "rule", "fallback"], highlight=lambda r: bool(r["fallback"])
+        )
 
 
 def app(ftype: str = "Q4_K_M", llama: str = "Llama-2-7B", layer: int = 0, has_imatrix: bool = False) -> MixExplorer:
@@ -261,6 +361,7 @@ def app(ftype: str = "Q4_K_M", llama: str = "Llama-2-7B", layer: int = 0, has_im
 
 
 # ------------------------------------------------------------------------------------------ imatrix
+
 
 def split_text(text: str, frac: float = 0.5) -> tuple[str, str]:
     """Two disjoint pieces of ``text`` (cut at a paragraph break near ``frac``): one to collect the imatrix
@@ -279,10 +380,18 @@ def imatrix_stats(im, names) -> list[dict]:
         v = np.asarray(im[n], dtype=np.float64)
         s = np.sort(v)[::-1]
         top = max(1, len(v) // 100)
-        rows.append({"tensor": n, "columns": len(v), "min": float(s[-1]), "median": float(np.median(v)),
-                     "max": float(s[0]), "max/median": float(s[0] / np.median(v)) if np.median(v) > 0 else np.inf,
-                     "max/min": float(s[0] / s[-1]) if s[-1] > 0 else np.inf,
-                     "top 1% share": float(s[:top].sum() / s.sum())})
+        rows.append(
+            {
+                "tensor": n,
+                "columns": len(v),
+                "min": float(s[-1]),
+                "median": float(np.median(v)),
+                "max": float(s[0]),
+                "max/median": float(s[0] / np.median(v)) if np.median(v) > 0 else np.inf,
+                "max/min": float(s[0] / s[-1]) if s[-1] > 0 else np.inf,
+                "top 1% share": float(s[:top].sum() / s.sum()),
+            }
+        )
     return rows
 
 
@@ -293,8 +402,12 @@ def plot_imatrix(axes, im, names) -> None:
         v = np.asarray(im[n], dtype=np.float64)
         a0.plot(np.arange(len(v)), v, lw=0.6, label=n)
         a1.plot(np.arange(1, len(v) + 1), np.sort(v)[::-1], lw=1.0, label=n)
-    a0.set_yscale("log"); a0.set_xlabel("input column", fontsize=10); a0.set_ylabel("mean a_j^2", fontsize=10)
-    a1.set_xscale("log"); a1.set_yscale("log"); a1.set_xlabel("rank of the column", fontsize=10)
+    a0.set_yscale("log")
+    a0.set_xlabel("input column", fontsize=10)
+    a0.set_ylabel("mean a_j^2", fontsize=10)
+    a1.set_xscale("log")
+    a1.set_yscale("log")
+    a1.set_xlabel("rank of the column", fontsize=10)
     a0.set_title("imatrix per column", fontsize=10)
     a1.set_title("sorted: a few columns dominate", fontsize=10)
     a1.legend(fontsize=10)
@@ -335,9 +448,17 @@ def imatrix_errors(tensors, im, names, formats, rows: int | None = 64, impl: str
 #: ``weight_j = imatrix_j * sqrt(sigma2 + x_j**2)`` with sigma2 the mean square of the row (legacy types) or
 #: ``factor * sum(x**2) / 256`` over the super-block (K-quants), or the plain imatrix (Q6_K: its sigma2 line
 #: is commented out). Format -> (where sigma2 is taken, factor); None = plain imatrix.
-IMATRIX_OBJECTIVE = {"Q4_0": ("row", 1.0), "Q4_1": ("row", 1.0), "Q5_0": ("row", 1.0), "Q5_1": ("row", 1.0),
-                     "Q2_K": ("super-block", 1.0), "Q3_K": ("super-block", 2.0), "Q4_K": ("super-block", 2.0),
-                     "Q5_K": ("super-block", 2.0), "Q6_K": None}
+IMATRIX_OBJECTIVE = {
+    "Q4_0": ("row", 1.0),
+    "Q4_1": ("row", 1.0),
+    "Q5_0": ("row", 1.0),
+    "Q5_1": ("row", 1.0),
+    "Q2_K": ("super-block", 1.0),
+    "Q3_K": ("super-block", 2.0),
+    "Q4_K": ("super-block", 2.0),
+    "Q5_K": ("super-block", 2.0),
+    "Q6_K": None,
+}
 
 
 def ggml_error_weights(x, imatrix, fmt, sigma2=None) -> np.ndarray:
@@ -364,6 +485,7 @@ def ggml_error_weights(x, imatrix, fmt, sigma2=None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- optimizer
+
 
 def subset_imatrix(im, layers=None) -> dict:
     """``{name: per-column values}`` of the imatrix, only for the given layers (all when None). Tensors
@@ -425,20 +547,41 @@ def frontier_points(res) -> list[dict]:
     names = list(res.choice)
     n_el = sum(res.base[n].n_elements for n in names)
     fixed = res.fixed_nbytes
-    return [{"bytes": p["bytes"] - fixed, "bpw": 8.0 * (p["bytes"] - fixed) / n_el, "error": p["error"],
-             "lambda": p["lambda"]} for p in res.frontier]
+    return [
+        {
+            "bytes": p["bytes"] - fixed,
+            "bpw": 8.0 * (p["bytes"] - fixed) / n_el,
+            "error": p["error"],
+            "lambda": p["lambda"],
+        }
+        for p in res.frontier
+    ]
 
 
 def optimized_point(res) -> dict:
     names = list(res.choice)
     n_el = sum(res.base[n].n_elements for n in names)
     nb = sum(res.sizes[n][f.name] for n, f in res.choice.items())
-    return {"label": f"optimized ({res.base.ftype.name} budget)", "bytes": int(nb), "bpw": 8.0 * nb / n_el,
-            "error": res.error}
+    return {
+        "label": f"optimized ({res.base.ftype.name} budget)",
+        "bytes": int(nb),
+        "bpw": 8.0 * nb / n_el,
+        "error": res.error,
+    }
 
 
-def frontier_study(path, im, mix_ftypes=MIX_FTYPES, layers=None, base: str = "Q4_K_M", target=None,
-                   max_rows: int | None = 256, extra_candidates=(), exclude=REQUANT_EXACT, progress=True) -> dict:
+def frontier_study(
+    path,
+    im,
+    mix_ftypes=MIX_FTYPES,
+    layers=None,
+    base: str = "Q4_K_M",
+    target=None,
+    max_rows: int | None = 256,
+    extra_candidates=(),
+    exclude=REQUANT_EXACT,
+    progress=True,
+) -> dict:
     """Run ``quantlab.recipes.optimize`` on ``path`` with the imatrix ``im`` (restricted to ``layers``) at
     the size of the ``target`` file type (default: ``base``), with candidates covering every format the
     llama.cpp mixes ``mix_ftypes`` use on those tensors except ``exclude``; and place each mix on the same
@@ -456,23 +599,43 @@ def frontier_study(path, im, mix_ftypes=MIX_FTYPES, layers=None, base: str = "Q4
     names = [s.name for s in specs if s.name in sub]
     plans = [plan_for("smollm2", ft, True) for ft in mix_ftypes]
     cands = mix_candidates(plans, names, extra_candidates, exclude)
-    tick = callback(progress, len(names), "optimize", "tensor")    # optimize calls (i, n, name) before tensor i
-    res = recipes.optimize(path, target or base, imatrix=sub, base=base, candidates=cands, max_rows=max_rows,
-                           progress=None if tick is None else (lambda i, n, name: tick(i + 1, n, name)))
+    tick = callback(progress, len(names), "optimize", "tensor")  # optimize calls (i, n, name) before tensor i
+    res = recipes.optimize(
+        path,
+        target or base,
+        imatrix=sub,
+        base=base,
+        candidates=cands,
+        max_rows=max_rows,
+        progress=None if tick is None else (lambda i, n, name: tick(i + 1, n, name)),
+    )
     from .. import data
 
     tensors = data.tensors("smollm2")
     mixes = [mix_point(res, p, tensors, sub, max_rows) for p in plans]
-    return {"result": res, "frontier": frontier_points(res), "mixes": mixes, "optimized": optimized_point(res),
-            "candidates": cands, "names": list(res.choice), "seconds": time.perf_counter() - t0}
+    return {
+        "result": res,
+        "frontier": frontier_points(res),
+        "mixes": mixes,
+        "optimized": optimized_point(res),
+        "candidates": cands,
+        "names": list(res.choice),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def plot_frontier(ax, study: dict) -> None:
     """Error (log) vs bits per weight: the optimizer's frontier, the llama.cpp mixes, the optimized pick."""
     fr = sorted(study["frontier"], key=lambda p: p["bpw"])
-    ax.plot([p["bpw"] for p in fr], [p["error"] for p in fr], "-", color="#2a7ab0", lw=1.2,
-            label="optimizer frontier (one format per tensor)")
-    groups: list[list[dict]] = []                     # file types at the same point share one label
+    ax.plot(
+        [p["bpw"] for p in fr],
+        [p["error"] for p in fr],
+        "-",
+        color="#2a7ab0",
+        lw=1.2,
+        label="optimizer frontier (one format per tensor)",
+    )
+    groups: list[list[dict]] = []  # file types at the same point share one label
     for m in sorted(study["mixes"], key=lambda m: (m["bpw"], m["error"])):
         g = groups[-1] if groups else None
         if g and abs(g[0]["bpw"] - m["bpw"]) < 1e-3 and abs(g[0]["error"] / m["error"] - 1) < 1e-3:
@@ -486,9 +649,14 @@ def plot_frontier(ax, study: dict) -> None:
         # the first of two close points is labelled on its left, the next on its right (lower when a third follows)
         left = k > 0 and not close[k] and k + 1 < len(groups) and close[k + 1]
         low = close[k] and k >= 2 and close[k - 1]
-        ax.annotate(" = ".join(x["label"] for x in g), (m["bpw"], m["error"]), fontsize=10,
-                    ha="right" if left else "left", xytext=(-5 if left else 5, -14 if low else 3),
-                    textcoords="offset points")
+        ax.annotate(
+            " = ".join(x["label"] for x in g),
+            (m["bpw"], m["error"]),
+            fontsize=10,
+            ha="right" if left else "left",
+            xytext=(-5 if left else 5, -14 if low else 3),
+            textcoords="offset points",
+        )
     o = study["optimized"]
     ax.plot(o["bpw"], o["error"], "*", color="#2ca02c", ms=10, label=o["label"])
     ax.plot([], [], "o", color="#d62728", ms=4, label="llama.cpp file types")
@@ -506,12 +674,15 @@ def frontier_gain(study: dict) -> list[dict]:
     for m in study["mixes"]:
         ok = [p["error"] for p in fr if p["bytes"] <= m["bytes"]]
         best = min(ok) if ok else float("nan")
-        out.append({**m, "frontier error": best, "mix / frontier": m["error"] / best if ok and best > 0 else float("nan")})
+        out.append(
+            {**m, "frontier error": best, "mix / frontier": m["error"] / best if ok and best > 0 else float("nan")}
+        )
     return out
 
 
-def kld_compare(path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatrix=None, outdir=None, log=None,
-                progress=True) -> dict:
+def kld_compare(
+    path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatrix=None, outdir=None, log=None, progress=True
+) -> dict:
     """Write each entry ``(label, ftype, Options or None)`` with ``quantlab.recipes.quantize_model``, load it
     and evaluate it against the shipped model on ``text`` (perplexity, KL divergence, top-1).
     Returns {"rows": [...], "base": EvalResult}."""
@@ -522,7 +693,7 @@ def kld_compare(path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatri
 
     say = log or (lambda s: None)
     outdir = outdir or tempfile.mkdtemp(prefix="quantlab-mixes-")
-    base = _RememberedForward(qmodel.load(path))   # the base's pass over each chunk runs once, not once per file
+    base = _RememberedForward(qmodel.load(path))  # the base's pass over each chunk runs once, not once per file
     be = qmodel.evaluate(base, text=text, n_ctx=n_ctx, n_chunks=n_chunks, progress=False)
     rows = []
     for label, ft, opts in steps(progress, entries, "KLD sweep", "file"):
@@ -533,9 +704,19 @@ def kld_compare(path, entries, text, n_ctx: int = 128, n_chunks: int = 1, imatri
         tq = time.perf_counter() - t
         m = qmodel.load(out)
         e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=base, progress=False)
-        rows.append({"label": label, "bpw": r.bpw, "MiB": r.tensor_nbytes / 2 ** 20, "ppl": e.ppl,
-                     "ppl_err": e.ppl_err, "kld": e.kld_mean, "kld_err": e.kld_err, "top1": e.top1,
-                     "quantize_s": tq})
+        rows.append(
+            {
+                "label": label,
+                "bpw": r.bpw,
+                "MiB": r.tensor_nbytes / 2**20,
+                "ppl": e.ppl,
+                "ppl_err": e.ppl_err,
+                "kld": e.kld_mean,
+                "kld_err": e.kld_err,
+                "top1": e.top1,
+                "quantize_s": tq,
+            }
+        )
         say(f"{label}: {r.bpw:.3f} bpw, KLD {e.kld_mean:.5f}, top-1 {100 * e.top1:.1f} %")
         del m
         os.remove(out)

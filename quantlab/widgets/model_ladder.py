@@ -15,6 +15,7 @@
 rows and layers, two file types and short contexts so that it runs in tests in well under a minute of
 compute; the full run quantizes every weight.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,14 +49,16 @@ def _impl(f, prefer: str) -> str:
 
 # --------------------------------------------------------------------------------------------- fits
 
+
 def fit_table(widths=(576, 1536), formats=None) -> list[dict]:
     """For each storable quantized format: block size, bpw, whether rows of each width are whole blocks,
     and what llama.cpp stores instead when they are not (``recipes.fallback``)."""
     from ..errors import FormatError
     from ..recipes import fallback
 
-    fs = formats if formats is not None else [f.name for f in all_formats(include_activation=False,
-                                                                            quantized_only=True)]
+    fs = (
+        formats if formats is not None else [f.name for f in all_formats(include_activation=False, quantized_only=True)]
+    )
     rows = []
     for f in map(get, fs):
         r = {"format": f.name, "block": f.block_size, "bpw": f.bpw}
@@ -71,6 +74,7 @@ def fit_table(widths=(576, 1536), formats=None) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------- tensor errors
+
 
 def matrix_names(n_layer: int, layers=None) -> list[tuple[int, str, str]]:
     """(layer, kind, tensor name) for the weight matrices of the given layers (default: all)."""
@@ -89,9 +93,17 @@ def tensor_error(x: np.ndarray, fmt, impl: str = "fast", imatrix=None) -> dict:
     kind = _impl(used, impl)
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = dequantize(quantize(x, used, imatrix=imatrix, impl=kind), used, impl=kind).reshape(x.shape)
-    return {"format": f.name, "used": used.name, "fallback": why is not None, "bpw": used.bpw,
-            "rel_error": metrics.relative_error(x, y), "sqnr_db": metrics.sqnr_db(x, y),
-            "rmse": metrics.rmse(x, y), "max_error": metrics.max_error(x, y), "y": y}
+    return {
+        "format": f.name,
+        "used": used.name,
+        "fallback": why is not None,
+        "bpw": used.bpw,
+        "rel_error": metrics.relative_error(x, y),
+        "sqnr_db": metrics.sqnr_db(x, y),
+        "rmse": metrics.rmse(x, y),
+        "max_error": metrics.max_error(x, y),
+        "y": y,
+    }
 
 
 def sample_rows(x: np.ndarray, rows: int | None = None, step: int | None = None) -> np.ndarray:
@@ -104,8 +116,16 @@ def sample_rows(x: np.ndarray, rows: int | None = None, step: int | None = None)
     return x
 
 
-def error_grid(tensors, n_layer: int, formats=HEATMAP_FORMATS, layers=None, rows: int | None = None,
-               step: int | None = None, impl: str = "fast", progress=True) -> dict:
+def error_grid(
+    tensors,
+    n_layer: int,
+    formats=HEATMAP_FORMATS,
+    layers=None,
+    rows: int | None = None,
+    step: int | None = None,
+    impl: str = "fast",
+    progress=True,
+) -> dict:
     """Relative error of each weight matrix (layer x kind) in each format.
 
     ``tensors``: name -> float32 array (e.g. ``quantlab.data.tensors("smollm2")``). ``step``: only every
@@ -129,8 +149,17 @@ def error_grid(tensors, n_layer: int, formats=HEATMAP_FORMATS, layers=None, rows
         n += x.size
         if progress is not None:
             progress(j + 1, len(names))
-    return {"layers": ls, "kinds": KINDS, "formats": tuple(formats), "rel": rel, "used": used,
-            "weights": n, "rows": rows, "step": step, "seconds": time.perf_counter() - t0}
+    return {
+        "layers": ls,
+        "kinds": KINDS,
+        "formats": tuple(formats),
+        "rel": rel,
+        "used": used,
+        "weights": n,
+        "rows": rows,
+        "step": step,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def describe_sample(grid: dict) -> str:
@@ -158,9 +187,15 @@ def sample_check(full: dict, sample: dict) -> list[dict]:
         a, b = full["rel"][f], sample["rel"][f][pick]
         ok = np.isfinite(a) & np.isfinite(b)
         for j, k in enumerate(full["kinds"]):
-            out.append({"format": f, "kind": k, "every weight": float(np.nanmean(a[:, j])),
-                        "sample": float(np.nanmean(b[:, j])),
-                        "max |sample/full - 1| (one matrix)": float(np.max(np.abs(b[ok[:, j], j] / a[ok[:, j], j] - 1)))})
+            out.append(
+                {
+                    "format": f,
+                    "kind": k,
+                    "every weight": float(np.nanmean(a[:, j])),
+                    "sample": float(np.nanmean(b[:, j])),
+                    "max |sample/full - 1| (one matrix)": float(np.max(np.abs(b[ok[:, j], j] / a[ok[:, j], j] - 1))),
+                }
+            )
     return out
 
 
@@ -176,7 +211,7 @@ def plot_heatmap(fig, grid: dict) -> None:
     norm = LogNorm(vmin=allv.min(), vmax=allv.max())
     ncol = min(4, len(fs))
     nrow = -(-len(fs) // ncol)
-    fig.set_layout_engine("constrained")           # titles clear of the rotated labels of the row above
+    fig.set_layout_engine("constrained")  # titles clear of the rotated labels of the row above
     axes = fig.subplots(nrow, ncol, squeeze=False)
     im = None
     for a, f in zip(axes.ravel(), fs):
@@ -184,11 +219,14 @@ def plot_heatmap(fig, grid: dict) -> None:
         labels = [k + ("*" if grid["used"][f].get(k, f) != f else "") for k in grid["kinds"]]
         a.set_xticks(range(len(labels)), labels, rotation=60, fontsize=10)
         step = max(1, len(grid["layers"]) // 6)
-        a.set_yticks(range(0, len(grid["layers"]), step), [grid["layers"][i] for i in range(0, len(grid["layers"]), step)],
-                     fontsize=10)
+        a.set_yticks(
+            range(0, len(grid["layers"]), step),
+            [grid["layers"][i] for i in range(0, len(grid["layers"]), step)],
+            fontsize=10,
+        )
         fb = sorted({v for v in grid["used"][f].values() if v != f})
         a.set_title(f + (f" (* = {', '.join(fb)})" if fb else ""), fontsize=10)
-    for a in axes.ravel()[len(fs):]:
+    for a in axes.ravel()[len(fs) :]:
         a.axis("off")
     axes[0, 0].set_ylabel("layer", fontsize=10)
     if im is not None:
@@ -212,8 +250,18 @@ def grid_table(grid: dict) -> list[dict]:
 
 # ------------------------------------------------------------------------------------ model ladder
 
-def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chunks: int = 2, text=None,
-           keep: tuple = (), log=None, progress=True) -> dict:
+
+def ladder(
+    model_path,
+    ftypes=MAIN_FTYPES,
+    outdir=None,
+    n_ctx: int = 256,
+    n_chunks: int = 2,
+    text=None,
+    keep: tuple = (),
+    log=None,
+    progress=True,
+) -> dict:
     """Quantize the GGUF ``model_path`` into each llama.cpp file type of ``ftypes`` (in ``outdir``, a
     temporary directory by default) with :func:`quantlab.recipes.quantize_model`, then evaluate each against
     the input model on ``text`` with :func:`quantlab.model.evaluate` (perplexity, KL divergence, top-1).
@@ -231,14 +279,24 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
     own_dir = outdir is None
     outdir = outdir or tempfile.mkdtemp(prefix="quantlab-ladder-")
     base = qmodel.load(model_path)
-    ref = _RememberedForward(base)       # the base's pass over each chunk runs once, not once per file type
+    ref = _RememberedForward(base)  # the base's pass over each chunk runs once, not once per file type
     t = time.perf_counter()
     base_eval = qmodel.evaluate(ref, text=text, n_ctx=n_ctx, n_chunks=n_chunks, progress=False)
-    rows = [{"ftype": f"{base.file.tensors['blk.0.attn_q.weight'].format.name} (shipped)",
-             "bpw": 8.0 * base.file.tensor_bytes / base.file.n_params,
-             "MB": os.path.getsize(model_path) / 1e6, "ppl": base_eval.ppl, "ppl_err": base_eval.ppl_err,
-             "kld": 0.0, "kld_p99": 0.0, "top1": 1.0, "fallbacks": 0, "quantize_s": 0.0,
-             "eval_s": time.perf_counter() - t}]
+    rows = [
+        {
+            "ftype": f"{base.file.tensors['blk.0.attn_q.weight'].format.name} (shipped)",
+            "bpw": 8.0 * base.file.tensor_bytes / base.file.n_params,
+            "MB": os.path.getsize(model_path) / 1e6,
+            "ppl": base_eval.ppl,
+            "ppl_err": base_eval.ppl_err,
+            "kld": 0.0,
+            "kld_p99": 0.0,
+            "top1": 1.0,
+            "fallbacks": 0,
+            "quantize_s": 0.0,
+            "eval_s": time.perf_counter() - t,
+        }
+    ]
     models = {}
     for ft in steps(progress, ftypes, "ladder", "file type"):
         out = os.path.join(outdir, f"model-{ft}.gguf")
@@ -248,21 +306,41 @@ def ladder(model_path, ftypes=MAIN_FTYPES, outdir=None, n_ctx: int = 256, n_chun
         m = qmodel.load(out)
         t = time.perf_counter()
         e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=ref, progress=False)
-        rows.append({"ftype": ft, "bpw": res.bpw, "MB": res.nbytes / 1e6, "ppl": e.ppl, "ppl_err": e.ppl_err,
-                     "kld": e.kld_mean, "kld_p99": e.kld_p99, "top1": e.top1, "fallbacks": res.plan.n_fallback,
-                     "quantize_s": tq, "eval_s": time.perf_counter() - t})
+        rows.append(
+            {
+                "ftype": ft,
+                "bpw": res.bpw,
+                "MB": res.nbytes / 1e6,
+                "ppl": e.ppl,
+                "ppl_err": e.ppl_err,
+                "kld": e.kld_mean,
+                "kld_p99": e.kld_p99,
+                "top1": e.top1,
+                "fallbacks": res.plan.n_fallback,
+                "quantize_s": tq,
+                "eval_s": time.perf_counter() - t,
+            }
+        )
         say(f"{ft}: {rows[-1]['bpw']:.2f} bpw, PPL {e.ppl:.3f}, KLD {e.kld_mean:.4f}, top-1 {100 * e.top1:.1f} %")
         if ft in keep:
             models[ft] = m
         if own_dir:
-            _unlink(out)     # a temporary file: the model keeps its memory map (POSIX), the disk is freed
+            _unlink(out)  # a temporary file: the model keeps its memory map (POSIX), the disk is freed
     if own_dir:
         try:
             os.rmdir(outdir)
         except OSError:
             pass
-    return {"rows": rows, "base": base_eval, "base_model": base, "models": models, "outdir": outdir,
-            "n_ctx": n_ctx, "n_chunks": n_chunks, "n_scored": base_eval.n_scored}
+    return {
+        "rows": rows,
+        "base": base_eval,
+        "base_model": base,
+        "models": models,
+        "outdir": outdir,
+        "n_ctx": n_ctx,
+        "n_chunks": n_chunks,
+        "n_scored": base_eval.n_scored,
+    }
 
 
 class _RememberedForward:
@@ -275,10 +353,13 @@ class _RememberedForward:
         self._memo = {}
 
     def forward(self, tokens, cache, outputs="last", logits: bool = True):
-        if cache.n != 0:                     # a continuation depends on the cache: not remembered
+        if cache.n != 0:  # a continuation depends on the cache: not remembered
             return self._model.forward(tokens, cache, outputs=outputs, logits=logits)
-        key = (np.asarray(tokens, dtype=np.int64).tobytes(),
-               outputs if isinstance(outputs, str) else np.asarray(outputs, dtype=np.int64).tobytes(), logits)
+        key = (
+            np.asarray(tokens, dtype=np.int64).tobytes(),
+            outputs if isinstance(outputs, str) else np.asarray(outputs, dtype=np.int64).tobytes(),
+            logits,
+        )
         if key not in self._memo:
             self._memo[key] = self._model.forward(tokens, cache, outputs=outputs, logits=logits)
         return self._memo[key]
@@ -298,7 +379,7 @@ class _RememberedForward:
 def _unlink(path) -> None:
     try:
         os.remove(path)
-    except OSError:      # e.g. Windows cannot delete a mapped file: it stays in the temporary directory
+    except OSError:  # e.g. Windows cannot delete a mapped file: it stays in the temporary directory
         pass
 
 
@@ -317,8 +398,15 @@ def plot_ladder(axes, lad: dict) -> None:
     a0.set_yscale("log")
     a0.set_xlabel("bits per weight", fontsize=10)
     a0.set_ylabel("mean KL divergence to the shipped model", fontsize=10)
-    a1.errorbar([r["bpw"] for r in rows], [r["ppl"] for r in rows], yerr=[r["ppl_err"] for r in rows], fmt="o",
-                color="#2a7ab0", ms=4, capsize=2)
+    a1.errorbar(
+        [r["bpw"] for r in rows],
+        [r["ppl"] for r in rows],
+        yerr=[r["ppl_err"] for r in rows],
+        fmt="o",
+        color="#2a7ab0",
+        ms=4,
+        capsize=2,
+    )
     for r in rows:
         a1.annotate(r["ftype"], (r["bpw"], r["ppl"]), fontsize=10, xytext=(3, 3), textcoords="offset points")
     a1.set_xlabel("bits per weight", fontsize=10)
@@ -328,9 +416,16 @@ def plot_ladder(axes, lad: dict) -> None:
 # ------------------------------------------------------------------------------------- MiniLM study
 
 #: sentence pairs for the embedding study: (a, b) with b a paraphrase of a, plus unrelated ones
-SENTENCES = ("A man is eating food.", "A man is eating a piece of bread.", "The weather is lovely today.",
-             "It's so sunny outside!", "He drove to the stadium.", "A monkey is playing drums.",
-             "Quantization stores each weight with fewer bits.", "The model weights are compressed to four bits.")
+SENTENCES = (
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The weather is lovely today.",
+    "It's so sunny outside!",
+    "He drove to the stadium.",
+    "A monkey is playing drums.",
+    "Quantization stores each weight with fewer bits.",
+    "The model weights are compressed to four bits.",
+)
 
 
 def embedding_study(enc, sentences=SENTENCES, formats=HEATMAP_FORMATS, impl: str = "fast", progress=True) -> dict:
@@ -346,20 +441,35 @@ def embedding_study(enc, sentences=SENTENCES, formats=HEATMAP_FORMATS, impl: str
         cos = (e * ref).sum(axis=1)
         sim = e @ e.T
         used = sorted(set(q.last_formats.values()))
-        rows.append({"format": f, "stored as": "+".join(used), "bpw": float(np.mean([get(u).bpw for u in used])),
-                     "cos mean": float(cos.mean()), "cos min": float(cos.min()),
-                     "similarity max change": float(np.abs(sim - sim_ref).max())})
+        rows.append(
+            {
+                "format": f,
+                "stored as": "+".join(used),
+                "bpw": float(np.mean([get(u).bpw for u in used])),
+                "cos mean": float(cos.mean()),
+                "cos min": float(cos.min()),
+                "similarity max change": float(np.abs(sim - sim_ref).max()),
+            }
+        )
     return {"rows": rows, "reference": ref, "similarity": sim_ref, "sentences": tuple(sentences)}
 
 
 # ------------------------------------------------------------------------------------------ the app
 
+
 class ModelLadder(App):
     """Pick a format, a layer and a tensor kind of SmolLM2: relative error, SQNR, the format actually stored
     (fallback), and the histogram of the weight errors."""
 
-    def __init__(self, tensors=None, n_layer: int | None = None, formats=HEATMAP_FORMATS, rows: int | None = 64,
-                 impl: str = "fast", fmt: str = "Q4_K"):
+    def __init__(
+        self,
+        tensors=None,
+        n_layer: int | None = None,
+        formats=HEATMAP_FORMATS,
+        rows: int | None = 64,
+        impl: str = "fast",
+        fmt: str = "Q4_K",
+    ):
         if tensors is None:
             from .. import data
 
@@ -388,17 +498,22 @@ class ModelLadder(App):
     def update(self, change=None):
         x = self.tensors[self.name]
         if self.rows is not None:
-            x = x[:self.rows]
+            x = x[: self.rows]
         r = tensor_error(x, self.fmt.value, impl=self.impl)
         y = r.pop("y")
         self.result = {**r, "name": self.name, "shape": tuple(x.shape)}
-        fb = (f" &rarr; stored as <b>{r['used']}</b> (rows of {x.shape[1]} are not whole {r['format']} blocks; "
-              f"llama.cpp's fallback)" if r["fallback"] else "")
+        fb = (
+            f" &rarr; stored as <b>{r['used']}</b> (rows of {x.shape[1]} are not whole {r['format']} blocks; "
+            f"llama.cpp's fallback)"
+            if r["fallback"]
+            else ""
+        )
         self.summary.value = (
             f"<div class='ql-ladder-summary' style='font-size:13px'><b>{self.name}</b> "
             f"({x.shape[0]} x {x.shape[1]} weights) in <b>{r['format']}</b>{fb}: {r['bpw']:.4g} bits/weight, "
             f"relative error {100 * r['rel_error']:.3f} %, SQNR {r['sqnr_db']:.2f} dB, "
-            f"max |error| {r['max_error']:.4g}</div>")
+            f"max |error| {r['max_error']:.4g}</div>"
+        )
         err = (y.astype(np.float64) - x).ravel()
         ax = self.ax
         ax.clear()
@@ -413,6 +528,7 @@ class ModelLadder(App):
         show_figure(self.out, self.fig)
 
 
-def app(tensors=None, n_layer: int | None = None, rows: int | None = 64, impl: str = "fast",
-        fmt: str = "Q4_K") -> ModelLadder:
+def app(
+    tensors=None, n_layer: int | None = None, rows: int | None = 64, impl: str = "fast", fmt: str = "Q4_K"
+) -> ModelLadder:
     return ModelLadder(tensors, n_layer, rows=rows, impl=impl, fmt=fmt)

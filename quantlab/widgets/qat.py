@@ -4,6 +4,7 @@ what the weights look like after rounding.
     >>> app = quantlab.widgets.qat.app()
     >>> app.bits.value = 2; app.result["ptq_acc"], app.result["qat_acc"]
 """
+
 from __future__ import annotations
 
 import ipywidgets as W
@@ -38,8 +39,9 @@ class QATApp(App):
         key = (bits, group)
         if key not in self._qat_models:
             m = self.base.copy()
-            qat.train(m, self.xtr, self.ytr, epochs=self.qat_epochs, lr=0.02, seed=self.seed + 1,
-                      bits=bits, group=group)
+            qat.train(
+                m, self.xtr, self.ytr, epochs=self.qat_epochs, lr=0.02, seed=self.seed + 1, bits=bits, group=group
+            )
             self._qat_models[key] = m
         return self._qat_models[key]
 
@@ -48,16 +50,21 @@ class QATApp(App):
         bits, group = self.bits.value, GRANULARITY[self.gran.value]
         ptq_m = self.base.quantized(bits, group)
         qat_m = self.qat_model(bits, group).quantized(bits, group)
-        self.result = {"bits": bits, "group": group, "float_acc": self.float_acc,
-                       "ptq_acc": qat.accuracy(ptq_m, self.xte, self.yte),
-                       "qat_acc": qat.accuracy(qat_m, self.xte, self.yte),
-                       "levels": int(np.unique(ptq_m.w1[0, :16]).size)}
+        self.result = {
+            "bits": bits,
+            "group": group,
+            "float_acc": self.float_acc,
+            "ptq_acc": qat.accuracy(ptq_m, self.xte, self.yte),
+            "qat_acc": qat.accuracy(qat_m, self.xte, self.yte),
+            "levels": int(np.unique(ptq_m.w1[0, :16]).size),
+        }
         r = self.result
         self.summary.value = (
             f"<div class='ql-summary' style='font-family:monospace'>{bits}-bit weights, {self.gran.value} scales "
             f"({2 ** (bits - 1) - 1} positive levels): test accuracy float <b>{r['float_acc']:.1%}</b>, "
             f"PTQ <b class='ql-ptq'>{r['ptq_acc']:.1%}</b>, QAT <b class='ql-qat'>{r['qat_acc']:.1%}</b> "
-            f"({len(self.yte)} test images)</div>")
+            f"({len(self.yte)} test images)</div>"
+        )
         a0, a1 = self.axes
         for ax in self.axes:
             ax.clear()

@@ -1,8 +1,9 @@
 """Notebook 02: symmetric (absmax) vs asymmetric (min/max) integer quantization, and clipping.
 
-    >>> app = quantlab.widgets.scale_zero.app()
-    >>> app.bits.value = 3; app.result["sqnr_db"], app.result["law_ratio"]
+>>> app = quantlab.widgets.scale_zero.app()
+>>> app.bits.value = 3; app.result["sqnr_db"], app.result["law_ratio"]
 """
+
 from __future__ import annotations
 
 import ipywidgets as W
@@ -14,15 +15,24 @@ from ._common import DEFAULT_TENSOR, App, contained, minilm_matrices, new_figure
 
 
 class ScaleZero(App):
-    def __init__(self, tensor: str = DEFAULT_TENSOR[1], bits: int = 4, scheme: str = "symmetric",
-                 clip: float = 100.0, group="tensor", rows: int | None = 128):
+    def __init__(
+        self,
+        tensor: str = DEFAULT_TENSOR[1],
+        bits: int = 4,
+        scheme: str = "symmetric",
+        clip: float = 100.0,
+        group="tensor",
+        rows: int | None = 128,
+    ):
         self.rows = rows
-        self.tensor = W.Dropdown(options=minilm_matrices(), value=tensor, description="tensor",
-                                 layout=W.Layout(width="480px"))
+        self.tensor = W.Dropdown(
+            options=minilm_matrices(), value=tensor, description="tensor", layout=W.Layout(width="480px")
+        )
         self.bits = W.IntSlider(value=bits, min=1, max=8, description="bits")
         self.scheme = W.ToggleButtons(options=["symmetric", "asymmetric"], value=scheme, description="scheme")
-        self.clip = W.FloatSlider(value=clip, min=99.0, max=100.0, step=0.01, readout_format=".2f",
-                                  description="clip pct")
+        self.clip = W.FloatSlider(
+            value=clip, min=99.0, max=100.0, step=0.01, readout_format=".2f", description="clip pct"
+        )
         self.group = W.Dropdown(options=["tensor", "channel"], value=group, description="scale per")
         self.summary = W.HTML()
         self.out = W.Output()
@@ -32,8 +42,9 @@ class ScaleZero(App):
         self.tensor.observe(self._load_and_update, names="value")
         for wdg in (self.bits, self.scheme, self.clip, self.group):
             wdg.observe(self.update, names="value")
-        self.box = W.VBox([self.tensor, W.HBox([self.bits, self.clip]), W.HBox([self.scheme, self.group]),
-                           self.summary, self.out])
+        self.box = W.VBox(
+            [self.tensor, W.HBox([self.bits, self.clip]), W.HBox([self.scheme, self.group]), self.summary, self.out]
+        )
         self.update()
 
     def _load(self):
@@ -56,7 +67,8 @@ class ScaleZero(App):
             f"RMSE <b class='ql-rmse'>{r['rmse']:.4g}</b> &nbsp; SQNR <b class='ql-sqnr'>{r['sqnr_db']:.2f} dB</b> "
             f"&nbsp; max error {r['max_error']:.3g} &nbsp; clipped {100 * r['clipped_fraction']:.3f} %<br>"
             f"step Δ = {step:.4g}: Δ/√12 predicts {r['predicted_rmse']:.4g}, measured on unclipped weights "
-            f"{r['measured_rmse_unclipped']:.4g} (ratio <b class='ql-law'>{r['law_ratio']:.3f}</b>)</div>")
+            f"{r['measured_rmse_unclipped']:.4g} (ratio <b class='ql-law'>{r['law_ratio']:.3f}</b>)</div>"
+        )
         self._plot(r)
 
     def _plot(self, r):
@@ -71,7 +83,7 @@ class ScaleZero(App):
                 ax.axvline(lv, color="#2a7ab0", lw=0.5, alpha=0.6)
         ax.set_title(f"weights (grey) and the {r['bits']}-bit grid (blue)", fontsize=11)
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, pos=None: f"{v:g}"))   # 1, 10, 100: no mathtext
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, pos=None: f"{v:g}"))  # 1, 10, 100: no mathtext
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("weight value", fontsize=10)
         ax.set_ylabel("weights per bin (log)", fontsize=10)

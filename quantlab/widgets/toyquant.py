@@ -17,6 +17,7 @@ With 1 bit the symmetric grid above would hold only 0, so 1-bit symmetric means 
 Cost in bits per weight: ``bits`` plus the per-group metadata spread over the group: a 16-bit (fp16)
 scale, plus a ``bits``-bit zero point for the asymmetric scheme.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,11 @@ def quantize_uniform(x, bits: int = 4, scheme: str = "symmetric", clip: float = 
             step = 2 * d[:, 0]
         else:
             qmax = 2 ** (bits - 1) - 1
-            amax = (np.max(np.abs(v), axis=1, keepdims=True) if clip >= 100.0
-                    else np.percentile(np.abs(v), clip, axis=1, keepdims=True))
+            amax = (
+                np.max(np.abs(v), axis=1, keepdims=True)
+                if clip >= 100.0
+                else np.percentile(np.abs(v), clip, axis=1, keepdims=True)
+            )
             d = amax / qmax
             safe = np.where(d > 0, d, 1.0)
             r = np.rint(v / safe)
@@ -83,13 +87,13 @@ def quantize_uniform(x, bits: int = 4, scheme: str = "symmetric", clip: float = 
             y = q * d
             step = d[:, 0]
     else:
-        levels = 2 ** bits - 1
+        levels = 2**bits - 1
         if clip >= 100.0:
             lo, hi = np.min(v, axis=1, keepdims=True), np.max(v, axis=1, keepdims=True)
         else:
             lo = np.percentile(v, 100.0 - clip, axis=1, keepdims=True)
             hi = np.percentile(v, clip, axis=1, keepdims=True)
-        lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)      # keep 0 inside the range: it must be exact
+        lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)  # keep 0 inside the range: it must be exact
         d = (hi - lo) / levels
         safe = np.where(d > 0, d, 1.0)
         z = np.rint(-lo / safe)
@@ -99,9 +103,18 @@ def quantize_uniform(x, bits: int = 4, scheme: str = "symmetric", clip: float = 
         y = (q - z) * d
         step = d[:, 0]
     ov = overhead_bpw(scheme, bits, g)
-    out = {"y": y.reshape(a.shape).astype(np.float32), "q": q.reshape(a.shape), "step": step,
-           "clipped": clipped.reshape(a.shape), "group_length": g, "bits": bits, "scheme": scheme,
-           "clip": float(clip), "overhead_bpw": ov, "bpw": bits + ov}
+    out = {
+        "y": y.reshape(a.shape).astype(np.float32),
+        "q": q.reshape(a.shape),
+        "step": step,
+        "clipped": clipped.reshape(a.shape),
+        "group_length": g,
+        "bits": bits,
+        "scheme": scheme,
+        "clip": float(clip),
+        "overhead_bpw": ov,
+        "bpw": bits + ov,
+    }
     out.update(metrics.report(a, out["y"]))
     out.update(noise_law(a, out))
     return out
@@ -118,16 +131,24 @@ def noise_law(x, res: dict) -> dict:
         return {"predicted_rmse": math.nan, "measured_rmse_unclipped": math.nan, "law_ratio": math.nan}
     pred = float(np.sqrt(np.mean(steps[keep] ** 2) / 12.0))
     meas = float(np.sqrt(np.mean((y[keep] - a[keep]) ** 2)))
-    return {"predicted_rmse": pred, "measured_rmse_unclipped": meas,
-            "law_ratio": meas / pred if pred > 0 else math.nan,
-            "clipped_fraction": float(1.0 - keep.mean())}
+    return {
+        "predicted_rmse": pred,
+        "measured_rmse_unclipped": meas,
+        "law_ratio": meas / pred if pred > 0 else math.nan,
+        "clipped_fraction": float(1.0 - keep.mean()),
+    }
 
 
 GROUP_CHOICES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-def frontier(x, scheme: str = "symmetric", bits_range=range(2, 9), groups=GROUP_CHOICES + ("channel", "tensor"),
-             clip: float = 100.0) -> list[dict]:
+def frontier(
+    x,
+    scheme: str = "symmetric",
+    bits_range=range(2, 9),
+    groups=GROUP_CHOICES + ("channel", "tensor"),
+    clip: float = 100.0,
+) -> list[dict]:
     """Error vs bits per weight for every (bits, group) pair: dicts with bits, group, bpw, sqnr_db, rmse."""
     pts = []
     for b in bits_range:
@@ -136,8 +157,16 @@ def frontier(x, scheme: str = "symmetric", bits_range=range(2, 9), groups=GROUP_
                 r = quantize_uniform(x, b, scheme, clip, gsz)
             except ShapeError:
                 continue
-            pts.append({"bits": b, "group": gsz, "group_length": r["group_length"], "bpw": r["bpw"],
-                        "sqnr_db": r["sqnr_db"], "rmse": r["rmse"]})
+            pts.append(
+                {
+                    "bits": b,
+                    "group": gsz,
+                    "group_length": r["group_length"],
+                    "bpw": r["bpw"],
+                    "sqnr_db": r["sqnr_db"],
+                    "rmse": r["rmse"],
+                }
+            )
     return pts
 
 

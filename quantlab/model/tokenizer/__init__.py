@@ -25,6 +25,7 @@ whole newline runs, and the detokenizer's clean-up.
 ``<0xXX>`` bytes, control tokens only when ``special``), then for SPM the first token's leading space is
 dropped and for most BPE vocabularies the " ," / " 's" clean-up (``clean_spaces``) is applied.
 """
+
 from __future__ import annotations
 
 import re
@@ -65,7 +66,7 @@ __all__ = [
     "Vocab",
 ]
 
-_C_SPACE = " \t\n\v\f\r"       # C isspace(): what LSTRIP / RSTRIP remove
+_C_SPACE = " \t\n\v\f\r"  # C isspace(): what LSTRIP / RSTRIP remove
 
 # Long texts are encoded in segments (the HF encoder's working memory grows with the input: ~70 MB
 # for the 400 KB default text). A cut just after a newline that sits between a non-space character and a
@@ -85,7 +86,7 @@ def _segments(text: str):
         m = _SAFE_CUT.search(text, start + SEGMENT)
         if m is None:
             break
-        yield text[start:m.end()]
+        yield text[start : m.end()]
         start = m.end()
     yield text[start:]
 
@@ -112,14 +113,14 @@ def _clean_spaces(t: bytearray) -> bytearray:
         return t
     sp, ap = 0x20, 0x27
     n = len(t)
-    total = 1 if n else 0                      # 1: " ?", " !", " .", " ," lose the space
+    total = 1 if n else 0  # 1: " ?", " !", " .", " ," lose the space
     for i in range(1, n):
         x = t[i]
         if t[i - 1] == sp and x in b"?!.,":
             total -= 1
         t[total] = x
         total += 1
-    n, total, i = total, (1 if total else 0), 1   # 2: a lone apostrophe between spaces loses both
+    n, total, i = total, (1 if total else 0), 1  # 2: a lone apostrophe between spaces loses both
     while i < n:
         x = t[i]
         if x == ap and i + 1 < n and t[i - 1] == sp and t[i + 1] == sp:
@@ -129,12 +130,12 @@ def _clean_spaces(t: bytearray) -> bytearray:
         t[total] = x
         total += 1
         i += 1
-    n, total = total, (1 if total else 0)     # 3: " 's", " 'm", " 're", " 've" lose the space
+    n, total = total, (1 if total else 0)  # 3: " 's", " 'm", " 're", " 've" lose the space
     for i in range(1, n):
         x = t[i]
         if t[i - 1] == sp and x == ap and i + 1 < n:
             x1 = t[i + 1]
-            if x1 in b"sm" or x1 not in b"td" and i + 2 < n and ((x1, t[i + 2]) in ((0x72, 0x65), (0x76, 0x65))):
+            if x1 in b"sm" or (x1 not in b"td" and i + 2 < n and ((x1, t[i + 2]) in ((0x72, 0x65), (0x76, 0x65)))):
                 total -= 1
         t[total] = x
         total += 1
@@ -159,14 +160,23 @@ class Tokenizer:
         self.add_space_prefix = v.add_space_prefix
         self.chat_template = metadata.get("tokenizer.chat_template")
         self._hf = hf.build(v)
-        self._dropped = v.kind == BPE and v.pre.byte_encode and any(
-            c not in v.token_to_id for c in _BYTES)       # some byte has no token (see hf.DROPPED)
-        self._special = [(i, v.tokens[i], bool(v.attr[i] & (A_CONTROL | A_UNKNOWN)), bool(v.attr[i] & A_LSTRIP),
-                          bool(v.attr[i] & A_RSTRIP)) for i in v.special]
+        self._dropped = (
+            v.kind == BPE and v.pre.byte_encode and any(c not in v.token_to_id for c in _BYTES)
+        )  # some byte has no token (see hf.DROPPED)
+        self._special = [
+            (
+                i,
+                v.tokens[i],
+                bool(v.attr[i] & (A_CONTROL | A_UNKNOWN)),
+                bool(v.attr[i] & A_LSTRIP),
+                bool(v.attr[i] & A_RSTRIP),
+            )
+            for i in v.special
+        ]
         self._escape = v.kind == SPM or v.escape_whitespaces
         self._newline_runs = v.kind == BPE and not v.pre.byte_encode
         self._cut = not (v.kind == SPM and any(re.search(r"\n[A-Za-z]", t) for t in v.tokens if "\n" in t))
-        self._pieces = None                     # token_to_piece cache, built on first use
+        self._pieces = None  # token_to_piece cache, built on first use
 
     def __len__(self):
         return self.n_vocab
@@ -218,7 +228,7 @@ class Tokenizer:
             raw = (" " + raw) if self.add_space_prefix else raw
         if self._escape:
             raw = raw.replace(" ", "▁")
-        if self._newline_runs:      # Gemma 4: pieces are runs of newlines / of anything else
+        if self._newline_runs:  # Gemma 4: pieces are runs of newlines / of anything else
             out = []
             for p in re.findall(r"\n+|[^\n]+", raw):
                 i = self.vocab.token_to_id.get(p) if p[0] == "\n" else None
@@ -236,17 +246,20 @@ class Tokenizer:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as e:
-                raise ModelError(f"the text is not valid Unicode: {text[e.start:e.end]!r} at position {e.start} "
-                                 f"(a lone surrogate) cannot be written as UTF-8") from None
-        work = []                                   # int ids and str pieces, in order
+                raise ModelError(
+                    f"the text is not valid Unicode: {text[e.start : e.end]!r} at position {e.start} "
+                    f"(a lone surrogate) cannot be written as UTF-8"
+                ) from None
+        work = []  # int ids and str pieces, in order
         for f in self._partition(text, parse_special):
             work.extend([f] if isinstance(f, int) else self._pieces_of(f))
-        encode, pre = self._hf.encode, self.kind == WPM     # (encode_batch's threads are slower on 2 busy cores)
+        encode, pre = self._hf.encode, self.kind == WPM  # (encode_batch's threads are slower on 2 busy cores)
         ids = []
         if add_special and (self.add_bos or self.kind == WPM):
             if self.bos_id is None:
-                raise ModelError("this vocabulary asks for a BOS token (add_bos) but has none "
-                                 "(tokenizer.ggml.bos_token_id)")
+                raise ModelError(
+                    "this vocabulary asks for a BOS token (add_bos) but has none (tokenizer.ggml.bos_token_id)"
+                )
             ids.append(int(self.bos_id))
         for w in work:
             ids.extend([w] if isinstance(w, int) else encode(w, add_special_tokens=False, is_pretokenized=pre).ids)
@@ -258,8 +271,9 @@ class Tokenizer:
             ids.append(int(self.sep_id))
         elif add_special and self.add_eos:
             if self.eos_id is None:
-                raise ModelError("this vocabulary asks for an EOS token (add_eos) but has none "
-                                 "(tokenizer.ggml.eos_token_id)")
+                raise ModelError(
+                    "this vocabulary asks for an EOS token (add_eos) but has none (tokenizer.ggml.eos_token_id)"
+                )
             ids.append(int(self.eos_id))
         return ids
 
@@ -276,12 +290,12 @@ class Tokenizer:
             out = bytearray()
             for c in text:
                 b = _BYTES.get(c)
-                if b is None:        # not a GPT-2 byte character: llama_decode_text's marker
+                if b is None:  # not a GPT-2 byte character: llama_decode_text's marker
                     out += b"[UNK_BYTE_0x" + c.encode("utf-8").hex().encode() + text.encode("utf-8") + b"]"
                 else:
                     out.append(b)
             return bytes(out)
-        if a & A_BYTE:           # "<0xXX>"; strtol's reading of anything else (its hex prefix, or 0)
+        if a & A_BYTE:  # "<0xXX>"; strtol's reading of anything else (its hex prefix, or 0)
             hexpart = re.match(r"[0-9A-Fa-f]*", text[3:5]).group()
             return bytes([int(hexpart, 16) if hexpart else 0])
         return b""
@@ -336,8 +350,9 @@ class Tokenizer:
         elif not v.pre.byte_encode:
             what = f"BPE on UTF-8 with byte fallback (tokenizer.ggml.model {v.model!r})"
         else:
-            what = f"byte-level BPE, pre-tokenizer {v.pre_name!r}" + (", whole-word tokens kept (ignore_merges)"
-                                                                        if v.ignore_merges else "")
+            what = f"byte-level BPE, pre-tokenizer {v.pre_name!r}" + (
+                ", whole-word tokens kept (ignore_merges)" if v.ignore_merges else ""
+            )
         adds = []
         if self.add_bos or v.kind == WPM:
             adds.append(f"BOS {self.tokens[self.bos_id]!r}" if self.bos_id is not None else "BOS (missing!)")
@@ -345,9 +360,11 @@ class Tokenizer:
             adds.append(f"SEP {self.tokens[self.sep_id]!r}" if self.sep_id is not None else "SEP (missing!)")
         elif self.add_eos:
             adds.append(f"EOS {self.tokens[self.eos_id]!r}" if self.eos_id is not None else "EOS (missing!)")
-        return (f"{what}; {self.n_vocab} tokens ({len(v.special)} special); adds "
-                f"{' and '.join(adds) if adds else 'nothing'}" + ("; a space before the text" if
-                                                                  v.kind == SPM and v.add_space_prefix else ""))
+        return (
+            f"{what}; {self.n_vocab} tokens ({len(v.special)} special); adds "
+            f"{' and '.join(adds) if adds else 'nothing'}"
+            + ("; a space before the text" if v.kind == SPM and v.add_space_prefix else "")
+        )
 
     def is_eog(self, i: int) -> bool:
         """End of generation, as llama.cpp's ``llama_vocab_is_eog``: EOS, EOT, EOM, FIM pad/repo/sep and the

@@ -16,6 +16,7 @@ llama.cpp's ``llm_tokenizer_{bpe,spm,wpm}_session::tokenize`` does.
   longest-match word pieces (``WordPiece``) where llama.cpp's ``▁word`` is HF's ``word`` and any token
   ``piece`` HF's ``##piece``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,15 +24,15 @@ import numpy as np
 from .pretokenizers import onig
 from .vocab import BPE, SPM, Vocab
 
-
 DROPPED = "<quantlab: a byte without a token>"
 
 
 def _bpe_model(vocab: dict, pairs: list, **kw):
     from tokenizers import models
+
     try:
         return models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, **kw)
-    except Exception:   # HF refuses a merge whose halves or result are not tokens (llama.cpp would merge and
+    except Exception:  # noqa: BLE001 - tokenizers raises a bare Exception. HF refuses a merge whose halves or result are not tokens (llama.cpp would merge and
         # then spell the non-token out byte by byte); such merges are left out - no vocabulary of the suite has one
         keep = [(a, b) for a, b in pairs if a in vocab and b in vocab and a + b in vocab]
         return models.BPE(vocab=vocab, merges=keep, fuse_unk=False, **kw)
@@ -42,7 +43,7 @@ def merge_pairs(merges: list) -> list:
     out = []
     for m in merges:
         k = m.find(" ", 1)
-        out.append((m[:k], m[k + 1:]) if k > 0 else ("", ""))
+        out.append((m[:k], m[k + 1 :]) if k > 0 else ("", ""))
     return out
 
 
@@ -79,7 +80,7 @@ def build(v: Vocab):
             steps = [pre_tokenizers.Split(Regex(onig(rx)), behavior="isolated") for rx in v.pre.regexes]
             steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
             tk.pre_tokenizer = pre_tokenizers.Sequence(steps)
-        else:   # Gemma 4: the caller cuts newline runs and writes spaces as ▁
+        else:  # Gemma 4: the caller cuts newline runs and writes spaces as ▁
             tk = HFTokenizer(_bpe_model(v.token_to_id, pairs, byte_fallback=True, ignore_merges=v.ignore_merges))
         return tk
     if v.kind == SPM:
@@ -93,5 +94,6 @@ def build(v: Vocab):
     wp.update({t[1:]: i for t, i in v.token_to_id.items() if t.startswith("▁") and len(t) > 1})
     unk = v.ids.get("unk")
     unk_text = next((k for k, i in wp.items() if i == unk), "[UNK]") if unk is not None else "[UNK]"
-    return HFTokenizer(models.WordPiece(vocab=wp, unk_token=unk_text, continuing_subword_prefix="##",
-                                        max_input_chars_per_word=1 << 30))
+    return HFTokenizer(
+        models.WordPiece(vocab=wp, unk_token=unk_text, continuing_subword_prefix="##", max_input_chars_per_word=1 << 30)
+    )

@@ -17,6 +17,7 @@ Read in this order, as the C++ does:
 5. the special-token cache: CONTROL, USER_DEFINED and UNKNOWN tokens, longest text first; Phi-3 files
    (``general.name``) strip white space to the right of their special tokens (RSTRIP).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,50 +32,140 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 A_UNKNOWN, A_UNUSED, A_NORMAL, A_CONTROL, A_USER_DEFINED, A_BYTE = 1, 2, 4, 8, 16, 32
 A_LSTRIP, A_RSTRIP = 1 << 7, 1 << 8
 _TYPE_ATTR = np.zeros(256, dtype=np.int32)
-for _t, _a in [(UNKNOWN, A_UNKNOWN), (UNUSED, A_UNUSED), (NORMAL, A_NORMAL), (CONTROL, A_CONTROL),
-               (USER_DEFINED, A_USER_DEFINED), (BYTE, A_BYTE)]:
+for _t, _a in [
+    (UNKNOWN, A_UNKNOWN),
+    (UNUSED, A_UNUSED),
+    (NORMAL, A_NORMAL),
+    (CONTROL, A_CONTROL),
+    (USER_DEFINED, A_USER_DEFINED),
+    (BYTE, A_BYTE),
+]:
     _TYPE_ATTR[_t] = _a
 
 SPM, BPE, WPM = "SPM", "BPE", "WPM"
 #: tokenizer.ggml.model -> kind
 MODELS = {"llama": SPM, "gpt2": BPE, "gemma4": BPE, "bert": WPM}
-_REFUSED_MODELS = {"t5": "UGM (T5 / XLM-RoBERTa unigram)", "rwkv": "RWKV world", "plamo2": "PLaMo-2",
-                   "no_vocab": "no vocabulary", "none": "no vocabulary", "hybriddna": "HybridDNA k-mers",
-                   "whitespace": "white-space word list", "test": "llama.cpp's test hash"}
-SUPPORTED = ("tokenizer models 'llama' (SentencePiece BPE), 'gpt2' (byte-level BPE), 'gemma4', 'bert' (WordPiece)"
-             " and the BPE pre-tokenizers " + ", ".join(sorted(PRE_NAMES)))
+_REFUSED_MODELS = {
+    "t5": "UGM (T5 / XLM-RoBERTa unigram)",
+    "rwkv": "RWKV world",
+    "plamo2": "PLaMo-2",
+    "no_vocab": "no vocabulary",
+    "none": "no vocabulary",
+    "hybriddna": "HybridDNA k-mers",
+    "whitespace": "white-space word list",
+    "test": "llama.cpp's test hash",
+}
+SUPPORTED = (
+    "tokenizer models 'llama' (SentencePiece BPE), 'gpt2' (byte-level BPE), 'gemma4', 'bert' (WordPiece)"
+    " and the BPE pre-tokenizers " + ", ".join(sorted(PRE_NAMES))
+)
 
-_DEFAULT_IDS = {SPM: dict(bos=1, eos=2, unk=0), WPM: dict(bos=101, unk=100, sep=102, pad=0, mask=103),
-                BPE: dict(bos=11, eos=11), "gemma4": {}}
+_DEFAULT_IDS = {
+    SPM: dict(bos=1, eos=2, unk=0),
+    WPM: dict(bos=101, unk=100, sep=102, pad=0, mask=103),
+    BPE: dict(bos=11, eos=11),
+    "gemma4": {},
+}
 # (attribute, key) in llama.cpp's order: the deprecated prefix/suffix/middle keys come last and win
-_ID_KEYS = [("bos", "bos"), ("eos", "eos"), ("eot", "eot"), ("eom", "eom"), ("unk", "unknown"), ("sep", "seperator"),
-            ("pad", "padding"), ("mask", "mask"), ("fim_pre", "fim_pre"), ("fim_suf", "fim_suf"),
-            ("fim_mid", "fim_mid"), ("fim_pad", "fim_pad"), ("fim_rep", "fim_rep"), ("fim_sep", "fim_sep"),
-            ("fim_pre", "prefix"), ("fim_suf", "suffix"), ("fim_mid", "middle")]
+_ID_KEYS = [
+    ("bos", "bos"),
+    ("eos", "eos"),
+    ("eot", "eot"),
+    ("eom", "eom"),
+    ("unk", "unknown"),
+    ("sep", "seperator"),
+    ("pad", "padding"),
+    ("mask", "mask"),
+    ("fim_pre", "fim_pre"),
+    ("fim_suf", "fim_suf"),
+    ("fim_mid", "fim_mid"),
+    ("fim_pad", "fim_pad"),
+    ("fim_rep", "fim_rep"),
+    ("fim_sep", "fim_sep"),
+    ("fim_pre", "prefix"),
+    ("fim_suf", "suffix"),
+    ("fim_mid", "middle"),
+]
 # ids found by their text when no key gives them (llama-vocab.cpp "auto-detect special tokens by text")
 _BY_TEXT = {
-    "eot": ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
-            "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"],
+    "eot": [
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|end_of_text|>",
+        "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "<｜end▁of▁sentence｜>",
+        "<end_of_utterance>",
+    ],
     "eom": ["<|eom_id|>"],
-    "fim_pre": ["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
-                "<|code_prefix|>", "<|prefix|>"],
-    "fim_suf": ["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
-                "<|code_suffix|>", "<|suffix|>"],
-    "fim_mid": ["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>",
-                "<|code_middle|>", "<|middle|>"],
+    "fim_pre": [
+        "<|fim_prefix|>",
+        "<fim-prefix>",
+        "<fim_prefix>",
+        "<｜fim▁begin｜>",
+        "<PRE>",
+        "▁<PRE>",
+        "<|code_prefix|>",
+        "<|prefix|>",
+    ],
+    "fim_suf": [
+        "<|fim_suffix|>",
+        "<fim-suffix>",
+        "<fim_suffix>",
+        "<｜fim▁hole｜>",
+        "<SUF>",
+        "▁<SUF>",
+        "<|code_suffix|>",
+        "<|suffix|>",
+    ],
+    "fim_mid": [
+        "<|fim_middle|>",
+        "<fim-middle>",
+        "<fim_middle>",
+        "<｜fim▁end｜>",
+        "<MID>",
+        "▁<MID>",
+        "<|code_middle|>",
+        "<|middle|>",
+    ],
     "fim_pad": ["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
     "fim_rep": ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
     "fim_sep": ["<|file_sep|>"],
 }
-_EOG_TEXTS = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
-              "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
-              "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-              "<｜end▁of▁sentence｜>", "[e~["]
+_EOG_TEXTS = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
+]
 
 
 @dataclass
 class Vocab:
     """A vocabulary as llama.cpp loads it (see the module docstring)."""
+
     model: str
     kind: str
     pre_name: str | None
@@ -103,17 +194,24 @@ class Vocab:
         model = md.get("tokenizer.ggml.model")
         if model not in MODELS:
             what = _REFUSED_MODELS.get(model)
-            raise ModelError(f"tokenizer model {model!r} (tokenizer.ggml.model{', ' + what if what else ''}) is not "
-                             f"supported; quantlab runs {SUPPORTED}")
+            raise ModelError(
+                f"tokenizer model {model!r} (tokenizer.ggml.model{', ' + what if what else ''}) is not "
+                f"supported; quantlab runs {SUPPORTED}"
+            )
         kind = MODELS[model]
         pre_name, pre, flags = None, None, PreName("DEFAULT")
         if kind == BPE:
             pre_name = "gemma4" if model == "gemma4" else (md.get("tokenizer.ggml.pre") or "default")
             if pre_name not in PRE_NAMES:
-                why = (f"llama.cpp runs it through {NOT_MAPPED[pre_name]}, not a regex" if pre_name in NOT_MAPPED
-                       else "llama.cpp 0.3.36 does not know it either")
-                raise ModelError(f"pre-tokenizer {pre_name!r} (tokenizer.ggml.pre) is not supported ({why}); "
-                                 f"quantlab runs {SUPPORTED}")
+                why = (
+                    f"llama.cpp runs it through {NOT_MAPPED[pre_name]}, not a regex"
+                    if pre_name in NOT_MAPPED
+                    else "llama.cpp 0.3.36 does not know it either"
+                )
+                raise ModelError(
+                    f"pre-tokenizer {pre_name!r} (tokenizer.ggml.pre) is not supported ({why}); "
+                    f"quantlab runs {SUPPORTED}"
+                )
             flags = PRE_NAMES[pre_name]
             pre = PRE_TYPES[flags.type]
         try:
@@ -138,8 +236,18 @@ class Vocab:
         if scores is not None and len(scores) < n:
             raise ModelError(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
 
-        v = cls(model=model, kind=kind, pre_name=pre_name, pre=pre, tokens=tokens, token_type=types, attr=attr,
-                token_to_id=dict(zip(tokens, range(n))), scores=scores, merges=merges)
+        v = cls(
+            model=model,
+            kind=kind,
+            pre_name=pre_name,
+            pre=pre,
+            tokens=tokens,
+            token_type=types,
+            attr=attr,
+            token_to_id=dict(zip(tokens, range(n))),
+            scores=scores,
+            merges=merges,
+        )
         # 2. switches by kind / pre-tokenizer name
         if kind == SPM:
             v.add_space_prefix, v.add_bos = True, True
@@ -198,13 +306,15 @@ class Vocab:
             if t in t2i:
                 eog.add(t2i[t])
                 attr[t2i[t]] |= A_CONTROL
-        for t in ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"):   # gpt-oss: always rendered
+        for t in ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"):  # gpt-oss: always rendered
             if t in t2i:
                 attr[t2i[t]] = A_USER_DEFINED
         eog |= {ids[a] for a in ("eos", "eot", "eom") if ids[a] is not None}
         texts = {self.tokens[i]: i for i in eog if 0 <= i < len(self.tokens)}
-        if "<|end|>" in texts and (("<|return|>" in texts and ("<|call|>" in texts or "<|calls|>" in texts))
-                                   or (("<|call|>" in texts or "<|calls|>" in texts) and "<|flush|>" in texts)):
+        if "<|end|>" in texts and (
+            ("<|return|>" in texts and ("<|call|>" in texts or "<|calls|>" in texts))
+            or (("<|call|>" in texts or "<|calls|>" in texts) and "<|flush|>" in texts)
+        ):
             eog.discard(texts["<|end|>"])
             attr[texts["<|end|>"]] = A_USER_DEFINED
         if "</s>" in texts and ("<|tool_response>" in texts or "<|plamo:eos|>" in texts):
@@ -218,8 +328,9 @@ class Vocab:
         name = str(md.get("general.name", "")).lower()
         pre = str(md.get("tokenizer.ggml.pre", ""))
         arch = str(md.get("general.architecture", ""))
-        if any(s in pre for s in ("jina-v2-de", "jina-v2-es", "jina-v2-code")) or \
-                any(s in arch for s in ("nomic-bert-moe", "jina-bert-v3")):
+        if any(s in pre for s in ("jina-v2-de", "jina-v2-es", "jina-v2-code")) or any(
+            s in arch for s in ("nomic-bert-moe", "jina-bert-v3")
+        ):
             if "<mask>" in t2i:
                 attr[t2i["<mask>"]] |= A_LSTRIP
         elif "phi-3" in name or "phi3" in name:

@@ -8,16 +8,40 @@ private-use code points (``\\p{C}`` but unassigned) are dropped, and so are mark
 are stripped; punctuation, ASCII symbols and CJK ideographs are words of their own; anything else is
 appended, lower-cased. The words then go to HF's ``WordPiece`` model as they are (``is_pretokenized``).
 """
+
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
+from functools import cache
 
 DROP, SPACE, ALONE, APPEND = 0, 1, 2, 3
-_WHITE = {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000,
-          *range(0x2000, 0x200B)}
-_CJK = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-        (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)]   # llama.cpp's list (0x2B920: as in HF's Rust)
+_WHITE = {
+    0x09,
+    0x0A,
+    0x0B,
+    0x0C,
+    0x0D,
+    0x20,
+    0x85,
+    0xA0,
+    0x1680,
+    0x2028,
+    0x2029,
+    0x202F,
+    0x205F,
+    0x3000,
+    *range(0x2000, 0x200B),
+}
+_CJK = [
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B920, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+]  # llama.cpp's list (0x2B920: as in HF's Rust)
 
 
 def _lower(c: str) -> str:
@@ -25,7 +49,7 @@ def _lower(c: str) -> str:
     return low if len(low) == 1 else c if c != "\u0130" else "i"
 
 
-@lru_cache(maxsize=None)
+@cache
 def classify(c: str, lowercase: bool, strip_accents: bool) -> tuple[int, str]:
     """(what to do, text to emit) for one input character."""
     if strip_accents:
@@ -50,7 +74,7 @@ def words(text: str, lowercase: bool, strip_accents: bool) -> list[str]:
         kind, s = classify(ch, lowercase, strip_accents)
         if kind == APPEND:
             cur.append(s)
-        elif kind == SPACE or kind == ALONE:
+        elif kind in (SPACE, ALONE):
             if cur:
                 out.append("".join(cur))
                 cur = []
