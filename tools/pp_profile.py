@@ -70,15 +70,14 @@ def instrument():
     blocks.Linear.__call__ = call
     wrap(blocks.Linear, "rows_f32", lambda self, *a, **k: f"dequant tile {self.format.name}")
     wrap(blocks.mm, "block_mins", "Q8_1 min term")
-    for mod in (blocks.mm, _act):
+    for mod in (blocks.mm, _act, blocks.pk):
         for fn in ("fake_quantize_activations", "quantize_activations"):
             if hasattr(mod, fn):
                 wrap(mod, fn, lambda x, vt, *a, **k: f"act-quant {vt}")
     wrap(blocks.mm, "matmul_int", lambda W, fmt, *a, **k: f"int kernel {fmt if isinstance(fmt, str) else fmt[0]}")
-    for k in ("gemm", "gemm_int"):
-        g = getattr(blocks, k, None) or getattr(getattr(blocks, "gk", None), k, None)
-        if g is not None:
-            wrap(getattr(blocks, "gk", blocks), k, "gemm kernel")
+    if hasattr(blocks, "gk"):
+        wrap(blocks.gk, "gemm", lambda P, fmt, *a, **k: f"gemm kernel {fmt}")
+        wrap(blocks.gk, "pack", lambda W, fmt, *a, **k: f"gemm pack {fmt} (first batch only)")
     for meth in ("norm", "rope_store", "attention", "glu"):
         wrap(blocks.PromptOps, meth, f"op {meth}")
         wrap(blocks.GenerationOps, meth, f"op {meth}")

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import FormatError, ModelError
 from ..formats.registry import Format
 from ..kernels import _rows
+from ..kernels import gemm as gk
 from ..kernels import llama as lk
 from ..kernels import matmul as mm
 from ..kernels import prompt as pk
@@ -56,6 +57,8 @@ class Linear:
         self.row_bytes = fmt.row_bytes(cols)
         self.source = source  # (file descriptor, absolute offset) for streamed reads
         self.stream = False  # True: read rows with pread instead of touching the map
+        self.gemm = gk.AVAILABLE and fmt.name in gk.FORMATS  # batches: the panel GEMM (kernels/gemm.py)
+        self._panels = None  # gk.pack(data), made on the first batch
 
     def block_rows(self, r0: int, r1: int, buf: np.ndarray | None = None) -> np.ndarray:
         """The stored bytes of rows [r0, r1): a view of the map, or (streaming) read into ``buf``.
@@ -93,8 +96,12 @@ class Linear:
     def __call__(self, x: np.ndarray, buf: np.ndarray | None = None, act=None) -> np.ndarray:
         """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics."""
         T = x.shape[0]
-        out = np.empty((T, self.rows), dtype=np.float32)
         streamed = self.stream and self.source is not None
+        if T > SMALL_BATCH and self.gemm and not streamed:  # a batch: weight panels x integer activations
+            if self._panels is None:
+                self._panels = gk.pack(self.data, self.format.name)
+            return gk.gemm(self._panels, self.format.name, pk.quantize_activations(x, self.vtype))
+        out = np.empty((T, self.rows), dtype=np.float32)
         if T <= SMALL_BATCH and self.fast:
             if act is None:
                 act = mm.quantize_activations(x, self.vtype)

@@ -1,0 +1,313 @@
+"""Batched integer matrix products for prompt batches: weights repacked once into 16-row panels, each
+weight block loaded once per tile of 4 activation rows, AVX-512 VNNI.
+
+ggml's mat-vec kernels (and quantlab's :func:`~quantlab.kernels.matmul.matmul_int`) walk one weight
+row against one activation row. A prompt of hundreds of tokens would decode every weight block
+hundreds of times that way; a GEMM instead keeps a small panel of weights in cache and in registers
+while many activation rows go past. llama.cpp's CPU "repack" (ggml-cpu/repack.cpp) interleaves the
+rows of Q4_0/IQ4_NL/... matrices at load for the same reason. quantlab's own layout:
+
+**Panel layout** (made once per matrix by :func:`pack`, kept on the ``Linear``). Rows are grouped 16 at
+a time (the last group padded with zero rows); for each group, block by block, the codes are stored
+*row-interleaved in runs of 4*::
+
+    panel p, block b:   group g = 0 .. G-1:   [row 0: 4 bytes][row 1: 4 bytes] ... [row 15: 4 bytes]
+                        = one 64-byte vector whose 32-bit lane r holds 4 codes of row 16p + r
+
+    4-bit formats (Q4_0, Q4_1, IQ4_NL), G = 4: the stored bytes 4g..4g+3 of each row's block, so the
+        low nibbles are values 4g..4g+3 and the high nibbles values 16+4g..16+4g+3 (ggml's order);
+    byte formats (Q5_0, Q5_1 as their 5-bit codes, Q8_0 as code + 128), G = 8: values 4g..4g+3.
+
+plus the weight scales ``d`` (and Q4_1/Q5_1's mins ``m``) as float32 [panel, block, 16].
+
+**Kernel.** One ``vpdpbusd`` multiplies a 64-byte code vector (unsigned) by 4 activation bytes
+broadcast to every lane (signed) and adds into 16 int32 lanes: lane r collects the block's integer
+dot product of row 16p + r. Codes are stored unsigned (Q8_0 and IQ4_NL shifted by 128, Q4_0 and Q5_0
+unsigned as stored), and the shift is taken out exactly afterwards: ``sumi = sum(c a) - off * sum(a)``,
+with sum(a) the activation block's integer sum. Four independent int32 accumulators per row and four
+activation rows per panel pass keep the multiply unit busy; a panel's blocks stay in L1 while every
+activation row goes past.
+
+**Numerics.** Integer block sums are exact. The float side is ggml's *reference* ``vec_dot`` of the
+format (ggml-cpu/quants.c, the ``_generic`` functions), per output, blocks in order, no FMA::
+
+    Q4_0:            sumf += (sumi * d_w) * d_a
+    Q8_0, Q5_0, IQ4_NL: sumf += sumi * (d_w * d_a)
+    Q4_1, Q5_1:      sumf += (d_w * d_a) * sumi + m_w * s_a
+
+Each of the 16 lanes evaluates its own output's expression in that order, so the result is the bytes of
+that scalar loop (tests/test_gemm.py checks them against a float32 numpy transcription of it).
+This is not ``matmul_int``'s order (8 float lanes per row, ggml's AVX2 vec_dot): the two paths agree to
+float32 rounding, as the tile path did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..formats._iqgrid import kvalues_iq4nl
+from ..formats.layout import size
+from . import _rows
+from .matmul import (
+    IQ4NL_QS,
+    Q40_QS,
+    Q41_M,
+    Q41_QS,
+    Q50_QH,
+    Q50_QS,
+    Q51_M,
+    Q51_QH,
+    Q51_QS,
+    Q80_QS,
+)
+
+assert Q41_M == Q51_M  # Q4_1 and Q5_1 keep m at the same offset (pack reads it once)
+
+PANEL = 16  # weight rows per panel (the 16 int32 lanes of a 512-bit vector)
+TILE = 4  # activation rows per pass over a panel block
+
+# format -> (kind, code groups per block G, offset subtracted from the stored codes, float formula)
+# formula: "A" (sumi * d_w) * d_a, "B" sumi * (d_w * d_a), "C" (d_w * d_a) * sumi + m_w * s_a
+FORMATS = {
+    "Q4_0": (0, 4, 8, "A"),
+    "Q4_1": (1, 4, 0, "C"),
+    "IQ4_NL": (2, 4, 128, "B"),
+    "Q5_0": (3, 8, 16, "B"),
+    "Q5_1": (4, 8, 0, "C"),
+    "Q8_0": (5, 8, 128, "B"),
+}
+K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0 = range(6)
+
+
+def _host_has_avx512_vnni() -> bool:
+    import numba
+
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:
+        return False
+    try:
+        import llvmlite.binding as llvm
+
+        f = llvm.get_host_cpu_features()
+    except Exception:  # noqa: BLE001  (no feature map: no 512-bit VNNI kernel)
+        return False
+    return bool(f.get("avx512f") and f.get("avx512bw") and f.get("avx512vnni"))
+
+
+AVAILABLE = _host_has_avx512_vnni()  # the kernel needs vpdpbusd on 512-bit vectors
+
+
+# ---------------------------------------------------------------------------------------------
+# packing (numpy, once per matrix)
+# ---------------------------------------------------------------------------------------------
+
+
+def _f16(blocks, o):
+    return blocks[:, :, o : o + 2].copy().view(np.float16)[:, :, 0].astype(np.float32)
+
+
+def _five_bit_codes(blocks, qh_o, qs_o):
+    """Q5_0 / Q5_1 codes 0..31 as uint8 [R, nb, 32]: nibbles of qs, bit j of qh as bit 4 of value j."""
+    qs = blocks[:, :, qs_o : qs_o + 16]
+    qh = blocks[:, :, qh_o : qh_o + 4].copy().view("<u4")[:, :, 0]
+    hi = ((qh[:, :, None] >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8) << 4
+    return np.concatenate([qs & 15, qs >> 4], axis=2) | hi
+
+
+def pack(W: np.ndarray, fmt: str):
+    """The panel layout of a weight matrix W (uint8 [R, row_bytes] in ggml's layout, a format of
+    :data:`FORMATS`): (codes uint8 [panels * blocks * G * 64], d float32, m float32, rows R)."""
+    G = FORMATS[fmt][1]
+    R = W.shape[0]
+    ts = size(fmt)
+    nb = W.shape[1] // ts
+    Rp = -(-R // PANEL) * PANEL
+    blocks = np.zeros((Rp, nb, ts), dtype=np.uint8)
+    blocks[:R] = W.reshape(R, nb, ts)
+    d = _f16(blocks, 0)
+    m = _f16(blocks, Q41_M) if fmt in ("Q4_1", "Q5_1") else np.zeros((Rp, nb), np.float32)
+    if fmt == "Q4_0":
+        codes = blocks[:, :, Q40_QS : Q40_QS + 16]
+    elif fmt == "Q4_1":
+        codes = blocks[:, :, Q41_QS : Q41_QS + 16]
+    elif fmt == "IQ4_NL":
+        codes = blocks[:, :, IQ4NL_QS : IQ4NL_QS + 16]
+    elif fmt == "Q5_0":
+        codes = _five_bit_codes(blocks, Q50_QH, Q50_QS)
+    elif fmt == "Q5_1":
+        codes = _five_bit_codes(blocks, Q51_QH, Q51_QS)
+    else:  # Q8_0: int8 code + 128 as uint8
+        codes = blocks[:, :, Q80_QS : Q80_QS + 32] ^ np.uint8(0x80)
+    P = codes.reshape(Rp // PANEL, PANEL, nb, G, 4).transpose(0, 2, 3, 1, 4)
+    panel = lambda a: np.ascontiguousarray(a.reshape(Rp // PANEL, PANEL, nb).transpose(0, 2, 1)).reshape(-1)  # noqa: E731
+    return np.ascontiguousarray(P).reshape(-1), panel(d), panel(m), R
+
+
+# ---------------------------------------------------------------------------------------------
+# the panel x 4-row tile, as LLVM vector code
+# ---------------------------------------------------------------------------------------------
+
+_I8, _I32 = ir.IntType(8), ir.IntType(32)
+_F = ir.FloatType()
+_V64I8 = ir.VectorType(_I8, 64)
+_V16I32 = ir.VectorType(_I32, 16)
+_V16F = ir.VectorType(_F, 16)
+_IQ4_TABLE_U8 = [int(v) + 128 for v in kvalues_iq4nl()]  # IQ4_NL values + 128: 1 .. 241, unsigned
+
+
+def _call(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _splat(builder, val, vt):
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), val, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(
+        v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count)
+    )
+
+
+def _ptr(context, builder, aty, aval, off, elt):
+    arr = context.make_array(aty)(context, builder, aval)
+    return builder.gep(arr.data, [off], source_etype=elt)
+
+
+def _tile_intrinsic(kind):
+    _k, G, off, formula = next(v for v in FORMATS.values() if v[0] == kind)
+    nib = G == 4
+
+    def impl(typingctx, P, D, M, p, qs, d, s, out, t):
+        sig = types.void(P, D, M, types.intp, qs, d, s, out, types.intp)
+
+        def codegen(context, builder, signature, args):
+            Pv, Dv, Mv, pv, qsv, dv, sv, outv, tv = args
+            aP, aD, aM, _, aqs, ad, as_, aout, _ = signature.args
+            qs_arr = context.make_array(aqs)(context, builder, qsv)
+            K = builder.extract_value(qs_arr.shape, 1)
+            d_arr = context.make_array(ad)(context, builder, dv)
+            nb = builder.extract_value(d_arr.shape, 1)
+            out_arr = context.make_array(aout)(context, builder, outv)
+            Rp = builder.extract_value(out_arr.shape, 1)
+            intp = K.type
+            c = lambda v: ir.Constant(intp, v)  # noqa: E731
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(_V16F, [0.0] * 16)) for _ in range(TILE)]
+            pbase = builder.mul(builder.mul(pv, nb), c(G * 64))
+            sbase = builder.mul(builder.mul(pv, nb), c(PANEL))
+            with cgutils.for_range(builder, nb) as loop:
+                b = loop.index
+                wo = builder.add(pbase, builder.mul(b, c(G * 64)))
+                vecs = []  # (codes <64 x i8>, activation offset inside the block)
+                for g in range(G):
+                    w = builder.load(
+                        builder.bitcast(
+                            _ptr(context, builder, aP, Pv, builder.add(wo, c(64 * g)), _I8), _V64I8.as_pointer()
+                        ),
+                        align=1,
+                    )
+                    if nib:
+                        lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
+                        hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
+                        if kind == K_IQ4_NL:
+                            tab = ir.Constant(_V64I8, [_IQ4_TABLE_U8[i % 16] for i in range(64)])
+                            lo = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, lo])
+                            hi = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, hi])
+                        vecs += [(lo, 4 * g), (hi, 16 + 4 * g)]
+                    else:
+                        vecs.append((w, 4 * g))
+                so = builder.add(sbase, builder.mul(b, c(PANEL)))
+                dw = builder.load(builder.bitcast(_ptr(context, builder, aD, Dv, so, _F), _V16F.as_pointer()), align=4)
+                mw = None
+                if formula == "C":
+                    mw = builder.load(
+                        builder.bitcast(_ptr(context, builder, aM, Mv, so, _F), _V16F.as_pointer()), align=4
+                    )
+                for i in range(TILE):
+                    row = builder.add(tv, c(i))
+                    ao = builder.add(builder.mul(row, K), builder.mul(b, c(32)))
+                    part = [ir.Constant(_V16I32, [0] * 16) for _ in range(4)]
+                    for j, (w, ofs) in enumerate(vecs):
+                        ap = builder.bitcast(
+                            _ptr(context, builder, aqs, qsv, builder.add(ao, c(ofs)), _I8), _I32.as_pointer()
+                        )
+                        a = _splat(builder, builder.load(ap, align=1), _V16I32)
+                        part[j % 4] = _call(
+                            builder,
+                            "llvm.x86.avx512.vpdpbusd.512",
+                            _V16I32,
+                            [part[j % 4], builder.bitcast(w, _V16I32), a],
+                        )
+                    isum = builder.add(builder.add(part[0], part[1]), builder.add(part[2], part[3]))
+                    rb = builder.add(builder.mul(row, nb), b)
+                    sa = builder.load(_ptr(context, builder, as_, sv, rb, _F))
+                    if off:  # sum(a) of the block: Q8_0 activations carry it exactly as a float
+                        corr = builder.mul(builder.fptosi(sa, _I32), ir.Constant(_I32, off))
+                        isum = builder.sub(isum, _splat(builder, corr, _V16I32))
+                    f = builder.sitofp(isum, _V16F)
+                    da = _splat(builder, builder.load(_ptr(context, builder, ad, dv, rb, _F)), _V16F)
+                    if formula == "A":
+                        prod = builder.fmul(builder.fmul(f, dw), da)
+                    elif formula == "B":
+                        prod = builder.fmul(f, builder.fmul(dw, da))
+                    else:
+                        prod = builder.fadd(
+                            builder.fmul(builder.fmul(dw, da), f), builder.fmul(mw, _splat(builder, sa, _V16F))
+                        )
+                    builder.store(builder.fadd(builder.load(accs[i]), prod), accs[i])
+            for i in range(TILE):
+                oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
+                op = builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer())
+                builder.store(builder.load(accs[i]), op, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return intrinsic(impl)
+
+
+_tile_q4_0 = _tile_intrinsic(K_Q4_0)
+_tile_q4_1 = _tile_intrinsic(K_Q4_1)
+_tile_iq4_nl = _tile_intrinsic(K_IQ4_NL)
+_tile_q5_0 = _tile_intrinsic(K_Q5_0)
+_tile_q5_1 = _tile_intrinsic(K_Q5_1)
+_tile_q8_0 = _tile_intrinsic(K_Q8_0)
+
+
+@njit(cache=True, nogil=True)
+def _gemm_panels(kind, P, D, M, qs, d, s, out, p0, p1):
+    """out[:, 16p : 16p + 16] for panels p in [p0, p1), every activation row (T >= 4; the last tile
+    starts at T - 4 and recomputes a few rows with the same result)."""
+    T = qs.shape[0]
+    for p in range(p0, p1):
+        t = 0
+        while t < T:
+            t0 = min(t, T - TILE)
+            if kind == K_Q4_0:
+                _tile_q4_0(P, D, M, p, qs, d, s, out, t0)
+            elif kind == K_Q4_1:
+                _tile_q4_1(P, D, M, p, qs, d, s, out, t0)
+            elif kind == K_IQ4_NL:
+                _tile_iq4_nl(P, D, M, p, qs, d, s, out, t0)
+            elif kind == K_Q5_0:
+                _tile_q5_0(P, D, M, p, qs, d, s, out, t0)
+            elif kind == K_Q5_1:
+                _tile_q5_1(P, D, M, p, qs, d, s, out, t0)
+            else:
+                _tile_q8_0(P, D, M, p, qs, d, s, out, t0)
+            t += TILE
+
+
+def gemm(packed, fmt: str, act) -> np.ndarray:
+    """``x @ W.T`` [T, R] from ``packed = pack(W, fmt)`` and ``act = quantize_activations(x, vtype)``
+    (T >= 4 rows), panels spread over the row-kernel threads."""
+    P, D, M, R = packed
+    qs, d, s = act
+    T = qs.shape[0]
+    if T < TILE:
+        raise ValueError(f"gemm needs at least {TILE} activation rows, got {T}")
+    npan = D.shape[0] // (d.shape[1] * PANEL)
+    out = np.empty((T, npan * PANEL), dtype=np.float32)
+    _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, out, min_rows=max(1, 2048 // max(1, T)))
+    return out if out.shape[1] == R else out[:, :R]
