@@ -113,6 +113,30 @@ def test_linear_runs_batches_through_the_gemm(fmt):
     assert np.array_equal(lin(x).view(np.uint32), y.view(np.uint32))
 
 
+def test_streamed_linear_packs_tile_by_tile(tmp_path, monkeypatch):
+    """Weights read with pread (evaluate's streaming mode) are packed per tile of rows, not kept: same bytes."""
+    import os
+
+    from quantlab.model import blocks
+
+    K, R = 576, 80
+    q = quantlab.quantize(_weights(R, K, 16), "Q4_0")
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"\0" * 7 + q.tobytes())
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        lin = Linear("w", get("Q4_0"), q, R, K, source=(fd, 7))
+        x = np.random.default_rng(17).standard_normal((6, K)).astype(F32)
+        want = lin(x)
+        lin.stream = True
+        monkeypatch.setattr(blocks, "TILE_ELEMS", 2 * get("Q4_0").row_bytes(K))  # tiles of 16 rows: 5 tiles
+        got = lin(x)
+        assert lin._panels is not None  # from the first, mapped call only
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    finally:
+        os.close(fd)
+
+
 def test_gemm_needs_a_full_tile():
     q = quantlab.quantize(_weights(16, 64, 15), "Q8_0")
     act = mm.quantize_activations(np.ones((3, 64), F32), "Q8_0")

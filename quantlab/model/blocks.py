@@ -97,10 +97,18 @@ class Linear:
         """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics."""
         T = x.shape[0]
         streamed = self.stream and self.source is not None
-        if T > SMALL_BATCH and self.gemm and not streamed:  # a batch: weight panels x integer activations
-            if self._panels is None:
-                self._panels = gk.pack(self.data, self.format.name)
-            return gk.gemm(self._panels, self.format.name, pk.quantize_activations(x, self.vtype))
+        if T > SMALL_BATCH and self.gemm:  # a batch: weight panels x integer activations (kernels/gemm.py)
+            name, act = self.format.name, pk.quantize_activations(x, self.vtype)
+            if not streamed:  # panels packed once, kept
+                if self._panels is None:
+                    self._panels = gk.pack(self.data, name)
+                return gk.gemm(self._panels, name, act)
+            out = np.empty((T, self.rows), dtype=np.float32)  # streamed: packed tile by tile, not kept
+            step = max(gk.PANEL, (TILE_ELEMS * 4) // self.row_bytes // gk.PANEL * gk.PANEL)
+            for r0 in range(0, self.rows, step):
+                r1 = min(self.rows, r0 + step)
+                out[:, r0:r1] = gk.gemm(gk.pack(self.block_rows(r0, r1), name), name, act)
+            return out
         out = np.empty((T, self.rows), dtype=np.float32)
         if T <= SMALL_BATCH and self.fast:
             if act is None:
