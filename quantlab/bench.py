@@ -769,7 +769,15 @@ def run(args) -> int:
     if "gguf" in what:
         tables.append(gguf_open())
     if "model" in what:
-        tables.append(model(paths=args.model or None, threads=args.threads, flavour=args.llama_build, reps=args.reps))
+        tables.append(
+            model(
+                paths=args.model or None,
+                threads=args.threads,
+                flavour=args.llama_build,
+                reps=args.reps,
+                n_gen=args.n_gen,
+            )
+        )
     if "matvec" in what:
         tables.append(matvec(args.formats.split(",") if args.formats else None, threads=args.threads))
     if args.json:
@@ -802,6 +810,7 @@ def register(sub):
         "QUANTLAB_LLAMA_FLAVOUR); native = plain cmake, GGML_NATIVE=ON",
     )
     p.add_argument("--reps", type=int, default=2, help="model benchmark: runs per file, best reported (default 2)")
+    p.add_argument("--n-gen", type=int, default=32, help="model benchmark: generated tokens per tg run (default 32)")
     p.add_argument("--no-reference", action="store_true", help="skip the slow numpy reference")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

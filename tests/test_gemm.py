@@ -9,6 +9,8 @@ multiple of the 16-row panel and a batch whose size is not a multiple of the 4-r
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ from quantlab.formats.layout import offsets, size
 from quantlab.kernels import _rows
 from quantlab.kernels import gemm as gk
 from quantlab.kernels import matmul as mm
+from quantlab.model import blocks
 from quantlab.model.blocks import Linear
 
 pytestmark = pytest.mark.skipif(not gk.AVAILABLE, reason="the panel GEMM needs AVX-512 VNNI")
@@ -115,10 +118,6 @@ def test_linear_runs_batches_through_the_gemm(fmt):
 
 def test_streamed_linear_packs_tile_by_tile(tmp_path, monkeypatch):
     """Weights read with pread (evaluate's streaming mode) are packed per tile of rows, not kept: same bytes."""
-    import os
-
-    from quantlab.model import blocks
-
     K, R = 576, 80
     q = quantlab.quantize(_weights(R, K, 16), "Q4_0")
     f = tmp_path / "w.bin"

@@ -29,6 +29,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--n-gen", type=int, default=32, help="generated tokens per tg run (default 32)")
     ap.add_argument("--llama-build", default="native", choices=("avx2", "native"))
     ap.add_argument("--dir", default=str(ROOT / ".cache" / "arch-fixtures"))
     ap.add_argument("--json", action="store_true")
@@ -37,7 +38,7 @@ def main(argv=None):
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         sys.exit(f"arch_speed_table: {', '.join(missing)} missing in {a.dir}: run tools/make_arch_fixtures.py")
-    t = bench.model(paths=paths, threads=a.threads, reps=a.reps, flavour=a.llama_build, progress=False)
+    t = bench.model(paths=paths, threads=a.threads, reps=a.reps, n_gen=a.n_gen, flavour=a.llama_build, progress=False)
     print(json.dumps({"title": t.title, "rows": t.rows}, indent=1, default=float) if a.json else t)
 
 

@@ -16,6 +16,7 @@ from numba import njit
 from . import _rows
 from . import act as _act
 from . import llama as _lk
+from .matmul import _DEQ
 
 # a piece of work for a helper thread: at least this many values (a dispatcher call costs microseconds)
 MIN_VALUES = 1 << 14
@@ -151,8 +152,6 @@ def fake_quantize_activations(x: np.ndarray, vtype: str, with_s_error: bool = Fa
 
 def dequantize_rows(W: np.ndarray, fmt: str, out: np.ndarray) -> np.ndarray:
     """matmul.dequantize_rows(W, fmt, 0, out) on the row threads (the format kernels are nogil)."""
-    from .matmul import _DEQ
-
     kernel, extra = _DEQ[fmt]
     W = np.ascontiguousarray(W)
     _rows.run_rows(kernel, out.shape[0], W, out, *extra, min_rows=_min_rows(out.shape[1]))
