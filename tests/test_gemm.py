@@ -35,6 +35,19 @@ def _f16(blocks, name_off):
 def _values(q: np.ndarray, fmt: str, K: int):
     """(signed integer weight values [R, nb, 32], d [R, nb], m [R, nb] or None) from ggml's bytes."""
     R = q.shape[0]
+    if fmt == "IQ4_XS":  # per 32-value sub-block: values, d of the super-block, the 6-bit scale ls
+        nsb = K // 256
+        blk = q.reshape(R, nsb, size(fmt))
+        d = np.repeat(_f16(blk, offsets(fmt, "d")[0]), 8, axis=1)
+        (h,), (lo,), (o,) = offsets(fmt, "scales_h"), offsets(fmt, "scales_l"), offsets(fmt, "qs")
+        sh = blk[:, :, h : h + 2].copy().view("<u2")[:, :, 0].astype(np.int64)
+        ls = np.stack(
+            [((blk[:, :, lo + ib // 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4) for ib in range(8)],
+            axis=2,
+        ).reshape(R, nsb * 8)
+        qs = blk[:, :, o : o + 128].reshape(R, nsb * 8, 16).astype(np.int64)
+        codes = np.concatenate([qs & 15, qs >> 4], axis=2)
+        return kvalues_iq4nl().astype(np.int64)[codes], d, ls
     nb = K // 32
     blk = q.reshape(R, nb, size(fmt))
     d = _f16(blk, offsets(fmt, "d")[0])
@@ -63,8 +76,10 @@ def _generic(q, fmt, act, K):
     sumf = np.zeros((T, q.shape[0]), F32)
     for b in range(K // 32):
         sumi = (a[:, b] @ v[:, b].T).astype(F32)  # exact integers (|sumi| < 2^24)
-        x, y = dw[None, :, b], da[:, b, None]
-        if fmt == "Q4_0":  # sumf += sumi*GGML_FP16_TO_FP32(x.d)*GGML_FP16_TO_FP32(y.d)
+        x, y = dw[None, :, b], da[:, (b // 8 if fmt == "IQ4_XS" else b), None]
+        if fmt == "IQ4_XS":  # d1 = d4d8*(ls - 32), d4d8 = x.d * y.d; sumf += d1 * (sumi1 + sumi2)
+            p = ((x * y) * (mw[None, :, b] - 32).astype(F32)) * sumi
+        elif fmt == "Q4_0":  # sumf += sumi*GGML_FP16_TO_FP32(x.d)*GGML_FP16_TO_FP32(y.d)
             p = (sumi * x) * y
         elif fmt in ("Q4_1", "Q5_1"):  # sumf += (x.d*y.d)*sumi + x.m*y.s
             p = (x * y) * sumi + mw[None, :, b] * sa[:, b, None]
@@ -84,7 +99,11 @@ def _weights(R, K, seed):
 
 @pytest.mark.parametrize("fmt", sorted(gk.FORMATS))
 def test_gemm_is_ggml_reference_vec_dot_byte_for_byte(fmt):
-    R, K, T = 37, 576, 7  # 3 panels (last one padded), 2 tiles (the second overlaps the first)
+    R, K, T = (
+        37,
+        512 if fmt == "IQ4_XS" else 576,
+        7,
+    )  # 3 panels (last one padded), 2 tiles (the second overlaps the first)
     q = quantlab.quantize(_weights(R, K, 11), fmt)
     x = (np.random.default_rng(12).standard_normal((T, K)) * 3).astype(F32)
     x[2, 64:96] = 0  # an all-zero activation block

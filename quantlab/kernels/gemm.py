@@ -14,17 +14,18 @@ a time (the last group padded with zero rows); for each group, block by block, t
     panel p, block b:   group g = 0 .. G-1:   [row 0: 4 bytes][row 1: 4 bytes] ... [row 15: 4 bytes]
                         = one 64-byte vector whose 32-bit lane r holds 4 codes of row 16p + r
 
-    4-bit formats (Q4_0, Q4_1, IQ4_NL), G = 4: the stored bytes 4g..4g+3 of each row's block, so the
+    4-bit formats (Q4_0, Q4_1, IQ4_NL; IQ4_XS as its 32-value sub-blocks), G = 4: the stored bytes 4g..4g+3 of each row's block, so the
         low nibbles are values 4g..4g+3 and the high nibbles values 16+4g..16+4g+3 (ggml's order);
     byte formats (Q5_0, Q5_1 as their 5-bit codes, Q8_0 as code + 128), G = 8: values 4g..4g+3.
 
-plus the weight scales ``d`` (and Q4_1/Q5_1's mins ``m``) as float32 [panel, block, 16].
+plus the weight scales ``d`` (and Q4_1/Q5_1's mins ``m``; IQ4_XS: its super-block d per sub-block and the
+sub-block's ``ls - 32``) as float32 [panel, block, 16].
 
 **Kernel.** One ``vpdpbusd`` multiplies a 64-byte code vector (unsigned) by 4 activation bytes
 broadcast to every lane (signed) and adds into 16 int32 lanes: lane r collects the block's integer
 dot product of row 16p + r. Codes are stored unsigned (Q8_0 and IQ4_NL shifted by 128, Q4_0 and Q5_0
 unsigned as stored), and the shift is taken out exactly afterwards: ``sumi = sum(c a) - off * sum(a)``,
-with sum(a) the activation block's integer sum. Four independent int32 accumulators per row and four
+with sum(a) the activation block's integer sum (Q8_K: two of its 16-value sums). Four independent int32 accumulators per row and four
 activation rows per panel pass keep the multiply unit busy; a panel's blocks stay in L1 while every
 activation row goes past.
 
@@ -34,6 +35,7 @@ format (ggml-cpu/quants.c, the ``_generic`` functions), per output, blocks in or
     Q4_0:            sumf += (sumi * d_w) * d_a
     Q8_0, Q5_0, IQ4_NL: sumf += sumi * (d_w * d_a)
     Q4_1, Q5_1:      sumf += (d_w * d_a) * sumi + m_w * s_a
+    IQ4_XS (x Q8_K): sumf += ((d_w * d_a) * (ls - 32)) * sumi     per 32-value sub-block
 
 Each of the 16 lanes evaluates its own output's expression in that order, so the result is the bytes of
 that scalar loop (tests/test_gemm.py checks them against a float32 numpy transcription of it).
@@ -54,6 +56,10 @@ from ..formats.layout import size
 from . import _rows
 from .matmul import (
     IQ4NL_QS,
+    IQ4XS_D,
+    IQ4XS_QS,
+    IQ4XS_SCALES_H,
+    IQ4XS_SCALES_L,
     Q40_QS,
     Q41_M,
     Q41_QS,
@@ -79,8 +85,9 @@ FORMATS = {
     "Q5_0": (3, 8, 16, "B"),
     "Q5_1": (4, 8, 0, "C"),
     "Q8_0": (5, 8, 128, "B"),
+    "IQ4_XS": (6, 4, 128, "D"),  # per 32-value sub-block: d1 = (d_w * d_a) * (ls - 32); sumf += d1 * sumi
 }
-K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0 = range(6)
+K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_XS = range(7)
 
 
 def _host_has_avx512_vnni() -> bool:
@@ -121,6 +128,8 @@ def pack(W: np.ndarray, fmt: str):
     """The panel layout of a weight matrix W (uint8 [R, row_bytes] in ggml's layout, a format of
     :data:`FORMATS`): (codes uint8 [panels * blocks * G * 64], d float32, m float32, rows R)."""
     G = FORMATS[fmt][1]
+    if fmt == "IQ4_XS":
+        return _pack_iq4_xs(W)
     R = W.shape[0]
     ts = size(fmt)
     nb = W.shape[1] // ts
@@ -141,9 +150,35 @@ def pack(W: np.ndarray, fmt: str):
         codes = _five_bit_codes(blocks, Q51_QH, Q51_QS)
     else:  # Q8_0: int8 code + 128 as uint8
         codes = blocks[:, :, Q80_QS : Q80_QS + 32] ^ np.uint8(0x80)
+    return _panels(codes, d, m, R, G)
+
+
+def _panels(codes, d, m, R, G):
+    """codes [Rp, nb, bytes per block], d and m [Rp, nb] -> the panel arrays."""
+    Rp, nb = d.shape
     P = codes.reshape(Rp // PANEL, PANEL, nb, G, 4).transpose(0, 2, 3, 1, 4)
     panel = lambda a: np.ascontiguousarray(a.reshape(Rp // PANEL, PANEL, nb).transpose(0, 2, 1)).reshape(-1)  # noqa: E731
     return np.ascontiguousarray(P).reshape(-1), panel(d), panel(m), R
+
+
+def _pack_iq4_xs(W):
+    """IQ4_XS as 32-value sub-blocks: the IQ4_NL nibble codes of each, d = the super-block's d repeated,
+    m = the sub-block's 6-bit scale ls - 32 as float (ggml: ls = low 4 bits from scales_l, high 2 from
+    scales_h)."""
+    R = W.shape[0]
+    ts = size("IQ4_XS")
+    nsb = W.shape[1] // ts
+    Rp = -(-R // PANEL) * PANEL
+    blocks = np.zeros((Rp, nsb, ts), dtype=np.uint8)
+    blocks[:R] = W.reshape(R, nsb, ts)
+    d = np.repeat(_f16(blocks, IQ4XS_D), 8, axis=1)
+    sh = blocks[:, :, IQ4XS_SCALES_H].astype(np.int32) | (blocks[:, :, IQ4XS_SCALES_H + 1].astype(np.int32) << 8)
+    ib = np.arange(8)
+    lo = (blocks[:, :, IQ4XS_SCALES_L + ib // 2].astype(np.int32) >> (4 * (ib % 2))) & 15
+    ls = lo | (((sh[:, :, None] >> (2 * ib)) & 3) << 4)
+    m = (ls - 32).astype(np.float32).reshape(Rp, nsb * 8)
+    codes = blocks[:, :, IQ4XS_QS : IQ4XS_QS + 128].reshape(Rp, nsb * 8, 16)
+    return _panels(codes, d, m, R, 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,11 +223,18 @@ def _tile_intrinsic(kind):
             qs_arr = context.make_array(aqs)(context, builder, qsv)
             K = builder.extract_value(qs_arr.shape, 1)
             d_arr = context.make_array(ad)(context, builder, dv)
-            nb = builder.extract_value(d_arr.shape, 1)
+            nd = builder.extract_value(d_arr.shape, 1)  # activation scales per row (per 32, or per 256: Q8_K)
+            nb = builder.udiv(K, ir.Constant(K.type, 32))  # 32-value (sub-)blocks per row
             out_arr = context.make_array(aout)(context, builder, outv)
             Rp = builder.extract_value(out_arr.shape, 1)
             intp = K.type
             c = lambda v: ir.Constant(intp, v)  # noqa: E731
+            s_elt = context.get_data_type(as_.dtype)
+
+            def sint(i):  # s[i] as int32 (Q8_K bsums are int32; Q8_0's s holds an integer as float32)
+                v = builder.load(_ptr(context, builder, as_, sv, i, s_elt))
+                return v if isinstance(s_elt, ir.IntType) else builder.fptosi(v, _I32)
+
             accs = [cgutils.alloca_once_value(builder, ir.Constant(_V16F, [0.0] * 16)) for _ in range(TILE)]
             pbase = builder.mul(builder.mul(pv, nb), c(G * 64))
             sbase = builder.mul(builder.mul(pv, nb), c(PANEL))
@@ -210,7 +252,7 @@ def _tile_intrinsic(kind):
                     if nib:
                         lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
                         hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
-                        if kind == K_IQ4_NL:
+                        if kind in (K_IQ4_NL, K_IQ4_XS):
                             tab = ir.Constant(_V64I8, [_IQ4_TABLE_U8[i % 16] for i in range(64)])
                             lo = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, lo])
                             hi = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, hi])
@@ -220,7 +262,7 @@ def _tile_intrinsic(kind):
                 so = builder.add(sbase, builder.mul(b, c(PANEL)))
                 dw = builder.load(builder.bitcast(_ptr(context, builder, aD, Dv, so, _F), _V16F.as_pointer()), align=4)
                 mw = None
-                if formula == "C":
+                if formula in ("C", "D"):
                     mw = builder.load(
                         builder.bitcast(_ptr(context, builder, aM, Mv, so, _F), _V16F.as_pointer()), align=4
                     )
@@ -240,10 +282,18 @@ def _tile_intrinsic(kind):
                             [part[j % 4], builder.bitcast(w, _V16I32), a],
                         )
                     isum = builder.add(builder.add(part[0], part[1]), builder.add(part[2], part[3]))
-                    rb = builder.add(builder.mul(row, nb), b)
-                    sa = builder.load(_ptr(context, builder, as_, sv, rb, _F))
-                    if off:  # sum(a) of the block: Q8_0 activations carry it exactly as a float
-                        corr = builder.mul(builder.fptosi(sa, _I32), ir.Constant(_I32, off))
+                    if kind == K_IQ4_XS:  # Q8_K: d per 256 values, integer sums per 16
+                        rb = builder.add(builder.mul(row, nd), builder.udiv(b, c(8)))
+                        bo = builder.add(builder.mul(row, builder.mul(nb, c(2))), builder.mul(b, c(2)))
+                        asum = builder.add(sint(bo), sint(builder.add(bo, c(1))))
+                    else:  # Q8_0 / Q8_1: d and s per 32 values; Q8_0's s is the integer sum, exact as a float
+                        rb = builder.add(builder.mul(row, nd), b)
+                        sa = builder.load(_ptr(context, builder, as_, sv, rb, s_elt))
+                        if isinstance(s_elt, ir.IntType):  # (only in variants never run with Q8_K arrays)
+                            sa = builder.sitofp(sa, _F)
+                        asum = sint(rb)
+                    if off:  # take the code shift out: sumi = sum(c a) - off * sum(a), exact
+                        corr = builder.mul(asum, ir.Constant(_I32, off))
                         isum = builder.sub(isum, _splat(builder, corr, _V16I32))
                     f = builder.sitofp(isum, _V16F)
                     da = _splat(builder, builder.load(_ptr(context, builder, ad, dv, rb, _F)), _V16F)
@@ -251,6 +301,8 @@ def _tile_intrinsic(kind):
                         prod = builder.fmul(builder.fmul(f, dw), da)
                     elif formula == "B":
                         prod = builder.fmul(f, builder.fmul(dw, da))
+                    elif formula == "D":
+                        prod = builder.fmul(builder.fmul(builder.fmul(dw, da), mw), f)
                     else:
                         prod = builder.fadd(
                             builder.fmul(builder.fmul(dw, da), f), builder.fmul(mw, _splat(builder, sa, _V16F))
@@ -273,6 +325,7 @@ _tile_iq4_nl = _tile_intrinsic(K_IQ4_NL)
 _tile_q5_0 = _tile_intrinsic(K_Q5_0)
 _tile_q5_1 = _tile_intrinsic(K_Q5_1)
 _tile_q8_0 = _tile_intrinsic(K_Q8_0)
+_tile_iq4_xs = _tile_intrinsic(K_IQ4_XS)
 
 
 @njit(cache=True, nogil=True)
@@ -294,6 +347,8 @@ def _gemm_panels(kind, P, D, M, qs, d, s, out, p0, p1):
                 _tile_q5_0(P, D, M, p, qs, d, s, out, t0)
             elif kind == K_Q5_1:
                 _tile_q5_1(P, D, M, p, qs, d, s, out, t0)
+            elif kind == K_IQ4_XS:
+                _tile_iq4_xs(P, D, M, p, qs, d, s, out, t0)
             else:
                 _tile_q8_0(P, D, M, p, qs, d, s, out, t0)
             t += TILE
@@ -307,7 +362,7 @@ def gemm(packed, fmt: str, act) -> np.ndarray:
     T = qs.shape[0]
     if T < TILE:
         raise ValueError(f"gemm needs at least {TILE} activation rows, got {T}")
-    npan = D.shape[0] // (d.shape[1] * PANEL)
+    npan = D.shape[0] // (qs.shape[1] // 32 * PANEL)
     out = np.empty((T, npan * PANEL), dtype=np.float32)
     _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, out, min_rows=max(1, 2048 // max(1, T)))
     return out if out.shape[1] == R else out[:, :R]
