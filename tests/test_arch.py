@@ -44,7 +44,7 @@ FLOOR = 16.0
 NOT_YET = {
     # "llama" (PPL 0.9948x, 0.52% off) passes since the prompt path runs ggml's numerics (RMSNorm's float32
     # squares, the products as ggml's reference vec_dot: kernels/gemm.py): XPASS(strict) on branch pp5
-    "qwen3": "PPL 1.0079x llama-perplexity's (bar 0.5%); KLD 0.0090 vs llama.cpp's own spread 0.0087: not explained yet",
+    # "qwen3" (PPL 1.0079x) also XPASS(strict) on branch pp5, same change
     "phi3": "top-1 agreement 93.3% against llama.cpp's own 96.5% at the same KLD (0.0074): not explained yet",
     "gemma3-tiny": "random weights: KLD 0.0032 (llama.cpp's own spread 0.0063) but the per-token NLL check fails: "
     "not explained yet",
