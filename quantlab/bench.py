@@ -477,7 +477,10 @@ def run_llama_bench(
         "-o",
         "json",
     ]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"llama-bench on {path} did not finish within {timeout:.0f} s") from None
     if p.returncode != 0:
         raise RuntimeError(f"llama-bench failed ({p.returncode}): {p.stderr.strip()[-300:]}")
     return parse_llama_bench(p.stdout)
@@ -561,7 +564,11 @@ def model(
             r["model"] = os.path.basename(str(p))
             r["MB"] = os.path.getsize(p) / 1e6
             r["load"] = row_load
-            lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
+            try:
+                lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
+            except RuntimeError as e:  # one file's llama-bench failing (a crash, a timeout) keeps the table
+                lb = None
+                r["note"] = f"llama.cpp: {e}"
             if lb:
                 r.update(lb)
                 r["llama_flavour"] = build["flavour"]
