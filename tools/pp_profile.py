@@ -88,7 +88,7 @@ def instrument():
 class Baseline:
     """The prompt path as it was before kernels/gemm.py and kernels/prompt.py (commit aabe423): every
     batch through dequantized tiles + BLAS with single-threaded fake-quantization and dequantization,
-    numpy norm / RoPE / GeGLU. ``with Baseline():`` switches a loaded model to it (for a same-process A/B)."""
+    numpy norm / RoPE / GeGLU, attention's BLAS on all threads. ``with Baseline():`` switches a loaded model to it (for a same-process A/B)."""
 
     def __enter__(self):
         B = blocks
@@ -99,6 +99,7 @@ class Baseline:
             "glu": B.PromptOps.glu,
             "fq": B.pk.fake_quantize_activations,
             "dq": B.pk.dequantize_rows,
+            "att": B.PromptOps.attention,
         }
         self.lins = []
 
@@ -113,6 +114,7 @@ class Baseline:
             kc[p0 : p0 + T] = k.astype(np.float16).view(np.uint16)
             vc[p0 : p0 + T] = v.astype(np.float16).view(np.uint16)
 
+        B.PromptOps.attention = getattr(B.PromptOps.attention, "__wrapped__", B.PromptOps.attention)  # BLAS threads
         B.PromptOps.norm = lambda ops, x, w: B.rms_norm(x, w, ops.eps)
         B.PromptOps.rope_store = rope_store
         B.PromptOps.glu = lambda ops, g, u, act="silu": B.geglu(g, u) if act == "gelu" else B.silu(g) * u
@@ -133,6 +135,7 @@ class Baseline:
             self.saved["glu"],
         )
         B.pk.fake_quantize_activations, B.pk.dequantize_rows = self.saved["fq"], self.saved["dq"]
+        B.PromptOps.attention = self.saved["att"]
         for lin, g in self.lins:
             lin.gemm = g
 
