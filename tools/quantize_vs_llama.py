@@ -28,15 +28,16 @@ sys.path.insert(0, str(ROOT))
 
 
 def _run(cmd, env):
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {err.strip()[-300:]}")
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: llama-quantize's log would fill a pipe and block
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        code = os.waitstatus_to_exitcode(status)
+        p.returncode = code
+        if code != 0:
+            log.seek(0)
+            raise RuntimeError(f"{cmd[0]} failed ({code}): {log.read().decode(errors='replace').strip()[-300:]}")
     return wall, ru.ru_utime + ru.ru_stime
 
 
