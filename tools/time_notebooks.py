@@ -281,7 +281,10 @@ def main(argv=None) -> int:
             flush=True,
         )
         if args.write_headers and not r["error"] and r.get("cpu_seconds") is not None:
-            line = write_header(nbp, r, args.wpm, args.cell_min, args.exercise_min)
+            try:
+                line = write_header(nbp, r, args.wpm, args.cell_min, args.exercise_min)
+            except ValueError as e:  # a QUICK figure for a notebook never timed in full: nothing to make minutes from
+                line = f"not written: {e}"
             print(f"  header: {line}" if line else "  header: no **Time:** line, nothing written", flush=True)
     if len(results) > 1:
         print("\nnotebook                          mode   wall s   CPU s  load before/after")
