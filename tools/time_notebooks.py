@@ -75,7 +75,9 @@ def minutes_parts(
     return parts
 
 
-def time_line(full_s, quick_s, parts, wall_s, load, wpm=WPM, cell_min=CELL_MIN, exercise_min=EXERCISE_MIN) -> str:
+def time_line(
+    full_s, quick_s, parts, wall_s, load, cores=None, wpm=WPM, cell_min=CELL_MIN, exercise_min=EXERCISE_MIN
+) -> str:
     """The header's **Time:** line (tools/make_syllabus.py parses '~N min' and 'compute: X s full, Y s QUICK')."""
     comp = "compute: " + ", ".join(
         x
@@ -87,7 +89,7 @@ def time_line(full_s, quick_s, parts, wall_s, load, wpm=WPM, cell_min=CELL_MIN, 
     )
     return (
         f"**Time:** ~{parts['minutes']} min ({comp}, kernel CPU s; full run {wall_s:.0f} s wall at load {load:.0f} "
-        f"on 2 shared cores; minutes = {parts['words']} words at {wpm:g}/min {parts['reading']:.1f} + "
+        f"on {cores or os.cpu_count()} cores; minutes = {parts['words']} words at {wpm:g}/min {parts['reading']:.1f} + "
         f"{parts['cells']} cells x {cell_min:g} + {parts['exercises']} exercises x {exercise_min:g} + compute "
         f"{parts['compute']:.1f}, by tools/time_notebooks.py)"
     )
@@ -109,20 +111,21 @@ def write_header(path, result: dict, wpm=WPM, cell_min=CELL_MIN, exercise_min=EX
     o = _OLD.search(old)
     full_s = float(o["full"]) if o and o["full"] else None
     quick_s = float(o["quick"] or o["q2"]) if o and (o["quick"] or o["q2"]) else None
-    w = re.search(r"full run (?P<wall>[\d.]+) s wall at load (?P<load>[\d.]+)", old)
+    w = re.search(r"full run (?P<wall>[\d.]+) s wall at load (?P<load>[\d.]+) on (?P<cores>\d+)", old)
     wall_s, load = (float(w["wall"]), float(w["load"])) if w else (float("nan"), float("nan"))
+    cores = int(w["cores"]) if w else None
     if result is None:  # --refresh: the figures already in the header, the minutes made again
         pass
     elif result["mode"] == "full":
         full_s, wall_s = result["cpu_seconds"], result["total_seconds"]
-        load = (result["load_before"] + result["load_after"]) / 2
+        load, cores = (result["load_before"] + result["load_after"]) / 2, os.cpu_count()
     else:
         quick_s = result["cpu_seconds"]
     if full_s is None:
         raise ValueError(f"{path.name}: no full-run figure yet: time it in full mode first")
     parts = minutes_parts(nb, full_s, wpm, cell_min, exercise_min)
     tail = "\\" if old.rstrip().endswith("\\") else ("  " if old.endswith("  ") else "")
-    line = time_line(full_s, quick_s, parts, wall_s, load, wpm, cell_min, exercise_min) + tail
+    line = time_line(full_s, quick_s, parts, wall_s, load, cores, wpm, cell_min, exercise_min) + tail
     head.source = head.source.replace(old, line)
     tmp = path.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
@@ -281,7 +284,10 @@ def main(argv=None) -> int:
             flush=True,
         )
         if args.write_headers and not r["error"] and r.get("cpu_seconds") is not None:
-            line = write_header(nbp, r, args.wpm, args.cell_min, args.exercise_min)
+            try:
+                line = write_header(nbp, r, args.wpm, args.cell_min, args.exercise_min)
+            except ValueError as e:  # a QUICK figure for a notebook never timed in full: nothing to make minutes from
+                line = f"not written: {e}"
             print(f"  header: {line}" if line else "  header: no **Time:** line, nothing written", flush=True)
     if len(results) > 1:
         print("\nnotebook                          mode   wall s   CPU s  load before/after")
