@@ -21,8 +21,8 @@ way, ``T >= FA_TILE_Q``):
 
 Only the order of keys matters, not how threads share the rows, so every query row here is computed on
 its own (the tiled path spreads rows over numba threads; the few-row path runs serially: a token's 9-32
-rows cost ~10-100 us, and waking a thread on a loaded machine cost 52 ms per call, measured at load 20). Masked keys (the future; outside a sliding window) take no
-part, as in ggml (skipped, or exp(-inf) = 0 in a tile). ggml's fused multiply-adds are reproduced with
+rows cost ~10-100 us, and waking a thread on a loaded machine cost 52 ms per call, measured at load 20).
+Masked keys (the future; outside a sliding window) take no part, as in ggml (skipped, or exp(-inf) = 0 in a tile). ggml's fused multiply-adds are reproduced with
 LLVM's ``llvm.fma`` (one rounding, like ``_mm256_fmadd_ps``): where ggml fuses, quantlab fuses, nowhere
 else. Checked bit for bit against ggml's op in tests/test_forward_ops.py.
 """
