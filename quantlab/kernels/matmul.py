@@ -9,19 +9,22 @@ combines the per-block sums with the two scales in float32 (spec §11.3)::
 
 Two paths live here, both with those numerics:
 
-* **integer path** (few tokens, i.e. generation): numba kernels that read the weight bytes in place,
-  for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL (32-blocks) and Q4_K, Q5_K, Q6_K, IQ4_XS (256-blocks):
+* **integer path** (any number of rows, for the formats it has): numba kernels that read the weight
+  bytes in place, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL (32-blocks) and Q4_K, Q5_K, Q6_K, IQ4_XS
+  (256-blocks):
   one row function per block family, the block decode picked by ``kind``. Like ggml's AVX2 code, the
   block products are kept as 8-lane vectors and accumulated in float x8 (one horizontal sum per
   row). Several matrices that read the same activations (Q, K, V) can run as one stacked product.
   Rows are spread over threads when that measures faster (:class:`ThreadPolicy`).
-* **tile path** (prompt batches, and every other format): dequantize a tile of weight rows into a
+* **tile path** (every other format): dequantize a tile of weight rows into a
   reusable float32 buffer and multiply with BLAS. The activations are first rounded through the
   vec_dot type ("fake-quantized": ``d_a * q_a``), so the product is, up to float32 summation order,
   the same sum as the integer path: ``sum (d_w q_w + m_w)(d_a q_a)``.
 
-Neither path is bit-exact with llama.cpp (its AVX2 kernels accumulate in another order); the model
-outputs agree to a few ulps per product, which is what perplexity comparisons need.
+The integer path is bit-exact with ggml's AVX2 vec_dot for Q4_1, Q5_1 and Q8_0 (blocks fused into 8
+float lanes with one rounding, ``_mm256_fmadd_ps``; tests/test_forward_ops.py), which is why it runs
+prompt batches too (see blocks.Linear); the other formats' float side is summed in another order than
+ggml's (the -8 / -16 offset terms of Q4_0 / Q5_0, the super-block formats) and agrees to a few ulps.
 """
 
 from __future__ import annotations
