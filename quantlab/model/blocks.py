@@ -161,7 +161,7 @@ class KVCache:
 
 
 # --------------------------------------------------------------------------------------------
-# numpy forms of the ops (the prompt path)
+# what the op kernels are given: RoPE parameters per layer, ggml's GELU table
 # --------------------------------------------------------------------------------------------
 
 
@@ -201,7 +201,7 @@ def gelu_table() -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# the two op sets: same methods, one chosen per forward call by the number of rows
+# the op sets: same methods (same kernels), one chosen per forward call by the number of rows
 # --------------------------------------------------------------------------------------------
 
 
