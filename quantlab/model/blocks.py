@@ -95,7 +95,7 @@ class Linear:
         """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics.
 
         Formats with an integer kernel take it for any number of rows, as ggml's mul_mat does (one
-        vec_dot per output, bit for bit the same sums for Q4_1 / Q5_1 / Q8_0): a prompt batch then gives
+        vec_dot per output, bit for bit the same sums for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0): a prompt batch then gives
         llama.cpp's very activations, where dequantized tiles + BLAS (the path of the other formats)
         sum in another order and flip 8-bit activation roundings downstream. It is also the faster path
         here (2 chunks of 512 tokens of the llama test model: 19-25 s vs 55-57 s, load 7-11)."""
@@ -161,7 +161,7 @@ class KVCache:
 
 
 # --------------------------------------------------------------------------------------------
-# numpy forms of the ops (the prompt path)
+# what the op kernels are given: RoPE parameters per layer, ggml's GELU table
 # --------------------------------------------------------------------------------------------
 
 
@@ -201,7 +201,7 @@ def gelu_table() -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# the two op sets: same methods, one chosen per forward call by the number of rows
+# the op sets: same methods (same kernels), one chosen per forward call by the number of rows
 # --------------------------------------------------------------------------------------------
 
 
