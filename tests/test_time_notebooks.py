@@ -117,7 +117,7 @@ def test_core_part_minutes_leave_the_extension_sections_out(tmp_path):
     h = ms.parse_header(ms.first_markdown(path), path.name)
     assert (h.minutes, h.core_minutes, h.path_minutes, h.compute_full_s) == (17, 10, 10, 90.0)
     text = ms.render([h], [])
-    assert "| 1 | [07 · A title](07_x.ipynb) | 00 | 10 | 90 s | core part; the whole notebook: 17 min |" in text
+    assert "| 1 | [07 · A title](07_x.ipynb) | 00 | 10 | 90 s | whole notebook, extensions included: 17 min |" in text
     assert "| | **total** | | **10 min** |" in text
     plain = ms.parse_header(ms.first_markdown(_notebook(tmp_path / "08_y.ipynb")).replace("07", "08"), "08_y.ipynb")
     assert (plain.core_minutes, plain.path_minutes) == (None, 12)  # no extension section: the whole notebook

@@ -180,7 +180,7 @@ def render(headers: list[Header], undescribed: list[tuple[str, str]]) -> str:
         "|---|---|---|---:|---:|---|",
     ]
     for i, h in enumerate(core, 1):
-        whole = f"core part; the whole notebook: {h.minutes} min" if h.core_minutes is not None else ""
+        whole = f"whole notebook, extensions included: {h.minutes} min" if h.core_minutes is not None else ""
         note = "; ".join(x for x in (h.path_note, whole) if x)
         out.append(f"| {i} | {_link(h)} | {h.needs} | {h.path_minutes} | {_secs(h.compute_full_s)} | {note} |")
     measured = [h.compute_full_s for h in core if h.compute_full_s is not None]
