@@ -9,20 +9,15 @@ multiple of the 16-row panel and a batch whose size is not a multiple of the 4-r
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import quantlab
-from quantlab.formats import get
 from quantlab.formats._iqgrid import kvalues_iq4nl
 from quantlab.formats.layout import offsets, size
 from quantlab.kernels import _rows
 from quantlab.kernels import gemm as gk
 from quantlab.kernels import matmul as mm
-from quantlab.model import blocks
-from quantlab.model.blocks import Linear
 
 pytestmark = pytest.mark.skipif(not gk.AVAILABLE, reason="the panel GEMM needs AVX-512 VNNI")
 F32 = np.float32
@@ -119,40 +114,6 @@ def test_gemm_is_ggml_reference_vec_dot_byte_for_byte(fmt):
     # and the generation path's kernel (another summation order) agrees to float32 rounding
     mi = mm.matmul_int(q, fmt, act, np.empty((T, R), F32), parallel=False)
     np.testing.assert_allclose(y, mi, rtol=0, atol=2e-6 * np.abs(mi).max())
-
-
-@pytest.mark.parametrize("fmt", ["Q4_0", "Q8_0"])
-def test_linear_runs_batches_through_the_gemm(fmt):
-    K = 576
-    q = quantlab.quantize(_weights(48, K, 13), fmt)
-    lin = Linear("w", get(fmt), q, 48, K)
-    assert lin.gemm
-    x = np.random.default_rng(14).standard_normal((9, K)).astype(F32)
-    y = lin(x)  # a batch (more than SMALL_BATCH rows)
-    act = mm.quantize_activations(x, mm.VEC_DOT_TYPE[fmt])
-    assert np.array_equal(y.view(np.uint32), _generic(q, fmt, act, K).view(np.uint32))
-    lin.stream, lin.source = True, None  # streamed weights without a file: still the map, same path
-    assert np.array_equal(lin(x).view(np.uint32), y.view(np.uint32))
-
-
-def test_streamed_linear_packs_tile_by_tile(tmp_path, monkeypatch):
-    """Weights read with pread (evaluate's streaming mode) are packed per tile of rows, not kept: same bytes."""
-    K, R = 576, 80
-    q = quantlab.quantize(_weights(R, K, 16), "Q4_0")
-    f = tmp_path / "w.bin"
-    f.write_bytes(b"\0" * 7 + q.tobytes())
-    fd = os.open(f, os.O_RDONLY)
-    try:
-        lin = Linear("w", get("Q4_0"), q, R, K, source=(fd, 7))
-        x = np.random.default_rng(17).standard_normal((6, K)).astype(F32)
-        want = lin(x)
-        lin.stream = True
-        monkeypatch.setattr(blocks, "TILE_ELEMS", 2 * get("Q4_0").row_bytes(K))  # tiles of 16 rows: 5 tiles
-        got = lin(x)
-        assert lin._panels is not None  # from the first, mapped call only
-        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
-    finally:
-        os.close(fd)
 
 
 def test_gemm_needs_a_full_tile():

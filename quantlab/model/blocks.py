@@ -1,13 +1,14 @@
 """The building blocks of a transformer forward pass, shared by every architecture quantlab runs.
 
 * :class:`Linear`: one weight matrix in its stored ggml format, ``x @ W.T`` with ggml's numerics
-  (integer block dot products for a few tokens, dequantized tiles + BLAS for a batch; see
-  :mod:`quantlab.kernels.matmul`);
+  (integer block dot products where the format has a kernel, for any number of rows, as ggml's mul_mat;
+  dequantized tiles + BLAS for the other formats; see :mod:`quantlab.kernels.matmul`);
 * :class:`KVCache`: keys and values of every layer as fp16, like llama.cpp's default cache;
-* two **op sets** with the same methods (norm, rope + cache store, attention, gated FFN activation):
-  :class:`GenerationOps` for a few tokens (numba kernels of :mod:`quantlab.kernels.llama`, no numpy
-  temporaries: per-call overhead is what matters at one token) and :class:`PromptOps` for a prompt
-  batch (numpy + BLAS). The forward pass picks one per call and then reads as one straight path;
+* the **op set** (norm, rope + cache store, attention, gated FFN activation): :class:`GenerationOps`,
+  numba kernels (:mod:`quantlab.kernels.llama`, :mod:`quantlab.kernels.attn`) that compute what ggml-cpu
+  computes, bit for bit (tests/test_forward_ops.py); :class:`PromptOps` is the same set for a prompt batch
+  (ggml's numerics do not depend on the batch size except in attention, which picks its path itself).
+  The forward pass picks one per call and then reads as one straight path;
 * :func:`threads`: numba, the row-kernel pool and BLAS on ``n`` threads, all three restored after.
 """
 
@@ -22,13 +23,11 @@ import numpy as np
 from ..errors import FormatError, ModelError
 from ..formats.registry import Format
 from ..kernels import _rows
-from ..kernels import gemm as gk
+from ..kernels import attn as fa
 from ..kernels import llama as lk
 from ..kernels import matmul as mm
-from ..kernels import prompt as pk
 
-ATT_BLOCK = 128  # query rows per block of batch attention (see PromptOps.attention)
-SMALL_BATCH = 4  # up to this many tokens: integer kernels + GenerationOps; above: tiles + PromptOps
+SMALL_BATCH = 4  # up to this many tokens: GenerationOps and stacked Q/K/V products; above: PromptOps
 TILE_ELEMS = 1 << 20  # floats per dequantized weight tile (4 MB)
 
 
@@ -58,8 +57,6 @@ class Linear:
         self.row_bytes = fmt.row_bytes(cols)
         self.source = source  # (file descriptor, absolute offset) for streamed reads
         self.stream = False  # True: read rows with pread instead of touching the map
-        self.gemm = gk.AVAILABLE and fmt.name in gk.FORMATS  # batches: the panel GEMM (kernels/gemm.py)
-        self._panels = None  # gk.pack(data), made on the first batch
 
     def block_rows(self, r0: int, r1: int, buf: np.ndarray | None = None) -> np.ndarray:
         """The stored bytes of rows [r0, r1): a view of the map, or (streaming) read into ``buf``.
@@ -91,27 +88,21 @@ class Linear:
                 if buf is not None
                 else np.empty((r1 - r0, self.cols), dtype=np.float32)
             )
-            return pk.dequantize_rows(raw, n, out)
+            return mm.dequantize_rows(np.ascontiguousarray(raw), n, 0, out)
         return _dequantize_any(raw, self.format)
 
     def __call__(self, x: np.ndarray, buf: np.ndarray | None = None, act=None) -> np.ndarray:
-        """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics."""
+        """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics.
+
+        Formats with an integer kernel take it for any number of rows, as ggml's mul_mat does (one
+        vec_dot per output, bit for bit the same sums for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0): a prompt batch then gives
+        llama.cpp's very activations, where dequantized tiles + BLAS (the path of the other formats)
+        sum in another order and flip 8-bit activation roundings downstream. It is also the faster path
+        here (2 chunks of 512 tokens of the llama test model: 19-25 s vs 55-57 s, load 7-11)."""
         T = x.shape[0]
-        streamed = self.stream and self.source is not None
-        if T > SMALL_BATCH and self.gemm:  # a batch: weight panels x integer activations (kernels/gemm.py)
-            name, act = self.format.name, pk.quantize_activations(x, self.vtype)
-            if not streamed:  # panels packed once, kept
-                if self._panels is None:
-                    self._panels = gk.pack(self.data, name)
-                return gk.gemm(self._panels, name, act)
-            out = np.empty((T, self.rows), dtype=np.float32)  # streamed: packed tile by tile, not kept
-            step = max(gk.PANEL, (TILE_ELEMS * 4) // self.row_bytes // gk.PANEL * gk.PANEL)
-            for r0 in range(0, self.rows, step):
-                r1 = min(self.rows, r0 + step)
-                out[:, r0:r1] = gk.gemm(gk.pack(self.block_rows(r0, r1), name), name, act)
-            return out
         out = np.empty((T, self.rows), dtype=np.float32)
-        if T <= SMALL_BATCH and self.fast:
+        streamed = self.stream and self.source is not None
+        if self.fast:
             if act is None:
                 act = mm.quantize_activations(x, self.vtype)
             if not streamed:
@@ -123,7 +114,7 @@ class Linear:
                 out[:, r0:r1] = mm.matmul_int(self.block_rows(r0, r1), self.format.name, act, part)
             return out
         s_err = self.format.name in ("Q4_1", "Q5_1")
-        xq = pk.fake_quantize_activations(x, self.vtype, with_s_error=s_err)
+        xq = mm.fake_quantize_activations(x, self.vtype, with_s_error=s_err)
         if s_err:
             xq, e = xq
         step = max(1, TILE_ELEMS // self.cols)
@@ -170,15 +161,8 @@ class KVCache:
 
 
 # --------------------------------------------------------------------------------------------
-# numpy forms of the ops (the prompt path)
+# what the op kernels are given: RoPE parameters per layer, ggml's GELU table
 # --------------------------------------------------------------------------------------------
-
-
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """ggml_rms_norm (sum of squares in double) times the norm weight."""
-    ms = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64)) / x.shape[1]
-    scale = (1.0 / np.sqrt(ms + eps)).astype(np.float32)
-    return (x * scale[:, None]) * w
 
 
 class Rope:
@@ -204,75 +188,20 @@ class Rope:
         self.ff = np.ones(n_rot // 2, np.float32) if ff is None else np.ascontiguousarray(ff, dtype=np.float32)
 
 
-def rope_tables(pos: np.ndarray, rope: Rope):
-    """cos/sin per position and pair, computed the way ggml's rope cache does (float32, theta
-    multiplied by theta_scale pair after pair, then / ff[i] * freq_scale; cos, sin times mscale)."""
-    n_rot, theta_scale, ff, fs = rope.n_rot, rope.theta_scale, rope.ff, rope.freq_scale
-    cur = pos.astype(np.float32)
-    th = np.empty((len(pos), n_rot // 2), dtype=np.float32)
-    for i in range(n_rot // 2):
-        th[:, i] = fs * (cur / ff[i])
-        cur = (cur * theta_scale).astype(np.float32)
-    return np.cos(th).astype(np.float32) * rope.mscale, np.sin(th).astype(np.float32) * rope.mscale
-
-
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool = False) -> None:
-    """In place: rotate the pairs (x[2i], x[2i+1]) of each head ("normal" RoPE), or (x[i], x[i+n_rot/2])
-    (NeoX)."""
-    if neox:
-        h = n_rot // 2
-        i0, i1 = slice(0, h), slice(h, n_rot)
-    else:
-        i0, i1 = slice(0, n_rot, 2), slice(1, n_rot, 2)
-    x0 = x[..., i0].copy()
-    x1 = x[..., i1]
-    c = cos[:, None, :]
-    s = sin[:, None, :]
-    x[..., i0] = x0 * c - x1 * s
-    x[..., i1] = x0 * s + x1 * c
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (np.float32(1) + np.exp(-x))
-
-
-def _gelu_table() -> np.ndarray:
-    """ggml_table_gelu_f16 as float32: GELU-tanh (ggml_gelu_f32, float32) of every fp16 value, rounded
-    to fp16 -- what ggml's CPU gelu/geglu look up (GGML_GELU_FP16)."""
+@functools.cache
+def gelu_table() -> np.ndarray:
+    """ggml_table_gelu_f16 as float32: GELU-tanh (kernels.llama.gelu_f32, ggml's float32 arithmetic) of
+    every fp16 value, rounded to fp16 -- what ggml's CPU gelu/geglu look up (GGML_GELU_FP16). Built on
+    first use (a numba call, not at import)."""
     x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    y = np.empty_like(x)
     with np.errstate(all="ignore"):
-        y = (
-            np.float32(0.5)
-            * x
-            * (
-                np.float32(1)
-                + np.tanh(
-                    np.float32(0.79788456080286535587989211986876) * x * (np.float32(1) + np.float32(0.044715) * x * x)
-                )
-            )
-        )
+        lk.gelu_f32(x, y)
     return y.astype(np.float16).astype(np.float32)
 
 
-GELU_TABLE = _gelu_table()
-
-
-def geglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """gelu(g) * u as ggml's CPU geglu (see kernels.llama.geglu): the fp16 table between -10 and 10."""
-    y = GELU_TABLE[g.astype(np.float16).view(np.uint16)] * u
-    y = np.where(g >= np.float32(10), g * u, y)
-    return np.where(g <= np.float32(-10), np.float32(0), y).astype(np.float32)
-
-
-def softmax_rows(s: np.ndarray) -> np.ndarray:
-    s = s - s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
-    return s
-
-
 # --------------------------------------------------------------------------------------------
-# the two op sets: same methods, one chosen per forward call by the number of rows
+# the op sets: same methods (same kernels), one chosen per forward call by the number of rows
 # --------------------------------------------------------------------------------------------
 
 
@@ -310,91 +239,21 @@ class GenerationOps:
         )
 
     def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
+        """llama.cpp's flash attention numerics (see :mod:`quantlab.kernels.attn`)."""
         T, H, D = q.shape
-        a = np.empty((T, H, D), dtype=np.float32)
-        lk.attention(q, kc, vc, n_swa, p0, scale, a)
-        return a.reshape(T, H * D)
+        return fa.attention(q, kc, vc, p0, scale, n_swa).reshape(T, H * D)
 
     def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
         if act == "gelu":
-            lk.geglu(g, u, GELU_TABLE, g)
+            lk.geglu(g, u, gelu_table(), g)
         else:
             lk.swiglu(g, u, g)
         return g
 
 
-def _one_blas_thread(f):
-    """Run ``f`` with BLAS on one thread: batch attention is hundreds of small products, where OpenBLAS's
-    second thread costs more than it brings (its workers spin at every call; measured on SmolLM2 Q4_0 pp512,
-    2 threads, same process interleaved, load 3.6: BLAS on 2 threads 79 tok/s, on 1 thread 459 tok/s)."""
-
-    @functools.wraps(f)
-    def one(*args, **kwargs):
-        with _blas().limit(limits=1, user_api="blas"):
-            return f(*args, **kwargs)
-
-    return one
-
-
-class PromptOps:
-    """A prompt batch at positions ``pos``: the generation path's numba kernels applied to ranges of
-    rows on the row-kernel threads (:mod:`quantlab.kernels.prompt`: same per-row numerics as
-    GenerationOps), attention as numpy + BLAS products over blocks of queries."""
-
-    def __init__(self, cfg, pos: np.ndarray):
-        self.eps, self.pos = cfg.eps, pos
-
-    def norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return pk.rms_norm(x, w, self.eps)
-
-    def head_norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        T, n, D = x.shape
-        return self.norm(np.ascontiguousarray(x).reshape(T * n, D), w).reshape(T, n, D)
-
-    def rope_store(self, q, k, v, kc, vc, p0: int, rope: Rope) -> None:
-        pk.rope_store(q, k, v, self.pos, rope, kc, vc, p0)
-
-    @_one_blas_thread
-    def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
-        """Causal attention of T query rows over the cache's first p0 + T positions (``n_swa`` > 0:
-        query p sees only keys p - n_swa + 1 .. p).
-
-        The queries go in blocks of ATT_BLOCK rows and a block only multiplies the keys it can see
-        (from its first query's window start to its last query's position): with a mask the rest would
-        be scored, set to -inf and then contribute exp(-inf) = 0, so skipping them halves the work of a
-        long prompt and changes no probability; only the float summation over the visible keys remains."""
-        T, H, D = q.shape
-        pos = self.pos
-        n_kv = p0 + T
-        Hkv = kc.shape[1]
-        g = H // Hkv
-        K = kc[:n_kv].view(np.float16).astype(np.float32)  # [n_kv, Hkv, D]
-        V = vc[:n_kv].view(np.float16).astype(np.float32)
-        out = np.empty((T, H, D), dtype=np.float32)
-        for t0 in range(0, T, ATT_BLOCK):
-            t1 = min(T, t0 + ATT_BLOCK)
-            tb = t1 - t0
-            nk = min(n_kv, int(pos[t0:t1].max()) + 1)  # keys this block can see
-            k0 = max(0, int(pos[t0:t1].min()) - n_swa + 1) if n_swa > 0 else 0
-            kp = np.arange(k0, nk)[None, :]
-            hidden = pos[t0:t1, None] < kp
-            if n_swa > 0:
-                hidden |= pos[t0:t1, None] - kp >= n_swa
-            mask = np.where(hidden, np.float32(-np.inf), np.float32(0))
-            for kh in range(Hkv):
-                qh = q[t0:t1, kh * g : (kh + 1) * g, :].transpose(1, 0, 2).reshape(g * tb, D)
-                s = qh @ K[k0:nk, kh, :].T  # [g*tb, nk - k0]
-                s *= scale
-                s = s.reshape(g, tb, nk - k0)
-                s += mask  # masked positions -> -inf
-                p = softmax_rows(s.reshape(g * tb, nk - k0))
-                o = p @ V[k0:nk, kh, :]  # [g*tb, D]
-                out[t0:t1, kh * g : (kh + 1) * g, :] = o.reshape(g, tb, D).transpose(1, 0, 2)
-        return out.reshape(T, H * D)
-
-    def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
-        # SwiGLU in numpy: its exp is vectorized (numba's calls expf per value: 1.7x slower measured)
-        return pk.glu(g, u, GELU_TABLE) if act == "gelu" else silu(g) * u
+class PromptOps(GenerationOps):
+    """A prompt batch at positions ``pos``: the same ops as :class:`GenerationOps` (what ggml computes for a
+    row does not depend on how many rows run, except attention's path, chosen in kernels.attn)."""
 
 
 def ops_for(cfg, pos: np.ndarray, n_rows: int | None = None):
