@@ -69,8 +69,6 @@ def instrument():
 
     blocks.Linear.__call__ = call
     wrap(blocks.Linear, "rows_f32", lambda self, *a, **k: f"dequant tile {self.format.name}")
-    if not hasattr(blocks, "gk"):
-        return
     wrap(blocks.mm, "block_mins", "Q8_1 min term")
     for mod in (blocks.mm, _act):
         for fn in ("fake_quantize_activations", "quantize_activations"):
