@@ -38,6 +38,7 @@ from ..formats.layout import offsets, size
 from ..formats.registry import FORMATS
 from . import kquants as _kq
 from . import legacy as _legacy
+from . import multirow as _mr
 from ._fp import F16_TABLE
 from ._rows import numba_thread_fns
 
@@ -87,35 +88,52 @@ assert offsets("Q5_K", "d", "dmin", "scales") == (Q4K_D, Q4K_DMIN, Q4K_SCALES)
 Q6K_QL, Q6K_QH, Q6K_SCALES, Q6K_D = offsets("Q6_K", "ql", "qh", "scales", "d")
 IQ4XS_D, IQ4XS_SCALES_H, IQ4XS_SCALES_L, IQ4XS_QS = offsets("IQ4_XS", "d", "scales_h", "scales_l", "qs")
 
+
 # wo: the block's first byte. Layouts (spec §3): Q4_0 d|qs, Q4_1 d|m|qs, Q5_0 d|qh|qs, Q5_1 d|m|qh|qs,
 # Q8_0 d|qs, IQ4_NL d|qs; the IQ4_XS form reads the 16 nibble bytes of one 32-block at wo itself.
-_fma_q4_0 = _fma_block(
-    lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q40_QS)), False),
-    "Q4_0 block: the unsigned nibbles (the caller adds the -8 * sum(a) term).",
-)
-_fma_q4_1 = _fma_block(
-    lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q41_QS)), False),
-    "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).",
-)
-_fma_q5_0 = _fma_block(
-    lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q50_QS), _at(b, o, Q50_QH)), False),
-    "Q5_0 block: the unsigned 5-bit codes (the caller adds the -16 * sum(a) term).",
-)
-_fma_q5_1 = _fma_block(
-    lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q51_QS), _at(b, o, Q51_QH)), False),
-    "Q5_1 block: 5-bit codes (min term added by the caller).",
-)
-_fma_q8_0 = _fma_block(
-    lambda c, b, t, w, o: (_load_bytes(c, b, t, w, _at(b, o, Q80_QS), 32), True), "Q8_0 block: int8 codes."
-)
-_fma_iq4nl = _fma_block(
-    lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, _at(b, o, IQ4NL_QS)), IQ4NL_VALUES), True),
-    "IQ4_NL block: kvalues_iq4nl[nibble].",
-)
+# Each decode: (context, builder, w type, w, wo) -> (<32 x i8> codes, signed?).
+def _dec_q4_0(c, b, t, w, o):
+    return _nib_codes(c, b, t, w, _at(b, o, Q40_QS)), False
+
+
+def _dec_q4_1(c, b, t, w, o):
+    return _nib_codes(c, b, t, w, _at(b, o, Q41_QS)), False
+
+
+def _dec_q5_0(c, b, t, w, o):
+    return _q5_codes(c, b, t, w, _at(b, o, Q50_QS), _at(b, o, Q50_QH)), False
+
+
+def _dec_q5_1(c, b, t, w, o):
+    return _q5_codes(c, b, t, w, _at(b, o, Q51_QS), _at(b, o, Q51_QH)), False
+
+
+def _dec_q8_0(c, b, t, w, o):
+    return _load_bytes(c, b, t, w, _at(b, o, Q80_QS), 32), True
+
+
+def _dec_iq4nl(c, b, t, w, o):
+    return _table16(b, _nib_codes(c, b, t, w, _at(b, o, IQ4NL_QS)), IQ4NL_VALUES), True
+
+
+_fma_q4_0 = _fma_block(_dec_q4_0, "Q4_0 block: the unsigned nibbles (the caller adds the -8 * sum(a) term).")
+_fma_q4_1 = _fma_block(_dec_q4_1, "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).")
+_fma_q5_0 = _fma_block(_dec_q5_0, "Q5_0 block: the unsigned 5-bit codes (the caller adds the -16 * sum(a) term).")
+_fma_q5_1 = _fma_block(_dec_q5_1, "Q5_1 block: 5-bit codes (min term added by the caller).")
+_fma_q8_0 = _fma_block(_dec_q8_0, "Q8_0 block: int8 codes.")
+_fma_iq4nl = _fma_block(_dec_iq4nl, "IQ4_NL block: kvalues_iq4nl[nibble].")
 _fma_iq4 = _fma_block(
     lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, o), IQ4NL_VALUES), True),
     "The 16 nibble bytes of one IQ4_XS 32-block at wo: kvalues_iq4nl[nibble].",
 )
+
+# the same blocks for multirow.NR rows at once (one activation load, NR independent accumulators)
+_fmaR_q4_0 = _mr.fma_rows(_dec_q4_0, ("off", -8), "NR Q4_0 blocks (offset term -8 * s).")
+_fmaR_q4_1 = _mr.fma_rows(_dec_q4_1, ("min", Q41_M), "NR Q4_1 blocks (min term m * s).")
+_fmaR_q5_0 = _mr.fma_rows(_dec_q5_0, ("off", -16), "NR Q5_0 blocks (offset term -16 * s).")
+_fmaR_q5_1 = _mr.fma_rows(_dec_q5_1, ("min", Q51_M), "NR Q5_1 blocks (min term m * s).")
+_fmaR_q8_0 = _mr.fma_rows(_dec_q8_0, None, "NR Q8_0 blocks.")
+_fmaR_iq4nl = _mr.fma_rows(_dec_iq4nl, None, "NR IQ4_NL blocks.")
 
 
 # Super-block formats: the sub-block products times their small integer scales are summed as an
@@ -193,6 +211,40 @@ def _row_32(kind, ts, r, W, qs, d, s, out, c):
             else:
                 acc = _fma_iq4nl(acc, dd, W, wo, qs, ao)
         out[t, c] = _vsum(acc) + accm
+
+
+@njit(cache=True, inline="always")
+def _rowgroup_32(kind, ts, r, W, qs, d, s, out, c):
+    """Rows r .. r + NR - 1 of W into out[:, c .. c + NR - 1]: each row's sums exactly as _row_32
+    computes them (same operations, same order), NR rows per activation load (kernels/multirow.py)."""
+    _R, rb = W.shape
+    nb = rb // ts
+    T, K = qs.shape
+    for t in range(T):
+        acc = _mr.zeros_acc()
+        accm = _mr.zeros_rows()
+        for b in range(nb):
+            wo = r * rb + b * ts
+            ao = t * K + b * 32
+            if kind == K_Q4_0:
+                acc, accm = _fmaR_q4_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q4_1:
+                acc, accm = _fmaR_q4_1(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q5_0:
+                acc, accm = _fmaR_q5_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q5_1:
+                acc, accm = _fmaR_q5_1(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q8_0:
+                acc, accm = _fmaR_q8_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            else:
+                acc, accm = _fmaR_iq4nl(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+        for i in range(_mr.NR):  # _vsum's order: ((0+4)+(2+6)) + ((1+5)+(3+7)), then + accm
+            o = 8 * i
+            x04 = _mr.lane(acc, o) + _mr.lane(acc, o + 4)
+            x26 = _mr.lane(acc, o + 2) + _mr.lane(acc, o + 6)
+            x15 = _mr.lane(acc, o + 1) + _mr.lane(acc, o + 5)
+            x37 = _mr.lane(acc, o + 3) + _mr.lane(acc, o + 7)
+            out[t, c + i] = ((x04 + x26) + (x15 + x37)) + _mr.lane(accm, i)
 
 
 @njit(cache=True, inline="always")
@@ -299,8 +351,13 @@ def _n_rows(Ws):
 # output columns runs matrix by matrix, so each matrix and its format are fetched from the tuples once.
 @njit(cache=True)
 def _rows_32(kind, ts, W, qs, d, s, out, r0, r1, base):
-    for r in range(r0, r1):
+    r = r0
+    while r + _mr.NR <= r1:
+        _rowgroup_32(kind, ts, r, W, qs, d, s, out, base + r)
+        r += _mr.NR
+    while r < r1:
         _row_32(kind, ts, r, W, qs, d, s, out, base + r)
+        r += 1
 
 
 @njit(cache=True)
