@@ -128,12 +128,12 @@ _fma_iq4 = _fma_block(
 )
 
 # the same blocks for multirow.NR rows at once (one activation load, NR independent accumulators)
-_fmaR_q4_0 = _mr.fma_rows(_dec_q4_0, ("off", -8), "NR Q4_0 blocks (offset term -8 * s).")
-_fmaR_q4_1 = _mr.fma_rows(_dec_q4_1, ("min", Q41_M), "NR Q4_1 blocks (min term m * s).")
-_fmaR_q5_0 = _mr.fma_rows(_dec_q5_0, ("off", -16), "NR Q5_0 blocks (offset term -16 * s).")
-_fmaR_q5_1 = _mr.fma_rows(_dec_q5_1, ("min", Q51_M), "NR Q5_1 blocks (min term m * s).")
-_fmaR_q8_0 = _mr.fma_rows(_dec_q8_0, None, "NR Q8_0 blocks.")
-_fmaR_iq4nl = _mr.fma_rows(_dec_iq4nl, None, "NR IQ4_NL blocks.")
+_fmaR_q4_0 = _mr.fma_rows("nib", ("off", -8), "NR Q4_0 blocks (offset term -8 * s).", qs_off=Q40_QS)
+_fmaR_q4_1 = _mr.fma_rows("nib", ("min", Q41_M), "NR Q4_1 blocks (min term m * s).", qs_off=Q41_QS)
+_fmaR_q5_0 = _mr.fma_rows("q5", ("off", -16), "NR Q5_0 blocks (offset term -16 * s).", qs_off=Q50_QS, qh_off=Q50_QH)
+_fmaR_q5_1 = _mr.fma_rows("q5", ("min", Q51_M), "NR Q5_1 blocks (min term m * s).", qs_off=Q51_QS, qh_off=Q51_QH)
+_fmaR_q8_0 = _mr.fma_rows("q8", None, "NR Q8_0 blocks.", qs_off=Q80_QS)
+_fmaR_iq4nl = _mr.fma_rows("nib", None, "NR IQ4_NL blocks.", qs_off=IQ4NL_QS, table=IQ4NL_VALUES)
 
 
 # Super-block formats: the sub-block products times their small integer scales are summed as an
@@ -238,13 +238,9 @@ def _rowgroup_32(kind, ts, r, W, qs, d, s, out, c):
                 acc, accm = _fmaR_q8_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
             else:
                 acc, accm = _fmaR_iq4nl(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
-        for i in range(_mr.NR):  # _vsum's order: ((0+4)+(2+6)) + ((1+5)+(3+7)), then + accm
-            o = 8 * i
-            x04 = _mr.lane(acc, o) + _mr.lane(acc, o + 4)
-            x26 = _mr.lane(acc, o + 2) + _mr.lane(acc, o + 6)
-            x15 = _mr.lane(acc, o + 1) + _mr.lane(acc, o + 5)
-            x37 = _mr.lane(acc, o + 3) + _mr.lane(acc, o + 7)
-            out[t, c + i] = ((x04 + x26) + (x15 + x37)) + _mr.lane(accm, i)
+        tot = _mr.totals_whole(acc, accm) if kind == K_Q8_0 else _mr.totals_split(acc, accm)
+        for i in range(_mr.NR):
+            out[t, c + i] = _mr.lane(tot, i)
 
 
 @njit(cache=True, inline="always")
