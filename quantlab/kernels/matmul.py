@@ -134,6 +134,9 @@ _fmaR_q5_0 = _mr.fma_rows("q5", ("off", -16), "NR Q5_0 blocks (offset term -16 *
 _fmaR_q5_1 = _mr.fma_rows("q5", ("min", Q51_M), "NR Q5_1 blocks (min term m * s).", qs_off=Q51_QS, qh_off=Q51_QH)
 _fmaR_q8_0 = _mr.fma_rows("q8", None, "NR Q8_0 blocks.", qs_off=Q80_QS)
 _fmaR_iq4nl = _mr.fma_rows("nib", None, "NR IQ4_NL blocks.", qs_off=IQ4NL_QS, table=IQ4NL_VALUES)
+_sbR_iq4xs = _mr.iq4xs_superblock(
+    "NR IQ4_XS super-blocks.", IQ4NL_VALUES, IQ4XS_D, IQ4XS_SCALES_H, IQ4XS_SCALES_L, IQ4XS_QS
+)
 
 
 # Super-block formats: the sub-block products times their small integer scales are summed as an
@@ -327,6 +330,22 @@ def _row_256(kind, ts, r, W, qs, d, bsums, out, c):
         out[t, c] = _vsum(accv) + acc
 
 
+@njit(cache=True, inline="always")
+def _rowgroup_iq4xs(ts, r, W, qs, d, out, c):
+    """Rows r .. r + NR - 1 of an IQ4_XS matrix: _row_256's IQ4_XS sums row by row (same operations,
+    same order), NR rows per activation load, one super-block of every row per call."""
+    _R, rb = W.shape
+    nb = rb // ts
+    T, K = qs.shape
+    for t in range(T):
+        acc = _mr.zeros_acc()
+        for b in range(nb):
+            acc = _sbR_iq4xs(acc, W, r * rb + b * ts, rb, qs, t * K + b * 256, d[t, b])
+        tot = _mr.totals_split(acc, _mr.zeros_rows())
+        for i in range(_mr.NR):
+            out[t, c + i] = _mr.lane(tot, i)
+
+
 # serial and threaded drivers (separate functions so that numba caches both). Whether threads pay off
 # depends on the machine's load more than on the product: on a quiet machine two threads halve a 576 x 1536
 # matvec; on a shared, busy one a worker that is not scheduled stalls the join for milliseconds and
@@ -358,8 +377,14 @@ def _rows_32(kind, ts, W, qs, d, s, out, r0, r1, base):
 
 @njit(cache=True)
 def _rows_256(kind, ts, W, qs, d, bsums, out, r0, r1, base):
-    for r in range(r0, r1):
+    r = r0
+    if kind == K_IQ4_XS:
+        while r + _mr.NR <= r1:
+            _rowgroup_iq4xs(ts, r, W, qs, d, out, base + r)
+            r += _mr.NR
+    while r < r1:
         _row_256(kind, ts, r, W, qs, d, bsums, out, base + r)
+        r += 1
 
 
 @njit(cache=True)

@@ -312,6 +312,86 @@ def fma_rows(codes, minterm, doc, qs_off=0, qh_off=0, table=None):
     return intrinsic(impl)
 
 
+def _table_block_step(context, builder, wty, wv, offs, aty, av, aov, ddv, accv, table):
+    """acc + float(dot8(table[nibbles of 16 bytes at offs[i]], a[aov:aov+32])) * dd[i] per row i
+    ("split" layout)."""
+    raw = _concat(builder, [_load_bytes(context, builder, wty, wv, o, 16) for o in offs])
+    n = 16 * NR
+    i8 = ir.IntType(8)
+    lo = _table_n(builder, builder.and_(raw, ir.Constant(_vec(i8, n), [15] * n)), table)
+    hi = _table_n(builder, builder.lshr(raw, ir.Constant(_vec(i8, n), [4] * n)), table)
+    a_lo = _repeat(builder, _load_bytes(context, builder, aty, av, aov, 16), NR)
+    a_hi = _repeat(builder, _load_bytes(context, builder, aty, av, builder.add(aov, ir.Constant(aov.type, 16)), 16), NR)
+    dots = _concat(builder, [_dot_n(builder, lo, True, a_lo), _dot_n(builder, hi, True, a_hi)])
+    rowof = [0] * (8 * NR)
+    for i in range(NR):
+        for j in range(8):
+            rowof[_pos("split", i, j)] = i
+    ddw = builder.shuffle_vector(ddv, ddv, ir.Constant(_vec(_I32, 8 * NR), rowof))
+    p = builder.sitofp(dots, ir.VectorType(_F, 8 * NR))
+    return builder.fadd(accv, builder.fmul(p, ddw))
+
+
+def iq4xs_superblock(doc, table, d_off, sh_off, sl_off, qs_off):
+    """An intrinsic f(acc, w, o, rb, a, ao, da) -> acc' adding one IQ4_XS super-block of each of NR
+    rows (row i's block at flat byte o + i * rb), as the one-row kernel does it: d4d8 = fp16 d * da;
+    per 32-block ib, ls = 4 bits of scales_l | 2 bits of scales_h << 4 and acc += float(dot8(
+    table[nibbles], a)) * (d4d8 * float(ls - 32)); the scales of all rows decoded as vectors."""
+
+    def impl(typingctx, acc, w, o, rb, a, ao, da):
+        _check_bytes(w, a)
+        sig = f32_acc(f32_acc, w, types.intp, types.intp, a, types.intp, types.float32)
+
+        def codegen(context, builder, signature, args):
+            accv, wv, ov, rbv, av, aov, dav = args
+            wty, aty = signature.args[1], signature.args[4]
+            offs = [builder.add(ov, builder.mul(rbv, ir.Constant(rbv.type, i))) for i in range(NR)]
+
+            def at(x, k):
+                return builder.add(x, ir.Constant(x.type, k))
+
+            d4d8 = builder.fmul(
+                _halves(context, builder, wty, wv, [at(x, d_off) for x in offs]), _splat(builder, dav, NR)
+            )
+            vi = ir.VectorType(_I32, NR)
+            sl = ir.Constant(vi, ir.Undefined)
+            sh = ir.Constant(vi, ir.Undefined)
+            for i, x in enumerate(offs):
+                pl = builder.bitcast(_byte_ptr(context, builder, wty, wv, at(x, sl_off)), _I32.as_pointer())
+                sl = builder.insert_element(sl, builder.load(pl, typ=_I32, align=1), ir.Constant(_I32, i))
+                ph = builder.bitcast(_byte_ptr(context, builder, wty, wv, at(x, sh_off)), ir.IntType(16).as_pointer())
+                hv = builder.zext(builder.load(ph, typ=ir.IntType(16), align=1), _I32)
+                sh = builder.insert_element(sh, hv, ir.Constant(_I32, i))
+
+            def c(v):
+                return ir.Constant(vi, [v] * NR)
+
+            for ib in range(8):
+                low = builder.and_(builder.lshr(sl, c(8 * (ib // 2) + 4 * (ib % 2))), c(15))
+                high = builder.shl(builder.and_(builder.lshr(sh, c(2 * ib)), c(3)), c(4))
+                lsf = builder.sitofp(builder.sub(builder.or_(low, high), c(32)), ir.VectorType(_F, NR))
+                dd = builder.fmul(d4d8, lsf)
+                accv = _table_block_step(
+                    context,
+                    builder,
+                    wty,
+                    wv,
+                    [at(x, qs_off + 16 * ib) for x in offs],
+                    aty,
+                    av,
+                    at(aov, 32 * ib),
+                    dd,
+                    accv,
+                    table,
+                )
+            return accv
+
+        return sig, codegen
+
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
 def _totals(layout):
     def impl(typingctx, acc, accm):
         if not (isinstance(acc, FVec) and isinstance(accm, FVec)):
