@@ -17,15 +17,39 @@ falls back to another (empty) one otherwise — every student would compile ever
 directory, so numba loads the shared compiled kernels and writes anything new (a kernel the shared
 cache lacks) into the user's directory. numba replaces an index file atomically (a new file renamed over
 the link), so the shared files are never written.
+
+**Kernels are cached per source fingerprint.** numba decides whether a cached kernel is stale from its own
+source file's timestamp only. A kernel that inlines an intrinsic or a jitted helper from another module
+(every row kernel uses ``kernels/simd.py``'s) is *not* recompiled when that module changes, and silently
+computes with the old code: seen when FMA accumulation landed in ``simd.py`` (9 byte-exact checks failed
+on a warm cache, all passed on a fresh one). So numba is pointed at ``<cache>/quantlab-src-<hash>``, the
+hash of every numba source module's text (:data:`NUMBA_SOURCES`; a test checks no module that imports
+numba is missing from it): a change anywhere in them starts a fresh, complete cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import sys
 
 SHARED_ENV = "QUANTLAB_SHARED_NUMBA_CACHE"
+PACKAGE = pathlib.Path(__file__).resolve().parent
+# the modules whose text numba compiles (globs relative to the package); tests/test_warmup.py checks that every
+# quantlab module importing numba or llvmlite matches one of them
+NUMBA_SOURCES = ("kernels/*.py", "model/*.py")
+SRC_PREFIX = "quantlab-src-"
+
+
+def source_fingerprint() -> str:
+    """A short hash of the text of every numba source module (:data:`NUMBA_SOURCES`)."""
+    h = hashlib.blake2b(digest_size=8)
+    for pattern in NUMBA_SOURCES:
+        for p in sorted(PACKAGE.glob(pattern)):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def default_numba_cache_dir() -> pathlib.Path:
@@ -35,9 +59,19 @@ def default_numba_cache_dir() -> pathlib.Path:
 
 
 def numba_cache_dir() -> pathlib.Path:
-    """The directory numba caches quantlab's kernels in: NUMBA_CACHE_DIR if set, else the default."""
+    """quantlab's numba cache: NUMBA_CACHE_DIR if set, else the default. The kernels themselves live in
+    its :func:`kernel_cache_dir` subdirectory. (A NUMBA_CACHE_DIR that already names a fingerprint
+    subdirectory, inherited from a parent quantlab process, stands for its parent.)"""
     env = os.environ.get("NUMBA_CACHE_DIR")
-    return pathlib.Path(env) if env else default_numba_cache_dir()
+    if not env:
+        return default_numba_cache_dir()
+    p = pathlib.Path(env)
+    return p.parent if p.name.startswith(SRC_PREFIX) else p
+
+
+def kernel_cache_dir() -> pathlib.Path:
+    """Where numba reads and writes the compiled kernels of these sources."""
+    return numba_cache_dir() / (SRC_PREFIX + source_fingerprint())
 
 
 def link_shared(shared: pathlib.Path, own: pathlib.Path) -> int:
@@ -67,12 +101,13 @@ def link_shared(shared: pathlib.Path, own: pathlib.Path) -> int:
 def configure() -> pathlib.Path:
     """Set NUMBA_CACHE_DIR (when unset) before numba is imported, and link a shared cache in."""
     d = numba_cache_dir()
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(d))
+    k = kernel_cache_dir()
+    os.environ["NUMBA_CACHE_DIR"] = str(k)
     numba = sys.modules.get("numba")
-    if numba is not None and not numba.config.CACHE_DIR:
-        # numba was imported first (and read an empty NUMBA_CACHE_DIR): its locators read config.CACHE_DIR
+    if numba is not None and numba.config.CACHE_DIR in ("", str(d)):
+        # numba was imported first (and read NUMBA_CACHE_DIR then): its locators read config.CACHE_DIR
         # when a kernel is decorated, which quantlab's modules have not done yet.
-        numba.config.CACHE_DIR = str(d)
+        numba.config.CACHE_DIR = str(k)
     shared = os.environ.get(SHARED_ENV)
     if shared:
         link_shared(pathlib.Path(shared), d)

@@ -203,12 +203,14 @@ def main(argv=None) -> int:
     if failed:
         return 1
     if not args.only:
-        d = _cache.numba_cache_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        (d / STAMP).write_text(
+        note = (
             f"quantlab {__version__} warmed {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
             f" ({len(todo)} jobs)\n"
         )
+        # the cache's stamp (make's target) and its kernel subdirectory's (a hub asks whether these sources are warm)
+        for d in (_cache.numba_cache_dir(), _cache.kernel_cache_dir()):
+            d.mkdir(parents=True, exist_ok=True)
+            (d / STAMP).write_text(note)
     return 0
 
 

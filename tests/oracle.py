@@ -5,6 +5,8 @@ The suite fails loudly when it is missing (OracleMissing); it never skips silent
 
 import ctypes as C
 
+import numpy as np
+
 from quantlab.peers import ggml
 
 
@@ -84,3 +86,93 @@ class GgufC:
             )
         finally:
             self.lib.gguf_free(ctx)
+
+
+class GgmlCpu:
+    """ggml's CPU backend (libggml-cpu next to the oracle's libggml-base) through ctypes: builds a
+    one-op graph and computes it, for ops whose numerics quantlab reproduces (flash attention)."""
+
+    F32, F16 = 0, 1
+
+    def __init__(self):
+        import os
+
+        base = oracle()
+        d = os.path.dirname(base.path)
+        C.CDLL(base.path, mode=C.RTLD_GLOBAL)
+        self.base = lib = C.CDLL(base.path)
+        self.cpu = cpu = C.CDLL(os.path.join(d, "libggml-cpu.so"))
+        vp = C.c_void_p
+
+        class InitParams(C.Structure):
+            _fields_ = [("mem_size", C.c_size_t), ("mem_buffer", vp), ("no_alloc", C.c_bool)]
+
+        self.InitParams = InitParams
+        lib.ggml_init.argtypes = [InitParams]
+        lib.ggml_init.restype = vp
+        lib.ggml_free.argtypes = [vp]
+        lib.ggml_new_tensor_4d.argtypes = [vp, C.c_int, C.c_int64, C.c_int64, C.c_int64, C.c_int64]
+        lib.ggml_new_tensor_4d.restype = vp
+        lib.ggml_get_data.argtypes = [vp]
+        lib.ggml_get_data.restype = vp
+        lib.ggml_nbytes.argtypes = [vp]
+        lib.ggml_nbytes.restype = C.c_size_t
+        lib.ggml_flash_attn_ext.argtypes = [vp, vp, vp, vp, vp, C.c_float, C.c_float, C.c_float]
+        lib.ggml_flash_attn_ext.restype = vp
+        lib.ggml_flash_attn_ext_set_prec.argtypes = [vp, C.c_int]
+        lib.ggml_new_graph.argtypes = [vp]
+        lib.ggml_new_graph.restype = vp
+        lib.ggml_build_forward_expand.argtypes = [vp, vp]
+        cpu.ggml_graph_compute_with_ctx.argtypes = [vp, vp, C.c_int]
+        cpu.ggml_graph_compute_with_ctx.restype = C.c_int
+
+    def _tensor(self, ctx, arr, typ, ne=None):
+        """A new 4-d tensor holding ``arr`` (numpy dims reversed: arr[i3, i2, i1, i0]; ``ne`` for a
+        quantized type, whose rows are bytes)."""
+        a = np.ascontiguousarray(arr)
+        ne = list(ne or a.shape[::-1]) + [1] * (4 - len(ne or a.shape))
+        t = self.base.ggml_new_tensor_4d(ctx, typ, *ne)
+        C.memmove(self.base.ggml_get_data(t), a.ctypes.data, a.nbytes)
+        return t
+
+    def compute(self, build, inputs, out_shape, threads=1, nbytes=64 << 20):
+        """Compute one ggml graph: ``inputs`` is a list of (numpy array, ggml type id[, ne]) made into
+        tensors (numpy dims reversed), ``build(lib, ctx, tensors)`` returns the result tensor, read back as
+        float32 ``out_shape``."""
+        need = sum(spec[0].nbytes for spec in inputs) + 4 * int(np.prod(out_shape)) + nbytes
+        ctx = self.base.ggml_init(self.InitParams(need, None, False))
+        try:
+            ts = [self._tensor(ctx, *spec) for spec in inputs]
+            out = build(self.base, ctx, ts)
+            gf = self.base.ggml_new_graph(ctx)
+            self.base.ggml_build_forward_expand(gf, out)
+            if self.cpu.ggml_graph_compute_with_ctx(ctx, gf, threads) != 0:
+                raise RuntimeError("ggml_graph_compute_with_ctx failed")
+            res = np.empty(out_shape, dtype=np.float32)
+            C.memmove(res.ctypes.data, self.base.ggml_get_data(out), res.nbytes)
+            return res
+        finally:
+            self.base.ggml_free(ctx)
+
+    def flash_attn_ext(self, q, k, v, mask, scale, softcap=0.0, threads=1):
+        """ggml_flash_attn_ext (prec F32, as llama.cpp sets it) of q float32 [H, N, D] over the fp16 bit
+        patterns k, v uint16 [Hkv, n_kv, D] with mask float16 [N, n_kv] -> float32 [N, H, D]."""
+        H, N, D = q.shape
+        need = q.nbytes + k.nbytes + v.nbytes + mask.nbytes + N * H * D * 4 + (64 << 20)
+        ctx = self.base.ggml_init(self.InitParams(need, None, False))
+        try:
+            tq = self._tensor(ctx, q.astype(np.float32), self.F32)
+            tk = self._tensor(ctx, k.astype(np.uint16), self.F16)
+            tv = self._tensor(ctx, v.astype(np.uint16), self.F16)
+            tm = self._tensor(ctx, mask.astype(np.float16), self.F16)
+            out = self.base.ggml_flash_attn_ext(ctx, tq, tk, tv, tm, scale, 0.0, softcap)
+            self.base.ggml_flash_attn_ext_set_prec(out, 10)  # GGML_PREC_F32
+            gf = self.base.ggml_new_graph(ctx)
+            self.base.ggml_build_forward_expand(gf, out)
+            if self.cpu.ggml_graph_compute_with_ctx(ctx, gf, threads) != 0:
+                raise RuntimeError("ggml_graph_compute_with_ctx failed")
+            res = np.empty((N, H, D), dtype=np.float32)
+            C.memmove(res.ctypes.data, self.base.ggml_get_data(out), res.nbytes)
+            return res
+        finally:
+            self.base.ggml_free(ctx)

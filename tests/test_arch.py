@@ -7,6 +7,12 @@ llama.cpp 0.3.36 said about the very same file (its sha256 is checked): llama-pe
 chunks of 512 tokens of the default text, the NLL of the true next token and the top-1 id of each of the
 255 scored tokens of chunk 1 (from its --kl-divergence-base file), and 32 greedy tokens.
 
+Since session 5 quantlab computes what llama.cpp computes, op for op (its flash attention, fused multiply-adds,
+vector exp, integer products for prompt batches; tests/test_forward_ops.py checks each op's bits against ggml):
+every PPL equals llama-perplexity's to its printed digits, every per-token NLL llama.cpp's to its base file's
+storage step (asserted below), and the greedy text is llama-completion's. The looser checks that follow were
+written when it did not, and are kept as the issue's bars.
+
 Tolerances. PPL within 0.5 % (issue 15). Per token, quantlab is allowed what llama.cpp allows itself:
 the fixture records llama.cpp's own spread on chunk 1 between its default run (flash attention on) and
 the same model with flash attention off ("llama_self_spread"); measured on SmolLM2 that spread is a KLD
@@ -39,25 +45,16 @@ _spec.loader.exec_module(fixtures_tool)
 # llama.cpp's base file stores log-probabilities more than 16 below the top as the floor: a stored NLL of
 # 16 or more may be a floored one (the random tiny models have many), so per-token checks skip those
 FLOOR = 16.0
-# known gaps, measured after the architectures landed (session 4; tools/arch_kld_table.py, 4x512 PPL and chunk-1
-# per-token figures against the AVX2 llama.cpp): strict, so a fix shows up as XPASS and the mark goes
-NOT_YET = {
-    "llama": "PPL 0.9948x llama-perplexity's (0.52% off, the bar is 0.5%) while its KLD (0.0040) equals llama.cpp's "
-    "own flash-attention on/off spread; the offset is not explained yet",
-    "qwen3": "PPL 1.0079x llama-perplexity's (bar 0.5%); KLD 0.0090 vs llama.cpp's own spread 0.0087: not explained yet",
-    "phi3": "top-1 agreement 93.3% against llama.cpp's own 96.5% at the same KLD (0.0074): not explained yet",
-    "gemma3-tiny": "random weights: KLD 0.0032 (llama.cpp's own spread 0.0063) but the per-token NLL check fails: "
-    "not explained yet",
-    "qwen3-tiny": "random weights: not re-measured after the architectures landed (one chunk took > 1000 s at load 20)",
-}
+# known gaps (strict xfails, so a fix shows up as XPASS and the mark goes): none since session 5, where quantlab took
+# ggml's arithmetic (flash attention, fused multiply-adds, its vector exp, RoPE and GELU rounding, integer products
+# for prompt batches): every test model's 4x512 PPL equals llama-perplexity's to its printed digits and chunk 1's
+# per-token NLL to the base file's storage step
+NOT_YET: dict = {}
 
 
-# 32 greedy tokens against llama-completion's: these differ (first seen in the session-4 fresh-clone run, where
-# each of them failed; the others matched); not diagnosed yet (the tokens, not the detokenized text, are compared)
-GREEDY_NOT_YET = {
-    n: "greedy tokens differ from llama-completion's: not diagnosed yet"
-    for n in ("qwen2", "qwen3", "phi3", "gemma3-tiny", "qwen3-tiny")
-}
+# 32 greedy tokens against llama-completion's: all match since quantlab follows ggml's arithmetic (flash attention,
+# fused multiply-adds, its vector exp; session 5); a gap would go here as a strict xfail
+GREEDY_NOT_YET: dict = {}
 
 
 def _param(name, known=NOT_YET):
@@ -121,12 +118,18 @@ def test_perplexity_and_tokens_match_llama_cpp(arch_models, name):
     sp = fx.get("llama_self_spread") or {"mean_abs_dnll": 0.0, "p99_abs_dnll": 0.0, "top1": 1.0}
     ref = np.asarray(fx["chunk0"]["nll"])
     keep = ref < FLOOR  # the others were stored at the floor, not at their value
-    assert keep.mean() > 0.5, keep.mean()
+    # enough tokens carry their value (the random tiny models put ~60 % of theirs under the floor: ~100 remain)
+    assert keep.sum() >= 64, keep.sum()
     d = np.abs(r.nll[:n] - ref)[keep]
     assert d.mean() <= max(0.01, 2 * sp["mean_abs_dnll"]), (d.mean(), sp)
     assert np.percentile(d, 99) <= max(0.05, 2 * sp["p99_abs_dnll"]), (np.percentile(d, 99), sp)
     same = np.mean(r.argmax[:n] == np.asarray(fx["chunk0"]["top1"]))
     assert same >= min(0.99, sp["top1"] - 0.01), (same, sp)
+    # stricter, since quantlab follows ggml's arithmetic op for op (tests/test_forward_ops.py): every NLL equals
+    # llama.cpp's within one storage step of its base file (log-probabilities kept as uint16 over <= 16 nats:
+    # 16 / 65535 = 2.4e-4), and where llama.cpp stored only the floor, quantlab is at least there
+    assert d.max() <= 2.5e-4, d.max()
+    assert (r.nll[:n][~keep] >= ref[~keep] - 2.5e-4).all()
 
 
 @pytest.mark.parametrize("name", GREEDY_PARAMS)

@@ -130,13 +130,21 @@ def test_make_and_quantlab_agree_on_the_numba_cache_directory(tmp_path):
         check=True,
     ).stdout.strip()
     py = subprocess.run(
-        [sys.executable, "-c", "import quantlab, numba; print(numba.config.CACHE_DIR)"],
+        [sys.executable, "-c", "import quantlab, quantlab._cache as c; print(c.numba_cache_dir())"],
         env=dict(env, PYTHONPATH=str(ROOT)),
         capture_output=True,
         text=True,
         check=True,
     )
     assert made == py.stdout.strip() == str(tmp_path / ".cache/quantlab/numba")
+    kernels = subprocess.run(
+        [sys.executable, "-c", "import quantlab, numba; print(numba.config.CACHE_DIR)"],
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert pathlib.Path(kernels.stdout.strip()).parent == pathlib.Path(made)  # numba: its fingerprint subdirectory
 
 
 def test_learning_needs_no_compiler_and_no_oracle():

@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from quantlab import warmup
+from quantlab import _cache, warmup
 from quantlab.formats.registry import all_formats
 from quantlab.kernels import matmul as mm
 
@@ -75,15 +75,42 @@ def _probe(env, user=None):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+SRC = _cache.SRC_PREFIX + _cache.source_fingerprint()  # the kernels' subdirectory of a cache
+
+
+def test_the_kernel_cache_is_keyed_by_every_numba_source():
+    """numba checks only a kernel's own file for staleness; a helper inlined from another module would be
+    used stale. The cache subdirectory is named by a hash of every module numba compiles: none may be
+    missing from it, and a change to any of them names a new one."""
+    pkg = _cache.PACKAGE
+    covered = {p for pattern in _cache.NUMBA_SOURCES for p in pkg.glob(pattern)}
+    uses_numba = {
+        p for p in pkg.rglob("*.py") if re.search(r"^\s*(from|import) (numba|llvmlite)\b", p.read_text(), re.M)
+    }
+    counts_only = {pkg / "warmup.py"}  # imports numba to count compiles; compiles nothing of its own
+    assert uses_numba - covered - counts_only == set() and uses_numba
+    base = _cache.source_fingerprint()
+    src = pkg / "kernels" / "simd.py"
+    text = src.read_bytes()
+    try:
+        src.write_bytes(text + b"\n")
+        assert _cache.source_fingerprint() != base
+    finally:
+        src.write_bytes(text)
+    assert _cache.source_fingerprint() == base
+
+
 def test_a_process_without_numba_cache_dir_uses_the_per_user_cache_and_finds_it_warm(tmp_path):
-    default = tmp_path / ".cache" / "quantlab" / "numba"
+    default = tmp_path / ".cache" / "quantlab" / "numba" / SRC
     first = _probe(_env(tmp_path))
     assert first["cache_dir"] == str(default)
     assert list(default.rglob("*.nbi")) and list(default.rglob("*.nbc"))  # numba wrote its cache there
     second = _probe(_env(tmp_path))
     assert second == {"cache_dir": str(default), "compiles": 0}  # and a new process loads it
     # the user's choice still wins
-    assert _probe(_env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / "mine")))["cache_dir"] == str(tmp_path / "mine")
+    mine = str(tmp_path / "mine" / SRC)
+    assert _probe(_env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / "mine")))["cache_dir"] == mine
+    assert _probe(_env(tmp_path, NUMBA_CACHE_DIR=mine))["cache_dir"] == mine  # as a child process inherits it
 
 
 def test_a_read_only_shared_cache_is_used_through_links_and_never_written():
@@ -130,7 +157,7 @@ def test_a_read_only_shared_cache_is_used_through_links_and_never_written():
         assert direct["compiles"] > 0  # numba's own behaviour: a read-only cache dir is not used
 
         linked = _probe(_env(student, QUANTLAB_SHARED_NUMBA_CACHE=str(shared)), user)
-        assert linked == {"cache_dir": str(student / ".cache" / "quantlab" / "numba"), "compiles": 0}
+        assert linked == {"cache_dir": str(student / ".cache" / "quantlab" / "numba" / SRC), "compiles": 0}
         assert {p: p.stat().st_mtime_ns for p in shared.rglob("*")} == before  # nothing written there
         assert any(p.is_symlink() for p in (student / ".cache" / "quantlab" / "numba").rglob("*.nbi"))
     finally:

@@ -150,12 +150,20 @@ def render(headers: list[Header], undescribed: list[tuple[str, str]]) -> str:
         "_Written by `tools/make_syllabus.py` from the first cell of every notebook; do not edit by hand._",
         "",
         "A workshop on LLM weight quantization the way llama.cpp does it: every number is computed in the "
-        "notebooks, on real tensors. Minutes are a careful first read-through with the exercises; compute is "
-        "the time a full run of the notebook takes (`tools/time_notebooks.py`), as stated in each header.",
+        "notebooks, on real tensors.",
+        "",
+        "**How the times are made.** *Compute* is measured: the CPU seconds of the notebook's kernel over a full "
+        "run (`tools/time_notebooks.py`; the wall time on the shared 2-core machine, inflated by its load, is "
+        "stated in each header). *Minutes* are made from the notebook by `tools/time_notebooks.py "
+        "--write-headers`, not guessed: its markdown words at an assumed reading rate, a fixed time per code "
+        "cell (reading the code and its output), a fixed time per exercise, plus the compute; each notebook's "
+        "**Time** line below gives its parts and the rates. Nobody has timed a human read-through: treat the "
+        "minutes as a planning figure and adjust them after the first class. A header without those parts "
+        "still carries an estimate.",
         "",
         "## Core path",
         "",
-        "| # | notebook | needs | minutes | compute (full run) | note |",
+        "| # | notebook | needs | minutes | compute (full run, CPU s) | note |",
         "|---|---|---|---:|---:|---|",
     ]
     for i, h in enumerate(core, 1):
@@ -170,7 +178,7 @@ def render(headers: list[Header], undescribed: list[tuple[str, str]]) -> str:
         out += [
             "## Extensions and appendices",
             "",
-            "| notebook | path | needs | minutes | compute (full run) | note |",
+            "| notebook | path | needs | minutes | compute (full run, CPU s) | note |",
             "|---|---|---|---:|---:|---|",
         ]
         for h in rest:

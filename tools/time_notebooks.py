@@ -3,6 +3,8 @@
     .venv/bin/python tools/time_notebooks.py notebooks/10_benchmarks.ipynb          # full mode
     .venv/bin/python tools/time_notebooks.py --quick notebooks/0[5-9]*.ipynb        # QUICK mode (what the suite runs)
     .venv/bin/python tools/time_notebooks.py --json /tmp/t.json notebooks/*.ipynb   # also write the figures
+    .venv/bin/python tools/time_notebooks.py --write-headers notebooks/0[0-6]*.ipynb  # and record them in the headers
+    .venv/bin/python tools/time_notebooks.py --refresh notebooks/*.ipynb            # minutes again after a text edit
 
 Full mode unsets QUANTLAB_QUICK and CI in the kernel's environment (the notebooks read them through
 ``quantlab.widgets._common.quick_default``); ``--quick`` sets QUANTLAB_QUICK=1. Numba's cache is
@@ -14,18 +16,121 @@ For each notebook: the wall seconds of every code cell, the kernel process's CPU
 for a core or for I/O), the total, and the 1-minute load average before and after. A cell that raises
 stops that notebook (reported as an error, exit status 1). Nothing is written into the notebooks;
 ``--save DIR`` writes the executed copies (outputs included) into DIR, to read or compare the figures.
+
+``--write-headers`` records the run in each notebook's header cell (the ``**Time:**`` line that
+tools/make_syllabus.py turns into notebooks/README.md), replacing the figure of this mode (full or QUICK) and
+keeping the other one. The compute figure is the kernel process's CPU seconds (what the run costs; on a
+shared machine the wall time is inflated by the load, so it is stated beside it). The minutes are made, not
+guessed, from the notebook itself (:func:`minutes_parts`): its markdown words at ``--wpm`` words per minute,
+``--cell-min`` minutes per code cell that is not an exercise cell (reading the code and its output),
+``--exercise-min`` per exercise (predict, run ``check``, read the hint) and the full run's compute. These rates are
+assumptions stated in the header and the syllabus: nobody timed a human read-through.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
+import re
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+#: the rates the minutes are made from (assumptions, stated wherever the minutes are shown)
+WPM = 100  # words of markdown read per minute: careful reading of technical text
+CELL_MIN = 0.5  # minutes per code cell that is not an exercise: read the code, run it, read its output
+EXERCISE_MIN = 3.0  # minutes per exercise: predict, check, read the hint
+_EXERCISE = re.compile(r"""\b(?:check|reveal|answer)\(\s*["']([^"']+)["']""")
+_TIME_LINE = re.compile(r"^\*\*Time:\*\*.*$", re.M)
+_OLD = re.compile(
+    r"compute:\s*(?P<full>[\d.]+)\s*s full(?:,\s*(?P<quick>[\d.]+)\s*s QUICK)?|compute:\s*(?P<q2>[\d.]+)\s*s QUICK"
+)
+
+
+def minutes_parts(
+    nb, compute_s: float, wpm: float = WPM, cell_min: float = CELL_MIN, exercise_min: float = EXERCISE_MIN
+):
+    """The parts a notebook's minutes are made of: {"words", "cells", "exercises", "reading", "running",
+    "exercising", "compute", "minutes"} (minutes rounded to the nearest whole minute; the header cell's own
+    words are not counted)."""
+    words = sum(len(c.source.split()) for c in nb.cells[1:] if c.cell_type == "markdown")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    ex_cells = [c for c in code if _EXERCISE.search(c.source)]
+    n_ex = len({m for c in ex_cells for m in _EXERCISE.findall(c.source)})
+    parts = {
+        "words": words,
+        "cells": len(code) - len(ex_cells),
+        "exercises": n_ex,
+        "reading": words / wpm,
+        "running": (len(code) - len(ex_cells)) * cell_min,
+        "exercising": n_ex * exercise_min,
+        "compute": compute_s / 60,
+    }
+    parts["minutes"] = math.floor(parts["reading"] + parts["running"] + parts["exercising"] + parts["compute"] + 0.5)
+    return parts
+
+
+def time_line(
+    full_s, quick_s, parts, wall_s, load, cores=None, wpm=WPM, cell_min=CELL_MIN, exercise_min=EXERCISE_MIN
+) -> str:
+    """The header's **Time:** line (tools/make_syllabus.py parses '~N min' and 'compute: X s full, Y s QUICK')."""
+    comp = "compute: " + ", ".join(
+        x
+        for x in (
+            f"{full_s:.0f} s full" if full_s is not None else "",
+            f"{quick_s:.0f} s QUICK" if quick_s is not None else "",
+        )
+        if x
+    )
+    return (
+        f"**Time:** ~{parts['minutes']} min ({comp}, kernel CPU s; full run {wall_s:.0f} s wall at load {load:.0f} "
+        f"on {cores or os.cpu_count()} cores; minutes = {parts['words']} words at {wpm:g}/min {parts['reading']:.1f} + "
+        f"{parts['cells']} cells x {cell_min:g} + {parts['exercises']} exercises x {exercise_min:g} + compute "
+        f"{parts['compute']:.1f}, by tools/time_notebooks.py)"
+    )
+
+
+def write_header(path, result: dict, wpm=WPM, cell_min=CELL_MIN, exercise_min=EXERCISE_MIN) -> str | None:
+    """Put ``result`` (a time_notebook() result without error) into the notebook's header **Time:** line;
+    ``result=None`` keeps the figures there and makes the minutes again (after the text changed).
+    Returns the new line, or None when the first markdown cell has no **Time:** line."""
+    import nbformat
+
+    path = pathlib.Path(path)
+    nb = nbformat.read(path, as_version=4)
+    head = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    m = _TIME_LINE.search(head.source) if head is not None else None
+    if m is None:
+        return None
+    old = m.group(0)
+    o = _OLD.search(old)
+    full_s = float(o["full"]) if o and o["full"] else None
+    quick_s = float(o["quick"] or o["q2"]) if o and (o["quick"] or o["q2"]) else None
+    w = re.search(r"full run (?P<wall>[\d.]+) s wall at load (?P<load>[\d.]+) on (?P<cores>\d+)", old)
+    wall_s, load = (float(w["wall"]), float(w["load"])) if w else (float("nan"), float("nan"))
+    cores = int(w["cores"]) if w else None
+    if result is None:  # --refresh: the figures already in the header, the minutes made again
+        pass
+    elif result["mode"] == "full":
+        full_s, wall_s = result["cpu_seconds"], result["total_seconds"]
+        load, cores = (result["load_before"] + result["load_after"]) / 2, os.cpu_count()
+    else:
+        quick_s = result["cpu_seconds"]
+    if full_s is None:
+        raise ValueError(f"{path.name}: no full-run figure yet: time it in full mode first")
+    parts = minutes_parts(nb, full_s, wpm, cell_min, exercise_min)
+    tail = "\\" if old.rstrip().endswith("\\") else ("  " if old.endswith("  ") else "")
+    line = time_line(full_s, quick_s, parts, wall_s, load, cores, wpm, cell_min, exercise_min) + tail
+    head.source = head.source.replace(old, line)
+    tmp = path.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    tmp.replace(path)
+    return line
 
 
 def kernel_env(quick: bool) -> dict:
@@ -141,7 +246,27 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--save", metavar="DIR", help="write each executed notebook, with its outputs, into DIR")
+    ap.add_argument(
+        "--write-headers",
+        action="store_true",
+        help="record each clean run (CPU s) and the minutes made from it in the notebook's header **Time:** line",
+    )
+    ap.add_argument(
+        "--refresh",
+        action="store_true",
+        help="run nothing: make the minutes again from the figures already in each header (after editing text)",
+    )
+    ap.add_argument("--wpm", type=float, default=WPM, help=f"markdown words read per minute (default {WPM})")
+    ap.add_argument("--cell-min", type=float, default=CELL_MIN, help=f"minutes per code cell (default {CELL_MIN})")
+    ap.add_argument(
+        "--exercise-min", type=float, default=EXERCISE_MIN, help=f"minutes per exercise (default {EXERCISE_MIN})"
+    )
     args = ap.parse_args(argv)
+    if args.refresh:
+        for nbp in args.notebooks:
+            line = write_header(nbp, None, args.wpm, args.cell_min, args.exercise_min)
+            print(f"{pathlib.Path(nbp).name}: {line or 'no **Time:** line'}")
+        return 0
     results, failed = [], False
     for nbp in args.notebooks:
         print(f"{pathlib.Path(nbp).name} ({'quick' if args.quick else 'full'} mode), load {_load1():.2f}", flush=True)
@@ -158,6 +283,12 @@ def main(argv=None) -> int:
             f"load {r['load_before']:.2f} -> {r['load_after']:.2f}" + (f"  ERROR {r['error']}" if r["error"] else ""),
             flush=True,
         )
+        if args.write_headers and not r["error"] and r.get("cpu_seconds") is not None:
+            try:
+                line = write_header(nbp, r, args.wpm, args.cell_min, args.exercise_min)
+            except ValueError as e:  # a QUICK figure for a notebook never timed in full: nothing to make minutes from
+                line = f"not written: {e}"
+            print(f"  header: {line}" if line else "  header: no **Time:** line, nothing written", flush=True)
     if len(results) > 1:
         print("\nnotebook                          mode   wall s   CPU s  load before/after")
         for r in results:

@@ -18,12 +18,19 @@ from numba import njit
 
 from ..formats import _numerics as nm
 from ..formats.fp4 import KVALUES, _log2f
+from ..formats.layout import offsets, size
 from ..formats.registry import register
 from ._fp import e8m0_half, f32_as_u32
 from ._rows import dequantize_rows, quantize_rows
 
 KV = KVALUES.astype(np.float32)
 UE4M3_TABLE = nm.ue4m3_to_f32(np.arange(256))  # decoded NVFP4 scale bytes (includes the 1/2)
+
+# Byte offsets inside one block (quantlab.formats.layout; ints, so numba compiles them as constants).
+MX_E, MX_QS = offsets("MXFP4", "e", "qs")
+MX_SIZE = size("MXFP4")
+NV_D, NV_QS = offsets("NVFP4", "d", "qs")  # d: 4 ue4m3 scale bytes, one per 16 values; qs: 8 bytes each
+NV_SIZE = size("NVFP4")
 
 
 def _log2_thresholds() -> np.ndarray:
@@ -141,8 +148,8 @@ def _mxfp4(x, out, h, r0, r1):
         cand = np.empty(8, dtype=np.float32)
         for ib in range(nb):
             e = _mxfp4_e(_absmax(xr, ib * 32, 32))
-            orow[ib * 17] = e
-            _quant_pairs(xr, ib * 32, orow, ib * 17 + 1, h, e8m0_half(e), cand)
+            orow[ib * MX_SIZE + MX_E] = e
+            _quant_pairs(xr, ib * 32, orow, ib * MX_SIZE + MX_QS, h, e8m0_half(e), cand)
 
 
 def quantize_mxfp4(x, imatrix=None):
@@ -156,7 +163,7 @@ def _dmxfp4(q, y, h, r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
-            _dequant_pairs(qr, ib * 17 + 1, yr, ib * 32, h, 16, e8m0_half(qr[ib * 17]))
+            _dequant_pairs(qr, ib * MX_SIZE + MX_QS, yr, ib * 32, h, 16, e8m0_half(qr[ib * MX_SIZE + MX_E]))
 
 
 def dequantize_mxfp4(q, n_per_row):
@@ -208,8 +215,8 @@ def _nvfp4(x, out, h, r0, r1):
             for s in range(4):
                 xo = ib * 64 + s * 16
                 ue = f32_to_ue4m3(np.float32(_absmax(xr, xo, 16) / np.float32(6.0)))
-                orow[ib * 36 + s] = ue
-                _quant_pairs(xr, xo, orow, ib * 36 + 4 + 8 * s, h, UE4M3_TABLE[ue], cand)
+                orow[ib * NV_SIZE + NV_D + s] = ue
+                _quant_pairs(xr, xo, orow, ib * NV_SIZE + NV_QS + 8 * s, h, UE4M3_TABLE[ue], cand)
 
 
 def quantize_nvfp4(x, imatrix=None):
@@ -223,8 +230,9 @@ def _dnvfp4(q, y, h, r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
+            o = ib * NV_SIZE
             for s in range(4):
-                _dequant_pairs(qr, ib * 36 + 4 + 8 * s, yr, ib * 64 + 16 * s, h, 8, UE4M3_TABLE[qr[ib * 36 + s]])
+                _dequant_pairs(qr, o + NV_QS + 8 * s, yr, ib * 64 + 16 * s, h, 8, UE4M3_TABLE[qr[o + NV_D + s]])
 
 
 def dequantize_nvfp4(q, n_per_row):

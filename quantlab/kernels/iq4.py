@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit
 
 from ..formats._iqgrid import kvalues_iq4nl
+from ..formats.layout import offsets, size
 from ..formats.registry import register
 from ._c import inv, nearest_int
 from ._fp import f16_to_f32, f32_to_f16, rd16, wr16
@@ -18,6 +19,12 @@ from ._rows import dequantize_rows, quantize_rows
 
 F32 = np.float32
 NTRY = 7
+
+# Byte offsets inside one block (quantlab.formats.layout; ints, so numba compiles them as constants).
+NL_D, NL_QS = offsets("IQ4_NL", "d", "qs")
+NL_SIZE = size("IQ4_NL")
+XS_D, XS_SCALES_H, XS_SCALES_L, XS_QS = offsets("IQ4_XS", "d", "scales_h", "scales_l", "qs")
+XS_SIZE = size("IQ4_XS")
 
 
 def _kv() -> np.ndarray:
@@ -145,8 +152,8 @@ def _quant_nl(x, out, qw, has_qw, vals, cnt, r0, r1):
             off = ib * 32
             _weights(xr, off, qw, off, has_qw, _sigma2(xr, off, 32), w)
             d = _fit_block(xr, off, w, vals, cnt, NTRY)
-            wr16(o, ib * 18, f32_to_f16(d))
-            _pack_codes(xr, off, inv(d), vals, cnt, o, ib * 18 + 2)
+            wr16(o, ib * NL_SIZE + NL_D, f32_to_f16(d))
+            _pack_codes(xr, off, inv(d), vals, cnt, o, ib * NL_SIZE + NL_QS)
 
 
 @njit(cache=True, nogil=True)
@@ -172,21 +179,21 @@ def _quant_xs(x, out, qw, has_qw, vals, cnt, r0, r1):
                     amax_scale = a
                     max_scale = s
             d = -max_scale / np.float32(32)
-            ob = ibl * 136
-            wr16(o, ob, f32_to_f16(d))
+            ob = ibl * XS_SIZE
+            wr16(o, ob + XS_D, f32_to_f16(d))
             idd = inv(d)
             sh = np.uint16(0)
             for ib in range(8):
                 l = nearest_int(idd * scales[ib])
                 l = max(-32, min(31, l))
-                _pack_codes(xr, base + ib * 32, inv(d * np.float32(l)), vals, cnt, o, ob + 8 + ib * 16)
+                _pack_codes(xr, base + ib * 32, inv(d * np.float32(l)), vals, cnt, o, ob + XS_QS + ib * 16)
                 ls = l + 32
                 if ib % 2 == 0:
-                    o[ob + 4 + ib // 2] = np.uint8(ls & 0xF)
+                    o[ob + XS_SCALES_L + ib // 2] = np.uint8(ls & 0xF)
                 else:
-                    o[ob + 4 + ib // 2] |= np.uint8((ls & 0xF) << 4)
+                    o[ob + XS_SCALES_L + ib // 2] |= np.uint8((ls & 0xF) << 4)
                 sh |= np.uint16((ls >> 4) << (2 * ib))
-            wr16(o, ob + 2, sh)
+            wr16(o, ob + XS_SCALES_H, sh)
 
 
 @njit(cache=True, nogil=True)
@@ -195,7 +202,8 @@ def _deq_nl(q, out, vals, r0, r1):
     for r in range(r0, r1):
         qr = q[r]
         for ib in range(nb):
-            _unpack_codes(qr, ib * 18 + 2, f16_to_f32(rd16(qr, ib * 18)), vals, out[r], ib * 32)
+            o = ib * NL_SIZE
+            _unpack_codes(qr, o + NL_QS, f16_to_f32(rd16(qr, o + NL_D)), vals, out[r], ib * 32)
 
 
 @njit(cache=True, nogil=True)
@@ -204,12 +212,14 @@ def _deq_xs(q, out, vals, r0, r1):
     for r in range(r0, r1):
         qr = q[r]
         for ibl in range(nsb):
-            ob = ibl * 136
-            d = f16_to_f32(rd16(qr, ob))
-            sh = np.int32(rd16(qr, ob + 2))
+            ob = ibl * XS_SIZE
+            d = f16_to_f32(rd16(qr, ob + XS_D))
+            sh = np.int32(rd16(qr, ob + XS_SCALES_H))
             for ib in range(8):
-                ls = ((np.int32(qr[ob + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
-                _unpack_codes(qr, ob + 8 + ib * 16, d * np.float32(ls - 32), vals, out[r], ibl * 256 + ib * 32)
+                ls = ((np.int32(qr[ob + XS_SCALES_L + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (
+                    ((sh >> (2 * ib)) & 3) << 4
+                )
+                _unpack_codes(qr, ob + XS_QS + ib * 16, d * np.float32(ls - 32), vals, out[r], ibl * 256 + ib * 32)
 
 
 def _qw(imatrix, n):

@@ -10,6 +10,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .ggml_float import fma32, v_expf
+
 F32 = np.float32
 
 
@@ -22,7 +24,7 @@ def rms_norm(x, w, eps, out):
         for j in range(E):
             v = x[t, j] * x[t, j]
             s += np.float64(v)
-        scale = F32(1.0) / F32(np.sqrt(np.float64(F32(s / E)) + eps))
+        scale = F32(1.0) / np.sqrt(F32(s / E) + F32(eps))  # ggml: 1.0f/sqrtf(mean + eps), in float
         for j in range(E):
             out[t, j] = (x[t, j] * scale) * w[j]
 
@@ -36,8 +38,10 @@ def _rope_rows(x, t, c, s, half, neox):
             i1 = i + half if neox else 2 * i + 1
             x0 = x[t, h, i0]
             x1 = x[t, h, i1]
-            x[t, h, i0] = x0 * c[i] - x1 * s[i]
-            x[t, h, i1] = x0 * s[i] + x1 * c[i]
+            # ggml's rotate_pairs, x0*cos - x1*sin and x0*sin + x1*cos, as GCC contracts them
+            # (-ffp-contract=fast): the second product rounded, the first fused with the add
+            x[t, h, i0] = fma32(x0, c[i], -(x1 * s[i]))
+            x[t, h, i1] = fma32(x0, s[i], x1 * c[i])
 
 
 @njit(cache=True, inline="always")
@@ -171,12 +175,29 @@ def attention(q, kc, vc, n_swa, pos0, scale, out):
 
 @njit(cache=True)
 def swiglu(g, u, out):
-    """out = silu(g) * u = g / (1 + exp(-g)) * u."""
+    """out = silu(g) * u as ggml_vec_swiglu_f32 (AVX2 + FMA) computes it: g / (1 + exp(0 - g)) * u with
+    ggml's vector exp (ggml_float.v_expf) on each run of 8, libm's expf on the last F % 8."""
     T, F = g.shape
+    F8 = F - F % 8
     for t in range(T):
-        for j in range(F):
+        for j in range(F8):
+            x = g[t, j]
+            out[t, j] = x / (F32(1) + v_expf(F32(0) - x)) * u[t, j]
+        for j in range(F8, F):
             x = g[t, j]
             out[t, j] = x / (F32(1) + np.exp(-x)) * u[t, j]
+
+
+@njit(cache=True)
+def gelu_f32(x, out):
+    """ggml_gelu_f32 (GELU-tanh) of every x as ggml-cpu computes it when it fills ggml_table_gelu_f16:
+    0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x))) in float32 with libm's tanhf and
+    the inner 1 + a*x*x fused (GCC's contraction); checked on every fp16 input against ggml's geglu."""
+    a = F32(0.044715)
+    c = F32(0.79788456080286535587989211986876)
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = F32(0.5) * v * (F32(1) + np.tanh(c * v * fma32(a * v, v, F32(1))))
 
 
 @njit(cache=True)

@@ -220,10 +220,17 @@ def _dot8(builder, codes, signed, acts, isa=None):
     return _x86(builder, "llvm.x86.avx2.pmadd.wd", v8, [pairs, _const(_I16, 16, 1)])
 
 
+def _vfma(builder, a, b, c):
+    """a * b + c on <8 x float> with one rounding (llvm.fma: vfmadd), as ggml's AVX2 dot products
+    accumulate their blocks (``acc = _mm256_fmadd_ps(d, q, acc)``)."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32V, [_F32V] * 3), "llvm.fma.v8f32")
+    return builder.call(fn, [a, b, c])
+
+
 def _fma_block(decode, doc):
-    """An intrinsic f(acc, d, w, wo, a, ao) -> acc + float(dot8(codes, a[ao:ao+32])) * d, where
-    ``decode(context, builder, w type, w, wo) -> (<32 x i8> codes, signed)`` reads one block's codes
-    from byte ``wo`` of w (flat offsets)."""
+    """An intrinsic f(acc, d, w, wo, a, ao) -> fma(float(dot8(codes, a[ao:ao+32])), d, acc) (one rounding,
+    like ggml's AVX2 kernels), where ``decode(context, builder, w type, w, wo) -> (<32 x i8> codes,
+    signed)`` reads one block's codes from byte ``wo`` of w (flat offsets)."""
 
     def impl(typingctx, acc, d, w, wo, a, ao):
         _check_bytes(w, a)
@@ -234,7 +241,7 @@ def _fma_block(decode, doc):
             codes, signed = decode(context, builder, signature.args[2], wv, wov)
             acts = _load_bytes(context, builder, signature.args[4], av, aov, 32)
             p = builder.sitofp(_dot8(builder, codes, signed, acts), _F32V)
-            return builder.fadd(accv, builder.fmul(p, _splat(builder, dv, 8)))
+            return _vfma(builder, p, _splat(builder, dv, 8), accv)
 
         return sig, codegen
 

@@ -13,6 +13,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ..formats.layout import offsets, size
 from ..formats.registry import register
 from ._c import inv
 from ._fp import f32_as_u32, f32_to_f16, roundf, u32_as_f32, wr16
@@ -20,6 +21,14 @@ from ._rows import dequantize_rows, quantize_rows
 from .legacy import h2f
 
 _U = np.uint64
+
+# Byte offsets inside one block (quantlab.formats.layout; ints, so numba compiles them as constants).
+# TQ1_0's qs[48] holds two runs: qs[0:32] (5 trits a byte, elements m + 32n) and qs[32:48] (elements
+# 160 + m + 16n); qh[4] the last 16 elements, 4 trits a byte.
+TQ1_QS, TQ1_QH, TQ1_D = offsets("TQ1_0", "qs", "qh", "d")
+TQ1_SIZE = size("TQ1_0")
+TQ2_QS, TQ2_D = offsets("TQ2_0", "qs", "d")
+TQ2_SIZE = size("TQ2_0")
 
 
 @njit(cache=True, inline="always")
@@ -67,25 +76,25 @@ def _tq1_0(x, out, r0, r1):
         orow = out[r]
         for ib in range(nb):
             xo = ib * 256
-            o = ib * 54
+            o = ib * TQ1_SIZE
             d = _absmax_block(xr, xo)
             idv = inv(d)
             for m in range(32):  # elements m + 32n, n = 0..4
                 q = np.int32(0)
                 for n in range(5):
                     q = q * 3 + _trit(xr[xo + m + 32 * n] * idv)
-                orow[o + m] = _ceil243(q & 0xFF)
+                orow[o + TQ1_QS + m] = _ceil243(q & 0xFF)
             for m in range(16):  # elements 160 + m + 16n
                 q = np.int32(0)
                 for n in range(5):
                     q = q * 3 + _trit(xr[xo + 160 + m + 16 * n] * idv)
-                orow[o + 32 + m] = _ceil243(q & 0xFF)
+                orow[o + TQ1_QS + 32 + m] = _ceil243(q & 0xFF)
             for j in range(4):  # elements 240 + j + 4n, n = 0..3, then * 3
                 q = np.int32(0)
                 for n in range(4):
                     q = q * 3 + _trit(xr[xo + 240 + j + 4 * n] * idv)
-                orow[o + 48 + j] = _ceil243((q * 3) & 0xFF)
-            wr16(orow, o + 52, f32_to_f16(d))
+                orow[o + TQ1_QH + j] = _ceil243((q * 3) & 0xFF)
+            wr16(orow, o + TQ1_D, f32_to_f16(d))
 
 
 def quantize_tq1_0(x, imatrix=None):
@@ -152,12 +161,12 @@ def _dtq1_0(q, y, r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
-            o = ib * 54
+            o = ib * TQ1_SIZE
             yo = ib * 256
-            d = h2f(qr, o + 52)
-            _tq1_qs32(qr, o, yr, yo, d)
-            _tq1_qs16(qr, o + 32, yr, yo + 160, d)
-            _tq1_qh4(qr, o + 48, yr, yo + 240, d)
+            d = h2f(qr, o + TQ1_D)
+            _tq1_qs32(qr, o + TQ1_QS, yr, yo, d)
+            _tq1_qs16(qr, o + TQ1_QS + 32, yr, yo + 160, d)
+            _tq1_qh4(qr, o + TQ1_QH, yr, yo + 240, d)
 
 
 def dequantize_tq1_0(q, n_per_row):
@@ -177,13 +186,13 @@ def _tq2_0(x, out, r0, r1):
         orow = out[r]
         for ib in range(nb):
             xo = ib * 256
-            o = ib * 66
+            o = ib * TQ2_SIZE
             d = _absmax_block(xr, xo)
             idv = inv(d)
             if idv - idv == 0:  # 1/d finite: branchless uint8 codes, the m loop vectorizes
                 for c in range(2):
                     xc = _U(xo + 128 * c)
-                    oc = _U(o + 32 * c)
+                    oc = _U(o + TQ2_QS + 32 * c)
                     for m in range(_U(32)):
                         q = np.uint8(0)
                         for n in range(4):
@@ -196,8 +205,8 @@ def _tq2_0(x, out, r0, r1):
                         q = np.int32(0)
                         for n in range(4):
                             q |= (_trit(xr[xo + 128 * c + 32 * n + m] * idv) & 3) << (2 * n)
-                        orow[o + 32 * c + m] = np.uint8(q & 0xFF)
-            wr16(orow, o + 64, f32_to_f16(d))
+                        orow[o + TQ2_QS + 32 * c + m] = np.uint8(q & 0xFF)
+            wr16(orow, o + TQ2_D, f32_to_f16(d))
 
 
 def quantize_tq2_0(x, imatrix=None):
@@ -211,11 +220,11 @@ def _dtq2_0(q, y, r0, r1):
         qr = q[r]
         yr = y[r]
         for ib in range(nb):
-            o = ib * 66
+            o = ib * TQ2_SIZE
             yo = ib * 256
-            d = h2f(qr, o + 64)
-            _tq2_qs32(qr, o, yr, yo, d)
-            _tq2_qs32(qr, o + 32, yr, yo + 128, d)
+            d = h2f(qr, o + TQ2_D)
+            _tq2_qs32(qr, o + TQ2_QS, yr, yo, d)
+            _tq2_qs32(qr, o + TQ2_QS + 32, yr, yo + 128, d)
 
 
 def dequantize_tq2_0(q, n_per_row):

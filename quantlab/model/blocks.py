@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -21,11 +22,12 @@ import numpy as np
 from ..errors import FormatError, ModelError
 from ..formats.registry import Format
 from ..kernels import _rows
+from ..kernels import attn as fa
 from ..kernels import llama as lk
 from ..kernels import matmul as mm
 
-ATT_BLOCK = 128  # query rows per block of batch attention (see PromptOps.attention)
-SMALL_BATCH = 4  # up to this many tokens: integer kernels + GenerationOps; above: tiles + PromptOps
+ATT_BLOCK = 128  # (unused since attention follows ggml's flash attention, kernels.attn; kept for importers)
+SMALL_BATCH = 4  # up to this many tokens: GenerationOps and stacked Q/K/V products; above: PromptOps
 TILE_ELEMS = 1 << 20  # floats per dequantized weight tile (4 MB)
 
 
@@ -90,11 +92,17 @@ class Linear:
         return _dequantize_any(raw, self.format)
 
     def __call__(self, x: np.ndarray, buf: np.ndarray | None = None, act=None) -> np.ndarray:
-        """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics."""
+        """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics.
+
+        Formats with an integer kernel take it for any number of rows, as ggml's mul_mat does (one
+        vec_dot per output, bit for bit the same sums for Q4_1 / Q5_1 / Q8_0): a prompt batch then gives
+        llama.cpp's very activations, where dequantized tiles + BLAS (the path of the other formats)
+        sum in another order and flip 8-bit activation roundings downstream. It is also the faster path
+        here (2 chunks of 512 tokens of the llama test model: 19-25 s vs 55-57 s, load 7-11)."""
         T = x.shape[0]
         out = np.empty((T, self.rows), dtype=np.float32)
         streamed = self.stream and self.source is not None
-        if T <= SMALL_BATCH and self.fast:
+        if self.fast:
             if act is None:
                 act = mm.quantize_activations(x, self.vtype)
             if not streamed:
@@ -159,8 +167,9 @@ class KVCache:
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """ggml_rms_norm (sum of squares in double) times the norm weight."""
-    ms = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64)) / x.shape[1]
-    scale = (1.0 / np.sqrt(ms + eps)).astype(np.float32)
+    sq = x * x  # float products, summed in double (ggml: sum += (ggml_float)(x[i]*x[i]))
+    ms = (sq.sum(axis=1, dtype=np.float64) / x.shape[1]).astype(np.float32)
+    scale = np.float32(1) / np.sqrt(ms + np.float32(eps))  # 1.0f/sqrtf(mean + eps), in float
     return (x * scale[:, None]) * w
 
 
@@ -219,30 +228,21 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (np.float32(1) + np.exp(-x))
 
 
-def _gelu_table() -> np.ndarray:
-    """ggml_table_gelu_f16 as float32: GELU-tanh (ggml_gelu_f32, float32) of every fp16 value, rounded
-    to fp16 -- what ggml's CPU gelu/geglu look up (GGML_GELU_FP16)."""
+@functools.cache
+def gelu_table() -> np.ndarray:
+    """ggml_table_gelu_f16 as float32: GELU-tanh (kernels.llama.gelu_f32, ggml's float32 arithmetic) of
+    every fp16 value, rounded to fp16 -- what ggml's CPU gelu/geglu look up (GGML_GELU_FP16). Built on
+    first use (a numba call, not at import)."""
     x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    y = np.empty_like(x)
     with np.errstate(all="ignore"):
-        y = (
-            np.float32(0.5)
-            * x
-            * (
-                np.float32(1)
-                + np.tanh(
-                    np.float32(0.79788456080286535587989211986876) * x * (np.float32(1) + np.float32(0.044715) * x * x)
-                )
-            )
-        )
+        lk.gelu_f32(x, y)
     return y.astype(np.float16).astype(np.float32)
-
-
-GELU_TABLE = _gelu_table()
 
 
 def geglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
     """gelu(g) * u as ggml's CPU geglu (see kernels.llama.geglu): the fp16 table between -10 and 10."""
-    y = GELU_TABLE[g.astype(np.float16).view(np.uint16)] * u
+    y = gelu_table()[g.astype(np.float16).view(np.uint16)] * u
     y = np.where(g >= np.float32(10), g * u, y)
     return np.where(g <= np.float32(-10), np.float32(0), y).astype(np.float32)
 
@@ -293,14 +293,13 @@ class GenerationOps:
         )
 
     def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
+        """llama.cpp's flash attention numerics (see :mod:`quantlab.kernels.attn`)."""
         T, H, D = q.shape
-        a = np.empty((T, H, D), dtype=np.float32)
-        lk.attention(q, kc, vc, n_swa, p0, scale, a)
-        return a.reshape(T, H * D)
+        return fa.attention(q, kc, vc, p0, scale, n_swa).reshape(T, H * D)
 
     def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
         if act == "gelu":
-            lk.geglu(g, u, GELU_TABLE, g)
+            lk.geglu(g, u, gelu_table(), g)
         else:
             lk.swiglu(g, u, g)
         return g
@@ -313,62 +312,23 @@ class PromptOps:
         self.eps, self.pos = cfg.eps, pos
         self._tables: dict = {}
 
-    def norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return rms_norm(x, w, self.eps)
-
-    def head_norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        T, n, D = x.shape
-        return self.norm(x.reshape(T * n, D), w).reshape(T, n, D)
+    norm = GenerationOps.norm  # one RMSNorm (ggml's sum order and float sqrt): cheap next to the products
+    head_norm = GenerationOps.head_norm
 
     def rope_store(self, q, k, v, kc, vc, p0: int, rope: Rope) -> None:
-        cs = self._tables.get(id(rope))
-        if cs is None:
-            cs = self._tables[id(rope)] = rope_tables(self.pos, rope)
-        T = q.shape[0]
-        apply_rope(q, cs[0], cs[1], rope.n_rot, rope.neox)
-        apply_rope(k, cs[0], cs[1], rope.n_rot, rope.neox)
-        kc[p0 : p0 + T] = k.astype(np.float16).view(np.uint16)
-        vc[p0 : p0 + T] = v.astype(np.float16).view(np.uint16)
+        GenerationOps.rope_store(self, q, k, v, kc, vc, p0, rope)  # one RoPE: ggml's rounding (fused ops)
 
     def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
-        """Causal attention of T query rows over the cache's first p0 + T positions (``n_swa`` > 0:
-        query p sees only keys p - n_swa + 1 .. p).
-
-        The queries go in blocks of ATT_BLOCK rows and a block only multiplies the keys it can see
-        (from its first query's window start to its last query's position): with a mask the rest would
-        be scored, set to -inf and then contribute exp(-inf) = 0, so skipping them halves the work of a
-        long prompt and changes no probability; only the float summation over the visible keys remains."""
+        """llama.cpp's flash attention numerics (see :mod:`quantlab.kernels.attn`; from 64 rows on its
+        tiled path, as ggml-cpu takes it for a prompt batch)."""
         T, H, D = q.shape
-        pos = self.pos
-        n_kv = p0 + T
-        Hkv = kc.shape[1]
-        g = H // Hkv
-        K = kc[:n_kv].view(np.float16).astype(np.float32)  # [n_kv, Hkv, D]
-        V = vc[:n_kv].view(np.float16).astype(np.float32)
-        out = np.empty((T, H, D), dtype=np.float32)
-        for t0 in range(0, T, ATT_BLOCK):
-            t1 = min(T, t0 + ATT_BLOCK)
-            tb = t1 - t0
-            nk = min(n_kv, int(pos[t0:t1].max()) + 1)  # keys this block can see
-            k0 = max(0, int(pos[t0:t1].min()) - n_swa + 1) if n_swa > 0 else 0
-            kp = np.arange(k0, nk)[None, :]
-            hidden = pos[t0:t1, None] < kp
-            if n_swa > 0:
-                hidden |= pos[t0:t1, None] - kp >= n_swa
-            mask = np.where(hidden, np.float32(-np.inf), np.float32(0))
-            for kh in range(Hkv):
-                qh = q[t0:t1, kh * g : (kh + 1) * g, :].transpose(1, 0, 2).reshape(g * tb, D)
-                s = qh @ K[k0:nk, kh, :].T  # [g*tb, nk - k0]
-                s *= scale
-                s = s.reshape(g, tb, nk - k0)
-                s += mask  # masked positions -> -inf
-                p = softmax_rows(s.reshape(g * tb, nk - k0))
-                o = p @ V[k0:nk, kh, :]  # [g*tb, D]
-                out[t0:t1, kh * g : (kh + 1) * g, :] = o.reshape(g, tb, D).transpose(1, 0, 2)
-        return out.reshape(T, H * D)
+        return fa.attention(q, kc, vc, p0, scale, n_swa).reshape(T, H * D)
 
     def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
-        return geglu(g, u) if act == "gelu" else silu(g) * u
+        if act == "gelu":
+            return geglu(g, u)
+        lk.swiglu(g, u, g)  # ggml's numerics (its vector exp), as for a few rows
+        return g
 
 
 def ops_for(cfg, pos: np.ndarray, n_rows: int | None = None):

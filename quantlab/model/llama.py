@@ -523,17 +523,23 @@ class Model:
         stop_at_eog: bool = True,
         threads: int | None = None,
         callback=None,
+        special: bool = False,
     ):
         """Continue ``prompt`` (text or token ids) by ``n_predict`` tokens with a KV cache.
 
         ``temperature == 0``: greedy (argmax). Otherwise sample from softmax(logits / temperature)
         restricted to the ``top_k`` most likely tokens and then to the smallest set whose probability
-        reaches ``top_p``. Returns the generated text (``callback(token_id, piece)`` sees each token)."""
+        reaches ``top_p``. Returns the generated text (``callback(token_id, piece)`` sees each token), as
+        llama-completion prints it: control tokens are not rendered unless ``special`` (its --special);
+        the ids are in ``self.last_generated``."""
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         if not ids:
             raise ModelError("the prompt is empty: give at least one token")
         rng = np.random.default_rng(seed)
-        cache = self.new_cache(min(self.config.n_ctx_train, len(ids) + n_predict))
+        # the context is the model's training context, as llama.cpp's default (-c 0): it decides which
+        # LongRoPE factors apply (long beyond rope.scaling.original_context_length); the cache only
+        # grows as far as the tokens go
+        cache = self.new_cache()
         out = []
         with _threads(threads):
             logits = self.forward(ids, cache)[-1]
@@ -543,12 +549,12 @@ class Model:
                     break
                 out.append(tok)
                 if callback is not None:
-                    callback(tok, self.tokenizer.token_bytes(tok).decode("utf-8", errors="replace"))
+                    callback(tok, self.tokenizer.token_bytes(tok, special).decode("utf-8", errors="replace"))
                 if len(out) == n_predict or cache.n + 1 > cache.n_ctx:
                     break
                 logits = self.forward([tok], cache)[-1]
         self.last_generated = out
-        return self.detokenize(out)
+        return self.detokenize(out, special=special)
 
 
 _threads = threads

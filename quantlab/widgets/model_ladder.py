@@ -268,7 +268,7 @@ def ladder(
 
     Returns ``{"rows": [...], "base": EvalResult of the input model, "models": {ftype: Model} for the
     ftypes in ``keep``, "outdir": ...}``. Files written to a temporary directory (``outdir=None``) are
-    deleted once evaluated (kept models stay usable: they hold a memory map of their file). Each row: ftype, bpw, MB (file size), ppl, ppl_err, kld, kld_p99,
+    deleted once evaluated (kept models stay usable: they hold a memory map of their file). Each row: ftype, bpw, MB (file size), ppl, ppl_err, kld, kld_err, kld_p99,
     top1, fallbacks, quantize_s, eval_s. ``progress``: a bar over the file types (see :mod:`quantlab.progress`)."""
     import tempfile
 
@@ -290,6 +290,7 @@ def ladder(
             "ppl": base_eval.ppl,
             "ppl_err": base_eval.ppl_err,
             "kld": 0.0,
+            "kld_err": 0.0,
             "kld_p99": 0.0,
             "top1": 1.0,
             "fallbacks": 0,
@@ -314,6 +315,7 @@ def ladder(
                 "ppl": e.ppl,
                 "ppl_err": e.ppl_err,
                 "kld": e.kld_mean,
+                "kld_err": e.kld_err,
                 "kld_p99": e.kld_p99,
                 "top1": e.top1,
                 "fallbacks": res.plan.n_fallback,

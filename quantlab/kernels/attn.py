@@ -1,0 +1,201 @@
+"""Attention over the fp16 KV cache with the numerics of llama.cpp's default run: ggml-cpu's
+``flash_attn_ext`` (llama.cpp 0.3.36 turns flash attention on for the CPU backend when it is "auto", the
+default of llama-perplexity, llama-completion and llama-bench).
+
+ggml-cpu (``ggml/src/ggml-cpu/ops.cpp``) has two ways through that op, chosen by the number of query
+rows in the batch, and they round differently, so quantlab keeps both (:func:`attention` picks the same
+way, ``T >= FA_TILE_Q``):
+
+* **few rows** (generation, short prompts; ``ggml_compute_forward_flash_attn_ext_f16_one_chunk``): the
+  query row is rounded to fp16; each score is ``ggml_vec_dot_f16`` of two fp16 rows (products summed in
+  4 x 8 float lanes over steps of 32, then reduced in ggml's order, see :func:`_dot_f16`), times the
+  scale; an online softmax (running max M, sum S, libm ``expf``) whose output accumulator is **fp16**:
+  on a new maximum it is rescaled (``ggml_vec_scale_f16``) and every key adds ``v * exp(s - M)`` with
+  one fused multiply-add rounded back to fp16 (``ggml_vec_mad_f16``); at the end it is divided by S.
+* **64 rows or more** (prompt batches, perplexity; ``ggml_compute_forward_flash_attn_ext_tiled``):
+  query tiles of 64 rows against key tiles of 64 cache cells (tiles start at cell 0), all in float32:
+  scores as fused multiply-adds over the head dimension in order (``simd_gemm``), times the scale; per
+  key tile its max, a rescale of the accumulator when the max grows, ``exp`` by ggml's vector
+  ``ggml_v_expf`` (not libm's, see :func:`~quantlab.kernels.ggml_float.v_expf`) with the tile's sum added in double per 8 lanes
+  (``ggml_vec_soft_max_f32``), and the values added with fused multiply-adds in key order.
+
+Only the order of keys matters, not how threads share the rows, so every query row here is computed on
+its own (rows are spread over numba threads). Masked keys (the future; outside a sliding window) take no
+part, as in ggml (skipped, or exp(-inf) = 0 in a tile). ggml's fused multiply-adds are reproduced with
+LLVM's ``llvm.fma`` (one rounding, like ``_mm256_fmadd_ps``): where ggml fuses, quantlab fuses, nowhere
+else. Checked bit for bit against ggml's op in tests/test_attention.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .ggml_float import fma32, round16, v_expf
+from .llama import _half
+
+F32 = np.float32
+FA_TILE_Q = 64  # GGML_FA_TILE_Q: from this many query rows on, ggml takes the tiled path
+FA_TILE_KV = 64  # GGML_FA_TILE_KV: key tile of the tiled path
+
+
+@njit(cache=True, inline="always")
+def _dot_f16(a, b, lanes):
+    """ggml_vec_dot_f16 (AVX2 + F16C) of two rows holding fp16 values as float32: products added into
+    4 accumulators of 8 lanes (element i of each step of 32 goes to lane i), the accumulators reduced
+    as (s0 + s2) + (s1 + s3), then the 8 lanes as ((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7)); elements past
+    the last full step of 32 added in double, one product at a time. The products of two fp16 values
+    are exact in float32, so ggml's fused multiply-add and this multiply + add agree."""
+    n = a.shape[0]
+    npart = n - n % 32
+    for i in range(32):
+        lanes[i] = F32(0)
+    for i0 in range(0, npart, 32):
+        for i in range(32):
+            lanes[i] += a[i0 + i] * b[i0 + i]
+    for i in range(16):
+        lanes[i] = lanes[i] + lanes[i + 16]
+    for i in range(8):
+        lanes[i] = lanes[i] + lanes[i + 8]
+    t0 = lanes[0] + lanes[4]
+    t1 = lanes[1] + lanes[5]
+    t2 = lanes[2] + lanes[6]
+    t3 = lanes[3] + lanes[7]
+    s = np.float64((t0 + t1) + (t2 + t3))
+    for i in range(npart, n):
+        s += np.float64(a[i] * b[i])
+    return F32(s)
+
+
+@njit(cache=True)
+def _widen(c, n, out):
+    """out[kh, j, :] = float32 of the fp16 cache row c[j, kh, :] (uint16 bits), j < n."""
+    for j in range(n):
+        for kh in range(c.shape[1]):
+            for d in range(c.shape[2]):
+                out[kh, j, d] = _half(c[j, kh, d])
+
+
+@njit(cache=True, parallel=True)
+def attention_rows(q, kc, vc, n_swa, pos0, scale, out):
+    """Few query rows (ggml's one_chunk path): q [T, H, D] float32 at positions pos0 + t over the cache
+    kc/vc [n, Hkv, D] (fp16 bits) -> out [T, H, D]. GQA: head h reads kv head h // (H / Hkv). ``n_swa`` > 0:
+    query p sees keys p - n_swa + 1 .. p."""
+    T, H, D = q.shape
+    Hkv = kc.shape[1]
+    g = H // Hkv
+    N = pos0 + T
+    kf = np.empty((Hkv, N, D), dtype=np.float32)
+    vf = np.empty((Hkv, N, D), dtype=np.float32)
+    _widen(kc, N, kf)
+    _widen(vc, N, vf)
+    for th in prange(T * H):
+        t = th // H
+        h = th % H
+        kh = h // g
+        qh = np.empty(D, dtype=np.float32)
+        acc = np.zeros(D, dtype=np.float32)  # VKQ16: values kept fp16-representable
+        lanes = np.empty(32, dtype=np.float32)
+        for d in range(D):
+            qh[d] = round16(q[t, h, d])  # Q converted to the vec_dot type of F16 K
+        n = pos0 + t + 1
+        j0 = max(0, n - n_swa) if n_swa > 0 else 0
+        M = F32(-np.inf)
+        S = F32(0)
+        for j in range(j0, n):
+            s = _dot_f16(kf[kh, j], qh, lanes) * scale
+            ms = F32(1)
+            vs = F32(1)
+            if s > M:  # new maximum: rescale the fp16 accumulator by exp(Mold - M)
+                ms = np.exp(M - s)
+                M = s
+                for d in range(D):
+                    acc[d] = round16(acc[d] * ms)
+            else:
+                vs = np.exp(s - M)
+            for d in range(D):  # ggml_vec_mad_f16: fused, then rounded to fp16
+                acc[d] = round16(fma32(vf[kh, j, d], vs, acc[d]))
+            S = fma32(S, ms, vs)  # GCC contracts ggml's S = S*ms + vs (gnu++17: -ffp-contract=fast)
+        inv = F32(1) / S if S != 0 else F32(0)
+        for d in range(D):
+            out[t, h, d] = acc[d] * inv
+
+
+@njit(cache=True, parallel=True)
+def attention_tiled(q, kc, vc, n_swa, pos0, scale, out):
+    """64 query rows or more (ggml's tiled path); arguments as :func:`attention_rows`."""
+    T, H, D = q.shape
+    Hkv = kc.shape[1]
+    g = H // Hkv
+    N = pos0 + T
+    TK = FA_TILE_KV
+    n_tiles = (N + TK - 1) // TK
+    kt = np.zeros((Hkv, n_tiles, D, TK), dtype=np.float32)  # key tiles transposed (K_f32[dk][kv]), zero-padded
+    vf = np.zeros((Hkv, n_tiles * TK, D), dtype=np.float32)
+    for j in range(N):
+        for kh in range(Hkv):
+            for d in range(D):
+                kt[kh, j // TK, d, j % TK] = _half(kc[j, kh, d])
+                vf[kh, j, d] = _half(vc[j, kh, d])
+    for th in prange(T * H):
+        t = th // H
+        h = th % H
+        kh = h // g
+        p = pos0 + t
+        lo = max(0, p - n_swa + 1) if n_swa > 0 else 0  # first visible key
+        kq = np.empty(TK, dtype=np.float32)
+        acc = np.zeros(D, dtype=np.float32)  # VKQ32
+        M = F32(-np.inf)
+        S = F32(0)
+        for c in range(lo // TK, p // TK + 1):  # key tiles holding a visible key
+            c0 = c * TK
+            for tk in range(TK):
+                kq[tk] = F32(0)
+            for dk in range(D):  # simd_gemm: KQ += Q K, one fused step per dimension
+                qd = q[t, h, dk]
+                for tk in range(TK):
+                    kq[tk] = fma32(kt[kh, c, dk, tk], qd, kq[tk])
+            for tk in range(TK):
+                kq[tk] = kq[tk] * scale
+                if c0 + tk < lo or c0 + tk > p:
+                    kq[tk] = F32(-np.inf)
+            mx = F32(-np.inf)
+            for tk in range(TK):
+                if kq[tk] > mx:
+                    mx = kq[tk]
+            Mnew = max(M, mx)
+            if Mnew > M:
+                ms = np.exp(M - Mnew)
+                for d in range(D):
+                    acc[d] = acc[d] * ms
+                S = S * ms
+            M = Mnew
+            tot = 0.0  # ggml_vec_soft_max_f32: exp by ggml_v_expf, lanes of 8 summed, in double
+            for i0 in range(0, TK, 8):
+                for i in range(i0, i0 + 8):
+                    kq[i] = v_expf(kq[i] - Mnew)
+                s8 = ((kq[i0] + kq[i0 + 4]) + (kq[i0 + 2] + kq[i0 + 6])) + (
+                    (kq[i0 + 1] + kq[i0 + 5]) + (kq[i0 + 3] + kq[i0 + 7])
+                )
+                tot += np.float64(s8)
+            S = F32(np.float64(S) + tot)
+            for tk in range(TK):  # simd_gemm: VKQ += P V, one fused step per key
+                pk = kq[tk]
+                for d in range(D):
+                    acc[d] = fma32(vf[kh, c0 + tk, d], pk, acc[d])
+        inv = F32(1) / S if S != 0 else F32(0)
+        for d in range(D):
+            out[t, h, d] = acc[d] * inv
+
+
+def attention(q, kc, vc, pos0: int, scale, n_swa: int = 0, out=None) -> np.ndarray:
+    """Causal attention of T query rows q [T, H, D] (positions pos0 .. pos0+T-1) over the fp16 cache
+    kc/vc [>= pos0+T, Hkv, D] (uint16 bits) -> [T, H, D] float32, as ggml-cpu's flash_attn_ext computes
+    it for a batch of T rows (T >= 64: tiled path, else one row at a time; see the module doc)."""
+    T, H, D = q.shape
+    if out is None:
+        out = np.empty((T, H, D), dtype=np.float32)
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    fn = attention_tiled if T >= FA_TILE_Q else attention_rows
+    fn(q, kc, vc, int(n_swa), int(pos0), np.float32(scale), out)
+    return out
