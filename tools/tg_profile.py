@@ -43,6 +43,7 @@ def _mm_label(W, fmt, act, out, *a, **k):
 
 
 def profile(path, threads=1, tokens=32, ctx=16):
+    from quantlab.kernels import attn as fa
     from quantlab.kernels import decode as dk
     from quantlab.kernels import llama as lk
     from quantlab.kernels import matmul as mm
@@ -73,6 +74,7 @@ def profile(path, threads=1, tokens=32, ctx=16):
             (lk, "rms_norm", lambda *a: "rms_norm"),
             (lk, "rope_store", lambda *a: "rope+store"),
             (lk, "attention", lambda *a: "attention"),
+            (fa, "attention", lambda *a: "attention (kernels.attn)"),
             (lk, "swiglu", lambda *a: "swiglu"),
             (lk, "geglu", lambda *a: "geglu"),
             (dk, "attn_in", lambda *a: "decode.attn_in (norm, act quantize, QKV, rope)"),
