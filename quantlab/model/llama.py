@@ -30,9 +30,10 @@ import os
 import pathlib
 from time import perf_counter
 
+import numba
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import FormatError, ModelError, ShapeError
 from ..kernels import decode as dk
 from ..kernels import matmul as mm
 from .arch import ARCHS, SUPPORTED_ARCHS, Config, check_architecture  # noqa: F401  (Config: public API)
@@ -433,7 +434,7 @@ class Model:
             fmts = tuple(lin.format.name for lin in lins)
             try:
                 kinds, tss = mm._stack_kinds(fmts)
-            except Exception:  # noqa: BLE001  (mixed block families: no stacked product)
+            except (FormatError, ShapeError):  # mixed block families: no stacked product
                 return None
             Ws = tuple(mm._readonly(lin.data) for lin in lins)
             Ws = Ws + (Ws[0][:0],) * (mm.MAX_STACK - len(Ws))
@@ -455,8 +456,6 @@ class Model:
     def _forward_decode(self, tokens, cache: KVCache, logits: bool) -> np.ndarray:
         """forward() for one token through kernels.decode: the same kernels in the same order as the
         general forward (bit-identical outputs), two compiled calls and one attention call per layer."""
-        import numba
-
         cfg = self.config
         p0 = cache.n
         cache.reserve(p0 + 1)
