@@ -13,7 +13,10 @@ Two paths live here, both with those numerics:
   for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL (32-blocks) and Q4_K, Q5_K, Q6_K, IQ4_XS (256-blocks):
   one row function per block family, the block decode picked by ``kind``. Like ggml's AVX2 code, the
   block products are kept as 8-lane vectors and accumulated in float x8 (one horizontal sum per
-  row). Several matrices that read the same activations (Q, K, V) can run as one stacked product.
+  row). Rows go in groups of multirow.NR (8) sharing one activation load and one wide dot product
+  per block (kernels/multirow.py; each row's sums bit-identical to the one-row kernel's): the 32-block
+  formats and IQ4_XS; Q4_K / Q5_K / Q6_K still run row by row. Several matrices that read the same
+  activations (Q, K, V) can run as one stacked product.
   Rows are spread over threads when that measures faster (:class:`ThreadPolicy`).
 * **tile path** (prompt batches, and every other format): dequantize a tile of weight rows into a
   reusable float32 buffer and multiply with BLAS. The activations are first rounded through the
