@@ -461,14 +461,30 @@ class Model:
         cache.reserve(p0 + 1)
         pos = np.arange(p0, p0 + 1)
         ops = ops_for(cfg, pos)
-        H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         long_ctx = cache.n_ctx > cfg.n_ctx_orig
-        scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(D))
+        scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(cfg.head_dim))
         x = self.embed(tokens)
         nt = numba.get_num_threads()
         key = ("decode", self.path.name)
         par = nt > 1 and mm.POLICY.choose(key)
-        t0 = perf_counter()
+        if not par and nt > 1:  # a serial token runs serial throughout: attention's prange and the
+            numba.set_num_threads(1)  # output product too (a parallel region on a busy machine stalls)
+        try:
+            t0 = perf_counter()
+            self._decode_layers(x, cache, pos, p0, ops, long_ctx, scale, par, nt)
+            if nt > 1:
+                mm.POLICY.record(key, par, 1 << 30, perf_counter() - t0)
+            cache.n = p0 + 1
+            h = ops.norm(x, self.output_norm)
+            return self.logits(h) if logits else h
+        finally:
+            if not par and nt > 1:
+                numba.set_num_threads(nt)
+
+    def _decode_layers(self, x, cache, pos, p0, ops, long_ctx, scale, par, nt) -> None:
+        """The layers of _forward_decode, x updated in place."""
+        cfg = self.config
+        H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         for li, L in enumerate(self.layers):
             (qkv, wo, gu, wd), kc, vc = self._decode[li], cache.k[li], cache.v[li]
             r = self._ropes[L.n_swa > 0, long_ctx]
@@ -478,11 +494,6 @@ class Model:
             )  # fmt: skip
             a = ops.attention(q, kc, vc, p0, scale, L.n_swa)
             dk.attn_out_ffn(x, a, *wo, L.ffn_norm, cfg.eps, *gu, cfg.n_ff, *wd, par, nt)
-        if nt > 1:
-            mm.POLICY.record(key, par, 1 << 30, perf_counter() - t0)
-        cache.n = p0 + 1
-        h = ops.norm(x, self.output_norm)
-        return self.logits(h) if logits else h
 
     def _check_tokens(self, tokens, outputs):
         """Token ids as int64 [T] (each < n_vocab) and the indices of the rows to output."""
