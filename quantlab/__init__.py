@@ -65,12 +65,14 @@ def __dir__() -> list[str]:
 
 
 def open_gguf(path, **kw):
+    # lazy: quantlab.gguf is ~20 ms that `import quantlab` does not pay
     from .gguf import open as _open
 
     return _open(path, **kw)
 
 
 def write_gguf(path, metadata, tensors, **kw):
+    # lazy: see open_gguf
     from .gguf import write as _write
 
     return _write(path, metadata, tensors, **kw)

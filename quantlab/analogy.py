@@ -24,9 +24,13 @@ import tarfile
 import zlib
 
 import numpy as np
+import zstandard
 
-from . import metrics
+from . import api, metrics
 from .errors import FormatError, ShapeError
+from .formats import _numerics as nm
+from .formats import get
+from .peers import ggml
 
 __all__ = [
     "CODECS",
@@ -48,12 +52,11 @@ __all__ = [
 
 
 def _zstd(data: bytes, level: int) -> bytes:
-    import zstandard
-
     return zstandard.ZstdCompressor(level=level).compress(data)
 
 
 def _ppmd(data: bytes, order: int) -> bytes:
+    # pyppmd (~40 ms): only the PPMd row of the compression lesson
     import pyppmd
 
     # PPMd variant H (PPMd7), the model RAR 3.x offers for text; 16 MiB of model memory
@@ -92,8 +95,6 @@ _FLOAT_VIEWS = ("fp32", "fp16", "bf16")
 
 def float_bytes(x, dtype: str) -> np.ndarray:
     """``x`` stored as 'fp32', 'fp16' or 'bf16', as a little-endian uint8 array (ggml's conversions)."""
-    from .formats import _numerics as nm
-
     a = np.ascontiguousarray(x, dtype=np.float32)
     if dtype == "fp32":
         bits = a.view(np.uint32)
@@ -107,8 +108,6 @@ def float_bytes(x, dtype: str) -> np.ndarray:
 
 
 def float_decode(b: np.ndarray, dtype: str) -> np.ndarray:
-    from .formats import _numerics as nm
-
     b = np.ascontiguousarray(b, dtype=np.uint8)
     if dtype == "fp32":
         return b.view("<f4").astype(np.float32)
@@ -210,6 +209,7 @@ def jpeg_roundtrip(w, quality: int | None = 75, clip: float | None = None):
     mapped back. Returns ``(reconstruction float32, stored bytes)``; the stored size is the JPEG plus
     two float32 for lo and hi. ``quality=None`` skips JPEG: only the 8-bit grey image (8 bits per weight),
     the ceiling any JPEG of that image is bounded by."""
+    # Pillow (~15 ms): only the JPEG lesson
     from PIL import Image
 
     a = np.asarray(w, dtype=np.float32)
@@ -258,9 +258,6 @@ def roundtrip(x, fmt, imatrix=None, impl: str = "fast", peer_fallback: bool = Fa
 
     ``source`` is 'quantlab'. With ``peer_fallback=True`` a format that quantlab does not implement yet is
     done by the ggml library instead (source 'ggml'); otherwise FormatError says it is not implemented."""
-    from . import api
-    from .formats import get
-
     f = get(fmt)
     try:
         q = api.quantize(x, f, imatrix=imatrix, impl=impl)
@@ -268,7 +265,6 @@ def roundtrip(x, fmt, imatrix=None, impl: str = "fast", peer_fallback: bool = Fa
     except FormatError as e:
         if not (peer_fallback and "not implemented" in str(e)):
             raise
-    from .peers import ggml
 
     g = ggml(required=True)
     a = np.ascontiguousarray(x, dtype=np.float32)
@@ -323,7 +319,6 @@ def rate_distortion(
                 "sqnr_db": metrics.sqnr_db(a, y),
             }
         )
-    from .formats import get
 
     for name in formats:
         f = get(name)

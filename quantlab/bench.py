@@ -18,15 +18,27 @@ reported, never claimed.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import api
+from . import api, data
+from .errors import ModelError, QuantlabError
 from .formats import all_formats, get
+from .gguf import open as qopen
+from .peers import ggml
+from .progress import bar
+from .recipes import quantize_model
 
 __all__ = ["formats", "gguf_open", "model", "matvec", "memory_bandwidth", "plot", "Table", "run", "register"]
 
@@ -88,8 +100,6 @@ class Table:
 def _weights(n_elements: int, n_per_row: int) -> np.ndarray:
     """Real weights (all-MiniLM-L6-v2, fp32) tiled to n_elements, as rows of n_per_row."""
     try:
-        from . import data
-
         ts = data.tensors("minilm")
         parts, total = [], 0
         for k in ts:
@@ -108,6 +118,7 @@ def _weights(n_elements: int, n_per_row: int) -> np.ndarray:
 
 def _gguf_ops(fmt):
     try:
+        # gguf-py (~35 ms): only the peer column
         import gguf.quants as gq
     except ImportError:
         return None, None
@@ -190,8 +201,6 @@ def formats(
     both have it); F32, F64 and the integer types are plain numpy casts and are left out (name them
     to time them anyway).
     """
-    from .peers import ggml
-
     g = ggml() if peers else None
 
     def ok(f):  # the types this ggml has (probed, no abort)
@@ -207,7 +216,6 @@ def formats(
     nthreads = threads or (os.cpu_count() or 1)
     least = min(n_rows, max(4, 2 * nthreads))  # every thread gets rows to work on
     rows = []
-    from .progress import bar
 
     fbar = bar(len(fmts), "bench formats", "format", enabled=bool(progress) and not callable(progress))
     for f in _bar_iter(fbar, fmts):
@@ -314,10 +322,8 @@ def gguf_open(path=None, repeats: int = 5) -> Table:
     """Opening a GGUF and reading every metadata value (vocabulary and merges included):
     quantlab (best of up to ``repeats`` calls) vs gguf.GGUFReader (one call: it takes seconds); plus
     quantlab's open without touching the big arrays."""
+    # gguf-py (~35 ms): only this benchmark
     import gguf
-
-    from . import data
-    from .gguf import open as qopen
 
     path = str(path or data.path("smollm2"))
 
@@ -361,15 +367,10 @@ def llama_bench_binary(flavour: str | None = None):
     ``flavour`` (``"avx2"``, the default, or ``"native"``; default from QUANTLAB_LLAMA_FLAVOUR) that
     tools/build_llama_cpp.sh makes next to the package, else (no flavour asked for) on PATH; None when
     there is none."""
-    import pathlib
-    import shutil
-
     env = os.environ.get("QUANTLAB_LLAMA_BIN")
     cands = [pathlib.Path(env) / "llama-bench"] if env and flavour is None else []
     fl = flavour or os.environ.get("QUANTLAB_LLAMA_FLAVOUR") or "avx2"
     if fl not in LLAMA_FLAVOURS:
-        from .errors import QuantlabError
-
         raise QuantlabError(f"unknown llama.cpp build flavour {fl!r}: one of {', '.join(LLAMA_FLAVOURS)}")
     cands.append(pathlib.Path(__file__).resolve().parent.parent / LLAMA_FLAVOURS[fl] / "llama-bench")
     for c in cands:
@@ -392,10 +393,6 @@ def llama_build_info(exe) -> dict:
     next to bin/, else from the folder name), ``isa``: the instruction sets its CPU backend was compiled
     for (``ggml_cpu_has_*`` of its libggml-cpu, asked in a subprocess so this process keeps its own ggml),
     ``openmp`` when recorded, and a one-line ``label``."""
-    import pathlib
-    import subprocess
-    import sys
-
     exe = pathlib.Path(exe).resolve()
     root = exe.parent.parent
     info = {"flavour": None, "isa": None, "openmp": None}
@@ -453,8 +450,6 @@ def run_llama_bench(
 ) -> dict | None:
     """Run ``llama-bench -m path -t threads -p n_prompt -n n_gen -r reps -o json`` (its shared
     libraries from the sibling lib folder) and parse it; None when llama-bench is not found."""
-    import subprocess
-
     exe = binary or llama_bench_binary()
     if exe is None:
         return None
@@ -517,17 +512,13 @@ def model(
     it was compiled for. A file quantlab cannot run (an architecture it does not support) keeps its
     llama.cpp columns and says why in ``note``.
     ``progress``: a bar over the files (True, see :mod:`quantlab.progress`) or nothing (False)."""
-    import tempfile
-
-    from . import data
-    from .errors import ModelError
+    # the model code starts numba (~0.25 s): only `bench model`
     from .model import bench as mbench
 
     exe = (llama_bench_binary(flavour) if flavour else llama_bench_binary()) if llama else None
     build = llama_build_info(exe) if exe is not None else None
     load = _load_average()
     rows = []
-    from .progress import bar
 
     mbar = bar(None, "bench model", "file", enabled=bool(progress))
     with tempfile.TemporaryDirectory() as tmp, mbar:
@@ -535,8 +526,6 @@ def model(
             src = data.path("smollm2")
             paths = [src]
             if ftypes:
-                from .recipes import quantize_model
-
                 for ft in ftypes:
                     out = os.path.join(workdir or tmp, f"smollm2-{ft}.gguf")
                     if not os.path.exists(out):
@@ -615,7 +604,6 @@ def l3_bytes() -> int | None:
             return int(v)
     except (ValueError, OSError, AttributeError):
         pass
-    import glob
 
     for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
         try:
@@ -642,8 +630,6 @@ def memory_bandwidth(size_mb: int | None = None, threads: int | None = None, min
     through numpy's vectorized OR-reduction, which releases the GIL. By default the array is 2.5x this
     machine's L3 cache (:func:`dram_working_set_mb`), so the figure is DRAM's, not a cache's.
     This is the roof a matrix-vector product over weights that do not fit in the caches cannot beat."""
-    from concurrent.futures import ThreadPoolExecutor
-
     nthreads = threads or (os.cpu_count() or 1)
     size_mb = size_mb or dram_working_set_mb()
     a = np.ones(size_mb * 1_000_000 // 8, dtype=np.uint64)
@@ -673,6 +659,7 @@ def matvec(
     each of the slow formats would take minutes. The timed call cycles through enough separate copies of
     the matrix to read ``working_set_mb`` MB (default: 2.5x the L3 cache, :func:`dram_working_set_mb`), as
     a model's layers do: one matrix alone could sit in the cache and beat the DRAM roof."""
+    # the model code starts numba (~0.25 s): only the matvec benchmark
     from .model.llama import Linear
 
     nthreads = threads or (os.cpu_count() or 1)
@@ -726,6 +713,7 @@ def matvec(
 
 def lin_fast(f) -> bool:
     """Whether quantlab's model has an integer-dot kernel for format ``f`` (else dequantized tiles + BLAS)."""
+    # the matmul kernels start numba (~0.25 s): only the matvec benchmark
     from .kernels import matmul as mm
 
     return get(f).name in mm.INT_KERNELS
@@ -733,6 +721,7 @@ def lin_fast(f) -> bool:
 
 def plot(table: Table, op: str = "quantize", ax=None, log: bool = True):
     """Bar chart of throughput per format and implementation for one op."""
+    # matplotlib.pyplot (~0.7 s): only a plot
     import matplotlib.pyplot as plt
 
     rows = [r for r in table.rows if r.get("op") == op]
@@ -759,8 +748,6 @@ def run(args) -> int:
     what = args.what or ["formats"]
     bad = set(what) - {"formats", "gguf", "model", "matvec"}
     if bad:
-        from .errors import QuantlabError
-
         raise QuantlabError(f"unknown benchmark {', '.join(sorted(bad))}; choose from formats, gguf, model, matvec")
     if "formats" in what:
         names = args.formats.split(",") if args.formats else None

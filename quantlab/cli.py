@@ -17,10 +17,12 @@ import gc
 import importlib
 import os
 import signal
+import stat
 import sys
 import threading
 
 from . import __version__
+from .errors import GGUFError, QuantlabError
 
 DESCRIPTION = (
     "quantlab: quantize, inspect, benchmark and run GGUF models the way llama.cpp does, "
@@ -119,8 +121,6 @@ def error_line(e: BaseException) -> str:
 
 
 def _is_quantlab(e) -> bool:
-    from .errors import QuantlabError
-
     return isinstance(e, QuantlabError)
 
 
@@ -151,6 +151,7 @@ SHIPPED = ("smollm2",)  # model names the commands take in place of a path (the 
 def model_file(p) -> str:
     """``p``, or the path of the shipped model it names ('smollm2') when no such file exists here."""
     if p in SHIPPED and not os.path.exists(p):
+        # lazy: quantlab.data (importlib.metadata, ~20 ms) only for a command given a model name
         from .data import path
 
         return str(path(p))
@@ -160,10 +161,6 @@ def model_file(p) -> str:
 def regular_file(path, what: str = "a GGUF file") -> str:
     """``path`` if it names a regular file; a FIFO, socket or device would block or cannot be mapped, so it is
     refused with one line (a missing file or a directory raises the usual OSError)."""
-    import stat
-
-    from .errors import GGUFError
-
     p = os.fspath(path)
     mode = os.stat(p).st_mode
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a directory: open() says "is a directory"
@@ -226,8 +223,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import QuantlabError
-
     words = sys.argv[1:] if argv is None else list(argv)
     command = next((w for w in words if not w.startswith("-")), None)
     p = build_parser(command if command in COMMANDS else None)

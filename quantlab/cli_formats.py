@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from .formats import FORMATS
+
 
 def run(args) -> int:
-    from .formats import FORMATS
-
     print(f"{'id':>3}  {'name':<9} {'block':>5} {'bytes':>5} {'bpw':>7}  {'family':<8} notes")
     for f in FORMATS:
         if f.removed and not args.all:

@@ -23,6 +23,7 @@ import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from pydoc_data.topics import topics
 
 import numpy as np
 
@@ -142,6 +143,7 @@ def tensors(name: str) -> LazyTensors:
     'smollm2': SmolLM2's tensors, dequantized from the GGUF (they are stored in Q4_1/Q8_0/F32).
     """
     if name == "minilm":
+        # safetensors (~10 ms): only the MiniLM tensors
         from safetensors.numpy import safe_open
 
         p = path("minilm")
@@ -159,33 +161,19 @@ def tensors(name: str) -> LazyTensors:
 
 
 def _gguf_tensors(p) -> LazyTensors:
-    try:
-        from .gguf import open as open_gguf  # quantlab's own reader
-    except ImportError:  # pragma: no cover - reader not available
-        open_gguf = None
-    if open_gguf is not None:
-        f = open_gguf(p)
-        infos = f.tensors
-        lt = LazyTensors(
-            list(infos),
-            lambda k: infos[k].dequantize(),
-            describe={k: (t.format.name, t.shape) for k, t in infos.items()},
-        )
-        lt.raw = infos  # name -> quantlab.gguf.GGUFTensor: .data (the stored blocks, zero-copy), .format
-        return lt
-    import gguf
+    # quantlab.gguf here, not at the top: it is ~20 ms that `import quantlab.data` (which the model
+    # package imports) would pay for the one data set read from a GGUF file
+    from .gguf import open as open_gguf
 
-    from .api import dequantize
-
-    r = gguf.GGUFReader(str(p))
-    by = {t.name: t for t in r.tensors}
-
-    def load(k):
-        t = by[k]
-        shape = tuple(int(v) for v in reversed(t.shape.tolist()))
-        return dequantize(np.asarray(t.data).reshape(shape[:-1] + (-1,)), int(t.tensor_type))
-
-    return LazyTensors(list(by), load)
+    f = open_gguf(p)
+    infos = f.tensors
+    lt = LazyTensors(
+        list(infos),
+        lambda k: infos[k].dequantize(),
+        describe={k: (t.format.name, t.shape) for k, t in infos.items()},
+    )
+    lt.raw = infos  # name -> quantlab.gguf.GGUFTensor: .data (the stored blocks, zero-copy), .format
+    return lt
 
 
 def sample(name: str = "minilm", tensor: str | None = None, rows: int = 64) -> np.ndarray:
@@ -198,7 +186,5 @@ def sample(name: str = "minilm", tensor: str | None = None, rows: int = 64) -> n
 
 def text(max_chars: int | None = None) -> str:
     """Evaluation text that needs no download: CPython's pydoc_data.topics, joined in sorted key order."""
-    from pydoc_data.topics import topics
-
     s = "\n\n".join(topics[k] for k in sorted(topics))
     return s if max_chars is None else s[:max_chars]

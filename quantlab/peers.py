@@ -19,13 +19,17 @@ of calling into the library.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import pathlib
+import subprocess
+import sys
 from functools import cache
 
 import numpy as np
 
 from .errors import OracleMissing
+from .formats.registry import FORMATS, get
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -51,8 +55,6 @@ def _candidates():
         yield env, "QUANTLAB_GGML_LIB"
     yield str(_ROOT / ".cache/oracle/lib/libggml-base.so"), "llama.cpp (llama-cpp-python 0.3.36)"
     try:
-        import importlib.util
-
         spec = importlib.util.find_spec("ggml")
         if spec and spec.submodule_search_locations:
             for d in spec.submodule_search_locations:
@@ -86,11 +88,6 @@ def probe(path: str) -> dict:
     """The types a libggml-base has: ``{id: (name, block size, type size, has to_float, has
     from_float_ref)}`` for the ids 0, 1, ... whose name and sizes match quantlab's registry, read in a
     child process (so reading past an older library's traits table cannot take this process down)."""
-    import subprocess
-    import sys
-
-    from .formats.registry import FORMATS
-
     names = [f.name if not f.removed else "-" for f in FORMATS]  # removed ids: any name, block size 0
     try:
         p = subprocess.run([sys.executable, "-c", _PROBE, path, *names], capture_output=True, text=True, timeout=60)
@@ -146,8 +143,6 @@ class GGML:
     def _need(self, t: int) -> int:
         t = int(t)
         if t not in self.types:
-            from .formats.registry import get
-
             try:
                 name = get(t).name
             except Exception:  # noqa: BLE001 - any id: say it as a number
@@ -177,7 +172,6 @@ class GGML:
         """``ggml_quantize_chunk`` over all rows of a 2-D float32 array -> uint8 (nrows, row_bytes).
         Callers must not pass an imatrix-less request for a type that requires one (ggml aborts)."""
         self._need(t)
-        from .formats.registry import get
 
         if get(t).activation_only or get(t).removed:
             raise ValueError(f"ggml_quantize_chunk has no case for {get(t).name} (it aborts)")

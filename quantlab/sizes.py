@@ -12,8 +12,8 @@ GB = 10**9 bytes (what disk vendors and most model cards say); GiB = 2**30 bytes
 Windows and GPU tools say). The two differ by 7.4 %.
 
 File types such as Q4_K_M are *mixes*: llama.cpp picks a format per tensor. :func:`file_mix` asks
-``quantlab.recipes`` (llama.cpp's rules) when it is available, and otherwise uses :func:`stated_mix`,
-a short statement of those rules for dense llama models (written out in its docstring).
+``quantlab.recipes`` (llama.cpp's rules); :func:`stated_mix` is a short statement of those rules for
+dense llama models (written out in its docstring), for lessons that state them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import math
 import re
 
 from .errors import FormatError, ShapeError
-from .formats import get
+from .formats import all_formats, get
+from .recipes import ModelInfo, all_file_types, make_plan
 
 __all__ = [
     "GB",
@@ -128,8 +129,6 @@ def bits_for_budget(params, budget_bytes) -> float:
 
 def size_table(params, formats=None) -> list[dict]:
     """:func:`model_size` for every usable, storable format of the registry (or the given ones)."""
-    from .formats import all_formats
-
     fs = (
         formats
         if formats is not None
@@ -236,12 +235,7 @@ def _n_layer(tensors: dict) -> int:
 
 
 def _recipes_mix(tensors: dict, ftype: str, model: dict | None = None):
-    """Ask quantlab.recipes (llama.cpp's rules, built separately) for the per-tensor choice;
-    None when it is not available."""
-    try:
-        from .recipes import ModelInfo, make_plan
-    except ImportError:
-        return None
+    """Ask quantlab.recipes (llama.cpp's rules) for the per-tensor choice."""
     m = dict(model or {})
     info = ModelInfo(
         arch="llama",
@@ -255,20 +249,14 @@ def _recipes_mix(tensors: dict, ftype: str, model: dict | None = None):
 
 
 def file_mix(tensors: dict, ftype: str, model: dict | None = None) -> tuple[dict, str]:
-    """(name -> format, source): from quantlab.recipes when available, else :func:`stated_mix`.
-    ``model``: n_layer, n_head, n_kv_head (e.g. :data:`LLAMA2_7B`), used by a few rules."""
-    mix = _recipes_mix(tensors, ftype, model)
-    if mix is not None:
-        return mix, "quantlab.recipes"
-    return stated_mix(tensors, ftype), "quantlab.sizes.stated_mix"
+    """(name -> format, source): llama.cpp's choice, from quantlab.recipes (:func:`stated_mix` is the
+    simplified rule a lesson states). ``model``: n_layer, n_head, n_kv_head (e.g. :data:`LLAMA2_7B`),
+    used by a few rules."""
+    return _recipes_mix(tensors, ftype, model), "quantlab.recipes"
 
 
 def file_types() -> list[str]:
-    """llama.cpp file type names :func:`file_size` can size: all of quantlab.recipes' when available."""
-    try:
-        from .recipes import all_file_types
-    except ImportError:
-        return list(_UNIFORM) + ["Q4_K_M", "Q5_K_M"]
+    """llama.cpp file type names :func:`file_size` can size: all of quantlab.recipes'."""
     return [f.name for f in all_file_types()]
 
 

@@ -7,6 +7,9 @@ import struct
 
 import numpy as np
 
+import quantlab.gguf as qg
+from quantlab.gguf import ArrayOf, Value, ValueType
+
 
 def gstr(s, v1=False) -> bytes:
     b = s.encode() if isinstance(s, str) else s
@@ -72,3 +75,30 @@ def f32_tensor_file(n=8, names=("a", "b"), extra_kvs=()):
         blob = np.arange(n, dtype="<f4").tobytes() + bytes((-4 * n) % 32)
         data += blob
     return build([kv_str("general.architecture", "llama"), *extra_kvs], infos, data)
+
+
+def small_gguf(path, repeats: int = 3, k_quant: bool = False) -> bytes:
+    """A small valid file written by quantlab.gguf.write, the seed the fuzz and contract tests mutate: every
+    kind of value (a u32, strings, float32 and bool arrays, a nested array, f64, int, str) and an F32, an F16
+    and a Q4_0 tensor (with ``k_quant`` a Q4_K one too); ``repeats`` copies of the six tokens. Its bytes."""
+    md = {
+        "general.architecture": "llama",
+        "general.alignment": Value(32, ValueType.UINT32),
+        "tokenizer.ggml.tokens": ["<s>", "a", "bc", "", "déf", "Ġx"] * repeats,
+        "tokenizer.ggml.scores": np.linspace(-1, 1, 6 * repeats, dtype=np.float32),
+        "flags": Value([True, False, True], ArrayOf(ValueType.BOOL)),
+        "nested": [[1, 2], ["x"]],
+        "f64": np.float64(0.25),
+        "n": 7,
+        "s": "hello",
+    }
+    ts = {
+        "a": np.arange(64, dtype=np.float32).reshape(2, 32),
+        "h": np.ones(32, np.float16),
+        "q": qg.TensorSource(np.arange(2 * 18, dtype=np.uint8) % 7, format="Q4_0", shape=(2, 32)),
+    }
+    if k_quant:
+        ts["k"] = qg.TensorSource(np.zeros(144, np.uint8), format="Q4_K", shape=(1, 256))
+    qg.write(path, md, ts)
+    with open(path, "rb") as fh:
+        return fh.read()

@@ -34,6 +34,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from .gguf_build import small_gguf
+
 SEED = 20261207
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 1 << 20
@@ -52,29 +54,7 @@ def _rng(*k):
 
 
 def _base_gguf(path):
-    import quantlab.gguf as qg
-    from quantlab.gguf import ArrayOf, Value, ValueType
-
-    md = {
-        "general.architecture": "llama",
-        "general.alignment": Value(32, ValueType.UINT32),
-        "tokenizer.ggml.tokens": ["<s>", "a", "bc", "", "déf", "Ġx"] * 4,
-        "tokenizer.ggml.scores": np.linspace(-1, 1, 24, dtype=np.float32),
-        "flags": Value([True, False, True], ArrayOf(ValueType.BOOL)),
-        "nested": [[1, 2], ["x"]],
-        "f64": np.float64(0.25),
-        "n": 7,
-        "s": "hello",
-    }
-    ts = {
-        "a": np.arange(64, dtype=np.float32).reshape(2, 32),
-        "h": np.ones(32, np.float16),
-        "q": qg.TensorSource(np.arange(2 * 18, dtype=np.uint8) % 7, format="Q4_0", shape=(2, 32)),
-        "k": qg.TensorSource(np.zeros(144, np.uint8), format="Q4_K", shape=(1, 256)),
-    }
-    qg.write(path, md, ts)
-    with open(path, "rb") as fh:
-        return fh.read()
+    return small_gguf(path, repeats=4, k_quant=True)
 
 
 def _gguf_cases(work):

@@ -135,7 +135,7 @@ def test_rms_norm_swiglu_geglu_are_ggml(ggml):
     _same_bits(ref, o)
 
 
-@pytest.mark.parametrize("fmt", ["Q4_1", "Q5_1", "Q8_0"])
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"])
 @pytest.mark.parametrize("T", [1, 3, 64])
 def test_integer_products_are_ggml_mul_mat(ggml, fmt, T):
     """One token, a few, a prompt batch: the same vec_dot sums (ggml_vec_dot_*_q8_* AVX2: blocks fused

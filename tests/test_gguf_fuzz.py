@@ -16,39 +16,20 @@ from hypothesis import strategies as st
 
 import quantlab.gguf as qg
 from quantlab.errors import GGUFError
-from quantlab.gguf import ArrayOf, Value, ValueType
+
+from .gguf_build import build, kv_str, kv_str_array, kv_u32, small_gguf, tinfo
 
 
 def _base_file() -> bytes:
     d = tempfile.mkdtemp()
     p = os.path.join(d, "base.gguf")
-    md = {
-        "general.architecture": "llama",
-        "general.alignment": Value(32, ValueType.UINT32),
-        "tokenizer.ggml.tokens": ["<s>", "a", "bc", "", "déf", "Ġx"] * 3,
-        "tokenizer.ggml.scores": np.linspace(-1, 1, 18, dtype=np.float32),
-        "flags": Value([True, False, True], ArrayOf(ValueType.BOOL)),
-        "nested": [[1, 2], ["x"]],
-        "f64": np.float64(0.25),
-        "n": 7,
-        "s": "hello",
-    }
-    ts = {
-        "a": np.arange(64, dtype=np.float32).reshape(2, 32),
-        "h": np.ones(32, np.float16),
-        "q": qg.TensorSource(np.arange(2 * 18, dtype=np.uint8) % 7, format="Q4_0", shape=(2, 32)),
-    }
-    qg.write(p, md, ts)
-    with open(p, "rb") as fh:
-        b = fh.read()
+    b = small_gguf(p, repeats=3)
     os.unlink(p)
     os.rmdir(d)
     return b
 
 
 def _v1_file() -> bytes:
-    from .gguf_build import build, kv_str, kv_str_array, kv_u32, tinfo
-
     data = np.arange(64, dtype="<f4").tobytes()
     return build(
         [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import struct
 import subprocess
 
@@ -152,20 +151,18 @@ def test_against_llama_perplexity_logits_f32(tmp_path):
 
 @pytest.mark.skipif(not (BIN / "llama-perplexity").exists(), reason="llama-perplexity not built (make peers)")
 def test_against_llama_perplexity_logits(model, tmp_path):
-    """The shipped Q4_1 file: every product quantizes its activations to Q8_1/Q8_0, and a float difference
-    of one ulp can flip a rounding there, so llama.cpp differs from *itself* between two of its own kernel
-    choices (flash attention on vs off: KLD 0.0036, top-1 98.0% on this chunk). quantlab is held to that
-    spread, measured in the same run (2x, as tests/test_arch.py does)."""
+    """The shipped Q4_1 file against llama-perplexity's default run (flash attention on): the issue's bar,
+    KLD <= 1e-4 and the same top-1 on >= 99 % of the tokens. Every product quantizes its activations to
+    8 bits, so a one-ulp float difference anywhere flips roundings downstream (llama.cpp differs from itself
+    by KLD 0.0036, top-1 98.0 %, between flash attention on and off); quantlab meets the bar because it
+    computes what ggml computes (tests/test_forward_ops.py). Measured: KLD ~1e-7, top-1 100 %, PPL ratio
+    1.00000."""
     text = tmp_path / "t.txt"
     text.write_bytes(quantlab.data.text().encode())
     base = tmp_path / "llama.kld"
     _perplexity(quantlab.data.path("smollm2"), text, base)
-    out = _perplexity(quantlab.data.path("smollm2"), text, base, "-fa", "off", "--kl-divergence")
-    self_kld = float(re.search(r"Mean\s+KLD:\s+([0-9.]+)", out).group(1))
-    self_top1 = float(re.search(r"Same top p:\s+([0-9.]+)", out).group(1)) / 100
-    assert 0 < self_kld < 0.02, out[-2000:]
     r = kld.compare(model, base, threads=2)
     assert r.n_scored == 255
-    assert r.kld_mean <= 2 * self_kld, (r.summary(), self_kld)
-    assert r.top1 >= self_top1 - 0.01, (r.summary(), self_top1)
-    assert abs(r.ppl / r.base_ppl - 1) < 0.005, r.summary()
+    assert r.kld_mean <= 1e-4, r.summary()
+    assert r.top1 >= 0.99, r.summary()
+    assert abs(r.ppl / r.base_ppl - 1) < 1e-4, r.summary()

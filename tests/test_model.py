@@ -197,14 +197,17 @@ def test_bench_reports_rates(model):
 
 
 def test_perplexity_matches_llama_perplexity(model):
-    """First 4 chunks of 512 on the default text vs llama-perplexity's running value after 4 chunks
-    (single chunks of this small model move by up to ~0.5 % with float32 summation order alone)."""
+    """First 4 chunks of 512 on the default text vs llama-perplexity's running value after 4 chunks.
+    quantlab computes what ggml computes (tests/test_forward_ops.py), so the two agree to the 5 digits
+    llama-perplexity prints (measured 13.0680 vs 13.068); before that, float32 summation order alone moved
+    single chunks of this small model by up to ~0.5 %, the issue's bar, kept below as well."""
     ref = json.loads((DATA / "model_ppl.json").read_text())
     assert ref["n_ctx"] == 512
     r = qm.evaluate(model, n_ctx=512, n_chunks=4)
     want = ref["running_ppl"][3]
     assert r.n_chunks == 4 and r.n_scored == 4 * 255
     assert abs(r.ppl / want - 1) < 0.005, (r.ppl, want)
+    assert abs(r.ppl - want) <= 0.00051, (r.ppl, want)  # want is printed with 4 decimals
     assert 0 < r.ppl_err < r.ppl
 
 

@@ -64,7 +64,10 @@ def test_typed_package_and_lint_before_the_suite():
     assert any(d.startswith("ruff") for d in dev) and any(d.startswith("pyright") for d in dev)
     ci = (ROOT / ".ci" / "run").read_text()
     assert 0 <= ci.index("make lint") < ci.index("make test")
-    assert re.search(r"^check: lint$", (ROOT / "Makefile").read_text(), re.M)
+    # `make check`: what `make lint` runs (ruff lint + format check, then pyright beside the quick tests)
+    dry = subprocess.run(["make", "-n", "check"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    steps = [dry.index(w) for w in ("ruff check .", "ruff format --check .", "bin/pyright >", "-m pytest")]
+    assert steps == sorted(steps), dry
 
 
 def test_binder_builds_quantlab_with_its_models_and_warm_kernels():

@@ -86,3 +86,38 @@ def test_quick_before_any_full_run_is_refused(tmp_path):
     nbformat.write(nb, path)
     with pytest.raises(ValueError, match=r"07_x\.ipynb: no full-run figure yet"):
         tn.write_header(path, _result("quick", 20.0))
+
+
+def test_core_part_minutes_leave_the_extension_sections_out(tmp_path):
+    """A heading saying "extension" opens a section that runs to the next heading of the same or a higher level
+    (a sub-heading stays inside) or to the closing **Next:** cell; the core part's minutes are made from the
+    other cells, written into the **Time:** line, and the syllabus's core table counts them."""
+    path = _notebook(tmp_path / "07_x.ipynb")  # 8 min, as above
+    nb = nbformat.read(path, as_version=4)
+    nb.cells += [
+        nbformat.v4.new_markdown_cell("## 2. (extension) An optimizer\n" + " ".join(["word"] * 300)),
+        nbformat.v4.new_code_cell("print(2)"),
+        nbformat.v4.new_markdown_cell("### A sub-section, still the extension\n" + " ".join(["word"] * 98)),
+        nbformat.v4.new_code_cell('my_answer = ...\ncheck("07.2", my_answer)'),
+        nbformat.v4.new_markdown_cell("## 3. Back on the core path\n" + " ".join(["word"] * 94)),
+        nbformat.v4.new_code_cell("print(3)"),
+        nbformat.v4.new_markdown_cell("**Next:** [syllabus](README.md)"),
+    ]
+    nbformat.write(nb, path)
+    nb = nbformat.read(path, as_version=4)
+    assert tn.extension_cells(nb) == {6, 7, 8, 9}
+    full, core = tn.minutes_parts(nb, 90.0), tn.minutes_parts(tn.core_cells(nb), 90.0)
+    # words, headings included: 250 + 305 + 104 + 101 + 2 (the Next cell) = 762 -> 7.62, 4 cells x 0.5,
+    # 2 exercises x 3, compute 1.5 -> 17.12
+    assert (full["words"], full["cells"], full["exercises"], full["minutes"]) == (762, 4, 2, 17)
+    # core: 250 + 101 + 2 words -> 3.53, 3 cells x 0.5, 1 exercise x 3, all of the compute 1.5 -> 9.53
+    assert (core["words"], core["cells"], core["exercises"], core["minutes"]) == (353, 3, 1, 10)
+    line = tn.write_header(path, _result("full", 90.0))
+    assert line.startswith("**Time:** ~17 min (") and "; core part ~10 min = 353 words at 100/min 3.5 + 3 cells" in line
+    h = ms.parse_header(ms.first_markdown(path), path.name)
+    assert (h.minutes, h.core_minutes, h.path_minutes, h.compute_full_s) == (17, 10, 10, 90.0)
+    text = ms.render([h], [])
+    assert "| 1 | [07 · A title](07_x.ipynb) | 00 | 10 | 90 s | whole notebook, extensions included: 17 min |" in text
+    assert "| | **total** | | **10 min** |" in text
+    plain = ms.parse_header(ms.first_markdown(_notebook(tmp_path / "08_y.ipynb")).replace("07", "08"), "08_y.ipynb")
+    assert (plain.core_minutes, plain.path_minutes) == (None, 12)  # no extension section: the whole notebook

@@ -13,7 +13,11 @@ Measured 2026-12-07 (kld branch, load 15-20 on 2 cores; chunk 1 only, so PPL rat
   qwen3    ppl 1.01191  top-1 0.9373  KLD 0.008963  |                      top-1 0.9137  KLD 0.008720
   phi3     ppl 1.00786  top-1 0.9333  KLD 0.007405  |                      top-1 0.9647  KLD 0.007558
 quantlab's KLD equals llama.cpp's own spread on every Q4_1-derived model; phi3's top-1 is 3 points
-under llama.cpp's own (same KLD) -- not explained yet."""
+under llama.cpp's own (same KLD) -- not explained yet.
+Session 5 (quantlab computing ggml's arithmetic op for op, tests/test_forward_ops.py; not re-run with this
+tool): llama.gguf chunk 1 via kld.compare against the default run: KLD mean -3e-7 (storage rounding), top-1
+100 %, PPL 18.63306 vs 18.63307; against -fa off 0.00407 / 97.25 %, llama.cpp's own spread. The 4-chunk
+PPL and per-token NLL of every model equal llama.cpp's (tests/test_arch.py)."""
 
 import os
 import pathlib

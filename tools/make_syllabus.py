@@ -18,7 +18,9 @@ Blank lines between the lines are allowed, and so is a trailing backslash (a Mar
 one, Markdown runs "**Needs:**" into the last objective and the three last lines into one paragraph.
 
 The README lists, per notebook, the objectives, prerequisites, minutes and path; a core-path table with
-the total minutes and the total compute time; then the extensions and appendices. A notebook whose first
+the total minutes and the total compute time (a notebook whose **Time:** line gives a "core part ~N min", made by
+tools/time_notebooks.py without its extension sections, counts those N minutes there); then the extensions and
+appendices. A notebook whose first
 cell does not have that shape is listed under "not described yet" (never silently dropped). Run it again
 after adding or changing a notebook: the test suite fails while README.md is out of date.
 """
@@ -39,6 +41,7 @@ PATHS = ("core", "extension", "appendix")
 _TITLE = re.compile(r"^#\s+(?P<nn>[0-9A-Za-z]+)\s+·\s+(?P<title>.+?)\s*$")
 _FIELD = re.compile(r"^\*\*(?P<key>You will|Needs|Time|Path):\*\*\s*(?P<value>.*?)[\s\\]*$")  # "\\" = line break
 _MINUTES = re.compile(r"~\s*(?P<min>\d+)\s*min")
+_CORE_MINUTES = re.compile(r"core part ~\s*(?P<min>\d+)\s*min")  # tools/time_notebooks.py: extension sections left out
 _COMPUTE = re.compile(r"compute:\s*(?P<full>[\d.]+)\s*s full(?:,\s*(?P<quick>[\d.]+)\s*s QUICK)?")
 
 
@@ -60,6 +63,12 @@ class Header:
     compute_quick_s: float | None
     path: str  # core | extension | appendix
     path_note: str
+    core_minutes: int | None = None  # the minutes of the cells outside the notebook's extension sections
+
+    @property
+    def path_minutes(self) -> int:
+        """What the notebook costs on the core path: its core part's minutes when it has extension sections."""
+        return self.minutes if self.core_minutes is None else self.core_minutes
 
 
 def first_markdown(nb_path: pathlib.Path) -> str:
@@ -102,6 +111,7 @@ def parse_header(text: str, file: str = "?") -> Header:
     if not mm:
         raise HeaderError(f"{file}: '**Time:** {fields['Time']}' has no '~N min'")
     c = _COMPUTE.search(fields["Time"])
+    cm = _CORE_MINUTES.search(fields["Time"])
     path_word, _, note = fields["Path"].partition(" ")
     path_word = path_word.strip().rstrip(",;:").lower()
     if path_word not in PATHS:
@@ -119,6 +129,7 @@ def parse_header(text: str, file: str = "?") -> Header:
         compute_quick_s=float(c["quick"]) if c and c["quick"] else None,
         path=path_word,
         path_note=note.strip(" ()"),
+        core_minutes=int(cm["min"]) if cm else None,
     )
 
 
@@ -159,7 +170,9 @@ def render(headers: list[Header], undescribed: list[tuple[str, str]]) -> str:
         "cell (reading the code and its output), a fixed time per exercise, plus the compute; each notebook's "
         "**Time** line below gives its parts and the rates. Nobody has timed a human read-through: treat the "
         "minutes as a planning figure and adjust them after the first class. A header without those parts "
-        "still carries an estimate.",
+        "still carries an estimate. A notebook with extension sections (a heading that says *extension*) "
+        "counts on the core path with the minutes of its other cells, its *core part* (with all of its compute); "
+        "its **Time** line gives both.",
         "",
         "## Core path",
         "",
@@ -167,13 +180,15 @@ def render(headers: list[Header], undescribed: list[tuple[str, str]]) -> str:
         "|---|---|---|---:|---:|---|",
     ]
     for i, h in enumerate(core, 1):
-        out.append(f"| {i} | {_link(h)} | {h.needs} | {h.minutes} | {_secs(h.compute_full_s)} | {h.path_note} |")
+        whole = f"whole notebook, extensions included: {h.minutes} min" if h.core_minutes is not None else ""
+        note = "; ".join(x for x in (h.path_note, whole) if x)
+        out.append(f"| {i} | {_link(h)} | {h.needs} | {h.path_minutes} | {_secs(h.compute_full_s)} | {note} |")
     measured = [h.compute_full_s for h in core if h.compute_full_s is not None]
     missing = [h.nn for h in core if h.compute_full_s is None]
     total_c = f"{sum(measured):.0f} s ({sum(measured) / 60:.1f} min)" + (
         f", without {', '.join(missing)} (not measured)" if missing else ""
     )
-    out += [f"| | **total** | | **{sum(h.minutes for h in core)} min** | **{total_c}** | |", ""]
+    out += [f"| | **total** | | **{sum(h.path_minutes for h in core)} min** | **{total_c}** | |", ""]
     if rest:
         out += [
             "## Extensions and appendices",

@@ -25,6 +25,14 @@ guessed, from the notebook itself (:func:`minutes_parts`): its markdown words at
 ``--cell-min`` minutes per code cell that is not an exercise cell (reading the code and its output),
 ``--exercise-min`` per exercise (predict, run ``check``, read the hint) and the full run's compute. These rates are
 assumptions stated in the header and the syllabus: nobody timed a human read-through.
+
+**Core part.** A notebook may end (or pause) its core-path part with an *extension section*: a markdown cell whose
+FIRST line is a Markdown heading containing the word "extension" (e.g. ``## 4. (extension) Letting an optimizer
+choose``). The section runs to the next markdown cell whose first line is a heading of the same or a higher level
+(fewer or as many ``#``) without that word, or to the closing ``**Next:**`` cell, which stays in the core part.
+When a notebook has one, the **Time:** line also gives the core part's minutes (``core part ~N min = ...``, made
+the same way from the cells outside the extension sections, with all of the compute counted: the header records
+no per-cell compute) and tools/make_syllabus.py puts those in the core-path table.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import pathlib
 import re
 import sys
 import time
+import types
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -52,12 +61,41 @@ _OLD = re.compile(
 )
 
 
+_HEADING = re.compile(r"^(?P<level>#{1,6})\s")
+_EXTENSION = re.compile(r"\bextension\b", re.I)
+
+
+def extension_cells(nb) -> set[int]:
+    """Indexes of the cells in the notebook's extension sections (see the module's **Core part**): from a markdown
+    cell whose first line is a heading saying "extension" to the next heading of the same or a higher level that
+    does not, or to the closing "**Next:**" cell. The header cell (index 0) is never one."""
+    out, level = set(), None  # level: the open extension section's heading level, None outside one
+    for i, c in enumerate(nb.cells):
+        if i == 0:
+            continue
+        first = c.source.lstrip().split("\n", 1)[0] if c.cell_type == "markdown" else ""
+        h = _HEADING.match(first)
+        if h and _EXTENSION.search(first):
+            level = len(h["level"]) if level is None else min(level, len(h["level"]))
+        elif (h and level is not None and len(h["level"]) <= level) or first.startswith("**Next:**"):
+            level = None
+        if level is not None:
+            out.add(i)
+    return out
+
+
+def core_cells(nb):
+    """The notebook with only its core-part cells (the header, and everything outside extension sections)."""
+    ext = extension_cells(nb)
+    return types.SimpleNamespace(cells=[c for i, c in enumerate(nb.cells) if i not in ext])
+
+
 def minutes_parts(
     nb, compute_s: float, wpm: float = WPM, cell_min: float = CELL_MIN, exercise_min: float = EXERCISE_MIN
 ):
     """The parts a notebook's minutes are made of: {"words", "cells", "exercises", "reading", "running",
     "exercising", "compute", "minutes"} (minutes rounded to the nearest whole minute; the header cell's own
-    words are not counted)."""
+    words are not counted). ``minutes_parts(core_cells(nb), ...)`` gives the core part's."""
     words = sum(len(c.source.split()) for c in nb.cells[1:] if c.cell_type == "markdown")
     code = [c for c in nb.cells if c.cell_type == "code"]
     ex_cells = [c for c in code if _EXERCISE.search(c.source)]
@@ -75,10 +113,27 @@ def minutes_parts(
     return parts
 
 
+def _parts_text(parts, wpm, cell_min, exercise_min) -> str:
+    return (
+        f"{parts['words']} words at {wpm:g}/min {parts['reading']:.1f} + {parts['cells']} cells x {cell_min:g} + "
+        f"{parts['exercises']} exercises x {exercise_min:g} + compute {parts['compute']:.1f}"
+    )
+
+
 def time_line(
-    full_s, quick_s, parts, wall_s, load, cores=None, wpm=WPM, cell_min=CELL_MIN, exercise_min=EXERCISE_MIN
+    full_s,
+    quick_s,
+    parts,
+    wall_s,
+    load,
+    cores=None,
+    wpm=WPM,
+    cell_min=CELL_MIN,
+    exercise_min=EXERCISE_MIN,
+    core_parts=None,
 ) -> str:
-    """The header's **Time:** line (tools/make_syllabus.py parses '~N min' and 'compute: X s full, Y s QUICK')."""
+    """The header's **Time:** line (tools/make_syllabus.py parses '~N min', 'compute: X s full, Y s QUICK' and,
+    when ``core_parts`` (the core part's minutes_parts) is given, 'core part ~M min')."""
     comp = "compute: " + ", ".join(
         x
         for x in (
@@ -87,11 +142,16 @@ def time_line(
         )
         if x
     )
+    core = (
+        f"; core part ~{core_parts['minutes']} min = {_parts_text(core_parts, wpm, cell_min, exercise_min)} "
+        "(the cells outside its extension sections, all of the compute)"
+        if core_parts is not None
+        else ""
+    )
     return (
         f"**Time:** ~{parts['minutes']} min ({comp}, kernel CPU s; full run {wall_s:.0f} s wall at load {load:.0f} "
-        f"on {cores or os.cpu_count()} cores; minutes = {parts['words']} words at {wpm:g}/min {parts['reading']:.1f} + "
-        f"{parts['cells']} cells x {cell_min:g} + {parts['exercises']} exercises x {exercise_min:g} + compute "
-        f"{parts['compute']:.1f}, by tools/time_notebooks.py)"
+        f"on {cores or os.cpu_count()} cores; minutes = {_parts_text(parts, wpm, cell_min, exercise_min)}{core}, "
+        "by tools/time_notebooks.py)"
     )
 
 
@@ -124,8 +184,9 @@ def write_header(path, result: dict, wpm=WPM, cell_min=CELL_MIN, exercise_min=EX
     if full_s is None:
         raise ValueError(f"{path.name}: no full-run figure yet: time it in full mode first")
     parts = minutes_parts(nb, full_s, wpm, cell_min, exercise_min)
+    core_parts = minutes_parts(core_cells(nb), full_s, wpm, cell_min, exercise_min) if extension_cells(nb) else None
     tail = "\\" if old.rstrip().endswith("\\") else ("  " if old.endswith("  ") else "")
-    line = time_line(full_s, quick_s, parts, wall_s, load, cores, wpm, cell_min, exercise_min) + tail
+    line = time_line(full_s, quick_s, parts, wall_s, load, cores, wpm, cell_min, exercise_min, core_parts) + tail
     head.source = head.source.replace(old, line)
     tmp = path.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)

@@ -139,6 +139,7 @@ class Lattice:
 
 def _gguf_class(cls_name: str):
     try:
+        # gguf-py (~35 ms) is not imported by `import quantlab`
         import gguf.quants as gq
     except ImportError as e:  # pragma: no cover - gguf is a hard dependency
         raise FormatError("the IQ grids are read from the `gguf` package (pip install gguf)") from e

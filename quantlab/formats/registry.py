@@ -239,6 +239,7 @@ class Format:
 
     def gguf_type(self):
         """The matching ``gguf.GGMLQuantizationType`` member, or None where the gguf package lacks it."""
+        # gguf-py (~35 ms) is not imported by `import quantlab`
         import gguf
 
         try:

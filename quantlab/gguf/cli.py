@@ -18,7 +18,9 @@ import numpy as np
 
 from ..cli import model_file, printable, regular_file
 from ..errors import QuantlabError
+from ..recipes.ftypes import file_type
 from .constants import ArrayOf, ValueType, type_name
+from .reader import open as open_gguf
 
 WIDTH = 80
 _HEAD = 4  # array elements shown in the summaries
@@ -92,8 +94,6 @@ def _shape(t) -> str:
 
 def _file_type(md) -> dict | None:
     """``general.file_type`` as llama.cpp names it: {"value", "name", "description"}; None when absent."""
-    from ..recipes.ftypes import file_type
-
     if "general.file_type" not in md:
         return None
     v = md["general.file_type"]
@@ -210,8 +210,6 @@ def render(f, out=None) -> None:
 
 
 def run(args) -> int:
-    from .reader import open as open_gguf
-
     with open_gguf(regular_file(model_file(args.file))) as f:
         if args.json:
             json.dump(summarize(f, full=args.full), sys.stdout, indent=1)

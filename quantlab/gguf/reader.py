@@ -55,6 +55,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..api import dequantize
 from ..errors import FormatError, GGUFError
 from ..formats.registry import Format
 from ..formats.registry import get as get_format
@@ -286,8 +287,6 @@ class GGUFTensor:
 
     def dequantize(self, impl: str = "fast", threads: int | None = None) -> np.ndarray:
         """The tensor as float32 of shape ``shape``, through :func:`quantlab.dequantize`."""
-        from ..api import dequantize
-
         out = dequantize(self.little_endian_data(), self.format, impl=impl, threads=threads)
         return out.reshape(self.shape)
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ..api import dequantize, quantize
 from ..errors import FormatError, GGUFError
 from ..formats.registry import Format
 from ..formats.registry import get as get_format
@@ -212,8 +213,6 @@ def _tensor_like(name, src, shape, fmt, ne):
             d = raw()
             a = np.frombuffer(d, np.uint8) if isinstance(d, (bytes, bytearray, memoryview)) else np.asarray(d)
             if a.dtype == np.uint8 and sf.name != "I8":
-                from ..api import dequantize
-
                 return dequantize(a.reshape(-1, sf.row_bytes(tne[0] if tne else 1)), sf)
             return a
 
@@ -236,8 +235,6 @@ def _to_bytes(plan: _Plan, data) -> np.ndarray:
             raise GGUFError(f"tensor {plan.name!r}: {f.name} stores integers, got {a.dtype} data")
         out = np.ascontiguousarray(a, dtype=target).reshape(-1).view(np.uint8)
     elif a.dtype.kind == "f":
-        from ..api import quantize
-
         if a.size != int(np.prod(plan.shape, dtype=object)):
             raise GGUFError(f"tensor {plan.name!r}: declared shape {plan.shape}, data has shape {a.shape}")
         n0 = plan.ne[0] if plan.ne else 1

@@ -52,6 +52,7 @@ def max_threads() -> int:
     that name, else the number of cores), read once."""
     global _MAX_THREADS
     if _MAX_THREADS is None:
+        # lazy: `import quantlab` does not start numba (~0.2 s) until a kernel runs
         import numba
 
         _MAX_THREADS = max(1, int(numba.config.NUMBA_NUM_THREADS))
@@ -64,6 +65,7 @@ def numba_thread_fns():
     The public numba.get/set_num_threads re-check the worker pool on every call (3-4 us each, measured:
     a tenth of a 1M-weight BF16 dequantize); once the pool is up, the raw functions behind them take
     0.1-0.3 us. Callers clamp the count to 1..NUMBA_NUM_THREADS, the check the public setter adds."""
+    # lazy: see max_threads
     import numba
 
     numba.get_num_threads()  # launches the pool (once)

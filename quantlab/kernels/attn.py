@@ -20,10 +20,11 @@ way, ``T >= FA_TILE_Q``):
   (``ggml_vec_soft_max_f32``), and the values added with fused multiply-adds in key order.
 
 Only the order of keys matters, not how threads share the rows, so every query row here is computed on
-its own (rows are spread over numba threads). Masked keys (the future; outside a sliding window) take no
-part, as in ggml (skipped, or exp(-inf) = 0 in a tile). ggml's fused multiply-adds are reproduced with
+its own (the tiled path spreads rows over numba threads; the few-row path runs serially: a token's 9-32
+rows cost ~10-100 us, and waking a thread on a loaded machine cost 52 ms per call, measured at load 20).
+Masked keys (the future; outside a sliding window) take no part, as in ggml (skipped, or exp(-inf) = 0 in a tile). ggml's fused multiply-adds are reproduced with
 LLVM's ``llvm.fma`` (one rounding, like ``_mm256_fmadd_ps``): where ggml fuses, quantlab fuses, nowhere
-else. Checked bit for bit against ggml's op in tests/test_attention.py.
+else. Checked bit for bit against ggml's op in tests/test_forward_ops.py.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _widen(c, n, out):
                 out[kh, j, d] = _half(c[j, kh, d])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def attention_rows(q, kc, vc, n_swa, pos0, scale, out):
     """Few query rows (ggml's one_chunk path): q [T, H, D] float32 at positions pos0 + t over the cache
     kc/vc [n, Hkv, D] (fp16 bits) -> out [T, H, D]. GQA: head h reads kv head h // (H / Hkv). ``n_swa`` > 0:
@@ -89,7 +90,7 @@ def attention_rows(q, kc, vc, n_swa, pos0, scale, out):
     vf = np.empty((Hkv, N, D), dtype=np.float32)
     _widen(kc, N, kf)
     _widen(vc, N, vf)
-    for th in prange(T * H):
+    for th in range(T * H):  # serial: a token's few rows are less work than waking a thread (measured)
         t = th // H
         h = th % H
         kh = h // g

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..errors import ImatrixRequired
 from ..formats import iq1 as ref
 from ..formats._iqgrid import lattice
 from ..formats.layout import offsets, size
@@ -501,8 +502,6 @@ def _run(fn, name, bs, ts, x, imatrix):
 
 def quantize_iq1_s(x, imatrix=None):
     if imatrix is None:
-        from ..errors import ImatrixRequired
-
         raise ImatrixRequired("IQ1_S cannot be quantized without an importance matrix")
     return _run(_iq1s, "IQ1_S", 32, IQ1S_SIZE, x, imatrix)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..errors import ImatrixRequired
 from ..formats import iq2 as ref
 from ..formats._iqgrid import ksigns, lattice
 from ..formats.layout import offsets, size
@@ -408,16 +409,12 @@ def _run(x, imatrix, kind):
 
 def quantize_iq2_xxs(x, imatrix=None):
     if imatrix is None:
-        from ..errors import ImatrixRequired
-
         raise ImatrixRequired("IQ2_XXS cannot be quantized without an importance matrix")
     return _run(x, imatrix, 0)
 
 
 def quantize_iq2_xs(x, imatrix=None):
     if imatrix is None:
-        from ..errors import ImatrixRequired
-
         raise ImatrixRequired("IQ2_XS cannot be quantized without an importance matrix")
     return _run(x, imatrix, 1)
 

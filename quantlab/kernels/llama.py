@@ -1,7 +1,7 @@
-"""numba kernels for the non-matmul parts of a transformer forward pass (used when few tokens run at
-once, where numpy's per-call overhead would dominate): RMSNorm, RoPE (normal and NeoX, frequency
-factors, magnitude scale), attention over an fp16 KV cache (causal, optionally a sliding window),
-SwiGLU and GeGLU. Numerics follow ggml's CPU ops (float32, sums of squares in double)."""
+"""numba kernels for the non-matmul parts of a transformer forward pass: RMSNorm, RoPE (normal and NeoX,
+frequency factors, magnitude scale) with the fp16 cache store, SwiGLU and GeGLU (attention:
+:mod:`quantlab.kernels.attn`). Numerics are ggml-cpu's, bit for bit
+(float32, sums of squares in double, fused multiply-adds where its AVX2 build fuses, its vector exp)."""
 
 from __future__ import annotations
 
@@ -95,82 +95,6 @@ def _half(typingctx, bits):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
 
     return types.float32(types.uint16), codegen
-
-
-@njit(cache=True)
-def _widen_cache(c, n, out):
-    """out[kh, j, :] = float32 of the fp16 cache row c[j, kh, :] for j < n (a loop LLVM vectorizes)."""
-    Hkv, D = c.shape[1], c.shape[2]
-    for j in range(n):
-        for kh in range(Hkv):
-            for d in range(D):
-                out[kh, j, d] = _half(c[j, kh, d])
-
-
-@njit(cache=True)
-def attention(q, kc, vc, n_swa, pos0, scale, out):
-    """Causal attention of T new queries q [T, H, D] (token t at position pos0 + t) over the fp16
-    cache kc/vc [n, Hkv, D] (uint16 bits, widened to float32 first); GQA: head h reads kv head h // g.
-    ``n_swa`` > 0: a sliding window, query p sees keys p - n_swa + 1 .. p (llama.cpp's standard SWA
-    mask: p - p_k >= n_swa is masked). Each score is sum_d q[d] k[d] in d order, times ``scale``;
-    four keys are scored side by side (independent sums, same results)."""
-    T, H, D = q.shape
-    Hkv = kc.shape[1]
-    g = H // Hkv
-    N = pos0 + T
-    kf = np.empty((Hkv, N, D), dtype=np.float32)
-    vf = np.empty((Hkv, N, D), dtype=np.float32)
-    _widen_cache(kc, N, kf)
-    _widen_cache(vc, N, vf)
-    sc = np.empty(N, dtype=np.float32)
-    o = np.empty(D, dtype=np.float32)
-    for th in range(T * H):
-        t = th // H
-        h = th % H
-        kh = h // g
-        n = pos0 + t + 1
-        j0 = max(0, n - n_swa) if n_swa > 0 else 0  # first key this query sees
-        j = j0
-        while j + 4 <= n:
-            a0 = F32(0)
-            a1 = F32(0)
-            a2 = F32(0)
-            a3 = F32(0)
-            for d in range(D):
-                qd = q[t, h, d]
-                a0 += qd * kf[kh, j, d]
-                a1 += qd * kf[kh, j + 1, d]
-                a2 += qd * kf[kh, j + 2, d]
-                a3 += qd * kf[kh, j + 3, d]
-            sc[j] = a0 * scale
-            sc[j + 1] = a1 * scale
-            sc[j + 2] = a2 * scale
-            sc[j + 3] = a3 * scale
-            j += 4
-        while j < n:
-            acc = F32(0)
-            for d in range(D):
-                acc += q[t, h, d] * kf[kh, j, d]
-            sc[j] = acc * scale
-            j += 1
-        mx = F32(-np.inf)
-        for j in range(j0, n):
-            if sc[j] > mx:
-                mx = sc[j]
-        tot = 0.0
-        for j in range(j0, n):
-            e = np.exp(sc[j] - mx)
-            sc[j] = e
-            tot += e
-        inv = F32(1.0 / tot)
-        for d in range(D):
-            o[d] = F32(0)
-        for j in range(j0, n):
-            p = sc[j] * inv
-            for d in range(D):
-                o[d] += p * vf[kh, j, d]
-        for d in range(D):
-            out[t, h, d] = o[d]
 
 
 @njit(cache=True)

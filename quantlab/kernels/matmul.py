@@ -9,8 +9,9 @@ combines the per-block sums with the two scales in float32 (spec §11.3)::
 
 Two paths live here, both with those numerics:
 
-* **integer path** (few tokens, i.e. generation): numba kernels that read the weight bytes in place,
-  for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL (32-blocks) and Q4_K, Q5_K, Q6_K, IQ4_XS (256-blocks):
+* **integer path** (any number of rows, for the formats it has): numba kernels that read the weight
+  bytes in place, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL (32-blocks) and Q4_K, Q5_K, Q6_K, IQ4_XS
+  (256-blocks):
   one row function per block family, the block decode picked by ``kind``. Like ggml's AVX2 code, the
   block products are kept as 8-lane vectors and accumulated in float x8 (one horizontal sum per
   row). Rows go in groups of multirow.NR (8) sharing one activation load and one wide dot product
@@ -18,13 +19,18 @@ Two paths live here, both with those numerics:
   formats and IQ4_XS; Q4_K / Q5_K / Q6_K still run row by row. Several matrices that read the same
   activations (Q, K, V) can run as one stacked product.
   Rows are spread over threads when that measures faster (:class:`ThreadPolicy`).
-* **tile path** (prompt batches, and every other format): dequantize a tile of weight rows into a
+* **tile path** (every other format): dequantize a tile of weight rows into a
   reusable float32 buffer and multiply with BLAS. The activations are first rounded through the
   vec_dot type ("fake-quantized": ``d_a * q_a``), so the product is, up to float32 summation order,
   the same sum as the integer path: ``sum (d_w q_w + m_w)(d_a q_a)``.
 
-Neither path is bit-exact with llama.cpp (its AVX2 kernels accumulate in another order); the model
-outputs agree to a few ulps per product, which is what perplexity comparisons need.
+The integer path is bit-exact with ggml's AVX2 vec_dot for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (signed
+codes, blocks fused into 8 float lanes with one rounding, ``_mm256_fmadd_ps``; tests/test_forward_ops.py),
+which is why it runs prompt batches too (see blocks.Linear); the other formats' float side (IQ4_NL, the
+super-block formats) is summed in another order than ggml's and agrees to a few ulps. Note that
+llama.cpp's CPU backend repacks some weights by default (ggml-cpu/repack.cpp; here Q4_0, measured) and
+then runs other kernels: quantlab equals its ``--no-repack`` run (SmolLM2 requantized to Q4_0, chunk 1:
+PPL 21.32750 vs 21.32749, KLD < 1e-6), the default run differs from that by KLD 0.004 (PPL 21.178).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from .simd import (
     _nib_codes,
     _q5_codes,
     _split_block,
+    _sub8,
     _table16,
     _vsum,
     _vzero,
@@ -94,46 +101,36 @@ IQ4XS_D, IQ4XS_SCALES_H, IQ4XS_SCALES_L, IQ4XS_QS = offsets("IQ4_XS", "d", "scal
 
 # wo: the block's first byte. Layouts (spec §3): Q4_0 d|qs, Q4_1 d|m|qs, Q5_0 d|qh|qs, Q5_1 d|m|qh|qs,
 # Q8_0 d|qs, IQ4_NL d|qs; the IQ4_XS form reads the 16 nibble bytes of one 32-block at wo itself.
-# Each decode: (context, builder, w type, w, wo) -> (<32 x i8> codes, signed?).
-def _dec_q4_0(c, b, t, w, o):
-    return _nib_codes(c, b, t, w, _at(b, o, Q40_QS)), False
-
-
-def _dec_q4_1(c, b, t, w, o):
-    return _nib_codes(c, b, t, w, _at(b, o, Q41_QS)), False
-
-
-def _dec_q5_0(c, b, t, w, o):
-    return _q5_codes(c, b, t, w, _at(b, o, Q50_QS), _at(b, o, Q50_QH)), False
-
-
-def _dec_q5_1(c, b, t, w, o):
-    return _q5_codes(c, b, t, w, _at(b, o, Q51_QS), _at(b, o, Q51_QH)), False
-
-
-def _dec_q8_0(c, b, t, w, o):
-    return _load_bytes(c, b, t, w, _at(b, o, Q80_QS), 32), True
-
-
-def _dec_iq4nl(c, b, t, w, o):
-    return _table16(b, _nib_codes(c, b, t, w, _at(b, o, IQ4NL_QS)), IQ4NL_VALUES), True
-
-
-_fma_q4_0 = _fma_block(_dec_q4_0, "Q4_0 block: the unsigned nibbles (the caller adds the -8 * sum(a) term).")
-_fma_q4_1 = _fma_block(_dec_q4_1, "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).")
-_fma_q5_0 = _fma_block(_dec_q5_0, "Q5_0 block: the unsigned 5-bit codes (the caller adds the -16 * sum(a) term).")
-_fma_q5_1 = _fma_block(_dec_q5_1, "Q5_1 block: 5-bit codes (min term added by the caller).")
-_fma_q8_0 = _fma_block(_dec_q8_0, "Q8_0 block: int8 codes.")
-_fma_iq4nl = _fma_block(_dec_iq4nl, "IQ4_NL block: kvalues_iq4nl[nibble].")
+_fma_q4_0 = _fma_block(
+    lambda c, b, t, w, o: (_sub8(b, _nib_codes(c, b, t, w, _at(b, o, Q40_QS)), 8), True),
+    "Q4_0 block: the signed codes nibble - 8 (as ggml's AVX2 kernel: the float sums are then its own).",
+)
+_fma_q4_1 = _fma_block(
+    lambda c, b, t, w, o: (_nib_codes(c, b, t, w, _at(b, o, Q41_QS)), False),
+    "Q4_1 block: codes = nibbles (the min term m * s is added by the caller).",
+)
+_fma_q5_0 = _fma_block(
+    lambda c, b, t, w, o: (_sub8(b, _q5_codes(c, b, t, w, _at(b, o, Q50_QS), _at(b, o, Q50_QH)), 16), True),
+    "Q5_0 block: the signed codes q5 - 16 (as ggml's AVX2 kernel).",
+)
+_fma_q5_1 = _fma_block(
+    lambda c, b, t, w, o: (_q5_codes(c, b, t, w, _at(b, o, Q51_QS), _at(b, o, Q51_QH)), False),
+    "Q5_1 block: 5-bit codes (min term added by the caller).",
+)
+_fma_q8_0 = _fma_block(
+    lambda c, b, t, w, o: (_load_bytes(c, b, t, w, _at(b, o, Q80_QS), 32), True), "Q8_0 block: int8 codes."
+)
+_fma_iq4nl = _fma_block(
+    lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, _at(b, o, IQ4NL_QS)), IQ4NL_VALUES), True),
+    "IQ4_NL block: kvalues_iq4nl[nibble].",
+)
 _fma_iq4 = _fma_block(
     lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, o), IQ4NL_VALUES), True),
     "The 16 nibble bytes of one IQ4_XS 32-block at wo: kvalues_iq4nl[nibble].",
 )
 
 # the same blocks for multirow.NR rows at once (one activation load, NR independent accumulators)
-_fmaR_q4_0 = _mr.fma_rows("nib", ("off", -8), "NR Q4_0 blocks (offset term -8 * s).", qs_off=Q40_QS)
 _fmaR_q4_1 = _mr.fma_rows("nib", ("min", Q41_M), "NR Q4_1 blocks (min term m * s).", qs_off=Q41_QS)
-_fmaR_q5_0 = _mr.fma_rows("q5", ("off", -16), "NR Q5_0 blocks (offset term -16 * s).", qs_off=Q50_QS, qh_off=Q50_QH)
 _fmaR_q5_1 = _mr.fma_rows("q5", ("min", Q51_M), "NR Q5_1 blocks (min term m * s).", qs_off=Q51_QS, qh_off=Q51_QH)
 _fmaR_q8_0 = _mr.fma_rows("q8", None, "NR Q8_0 blocks.", qs_off=Q80_QS)
 _fmaR_iq4nl = _mr.fma_rows("nib", None, "NR IQ4_NL blocks.", qs_off=IQ4NL_QS, table=IQ4NL_VALUES)
@@ -188,8 +185,8 @@ def _h(W, r, o, tab):
 def _row_32(kind, ts, r, W, qs, d, s, out, c):
     """Row r of W (a 32-value block format) times T activation rows into out[:, c] (Q8_0: s = sum(q)
     per block; Q8_1: s = the block sums d * sum(q), fp16-rounded): per block acc += float(int
-    products) * (d_w * d_a) in 8 float lanes, plus in a scalar the min term m_w * s of Q4_1 / Q5_1 or
-    the offset term (d_w * d_a) * (-off * sum(q)) of Q4_0 / Q5_0, whose codes are taken unsigned."""
+    products) * (d_w * d_a) fused into 8 float lanes (Q4_0 / Q5_0 codes signed, q - 8 / q - 16, as ggml
+    takes them), plus in a scalar the min term m_w * s of Q4_1 / Q5_1: ggml's AVX2 order, bit for bit."""
     _R, rb = W.shape
     nb = rb // ts
     T, K = qs.shape
@@ -200,15 +197,13 @@ def _row_32(kind, ts, r, W, qs, d, s, out, c):
             wo = r * rb + b * ts
             ao = t * K + b * 32
             dd = _f16_at(W, wo) * d[t, b]
-            if kind == K_Q4_0:  # codes q - 8: d (sum q a) + d (-8 sum a), like Q4_1's m * s
+            if kind == K_Q4_0:  # signed codes q - 8, like ggml (no separate offset term)
                 acc = _fma_q4_0(acc, dd, W, wo, qs, ao)
-                accm += dd * (F32(-8) * s[t, b])
             elif kind == K_Q4_1:
                 acc = _fma_q4_1(acc, dd, W, wo, qs, ao)
                 accm += _f16_at(W, wo + Q41_M) * s[t, b]
-            elif kind == K_Q5_0:  # codes q - 16
+            elif kind == K_Q5_0:  # signed codes q - 16
                 acc = _fma_q5_0(acc, dd, W, wo, qs, ao)
-                accm += dd * (F32(-16) * s[t, b])
             elif kind == K_Q5_1:
                 acc = _fma_q5_1(acc, dd, W, wo, qs, ao)
                 accm += _f16_at(W, wo + Q51_M) * s[t, b]
@@ -232,12 +227,8 @@ def _rowgroup_32(kind, ts, r, W, qs, d, s, out, c):
         for b in range(nb):
             wo = r * rb + b * ts
             ao = t * K + b * 32
-            if kind == K_Q4_0:
-                acc, accm = _fmaR_q4_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
-            elif kind == K_Q4_1:
+            if kind == K_Q4_1:
                 acc, accm = _fmaR_q4_1(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
-            elif kind == K_Q5_0:
-                acc, accm = _fmaR_q5_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
             elif kind == K_Q5_1:
                 acc, accm = _fmaR_q5_1(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
             elif kind == K_Q8_0:
@@ -370,9 +361,10 @@ def _n_rows(Ws):
 @njit(cache=True)
 def _rows_32(kind, ts, W, qs, d, s, out, r0, r1, base):
     r = r0
-    while r + _mr.NR <= r1:
-        _rowgroup_32(kind, ts, r, W, qs, d, s, out, base + r)
-        r += _mr.NR
+    if kind != K_Q4_0 and kind != K_Q5_0:  # (their signed-code form has no row-group kernel yet)
+        while r + _mr.NR <= r1:
+            _rowgroup_32(kind, ts, r, W, qs, d, s, out, base + r)
+            r += _mr.NR
     while r < r1:
         _row_32(kind, ts, r, W, qs, d, s, out, base + r)
         r += 1

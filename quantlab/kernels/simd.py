@@ -11,6 +11,8 @@ decodes built with them sit next to the row kernels in matmul.
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -139,13 +141,9 @@ i32x8 = VecType("I32x8")
 
 def _host_isa() -> str:
     """'vnni' | 'avx2' | 'generic': the widest integer dot instruction of the CPU numba compiles for."""
-    import numba
-
     if numba.config.CPU_NAME or numba.config.CPU_FEATURES:  # cross-/generic build: portable IR only
         return "generic"
     try:
-        import llvmlite.binding as llvm
-
         feats = llvm.get_host_cpu_features()
     except Exception:  # noqa: BLE001  (no feature map on this platform: stay portable)
         return "generic"

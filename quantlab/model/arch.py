@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +77,7 @@ ARCHS = {
 SUPPORTED_ARCHS = tuple(ARCHS)
 
 
-def check_architecture(md) -> Arch:
+def check_architecture(md: Mapping[str, Any]) -> Arch:
     """The :class:`Arch` of ``general.architecture``; ModelError naming it and the supported ones."""
     arch = md.get("general.architecture")
     if not isinstance(arch, str) or arch not in ARCHS:
@@ -114,11 +116,17 @@ def _same(a, b) -> bool:
         return False
 
 
-def _int(md, key: str, default=None, lo: int = 1, hi: int = 1 << 31):
+def _value(md, key: str, default):
+    """The value of ``key`` (``default`` when absent), one value even for a per-layer array; absent with no
+    default is an error."""
     v = md.get(key, default)
     if v is None:
         raise ModelError(f"the GGUF metadata lacks {key}, needed to run the model")
-    v = _uniform(key, v)
+    return _uniform(key, v)
+
+
+def _int(md, key: str, default=None, lo: int = 1, hi: int = 1 << 31) -> int:
+    v = _value(md, key, default)
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise ModelError(f"{key} = {v!r} ({type(v).__name__}); expected an integer in {lo}..{hi}")
     v = int(v)
@@ -127,11 +135,8 @@ def _int(md, key: str, default=None, lo: int = 1, hi: int = 1 << 31):
     return v
 
 
-def _float(md, key: str, default=None, lo: float = 0.0, lo_open: bool = True, hi: float = math.inf):
-    v = md.get(key, default)
-    if v is None:
-        raise ModelError(f"the GGUF metadata lacks {key}, needed to run the model")
-    v = _uniform(key, v)
+def _float(md, key: str, default=None, lo: float = 0.0, lo_open: bool = True, hi: float = math.inf) -> float:
+    v = _value(md, key, default)
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise ModelError(f"{key} = {v!r} ({type(v).__name__}); expected a finite number")
     v = float(v)
@@ -178,7 +183,7 @@ class Config:
     logit_softcap: float = 0.0  # final_logit_softcapping (0: none)
 
     @classmethod
-    def from_metadata(cls, md, n_vocab: int) -> Config:
+    def from_metadata(cls, md: Mapping[str, Any], n_vocab: int) -> Config:
         spec = check_architecture(md)
         a = spec.name
         n_embd = _int(md, f"{a}.embedding_length")

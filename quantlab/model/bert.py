@@ -28,7 +28,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .. import data
+from ..api import dequantize, quantize
 from ..errors import ModelError
+from ..formats.fallback import fallback
 
 __all__ = ["BertEncoder", "load", "linear_names", "MAX_SEQ_LENGTH"]
 
@@ -45,6 +48,7 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
+    # scipy.special (~0.4 s): only the BERT forward pass
     from scipy.special import erf  # exact GELU ("gelu" in config.json), not the tanh approximation
 
     return (np.float32(0.5) * x * (np.float32(1.0) + erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
@@ -173,9 +177,6 @@ class BertEncoder:
         """A copy whose weight matrices went through ``fmt`` and back (quantize, dequantize). A matrix whose
         rows are not a multiple of the format's block gets llama.cpp's fallback format
         (:func:`quantlab.formats.fallback.fallback`); ``self.last_formats`` of the copy records each choice."""
-        from ..api import dequantize, quantize
-        from ..formats.fallback import fallback
-
         names = linear_names(self._w) if names is None else list(names)
         rep, used = {}, {}
         for k in names:
@@ -192,11 +193,10 @@ class BertEncoder:
 
 def load(tokenizer: bool = True) -> BertEncoder:
     """all-MiniLM-L6-v2 (fp32) with its tokenizer, from the installed data package."""
-    from .. import data
-
     weights = data.tensors("minilm")
     tok = None
     if tokenizer:
+        # HF tokenizers (~20 ms): only when a tokenizer is asked for
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(data.path("minilm-tokenizer")))

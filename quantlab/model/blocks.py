@@ -1,13 +1,14 @@
 """The building blocks of a transformer forward pass, shared by every architecture quantlab runs.
 
 * :class:`Linear`: one weight matrix in its stored ggml format, ``x @ W.T`` with ggml's numerics
-  (integer block dot products for a few tokens, dequantized tiles + BLAS for a batch; see
-  :mod:`quantlab.kernels.matmul`);
+  (integer block dot products where the format has a kernel, for any number of rows, as ggml's mul_mat;
+  dequantized tiles + BLAS for the other formats; see :mod:`quantlab.kernels.matmul`);
 * :class:`KVCache`: keys and values of every layer as fp16, like llama.cpp's default cache;
-* two **op sets** with the same methods (norm, rope + cache store, attention, gated FFN activation):
-  :class:`GenerationOps` for a few tokens (numba kernels of :mod:`quantlab.kernels.llama`, no numpy
-  temporaries: per-call overhead is what matters at one token) and :class:`PromptOps` for a prompt
-  batch (numpy + BLAS). The forward pass picks one per call and then reads as one straight path;
+* the **op set** (norm, rope + cache store, attention, gated FFN activation): :class:`GenerationOps`,
+  numba kernels (:mod:`quantlab.kernels.llama`, :mod:`quantlab.kernels.attn`) that compute what ggml-cpu
+  computes, bit for bit (tests/test_forward_ops.py); :class:`PromptOps` is the same set for a prompt batch
+  (ggml's numerics do not depend on the batch size except in attention, which picks its path itself).
+  The forward pass picks one per call and then reads as one straight path;
 * :func:`threads`: numba, the row-kernel pool and BLAS on ``n`` threads, all three restored after.
 """
 
@@ -26,7 +27,6 @@ from ..kernels import attn as fa
 from ..kernels import llama as lk
 from ..kernels import matmul as mm
 
-ATT_BLOCK = 128  # (unused since attention follows ggml's flash attention, kernels.attn; kept for importers)
 SMALL_BATCH = 4  # up to this many tokens: GenerationOps and stacked Q/K/V products; above: PromptOps
 TILE_ELEMS = 1 << 20  # floats per dequantized weight tile (4 MB)
 
@@ -95,7 +95,7 @@ class Linear:
         """``x @ W.T`` for float32 activations x [T, cols] -> [T, rows], ggml's numerics.
 
         Formats with an integer kernel take it for any number of rows, as ggml's mul_mat does (one
-        vec_dot per output, bit for bit the same sums for Q4_1 / Q5_1 / Q8_0): a prompt batch then gives
+        vec_dot per output, bit for bit the same sums for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0): a prompt batch then gives
         llama.cpp's very activations, where dequantized tiles + BLAS (the path of the other formats)
         sum in another order and flip 8-bit activation roundings downstream. It is also the faster path
         here (2 chunks of 512 tokens of the llama test model: 19-25 s vs 55-57 s, load 7-11)."""
@@ -161,16 +161,8 @@ class KVCache:
 
 
 # --------------------------------------------------------------------------------------------
-# numpy forms of the ops (the prompt path)
+# what the op kernels are given: RoPE parameters per layer, ggml's GELU table
 # --------------------------------------------------------------------------------------------
-
-
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """ggml_rms_norm (sum of squares in double) times the norm weight."""
-    sq = x * x  # float products, summed in double (ggml: sum += (ggml_float)(x[i]*x[i]))
-    ms = (sq.sum(axis=1, dtype=np.float64) / x.shape[1]).astype(np.float32)
-    scale = np.float32(1) / np.sqrt(ms + np.float32(eps))  # 1.0f/sqrtf(mean + eps), in float
-    return (x * scale[:, None]) * w
 
 
 class Rope:
@@ -196,38 +188,6 @@ class Rope:
         self.ff = np.ones(n_rot // 2, np.float32) if ff is None else np.ascontiguousarray(ff, dtype=np.float32)
 
 
-def rope_tables(pos: np.ndarray, rope: Rope):
-    """cos/sin per position and pair, computed the way ggml's rope cache does (float32, theta
-    multiplied by theta_scale pair after pair, then / ff[i] * freq_scale; cos, sin times mscale)."""
-    n_rot, theta_scale, ff, fs = rope.n_rot, rope.theta_scale, rope.ff, rope.freq_scale
-    cur = pos.astype(np.float32)
-    th = np.empty((len(pos), n_rot // 2), dtype=np.float32)
-    for i in range(n_rot // 2):
-        th[:, i] = fs * (cur / ff[i])
-        cur = (cur * theta_scale).astype(np.float32)
-    return np.cos(th).astype(np.float32) * rope.mscale, np.sin(th).astype(np.float32) * rope.mscale
-
-
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool = False) -> None:
-    """In place: rotate the pairs (x[2i], x[2i+1]) of each head ("normal" RoPE), or (x[i], x[i+n_rot/2])
-    (NeoX)."""
-    if neox:
-        h = n_rot // 2
-        i0, i1 = slice(0, h), slice(h, n_rot)
-    else:
-        i0, i1 = slice(0, n_rot, 2), slice(1, n_rot, 2)
-    x0 = x[..., i0].copy()
-    x1 = x[..., i1]
-    c = cos[:, None, :]
-    s = sin[:, None, :]
-    x[..., i0] = x0 * c - x1 * s
-    x[..., i1] = x0 * s + x1 * c
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (np.float32(1) + np.exp(-x))
-
-
 @functools.cache
 def gelu_table() -> np.ndarray:
     """ggml_table_gelu_f16 as float32: GELU-tanh (kernels.llama.gelu_f32, ggml's float32 arithmetic) of
@@ -240,22 +200,8 @@ def gelu_table() -> np.ndarray:
     return y.astype(np.float16).astype(np.float32)
 
 
-def geglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """gelu(g) * u as ggml's CPU geglu (see kernels.llama.geglu): the fp16 table between -10 and 10."""
-    y = gelu_table()[g.astype(np.float16).view(np.uint16)] * u
-    y = np.where(g >= np.float32(10), g * u, y)
-    return np.where(g <= np.float32(-10), np.float32(0), y).astype(np.float32)
-
-
-def softmax_rows(s: np.ndarray) -> np.ndarray:
-    s = s - s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
-    return s
-
-
 # --------------------------------------------------------------------------------------------
-# the two op sets: same methods, one chosen per forward call by the number of rows
+# the op sets: same methods (same kernels), one chosen per forward call by the number of rows
 # --------------------------------------------------------------------------------------------
 
 
@@ -305,30 +251,9 @@ class GenerationOps:
         return g
 
 
-class PromptOps:
-    """A prompt batch at positions ``pos``: numpy and BLAS (RoPE tables computed once per call)."""
-
-    def __init__(self, cfg, pos: np.ndarray):
-        self.eps, self.pos = cfg.eps, pos
-        self._tables: dict = {}
-
-    norm = GenerationOps.norm  # one RMSNorm (ggml's sum order and float sqrt): cheap next to the products
-    head_norm = GenerationOps.head_norm
-
-    def rope_store(self, q, k, v, kc, vc, p0: int, rope: Rope) -> None:
-        GenerationOps.rope_store(self, q, k, v, kc, vc, p0, rope)  # one RoPE: ggml's rounding (fused ops)
-
-    def attention(self, q, kc, vc, p0: int, scale, n_swa: int = 0) -> np.ndarray:
-        """llama.cpp's flash attention numerics (see :mod:`quantlab.kernels.attn`; from 64 rows on its
-        tiled path, as ggml-cpu takes it for a prompt batch)."""
-        T, H, D = q.shape
-        return fa.attention(q, kc, vc, p0, scale, n_swa).reshape(T, H * D)
-
-    def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
-        if act == "gelu":
-            return geglu(g, u)
-        lk.swiglu(g, u, g)  # ggml's numerics (its vector exp), as for a few rows
-        return g
+class PromptOps(GenerationOps):
+    """A prompt batch at positions ``pos``: the same ops as :class:`GenerationOps` (what ggml computes for a
+    row does not depend on how many rows run, except attention's path, chosen in kernels.attn)."""
 
 
 def ops_for(cfg, pos: np.ndarray, n_rows: int | None = None):

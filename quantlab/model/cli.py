@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+
+from ..cli import read_text
+from ..data import path
+from . import compute_imatrix, evaluate, load
+from .kld import compare, save_base
 
 
 def _model_path(p):
     if p in (None, "smollm2"):
-        from ..data import path
-
         return path("smollm2")
     return p
 
 
 def _text(args):
     if getattr(args, "text", None):
-        from ..cli import read_text
-
         return read_text(args.text)
     return None
 
 
 def _eval(args):
-    from . import evaluate, load
-    from .kld import compare, save_base
-
     if args.model_opt and args.model and args.model_opt != args.model:
         raise SystemExit(f"quantlab eval: two models given ({args.model} and -m {args.model_opt}); give one")
     if args.kld_base and args.base:
@@ -57,8 +56,6 @@ def _eval(args):
 
 
 def _generate(args):
-    from . import load
-
     m = load(_model_path(args.model))
     prompt = args.prompt
     if args.chat:
@@ -85,8 +82,6 @@ def _generate(args):
 
 
 def _imatrix(args):
-    from . import compute_imatrix, load
-
     m = load(_model_path(args.model))
 
     im = compute_imatrix(
@@ -104,7 +99,7 @@ def _imatrix(args):
     return 0
 
 
-def register(sub):
+def register(sub: argparse._SubParsersAction) -> None:
     common = dict(help="GGUF model file (default: the shipped SmolLM2-135M-Instruct Q4_1)")
     p = sub.add_parser(
         "eval", help="perplexity (and KL divergence against --base or a llama.cpp logits file), like llama-perplexity"

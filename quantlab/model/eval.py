@@ -18,12 +18,18 @@ stores it as 16-bit log-probabilities and drops terms below e^-16, which changes
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data import text as default_text
 from ..errors import ModelError
+from ..progress import Progress, callback
+from .llama import Model, load
+from .llama import threads as _threads
 
 LOGIT_ROWS = 32  # logits are produced this many rows at a time (a chunk's 256 x 49152 would be 50 MB)
 
@@ -56,11 +62,12 @@ class EvalResult:
             f"PPL = {self.ppl:.4f} +/- {self.ppl_err:.5f}  ({self.n_chunks} chunks of {self.n_ctx}, "
             f"{self.n_scored} scored tokens, {self.seconds:.1f} s)"
         )
-        if self.kld_mean is not None:
+        base, top1, dp = self.base_ppl, self.top1, self.dp_rms  # set together when there was a base
+        if self.kld_mean is not None and base is not None and top1 is not None and dp is not None:
             s += (
-                f"\nbase PPL = {self.base_ppl:.4f}   KLD mean {self.kld_mean:.6f} +/- {self.kld_err:.6f}, "
-                f"median {self.kld_median:.6f}, 99% {self.kld_p99:.6f}   same top-1 {100 * self.top1:.3f} %   "
-                f"RMS dp {100 * self.dp_rms:.3f} %   PPL - base PPL {self.ppl - self.base_ppl:+.4f}"
+                f"\nbase PPL = {base:.4f}   KLD mean {self.kld_mean:.6f} +/- {self.kld_err:.6f}, "
+                f"median {self.kld_median:.6f}, 99% {self.kld_p99:.6f}   same top-1 {100 * top1:.3f} %   "
+                f"RMS dp {100 * dp:.3f} %   PPL - base PPL {self.ppl - base:+.4f}"
             )
         return s
 
@@ -75,21 +82,17 @@ def _log_softmax_stats(logits: np.ndarray):
 
 def _trim() -> None:
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
 
-def tokens_for(model, text, n_ctx: int, n_chunks: int | None):
+def tokens_for(model: Model, text: str | None, n_ctx: int, n_chunks: int | None) -> tuple[np.ndarray, int]:
     """The text's tokens as llama-perplexity takes them (BOS only if the model asks for it, special-token
     text not parsed) and how many ``n_ctx`` chunks will be scored."""
     if n_ctx < 4 or n_ctx % 2:
         raise ModelError(f"n_ctx must be an even number >= 4, got {n_ctx}")
     if text is None:
-        from ..data import text as default_text
-
         text = default_text()
     tokens = np.asarray(model.tokenize(text, add_special=True, parse_special=False), dtype=np.int64)
     if len(tokens) < 2 * n_ctx:
@@ -105,7 +108,7 @@ def tokens_for(model, text, n_ctx: int, n_chunks: int | None):
     return tokens, n
 
 
-def chunks_of(model, text, n_ctx: int, n_chunks: int | None):
+def chunks_of(model: Model, text: str | None, n_ctx: int, n_chunks: int | None) -> list[np.ndarray]:
     """The token chunks llama-perplexity would score (each chunk's first token replaced by BOS when the
     vocabulary adds BOS, as llama-perplexity does per chunk)."""
     tokens, n = tokens_for(model, text, n_ctx, n_chunks)
@@ -128,13 +131,13 @@ def _restore_stream(models, was):
 
 
 def evaluate(
-    model,
+    model: Model,
     text: str | None = None,
     n_ctx: int = 512,
     n_chunks: int | None = 20,
-    base=None,
+    base: Model | None = None,
     threads: int | None = None,
-    progress=True,
+    progress: Progress = True,
     stream: bool = True,
 ) -> EvalResult:
     """Perplexity of ``model`` on ``text`` (default: :func:`quantlab.data.text`) like llama-perplexity;
@@ -142,15 +145,12 @@ def evaluate(
     agreement and RMS of delta-p. ``progress``: a bar (True, see :mod:`quantlab.progress`), nothing
     (False), or ``progress(i, n, ppl_so_far)`` called after every chunk.
     ``stream``: read weights with pread per batch rather than through the map (see Model.stream)."""
-    from .llama import threads as _threads
-
     if base is not None and not model.tokenizer.same_vocabulary(base.tokenizer):
         raise ModelError(
             f"the base model has a different vocabulary ({base.tokenizer.n_vocab} tokens vs "
             f"{model.tokenizer.n_vocab}): KL divergence needs the same tokens"
         )
     chunks = chunks_of(model, text, n_ctx, n_chunks)
-    from ..progress import callback
 
     progress = callback(progress, len(chunks), "perplexity", "chunk", value="PPL")
     first = n_ctx // 2
@@ -164,8 +164,13 @@ def evaluate(
         x.stream = stream
     with _threads(threads), _restore_stream(models, was):
         for ci, toks in enumerate(chunks):
-            h = model.forward(toks, model.new_cache(n_ctx), outputs=out_rows, logits=False)
-            hb = base.forward(toks, base.new_cache(n_ctx), outputs=out_rows, logits=False) if base is not None else None
+            # Model.forward's `outputs` takes "last", "all" or indices (llama.py is not annotated yet)
+            h = model.forward(toks, model.new_cache(n_ctx), outputs=out_rows, logits=False)  # pyright: ignore[reportArgumentType]
+            hb = (
+                base.forward(toks, base.new_cache(n_ctx), outputs=out_rows, logits=False)  # pyright: ignore[reportArgumentType]
+                if base is not None
+                else None
+            )
             targets = toks[first + 1 :]
             n_sc = n_ctx - 1 - first
             for r0 in range(0, n_sc, LOGIT_ROWS):
@@ -176,7 +181,7 @@ def evaluate(
                 lt = lg[np.arange(r1 - r0), tgt].astype(np.float64)
                 nll.append(lse - lt)
                 amaxes.append(amax)
-                if hb is not None:
+                if hb is not None and base is not None:
                     lb = base.logits(hb[r0:r1])
                     lse_b, amax_b = _log_softmax_stats(lb)
                     logp_b = lb.astype(np.float64) - lse_b[:, None]
@@ -221,13 +226,12 @@ def evaluate(
     return r
 
 
-def bench(model_path, n_prompt: int = 512, n_gen: int = 32, threads: int = 2, reps: int = 1) -> dict:
+def bench(
+    model_path: str | os.PathLike | Model, n_prompt: int = 512, n_gen: int = 32, threads: int = 2, reps: int = 1
+) -> dict:
     """Speed like llama-bench: prompt processing of ``n_prompt`` tokens in one batch (pp, tok/s) and
     generation of ``n_gen`` tokens one at a time with the KV cache (tg, tok/s). Warms up first
     (kernels compiled/loaded) and reports the best of ``reps`` runs."""
-    from .llama import Model, load
-    from .llama import threads as _threads
-
     m = model_path if isinstance(model_path, Model) else load(model_path)
     rng = np.random.default_rng(0)
     toks = rng.integers(0, m.n_vocab, size=n_prompt + n_gen)

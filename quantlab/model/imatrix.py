@@ -20,14 +20,21 @@ Files (both written and read here, interchangeable with llama.cpp's):
 
 from __future__ import annotations
 
+import os
 import pathlib
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from numba import njit
 
-from ..errors import ImatrixError, ModelError
+from ..errors import GGUFError, ImatrixError, ModelError
+from ..progress import Progress, callback
+from .eval import chunks_of
+from .llama import Model
+from .llama import threads as _threads
 
 
 @njit(cache=True)
@@ -47,9 +54,9 @@ class Imatrix:
     counts: dict = field(default_factory=dict)
     chunk_count: int = 0
     chunk_size: int = 512
-    datasets: list = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
 
-    def __getitem__(self, name) -> np.ndarray:
+    def __getitem__(self, name: str) -> np.ndarray:
         """Mean squared activation per column, as llama-quantize computes it from the file: the
         count of each matrix is rounded (lround) and the float32 sums divided by it; 1.0 where a
         matrix (an expert) saw no token."""
@@ -65,26 +72,26 @@ class Imatrix:
                 out[i * ne0 : (i + 1) * ne0] = s[i * ne0 : (i + 1) * ne0] / np.float32(cr[i])
         return out
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self.sums
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(sorted(self.sums))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.sums)
 
-    def names(self) -> list:
+    def names(self) -> list[str]:
         return sorted(self.sums)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, np.ndarray]:
         return {k: self[k] for k in self.names()}
 
     def __repr__(self):
         return f"<Imatrix {len(self)} weights, {self.chunk_count} chunks of {self.chunk_size}>"
 
     # -- files -------------------------------------------------------------------------------------
-    def save(self, path, format: str | None = None) -> str:
+    def save(self, path: str | os.PathLike, format: str | None = None) -> str:
         """Write ``path`` as llama.cpp does: GGUF unless ``format='dat'`` or the name ends in .dat."""
         path = str(path)
         fmt = format or ("dat" if path.endswith(".dat") else "gguf")
@@ -97,11 +104,12 @@ class Imatrix:
         return path
 
 
-def save_imatrix(im: Imatrix, path, format: str | None = None) -> str:
+def save_imatrix(im: Imatrix, path: str | os.PathLike, format: str | None = None) -> str:
     return im.save(path, format)
 
 
 def _save_gguf(im: Imatrix, path: str) -> None:
+    # lazy: quantlab.gguf is ~20 ms that `import quantlab.model` does not pay
     from ..gguf import ArrayOf, TensorSource, ValueType, write
     from ..gguf.reader import MetadataDict
 
@@ -147,7 +155,7 @@ def _save_dat(im: Imatrix, path: str) -> None:
         f.write(struct.pack("<i", len(ds)) + ds)
 
 
-def load_imatrix(path) -> Imatrix:
+def load_imatrix(path: str | os.PathLike) -> Imatrix:
     """Read an imatrix written by llama-imatrix (or :meth:`Imatrix.save`): GGUF first, else legacy
     .dat. The one reader of imatrix files (quantlab.recipes.load_imatrix_file uses it too)."""
     p = pathlib.Path(path)
@@ -161,7 +169,7 @@ def load_imatrix(path) -> Imatrix:
 
 
 def _load_gguf(p) -> Imatrix:
-    from ..errors import GGUFError
+    # lazy: see _save_gguf
     from ..gguf import open as open_gguf
 
     try:
@@ -177,8 +185,8 @@ def _load_gguf(p) -> Imatrix:
             )
         ds = md["imatrix.datasets"]
         im = Imatrix(
-            chunk_count=int(md["imatrix.chunk_count"]),
-            chunk_size=int(md["imatrix.chunk_size"]),
+            chunk_count=int(cast(int, md["imatrix.chunk_count"])),  # a GGUF value: int() checks it
+            chunk_size=int(cast(int, md["imatrix.chunk_size"])),
             datasets=[ds] if isinstance(ds, str) else [str(d) for d in ds],
         )
         ts = f.tensors
@@ -245,25 +253,21 @@ def _load_dat(p) -> Imatrix:
 
 
 def compute_imatrix(
-    model,
+    model: Model,
     text: str | None = None,
     n_ctx: int = 512,
     n_chunks: int | None = None,
     process_output: bool = False,
     threads: int | None = None,
     dataset: str = "quantlab.data.text()",
-    progress=True,
+    progress: Progress = True,
 ) -> Imatrix:
     """Collect an importance matrix for every ``blk.*`` weight of ``model`` on ``text``, like
     ``llama-imatrix -c n_ctx --chunks n_chunks`` (``process_output`` adds output.weight when the model
     has one). Returns an :class:`Imatrix`; ``im[name]`` is what ``quantlab.quantize(..., imatrix=)``
     takes, ``im.save(path)`` writes the file llama-quantize reads. ``progress``: a bar (True, see
     :mod:`quantlab.progress`), nothing (False), or ``progress(i, n)`` called after every chunk."""
-    from .eval import chunks_of
-    from .llama import threads as _threads
-
     chunks = chunks_of(model, text, n_ctx, n_chunks)
-    from ..progress import callback
 
     progress = callback(progress, len(chunks), "imatrix", "chunk")
     im = Imatrix(chunk_size=n_ctx, datasets=[dataset] if dataset else [])
@@ -284,7 +288,7 @@ def compute_imatrix(
         counts[name][0] += x.shape[0]
 
     old, old_stream = model.hook, model.stream
-    model.hook = hook
+    model.hook = hook  # pyright: ignore[reportAttributeAccessIssue]  (Model.hook: None or a callable; llama.py is not annotated yet)
     model.stream = True
     try:
         with _threads(threads):

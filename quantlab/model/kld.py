@@ -34,11 +34,15 @@ import pathlib
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ModelError
+from .eval import LOGIT_ROWS, EvalResult, tokens_for
+from .llama import Model
+from .llama import threads as _threads
 
 MAGIC = b"_logits_"
 HEADER = struct.Struct("<8sIii")
@@ -84,7 +88,7 @@ class BaseChunk:
 class BaseLogits:
     """A llama.cpp ``--kl-divergence-base`` file, checked against its header, memory-mapped lazily."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
         try:
             size = self.path.stat().st_size
@@ -150,7 +154,7 @@ class BaseLogits:
         return f"BaseLogits({self.path.name}: {self.n_chunk} chunks x n_ctx {self.n_ctx}, n_vocab {self.n_vocab})"
 
 
-def read_base(path) -> BaseLogits:
+def read_base(path: str | os.PathLike) -> BaseLogits:
     return BaseLogits(path)
 
 
@@ -175,8 +179,6 @@ def encode_log_probs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _raw_chunks(model, text, n_ctx, n_chunks):
-    from .eval import tokens_for
-
     tokens, n = tokens_for(model, text, n_ctx, n_chunks)
     return tokens[: n * n_ctx].reshape(n, n_ctx).astype(np.int32)
 
@@ -199,19 +201,16 @@ def _chunk_logits(model, toks, n_ctx, rows):
 
 
 def save_base(
-    model,
-    path,
+    model: Model,
+    path: str | os.PathLike,
     text: str | None = None,
     n_ctx: int = 512,
     n_chunks: int | None = 20,
     threads: int | None = None,
-    progress=None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> pathlib.Path:
     """Write ``model``'s distributions on ``text`` as a llama.cpp KL-divergence base file (what
     ``llama-perplexity --kl-divergence-base`` writes), atomically. Returns the path."""
-    from .eval import LOGIT_ROWS
-    from .llama import threads as _threads
-
     path = pathlib.Path(path)
     chunks = _raw_chunks(model, text, n_ctx, n_chunks)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
@@ -245,13 +244,17 @@ def _mean_err(v: np.ndarray) -> tuple[float, float]:
     return m, (float(np.sqrt(var / (n - 1))) if var > 0 and n > 10 else 0.0)
 
 
-def compare(model, base, threads: int | None = None, n_chunks: int | None = None, progress=None, stream: bool = True):
+def compare(
+    model: Model,
+    base: str | os.PathLike | BaseLogits,
+    threads: int | None = None,
+    n_chunks: int | None = None,
+    progress: Callable[[int, int, float], object] | None = None,
+    stream: bool = True,
+) -> EvalResult:
     """Run ``model`` on the tokens of the base file ``base`` (a path or :class:`BaseLogits`) and compare
     its distributions with the stored ones, like ``llama-perplexity --kl-divergence``. Returns an
     :class:`~quantlab.model.eval.EvalResult` with ``base_ppl``, KLD, top-1 agreement and RMS dp."""
-    from .eval import LOGIT_ROWS, EvalResult
-    from .llama import threads as _threads
-
     b = base if isinstance(base, BaseLogits) else BaseLogits(base)
     n_vocab = model.n_vocab
     if b.n_vocab != n_vocab:

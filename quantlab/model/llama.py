@@ -37,20 +37,14 @@ from ..errors import FormatError, ModelError, ShapeError
 from ..kernels import decode as dk
 from ..kernels import matmul as mm
 from .arch import ARCHS, SUPPORTED_ARCHS, Config, check_architecture  # noqa: F401  (Config: public API)
-from .blocks import (  # noqa: F401
-    ATT_BLOCK,
+from .blocks import (
     SMALL_BATCH,
     TILE_ELEMS,
     KVCache,
     Linear,
     Rope,
     _dequantize_any,
-    apply_rope,
     ops_for,
-    rms_norm,
-    rope_tables,
-    silu,
-    softmax_rows,
     threads,
 )
 from .tokenizer import Tokenizer

@@ -15,6 +15,11 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+
+from ..gguf import GGUFFile
+from .cli import register as _register
 from .ftypes import ALIASES, FILE_TYPES, FileType, all_file_types, file_type
 from .imatrix import ImatrixData, load_imatrix_file
 from .optimize import DEFAULT_CANDIDATES, OptimizeResult, optimize
@@ -65,13 +70,11 @@ __all__ = [
 ]
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """``quantlab quantize`` (see :mod:`quantlab.recipes.cli`)."""
-    from .cli import register as _register
-
     _register(subparsers)
 
 
-def plan(model, ftype, **kw) -> Plan:
+def plan(model: str | os.PathLike | GGUFFile, ftype: str | int | FileType, **kw) -> Plan:
     """Shortcut for :func:`plan_model`: the plan of a GGUF file for ``ftype``."""
     return plan_model(model, ftype, **kw)

@@ -7,15 +7,18 @@ import gc
 import os
 import sys
 
+import numpy as np
+
+from ..api import quantize
 from ..cli import model_file, printable, regular_file
+from .ftypes import all_file_types, file_type
+from .pipeline import plan_model, quantize_model
+from .select import Options, requires_imatrix
 
 
 def file_types_help() -> str:
     """The file types, llama-quantize's way ("  15  or  Q4_K_M : ..."), with the bits per weight of the type
     most tensors get (a mix gives a few tensors more bits, so a whole file lands a little above it)."""
-    from .ftypes import all_file_types
-    from .select import requires_imatrix
-
     lines = [
         "allowed file types (bits per weight of the type most tensors get; a mix such as Q4_K_M gives",
         "some tensors more bits, --dry-run prints a model's exact size):",
@@ -68,10 +71,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .ftypes import file_type
-    from .pipeline import plan_model, quantize_model
-    from .select import Options
-
     ft = file_type(args.ftype)
     args.inp = model_file(args.inp)  # 'smollm2': the shipped model, as `eval` takes it
     regular_file(args.inp)
@@ -160,8 +159,6 @@ def start_numba_without_blas() -> None:
     later (``np.dot`` in jitted code, scipy itself) imports it as usual. Only the ``quantlab quantize``
     process does this (jitted cffi calls stay unavailable in it). Does nothing when numba already runs.
     """
-    import numpy as np
-
     if "numba.np.arraymath" in sys.modules:
         return
     hidden = [
@@ -170,10 +167,8 @@ def start_numba_without_blas() -> None:
         if m not in sys.modules and not (m == "yaml" and os.path.exists(".numba_config.yaml"))
     ]
     for m in hidden:
-        sys.modules[m] = None  # `import` of a None entry raises ImportError: "not installed"
+        sys.modules[m] = None  # pyright: ignore[reportArgumentType]  (an `import` of a None entry raises ImportError)
     try:
-        from .. import quantize
-
         quantize(np.zeros((1, 32), np.float32), "Q8_0", threads=1)
     finally:
         for m in hidden:

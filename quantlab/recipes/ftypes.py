@@ -113,7 +113,7 @@ def all_file_types() -> list[FileType]:
     return list(FILE_TYPES)
 
 
-def file_type(ft) -> FileType:
+def file_type(ft: str | int | FileType) -> FileType:
     """Look a file type up by CLI name (case-insensitive, aliases Q3_K/Q4_K/Q5_K accepted), by its
     ``llama_ftype`` number, or pass a FileType through."""
     if isinstance(ft, FileType):

@@ -16,10 +16,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from ..errors import ImatrixError
+
+if TYPE_CHECKING:
+    from ..model.imatrix import Imatrix
 
 __all__ = ["ImatrixData", "load_imatrix_file", "as_imatrix"]
 
@@ -46,9 +50,14 @@ class ImatrixData(Mapping):
         return f"<ImatrixData {len(self)} entries, {self.chunk_count} chunks, datasets={self.datasets}>"
 
 
-def load_imatrix_file(path) -> ImatrixData:
+# What every ``imatrix=`` argument of quantlab.recipes takes (see :func:`as_imatrix`).
+ImatrixSource = Union[str, os.PathLike, "ImatrixData", "Imatrix", Mapping[str, Any]]
+
+
+def load_imatrix_file(path: str | os.PathLike) -> ImatrixData:
     """Read an imatrix file (GGUF or legacy .dat) exactly as llama-quantize does: the file is read by
     :func:`quantlab.model.load_imatrix` (the one reader), the entries are its per-column means."""
+    # the model code starts numba (~0.25 s): `quantlab quantize` without --imatrix does not pay it
     from ..model.imatrix import load_imatrix
 
     p = os.fspath(path)
@@ -58,7 +67,7 @@ def load_imatrix_file(path) -> ImatrixData:
     return ImatrixData(im.as_dict(), list(im.datasets), int(im.chunk_count), p)
 
 
-def as_imatrix(imatrix) -> ImatrixData | None:
+def as_imatrix(imatrix: ImatrixSource | None) -> ImatrixData | None:
     """Accept a path, an :class:`ImatrixData`, an object with ``.entries`` or ``.means`` (quantlab.model's
     imatrix), or a plain mapping name -> per-column values."""
     if imatrix is None:
@@ -68,14 +77,16 @@ def as_imatrix(imatrix) -> ImatrixData | None:
     elif isinstance(imatrix, (str, os.PathLike)):
         data = load_imatrix_file(imatrix)
     else:
-        ent = None
+        ent: Mapping | None = None
         for attr in ("means", "entries", "data"):
             v = getattr(imatrix, attr, None)
             if isinstance(v, Mapping):
                 ent = v
                 break
-        if ent is None and callable(getattr(imatrix, "as_dict", None)):  # quantlab.model.Imatrix
-            ent = imatrix.as_dict()
+        as_dict = getattr(imatrix, "as_dict", None)
+        if ent is None and callable(as_dict):  # quantlab.model.Imatrix
+            d = as_dict()
+            ent = d if isinstance(d, Mapping) else None
         if ent is None and isinstance(imatrix, Mapping):
             ent = imatrix
         if ent is None:

@@ -23,13 +23,17 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import gguf
+from ..api import dequantize, quantize
 from ..errors import FormatError, ImatrixRequired
 from ..formats.registry import get as get_format
-from .imatrix import as_imatrix
+from .ftypes import FileType
+from .imatrix import ImatrixSource, as_imatrix
 from .select import ModelInfo, Options, Plan, TensorSpec, make_plan
 
 __all__ = ["optimize", "OptimizeResult", "DEFAULT_CANDIDATES"]
@@ -127,8 +131,6 @@ def _sample_rows(n_rows: int, max_rows: int | None) -> np.ndarray:
 
 
 def _weighted_error(x, fmt, w, threads, impl) -> float:
-    from ..api import dequantize, quantize
-
     q = quantize(x, fmt, imatrix=w if fmt.uses_imatrix else None, impl=impl, threads=threads)
     y = dequantize(q, fmt, impl=impl, threads=threads)
     d = x.astype(np.float64) - y.astype(np.float64)
@@ -143,18 +145,18 @@ def _frontier_choice(names, errors, sizes, lam):
 
 
 def optimize(
-    model,
-    target_bpw=None,
+    model: str | os.PathLike | gguf.GGUFFile,
+    target_bpw: float | str | None = None,
     *,
-    imatrix,
-    base="Q4_K_M",
+    imatrix: ImatrixSource,
+    base: str | int | FileType = "Q4_K_M",
     budget_bytes: int | None = None,
-    candidates=DEFAULT_CANDIDATES,
+    candidates: Sequence[str] = DEFAULT_CANDIDATES,
     max_rows: int | None = 256,
     options: Options | None = None,
     threads: int | None = None,
     impl: str = "fast",
-    progress=None,
+    progress: Callable[[int, int, str], object] | None = None,
 ) -> OptimizeResult:
     """Pick one format per tensor of ``model`` (a GGUF path or open file) minimising the
     imatrix-weighted error under a size budget.
@@ -165,8 +167,6 @@ def optimize(
     entry such as the token embeddings, norms) and for ``general.file_type``. ``max_rows``: rows sampled
     per tensor to measure errors (None: all). ``progress(i, n, name)`` is called per tensor.
     """
-    from .. import gguf
-
     t0 = time.perf_counter()
     f = gguf.open(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
     im = as_imatrix(imatrix)
@@ -177,12 +177,11 @@ def optimize(
     info = ModelInfo.from_metadata(f.metadata)
     base_plan = make_plan(specs, base, info, opts, has_imatrix=True)
     if budget_bytes is None:
-        if target_bpw is None:
-            target_bpw = base
-        if isinstance(target_bpw, str):
-            budget_bytes = make_plan(specs, target_bpw, info, opts, has_imatrix=True).nbytes
+        target = base_plan.ftype.name if target_bpw is None else target_bpw
+        if isinstance(target, str):
+            budget_bytes = make_plan(specs, target, info, opts, has_imatrix=True).nbytes
         else:
-            budget_bytes = int(float(target_bpw) * base_plan.n_elements / 8.0)
+            budget_bytes = int(float(target) * base_plan.n_elements / 8.0)
     cands = [get_format(c) for c in candidates]
     todo = [
         t

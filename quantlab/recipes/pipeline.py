@@ -41,16 +41,21 @@ for ``quantlab quantize``, which spares numba the 0.2 s import of scipy.linalg: 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import gguf
+from ..api import dequantize, quantize
 from ..errors import FormatError, ImatrixError, ImatrixRequired, QuantlabError
-from .ftypes import file_type
-from .imatrix import ImatrixData, as_imatrix
+from ..gguf import GGUFWriter, MetadataDict, ValueType
+from .ftypes import FileType, file_type
+from .imatrix import ImatrixData, ImatrixSource, as_imatrix
 from .select import ModelInfo, Options, Plan, TensorSpec, make_plan
 
 __all__ = ["quantize_model", "plan_model", "QuantizeResult", "RecipeError"]
@@ -94,10 +99,8 @@ class QuantizeResult:
         return file_sha256(self.path)
 
 
-def file_sha256(path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file, as ``sha256sum`` prints it (what the byte-identity checks compare)."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -113,8 +116,6 @@ def _trim_ne(ne) -> tuple:
 
 
 def _open(path):
-    from .. import gguf
-
     p = os.fspath(path)
     if not os.path.exists(p):
         raise RecipeError(f"input model {p!r} does not exist")
@@ -127,7 +128,15 @@ def _options(options, kw) -> Options:
     return options if options is not None else Options(**kw)
 
 
-def plan_model(model, ftype, *, imatrix=None, options: Options | None = None, check: bool = False, **kw) -> Plan:
+def plan_model(
+    model: str | os.PathLike | gguf.GGUFFile,
+    ftype: str | int | FileType,
+    *,
+    imatrix: ImatrixSource | None = None,
+    options: Options | None = None,
+    check: bool = False,
+    **kw,
+) -> Plan:
     """The plan for a GGUF file (path or an open ``quantlab.gguf`` file), without quantizing anything.
     ``check=True`` refuses exactly as :func:`quantize_model` would (requantization not allowed, an imatrix
     missing or computed for another model): what ``quantlab quantize --dry-run`` uses."""
@@ -208,8 +217,6 @@ _SET_OR_DROPPED = (
 def _metadata(f, ft, im: ImatrixData | None, imatrix_arg):
     """The output's metadata: the input's pairs copied as their bytes (``Metadata.encoded``: the
     tokenizer's arrays are never decoded), then the keys llama-quantize sets, at the end."""
-    from ..gguf import MetadataDict, ValueType
-
     md = MetadataDict()
     for k in f.metadata:
         if k not in _SET_OR_DROPPED:
@@ -236,8 +243,6 @@ def _cut(s: str) -> str:
 
 def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
     """Dequantize ``src`` (a quantlab GGUFTensor) slab by slab and quantize to ``fmt``."""
-    from ..api import dequantize, quantize
-
     ne0 = t.ne[0]
     n_rows = t.n_elements // ne0
     rows_per_mat = t.ne[1] if len(t.ne) > 1 else 1
@@ -265,6 +270,8 @@ def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
             out = np.empty((n_rows, q.shape[1]), dtype=np.uint8)
         out[r:end] = q
         r = end
+    if out is None:  # no rows (a dimension of 0)
+        out = np.empty((0, 0), dtype=np.uint8)
     return out
 
 
@@ -275,8 +282,6 @@ class _WriteBehind:
     or at ``finish``."""
 
     def __init__(self, writer, depth: int = 2):
-        from concurrent.futures import ThreadPoolExecutor
-
         self._w, self._depth = writer, depth
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantlab-write")
         self._pending: list = []
@@ -303,11 +308,11 @@ class _WriteBehind:
 
 
 def quantize_model(
-    inp,
-    out,
-    ftype,
+    inp: str | os.PathLike,
+    out: str | os.PathLike,
+    ftype: str | int | FileType,
     *,
-    imatrix=None,
+    imatrix: ImatrixSource | None = None,
     options: Options | None = None,
     threads: int | None = None,
     progress: bool = True,
@@ -359,14 +364,13 @@ def quantize_model(
         say(plan.table())
         md = _metadata(f, ft, im, imatrix)
 
-        from ..gguf import GGUFWriter
-
         w = GGUFWriter(out_s, md, alignment=None, fsync=fsync)
         for t in plan:
             w.add_tensor(t.name, ne=_trim_ne(t.ne), format=t.fmt)
         bar = None
         if progress:
             try:
+                # tqdm.auto (~45 ms): only when a bar is shown
                 from tqdm.auto import tqdm
 
                 bar = tqdm(

@@ -116,7 +116,7 @@ def _hparam(kv: Mapping, key: str, default: int, n_layer: int | None = None) -> 
     if isinstance(v, (list, tuple, np.ndarray)):
         a = v if not isinstance(v, np.ndarray) else (v.tolist() if v.ndim == 1 else None)
         if a is None:
-            raise ModelError(f"metadata {key} is an array of shape {v.shape}; expected a 1-D array")
+            raise ModelError(f"metadata {key} is an array of shape {np.shape(v)}; expected a 1-D array")
         if n_layer is None:
             raise ModelError(f"metadata {key} is an array of {len(a)} values; expected a scalar")
         if len(a) != n_layer:
@@ -518,13 +518,13 @@ def _heuristics(
     ft: FileType,
     t: TensorSpec,
     cat: str,
-    new: Format,
+    default: Format,
     has_imatrix: bool,
     options: Options,
 ) -> tuple[str, str]:
     """llama.cpp's mixing rules. Returns (format name, rule). First matching branch wins."""
     f = ft.name
-    new = new.name
+    new = default.name
     gqa = model.n_gqa
     n_exp = max(1, model.n_expert)
     name = t.name
@@ -778,8 +778,8 @@ def _choose(
 
 
 def make_plan(
-    tensors: Sequence,
-    ftype,
+    tensors: Sequence[TensorSpec | tuple],
+    ftype: str | int | FileType,
     model: ModelInfo | Mapping | None = None,
     options: Options | None = None,
     has_imatrix: bool = False,

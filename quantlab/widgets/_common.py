@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from .. import data
+
 log = logging.getLogger("quantlab.widgets")
 
 #: the real tensor most lessons use: all-MiniLM-L6-v2, last encoder layer, FFN output projection.
@@ -29,8 +31,6 @@ def quick_default() -> bool:
 
 def real_tensor(model: str = DEFAULT_TENSOR[0], name: str = DEFAULT_TENSOR[1], rows: int | None = None) -> np.ndarray:
     """A real weight matrix (float32, C-contiguous), optionally only its first ``rows`` rows."""
-    from .. import data
-
     a = data.tensors(model)[name]
     if rows is not None:
         a = a[:rows]
@@ -39,8 +39,6 @@ def real_tensor(model: str = DEFAULT_TENSOR[0], name: str = DEFAULT_TENSOR[1], r
 
 def minilm_matrices() -> list[str]:
     """Names of all-MiniLM-L6-v2's encoder weight matrices (for dropdowns)."""
-    from .. import data
-
     ts = data.tensors("minilm")
     return [
         k
@@ -51,6 +49,7 @@ def minilm_matrices() -> list[str]:
 
 def new_figure(w: float = 6.0, h: float = 3.0, ncols: int = 1):
     """A matplotlib figure that pyplot does not display by itself (shown through an Output widget)."""
+    # matplotlib.pyplot (~0.7 s): the course imports this module for real_tensor without plotting
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, ncols, figsize=(w, h))
@@ -67,6 +66,7 @@ def show_figure(out, fig) -> None:
     (nbclient, hence nbconvert and papermill) send that sync on the shell socket they are polling for the
     cell's reply, and the reply can then go unnoticed until the cell's timeout, or forever (nbclient#312;
     see tests/nbrun.py)."""
+    # IPython (~0.1 s): only inside a kernel (see _common.py:52)
     from IPython import get_ipython
 
     ip = get_ipython()
@@ -150,6 +150,7 @@ class App:
                 self.error.value = ""
                 self.error.layout.display = "none"
             return
+        # ipywidgets (~0.2 s): only when an error is shown (see _common.py:52)
         import ipywidgets as W
 
         if self.error is None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import metrics
 from ..api import dequantize, inspect_block, quantize
+from ..data import DATA_DIR
 from ..errors import QuantlabError
 from ..formats import all_formats, get
 from ._common import DEFAULT_TENSOR, App, contained, html_table, new_figure, real_tensor, show_figure
@@ -34,8 +35,6 @@ INSPECT_SKIP = ("F32", "F64", "I8", "I16", "I32", "I64")
 def imatrix_for(name: str = DEFAULT_TENSOR[1]) -> np.ndarray | None:
     """The real importance matrix of an all-MiniLM-L6-v2 weight matrix (quantlab/assets/minilm_imatrix.npz,
     built by tools/make_samples.py); None if the file is missing."""
-    from ..data import DATA_DIR
-
     p = DATA_DIR / "minilm_imatrix.npz"
     if not p.exists():
         return None
@@ -270,6 +269,7 @@ def hex_html(b: np.ndarray, fmt, width: int = 16) -> str:
 def plot_block_map(ax, fmt="Q4_K", width: int = 16) -> None:
     """A block drawn byte by byte (one square per byte, coloured by field, rows of ``width`` bytes), the
     fields named in the legend with their byte ranges: the opening picture of notebook 04."""
+    # matplotlib: lazily, like _common.new_figure
     from matplotlib.patches import Patch, Rectangle
 
     f = get(fmt)

@@ -22,9 +22,10 @@ from functools import cache
 import ipywidgets as W
 import numpy as np
 
+from .. import metrics
 from ..errors import FormatError
 from ..formats import _numerics as nm
-from ._common import App, contained, new_figure, show_figure
+from ._common import DEFAULT_TENSOR, App, contained, new_figure, real_tensor, show_figure
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,6 @@ def format_table() -> list[dict]:
 def cast_stats(w, fmt, scale: bool = False) -> dict:
     """Cast a whole tensor to ``fmt`` (optionally after a per-tensor scale that maps max|w| to the
     format's largest value, as FP8/FP4 are used in practice): rmse, sqnr, how many became 0 or saturated."""
-    from .. import metrics
-
     s = spec(fmt)
     a = np.asarray(w, dtype=np.float64).reshape(-1)
     k = 1.0
@@ -322,6 +321,7 @@ def _power_label(v, pos=None) -> str:
 
 
 def _plain_log_ticks(ax) -> None:
+    # matplotlib: lazily, like _common.new_figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     span = math.log10(ax.get_xlim()[1]) - math.log10(max(ax.get_xlim()[0], 1e-300))
@@ -373,8 +373,6 @@ def plot_grids(ax, formats=("E2M1", "E4M3", "E5M2"), tensor=None) -> None:
 
 class FloatExplorer(App):
     def __init__(self, value: float = 0.1, fmt: str = "E4M3", tensor=None):
-        from ._common import DEFAULT_TENSOR, real_tensor
-
         self.w = real_tensor(*DEFAULT_TENSOR) if tensor is None else np.asarray(tensor, dtype=np.float32)
         self.number = W.FloatText(value=value, description="number")
         self.fmt = W.ToggleButtons(options=list(SPECS), value=fmt, description="format")

@@ -13,6 +13,7 @@ import html
 
 import ipywidgets as W
 
+from .. import data
 from ..gguf.anatomy import Anatomy
 from ._common import App, contained
 
@@ -68,8 +69,6 @@ def hex_html(anatomy: Anatomy, start, length: int | None = None, width: int = 16
 class GGUFHex(App):
     def __init__(self, source=None, region: str | None = None, length: int = 96):
         if source is None:
-            from .. import data
-
             source = data.path("smollm2")
         self.anatomy = source if isinstance(source, Anatomy) else Anatomy(source)
         self.regions = self.anatomy.regions()

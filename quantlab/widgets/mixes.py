@@ -19,10 +19,13 @@ from functools import cache
 import ipywidgets as W
 import numpy as np
 
-from .. import metrics, sizes
+from .. import data, gguf, metrics, recipes, sizes
+from ..api import dequantize, quantize
 from ..formats.registry import get as get_format
 from ..progress import callback, steps
+from ..recipes import ModelInfo, Options, TensorSpec, file_type, make_plan
 from ._common import App, contained, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
+from .model_ladder import _RememberedForward
 
 #: the file types the picker offers, roughly from fewest to most bits
 FILE_TYPES = (
@@ -122,9 +125,6 @@ def layer_of(name: str) -> int:
 @cache
 def smollm2_specs() -> tuple:
     """(tensor specs, ModelInfo) of the shipped SmolLM2 GGUF: names, shapes, stored types, hyper-parameters."""
-    from .. import data, gguf
-    from ..recipes import ModelInfo, TensorSpec
-
     f = gguf.open(data.path("smollm2"))
     specs = tuple(TensorSpec(n, t.ne, t.format) for n, t in f.tensors.items())
     return specs, ModelInfo.from_metadata(f.metadata)
@@ -133,8 +133,6 @@ def smollm2_specs() -> tuple:
 @cache
 def llama_specs(model: str = "Llama-2-7B") -> tuple:
     """(tensor specs, ModelInfo) of a llama-shaped model from quantlab.sizes' presets (F16 matrices, F32 norms)."""
-    from ..recipes import ModelInfo, TensorSpec
-
     shape = LLAMA_MODELS[model]
     specs = tuple(
         TensorSpec(n, tuple(reversed(s)), "F32" if len(s) < 2 else "F16")
@@ -147,8 +145,6 @@ def llama_specs(model: str = "Llama-2-7B") -> tuple:
 
 def plan_for(model: str, ftype: str, has_imatrix: bool = False):
     """The llama.cpp plan (``quantlab.recipes.Plan``) of ``model`` ('smollm2' or a LLAMA_MODELS key)."""
-    from ..recipes import Options, make_plan
-
     specs, info = smollm2_specs() if model == "smollm2" else llama_specs(model)
     # the shipped SmolLM2 is already quantized (Q4_1): llama-quantize needs --allow-requantize for it
     return make_plan(specs, ftype, info, Options(allow_requantize=True), has_imatrix=has_imatrix)
@@ -242,8 +238,6 @@ def fallback_reasons(plan) -> dict:
 
 def ftype_table(ftypes=FILE_TYPES, models=("smollm2", "Llama-2-7B"), has_imatrix: bool = True) -> list[dict]:
     """Every file type on each model: bpw and the fraction of weights in a fallback format."""
-    from ..recipes import file_type
-
     rows = []
     for ft in ftypes:
         r = {"ftype": ft, "default": file_type(ft).default_name}
@@ -419,8 +413,6 @@ def imatrix_errors(tensors, im, names, formats, rows: int | None = 64, impl: str
     """Each tensor (its first ``rows`` rows) quantized with and without the imatrix, for each format whose
     block fits the row: the imatrix-weighted RMSE (quantlab.metrics.weighted_rmse, weights = the imatrix)
     and the plain RMSE. Formats that need an imatrix are only run with it."""
-    from ..api import dequantize, quantize
-
     out = []
     for n in names:
         x = np.asarray(tensors[n], dtype=np.float32)
@@ -513,8 +505,6 @@ def sampled_rows(n_rows: int, max_rows: int | None) -> np.ndarray:
 def weighted_sq_error(x, fmt, w, scale: float = 1.0, impl: str = "fast") -> float:
     """The optimizer's error measure: sum over rows and columns of w_j (x - deq(quant(x)))^2, times ``scale``
     (rows in the tensor / rows measured). The imatrix is given to the quantizer when the format uses one."""
-    from ..api import dequantize, quantize
-
     f = get_format(fmt)
     y = dequantize(quantize(x, f, imatrix=w if f.uses_imatrix else None, impl=impl), f, impl=impl)
     d = x.astype(np.float64) - y.astype(np.float64)
@@ -591,8 +581,6 @@ def frontier_study(
 
     Returns dict: result (OptimizeResult), frontier, mixes (one point per file type), optimized (the point at
     the budget), candidates, names (optimized tensors), seconds."""
-    from .. import recipes
-
     t0 = time.perf_counter()
     sub = subset_imatrix(im, layers)
     specs, _ = smollm2_specs()
@@ -609,7 +597,6 @@ def frontier_study(
         max_rows=max_rows,
         progress=None if tick is None else (lambda i, n, name: tick(i + 1, n, name)),
     )
-    from .. import data
 
     tensors = data.tensors("smollm2")
     mixes = [mix_point(res, p, tensors, sub, max_rows) for p in plans]
@@ -686,10 +673,8 @@ def kld_compare(
     """Write each entry ``(label, ftype, Options or None)`` with ``quantlab.recipes.quantize_model``, load it
     and evaluate it against the shipped model on ``text`` (perplexity, KL divergence, top-1).
     Returns {"rows": [...], "base": EvalResult}."""
+    # the model code starts numba (~0.25 s): only this study
     from .. import model as qmodel
-    from .. import recipes
-    from ..recipes import Options
-    from .model_ladder import _RememberedForward
 
     say = log or (lambda s: None)
     outdir = outdir or tempfile.mkdtemp(prefix="quantlab-mixes-")

@@ -19,15 +19,18 @@ compute; the full run quantizes every weight.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 
 import ipywidgets as W
 import numpy as np
 
-from .. import metrics
+from .. import data, metrics, recipes
 from ..api import dequantize, quantize
+from ..errors import FormatError
 from ..formats import all_formats, get
 from ..progress import callback, steps
+from ..recipes import fallback
 from ._common import App, contained, html_table, new_figure, quick_default, show_figure  # noqa: F401 (quick_default: used by the notebooks)
 
 #: the tensor kinds of a llama block, in graph order
@@ -53,9 +56,6 @@ def _impl(f, prefer: str) -> str:
 def fit_table(widths=(576, 1536), formats=None) -> list[dict]:
     """For each storable quantized format: block size, bpw, whether rows of each width are whole blocks,
     and what llama.cpp stores instead when they are not (``recipes.fallback``)."""
-    from ..errors import FormatError
-    from ..recipes import fallback
-
     fs = (
         formats if formats is not None else [f.name for f in all_formats(include_activation=False, quantized_only=True)]
     )
@@ -86,8 +86,6 @@ def tensor_error(x: np.ndarray, fmt, impl: str = "fast", imatrix=None) -> dict:
     """Quantize ``x`` (2-D) to ``fmt`` — or to llama.cpp's fallback when its rows do not fit — and back.
     Returns format (asked), used (stored), fallback (bool), bpw (of the stored format), rel_error,
     sqnr_db, rmse, max_error, and the dequantized array ``y``."""
-    from ..recipes import fallback
-
     f = get(fmt)
     used, why = fallback(x.shape[1], f)
     kind = _impl(used, impl)
@@ -202,6 +200,7 @@ def sample_check(full: dict, sample: dict) -> list[dict]:
 def plot_heatmap(fig, grid: dict) -> None:
     """One panel per format: layer (rows) x tensor kind (columns), colour = relative error (log scale,
     the same scale for every panel); a kind stored in a fallback format is marked with '*'."""
+    # matplotlib: lazily, like _common.new_figure
     from matplotlib.colors import LogNorm
 
     fig.clear()
@@ -270,10 +269,8 @@ def ladder(
     ftypes in ``keep``, "outdir": ...}``. Files written to a temporary directory (``outdir=None``) are
     deleted once evaluated (kept models stay usable: they hold a memory map of their file). Each row: ftype, bpw, MB (file size), ppl, ppl_err, kld, kld_err, kld_p99,
     top1, fallbacks, quantize_s, eval_s. ``progress``: a bar over the file types (see :mod:`quantlab.progress`)."""
-    import tempfile
-
+    # the model code starts numba (~0.25 s): only the ladder run
     from .. import model as qmodel
-    from .. import recipes
 
     say = log or (lambda s: None)
     own_dir = outdir is None
@@ -473,8 +470,6 @@ class ModelLadder(App):
         fmt: str = "Q4_K",
     ):
         if tensors is None:
-            from .. import data
-
             tensors = data.tensors("smollm2")
         self.tensors = tensors
         if n_layer is None:

@@ -28,6 +28,7 @@ DROPPED = "<quantlab: a byte without a token>"
 
 
 def _bpe_model(vocab: dict, pairs: list, **kw):
+    # HF tokenizers (~20 ms): only when a model's tokenizer is built
     from tokenizers import models
 
     try:
@@ -65,6 +66,7 @@ def spm_merges(v: Vocab) -> list:
 
 def build(v: Vocab):
     """The HF tokenizer for one raw-text piece of this vocabulary."""
+    # HF tokenizers (~20 ms): only when a model's tokenizer is built
     from tokenizers import Regex, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
 
