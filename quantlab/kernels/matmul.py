@@ -130,6 +130,8 @@ _fma_iq4 = _fma_block(
 )
 
 # the same blocks for multirow.NR rows at once (one activation load, NR independent accumulators)
+_fmaR_q4_0 = _mr.fma_rows("nib", None, "NR Q4_0 blocks (signed codes q - 8).", qs_off=Q40_QS, sub=8)
+_fmaR_q5_0 = _mr.fma_rows("q5", None, "NR Q5_0 blocks (signed codes q - 16).", qs_off=Q50_QS, qh_off=Q50_QH, sub=16)
 _fmaR_q4_1 = _mr.fma_rows("nib", ("min", Q41_M), "NR Q4_1 blocks (min term m * s).", qs_off=Q41_QS)
 _fmaR_q5_1 = _mr.fma_rows("q5", ("min", Q51_M), "NR Q5_1 blocks (min term m * s).", qs_off=Q51_QS, qh_off=Q51_QH)
 _fmaR_q8_0 = _mr.fma_rows("q8", None, "NR Q8_0 blocks.", qs_off=Q80_QS)
@@ -227,7 +229,11 @@ def _rowgroup_32(kind, ts, r, W, qs, d, s, out, c):
         for b in range(nb):
             wo = r * rb + b * ts
             ao = t * K + b * 32
-            if kind == K_Q4_1:
+            if kind == K_Q4_0:
+                acc, accm = _fmaR_q4_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q5_0:
+                acc, accm = _fmaR_q5_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q4_1:
                 acc, accm = _fmaR_q4_1(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
             elif kind == K_Q5_1:
                 acc, accm = _fmaR_q5_1(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
@@ -361,10 +367,9 @@ def _n_rows(Ws):
 @njit(cache=True)
 def _rows_32(kind, ts, W, qs, d, s, out, r0, r1, base):
     r = r0
-    if kind != K_Q4_0 and kind != K_Q5_0:  # (their signed-code form has no row-group kernel yet)
-        while r + _mr.NR <= r1:
-            _rowgroup_32(kind, ts, r, W, qs, d, s, out, base + r)
-            r += _mr.NR
+    while r + _mr.NR <= r1:
+        _rowgroup_32(kind, ts, r, W, qs, d, s, out, base + r)
+        r += _mr.NR
     while r < r1:
         _row_32(kind, ts, r, W, qs, d, s, out, base + r)
         r += 1

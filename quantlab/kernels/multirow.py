@@ -224,12 +224,13 @@ def _table_n(builder, q, table):
     return _concat(builder, parts)
 
 
-def fma_rows(codes, minterm, doc, qs_off=0, qh_off=0, table=None):
+def fma_rows(codes, minterm, doc, qs_off=0, qh_off=0, table=None, sub=0):
     """An intrinsic f(acc, accm, w, wo, rb, a, ao, da, sa) -> (acc', accm') adding one block of each
     of NR rows: row i's block starts at byte wo + i * rb of w (flat); its fp16 scale d at byte 0.
     ``codes``: "nib" (16 bytes of nibbles at qs_off: low = values 0-15, high = values 16-31), "q5"
     (nibbles + bit j of the uint32 at qh_off as bit 4 of value j), "q8" (32 int8 at qs_off);
-    ``table``: map nibbles through this 16-entry int8 table (IQ4_NL), making the codes signed. For
+    ``table``: map nibbles through this 16-entry int8 table (IQ4_NL), making the codes signed;
+    ``sub``: subtract it from every code (Q4_0: 8, Q5_0: 16), making the codes signed. For
     each row, with dd = d_w * da, exactly the one-row kernel's operations::
 
         acc lanes of row i = fma(float(dot8(codes, a[ao:ao+32])), dd, acc)
@@ -286,8 +287,11 @@ def fma_rows(codes, minterm, doc, qs_off=0, qh_off=0, table=None):
                             lo = builder.or_(lo, five)
                         else:
                             hi = builder.or_(hi, five)
-                signed = table is not None
-                if signed:
+                signed = table is not None or sub != 0
+                if sub:  # signed codes q - sub (Q4_0: 8, Q5_0: 16), as the one-row kernel takes them
+                    lo = builder.sub(lo, ir.Constant(_vec(i8, n), [sub] * n))
+                    hi = builder.sub(hi, ir.Constant(_vec(i8, n), [sub] * n))
+                if table is not None:
                     lo, hi = _table_n(builder, lo, table), _table_n(builder, hi, table)
                 a_lo = _repeat(builder, _load_bytes(context, builder, aty, av, aov, 16), NR)
                 a_hi = _repeat(builder, _load_bytes(context, builder, aty, av, at(aov, 16), 16), NR)
