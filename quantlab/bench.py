@@ -493,7 +493,7 @@ def model(
     n_prompt: int = 512,
     n_gen: int = 32,
     threads: int = 2,
-    ftypes=("Q8_0", "Q4_0", "Q4_K_M"),
+    ftypes=("Q8_0", "Q4_0", "Q4_K_M", "IQ4_XS"),
     workdir=None,
     reps: int = 2,
     llama: bool = True,
@@ -794,7 +794,7 @@ def register(sub):
         "-m",
         action="append",
         metavar="GGUF",
-        help="model benchmark: this file (repeat for more; default SmolLM2 and 3 requantizations)",
+        help="model benchmark: this file (repeat for more; default SmolLM2 and 4 requantizations: Q8_0, Q4_0, Q4_K_M, IQ4_XS)",
     )
     p.add_argument(
         "--llama-build",

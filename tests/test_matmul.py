@@ -70,6 +70,21 @@ def test_integer_kernel_matches_float64_reference(fmt, T):
     assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_row_groups_equal_single_rows(fmt):
+    """Rows run in groups of multirow.NR (one activation load for the group) give each row the bytes
+    the one-row kernel gives it: a 1-row matrix never forms a group, so row r alone is the reference."""
+    K = 512 if get(fmt).block_size == 256 else 576
+    R, T = 2 * mm._mr.NR + 3, 2
+    q = quantlab.quantize(_weights(R, K, 11), fmt)
+    x = (np.random.default_rng(12).standard_normal((T, K)) * 2).astype(np.float32)
+    act = mm.quantize_activations(x, mm.VEC_DOT_TYPE[fmt])
+    y = mm.matmul_int(q, fmt, act, np.empty((T, R), np.float32), parallel=False)
+    for r in range(R):
+        one = mm.matmul_int(q[r : r + 1], fmt, act, np.empty((T, 1), np.float32), parallel=False)
+        assert np.array_equal(y[:, r : r + 1].view(np.uint32), one.view(np.uint32)), r
+
+
 @pytest.mark.parametrize("fmt", ["Q5_0", "Q5_1", "Q5_K", "IQ4_NL", "IQ4_XS"])
 def test_linear_uses_integer_path_and_agrees_with_tiles(fmt):
     """Linear picks the integer path for a few tokens and the tile path (dequantized rows + BLAS on

@@ -14,7 +14,10 @@ Two paths live here, both with those numerics:
   (256-blocks):
   one row function per block family, the block decode picked by ``kind``. Like ggml's AVX2 code, the
   block products are kept as 8-lane vectors and accumulated in float x8 (one horizontal sum per
-  row). Several matrices that read the same activations (Q, K, V) can run as one stacked product.
+  row). Rows go in groups of multirow.NR (8) sharing one activation load and one wide dot product
+  per block (kernels/multirow.py; each row's sums bit-identical to the one-row kernel's): the 32-block
+  formats and IQ4_XS; Q4_K / Q5_K / Q6_K still run row by row. Several matrices that read the same
+  activations (Q, K, V) can run as one stacked product.
   Rows are spread over threads when that measures faster (:class:`ThreadPolicy`).
 * **tile path** (every other format): dequantize a tile of weight rows into a
   reusable float32 buffer and multiply with BLAS. The activations are first rounded through the
@@ -44,6 +47,7 @@ from ..formats.layout import offsets, size
 from ..formats.registry import FORMATS
 from . import kquants as _kq
 from . import legacy as _legacy
+from . import multirow as _mr
 from ._fp import F16_TABLE
 from ._rows import numba_thread_fns
 
@@ -94,6 +98,7 @@ assert offsets("Q5_K", "d", "dmin", "scales") == (Q4K_D, Q4K_DMIN, Q4K_SCALES)
 Q6K_QL, Q6K_QH, Q6K_SCALES, Q6K_D = offsets("Q6_K", "ql", "qh", "scales", "d")
 IQ4XS_D, IQ4XS_SCALES_H, IQ4XS_SCALES_L, IQ4XS_QS = offsets("IQ4_XS", "d", "scales_h", "scales_l", "qs")
 
+
 # wo: the block's first byte. Layouts (spec §3): Q4_0 d|qs, Q4_1 d|m|qs, Q5_0 d|qh|qs, Q5_1 d|m|qh|qs,
 # Q8_0 d|qs, IQ4_NL d|qs; the IQ4_XS form reads the 16 nibble bytes of one 32-block at wo itself.
 _fma_q4_0 = _fma_block(
@@ -122,6 +127,17 @@ _fma_iq4nl = _fma_block(
 _fma_iq4 = _fma_block(
     lambda c, b, t, w, o: (_table16(b, _nib_codes(c, b, t, w, o), IQ4NL_VALUES), True),
     "The 16 nibble bytes of one IQ4_XS 32-block at wo: kvalues_iq4nl[nibble].",
+)
+
+# the same blocks for multirow.NR rows at once (one activation load, NR independent accumulators)
+_fmaR_q4_0 = _mr.fma_rows("nib", None, "NR Q4_0 blocks (signed codes q - 8).", qs_off=Q40_QS, sub=8)
+_fmaR_q5_0 = _mr.fma_rows("q5", None, "NR Q5_0 blocks (signed codes q - 16).", qs_off=Q50_QS, qh_off=Q50_QH, sub=16)
+_fmaR_q4_1 = _mr.fma_rows("nib", ("min", Q41_M), "NR Q4_1 blocks (min term m * s).", qs_off=Q41_QS)
+_fmaR_q5_1 = _mr.fma_rows("q5", ("min", Q51_M), "NR Q5_1 blocks (min term m * s).", qs_off=Q51_QS, qh_off=Q51_QH)
+_fmaR_q8_0 = _mr.fma_rows("q8", None, "NR Q8_0 blocks.", qs_off=Q80_QS)
+_fmaR_iq4nl = _mr.fma_rows("nib", None, "NR IQ4_NL blocks.", qs_off=IQ4NL_QS, table=IQ4NL_VALUES)
+_sbR_iq4xs = _mr.iq4xs_superblock(
+    "NR IQ4_XS super-blocks.", IQ4NL_VALUES, IQ4XS_D, IQ4XS_SCALES_H, IQ4XS_SCALES_L, IQ4XS_QS
 )
 
 
@@ -198,6 +214,36 @@ def _row_32(kind, ts, r, W, qs, d, s, out, c):
             else:
                 acc = _fma_iq4nl(acc, dd, W, wo, qs, ao)
         out[t, c] = _vsum(acc) + accm
+
+
+@njit(cache=True, inline="always")
+def _rowgroup_32(kind, ts, r, W, qs, d, s, out, c):
+    """Rows r .. r + NR - 1 of W into out[:, c .. c + NR - 1]: each row's sums exactly as _row_32
+    computes them (same operations, same order), NR rows per activation load (kernels/multirow.py)."""
+    _R, rb = W.shape
+    nb = rb // ts
+    T, K = qs.shape
+    for t in range(T):
+        acc = _mr.zeros_acc()
+        accm = _mr.zeros_rows()
+        for b in range(nb):
+            wo = r * rb + b * ts
+            ao = t * K + b * 32
+            if kind == K_Q4_0:
+                acc, accm = _fmaR_q4_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q5_0:
+                acc, accm = _fmaR_q5_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q4_1:
+                acc, accm = _fmaR_q4_1(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q5_1:
+                acc, accm = _fmaR_q5_1(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            elif kind == K_Q8_0:
+                acc, accm = _fmaR_q8_0(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+            else:
+                acc, accm = _fmaR_iq4nl(acc, accm, W, wo, rb, qs, ao, d[t, b], s[t, b])
+        tot = _mr.totals_whole(acc, accm) if kind == K_Q8_0 else _mr.totals_split(acc, accm)
+        for i in range(_mr.NR):
+            out[t, c + i] = _mr.lane(tot, i)
 
 
 @njit(cache=True, inline="always")
@@ -284,6 +330,22 @@ def _row_256(kind, ts, r, W, qs, d, bsums, out, c):
         out[t, c] = _vsum(accv) + acc
 
 
+@njit(cache=True, inline="always")
+def _rowgroup_iq4xs(ts, r, W, qs, d, out, c):
+    """Rows r .. r + NR - 1 of an IQ4_XS matrix: _row_256's IQ4_XS sums row by row (same operations,
+    same order), NR rows per activation load, one super-block of every row per call."""
+    _R, rb = W.shape
+    nb = rb // ts
+    T, K = qs.shape
+    for t in range(T):
+        acc = _mr.zeros_acc()
+        for b in range(nb):
+            acc = _sbR_iq4xs(acc, W, r * rb + b * ts, rb, qs, t * K + b * 256, d[t, b])
+        tot = _mr.totals_split(acc, _mr.zeros_rows())
+        for i in range(_mr.NR):
+            out[t, c + i] = _mr.lane(tot, i)
+
+
 # serial and threaded drivers (separate functions so that numba caches both). Whether threads pay off
 # depends on the machine's load more than on the product: on a quiet machine two threads halve a 576 x 1536
 # matvec; on a shared, busy one a worker that is not scheduled stalls the join for milliseconds and
@@ -304,14 +366,25 @@ def _n_rows(Ws):
 # output columns runs matrix by matrix, so each matrix and its format are fetched from the tuples once.
 @njit(cache=True)
 def _rows_32(kind, ts, W, qs, d, s, out, r0, r1, base):
-    for r in range(r0, r1):
+    r = r0
+    while r + _mr.NR <= r1:
+        _rowgroup_32(kind, ts, r, W, qs, d, s, out, base + r)
+        r += _mr.NR
+    while r < r1:
         _row_32(kind, ts, r, W, qs, d, s, out, base + r)
+        r += 1
 
 
 @njit(cache=True)
 def _rows_256(kind, ts, W, qs, d, bsums, out, r0, r1, base):
-    for r in range(r0, r1):
+    r = r0
+    if kind == K_IQ4_XS:
+        while r + _mr.NR <= r1:
+            _rowgroup_iq4xs(ts, r, W, qs, d, out, base + r)
+            r += _mr.NR
+    while r < r1:
         _row_256(kind, ts, r, W, qs, d, bsums, out, base + r)
+        r += 1
 
 
 @njit(cache=True)

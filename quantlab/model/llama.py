@@ -28,10 +28,13 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+from time import perf_counter
 
+import numba
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import FormatError, ModelError, ShapeError
+from ..kernels import decode as dk
 from ..kernels import matmul as mm
 from .arch import ARCHS, SUPPORTED_ARCHS, Config, check_architecture  # noqa: F401  (Config: public API)
 from .blocks import (
@@ -363,6 +366,8 @@ class Model:
         returns the final normalized hidden states [n_out, n_embd] instead (see :meth:`logits`)."""
         cfg, spec = self.config, self.spec
         tokens, out_idx = self._check_tokens(tokens, outputs)
+        if len(tokens) == 1 and self.hook is None and not self.stream and self._decode_plan() is not None:
+            return self._forward_decode(tokens, cache, logits)
         T, p0 = len(tokens), cache.n
         cache.reserve(p0 + T)
         pos = np.arange(p0, p0 + T)
@@ -402,6 +407,87 @@ class Model:
             x = x[out_idx]
         h = ops_for(cfg, pos, x.shape[0]).norm(x, self.output_norm)  # output norm
         return self.logits(h) if logits else h
+
+    # -- the decode path: one token, each layer in two compiled calls (kernels/decode.py) -----------
+    def _decode_plan(self):
+        """Per layer, the arguments of kernels.decode's two calls (weights as read-only views, kinds,
+        activation types), worked out once; None when this model needs the general forward for one
+        token (a fused Q/K/V or gate/up matrix, biases, per-head or post norms, GeGLU, a format or
+        format mix without one stacked integer product)."""
+        plan = getattr(self, "_decode", False)
+        if plan is not False:
+            return plan
+        self._decode = None
+        spec = self.spec
+        if spec.qk_norm or spec.post_norms or spec.act != "silu" or spec.fused_gate_up or spec.q_prescale:
+            return None
+
+        def product(lins):
+            if not all(lin.fast for lin in lins) or len({lin.vtype for lin in lins}) != 1:
+                return None
+            fmts = tuple(lin.format.name for lin in lins)
+            try:
+                kinds, tss = mm._stack_kinds(fmts)
+            except (FormatError, ShapeError):  # mixed block families: no stacked product
+                return None
+            Ws = tuple(mm._readonly(lin.data) for lin in lins)
+            Ws = Ws + (Ws[0][:0],) * (mm.MAX_STACK - len(Ws))
+            return Ws, kinds, tss, dk.VT_CODES[lins[0].vtype]
+
+        layers = []
+        for L in self.layers:
+            if L.wqkv is not None or any(
+                getattr(L, b) is not None for b in ("bqkv", "bq", "bk", "bv", "bo", "bg", "bu", "bd")
+            ):
+                return None
+            parts = (product([L.wq, L.wk, L.wv]), product([L.wo]), product([L.wg, L.wu]), product([L.wd]))
+            if any(p is None for p in parts):
+                return None
+            layers.append(parts)
+        self._decode = layers
+        return layers
+
+    def _forward_decode(self, tokens, cache: KVCache, logits: bool) -> np.ndarray:
+        """forward() for one token through kernels.decode: the same kernels in the same order as the
+        general forward (bit-identical outputs), two compiled calls and one attention call per layer."""
+        cfg = self.config
+        p0 = cache.n
+        cache.reserve(p0 + 1)
+        pos = np.arange(p0, p0 + 1)
+        ops = ops_for(cfg, pos)
+        long_ctx = cache.n_ctx > cfg.n_ctx_orig
+        scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(cfg.head_dim))
+        x = self.embed(tokens)
+        nt = numba.get_num_threads()
+        key = ("decode", self.path.name)
+        par = nt > 1 and mm.POLICY.choose(key)
+        if not par and nt > 1:  # a serial token runs serial throughout: attention's prange and the
+            numba.set_num_threads(1)  # output product too (a parallel region on a busy machine stalls)
+        try:
+            t0 = perf_counter()
+            self._decode_layers(x, cache, pos, p0, ops, long_ctx, scale, par, nt)
+            if nt > 1:
+                mm.POLICY.record(key, par, 1 << 30, perf_counter() - t0)
+            cache.n = p0 + 1
+            h = ops.norm(x, self.output_norm)
+            return self.logits(h) if logits else h
+        finally:
+            if not par and nt > 1:
+                numba.set_num_threads(nt)
+
+    def _decode_layers(self, x, cache, pos, p0, ops, long_ctx, scale, par, nt) -> None:
+        """The layers of _forward_decode, x updated in place."""
+        cfg = self.config
+        H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
+        for li, L in enumerate(self.layers):
+            (qkv, wo, gu, wd), kc, vc = self._decode[li], cache.k[li], cache.v[li]
+            r = self._ropes[L.n_swa > 0, long_ctx]
+            q = dk.attn_in(
+                x, L.attn_norm, cfg.eps, *qkv, H, Hkv, D, pos, r.n_rot, r.theta_scale, r.freq_scale, r.ff,
+                r.mscale, r.neox, kc, vc, p0, par, nt,
+            )  # fmt: skip
+            a = ops.attention(q, kc, vc, p0, scale, L.n_swa)
+            dk.attn_out_ffn(x, a, *wo, L.ffn_norm, cfg.eps, *gu, cfg.n_ff, *wd, par, nt)
 
     def _check_tokens(self, tokens, outputs):
         """Token ids as int64 [T] (each < n_vocab) and the indices of the rows to output."""

@@ -1,0 +1,128 @@
+"""One generated token's layer in two compiled calls: the decode path without the interpreter in between.
+
+A layer of a one-token forward pass is about a dozen small steps (norm, activation quantization,
+Q/K/V product, RoPE + cache store, attention, output product, residual, norm, quantization, gate/up
+product, SwiGLU, quantization, down product, residual). Called one by one from Python each costs a few
+microseconds of dispatch and a numpy temporary, which at SmolLM2's size (30 layers, ~5 ms a token) is a
+sizeable share of the token. Here the steps around attention run as compiled code:
+
+* :func:`attn_in`: ``h = rms_norm(x) * attn_norm``; Q, K, V = one stacked integer product of h; RoPE
+  on q and k, k and v stored in the fp16 cache -> q;
+* (attention itself stays a call of the op set's ``attention``, so its numerics live in one place);
+* :func:`attn_out_ffn`: ``x += Wo a``; ``h = rms_norm(x) * ffn_norm``; gate, up = one stacked product;
+  ``x += Wdown (silu(gate) * up)``, x updated in place.
+
+Every step is the same kernel the step-by-step path calls (kernels.llama's rms_norm / rope_store /
+swiglu, kernels.act's quantizers, kernels.matmul's row drivers), in the same order on the same values,
+so the outputs are bit-identical to it; only the calls between them are gone.
+
+A product is described by ``(Ws, kinds, tss, vt)``: a tuple of matmul.MAX_STACK weight matrices
+(unused ones empty), their row-kernel kinds and block sizes, and the activation type (VT_Q8_0,
+VT_Q8_1, VT_Q8_K). ``par``: run the products' rows on numba's threads (``nt`` of them) or serially.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import llama as lk
+from . import matmul as mm
+from .act import act_q8_0, act_q8_1, act_q8_k
+
+VT_Q8_0, VT_Q8_1, VT_Q8_K = 0, 1, 2
+VT_CODES = {"Q8_0": VT_Q8_0, "Q8_1": VT_Q8_1, "Q8_K": VT_Q8_K}
+
+
+@njit(cache=True)
+def _product(x, Ws, kinds, tss, vt, out, par, nt):
+    """out[t, :] = x[t] times the stacked rows of Ws (the integer path of matmul.matmul_int)."""
+    T, K = x.shape
+    qs = np.empty((T, K), dtype=np.int8)
+    d = np.empty((T, K // 32), dtype=np.float32)
+    if vt == VT_Q8_K:
+        bs = np.empty((T, K // 16), dtype=np.int32)
+        act_q8_k(x, qs, d, bs)
+        if par:
+            mm._par_256(kinds, tss, Ws, qs, d, bs, out, nt)
+        else:
+            mm._ser_256(kinds, tss, Ws, qs, d, bs, out, nt)
+    else:
+        s = np.empty((T, K // 32), dtype=np.float32)
+        if vt == VT_Q8_1:
+            act_q8_1(x, qs, d, s)
+        else:
+            act_q8_0(x, qs, d, s)
+        if par:
+            mm._par_32(kinds, tss, Ws, qs, d, s, out, nt)
+        else:
+            mm._ser_32(kinds, tss, Ws, qs, d, s, out, nt)
+
+
+@njit(cache=True)
+def attn_in(
+    x,
+    norm_w,
+    eps,
+    Ws,
+    kinds,
+    tss,
+    vt,
+    H,
+    Hkv,
+    D,
+    pos,
+    n_rot,
+    theta_scale,
+    freq_scale,
+    ff,
+    mscale,
+    neox,
+    kc,
+    vc,
+    p0,
+    par,
+    nt,
+):
+    """Attention input of a layer for x [T, E]: returns q [T, H, D] (RoPE applied); k, v (RoPE on k)
+    are stored into the fp16 caches kc / vc at positions p0 .. p0 + T - 1."""
+    T = x.shape[0]
+    h = np.empty_like(x)
+    lk.rms_norm(x, norm_w, eps, h)
+    nq, nk = H * D, Hkv * D
+    y = np.empty((T, nq + 2 * nk), dtype=np.float32)
+    _product(h, Ws, kinds, tss, vt, y, par, nt)
+    q = np.empty((T, H, D), dtype=np.float32)
+    k = np.empty((T, Hkv, D), dtype=np.float32)
+    v = np.empty((T, Hkv, D), dtype=np.float32)
+    for t in range(T):
+        for i in range(nq):
+            q[t, i // D, i % D] = y[t, i]
+        for i in range(nk):
+            k[t, i // D, i % D] = y[t, nq + i]
+            v[t, i // D, i % D] = y[t, nq + nk + i]
+    lk.rope_store(q, k, v, pos, n_rot, theta_scale, freq_scale, ff, mscale, neox, kc, vc, p0)
+    return q
+
+
+@njit(cache=True)
+def attn_out_ffn(x, a, Wo, ko, tso, vto, norm_w, eps, Wgu, kgu, tsgu, vtgu, F, Wd, kd, tsd, vtd, par, nt):
+    """The rest of the layer, x [T, E] updated in place: x += Wo a; h = rms_norm(x) * norm_w;
+    gate | up = Wgu h (gate rows first, F each); x += Wd (silu(gate) * up)."""
+    T, E = x.shape
+    y = np.empty((T, E), dtype=np.float32)
+    _product(a, Wo, ko, tso, vto, y, par, nt)
+    for t in range(T):
+        for j in range(E):
+            x[t, j] = x[t, j] + y[t, j]
+    h = np.empty_like(x)
+    lk.rms_norm(x, norm_w, eps, h)
+    gu = np.empty((T, 2 * F), dtype=np.float32)
+    _product(h, Wgu, kgu, tsgu, vtgu, gu, par, nt)
+    g = np.ascontiguousarray(gu[:, :F])
+    u = np.ascontiguousarray(gu[:, F:])
+    lk.swiglu(g, u, g)
+    _product(g, Wd, kd, tsd, vtd, y, par, nt)
+    for t in range(T):
+        for j in range(E):
+            x[t, j] = x[t, j] + y[t, j]
