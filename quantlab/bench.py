@@ -472,7 +472,10 @@ def run_llama_bench(
         "-o",
         "json",
     ]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"llama-bench on {path} did not finish within {timeout:.0f} s") from None
     if p.returncode != 0:
         raise RuntimeError(f"llama-bench failed ({p.returncode}): {p.stderr.strip()[-300:]}")
     return parse_llama_bench(p.stdout)
@@ -550,7 +553,11 @@ def model(
             r["model"] = os.path.basename(str(p))
             r["MB"] = os.path.getsize(p) / 1e6
             r["load"] = row_load
-            lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
+            try:
+                lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
+            except RuntimeError as e:  # one file's llama-bench failing (a crash, a timeout) keeps the table
+                lb = None
+                r["note"] = f"llama.cpp: {e}"
             if lb:
                 r.update(lb)
                 r["llama_flavour"] = build["flavour"]
@@ -756,7 +763,15 @@ def run(args) -> int:
     if "gguf" in what:
         tables.append(gguf_open())
     if "model" in what:
-        tables.append(model(paths=args.model or None, threads=args.threads, flavour=args.llama_build))
+        tables.append(
+            model(
+                paths=args.model or None,
+                threads=args.threads,
+                flavour=args.llama_build,
+                reps=args.reps,
+                n_gen=args.n_gen,
+            )
+        )
     if "matvec" in what:
         tables.append(matvec(args.formats.split(",") if args.formats else None, threads=args.threads))
     if args.json:
@@ -788,6 +803,8 @@ def register(sub):
         help="model benchmark: which llama.cpp build runs llama-bench (default avx2, or "
         "QUANTLAB_LLAMA_FLAVOUR); native = plain cmake, GGML_NATIVE=ON",
     )
+    p.add_argument("--reps", type=int, default=2, help="model benchmark: runs per file, best reported (default 2)")
+    p.add_argument("--n-gen", type=int, default=32, help="model benchmark: generated tokens per tg run (default 32)")
     p.add_argument("--no-reference", action="store_true", help="skip the slow numpy reference")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

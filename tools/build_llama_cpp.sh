@@ -27,6 +27,34 @@ case "$flavour" in
           isa=(-DGGML_NATIVE=ON) ;;
   *) echo "tools/build_llama_cpp.sh: unknown flavour '$flavour' (expected avx2 or native)" >&2; exit 2 ;;
 esac
+# AMX: -march=native enables it wherever the CPU lists amx_tile, but some virtual machines list it and
+# fault on the first tile instruction (seen here: llama-bench pp512 died with SIGILL in
+# ggml_backend_amx_mul_mat, tileloadd). A 20-line probe asks for the tile permission and loads a tile;
+# when it dies, the native flavour is built with -mno-amx-* (everything else still -march=native) and
+# BUILD says so. A CPU without AMX, or one where the probe runs, gets the plain native build.
+amx_note=""
+if [ "$flavour" = native ] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+  probe=$(mktemp -d)
+  cat > "$probe/amx.c" <<'C'
+#include <immintrin.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */)) return 2;
+    unsigned char cfg[64]; static unsigned char buf[1024];
+    memset(cfg, 0, sizeof cfg); cfg[0] = 1; cfg[16] = 64; cfg[48] = 16; /* tile 0: 16 x 64 bytes */
+    _tile_loadconfig(cfg); _tile_loadd(0, buf, 64); _tile_release();
+    return 0;
+}
+C
+  if ${CC:-cc} -O1 -mamx-tile -o "$probe/amx" "$probe/amx.c" 2>/dev/null && ! "$probe/amx" 2>/dev/null; then
+    noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    isa+=("-DCMAKE_C_FLAGS=$noamx" "-DCMAKE_CXX_FLAGS=$noamx")
+    amx_note="GGML_AMX=OFF (the CPU lists AMX but a tile load faults here: built with $noamx)"
+  fi
+  rm -rf "$probe"
+fi
 [ $# -gt 0 ] || { echo "usage: tools/build_llama_cpp.sh [--flavour avx2|native] TARGET..." >&2; exit 2; }
 ver=0.3.36
 cache=.cache/llama-cpp-python
@@ -38,7 +66,7 @@ if [ ! -d "$src" ]; then
   "$py" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$ver" -d "$cache"
   tar -xzf "$cache/llama_cpp_python-$ver.tar.gz" -C "$cache"
 fi
-if [ ! -f "$build/CMakeCache.txt" ]; then
+if [ ! -f "$build/CMakeCache.txt" ] || [ -n "$amx_note" ]; then  # (re)configure: AMX flags must reach the cache
   cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON "${isa[@]}" \
     -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF >/dev/null
 fi
@@ -52,5 +80,6 @@ for t in "$@"; do [ -x "$build/bin/$t" ] && cp -a "$build/bin/$t" "$out/bin/"; d
 { echo "flavour=$flavour"
   grep -E '^(GGML_NATIVE|GGML_AVX|GGML_AVX2|GGML_AVX512|GGML_AVX512_VNNI|GGML_AVX_VNNI|GGML_FMA|GGML_F16C|GGML_OPENMP|GGML_AMX_INT8):' \
     "$build/CMakeCache.txt" | sed 's/:BOOL//'
+  [ -z "$amx_note" ] || echo "$amx_note"
 } > "$out/BUILD"
 echo "built ($flavour): $*"

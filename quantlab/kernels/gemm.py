@@ -1,0 +1,373 @@
+"""Batched integer matrix products for prompt batches: weights repacked once into 16-row panels, each
+weight block loaded once per tile of 4 activation rows, AVX-512 VNNI.
+
+ggml's mat-vec kernels (and quantlab's :func:`~quantlab.kernels.matmul.matmul_int`) walk one weight
+row against one activation row. A prompt of hundreds of tokens would decode every weight block
+hundreds of times that way; a GEMM instead keeps a small panel of weights in cache and in registers
+while many activation rows go past. llama.cpp's CPU "repack" (ggml-cpu/repack.cpp) interleaves the
+rows of Q4_0/IQ4_NL/... matrices at load for the same reason. quantlab's own layout:
+
+**Panel layout** (made once per matrix by :func:`pack`, kept on the ``Linear``). Rows are grouped 16 at
+a time (the last group padded with zero rows); for each group, block by block, the codes are stored
+*row-interleaved in runs of 4*::
+
+    panel p, block b:   group g = 0 .. G-1:   [row 0: 4 bytes][row 1: 4 bytes] ... [row 15: 4 bytes]
+                        = one 64-byte vector whose 32-bit lane r holds 4 codes of row 16p + r
+
+    4-bit formats (Q4_0, Q4_1, IQ4_NL; IQ4_XS as its 32-value sub-blocks), G = 4: the stored bytes 4g..4g+3 of each row's block, so the
+        low nibbles are values 4g..4g+3 and the high nibbles values 16+4g..16+4g+3 (ggml's order);
+    byte formats (Q5_0, Q5_1 as their 5-bit codes, Q8_0 as code + 128), G = 8: values 4g..4g+3.
+
+plus the weight scales ``d`` (and Q4_1/Q5_1's mins ``m``; IQ4_XS: its super-block d per sub-block and the
+sub-block's ``ls - 32``) as float32 [panel, block, 16].
+
+**Kernel.** One ``vpdpbusd`` multiplies a 64-byte code vector (unsigned) by 4 activation bytes
+broadcast to every lane (signed), from zero: lane r gets the integer sum of the 4 products of row 16p + r,
+i.e. one of the 8 lane values ggml's AVX2 vec_dot forms per block (lane k = values 4k..4k+3). Codes are
+stored unsigned (Q8_0 and IQ4_NL shifted by 128, Q4_0 and Q5_0 as stored, unsigned), and the shift is
+taken out exactly per lane: ``lane = sum(c a) - off * (the lane's 4 activations summed)``, which is the
+lane sum of the signed codes the row kernels use. Four activation rows per panel pass; a panel's blocks
+stay in L1 while every activation row goes past.
+
+**Numerics: the row kernels' (matmul._row_32 / _row_256 for IQ4_XS), i.e. ggml's AVX2 order.** Per
+(weight row, activation row) 8 float accumulators, one per lane, and per block
+``acc_k = fma(float(lane_k), dd, acc_k)`` with one rounding, ``dd = d_w * d_a`` (IQ4_XS x Q8_K:
+``(d_w * d_a) * (ls - 32)`` per 32-value sub-block); Q4_1/Q5_1 add ``m_w * s_a`` into a separate
+accumulator (multiply, then add). At the end ggml's horizontal sum
+``((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`` plus that min accumulator (0 for the others).
+Each of the 16 vector lanes runs that for its own output, so the result is the row kernels' bytes
+(tests/test_gemm.py, every format of FORMATS); they are ggml's AVX2 bytes for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0
+(tests/test_forward_ops.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..formats._iqgrid import kvalues_iq4nl
+from ..formats.layout import size
+from . import _rows
+from .matmul import (
+    IQ4NL_QS,
+    IQ4XS_D,
+    IQ4XS_QS,
+    IQ4XS_SCALES_H,
+    IQ4XS_SCALES_L,
+    Q40_QS,
+    Q41_M,
+    Q41_QS,
+    Q50_QH,
+    Q50_QS,
+    Q51_M,
+    Q51_QH,
+    Q51_QS,
+    Q80_QS,
+)
+
+assert Q41_M == Q51_M  # Q4_1 and Q5_1 keep m at the same offset (pack reads it once)
+
+PANEL = 16  # weight rows per panel (the 16 int32 lanes of a 512-bit vector)
+TILE = 4  # activation rows per pass over a panel block
+
+# format -> (kind, code groups per block G, offset subtracted from the stored codes, float formula)
+# formula: "A"/"B" lanes fma'd with d_w * d_a (ggml's _generic orders differ, its AVX2 ones do not), "C" the
+# same plus the min term m_w * s_a, "D" IQ4_XS: d_w * d_a * (ls - 32) per sub-block
+FORMATS = {
+    "Q4_0": (0, 4, 8, "A"),
+    "Q4_1": (1, 4, 0, "C"),
+    "IQ4_NL": (2, 4, 128, "B"),
+    "Q5_0": (3, 8, 16, "B"),
+    "Q5_1": (4, 8, 0, "C"),
+    "Q8_0": (5, 8, 128, "B"),
+    "IQ4_XS": (6, 4, 128, "D"),  # per 32-value sub-block: d1 = (d_w * d_a) * (ls - 32); sumf += d1 * sumi
+}
+K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_XS = range(7)
+# formats whose GEMM gives the row kernels' (matmul.matmul_int) bytes, checked by tests/test_gemm.py: every one
+# of FORMATS since the float side follows the row kernels' order (ggml's AVX2 lanes, see Numerics)
+EXACT = frozenset(FORMATS)
+MIN_ROWS = 5  # batches of at least this many rows take the GEMM (fewer: the row kernels, see blocks.SMALL_BATCH)
+
+
+def _host_has_avx512_vnni() -> bool:
+    import numba
+
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:
+        return False
+    try:
+        import llvmlite.binding as llvm
+
+        f = llvm.get_host_cpu_features()
+    except Exception:  # noqa: BLE001  (no feature map: no 512-bit VNNI kernel)
+        return False
+    return bool(f.get("avx512f") and f.get("avx512bw") and f.get("avx512vnni"))
+
+
+AVAILABLE = _host_has_avx512_vnni()  # the kernel needs vpdpbusd on 512-bit vectors
+
+
+# ---------------------------------------------------------------------------------------------
+# packing (numpy, once per matrix)
+# ---------------------------------------------------------------------------------------------
+
+
+def _f16(blocks, o):
+    return blocks[:, :, o : o + 2].copy().view(np.float16)[:, :, 0].astype(np.float32)
+
+
+def _five_bit_codes(blocks, qh_o, qs_o):
+    """Q5_0 / Q5_1 codes 0..31 as uint8 [R, nb, 32]: nibbles of qs, bit j of qh as bit 4 of value j."""
+    qs = blocks[:, :, qs_o : qs_o + 16]
+    qh = blocks[:, :, qh_o : qh_o + 4].copy().view("<u4")[:, :, 0]
+    hi = ((qh[:, :, None] >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8) << 4
+    return np.concatenate([qs & 15, qs >> 4], axis=2) | hi
+
+
+def pack(W: np.ndarray, fmt: str):
+    """The panel layout of a weight matrix W (uint8 [R, row_bytes] in ggml's layout, a format of
+    :data:`FORMATS`): (codes uint8 [panels * blocks * G * 64], d float32, m float32, rows R)."""
+    G = FORMATS[fmt][1]
+    if fmt == "IQ4_XS":
+        return _pack_iq4_xs(W)
+    R = W.shape[0]
+    ts = size(fmt)
+    nb = W.shape[1] // ts
+    Rp = -(-R // PANEL) * PANEL
+    blocks = np.zeros((Rp, nb, ts), dtype=np.uint8)
+    blocks[:R] = W.reshape(R, nb, ts)
+    d = _f16(blocks, 0)
+    m = _f16(blocks, Q41_M) if fmt in ("Q4_1", "Q5_1") else np.zeros((Rp, nb), np.float32)
+    if fmt == "Q4_0":
+        codes = blocks[:, :, Q40_QS : Q40_QS + 16]
+    elif fmt == "Q4_1":
+        codes = blocks[:, :, Q41_QS : Q41_QS + 16]
+    elif fmt == "IQ4_NL":
+        codes = blocks[:, :, IQ4NL_QS : IQ4NL_QS + 16]
+    elif fmt == "Q5_0":
+        codes = _five_bit_codes(blocks, Q50_QH, Q50_QS)
+    elif fmt == "Q5_1":
+        codes = _five_bit_codes(blocks, Q51_QH, Q51_QS)
+    else:  # Q8_0: int8 code + 128 as uint8
+        codes = blocks[:, :, Q80_QS : Q80_QS + 32] ^ np.uint8(0x80)
+    return _panels(codes, d, m, R, G)
+
+
+def _panels(codes, d, m, R, G):
+    """codes [Rp, nb, bytes per block], d and m [Rp, nb] -> the panel arrays."""
+    Rp, nb = d.shape
+    P = codes.reshape(Rp // PANEL, PANEL, nb, G, 4).transpose(0, 2, 3, 1, 4)
+    panel = lambda a: np.ascontiguousarray(a.reshape(Rp // PANEL, PANEL, nb).transpose(0, 2, 1)).reshape(-1)  # noqa: E731
+    return np.ascontiguousarray(P).reshape(-1), panel(d), panel(m), R
+
+
+def _pack_iq4_xs(W):
+    """IQ4_XS as 32-value sub-blocks: the IQ4_NL nibble codes of each, d = the super-block's d repeated,
+    m = the sub-block's 6-bit scale ls - 32 as float (ggml: ls = low 4 bits from scales_l, high 2 from
+    scales_h)."""
+    R = W.shape[0]
+    ts = size("IQ4_XS")
+    nsb = W.shape[1] // ts
+    Rp = -(-R // PANEL) * PANEL
+    blocks = np.zeros((Rp, nsb, ts), dtype=np.uint8)
+    blocks[:R] = W.reshape(R, nsb, ts)
+    d = np.repeat(_f16(blocks, IQ4XS_D), 8, axis=1)
+    sh = blocks[:, :, IQ4XS_SCALES_H].astype(np.int32) | (blocks[:, :, IQ4XS_SCALES_H + 1].astype(np.int32) << 8)
+    ib = np.arange(8)
+    lo = (blocks[:, :, IQ4XS_SCALES_L + ib // 2].astype(np.int32) >> (4 * (ib % 2))) & 15
+    ls = lo | (((sh[:, :, None] >> (2 * ib)) & 3) << 4)
+    m = (ls - 32).astype(np.float32).reshape(Rp, nsb * 8)
+    codes = blocks[:, :, IQ4XS_QS : IQ4XS_QS + 128].reshape(Rp, nsb * 8, 16)
+    return _panels(codes, d, m, R, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# the panel x 4-row tile, as LLVM vector code
+# ---------------------------------------------------------------------------------------------
+
+_I8, _I32 = ir.IntType(8), ir.IntType(32)
+_F = ir.FloatType()
+_V64I8 = ir.VectorType(_I8, 64)
+_V16I32 = ir.VectorType(_I32, 16)
+_V16F = ir.VectorType(_F, 16)
+_IQ4_TABLE_U8 = [int(v) + 128 for v in kvalues_iq4nl()]  # IQ4_NL values + 128: 1 .. 241, unsigned
+
+
+def _call(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _splat(builder, val, vt):
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), val, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(
+        v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count)
+    )
+
+
+def _ptr(context, builder, aty, aval, off, elt):
+    arr = context.make_array(aty)(context, builder, aval)
+    return builder.gep(arr.data, [off], source_etype=elt)
+
+
+def _fma(builder, a, b, c):
+    """a * b + c on <16 x float> with one rounding (vfmadd), as ggml's AVX2 kernels accumulate a block."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
+    return builder.call(fn, [a, b, c])
+
+
+def _tile_intrinsic(kind):
+    _k, G, off, formula = next(v for v in FORMATS.values() if v[0] == kind)
+    nib = G == 4
+
+    def impl(typingctx, P, D, M, p, qs, d, s, a4, out, t):
+        sig = types.void(P, D, M, types.intp, qs, d, s, a4, out, types.intp)
+
+        def codegen(context, builder, signature, args):
+            Pv, Dv, Mv, pv, qsv, dv, sv, a4v, outv, tv = args
+            aP, aD, aM, _, aqs, ad, as_, aa4, aout, _ = signature.args
+            qs_arr = context.make_array(aqs)(context, builder, qsv)
+            K = builder.extract_value(qs_arr.shape, 1)
+            d_arr = context.make_array(ad)(context, builder, dv)
+            nd = builder.extract_value(d_arr.shape, 1)  # activation scales per row (per 32, or per 256: Q8_K)
+            nb = builder.udiv(K, ir.Constant(K.type, 32))  # 32-value (sub-)blocks per row
+            out_arr = context.make_array(aout)(context, builder, outv)
+            Rp = builder.extract_value(out_arr.shape, 1)
+            intp = K.type
+            c = lambda v: ir.Constant(intp, v)  # noqa: E731
+            s_elt = context.get_data_type(as_.dtype)
+            zero = ir.Constant(_V16F, [0.0] * 16)
+            # per activation row of the tile: 8 float accumulators (ggml's AVX2 lanes: lane k = values
+            # 4k..4k+3 of every block) and Q4_1/Q5_1's min term
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(8)] for _ in range(TILE)]
+            accm = [cgutils.alloca_once_value(builder, zero) for _ in range(TILE)]
+            pbase = builder.mul(builder.mul(pv, nb), c(G * 64))
+            sbase = builder.mul(builder.mul(pv, nb), c(PANEL))
+            with cgutils.for_range(builder, nb) as loop:
+                b = loop.index
+                wo = builder.add(pbase, builder.mul(b, c(G * 64)))
+                vecs = []  # (codes <64 x i8>, lane 0..7 = activation bytes 4 lane .. 4 lane + 3 of the block)
+                for g in range(G):
+                    w = builder.load(
+                        builder.bitcast(
+                            _ptr(context, builder, aP, Pv, builder.add(wo, c(64 * g)), _I8), _V64I8.as_pointer()
+                        ),
+                        align=1,
+                    )
+                    if nib:
+                        lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
+                        hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
+                        if kind in (K_IQ4_NL, K_IQ4_XS):
+                            tab = ir.Constant(_V64I8, [_IQ4_TABLE_U8[i % 16] for i in range(64)])
+                            lo = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, lo])
+                            hi = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, hi])
+                        vecs += [(lo, g), (hi, 4 + g)]
+                    else:
+                        vecs.append((w, g))
+                so = builder.add(sbase, builder.mul(b, c(PANEL)))
+                dw = builder.load(builder.bitcast(_ptr(context, builder, aD, Dv, so, _F), _V16F.as_pointer()), align=4)
+                mw = None
+                if formula in ("C", "D"):
+                    mw = builder.load(
+                        builder.bitcast(_ptr(context, builder, aM, Mv, so, _F), _V16F.as_pointer()), align=4
+                    )
+                for i in range(TILE):
+                    row = builder.add(tv, c(i))
+                    ao = builder.add(builder.mul(row, K), builder.mul(b, c(32)))
+                    lo4 = builder.add(builder.mul(row, builder.udiv(K, c(4))), builder.mul(b, c(8)))
+                    if kind == K_IQ4_XS:  # Q8_K: d per 256 values
+                        rb = builder.add(builder.mul(row, nd), builder.udiv(b, c(8)))
+                    else:
+                        rb = builder.add(builder.mul(row, nd), b)
+                    da = _splat(builder, builder.load(_ptr(context, builder, ad, dv, rb, _F)), _V16F)
+                    dd = builder.fmul(dw, da)  # d_w * d_a, rounded, as the row kernels' dd
+                    if formula == "D":
+                        dd = builder.fmul(dd, mw)  # d4d8 * (ls - 32)
+                    for w, lane in vecs:
+                        ap = builder.bitcast(
+                            _ptr(context, builder, aqs, qsv, builder.add(ao, c(4 * lane)), _I8), _I32.as_pointer()
+                        )
+                        a = _splat(builder, builder.load(ap, align=1), _V16I32)
+                        isum = _call(
+                            builder,
+                            "llvm.x86.avx512.vpdpbusd.512",
+                            _V16I32,
+                            [ir.Constant(_V16I32, [0] * 16), builder.bitcast(w, _V16I32), a],
+                        )
+                        if off:  # the lane's sum of (code - off) * a, exact: sum(c a) - off * (its 4 a's)
+                            a4s = builder.load(_ptr(context, builder, aa4, a4v, builder.add(lo4, c(lane)), _I32))
+                            corr = builder.mul(a4s, ir.Constant(_I32, off))
+                            isum = builder.sub(isum, _splat(builder, corr, _V16I32))
+                        acc = accs[i][lane]
+                        builder.store(_fma(builder, builder.sitofp(isum, _V16F), dd, builder.load(acc)), acc)
+                    if formula == "C":  # accm += m_w * s_a (two roundings, as the row kernels' scalar)
+                        sa = builder.load(_ptr(context, builder, as_, sv, rb, s_elt))
+                        if isinstance(s_elt, ir.IntType):  # (only in variants never run with Q8_K arrays)
+                            sa = builder.sitofp(sa, _F)
+                        mws = builder.fmul(mw, _splat(builder, sa, _V16F))
+                        builder.store(builder.fadd(builder.load(accm[i]), mws), accm[i])
+            for i in range(TILE):
+                v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7))
+                h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
+                tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
+                tot = builder.fadd(tot, builder.load(accm[i]))  # + the min term (0 for the others), as _row_32
+                oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
+                op = builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer())
+                builder.store(tot, op, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return intrinsic(impl)
+
+
+_tile_q4_0 = _tile_intrinsic(K_Q4_0)
+_tile_q4_1 = _tile_intrinsic(K_Q4_1)
+_tile_iq4_nl = _tile_intrinsic(K_IQ4_NL)
+_tile_q5_0 = _tile_intrinsic(K_Q5_0)
+_tile_q5_1 = _tile_intrinsic(K_Q5_1)
+_tile_q8_0 = _tile_intrinsic(K_Q8_0)
+_tile_iq4_xs = _tile_intrinsic(K_IQ4_XS)
+
+
+@njit(cache=True, nogil=True)
+def _gemm_panels(kind, P, D, M, qs, d, s, a4, out, p0, p1):
+    """out[:, 16p : 16p + 16] for panels p in [p0, p1), every activation row (T >= 4; the last tile
+    starts at T - 4 and recomputes a few rows with the same result)."""
+    T = qs.shape[0]
+    for p in range(p0, p1):
+        t = 0
+        while t < T:
+            t0 = min(t, T - TILE)
+            if kind == K_Q4_0:
+                _tile_q4_0(P, D, M, p, qs, d, s, a4, out, t0)
+            elif kind == K_Q4_1:
+                _tile_q4_1(P, D, M, p, qs, d, s, a4, out, t0)
+            elif kind == K_IQ4_NL:
+                _tile_iq4_nl(P, D, M, p, qs, d, s, a4, out, t0)
+            elif kind == K_Q5_0:
+                _tile_q5_0(P, D, M, p, qs, d, s, a4, out, t0)
+            elif kind == K_Q5_1:
+                _tile_q5_1(P, D, M, p, qs, d, s, a4, out, t0)
+            elif kind == K_IQ4_XS:
+                _tile_iq4_xs(P, D, M, p, qs, d, s, a4, out, t0)
+            else:
+                _tile_q8_0(P, D, M, p, qs, d, s, a4, out, t0)
+            t += TILE
+
+
+def gemm(packed, fmt: str, act) -> np.ndarray:
+    """``x @ W.T`` [T, R] from ``packed = pack(W, fmt)`` and ``act = quantize_activations(x, vtype)``
+    (T >= 4 rows), panels spread over the row-kernel threads."""
+    P, D, M, R = packed
+    qs, d, s = act
+    T = qs.shape[0]
+    if T < TILE:
+        raise ValueError(f"gemm needs at least {TILE} activation rows, got {T}")
+    npan = D.shape[0] // (qs.shape[1] // 32 * PANEL)
+    out = np.empty((T, npan * PANEL), dtype=np.float32)
+    a4 = qs.reshape(T, -1, 4).sum(axis=2, dtype=np.int32)  # each lane's 4 activations summed (code offsets)
+    _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, a4, out, min_rows=max(1, 2048 // max(1, T)))
+    return out if out.shape[1] == R else out[:, :R]

@@ -1,0 +1,213 @@
+"""Where a prompt batch (pp512, like llama-bench's) spends its time in quantlab's forward, per file.
+
+    PYTHONPATH=$PWD NUMBA_CACHE_DIR=$PWD/.cache/numba .venv/bin/python tools/pp_profile.py [--threads 2]
+        [--n-prompt 512] [--reps 3] GGUF [GGUF ...]
+
+Each part of the forward is timed by wrapping the function that does it (wall clock, perf_counter):
+the weight products per file type (activation quantization / the product kernel / anything else inside
+``Linear.__call__``: tile dequantization, BLAS, the Q8_1 min term), split into the layers' matrices
+and the output layer (49152 x 576 for SmolLM2; pp needs only the last row's logits), and the op set's
+norm, RoPE + cache store, attention, GLU; "other" is the forward's wall time minus all of those
+(embedding lookup, residual adds, reshapes, Python). The run with the smallest total is printed, in
+milliseconds and as a share of the total, with the load average. ``--ab``: instead, pp tokens/s of the
+prompt path before kernels/gemm.py + kernels/prompt.py (:class:`Baseline`, rebuilt from the functions
+still in model/blocks.py) and now, interleaved in one process, best of reps each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pathlib
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from quantlab.kernels import act as _act
+from quantlab.model import blocks
+from quantlab.model import llama as ml
+
+T_ACC: dict = defaultdict(float)
+_STACK: list = []  # the part being timed (nested parts subtract from their parent)
+
+
+@contextlib.contextmanager
+def part(name):
+    t0 = time.perf_counter()
+    _STACK.append([name, 0.0])
+    try:
+        yield
+    finally:
+        name, inner = _STACK.pop()
+        dt = time.perf_counter() - t0
+        T_ACC[name] += dt - inner
+        if _STACK:
+            _STACK[-1][1] += dt
+
+
+def wrap(obj, attr, label):
+    f = getattr(obj, attr)
+
+    def w(*a, **k):
+        lab = label(*a, **k) if callable(label) else label
+        with part(lab):
+            return f(*a, **k)
+
+    setattr(obj, attr, w)
+
+
+def instrument():
+    lin_call = blocks.Linear.__call__
+
+    def call(self, x, *a, **k):
+        role = "output" if self.name == "output.weight" or (self.name == "token_embd.weight") else "layers"
+        with part(f"matmul {role} {self.format.name}"):
+            return lin_call(self, x, *a, **k)
+
+    blocks.Linear.__call__ = call
+    wrap(blocks.Linear, "rows_f32", lambda self, *a, **k: f"dequant tile {self.format.name}")
+    wrap(blocks.mm, "block_mins", "Q8_1 min term")
+    for mod in (blocks.mm, _act, blocks.pk):
+        for fn in ("fake_quantize_activations", "quantize_activations"):
+            if hasattr(mod, fn):
+                wrap(mod, fn, lambda x, vt, *a, **k: f"act-quant {vt}")
+    wrap(blocks.mm, "matmul_int", lambda W, fmt, *a, **k: f"int kernel {fmt if isinstance(fmt, str) else fmt[0]}")
+    if hasattr(blocks, "gk"):
+        wrap(blocks.gk, "gemm", lambda P, fmt, *a, **k: f"gemm kernel {fmt}")
+        wrap(blocks.gk, "pack", lambda W, fmt, *a, **k: f"gemm pack {fmt} (first batch only)")
+    for meth in ("norm", "rope_store", "attention", "glu"):
+        wrap(blocks.PromptOps, meth, f"op {meth}")
+        wrap(blocks.GenerationOps, meth, f"op {meth}")
+
+
+class Baseline:
+    """The prompt path as it was before kernels/gemm.py and kernels/prompt.py (commit aabe423): every
+    batch through dequantized tiles + BLAS with single-threaded fake-quantization and dequantization,
+    numpy norm / RoPE / GeGLU, attention's BLAS on all threads. ``with Baseline():`` switches a loaded model to it (for a same-process A/B)."""
+
+    def __enter__(self):
+        B = blocks
+        self.saved = {
+            "gemm": B.Linear.__init__,
+            "norm": B.PromptOps.norm,
+            "rope": B.PromptOps.rope_store,
+            "glu": B.PromptOps.glu,
+            "fq": B.pk.fake_quantize_activations,
+            "dq": B.pk.dequantize_rows,
+            "att": B.PromptOps.attention,
+        }
+        self.lins = []
+
+        def rope_store(ops, q, k, v, kc, vc, p0, rope):
+            tabs = ops.__dict__.setdefault("_tables", {})
+            cs = tabs.get(id(rope))
+            if cs is None:
+                cs = tabs[id(rope)] = B.rope_tables(ops.pos, rope)
+            T = q.shape[0]
+            B.apply_rope(q, cs[0], cs[1], rope.n_rot, rope.neox)
+            B.apply_rope(k, cs[0], cs[1], rope.n_rot, rope.neox)
+            kc[p0 : p0 + T] = k.astype(np.float16).view(np.uint16)
+            vc[p0 : p0 + T] = v.astype(np.float16).view(np.uint16)
+
+        B.PromptOps.attention = getattr(B.PromptOps.attention, "__wrapped__", B.PromptOps.attention)  # BLAS threads
+        B.PromptOps.norm = lambda ops, x, w: B.rms_norm(x, w, ops.eps)
+        B.PromptOps.rope_store = rope_store
+        B.PromptOps.glu = lambda ops, g, u, act="silu": B.geglu(g, u) if act == "gelu" else B.silu(g) * u
+        B.pk.fake_quantize_activations = _act.fake_quantize_activations
+        B.pk.dequantize_rows = lambda W, fmt, out: B.mm.dequantize_rows(np.ascontiguousarray(W), fmt, 0, out)
+        return self
+
+    def off(self, model):
+        for lin in list(model.linears().values()) + [model.tok_embd]:
+            self.lins.append((lin, lin.gemm))
+            lin.gemm = False
+
+    def __exit__(self, *exc):
+        B = blocks
+        B.PromptOps.norm, B.PromptOps.rope_store, B.PromptOps.glu = (
+            self.saved["norm"],
+            self.saved["rope"],
+            self.saved["glu"],
+        )
+        B.pk.fake_quantize_activations, B.pk.dequantize_rows = self.saved["fq"], self.saved["dq"]
+        B.PromptOps.attention = self.saved["att"]
+        for lin, g in self.lins:
+            lin.gemm = g
+
+
+def ab(path, threads, n_prompt, reps):
+    """pp tokens/s of the baseline and the current prompt path, interleaved in one process: best of reps."""
+    m = ml.load(path)
+    toks = np.random.default_rng(0).integers(0, m.n_vocab, size=n_prompt)
+    best = {"baseline": float("inf"), "now": float("inf")}
+    with ml.threads(threads):
+        for _ in range(reps):
+            for mode in ("baseline", "now"):
+                if mode == "baseline":
+                    base = Baseline().__enter__()
+                    base.off(m)
+                m.forward(toks[:8], m.new_cache(16))
+                t0 = time.perf_counter()
+                m.forward(toks, m.new_cache(n_prompt + 1))
+                best[mode] = min(best[mode], time.perf_counter() - t0)
+                if mode == "baseline":
+                    base.__exit__()
+    return {k: n_prompt / v for k, v in best.items()}
+
+
+def profile(path, threads, n_prompt, reps):
+    m = ml.load(path)
+    toks = np.random.default_rng(0).integers(0, m.n_vocab, size=n_prompt)
+    best = None
+    with ml.threads(threads):
+        m.forward(toks[:8], m.new_cache(16))
+        for _ in range(reps):
+            T_ACC.clear()
+            c = m.new_cache(n_prompt + 1)
+            t0 = time.perf_counter()
+            with part("other"):
+                m.forward(toks, c)
+            tot = time.perf_counter() - t0
+            if best is None or tot < best[0]:
+                best = (tot, dict(T_ACC))
+    return m, best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("gguf", nargs="+")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-prompt", type=int, default=512)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--ab", action="store_true", help="pp tok/s of the baseline prompt path vs now, interleaved")
+    a = ap.parse_args(argv)
+    if a.ab:
+        for p in a.gguf:
+            l0 = " ".join(f"{v:.2f}" for v in os.getloadavg())
+            r = ab(p, a.threads, a.n_prompt, a.reps)
+            l1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
+            print(
+                f"{pathlib.Path(p).name}: pp{a.n_prompt} baseline {r['baseline']:.0f} tok/s, now {r['now']:.0f} tok/s "
+                f"= {r['now'] / r['baseline']:.2f}x ({a.threads} threads, best of {a.reps} interleaved; load {l0} -> {l1})"
+            )
+        return
+    instrument()
+    for p in a.gguf:
+        load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+        m, (tot, acc) = profile(p, a.threads, a.n_prompt, a.reps)
+        print(
+            f"{pathlib.Path(p).name}: pp{a.n_prompt} {tot * 1e3:.0f} ms = {a.n_prompt / tot:.0f} tok/s "
+            f"({a.threads} threads, best of {a.reps}; load {load}; {m!r})"
+        )
+        for k, v in sorted(acc.items(), key=lambda kv: -kv[1]):
+            print(f"  {k:34s} {v * 1e3:8.1f} ms  {100 * v / tot:5.1f} %")
+        print()
+
+
+if __name__ == "__main__":
+    main()
