@@ -10,8 +10,8 @@ and the output layer (49152 x 576 for SmolLM2; pp needs only the last row's logi
 norm, RoPE + cache store, attention, GLU; "other" is the forward's wall time minus all of those
 (embedding lookup, residual adds, reshapes, Python). The run with the smallest total is printed, in
 milliseconds and as a share of the total, with the load average. ``--ab``: instead, pp tokens/s of the
-prompt path before kernels/gemm.py + kernels/prompt.py (:class:`Baseline`, rebuilt from the functions
-still in model/blocks.py) and now, interleaved in one process, best of reps each.
+prompt path without kernels/gemm.py (:class:`Baseline`: the row kernels, the same bytes) and with it,
+interleaved in one process, best of reps each.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def instrument():
     blocks.Linear.__call__ = call
     wrap(blocks.Linear, "rows_f32", lambda self, *a, **k: f"dequant tile {self.format.name}")
     wrap(blocks.mm, "block_mins", "Q8_1 min term")
-    for mod in (blocks.mm, _act, blocks.pk):
+    for mod in (blocks.mm, _act):
         for fn in ("fake_quantize_activations", "quantize_activations"):
             if hasattr(mod, fn):
                 wrap(mod, fn, lambda x, vt, *a, **k: f"act-quant {vt}")
@@ -86,40 +86,12 @@ def instrument():
 
 
 class Baseline:
-    """The prompt path as it was before kernels/gemm.py and kernels/prompt.py (commit aabe423): every
-    batch through dequantized tiles + BLAS with single-threaded fake-quantization and dequantization,
-    numpy norm / RoPE / GeGLU, attention's BLAS on all threads. ``with Baseline():`` switches a loaded model to it (for a same-process A/B)."""
+    """The prompt path without kernels/gemm.py: every batch through the row kernels (matmul_int), as main
+    ran it before the GEMM (same bytes). ``with Baseline() as b: b.off(model)`` switches a loaded model to
+    it (for a same-process A/B)."""
 
     def __enter__(self):
-        B = blocks
-        self.saved = {
-            "gemm": B.Linear.__init__,
-            "norm": B.PromptOps.norm,
-            "rope": B.PromptOps.rope_store,
-            "glu": B.PromptOps.glu,
-            "fq": B.pk.fake_quantize_activations,
-            "dq": B.pk.dequantize_rows,
-            "att": B.PromptOps.attention,
-        }
         self.lins = []
-
-        def rope_store(ops, q, k, v, kc, vc, p0, rope):
-            tabs = ops.__dict__.setdefault("_tables", {})
-            cs = tabs.get(id(rope))
-            if cs is None:
-                cs = tabs[id(rope)] = B.rope_tables(ops.pos, rope)
-            T = q.shape[0]
-            B.apply_rope(q, cs[0], cs[1], rope.n_rot, rope.neox)
-            B.apply_rope(k, cs[0], cs[1], rope.n_rot, rope.neox)
-            kc[p0 : p0 + T] = k.astype(np.float16).view(np.uint16)
-            vc[p0 : p0 + T] = v.astype(np.float16).view(np.uint16)
-
-        B.PromptOps.attention = getattr(B.PromptOps.attention, "__wrapped__", B.PromptOps.attention)  # BLAS threads
-        B.PromptOps.norm = lambda ops, x, w: B.rms_norm(x, w, ops.eps)
-        B.PromptOps.rope_store = rope_store
-        B.PromptOps.glu = lambda ops, g, u, act="silu": B.geglu(g, u) if act == "gelu" else B.silu(g) * u
-        B.pk.fake_quantize_activations = _act.fake_quantize_activations
-        B.pk.dequantize_rows = lambda W, fmt, out: B.mm.dequantize_rows(np.ascontiguousarray(W), fmt, 0, out)
         return self
 
     def off(self, model):
@@ -128,14 +100,6 @@ class Baseline:
             lin.gemm = False
 
     def __exit__(self, *exc):
-        B = blocks
-        B.PromptOps.norm, B.PromptOps.rope_store, B.PromptOps.glu = (
-            self.saved["norm"],
-            self.saved["rope"],
-            self.saved["glu"],
-        )
-        B.pk.fake_quantize_activations, B.pk.dequantize_rows = self.saved["fq"], self.saved["dq"]
-        B.PromptOps.attention = self.saved["att"]
         for lin, g in self.lins:
             lin.gemm = g
 
