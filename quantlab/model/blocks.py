@@ -101,7 +101,11 @@ class Linear:
         vec_dot per output, bit for bit the same sums for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0): a prompt batch then gives
         llama.cpp's very activations, where dequantized tiles + BLAS (the path of the other formats)
         sum in another order and flip 8-bit activation roundings downstream. It is also the faster path
-        here (2 chunks of 512 tokens of the llama test model: 19-25 s vs 55-57 s, load 7-11)."""
+        here (2 chunks of 512 tokens of the llama test model: 19-25 s vs 55-57 s, load 7-11).
+
+        Batches of at least ``gk.MIN_ROWS`` rows of the formats in ``gk.EXACT`` take the panel GEMM of
+        kernels/gemm.py instead: the row kernels' very bytes (tests/test_gemm.py), each weight block
+        decoded once per 4 activation rows instead of once per row."""
         T = x.shape[0]
         out = np.empty((T, self.rows), dtype=np.float32)
         streamed = self.stream and self.source is not None
