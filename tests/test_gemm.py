@@ -1,23 +1,28 @@
-"""The prompt-batch GEMM (quantlab.kernels.gemm) against ggml's reference vec_dot, byte for byte.
+"""The prompt-batch GEMM (quantlab.kernels.gemm) against the row kernels (matmul.matmul_int), byte for byte.
 
-The reference is a float32 numpy transcription of ggml-cpu/quants.c's ``ggml_vec_dot_<type>_q8_<x>_generic``
-for each format: codes unpacked from the stored ggml bytes here (not through gemm.pack), the integer
-block sum, then per block in order ``sumf += ...`` with the format's own parenthesization, float32,
-no FMA. The kernel must give exactly those bytes, for every output of a matrix whose row count is not a
-multiple of the 16-row panel and a batch whose size is not a multiple of the 4-row tile.
+The row kernels are ggml's AVX2 vec_dot for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 (tests/test_forward_ops.py checks them
+against libggml-cpu); prompt batches may take the GEMM only where it gives exactly their bytes, for every
+output of a matrix whose row count is not a multiple of the 16-row panel and a batch whose size is not a
+multiple of the 4-row tile. Its integer side is also checked against a numpy transcription of ggml's
+reference vec_dot (quants.c ``_generic``): the two float orders agree to float32 rounding.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 
 import quantlab
+from quantlab.formats import get
 from quantlab.formats._iqgrid import kvalues_iq4nl
 from quantlab.formats.layout import offsets, size
 from quantlab.kernels import _rows
 from quantlab.kernels import gemm as gk
 from quantlab.kernels import matmul as mm
+from quantlab.model import blocks
+from quantlab.model.blocks import Linear
 
 pytestmark = pytest.mark.skipif(not gk.AVAILABLE, reason="the panel GEMM needs AVX-512 VNNI")
 F32 = np.float32
@@ -92,13 +97,15 @@ def _weights(R, K, seed):
     return w.astype(F32)
 
 
+def _row_kernels(q, fmt, act):
+    T, R = act[0].shape[0], q.shape[0]
+    return mm.matmul_int(q, fmt, act, np.empty((T, R), F32), parallel=False)
+
+
+@pytest.mark.parametrize("T", [7, 64])
 @pytest.mark.parametrize("fmt", sorted(gk.FORMATS))
-def test_gemm_is_ggml_reference_vec_dot_byte_for_byte(fmt):
-    R, K, T = (
-        37,
-        512 if fmt == "IQ4_XS" else 576,
-        7,
-    )  # 3 panels (last one padded), 2 tiles (the second overlaps the first)
+def test_gemm_is_the_row_kernels_byte_for_byte(fmt, T):
+    R, K = 37, (512 if fmt == "IQ4_XS" else 576)  # 3 panels (last one padded); T = 7: 2 tiles, overlapping
     q = quantlab.quantize(_weights(R, K, 11), fmt)
     x = (np.random.default_rng(12).standard_normal((T, K)) * 3).astype(F32)
     x[2, 64:96] = 0  # an all-zero activation block
@@ -106,14 +113,50 @@ def test_gemm_is_ggml_reference_vec_dot_byte_for_byte(fmt):
     packed = gk.pack(q, fmt)
     with _rows.use_threads(1):
         y = gk.gemm(packed, fmt, act)
-    want = _generic(q, fmt, act, K)
+    want = _row_kernels(q, fmt, act)
     assert y.shape == (T, R)
     assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
     with _rows.use_threads(2):  # panels on two threads: the same bytes
         assert np.array_equal(gk.gemm(packed, fmt, act).view(np.uint32), want.view(np.uint32))
-    # and the generation path's kernel (another summation order) agrees to float32 rounding
-    mi = mm.matmul_int(q, fmt, act, np.empty((T, R), F32), parallel=False)
-    np.testing.assert_allclose(y, mi, rtol=0, atol=2e-6 * np.abs(mi).max())
+    # ggml's reference (_generic) order sums the same integers: agreement to float32 rounding
+    ref = _generic(q, fmt, act, K)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_1", "Q8_0"])
+def test_linear_runs_batches_through_the_gemm(fmt, monkeypatch):
+    K = 576
+    q = quantlab.quantize(_weights(48, K, 13), fmt)
+    lin = Linear("w", get(fmt), q, 48, K)
+    assert lin.gemm
+    x = np.random.default_rng(14).standard_normal((9, K)).astype(F32)
+    y = lin(x)  # a batch (at least gk.MIN_ROWS rows)
+    assert lin._panels is not None
+    lin.gemm = False  # the row kernels: the same bytes
+    assert np.array_equal(lin(x).view(np.uint32), y.view(np.uint32))
+    lin.gemm = True
+    lin.stream, lin.source = True, None  # streamed weights without a file: still the map, same path
+    assert np.array_equal(lin(x).view(np.uint32), y.view(np.uint32))
+
+
+def test_streamed_linear_packs_tile_by_tile(tmp_path, monkeypatch):
+    """Weights read with pread (evaluate's streaming mode) are packed per tile of rows, not kept: same bytes."""
+    K, R = 576, 80
+    q = quantlab.quantize(_weights(R, K, 16), "Q4_0")
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"\0" * 7 + q.tobytes())
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        lin = Linear("w", get("Q4_0"), q, R, K, source=(fd, 7))
+        x = np.random.default_rng(17).standard_normal((6, K)).astype(F32)
+        want = lin(x)
+        lin.stream = True
+        monkeypatch.setattr(blocks, "TILE_ELEMS", 2 * get("Q4_0").row_bytes(K))  # tiles of 16 rows: 5 tiles
+        got = lin(x)
+        assert lin._panels is not None  # from the first, mapped call only
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    finally:
+        os.close(fd)
 
 
 def test_gemm_needs_a_full_tile():

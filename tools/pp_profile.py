@@ -9,7 +9,9 @@ the weight products per file type (activation quantization / the product kernel 
 and the output layer (49152 x 576 for SmolLM2; pp needs only the last row's logits), and the op set's
 norm, RoPE + cache store, attention, GLU; "other" is the forward's wall time minus all of those
 (embedding lookup, residual adds, reshapes, Python). The run with the smallest total is printed, in
-milliseconds and as a share of the total, with the load average.
+milliseconds and as a share of the total, with the load average. ``--ab``: instead, pp tokens/s of the
+prompt path without kernels/gemm.py (:class:`Baseline`: the row kernels, the same bytes) and with it,
+interleaved in one process, best of reps each.
 """
 
 from __future__ import annotations
@@ -83,6 +85,45 @@ def instrument():
         wrap(blocks.GenerationOps, meth, f"op {meth}")
 
 
+class Baseline:
+    """The prompt path without kernels/gemm.py: every batch through the row kernels (matmul_int), as main
+    ran it before the GEMM (same bytes). ``with Baseline() as b: b.off(model)`` switches a loaded model to
+    it (for a same-process A/B)."""
+
+    def __enter__(self):
+        self.lins = []
+        return self
+
+    def off(self, model):
+        for lin in list(model.linears().values()) + [model.tok_embd]:
+            self.lins.append((lin, lin.gemm))
+            lin.gemm = False
+
+    def __exit__(self, *exc):
+        for lin, g in self.lins:
+            lin.gemm = g
+
+
+def ab(path, threads, n_prompt, reps):
+    """pp tokens/s of the baseline and the current prompt path, interleaved in one process: best of reps."""
+    m = ml.load(path)
+    toks = np.random.default_rng(0).integers(0, m.n_vocab, size=n_prompt)
+    best = {"baseline": float("inf"), "now": float("inf")}
+    with ml.threads(threads):
+        for _ in range(reps):
+            for mode in ("baseline", "now"):
+                if mode == "baseline":
+                    base = Baseline().__enter__()
+                    base.off(m)
+                m.forward(toks[:8], m.new_cache(16))
+                t0 = time.perf_counter()
+                m.forward(toks, m.new_cache(n_prompt + 1))
+                best[mode] = min(best[mode], time.perf_counter() - t0)
+                if mode == "baseline":
+                    base.__exit__()
+    return {k: n_prompt / v for k, v in best.items()}
+
+
 def profile(path, threads, n_prompt, reps):
     m = ml.load(path)
     toks = np.random.default_rng(0).integers(0, m.n_vocab, size=n_prompt)
@@ -107,7 +148,18 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-prompt", type=int, default=512)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--ab", action="store_true", help="pp tok/s of the baseline prompt path vs now, interleaved")
     a = ap.parse_args(argv)
+    if a.ab:
+        for p in a.gguf:
+            l0 = " ".join(f"{v:.2f}" for v in os.getloadavg())
+            r = ab(p, a.threads, a.n_prompt, a.reps)
+            l1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
+            print(
+                f"{pathlib.Path(p).name}: pp{a.n_prompt} baseline {r['baseline']:.0f} tok/s, now {r['now']:.0f} tok/s "
+                f"= {r['now'] / r['baseline']:.2f}x ({a.threads} threads, best of {a.reps} interleaved; load {l0} -> {l1})"
+            )
+        return
     instrument()
     for p in a.gguf:
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())

@@ -1,4 +1,4 @@
-"""Batched integer matrix products for prompt batches -- NOT used by the forward pass (see below): weights repacked once into 16-row panels, each
+"""Batched integer matrix products for prompt batches: weights repacked once into 16-row panels, each
 weight block loaded once per tile of 4 activation rows, AVX-512 VNNI.
 
 ggml's mat-vec kernels (and quantlab's :func:`~quantlab.kernels.matmul.matmul_int`) walk one weight
@@ -22,30 +22,22 @@ plus the weight scales ``d`` (and Q4_1/Q5_1's mins ``m``; IQ4_XS: its super-bloc
 sub-block's ``ls - 32``) as float32 [panel, block, 16].
 
 **Kernel.** One ``vpdpbusd`` multiplies a 64-byte code vector (unsigned) by 4 activation bytes
-broadcast to every lane (signed) and adds into 16 int32 lanes: lane r collects the block's integer
-dot product of row 16p + r. Codes are stored unsigned (Q8_0 and IQ4_NL shifted by 128, Q4_0 and Q5_0
-unsigned as stored), and the shift is taken out exactly afterwards: ``sumi = sum(c a) - off * sum(a)``,
-with sum(a) the activation block's integer sum (Q8_K: two of its 16-value sums). Four independent int32 accumulators per row and four
-activation rows per panel pass keep the multiply unit busy; a panel's blocks stay in L1 while every
-activation row goes past.
+broadcast to every lane (signed), from zero: lane r gets the integer sum of the 4 products of row 16p + r,
+i.e. one of the 8 lane values ggml's AVX2 vec_dot forms per block (lane k = values 4k..4k+3). Codes are
+stored unsigned (Q8_0 and IQ4_NL shifted by 128, Q4_0 and Q5_0 as stored, unsigned), and the shift is
+taken out exactly per lane: ``lane = sum(c a) - off * (the lane's 4 activations summed)``, which is the
+lane sum of the signed codes the row kernels use. Four activation rows per panel pass; a panel's blocks
+stay in L1 while every activation row goes past.
 
-**Numerics.** Integer block sums are exact. The float side is ggml's *reference* ``vec_dot`` of the
-format (ggml-cpu/quants.c, the ``_generic`` functions), per output, blocks in order, no FMA::
-
-    Q4_0:            sumf += (sumi * d_w) * d_a
-    Q8_0, Q5_0, IQ4_NL: sumf += sumi * (d_w * d_a)
-    Q4_1, Q5_1:      sumf += (d_w * d_a) * sumi + m_w * s_a
-    IQ4_XS (x Q8_K): sumf += ((d_w * d_a) * (ls - 32)) * sumi     per 32-value sub-block
-
-Each of the 16 lanes evaluates its own output's expression in that order, so the result is the bytes of
-that scalar loop (tests/test_gemm.py checks them against a float32 numpy transcription of it).
-This is not ``matmul_int``'s order (8 float lanes per row with one fused multiply-add per lane and block,
-ggml's AVX2 vec_dot, which the forward pass now reproduces bit for bit for prompts too): the two agree to
-float32 rounding only, so ``quantlab.model`` does not call this module. Measured before that change (1536
-x 576 x 512 rows, one thread, activation quantization included, load 9.7): Q4_0 4.1 ms vs 16.4 ms for
-dequantized tiles + BLAS and ~54 ms for the row kernels. Making it the prompt path needs the AVX2 lane
-structure: per row 8 accumulators (lane k = the 4-product sum of bytes 4k..4k+3, which is exactly what one
-vpdpbusd group gives here), fma per lane and block, ggml's hsum at the end.
+**Numerics: the row kernels' (matmul._row_32 / _row_256 for IQ4_XS), i.e. ggml's AVX2 order.** Per
+(weight row, activation row) 8 float accumulators, one per lane, and per block
+``acc_k = fma(float(lane_k), dd, acc_k)`` with one rounding, ``dd = d_w * d_a`` (IQ4_XS x Q8_K:
+``(d_w * d_a) * (ls - 32)`` per 32-value sub-block); Q4_1/Q5_1 add ``m_w * s_a`` into a separate
+accumulator (multiply, then add). At the end ggml's horizontal sum
+``((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`` plus that min accumulator (0 for the others).
+Each of the 16 vector lanes runs that for its own output, so the result is the row kernels' bytes
+(tests/test_gemm.py, every format of FORMATS); they are ggml's AVX2 bytes for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0
+(tests/test_forward_ops.py).
 """
 
 from __future__ import annotations
@@ -82,7 +74,8 @@ PANEL = 16  # weight rows per panel (the 16 int32 lanes of a 512-bit vector)
 TILE = 4  # activation rows per pass over a panel block
 
 # format -> (kind, code groups per block G, offset subtracted from the stored codes, float formula)
-# formula: "A" (sumi * d_w) * d_a, "B" sumi * (d_w * d_a), "C" (d_w * d_a) * sumi + m_w * s_a
+# formula: "A"/"B" lanes fma'd with d_w * d_a (ggml's _generic orders differ, its AVX2 ones do not), "C" the
+# same plus the min term m_w * s_a, "D" IQ4_XS: d_w * d_a * (ls - 32) per sub-block
 FORMATS = {
     "Q4_0": (0, 4, 8, "A"),
     "Q4_1": (1, 4, 0, "C"),
@@ -93,6 +86,10 @@ FORMATS = {
     "IQ4_XS": (6, 4, 128, "D"),  # per 32-value sub-block: d1 = (d_w * d_a) * (ls - 32); sumf += d1 * sumi
 }
 K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_XS = range(7)
+# formats whose GEMM gives the row kernels' (matmul.matmul_int) bytes, checked by tests/test_gemm.py: every one
+# of FORMATS since the float side follows the row kernels' order (ggml's AVX2 lanes, see Numerics)
+EXACT = frozenset(FORMATS)
+MIN_ROWS = 5  # batches of at least this many rows take the GEMM (fewer: the row kernels, see blocks.SMALL_BATCH)
 
 
 def _host_has_avx512_vnni() -> bool:
@@ -215,16 +212,22 @@ def _ptr(context, builder, aty, aval, off, elt):
     return builder.gep(arr.data, [off], source_etype=elt)
 
 
+def _fma(builder, a, b, c):
+    """a * b + c on <16 x float> with one rounding (vfmadd), as ggml's AVX2 kernels accumulate a block."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
+    return builder.call(fn, [a, b, c])
+
+
 def _tile_intrinsic(kind):
     _k, G, off, formula = next(v for v in FORMATS.values() if v[0] == kind)
     nib = G == 4
 
-    def impl(typingctx, P, D, M, p, qs, d, s, out, t):
-        sig = types.void(P, D, M, types.intp, qs, d, s, out, types.intp)
+    def impl(typingctx, P, D, M, p, qs, d, s, a4, out, t):
+        sig = types.void(P, D, M, types.intp, qs, d, s, a4, out, types.intp)
 
         def codegen(context, builder, signature, args):
-            Pv, Dv, Mv, pv, qsv, dv, sv, outv, tv = args
-            aP, aD, aM, _, aqs, ad, as_, aout, _ = signature.args
+            Pv, Dv, Mv, pv, qsv, dv, sv, a4v, outv, tv = args
+            aP, aD, aM, _, aqs, ad, as_, aa4, aout, _ = signature.args
             qs_arr = context.make_array(aqs)(context, builder, qsv)
             K = builder.extract_value(qs_arr.shape, 1)
             d_arr = context.make_array(ad)(context, builder, dv)
@@ -235,18 +238,17 @@ def _tile_intrinsic(kind):
             intp = K.type
             c = lambda v: ir.Constant(intp, v)  # noqa: E731
             s_elt = context.get_data_type(as_.dtype)
-
-            def sint(i):  # s[i] as int32 (Q8_K bsums are int32; Q8_0's s holds an integer as float32)
-                v = builder.load(_ptr(context, builder, as_, sv, i, s_elt))
-                return v if isinstance(s_elt, ir.IntType) else builder.fptosi(v, _I32)
-
-            accs = [cgutils.alloca_once_value(builder, ir.Constant(_V16F, [0.0] * 16)) for _ in range(TILE)]
+            zero = ir.Constant(_V16F, [0.0] * 16)
+            # per activation row of the tile: 8 float accumulators (ggml's AVX2 lanes: lane k = values
+            # 4k..4k+3 of every block) and Q4_1/Q5_1's min term
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(8)] for _ in range(TILE)]
+            accm = [cgutils.alloca_once_value(builder, zero) for _ in range(TILE)]
             pbase = builder.mul(builder.mul(pv, nb), c(G * 64))
             sbase = builder.mul(builder.mul(pv, nb), c(PANEL))
             with cgutils.for_range(builder, nb) as loop:
                 b = loop.index
                 wo = builder.add(pbase, builder.mul(b, c(G * 64)))
-                vecs = []  # (codes <64 x i8>, activation offset inside the block)
+                vecs = []  # (codes <64 x i8>, lane 0..7 = activation bytes 4 lane .. 4 lane + 3 of the block)
                 for g in range(G):
                     w = builder.load(
                         builder.bitcast(
@@ -261,9 +263,9 @@ def _tile_intrinsic(kind):
                             tab = ir.Constant(_V64I8, [_IQ4_TABLE_U8[i % 16] for i in range(64)])
                             lo = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, lo])
                             hi = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, hi])
-                        vecs += [(lo, 4 * g), (hi, 16 + 4 * g)]
+                        vecs += [(lo, g), (hi, 4 + g)]
                     else:
-                        vecs.append((w, 4 * g))
+                        vecs.append((w, g))
                 so = builder.add(sbase, builder.mul(b, c(PANEL)))
                 dw = builder.load(builder.bitcast(_ptr(context, builder, aD, Dv, so, _F), _V16F.as_pointer()), align=4)
                 mw = None
@@ -274,49 +276,46 @@ def _tile_intrinsic(kind):
                 for i in range(TILE):
                     row = builder.add(tv, c(i))
                     ao = builder.add(builder.mul(row, K), builder.mul(b, c(32)))
-                    part = [ir.Constant(_V16I32, [0] * 16) for _ in range(4)]
-                    for j, (w, ofs) in enumerate(vecs):
+                    lo4 = builder.add(builder.mul(row, builder.udiv(K, c(4))), builder.mul(b, c(8)))
+                    if kind == K_IQ4_XS:  # Q8_K: d per 256 values
+                        rb = builder.add(builder.mul(row, nd), builder.udiv(b, c(8)))
+                    else:
+                        rb = builder.add(builder.mul(row, nd), b)
+                    da = _splat(builder, builder.load(_ptr(context, builder, ad, dv, rb, _F)), _V16F)
+                    dd = builder.fmul(dw, da)  # d_w * d_a, rounded, as the row kernels' dd
+                    if formula == "D":
+                        dd = builder.fmul(dd, mw)  # d4d8 * (ls - 32)
+                    for w, lane in vecs:
                         ap = builder.bitcast(
-                            _ptr(context, builder, aqs, qsv, builder.add(ao, c(ofs)), _I8), _I32.as_pointer()
+                            _ptr(context, builder, aqs, qsv, builder.add(ao, c(4 * lane)), _I8), _I32.as_pointer()
                         )
                         a = _splat(builder, builder.load(ap, align=1), _V16I32)
-                        part[j % 4] = _call(
+                        isum = _call(
                             builder,
                             "llvm.x86.avx512.vpdpbusd.512",
                             _V16I32,
-                            [part[j % 4], builder.bitcast(w, _V16I32), a],
+                            [ir.Constant(_V16I32, [0] * 16), builder.bitcast(w, _V16I32), a],
                         )
-                    isum = builder.add(builder.add(part[0], part[1]), builder.add(part[2], part[3]))
-                    if kind == K_IQ4_XS:  # Q8_K: d per 256 values, integer sums per 16
-                        rb = builder.add(builder.mul(row, nd), builder.udiv(b, c(8)))
-                        bo = builder.add(builder.mul(row, builder.mul(nb, c(2))), builder.mul(b, c(2)))
-                        asum = builder.add(sint(bo), sint(builder.add(bo, c(1))))
-                    else:  # Q8_0 / Q8_1: d and s per 32 values; Q8_0's s is the integer sum, exact as a float
-                        rb = builder.add(builder.mul(row, nd), b)
+                        if off:  # the lane's sum of (code - off) * a, exact: sum(c a) - off * (its 4 a's)
+                            a4s = builder.load(_ptr(context, builder, aa4, a4v, builder.add(lo4, c(lane)), _I32))
+                            corr = builder.mul(a4s, ir.Constant(_I32, off))
+                            isum = builder.sub(isum, _splat(builder, corr, _V16I32))
+                        acc = accs[i][lane]
+                        builder.store(_fma(builder, builder.sitofp(isum, _V16F), dd, builder.load(acc)), acc)
+                    if formula == "C":  # accm += m_w * s_a (two roundings, as the row kernels' scalar)
                         sa = builder.load(_ptr(context, builder, as_, sv, rb, s_elt))
                         if isinstance(s_elt, ir.IntType):  # (only in variants never run with Q8_K arrays)
                             sa = builder.sitofp(sa, _F)
-                        asum = sint(rb)
-                    if off:  # take the code shift out: sumi = sum(c a) - off * sum(a), exact
-                        corr = builder.mul(asum, ir.Constant(_I32, off))
-                        isum = builder.sub(isum, _splat(builder, corr, _V16I32))
-                    f = builder.sitofp(isum, _V16F)
-                    da = _splat(builder, builder.load(_ptr(context, builder, ad, dv, rb, _F)), _V16F)
-                    if formula == "A":
-                        prod = builder.fmul(builder.fmul(f, dw), da)
-                    elif formula == "B":
-                        prod = builder.fmul(f, builder.fmul(dw, da))
-                    elif formula == "D":
-                        prod = builder.fmul(builder.fmul(builder.fmul(dw, da), mw), f)
-                    else:
-                        prod = builder.fadd(
-                            builder.fmul(builder.fmul(dw, da), f), builder.fmul(mw, _splat(builder, sa, _V16F))
-                        )
-                    builder.store(builder.fadd(builder.load(accs[i]), prod), accs[i])
+                        mws = builder.fmul(mw, _splat(builder, sa, _V16F))
+                        builder.store(builder.fadd(builder.load(accm[i]), mws), accm[i])
             for i in range(TILE):
+                v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7))
+                h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
+                tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
+                tot = builder.fadd(tot, builder.load(accm[i]))  # + the min term (0 for the others), as _row_32
                 oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
                 op = builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer())
-                builder.store(builder.load(accs[i]), op, align=4)
+                builder.store(tot, op, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -334,7 +333,7 @@ _tile_iq4_xs = _tile_intrinsic(K_IQ4_XS)
 
 
 @njit(cache=True, nogil=True)
-def _gemm_panels(kind, P, D, M, qs, d, s, out, p0, p1):
+def _gemm_panels(kind, P, D, M, qs, d, s, a4, out, p0, p1):
     """out[:, 16p : 16p + 16] for panels p in [p0, p1), every activation row (T >= 4; the last tile
     starts at T - 4 and recomputes a few rows with the same result)."""
     T = qs.shape[0]
@@ -343,19 +342,19 @@ def _gemm_panels(kind, P, D, M, qs, d, s, out, p0, p1):
         while t < T:
             t0 = min(t, T - TILE)
             if kind == K_Q4_0:
-                _tile_q4_0(P, D, M, p, qs, d, s, out, t0)
+                _tile_q4_0(P, D, M, p, qs, d, s, a4, out, t0)
             elif kind == K_Q4_1:
-                _tile_q4_1(P, D, M, p, qs, d, s, out, t0)
+                _tile_q4_1(P, D, M, p, qs, d, s, a4, out, t0)
             elif kind == K_IQ4_NL:
-                _tile_iq4_nl(P, D, M, p, qs, d, s, out, t0)
+                _tile_iq4_nl(P, D, M, p, qs, d, s, a4, out, t0)
             elif kind == K_Q5_0:
-                _tile_q5_0(P, D, M, p, qs, d, s, out, t0)
+                _tile_q5_0(P, D, M, p, qs, d, s, a4, out, t0)
             elif kind == K_Q5_1:
-                _tile_q5_1(P, D, M, p, qs, d, s, out, t0)
+                _tile_q5_1(P, D, M, p, qs, d, s, a4, out, t0)
             elif kind == K_IQ4_XS:
-                _tile_iq4_xs(P, D, M, p, qs, d, s, out, t0)
+                _tile_iq4_xs(P, D, M, p, qs, d, s, a4, out, t0)
             else:
-                _tile_q8_0(P, D, M, p, qs, d, s, out, t0)
+                _tile_q8_0(P, D, M, p, qs, d, s, a4, out, t0)
             t += TILE
 
 
@@ -369,5 +368,6 @@ def gemm(packed, fmt: str, act) -> np.ndarray:
         raise ValueError(f"gemm needs at least {TILE} activation rows, got {T}")
     npan = D.shape[0] // (qs.shape[1] // 32 * PANEL)
     out = np.empty((T, npan * PANEL), dtype=np.float32)
-    _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, out, min_rows=max(1, 2048 // max(1, T)))
+    a4 = qs.reshape(T, -1, 4).sum(axis=2, dtype=np.int32)  # each lane's 4 activations summed (code offsets)
+    _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, a4, out, min_rows=max(1, 2048 // max(1, T)))
     return out if out.shape[1] == R else out[:, :R]

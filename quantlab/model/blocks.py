@@ -24,6 +24,7 @@ from ..errors import FormatError, ModelError
 from ..formats.registry import Format
 from ..kernels import _rows
 from ..kernels import attn as fa
+from ..kernels import gemm as gk
 from ..kernels import llama as lk
 from ..kernels import matmul as mm
 
@@ -57,6 +58,8 @@ class Linear:
         self.row_bytes = fmt.row_bytes(cols)
         self.source = source  # (file descriptor, absolute offset) for streamed reads
         self.stream = False  # True: read rows with pread instead of touching the map
+        self.gemm = gk.AVAILABLE and fmt.name in gk.EXACT  # batches >= gk.MIN_ROWS: the panel GEMM
+        self._panels = None  # gk.pack(data), made on the first batch
 
     def block_rows(self, r0: int, r1: int, buf: np.ndarray | None = None) -> np.ndarray:
         """The stored bytes of rows [r0, r1): a view of the map, or (streaming) read into ``buf``.
@@ -98,10 +101,28 @@ class Linear:
         vec_dot per output, bit for bit the same sums for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0): a prompt batch then gives
         llama.cpp's very activations, where dequantized tiles + BLAS (the path of the other formats)
         sum in another order and flip 8-bit activation roundings downstream. It is also the faster path
-        here (2 chunks of 512 tokens of the llama test model: 19-25 s vs 55-57 s, load 7-11)."""
+        here (2 chunks of 512 tokens of the llama test model: 19-25 s vs 55-57 s, load 7-11).
+
+        Batches of at least ``gk.MIN_ROWS`` rows of the formats in ``gk.EXACT`` take the panel GEMM of
+        kernels/gemm.py instead: the row kernels' very bytes (tests/test_gemm.py), each weight block
+        decoded once per 4 activation rows instead of once per row."""
         T = x.shape[0]
         out = np.empty((T, self.rows), dtype=np.float32)
         streamed = self.stream and self.source is not None
+        if self.gemm and T >= gk.MIN_ROWS:  # a batch: weight panels x integer activations, the row kernels' bytes
+            if act is None:
+                act = mm.quantize_activations(x, self.vtype)
+            name = self.format.name
+            if not streamed:  # panels packed once, kept
+                if self._panels is None:
+                    self._panels = gk.pack(self.data, name)
+                return gk.gemm(self._panels, name, act)
+            # streamed: packed tile by tile, not kept
+            step = max(gk.PANEL, (TILE_ELEMS * 4) // self.row_bytes // gk.PANEL * gk.PANEL)
+            for r0 in range(0, self.rows, step):
+                r1 = min(self.rows, r0 + step)
+                out[:, r0:r1] = gk.gemm(gk.pack(self.block_rows(r0, r1), name), name, act)
+            return out
         if self.fast:
             if act is None:
                 act = mm.quantize_activations(x, self.vtype)
