@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 
 import numba
@@ -93,7 +94,7 @@ class Model:
     >>> m.tokenize("Hello"), m.generate("The capital of France is", n_predict=8)
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike) -> None:
         from ..gguf import open as open_gguf
 
         self.path = pathlib.Path(path)
@@ -227,13 +228,13 @@ class Model:
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return self.tokenizer.tokenize(text, add_special=add_special, parse_special=parse_special)
 
-    def detokenize(self, ids, special: bool = True) -> str:
+    def detokenize(self, ids: Iterable[int], special: bool = True) -> str:
         return self.tokenizer.detokenize(ids, special=special)
 
     def new_cache(self, n_ctx: int | None = None) -> KVCache:
         return KVCache(self.config, n_ctx or self.config.n_ctx_train)
 
-    def linears(self):
+    def linears(self) -> dict[str, Linear]:
         """Every weight matrix (name -> Linear) in graph order."""
         out = {}
         for L in self.layers:
@@ -360,7 +361,13 @@ class Model:
             y += bias
         return y
 
-    def forward(self, tokens, cache: KVCache, outputs="last", logits: bool = True) -> np.ndarray:
+    def forward(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        cache: KVCache,
+        outputs: str | Sequence[int] | np.ndarray = "last",
+        logits: bool = True,
+    ) -> np.ndarray:
         """Run ``tokens`` at positions cache.n, cache.n+1, ...; returns logits float32 [n_out, n_vocab]
         for ``outputs``: "last", "all", or an array of indices into ``tokens``. With ``logits=False``
         returns the final normalized hidden states [n_out, n_embd] instead (see :meth:`logits`)."""
@@ -518,7 +525,7 @@ class Model:
     # -- generation -------------------------------------------------------------------------------
     def generate(
         self,
-        prompt,
+        prompt: str | Sequence[int],
         n_predict: int = 64,
         temperature: float = 0.0,
         top_k: int = 40,
@@ -526,9 +533,9 @@ class Model:
         seed: int | None = None,
         stop_at_eog: bool = True,
         threads: int | None = None,
-        callback=None,
+        callback: Callable[[int, str], object] | None = None,
         special: bool = False,
-    ):
+    ) -> str:
         """Continue ``prompt`` (text or token ids) by ``n_predict`` tokens with a KV cache.
 
         ``temperature == 0``: greedy (argmax). Otherwise sample from softmax(logits / temperature)
@@ -564,7 +571,7 @@ class Model:
 _threads = threads
 
 
-def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng) -> int:
+def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:
     if temperature <= 0:
         return int(np.argmax(logits))
     l = logits.astype(np.float64) / temperature
@@ -579,7 +586,7 @@ def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng
     return int(idx[rng.choice(len(idx), p=p)])
 
 
-def load(path) -> Model:
+def load(path: str | os.PathLike) -> Model:
     """Open a GGUF model (weights stay memory-mapped in their stored formats). An architecture other
     than those in SUPPORTED_ARCHS is refused first, with a ModelError naming it."""
     p = pathlib.Path(path)
