@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 LAB_STAMP := $(VENV)/.quantlab-lab
 DEV_STAMP := $(VENV)/.quantlab-dev
-ORACLE := .cache/oracle/lib/libggml-base.so
+ORACLE := .cache/oracle/lib/libggml-base.so .cache/oracle/lib/libggml-cpu.so
 # numba's compiled kernels: the directory every entry point uses (quantlab/_cache.py; tests/test_setup.py
 # checks this line computes the same): NUMBA_CACHE_DIR if set, else the per-user default. So `jupyter lab`
 # started by hand, the CLI and a notebook find the kernels `make` compiled.
@@ -44,12 +44,12 @@ $(DEV_STAMP): $(LAB_STAMP)
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
-# The oracle: libggml-base built from llama.cpp as vendored in llama-cpp-python 0.3.36 (has every type,
+# The oracle: libggml-base (+ libggml-cpu, whose single ops tests/test_forward_ops.py compares) built from llama.cpp as vendored in llama-cpp-python 0.3.36 (has every type,
 # Q2_0 included, and is what llama-quantize links). About a minute on 2 cores, done once. Needs cmake and
 # a C/C++ compiler; only the tests and the benchmarks' ggml column use it.
 oracle: $(ORACLE)
-$(ORACLE):
-	bash tools/build_llama_cpp.sh ggml-base
+$(ORACLE) &:
+	bash tools/build_llama_cpp.sh ggml-base ggml-cpu
 
 # Compile every numba kernel once, now, on both cores (a few minutes from scratch), so that no notebook
 # cell waits for a compiler: a kernel compiled on first use would stall a student's first run of a
