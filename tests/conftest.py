@@ -18,3 +18,14 @@ def assert_same(a, b, what: str, *, bits: bool = True) -> None:
         bad = np.argwhere(a != b)
         first = tuple(bad[0])
         raise AssertionError(f"{what}: {len(bad)} differ, first at {first}: {a[first]} != {b[first]}")
+
+
+def default_signals() -> None:
+    """preexec_fn for a child that is to be signalled: SIGHUP, SIGINT and SIGTERM back to their default
+    action. A test run under nohup (SIGHUP ignored) or as a background job (SIGINT ignored) passes the
+    ignore on to its children, and quantlab rightly keeps a signal its parent chose to ignore (the
+    fresh-clone run under nohup saw `quantize` finish with exit 0 after its SIGHUP)."""
+    import signal
+
+    for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)

@@ -19,6 +19,7 @@ import pytest
 import quantlab.gguf as qg
 from quantlab.cli import main, printable
 
+from .conftest import default_signals
 from .gguf_build import build, gstr, kv, kv_str, kv_u32, tinfo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,6 +179,7 @@ def test_signal_mid_write_leaves_no_temp_file_and_the_old_output(sig, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        preexec_fn=default_signals,
     )
     try:
         deadline = time.monotonic() + 240

@@ -34,6 +34,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from .conftest import default_signals
 from .gguf_build import small_gguf
 
 SEED = 20261207
@@ -733,6 +734,7 @@ def _run_signal(c):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": ROOT},
+        preexec_fn=default_signals,
     )
     t0 = time.monotonic()
     while time.monotonic() - t0 < WALL_LIMIT and p.poll() is None:
