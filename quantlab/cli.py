@@ -255,6 +255,11 @@ def main(argv=None) -> int:
         signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
         name = e.name if isinstance(e, Stopped) else "SIGINT"
         print(f"{prefix}: stopped by {name}", file=sys.stderr)
+        # the work cut short can leave half-built objects whose finalizers fail as they are freed (seen: a
+        # SIGTERM during a numba compile, llvmlite's ModuleRef.__del__ "Exception ignored ... Traceback"
+        # after this line): the program is ending on purpose, so that noise is not reported
+        if argv is None:
+            sys.unraisablehook = lambda _unraisable: None
         return 128 + int(signum)
     finally:
         if argv is None:
