@@ -20,8 +20,11 @@ way, ``T >= FA_TILE_Q``):
   (``ggml_vec_soft_max_f32``), and the values added with fused multiply-adds in key order.
 
 Only the order of keys matters, not how threads share the rows, so every query row here is computed on
-its own (the tiled path spreads rows over numba threads; the few-row path runs serially: a token's 9-32
-rows cost ~10-100 us, and waking a thread on a loaded machine cost 52 ms per call, measured at load 20).
+its own (the tiled path spreads rows over numba threads; the few-row path runs serially from Python: a
+token's 9-32 rows cost ~10-100 us, and waking a thread on a loaded machine cost 52 ms per call, measured
+at load 20; the decode path's compiled token, already on its threads, takes :func:`attention_rows_par`
+from kernels.decode.ATTN_PAR_MIN (query row, key) pairs on). The few-row path reads the fp16 cache in
+place (each value widened exactly where it is used).
 Masked keys (the future; outside a sliding window) take no part, as in ggml (skipped, or exp(-inf) = 0 in a tile). ggml's fused multiply-adds are reproduced with
 LLVM's ``llvm.fma`` (one rounding, like ``_mm256_fmadd_ps``): where ggml fuses, quantlab fuses, nowhere
 else. Checked bit for bit against ggml's op in tests/test_forward_ops.py.
@@ -41,19 +44,20 @@ FA_TILE_KV = 64  # GGML_FA_TILE_KV: key tile of the tiled path
 
 
 @njit(cache=True, inline="always")
-def _dot_f16(a, b, lanes):
-    """ggml_vec_dot_f16 (AVX2 + F16C) of two rows holding fp16 values as float32: products added into
-    4 accumulators of 8 lanes (element i of each step of 32 goes to lane i), the accumulators reduced
-    as (s0 + s2) + (s1 + s3), then the 8 lanes as ((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7)); elements past
-    the last full step of 32 added in double, one product at a time. The products of two fp16 values
-    are exact in float32, so ggml's fused multiply-add and this multiply + add agree."""
-    n = a.shape[0]
+def _dot_f16(kc, j, kh, b, lanes):
+    """ggml_vec_dot_f16 (AVX2 + F16C) of the fp16 cache row kc[j, kh, :] (uint16 bits, widened exactly)
+    and b (fp16 values held as float32): products added into 4 accumulators of 8 lanes (element i of
+    each step of 32 goes to lane i), the accumulators reduced as (s0 + s2) + (s1 + s3), then the 8
+    lanes as ((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7)); elements past the last full step of 32 added
+    in double, one product at a time. The products of two fp16 values are exact in float32, so ggml's
+    fused multiply-add and this multiply + add agree."""
+    n = b.shape[0]
     npart = n - n % 32
     for i in range(32):
         lanes[i] = F32(0)
     for i0 in range(0, npart, 32):
         for i in range(32):
-            lanes[i] += a[i0 + i] * b[i0 + i]
+            lanes[i] += _half(kc[j, kh, i0 + i]) * b[i0 + i]
     for i in range(16):
         lanes[i] = lanes[i] + lanes[i + 16]
     for i in range(8):
@@ -64,62 +68,69 @@ def _dot_f16(a, b, lanes):
     t3 = lanes[3] + lanes[7]
     s = np.float64((t0 + t1) + (t2 + t3))
     for i in range(npart, n):
-        s += np.float64(a[i] * b[i])
+        s += np.float64(_half(kc[j, kh, i]) * b[i])
     return F32(s)
 
 
+@njit(cache=True, inline="always")
+def _attention_row(q, kc, vc, n_swa, pos0, scale, out, t, h, qh, acc, lanes):
+    """Query row (t, h) of ggml's one_chunk path (see :func:`attention_rows`); qh, acc, lanes: scratch
+    of D, D and 32 float32."""
+    H, D = q.shape[1], q.shape[2]
+    kh = h // (H // kc.shape[1])
+    for d in range(D):
+        qh[d] = round16(q[t, h, d])  # Q converted to the vec_dot type of F16 K
+        acc[d] = F32(0)  # VKQ16: values kept fp16-representable
+    n = pos0 + t + 1
+    j0 = max(0, n - n_swa) if n_swa > 0 else 0
+    M = F32(-np.inf)
+    S = F32(0)
+    for j in range(j0, n):
+        s = _dot_f16(kc, j, kh, qh, lanes) * scale
+        ms = F32(1)
+        vs = F32(1)
+        if s > M:  # new maximum: rescale the fp16 accumulator by exp(Mold - M)
+            ms = np.exp(M - s)
+            M = s
+            for d in range(D):
+                acc[d] = round16(acc[d] * ms)
+        else:
+            vs = np.exp(s - M)
+        for d in range(D):  # ggml_vec_mad_f16: fused, then rounded to fp16
+            acc[d] = round16(fma32(_half(vc[j, kh, d]), vs, acc[d]))
+        S = fma32(S, ms, vs)  # GCC contracts ggml's S = S*ms + vs (gnu++17: -ffp-contract=fast)
+    inv = F32(1) / S if S != 0 else F32(0)
+    for d in range(D):
+        out[t, h, d] = acc[d] * inv
+
+
 @njit(cache=True)
-def _widen(c, n, out):
-    """out[kh, j, :] = float32 of the fp16 cache row c[j, kh, :] (uint16 bits), j < n."""
-    for j in range(n):
-        for kh in range(c.shape[1]):
-            for d in range(c.shape[2]):
-                out[kh, j, d] = _half(c[j, kh, d])
+def _rows_span(q, kc, vc, n_swa, pos0, scale, out, r0, r1):
+    D = q.shape[2]
+    qh = np.empty(D, dtype=np.float32)
+    acc = np.empty(D, dtype=np.float32)
+    lanes = np.empty(32, dtype=np.float32)
+    for th in range(r0, r1):
+        _attention_row(q, kc, vc, n_swa, pos0, scale, out, th // q.shape[1], th % q.shape[1], qh, acc, lanes)
 
 
 @njit(cache=True)
 def attention_rows(q, kc, vc, n_swa, pos0, scale, out):
     """Few query rows (ggml's one_chunk path): q [T, H, D] float32 at positions pos0 + t over the cache
     kc/vc [n, Hkv, D] (fp16 bits) -> out [T, H, D]. GQA: head h reads kv head h // (H / Hkv). ``n_swa`` > 0:
-    query p sees keys p - n_swa + 1 .. p."""
-    T, H, D = q.shape
-    Hkv = kc.shape[1]
-    g = H // Hkv
-    N = pos0 + T
-    kf = np.empty((Hkv, N, D), dtype=np.float32)
-    vf = np.empty((Hkv, N, D), dtype=np.float32)
-    _widen(kc, N, kf)
-    _widen(vc, N, vf)
-    for th in range(T * H):  # serial: a token's few rows are less work than waking a thread (measured)
-        t = th // H
-        h = th % H
-        kh = h // g
-        qh = np.empty(D, dtype=np.float32)
-        acc = np.zeros(D, dtype=np.float32)  # VKQ16: values kept fp16-representable
-        lanes = np.empty(32, dtype=np.float32)
-        for d in range(D):
-            qh[d] = round16(q[t, h, d])  # Q converted to the vec_dot type of F16 K
-        n = pos0 + t + 1
-        j0 = max(0, n - n_swa) if n_swa > 0 else 0
-        M = F32(-np.inf)
-        S = F32(0)
-        for j in range(j0, n):
-            s = _dot_f16(kf[kh, j], qh, lanes) * scale
-            ms = F32(1)
-            vs = F32(1)
-            if s > M:  # new maximum: rescale the fp16 accumulator by exp(Mold - M)
-                ms = np.exp(M - s)
-                M = s
-                for d in range(D):
-                    acc[d] = round16(acc[d] * ms)
-            else:
-                vs = np.exp(s - M)
-            for d in range(D):  # ggml_vec_mad_f16: fused, then rounded to fp16
-                acc[d] = round16(fma32(vf[kh, j, d], vs, acc[d]))
-            S = fma32(S, ms, vs)  # GCC contracts ggml's S = S*ms + vs (gnu++17: -ffp-contract=fast)
-        inv = F32(1) / S if S != 0 else F32(0)
-        for d in range(D):
-            out[t, h, d] = acc[d] * inv
+    query p sees keys p - n_swa + 1 .. p. Serial: a token's few rows at a short context are less work
+    than waking a thread (measured); :func:`attention_rows_par` spreads them over threads."""
+    _rows_span(q, kc, vc, n_swa, pos0, scale, out, 0, q.shape[0] * q.shape[1])
+
+
+@njit(cache=True, parallel=True)
+def attention_rows_par(q, kc, vc, n_swa, pos0, scale, out, nthreads):
+    """:func:`attention_rows` with the T * H query rows in ``nthreads`` contiguous spans, one a thread
+    (each row is computed on its own, so the outputs are the same bytes)."""
+    n = q.shape[0] * q.shape[1]
+    m = min(n, nthreads)
+    for j in prange(m):
+        _rows_span(q, kc, vc, n_swa, pos0, scale, out, j * n // m, (j + 1) * n // m)
 
 
 @njit(cache=True, parallel=True)

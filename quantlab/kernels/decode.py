@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import attn as fa
 from . import llama as lk
 from . import matmul as mm
 from .act import act_q8_0, act_q8_1, act_q8_k
@@ -126,3 +127,42 @@ def attn_out_ffn(x, a, Wo, ko, tso, vto, norm_w, eps, Wgu, kgu, tsgu, vtgu, F, W
     for t in range(T):
         for j in range(E):
             x[t, j] = x[t, j] + y[t, j]
+
+
+# attention's query rows run on threads from this many (query row, key) pairs on (a token's rows at a
+# short context cost less than waking a thread)
+ATTN_PAR_MIN = 256
+
+
+@njit(cache=True)
+def token(x, layers, kc, vc, pos, p0, scale, H, Hkv, D, F, eps, out_norm, head, logits, do_logits, par, nt):
+    """One token (x [1, E], updated in place) through every layer, then the output norm (into x) and,
+    ``do_logits``, the output product ``head`` (a product tuple, see below) into ``logits`` [1, n_vocab]. ``layers``: a typed list with one
+    tuple per layer (see Model._decode_plan): its four products (Q|K|V, Wo, gate|up, down) as
+    ``(Ws, kinds, tss, vt)``, the two norm weights, its RoPE parameters and sliding window.
+    kc / vc: the fp16 caches of all layers [n_layer, n, Hkv, D]. Each step is the step-by-step
+    path's kernel (attn_in, kernels.attn's few-row attention, attn_out_ffn), in the same order."""
+    T = x.shape[0]
+    a = np.empty((T, H, D), dtype=np.float32)
+    for li in range(len(layers)):
+        L = layers[li]
+        qkv, wo, gu, wd = L[0], L[1], L[2], L[3]
+        attn_norm, ffn_norm = L[4], L[5]
+        n_rot, theta_scale, freq_scale, ff, mscale, neox, n_swa = L[6], L[7], L[8], L[9], L[10], L[11], L[12]
+        q = attn_in(
+            x, attn_norm, eps, qkv[0], qkv[1], qkv[2], qkv[3], H, Hkv, D, pos, n_rot, theta_scale,
+            freq_scale, ff, mscale, neox, kc[li], vc[li], p0, par, nt,
+        )  # fmt: skip
+        if par and T * H * (p0 + T) >= ATTN_PAR_MIN:
+            fa.attention_rows_par(q, kc[li], vc[li], n_swa, p0, scale, a, nt)
+        else:
+            fa.attention_rows(q, kc[li], vc[li], n_swa, p0, scale, a)
+        attn_out_ffn(
+            x, a.reshape(T, H * D), wo[0], wo[1], wo[2], wo[3], ffn_norm, eps, gu[0], gu[1], gu[2], gu[3], F,
+            wd[0], wd[1], wd[2], wd[3], par, nt,
+        )  # fmt: skip
+    h = np.empty_like(x)
+    lk.rms_norm(x, out_norm, eps, h)
+    x[:] = h
+    if do_logits:
+        _product(h, head[0], head[1], head[2], head[3], logits, par, nt)

@@ -154,13 +154,16 @@ class Linear:
 
 class KVCache:
     """Keys and values of every layer for positions 0..n-1, stored as fp16 (as llama.cpp's default
-    f16 cache does; kept as uint16 bit patterns for the numba kernels), grown on demand up to ``n_ctx``."""
+    f16 cache does; kept as uint16 bit patterns for the numba kernels), grown on demand up to ``n_ctx``.
+    ``k`` and ``v`` are uint16 [n_layer, capacity, n_head_kv, head_dim]: ``k[layer]`` is one layer's
+    cache, and the decode path hands all layers to one compiled call."""
 
     def __init__(self, cfg, n_ctx: int):
         self.cfg, self.n_ctx, self.n = cfg, int(n_ctx), 0
         self._cap = 0
-        self.k: list[np.ndarray] = []
-        self.v: list[np.ndarray] = []
+        shape = (cfg.n_layer, 0, cfg.n_head_kv, cfg.head_dim)
+        self.k: np.ndarray = np.zeros(shape, dtype=np.uint16)
+        self.v: np.ndarray = np.zeros(shape, dtype=np.uint16)
 
     def reserve(self, n: int) -> None:
         if n > self.n_ctx:
@@ -169,12 +172,11 @@ class KVCache:
             return
         cap = min(self.n_ctx, max(n, 2 * self._cap, 256))
         c = self.cfg
-        shape = (cap, c.n_head_kv, c.head_dim)
-        k = [np.zeros(shape, dtype=np.uint16) for _ in range(c.n_layer)]
-        v = [np.zeros(shape, dtype=np.uint16) for _ in range(c.n_layer)]
-        for i in range(len(self.k)):
-            k[i][: self.n] = self.k[i][: self.n]
-            v[i][: self.n] = self.v[i][: self.n]
+        shape = (c.n_layer, cap, c.n_head_kv, c.head_dim)
+        k = np.zeros(shape, dtype=np.uint16)
+        v = np.zeros(shape, dtype=np.uint16)
+        k[:, : self.n] = self.k[:, : self.n]
+        v[:, : self.n] = self.v[:, : self.n]
         self.k, self.v, self._cap = k, v, cap
 
     def clear(self) -> None:

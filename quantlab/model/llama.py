@@ -415,17 +415,19 @@ class Model:
         h = ops_for(cfg, pos, x.shape[0]).norm(x, self.output_norm)  # output norm
         return self.logits(h) if logits else h
 
-    # -- the decode path: one token, each layer in two compiled calls (kernels/decode.py) -----------
+    # -- the decode path: one token, all layers and the output product in one compiled call -------------
     def _decode_plan(self):
-        """Per layer, the arguments of kernels.decode's two calls (weights as read-only views, kinds,
-        activation types), worked out once; None when this model needs the general forward for one
-        token (a fused Q/K/V or gate/up matrix, biases, per-head or post norms, GeGLU, a format or
-        format mix without one stacked integer product)."""
+        """The arguments of kernels.decode.token for this model, worked out once: per layer (a numba
+        typed list) its four products (weights as read-only views, kinds, activation types), norm
+        weights, RoPE parameters and window; the output product (None: the output matrix has no
+        integer kernel, or a bias / soft-cap follows, and the logits are made in Python). None when
+        this model needs the general forward for one token (a fused Q/K/V or gate/up matrix, biases,
+        per-head or post norms, GeGLU, a format or format mix without one stacked integer product)."""
         plan = getattr(self, "_decode", False)
         if plan is not False:
             return plan
         self._decode = None
-        spec = self.spec
+        spec, cfg = self.spec, self.config
         if spec.qk_norm or spec.post_norms or spec.act != "silu" or spec.fused_gate_up or spec.q_prescale:
             return None
 
@@ -450,51 +452,55 @@ class Model:
             parts = (product([L.wq, L.wk, L.wv]), product([L.wo]), product([L.wg, L.wu]), product([L.wd]))
             if any(p is None for p in parts):
                 return None
-            layers.append(parts)
-        self._decode = layers
-        return layers
+            layers.append(parts + (L.attn_norm, L.ffn_norm))
+        head = product([self.output]) if self.output_b is None and not cfg.logit_softcap else None
+        self._decode = (layers, head, {})
+        return self._decode
+
+    def _decode_layers(self, long_ctx: bool):
+        """kernels.decode.token's typed list of layers for a context (long or not: LongRoPE's factors)."""
+        layers, _head, by_ctx = self._decode
+        if long_ctx not in by_ctx:
+            typed = numba.typed.List()
+            for L, parts in zip(self.layers, layers):
+                r = self._ropes[L.n_swa > 0, long_ctx]
+                typed.append(parts + (r.n_rot, r.theta_scale, r.freq_scale, r.ff, r.mscale, r.neox, L.n_swa))
+            by_ctx[long_ctx] = typed
+        return by_ctx[long_ctx]
 
     def _forward_decode(self, tokens, cache: KVCache, logits: bool) -> np.ndarray:
-        """forward() for one token through kernels.decode: the same kernels in the same order as the
-        general forward (bit-identical outputs), two compiled calls and one attention call per layer."""
+        """forward() for one token through kernels.decode.token: the same kernels in the same order as
+        the general forward (bit-identical outputs), one compiled call for the token."""
         cfg = self.config
+        _, head, _ = self._decode
+        layers = self._decode_layers(cache.n_ctx > cfg.n_ctx_orig)
         p0 = cache.n
         cache.reserve(p0 + 1)
         pos = np.arange(p0, p0 + 1)
-        ops = ops_for(cfg, pos)
-        long_ctx = cache.n_ctx > cfg.n_ctx_orig
         scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(cfg.head_dim))
         x = self.embed(tokens)
+        in_head = logits and head is not None
+        y = np.empty((1, cfg.n_vocab if in_head else 0), dtype=np.float32)
         nt = numba.get_num_threads()
         key = ("decode", self.path.name)
         par = nt > 1 and mm.POLICY.choose(key)
-        if not par and nt > 1:  # a serial token runs serial throughout: attention's prange and the
-            numba.set_num_threads(1)  # output product too (a parallel region on a busy machine stalls)
+        if not par and nt > 1:  # a serial token runs serial throughout (a parallel region on a busy
+            numba.set_num_threads(1)  # machine stalls)
         try:
             t0 = perf_counter()
-            self._decode_layers(x, cache, pos, p0, ops, long_ctx, scale, par, nt)
+            dk.token(
+                x, layers, cache.k, cache.v, pos, p0, scale, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_ff,
+                cfg.eps, self.output_norm, head if head is not None else layers[0][3], y, in_head, par, nt,
+            )  # fmt: skip
             if nt > 1:
                 mm.POLICY.record(key, par, 1 << 30, perf_counter() - t0)
-            cache.n = p0 + 1
-            h = ops.norm(x, self.output_norm)
-            return self.logits(h) if logits else h
         finally:
             if not par and nt > 1:
                 numba.set_num_threads(nt)
-
-    def _decode_layers(self, x, cache, pos, p0, ops, long_ctx, scale, par, nt) -> None:
-        """The layers of _forward_decode, x updated in place."""
-        cfg = self.config
-        H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
-        for li, L in enumerate(self.layers):
-            (qkv, wo, gu, wd), kc, vc = self._decode[li], cache.k[li], cache.v[li]
-            r = self._ropes[L.n_swa > 0, long_ctx]
-            q = dk.attn_in(
-                x, L.attn_norm, cfg.eps, *qkv, H, Hkv, D, pos, r.n_rot, r.theta_scale, r.freq_scale, r.ff,
-                r.mscale, r.neox, kc, vc, p0, par, nt,
-            )  # fmt: skip
-            a = ops.attention(q, kc, vc, p0, scale, L.n_swa)
-            dk.attn_out_ffn(x, a, *wo, L.ffn_norm, cfg.eps, *gu, cfg.n_ff, *wd, par, nt)
+        cache.n = p0 + 1
+        if not logits:
+            return x
+        return y if in_head else self.logits(x)
 
     def _check_tokens(self, tokens, outputs):
         """Token ids as int64 [T] (each < n_vocab) and the indices of the rows to output."""
