@@ -59,8 +59,10 @@ def _same_bits(ref, got):
         (70, 0, 64, 0),
         (128, 64, 80, 0),
         (96, 0, 64, 50),
+        (101, 30, 64, 0),
+        (66, 3, 128, 40),
     ],
-    ids=["gen-1", "gen-5", "gen-D80", "gen-swa", "tiled-70", "tiled-D80", "tiled-swa"],
+    ids=["gen-1", "gen-5", "gen-D80", "gen-swa", "tiled-70", "tiled-D80", "tiled-swa", "tiled-straddle", "tiled-D128"],
 )
 def test_attention_is_ggml_flash_attn_ext(ggml, T, pos0, D, n_swa):
     """Fewer than 64 query rows: ggml's one-row path (Q and the accumulator in fp16); 64 or more: its tiled
