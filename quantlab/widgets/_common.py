@@ -186,9 +186,6 @@ class TensorApp(App):
     def _load(self) -> None:
         self.w = real_tensor("minilm", self.tensor.value, self.rows)
 
-    def update(self, change=None):
-        raise NotImplementedError
-
     @contained
     def _load_and_update(self, change=None):
         self._load()
