@@ -59,8 +59,10 @@ def _same_bits(ref, got):
         (70, 0, 64, 0),
         (128, 64, 80, 0),
         (96, 0, 64, 50),
+        (101, 30, 64, 0),
+        (66, 3, 128, 40),
     ],
-    ids=["gen-1", "gen-5", "gen-D80", "gen-swa", "tiled-70", "tiled-D80", "tiled-swa"],
+    ids=["gen-1", "gen-5", "gen-D80", "gen-swa", "tiled-70", "tiled-D80", "tiled-swa", "tiled-straddle", "tiled-D128"],
 )
 def test_attention_is_ggml_flash_attn_ext(ggml, T, pos0, D, n_swa):
     """Fewer than 64 query rows: ggml's one-row path (Q and the accumulator in fp16); 64 or more: its tiled
@@ -103,7 +105,7 @@ def test_rope_is_ggml_rope_ext(ggml, D, base, neox, ff, mscale):
     )
     q, k = x.copy(), x[:, :1].copy()
     kc = np.zeros((p0 + T, 1, D), np.uint16)
-    ops = blocks.GenerationOps(type("cfg", (), {"eps": 1e-5})(), pos.astype(np.int64))
+    ops = blocks.Ops(type("cfg", (), {"eps": 1e-5})(), pos.astype(np.int64))
     ops.rope_store(q, k, k.copy(), kc, kc.copy(), p0, blocks.Rope(D, base, 1.0, neox, ffv, mscale))
     _same_bits(ref, q)
 

@@ -105,7 +105,7 @@ def _row_kernels(q, fmt, act):
 @pytest.mark.parametrize("T", [7, 64])
 @pytest.mark.parametrize("fmt", sorted(gk.FORMATS))
 def test_gemm_is_the_row_kernels_byte_for_byte(fmt, T):
-    R, K = 37, (512 if fmt == "IQ4_XS" else 576)  # 3 panels (last one padded); T = 7: 2 tiles, overlapping
+    R, K = 37, (512 if fmt == "IQ4_XS" else 576)  # 3 panels (last one padded); T = 7: the last tile overlaps
     q = quantlab.quantize(_weights(R, K, 11), fmt)
     x = (np.random.default_rng(12).standard_normal((T, K)) * 3).astype(F32)
     x[2, 64:96] = 0  # an all-zero activation block
@@ -161,6 +161,6 @@ def test_streamed_linear_packs_tile_by_tile(tmp_path, monkeypatch):
 
 def test_gemm_needs_a_full_tile():
     q = quantlab.quantize(_weights(16, 64, 15), "Q8_0")
-    act = mm.quantize_activations(np.ones((3, 64), F32), "Q8_0")
-    with pytest.raises(ValueError, match="at least 4"):
+    act = mm.quantize_activations(np.ones((gk.TILE - 1, 64), F32), "Q8_0")
+    with pytest.raises(ValueError, match=f"at least {gk.TILE}"):
         gk.gemm(gk.pack(q, "Q8_0"), "Q8_0", act)
