@@ -163,7 +163,7 @@ def test_small_and_batched_paths_agree(model):
 
 
 def test_decode_path_equals_general_forward(model):
-    """One token at a time through kernels.decode (two compiled calls a layer) and through the
+    """One token at a time through kernels.decode (one compiled call a token) and through the
     general forward (one op at a time): bit-identical logits, step after step."""
     ids = model.tokenize("The quick brown fox jumps over")
     assert model._decode_plan() is not None  # SmolLM2 (llama, one stacked product per step) has one
@@ -177,6 +177,31 @@ def test_decode_path_equals_general_forward(model):
             out[mode] = np.stack([model.forward([t], c)[0] for t in ids])
         finally:
             model._decode = saved
+    assert np.array_equal(out["decode"].view(np.uint32), out["general"].view(np.uint32))
+
+
+def test_decode_path_threaded_equals_general_forward(model, monkeypatch):
+    """The decode path on 2 threads (row spans of every product, and attention's query rows spread over
+    threads once the context passes kernels.decode.ATTN_PAR_MIN) gives the general forward's bytes."""
+    from quantlab.kernels import decode as dk
+    from quantlab.kernels import matmul as mm
+    from quantlab.model.blocks import threads
+
+    ids = np.random.default_rng(3).integers(0, model.n_vocab, 40)
+    H = model.config.n_head
+    assert H * 40 >= dk.ATTN_PAR_MIN  # the last tokens take attention_rows_par
+    monkeypatch.setattr(mm.POLICY, "choose", lambda key: True)  # threaded on every token
+    out = {}
+    with threads(2):
+        for mode in ("decode", "general"):
+            saved = model._decode
+            if mode == "general":
+                model._decode = None
+            try:
+                c = model.new_cache(64)
+                out[mode] = np.stack([model.forward([t], c)[0] for t in ids])
+            finally:
+                model._decode = saved
     assert np.array_equal(out["decode"].view(np.uint32), out["general"].view(np.uint32))
 
 

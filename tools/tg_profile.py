@@ -77,8 +77,7 @@ def profile(path, threads=1, tokens=32, ctx=16):
             (fa, "attention", lambda *a: "attention (kernels.attn)"),
             (lk, "swiglu", lambda *a: "swiglu"),
             (lk, "geglu", lambda *a: "geglu"),
-            (dk, "attn_in", lambda *a: "decode.attn_in (norm, act quantize, QKV, rope)"),
-            (dk, "attn_out_ffn", lambda *a: "decode.attn_out_ffn (Wo, norm, gate/up, swiglu, down)"),
+            (dk, "token", lambda *a: "decode.token (every layer, output norm, output product)"),
         ):
             if hasattr(mod, name):  # entry points that moved or went away are skipped
                 saved.append((mod, name, _wrap(mod, name, lab, stats)))
