@@ -417,10 +417,11 @@ class Model:
 
     # -- the decode path: one token, all layers and the output product in one compiled call -------------
     def _decode_plan(self):
-        """The arguments of kernels.decode.token for this model, worked out once: per layer (a numba
-        typed list) its four products (weights as read-only views, kinds, activation types), norm
-        weights, RoPE parameters and window; the output product (None: the output matrix has no
-        integer kernel, or a bias / soft-cap follows, and the logits are made in Python). None when
+        """The arguments of kernels.decode.token for this model, worked out once, as (layers, head,
+        typed lists by context): per layer its four products (weights as read-only views, kinds,
+        activation types) and norm weights (:meth:`_decode_layers` adds RoPE parameters and window and
+        makes the numba typed list); the output product (None: the output matrix has no integer
+        kernel, or a bias / soft-cap follows, and the logits are made in Python). None when
         this model needs the general forward for one token (a fused Q/K/V or gate/up matrix, biases,
         per-head or post norms, GeGLU, a format or format mix without one stacked integer product)."""
         plan = getattr(self, "_decode", False)
