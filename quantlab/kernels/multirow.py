@@ -100,11 +100,6 @@ def _fma(builder, a, b, c):
     return builder.call(fn, [a, b, c])
 
 
-def _half_at(context, builder, aty, av, off):
-    p = builder.bitcast(_byte_ptr(context, builder, aty, av, off), ir.HalfType().as_pointer())
-    return builder.fpext(builder.load(p, typ=ir.HalfType(), align=1), _F)
-
-
 def _halves(context, builder, aty, av, offs):
     """The fp16 values at the flat byte offsets ``offs`` as one <len x float> vector."""
     hv = ir.Constant(ir.VectorType(ir.HalfType(), len(offs)), ir.Undefined)
@@ -112,14 +107,6 @@ def _halves(context, builder, aty, av, offs):
         p = builder.bitcast(_byte_ptr(context, builder, aty, av, off), ir.HalfType().as_pointer())
         hv = builder.insert_element(hv, builder.load(p, typ=ir.HalfType(), align=1), ir.Constant(_I32, i))
     return builder.fpext(hv, ir.VectorType(_F, len(offs)))
-
-
-def _gather_rows(builder, vals):
-    """NR scalars -> <NR x float>."""
-    v = ir.Constant(ir.VectorType(_F, NR), ir.Undefined)
-    for i, x in enumerate(vals):
-        v = builder.insert_element(v, x, ir.Constant(_I32, i))
-    return v
 
 
 def _concat(builder, parts):
@@ -368,8 +355,19 @@ def fma_rows(codes, minterm, doc, qs_off=0, qh_off=0, table=None, sub=0):
                     dots = _concat(builder, [_dot_n(builder, lo, signed, a_lo), _dot_n(builder, hi, signed, a_hi)])
             # the NR fp16 scales as one vector (one conversion), times da: each lane is the one-row
             # kernel's fpext(d_w) * da
-            dd4 = builder.fmul(_halves(context, builder, wty, wv, offs), _splat(builder, dav, NR))
-            if minterm is not None and minterm[0] == "min":
+            if minterm is not None and minterm[0] == "min" and minterm[1] == 2:  # d | m: one 32-bit load a row
+                dm = ir.Constant(ir.VectorType(_I32, NR), ir.Undefined)
+                for i, o in enumerate(offs):
+                    p32 = builder.bitcast(_byte_ptr(context, builder, wty, wv, o), _I32.as_pointer())
+                    dm = builder.insert_element(dm, builder.load(p32, typ=_I32, align=1), ir.Constant(_I32, i))
+                hv = builder.fpext(builder.bitcast(dm, ir.VectorType(ir.HalfType(), 2 * NR)), ir.VectorType(_F, 2 * NR))
+                d4 = builder.shuffle_vector(hv, hv, ir.Constant(_vec(_I32, NR), list(range(0, 2 * NR, 2))))
+                m4 = builder.shuffle_vector(hv, hv, ir.Constant(_vec(_I32, NR), list(range(1, 2 * NR, 2))))
+                dd4 = builder.fmul(d4, _splat(builder, dav, NR))
+                mts = builder.fmul(m4, _splat(builder, sav, NR))
+            else:
+                dd4 = builder.fmul(_halves(context, builder, wty, wv, offs), _splat(builder, dav, NR))
+            if minterm is not None and minterm[0] == "min" and minterm[1] != 2:
                 m4 = _halves(context, builder, wty, wv, [at(o, minterm[1]) for o in offs])
                 mts = builder.fmul(m4, _splat(builder, sav, NR))
             # each position's row scale: position p holds a lane of row rowof[p]

@@ -378,7 +378,7 @@ class Model:
         T, p0 = len(tokens), cache.n
         cache.reserve(p0 + T)
         pos = np.arange(p0, p0 + T)
-        ops = ops_for(cfg, pos)  # generation (numba, few rows) or prompt (numpy + BLAS) op set
+        ops = ops_for(cfg, pos)  # the numba op set (blocks.Ops: norm, rope + cache store, attention, GLU)
         H, Hkv, D = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         long_ctx = cache.n_ctx > cfg.n_ctx_orig  # LongRoPE: long factors
         scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(D))  # attention scale
