@@ -171,6 +171,110 @@ def _bar_iter(b, items):
             b.update()
 
 
+def _dequantize_input(f, g, x, k_quant: int, im_full) -> np.ndarray | None:
+    """Quantized rows of ``x`` to dequantize, as many rows as ``x``: at least 128 distinct ones (repeating a
+    few lets the branch predictor learn their sign bits: ggml's IQ2/IQ3 dequantize ran 4x faster on 9 rows
+    repeated; 64 or more: no effect). ``g``: ggml when it has the type. None: nothing can quantize it."""
+    n_rows = x.shape[0]
+    im = im_full if f.requires_imatrix else None
+    xq = _sample_rows(x, max(k_quant, min(n_rows, 128)))
+    if f.has_impl("fast", "quantize"):
+        q = api.quantize(xq, f, imatrix=im)
+    elif g is not None:
+        q = g.quantize(xq, f.id, im)
+    else:
+        return None
+    return q if q.shape[0] == n_rows else np.resize(q, (n_rows, q.shape[1]))
+
+
+def _dequantize_peers(f, g, gd, nthreads: int, reference: bool, n_per_row: int) -> dict:
+    """Each peer's dequantize of format ``f`` (None where it has none); ``g``: ggml when it has the type."""
+    fast = f.has_impl("fast", "dequantize")
+    return {
+        "reference": (lambda d: api.dequantize(d, f, impl="reference"))
+        if reference and f.has_impl("reference", "dequantize")
+        else None,
+        "numba-1t": (lambda d: api.dequantize(d, f, threads=1)) if fast else None,
+        f"numba-{nthreads}t": (lambda d: api.dequantize(d, f, threads=nthreads)) if fast else None,
+        "gguf": gd,
+        "ggml-1t": (lambda d: g.dequantize(d, f.id, n_per_row)) if g is not None and g.has_to_float(f.id) else None,
+    }
+
+
+def _quantize_peers(f, g, gq, im, nthreads: int, reference: bool) -> dict:
+    """Each peer's quantize of format ``f`` with imatrix ``im`` (None where it has none)."""
+    fast = f.has_impl("fast", "quantize")
+    return {
+        "reference": (lambda d: api.quantize(d, f, imatrix=im, impl="reference"))
+        if reference and f.has_impl("reference", "quantize")
+        else None,
+        "numba-1t": (lambda d: api.quantize(d, f, imatrix=im, threads=1)) if fast else None,
+        f"numba-{nthreads}t": (lambda d: api.quantize(d, f, imatrix=im, threads=nthreads)) if fast else None,
+        "gguf": gq if im is None else None,
+        # ggml_quantize_chunk has no case for the activation types Q8_1/Q8_K (it aborts)
+        "ggml-1t": (lambda d: g.quantize(d, f.id, im)) if g is not None and not f.activation_only else None,
+    }
+
+
+def _time_peers(run: dict, a: np.ndarray, k: int, n_per_row: int, ref_rows: int, call_time, min_time) -> dict:
+    """MB/s of float32 (the float side) of each peer in ``run`` on ``k`` rows of ``a`` spread over it; the
+    numpy reference on at most ``ref_rows`` (10-100x slower: one row, best of 2, when that is slow)."""
+    out = {}
+    a_k = _sample_rows(a, k)
+    for impl, fn in run.items():
+        if fn is None:
+            out[impl] = None
+            continue
+        a_r = a_k
+        if impl == "reference":
+            k_r, per_row = _rows_for(fn, a[:ref_rows], call_time, probe=1)
+            out["reference rows"] = k_r
+            if k_r == 1:
+                out[impl] = n_per_row * 4 / 1e6 / per_row
+                continue
+            a_r = _sample_rows(a, k_r)
+        t = _best_time(lambda: fn(a_r), min_time=min_time)
+        out[impl] = a_r.shape[0] * n_per_row * 4 / 1e6 / t
+    return out
+
+
+def _with_ratios(row: dict, nthreads: int) -> dict:
+    """``row`` plus numba's ratios to ggml-1t and gguf of the same run (None where a side is missing)."""
+    base, one, many = row.get("ggml-1t"), row.get("numba-1t"), row.get(f"numba-{nthreads}t")
+    row["numba-1t/ggml"] = one / base if base and one else None
+    row[f"numba-{nthreads}t/ggml"] = many / base if base and many else None
+    row["numba-1t/gguf"] = one / row["gguf"] if row.get("gguf") and one else None
+    return row
+
+
+def _operations(f, im_full) -> list:
+    """(operation, imatrix) pairs timed for format ``f``: quantize (not for a format that requires an
+    imatrix), quantize+imatrix where ``im_full`` is given and the format uses one, dequantize."""
+    ops = [] if f.requires_imatrix else [("quantize", None)]
+    if im_full is not None and f.uses_imatrix:
+        ops.append(("quantize+imatrix", im_full))
+    return ops + [("dequantize", None)]
+
+
+def _formats_table(rows: list, nthreads: int, what: str, g) -> Table:
+    cols = (
+        "format",
+        "op",
+        "reference",
+        "numba-1t",
+        f"numba-{nthreads}t",
+        "gguf",
+        "ggml-1t",
+        "numba-1t/ggml",
+        f"numba-{nthreads}t/ggml",
+        "numba-1t/gguf",
+    )
+    src = f"ggml: {g.source}" if g else "ggml: not found"
+    return Table(
+        rows, f"throughput, MB of float32 per second ({what}, slow operations on fewer rows: see 'rows'; {src})", cols
+    )
+
+
 def formats(
     names=None,
     size: int = 1 << 20,
@@ -219,103 +323,33 @@ def formats(
 
     fbar = bar(len(fmts), "bench formats", "format", enabled=bool(progress) and not callable(progress))
     for f in _bar_iter(fbar, fmts):
-        fast_q, fast_d = f.has_impl("fast", "quantize"), f.has_impl("fast", "dequantize")
-        if not fast_q and not ok(f):
+        gg = g if ok(f) else None  # ggml, when it has this type
+        if not f.has_impl("fast", "quantize") and gg is None:
             continue
         gq, gd = _gguf_ops(f) if peers else (None, None)
-        ops = [("quantize", None)]
-        if imatrix and f.uses_imatrix:
-            ops.append(("quantize+imatrix", im_full))
-        if f.requires_imatrix:
-            ops = [op for op in ops if op[1] is not None]
-        ops.append(("dequantize", None))
         k_quant = n_rows  # rows the first quantize was timed on
-        for op, im in ops:
+        for op, im in _operations(f, im_full if imatrix else None):
             if callable(progress):
                 progress(f"{f.name} {op}")
             fbar.set_postfix_str(f"{f.name} {op}")
-            row = {"format": f.name, "op": op}
             if op == "dequantize":
-                im_d = im_full if f.requires_imatrix else None
-                # at least 128 distinct rows: repeating a few rows lets the branch predictor learn their
-                # sign bits (ggml's IQ2/IQ3 dequantize ran 4x faster on 9 rows repeated; 64 or more: no effect)
-                xq = _sample_rows(x, max(k_quant, min(n_rows, 128)))
-                q = api.quantize(xq, f, imatrix=im_d) if fast_q else (g.quantize(xq, f.id, im_d) if ok(f) else None)
-                if q is None:
+                a = _dequantize_input(f, gg, x, k_quant, im_full)
+                if a is None:
                     continue
-                a = q if q.shape[0] == n_rows else np.resize(q, (n_rows, q.shape[1]))
-                run = {
-                    "reference": (lambda d: api.dequantize(d, f, impl="reference"))
-                    if reference and f.has_impl("reference", "dequantize")
-                    else None,
-                    "numba-1t": (lambda d: api.dequantize(d, f, threads=1)) if fast_d else None,
-                    f"numba-{nthreads}t": (lambda d: api.dequantize(d, f, threads=nthreads)) if fast_d else None,
-                    "gguf": gd,
-                    "ggml-1t": (lambda d: g.dequantize(d, f.id, n_per_row)) if ok(f) and g.has_to_float(f.id) else None,
-                }
+                run = _dequantize_peers(f, gg, gd, nthreads, reference, n_per_row)
             else:
                 a = x
-                run = {
-                    "reference": (lambda d: api.quantize(d, f, imatrix=im, impl="reference"))
-                    if reference and f.has_impl("reference", "quantize")
-                    else None,
-                    "numba-1t": (lambda d: api.quantize(d, f, imatrix=im, threads=1)) if fast_q else None,
-                    f"numba-{nthreads}t": (lambda d: api.quantize(d, f, imatrix=im, threads=nthreads))
-                    if fast_q
-                    else None,
-                    "gguf": gq if im is None else None,
-                    # ggml_quantize_chunk has no case for the activation types Q8_1/Q8_K (it aborts)
-                    "ggml-1t": (lambda d: g.quantize(d, f.id, im)) if ok(f) and not f.activation_only else None,
-                }
+                run = _quantize_peers(f, gg, gq, im, nthreads, reference)
             pace = run["numba-1t"] or run["ggml-1t"]
             if pace is None:
                 continue
             k = n_rows if op == "dequantize" else _rows_for(pace, a, call_time, least)[0]
             if op != "dequantize" and k_quant == n_rows:
                 k_quant = k
-            a_k = _sample_rows(a, k)
-            row["rows"] = k
-            for impl, fn in run.items():
-                if fn is None:
-                    row[impl] = None
-                    continue
-                if impl == "reference":  # numpy: 10-100x slower; one row, best of 2, when that is slow
-                    k_r, per_row = _rows_for(fn, a[:ref_rows], call_time, probe=1)
-                    row["reference rows"] = k_r
-                    if k_r == 1:
-                        row[impl] = n_per_row * 4 / 1e6 / per_row
-                        continue
-                    a_r = _sample_rows(a, k_r)
-                else:
-                    a_r = a_k
-                t = _best_time(lambda: fn(a_r), min_time=min_time)
-                row[impl] = a_r.shape[0] * n_per_row * 4 / 1e6 / t  # MB of float32 (the float side)
-            base = row.get("ggml-1t")
-            row["numba-1t/ggml"] = row["numba-1t"] / base if base and row.get("numba-1t") else None
-            row[f"numba-{nthreads}t/ggml"] = (
-                row[f"numba-{nthreads}t"] / base if base and row.get(f"numba-{nthreads}t") else None
-            )
-            row["numba-1t/gguf"] = row["numba-1t"] / row["gguf"] if row.get("gguf") and row.get("numba-1t") else None
-            rows.append(row)
-    cols = (
-        "format",
-        "op",
-        "reference",
-        "numba-1t",
-        f"numba-{nthreads}t",
-        "gguf",
-        "ggml-1t",
-        "numba-1t/ggml",
-        f"numba-{nthreads}t/ggml",
-        "numba-1t/gguf",
-    )
-    src = f"ggml: {g.source}" if g else "ggml: not found"
-    return Table(
-        rows,
-        f"throughput, MB of float32 per second (up to {n_rows}x{n_per_row} real weights, slow "
-        f"operations on fewer rows: see 'rows'; {src})",
-        cols,
-    )
+            row = {"format": f.name, "op": op, "rows": k}
+            row.update(_time_peers(run, a, k, n_per_row, ref_rows, call_time, min_time))
+            rows.append(_with_ratios(row, nthreads))
+    return _formats_table(rows, nthreads, f"up to {n_rows}x{n_per_row} real weights", g)
 
 
 def gguf_open(path=None, repeats: int = 5) -> Table:
