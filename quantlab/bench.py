@@ -549,57 +549,73 @@ def model(
     it was compiled for. A file quantlab cannot run (an architecture it does not support) keeps its
     llama.cpp columns and says why in ``note``.
     ``progress``: a bar over the files (True, see :mod:`quantlab.progress`) or nothing (False)."""
-    # the model code starts numba (~0.25 s): only `bench model`
-    from .model import bench as mbench
-
     exe = (llama_bench_binary(flavour) if flavour else llama_bench_binary()) if llama else None
     build = llama_build_info(exe) if exe is not None else None
     load = _load_average()
     rows = []
-
     mbar = bar(None, "bench model", "file", enabled=bool(progress))
     with tempfile.TemporaryDirectory() as tmp, mbar:
         if paths is None:
-            src = data.path("smollm2")
-            paths = [src]
-            if ftypes:
-                for ft in ftypes:
-                    out = os.path.join(workdir or tmp, f"smollm2-{ft}.gguf")
-                    if not os.path.exists(out):
-                        mbar.set_postfix_str(f"quantize {ft}")
-                        quantize_model(src, out, ft, allow_requantize=True, verbose=False, progress=False)
-                    paths.append(out)
+            paths = _smollm2_files(ftypes, workdir or tmp, mbar)
         mbar.reset(total=len(paths))
         for p in paths:
             mbar.set_postfix_str(os.path.basename(str(p)))
-            row_load = _load_average().split(" ")[0]
-            try:
-                r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
-            except ModelError as e:
-                r = {
-                    "threads": threads,
-                    "n_prompt": n_prompt,
-                    "n_gen": n_gen,
-                    "pp_tok_s": None,
-                    "tg_tok_s": None,
-                    "note": f"quantlab: {e}",
-                }
-            r["model"] = os.path.basename(str(p))
-            r["MB"] = os.path.getsize(p) / 1e6
-            r["load"] = row_load
-            try:
-                lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
-            except RuntimeError as e:  # one file's llama-bench failing (a crash, a timeout) keeps the table
-                lb = None
-                r["note"] = f"llama.cpp: {e}"
-            if lb:
-                r.update(lb)
-                r["llama_flavour"] = build["flavour"]
-                for k in ("pp", "tg"):
-                    ours, theirs = r.get(f"{k}_tok_s"), lb.get(f"llama_{k}_tok_s")
-                    r[f"{k} quantlab/llama"] = ours / theirs if ours and theirs else None
-            rows.append(r)
+            r = _quantlab_model_row(p, n_prompt, n_gen, threads, reps)
+            rows.append(_with_llama_bench(r, p, exe, build, threads, n_prompt, n_gen, reps))
             mbar.update()
+    t = _model_table(rows, exe, build, flavour, threads, reps, load)
+    t.build = build
+    return t
+
+
+def _smollm2_files(ftypes, workdir: str, mbar) -> list:
+    """The shipped SmolLM2 file and its requantizations to ``ftypes`` in ``workdir`` (made once)."""
+    src = data.path("smollm2")
+    paths = [src]
+    for ft in ftypes or ():
+        out = os.path.join(workdir, f"smollm2-{ft}.gguf")
+        if not os.path.exists(out):
+            mbar.set_postfix_str(f"quantize {ft}")
+            quantize_model(src, out, ft, allow_requantize=True, verbose=False, progress=False)
+        paths.append(out)
+    return paths
+
+
+def _quantlab_model_row(p, n_prompt: int, n_gen: int, threads: int, reps: int) -> dict:
+    """quantlab's pp/tg tokens/s on file ``p`` (None and a note when quantlab cannot run it), with the
+    file's name, size and the load average when it started."""
+    # the model code starts numba (~0.25 s): only `bench model`
+    from .model import bench as mbench
+
+    row_load = _load_average().split(" ")[0]
+    try:
+        r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
+    except ModelError as e:
+        r = {"threads": threads, "n_prompt": n_prompt, "n_gen": n_gen, "pp_tok_s": None, "tg_tok_s": None}
+        r["note"] = f"quantlab: {e}"
+    r["model"] = os.path.basename(str(p))
+    r["MB"] = os.path.getsize(p) / 1e6
+    r["load"] = row_load
+    return r
+
+
+def _with_llama_bench(r: dict, p, exe, build, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict:
+    """``r`` plus llama-bench's figures on the same file right after (when found) and the ratios."""
+    try:
+        lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
+    except RuntimeError as e:  # one file's llama-bench failing (a crash, a timeout) keeps the table
+        lb = None
+        r["note"] = f"llama.cpp: {e}"
+    if lb:
+        r.update(lb)
+        r["llama_flavour"] = build["flavour"]
+        for k in ("pp", "tg"):
+            ours, theirs = r.get(f"{k}_tok_s"), lb.get(f"llama_{k}_tok_s")
+            r[f"{k} quantlab/llama"] = ours / theirs if ours and theirs else None
+    return r
+
+
+def _model_table(rows: list, exe, build, flavour, threads: int, reps: int, load: str) -> Table:
     who = (
         f"vs llama.cpp's llama-bench, {build['label']} ({exe}), in the same run"
         if exe is not None
@@ -632,9 +648,7 @@ def model(
     )
     if any(r.get("note") for r in rows):
         cols += ("note",)
-    t = Table(rows, title, cols)
-    t.build = build
-    return t
+    return Table(rows, title, cols)
 
 
 def l3_bytes() -> int | None:
