@@ -19,7 +19,7 @@ from ..formats.registry import register
 from ._c import nearest_int
 from ._fp import f16_to_f32, f32_to_f16, rd16
 from ._rows import dequantize_rows
-from .iq2 import _scan, run_grid_rows
+from .iq2 import _code, _scan, run_grid_rows
 
 _FLT_MAX = np.float32(np.finfo(np.float32).max)
 _NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
@@ -98,14 +98,6 @@ def _block_max(x, r, b0, bs):
         if not (mx > a):
             mx = a
     return mx
-
-
-@njit(cache=True, inline="always")
-def _code(L, base):
-    u = np.int32(0)
-    for i in range(8):
-        u |= np.int32(L[base + i]) << np.int32(2 * i)
-    return u
 
 
 @njit(cache=True)

@@ -111,6 +111,7 @@ _CODES: dict = {}
 
 @njit(cache=True, inline="always")
 def _code(L, base):
+    """The grid key of the 8 level indices L[base:base+8], 2 bits each (IQ1's and IQ2's lattices)."""
     u = np.int32(0)
     for i in range(8):
         u |= np.int32(L[base + i]) << np.int32(2 * i)
