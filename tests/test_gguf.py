@@ -44,7 +44,7 @@ def _raises(tmp_path, b, *needles):
         for k in f.metadata:
             f.metadata[k]
     msg = str(ei.value)
-    assert "byte" in msg, msg
+    assert msg.startswith(f"{p}: ") and "byte" in msg, msg  # the file, then the byte
     for n in needles:
         assert n in msg, msg
     return msg
