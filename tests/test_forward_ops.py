@@ -13,11 +13,13 @@ import ctypes as C
 
 import numpy as np
 import pytest
+from numba import njit
 
 from quantlab.api import quantize
 from quantlab.formats.registry import get
 from quantlab.kernels import attn
 from quantlab.kernels import llama as lk
+from quantlab.kernels.ggml_float import v_expf
 from quantlab.model import blocks
 
 from .oracle import GgmlCpu
@@ -77,6 +79,37 @@ def test_attention_is_ggml_flash_attn_ext(ggml, T, pos0, D, n_swa):
     mask = np.where(hidden, -np.inf, 0).astype(np.float16)
     ref = ggml.flash_attn_ext(q.transpose(1, 0, 2), kc.transpose(1, 0, 2), vc.transpose(1, 0, 2), mask, 0.125)
     _same_bits(ref, attn.attention(q, kc, vc, pos0, np.float32(0.125), n_swa))
+
+
+@njit
+def _tile_softmax_steps(kq, m, scale, lo, hi):
+    mx = attn._scale_mask_max(kq, 0, scale, lo, hi)
+    attn._exp_row(kq, 1, m)
+    return mx
+
+
+@njit
+def _scalar_exp(x, m, out):
+    for i in range(x.shape[0]):
+        out[i] = v_expf(x[i] - m)
+
+
+def test_vector_softmax_steps_are_the_scalar_ones():
+    """The tiled path's vector exp (ggml_v_expf as 16-lane selects) and scale/mask/max give the scalar
+    kernel's bits on every branch of ggml_v_expf: |n| <= 126, 126 < |n| <= 192, beyond, -inf, NaN."""
+    x = np.array(
+        [0, -0.0, 1e-30, -1, 3.5, -20, -87.3, -88.9, -100, -130, -150, -190, -200, -1e30, -np.inf, np.nan, 88, 89]
+        + list(np.random.default_rng(5).uniform(-160, 40, 46)),
+        dtype=np.float32,
+    )
+    kq = np.stack([x, x]).astype(np.float32)
+    want = np.empty(64, np.float32)
+    _scalar_exp(x, np.float32(0.5), want)
+    mx = _tile_softmax_steps(kq, np.float32(0.5), np.float32(0.25), 3, 60)
+    assert np.array_equal(kq[1].view(np.uint32), want.view(np.uint32))
+    ref = np.where((np.arange(64) < 3) | (np.arange(64) > 60), -np.inf, x * np.float32(0.25)).astype(np.float32)
+    assert np.array_equal(kq[0].view(np.uint32), ref.view(np.uint32))
+    assert mx == np.nanmax(ref)
 
 
 @pytest.mark.parametrize(
