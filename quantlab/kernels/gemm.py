@@ -64,6 +64,10 @@ from .matmul import (
     IQ4XS_QS,
     IQ4XS_SCALES_H,
     IQ4XS_SCALES_L,
+    Q4K_D,
+    Q4K_DMIN,
+    Q4K_QS,
+    Q4K_SCALES,
     Q40_QS,
     Q41_M,
     Q41_QS,
@@ -95,7 +99,8 @@ FORMATS = {
 K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_XS = range(7)
 # formats whose GEMM gives the row kernels' (matmul.matmul_int) bytes, checked by tests/test_gemm.py: every one
 # of FORMATS since the float side follows the row kernels' order (ggml's AVX2 lanes, see Numerics)
-EXACT = frozenset(FORMATS)
+KQUANTS = ("Q4_K",)  # super-block formats with their own tile (Q8_K activations), below
+EXACT = frozenset(FORMATS) | frozenset(KQUANTS)
 MIN_ROWS = 5  # batches of at least this many rows take the GEMM (fewer: the row kernels, see blocks.SMALL_BATCH)
 
 
@@ -136,6 +141,8 @@ def _five_bit_codes(blocks, qh_o, qs_o):
 def pack(W: np.ndarray, fmt: str):
     """The panel layout of a weight matrix W (uint8 [R, row_bytes] in ggml's layout, a format of
     :data:`FORMATS`): (codes uint8 [panels * blocks * G * 64], d float32, m float32, rows R)."""
+    if fmt == "Q4_K":
+        return _pack_q4_k(W)
     G = FORMATS[fmt][1]
     if fmt == "IQ4_XS":
         return _pack_iq4_xs(W)
@@ -374,6 +381,8 @@ def _gemm_panels(kind, P, D, M, qs, d, s, a4, out, p0, p1):
 def gemm(packed, fmt: str, act) -> np.ndarray:
     """``x @ W.T`` [T, R] from ``packed = pack(W, fmt)`` and ``act = quantize_activations(x, vtype)``
     (T >= TILE rows), panels spread over the row-kernel threads."""
+    if fmt == "Q4_K":
+        return _gemm_q4_k(packed, act)
     P, D, M, R = packed
     qs, d, s = act
     T = qs.shape[0]
@@ -384,4 +393,186 @@ def gemm(packed, fmt: str, act) -> np.ndarray:
     # each lane's start: -off * its 4 activations summed (the stored codes' offset taken out, exactly)
     a4 = qs.reshape(T, -1, 4).sum(axis=2, dtype=np.int32) * np.int32(-FORMATS[fmt][2])
     _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, a4, out, min_rows=max(1, 2048 // max(1, T)))
+    return out if out.shape[1] == R else out[:, :R]
+
+
+# ---------------------------------------------------------------------------------------------
+# K-quants (Q4_K), activations Q8_K: the row kernels' (matmul._row_256) numbers
+# ---------------------------------------------------------------------------------------------
+
+_V32I16 = ir.VectorType(ir.IntType(16), 32)
+
+
+def _pack_q4_k(W):
+    """Q4_K as panels: per super-block and 32-byte run jj (sub-blocks 2jj: low nibbles, 2jj + 1: high), 8 groups
+    of [row 0: 4 bytes] .. [row 15: 4 bytes] like Q4_0's; the 6-bit scales as int16 pairs (sc, sc) per
+    sub-block, the mins as pairs (m_2jj, m_2jj+1) per run (for vpdpwssd), d and dmin as float32; each
+    [panel, super-block, ..., 16 rows]."""
+    R = W.shape[0]
+    ts = size("Q4_K")
+    nsb = W.shape[1] // ts
+    Rp = -(-R // PANEL) * PANEL
+    blocks = np.zeros((Rp, nsb, ts), dtype=np.uint8)
+    blocks[:R] = W.reshape(R, nsb, ts)
+    d = _f16(blocks, Q4K_D)
+    dmin = _f16(blocks, Q4K_DMIN)
+    s = blocks[:, :, Q4K_SCALES : Q4K_SCALES + 12].astype(np.int32)
+    sc = np.concatenate([s[:, :, 0:4] & 63, (s[:, :, 8:12] & 15) | ((s[:, :, 0:4] >> 6) << 4)], axis=2)
+    mn = np.concatenate([s[:, :, 4:8] & 63, (s[:, :, 8:12] >> 4) | ((s[:, :, 4:8] >> 6) << 4)], axis=2)
+    npan = Rp // PANEL
+    codes = blocks[:, :, Q4K_QS : Q4K_QS + 128].reshape(npan, PANEL, nsb, 4, 8, 4).transpose(0, 2, 3, 4, 1, 5)
+
+    def per_panel(a):  # [Rp, nsb, n] -> [panel, nsb, n, 16]
+        n = a.shape[2]
+        return np.ascontiguousarray(a.reshape(npan, PANEL, nsb, n).transpose(0, 2, 3, 1)).reshape(-1)
+
+    scp = per_panel(sc | (sc << 16))
+    mnp = per_panel(mn[:, :, 0::2] | (mn[:, :, 1::2] << 16))
+    return (
+        np.ascontiguousarray(codes).reshape(-1),
+        per_panel(d[:, :, None]),
+        per_panel(dmin[:, :, None]),
+        scp.view(np.int32),
+        mnp.view(np.int32),
+        R,
+    )
+
+
+@intrinsic
+def _tile_q4_k(typingctx, P, D, DM, SC, MN, p, qs, d, bp, out, t):
+    """out[t .. t + TILE - 1, 16p .. 16p + 15] of a Q4_K panel: per (row, activation row) the row kernel's 8
+    int32 lanes per super-block (lane k = values 4k..4k+3 of each sub-block, times its scale, summed over
+    the 8 sub-blocks: vpmaddubsw pairs, then vpdpwssd with the (sc, sc) pairs; exact), then
+    ``acc_k += float(lane_k) * (d_a * d_w)`` (multiply, then add: matmul._fma_ivec) and the min term
+    ``accm -= (d_a * dmin_w) * float(sum_j m_j * bsum_j)``; out = ggml's hsum of acc + accm."""
+    sig = types.void(P, D, DM, SC, MN, types.intp, qs, d, bp, out, types.intp)
+
+    def codegen(context, builder, signature, args):
+        Pv, Dv, DMv, SCv, MNv, pv, qsv, dv, bpv, outv, tv = args
+        aP, aD, aDM, aSC, aMN, _, aqs, ad, abp, aout, _ = signature.args
+        qs_arr = context.make_array(aqs)(context, builder, qsv)
+        K = builder.extract_value(qs_arr.shape, 1)
+        intp = K.type
+        c = lambda v: ir.Constant(intp, v)  # noqa: E731
+        nsb = builder.udiv(K, c(256))
+        out_arr = context.make_array(aout)(context, builder, outv)
+        Rp = builder.extract_value(out_arr.shape, 1)
+        zero = ir.Constant(_V16F, [0.0] * 16)
+        izero = ir.Constant(_V16I32, [0] * 16)
+        accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(8)] for _ in range(TILE)]
+        accm = [cgutils.alloca_once_value(builder, zero) for _ in range(TILE)]
+        psb = builder.mul(pv, nsb)  # (panel, super-block) index base
+
+        def vload(aty, val, off, vt, elt):
+            return builder.load(builder.bitcast(_ptr(context, builder, aty, val, off, elt), vt.as_pointer()), align=4)
+
+        with cgutils.for_range(builder, nsb) as loop:
+            b = loop.index
+            sbi = builder.add(psb, b)
+            dw = vload(aD, Dv, builder.mul(sbi, c(PANEL)), _V16F, _F)
+            dmw = vload(aDM, DMv, builder.mul(sbi, c(PANEL)), _V16F, _F)
+            scs = [
+                vload(aSC, SCv, builder.mul(builder.add(builder.mul(sbi, c(8)), c(j)), c(PANEL)), _V16I32, _I32)
+                for j in range(8)
+            ]
+            rows = [builder.add(tv, c(i)) for i in range(TILE)]
+            das = []
+            for i in range(TILE):
+                das.append(
+                    _splat(
+                        builder,
+                        builder.load(_ptr(context, builder, ad, dv, builder.add(builder.mul(rows[i], nsb), b), _F)),
+                        _V16F,
+                    )
+                )
+            aos = [builder.add(builder.mul(rows[i], K), builder.mul(b, c(256))) for i in range(TILE)]
+            wbase = builder.mul(sbi, c(32 * 64))
+            for g in range(8):
+                ivs = [izero] * TILE
+                for jj in range(4):
+                    w = builder.load(
+                        builder.bitcast(
+                            _ptr(context, builder, aP, Pv, builder.add(wbase, c(64 * (8 * jj + g))), _I8),
+                            _V64I8.as_pointer(),
+                        ),
+                        align=1,
+                    )
+                    lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
+                    hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
+                    for half, codes in ((0, lo), (1, hi)):
+                        for i in range(TILE):
+                            ap = builder.bitcast(
+                                _ptr(
+                                    context, builder, aqs, qsv, builder.add(aos[i], c(64 * jj + 32 * half + 4 * g)), _I8
+                                ),
+                                _I32.as_pointer(),
+                            )
+                            a = builder.bitcast(_splat(builder, builder.load(ap, align=1), _V16I32), _V64I8)
+                            m = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", _V32I16, [codes, a])
+                            ivs[i] = _call(
+                                builder,
+                                "llvm.x86.avx512.vpdpwssd.512",
+                                _V16I32,
+                                [ivs[i], builder.bitcast(m, _V16I32), scs[2 * jj + half]],
+                            )
+                for i in range(TILE):
+                    dd = builder.fmul(das[i], dw)  # d_a * d_w, as the row kernel's d[t, b] * d
+                    acc = accs[i][g]
+                    builder.store(builder.fadd(builder.load(acc), builder.fmul(builder.sitofp(ivs[i], _V16F), dd)), acc)
+            for i in range(TILE):  # min term: sum_j m_j * bsum32_j (exact), then (d_a * dmin) * float(.)
+                summs = izero
+                for jj in range(4):
+                    mn = vload(
+                        aMN, MNv, builder.mul(builder.add(builder.mul(sbi, c(4)), c(jj)), c(PANEL)), _V16I32, _I32
+                    )
+                    bpair = builder.load(
+                        _ptr(
+                            context,
+                            builder,
+                            abp,
+                            bpv,
+                            builder.add(
+                                builder.mul(rows[i], builder.mul(nsb, c(4))), builder.add(builder.mul(b, c(4)), c(jj))
+                            ),
+                            _I32,
+                        )
+                    )
+                    summs = _call(
+                        builder, "llvm.x86.avx512.vpdpwssd.512", _V16I32, [summs, mn, _splat(builder, bpair, _V16I32)]
+                    )
+                dm = builder.fmul(das[i], dmw)
+                builder.store(
+                    builder.fsub(builder.load(accm[i]), builder.fmul(dm, builder.sitofp(summs, _V16F))), accm[i]
+                )
+        for i in range(TILE):
+            v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7))
+            h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
+            tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
+            tot = builder.fadd(tot, builder.load(accm[i]))
+            oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
+            builder.store(tot, builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _gemm_panels_q4_k(P, D, DM, SC, MN, qs, d, bp, out, p0, p1):
+    T = qs.shape[0]
+    for p in range(p0, p1):
+        t = 0
+        while t < T:
+            _tile_q4_k(P, D, DM, SC, MN, p, qs, d, bp, out, min(t, T - TILE))
+            t += TILE
+
+
+def _gemm_q4_k(packed, act):
+    P, D, DM, SC, MN, R = packed
+    qs, d, bsums = act
+    T = qs.shape[0]
+    npan = D.shape[0] // (qs.shape[1] // 256 * PANEL)
+    out = np.empty((T, npan * PANEL), dtype=np.float32)
+    b32 = bsums.reshape(T, -1, 2).sum(axis=2, dtype=np.int32)  # per 32-value sub-block
+    bp = np.ascontiguousarray((b32[:, 0::2] & 0xFFFF) | (b32[:, 1::2] << 16), dtype=np.int32)  # (j even, j odd)
+    _rows.run_rows(_gemm_panels_q4_k, npan, P, D, DM, SC, MN, qs, d, bp, out, min_rows=max(1, 2048 // max(1, T)))
     return out if out.shape[1] == R else out[:, :R]
