@@ -68,6 +68,10 @@ from .matmul import (
     Q4K_DMIN,
     Q4K_QS,
     Q4K_SCALES,
+    Q6K_D,
+    Q6K_QH,
+    Q6K_QL,
+    Q6K_SCALES,
     Q40_QS,
     Q41_M,
     Q41_QS,
@@ -99,7 +103,7 @@ FORMATS = {
 K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_XS = range(7)
 # formats whose GEMM gives the row kernels' (matmul.matmul_int) bytes, checked by tests/test_gemm.py: every one
 # of FORMATS since the float side follows the row kernels' order (ggml's AVX2 lanes, see Numerics)
-KQUANTS = ("Q4_K",)  # super-block formats with their own tile (Q8_K activations), below
+KQUANTS = ("Q4_K", "Q6_K")  # super-block formats with their own tile (Q8_K activations), below
 EXACT = frozenset(FORMATS) | frozenset(KQUANTS)
 MIN_ROWS = 5  # batches of at least this many rows take the GEMM (fewer: the row kernels, see blocks.SMALL_BATCH)
 
@@ -143,6 +147,8 @@ def pack(W: np.ndarray, fmt: str):
     :data:`FORMATS`): (codes uint8 [panels * blocks * G * 64], d float32, m float32, rows R)."""
     if fmt == "Q4_K":
         return _pack_q4_k(W)
+    if fmt == "Q6_K":
+        return _pack_q6_k(W)
     G = FORMATS[fmt][1]
     if fmt == "IQ4_XS":
         return _pack_iq4_xs(W)
@@ -383,6 +389,8 @@ def gemm(packed, fmt: str, act) -> np.ndarray:
     (T >= TILE rows), panels spread over the row-kernel threads."""
     if fmt == "Q4_K":
         return _gemm_q4_k(packed, act)
+    if fmt == "Q6_K":
+        return _gemm_q6_k(packed, act)
     P, D, M, R = packed
     qs, d, s = act
     T = qs.shape[0]
@@ -575,4 +583,144 @@ def _gemm_q4_k(packed, act):
     b32 = bsums.reshape(T, -1, 2).sum(axis=2, dtype=np.int32)  # per 32-value sub-block
     bp = np.ascontiguousarray((b32[:, 0::2] & 0xFFFF) | (b32[:, 1::2] << 16), dtype=np.int32)  # (j even, j odd)
     _rows.run_rows(_gemm_panels_q4_k, npan, P, D, DM, SC, MN, qs, d, bp, out, min_rows=max(1, 2048 // max(1, T)))
+    return out if out.shape[1] == R else out[:, :R]
+
+
+def _pack_q6_k(W):
+    """Q6_K as panels: the codes q - 32 as int8, per super-block run r (values 32r .. 32r + 31) and group g, [row 0:
+    values 32r + 4g .. +3] .. [row 15: ...]; the int8 scales as int16 pairs (sc, sc) per 16-value sub-block; per
+    group g the start value -128 * sum_r sc * (the 4 codes summed) (activations go in as a + 128, unsigned);
+    d as float32; each [panel, super-block, ..., 16 rows]."""
+    R = W.shape[0]
+    ts = size("Q6_K")
+    nsb = W.shape[1] // ts
+    Rp = -(-R // PANEL) * PANEL
+    blocks = np.zeros((Rp, nsb, ts), dtype=np.uint8)
+    blocks[:R] = W.reshape(R, nsb, ts)
+    d = _f16(blocks, Q6K_D)
+    sc = blocks[:, :, Q6K_SCALES : Q6K_SCALES + 16].view(np.int8).astype(np.int32)
+    ql = blocks[:, :, Q6K_QL : Q6K_QL + 128].astype(np.int32).reshape(Rp, nsb, 2, 2, 32)  # [half n, c % 2, l]
+    qh = blocks[:, :, Q6K_QH : Q6K_QH + 64].astype(np.int32).reshape(Rp, nsb, 2, 1, 32)  # [half n, l]
+    runs = []
+    for c in range(4):  # run c of each half: nibble c // 2 of ql[32 (c % 2) + l], bits 2c of qh[l]
+        lo = (ql[:, :, :, c % 2] >> (4 * (c // 2))) & 15
+        hi = (qh[:, :, :, 0] >> (2 * c)) & 3
+        runs.append(lo | (hi << 4))
+    q = np.stack(runs, axis=3).reshape(Rp, nsb, 8, 8, 4) - 32  # [run r = 4n + c, group g, 4 values]
+    npan = Rp // PANEL
+    codes = q.astype(np.int8).reshape(npan, PANEL, nsb, 8, 8, 4).transpose(0, 2, 3, 4, 1, 5)
+    scg = sc.reshape(Rp, nsb, 8, 2)[:, :, :, np.arange(8) // 4]  # the scale of run r, group g: [Rp, nsb, 8, 8]
+    corr = -128 * (scg * q.sum(axis=4)).sum(axis=2)  # [Rp, nsb, 8 groups]
+
+    def per_panel(a):  # [Rp, nsb, n] -> [panel, nsb, n, 16]
+        n = a.shape[2]
+        return np.ascontiguousarray(a.reshape(npan, PANEL, nsb, n).transpose(0, 2, 3, 1)).reshape(-1)
+
+    return (
+        np.ascontiguousarray(codes).reshape(-1).view(np.uint8),
+        per_panel(d[:, :, None]),
+        per_panel(((sc & 0xFFFF) | (sc << 16)).astype(np.int32)),
+        per_panel(corr.astype(np.int32)),
+        R,
+    )
+
+
+@intrinsic
+def _tile_q6_k(typingctx, P, D, SC, C0, p, ua, d, out, t):
+    """out[t .. t + TILE - 1, 16p .. 16p + 15] of a Q6_K panel: per (row, activation row) the row kernel's 8
+    int32 lanes per super-block (lane k = values 4k..4k+3 of each 32-value run, times its sub-block scale,
+    summed over the 8 runs; exact): from the start value C0 (the +128 of the activations taken out),
+    vpmaddubsw of (a + 128) with the signed codes, vpdpwssd with the (sc, sc) pairs; then
+    ``acc_k += float(lane_k) * (d_w * d_a)`` (matmul._fma_ivec) and out = ggml's hsum of acc + 0."""
+    sig = types.void(P, D, SC, C0, types.intp, ua, d, out, types.intp)
+
+    def codegen(context, builder, signature, args):
+        Pv, Dv, SCv, C0v, pv, uav, dv, outv, tv = args
+        aP, aD, aSC, aC0, _, aua, ad, aout, _ = signature.args
+        ua_arr = context.make_array(aua)(context, builder, uav)
+        K = builder.extract_value(ua_arr.shape, 1)
+        intp = K.type
+        c = lambda v: ir.Constant(intp, v)  # noqa: E731
+        nsb = builder.udiv(K, c(256))
+        out_arr = context.make_array(aout)(context, builder, outv)
+        Rp = builder.extract_value(out_arr.shape, 1)
+        zero = ir.Constant(_V16F, [0.0] * 16)
+        accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(8)] for _ in range(TILE)]
+        psb = builder.mul(pv, nsb)
+
+        def vload(aty, val, off, vt, elt):
+            return builder.load(builder.bitcast(_ptr(context, builder, aty, val, off, elt), vt.as_pointer()), align=4)
+
+        with cgutils.for_range(builder, nsb) as loop:
+            b = loop.index
+            sbi = builder.add(psb, b)
+            dw = vload(aD, Dv, builder.mul(sbi, c(PANEL)), _V16F, _F)
+            rows = [builder.add(tv, c(i)) for i in range(TILE)]
+            das = [
+                _splat(
+                    builder,
+                    builder.load(_ptr(context, builder, ad, dv, builder.add(builder.mul(r, nsb), b), _F)),
+                    _V16F,
+                )
+                for r in rows
+            ]
+            aos = [builder.add(builder.mul(r, K), builder.mul(b, c(256))) for r in rows]
+            wbase = builder.mul(sbi, c(64 * 64))
+            for g in range(8):
+                c0 = vload(aC0, C0v, builder.mul(builder.add(builder.mul(sbi, c(8)), c(g)), c(PANEL)), _V16I32, _I32)
+                ivs = [c0] * TILE
+                for r in range(8):
+                    w = builder.load(
+                        builder.bitcast(
+                            _ptr(context, builder, aP, Pv, builder.add(wbase, c(64 * (8 * r + g))), _I8),
+                            _V64I8.as_pointer(),
+                        ),
+                        align=1,
+                    )
+                    sco = builder.mul(builder.add(builder.mul(sbi, c(16)), c(2 * r + g // 4)), c(PANEL))
+                    scp = vload(aSC, SCv, sco, _V16I32, _I32)
+                    for i in range(TILE):
+                        ap = builder.bitcast(
+                            _ptr(context, builder, aua, uav, builder.add(aos[i], c(32 * r + 4 * g)), _I8),
+                            _I32.as_pointer(),
+                        )
+                        a = builder.bitcast(_splat(builder, builder.load(ap, align=1), _V16I32), _V64I8)
+                        m = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", _V32I16, [a, w])
+                        ivs[i] = _call(
+                            builder, "llvm.x86.avx512.vpdpwssd.512", _V16I32, [ivs[i], builder.bitcast(m, _V16I32), scp]
+                        )
+                for i in range(TILE):
+                    dd = builder.fmul(dw, das[i])  # d_w * d_a, as the row kernel's
+                    acc = accs[i][g]
+                    builder.store(builder.fadd(builder.load(acc), builder.fmul(builder.sitofp(ivs[i], _V16F), dd)), acc)
+        for i in range(TILE):
+            v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7)), + 0 (acc)
+            h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
+            tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
+            tot = builder.fadd(tot, zero)
+            oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
+            builder.store(tot, builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _gemm_panels_q6_k(P, D, SC, C0, ua, d, out, p0, p1):
+    T = ua.shape[0]
+    for p in range(p0, p1):
+        t = 0
+        while t < T:
+            _tile_q6_k(P, D, SC, C0, p, ua, d, out, min(t, T - TILE))
+            t += TILE
+
+
+def _gemm_q6_k(packed, act):
+    P, D, SC, C0, R = packed
+    qs, d, _bsums = act
+    T = qs.shape[0]
+    npan = D.shape[0] // (qs.shape[1] // 256 * PANEL)
+    out = np.empty((T, npan * PANEL), dtype=np.float32)
+    ua = qs.view(np.uint8) ^ np.uint8(0x80)  # a + 128, unsigned
+    _rows.run_rows(_gemm_panels_q6_k, npan, P, D, SC, C0, ua, d, out, min_rows=max(1, 2048 // max(1, T)))
     return out if out.shape[1] == R else out[:, :R]
