@@ -10,6 +10,7 @@ Each case builds a one-op ggml graph through ctypes (tests/oracle.GgmlCpu) and c
 from __future__ import annotations
 
 import ctypes as C
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from numba import njit
 
 from quantlab.api import quantize
 from quantlab.formats.registry import get
-from quantlab.kernels import attn
+from quantlab.kernels import _rows, attn
 from quantlab.kernels import llama as lk
 from quantlab.kernels.ggml_float import v_expf
 from quantlab.model import blocks
@@ -182,3 +183,14 @@ def test_integer_products_are_ggml_mul_mat(ggml, fmt, T):
     x = (rng.standard_normal((T, E)) * 3).astype(np.float32)
     ref = ggml.compute(lambda lib, c, t: lib.ggml_mul_mat(c, t[0], t[1]), [(Wq, f.id, (E, R)), (x, F32)], (T, R))
     _same_bits(ref, blocks.Linear("w", f, Wq, R, E)(x))
+
+
+def test_prompt_glu_on_threads_is_swiglu():
+    """A prompt batch's SwiGLU runs in pieces of rows on the row-kernel threads: lk.swiglu's bytes."""
+    g = (np.random.default_rng(41).standard_normal((150, 1539)) * 6).astype(np.float32)
+    u = np.random.default_rng(42).standard_normal((150, 1539)).astype(np.float32)
+    want = np.empty_like(g)
+    lk.swiglu(g, u, want)
+    with _rows.use_threads(2):
+        got = blocks.PromptOps(SimpleNamespace(eps=1e-5), np.arange(150)).glu(g.copy(), u)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))

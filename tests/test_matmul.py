@@ -17,8 +17,8 @@ import quantlab
 from quantlab.errors import FormatError
 from quantlab.formats import get
 from quantlab.formats.registry import FORMATS as REGISTRY
+from quantlab.kernels import _rows, act, simd
 from quantlab.kernels import matmul as mm
-from quantlab.kernels import simd
 from quantlab.model.llama import Linear
 
 FORMATS = sorted(mm.INT_KERNELS)
@@ -244,3 +244,18 @@ def test_vec_dot_type_column_matches_ggml_cpu():
                 f.vec_dot()
         else:
             assert f.vec_dot() == f.vec_dot_type
+
+
+@pytest.mark.parametrize("vtype", ["Q8_0", "Q8_1", "Q8_K"])
+def test_batch_activation_quantization_on_threads_is_the_serial_one(vtype):
+    """Batches of act.PAR_ROWS rows or more are quantized in pieces on the row-kernel threads: the bytes of
+    one serial pass (act_q8_0 / act_q8_1 / act_q8_k over all rows)."""
+    T, K = act.PAR_ROWS + 37, 512
+    x = (np.random.default_rng(31).standard_normal((T, K)) * 4).astype(np.float32)
+    x[5] = 0
+    with _rows.use_threads(2):
+        got = act.quantize_activations(x, vtype)
+    want = [np.empty_like(a) for a in got]
+    {"Q8_0": act.act_q8_0, "Q8_1": act.act_q8_1, "Q8_K": act.act_q8_k}[vtype](x, *want)
+    for g, w in zip(got, want):
+        assert np.array_equal(g.view(np.uint8), w.view(np.uint8))

@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from ..formats._numerics import bf16_bits, from_bf16_bits
+from . import _rows
 from ._fp import f16_to_f32, f32_to_f16
 
 F32 = np.float32
@@ -34,9 +35,15 @@ def act_q8_0(x, qs, d, s):
     """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float), and
     s[t, b] = sum(q) of the block as float32 (exact: |sum| <= 4064), for the integer kernels' offset
     terms (Q4_0 / Q5_0: sum (c - off) a = sum c a - off * sum a)."""
-    T, K = x.shape
+    _q8_0_rows(x, qs, d, s, 0, x.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _q8_0_rows(x, qs, d, s, r0, r1):
+    """act_q8_0 of rows [r0, r1) (a piece for :func:`~quantlab.kernels._rows.run_rows`)."""
+    K = x.shape[1]
     nb = K // 32
-    for t in range(T):
+    for t in range(r0, r1):
         for b in range(nb):
             o = b * 32
             amax = _amax32(x, t, o)
@@ -54,9 +61,15 @@ def act_q8_0(x, qs, d, s):
 @njit(cache=True)
 def act_q8_1(x, qs, d, s):
     """Like act_q8_0, plus s = fp16(d * sum(q)) per block (d unrounded here, as ggml does)."""
-    T, K = x.shape
+    _q8_1_rows(x, qs, d, s, 0, x.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _q8_1_rows(x, qs, d, s, r0, r1):
+    """act_q8_1 of rows [r0, r1)."""
+    K = x.shape[1]
     nb = K // 32
-    for t in range(T):
+    for t in range(r0, r1):
         for b in range(nb):
             o = b * 32
             amax = _amax32(x, t, o)
@@ -75,9 +88,15 @@ def act_q8_1(x, qs, d, s):
 def act_q8_k(x, qs, d, bsums):
     """Q8_K (spec §5.6): per 256 values d = max/-127 with max the signed value of largest magnitude,
     q = min(127, rint(x * -127/max)), and 16 sums of 16 quants each."""
-    T, K = x.shape
+    _q8_k_rows(x, qs, d, bsums, 0, x.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _q8_k_rows(x, qs, d, bsums, r0, r1):
+    """act_q8_k of rows [r0, r1)."""
+    K = x.shape[1]
     nb = K // 256
-    for t in range(T):
+    for t in range(r0, r1):
         for b in range(nb):
             o = b * 256
             amax = F32(0)
@@ -114,19 +133,33 @@ def quantize_activations(x: np.ndarray, vtype: str):
     if vtype == "Q8_0":
         d = np.empty((T, K // 32), dtype=np.float32)
         s = np.empty((T, K // 32), dtype=np.float32)
-        act_q8_0(x, qs, d, s)
+        _by_rows(_q8_0_rows, x, qs, d, s)
         return qs, d, s
     if vtype == "Q8_1":
         d = np.empty((T, K // 32), dtype=np.float32)
         s = np.empty((T, K // 32), dtype=np.float32)
-        act_q8_1(x, qs, d, s)
+        _by_rows(_q8_1_rows, x, qs, d, s)
         return qs, d, s
     if vtype == "Q8_K":
         d = np.empty((T, K // 256), dtype=np.float32)
         bs = np.empty((T, K // 16), dtype=np.int32)
-        act_q8_k(x, qs, d, bs)
+        _by_rows(_q8_k_rows, x, qs, d, bs)
         return qs, d, bs
     raise ValueError(vtype)
+
+
+PAR_ROWS = 64  # batches of at least this many rows are quantized on the row-kernel threads
+
+
+def _by_rows(kernel, x, *outs):
+    """kernel(x, *outs, r0, r1) over every row: one call for small batches, else pieces of rows on the
+    row-kernel threads (a prompt batch's quantization would otherwise run on one core while the products
+    around it use every thread). Every row is computed by the same code: the same bytes."""
+    T = x.shape[0]
+    if T < PAR_ROWS:
+        kernel(x, *outs, 0, T)
+    else:
+        _rows.run_rows(kernel, T, x, *outs, min_rows=16)
 
 
 @njit(cache=True)

@@ -101,9 +101,15 @@ def _half(typingctx, bits):
 def swiglu(g, u, out):
     """out = silu(g) * u as ggml_vec_swiglu_f32 (AVX2 + FMA) computes it: g / (1 + exp(0 - g)) * u with
     ggml's vector exp (ggml_float.v_expf) on each run of 8, libm's expf on the last F % 8."""
-    T, F = g.shape
+    swiglu_rows(g, u, out, 0, g.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def swiglu_rows(g, u, out, r0, r1):
+    """swiglu of rows [r0, r1) (a piece for :func:`~quantlab.kernels._rows.run_rows`)."""
+    F = g.shape[1]
     F8 = F - F % 8
-    for t in range(T):
+    for t in range(r0, r1):
         for j in range(F8):
             x = g[t, j]
             out[t, j] = x / (F32(1) + v_expf(F32(0) - x)) * u[t, j]

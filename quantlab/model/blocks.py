@@ -276,6 +276,12 @@ class PromptOps(GenerationOps):
     """A prompt batch at positions ``pos``: the same ops as :class:`GenerationOps` (what ggml computes for a
     row does not depend on how many rows run, except attention's path, chosen in kernels.attn)."""
 
+    def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
+        if act == "gelu":
+            return super().glu(g, u, act)
+        _rows.run_rows(lk.swiglu_rows, g.shape[0], g, u, g, min_rows=16)  # rows on the row-kernel threads
+        return g
+
 
 def ops_for(cfg, pos: np.ndarray, n_rows: int | None = None):
     """The op set for a call on ``n_rows`` rows (default len(pos)): GenerationOps up to SMALL_BATCH."""
