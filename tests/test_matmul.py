@@ -259,3 +259,24 @@ def test_batch_activation_quantization_on_threads_is_the_serial_one(vtype):
     {"Q8_0": act.act_q8_0, "Q8_1": act.act_q8_1, "Q8_K": act.act_q8_k}[vtype](x, *want)
     for g, w in zip(got, want):
         assert np.array_equal(g.view(np.uint8), w.view(np.uint8))
+
+
+def test_q8_0_activations_follow_ggml_rules():
+    """quantize_row_q8_0 (AVX2 flavour) in numpy float32: d = fp16(amax / 127), q = rint(x * (127 / amax)),
+    s = sum q; the vector kernel (16-lane max and rounding) gives exactly these bytes."""
+    x = (np.random.default_rng(33).standard_normal((70, 576)) * 5).astype(np.float32)
+    x[2, 32:64] = 0  # an all-zero block
+    x[3, 7] = -x[3, 7] * 40  # a negative maximum
+    x[4, :32] = np.float32(0.5) * np.arange(32, dtype=np.float32)  # ties at .5 after scaling
+    blk = x.reshape(70, -1, 32)
+    amax = np.abs(blk).max(axis=2)
+    d = (amax / np.float32(127)).astype(np.float16).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        iscale = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.rint(blk * iscale[:, :, None]).astype(np.int32)
+    for T in (5, 70):  # one serial call, pieces on threads
+        with _rows.use_threads(2):
+            qs, dd, s = act.quantize_activations(x[:T], "Q8_0")
+        assert np.array_equal(qs, q[:T].astype(np.int8).reshape(T, 576))
+        assert np.array_equal(dd.view(np.uint32), d[:T].view(np.uint32))
+        assert np.array_equal(s, q[:T].sum(axis=2).astype(np.float32))

@@ -11,7 +11,10 @@ id = 127/amax, round half to even).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..formats._numerics import bf16_bits, from_bf16_bits
 from . import _rows
@@ -30,6 +33,68 @@ def _amax32(x, t, o):
     return m
 
 
+_F, _I32 = ir.FloatType(), ir.IntType(32)
+_V16F, _V16I = ir.VectorType(_F, 16), ir.VectorType(_I32, 16)
+
+
+def _block_ptr(context, builder, aty, aval, t, o, elt):
+    """Pointer to element [t, o] of a C-contiguous 2-D array, as ``elt``*."""
+    arr = context.make_array(aty)(context, builder, aval)
+    ncol = builder.extract_value(arr.shape, 1)
+    return builder.bitcast(builder.gep(arr.data, [builder.add(builder.mul(t, ncol), o)]), elt.as_pointer())
+
+
+@intrinsic
+def _absmax32(typingctx, x, t, o):
+    """max |x[t, o:o+32]| (0 if all are 0; NaN never taken, as ``if a > m: m = a`` from m = 0), with
+    16-lane selects: the maximum does not depend on the order (abs leaves no -0)."""
+    sig = types.float32(x, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xv, tv, ov = args
+        p = _block_ptr(context, builder, signature.args[0], xv, tv, ov, _V16F)
+        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F]), "llvm.fabs.v16f32")
+        m = ir.Constant(_V16F, [0.0] * 16)
+        for j in range(2):
+            a = builder.call(fabs, [builder.load(builder.gep(p, [ir.Constant(_I32, j)]), align=4)])
+            m = builder.select(builder.fcmp_ordered(">", a, m), a, m)
+        r = ir.Constant(_F, 0.0)
+        for i in range(16):
+            e = builder.extract_element(m, ir.Constant(_I32, i))
+            r = builder.select(builder.fcmp_ordered(">", e, r), e, r)
+        return r
+
+    return sig, codegen
+
+
+@intrinsic
+def _round32(typingctx, x, t, o, iscale, qs):
+    """qs[t, o:o+32] = int8(rint(x * iscale)) (round half to even, as np.rint), returns their int32 sum."""
+    sig = types.int32(x, types.intp, types.intp, types.float32, qs)
+
+    def codegen(context, builder, signature, args):
+        xv, tv, ov, sc, qv = args
+        p = _block_ptr(context, builder, signature.args[0], xv, tv, ov, _V16F)
+        q = _block_ptr(context, builder, signature.args[4], qv, tv, ov, ir.VectorType(ir.IntType(8), 16))
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F]), "llvm.rint.v16f32")
+        v = builder.insert_element(ir.Constant(_V16F, ir.Undefined), sc, ir.Constant(_I32, 0))
+        scv = builder.shuffle_vector(v, ir.Constant(_V16F, ir.Undefined), ir.Constant(_V16I, [0] * 16))
+        tot = ir.Constant(_V16I, [0] * 16)
+        for j in range(2):
+            xi = builder.load(builder.gep(p, [ir.Constant(_I32, j)]), align=4)
+            qi = builder.fptosi(builder.call(rint, [builder.fmul(xi, scv)]), _V16I)
+            builder.store(
+                builder.trunc(qi, ir.VectorType(ir.IntType(8), 16)), builder.gep(q, [ir.Constant(_I32, j)]), align=1
+            )
+            tot = builder.add(tot, qi)
+        r = ir.Constant(_I32, 0)
+        for i in range(16):
+            r = builder.add(r, builder.extract_element(tot, ir.Constant(_I32, i)))
+        return r
+
+    return sig, codegen
+
+
 @njit(cache=True)
 def act_q8_0(x, qs, d, s):
     """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float), and
@@ -46,16 +111,11 @@ def _q8_0_rows(x, qs, d, s, r0, r1):
     for t in range(r0, r1):
         for b in range(nb):
             o = b * 32
-            amax = _amax32(x, t, o)
+            amax = _absmax32(x, t, o)  # = _amax32, 16 lanes at a time
             dd = amax / F32(127)
             d[t, b] = f16_to_f32(f32_to_f16(dd))
             iscale = F32(127) / amax if amax != F32(0) else F32(0)
-            isum = np.int32(0)
-            for j in range(32):
-                q = np.int32(np.rint(x[t, o + j] * iscale))
-                qs[t, o + j] = np.int8(q)
-                isum += q
-            s[t, b] = F32(isum)
+            s[t, b] = F32(_round32(x, t, o, iscale, qs))  # q = rint(x * iscale), their sum
 
 
 @njit(cache=True)
@@ -129,6 +189,7 @@ def quantize_activations(x: np.ndarray, vtype: str):
     """Quantize float32 activations [T, K] to ``vtype`` ('Q8_0' | 'Q8_1' | 'Q8_K'); returns a tuple of
     arrays the integer kernels take."""
     T, K = x.shape
+    x = np.ascontiguousarray(x, dtype=np.float32)
     qs = np.empty((T, K), dtype=np.int8)
     if vtype == "Q8_0":
         d = np.empty((T, K // 32), dtype=np.float32)
