@@ -139,7 +139,7 @@ def test_rope_is_ggml_rope_ext(ggml, D, base, neox, ff, mscale):
     )
     q, k = x.copy(), x[:, :1].copy()
     kc = np.zeros((p0 + T, 1, D), np.uint16)
-    ops = blocks.GenerationOps(type("cfg", (), {"eps": 1e-5})(), pos.astype(np.int64))
+    ops = blocks.Ops(type("cfg", (), {"eps": 1e-5})(), pos.astype(np.int64))
     ops.rope_store(q, k, k.copy(), kc, kc.copy(), p0, blocks.Rope(D, base, 1.0, neox, ffv, mscale))
     _same_bits(ref, q)
 
@@ -192,5 +192,5 @@ def test_prompt_glu_on_threads_is_swiglu():
     want = np.empty_like(g)
     lk.swiglu(g, u, want)
     with _rows.use_threads(2):
-        got = blocks.PromptOps(SimpleNamespace(eps=1e-5), np.arange(150)).glu(g.copy(), u)
+        got = blocks.Ops(SimpleNamespace(eps=1e-5), np.arange(150)).glu(g.copy(), u)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 import struct
-import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,8 +15,10 @@ from quantlab.errors import ModelError
 from quantlab.model import kld
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BIN = ROOT / ".cache/oracle/bin"
-LIB = ROOT / ".cache/oracle/lib"
+sys.path.insert(0, str(ROOT / "tools"))
+import make_model_fixtures as llama  # noqa: E402
+
+BIN = llama.BIN
 
 
 @pytest.fixture(scope="module")
@@ -101,37 +102,6 @@ def test_cli_eval_llama_style(tmp_path, capsys):
     assert "KLD mean" in s and "same top-1 100.000 %" in s and "1 chunks of 128" in s
 
 
-def _llama(*args) -> str:
-    r = subprocess.run(
-        [str(BIN / args[0]), *map(str, args[1:])],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, LD_LIBRARY_PATH=str(LIB)),
-    )
-    return r.stdout + r.stderr
-
-
-def _perplexity(model_path, text, base, *extra) -> str:
-    return _llama(
-        "llama-perplexity",
-        "-m",
-        model_path,
-        "-f",
-        text,
-        "-c",
-        "512",
-        "--chunks",
-        "1",
-        "-t",
-        "1",
-        "--no-escape",
-        *extra,
-        "--kl-divergence-base",
-        base,
-    )
-
-
 @pytest.mark.skipif(not (BIN / "llama-perplexity").exists(), reason="llama-perplexity not built (make peers)")
 def test_against_llama_perplexity_logits_f32(tmp_path):
     """SmolLM2's weights as F32 (llama-quantize): no activation quantization, so llama.cpp and quantlab
@@ -139,9 +109,9 @@ def test_against_llama_perplexity_logits_f32(tmp_path):
     text = tmp_path / "t.txt"
     text.write_bytes(quantlab.data.text().encode())
     f32 = tmp_path / "f32.gguf"
-    _llama("llama-quantize", "--allow-requantize", quantlab.data.path("smollm2"), f32, "F32", "1")
+    llama.run_tool("llama-quantize", "--allow-requantize", quantlab.data.path("smollm2"), f32, "F32", "1")
     base = tmp_path / "llama.kld"
-    _perplexity(f32, text, base)
+    llama.kld_base(f32, text, base)
     r = kld.compare(qm.load(f32), base, threads=2)
     assert r.n_scored == 255
     assert r.kld_mean < 1e-4, r.summary()
@@ -160,7 +130,7 @@ def test_against_llama_perplexity_logits(model, tmp_path):
     text = tmp_path / "t.txt"
     text.write_bytes(quantlab.data.text().encode())
     base = tmp_path / "llama.kld"
-    _perplexity(quantlab.data.path("smollm2"), text, base)
+    llama.kld_base(quantlab.data.path("smollm2"), text, base)
     r = kld.compare(model, base, threads=2)
     assert r.n_scored == 255
     assert r.kld_mean <= 1e-4, r.summary()

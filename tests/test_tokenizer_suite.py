@@ -28,24 +28,10 @@ FIXTURE = ROOT / "tests/data/tokenizer_llama_cpp.json"
 LLAMA_CPP = ROOT / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp"
 MODELS = LLAMA_CPP / "models"
 SEP = "\n__ggml_vocab_test__\n"
-# every vocabulary of the suite that has cases (15); checked against the directory below
-VOCABS = [
-    "bert-bge",
-    "command-r",
-    "deepseek-coder",
-    "deepseek-llm",
-    "falcon",
-    "gemma-4",
-    "gpt-2",
-    "llama-bpe",
-    "llama-spm",
-    "mpt",
-    "phi-3",
-    "qwen2",
-    "qwen35",
-    "refact",
-    "starcoder",
-]
+# every vocabulary of the suite that has cases (15), as tools/make_tokenizer_fixtures.py recorded them;
+# test_the_suite_has_these_vocabularies checks them against the directory
+DATA = json.loads(FIXTURE.read_text(encoding="utf-8"))
+VOCABS = list(DATA["vocabs"])
 
 
 def need_sdist():
@@ -145,11 +131,10 @@ def test_against_llama_tokenize(name):
     """Special tokens written in the text, BOS/EOS as llama-tokenize adds them (add_special = the model's
     add_bos, unless --no-bos), recorded from libllama by tools/make_tokenizer_fixtures.py; two of the strings
     are checked live against the llama-tokenize binary when it is built (`make peers`)."""
-    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
     tk = tokenizer(name)
     bad = []
-    for r in data["vocabs"][name]:
-        text = data["strings"][r["string"]]
+    for r in DATA["vocabs"][name]:
+        text = DATA["strings"][r["string"]]
         got = tk.tokenize(text, add_special=tk.add_bos and not r["no_bos"], parse_special=r["parse_special"])
         if got != r["ids"]:
             bad.append(f"{text!r} no_bos={r['no_bos']} parse_special={r['parse_special']}: {got} != {r['ids']}")
@@ -158,7 +143,7 @@ def test_against_llama_tokenize(name):
     import make_model_fixtures as fx
 
     if fx.have_tools("llama-tokenize") and name in ("gpt-2", "llama-spm", "bert-bge"):
-        for text in data["strings"][2:4]:  # (a binary run per string: a few, on small vocabularies)
+        for text in DATA["strings"][2:4]:  # (a binary run per string: a few, on small vocabularies)
             for parse in (True, False):
                 want = fx.llama_tokenize(MODELS / f"ggml-vocab-{name}.gguf", text, parse_special=parse)
                 assert tk.tokenize(text, add_special=tk.add_bos, parse_special=parse) == want, (name, text, parse)
@@ -168,7 +153,7 @@ def test_against_llama_tokenize(name):
 def test_vocab_settings_are_libllamas(name):
     """add_bos/add_eos/add_sep, the special ids, the end-of-generation set and every token's attributes
     (CONTROL given by text, UNUSED, Phi-3's RSTRIP ...) as libllama sets them up (fixture)."""
-    want = json.loads(FIXTURE.read_text(encoding="utf-8"))["settings"][name]
+    want = DATA["settings"][name]
     tk = tokenizer(name)
     v = tk.vocab
     assert (tk.add_bos, tk.add_eos, tk.add_sep) == (want["add_bos"], want["add_eos"], want["add_sep"])
@@ -197,19 +182,17 @@ def test_every_pre_tokenizer_name_against_libllama(names):
     of the ids per name); names that share regexes and ignore_merges are computed once."""
     import hashlib
 
-    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
-    want = data["pre_tokenizers"]
+    want = DATA["pre_tokenizers"]
     src = want[names[0]]["vocab"]
     tk = Tokenizer(edited(src, pre=names[0], model="gpt2"))
-    ids = [tk.tokenize(s, add_special=False, parse_special=False) for s in data["pre_strings"]]
+    ids = [tk.tokenize(s, add_special=False, parse_special=False) for s in DATA["pre_strings"]]
     got = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
     for name in names:
         assert want[name]["vocab"] == src and want[name]["sha256"] == got, name
 
 
 def test_every_pre_tokenizer_name_is_tested():
-    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
-    assert sorted(data["pre_tokenizers"]) == sorted(PRE_NAMES)
+    assert sorted(DATA["pre_tokenizers"]) == sorted(PRE_NAMES)
 
 
 def test_llama3_ignore_merges_and_bos_default():

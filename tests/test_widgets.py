@@ -235,6 +235,8 @@ def test_scale_zero_and_group_size_apps():
     gs.group.value = "tensor"
     assert gs.result["group_length"] == 16 * 1536
     assert gs.ax.lines[-1].get_xdata()[0] == pytest.approx(gs.result["bpw"])  # the red star moved
+    gs.tensor.value = "encoder.layer.0.attention.output.dense.weight"  # another matrix: loaded, recomputed
+    assert gs.w.shape == (16, 384) and gs.result["group_length"] == 16 * 384 and gs.last_error is None
 
 
 # ------------------------------------------------------------------------------------------- analogy

@@ -19,10 +19,8 @@ tool): llama.gguf chunk 1 via kld.compare against the default run: KLD mean -3e-
 100 %, PPL 18.63306 vs 18.63307; against -fa off 0.00407 / 97.25 %, llama.cpp's own spread. The 4-chunk
 PPL and per-token NLL of every model equal llama.cpp's (tests/test_arch.py)."""
 
-import os
 import pathlib
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -30,40 +28,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 
 import make_arch_fixtures as fixtures_tool
+import make_model_fixtures as llama
 
 import quantlab.data
 import quantlab.model as qm
 from quantlab.model import kld
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-BIN, LIB = ROOT / ".cache/oracle/bin", ROOT / ".cache/oracle/lib"
-
-
-def _ppl(model, text, base, *extra):
-    r = subprocess.run(
-        [
-            str(BIN / "llama-perplexity"),
-            "-m",
-            str(model),
-            "-f",
-            str(text),
-            "-c",
-            "512",
-            "--chunks",
-            "1",
-            "-t",
-            "1",
-            "--no-escape",
-            *extra,
-            "--kl-divergence-base",
-            str(base),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, LD_LIBRARY_PATH=str(LIB)),
-    )
-    return r.stdout + r.stderr
 
 
 def row(name, path, td):
@@ -71,8 +40,8 @@ def row(name, path, td):
     if not text.exists():
         text.write_bytes(quantlab.data.text().encode())
     base = pathlib.Path(td) / f"{name}.kld"
-    _ppl(path, text, base)
-    out = _ppl(path, text, base, "-fa", "off", "--kl-divergence")
+    llama.kld_base(path, text, base)
+    out = llama.kld_base(path, text, base, "-fa", "off", "--kl-divergence")
     s_kld = float(re.search(r"Mean\s+KLD:\s+([-0-9.]+)", out).group(1))
     s_top = float(re.search(r"Same top p:\s+([0-9.]+)", out).group(1)) / 100
     b = kld.BaseLogits(base)

@@ -65,6 +65,9 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+import make_model_fixtures as llama  # noqa: E402
+
 OUT = ROOT / ".cache/arch-fixtures"
 DATA = ROOT / "tests/data/arch"
 BIN = pathlib.Path(os.environ.get("LLAMA_BIN", ROOT / ".cache/oracle/bin"))
@@ -471,26 +474,7 @@ def record(name: str) -> dict:
         text = pathlib.Path(td) / "text.txt"
         text.write_bytes(quantlab.data.text().encode("utf-8"))
         base = pathlib.Path(td) / "base.kld"
-        cmd = [
-            str(BIN / "llama-perplexity"),
-            "-m",
-            str(model),
-            "-f",
-            str(text),
-            "-c",
-            str(N_CTX),
-            "--chunks",
-            str(N_CHUNKS),
-            "-t",
-            "1",
-            "--no-escape",
-            "--kl-divergence-base",
-            str(base),
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
-        log = r.stdout + r.stderr
-        if r.returncode:
-            raise SystemExit(f"{name}: llama-perplexity failed ({r.returncode}):\n{log[-3000:]}")
+        log = llama.kld_base(model, text, base, n_ctx=N_CTX, n_chunks=N_CHUNKS, bin_dir=BIN, lib=LIB)
         running = [float(v) for v in re.findall(r"\[\d+\](\d+\.\d+),", log)]
         m = re.search(r"Final estimate: PPL = (\d+\.\d+) \+/- (\d+\.\d+)", log)
         b = read_base(base)
@@ -531,27 +515,7 @@ def record_spread(name: str) -> dict:
         text = pathlib.Path(td) / "text.txt"
         text.write_bytes(quantlab.data.text().encode("utf-8"))
         base = pathlib.Path(td) / "base.kld"
-        cmd = [
-            str(BIN / "llama-perplexity"),
-            "-m",
-            str(model),
-            "-f",
-            str(text),
-            "-c",
-            str(N_CTX),
-            "--chunks",
-            "1",
-            "-t",
-            "1",
-            "--no-escape",
-            "-fa",
-            "off",
-            "--kl-divergence-base",
-            str(base),
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
-        if r.returncode:
-            raise SystemExit(f"{name}: llama-perplexity -fa off failed:\n{(r.stdout + r.stderr)[-2000:]}")
+        llama.kld_base(model, text, base, "-fa", "off", n_ctx=N_CTX, bin_dir=BIN, lib=LIB)
         c0 = read_base(base).chunk(0)
         d = np.abs(c0.nll() - np.asarray(fx["chunk0"]["nll"]))
         same = float(np.mean(c0.top1() == np.asarray(fx["chunk0"]["top1"])))

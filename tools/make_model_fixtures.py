@@ -47,14 +47,30 @@ TRICKY_STRINGS = [
 ]
 
 
-def _env():
+def _env(lib=LIB):
     e = dict(os.environ)
-    e["LD_LIBRARY_PATH"] = str(LIB) + (":" + e["LD_LIBRARY_PATH"] if e.get("LD_LIBRARY_PATH") else "")
+    e["LD_LIBRARY_PATH"] = str(lib) + (":" + e["LD_LIBRARY_PATH"] if e.get("LD_LIBRARY_PATH") else "")
     return e
 
 
 def have_tools(*names) -> bool:
     return all((BIN / n).exists() for n in names)
+
+
+def run_tool(name, *args, bin_dir=BIN, lib=LIB) -> str:
+    """A llama.cpp tool's stdout + stderr; a failure raises RuntimeError with the log's tail."""
+    r = subprocess.run([str(bin_dir / name), *map(str, args)], capture_output=True, text=True, env=_env(lib))
+    log = r.stdout + r.stderr
+    if r.returncode:
+        raise RuntimeError(f"{name} {' '.join(map(str, args))} failed ({r.returncode}):\n{log[-3000:]}")
+    return log
+
+
+def kld_base(model, text, base, *extra, n_ctx=512, n_chunks=1, bin_dir=BIN, lib=LIB) -> str:
+    """llama-perplexity on `text` (-t 1, --no-escape, `extra` options) with its --kl-divergence-base file
+    `base`: written, or compared against when `extra` holds --kl-divergence. Returns the log."""
+    args = ["-m", model, "-f", text, "-c", n_ctx, "--chunks", n_chunks, "-t", 1, "--no-escape", *extra]
+    return run_tool("llama-perplexity", *args, "--kl-divergence-base", base, bin_dir=bin_dir, lib=lib)
 
 
 def llama_tokenize(model_path, text: str, parse_special: bool = True) -> list[int]:

@@ -22,23 +22,8 @@ import make_model_fixtures as fx  # noqa: E402
 
 MODELS = ROOT / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp/models"
 OUT = ROOT / "tests/data/tokenizer_llama_cpp.json"
-VOCABS = [
-    "bert-bge",
-    "command-r",
-    "deepseek-coder",
-    "deepseek-llm",
-    "falcon",
-    "gemma-4",
-    "gpt-2",
-    "llama-bpe",
-    "llama-spm",
-    "mpt",
-    "phi-3",
-    "qwen2",
-    "qwen35",
-    "refact",
-    "starcoder",
-]
+# every vocabulary of the suite that has cases (tests/test_tokenizer_suite.py takes its list from the output)
+VOCABS = sorted(p.name[len("ggml-vocab-") : -len(".gguf.inp")] for p in MODELS.glob("ggml-vocab-*.gguf.inp"))
 STRINGS = [
     "Hello world",
     " Cửa Việt  x",

@@ -83,8 +83,7 @@ def instrument():
         wrap(blocks.gk, "gemm", lambda P, fmt, *a, **k: f"gemm kernel {fmt}")
         wrap(blocks.gk, "pack", lambda W, fmt, *a, **k: f"gemm pack {fmt} (first batch only)")
     for meth in ("norm", "rope_store", "attention", "glu"):
-        wrap(blocks.PromptOps, meth, f"op {meth}")
-        wrap(blocks.GenerationOps, meth, f"op {meth}")
+        wrap(blocks.Ops, meth, f"op {meth}")
 
 
 class Baseline:

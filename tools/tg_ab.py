@@ -4,7 +4,7 @@
     python tools/tg_ab.py check DIR FILE.gguf [FILE ...]    # same steps here: bitwise equal to DIR's?
 
 Per file: 8 prompt tokens (prompt path), then ``STEPS`` single-token forward passes (the decode path,
-GenerationOps and the integer kernels); the logits of every decode step are kept. ``check`` compares
+the op set and the integer kernels); the logits of every decode step are kept. ``check`` compares
 them bit for bit (float32 bit patterns) with the saved ones and prints the first difference, if any.
 Both modes also print the decode speed: tokens/s of the steps (best of 3 passes, ``TG_THREADS``
 threads, default 2) and the fastest single token of ``TG_TOKENS`` (default 200) more decode steps in

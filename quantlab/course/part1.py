@@ -2,6 +2,9 @@
 quantlab (the format registry, the size calculator, the lesson tensors), so an answer follows the library.
 
 Keys: "NN.k" = notebook NN, exercise k. Registered on import (``quantlab.course.exercises()`` imports this).
+
+Every exercise is one declaration (``@exercise`` with its texts and tolerance, then its solver): the
+repeated shape is the registry's, kept on purpose: one exercise reads top to bottom in one place.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Keys are "NN.k" (notebook NN, exercise k). Slow answers (a compressor over a real matrix, a trained
 network) are computed once per process.
+
+Every exercise is one declaration (``@exercise`` with its texts and tolerance, then its solver): the
+repeated shape is the registry's, kept on purpose: one exercise reads top to bottom in one place.
 """
 
 from __future__ import annotations

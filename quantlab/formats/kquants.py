@@ -198,6 +198,30 @@ def _as_int8(i):
     return ((np.asarray(i).astype(np.int64) + 128) & 255) - 128
 
 
+def _dequant_subblocks(codes, sub, n_per_row, d, sc, dmin=None, m=None):
+    """y = (d * sc_j) * q  [- (dmin * m_j)] for sub-block j of ``sub`` codes: every K-quant's dequantization."""
+    dl = d[:, None] * sc.astype(np.float32)
+    y = dl[:, :, None] * codes.reshape(-1, 256 // sub, sub).astype(np.float32)
+    if dmin is not None:
+        y = y - (dmin[:, None] * m.astype(np.float32))[:, :, None]
+    return y.reshape(-1, n_per_row)
+
+
+def _inspect_with_mins(d, dmin, sc, m, codes, sub, qmax):
+    """inspect() of the formats with sub-block scales and mins (Q2_K, Q4_K, Q5_K), one block."""
+    return {
+        "d": float(d[0]),
+        "dmin": float(dmin[0]),
+        "scales": sc[0],
+        "mins": m[0],
+        "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
+        "mins_applied": (dmin[0] * m[0].astype(np.float32)).astype(np.float32),
+        "codes": codes[0],
+        "sub_block_size": sub,
+        "formula": f"y = (d*scales[j])*q - (dmin*mins[j]), j = i // {sub}, q in 0..{qmax}",
+    }
+
+
 def _rows(out, nrows):
     return np.ascontiguousarray(out).reshape(nrows, -1)
 
@@ -267,26 +291,11 @@ def _q2_k_fields(q):
 
 def dequantize_q2_k(q, n_per_row):
     d, dmin, sc, m, codes = _q2_k_fields(q.reshape(-1, 84))
-    dl = d[:, None] * sc.astype(np.float32)
-    ml = dmin[:, None] * m.astype(np.float32)
-    y = dl[:, :, None] * codes.reshape(-1, 16, 16).astype(np.float32) - ml[:, :, None]
-    return y.reshape(-1, n_per_row)
+    return _dequant_subblocks(codes, 16, n_per_row, d, sc, dmin, m)
 
 
 def inspect_q2_k(block):
-    b = np.asarray(block, np.uint8).reshape(1, 84)
-    d, dmin, sc, m, codes = _q2_k_fields(b)
-    return {
-        "d": float(d[0]),
-        "dmin": float(dmin[0]),
-        "scales": sc[0],
-        "mins": m[0],
-        "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
-        "mins_applied": (dmin[0] * m[0].astype(np.float32)).astype(np.float32),
-        "codes": codes[0],
-        "sub_block_size": 16,
-        "formula": "y = (d*scales[j])*q - (dmin*mins[j]), j = i // 16, q in 0..3",
-    }
+    return _inspect_with_mins(*_q2_k_fields(np.asarray(block, np.uint8).reshape(1, 84)), 16, 3)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -363,9 +372,7 @@ def _q3_k_fields(q):
 
 def dequantize_q3_k(q, n_per_row):
     d, s, codes = _q3_k_fields(q.reshape(-1, 110))
-    dl = d[:, None] * (s - 32).astype(np.float32)
-    y = dl[:, :, None] * codes.reshape(-1, 16, 16).astype(np.float32)
-    return y.reshape(-1, n_per_row)
+    return _dequant_subblocks(codes, 16, n_per_row, d, s - 32)
 
 
 def inspect_q3_k(block):
@@ -479,33 +486,13 @@ def _q4_k_fields(q):
     return d, dmin, sc, m, _unpack_4bit(q[:, 16:144])
 
 
-def _dequant_q45(d, dmin, sc, m, codes, n_per_row):
-    d1 = d[:, None] * sc.astype(np.float32)
-    m1 = dmin[:, None] * m.astype(np.float32)
-    y = d1[:, :, None] * codes.reshape(-1, 8, 32).astype(np.float32) - m1[:, :, None]
-    return y.reshape(-1, n_per_row)
-
-
 def dequantize_q4_k(q, n_per_row):
-    return _dequant_q45(*_q4_k_fields(q.reshape(-1, 144)), n_per_row)
-
-
-def _inspect_q45(d, dmin, sc, m, codes, bits):
-    return {
-        "d": float(d[0]),
-        "dmin": float(dmin[0]),
-        "scales": sc[0],
-        "mins": m[0],
-        "scales_applied": (d[0] * sc[0].astype(np.float32)).astype(np.float32),
-        "mins_applied": (dmin[0] * m[0].astype(np.float32)).astype(np.float32),
-        "codes": codes[0],
-        "sub_block_size": 32,
-        "formula": f"y = (d*scales[j])*q - (dmin*mins[j]), j = i // 32, q in 0..{2**bits - 1}",
-    }
+    d, dmin, sc, m, codes = _q4_k_fields(q.reshape(-1, 144))
+    return _dequant_subblocks(codes, 32, n_per_row, d, sc, dmin, m)
 
 
 def inspect_q4_k(block):
-    return _inspect_q45(*_q4_k_fields(np.asarray(block, np.uint8).reshape(1, 144)), 4)
+    return _inspect_with_mins(*_q4_k_fields(np.asarray(block, np.uint8).reshape(1, 144)), 32, 15)
 
 
 def quantize_q5_k(x, imatrix=None):
@@ -539,11 +526,12 @@ def _q5_k_fields(q):
 
 
 def dequantize_q5_k(q, n_per_row):
-    return _dequant_q45(*_q5_k_fields(q.reshape(-1, 176)), n_per_row)
+    d, dmin, sc, m, codes = _q5_k_fields(q.reshape(-1, 176))
+    return _dequant_subblocks(codes, 32, n_per_row, d, sc, dmin, m)
 
 
 def inspect_q5_k(block):
-    return _inspect_q45(*_q5_k_fields(np.asarray(block, np.uint8).reshape(1, 176)), 5)
+    return _inspect_with_mins(*_q5_k_fields(np.asarray(block, np.uint8).reshape(1, 176)), 32, 31)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -610,9 +598,7 @@ def _q6_k_fields(q):
 
 def dequantize_q6_k(q, n_per_row):
     d, sc, codes = _q6_k_fields(q.reshape(-1, 210))
-    dl = d[:, None] * sc.astype(np.float32)
-    y = dl[:, :, None] * codes.reshape(-1, 16, 16).astype(np.float32)
-    return y.reshape(-1, n_per_row)
+    return _dequant_subblocks(codes, 16, n_per_row, d, sc)
 
 
 def inspect_q6_k(block):

@@ -4,11 +4,10 @@
   (integer block dot products where the format has a kernel, for any number of rows, as ggml's mul_mat;
   dequantized tiles + BLAS for the other formats; see :mod:`quantlab.kernels.matmul`);
 * :class:`KVCache`: keys and values of every layer as fp16, like llama.cpp's default cache;
-* the **op set** (norm, rope + cache store, attention, gated FFN activation): :class:`GenerationOps`,
-  numba kernels (:mod:`quantlab.kernels.llama`, :mod:`quantlab.kernels.attn`) that compute what ggml-cpu
-  computes, bit for bit (tests/test_forward_ops.py); :class:`PromptOps` is the same set for a prompt batch
-  (ggml's numerics do not depend on the batch size except in attention, which picks its path itself).
-  The forward pass picks one per call and then reads as one straight path;
+* the **op set** (norm, rope + cache store, attention, gated FFN activation): :class:`Ops`, numba
+  kernels (:mod:`quantlab.kernels.llama`, :mod:`quantlab.kernels.attn`) that compute what ggml-cpu
+  computes, bit for bit (tests/test_forward_ops.py), for any number of rows (ggml's numerics do not
+  depend on the batch size except in attention, which picks its path itself);
 * :func:`threads`: numba, the row-kernel pool and BLAS on ``n`` threads, all three restored after.
 """
 
@@ -28,7 +27,8 @@ from ..kernels import gemm as gk
 from ..kernels import llama as lk
 from ..kernels import matmul as mm
 
-SMALL_BATCH = 4  # up to this many tokens: GenerationOps and stacked Q/K/V products; above: PromptOps
+GLU_PAR_ROWS = 64  # SwiGLU of at least this many rows runs on the row-kernel threads (same bytes)
+SMALL_BATCH = 4  # up to this many tokens: Q/K/V (gate/up) as one stacked product (model/llama.py)
 TILE_ELEMS = 1 << 20  # floats per dequantized weight tile (4 MB)
 
 
@@ -222,12 +222,12 @@ def gelu_table() -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# the op sets: same methods (same kernels), one chosen per forward call by the number of rows
+# the op set: one for every batch size (a prompt's PromptOps had become an empty subclass)
 # --------------------------------------------------------------------------------------------
 
 
-class GenerationOps:
-    """A few tokens at positions ``pos``: numba kernels (one call per step, outputs preallocated)."""
+class Ops:
+    """The ops of tokens at positions ``pos``: numba kernels (one call per step, outputs preallocated)."""
 
     def __init__(self, cfg, pos: np.ndarray):
         self.eps, self.pos = cfg.eps, pos
@@ -267,26 +267,18 @@ class GenerationOps:
     def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
         if act == "gelu":
             lk.geglu(g, u, gelu_table(), g)
+        elif g.shape[0] >= GLU_PAR_ROWS:  # a prompt batch: pieces of rows on the row-kernel threads
+            _rows.run_rows(lk.swiglu_rows, g.shape[0], g, u, g, min_rows=16)
         else:
             lk.swiglu(g, u, g)
         return g
 
 
-class PromptOps(GenerationOps):
-    """A prompt batch at positions ``pos``: the same ops as :class:`GenerationOps` (what ggml computes for a
-    row does not depend on how many rows run, except attention's path, chosen in kernels.attn)."""
-
-    def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
-        if act == "gelu":
-            return super().glu(g, u, act)
-        _rows.run_rows(lk.swiglu_rows, g.shape[0], g, u, g, min_rows=16)  # rows on the row-kernel threads
-        return g
-
-
-def ops_for(cfg, pos: np.ndarray, n_rows: int | None = None):
-    """The op set for a call on ``n_rows`` rows (default len(pos)): GenerationOps up to SMALL_BATCH."""
-    n = len(pos) if n_rows is None else n_rows
-    return GenerationOps(cfg, pos) if n <= SMALL_BATCH else PromptOps(cfg, pos)
+def ops_for(cfg, pos: np.ndarray, n_rows: int | None = None) -> Ops:
+    """The op set for a call at positions ``pos``. ``n_rows`` no longer changes it (what ggml computes for a
+    row does not depend on how many rows run; attention picks its path in kernels.attn); model/llama.py's
+    calls still pass it."""
+    return Ops(cfg, pos)
 
 
 # --------------------------------------------------------------------------------------------

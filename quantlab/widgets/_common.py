@@ -167,3 +167,26 @@ class App:
     def _repr_mimebundle_(self, **kw):
         self._attach_error()  # a failure during __init__ happened before the box existed
         return self.box._repr_mimebundle_(**kw)
+
+
+class TensorApp(App):
+    """An app over one of MiniLM's matrices: ``tensor`` (a dropdown) and ``w``, its first ``rows`` rows,
+    loaded again (then ``update()``) when another matrix is chosen."""
+
+    def _tensor_choice(self, tensor: str, rows: int | None) -> None:
+        import ipywidgets as W  # (see new_figure: not on the course's import path)
+
+        self.rows = rows
+        self.tensor = W.Dropdown(
+            options=minilm_matrices(), value=tensor, description="tensor", layout=W.Layout(width="480px")
+        )
+        self._load()
+        self.tensor.observe(self._load_and_update, names="value")
+
+    def _load(self) -> None:
+        self.w = real_tensor("minilm", self.tensor.value, self.rows)
+
+    @contained
+    def _load_and_update(self, change=None):
+        self._load()
+        self.update()

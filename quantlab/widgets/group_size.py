@@ -9,12 +9,12 @@ from __future__ import annotations
 import ipywidgets as W
 
 from . import toyquant
-from ._common import OUTLIER_TENSOR, App, contained, minilm_matrices, new_figure, real_tensor, show_figure
+from ._common import OUTLIER_TENSOR, TensorApp, contained, new_figure, show_figure
 
 GROUPS = ["tensor", "channel"] + [str(g) for g in reversed(toyquant.GROUP_CHOICES)]
 
 
-class GroupSize(App):
+class GroupSize(TensorApp):
     def __init__(
         self,
         tensor: str = OUTLIER_TENSOR[1],
@@ -23,13 +23,9 @@ class GroupSize(App):
         group: str = "channel",
         rows: int = 128,
     ):
-        self.rows = rows
-        self.tensor = W.Dropdown(
-            options=minilm_matrices(), value=tensor, description="tensor", layout=W.Layout(width="480px")
-        )
+        self._tensor_choice(tensor, rows)
         self.bits = W.IntSlider(value=bits, min=2, max=8, description="bits")
         self.scheme = W.ToggleButtons(options=["symmetric", "asymmetric"], value=scheme, description="scheme")
-        self._load()
         # from the whole tensor down to 8 weights per scale, 'channel' (one row) at its place by size
         order = sorted(GROUPS, key=lambda g: -toyquant.group_length(self.w, self._group_value(g)))
         self.group = W.SelectionSlider(
@@ -44,18 +40,9 @@ class GroupSize(App):
         self.fig, self.ax = new_figure(9.0, 4.8)
         self.result: dict = {}
         self._frontiers: dict = {}
-        self.tensor.observe(self._load_and_update, names="value")
         for wdg in (self.bits, self.scheme, self.group):
             wdg.observe(self.update, names="value")
         self.box = W.VBox([self.tensor, W.HBox([self.bits, self.scheme]), self.group, self.summary, self.out])
-        self.update()
-
-    def _load(self):
-        self.w = real_tensor("minilm", self.tensor.value, self.rows)
-
-    @contained
-    def _load_and_update(self, change=None):
-        self._load()
         self.update()
 
     def frontier(self):

@@ -11,10 +11,10 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from . import toyquant
-from ._common import DEFAULT_TENSOR, App, contained, minilm_matrices, new_figure, real_tensor, show_figure
+from ._common import DEFAULT_TENSOR, TensorApp, contained, new_figure, show_figure
 
 
-class ScaleZero(App):
+class ScaleZero(TensorApp):
     def __init__(
         self,
         tensor: str = DEFAULT_TENSOR[1],
@@ -24,10 +24,7 @@ class ScaleZero(App):
         group="tensor",
         rows: int | None = 128,
     ):
-        self.rows = rows
-        self.tensor = W.Dropdown(
-            options=minilm_matrices(), value=tensor, description="tensor", layout=W.Layout(width="480px")
-        )
+        self._tensor_choice(tensor, rows)
         self.bits = W.IntSlider(value=bits, min=1, max=8, description="bits")
         self.scheme = W.ToggleButtons(options=["symmetric", "asymmetric"], value=scheme, description="scheme")
         self.clip = W.FloatSlider(
@@ -38,21 +35,11 @@ class ScaleZero(App):
         self.out = W.Output()
         self.fig, (self.ax_w, self.ax_e) = new_figure(11.0, 3.8, ncols=2)
         self.result: dict = {}
-        self._load()
-        self.tensor.observe(self._load_and_update, names="value")
         for wdg in (self.bits, self.scheme, self.clip, self.group):
             wdg.observe(self.update, names="value")
         self.box = W.VBox(
             [self.tensor, W.HBox([self.bits, self.clip]), W.HBox([self.scheme, self.group]), self.summary, self.out]
         )
-        self.update()
-
-    def _load(self):
-        self.w = real_tensor("minilm", self.tensor.value, self.rows)
-
-    @contained
-    def _load_and_update(self, change=None):
-        self._load()
         self.update()
 
     @contained
