@@ -305,49 +305,17 @@ def _pv_tile(typingctx, vf, vbase, kq, acc):
 @intrinsic
 def _exp_row(typingctx, kq, r, m):
     """kq[r, :64] = v_expf(kq[r, :64] - m): ggml_v_expf (:func:`~quantlab.kernels.ggml_float.v_expf`, the
-    same operations lane by lane, its branches as selects) on 4 vectors of 16 lanes."""
+    same operations lane by lane, its branches as selects: ggml_float.v_expf_ir) on 4 vectors of 16 lanes."""
     sig = types.void(kq, types.intp, types.float32)
 
     def codegen(context, builder, signature, args):
         kqv, rv, mv = args
         kqp = context.make_array(signature.args[0])(context, builder, kqv).data
-        i32 = ir.IntType(32)
-        vi = ir.VectorType(i32, 16)
-        fk = lambda x: ir.Constant(_V16F, [float(x)] * 16)  # noqa: E731
-        ik = lambda x: ir.Constant(vi, [x] * 16)  # noqa: E731
-
-        def fma(a, b, c):
-            return _vfma(builder, a, b, c)
-
-        bits = lambda v: builder.bitcast(v, vi)  # noqa: E731
-        flt = lambda v: builder.bitcast(v, _V16F)  # noqa: E731
         mvec = _vsplat(builder, mv)
         base = builder.mul(rv, ir.Constant(rv.type, FA_TILE_KV))
         for j in range(4):
             ptr = _vptr(builder, kqp, builder.add(base, ir.Constant(rv.type, 16 * j)))
-            x = builder.fsub(builder.load(ptr, align=4), mvec)
-            z = fma(x, fk(gf._E_LOG2E), fk(gf._E_R))
-            n = builder.fsub(z, fk(gf._E_R))
-            nn = builder.fneg(n)
-            b = fma(nn, fk(gf._E_LN2_LO), fma(nn, fk(gf._E_LN2_HI), x))
-            e = builder.shl(bits(z), ik(23))
-            k = flt(builder.add(e, bits(fk(1.0))))
-            u = builder.fmul(b, b)
-            jj = fma(
-                fma(fma(fk(gf._E_C5), b, fk(gf._E_C4)), u, fma(fk(gf._E_C3), b, fk(gf._E_C2))),
-                u,
-                builder.fmul(fk(gf._E_C1), b),
-            )
-            an = _call_fabs(builder, n)
-            fast = fma(jj, k, k)
-            g = builder.select(builder.fcmp_ordered("<=", n, fk(0.0)), ik(0x82000000 - (1 << 32)), ik(0))
-            s1 = flt(builder.add(g, ik(0x7F000000)))
-            big = builder.fmul(s1, s1)
-            s2 = flt(builder.sub(e, g))
-            mid = builder.fmul(fma(s2, jj, s2), s1)
-            slow = builder.select(builder.fcmp_ordered(">", an, fk(192.0)), big, mid)
-            res = builder.select(builder.fcmp_ordered(">", an, fk(126.0)), slow, fast)
-            builder.store(res, ptr, align=4)
+            builder.store(gf.v_expf_ir(builder, builder.fsub(builder.load(ptr, align=4), mvec)), ptr, align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -390,11 +358,6 @@ def _scale_mask_max(typingctx, kq, r, scale, lo, hi):
         return m
 
     return sig, codegen
-
-
-def _call_fabs(builder, v):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F]), "llvm.fabs.v16f32")
-    return builder.call(fn, [v])
 
 
 @njit(cache=True, parallel=True)
