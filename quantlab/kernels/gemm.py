@@ -68,6 +68,8 @@ from .matmul import (
     Q4K_DMIN,
     Q4K_QS,
     Q4K_SCALES,
+    Q5K_QH,
+    Q5K_QS,
     Q6K_D,
     Q6K_QH,
     Q6K_QL,
@@ -103,7 +105,7 @@ FORMATS = {
 K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_XS = range(7)
 # formats whose GEMM gives the row kernels' (matmul.matmul_int) bytes, checked by tests/test_gemm.py: every one
 # of FORMATS since the float side follows the row kernels' order (ggml's AVX2 lanes, see Numerics)
-KQUANTS = ("Q4_K", "Q6_K")  # super-block formats with their own tile (Q8_K activations), below
+KQUANTS = ("Q4_K", "Q5_K", "Q6_K")  # super-block formats with their own tile (Q8_K activations), below
 EXACT = frozenset(FORMATS) | frozenset(KQUANTS)
 MIN_ROWS = 5  # batches of at least this many rows take the GEMM (fewer: the row kernels, see blocks.SMALL_BATCH)
 
@@ -145,8 +147,8 @@ def _five_bit_codes(blocks, qh_o, qs_o):
 def pack(W: np.ndarray, fmt: str):
     """The panel layout of a weight matrix W (uint8 [R, row_bytes] in ggml's layout, a format of
     :data:`FORMATS`): (codes uint8 [panels * blocks * G * 64], d float32, m float32, rows R)."""
-    if fmt == "Q4_K":
-        return _pack_q4_k(W)
+    if fmt in ("Q4_K", "Q5_K"):
+        return _pack_q4_k(W, fmt)
     if fmt == "Q6_K":
         return _pack_q6_k(W)
     G = FORMATS[fmt][1]
@@ -402,8 +404,8 @@ def _lane_starts(qs, neg_off):
 def gemm(packed, fmt: str, act) -> np.ndarray:
     """``x @ W.T`` [T, R] from ``packed = pack(W, fmt)`` and ``act = quantize_activations(x, vtype)``
     (T >= TILE rows), panels spread over the row-kernel threads."""
-    if fmt == "Q4_K":
-        return _gemm_q4_k(packed, act)
+    if fmt in ("Q4_K", "Q5_K"):
+        return _gemm_q4_k(packed, act, fmt == "Q5_K")
     if fmt == "Q6_K":
         return _gemm_q6_k(packed, act)
     P, D, M, R = packed
@@ -425,13 +427,13 @@ def gemm(packed, fmt: str, act) -> np.ndarray:
 _V32I16 = ir.VectorType(ir.IntType(16), 32)
 
 
-def _pack_q4_k(W):
-    """Q4_K as panels: per super-block and 32-byte run jj (sub-blocks 2jj: low nibbles, 2jj + 1: high), 8 groups
+def _pack_q4_k(W, fmt="Q4_K"):
+    """Q4_K (and Q5_K, see below) as panels: per super-block and 32-byte run jj (sub-blocks 2jj: low nibbles, 2jj + 1: high), 8 groups
     of [row 0: 4 bytes] .. [row 15: 4 bytes] like Q4_0's; the 6-bit scales as int16 pairs (sc, sc) per
     sub-block, the mins as pairs (m_2jj, m_2jj+1) per run (for vpdpwssd), d and dmin as float32; each
-    [panel, super-block, ..., 16 rows]."""
+    [panel, super-block, ..., 16 rows]. Q5_K: its 5-bit codes as bytes, 8 groups per sub-block."""
     R = W.shape[0]
-    ts = size("Q4_K")
+    ts = size(fmt)
     nsb = W.shape[1] // ts
     Rp = -(-R // PANEL) * PANEL
     blocks = np.zeros((Rp, nsb, ts), dtype=np.uint8)
@@ -442,7 +444,15 @@ def _pack_q4_k(W):
     sc = np.concatenate([s[:, :, 0:4] & 63, (s[:, :, 8:12] & 15) | ((s[:, :, 0:4] >> 6) << 4)], axis=2)
     mn = np.concatenate([s[:, :, 4:8] & 63, (s[:, :, 8:12] >> 4) | ((s[:, :, 4:8] >> 6) << 4)], axis=2)
     npan = Rp // PANEL
-    codes = blocks[:, :, Q4K_QS : Q4K_QS + 128].reshape(npan, PANEL, nsb, 4, 8, 4).transpose(0, 2, 3, 4, 1, 5)
+    if fmt == "Q4_K":
+        codes = blocks[:, :, Q4K_QS : Q4K_QS + 128].reshape(npan, PANEL, nsb, 4, 8, 4).transpose(0, 2, 3, 4, 1, 5)
+    else:  # Q5_K: 5-bit codes as bytes, sub-block j = 2jj + h: nibble h of qs[32jj + l], bit j of qh[l]
+        ql = blocks[:, :, Q5K_QS : Q5K_QS + 128].reshape(Rp, nsb, 4, 1, 32)
+        qh = blocks[:, :, Q5K_QH : Q5K_QH + 32].reshape(Rp, nsb, 1, 32)
+        j = np.arange(8).reshape(1, 1, 8, 1)
+        nib = np.concatenate([ql & 15, ql >> 4], axis=3).reshape(Rp, nsb, 8, 32)
+        q5 = nib | (((qh >> j) & 1) << 4).astype(np.uint8)
+        codes = q5.reshape(npan, PANEL, nsb, 8, 8, 4).transpose(0, 2, 3, 4, 1, 5)
 
     def per_panel(a):  # [Rp, nsb, n] -> [panel, nsb, n, 16]
         n = a.shape[2]
@@ -460,13 +470,22 @@ def _pack_q4_k(W):
     )
 
 
-@intrinsic
-def _tile_q4_k(typingctx, P, D, DM, SC, MN, p, qs, d, bp, out, t):
+def _tile_q45_k(five):
+    """The Q4_K tile (``five``: Q5_K's, its codes stored as bytes by :func:`_pack_q4_k`)."""
+
+    def impl(typingctx, P, D, DM, SC, MN, p, qs, d, bp, out, t):
+        return _tile_q45_k_sig(five, P, D, DM, SC, MN, qs, d, bp, out)
+
+    return intrinsic(impl)
+
+
+def _tile_q45_k_sig(five, P, D, DM, SC, MN, qs, d, bp, out):
     """out[t .. t + TILE - 1, 16p .. 16p + 15] of a Q4_K panel: per (row, activation row) the row kernel's 8
     int32 lanes per super-block (lane k = values 4k..4k+3 of each sub-block, times its scale, summed over
     the 8 sub-blocks: vpmaddubsw pairs, then vpdpwssd with the (sc, sc) pairs; exact), then
     ``acc_k += float(lane_k) * (d_a * d_w)`` (multiply, then add: matmul._fma_ivec) and the min term
-    ``accm -= (d_a * dmin_w) * float(sum_j m_j * bsum_j)``; out = ggml's hsum of acc + accm."""
+    ``accm -= (d_a * dmin_w) * float(sum_j m_j * bsum_j)``; out = ggml's hsum of acc + accm. ``five``: Q5_K,
+    whose 5-bit codes (pack: nibble | qh bit << 4) are loaded as bytes, two vectors where Q4_K splits one."""
     sig = types.void(P, D, DM, SC, MN, types.intp, qs, d, bp, out, types.intp)
 
     def codegen(context, builder, signature, args):
@@ -508,19 +527,25 @@ def _tile_q4_k(typingctx, P, D, DM, SC, MN, p, qs, d, bp, out, t):
                     )
                 )
             aos = [builder.add(builder.mul(rows[i], K), builder.mul(b, c(256))) for i in range(TILE)]
-            wbase = builder.mul(sbi, c(32 * 64))
+            wbase = builder.mul(sbi, c((64 if five else 32) * 64))
+
+            def wload(k):
+                return builder.load(
+                    builder.bitcast(
+                        _ptr(context, builder, aP, Pv, builder.add(wbase, c(64 * k)), _I8), _V64I8.as_pointer()
+                    ),
+                    align=1,
+                )
+
             for g in range(8):
                 ivs = [izero] * TILE
                 for jj in range(4):
-                    w = builder.load(
-                        builder.bitcast(
-                            _ptr(context, builder, aP, Pv, builder.add(wbase, c(64 * (8 * jj + g))), _I8),
-                            _V64I8.as_pointer(),
-                        ),
-                        align=1,
-                    )
-                    lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
-                    hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
+                    if five:  # sub-blocks 2jj and 2jj + 1, bytes
+                        lo, hi = wload(8 * (2 * jj) + g), wload(8 * (2 * jj + 1) + g)
+                    else:  # one nibble vector: sub-block 2jj low, 2jj + 1 high
+                        w = wload(8 * jj + g)
+                        lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
+                        hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
                     for half, codes in ((0, lo), (1, hi)):
                         for i in range(TILE):
                             ap = builder.bitcast(
@@ -578,17 +603,24 @@ def _tile_q4_k(typingctx, P, D, DM, SC, MN, p, qs, d, bp, out, t):
     return sig, codegen
 
 
+_tile_q4_k = _tile_q45_k(False)
+_tile_q5_k = _tile_q45_k(True)
+
+
 @njit(cache=True, nogil=True)
-def _gemm_panels_q4_k(P, D, DM, SC, MN, qs, d, bp, out, p0, p1):
+def _gemm_panels_q4_k(five, P, D, DM, SC, MN, qs, d, bp, out, p0, p1):
     T = qs.shape[0]
     for p in range(p0, p1):
         t = 0
         while t < T:
-            _tile_q4_k(P, D, DM, SC, MN, p, qs, d, bp, out, min(t, T - TILE))
+            if five:
+                _tile_q5_k(P, D, DM, SC, MN, p, qs, d, bp, out, min(t, T - TILE))
+            else:
+                _tile_q4_k(P, D, DM, SC, MN, p, qs, d, bp, out, min(t, T - TILE))
             t += TILE
 
 
-def _gemm_q4_k(packed, act):
+def _gemm_q4_k(packed, act, five=False):
     P, D, DM, SC, MN, R = packed
     qs, d, bsums = act
     T = qs.shape[0]
@@ -596,7 +628,7 @@ def _gemm_q4_k(packed, act):
     out = np.empty((T, npan * PANEL), dtype=np.float32)
     b32 = bsums.reshape(T, -1, 2).sum(axis=2, dtype=np.int32)  # per 32-value sub-block
     bp = np.ascontiguousarray((b32[:, 0::2] & 0xFFFF) | (b32[:, 1::2] << 16), dtype=np.int32)  # (j even, j odd)
-    _rows.run_rows(_gemm_panels_q4_k, npan, P, D, DM, SC, MN, qs, d, bp, out, min_rows=max(1, 2048 // max(1, T)))
+    _rows.run_rows(_gemm_panels_q4_k, npan, five, P, D, DM, SC, MN, qs, d, bp, out, min_rows=max(1, 2048 // max(1, T)))
     return out if out.shape[1] == R else out[:, :R]
 
 
