@@ -28,7 +28,8 @@ the same operations lane by lane, ggml_v_expf's branches as selects). Measured f
 the vector softmax steps 4.8 ms.
 
 Only the order of keys matters, not how threads share the rows, so every query row here is computed on
-its own (the tiled path spreads rows over numba threads; the few-row path runs serially: a token's 9-32
+its own (the blocked tiled path spreads passes of 4 rows over the row-kernel threads, _rows.run_rows, and
+attention_tiled (head dims not a multiple of 64) rows over numba threads; the few-row path runs serially: a token's 9-32
 rows cost ~10-100 us, and waking a thread on a loaded machine cost 52 ms per call, measured at load 20).
 Masked keys (the future; outside a sliding window) take no part, as in ggml (skipped, or exp(-inf) = 0 in a tile). ggml's fused multiply-adds are reproduced with
 LLVM's ``llvm.fma`` (one rounding, like ``_mm256_fmadd_ps``): where ggml fuses, quantlab fuses, nowhere
@@ -43,6 +44,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import _rows
 from . import ggml_float as gf
 from .ggml_float import fma32, round16, v_expf
 from .llama import _half
@@ -360,17 +362,11 @@ def _scale_mask_max(typingctx, kq, r, scale, lo, hi):
     return sig, codegen
 
 
-@njit(cache=True, parallel=True)
-def attention_tiled_blocked(q, kc, vc, n_swa, pos0, scale, out):
-    """:func:`attention_tiled`'s very numbers (every step per query row in the same order), with the key
-    and value products of QROWS query rows of one head done together in registers (:func:`_qk_tile`,
-    :func:`_pv_tile`); needs T >= QROWS and D a multiple of 64. A tile that is outside a row's visible
-    range (rows of one pass can straddle a tile boundary) leaves that row untouched, as in attention_tiled."""
-    T, H, D = q.shape
-    Hkv = kc.shape[1]
-    g = H // Hkv
-    N = pos0 + T
-    TK = FA_TILE_KV
+@njit(cache=True, nogil=True)
+def _tiles(kc, vc, N, TK):
+    """The first N cache cells widened to float32: keys as transposed tiles kt [Hkv, tiles, D, TK] and
+    values vf [Hkv, tiles * TK, D], zero-padded to whole tiles."""
+    Hkv, D = kc.shape[1], kc.shape[2]
     n_tiles = (N + TK - 1) // TK
     kt = np.zeros((Hkv, n_tiles, D, TK), dtype=np.float32)
     vf = np.zeros((Hkv, n_tiles * TK, D), dtype=np.float32)
@@ -379,8 +375,31 @@ def attention_tiled_blocked(q, kc, vc, n_swa, pos0, scale, out):
             for d in range(D):
                 kt[kh, j // TK, d, j % TK] = _half(kc[j, kh, d])
                 vf[kh, j, d] = _half(vc[j, kh, d])
+    return kt, vf
+
+
+def attention_tiled_blocked(q, kc, vc, n_swa, pos0, scale, out):
+    """:func:`attention_tiled`'s very numbers (every step per query row in the same order), with the key
+    and value products of QROWS query rows of one head done together in registers (:func:`_qk_tile`,
+    :func:`_pv_tile`); needs T >= QROWS and D a multiple of 64. A tile that is outside a row's visible
+    range (rows of one pass can straddle a tile boundary) leaves that row untouched, as in attention_tiled.
+    The passes (head, 4 rows) are spread over the row-kernel threads (:func:`~quantlab.kernels._rows.run_rows`,
+    like the products around it: no second thread pool spinning next to theirs)."""
+    T, H = q.shape[0], q.shape[1]
+    kt, vf = _tiles(kc, vc, pos0 + T, FA_TILE_KV)
+    n = H * ((T + QROWS - 1) // QROWS)
+    _rows.run_rows(_blocked_passes, n, q, kt, vf, kc.shape[1], n_swa, pos0, scale, out, min_rows=8)
+
+
+@njit(cache=True, nogil=True)
+def _blocked_passes(q, kt, vf, Hkv, n_swa, pos0, scale, out, w0, w1):
+    """Passes w0 .. w1 - 1 of :func:`attention_tiled_blocked` (pass w: head w // groups, rows from 4 (w % groups))."""
+    T, H, D = q.shape
+    g = H // Hkv
+    TK = FA_TILE_KV
+    n_tiles = kt.shape[1]
     ngrp = (T + QROWS - 1) // QROWS
-    for w in prange(H * ngrp):
+    for w in range(w0, w1):
         h = w // ngrp
         t0 = min((w % ngrp) * QROWS, T - QROWS)  # the last pass may overlap the one before: same numbers
         kh = h // g
