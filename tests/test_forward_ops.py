@@ -85,8 +85,8 @@ def test_attention_is_ggml_flash_attn_ext(ggml, T, pos0, D, n_swa):
 @njit
 def _tile_softmax_steps(kq, m, scale, lo, hi):
     mx = attn._scale_mask_max(kq, 0, scale, lo, hi)
-    attn._exp_row(kq, 1, m)
-    return mx
+    tot = attn._exp_row(kq, 1, m)
+    return mx, tot
 
 
 @njit
@@ -106,8 +106,23 @@ def test_vector_softmax_steps_are_the_scalar_ones():
     kq = np.stack([x, x]).astype(np.float32)
     want = np.empty(64, np.float32)
     _scalar_exp(x, np.float32(0.5), want)
-    mx = _tile_softmax_steps(kq, np.float32(0.5), np.float32(0.25), 3, 60)
+    mx, tot = _tile_softmax_steps(kq, np.float32(0.5), np.float32(0.25), 3, 60)
     assert np.array_equal(kq[1].view(np.uint32), want.view(np.uint32))
+    want_tot = 0.0  # ggml_vec_soft_max_f32's sum, as attention_tiled writes it
+    with np.errstate(all="ignore"):  # the NaN input, large exps
+        for i0 in range(0, 64, 8):
+            k = want[i0 : i0 + 8]
+            want_tot += np.float64(((k[0] + k[4]) + (k[2] + k[6])) + ((k[1] + k[5]) + (k[3] + k[7])))
+    assert np.array_equal(np.float64(tot), np.float64(want_tot), equal_nan=True)
+    kq2 = np.stack([x, np.minimum(np.nan_to_num(x, nan=-3.0), 60)]).astype(np.float32)  # a finite sum too
+    _scalar_exp(kq2[1].copy(), np.float32(0.5), want)
+    want_tot = 0.0
+    with np.errstate(all="ignore"):
+        for i0 in range(0, 64, 8):
+            k = want[i0 : i0 + 8]
+            want_tot += np.float64(((k[0] + k[4]) + (k[2] + k[6])) + ((k[1] + k[5]) + (k[3] + k[7])))
+    _, tot = _tile_softmax_steps(kq2, np.float32(0.5), np.float32(0.25), 3, 60)
+    assert np.isfinite(want_tot) and np.float64(tot) == want_tot
     ref = np.where((np.arange(64) < 3) | (np.arange(64) > 60), -np.inf, x * np.float32(0.25)).astype(np.float32)
     assert np.array_equal(kq[0].view(np.uint32), ref.view(np.uint32))
     assert mx == np.nanmax(ref)

@@ -307,18 +307,34 @@ def _pv_tile(typingctx, vf, vbase, kq, acc):
 @intrinsic
 def _exp_row(typingctx, kq, r, m):
     """kq[r, :64] = v_expf(kq[r, :64] - m): ggml_v_expf (:func:`~quantlab.kernels.ggml_float.v_expf`, the
-    same operations lane by lane, its branches as selects: ggml_float.v_expf_ir) on 4 vectors of 16 lanes."""
-    sig = types.void(kq, types.intp, types.float32)
+    same operations lane by lane, its branches as selects: ggml_float.v_expf_ir) on 4 vectors of 16 lanes;
+    returns ggml_vec_soft_max_f32's sum: per run of 8, ((e0 + e4) + (e2 + e6)) + ((e1 + e5) + (e3 + e7)) in
+    float32 (as lane pairs of the vectors), the 8 run sums added in order in double from 0."""
+    sig = types.float64(kq, types.intp, types.float32)
 
     def codegen(context, builder, signature, args):
         kqv, rv, mv = args
         kqp = context.make_array(signature.args[0])(context, builder, kqv).data
         mvec = _vsplat(builder, mv)
         base = builder.mul(rv, ir.Constant(rv.type, FA_TILE_KV))
+        i32 = ir.IntType(32)
+
+        def lanes(v, idx):
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+
+        tot = ir.Constant(ir.DoubleType(), 0.0)
         for j in range(4):
             ptr = _vptr(builder, kqp, builder.add(base, ir.Constant(rv.type, 16 * j)))
-            builder.store(gf.v_expf_ir(builder, builder.fsub(builder.load(ptr, align=4), mvec)), ptr, align=4)
-        return context.get_dummy_value()
+            e = gf.v_expf_ir(builder, builder.fsub(builder.load(ptr, align=4), mvec))
+            builder.store(e, ptr, align=4)
+            # two runs of 8: (i, i + 4) pairs, then (0+4) + (2+6) and (1+5) + (3+7), then their sum
+            p = builder.fadd(lanes(e, [0, 1, 2, 3, 8, 9, 10, 11]), lanes(e, [4, 5, 6, 7, 12, 13, 14, 15]))
+            q = builder.fadd(lanes(p, [0, 1, 4, 5]), lanes(p, [2, 3, 6, 7]))
+            s2 = builder.fadd(lanes(q, [0, 2]), lanes(q, [1, 3]))
+            for k in range(2):
+                s8 = builder.extract_element(s2, ir.Constant(i32, k))
+                tot = builder.fadd(tot, builder.fpext(s8, ir.DoubleType()))
+        return tot
 
     return sig, codegen
 
@@ -434,13 +450,7 @@ def _blocked_passes(q, kt, vf, Hkv, n_swa, pos0, scale, out, w0, w1):
                         acc[r, d] = acc[r, d] * ms
                     S[r] = S[r] * ms
                 M[r] = Mnew
-                tot = 0.0  # ggml_vec_soft_max_f32: exp by ggml_v_expf, lanes of 8 summed, in double
-                _exp_row(kq, r, Mnew)
-                for i0 in range(0, TK, 8):
-                    s8 = ((kq[r, i0] + kq[r, i0 + 4]) + (kq[r, i0 + 2] + kq[r, i0 + 6])) + (
-                        (kq[r, i0 + 1] + kq[r, i0 + 5]) + (kq[r, i0 + 3] + kq[r, i0 + 7])
-                    )
-                    tot += np.float64(s8)
+                tot = _exp_row(kq, r, Mnew)  # ggml_vec_soft_max_f32: ggml_v_expf, lanes of 8 summed, in double
                 S[r] = F32(np.float64(S[r]) + tot)
             _pv_tile(vf, (kh * n_tiles * TK + c0) * D, kq, acc)
             for r in range(QROWS):
