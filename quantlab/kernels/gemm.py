@@ -45,6 +45,16 @@ accumulator (multiply, then add). At the end ggml's horizontal sum
 Each of the 16 vector lanes runs that for its own output, so the result is the row kernels' bytes
 (tests/test_gemm.py, every format of FORMATS); they are ggml's AVX2 bytes for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0
 (tests/test_forward_ops.py).
+
+**K-quants (Q4_K, Q5_K, Q6_K; activations Q8_K)** have their own tiles (end of this module), numerics of
+matmul._row_256: per super-block 8 int32 lanes (lane k = values 4k..4k+3 of every 32-value run, each
+times its sub-block scale, summed over the super-block: exact), then ``acc_k += float(lane_k) * dd``
+(multiply, then add) and for Q4_K/Q5_K the min term ``accm -= (d_a * dmin) * float(sum m_j bsum_j)``.
+The scaled lane sums come from ``vpmaddubsw`` (unsigned x signed bytes -> 16-bit pairs) and ``vpdpwssd``
+with the scale as an int16 pair (sc, sc); the mins from ``vpdpwssd`` of (m, m') pairs with bsum pairs.
+Q4_K keeps its nibbles, Q5_K and Q6_K are unpacked to bytes at pack; Q6_K's activations go in as
+a + 128 (the unsigned side) and a start value -128 * sum(sc * codes) per lane, made at pack, takes that
+back out exactly.
 """
 
 from __future__ import annotations
