@@ -14,9 +14,12 @@ a time (the last group padded with zero rows); for each group, block by block, t
     panel p, block b:   group g = 0 .. G-1:   [row 0: 4 bytes][row 1: 4 bytes] ... [row 15: 4 bytes]
                         = one 64-byte vector whose 32-bit lane r holds 4 codes of row 16p + r
 
-    4-bit formats (Q4_0, Q4_1, IQ4_NL; IQ4_XS as its 32-value sub-blocks), G = 4: the stored bytes 4g..4g+3 of each row's block, so the
+    4-bit formats (Q4_0, Q4_1), G = 4: the stored bytes 4g..4g+3 of each row's block, so the
         low nibbles are values 4g..4g+3 and the high nibbles values 16+4g..16+4g+3 (ggml's order);
-    byte formats (Q5_0, Q5_1 as their 5-bit codes, Q8_0 as code + 128), G = 8: values 4g..4g+3.
+    byte formats (Q5_0, Q5_1 as their 5-bit codes, Q8_0 as code + 128, IQ4_NL and IQ4_XS's 32-value
+        sub-blocks as kvalues_iq4nl[nibble] + 128), G = 8: values 4g..4g+3. (IQ4 as nibbles, decoded
+        by a vpshufb per vector in the tile: 77 GMAC/s; as bytes: the Q8_0 tile's ~100, at twice the
+        panel memory.)
 
 plus the weight scales ``d`` (and Q4_1/Q5_1's mins ``m``; IQ4_XS: its super-block d per sub-block and the
 sub-block's ``ls - 32``) as float32 [panel, block, 16].
@@ -106,11 +109,11 @@ TILE = 2  # activation rows per pass over a panel block
 FORMATS = {
     "Q4_0": (0, 4, 8, "A"),
     "Q4_1": (1, 4, 0, "C"),
-    "IQ4_NL": (2, 4, 128, "B"),
+    "IQ4_NL": (2, 8, 128, "B"),  # values + 128 as bytes (pack)
     "Q5_0": (3, 8, 16, "B"),
     "Q5_1": (4, 8, 0, "C"),
     "Q8_0": (5, 8, 128, "B"),
-    "IQ4_XS": (6, 4, 128, "D"),  # per 32-value sub-block: d1 = (d_w * d_a) * (ls - 32); sumf += d1 * sumi
+    "IQ4_XS": (6, 8, 128, "D"),  # per 32-value sub-block: d1 = (d_w * d_a) * (ls - 32); sumf += d1 * sumi
 }
 K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_XS = range(7)
 # formats whose GEMM gives the row kernels' (matmul.matmul_int) bytes, checked by tests/test_gemm.py: every one
@@ -177,7 +180,7 @@ def pack(W: np.ndarray, fmt: str):
     elif fmt == "Q4_1":
         codes = blocks[:, :, Q41_QS : Q41_QS + 16]
     elif fmt == "IQ4_NL":
-        codes = blocks[:, :, IQ4NL_QS : IQ4NL_QS + 16]
+        codes = _iq4_bytes(blocks[:, :, IQ4NL_QS : IQ4NL_QS + 16])
     elif fmt == "Q5_0":
         codes = _five_bit_codes(blocks, Q50_QH, Q50_QS)
     elif fmt == "Q5_1":
@@ -185,6 +188,12 @@ def pack(W: np.ndarray, fmt: str):
     else:  # Q8_0: int8 code + 128 as uint8
         codes = blocks[:, :, Q80_QS : Q80_QS + 32] ^ np.uint8(0x80)
     return _panels(codes, d, m, R, G)
+
+
+def _iq4_bytes(q):
+    """IQ4_NL nibble bytes [..., 16] -> the 32 values + 128 as uint8 [..., 32] (value j: low nibble of byte j,
+    j + 16: high nibble)."""
+    return np.asarray(_IQ4_TABLE_U8, dtype=np.uint8)[np.concatenate([q & 15, q >> 4], axis=-1)]
 
 
 def _panels(codes, d, m, R, G):
@@ -211,8 +220,8 @@ def _pack_iq4_xs(W):
     lo = (blocks[:, :, IQ4XS_SCALES_L + ib // 2].astype(np.int32) >> (4 * (ib % 2))) & 15
     ls = lo | (((sh[:, :, None] >> (2 * ib)) & 3) << 4)
     m = (ls - 32).astype(np.float32).reshape(Rp, nsb * 8)
-    codes = blocks[:, :, IQ4XS_QS : IQ4XS_QS + 128].reshape(Rp, nsb * 8, 16)
-    return _panels(codes, d, m, R, 4)
+    codes = _iq4_bytes(blocks[:, :, IQ4XS_QS : IQ4XS_QS + 128].reshape(Rp, nsb * 8, 16))
+    return _panels(codes, d, m, R, 8)
 
 
 # ---------------------------------------------------------------------------------------------
