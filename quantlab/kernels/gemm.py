@@ -300,10 +300,6 @@ def _tile_intrinsic(kind):
                     if nib:
                         lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
                         hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
-                        if kind in (K_IQ4_NL, K_IQ4_XS):
-                            tab = ir.Constant(_V64I8, [_IQ4_TABLE_U8[i % 16] for i in range(64)])
-                            lo = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, lo])
-                            hi = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, hi])
                         vecs += [(lo, g), (hi, 4 + g)]
                     else:
                         vecs.append((w, g))
