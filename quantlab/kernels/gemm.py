@@ -401,6 +401,13 @@ def _gemm_panels(kind, P, D, M, qs, d, s, a4, out, p0, p1):
             t += TILE
 
 
+def _min_panels(T: int) -> int:
+    """The fewest panels in a piece of work for a thread: one panel of 16 rows x K=576 x 512 activation rows is
+    ~50 us; fewer rows need more panels per piece to pay a piece's dispatch. (It was 2048 // T, 4 panels at
+    T = 512: a 192-row matrix, 12 panels, then ran as 3 pieces on 2 threads.)"""
+    return max(1, 512 // max(1, T))
+
+
 @njit(cache=True, nogil=True)
 def _lane_starts(qs, neg_off):
     """Each lane's start value: -off * its 4 activations summed (the stored codes' offset taken out,
@@ -431,7 +438,7 @@ def gemm(packed, fmt: str, act) -> np.ndarray:
     npan = D.shape[0] // (qs.shape[1] // 32 * PANEL)
     out = np.empty((T, npan * PANEL), dtype=np.float32)
     a4 = _lane_starts(qs, np.int32(-FORMATS[fmt][2]))
-    _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, a4, out, min_rows=max(1, 2048 // max(1, T)))
+    _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, a4, out, min_rows=_min_panels(T))
     return out if out.shape[1] == R else out[:, :R]
 
 
@@ -643,7 +650,7 @@ def _gemm_q4_k(packed, act, five=False):
     out = np.empty((T, npan * PANEL), dtype=np.float32)
     b32 = bsums.reshape(T, -1, 2).sum(axis=2, dtype=np.int32)  # per 32-value sub-block
     bp = np.ascontiguousarray((b32[:, 0::2] & 0xFFFF) | (b32[:, 1::2] << 16), dtype=np.int32)  # (j even, j odd)
-    _rows.run_rows(_gemm_panels_q4_k, npan, five, P, D, DM, SC, MN, qs, d, bp, out, min_rows=max(1, 2048 // max(1, T)))
+    _rows.run_rows(_gemm_panels_q4_k, npan, five, P, D, DM, SC, MN, qs, d, bp, out, min_rows=_min_panels(T))
     return out if out.shape[1] == R else out[:, :R]
 
 
@@ -783,5 +790,5 @@ def _gemm_q6_k(packed, act):
     npan = D.shape[0] // (qs.shape[1] // 256 * PANEL)
     out = np.empty((T, npan * PANEL), dtype=np.float32)
     ua = qs.view(np.uint8) ^ np.uint8(0x80)  # a + 128, unsigned
-    _rows.run_rows(_gemm_panels_q6_k, npan, P, D, SC, C0, ua, d, out, min_rows=max(1, 2048 // max(1, T)))
+    _rows.run_rows(_gemm_panels_q6_k, npan, P, D, SC, C0, ua, d, out, min_rows=_min_panels(T))
     return out if out.shape[1] == R else out[:, :R]
