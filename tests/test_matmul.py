@@ -280,3 +280,29 @@ def test_q8_0_activations_follow_ggml_rules():
         assert np.array_equal(qs, q[:T].astype(np.int8).reshape(T, 576))
         assert np.array_equal(dd.view(np.uint32), d[:T].view(np.uint32))
         assert np.array_equal(s, q[:T].sum(axis=2).astype(np.float32))
+
+
+def test_q8_k_activations_follow_ggml_rules():
+    """quantize_row_q8_K in numpy float32: per 256 values mx = the first value of largest magnitude,
+    iscale = -127 / mx, q = min(127, rint(iscale * x)), d = 1 / iscale, bsums of 16; the vector kernel
+    (16-lane max, first index of it, rounding, sums) gives exactly these bytes."""
+    rng = np.random.default_rng(35)
+    x = (rng.standard_normal((70, 512)) * 5).astype(np.float32)
+    x[2, 256:] = 0  # an all-zero super-block
+    x[3, 10], x[3, 200] = -40, 40  # tie in magnitude: the first (negative) one sets the sign
+    x[4, 300], x[4, 301] = 33, -33
+    x[5, :256] = np.float32(0.5) * np.arange(-128, 128, dtype=np.float32)
+    blk = x.reshape(70, 2, 256)
+    idx = np.abs(blk).argmax(axis=2)
+    mx = np.take_along_axis(blk, idx[:, :, None], axis=2)[:, :, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = np.where(mx != 0, np.float32(-127) / mx, np.float32(0)).astype(np.float32)
+        q = np.minimum(127, np.rint(iscale[:, :, None] * blk)).astype(np.int32)
+        d = np.where(mx != 0, np.float32(1) / iscale, np.float32(0)).astype(np.float32)
+    q[mx == 0] = 0
+    for T in (5, 70):
+        with _rows.use_threads(2):
+            qs, dd, bs = act.quantize_activations(x[:T], "Q8_K")
+        assert np.array_equal(qs, q[:T].astype(np.int8).reshape(T, 512))
+        assert np.array_equal(dd.view(np.uint32), d[:T].view(np.uint32))
+        assert np.array_equal(bs, q[:T].reshape(T, 32, 16).sum(axis=2))

@@ -95,6 +95,76 @@ def _round32(typingctx, x, t, o, iscale, qs):
     return sig, codegen
 
 
+@intrinsic
+def _signed_absmax256(typingctx, x, t, o):
+    """The value of largest magnitude among x[t, o:o+256], the first one in order on ties (0 if all are 0
+    or NaN), as ``if |v| > amax: amax, mx = |v|, v`` from amax = 0 finds it: the maximum by 16-lane
+    selects (order-free), then the first index whose |v| equals it."""
+    sig = types.float32(x, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xv, tv, ov = args
+        p = _block_ptr(context, builder, signature.args[0], xv, tv, ov, _V16F)
+        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F]), "llvm.fabs.v16f32")
+        i16 = ir.IntType(16)
+        cttz = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i16, [i16, ir.IntType(1)]), "llvm.cttz.i16"
+        )
+        vs = [builder.load(builder.gep(p, [ir.Constant(_I32, j)]), align=4) for j in range(16)]
+        ab = [builder.call(fabs, [v]) for v in vs]
+        m = ir.Constant(_V16F, [0.0] * 16)
+        for a in ab:
+            m = builder.select(builder.fcmp_ordered(">", a, m), a, m)
+        amax = ir.Constant(_F, 0.0)
+        for i in range(16):
+            e = builder.extract_element(m, ir.Constant(_I32, i))
+            amax = builder.select(builder.fcmp_ordered(">", e, amax), e, amax)
+        splat = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(_V16F, ir.Undefined), amax, ir.Constant(_I32, 0)),
+            ir.Constant(_V16F, ir.Undefined),
+            ir.Constant(_V16I, [0] * 16),
+        )
+        mx = ir.Constant(_F, 0.0)
+        for j in reversed(range(16)):  # the first chunk holding amax wins
+            hit = builder.bitcast(builder.fcmp_ordered("==", ab[j], splat), i16)
+            k = builder.call(cttz, [hit, ir.Constant(ir.IntType(1), 0)])
+            val = builder.extract_element(vs[j], builder.zext(builder.and_(k, ir.Constant(i16, 15)), _I32))
+            mx = builder.select(builder.icmp_unsigned("!=", hit, ir.Constant(i16, 0)), val, mx)
+        return builder.select(builder.fcmp_ordered(">", amax, ir.Constant(_F, 0.0)), mx, ir.Constant(_F, 0.0))
+
+    return sig, codegen
+
+
+@intrinsic
+def _round256(typingctx, x, t, o, iscale, qs, bsums, bo):
+    """qs[t, o:o+256] = int8(min(127, rint(iscale * x))) and bsums[t, bo + j] = the sum of its run j of 16."""
+    sig = types.void(x, types.intp, types.intp, types.float32, qs, bsums, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xv, tv, ov, sc, qv, bv, bov = args
+        p = _block_ptr(context, builder, signature.args[0], xv, tv, ov, _V16F)
+        q = _block_ptr(context, builder, signature.args[4], qv, tv, ov, ir.VectorType(ir.IntType(8), 16))
+        bp = _block_ptr(context, builder, signature.args[5], bv, tv, bov, _I32)
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F]), "llvm.rint.v16f32")
+        v = builder.insert_element(ir.Constant(_V16F, ir.Undefined), sc, ir.Constant(_I32, 0))
+        scv = builder.shuffle_vector(v, ir.Constant(_V16F, ir.Undefined), ir.Constant(_V16I, [0] * 16))
+        top = ir.Constant(_V16I, [127] * 16)
+        for j in range(16):
+            xi = builder.load(builder.gep(p, [ir.Constant(_I32, j)]), align=4)
+            qi = builder.fptosi(builder.call(rint, [builder.fmul(scv, xi)]), _V16I)
+            qi = builder.select(builder.icmp_signed("<", qi, top), qi, top)
+            q8 = builder.trunc(qi, ir.VectorType(ir.IntType(8), 16))
+            builder.store(q8, builder.gep(q, [ir.Constant(_I32, j)]), align=1)
+            qw = builder.sext(q8, _V16I)  # the stored int8, summed (as ggml sums y[i].qs)
+            r = ir.Constant(_I32, 0)
+            for i in range(16):
+                r = builder.add(r, builder.extract_element(qw, ir.Constant(_I32, i)))
+            builder.store(r, builder.gep(bp, [ir.Constant(_I32, j)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True)
 def act_q8_0(x, qs, d, s):
     """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float), and
@@ -159,14 +229,8 @@ def _q8_k_rows(x, qs, d, bsums, r0, r1):
     for t in range(r0, r1):
         for b in range(nb):
             o = b * 256
-            amax = F32(0)
-            mx = F32(0)
-            for j in range(256):
-                a = abs(x[t, o + j])
-                if a > amax:
-                    amax = a
-                    mx = x[t, o + j]
-            if amax == F32(0):
+            mx = _signed_absmax256(x, t, o)  # the first value of largest magnitude (0: none)
+            if mx == F32(0):
                 d[t, b] = F32(0)
                 for j in range(256):
                     qs[t, o + j] = 0
@@ -174,14 +238,7 @@ def _q8_k_rows(x, qs, d, bsums, r0, r1):
                     bsums[t, b * 16 + j] = 0
                 continue
             iscale = F32(-127) / mx
-            for j in range(256):
-                v = np.int32(np.rint(iscale * x[t, o + j]))
-                qs[t, o + j] = np.int8(min(127, v))
-            for j in range(16):
-                acc = np.int32(0)
-                for i in range(16):
-                    acc += np.int32(qs[t, o + j * 16 + i])
-                bsums[t, b * 16 + j] = acc
+            _round256(x, t, o, iscale, qs, bsums, b * 16)  # q = min(127, rint(iscale * x)), sums of 16
             d[t, b] = F32(1) / iscale
 
 
@@ -262,14 +319,8 @@ def _fake_q8_k(x, out):
     for t in range(T):
         for b in range(K // 256):
             o = b * 256
-            amax = F32(0)
-            mx = F32(0)
-            for j in range(256):
-                a = abs(x[t, o + j])
-                if a > amax:
-                    amax = a
-                    mx = x[t, o + j]
-            if amax == F32(0):
+            mx = _signed_absmax256(x, t, o)  # the first value of largest magnitude (0: none)
+            if mx == F32(0):
                 for j in range(256):
                     out[t, o + j] = F32(0)
                 continue
