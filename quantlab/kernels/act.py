@@ -38,7 +38,8 @@ _V16F, _V16I = ir.VectorType(_F, 16), ir.VectorType(_I32, 16)
 
 
 def _block_ptr(context, builder, aty, aval, t, o, elt):
-    """Pointer to element [t, o] of a C-contiguous 2-D array, as ``elt``*."""
+    """Pointer to element [t, o] of a C-contiguous 2-D array, as ``elt``*. Every caller's array is C-contiguous
+    (quantize_activations and the act_q8_* wrappers make it so)."""
     arr = context.make_array(aty)(context, builder, aval)
     ncol = builder.extract_value(arr.shape, 1)
     return builder.bitcast(builder.gep(arr.data, [builder.add(builder.mul(t, ncol), o)]), elt.as_pointer())
@@ -170,7 +171,7 @@ def act_q8_0(x, qs, d, s):
     """x float32 [T, K] -> qs int8 [T, K], d float32 [T, K/32] (the fp16-rounded scale, as float), and
     s[t, b] = sum(q) of the block as float32 (exact: |sum| <= 4064), for the integer kernels' offset
     terms (Q4_0 / Q5_0: sum (c - off) a = sum c a - off * sum a)."""
-    _q8_0_rows(x, qs, d, s, 0, x.shape[0])
+    _q8_0_rows(np.ascontiguousarray(x), qs, d, s, 0, x.shape[0])
 
 
 @njit(cache=True, nogil=True)
@@ -191,7 +192,7 @@ def _q8_0_rows(x, qs, d, s, r0, r1):
 @njit(cache=True)
 def act_q8_1(x, qs, d, s):
     """Like act_q8_0, plus s = fp16(d * sum(q)) per block (d unrounded here, as ggml does)."""
-    _q8_1_rows(x, qs, d, s, 0, x.shape[0])
+    _q8_1_rows(np.ascontiguousarray(x), qs, d, s, 0, x.shape[0])
 
 
 @njit(cache=True, nogil=True)
@@ -218,7 +219,7 @@ def _q8_1_rows(x, qs, d, s, r0, r1):
 def act_q8_k(x, qs, d, bsums):
     """Q8_K (spec §5.6): per 256 values d = max/-127 with max the signed value of largest magnitude,
     q = min(127, rint(x * -127/max)), and 16 sums of 16 quants each."""
-    _q8_k_rows(x, qs, d, bsums, 0, x.shape[0])
+    _q8_k_rows(np.ascontiguousarray(x), qs, d, bsums, 0, x.shape[0])
 
 
 @njit(cache=True, nogil=True)
@@ -315,6 +316,7 @@ def _fake_q8_1(x, out, e):
 
 @njit(cache=True)
 def _fake_q8_k(x, out):
+    x = np.ascontiguousarray(x)  # (_signed_absmax256 reads rows as flat vectors)
     T, K = x.shape
     for t in range(T):
         for b in range(K // 256):
