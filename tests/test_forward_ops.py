@@ -200,12 +200,18 @@ def test_integer_products_are_ggml_mul_mat(ggml, fmt, T):
     _same_bits(ref, blocks.Linear("w", f, Wq, R, E)(x))
 
 
-def test_prompt_glu_on_threads_is_swiglu():
-    """A prompt batch's SwiGLU runs in pieces of rows on the row-kernel threads: lk.swiglu's bytes."""
+def test_prompt_glu_and_norm_on_threads_are_the_serial_kernels():
+    """A prompt batch's SwiGLU and RMSNorm run in pieces of rows on the row-kernel threads: lk.swiglu's and
+    lk.rms_norm's bytes."""
     g = (np.random.default_rng(41).standard_normal((150, 1539)) * 6).astype(np.float32)
     u = np.random.default_rng(42).standard_normal((150, 1539)).astype(np.float32)
     want = np.empty_like(g)
     lk.swiglu(g, u, want)
     with _rows.use_threads(2):
         got = blocks.Ops(SimpleNamespace(eps=1e-5), np.arange(150)).glu(g.copy(), u)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    w = np.random.default_rng(43).standard_normal(1539).astype(np.float32)
+    lk.rms_norm(g, w, 1e-5, want)
+    with _rows.use_threads(2):
+        got = blocks.Ops(SimpleNamespace(eps=1e-5), np.arange(150)).norm(g, w)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -18,8 +18,14 @@ F32 = np.float32
 @njit(cache=True)
 def rms_norm(x, w, eps, out):
     """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w  (ggml_rms_norm then the norm weight)."""
-    T, E = x.shape
-    for t in range(T):
+    rms_norm_rows(x, w, eps, out, 0, x.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def rms_norm_rows(x, w, eps, out, r0, r1):
+    """rms_norm of rows [r0, r1) (a piece for :func:`~quantlab.kernels._rows.run_rows`)."""
+    E = x.shape[1]
+    for t in range(r0, r1):
         s = 0.0
         for j in range(E):
             v = x[t, j] * x[t, j]
