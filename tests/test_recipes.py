@@ -611,8 +611,9 @@ def test_cli_quantize(tmp_path, capsys):
 
 
 def test_cli_starts_numba_without_importing_scipy_linalg():
-    """`quantlab quantize` starts numba with scipy.linalg, scipy, yaml and cffi hidden (optional for numba,
-    unused by the kernels, a third of its start-up), and puts them back."""
+    """`quantlab quantize` imports numba with scipy, yaml, cffi and scipy.linalg hidden (optional for numba,
+    unused by the kernels, a third of its start-up) and puts them back at once: gguf-py (which imports yaml;
+    the IQ grids come from it) imports inside, BLAS and scipy work after."""
     import subprocess
     import sys
 
@@ -620,20 +621,21 @@ def test_cli_starts_numba_without_importing_scipy_linalg():
         "import sys, numpy as np, quantlab\n"
         "from quantlab.recipes.cli import quick_numba_start\n"
         "with quick_numba_start():\n"
+        "    hidden = sorted(m for m in ('scipy', 'yaml', 'cffi', 'scipy.linalg') if m in sys.modules)\n"
         "    quantlab.quantize(np.ones((1, 32), np.float32), 'Q8_0', threads=1)\n"
-        "print('scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules)\n"
-        "print(sorted(m for m in ('scipy', 'yaml', 'cffi') if m in sys.modules))\n"
+        "    print(hidden, 'scipy.linalg.cython_blas' in sys.modules)\n"
+        "    import gguf\n"
         "import numba, scipy.linalg, yaml, cffi\n"
         "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
         "a, m, y = np.arange(6.0).reshape(2, 3), np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0])\n"
         "print(np.array_equal(dot(a, a.T), a @ a.T), np.allclose(m @ scipy.linalg.solve(m, y), y))\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    for _ in range(2):  # the first run compiles Q8_0's kernel when the cache lacks it (and so sets numba up)
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
     lines = p.stdout.splitlines()
-    assert lines[0] == "False False"  # numba started, scipy.linalg not imported
-    assert lines[1] == "[]"  # nor scipy, yaml (config file) or cffi
-    assert lines[2] == "True True"  # BLAS, scipy, yaml, cffi still there after
+    assert lines[0] == "[] False"  # numba running, none of them imported
+    assert lines[1] == "True True"  # BLAS, scipy, yaml, cffi still there after
 
 
 def test_quick_numba_start_loads_cached_kernels_without_numba_s_compiler():

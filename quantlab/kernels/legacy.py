@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..formats.layout import offsets, size
@@ -356,22 +357,93 @@ def dequantize_q5_1(q, n_per_row):
 # ----------------------------------------------------------------------------------------------------
 
 
+def _splat32(builder, v):
+    """<32 x float> with every lane = v."""
+    vf = ir.VectorType(v.type, 32)
+    undef = ir.Constant(vf, ir.Undefined)
+    one = builder.insert_element(undef, v, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), 32), [0] * 32))
+
+
+def _vector_intrinsic(builder, name, vf):
+    """The LLVM intrinsic ``name`` taking and returning the vector type vf, declared once per module
+    (llvmlite's declare_intrinsic does not name vector overloads)."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf]), name)
+
+
+def _halves(builder, v, n):
+    """The lower and upper halves (n/2 lanes each) of the n-lane vector v."""
+    idx = ir.VectorType(ir.IntType(32), n // 2)
+    undef = ir.Constant(v.type, ir.Undefined)
+    lo = builder.shuffle_vector(v, undef, ir.Constant(idx, list(range(n // 2))))
+    hi = builder.shuffle_vector(v, undef, ir.Constant(idx, list(range(n // 2, n))))
+    return lo, hi
+
+
+@intrinsic
+def _absmax32(typingctx, x, xoff):
+    """max(|x[xoff:xoff+32]|) as ONE SIMD expression: a <32 x float> load, fabs, then a tree of
+    ``a > b ? a : b`` halvings. The maximum of finite values does not depend on the order it is taken in,
+    so it is ggml's ``amax = MAX(amax, fabsf(x[j]))`` loop's value (the API refuses NaN/inf for these
+    formats before any kernel runs). The caller guarantees the range lies inside the array."""
+    sig = types.float32(x, xoff)
+
+    def codegen(context, builder, signature, args):
+        xa, xo = args
+        xarr = context.make_array(signature.args[0])(context, builder, xa)
+        vf = ir.VectorType(ir.FloatType(), 32)
+        v = builder.load(builder.bitcast(builder.gep(xarr.data, [xo]), vf.as_pointer()), align=4)
+        v = builder.call(_vector_intrinsic(builder, "llvm.fabs.v32f32", vf), [v])
+        n = 32
+        while n > 1:
+            lo, hi = _halves(builder, v, n)
+            v = builder.select(builder.fcmp_ordered(">", lo, hi), lo, hi)
+            n //= 2
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    return sig, codegen
+
+
+@intrinsic
+def _q8_codes32(typingctx, x, xoff, out, ooff, idv):
+    """out[ooff:ooff+32] = int8(roundf(x[xoff:xoff+32] * idv)); returns the sum of the 32 codes. ONE SIMD
+    expression: a <32 x float> load, fmul by the splatted inverse scale, llvm.round (C roundf: half away
+    from zero), fptosi to i32, the low 8 bits stored; the sum is exact integer adds. The same IEEE
+    operations as ggml's scalar loop, so the same bytes (|x * idv| <= 127 plus rounding: the int8 fits).
+    The caller guarantees both ranges lie inside their arrays."""
+    sig = types.int32(x, xoff, out, ooff, idv)
+
+    def codegen(context, builder, signature, args):
+        xa, xo, oa, oo, dv = args
+        xarr = context.make_array(signature.args[0])(context, builder, xa)
+        oarr = context.make_array(signature.args[2])(context, builder, oa)
+        vf = ir.VectorType(ir.FloatType(), 32)
+        vi = ir.VectorType(ir.IntType(32), 32)
+        v = builder.load(builder.bitcast(builder.gep(xarr.data, [xo]), vf.as_pointer()), align=4)
+        r = builder.call(_vector_intrinsic(builder, "llvm.round.v32f32", vf), [builder.fmul(v, _splat32(builder, dv))])
+        q = builder.fptosi(r, vi)
+        v8 = ir.VectorType(ir.IntType(8), 32)
+        builder.store(builder.trunc(q, v8), builder.bitcast(builder.gep(oarr.data, [oo]), v8.as_pointer()), align=1)
+        n = 32
+        while n > 1:
+            lo, hi = _halves(builder, q, n)
+            q = builder.add(lo, hi)
+            n //= 2
+        return builder.extract_element(q, ir.Constant(ir.IntType(32), 0))
+
+    return sig, codegen
+
+
 @njit(cache=True, inline="always")
 def _q8_block(xr, xo, orow, o, qo, k):
     """One Q8_0/Q8_1 block: writes d at o (Q80_D = Q81_D = 0) and the codes at o + qo; returns
-    (d, sum of codes)."""
-    amax = np.float32(0.0)
-    for j in range(32):
-        a = abs(xr[xo + j])
-        amax = amax if amax > a else a
+    (d, sum of codes). ggml's quantize_row_q8_0_ref: amax, d = amax / 127, id = 1/d, roundf(x * id);
+    the 32-wide steps are the two SIMD intrinsics above (``k`` is always 32)."""
+    amax = _absmax32(xr, xo)
     d = np.float32(amax / np.float32(127.0))
     idv = inv(d)
     wr16(orow, o + Q80_D, f32_to_f16(d))
-    s = np.int32(0)
-    for j in range(k):
-        q = _i8(_trunc(roundf(xr[xo + j] * idv)))
-        s += q
-        orow[o + qo + j] = np.uint8(q & 0xFF)
+    s = _q8_codes32(xr, xo, orow, o + qo, idv)
     return d, s
 
 

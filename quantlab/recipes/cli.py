@@ -134,7 +134,7 @@ def process_seconds() -> float | None:
 
 
 # Modules numba imports at start-up that no format kernel uses, with the reason numba imports each. Hidden
-# while the model is quantized (an ``import`` of a None entry of sys.modules raises ImportError, which numba
+# while numba is imported (an ``import`` of a None entry of sys.modules raises ImportError, which numba
 # expects for each of them), then put back. Measured on SmolLM2 -> Q8_0, CPU time of the whole process, see
 # the commit message.
 _NUMBA_OPTIONAL = {
@@ -147,28 +147,28 @@ _NUMBA_OPTIONAL = {
 
 @contextlib.contextmanager
 def quick_numba_start():
-    """While active: numba starts without the optional modules it imports, and loads cached kernels
-    without first setting up its compiler. Only the ``quantlab quantize`` process uses it.
+    """While active: numba has been imported without the optional modules it imports, and it loads
+    cached kernels without first setting up its compiler. Only the ``quantlab quantize`` process uses it.
 
-    *Optional modules.* At start-up numba imports ``scipy`` (a version check), ``yaml`` (for an optional
-    config file), ``cffi`` (creating an FFI, which compiles pycparser's regular expressions) and
-    ``scipy.linalg.cython_blas`` (only to learn whether a BLAS is there, for ``np.correlate`` /
-    ``np.convolve`` in jitted code). No format kernel multiplies matrices or calls cffi, and together they
-    are about a third of numba's start-up, so they are hidden while numba starts and put back after:
-    numba then takes its own loop for those two functions, and anything that really needs scipy or BLAS
-    later (``np.dot`` in jitted code, scipy itself) imports it as usual (jitted cffi calls stay
-    unavailable in this process).
+    *Optional modules.* At import numba imports ``scipy`` (a version check) and ``yaml`` (for an
+    optional config file); setting up its compiler imports ``cffi`` (creating an FFI, which compiles
+    pycparser's regular expressions) and ``scipy.linalg.cython_blas`` (only to learn whether a BLAS is
+    there, for ``np.correlate`` / ``np.convolve`` in jitted code). No format kernel multiplies matrices or
+    calls cffi, so they are hidden while numba is imported and put back right after: anything that
+    really needs scipy, yaml or BLAS later (``np.dot`` in jitted code, gguf-py, scipy itself) imports it
+    as usual.
 
     *Cached kernels.* Before it loads a kernel from its cache, numba "refreshes" its typing and target
     contexts (``Cache.load_overload``): the first refresh imports and installs every typing and lowering
-    registry numba has, ~0.1 s of CPU, which compiling needs and loading machine code does not. Loading
-    needs the NRT (numba's runtime, which cached code links against) to be initialised, nothing else; so
-    here a cache hit initialises the NRT and loads. A kernel that is not in the cache is compiled by numba's
-    usual path, whose compiler refreshes both contexts itself. Where numba's internals are not the ones
-    this was written against (0.6x), numba's own loading is kept.
+    registry numba has (the cffi and BLAS imports above among them), ~0.1 s of CPU, which compiling
+    needs and loading machine code does not. Loading needs the NRT (numba's runtime, which cached code
+    links against) to be initialised, nothing else; so here a cache hit initialises the NRT and loads. A
+    kernel that is not in the cache is compiled by numba's usual path, whose compiler refreshes both
+    contexts itself. Where numba's internals are not the ones this was written against (0.6x), numba's
+    own loading is kept.
     """
     hidden = []
-    if "numba.np.arraymath" not in sys.modules:  # numba's registries not loaded yet
+    if "numba" not in sys.modules:
         hidden = [
             m
             for m in _NUMBA_OPTIONAL
@@ -176,22 +176,23 @@ def quick_numba_start():
         ]
     for m in hidden:
         sys.modules[m] = None  # pyright: ignore[reportArgumentType]  (an `import` of a None entry raises ImportError)
-    restore = None
     try:
-        restore = _load_cached_kernels_directly()
+        restore = _load_cached_kernels_directly()  # imports numba
+    finally:
+        for m in hidden:
+            if m in sys.modules and sys.modules[m] is None:
+                del sys.modules[m]
+    try:
         yield
     finally:
         if restore is not None:
             restore()
-        for m in hidden:
-            if m in sys.modules and sys.modules[m] is None:
-                del sys.modules[m]
 
 
 def _load_cached_kernels_directly():
     """Replace numba's ``Cache.load_overload`` (refresh, then load) by NRT set-up, then load; returns the
     function that puts numba's back, or None (numba's internals differ: nothing replaced)."""
-    # lazy: numba's import (~0.15 s) happens here, inside quick_numba_start's hiding of its optional modules
+    # lazy: numba's import (~0.15 s) happens here, while quick_numba_start hides its optional modules
     from numba.core import caching
     from numba.core.runtime import rtsys
 
