@@ -166,6 +166,10 @@ def quick_numba_start():
     kernel that is not in the cache is compiled by numba's usual path, whose compiler refreshes both
     contexts itself. Where numba's internals are not the ones this was written against (0.6x), numba's
     own loading is kept.
+
+    *Extensions.* numba's first dispatch scans every installed distribution's entry points for
+    ``numba_extensions`` plugins (~10 ms here, 160 distributions); quantlab's kernels use none, so the
+    scan is marked done while active (and unmarked after, if it was skipped).
     """
     hidden = []
     if "numba" not in sys.modules:
@@ -182,9 +186,15 @@ def quick_numba_start():
         for m in hidden:
             if m in sys.modules and sys.modules[m] is None:
                 del sys.modules[m]
+    entrypoints = sys.modules.get("numba.core.entrypoints")
+    skipped = entrypoints is not None and getattr(entrypoints, "_already_initialized", None) is False
+    if skipped:
+        entrypoints._already_initialized = True
     try:
         yield
     finally:
+        if skipped:
+            entrypoints._already_initialized = False
         if restore is not None:
             restore()
 
