@@ -187,14 +187,14 @@ def quick_numba_start():
             if m in sys.modules and sys.modules[m] is None:
                 del sys.modules[m]
     entrypoints = sys.modules.get("numba.core.entrypoints")
-    skipped = entrypoints is not None and getattr(entrypoints, "_already_initialized", None) is False
+    skipped = getattr(entrypoints, "_already_initialized", None) is False
     if skipped:
-        entrypoints._already_initialized = True
+        setattr(entrypoints, "_already_initialized", True)  # noqa: B010  (numba's module-level flag)
     try:
         yield
     finally:
         if skipped:
-            entrypoints._already_initialized = False
+            setattr(entrypoints, "_already_initialized", False)  # noqa: B010
         if restore is not None:
             restore()
 
@@ -204,7 +204,7 @@ def _load_cached_kernels_directly():
     function that puts numba's back, or None (numba's internals differ: nothing replaced)."""
     # lazy: numba's import (~0.15 s) happens here, while quick_numba_start hides its optional modules
     from numba.core import caching
-    from numba.core.runtime import rtsys
+    from numba.core.runtime.nrt import rtsys
 
     cache = caching.Cache
     original = cache.__dict__.get("load_overload")
