@@ -21,7 +21,8 @@ the disk before the rename, so even a power cut right after leaves the old file 
 ``fsync=False`` leaves that to the operating system (llama.cpp's writers do not sync).
 
 Each tensor goes to the file in one ``os.writev`` system call together with its padding, straight from
-the array's memory (no copy in a Python buffer).
+the array's memory (no copy in a Python buffer). The file's blocks are reserved first
+(``posix_fallocate``, see :func:`_preallocate`).
 
 Metadata types: a key keeps the type recorded by the source (``Metadata.type_of`` / ``MetadataDict``),
 a :class:`~quantlab.gguf.constants.Value` pins one, and plain Python values get an inferred type
@@ -31,6 +32,7 @@ a :class:`~quantlab.gguf.constants.Value` pins one, and plain Python values get 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import tempfile
@@ -75,6 +77,23 @@ _FORMAT_DTYPE = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "<i1", "I16": "
 
 def _pad(n: int, a: int) -> int:
     return (n + a - 1) // a * a
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the whole file's blocks before writing (the size is known from the tensor table). Besides
+    failing at once when the disk is too small, this makes the final ``os.replace`` over an existing file
+    cheap on ext4: a renamed-over target makes ext4 allocate and start writing out every delayed-allocation
+    block of the new file inside the rename (its ``auto_da_alloc`` safeguard), measured 90 ms of a 145 MB
+    SmolLM2 Q8_0 file's rename, 12-36 ms when the blocks were reserved first. A filesystem that cannot
+    preallocate is simply written as before."""
+    if size <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        # EOPNOTSUPP, EINVAL, ENODEV...: no preallocation here, nothing lost
 
 
 def _write_all(fd: int, bufs) -> None:
@@ -438,6 +457,7 @@ class GGUFWriter:
         self._fd = fd
         self._state = "writing"
         with self._aborting():
+            _preallocate(fd, len(head) + sum(_pad(p.nbytes, self.alignment) for p in self._plans.values()))
             _write_all(fd, [head])
         self._pos = len(head)
         self._data_start = len(head)

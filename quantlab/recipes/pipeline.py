@@ -34,9 +34,9 @@ file and renames it); the input is only ever read. Like llama-quantize, it does 
 (``fsync=True`` does).
 
 ``QuantizeResult.seconds`` is the time of this call: opening, planning, quantizing, writing, the rename.
-In a fresh process, Python's start-up, the imports and numba's start-up come on top (about 0.5 s of CPU
-for ``quantlab quantize``, which spares numba the 0.2 s import of scipy.linalg: see
-:func:`quantlab.recipes.cli.start_numba_without_blas`); the command prints both times.
+In a fresh process, Python's start-up, the imports and numba's start-up come on top (about 0.3 s of CPU
+for ``quantlab quantize``, which spares numba its optional imports and its compiler's set-up: see
+:func:`quantlab.recipes.cli.quick_numba_start`); the command prints both times.
 """
 
 from __future__ import annotations
