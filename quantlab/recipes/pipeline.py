@@ -17,7 +17,7 @@ What happens, in order (the same order llama-quantize follows, so the output fil
    by tensor: bytes copied when the type does not change, otherwise dequantized to float32 in slabs of
    rows and quantized with quantlab's kernels (all cores), each tensor padded to 32 bytes. A
    write-behind thread writes tensor i (one ``writev`` from the array's memory) while tensor i+1 is
-   quantized. The input is mapped, and each source tensor's pages are released once it is quantized
+   quantized, and a decode-ahead thread decodes tensor i+2's first slab meanwhile. The input is mapped, and each source tensor's pages are released once it is quantized
    (:meth:`quantlab.gguf.GGUFFile.release`): they do not pile up in the resident set, which stays about
    the biggest tensor's output plus a 64 MB slab whatever the model's size (``tools/scale_7b.py``
    measures it on a 7B-shaped F16 model).
