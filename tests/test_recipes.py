@@ -638,6 +638,43 @@ def test_cli_starts_numba_without_importing_scipy_linalg():
     assert lines[1] == "True True"  # BLAS, scipy, yaml, cffi still there after
 
 
+def test_decode_ahead_overlaps_and_reports_its_errors(tmp_path, monkeypatch):
+    """The next tensor is decoded on the decode-ahead thread while the current one is quantized: the same
+    bytes as decoding in turn, and a decoding that fails there stops the run with its error (raised in the
+    caller's thread), no output and no temporary file left."""
+    import threading
+
+    from quantlab.recipes import pipeline
+
+    src = tmp_path / "tiny.gguf"
+    _tiny_model(src)
+    monkeypatch.setattr(pipeline, "_DECODE_AHEAD", False)
+    one = recipes.quantize_model(src, tmp_path / "one.gguf", "Q4_K_M", verbose=False, progress=False)
+    monkeypatch.setattr(pipeline, "_DECODE_AHEAD", True)
+    real, where = pipeline._decode, []
+
+    def decode(t, *a):
+        where.append(threading.current_thread().name)
+        return real(t, *a)
+
+    monkeypatch.setattr(pipeline, "_decode", decode)
+    two = recipes.quantize_model(src, tmp_path / "two.gguf", "Q4_K_M", verbose=False, progress=False)
+    assert one.sha256() == two.sha256()
+    assert any(w.startswith("quantlab-decode") for w in where)  # decoded ahead, off the caller's thread
+
+    def fails_on_the_third(t, *a):
+        where.append(t.name)
+        if len(where) == 3:
+            raise RuntimeError("decoding failed")
+        return real(t, *a)
+
+    where.clear()
+    monkeypatch.setattr(pipeline, "_decode", fails_on_the_third)
+    with pytest.raises(RuntimeError, match="decoding failed"):
+        recipes.quantize_model(src, tmp_path / "three.gguf", "Q4_K_M", verbose=False, progress=False)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["one.gguf", "tiny.gguf", "two.gguf"]
+
+
 def test_quick_numba_start_loads_cached_kernels_without_numba_s_compiler():
     """Inside quick_numba_start a cached kernel is loaded without numba's typing/lowering registries (the
     ~0.1 s numba's own loading spends setting them up) and computes the same bytes; a kernel that is not
