@@ -25,6 +25,14 @@ computes with the old code: seen when FMA accumulation landed in ``simd.py`` (9 
 on a warm cache, all passed on a fresh one). So numba is pointed at ``<cache>/quantlab-src-<hash>``, the
 hash of every numba source module's text (:data:`NUMBA_SOURCES`; a test checks no module that imports
 numba is missing from it): a change anywhere in them starts a fresh, complete cache.
+
+**BLAS threads of a ``quantlab quantize`` process.** numpy's OpenBLAS starts its thread pool when numpy is
+imported (one spinning thread per core): about 70 ms of CPU in a process that never calls BLAS (the
+format kernels are numba loops; the quantize command hides scipy's BLAS from numba too). So, before
+anything imports numpy, :func:`configure_blas` sets ``OPENBLAS_NUM_THREADS=1`` (only when unset) for a
+process whose command line is ``quantlab quantize ...`` (console script or ``python -m quantlab.cli``),
+and for no other process: the library, the notebooks and the commands that multiply matrices keep
+OpenBLAS's default.
 """
 
 from __future__ import annotations
@@ -114,4 +122,36 @@ def configure() -> pathlib.Path:
     return d
 
 
+# commands whose process does no BLAS work (see the module docstring)
+NO_BLAS_COMMANDS = frozenset({"quantize"})
+
+
+def cli_command(orig_argv: list[str] | None = None) -> str | None:
+    """The quantlab command this process was started to run, when it is the ``quantlab`` program (the
+    console script, or ``python -m quantlab.cli``); None otherwise. Read from the interpreter's own
+    command line (``sys.orig_argv``), before any argument parsing: a hint for start-up settings only."""
+    argv = list(getattr(sys, "orig_argv", ()) if orig_argv is None else orig_argv)
+    rest = None
+    for i, w in enumerate(argv):
+        if w == "-m" and i + 1 < len(argv):
+            rest = argv[i + 2 :] if argv[i + 1] == "quantlab.cli" else None
+            break
+        if i > 0 and not w.startswith("-"):  # the script the interpreter runs
+            rest = argv[i + 1 :] if os.path.basename(w) == "quantlab" else None
+            break
+    if not rest:
+        return None
+    return next((w for w in rest if not w.startswith("-")), None)
+
+
+def configure_blas() -> None:
+    """OPENBLAS_NUM_THREADS=1 (when unset, and only when numpy is not imported yet) in a process started
+    for one of :data:`NO_BLAS_COMMANDS`."""
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    if cli_command() in NO_BLAS_COMMANDS:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
+
 CACHE_DIR = configure()
+configure_blas()

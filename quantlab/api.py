@@ -139,14 +139,15 @@ def _warn_overflow(rows: np.ndarray, out: np.ndarray, fmt: Format, lo: float, hi
     r = int(rows_bad[0])
     more = f" (and {rows_bad.size - 1} more rows)" if rows_bad.size > 1 else ""
     what = (
-        "its largest finite value: they became inf"
+        f"beyond the {limit:.4g} that is its largest finite value: they became inf"
         if fmt.family == "floats"
-        else "its scales can hold: its blocks decode to inf/NaN or zeros (ggml writes the same bytes)"
+        else f"beyond the {limit:.4g} its scales can hold: its blocks decode to inf/NaN or zeros (ggml writes the "
+        "same bytes)"
     )
     warnings.warn(
         QuantizationWarning(
-            f"{fmt.name}: row {r}{more} has weights up to {amax[r]:.4g} in magnitude, beyond the {limit:.4g} that "
-            f"is {what}. Scale the weights down, or use a format with a wider range (F32, BF16, Q8_K)"
+            f"{fmt.name}: row {r}{more} has weights up to {amax[r]:.4g} in magnitude, {what}. Scale the weights "
+            "down, or use a format with a wider range (F32, BF16, Q8_K)"
         ),
         stacklevel=3,
     )

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import api, data
-from .errors import ModelError, QuantlabError
+from .errors import DataMissing, ModelError, QuantlabError
 from .formats import all_formats, get
 from .gguf import open as qopen
 from .peers import ggml
@@ -97,10 +97,15 @@ class Table:
         return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _weights(n_elements: int, n_per_row: int) -> np.ndarray:
-    """Real weights (all-MiniLM-L6-v2, fp32) tiled to n_elements, as rows of n_per_row."""
+def _weights(n_elements: int, n_per_row: int) -> tuple[np.ndarray, str]:
+    """Real weights (all-MiniLM-L6-v2, fp32) tiled to n_elements, as rows of n_per_row, and what they are
+    (for the table's title): heavy-tailed synthetic ones when the model package is not installed."""
     try:
         ts = data.tensors("minilm")
+    except DataMissing:
+        flat = (np.random.default_rng(0).standard_t(4, n_elements) * 0.02).astype(np.float32)
+        what = "synthetic Student-t weights (all-MiniLM-L6-v2 is not installed)"
+    else:
         parts, total = [], 0
         for k in ts:
             a = ts[k]
@@ -109,11 +114,9 @@ def _weights(n_elements: int, n_per_row: int) -> np.ndarray:
                 total += a.size
             if total >= n_elements:
                 break
-        flat = np.concatenate(parts)
-        flat = np.resize(flat, n_elements)
-    except Exception:  # noqa: BLE001 - no model installed: heavy-tailed synthetic weights, said in the title
-        flat = (np.random.default_rng(0).standard_t(4, n_elements) * 0.02).astype(np.float32)
-    return np.ascontiguousarray(flat.reshape(-1, n_per_row), dtype=np.float32)
+        flat = np.resize(np.concatenate(parts), n_elements)
+        what = "real weights"
+    return np.ascontiguousarray(flat.reshape(-1, n_per_row), dtype=np.float32), what
 
 
 def _gguf_ops(fmt):
@@ -171,6 +174,110 @@ def _bar_iter(b, items):
             b.update()
 
 
+def _dequantize_input(f, g, x, k_quant: int, im_full) -> np.ndarray | None:
+    """Quantized rows of ``x`` to dequantize, as many rows as ``x``: at least 128 distinct ones (repeating a
+    few lets the branch predictor learn their sign bits: ggml's IQ2/IQ3 dequantize ran 4x faster on 9 rows
+    repeated; 64 or more: no effect). ``g``: ggml when it has the type. None: nothing can quantize it."""
+    n_rows = x.shape[0]
+    im = im_full if f.requires_imatrix else None
+    xq = _sample_rows(x, max(k_quant, min(n_rows, 128)))
+    if f.has_impl("fast", "quantize"):
+        q = api.quantize(xq, f, imatrix=im)
+    elif g is not None:
+        q = g.quantize(xq, f.id, im)
+    else:
+        return None
+    return q if q.shape[0] == n_rows else np.resize(q, (n_rows, q.shape[1]))
+
+
+def _dequantize_peers(f, g, gd, nthreads: int, reference: bool, n_per_row: int) -> dict:
+    """Each peer's dequantize of format ``f`` (None where it has none); ``g``: ggml when it has the type."""
+    fast = f.has_impl("fast", "dequantize")
+    return {
+        "reference": (lambda d: api.dequantize(d, f, impl="reference"))
+        if reference and f.has_impl("reference", "dequantize")
+        else None,
+        "numba-1t": (lambda d: api.dequantize(d, f, threads=1)) if fast else None,
+        f"numba-{nthreads}t": (lambda d: api.dequantize(d, f, threads=nthreads)) if fast else None,
+        "gguf": gd,
+        "ggml-1t": (lambda d: g.dequantize(d, f.id, n_per_row)) if g is not None and g.has_to_float(f.id) else None,
+    }
+
+
+def _quantize_peers(f, g, gq, im, nthreads: int, reference: bool) -> dict:
+    """Each peer's quantize of format ``f`` with imatrix ``im`` (None where it has none)."""
+    fast = f.has_impl("fast", "quantize")
+    return {
+        "reference": (lambda d: api.quantize(d, f, imatrix=im, impl="reference"))
+        if reference and f.has_impl("reference", "quantize")
+        else None,
+        "numba-1t": (lambda d: api.quantize(d, f, imatrix=im, threads=1)) if fast else None,
+        f"numba-{nthreads}t": (lambda d: api.quantize(d, f, imatrix=im, threads=nthreads)) if fast else None,
+        "gguf": gq if im is None else None,
+        # ggml_quantize_chunk has no case for the activation types Q8_1/Q8_K (it aborts)
+        "ggml-1t": (lambda d: g.quantize(d, f.id, im)) if g is not None and not f.activation_only else None,
+    }
+
+
+def _time_peers(run: dict, a: np.ndarray, k: int, n_per_row: int, ref_rows: int, call_time, min_time) -> dict:
+    """MB/s of float32 (the float side) of each peer in ``run`` on ``k`` rows of ``a`` spread over it; the
+    numpy reference on at most ``ref_rows`` (10-100x slower: one row, best of 2, when that is slow)."""
+    out = {}
+    a_k = _sample_rows(a, k)
+    for impl, fn in run.items():
+        if fn is None:
+            out[impl] = None
+            continue
+        a_r = a_k
+        if impl == "reference":
+            k_r, per_row = _rows_for(fn, a[:ref_rows], call_time, probe=1)
+            out["reference rows"] = k_r
+            if k_r == 1:
+                out[impl] = n_per_row * 4 / 1e6 / per_row
+                continue
+            a_r = _sample_rows(a, k_r)
+        t = _best_time(lambda: fn(a_r), min_time=min_time)
+        out[impl] = a_r.shape[0] * n_per_row * 4 / 1e6 / t
+    return out
+
+
+def _with_ratios(row: dict, nthreads: int) -> dict:
+    """``row`` plus numba's ratios to ggml-1t and gguf of the same run (None where a side is missing)."""
+    base, one, many = row.get("ggml-1t"), row.get("numba-1t"), row.get(f"numba-{nthreads}t")
+    row["numba-1t/ggml"] = one / base if base and one else None
+    row[f"numba-{nthreads}t/ggml"] = many / base if base and many else None
+    row["numba-1t/gguf"] = one / row["gguf"] if row.get("gguf") and one else None
+    return row
+
+
+def _operations(f, im_full) -> list:
+    """(operation, imatrix) pairs timed for format ``f``: quantize (not for a format that requires an
+    imatrix), quantize+imatrix where ``im_full`` is given and the format uses one, dequantize."""
+    ops = [] if f.requires_imatrix else [("quantize", None)]
+    if im_full is not None and f.uses_imatrix:
+        ops.append(("quantize+imatrix", im_full))
+    return ops + [("dequantize", None)]
+
+
+def _formats_table(rows: list, nthreads: int, what: str, g) -> Table:
+    cols = (
+        "format",
+        "op",
+        "reference",
+        "numba-1t",
+        f"numba-{nthreads}t",
+        "gguf",
+        "ggml-1t",
+        "numba-1t/ggml",
+        f"numba-{nthreads}t/ggml",
+        "numba-1t/gguf",
+    )
+    src = f"ggml: {g.source}" if g else "ggml: not found"
+    return Table(
+        rows, f"throughput, MB of float32 per second ({what}, slow operations on fewer rows: see 'rows'; {src})", cols
+    )
+
+
 def formats(
     names=None,
     size: int = 1 << 20,
@@ -209,7 +316,7 @@ def formats(
     fmts = (
         [get(n) for n in names] if names else [f for f in all_formats() if f.is_quantized or f.name in ("F16", "BF16")]
     )
-    x = _weights(size, n_per_row)
+    x, source = _weights(size, n_per_row)
     n_rows = x.shape[0]
     rng = np.random.default_rng(1)
     im_full = (rng.random(n_per_row) + 0.05).astype(np.float32)
@@ -219,103 +326,33 @@ def formats(
 
     fbar = bar(len(fmts), "bench formats", "format", enabled=bool(progress) and not callable(progress))
     for f in _bar_iter(fbar, fmts):
-        fast_q, fast_d = f.has_impl("fast", "quantize"), f.has_impl("fast", "dequantize")
-        if not fast_q and not ok(f):
+        gg = g if ok(f) else None  # ggml, when it has this type
+        if not f.has_impl("fast", "quantize") and gg is None:
             continue
         gq, gd = _gguf_ops(f) if peers else (None, None)
-        ops = [("quantize", None)]
-        if imatrix and f.uses_imatrix:
-            ops.append(("quantize+imatrix", im_full))
-        if f.requires_imatrix:
-            ops = [op for op in ops if op[1] is not None]
-        ops.append(("dequantize", None))
         k_quant = n_rows  # rows the first quantize was timed on
-        for op, im in ops:
+        for op, im in _operations(f, im_full if imatrix else None):
             if callable(progress):
                 progress(f"{f.name} {op}")
             fbar.set_postfix_str(f"{f.name} {op}")
-            row = {"format": f.name, "op": op}
             if op == "dequantize":
-                im_d = im_full if f.requires_imatrix else None
-                # at least 128 distinct rows: repeating a few rows lets the branch predictor learn their
-                # sign bits (ggml's IQ2/IQ3 dequantize ran 4x faster on 9 rows repeated; 64 or more: no effect)
-                xq = _sample_rows(x, max(k_quant, min(n_rows, 128)))
-                q = api.quantize(xq, f, imatrix=im_d) if fast_q else (g.quantize(xq, f.id, im_d) if ok(f) else None)
-                if q is None:
+                a = _dequantize_input(f, gg, x, k_quant, im_full)
+                if a is None:
                     continue
-                a = q if q.shape[0] == n_rows else np.resize(q, (n_rows, q.shape[1]))
-                run = {
-                    "reference": (lambda d: api.dequantize(d, f, impl="reference"))
-                    if reference and f.has_impl("reference", "dequantize")
-                    else None,
-                    "numba-1t": (lambda d: api.dequantize(d, f, threads=1)) if fast_d else None,
-                    f"numba-{nthreads}t": (lambda d: api.dequantize(d, f, threads=nthreads)) if fast_d else None,
-                    "gguf": gd,
-                    "ggml-1t": (lambda d: g.dequantize(d, f.id, n_per_row)) if ok(f) and g.has_to_float(f.id) else None,
-                }
+                run = _dequantize_peers(f, gg, gd, nthreads, reference, n_per_row)
             else:
                 a = x
-                run = {
-                    "reference": (lambda d: api.quantize(d, f, imatrix=im, impl="reference"))
-                    if reference and f.has_impl("reference", "quantize")
-                    else None,
-                    "numba-1t": (lambda d: api.quantize(d, f, imatrix=im, threads=1)) if fast_q else None,
-                    f"numba-{nthreads}t": (lambda d: api.quantize(d, f, imatrix=im, threads=nthreads))
-                    if fast_q
-                    else None,
-                    "gguf": gq if im is None else None,
-                    # ggml_quantize_chunk has no case for the activation types Q8_1/Q8_K (it aborts)
-                    "ggml-1t": (lambda d: g.quantize(d, f.id, im)) if ok(f) and not f.activation_only else None,
-                }
+                run = _quantize_peers(f, gg, gq, im, nthreads, reference)
             pace = run["numba-1t"] or run["ggml-1t"]
             if pace is None:
                 continue
             k = n_rows if op == "dequantize" else _rows_for(pace, a, call_time, least)[0]
             if op != "dequantize" and k_quant == n_rows:
                 k_quant = k
-            a_k = _sample_rows(a, k)
-            row["rows"] = k
-            for impl, fn in run.items():
-                if fn is None:
-                    row[impl] = None
-                    continue
-                if impl == "reference":  # numpy: 10-100x slower; one row, best of 2, when that is slow
-                    k_r, per_row = _rows_for(fn, a[:ref_rows], call_time, probe=1)
-                    row["reference rows"] = k_r
-                    if k_r == 1:
-                        row[impl] = n_per_row * 4 / 1e6 / per_row
-                        continue
-                    a_r = _sample_rows(a, k_r)
-                else:
-                    a_r = a_k
-                t = _best_time(lambda: fn(a_r), min_time=min_time)
-                row[impl] = a_r.shape[0] * n_per_row * 4 / 1e6 / t  # MB of float32 (the float side)
-            base = row.get("ggml-1t")
-            row["numba-1t/ggml"] = row["numba-1t"] / base if base and row.get("numba-1t") else None
-            row[f"numba-{nthreads}t/ggml"] = (
-                row[f"numba-{nthreads}t"] / base if base and row.get(f"numba-{nthreads}t") else None
-            )
-            row["numba-1t/gguf"] = row["numba-1t"] / row["gguf"] if row.get("gguf") and row.get("numba-1t") else None
-            rows.append(row)
-    cols = (
-        "format",
-        "op",
-        "reference",
-        "numba-1t",
-        f"numba-{nthreads}t",
-        "gguf",
-        "ggml-1t",
-        "numba-1t/ggml",
-        f"numba-{nthreads}t/ggml",
-        "numba-1t/gguf",
-    )
-    src = f"ggml: {g.source}" if g else "ggml: not found"
-    return Table(
-        rows,
-        f"throughput, MB of float32 per second (up to {n_rows}x{n_per_row} real weights, slow "
-        f"operations on fewer rows: see 'rows'; {src})",
-        cols,
-    )
+            row = {"format": f.name, "op": op, "rows": k}
+            row.update(_time_peers(run, a, k, n_per_row, ref_rows, call_time, min_time))
+            rows.append(_with_ratios(row, nthreads))
+    return _formats_table(rows, nthreads, f"up to {n_rows}x{n_per_row} {source}", g)
 
 
 def gguf_open(path=None, repeats: int = 5) -> Table:
@@ -515,57 +552,73 @@ def model(
     it was compiled for. A file quantlab cannot run (an architecture it does not support) keeps its
     llama.cpp columns and says why in ``note``.
     ``progress``: a bar over the files (True, see :mod:`quantlab.progress`) or nothing (False)."""
-    # the model code starts numba (~0.25 s): only `bench model`
-    from .model import bench as mbench
-
     exe = (llama_bench_binary(flavour) if flavour else llama_bench_binary()) if llama else None
     build = llama_build_info(exe) if exe is not None else None
     load = _load_average()
     rows = []
-
     mbar = bar(None, "bench model", "file", enabled=bool(progress))
     with tempfile.TemporaryDirectory() as tmp, mbar:
         if paths is None:
-            src = data.path("smollm2")
-            paths = [src]
-            if ftypes:
-                for ft in ftypes:
-                    out = os.path.join(workdir or tmp, f"smollm2-{ft}.gguf")
-                    if not os.path.exists(out):
-                        mbar.set_postfix_str(f"quantize {ft}")
-                        quantize_model(src, out, ft, allow_requantize=True, verbose=False, progress=False)
-                    paths.append(out)
+            paths = _smollm2_files(ftypes, workdir or tmp, mbar)
         mbar.reset(total=len(paths))
         for p in paths:
             mbar.set_postfix_str(os.path.basename(str(p)))
-            row_load = _load_average().split(" ")[0]
-            try:
-                r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
-            except ModelError as e:
-                r = {
-                    "threads": threads,
-                    "n_prompt": n_prompt,
-                    "n_gen": n_gen,
-                    "pp_tok_s": None,
-                    "tg_tok_s": None,
-                    "note": f"quantlab: {e}",
-                }
-            r["model"] = os.path.basename(str(p))
-            r["MB"] = os.path.getsize(p) / 1e6
-            r["load"] = row_load
-            try:
-                lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
-            except RuntimeError as e:  # one file's llama-bench failing (a crash, a timeout) keeps the table
-                lb = None
-                r["note"] = f"llama.cpp: {e}"
-            if lb:
-                r.update(lb)
-                r["llama_flavour"] = build["flavour"]
-                for k in ("pp", "tg"):
-                    ours, theirs = r.get(f"{k}_tok_s"), lb.get(f"llama_{k}_tok_s")
-                    r[f"{k} quantlab/llama"] = ours / theirs if ours and theirs else None
-            rows.append(r)
+            r = _quantlab_model_row(p, n_prompt, n_gen, threads, reps)
+            rows.append(_with_llama_bench(r, p, exe, build, threads, n_prompt, n_gen, reps))
             mbar.update()
+    t = _model_table(rows, exe, build, flavour, threads, reps, load)
+    t.build = build
+    return t
+
+
+def _smollm2_files(ftypes, workdir: str, mbar) -> list:
+    """The shipped SmolLM2 file and its requantizations to ``ftypes`` in ``workdir`` (made once)."""
+    src = data.path("smollm2")
+    paths = [src]
+    for ft in ftypes or ():
+        out = os.path.join(workdir, f"smollm2-{ft}.gguf")
+        if not os.path.exists(out):
+            mbar.set_postfix_str(f"quantize {ft}")
+            quantize_model(src, out, ft, allow_requantize=True, verbose=False, progress=False)
+        paths.append(out)
+    return paths
+
+
+def _quantlab_model_row(p, n_prompt: int, n_gen: int, threads: int, reps: int) -> dict:
+    """quantlab's pp/tg tokens/s on file ``p`` (None and a note when quantlab cannot run it), with the
+    file's name, size and the load average when it started."""
+    # the model code starts numba (~0.25 s): only `bench model`
+    from .model import bench as mbench
+
+    row_load = _load_average().split(" ")[0]
+    try:
+        r = dict(mbench(p, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps))
+    except ModelError as e:
+        r = {"threads": threads, "n_prompt": n_prompt, "n_gen": n_gen, "pp_tok_s": None, "tg_tok_s": None}
+        r["note"] = f"quantlab: {e}"
+    r["model"] = os.path.basename(str(p))
+    r["MB"] = os.path.getsize(p) / 1e6
+    r["load"] = row_load
+    return r
+
+
+def _with_llama_bench(r: dict, p, exe, build, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict:
+    """``r`` plus llama-bench's figures on the same file right after (when found) and the ratios."""
+    try:
+        lb = run_llama_bench(p, threads, n_prompt, n_gen, reps, binary=exe) if exe is not None else None
+    except RuntimeError as e:  # one file's llama-bench failing (a crash, a timeout) keeps the table
+        lb = None
+        r["note"] = f"llama.cpp: {e}"
+    if lb:
+        r.update(lb)
+        r["llama_flavour"] = build["flavour"]
+        for k in ("pp", "tg"):
+            ours, theirs = r.get(f"{k}_tok_s"), lb.get(f"llama_{k}_tok_s")
+            r[f"{k} quantlab/llama"] = ours / theirs if ours and theirs else None
+    return r
+
+
+def _model_table(rows: list, exe, build, flavour, threads: int, reps: int, load: str) -> Table:
     who = (
         f"vs llama.cpp's llama-bench, {build['label']} ({exe}), in the same run"
         if exe is not None
@@ -598,9 +651,7 @@ def model(
     )
     if any(r.get("note") for r in rows):
         cols += ("note",)
-    t = Table(rows, title, cols)
-    t.build = build
-    return t
+    return Table(rows, title, cols)
 
 
 def l3_bytes() -> int | None:
@@ -681,7 +732,7 @@ def matvec(
             if f.name not in ("I8", "I16", "I32", "I64", "F64") and f.has_impl("fast", "quantize")
         ]
     )
-    w = _weights(min(rows, distinct_rows) * cols, cols)
+    w, source = _weights(min(rows, distinct_rows) * cols, cols)
     x = np.random.default_rng(0).standard_normal((1, cols)).astype(np.float32)
     im = (np.random.default_rng(1).random(cols) + 0.05).astype(np.float32)
     out = []
@@ -711,7 +762,7 @@ def matvec(
         )
     return Table(
         out,
-        f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows repeated), cycling "
+        f"matrix-vector {rows}x{cols} ({min(rows, distinct_rows)} quantized rows of {source} repeated), cycling "
         f"through copies totalling >= {ws:.0f} MB (L3: {(l3_bytes() or 0) / 2**20:.0f} MiB), "
         f"{nthreads} threads; measured bandwidth {bw:.1f} GB/s",
         ("format", "bpw", "weight MB", "copies", "ms", "GB/s", "roof ms", "of roof", "path"),

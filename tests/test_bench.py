@@ -87,3 +87,16 @@ def test_matvec_cycles_through_a_working_set():
     for r in t:
         assert r["copies"] * r["weight MB"] >= 1.0 > (r["copies"] - 1) * r["weight MB"]
         assert r["weight MB"] == 64 * bench.get(r["format"]).row_bytes(256) / 1e6 and r["ms"] > 0
+
+
+def test_formats_title_says_when_weights_are_synthetic(monkeypatch):
+    """Without the MiniLM package the benchmark runs on synthetic weights and its title says so (it said
+    'real weights' either way)."""
+    from quantlab.errors import DataMissing
+
+    def missing(name):
+        raise DataMissing(f"{name} is not installed")
+
+    monkeypatch.setattr(bench.data, "tensors", missing)
+    t = bench.formats(["Q8_0"], size=4 * 256, n_per_row=256, min_time=0.0, ref_rows=1, peers=False, progress=False)
+    assert "synthetic Student-t weights" in t.title and "real weights" not in t.title

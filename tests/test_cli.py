@@ -100,6 +100,7 @@ def test_debug_shows_the_traceback(tmp_path):
         (["eval", "--ctx", "many"], "invalid int value"),
         (["imatrix", "--output-format", "xml"], "invalid choice"),
         (["generate"], "the following arguments are required: prompt"),
+        (["generate", "-n", "-1", "hi"], "'-1' is not a number of tokens to generate (expected 0 or more)"),
         (["bench", "--size", "1e6"], "invalid int value"),
         (["formats", "--what"], "unrecognized arguments"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),

@@ -10,14 +10,17 @@ Each case builds a one-op ggml graph through ctypes (tests/oracle.GgmlCpu) and c
 from __future__ import annotations
 
 import ctypes as C
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from numba import njit
 
 from quantlab.api import quantize
 from quantlab.formats.registry import get
-from quantlab.kernels import attn
+from quantlab.kernels import _rows, attn
 from quantlab.kernels import llama as lk
+from quantlab.kernels.ggml_float import v_expf
 from quantlab.model import blocks
 
 from .oracle import GgmlCpu
@@ -77,6 +80,52 @@ def test_attention_is_ggml_flash_attn_ext(ggml, T, pos0, D, n_swa):
     mask = np.where(hidden, -np.inf, 0).astype(np.float16)
     ref = ggml.flash_attn_ext(q.transpose(1, 0, 2), kc.transpose(1, 0, 2), vc.transpose(1, 0, 2), mask, 0.125)
     _same_bits(ref, attn.attention(q, kc, vc, pos0, np.float32(0.125), n_swa))
+
+
+@njit
+def _tile_softmax_steps(kq, m, scale, lo, hi):
+    mx = attn._scale_mask_max(kq, 0, scale, lo, hi)
+    tot = attn._exp_row(kq, 1, m)
+    return mx, tot
+
+
+@njit
+def _scalar_exp(x, m, out):
+    for i in range(x.shape[0]):
+        out[i] = v_expf(x[i] - m)
+
+
+def test_vector_softmax_steps_are_the_scalar_ones():
+    """The tiled path's vector exp (ggml_v_expf as 16-lane selects) and scale/mask/max give the scalar
+    kernel's bits on every branch of ggml_v_expf: |n| <= 126, 126 < |n| <= 192, beyond, -inf, NaN."""
+    x = np.array(
+        [0, -0.0, 1e-30, -1, 3.5, -20, -87.3, -88.9, -100, -130, -150, -190, -200, -1e30, -np.inf, np.nan, 88, 89]
+        + list(np.random.default_rng(5).uniform(-160, 40, 46)),
+        dtype=np.float32,
+    )
+    kq = np.stack([x, x]).astype(np.float32)
+    want = np.empty(64, np.float32)
+    _scalar_exp(x, np.float32(0.5), want)
+    mx, tot = _tile_softmax_steps(kq, np.float32(0.5), np.float32(0.25), 3, 60)
+    assert np.array_equal(kq[1].view(np.uint32), want.view(np.uint32))
+    want_tot = 0.0  # ggml_vec_soft_max_f32's sum, as attention_tiled writes it
+    with np.errstate(all="ignore"):  # the NaN input, large exps
+        for i0 in range(0, 64, 8):
+            k = want[i0 : i0 + 8]
+            want_tot += np.float64(((k[0] + k[4]) + (k[2] + k[6])) + ((k[1] + k[5]) + (k[3] + k[7])))
+    assert np.array_equal(np.float64(tot), np.float64(want_tot), equal_nan=True)
+    kq2 = np.stack([x, np.minimum(np.nan_to_num(x, nan=-3.0), 60)]).astype(np.float32)  # a finite sum too
+    _scalar_exp(kq2[1].copy(), np.float32(0.5), want)
+    want_tot = 0.0
+    with np.errstate(all="ignore"):
+        for i0 in range(0, 64, 8):
+            k = want[i0 : i0 + 8]
+            want_tot += np.float64(((k[0] + k[4]) + (k[2] + k[6])) + ((k[1] + k[5]) + (k[3] + k[7])))
+    _, tot = _tile_softmax_steps(kq2, np.float32(0.5), np.float32(0.25), 3, 60)
+    assert np.isfinite(want_tot) and np.float64(tot) == want_tot
+    ref = np.where((np.arange(64) < 3) | (np.arange(64) > 60), -np.inf, x * np.float32(0.25)).astype(np.float32)
+    assert np.array_equal(kq[0].view(np.uint32), ref.view(np.uint32))
+    assert mx == np.nanmax(ref)
 
 
 @pytest.mark.parametrize(
@@ -149,3 +198,20 @@ def test_integer_products_are_ggml_mul_mat(ggml, fmt, T):
     x = (rng.standard_normal((T, E)) * 3).astype(np.float32)
     ref = ggml.compute(lambda lib, c, t: lib.ggml_mul_mat(c, t[0], t[1]), [(Wq, f.id, (E, R)), (x, F32)], (T, R))
     _same_bits(ref, blocks.Linear("w", f, Wq, R, E)(x))
+
+
+def test_prompt_glu_and_norm_on_threads_are_the_serial_kernels():
+    """A prompt batch's SwiGLU and RMSNorm run in pieces of rows on the row-kernel threads: lk.swiglu's and
+    lk.rms_norm's bytes."""
+    g = (np.random.default_rng(41).standard_normal((150, 1539)) * 6).astype(np.float32)
+    u = np.random.default_rng(42).standard_normal((150, 1539)).astype(np.float32)
+    want = np.empty_like(g)
+    lk.swiglu(g, u, want)
+    with _rows.use_threads(2):
+        got = blocks.Ops(SimpleNamespace(eps=1e-5), np.arange(150)).glu(g.copy(), u)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    w = np.random.default_rng(43).standard_normal(1539).astype(np.float32)
+    lk.rms_norm(g, w, 1e-5, want)
+    with _rows.use_threads(2):
+        got = blocks.Ops(SimpleNamespace(eps=1e-5), np.arange(150)).norm(g, w)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))

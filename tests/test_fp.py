@@ -7,34 +7,19 @@ from quantlab.formats import _numerics as nm
 from quantlab.kernels._fp import bf16_to_f32, f16_to_f32, f16_to_f32_bits, f32_to_bf16, f32_to_f16
 
 
-@njit
-def _enc(a, o):
-    for i in range(a.size):
-        o[i] = f32_to_f16(a[i])
+def _elementwise(fn):
+    """A compiled loop o[i] = fn(a[i]): each helper is called as the kernels call it, from numba code."""
+
+    @njit
+    def run(a, o):
+        for i in range(a.size):
+            o[i] = fn(a[i])
+
+    return run
 
 
-@njit
-def _dec(a, o):
-    for i in range(a.size):
-        o[i] = f16_to_f32(a[i])
-
-
-@njit
-def _dec_bits(a, o):
-    for i in range(a.size):
-        o[i] = f16_to_f32_bits(a[i])
-
-
-@njit
-def _enc_bf(a, o):
-    for i in range(a.size):
-        o[i] = f32_to_bf16(a[i])
-
-
-@njit
-def _dec_bf(a, o):
-    for i in range(a.size):
-        o[i] = bf16_to_f32(a[i])
+_enc, _dec, _dec_bits = _elementwise(f32_to_f16), _elementwise(f16_to_f32), _elementwise(f16_to_f32_bits)
+_enc_bf, _dec_bf = _elementwise(f32_to_bf16), _elementwise(bf16_to_f32)
 
 
 def _dense_f32(n=3_000_000):

@@ -164,3 +164,25 @@ def test_gemm_needs_a_full_tile():
     act = mm.quantize_activations(np.ones((gk.TILE - 1, 64), F32), "Q8_0")
     with pytest.raises(ValueError, match=f"at least {gk.TILE}"):
         gk.gemm(gk.pack(q, "Q8_0"), "Q8_0", act)
+
+
+@pytest.mark.parametrize("T", [5, 64])
+@pytest.mark.parametrize("fmt", gk.KQUANTS)
+def test_kquant_gemm_is_the_row_kernels_byte_for_byte(fmt, T):
+    """Super-block formats (Q8_K activations): the row kernels' (matmul._row_256) bytes, every output of a
+    matrix of 37 rows (3 panels, the last padded) and an odd batch (the last tile overlaps)."""
+    R, K = 37, 768
+    w = _weights(R, K, 21)
+    w[2, 256:512] = 0  # an all-zero super-block
+    w[3] = np.abs(w[3])  # all mins 0
+    q = quantlab.quantize(w, fmt)
+    x = (np.random.default_rng(22).standard_normal((T, K)) * 3).astype(F32)
+    x[1, :256] = 0
+    act = mm.quantize_activations(x, mm.VEC_DOT_TYPE[fmt])
+    packed = gk.pack(q, fmt)
+    want = _row_kernels(q, fmt, act)
+    for n in (1, 2):
+        with _rows.use_threads(n):
+            y = gk.gemm(packed, fmt, act)
+        assert y.shape == (T, R)
+        assert np.array_equal(y.view(np.uint32), want.view(np.uint32))

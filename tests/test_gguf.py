@@ -3,6 +3,7 @@ old versions and byte orders, and one test per kind of malformed input."""
 
 from __future__ import annotations
 
+import errno
 import filecmp
 import json
 import os
@@ -44,7 +45,7 @@ def _raises(tmp_path, b, *needles):
         for k in f.metadata:
             f.metadata[k]
     msg = str(ei.value)
-    assert "byte" in msg, msg
+    assert msg.startswith(f"{p}: ") and "byte" in msg, msg  # the file, then the byte
     for n in needles:
         assert n in msg, msg
     return msg
@@ -429,6 +430,41 @@ def test_streaming_writer_layout_matches_llama_cpp_conventions(tmp_path):
     assert [int(t.data_offset) for t in r.tensors] == [
         f_off for f_off in (t.file_offset for t in qg.open(p).tensors.values())
     ]
+
+
+def test_writer_reserves_the_whole_file_before_writing(tmp_path, monkeypatch):
+    """The temporary file's blocks are reserved (fallocate) at the header, for the size the tensor table
+    gives: the finished file is exactly that long (the reservation never leaves slack), and a disk too
+    small fails at once with the one-line GGUFError, nothing left behind."""
+    import sys
+
+    import quantlab.gguf.writer as gw
+
+    p = tmp_path / "r.gguf"
+    a = np.ones((64, 256), np.float32)
+    with qg.GGUFWriter(p, {"general.architecture": "llama"}) as w:
+        w.add_tensor("a", a)
+        w.add_tensor("b", a[:3])
+        w.write_tensor("a")
+        st = os.fstat(w._fd)
+        if sys.platform.startswith("linux") and gw._fallocate() is not None:
+            assert st.st_size == w._data_start + 64 * 1024 + 3 * 1024  # reserved up to the end
+        w.write_tensor("b")
+    assert p.stat().st_size == w.size
+    with qg.open(p) as f:
+        assert np.array_equal(f.tensors["b"].numpy(), a[:3])
+
+    def full(fd, size):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(gw, "_preallocate", full)
+    with (
+        pytest.raises(GGUFError, match="No space left on device"),
+        qg.GGUFWriter(tmp_path / "n.gguf", {"general.architecture": "llama"}) as w,
+    ):
+        w.add_tensor("a", a)
+        w.write_tensor("a")
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["r.gguf"]
 
 
 def test_writer_quantizes_float_data_for_a_quantized_format(tmp_path):

@@ -283,6 +283,18 @@ def _corner_cases(n):
     m[1, ::3] = -0.0
     yield "zeros and -0.0", m
     yield "ties", (rng.integers(-16, 17, (3, n)) * 0.125).astype(np.float32)
+    # blocks whose extreme is a zero of either sign: ggml's scans keep the FIRST zero they meet (the _1
+    # formats store it as m, the _0 formats keep +0.0 for an all-zero block), and blocks of |x| ties
+    z = np.zeros((6, n), np.float32)
+    z[0] = -0.0  # all -0.0
+    z[1, ::2] = -0.0  # -0.0 first, then +0.0
+    z[2, 1::2] = -0.0  # +0.0 first, then -0.0
+    pos = np.abs(rng.standard_normal(n)).astype(np.float32)
+    z[3], z[4] = pos, -pos
+    z[3, 3::32], z[3, 7::32] = -0.0, 0.0  # the minimum is a zero, -0.0 first
+    z[4, 3::32], z[4, 7::32] = 0.0, -0.0  # the maximum is a zero, +0.0 first
+    z[5] = np.where(np.arange(n) % 5 == 0, -2.0, 2.0)  # |x| ties of both signs
+    yield "signed zeros as extremes", z
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -17,8 +17,8 @@ import quantlab
 from quantlab.errors import FormatError
 from quantlab.formats import get
 from quantlab.formats.registry import FORMATS as REGISTRY
+from quantlab.kernels import _rows, act, simd
 from quantlab.kernels import matmul as mm
-from quantlab.kernels import simd
 from quantlab.model.llama import Linear
 
 FORMATS = sorted(mm.INT_KERNELS)
@@ -244,3 +244,65 @@ def test_vec_dot_type_column_matches_ggml_cpu():
                 f.vec_dot()
         else:
             assert f.vec_dot() == f.vec_dot_type
+
+
+@pytest.mark.parametrize("vtype", ["Q8_0", "Q8_1", "Q8_K"])
+def test_batch_activation_quantization_on_threads_is_the_serial_one(vtype):
+    """Batches of act.PAR_ROWS rows or more are quantized in pieces on the row-kernel threads: the bytes of
+    one serial pass (act_q8_0 / act_q8_1 / act_q8_k over all rows)."""
+    T, K = act.PAR_ROWS + 37, 512
+    x = (np.random.default_rng(31).standard_normal((T, K)) * 4).astype(np.float32)
+    x[5] = 0
+    with _rows.use_threads(2):
+        got = act.quantize_activations(x, vtype)
+    want = [np.empty_like(a) for a in got]
+    {"Q8_0": act.act_q8_0, "Q8_1": act.act_q8_1, "Q8_K": act.act_q8_k}[vtype](x, *want)
+    for g, w in zip(got, want):
+        assert np.array_equal(g.view(np.uint8), w.view(np.uint8))
+
+
+def test_q8_0_activations_follow_ggml_rules():
+    """quantize_row_q8_0 (AVX2 flavour) in numpy float32: d = fp16(amax / 127), q = rint(x * (127 / amax)),
+    s = sum q; the vector kernel (16-lane max and rounding) gives exactly these bytes."""
+    x = (np.random.default_rng(33).standard_normal((70, 576)) * 5).astype(np.float32)
+    x[2, 32:64] = 0  # an all-zero block
+    x[3, 7] = -x[3, 7] * 40  # a negative maximum
+    x[4, :32] = np.float32(0.5) * np.arange(32, dtype=np.float32)  # ties at .5 after scaling
+    blk = x.reshape(70, -1, 32)
+    amax = np.abs(blk).max(axis=2)
+    d = (amax / np.float32(127)).astype(np.float16).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        iscale = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.rint(blk * iscale[:, :, None]).astype(np.int32)
+    for T in (5, 70):  # one serial call, pieces on threads
+        with _rows.use_threads(2):
+            qs, dd, s = act.quantize_activations(x[:T], "Q8_0")
+        assert np.array_equal(qs, q[:T].astype(np.int8).reshape(T, 576))
+        assert np.array_equal(dd.view(np.uint32), d[:T].view(np.uint32))
+        assert np.array_equal(s, q[:T].sum(axis=2).astype(np.float32))
+
+
+def test_q8_k_activations_follow_ggml_rules():
+    """quantize_row_q8_K in numpy float32: per 256 values mx = the first value of largest magnitude,
+    iscale = -127 / mx, q = min(127, rint(iscale * x)), d = 1 / iscale, bsums of 16; the vector kernel
+    (16-lane max, first index of it, rounding, sums) gives exactly these bytes."""
+    rng = np.random.default_rng(35)
+    x = (rng.standard_normal((70, 512)) * 5).astype(np.float32)
+    x[2, 256:] = 0  # an all-zero super-block
+    x[3, 10], x[3, 200] = -40, 40  # tie in magnitude: the first (negative) one sets the sign
+    x[4, 300], x[4, 301] = 33, -33
+    x[5, :256] = np.float32(0.5) * np.arange(-128, 128, dtype=np.float32)
+    blk = x.reshape(70, 2, 256)
+    idx = np.abs(blk).argmax(axis=2)
+    mx = np.take_along_axis(blk, idx[:, :, None], axis=2)[:, :, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = np.where(mx != 0, np.float32(-127) / mx, np.float32(0)).astype(np.float32)
+        q = np.minimum(127, np.rint(iscale[:, :, None] * blk)).astype(np.int32)
+        d = np.where(mx != 0, np.float32(1) / iscale, np.float32(0)).astype(np.float32)
+    q[mx == 0] = 0
+    for T in (5, 70):
+        with _rows.use_threads(2):
+            qs, dd, bs = act.quantize_activations(x[:T], "Q8_K")
+        assert np.array_equal(qs, q[:T].astype(np.int8).reshape(T, 512))
+        assert np.array_equal(dd.view(np.uint32), d[:T].view(np.uint32))
+        assert np.array_equal(bs, q[:T].reshape(T, 32, 16).sum(axis=2))

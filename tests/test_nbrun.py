@@ -27,13 +27,7 @@ def test_output_widget_sync_goes_around_the_polled_shell_socket(monkeypatch):
     ]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     client = NotebookClient(nb, timeout=120, kernel_name="python3")
-    sent_on_shell = []
-    with client.setup_kernel():
-        shell = client.kc.shell_channel
-        send = shell.send
-        monkeypatch.setattr(shell, "send", lambda msg: (sent_on_shell.append(msg["msg_type"]), send(msg))[1])
-        for i, cell in enumerate(nb.cells):
-            client.execute_cell(cell, i)
+    sent_on_shell = _run_recording_shell(client, nb, monkeypatch)
     assert "synced" in "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     # only the client's requests used the polled socket; the widget's comm_msg went on the comm socket
     assert sent_on_shell == ["execute_request"] * len(nb.cells), sent_on_shell
@@ -61,6 +55,12 @@ def test_show_figure_needs_no_front_end_sync_even_with_stock_nbclient(monkeypatc
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3")
+    sent_on_shell = _run_recording_shell(client, nb, monkeypatch)
+    assert sent_on_shell == ["execute_request"] * len(nb.cells), sent_on_shell
+
+
+def _run_recording_shell(client, nb, monkeypatch) -> list:
+    """Run every cell of ``nb`` with ``client``; the message types the client sent on the shell socket."""
     sent_on_shell = []
     with client.setup_kernel():
         shell = client.kc.shell_channel
@@ -68,4 +68,4 @@ def test_show_figure_needs_no_front_end_sync_even_with_stock_nbclient(monkeypatc
         monkeypatch.setattr(shell, "send", lambda msg: (sent_on_shell.append(msg["msg_type"]), send(msg))[1])
         for i, cell in enumerate(nb.cells):
             client.execute_cell(cell, i)
-    assert sent_on_shell == ["execute_request"] * len(nb.cells), sent_on_shell
+    return sent_on_shell

@@ -611,28 +611,101 @@ def test_cli_quantize(tmp_path, capsys):
 
 
 def test_cli_starts_numba_without_importing_scipy_linalg():
-    """`quantlab quantize` starts numba with scipy.linalg, scipy, yaml and cffi hidden (optional for numba,
-    unused by the kernels, a third of its start-up), and puts them back."""
+    """`quantlab quantize` imports numba with scipy, yaml, cffi and scipy.linalg hidden (optional for numba,
+    unused by the kernels, a third of its start-up) and puts them back at once: gguf-py (which imports yaml;
+    the IQ grids come from it) imports inside, BLAS and scipy work after."""
     import subprocess
     import sys
 
     code = (
-        "import sys, numpy as np\n"
-        "from quantlab.recipes.cli import start_numba_without_blas\n"
-        "start_numba_without_blas()\n"
-        "print('scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules)\n"
-        "print(sorted(m for m in ('scipy', 'yaml', 'cffi') if m in sys.modules))\n"
+        "import sys, numpy as np, quantlab\n"
+        "from quantlab.recipes.cli import quick_numba_start\n"
+        "with quick_numba_start():\n"
+        "    hidden = sorted(m for m in ('scipy', 'yaml', 'cffi', 'scipy.linalg') if m in sys.modules)\n"
+        "    quantlab.quantize(np.ones((1, 32), np.float32), 'Q8_0', threads=1)\n"
+        "    print(hidden, 'scipy.linalg.cython_blas' in sys.modules)\n"
+        "    import gguf\n"
         "import numba, scipy.linalg, yaml, cffi\n"
         "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
         "a, m, y = np.arange(6.0).reshape(2, 3), np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0])\n"
         "print(np.array_equal(dot(a, a.T), a @ a.T), np.allclose(m @ scipy.linalg.solve(m, y), y))\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    for _ in range(2):  # the first run compiles Q8_0's kernel when the cache lacks it (and so sets numba up)
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert lines[0] == "[] False"  # numba running, none of them imported
+    assert lines[1] == "True True"  # BLAS, scipy, yaml, cffi still there after
+
+
+def test_decode_ahead_overlaps_and_reports_its_errors(tmp_path, monkeypatch):
+    """The next tensor is decoded on the decode-ahead thread while the current one is quantized: the same
+    bytes as decoding in turn, and a decoding that fails there stops the run with its error (raised in the
+    caller's thread), no output and no temporary file left."""
+    import threading
+
+    from quantlab.recipes import pipeline
+
+    src = tmp_path / "tiny.gguf"
+    _tiny_model(src)
+    monkeypatch.setattr(pipeline, "_DECODE_AHEAD", False)
+    one = recipes.quantize_model(src, tmp_path / "one.gguf", "Q4_K_M", verbose=False, progress=False)
+    monkeypatch.setattr(pipeline, "_DECODE_AHEAD", True)
+    real, where = pipeline._decode, []
+
+    def decode(t, *a):
+        where.append(threading.current_thread().name)
+        return real(t, *a)
+
+    monkeypatch.setattr(pipeline, "_decode", decode)
+    two = recipes.quantize_model(src, tmp_path / "two.gguf", "Q4_K_M", verbose=False, progress=False)
+    assert one.sha256() == two.sha256()
+    assert any(w.startswith("quantlab-decode") for w in where)  # decoded ahead, off the caller's thread
+
+    def fails_on_the_third(t, *a):
+        where.append(t.name)
+        if len(where) == 3:
+            raise RuntimeError("decoding failed")
+        return real(t, *a)
+
+    where.clear()
+    monkeypatch.setattr(pipeline, "_decode", fails_on_the_third)
+    with pytest.raises(RuntimeError, match="decoding failed"):
+        recipes.quantize_model(src, tmp_path / "three.gguf", "Q4_K_M", verbose=False, progress=False)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["one.gguf", "tiny.gguf", "two.gguf"]
+
+
+def test_quick_numba_start_loads_cached_kernels_without_numba_s_compiler():
+    """Inside quick_numba_start a cached kernel is loaded without numba's typing/lowering registries (the
+    ~0.1 s numba's own loading spends setting them up) and computes the same bytes; a kernel that is not
+    cached still compiles there (numba's compiler sets its registries up itself); numba's loader is back
+    after."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, numba, quantlab\n"
+        "from numba.core import caching\n"
+        "from quantlab.recipes.cli import quick_numba_start\n"
+        "x = np.linspace(-3, 3, 4 * 256, dtype=np.float32).reshape(4, 256)\n"
+        "own = caching.Cache.load_overload\n"
+        "with quick_numba_start():\n"
+        "    q = quantlab.quantize(x, 'Q4_K', threads=1)\n"
+        "    print('numba.np.arraymath' in sys.modules, caching.Cache.load_overload is own)\n"
+        "    f = numba.njit(lambda v: (v * v).sum())\n"  # not cached: numba compiles it here
+        "    print(f(np.arange(4)) == 14, 'numba.np.arraymath' in sys.modules)\n"
+        "print(caching.Cache.load_overload is own)\n"
+        "print(np.array_equal(q, quantlab.quantize(x, 'Q4_K', impl='reference')))\n"
+    )
+    run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)  # noqa: E731
+    p = run()  # compiles Q4_K's kernel when the cache does not have it yet
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = run()  # now it is cached
     assert p.returncode == 0, p.stderr[-2000:]
     lines = p.stdout.splitlines()
-    assert lines[0] == "False False"  # numba started, scipy.linalg not imported
-    assert lines[1] == "[]"  # nor scipy, yaml (config file) or cffi
-    assert lines[2] == "True True"  # BLAS, scipy, yaml, cffi still there after
+    assert lines[0] == "False False"  # loaded without numba's registries, through quantlab's loader
+    assert lines[1] == "True True"  # a fresh njit function compiled (numba set its registries up) and ran
+    assert lines[2:] == ["True", "True"]  # numba's loader is back; the same bytes as the reference
 
 
 def test_imatrix_file_loader():

@@ -87,8 +87,10 @@ def test_the_kernel_cache_is_keyed_by_every_numba_source():
     uses_numba = {
         p for p in pkg.rglob("*.py") if re.search(r"^\s*(from|import) (numba|llvmlite)\b", p.read_text(), re.M)
     }
-    counts_only = {pkg / "warmup.py"}  # imports numba to count compiles; compiles nothing of its own
-    assert uses_numba - covered - counts_only == set() and uses_numba
+    # import numba's machinery, compile nothing of their own: warmup.py counts compiles, recipes/cli.py
+    # loads cached kernels for `quantlab quantize` (quick_numba_start)
+    no_kernels = {pkg / "warmup.py", pkg / "recipes" / "cli.py"}
+    assert uses_numba - covered - no_kernels == set() and uses_numba
     base = _cache.source_fingerprint()
     src = pkg / "kernels" / "simd.py"
     text = src.read_bytes()
@@ -98,6 +100,21 @@ def test_the_kernel_cache_is_keyed_by_every_numba_source():
     finally:
         src.write_bytes(text)
     assert _cache.source_fingerprint() == base
+
+
+def test_cli_command_is_read_from_the_interpreter_s_command_line():
+    """The start-up hint for `quantlab quantize` (OpenBLAS on one thread, set before numpy loads): the
+    command as the console script or `python -m quantlab.cli` runs it, and nothing for other programs."""
+    cmd = _cache.cli_command
+    assert cmd(["/v/bin/python", "/v/bin/quantlab", "quantize", "in", "out", "Q8_0"]) == "quantize"
+    assert cmd(["/v/bin/python", "/v/bin/quantlab", "--debug", "quantize", "in"]) == "quantize"
+    assert cmd(["/v/bin/python", "-m", "quantlab.cli", "quantize", "in"]) == "quantize"
+    assert cmd(["/v/bin/python", "-I", "-m", "quantlab.cli", "eval", "m"]) == "eval"
+    assert cmd(["/v/bin/python", "-m", "pytest", "quantize"]) is None
+    assert cmd(["/v/bin/python", "-c", "import quantlab", "quantize"]) is None
+    assert cmd(["/v/bin/python", "tools/quantize_vs_llama.py", "quantize"]) is None
+    assert cmd(["/v/bin/python"]) is None and cmd([]) is None
+    assert "quantize" in _cache.NO_BLAS_COMMANDS and "eval" not in _cache.NO_BLAS_COMMANDS
 
 
 def test_a_process_without_numba_cache_dir_uses_the_per_user_cache_and_finds_it_warm(tmp_path):

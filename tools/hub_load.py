@@ -71,6 +71,26 @@ def proxy_command() -> str | None:
     return shutil.which("configurable-http-proxy") or (str(local) if local.exists() else None)
 
 
+def student_cannot_start(python: str, uid: int = 65534) -> str | None:
+    """Why an account without privileges cannot start a server from the hub environment ``python``, or None.
+
+    Checked as the spawner runs it: ``jupyterhub-singleuser`` executed through a shell as that account, so the
+    script's interpreter is looked up without root's capabilities. (``setpriv ... python -c pass`` is no such
+    check: setpriv's own exec still resolves a path under /root, and Python then falls back to /usr's
+    standard library, so it passed for a venv made from root's pyenv while every spawn failed and the hub
+    answered 500.)"""
+    singleuser = pathlib.Path(python).with_name("jupyterhub-singleuser")
+    if not singleuser.exists():
+        return f"{singleuser} does not exist: JupyterHub is not installed in {python}'s environment"
+    as_student = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    cmd = [*as_student, "/bin/sh", "-c", 'exec "$0" --version', str(singleuser)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+    if r.returncode != 0:
+        why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        return f"another account cannot run {singleuser} ({why[:160]}): its interpreter must be readable by students"
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -321,6 +341,9 @@ def run(
     ``pythonpath``: a quantlab checkout the students' kernels import instead of the installed one."""
     if os.geteuid() != 0:
         raise SystemExit("hub_load: run as root (the hub starts each student's server as that student)")
+    why = student_cannot_start(python)
+    if why:
+        raise SystemExit(f"hub_load: {why} (deploy/jupyterhub/README.md)")
     work = workdir or pathlib.Path(tempfile.mkdtemp(prefix="quantlab-hub-"))
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)

@@ -3,17 +3,24 @@
     PYTHONPATH=$PWD NUMBA_CACHE_DIR=$PWD/.cache/numba .venv/bin/python tools/quantize_vs_llama.py
         [--ftypes Q8_0,Q4_K_M,IQ4_XS] [--runs 5] [--threads 2] [--src smollm2]
 
-Each round runs, per file type, llama-quantize (.cache/oracle/bin, or QUANTLAB_LLAMA_BIN) and then
+Each round runs, per file type, llama-quantize (QUANTLAB_LLAMA_BIN, else the native build's
+.cache/oracle-native/bin when it has llama-quantize, else the AVX2 build's .cache/oracle/bin) and then
 ``python -m quantlab.cli quantize`` as separate processes on the same input (interleaved, so both see the
 same machine load), writing to a temporary folder. Measured from outside: wall time (perf_counter around
 the child) and CPU time (user + system of the child, from wait4's rusage), which is what start-up
 (interpreter, imports, numba's cache loading) adds to. The table gives medians and ratios, with the load
 average before and after. The outputs are compared too: the two files must be byte-identical.
+
+quantlab's modules are byte-compiled first (``compileall``), as ``pip install`` leaves them: in an
+environment with PYTHONDONTWRITEBYTECODE=1 and no ``__pycache__`` every run would otherwise compile
+quantlab's sources again (measured: 35 ms of CPU for the modules ``quantlab quantize`` imports before its
+kernels, more with the kernel modules), a cost no installed quantlab pays.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import os
 import pathlib
@@ -55,8 +62,18 @@ def main(argv=None):
     from quantlab import data
 
     src = data.path("smollm2") if a.src == "smollm2" else pathlib.Path(a.src)
-    binroot = pathlib.Path(os.environ.get("QUANTLAB_LLAMA_BIN") or ROOT / ".cache/oracle/bin")
+    native = ROOT / ".cache/oracle-native/bin"
+    default = native if (native / "llama-quantize").exists() else ROOT / ".cache/oracle/bin"
+    binroot = pathlib.Path(os.environ.get("QUANTLAB_LLAMA_BIN") or default)
     lq = binroot / "llama-quantize"
+    build = binroot.parent / "BUILD"
+    flavour = next(
+        (ln.split("=", 1)[1] for ln in build.read_text().splitlines() if ln.startswith("flavour="))
+        if build.exists()
+        else (),
+        "unknown build",
+    )
+    compileall.compile_dir(ROOT / "quantlab", quiet=1)  # as installed (see the module docstring)
     env_l = dict(os.environ, LD_LIBRARY_PATH=str(binroot.parent / "lib"))
     env_q = dict(os.environ)
     load0 = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -93,7 +110,7 @@ def main(argv=None):
     load1 = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
         f"whole-process quantize of {src.name}, {a.threads} threads, median of {a.runs} interleaved runs; "
-        f"llama-quantize = {lq}; load {load0} -> {load1}"
+        f"llama-quantize = {lq} ({flavour}); load {load0} -> {load1}"
     )
     print(
         f"{'ftype':8s} {'llama wall':>10s} {'ql wall':>8s} {'ratio':>6s} {'llama CPU':>9s} {'ql CPU':>7s} {'ratio':>6s}  same bytes"

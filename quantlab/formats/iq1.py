@@ -89,6 +89,18 @@ def _split_levels(order, i1, i2, scale, live):
     return L, np.where(flip, -scale, scale).astype(np.float32), flip
 
 
+def _check_fit(name, bs, failed, scale, live, n_per_row, x_rows) -> None:
+    """Refuse, as ggml aborts, the first live block whose grid search found nothing finite or whose refitted
+    scale is NaN."""
+    if (failed & live).any():
+        _raise(
+            name, bs, "no grid point has a finite weighted error", np.flatnonzero(failed & live)[0], n_per_row, x_rows
+        )
+    bad = live & ~(scale >= 0)
+    if bad.any():
+        _raise(name, bs, "the fitted block scale is NaN", np.flatnonzero(bad)[0], n_per_row, x_rows)
+
+
 def _raise(name, bs, what, b, n_per_row, x_rows):
     raise_search_failure(name, bs, what, b, n_per_row, x_rows, ggml="aborts the process (or reads past its input) here")
 
@@ -230,11 +242,7 @@ def quantize_iq1_s(x, imatrix=None):
     xx = np.where((shift == 1)[:, None], X_P, X_M).astype(np.float32)
     xx_g = np.repeat(xx[:, None, :], 4, axis=1)
     gidx, scale, failed = _grid_and_refit(lat, L, xb, w, scale, xx_g, live, x, bs)
-    if (failed & live).any():
-        _raise("IQ1_S", bs, "no grid point has a finite weighted error", np.flatnonzero(failed & live)[0], n, x)
-    bad = live & ~(scale >= 0)
-    if bad.any():
-        _raise("IQ1_S", bs, "the fitted block scale is NaN", np.flatnonzero(bad)[0], n, x)
+    _check_fit("IQ1_S", bs, failed, scale, live, n, x)
     scale = np.where(live, scale, F32(0)).astype(np.float32)
     shift = np.where(live, shift, 1)
 
@@ -387,11 +395,7 @@ def quantize_iq1_m(x, imatrix=None):
     k = np.where(flip, 3 - k, k)
     xx_g = _sets_of(np.where(live, k, 0))
     gidx, scale, failed = _grid_and_refit(lat, L, xb, w, scale, xx_g, live, x, bs)
-    if (failed & live).any():
-        _raise("IQ1_M", bs, "no grid point has a finite weighted error", np.flatnonzero(failed & live)[0], n, x)
-    bad = live & ~(scale >= 0)
-    if bad.any():
-        _raise("IQ1_M", bs, "the fitted block scale is NaN", np.flatnonzero(bad)[0], n, x)
+    _check_fit("IQ1_M", bs, failed, scale, live, n, x)
     scale = np.where(live, scale, F32(0)).astype(np.float32)
     k = np.where(live, k, 0)
 

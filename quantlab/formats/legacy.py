@@ -70,6 +70,14 @@ def _signed_absmax(xb: np.ndarray) -> np.ndarray:
     return np.where(np.abs(m) > 0, m, F32(0)).astype(np.float32)
 
 
+def _first_extremes(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) per block as C's ``if (v < min) min = v; if (v > max) max = v`` scan leaves them: each is
+    the FIRST element equal to the extreme, so of -0.0 and +0.0 the earlier one is kept (np.min / np.max
+    may return either: the stored m of a block whose minimum is a zero depends on which)."""
+    pick = lambda v: np.take_along_axis(xb, np.argmax(xb == v[:, None], axis=1)[:, None], 1)[:, 0]  # noqa: E731
+    return pick(np.min(xb, axis=1)).astype(np.float32), pick(np.max(xb, axis=1)).astype(np.float32)
+
+
 def _absmax(xb: np.ndarray) -> np.ndarray:
     return np.max(np.abs(xb), axis=-1).astype(np.float32)
 
@@ -207,8 +215,7 @@ def quantize_q4_1(x, imatrix=None):
     if imatrix is not None:
         d, m, L = _qkx3_impl(x, xb, imatrix, 15)
         return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(m), _pack_nibbles(L)], axis=1), nrows)
-    mn = np.min(xb, axis=1).astype(np.float32)
-    mx = np.max(xb, axis=1).astype(np.float32)
+    mn, mx = _first_extremes(xb)
     with np.errstate(over="ignore", invalid="ignore"):
         d = ((mx - mn) / F32(15)).astype(np.float32)
         idv = nm.inv(d)
@@ -312,8 +319,7 @@ def quantize_q5_1(x, imatrix=None):
     if imatrix is not None:
         d, m, L = _qkx3_impl(x, xb, imatrix, 31)
         return _rows(np.concatenate([nm.f16_bytes(d), nm.f16_bytes(m), _qh_bits(L), _pack_nibbles(L)], axis=1), nrows)
-    mn = np.min(xb, axis=1).astype(np.float32)
-    mx = np.max(xb, axis=1).astype(np.float32)
+    mn, mx = _first_extremes(xb)
     with np.errstate(over="ignore", invalid="ignore"):
         d = ((mx - mn) / F32(31)).astype(np.float32)
         idv = nm.inv(d)

@@ -347,11 +347,14 @@ class GGUFFile:
         with fh:
             size = os.fstat(fh.fileno()).st_size
             if size == 0:
-                raise GGUFError(f"{self.path!r} is empty (0 bytes): a GGUF file starts with the 4 bytes 'GGUF'")
+                raise GGUFError(f"{self.path}: empty file (0 bytes): a GGUF file starts with the 4 bytes 'GGUF'")
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self.file_size = size
         try:
             self._parse()
+        except GGUFError as e:  # the message names the byte; the file is named here, once
+            self.close()
+            raise GGUFError(f"{self.path}: {e}") from None
         except BaseException:
             self.close()
             raise
@@ -559,7 +562,10 @@ class GGUFFile:
             raise GGUFError(
                 f"the file {self.path!r} is closed; read metadata {key!r} before closing it (or keep the file open)"
             )
-        return materialize(self._src, lz)
+        try:
+            return materialize(self._src, lz)
+        except GGUFError as e:
+            raise GGUFError(f"{self.path}: {e}") from None
 
     def _view(self, start: int, nbytes: int) -> np.ndarray:
         if self._mm is None:

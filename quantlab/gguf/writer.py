@@ -21,7 +21,8 @@ the disk before the rename, so even a power cut right after leaves the old file 
 ``fsync=False`` leaves that to the operating system (llama.cpp's writers do not sync).
 
 Each tensor goes to the file in one ``os.writev`` system call together with its padding, straight from
-the array's memory (no copy in a Python buffer).
+the array's memory (no copy in a Python buffer). The file's blocks are reserved first
+(``fallocate``, see :func:`_preallocate`).
 
 Metadata types: a key keeps the type recorded by the source (``Metadata.type_of`` / ``MetadataDict``),
 a :class:`~quantlab.gguf.constants.Value` pins one, and plain Python values get an inferred type
@@ -31,8 +32,12 @@ a :class:`~quantlab.gguf.constants.Value` pins one, and plain Python values get 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import os
 import struct
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -75,6 +80,41 @@ _FORMAT_DTYPE = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "<i1", "I16": "
 
 def _pad(n: int, a: int) -> int:
     return (n + a - 1) // a * a
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the whole file's blocks before writing (the size is known from the tensor table). Besides
+    failing at once when the disk is too small, this makes the final ``os.replace`` over an existing file
+    cheap on ext4: a renamed-over target makes ext4 allocate and start writing out every delayed-allocation
+    block of the new file inside the rename (its ``auto_da_alloc`` safeguard), measured 90 ms of a 145 MB
+    SmolLM2 Q8_0 file's rename, 12-36 ms when the blocks were reserved first.
+
+    Linux's ``fallocate(2)`` itself, not ``posix_fallocate``: where the filesystem cannot reserve blocks
+    (NFSv3, some FUSE mounts) glibc's posix_fallocate would emulate it by writing a byte into every block
+    of the file, a second pass over a multi-GB output; fallocate(2) says EOPNOTSUPP instead and the file is
+    simply written as before. Elsewhere (not Linux/glibc) nothing is reserved."""
+    fallocate = _fallocate()
+    if size <= 0 or fallocate is None:
+        return
+    if fallocate(fd, 0, 0, size) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise OSError(err, os.strerror(err))
+        # EOPNOTSUPP, EINVAL, ENOSYS...: no reservation here, nothing lost
+
+
+@functools.cache
+def _fallocate():
+    """glibc's fallocate(int fd, int mode, off_t offset, off_t len), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def _write_all(fd: int, bufs) -> None:
@@ -438,6 +478,7 @@ class GGUFWriter:
         self._fd = fd
         self._state = "writing"
         with self._aborting():
+            _preallocate(fd, len(head) + sum(_pad(p.nbytes, self.alignment) for p in self._plans.values()))
             _write_all(fd, [head])
         self._pos = len(head)
         self._data_start = len(head)

@@ -17,6 +17,11 @@ every row is computed by the same code whichever thread runs it.
 :func:`quantize_rows` / :func:`dequantize_rows` are what each ``quantize_<key>`` / ``dequantize_<key>``
 of a kernel module does around its kernel, so block and type sizes come from
 :mod:`quantlab.formats.registry` and nowhere else.
+
+So every row kernel opens with the same loop header (``for r in range(r0, r1): qr = q[r] ... for each
+block``): a repetition kept on purpose, one kernel per format written out as ggml writes its
+``quantize_row_*`` / ``dequantize_row_*``, so numba compiles each block body with its own constants
+instead of calling a block function through a generic driver.
 """
 
 from __future__ import annotations

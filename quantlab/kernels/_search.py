@@ -22,9 +22,13 @@ all-zero group), value ~ scale*L - the_min for qkx2/qkx3, value ~ scale*L for qp
 ``nearest_int`` (:mod:`quantlab.kernels._c`) is ggml's rounding trick, bit-exact also for NaN/inf/huge
 arguments.
 
-Caching caveat: numba's on-disk cache of a kernel in ANOTHER module does not notice edits here (it only
-watches its own source file), and most of these functions are inlined into their callers. After
-editing this file, delete ``quantlab/kernels/__pycache__`` (or touch the calling modules).
+Most of these functions are inlined into their callers in other modules; numba's on-disk cache would not
+notice an edit here, which is why :mod:`quantlab._cache` names the cache after a hash of every numba
+source file (an edit here starts a fresh cache).
+
+make_qkx_groups / make_qx_groups repeat the arithmetic of _qkx_core / make_qx_quants on purpose: the
+same steps with the groups as lanes (see their docstrings); the scalar functions stay the readable
+reference and the fallback for degenerate groups.
 """
 
 from __future__ import annotations
@@ -55,6 +59,42 @@ def _w_of(x, qw, rmse_type, i):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def _signed_absmax(x):
+    """(the value of largest magnitude, with its sign; that magnitude): ggml's ``if (ax > amax)`` loop,
+    the first such value wins ties."""
+    mx = np.float32(0.0)
+    amax = np.float32(0.0)
+    for i in range(x.shape[0]):
+        ax = np.float32(abs(x[i]))
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    return mx, amax
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _plain_codes(x, nm, iscale, L):
+    """L = nm + clamp(nearest_int(iscale * x), -nm, nm - 1): the codes of one scale, without a search."""
+    for i in range(x.shape[0]):
+        L[i] = np.uint8(nm + clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _weighted_code_sums(buf, off, w, x, n):
+    """sum w*l, sum w*l*l, sum w*l*x over the codes l = buf[off:off+n] (float32, in element order)."""
+    sl = np.float32(0.0)
+    sl2 = np.float32(0.0)
+    sxl = np.float32(0.0)
+    for i in range(n):
+        li = buf[off + i]
+        wl = w[i] * li
+        sl += wl
+        sl2 += wl * li
+        sxl += wl * x[i]
+    return sl, sl2, sxl
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _qx_candidate(k):
     """The k-th (0..17) value of `is` tried by make_qx_quants: -9..-1, 1..9."""
     return k - 9 if k < 9 else k - 8
@@ -74,13 +114,7 @@ def _qx_accept(nm, lc, sumlx, suml2, best, scale, L):
 @njit(cache=True, error_model="numpy")
 def make_qx_quants(x, nmax, rmse_type, qw, L):
     n = x.shape[0]
-    mx = np.float32(0.0)
-    amax = np.float32(0.0)
-    for i in range(n):
-        ax = np.float32(abs(x[i]))
-        if ax > amax:
-            amax = ax
-            mx = x[i]
+    mx, amax = _signed_absmax(x)
     if amax < _EPS:
         for i in range(n):
             L[i] = 0
@@ -88,8 +122,7 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
     nm = np.int32(nmax)
     iscale = np.float32(np.float32(-nm) / mx)
     if rmse_type == 0:
-        for i in range(n):
-            L[i] = np.uint8(nm + clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
+        _plain_codes(x, nm, iscale, L)
         return np.float32(np.float32(1.0) / iscale)
     early = rmse_type < 0
     rt = -rmse_type if early else rmse_type
@@ -172,13 +205,7 @@ def make_qx_quants(x, nmax, rmse_type, qw, L):
 @njit(cache=True, error_model="numpy")
 def make_q3_quants(x, nmax, do_rmse, L):
     n = x.shape[0]
-    mx = np.float32(0.0)
-    amax = np.float32(0.0)
-    for i in range(n):
-        ax = np.float32(abs(x[i]))
-        if ax > amax:
-            amax = ax
-            mx = x[i]
+    mx, amax = _signed_absmax(x)
     if amax < _EPS:
         for i in range(n):
             L[i] = 0
@@ -186,8 +213,7 @@ def make_q3_quants(x, nmax, do_rmse, L):
     nm = np.int32(nmax)
     iscale = np.float32(np.float32(-nm) / mx)
     if not do_rmse:
-        for i in range(n):
-            L[i] = np.uint8(nm + clampi(nearest_int(iscale * x[i]), -nm, nm - 1))
+        _plain_codes(x, nm, iscale, L)
         return np.float32(np.float32(1.0) / iscale)
     # L holds l + nmax throughout (so a uint8 buffer works); the signed code is L[i] - nmax
     sumlx = np.float32(0.0)
@@ -304,15 +330,7 @@ def _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
     # dependent ones) and simply recomputed in the rare case where `mn` moved.
     isc = np.float32(((frmin + frdelta * np.float32(0)) + fnmax) / (mx - mn))
     _codes(isc, xm, n, fnmax, nm, buf, a)
-    sum_l = np.float32(0.0)
-    sum_l2 = np.float32(0.0)
-    sum_xl = np.float32(0.0)
-    for i in range(n):
-        li = buf[a + i]
-        wl = w[i] * li
-        sum_l += wl
-        sum_l2 += wl * li
-        sum_xl += wl * x[i]
+    sum_l, sum_l2, sum_xl = _weighted_code_sums(buf, a, w, x, n)
     for is_ in range(nstep + 1):
         has_next = is_ < nstep
         if has_next:
@@ -357,22 +375,9 @@ def _qkx_core(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
                     if has_next:  # the speculative next candidate used the old min: redo it
                         iscn = np.float32(((frmin + frdelta * np.float32(is_ + 1)) + fnmax) / (mx - mn))
                         _codes(iscn, xm, n, fnmax, nm, buf, b)
-                        nl = np.float32(0.0)
-                        nl2 = np.float32(0.0)
-                        nxl = np.float32(0.0)
-                        for i in range(n):
-                            li = buf[b + i]
-                            wl = w[i] * li
-                            nl += wl
-                            nl2 += wl * li
-                            nxl += wl * x[i]
+                        nl, nl2, nxl = _weighted_code_sums(buf, b, w, x, n)
         elif has_next:
-            for i in range(n):
-                li = buf[b + i]
-                wl = w[i] * li
-                nl += wl
-                nl2 += wl * li
-                nxl += wl * x[i]
+            nl, nl2, nxl = _weighted_code_sums(buf, b, w, x, n)
         a, b = b, a
         sum_l = nl
         sum_l2 = nl2
@@ -406,6 +411,13 @@ def _lane_code(isc, xi, mn, nmax_f):
 
 
 @njit(cache=True, error_model="numpy")
+def _qkx_group(x, w, g, n, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le):
+    """The scalar search on group g of make_qkx_groups' arrays (its fallback: not inlined, rarely run)."""
+    s = slice(g * n, (g + 1) * n)
+    return _qkx_core(x[s], w[s], nmax, rmin, rdelta, nstep, use_mad, L[s], Laux, le)
+
+
+@njit(cache=True, error_model="numpy")
 def make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scales, mins, S, Laux):
     """make_qkx2_quants (le=False) / make_qkx3_quants (le=True, weights given) on the ``ng`` groups of
     ``n`` elements x[g*n:(g+1)*n] of one super-block at once; codes into L[g*n:(g+1)*n], results into
@@ -422,18 +434,7 @@ def make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scal
     G = ng
     if nstep < 1:
         for g in range(G):
-            scales[g], mins[g] = _qkx_core(
-                x[g * n : (g + 1) * n],
-                w[g * n : (g + 1) * n],
-                nmax,
-                rmin,
-                rdelta,
-                nstep,
-                use_mad,
-                L[g * n : (g + 1) * n],
-                Laux,
-                le,
-            )
+            scales[g], mins[g] = _qkx_group(x, w, g, n, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le)
         return
     # scratch layout (float32): xT, wT, lT (candidate codes), LT (best codes) [n*G each], then lane state
     xT = 0
@@ -548,18 +549,7 @@ def make_qkx_groups(x, w, ng, n, nmax, rmin, rdelta, nstep, use_mad, le, L, scal
         # degenerate groups (then 0 * inf = NaN) and lanes where the float rounding shortcut did not
         # apply: the scalar search
         if S[OK + g] == 0:
-            sc, m = _qkx_core(
-                x[g * n : (g + 1) * n],
-                w[g * n : (g + 1) * n],
-                nmax,
-                rmin,
-                rdelta,
-                nstep,
-                use_mad,
-                L[g * n : (g + 1) * n],
-                Laux,
-                le,
-            )
+            sc, m = _qkx_group(x, w, g, n, nmax, rmin, rdelta, nstep, use_mad, L, Laux, le)
             scales[g] = sc
             mins[g] = m
         else:

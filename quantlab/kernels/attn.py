@@ -21,15 +21,19 @@ way, ``T >= FA_TILE_Q``):
 
 For head dimensions that are a multiple of 64 the tiled path runs as :func:`attention_tiled_blocked`:
 the same steps per query row, with the two products (scores, values) of 4 query rows of one head done
-together in 16 vector registers (one key or value load feeds 4 rows; measured 12.0 -> 7.1 ms CPU for 512
-rows x 9 heads x 64 dims, 1 thread, load 4).
+together in 16 vector registers (one key or value load feeds 4 rows), and the scale / mask / max and
+ggml_v_expf steps of a row's 64 scores as 16-lane vector code (:func:`_scale_mask_max`, :func:`_exp_row`:
+the same operations lane by lane, ggml_v_expf's branches as selects). Measured for 512 rows x 9 heads
+(3 kv) x 64 dims, 1 thread, CPU time, load 4-4.5: attention_tiled 12.0 ms, blocked products 7.1 ms, with
+the vector softmax steps 4.8 ms.
 
 Only the order of keys matters, not how threads share the rows, so every query row here is computed on
-its own (the tiled path spreads rows over numba threads; the few-row path runs serially from Python: a
-token's 9-32 rows cost ~10-100 us, and waking a thread on a loaded machine cost 52 ms per call, measured
-at load 20; the decode path's compiled token, already on its threads, takes :func:`attention_rows_par`
-from kernels.decode.ATTN_PAR_MIN (query row, key) pairs on). The few-row path reads the fp16 cache in
-place (each value widened exactly where it is used).
+its own (the blocked tiled path spreads passes of 4 rows over the row-kernel threads, _rows.run_rows, and
+attention_tiled (head dims not a multiple of 64) rows over numba threads; the few-row path runs serially
+from Python: a token's 9-32 rows cost ~10-100 us, and waking a thread on a loaded machine cost 52 ms per
+call, measured at load 20; the decode path's compiled token, already on its threads, takes
+:func:`attention_rows_par` from kernels.decode.ATTN_PAR_MIN (query row, key) pairs on). The few-row path
+reads the fp16 cache in place (each value widened exactly where it is used).
 Masked keys (the future; outside a sliding window) take no part, as in ggml (skipped, or exp(-inf) = 0 in a tile). ggml's fused multiply-adds are reproduced with
 LLVM's ``llvm.fma`` (one rounding, like ``_mm256_fmadd_ps``): where ggml fuses, quantlab fuses, nowhere
 else. Checked bit for bit against ggml's op in tests/test_forward_ops.py.
@@ -43,6 +47,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import _rows
+from . import ggml_float as gf
 from .ggml_float import fma32, round16, v_expf
 from .llama import _half
 
@@ -309,17 +315,85 @@ def _pv_tile(typingctx, vf, vbase, kq, acc):
     return sig, codegen
 
 
-@njit(cache=True, parallel=True)
-def attention_tiled_blocked(q, kc, vc, n_swa, pos0, scale, out):
-    """:func:`attention_tiled`'s very numbers (every step per query row in the same order), with the key
-    and value products of QROWS query rows of one head done together in registers (:func:`_qk_tile`,
-    :func:`_pv_tile`); needs T >= QROWS and D a multiple of 64. A tile that is outside a row's visible
-    range (rows of one pass can straddle a tile boundary) leaves that row untouched, as in attention_tiled."""
-    T, H, D = q.shape
-    Hkv = kc.shape[1]
-    g = H // Hkv
-    N = pos0 + T
-    TK = FA_TILE_KV
+@intrinsic
+def _exp_row(typingctx, kq, r, m):
+    """kq[r, :64] = v_expf(kq[r, :64] - m): ggml_v_expf (:func:`~quantlab.kernels.ggml_float.v_expf`, the
+    same operations lane by lane, its branches as selects: ggml_float.v_expf_ir) on 4 vectors of 16 lanes;
+    returns ggml_vec_soft_max_f32's sum: per run of 8, ((e0 + e4) + (e2 + e6)) + ((e1 + e5) + (e3 + e7)) in
+    float32 (as lane pairs of the vectors), the 8 run sums added in order in double from 0."""
+    sig = types.float64(kq, types.intp, types.float32)
+
+    def codegen(context, builder, signature, args):
+        kqv, rv, mv = args
+        kqp = context.make_array(signature.args[0])(context, builder, kqv).data
+        mvec = _vsplat(builder, mv)
+        base = builder.mul(rv, ir.Constant(rv.type, FA_TILE_KV))
+        i32 = ir.IntType(32)
+
+        def lanes(v, idx):
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+
+        tot = ir.Constant(ir.DoubleType(), 0.0)
+        for j in range(4):
+            ptr = _vptr(builder, kqp, builder.add(base, ir.Constant(rv.type, 16 * j)))
+            e = gf.v_expf_ir(builder, builder.fsub(builder.load(ptr, align=4), mvec))
+            builder.store(e, ptr, align=4)
+            # two runs of 8: (i, i + 4) pairs, then (0+4) + (2+6) and (1+5) + (3+7), then their sum
+            p = builder.fadd(lanes(e, [0, 1, 2, 3, 8, 9, 10, 11]), lanes(e, [4, 5, 6, 7, 12, 13, 14, 15]))
+            q = builder.fadd(lanes(p, [0, 1, 4, 5]), lanes(p, [2, 3, 6, 7]))
+            s2 = builder.fadd(lanes(q, [0, 2]), lanes(q, [1, 3]))
+            for k in range(2):
+                s8 = builder.extract_element(s2, ir.Constant(i32, k))
+                tot = builder.fadd(tot, builder.fpext(s8, ir.DoubleType()))
+        return tot
+
+    return sig, codegen
+
+
+@intrinsic
+def _scale_mask_max(typingctx, kq, r, scale, lo, hi):
+    """kq[r, tk] = kq[r, tk] * scale, or -inf where tk < lo or tk > hi (keys outside the row's view); returns
+    the largest (``mx = v if v > mx``, NaN never taken; ties of +0 / -0 do not matter downstream)."""
+    sig = types.float32(kq, types.intp, types.float32, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        kqv, rv, sc, lov, hiv = args
+        kqp = context.make_array(signature.args[0])(context, builder, kqv).data
+        i64 = ir.IntType(64)
+        vi = ir.VectorType(i64, 16)
+
+        def splat_i(x):
+            v = builder.insert_element(ir.Constant(vi, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(
+                v, ir.Constant(vi, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+            )
+
+        scv, lo_v, hi_v = _vsplat(builder, sc), splat_i(lov), splat_i(hiv)
+        ninf = ir.Constant(_V16F, [float("-inf")] * 16)
+        base = builder.mul(rv, ir.Constant(rv.type, FA_TILE_KV))
+        mx = ninf
+        for j in range(4):
+            ptr = _vptr(builder, kqp, builder.add(base, ir.Constant(rv.type, 16 * j)))
+            x = builder.fmul(builder.load(ptr, align=4), scv)
+            tk = ir.Constant(vi, list(range(16 * j, 16 * j + 16)))
+            hidden = builder.or_(builder.icmp_signed("<", tk, lo_v), builder.icmp_signed(">", tk, hi_v))
+            x = builder.select(hidden, ninf, x)
+            builder.store(x, ptr, align=4)
+            mx = builder.select(builder.fcmp_ordered(">", x, mx), x, mx)
+        m = ir.Constant(_F, float("-inf"))
+        for i in range(16):
+            e = builder.extract_element(mx, ir.Constant(ir.IntType(32), i))
+            m = builder.select(builder.fcmp_ordered(">", e, m), e, m)
+        return m
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _tiles(kc, vc, N, TK):
+    """The first N cache cells widened to float32: keys as transposed tiles kt [Hkv, tiles, D, TK] and
+    values vf [Hkv, tiles * TK, D], zero-padded to whole tiles."""
+    Hkv, D = kc.shape[1], kc.shape[2]
     n_tiles = (N + TK - 1) // TK
     kt = np.zeros((Hkv, n_tiles, D, TK), dtype=np.float32)
     vf = np.zeros((Hkv, n_tiles * TK, D), dtype=np.float32)
@@ -328,8 +402,31 @@ def attention_tiled_blocked(q, kc, vc, n_swa, pos0, scale, out):
             for d in range(D):
                 kt[kh, j // TK, d, j % TK] = _half(kc[j, kh, d])
                 vf[kh, j, d] = _half(vc[j, kh, d])
+    return kt, vf
+
+
+def attention_tiled_blocked(q, kc, vc, n_swa, pos0, scale, out):
+    """:func:`attention_tiled`'s very numbers (every step per query row in the same order), with the key
+    and value products of QROWS query rows of one head done together in registers (:func:`_qk_tile`,
+    :func:`_pv_tile`); needs T >= QROWS and D a multiple of 64. A tile that is outside a row's visible
+    range (rows of one pass can straddle a tile boundary) leaves that row untouched, as in attention_tiled.
+    The passes (head, 4 rows) are spread over the row-kernel threads (:func:`~quantlab.kernels._rows.run_rows`,
+    like the products around it: no second thread pool spinning next to theirs)."""
+    T, H = q.shape[0], q.shape[1]
+    kt, vf = _tiles(kc, vc, pos0 + T, FA_TILE_KV)
+    n = H * ((T + QROWS - 1) // QROWS)
+    _rows.run_rows(_blocked_passes, n, q, kt, vf, kc.shape[1], n_swa, pos0, scale, out, min_rows=8)
+
+
+@njit(cache=True, nogil=True)
+def _blocked_passes(q, kt, vf, Hkv, n_swa, pos0, scale, out, w0, w1):
+    """Passes w0 .. w1 - 1 of :func:`attention_tiled_blocked` (pass w: head w // groups, rows from 4 (w % groups))."""
+    T, H, D = q.shape
+    g = H // Hkv
+    TK = FA_TILE_KV
+    n_tiles = kt.shape[1]
     ngrp = (T + QROWS - 1) // QROWS
-    for w in prange(H * ngrp):
+    for w in range(w0, w1):
         h = w // ngrp
         t0 = min((w % ngrp) * QROWS, T - QROWS)  # the last pass may overlap the one before: same numbers
         kh = h // g
@@ -356,14 +453,7 @@ def attention_tiled_blocked(q, kc, vc, n_swa, pos0, scale, out):
                     for tk in range(TK):
                         kq[r, tk] = F32(0)
                     continue
-                for tk in range(TK):
-                    kq[r, tk] = kq[r, tk] * scale
-                    if c0 + tk < lo[r] or c0 + tk > p:
-                        kq[r, tk] = F32(-np.inf)
-                mx = F32(-np.inf)
-                for tk in range(TK):
-                    if kq[r, tk] > mx:
-                        mx = kq[r, tk]
+                mx = _scale_mask_max(kq, r, scale, lo[r] - c0, p - c0)
                 Mnew = max(M[r], mx)
                 if Mnew > M[r]:
                     ms = np.exp(M[r] - Mnew)
@@ -371,14 +461,7 @@ def attention_tiled_blocked(q, kc, vc, n_swa, pos0, scale, out):
                         acc[r, d] = acc[r, d] * ms
                     S[r] = S[r] * ms
                 M[r] = Mnew
-                tot = 0.0  # ggml_vec_soft_max_f32: exp by ggml_v_expf, lanes of 8 summed, in double
-                for i0 in range(0, TK, 8):
-                    for i in range(i0, i0 + 8):
-                        kq[r, i] = v_expf(kq[r, i] - Mnew)
-                    s8 = ((kq[r, i0] + kq[r, i0 + 4]) + (kq[r, i0 + 2] + kq[r, i0 + 6])) + (
-                        (kq[r, i0 + 1] + kq[r, i0 + 5]) + (kq[r, i0 + 3] + kq[r, i0 + 7])
-                    )
-                    tot += np.float64(s8)
+                tot = _exp_row(kq, r, Mnew)  # ggml_vec_soft_max_f32: ggml_v_expf, lanes of 8 summed, in double
                 S[r] = F32(np.float64(S[r]) + tot)
             _pv_tile(vf, (kh * n_tiles * TK + c0) * D, kq, acc)
             for r in range(QROWS):

@@ -14,9 +14,12 @@ a time (the last group padded with zero rows); for each group, block by block, t
     panel p, block b:   group g = 0 .. G-1:   [row 0: 4 bytes][row 1: 4 bytes] ... [row 15: 4 bytes]
                         = one 64-byte vector whose 32-bit lane r holds 4 codes of row 16p + r
 
-    4-bit formats (Q4_0, Q4_1, IQ4_NL; IQ4_XS as its 32-value sub-blocks), G = 4: the stored bytes 4g..4g+3 of each row's block, so the
+    4-bit formats (Q4_0, Q4_1), G = 4: the stored bytes 4g..4g+3 of each row's block, so the
         low nibbles are values 4g..4g+3 and the high nibbles values 16+4g..16+4g+3 (ggml's order);
-    byte formats (Q5_0, Q5_1 as their 5-bit codes, Q8_0 as code + 128), G = 8: values 4g..4g+3.
+    byte formats (Q5_0, Q5_1 as their 5-bit codes, Q8_0 as code + 128, IQ4_NL and IQ4_XS's 32-value
+        sub-blocks as kvalues_iq4nl[nibble] + 128), G = 8: values 4g..4g+3. (IQ4 as nibbles, decoded
+        by a vpshufb per vector in the tile: 77 GMAC/s; as bytes: the Q8_0 tile's ~100, at twice the
+        panel memory.)
 
 plus the weight scales ``d`` (and Q4_1/Q5_1's mins ``m``; IQ4_XS: its super-block d per sub-block and the
 sub-block's ``ls - 32``) as float32 [panel, block, 16].
@@ -45,6 +48,16 @@ accumulator (multiply, then add). At the end ggml's horizontal sum
 Each of the 16 vector lanes runs that for its own output, so the result is the row kernels' bytes
 (tests/test_gemm.py, every format of FORMATS); they are ggml's AVX2 bytes for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0
 (tests/test_forward_ops.py).
+
+**K-quants (Q4_K, Q5_K, Q6_K; activations Q8_K)** have their own tiles (end of this module), numerics of
+matmul._row_256: per super-block 8 int32 lanes (lane k = values 4k..4k+3 of every 32-value run, each
+times its sub-block scale, summed over the super-block: exact), then ``acc_k += float(lane_k) * dd``
+(multiply, then add) and for Q4_K/Q5_K the min term ``accm -= (d_a * dmin) * float(sum m_j bsum_j)``.
+The scaled lane sums come from ``vpmaddubsw`` (unsigned x signed bytes -> 16-bit pairs) and ``vpdpwssd``
+with the scale as an int16 pair (sc, sc); the mins from ``vpdpwssd`` of (m, m') pairs with bsum pairs.
+Q4_K keeps its nibbles, Q5_K and Q6_K are unpacked to bytes at pack; Q6_K's activations go in as
+a + 128 (the unsigned side) and a start value -128 * sum(sc * codes) per lane, made at pack, takes that
+back out exactly.
 """
 
 from __future__ import annotations
@@ -64,6 +77,16 @@ from .matmul import (
     IQ4XS_QS,
     IQ4XS_SCALES_H,
     IQ4XS_SCALES_L,
+    Q4K_D,
+    Q4K_DMIN,
+    Q4K_QS,
+    Q4K_SCALES,
+    Q5K_QH,
+    Q5K_QS,
+    Q6K_D,
+    Q6K_QH,
+    Q6K_QL,
+    Q6K_SCALES,
     Q40_QS,
     Q41_M,
     Q41_QS,
@@ -86,16 +109,17 @@ TILE = 2  # activation rows per pass over a panel block
 FORMATS = {
     "Q4_0": (0, 4, 8, "A"),
     "Q4_1": (1, 4, 0, "C"),
-    "IQ4_NL": (2, 4, 128, "B"),
+    "IQ4_NL": (2, 8, 128, "B"),  # values + 128 as bytes (pack)
     "Q5_0": (3, 8, 16, "B"),
     "Q5_1": (4, 8, 0, "C"),
     "Q8_0": (5, 8, 128, "B"),
-    "IQ4_XS": (6, 4, 128, "D"),  # per 32-value sub-block: d1 = (d_w * d_a) * (ls - 32); sumf += d1 * sumi
+    "IQ4_XS": (6, 8, 128, "D"),  # per 32-value sub-block: d1 = (d_w * d_a) * (ls - 32); sumf += d1 * sumi
 }
 K_Q4_0, K_Q4_1, K_IQ4_NL, K_Q5_0, K_Q5_1, K_Q8_0, K_IQ4_XS = range(7)
 # formats whose GEMM gives the row kernels' (matmul.matmul_int) bytes, checked by tests/test_gemm.py: every one
 # of FORMATS since the float side follows the row kernels' order (ggml's AVX2 lanes, see Numerics)
-EXACT = frozenset(FORMATS)
+KQUANTS = ("Q4_K", "Q5_K", "Q6_K")  # super-block formats with their own tile (Q8_K activations), below
+EXACT = frozenset(FORMATS) | frozenset(KQUANTS)
 MIN_ROWS = 5  # batches of at least this many rows take the GEMM (fewer: the row kernels, see blocks.SMALL_BATCH)
 
 
@@ -136,6 +160,10 @@ def _five_bit_codes(blocks, qh_o, qs_o):
 def pack(W: np.ndarray, fmt: str):
     """The panel layout of a weight matrix W (uint8 [R, row_bytes] in ggml's layout, a format of
     :data:`FORMATS`): (codes uint8 [panels * blocks * G * 64], d float32, m float32, rows R)."""
+    if fmt in ("Q4_K", "Q5_K"):
+        return _pack_q4_k(W, fmt)
+    if fmt == "Q6_K":
+        return _pack_q6_k(W)
     G = FORMATS[fmt][1]
     if fmt == "IQ4_XS":
         return _pack_iq4_xs(W)
@@ -152,7 +180,7 @@ def pack(W: np.ndarray, fmt: str):
     elif fmt == "Q4_1":
         codes = blocks[:, :, Q41_QS : Q41_QS + 16]
     elif fmt == "IQ4_NL":
-        codes = blocks[:, :, IQ4NL_QS : IQ4NL_QS + 16]
+        codes = _iq4_bytes(blocks[:, :, IQ4NL_QS : IQ4NL_QS + 16])
     elif fmt == "Q5_0":
         codes = _five_bit_codes(blocks, Q50_QH, Q50_QS)
     elif fmt == "Q5_1":
@@ -160,6 +188,12 @@ def pack(W: np.ndarray, fmt: str):
     else:  # Q8_0: int8 code + 128 as uint8
         codes = blocks[:, :, Q80_QS : Q80_QS + 32] ^ np.uint8(0x80)
     return _panels(codes, d, m, R, G)
+
+
+def _iq4_bytes(q):
+    """IQ4_NL nibble bytes [..., 16] -> the 32 values + 128 as uint8 [..., 32] (value j: low nibble of byte j,
+    j + 16: high nibble)."""
+    return np.asarray(_IQ4_TABLE_U8, dtype=np.uint8)[np.concatenate([q & 15, q >> 4], axis=-1)]
 
 
 def _panels(codes, d, m, R, G):
@@ -186,8 +220,8 @@ def _pack_iq4_xs(W):
     lo = (blocks[:, :, IQ4XS_SCALES_L + ib // 2].astype(np.int32) >> (4 * (ib % 2))) & 15
     ls = lo | (((sh[:, :, None] >> (2 * ib)) & 3) << 4)
     m = (ls - 32).astype(np.float32).reshape(Rp, nsb * 8)
-    codes = blocks[:, :, IQ4XS_QS : IQ4XS_QS + 128].reshape(Rp, nsb * 8, 16)
-    return _panels(codes, d, m, R, 4)
+    codes = _iq4_bytes(blocks[:, :, IQ4XS_QS : IQ4XS_QS + 128].reshape(Rp, nsb * 8, 16))
+    return _panels(codes, d, m, R, 8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,10 +300,6 @@ def _tile_intrinsic(kind):
                     if nib:
                         lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
                         hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
-                        if kind in (K_IQ4_NL, K_IQ4_XS):
-                            tab = ir.Constant(_V64I8, [_IQ4_TABLE_U8[i % 16] for i in range(64)])
-                            lo = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, lo])
-                            hi = _call(builder, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, hi])
                         vecs += [(lo, g), (hi, 4 + g)]
                     else:
                         vecs.append((w, g))
@@ -371,9 +401,35 @@ def _gemm_panels(kind, P, D, M, qs, d, s, a4, out, p0, p1):
             t += TILE
 
 
+def _min_panels(T: int) -> int:
+    """The fewest panels in a piece of work for a thread: one panel of 16 rows x K=576 x 512 activation rows is
+    ~50 us; fewer rows need more panels per piece to pay a piece's dispatch. (It was 2048 // T, 4 panels at
+    T = 512: a 192-row matrix, 12 panels, then ran as 3 pieces on 2 threads.)"""
+    return max(1, 512 // max(1, T))
+
+
+@njit(cache=True, nogil=True)
+def _lane_starts(qs, neg_off):
+    """Each lane's start value: -off * its 4 activations summed (the stored codes' offset taken out,
+    exactly), int32 [T, K / 4] (numpy's reshape + sum took ~1 ms for 512 x 576, as long as a small product)."""
+    T, K = qs.shape
+    out = np.empty((T, K // 4), dtype=np.int32)
+    for t in range(T):
+        for j in range(K // 4):
+            o = 4 * j
+            out[t, j] = neg_off * (
+                np.int32(qs[t, o]) + np.int32(qs[t, o + 1]) + np.int32(qs[t, o + 2]) + np.int32(qs[t, o + 3])
+            )
+    return out
+
+
 def gemm(packed, fmt: str, act) -> np.ndarray:
     """``x @ W.T`` [T, R] from ``packed = pack(W, fmt)`` and ``act = quantize_activations(x, vtype)``
     (T >= TILE rows), panels spread over the row-kernel threads."""
+    if fmt in ("Q4_K", "Q5_K"):
+        return _gemm_q4_k(packed, act, fmt == "Q5_K")
+    if fmt == "Q6_K":
+        return _gemm_q6_k(packed, act)
     P, D, M, R = packed
     qs, d, s = act
     T = qs.shape[0]
@@ -381,7 +437,358 @@ def gemm(packed, fmt: str, act) -> np.ndarray:
         raise ValueError(f"gemm needs at least {TILE} activation rows, got {T}")
     npan = D.shape[0] // (qs.shape[1] // 32 * PANEL)
     out = np.empty((T, npan * PANEL), dtype=np.float32)
-    # each lane's start: -off * its 4 activations summed (the stored codes' offset taken out, exactly)
-    a4 = qs.reshape(T, -1, 4).sum(axis=2, dtype=np.int32) * np.int32(-FORMATS[fmt][2])
-    _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, a4, out, min_rows=max(1, 2048 // max(1, T)))
+    a4 = _lane_starts(qs, np.int32(-FORMATS[fmt][2]))
+    _rows.run_rows(_gemm_panels, npan, FORMATS[fmt][0], P, D, M, qs, d, s, a4, out, min_rows=_min_panels(T))
+    return out if out.shape[1] == R else out[:, :R]
+
+
+# ---------------------------------------------------------------------------------------------
+# K-quants (Q4_K), activations Q8_K: the row kernels' (matmul._row_256) numbers
+# ---------------------------------------------------------------------------------------------
+
+_V32I16 = ir.VectorType(ir.IntType(16), 32)
+
+
+def _pack_q4_k(W, fmt="Q4_K"):
+    """Q4_K (and Q5_K, see below) as panels: per super-block and 32-byte run jj (sub-blocks 2jj: low nibbles, 2jj + 1: high), 8 groups
+    of [row 0: 4 bytes] .. [row 15: 4 bytes] like Q4_0's; the 6-bit scales as int16 pairs (sc, sc) per
+    sub-block, the mins as pairs (m_2jj, m_2jj+1) per run (for vpdpwssd), d and dmin as float32; each
+    [panel, super-block, ..., 16 rows]. Q5_K: its 5-bit codes as bytes, 8 groups per sub-block."""
+    R = W.shape[0]
+    ts = size(fmt)
+    nsb = W.shape[1] // ts
+    Rp = -(-R // PANEL) * PANEL
+    blocks = np.zeros((Rp, nsb, ts), dtype=np.uint8)
+    blocks[:R] = W.reshape(R, nsb, ts)
+    d = _f16(blocks, Q4K_D)
+    dmin = _f16(blocks, Q4K_DMIN)
+    s = blocks[:, :, Q4K_SCALES : Q4K_SCALES + 12].astype(np.int32)
+    sc = np.concatenate([s[:, :, 0:4] & 63, (s[:, :, 8:12] & 15) | ((s[:, :, 0:4] >> 6) << 4)], axis=2)
+    mn = np.concatenate([s[:, :, 4:8] & 63, (s[:, :, 8:12] >> 4) | ((s[:, :, 4:8] >> 6) << 4)], axis=2)
+    npan = Rp // PANEL
+    if fmt == "Q4_K":
+        codes = blocks[:, :, Q4K_QS : Q4K_QS + 128].reshape(npan, PANEL, nsb, 4, 8, 4).transpose(0, 2, 3, 4, 1, 5)
+    else:  # Q5_K: 5-bit codes as bytes, sub-block j = 2jj + h: nibble h of qs[32jj + l], bit j of qh[l]
+        ql = blocks[:, :, Q5K_QS : Q5K_QS + 128].reshape(Rp, nsb, 4, 1, 32)
+        qh = blocks[:, :, Q5K_QH : Q5K_QH + 32].reshape(Rp, nsb, 1, 32)
+        j = np.arange(8).reshape(1, 1, 8, 1)
+        nib = np.concatenate([ql & 15, ql >> 4], axis=3).reshape(Rp, nsb, 8, 32)
+        q5 = nib | (((qh >> j) & 1) << 4).astype(np.uint8)
+        codes = q5.reshape(npan, PANEL, nsb, 8, 8, 4).transpose(0, 2, 3, 4, 1, 5)
+
+    def per_panel(a):  # [Rp, nsb, n] -> [panel, nsb, n, 16]
+        n = a.shape[2]
+        return np.ascontiguousarray(a.reshape(npan, PANEL, nsb, n).transpose(0, 2, 3, 1)).reshape(-1)
+
+    scp = per_panel(sc | (sc << 16))
+    mnp = per_panel(mn[:, :, 0::2] | (mn[:, :, 1::2] << 16))
+    return (
+        np.ascontiguousarray(codes).reshape(-1),
+        per_panel(d[:, :, None]),
+        per_panel(dmin[:, :, None]),
+        scp.view(np.int32),
+        mnp.view(np.int32),
+        R,
+    )
+
+
+def _tile_q45_k(five):
+    """The Q4_K tile (``five``: Q5_K's, its codes stored as bytes by :func:`_pack_q4_k`)."""
+
+    def impl(typingctx, P, D, DM, SC, MN, p, qs, d, bp, out, t):
+        return _tile_q45_k_sig(five, P, D, DM, SC, MN, qs, d, bp, out)
+
+    return intrinsic(impl)
+
+
+def _tile_q45_k_sig(five, P, D, DM, SC, MN, qs, d, bp, out):
+    """out[t .. t + TILE - 1, 16p .. 16p + 15] of a Q4_K panel: per (row, activation row) the row kernel's 8
+    int32 lanes per super-block (lane k = values 4k..4k+3 of each sub-block, times its scale, summed over
+    the 8 sub-blocks: vpmaddubsw pairs, then vpdpwssd with the (sc, sc) pairs; exact), then
+    ``acc_k += float(lane_k) * (d_a * d_w)`` (multiply, then add: matmul._fma_ivec) and the min term
+    ``accm -= (d_a * dmin_w) * float(sum_j m_j * bsum_j)``; out = ggml's hsum of acc + accm. ``five``: Q5_K,
+    whose 5-bit codes (pack: nibble | qh bit << 4) are loaded as bytes, two vectors where Q4_K splits one."""
+    sig = types.void(P, D, DM, SC, MN, types.intp, qs, d, bp, out, types.intp)
+
+    def codegen(context, builder, signature, args):
+        Pv, Dv, DMv, SCv, MNv, pv, qsv, dv, bpv, outv, tv = args
+        aP, aD, aDM, aSC, aMN, _, aqs, ad, abp, aout, _ = signature.args
+        qs_arr = context.make_array(aqs)(context, builder, qsv)
+        K = builder.extract_value(qs_arr.shape, 1)
+        intp = K.type
+        c = lambda v: ir.Constant(intp, v)  # noqa: E731
+        nsb = builder.udiv(K, c(256))
+        out_arr = context.make_array(aout)(context, builder, outv)
+        Rp = builder.extract_value(out_arr.shape, 1)
+        zero = ir.Constant(_V16F, [0.0] * 16)
+        izero = ir.Constant(_V16I32, [0] * 16)
+        accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(8)] for _ in range(TILE)]
+        accm = [cgutils.alloca_once_value(builder, zero) for _ in range(TILE)]
+        psb = builder.mul(pv, nsb)  # (panel, super-block) index base
+
+        def vload(aty, val, off, vt, elt):
+            return builder.load(builder.bitcast(_ptr(context, builder, aty, val, off, elt), vt.as_pointer()), align=4)
+
+        with cgutils.for_range(builder, nsb) as loop:
+            b = loop.index
+            sbi = builder.add(psb, b)
+            dw = vload(aD, Dv, builder.mul(sbi, c(PANEL)), _V16F, _F)
+            dmw = vload(aDM, DMv, builder.mul(sbi, c(PANEL)), _V16F, _F)
+            scs = [
+                vload(aSC, SCv, builder.mul(builder.add(builder.mul(sbi, c(8)), c(j)), c(PANEL)), _V16I32, _I32)
+                for j in range(8)
+            ]
+            rows = [builder.add(tv, c(i)) for i in range(TILE)]
+            das = []
+            for i in range(TILE):
+                das.append(
+                    _splat(
+                        builder,
+                        builder.load(_ptr(context, builder, ad, dv, builder.add(builder.mul(rows[i], nsb), b), _F)),
+                        _V16F,
+                    )
+                )
+            aos = [builder.add(builder.mul(rows[i], K), builder.mul(b, c(256))) for i in range(TILE)]
+            wbase = builder.mul(sbi, c((64 if five else 32) * 64))
+
+            def wload(k):
+                return builder.load(
+                    builder.bitcast(
+                        _ptr(context, builder, aP, Pv, builder.add(wbase, c(64 * k)), _I8), _V64I8.as_pointer()
+                    ),
+                    align=1,
+                )
+
+            for g in range(8):
+                ivs = [izero] * TILE
+                for jj in range(4):
+                    if five:  # sub-blocks 2jj and 2jj + 1, bytes
+                        lo, hi = wload(8 * (2 * jj) + g), wload(8 * (2 * jj + 1) + g)
+                    else:  # one nibble vector: sub-block 2jj low, 2jj + 1 high
+                        w = wload(8 * jj + g)
+                        lo = builder.and_(w, ir.Constant(_V64I8, [15] * 64))
+                        hi = builder.lshr(w, ir.Constant(_V64I8, [4] * 64))
+                    for half, codes in ((0, lo), (1, hi)):
+                        for i in range(TILE):
+                            ap = builder.bitcast(
+                                _ptr(
+                                    context, builder, aqs, qsv, builder.add(aos[i], c(64 * jj + 32 * half + 4 * g)), _I8
+                                ),
+                                _I32.as_pointer(),
+                            )
+                            a = builder.bitcast(_splat(builder, builder.load(ap, align=1), _V16I32), _V64I8)
+                            m = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", _V32I16, [codes, a])
+                            ivs[i] = _call(
+                                builder,
+                                "llvm.x86.avx512.vpdpwssd.512",
+                                _V16I32,
+                                [ivs[i], builder.bitcast(m, _V16I32), scs[2 * jj + half]],
+                            )
+                for i in range(TILE):
+                    dd = builder.fmul(das[i], dw)  # d_a * d_w, as the row kernel's d[t, b] * d
+                    acc = accs[i][g]
+                    builder.store(builder.fadd(builder.load(acc), builder.fmul(builder.sitofp(ivs[i], _V16F), dd)), acc)
+            for i in range(TILE):  # min term: sum_j m_j * bsum32_j (exact), then (d_a * dmin) * float(.)
+                summs = izero
+                for jj in range(4):
+                    mn = vload(
+                        aMN, MNv, builder.mul(builder.add(builder.mul(sbi, c(4)), c(jj)), c(PANEL)), _V16I32, _I32
+                    )
+                    bpair = builder.load(
+                        _ptr(
+                            context,
+                            builder,
+                            abp,
+                            bpv,
+                            builder.add(
+                                builder.mul(rows[i], builder.mul(nsb, c(4))), builder.add(builder.mul(b, c(4)), c(jj))
+                            ),
+                            _I32,
+                        )
+                    )
+                    summs = _call(
+                        builder, "llvm.x86.avx512.vpdpwssd.512", _V16I32, [summs, mn, _splat(builder, bpair, _V16I32)]
+                    )
+                dm = builder.fmul(das[i], dmw)
+                builder.store(
+                    builder.fsub(builder.load(accm[i]), builder.fmul(dm, builder.sitofp(summs, _V16F))), accm[i]
+                )
+        for i in range(TILE):
+            v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7))
+            h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
+            tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
+            tot = builder.fadd(tot, builder.load(accm[i]))
+            oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
+            builder.store(tot, builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_tile_q4_k = _tile_q45_k(False)
+_tile_q5_k = _tile_q45_k(True)
+
+
+@njit(cache=True, nogil=True)
+def _gemm_panels_q4_k(five, P, D, DM, SC, MN, qs, d, bp, out, p0, p1):
+    T = qs.shape[0]
+    for p in range(p0, p1):
+        t = 0
+        while t < T:
+            if five:
+                _tile_q5_k(P, D, DM, SC, MN, p, qs, d, bp, out, min(t, T - TILE))
+            else:
+                _tile_q4_k(P, D, DM, SC, MN, p, qs, d, bp, out, min(t, T - TILE))
+            t += TILE
+
+
+def _gemm_q4_k(packed, act, five=False):
+    P, D, DM, SC, MN, R = packed
+    qs, d, bsums = act
+    T = qs.shape[0]
+    npan = D.shape[0] // (qs.shape[1] // 256 * PANEL)
+    out = np.empty((T, npan * PANEL), dtype=np.float32)
+    b32 = bsums.reshape(T, -1, 2).sum(axis=2, dtype=np.int32)  # per 32-value sub-block
+    bp = np.ascontiguousarray((b32[:, 0::2] & 0xFFFF) | (b32[:, 1::2] << 16), dtype=np.int32)  # (j even, j odd)
+    _rows.run_rows(_gemm_panels_q4_k, npan, five, P, D, DM, SC, MN, qs, d, bp, out, min_rows=_min_panels(T))
+    return out if out.shape[1] == R else out[:, :R]
+
+
+def _pack_q6_k(W):
+    """Q6_K as panels: the codes q - 32 as int8, per super-block run r (values 32r .. 32r + 31) and group g, [row 0:
+    values 32r + 4g .. +3] .. [row 15: ...]; the int8 scales as int16 pairs (sc, sc) per 16-value sub-block; per
+    group g the start value -128 * sum_r sc * (the 4 codes summed) (activations go in as a + 128, unsigned);
+    d as float32; each [panel, super-block, ..., 16 rows]."""
+    R = W.shape[0]
+    ts = size("Q6_K")
+    nsb = W.shape[1] // ts
+    Rp = -(-R // PANEL) * PANEL
+    blocks = np.zeros((Rp, nsb, ts), dtype=np.uint8)
+    blocks[:R] = W.reshape(R, nsb, ts)
+    d = _f16(blocks, Q6K_D)
+    sc = blocks[:, :, Q6K_SCALES : Q6K_SCALES + 16].view(np.int8).astype(np.int32)
+    ql = blocks[:, :, Q6K_QL : Q6K_QL + 128].astype(np.int32).reshape(Rp, nsb, 2, 2, 32)  # [half n, c % 2, l]
+    qh = blocks[:, :, Q6K_QH : Q6K_QH + 64].astype(np.int32).reshape(Rp, nsb, 2, 1, 32)  # [half n, l]
+    runs = []
+    for c in range(4):  # run c of each half: nibble c // 2 of ql[32 (c % 2) + l], bits 2c of qh[l]
+        lo = (ql[:, :, :, c % 2] >> (4 * (c // 2))) & 15
+        hi = (qh[:, :, :, 0] >> (2 * c)) & 3
+        runs.append(lo | (hi << 4))
+    q = np.stack(runs, axis=3).reshape(Rp, nsb, 8, 8, 4) - 32  # [run r = 4n + c, group g, 4 values]
+    npan = Rp // PANEL
+    codes = q.astype(np.int8).reshape(npan, PANEL, nsb, 8, 8, 4).transpose(0, 2, 3, 4, 1, 5)
+    scg = sc.reshape(Rp, nsb, 8, 2)[:, :, :, np.arange(8) // 4]  # the scale of run r, group g: [Rp, nsb, 8, 8]
+    corr = -128 * (scg * q.sum(axis=4)).sum(axis=2)  # [Rp, nsb, 8 groups]
+
+    def per_panel(a):  # [Rp, nsb, n] -> [panel, nsb, n, 16]
+        n = a.shape[2]
+        return np.ascontiguousarray(a.reshape(npan, PANEL, nsb, n).transpose(0, 2, 3, 1)).reshape(-1)
+
+    return (
+        np.ascontiguousarray(codes).reshape(-1).view(np.uint8),
+        per_panel(d[:, :, None]),
+        per_panel(((sc & 0xFFFF) | (sc << 16)).astype(np.int32)),
+        per_panel(corr.astype(np.int32)),
+        R,
+    )
+
+
+@intrinsic
+def _tile_q6_k(typingctx, P, D, SC, C0, p, ua, d, out, t):
+    """out[t .. t + TILE - 1, 16p .. 16p + 15] of a Q6_K panel: per (row, activation row) the row kernel's 8
+    int32 lanes per super-block (lane k = values 4k..4k+3 of each 32-value run, times its sub-block scale,
+    summed over the 8 runs; exact): from the start value C0 (the +128 of the activations taken out),
+    vpmaddubsw of (a + 128) with the signed codes, vpdpwssd with the (sc, sc) pairs; then
+    ``acc_k += float(lane_k) * (d_w * d_a)`` (matmul._fma_ivec) and out = ggml's hsum of acc + 0."""
+    sig = types.void(P, D, SC, C0, types.intp, ua, d, out, types.intp)
+
+    def codegen(context, builder, signature, args):
+        Pv, Dv, SCv, C0v, pv, uav, dv, outv, tv = args
+        aP, aD, aSC, aC0, _, aua, ad, aout, _ = signature.args
+        ua_arr = context.make_array(aua)(context, builder, uav)
+        K = builder.extract_value(ua_arr.shape, 1)
+        intp = K.type
+        c = lambda v: ir.Constant(intp, v)  # noqa: E731
+        nsb = builder.udiv(K, c(256))
+        out_arr = context.make_array(aout)(context, builder, outv)
+        Rp = builder.extract_value(out_arr.shape, 1)
+        zero = ir.Constant(_V16F, [0.0] * 16)
+        accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(8)] for _ in range(TILE)]
+        psb = builder.mul(pv, nsb)
+
+        def vload(aty, val, off, vt, elt):
+            return builder.load(builder.bitcast(_ptr(context, builder, aty, val, off, elt), vt.as_pointer()), align=4)
+
+        with cgutils.for_range(builder, nsb) as loop:
+            b = loop.index
+            sbi = builder.add(psb, b)
+            dw = vload(aD, Dv, builder.mul(sbi, c(PANEL)), _V16F, _F)
+            rows = [builder.add(tv, c(i)) for i in range(TILE)]
+            das = [
+                _splat(
+                    builder,
+                    builder.load(_ptr(context, builder, ad, dv, builder.add(builder.mul(r, nsb), b), _F)),
+                    _V16F,
+                )
+                for r in rows
+            ]
+            aos = [builder.add(builder.mul(r, K), builder.mul(b, c(256))) for r in rows]
+            wbase = builder.mul(sbi, c(64 * 64))
+            for g in range(8):
+                c0 = vload(aC0, C0v, builder.mul(builder.add(builder.mul(sbi, c(8)), c(g)), c(PANEL)), _V16I32, _I32)
+                ivs = [c0] * TILE
+                for r in range(8):
+                    w = builder.load(
+                        builder.bitcast(
+                            _ptr(context, builder, aP, Pv, builder.add(wbase, c(64 * (8 * r + g))), _I8),
+                            _V64I8.as_pointer(),
+                        ),
+                        align=1,
+                    )
+                    sco = builder.mul(builder.add(builder.mul(sbi, c(16)), c(2 * r + g // 4)), c(PANEL))
+                    scp = vload(aSC, SCv, sco, _V16I32, _I32)
+                    for i in range(TILE):
+                        ap = builder.bitcast(
+                            _ptr(context, builder, aua, uav, builder.add(aos[i], c(32 * r + 4 * g)), _I8),
+                            _I32.as_pointer(),
+                        )
+                        a = builder.bitcast(_splat(builder, builder.load(ap, align=1), _V16I32), _V64I8)
+                        m = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", _V32I16, [a, w])
+                        ivs[i] = _call(
+                            builder, "llvm.x86.avx512.vpdpwssd.512", _V16I32, [ivs[i], builder.bitcast(m, _V16I32), scp]
+                        )
+                for i in range(TILE):
+                    dd = builder.fmul(dw, das[i])  # d_w * d_a, as the row kernel's
+                    acc = accs[i][g]
+                    builder.store(builder.fadd(builder.load(acc), builder.fmul(builder.sitofp(ivs[i], _V16F), dd)), acc)
+        for i in range(TILE):
+            v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7)), + 0 (acc)
+            h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
+            tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
+            tot = builder.fadd(tot, zero)
+            oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
+            builder.store(tot, builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _gemm_panels_q6_k(P, D, SC, C0, ua, d, out, p0, p1):
+    T = ua.shape[0]
+    for p in range(p0, p1):
+        t = 0
+        while t < T:
+            _tile_q6_k(P, D, SC, C0, p, ua, d, out, min(t, T - TILE))
+            t += TILE
+
+
+def _gemm_q6_k(packed, act):
+    P, D, SC, C0, R = packed
+    qs, d, _bsums = act
+    T = qs.shape[0]
+    npan = D.shape[0] // (qs.shape[1] // 256 * PANEL)
+    out = np.empty((T, npan * PANEL), dtype=np.float32)
+    ua = qs.view(np.uint8) ^ np.uint8(0x80)  # a + 128, unsigned
+    _rows.run_rows(_gemm_panels_q6_k, npan, P, D, SC, C0, ua, d, out, min_rows=_min_panels(T))
     return out if out.shape[1] == R else out[:, :R]

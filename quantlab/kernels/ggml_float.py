@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 F32 = np.float32
@@ -91,3 +92,40 @@ def v_expf(x):
         return s1 * s1
     s2 = _from_bits((e - g) & M32)
     return fma32(s2, j, s2) * s1
+
+
+def v_expf_ir(builder, x):
+    """:func:`v_expf` on an LLVM float vector ``x`` (any width), lane by lane the same operations, its
+    branches as selects (all three results computed, the one v_expf would return kept)."""
+    vt = x.type
+    n = vt.count
+    vi = ir.VectorType(ir.IntType(32), n)
+    fk = lambda c: ir.Constant(vt, [float(c)] * n)  # noqa: E731
+    ik = lambda c: ir.Constant(vi, [c] * n)  # noqa: E731
+
+    def call(name, *args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt] * len(args)), f"{name}.v{n}f32")
+        return builder.call(fn, list(args))
+
+    def fma(a, b, c):
+        return call("llvm.fma", a, b, c)
+
+    bits = lambda v: builder.bitcast(v, vi)  # noqa: E731
+    flt = lambda v: builder.bitcast(v, vt)  # noqa: E731
+    z = fma(x, fk(_E_LOG2E), fk(_E_R))
+    nn = builder.fsub(z, fk(_E_R))
+    neg = builder.fneg(nn)
+    b = fma(neg, fk(_E_LN2_LO), fma(neg, fk(_E_LN2_HI), x))
+    e = builder.shl(bits(z), ik(23))
+    k = flt(builder.add(e, bits(fk(1.0))))
+    u = builder.fmul(b, b)
+    j = fma(fma(fma(fk(_E_C5), b, fk(_E_C4)), u, fma(fk(_E_C3), b, fk(_E_C2))), u, builder.fmul(fk(_E_C1), b))
+    an = call("llvm.fabs", nn)
+    fast = fma(j, k, k)
+    g = builder.select(builder.fcmp_ordered("<=", nn, fk(0.0)), ik(0x82000000 - (1 << 32)), ik(0))
+    s1 = flt(builder.add(g, ik(0x7F000000)))
+    big = builder.fmul(s1, s1)
+    s2 = flt(builder.sub(e, g))
+    mid = builder.fmul(fma(s2, j, s2), s1)
+    slow = builder.select(builder.fcmp_ordered(">", an, fk(192.0)), big, mid)
+    return builder.select(builder.fcmp_ordered(">", an, fk(126.0)), slow, fast)

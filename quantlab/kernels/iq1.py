@@ -18,8 +18,8 @@ from ..formats.layout import offsets, size
 from ..formats.registry import register
 from ._c import nearest_int
 from ._fp import f16_to_f32, f32_to_f16, rd16
-from ._rows import dequantize_rows, min_rows, run_rows
-from .iq2 import _codes_u32, _scan
+from ._rows import dequantize_rows
+from .iq2 import _code, _scan, run_grid_rows
 
 _FLT_MAX = np.float32(np.finfo(np.float32).max)
 _NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
@@ -98,14 +98,6 @@ def _block_max(x, r, b0, bs):
         if not (mx > a):
             mx = a
     return mx
-
-
-@njit(cache=True, inline="always")
-def _code(L, base):
-    u = np.int32(0)
-    for i in range(8):
-        u |= np.int32(L[base + i]) << np.int32(2 * i)
-    return u
 
 
 @njit(cache=True)
@@ -267,6 +259,9 @@ def _iq1s(x, qw, has_qw, kmap, neigh, codes, levels, out, err, r0, r1):
 # ----------------------------------------------------------------------------------------------------
 
 
+# IQ1_M's search is IQ1_S's with two half-block shifts instead of one (ggml: quantize_row_iq1_m_impl next to
+# iq1_s_impl); the shared steps are helpers (_weights, _block_max, _sort_idx, _neighbour2), the search stays
+# written out in each, as in ggml.
 @njit(cache=True)
 def _iq1m_row(x, r, qw, has_qw, kmap, neigh, codes, levels, out, err):
     n = x.shape[1]
@@ -473,30 +468,10 @@ _WHAT = {
 
 
 def _run(fn, name, bs, ts, x, imatrix):
-    lat = lattice("iq1s")
-    nrows, n = x.shape
-    out = np.empty((nrows, n // 256 * ts), dtype=np.uint8)
-    err = np.zeros((nrows, 2), dtype=np.int64)
-    has = imatrix is not None
-    qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
-    run_rows(
-        fn,
-        nrows,
-        x,
-        qw,
-        has,
-        lat.kmap,
-        lat.neighbours,
-        _codes_u32(lat),
-        lat.levels,
-        out,
-        err,
-        min_rows=min_rows(n, "quantize"),
-    )
-    bad = np.flatnonzero(err[:, 0])
-    if bad.size:
-        r = int(bad[0])
-        ref._raise(name, bs, _WHAT[int(err[r, 0])], r * (n // bs) + int(err[r, 1]), n, x)
+    out, bad = run_grid_rows(fn, x, imatrix, lattice("iq1s"), ts)
+    if bad is not None:
+        r, code, b = bad
+        ref._raise(name, bs, _WHAT[code], r * (x.shape[1] // bs) + b, x.shape[1], x)
     return out
 
 

@@ -111,6 +111,7 @@ _CODES: dict = {}
 
 @njit(cache=True, inline="always")
 def _code(L, base):
+    """The grid key of the 8 level indices L[base:base+8], 2 bits each (IQ1's and IQ2's lattices)."""
     u = np.int32(0)
     for i in range(8):
         u |= np.int32(L[base + i]) << np.int32(2 * i)
@@ -372,38 +373,51 @@ def _quantize(x, qw, has_qw, kind, kmap, neigh, codes, levels, out, err, r0, r1)
         _quantize_row(x, r, qw, has_qw, kind, kmap, neigh, codes, levels, out, err)
 
 
-def _run(x, imatrix, kind):
-    v = _VARIANT[kind]
-    lat = lattice(_GRID[kind])
+def run_grid_rows(fn, x, imatrix, lat, type_size: int, *kind):
+    """The rows of ``x`` through a grid-search row kernel of IQ1/IQ2 ``fn(x, qw, has_qw, *kind, kmap,
+    neighbours, codes, levels, out, err, r0, r1)`` on the thread pool. Returns the quantized rows and, for
+    the first row whose search failed, (row, the kernel's error code, block in the row); else None."""
     nrows, n = x.shape
-    out = np.empty((nrows, n // 256 * _TYPE_SIZE[kind]), dtype=np.uint8)
+    out = np.empty((nrows, n // 256 * type_size), dtype=np.uint8)
     err = np.zeros((nrows, 2), dtype=np.int64)
     has = imatrix is not None
     qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has else np.zeros(1, np.float32)
+    codes = _codes_u32(lat)
     run_rows(
-        _quantize,
+        fn,
         nrows,
         x,
         qw,
         has,
-        kind,
+        *kind,
         lat.kmap,
         lat.neighbours,
-        _codes_u32(lat),
+        codes,
         lat.levels,
         out,
         err,
         min_rows=min_rows(n, "quantize"),
     )
     bad = np.flatnonzero(err[:, 0])
-    if bad.size:
-        r = int(bad[0])
-        what = {
-            1: "no candidate of a grid-neighbour search has a finite error",
-            2: "the fitted block scale is NaN",
-            3: "a group ended off the grid",
-        }[int(err[r, 0])]
-        ref._raise(v, what, r * (n // v.block) + int(err[r, 1]), n, x)
+    if not bad.size:
+        return out, None
+    r = int(bad[0])
+    return out, (r, int(err[r, 0]), int(err[r, 1]))
+
+
+_WHAT = {
+    1: "no candidate of a grid-neighbour search has a finite error",
+    2: "the fitted block scale is NaN",
+    3: "a group ended off the grid",
+}
+
+
+def _run(x, imatrix, kind):
+    v = _VARIANT[kind]
+    out, bad = run_grid_rows(_quantize, x, imatrix, lattice(_GRID[kind]), _TYPE_SIZE[kind], kind)
+    if bad is not None:
+        r, code, b = bad
+        ref._raise(v, _WHAT[code], r * (x.shape[1] // v.block) + b, x.shape[1], x)
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..formats.layout import offsets, size
@@ -111,6 +112,159 @@ def _rd32(qr, o):
     )
 
 
+# ----------------------------------------------------------------------------------------------------
+# SIMD steps written as LLVM IR (numba intrinsics). LLVM leaves the scalar block loops scalar (it cannot
+# prove the input and output arrays do not overlap); these do the same IEEE operations on 32 lanes at once,
+# so the same bits. Every caller guarantees that the ranges lie inside their arrays (offsets come from
+# the validated shapes) and that the values are finite (the API refuses NaN/inf for these formats).
+# ----------------------------------------------------------------------------------------------------
+
+_I32 = ir.IntType(32)
+_F32X32 = ir.VectorType(ir.FloatType(), 32)
+_I32X32 = ir.VectorType(_I32, 32)
+
+
+def _splat32(builder, v):
+    """<32 x float> with every lane = v."""
+    vf = ir.VectorType(v.type, 32)
+    undef = ir.Constant(vf, ir.Undefined)
+    one = builder.insert_element(undef, v, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), 32), [0] * 32))
+
+
+def _vector_intrinsic(builder, name, vf):
+    """The LLVM intrinsic ``name`` taking and returning the vector type vf, declared once per module
+    (llvmlite's declare_intrinsic does not name vector overloads)."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf]), name)
+
+
+def _halves(builder, v, n):
+    """The lower and upper halves (n/2 lanes each) of the n-lane vector v."""
+    idx = ir.VectorType(ir.IntType(32), n // 2)
+    undef = ir.Constant(v.type, ir.Undefined)
+    lo = builder.shuffle_vector(v, undef, ir.Constant(idx, list(range(n // 2))))
+    hi = builder.shuffle_vector(v, undef, ir.Constant(idx, list(range(n // 2, n))))
+    return lo, hi
+
+
+def _load32(context, builder, arrtype, arr, off):
+    """<32 x float> load of arr[off:off+32] (a float32 array)."""
+    a = context.make_array(arrtype)(context, builder, arr)
+    return builder.load(builder.bitcast(builder.gep(a.data, [off]), _F32X32.as_pointer()), align=4)
+
+
+def _first_lane(builder, v, mask):
+    """The lane of v at the first set bit of the <32 x i1> mask (which has one)."""
+    bits = builder.bitcast(mask, _I32)
+    cttz = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [_I32, ir.IntType(1)]), "llvm.cttz.i32")
+    return builder.extract_element(v, builder.call(cttz, [bits, ir.Constant(ir.IntType(1), 1)]))
+
+
+def _tree(builder, v, pick):
+    """Reduce the 32 lanes of v pairwise with pick(a, b) (order-free for min/max of finite values)."""
+    n = 32
+    while n > 1:
+        lo, hi = _halves(builder, v, n)
+        v = pick(lo, hi)
+        n //= 2
+    return builder.extract_element(v, ir.Constant(_I32, 0))
+
+
+@intrinsic
+def _minmax_first32(typingctx, x, xo):
+    """(min, max) of x[xo:xo+32] as ggml's ``if (v < min) min = v; if (v > max) max = v`` loop leaves them:
+    the extreme values (a tree of compares), each taken from the FIRST element equal to it, so that of
+    -0.0 and +0.0 the one the loop meets first is kept, as the loop does."""
+    sig = types.UniTuple(types.float32, 2)(x, xo)
+
+    def codegen(context, builder, signature, args):
+        v = _load32(context, builder, signature.args[0], *args)
+        lo_t = _tree(builder, v, lambda a, b: builder.select(builder.fcmp_ordered("<", a, b), a, b))
+        hi_t = _tree(builder, v, lambda a, b: builder.select(builder.fcmp_ordered(">", a, b), a, b))
+        mn = _first_lane(builder, v, builder.fcmp_ordered("==", v, _splat32(builder, lo_t)))
+        mx = _first_lane(builder, v, builder.fcmp_ordered("==", v, _splat32(builder, hi_t)))
+        return context.make_tuple(builder, signature.return_type, [mn, mx])
+
+    return sig, codegen
+
+
+@intrinsic
+def _absmax_first32(typingctx, x, xo):
+    """(amax, the signed value of the first element with |x| == amax) of x[xo:xo+32], as ggml's
+    ``if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`` loop leaves them (both +0.0 when every value
+    is a zero)."""
+    sig = types.UniTuple(types.float32, 2)(x, xo)
+
+    def codegen(context, builder, signature, args):
+        v = _load32(context, builder, signature.args[0], *args)
+        a = builder.call(_vector_intrinsic(builder, "llvm.fabs.v32f32", _F32X32), [v])
+        amax = _tree(builder, a, lambda p, q: builder.select(builder.fcmp_ordered(">", p, q), p, q))
+        first = _first_lane(builder, v, builder.fcmp_ordered("==", a, _splat32(builder, amax)))
+        zero = ir.Constant(ir.FloatType(), 0.0)
+        mx = builder.select(builder.fcmp_ordered("==", amax, zero), zero, first)
+        return context.make_tuple(builder, signature.return_type, [amax, mx])
+
+    return sig, codegen
+
+
+def _q45_packer(asym, five):
+    """An intrinsic ``(x, xo, out, o, mn, idv)`` writing the codes of the 32 values at x[xo] into the
+    Q4_0 / Q4_1 / Q5_0 / Q5_1 block at out[o] (nibbles, and qh for the 5-bit formats), as ggml's _ref
+    quantizers compute and store them: t = (x - mn) * id + bias (_1 formats) or x * id + bias (_0), C's
+    float -> int cast (truncation; out of int32 range -> INT32_MIN, as x86 does), then MIN(nlev,
+    (int8_t)t) except Q5_1's plain (uint8_t) cast; byte j holds code j (low nibble) and code j + 16
+    (high); qh bit j is bit 4 of code j."""
+    qh_off = Q41_QS if asym else Q40_QS  # as _layout: after d [and m]
+    qs_off = qh_off + 4 if five else qh_off
+    nlev = 31 if five else 15
+    bias = 0.5 if asym else (nlev + 1) // 2 + 0.5
+
+    @intrinsic
+    def pack(typingctx, x, xo, out, o, mn, idv):
+        sig = types.void(x, xo, out, o, mn, idv)
+
+        def codegen(context, builder, signature, args):
+            xa, xoff, oa, ooff, mnv, idvv = args
+            v = _load32(context, builder, signature.args[0], xa, xoff)
+            if asym:
+                v = builder.fsub(v, _splat32(builder, mnv))
+            t = builder.fadd(
+                builder.fmul(v, _splat32(builder, idvv)), _splat32(builder, ir.Constant(ir.FloatType(), bias))
+            )
+            two31 = _splat32(builder, ir.Constant(ir.FloatType(), 2147483648.0))
+            inside = builder.and_(
+                builder.fcmp_ordered(">=", t, builder.fneg(two31)), builder.fcmp_ordered("<", t, two31)
+            )
+            q = builder.select(inside, builder.fptosi(t, _I32X32), ir.Constant(_I32X32, [-(2**31)] * 32))
+            if not (asym and five):
+                q = builder.sext(builder.trunc(q, ir.VectorType(ir.IntType(8), 32)), _I32X32)
+                top = ir.Constant(_I32X32, [nlev] * 32)
+                q = builder.select(builder.icmp_signed("<", q, top), q, top)
+            lo, hi = _halves(builder, q, 32)
+            i32x16 = ir.VectorType(_I32, 16)
+            if five:
+                f15 = ir.Constant(i32x16, [15] * 16)
+                byte = builder.or_(
+                    builder.and_(lo, f15), builder.shl(builder.and_(hi, f15), ir.Constant(i32x16, [4] * 16))
+                )
+            else:
+                byte = builder.or_(lo, builder.shl(hi, ir.Constant(i32x16, [4] * 16)))
+            oarr = context.make_array(signature.args[2])(context, builder, oa)
+            v8 = ir.VectorType(ir.IntType(8), 16)
+            dst = builder.gep(oarr.data, [builder.add(ooff, ir.Constant(ooff.type, qs_off))])
+            builder.store(builder.trunc(byte, v8), builder.bitcast(dst, v8.as_pointer()), align=1)
+            if five:
+                bit4 = builder.lshr(q, ir.Constant(_I32X32, [4] * 32))
+                qh = builder.bitcast(builder.trunc(bit4, ir.VectorType(ir.IntType(1), 32)), _I32)
+                dst = builder.gep(oarr.data, [builder.add(ooff, ir.Constant(ooff.type, qh_off))])
+                builder.store(qh, builder.bitcast(dst, _I32.as_pointer()), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return pack
+
+
 @njit(cache=True, inline="always")
 def _layout(asym, five):
     """(block bytes, offset of qh, offset of the nibbles) of Q4_0 / Q4_1 / Q5_0 / Q5_1."""
@@ -119,66 +273,34 @@ def _layout(asym, five):
     return qs + 16, qh, qs
 
 
-@njit(cache=True, inline="always")
-def _code(v, mn, idv, bias, nlev, asym, five):
-    """The integer code of one value as ggml's casts leave it (its low 8 bits are what is stored)."""
-    if asym:
-        t = _trunc((v - mn) * idv + bias)
-    else:
-        t = _trunc(v * idv + bias)
-    if asym and five:  # Q5_1: a plain (uint8_t) cast, no clamp
-        return t
-    return min(np.int32(nlev), _i8(t))  # MIN(nlev, (int8_t)...)
+_PACK_Q40, _PACK_Q41, _PACK_Q50, _PACK_Q51 = (_q45_packer(a, f) for a, f in ((0, 0), (1, 0), (0, 1), (1, 1)))
 
 
 @njit(cache=True, inline="always")
 def _ref_block(xr, xo, orow, o, h, asym, five):
-    """ggml's quantize_row_q{4,5}_{0,1}_ref on the 32 values at xr[xo], written at orow[o]. The codes
-    are packed as they are computed (value j and value j + 16 per byte): one pass, as fast as the
-    former per-format kernels (a separate code array and packing pass cost 20-30%)."""
-    _ts, qh_off, qs_off = _layout(asym, five)
+    """ggml's quantize_row_q{4,5}_{0,1}_ref on the 32 values at xr[xo], written at orow[o]: the extremes
+    and the codes are the SIMD intrinsics above (``h`` is unused: the former scalar loops' trip count)."""
     nlev = 31 if five else 15
     if asym:
-        mn = np.float32(3.4028234663852886e38)
-        mx = np.float32(-3.4028234663852886e38)
-        for j in range(32):
-            v = xr[xo + j]
-            if v < mn:
-                mn = v
-            if v > mx:
-                mx = v
+        mn, mx = _minmax_first32(xr, xo)
         d = np.float32((mx - mn) / np.float32(nlev))
-        bias = np.float32(0.5)
     else:
-        amax = np.float32(0.0)
-        mx = np.float32(0.0)
-        for j in range(32):
-            v = xr[xo + j]
-            a = abs(v)
-            if amax < a:
-                amax = a
-                mx = v
+        _amax, mx = _absmax_first32(xr, xo)
         d = np.float32(mx / np.float32(-(nlev + 1) // 2))
         mn = np.float32(0.0)
-        bias = np.float32((nlev + 1) // 2) + np.float32(0.5)
     idv = inv(d)
     wr16(orow, o + Q40_D, f32_to_f16(d))
     if asym:
         wr16(orow, o + Q41_M, f32_to_f16(mn))
-    qh = np.uint32(0)
-    for j in range(h):
-        q0 = _code(xr[xo + j], mn, idv, bias, nlev, asym, five)
-        q1 = _code(xr[xo + 16 + j], mn, idv, bias, nlev, asym, five)
+    if asym:
         if five:
-            a = np.uint32(q0 & 0xFF)
-            b = np.uint32(q1 & 0xFF)
-            orow[o + qs_off + j] = np.uint8((a & np.uint32(15)) | ((b & np.uint32(15)) << np.uint32(4)))
-            qh |= ((a & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j)
-            qh |= ((b & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j + 16)
+            _PACK_Q51(xr, xo, orow, o, mn, idv)
         else:
-            orow[o + qs_off + j] = np.uint8((q0 | (q1 << 4)) & 0xFF)
-    if five:
-        _wr32(orow, o + qh_off, qh)
+            _PACK_Q41(xr, xo, orow, o, mn, idv)
+    elif five:
+        _PACK_Q50(xr, xo, orow, o, mn, idv)
+    else:
+        _PACK_Q40(xr, xo, orow, o, mn, idv)
 
 
 @njit(cache=True, error_model="numpy")
@@ -356,22 +478,70 @@ def dequantize_q5_1(q, n_per_row):
 # ----------------------------------------------------------------------------------------------------
 
 
+@intrinsic
+def _absmax32(typingctx, x, xoff):
+    """max(|x[xoff:xoff+32]|) as ONE SIMD expression: a <32 x float> load, fabs, then a tree of
+    ``a > b ? a : b`` halvings. The maximum of finite values does not depend on the order it is taken in,
+    so it is ggml's ``amax = MAX(amax, fabsf(x[j]))`` loop's value (the API refuses NaN/inf for these
+    formats before any kernel runs). The caller guarantees the range lies inside the array."""
+    sig = types.float32(x, xoff)
+
+    def codegen(context, builder, signature, args):
+        xa, xo = args
+        xarr = context.make_array(signature.args[0])(context, builder, xa)
+        vf = ir.VectorType(ir.FloatType(), 32)
+        v = builder.load(builder.bitcast(builder.gep(xarr.data, [xo]), vf.as_pointer()), align=4)
+        v = builder.call(_vector_intrinsic(builder, "llvm.fabs.v32f32", vf), [v])
+        n = 32
+        while n > 1:
+            lo, hi = _halves(builder, v, n)
+            v = builder.select(builder.fcmp_ordered(">", lo, hi), lo, hi)
+            n //= 2
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    return sig, codegen
+
+
+@intrinsic
+def _q8_codes32(typingctx, x, xoff, out, ooff, idv):
+    """out[ooff:ooff+32] = int8(roundf(x[xoff:xoff+32] * idv)); returns the sum of the 32 codes. ONE SIMD
+    expression: a <32 x float> load, fmul by the splatted inverse scale, llvm.round (C roundf: half away
+    from zero), fptosi to i32, the low 8 bits stored; the sum is exact integer adds. The same IEEE
+    operations as ggml's scalar loop, so the same bytes (|x * idv| <= 127 plus rounding: the int8 fits).
+    The caller guarantees both ranges lie inside their arrays."""
+    sig = types.int32(x, xoff, out, ooff, idv)
+
+    def codegen(context, builder, signature, args):
+        xa, xo, oa, oo, dv = args
+        xarr = context.make_array(signature.args[0])(context, builder, xa)
+        oarr = context.make_array(signature.args[2])(context, builder, oa)
+        vf = ir.VectorType(ir.FloatType(), 32)
+        vi = ir.VectorType(ir.IntType(32), 32)
+        v = builder.load(builder.bitcast(builder.gep(xarr.data, [xo]), vf.as_pointer()), align=4)
+        r = builder.call(_vector_intrinsic(builder, "llvm.round.v32f32", vf), [builder.fmul(v, _splat32(builder, dv))])
+        q = builder.fptosi(r, vi)
+        v8 = ir.VectorType(ir.IntType(8), 32)
+        builder.store(builder.trunc(q, v8), builder.bitcast(builder.gep(oarr.data, [oo]), v8.as_pointer()), align=1)
+        n = 32
+        while n > 1:
+            lo, hi = _halves(builder, q, n)
+            q = builder.add(lo, hi)
+            n //= 2
+        return builder.extract_element(q, ir.Constant(ir.IntType(32), 0))
+
+    return sig, codegen
+
+
 @njit(cache=True, inline="always")
 def _q8_block(xr, xo, orow, o, qo, k):
     """One Q8_0/Q8_1 block: writes d at o (Q80_D = Q81_D = 0) and the codes at o + qo; returns
-    (d, sum of codes)."""
-    amax = np.float32(0.0)
-    for j in range(32):
-        a = abs(xr[xo + j])
-        amax = amax if amax > a else a
+    (d, sum of codes). ggml's quantize_row_q8_0_ref: amax, d = amax / 127, id = 1/d, roundf(x * id);
+    the 32-wide steps are the two SIMD intrinsics above (``k`` is always 32)."""
+    amax = _absmax32(xr, xo)
     d = np.float32(amax / np.float32(127.0))
     idv = inv(d)
     wr16(orow, o + Q80_D, f32_to_f16(d))
-    s = np.int32(0)
-    for j in range(k):
-        q = _i8(_trunc(roundf(xr[xo + j] * idv)))
-        s += q
-        orow[o + qo + j] = np.uint8(q & 0xFF)
+    s = _q8_codes32(xr, xo, orow, o + qo, idv)
     return d, s
 
 

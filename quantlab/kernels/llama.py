@@ -10,7 +10,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .ggml_float import fma32, v_expf
+from .ggml_float import fma32, v_expf, v_expf_ir
 
 F32 = np.float32
 
@@ -18,8 +18,14 @@ F32 = np.float32
 @njit(cache=True)
 def rms_norm(x, w, eps, out):
     """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w  (ggml_rms_norm then the norm weight)."""
-    T, E = x.shape
-    for t in range(T):
+    rms_norm_rows(x, w, eps, out, 0, x.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def rms_norm_rows(x, w, eps, out, r0, r1):
+    """rms_norm of rows [r0, r1) (a piece for :func:`~quantlab.kernels._rows.run_rows`)."""
+    E = x.shape[1]
+    for t in range(r0, r1):
         s = 0.0
         for j in range(E):
             v = x[t, j] * x[t, j]
@@ -101,10 +107,50 @@ def _half(typingctx, bits):
 def swiglu(g, u, out):
     """out = silu(g) * u as ggml_vec_swiglu_f32 (AVX2 + FMA) computes it: g / (1 + exp(0 - g)) * u with
     ggml's vector exp (ggml_float.v_expf) on each run of 8, libm's expf on the last F % 8."""
-    T, F = g.shape
+    swiglu_rows(g, u, out, 0, g.shape[0])
+
+
+def _row_ptr16(context, builder, aty, aval, t, j):
+    """<16 x float>* to element [t, j] of a 2-D float32 array (any row stride; elements contiguous)."""
+    arr = context.make_array(aty)(context, builder, aval)
+    s0 = builder.extract_value(arr.strides, 0)
+    off = builder.add(builder.mul(t, s0), builder.mul(j, ir.Constant(t.type, 4)))
+    p = builder.gep(builder.bitcast(arr.data, ir.IntType(8).as_pointer()), [off])
+    return builder.bitcast(p, ir.VectorType(ir.FloatType(), 16).as_pointer())
+
+
+@intrinsic
+def _swiglu16(typingctx, g, u, out, t, j):
+    """out[t, j:j+16] = g / (1 + v_expf(0 - g)) * u on 16 lanes (ggml_float.v_expf_ir: v_expf's operations
+    lane by lane; the division and product rounded as the scalar code's)."""
+    sig = types.void(g, u, out, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        gv, uv, ov, tv, jv = args
+        ag, au, ao, _, _ = signature.args
+        vt = ir.VectorType(ir.FloatType(), 16)
+        x = builder.load(_row_ptr16(context, builder, ag, gv, tv, jv), align=4)
+        y = builder.load(_row_ptr16(context, builder, au, uv, tv, jv), align=4)
+        e = v_expf_ir(builder, builder.fsub(ir.Constant(vt, [0.0] * 16), x))
+        r = builder.fmul(builder.fdiv(x, builder.fadd(ir.Constant(vt, [1.0] * 16), e)), y)
+        builder.store(r, _row_ptr16(context, builder, ao, ov, tv, jv), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def swiglu_rows(g, u, out, r0, r1):
+    """swiglu of rows [r0, r1) (a piece for :func:`~quantlab.kernels._rows.run_rows`); runs of 16 with
+    :func:`_swiglu16` where every array's elements are contiguous."""
+    F = g.shape[1]
     F8 = F - F % 8
-    for t in range(T):
-        for j in range(F8):
+    vec = g.strides[1] == 4 and u.strides[1] == 4 and out.strides[1] == 4
+    F16 = F8 - F8 % 16 if vec else 0
+    for t in range(r0, r1):
+        for j in range(0, F16, 16):
+            _swiglu16(g, u, out, t, j)
+        for j in range(F16, F8):
             x = g[t, j]
             out[t, j] = x / (F32(1) + v_expf(F32(0) - x)) * u[t, j]
         for j in range(F8, F):

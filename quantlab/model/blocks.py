@@ -27,6 +27,7 @@ from ..kernels import gemm as gk
 from ..kernels import llama as lk
 from ..kernels import matmul as mm
 
+PAR_ROWS = 64  # RMSNorm / SwiGLU of at least this many rows run on the row-kernel threads (same bytes)
 SMALL_BATCH = 4  # up to this many tokens: Q/K/V (gate/up) as one stacked product (model/llama.py)
 TILE_ELEMS = 1 << 20  # floats per dequantized weight tile (4 MB)
 
@@ -235,7 +236,10 @@ class Ops:
 
     def norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         h = np.empty_like(x)
-        lk.rms_norm(x, w, self.eps, h)
+        if x.shape[0] >= PAR_ROWS:  # a prompt batch: pieces of rows on the row-kernel threads (same bytes)
+            _rows.run_rows(lk.rms_norm_rows, x.shape[0], x, w, self.eps, h, min_rows=16)
+        else:
+            lk.rms_norm(x, w, self.eps, h)
         return h
 
     def head_norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -268,6 +272,8 @@ class Ops:
     def glu(self, g: np.ndarray, u: np.ndarray, act: str = "silu") -> np.ndarray:
         if act == "gelu":
             lk.geglu(g, u, gelu_table(), g)
+        elif g.shape[0] >= PAR_ROWS:  # a prompt batch: pieces of rows on the row-kernel threads
+            _rows.run_rows(lk.swiglu_rows, g.shape[0], g, u, g, min_rows=16)
         else:
             lk.swiglu(g, u, g)
         return g

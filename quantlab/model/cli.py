@@ -11,6 +11,18 @@ from . import compute_imatrix, evaluate, load
 from .kld import compare, save_base
 
 
+def _token_count(s: str) -> int:
+    """-n: 0 or more tokens (llama.cpp's -1, 'until end of text or context', is not offered: refused, not
+    silently read as 0)."""
+    try:
+        n = int(s)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number of tokens to generate (expected 0 or more)")
+    return n
+
+
 def _model_path(p):
     if p in (None, "smollm2"):
         return path("smollm2")
@@ -136,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt (greedy, or sampled with --temp)")
     p.add_argument("prompt")
     p.add_argument("-m", "--model", default=None, **common)
-    p.add_argument("-n", type=int, default=64, help="tokens to generate")
+    p.add_argument("-n", type=_token_count, default=64, help="tokens to generate")
     p.add_argument("--temp", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--top-p", type=float, default=0.95)

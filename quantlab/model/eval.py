@@ -155,8 +155,7 @@ def evaluate(
     progress = callback(progress, len(chunks), "perplexity", "chunk", value="PPL")
     first = n_ctx // 2
     out_rows = np.arange(first, n_ctx)
-    nll, kld, dp, same = [], [], [], []
-    nll_base, amaxes = [], []
+    acc = _Scores()
     t0 = time.perf_counter()
     models = [model] + ([base] if base is not None else [])
     was = [x.stream for x in models]
@@ -172,58 +171,77 @@ def evaluate(
                 else None
             )
             targets = toks[first + 1 :]
-            n_sc = n_ctx - 1 - first
+            n_sc = n_ctx - 1 - first  # scored tokens of a chunk
             for r0 in range(0, n_sc, LOGIT_ROWS):
-                r1 = min(n_sc, r0 + LOGIT_ROWS)
-                lg = model.logits(h[r0:r1])
-                lse, amax = _log_softmax_stats(lg)
-                tgt = targets[r0:r1]
-                lt = lg[np.arange(r1 - r0), tgt].astype(np.float64)
-                nll.append(lse - lt)
-                amaxes.append(amax)
-                if hb is not None and base is not None:
-                    lb = base.logits(hb[r0:r1])
-                    lse_b, amax_b = _log_softmax_stats(lb)
-                    logp_b = lb.astype(np.float64) - lse_b[:, None]
-                    logp = lg.astype(np.float64) - lse[:, None]
-                    pb = np.exp(logp_b)
-                    kld.append(np.einsum("ij,ij->i", pb, logp_b - logp))
-                    ltb = lb[np.arange(r1 - r0), tgt].astype(np.float64)
-                    nll_base.append(lse_b - ltb)
-                    dp.append(np.exp(lt - lse) - np.exp(ltb - lse_b))
-                    same.append(amax == amax_b)
+                rows = slice(r0, min(n_sc, r0 + LOGIT_ROWS))
+                acc.add(model, h[rows], targets[rows], base, None if hb is None else hb[rows])
             if progress is not None:
-                v = np.concatenate(nll)
-                progress(ci + 1, len(chunks), float(np.exp(v.mean())))
-    v = np.concatenate(nll)
-    m = v.mean()
-    ppl = float(np.exp(m))
-    var = (v * v).mean() - m * m
-    err = float(ppl * np.sqrt(var / (len(v) - 1))) if var > 0 and len(v) > 1 else float("nan")
-    r = EvalResult(
-        ppl=ppl,
-        ppl_err=err,
-        n_chunks=len(chunks),
-        n_ctx=n_ctx,
-        n_scored=len(v),
-        nll=v,
-        seconds=time.perf_counter() - t0,
-        argmax=np.concatenate(amaxes),
-    )
-    if base is not None:
-        k = np.concatenate(kld)
-        d = np.concatenate(dp)
-        r.nll_base = np.concatenate(nll_base)
-        r.base_ppl = float(np.exp(r.nll_base.mean()))
-        r.kld_max = float(np.concatenate(kld).max())
-        r.kld, r.dp = k, d
-        r.kld_mean = float(k.mean())
-        r.kld_err = float(np.sqrt(max(0.0, (k * k).mean() - k.mean() ** 2) / max(1, len(k) - 1)))
-        r.kld_median = float(np.percentile(k, 50))
-        r.kld_p99 = float(np.percentile(k, 99))
-        r.top1 = float(np.concatenate(same).mean())
-        r.dp_rms = float(np.sqrt((d * d).mean()))
-    return r
+                progress(ci + 1, len(chunks), float(np.exp(np.concatenate(acc.nll).mean())))
+    return acc.result(len(chunks), n_ctx, time.perf_counter() - t0, base is not None)
+
+
+@dataclass
+class _Scores:
+    """Per scored token, collected block by block: NLL and argmax of the model; against a base, its NLL,
+    KL divergence, delta-p and whether the argmax agrees."""
+
+    nll: list = field(default_factory=list)
+    amaxes: list = field(default_factory=list)
+    nll_base: list = field(default_factory=list)
+    kld: list = field(default_factory=list)
+    dp: list = field(default_factory=list)
+    same: list = field(default_factory=list)
+
+    def add(self, model: Model, h, tgt, base: Model | None, hb) -> None:
+        """Score the hidden states ``h`` (and the base's ``hb``) of rows whose next tokens are ``tgt``."""
+        lg = model.logits(h)
+        lse, amax = _log_softmax_stats(lg)
+        rows = np.arange(len(tgt))
+        lt = lg[rows, tgt].astype(np.float64)
+        self.nll.append(lse - lt)
+        self.amaxes.append(amax)
+        if base is None or hb is None:
+            return
+        lb = base.logits(hb)
+        lse_b, amax_b = _log_softmax_stats(lb)
+        logp_b = lb.astype(np.float64) - lse_b[:, None]
+        logp = lg.astype(np.float64) - lse[:, None]
+        self.kld.append(np.einsum("ij,ij->i", np.exp(logp_b), logp_b - logp))
+        ltb = lb[rows, tgt].astype(np.float64)
+        self.nll_base.append(lse_b - ltb)
+        self.dp.append(np.exp(lt - lse) - np.exp(ltb - lse_b))
+        self.same.append(amax == amax_b)
+
+    def result(self, n_chunks: int, n_ctx: int, seconds: float, with_base: bool) -> EvalResult:
+        v = np.concatenate(self.nll)
+        m = v.mean()
+        ppl = float(np.exp(m))
+        var = (v * v).mean() - m * m
+        err = float(ppl * np.sqrt(var / (len(v) - 1))) if var > 0 and len(v) > 1 else float("nan")
+        r = EvalResult(
+            ppl=ppl,
+            ppl_err=err,
+            n_chunks=n_chunks,
+            n_ctx=n_ctx,
+            n_scored=len(v),
+            nll=v,
+            seconds=seconds,
+            argmax=np.concatenate(self.amaxes),
+        )
+        if with_base:
+            k = np.concatenate(self.kld)
+            d = np.concatenate(self.dp)
+            r.nll_base = np.concatenate(self.nll_base)
+            r.base_ppl = float(np.exp(r.nll_base.mean()))
+            r.kld_max = float(k.max())
+            r.kld, r.dp = k, d
+            r.kld_mean = float(k.mean())
+            r.kld_err = float(np.sqrt(max(0.0, (k * k).mean() - k.mean() ** 2) / max(1, len(k) - 1)))
+            r.kld_median = float(np.percentile(k, 50))
+            r.kld_p99 = float(np.percentile(k, 99))
+            r.top1 = float(np.concatenate(self.same).mean())
+            r.dp_rms = float(np.sqrt((d * d).mean()))
+        return r
 
 
 def bench(

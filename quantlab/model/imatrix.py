@@ -175,7 +175,7 @@ def _load_gguf(p) -> Imatrix:
     try:
         f = open_gguf(p)
     except GGUFError as e:
-        raise ImatrixError(f"{p.name} is not a readable imatrix file: {e}") from None
+        raise ImatrixError(f"not a readable imatrix file: {e}") from None  # e names the file
     with f:
         md = f.metadata
         missing = [k for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size") if k not in md]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
 
-import numpy as np
-
-from ..api import quantize
 from ..cli import model_file, printable, regular_file
 from .ftypes import all_file_types, file_type
 from .pipeline import plan_model, quantize_model
@@ -95,18 +93,18 @@ def run(args) -> int:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        start_numba_without_blas()
-        r = quantize_model(
-            args.inp,
-            args.out,
-            ft,
-            imatrix=args.imatrix,
-            options=opts,
-            threads=args.nthreads,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            verbose=True,
-            log=lambda s: print(printable(s).replace("\\n", "\n"), flush=True),
-        )
+        with quick_numba_start():
+            r = quantize_model(
+                args.inp,
+                args.out,
+                ft,
+                imatrix=args.imatrix,
+                options=opts,
+                threads=args.nthreads,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                verbose=True,
+                log=lambda s: print(printable(s).replace("\\n", "\n"), flush=True),
+            )
     finally:
         if collecting:
             gc.enable()
@@ -136,8 +134,8 @@ def process_seconds() -> float | None:
 
 
 # Modules numba imports at start-up that no format kernel uses, with the reason numba imports each. Hidden
-# while numba starts (an ``import`` of a None entry of sys.modules raises ImportError, which numba expects
-# for each of them), then put back. Measured on SmolLM2 -> Q8_0, CPU time of the whole process, see
+# while numba is imported (an ``import`` of a None entry of sys.modules raises ImportError, which numba
+# expects for each of them), then put back. Measured on SmolLM2 -> Q8_0, CPU time of the whole process, see
 # the commit message.
 _NUMBA_OPTIONAL = {
     "scipy.linalg.cython_blas": "is there a BLAS (np.correlate/np.convolve in jitted code): ~0.2 s",
@@ -147,30 +145,85 @@ _NUMBA_OPTIONAL = {
 }
 
 
-def start_numba_without_blas() -> None:
-    """Start numba (import it and load the first kernel) without the optional modules it imports.
+@contextlib.contextmanager
+def quick_numba_start():
+    """While active: numba has been imported without the optional modules it imports, and it loads
+    cached kernels without first setting up its compiler. Only the ``quantlab quantize`` process uses it.
 
-    At start-up numba imports ``scipy`` (a version check), ``yaml`` (for an optional config file),
-    ``cffi`` (creating an FFI, which compiles pycparser's regular expressions) and
-    ``scipy.linalg.cython_blas`` (only to learn whether a BLAS is there, for ``np.correlate`` /
-    ``np.convolve`` in jitted code). No format kernel multiplies matrices or calls cffi, and together
-    they are about a third of numba's start-up, so they are hidden while numba starts and put back after:
-    numba then takes its own loop for those two functions, and anything that really needs scipy or BLAS
-    later (``np.dot`` in jitted code, scipy itself) imports it as usual. Only the ``quantlab quantize``
-    process does this (jitted cffi calls stay unavailable in it). Does nothing when numba already runs.
+    *Optional modules.* At import numba imports ``scipy`` (a version check) and ``yaml`` (for an
+    optional config file); setting up its compiler imports ``cffi`` (creating an FFI, which compiles
+    pycparser's regular expressions) and ``scipy.linalg.cython_blas`` (only to learn whether a BLAS is
+    there, for ``np.correlate`` / ``np.convolve`` in jitted code). No format kernel multiplies matrices or
+    calls cffi, so they are hidden while numba is imported and put back right after: anything that
+    really needs scipy, yaml or BLAS later (``np.dot`` in jitted code, gguf-py, scipy itself) imports it
+    as usual.
+
+    *Cached kernels.* Before it loads a kernel from its cache, numba "refreshes" its typing and target
+    contexts (``Cache.load_overload``): the first refresh imports and installs every typing and lowering
+    registry numba has (the cffi and BLAS imports above among them), ~0.1 s of CPU, which compiling
+    needs and loading machine code does not. Loading needs the NRT (numba's runtime, which cached code
+    links against) to be initialised, nothing else; so here a cache hit initialises the NRT and loads. A
+    kernel that is not in the cache is compiled by numba's usual path, whose compiler refreshes both
+    contexts itself. Where numba's internals are not the ones this was written against (0.6x), numba's
+    own loading is kept.
+
+    *Extensions.* numba's first dispatch scans every installed distribution's entry points for
+    ``numba_extensions`` plugins (~10 ms here, 160 distributions); quantlab's kernels use none, so the
+    scan is marked done while active (and unmarked after, if it was skipped).
     """
-    if "numba.np.arraymath" in sys.modules:
-        return
-    hidden = [
-        m
-        for m in _NUMBA_OPTIONAL
-        if m not in sys.modules and not (m == "yaml" and os.path.exists(".numba_config.yaml"))
-    ]
+    hidden = []
+    if "numba" not in sys.modules:
+        hidden = [
+            m
+            for m in _NUMBA_OPTIONAL
+            if m not in sys.modules and not (m == "yaml" and os.path.exists(".numba_config.yaml"))
+        ]
     for m in hidden:
         sys.modules[m] = None  # pyright: ignore[reportArgumentType]  (an `import` of a None entry raises ImportError)
     try:
-        quantize(np.zeros((1, 32), np.float32), "Q8_0", threads=1)
+        restore = _load_cached_kernels_directly()  # imports numba
     finally:
         for m in hidden:
             if m in sys.modules and sys.modules[m] is None:
                 del sys.modules[m]
+    entrypoints = sys.modules.get("numba.core.entrypoints")
+    skipped = getattr(entrypoints, "_already_initialized", None) is False
+    if skipped:
+        setattr(entrypoints, "_already_initialized", True)  # noqa: B010  (numba's module-level flag)
+    try:
+        yield
+    finally:
+        if skipped:
+            setattr(entrypoints, "_already_initialized", False)  # noqa: B010
+        if restore is not None:
+            restore()
+
+
+def _load_cached_kernels_directly():
+    """Replace numba's ``Cache.load_overload`` (refresh, then load) by NRT set-up, then load; returns the
+    function that puts numba's back, or None (numba's internals differ: nothing replaced)."""
+    # lazy: numba's import (~0.15 s) happens here, while quick_numba_start hides its optional modules
+    from numba.core import caching
+    from numba.core.runtime.nrt import rtsys
+
+    cache = caching.Cache
+    original = cache.__dict__.get("load_overload")
+    if (
+        original is None
+        or not all(hasattr(cache, a) for a in ("_load_overload", "_guard_against_spurious_io_errors"))
+        or not hasattr(rtsys, "initialize")
+    ):
+        return None
+
+    def load_overload(self, sig, target_context):
+        rtsys.initialize(target_context)  # once per process; what cached code links against
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+        # None (a miss: numba compiles) when the `with` swallows an I/O error, as numba's own does
+
+    cache.load_overload = load_overload
+
+    def restore():
+        cache.load_overload = original
+
+    return restore

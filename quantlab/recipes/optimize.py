@@ -177,25 +177,53 @@ def optimize(
     info = ModelInfo.from_metadata(f.metadata)
     base_plan = make_plan(specs, base, info, opts, has_imatrix=True)
     if budget_bytes is None:
-        target = base_plan.ftype.name if target_bpw is None else target_bpw
-        if isinstance(target, str):
-            budget_bytes = make_plan(specs, target, info, opts, has_imatrix=True).nbytes
-        else:
-            budget_bytes = int(float(target) * base_plan.n_elements / 8.0)
-    cands = [get_format(c) for c in candidates]
+        budget_bytes = _budget(specs, info, opts, base_plan, target_bpw)
     todo = [
         t
         for t in base_plan
         if t.quantizable and t.name in im and im[t.name].size == t.ne[0] and (len(t.ne) < 3 or t.ne[2] == 1)
     ]
+    cands = [get_format(c) for c in candidates]
+    errors, sizes = _measure(f, todo, im, cands, max_rows, threads, impl, progress)
+    names = [t.name for t in todo]
+    fixed = sum(t.nbytes for t in base_plan if t.name not in errors)
+    smallest = sum(min(sizes[n].values()) for n in names)
+    if smallest > budget_bytes - fixed:
+        raise FormatError(
+            f"the budget ({budget_bytes / 2**20:.2f} MiB) is below the smallest possible model "
+            f"({(smallest + fixed) / 2**20:.2f} MiB with these candidates)"
+        )
+    pick, frontier = _lagrangian_sweep(names, errors, sizes, fixed, budget_bytes, base_plan.n_elements)
+    _greedy_fill(pick, names, errors, sizes, fixed, budget_bytes)
+    return OptimizeResult(
+        base_plan,
+        {n: get_format(pick[n]) for n in names},
+        errors,
+        sizes,
+        int(budget_bytes),
+        frontier,
+        time.perf_counter() - t0,
+    )
+
+
+def _budget(specs, info, opts, base_plan, target_bpw) -> int:
+    """Bytes allowed: a file type's size for this model (its name; default: the base's), or bits per weight."""
+    target = base_plan.ftype.name if target_bpw is None else target_bpw
+    if isinstance(target, str):
+        return make_plan(specs, target, info, opts, has_imatrix=True).nbytes
+    return int(float(target) * base_plan.n_elements / 8.0)
+
+
+def _measure(f, todo, im, cands, max_rows, threads, impl, progress) -> tuple[dict, dict]:
+    """{tensor: {format: imatrix-weighted error}}, {tensor: {format: bytes}} of every candidate that can
+    hold each tensor, the error measured on up to ``max_rows`` sampled rows and scaled to the tensor."""
     errors, sizes = {}, {}
     for i, t in enumerate(todo):
         if progress is not None:
             progress(i, len(todo), t.name)
-        src = f.tensors[t.name]
         n_rows = t.n_elements // t.ne[0]
         rows = _sample_rows(n_rows, max_rows)
-        x = np.ascontiguousarray(src.dequantize().reshape(n_rows, t.ne[0])[rows], dtype=np.float32)
+        x = np.ascontiguousarray(f.tensors[t.name].dequantize().reshape(n_rows, t.ne[0])[rows], dtype=np.float32)
         w = np.asarray(im[t.name], dtype=np.float32)
         scale = n_rows / len(rows)
         errors[t.name], sizes[t.name] = {}, {}
@@ -210,17 +238,13 @@ def optimize(
             sizes[t.name][c.name] = c.row_bytes(t.ne[0]) * n_rows
         if not errors[t.name]:
             raise FormatError(f"no candidate format fits {t.name} (row of {t.ne[0]})")
-    names = [t.name for t in todo]
-    fixed = sum(t.nbytes for t in base_plan if t.name not in errors)
-    room = budget_bytes - fixed
-    smallest = sum(min(sizes[n].values()) for n in names)
-    if smallest > room:
-        raise FormatError(
-            f"the budget ({budget_bytes / 2**20:.2f} MiB) is below the smallest possible model "
-            f"({(smallest + fixed) / 2**20:.2f} MiB with these candidates)"
-        )
+    return errors, sizes
 
-    # Lagrangian sweep: prices per byte spanning every error/size trade-off present
+
+def _lagrangian_sweep(names, errors, sizes, fixed: int, budget: int, n_elements: int) -> tuple[dict, list]:
+    """Prices per byte spanning every error/size trade-off present: for each, every tensor's cheapest
+    format at that price. Returns the best pick within the budget (or the smallest formats, when even the
+    highest price overshoots) and the frontier of distinct (bytes, error) points."""
     slopes = []
     for n in names:
         fs = sorted(sizes[n], key=lambda k: sizes[n][k])
@@ -240,17 +264,17 @@ def optimize(
         if (nb, err) in seen:
             continue
         seen.add((nb, err))
-        frontier.append(
-            {"lambda": float(lam), "bytes": int(nb), "bpw": 8.0 * nb / base_plan.n_elements, "error": float(err)}
-        )
-        if nb <= budget_bytes and (best is None or err < best[0]):
+        frontier.append({"lambda": float(lam), "bytes": int(nb), "bpw": 8.0 * nb / n_elements, "error": float(err)})
+        if nb <= budget and (best is None or err < best[0]):
             best = (err, pick)
-    if best is None:  # even the most expensive price overshoots: start from the smallest formats
-        pick = {n: min(sizes[n], key=lambda k: (sizes[n][k], errors[n][k])) for n in names}
-    else:
-        pick = dict(best[1])
+    frontier.sort(key=lambda p: p["bytes"])
+    if best is None:
+        return {n: min(sizes[n], key=lambda k: (sizes[n][k], errors[n][k])) for n in names}, frontier
+    return dict(best[1]), frontier
 
-    # greedy fill of the remaining bytes: best error drop per byte first
+
+def _greedy_fill(pick: dict, names, errors, sizes, fixed: int, budget: int) -> None:
+    """Spend the bytes the sweep left: the best error drop per byte first, until nothing fits (in place)."""
     used = fixed + sum(sizes[n][pick[n]] for n in names)
     while True:
         best_up = None
@@ -259,23 +283,13 @@ def optimize(
             for c, s in sizes[n].items():
                 ds = s - sizes[n][cur]
                 de = errors[n][cur] - errors[n][c]
-                if de <= 0 or used + max(ds, 0) > budget_bytes:
+                if de <= 0 or used + max(ds, 0) > budget:
                     continue
                 gain = de / ds if ds > 0 else float("inf")
                 if best_up is None or gain > best_up[0]:
                     best_up = (gain, n, c, ds)
         if best_up is None:
-            break
+            return
         _, n, c, ds = best_up
         pick[n] = c
         used += ds
-    frontier.sort(key=lambda p: p["bytes"])
-    return OptimizeResult(
-        base_plan,
-        {n: get_format(pick[n]) for n in names},
-        errors,
-        sizes,
-        int(budget_bytes),
-        frontier,
-        time.perf_counter() - t0,
-    )

@@ -17,7 +17,7 @@ What happens, in order (the same order llama-quantize follows, so the output fil
    by tensor: bytes copied when the type does not change, otherwise dequantized to float32 in slabs of
    rows and quantized with quantlab's kernels (all cores), each tensor padded to 32 bytes. A
    write-behind thread writes tensor i (one ``writev`` from the array's memory) while tensor i+1 is
-   quantized. The input is mapped, and each source tensor's pages are released once it is quantized
+   quantized, and a decode-ahead thread decodes tensor i+2's first slab meanwhile. The input is mapped, and each source tensor's pages are released once it is quantized
    (:meth:`quantlab.gguf.GGUFFile.release`): they do not pile up in the resident set, which stays about
    the biggest tensor's output plus a 64 MB slab whatever the model's size (``tools/scale_7b.py``
    measures it on a 7B-shaped F16 model).
@@ -34,9 +34,9 @@ file and renames it); the input is only ever read. Like llama-quantize, it does 
 (``fsync=True`` does).
 
 ``QuantizeResult.seconds`` is the time of this call: opening, planning, quantizing, writing, the rename.
-In a fresh process, Python's start-up, the imports and numba's start-up come on top (about 0.5 s of CPU
-for ``quantlab quantize``, which spares numba the 0.2 s import of scipy.linalg: see
-:func:`quantlab.recipes.cli.start_numba_without_blas`); the command prints both times.
+In a fresh process, Python's start-up, the imports and numba's start-up come on top (about 0.3 s of CPU
+for ``quantlab quantize``, which spares numba its optional imports and its compiler's set-up: see
+:func:`quantlab.recipes.cli.quick_numba_start`); the command prints both times.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ QUANTIZATION_VERSION = 2  # GGML_QNT_VERSION
 ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT, what llama-quantize pads with
 SLAB_BYTES = 64 * 1024 * 1024  # float32 rows dequantized at once (bounds memory for huge tensors)
 _WRITE_BEHIND = True  # write tensor i on a background thread while tensor i+1 is quantized
+_DECODE_AHEAD = True  # decode tensor i+1 on a background thread while tensor i is quantized
 
 
 class RecipeError(QuantlabError, ValueError):
@@ -241,27 +242,42 @@ def _cut(s: str) -> str:
     return b.decode("utf-8", "ignore")
 
 
-def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
-    """Dequantize ``src`` (a quantlab GGUFTensor) slab by slab and quantize to ``fmt``."""
+def _slabs(t):
+    """The row ranges [r, end) a tensor is decoded and quantized in: at most SLAB_BYTES of float32 each,
+    never across an expert boundary (each expert has its own imatrix slice)."""
+    ne0 = t.ne[0]
+    n_rows = t.n_elements // ne0
+    rows_per_mat = t.ne[1] if len(t.ne) > 1 else 1
+    slab = max(1, min(n_rows, SLAB_BYTES // (4 * ne0)))
+    r = 0
+    while r < n_rows:
+        end = min(n_rows, r + slab, (r // rows_per_mat + 1) * rows_per_mat)
+        yield r, end
+        r = end
+
+
+def _decode(t, src, r, end, impl) -> np.ndarray:
+    """Rows [r, end) of the source tensor ``src`` (a quantlab GGUFTensor) as float32."""
+    raw = src.little_endian_data().reshape(t.n_elements // t.ne[0], -1)  # a byte-swapped copy (big-endian)
+    if t.src.name == "F32":
+        return np.ascontiguousarray(raw[r:end]).view("<f4").astype(np.float32, copy=False)
+    d_impl = impl if t.src.has_impl(impl, "dequantize") else "reference"
+    # decoding runs at GB/s: one thread, never a parallel region that a busy machine can stall (threads
+    # pay off for the quantize searches, and the next tensor's decoding overlaps them: _DecodeAhead)
+    return dequantize(raw[r:end], t.src, impl=d_impl, threads=1)
+
+
+def _quantize_tensor(t, src, fmt, imat, threads, impl, first=None) -> np.ndarray:
+    """Dequantize ``src`` (a quantlab GGUFTensor) slab by slab and quantize to ``fmt``. ``first``: the
+    first slab, already decoded (by :class:`_DecodeAhead`)."""
     ne0 = t.ne[0]
     n_rows = t.n_elements // ne0
     rows_per_mat = t.ne[1] if len(t.ne) > 1 else 1
     out = None
-    raw = src.little_endian_data().reshape(n_rows, -1)  # a byte-swapped copy for a big-endian file
     q_impl = impl if fmt.has_impl(impl, "quantize") else "reference"
-    d_impl = impl if t.src.name == "F32" or t.src.has_impl(impl, "dequantize") else "reference"
-    slab = max(1, min(n_rows, SLAB_BYTES // (4 * ne0)))
-    r = 0
-    while r < n_rows:
-        # a slab never crosses an expert boundary: each expert has its own imatrix slice
+    for r, end in _slabs(t):
         mat = r // rows_per_mat
-        end = min(n_rows, r + slab, (mat + 1) * rows_per_mat)
-        if t.src.name == "F32":
-            x = np.ascontiguousarray(raw[r:end]).view("<f4").astype(np.float32, copy=False)
-        else:
-            # decoding runs at tens of GB/s: one thread, never a parallel region that a busy machine
-            # can stall (threads pay off for the quantize searches, not here)
-            x = dequantize(raw[r:end], t.src, impl=d_impl, threads=1)
+        x = first if r == 0 and first is not None else _decode(t, src, r, end, impl)
         im = None if imat is None else imat[mat * ne0 : (mat + 1) * ne0]
         q = quantize(x, fmt, imatrix=im, impl=q_impl, threads=threads)
         if r == 0 and end == n_rows:
@@ -269,10 +285,43 @@ def _quantize_tensor(t, src, fmt, imat, threads, impl) -> np.ndarray:
         if out is None:
             out = np.empty((n_rows, q.shape[1]), dtype=np.uint8)
         out[r:end] = q
-        r = end
     if out is None:  # no rows (a dimension of 0)
         out = np.empty((0, 0), dtype=np.uint8)
     return out
+
+
+class _DecodeAhead:
+    """Decodes the first slab of the next tensor to quantize on a background thread while the main thread
+    quantizes the current one (the decoding kernels release the GIL): the decoding leaves the main
+    thread's path, whose start-up and per-tensor steps are otherwise serial. One slab waits at most
+    (SLAB_BYTES of float32). Order and bytes are unchanged; an error in the decoding is raised in the
+    main thread when that tensor's turn comes (``take``)."""
+
+    def __init__(self, f, impl):
+        self._f, self._impl = f, impl
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantlab-decode")
+        self._name, self._fut = None, None
+
+    def start(self, t) -> None:
+        """Begin decoding the first slab of the plan entry ``t`` (a tensor to quantize)."""
+        r, end = next(_slabs(t), (0, 0))
+        if end > r:
+            src = self._f.tensors[t.name]
+            self._name, self._fut = t.name, self._pool.submit(_decode, t, src, r, end, self._impl)
+
+    def take(self, name):
+        """The decoded first slab of ``name``, or None when it was not started."""
+        if self._fut is None or self._name != name:
+            return None
+        fut, self._fut, self._name = self._fut, None, None
+        return fut.result()
+
+    def close(self) -> None:
+        """Wait for a decoding in flight (it reads the mapped input, which is closed next) and stop."""
+        if self._fut is not None:
+            self._fut.cancel()
+        self._pool.shutdown(wait=True)
+        self._fut = None
 
 
 class _WriteBehind:
@@ -384,13 +433,21 @@ def quantize_model(
             except ImportError:  # pragma: no cover
                 bar = None
         behind = _WriteBehind(w) if _WRITE_BEHIND else None
+        ahead = _DecodeAhead(f, impl) if _DECODE_AHEAD else None
+        todo = [t for t in plan if t.action != "copy"]  # in plan order: the next one is decoded ahead
+        after = {a.name: b for a, b in zip(todo, todo[1:])}
         try:
             for t in plan:
                 src = f.tensors[t.name]
                 if t.action == "copy":
                     data = src.little_endian_data()
                 else:
-                    data = _quantize_tensor(t, src, t.fmt, per_tensor.get(t.name), threads, impl)
+                    first = None
+                    if ahead is not None:
+                        first = ahead.take(t.name)
+                        if t.name in after:
+                            ahead.start(after[t.name])
+                    data = _quantize_tensor(t, src, t.fmt, per_tensor.get(t.name), threads, impl, first)
                     release = getattr(f, "release", None)
                     if release is not None:
                         release(src)  # its pages leave our RSS (a 7B F16 input: 13.5 GB of them)
@@ -410,6 +467,8 @@ def quantize_model(
             w.abort()
             raise
         finally:
+            if ahead is not None:
+                ahead.close()  # before the input is unmapped
             if bar is not None:
                 bar.close()
     finally:

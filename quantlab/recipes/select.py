@@ -512,6 +512,38 @@ class _State:
 _IQ_LOW = ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
 
 
+@dataclass
+class _Ask:
+    """One tensor put to llama.cpp's mixing rules: the file type's name ``f``, the tensor's default format
+    ``new``, its category, the model, the options and the running counters ``st``."""
+
+    st: _State
+    model: ModelInfo
+    f: str
+    new: str
+    t: TensorSpec
+    cat: str
+    has_imatrix: bool
+    options: Options
+
+    @property
+    def gqa(self) -> int:
+        return self.model.n_gqa
+
+    def layer(self, counter: int, n: int) -> tuple[int, int]:
+        """(layer index, layer count): the counter, or for an MoE model (experts are not in order) the
+        layer number in the name."""
+        if max(1, self.model.n_expert) > 1:
+            i = _layer_of(self.t.name)
+            if not 0 <= i < n:
+                raise FormatError(f"cannot tell the layer of {self.t.name} (expected blk.N. with 0 <= N < {n})")
+            return i, n
+        return counter, n
+
+    def default(self) -> tuple[str, str]:
+        return self.new, f"default type of {self.f}"
+
+
 def _heuristics(
     st: _State,
     model: ModelInfo,
@@ -522,230 +554,260 @@ def _heuristics(
     has_imatrix: bool,
     options: Options,
 ) -> tuple[str, str]:
-    """llama.cpp's mixing rules. Returns (format name, rule). First matching branch wins."""
-    f = ft.name
-    new = default.name
-    gqa = model.n_gqa
-    n_exp = max(1, model.n_expert)
-    name = t.name
-
-    def layer(counter: int, n: int) -> tuple[int, int]:
-        if n_exp > 1:  # MoE: experts are not in order, so the layer comes from the name
-            i = _layer_of(name)
-            if not 0 <= i < n:
-                raise FormatError(f"cannot tell the layer of {name} (expected blk.N. with 0 <= N < {n})")
-            return i, n
-        return counter, n
-
+    """llama.cpp's mixing rules. Returns (format name, rule). First matching branch wins: the rules
+    below are tried in llama.cpp's order, one function per branch of its if-chain."""
+    q = _Ask(st, model, ft.name, default.name, t, cat, has_imatrix, options)
     if (
         model.arch == "glm5-next"
-        and any(s in name for s in ("attn_q_a", "attn_q_b", "nextn.eh_proj"))
-        and new not in ("F32", "BF16", "F16")
+        and any(s in t.name for s in ("attn_q_a", "attn_q_b", "nextn.eh_proj"))
+        and q.new not in ("F32", "BF16", "F16")
     ):
         return "Q8_0", "glm5-next keeps this projection at Q8_0 or better"
-
     if cat == OUTPUT or (st.tied and cat == TOKEN_EMBD):
-        what = "output" if cat == OUTPUT else "token_embd (tied to the output: no output.weight)"
-        if options.output_tensor_type is not None:
-            return options.output_tensor_type.name, f"{what}: --output-tensor-type"
-        blk = get_format(new).block_size
-        if f == "MXFP4_MOE":
-            return "Q8_0", f"{what} in MXFP4_MOE -> Q8_0"
-        if model.arch == "falcon":
-            return "Q8_0", f"{what} of a Falcon model -> Q8_0"
-        if t.ne[0] % blk:
-            return "Q8_0", f"{what}: ne[0]={t.ne[0]} not a multiple of {blk} ({new}) -> Q8_0"
-        if f in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
-            return "Q5_K", f"{what} in {f} -> Q5_K"
-        if new != "Q8_0":
-            return "Q6_K", f"{what} gets Q6_K"
-        return new, f"{what}: default {new} is already Q8_0"
-
-    if f == "MXFP4_MOE":
-        if len(t.ne) > 2 and t.ne[2] > 1 and (model.arch != "bailingmoe3" or cat in (FFN_UP, FFN_GATE, FFN_DOWN)):
-            return "MXFP4", f"MXFP4_MOE: expert tensor ({t.ne[2]} experts) -> MXFP4"
-        return "Q8_0", "MXFP4_MOE: non-expert tensor -> Q8_0"
-
+        return _rule_output(q)
+    if q.f == "MXFP4_MOE":
+        return _rule_mxfp4_moe(q)
     if cat == TOKEN_EMBD:
-        if options.token_embedding_type is not None:
-            return options.token_embedding_type.name, "token_embd: --token-embedding-type"
-        if f in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
-            return "Q2_K", f"token_embd in {f} -> Q2_K"
-        if f in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
-            return "IQ3_S", f"token_embd in {f} -> IQ3_S"
-        if f in ("TQ1_0", "TQ2_0", "Q2_0"):
-            return "Q4_K", f"token_embd in {f} -> Q4_K"
-        return new, f"token_embd: default type of {f}"
+        return _rule_token_embd(q)
+    if q.f in _IQ_LOW:
+        return _rule_iq_low(q)
+    if _attn_v_like(cat):  # attn_qkv included: llama.cpp's own attn_qkv branch is never reached
+        return _rule_attn_v(q)
+    rule = _RULES_BY_CATEGORY.get(cat)
+    return rule(q) if rule is not None else q.default()
 
-    if f in _IQ_LOW:
-        if _attn_v_like(cat):
-            i = st.i_attention_wv
-            st.i_attention_wv += 1
-            if gqa >= 4 or model.n_expert >= 4:
-                return "Q4_K", f"{cat} #{i} in {f}: n_gqa={gqa} / n_expert={model.n_expert} >= 4 -> Q4_K"
-            r = "IQ3_S" if f in ("IQ2_S", "IQ2_M") else "Q2_K"
-            return r, f"{cat} #{i} in {f} -> {r}"
-        if model.n_expert == 8 and cat == ATTN_K:
-            return "Q4_K", f"attn_k of an 8-expert model in {f} -> Q4_K"
-        if cat == FFN_DOWN:
-            i = st.i_ffn_down
-            st.i_ffn_down += 1
-            if i < st.n_ffn // 8:
-                r = "IQ3_S" if f in ("IQ2_S", "IQ2_M") else "Q2_K"
-                return r, f"ffn_down #{i} < n_layer/8 = {st.n_ffn // 8} in {f} -> {r}"
-            return new, f"ffn_down #{i} >= n_layer/8 = {st.n_ffn // 8}: default type of {f}"
-        if cat == ATTN_OUTPUT:
-            if model.n_expert == 8:
-                return "Q5_K", f"attn_output of an 8-expert model in {f} -> Q5_K"
-            if f in ("IQ1_S", "IQ1_M"):
-                return "IQ2_XXS", f"attn_output in {f} -> IQ2_XXS"
-            if f in ("IQ2_S", "IQ2_M"):
-                return "IQ3_S", f"attn_output in {f} -> IQ3_S"
-        return new, f"default type of {f}"
 
+def _rule_output(q: _Ask) -> tuple[str, str]:
+    """output.weight, or token_embd when it is tied to the output."""
+    f, new, t = q.f, q.new, q.t
+    what = "output" if q.cat == OUTPUT else "token_embd (tied to the output: no output.weight)"
+    if q.options.output_tensor_type is not None:
+        return q.options.output_tensor_type.name, f"{what}: --output-tensor-type"
+    blk = get_format(new).block_size
+    if f == "MXFP4_MOE":
+        return "Q8_0", f"{what} in MXFP4_MOE -> Q8_0"
+    if q.model.arch == "falcon":
+        return "Q8_0", f"{what} of a Falcon model -> Q8_0"
+    if t.ne[0] % blk:
+        return "Q8_0", f"{what}: ne[0]={t.ne[0]} not a multiple of {blk} ({new}) -> Q8_0"
+    if f in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
+        return "Q5_K", f"{what} in {f} -> Q5_K"
+    if new != "Q8_0":
+        return "Q6_K", f"{what} gets Q6_K"
+    return new, f"{what}: default {new} is already Q8_0"
+
+
+def _rule_mxfp4_moe(q: _Ask) -> tuple[str, str]:
+    t = q.t
+    if len(t.ne) > 2 and t.ne[2] > 1 and (q.model.arch != "bailingmoe3" or q.cat in (FFN_UP, FFN_GATE, FFN_DOWN)):
+        return "MXFP4", f"MXFP4_MOE: expert tensor ({t.ne[2]} experts) -> MXFP4"
+    return "Q8_0", "MXFP4_MOE: non-expert tensor -> Q8_0"
+
+
+def _rule_token_embd(q: _Ask) -> tuple[str, str]:
+    f = q.f
+    if q.options.token_embedding_type is not None:
+        return q.options.token_embedding_type.name, "token_embd: --token-embedding-type"
+    if f in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
+        return "Q2_K", f"token_embd in {f} -> Q2_K"
+    if f in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
+        return "IQ3_S", f"token_embd in {f} -> IQ3_S"
+    if f in ("TQ1_0", "TQ2_0", "Q2_0"):
+        return "Q4_K", f"token_embd in {f} -> Q4_K"
+    return q.new, f"token_embd: default type of {f}"
+
+
+def _rule_iq_low(q: _Ask) -> tuple[str, str]:
+    """Every tensor of the 1- and 2-bit IQ file types (their own branch in llama.cpp)."""
+    st, model, f, new, cat = q.st, q.model, q.f, q.new, q.cat
     if _attn_v_like(cat):
-        i, n = st.i_attention_wv, st.n_attention_wv
+        i = st.i_attention_wv
         st.i_attention_wv += 1
-        r, why = new, f"{cat} #{i} of {n}: default type of {f}"
-        if f == "Q2_K":
-            r = "Q4_K" if gqa >= 4 else "Q3_K"
-            why = f"{cat} in Q2_K with n_gqa={gqa} {'>=' if gqa >= 4 else '<'} 4 -> {r}"
-        elif f == "Q2_K_S" and gqa >= 4:
-            r, why = "Q4_K", f"{cat} in Q2_K_S with n_gqa={gqa} >= 4 -> Q4_K"
-        elif f == "IQ3_XXS":
-            r = "Q4_K" if gqa >= 4 else ("IQ3_S" if not has_imatrix else "IQ3_XXS")
-            why = (
-                f"{cat} in IQ3_XXS with n_gqa={gqa} >= 4 -> Q4_K"
-                if gqa >= 4
-                else f"{cat} in IQ3_XXS "
-                + ("without imatrix -> IQ3_S" if not has_imatrix else "with imatrix -> IQ3_XXS")
-            )
-        elif f in ("IQ3_XS", "IQ3_S") and gqa >= 4:
-            r, why = "Q4_K", f"{cat} in {f} with n_gqa={gqa} >= 4 -> Q4_K"
-        elif f == "IQ3_M":
-            r, why = "Q4_K", f"{cat} in IQ3_M -> Q4_K"
-        elif f == "Q3_K_M":
-            r = "Q5_K" if i < 2 else "Q4_K"
-            why = f"{cat} #{i} in Q3_K_M: {'first two' if i < 2 else 'after the first two'} -> {r}"
-        elif f == "Q3_K_L":
-            r, why = "Q5_K", f"{cat} in Q3_K_L -> Q5_K"
-        elif f in ("IQ4_NL", "IQ4_XS") and gqa >= 4:
-            r, why = "Q5_K", f"{cat} in {f} with n_gqa={gqa} >= 4 -> Q5_K"
-        elif f in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, n):
-            r, why = "Q6_K", f"{cat} #{i} of {n} in {f}: use_more_bits({i}, {n}) -> Q6_K"
-        elif f in ("Q4_K_M", "Q5_K_M"):
-            why = f"{cat} #{i} of {n} in {f}: not use_more_bits({i}, {n}) -> {r}"
-        elif f == "Q4_K_S" and i < 4:
-            r, why = "Q5_K", f"{cat} #{i} < 4 in Q4_K_S -> Q5_K"
-        if model.is_70b and r in ("Q3_K", "Q4_K"):
-            r, why = "Q5_K", why + "; 70B model (8 heads share attn_v) -> Q5_K"
-        if model.n_expert == 8:
-            r, why = "Q8_0", why + "; 8-expert model -> Q8_0"
-        return r, why
-
-    if cat == ATTN_K:
-        if model.n_expert == 8:
-            return "Q8_0", "attn_k of an 8-expert model -> Q8_0"
-        if f == "IQ3_XS":
-            return "IQ3_XXS", "attn_k in IQ3_XS -> IQ3_XXS"
-        if f == "IQ3_XXS":
-            return "IQ2_S", "attn_k in IQ3_XXS -> IQ2_S"
-        return new, f"default type of {f}"
-
-    if cat == ATTN_Q:
-        if f == "IQ3_XS":
-            return "IQ3_XXS", "attn_q in IQ3_XS -> IQ3_XXS"
-        if f == "IQ3_XXS":
-            return "IQ2_S", "attn_q in IQ3_XXS -> IQ2_S"
-        return new, f"default type of {f}"
-
+        if q.gqa >= 4 or model.n_expert >= 4:
+            return "Q4_K", f"{cat} #{i} in {f}: n_gqa={q.gqa} / n_expert={model.n_expert} >= 4 -> Q4_K"
+        r = "IQ3_S" if f in ("IQ2_S", "IQ2_M") else "Q2_K"
+        return r, f"{cat} #{i} in {f} -> {r}"
+    if model.n_expert == 8 and cat == ATTN_K:
+        return "Q4_K", f"attn_k of an 8-expert model in {f} -> Q4_K"
     if cat == FFN_DOWN:
-        i, n = layer(st.i_ffn_down, st.n_ffn)
+        i = st.i_ffn_down
         st.i_ffn_down += 1
-        falcon = model.arch == "falcon"
-        at = f"ffn_down layer {i} of {n} in {f}"
-        if f == "Q2_K":
-            return "Q3_K", "ffn_down in Q2_K -> Q3_K"
-        if f == "Q2_K_S":
-            if i < n // 8:
-                return "Q4_K", f"{at}: {i} < n/8 = {n // 8} -> Q4_K"
-            return new, f"{at}: default type"
-        if f == "IQ3_XXS" and not has_imatrix:
-            r = "Q4_K" if i < n // 8 else "Q3_K"
-            return r, f"{at} without imatrix: {i} {'<' if i < n // 8 else '>='} n/8 = {n // 8} -> {r}"
-        if f == "Q3_K_M":
-            if i < n // 16:
-                return "Q5_K", f"{at}: {i} < n/16 = {n // 16} -> Q5_K"
-            if not falcon:
-                return "Q4_K", f"{at}: {i} >= n/16 = {n // 16} -> Q4_K"
-            r = "Q4_K" if use_more_bits(i, n) else "Q3_K"
-            return r, f"{at} (Falcon): use_more_bits({i}, {n}) is {use_more_bits(i, n)} -> {r}"
-        if f == "IQ3_M" and (i < n // 8 or (model.n_expert == 8 and use_more_bits(i, n))):
-            return "Q4_K", (
-                f"{at}: {i} < n/8 = {n // 8} -> Q4_K"
-                if i < n // 8
-                else f"{at}: 8 experts and use_more_bits({i}, {n}) -> Q4_K"
-            )
-        if f == "Q3_K_L":
-            r = "Q4_K" if falcon else "Q5_K"
-            return r, f"ffn_down in Q3_K_L{' (Falcon)' if falcon else ''} -> {r}"
-        if f == "Q4_K_M":
-            if falcon:
-                r = "Q6_K" if i < n // 16 else ("Q5_K" if use_more_bits(i, n) else "Q4_K")
-                return r, f"{at} (Falcon) -> {r}"
-            if use_more_bits(i, n):
-                return "Q6_K", f"{at}: use_more_bits({i}, {n}) -> Q6_K"
-            return new, f"{at}: not use_more_bits({i}, {n}) -> {new}"
-        if i < n // 8 and f in ("IQ4_NL", "IQ4_XS") and not has_imatrix:
-            return "Q5_K", f"{at} without imatrix: {i} < n/8 = {n // 8} -> Q5_K"
-        if f == "Q5_K_M":
-            if use_more_bits(i, n):
-                return "Q6_K", f"{at}: use_more_bits({i}, {n}) -> Q6_K"
-            return new, f"{at}: not use_more_bits({i}, {n}) -> {new}"
-        if f == "Q4_K_S" and not falcon and i < n // 8:
-            return "Q5_K", f"{at}: {i} < n/8 = {n // 8} -> Q5_K"
-        if f in ("Q4_0", "Q5_0") and has_imatrix and i < n // 8:
-            r = "Q4_1" if f == "Q4_0" else "Q5_1"
-            return r, f"{at} with imatrix: {i} < n/8 = {n // 8} -> {r}"
-        return new, f"{at}: default type"
-
+        if i < st.n_ffn // 8:
+            r = "IQ3_S" if f in ("IQ2_S", "IQ2_M") else "Q2_K"
+            return r, f"ffn_down #{i} < n_layer/8 = {st.n_ffn // 8} in {f} -> {r}"
+        return new, f"ffn_down #{i} >= n_layer/8 = {st.n_ffn // 8}: default type of {f}"
     if cat == ATTN_OUTPUT:
-        if model.arch != "falcon":
-            if model.n_expert == 8:
-                if f in (
-                    "Q2_K",
-                    "IQ3_XS",
-                    "IQ3_XXS",
-                    "Q3_K_S",
-                    "Q3_K_M",
-                    "IQ4_NL",
-                    "Q4_K_S",
-                    "Q4_K_M",
-                    "IQ3_S",
-                    "IQ3_M",
-                    "IQ4_XS",
-                ):
-                    return "Q5_K", f"attn_output of an 8-expert model in {f} -> Q5_K"
-            else:
-                r = {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K", "IQ3_M": "Q4_K"}.get(f)
-                if r:
-                    return r, f"attn_output in {f} -> {r}"
-        elif f == "Q3_K_L":
-            return "Q4_K", "attn_output of a Falcon model in Q3_K_L -> Q4_K"
-        return new, f"default type of {f}"
+        if model.n_expert == 8:
+            return "Q5_K", f"attn_output of an 8-expert model in {f} -> Q5_K"
+        if f in ("IQ1_S", "IQ1_M"):
+            return "IQ2_XXS", f"attn_output in {f} -> IQ2_XXS"
+        if f in ("IQ2_S", "IQ2_M"):
+            return "IQ3_S", f"attn_output in {f} -> IQ3_S"
+    return q.default()
 
-    if cat == ATTN_QKV:  # not reached (attn_qkv is attn_v-like); kept as in llama.cpp
-        return new, f"default type of {f}"
 
-    if cat in (FFN_GATE, FFN_UP):
-        attr = "i_ffn_gate" if cat == FFN_GATE else "i_ffn_up"
-        i, n = layer(getattr(st, attr), st.n_ffn)
-        setattr(st, attr, getattr(st, attr) + 1)
-        if f == "IQ3_XS" and n // 8 <= i < 7 * n // 8:
-            return "IQ3_XXS", f"{cat} layer {i} of {n} in IQ3_XS (middle layers) -> IQ3_XXS"
-        return new, f"default type of {f}"
+def _rule_attn_v(q: _Ask) -> tuple[str, str]:
+    """attn_v (and the attn_v-like fused tensors), counted in order: i of n."""
+    st, model, f, new, cat, gqa, has_imatrix = q.st, q.model, q.f, q.new, q.cat, q.gqa, q.has_imatrix
+    i, n = st.i_attention_wv, st.n_attention_wv
+    st.i_attention_wv += 1
+    r, why = new, f"{cat} #{i} of {n}: default type of {f}"
+    if f == "Q2_K":
+        r = "Q4_K" if gqa >= 4 else "Q3_K"
+        why = f"{cat} in Q2_K with n_gqa={gqa} {'>=' if gqa >= 4 else '<'} 4 -> {r}"
+    elif f == "Q2_K_S" and gqa >= 4:
+        r, why = "Q4_K", f"{cat} in Q2_K_S with n_gqa={gqa} >= 4 -> Q4_K"
+    elif f == "IQ3_XXS":
+        r = "Q4_K" if gqa >= 4 else ("IQ3_S" if not has_imatrix else "IQ3_XXS")
+        why = (
+            f"{cat} in IQ3_XXS with n_gqa={gqa} >= 4 -> Q4_K"
+            if gqa >= 4
+            else f"{cat} in IQ3_XXS " + ("without imatrix -> IQ3_S" if not has_imatrix else "with imatrix -> IQ3_XXS")
+        )
+    elif f in ("IQ3_XS", "IQ3_S") and gqa >= 4:
+        r, why = "Q4_K", f"{cat} in {f} with n_gqa={gqa} >= 4 -> Q4_K"
+    elif f == "IQ3_M":
+        r, why = "Q4_K", f"{cat} in IQ3_M -> Q4_K"
+    elif f == "Q3_K_M":
+        r = "Q5_K" if i < 2 else "Q4_K"
+        why = f"{cat} #{i} in Q3_K_M: {'first two' if i < 2 else 'after the first two'} -> {r}"
+    elif f == "Q3_K_L":
+        r, why = "Q5_K", f"{cat} in Q3_K_L -> Q5_K"
+    elif f in ("IQ4_NL", "IQ4_XS") and gqa >= 4:
+        r, why = "Q5_K", f"{cat} in {f} with n_gqa={gqa} >= 4 -> Q5_K"
+    elif f in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, n):
+        r, why = "Q6_K", f"{cat} #{i} of {n} in {f}: use_more_bits({i}, {n}) -> Q6_K"
+    elif f in ("Q4_K_M", "Q5_K_M"):
+        why = f"{cat} #{i} of {n} in {f}: not use_more_bits({i}, {n}) -> {r}"
+    elif f == "Q4_K_S" and i < 4:
+        r, why = "Q5_K", f"{cat} #{i} < 4 in Q4_K_S -> Q5_K"
+    if model.is_70b and r in ("Q3_K", "Q4_K"):
+        r, why = "Q5_K", why + "; 70B model (8 heads share attn_v) -> Q5_K"
+    if model.n_expert == 8:
+        r, why = "Q8_0", why + "; 8-expert model -> Q8_0"
+    return r, why
 
-    return new, f"default type of {f}"
+
+def _rule_attn_k(q: _Ask) -> tuple[str, str]:
+    if q.model.n_expert == 8:
+        return "Q8_0", "attn_k of an 8-expert model -> Q8_0"
+    if q.f == "IQ3_XS":
+        return "IQ3_XXS", "attn_k in IQ3_XS -> IQ3_XXS"
+    if q.f == "IQ3_XXS":
+        return "IQ2_S", "attn_k in IQ3_XXS -> IQ2_S"
+    return q.default()
+
+
+def _rule_attn_q(q: _Ask) -> tuple[str, str]:
+    if q.f == "IQ3_XS":
+        return "IQ3_XXS", "attn_q in IQ3_XS -> IQ3_XXS"
+    if q.f == "IQ3_XXS":
+        return "IQ2_S", "attn_q in IQ3_XXS -> IQ2_S"
+    return q.default()
+
+
+def _rule_ffn_down(q: _Ask) -> tuple[str, str]:
+    """ffn_down by layer i of n (the counter, or the name's layer for MoE models)."""
+    st, model, f, new, has_imatrix = q.st, q.model, q.f, q.new, q.has_imatrix
+    i, n = q.layer(st.i_ffn_down, st.n_ffn)
+    st.i_ffn_down += 1
+    falcon = model.arch == "falcon"
+    at = f"ffn_down layer {i} of {n} in {f}"
+    if f == "Q2_K":
+        return "Q3_K", "ffn_down in Q2_K -> Q3_K"
+    if f == "Q2_K_S":
+        if i < n // 8:
+            return "Q4_K", f"{at}: {i} < n/8 = {n // 8} -> Q4_K"
+        return new, f"{at}: default type"
+    if f == "IQ3_XXS" and not has_imatrix:
+        r = "Q4_K" if i < n // 8 else "Q3_K"
+        return r, f"{at} without imatrix: {i} {'<' if i < n // 8 else '>='} n/8 = {n // 8} -> {r}"
+    if f == "Q3_K_M":
+        if i < n // 16:
+            return "Q5_K", f"{at}: {i} < n/16 = {n // 16} -> Q5_K"
+        if not falcon:
+            return "Q4_K", f"{at}: {i} >= n/16 = {n // 16} -> Q4_K"
+        r = "Q4_K" if use_more_bits(i, n) else "Q3_K"
+        return r, f"{at} (Falcon): use_more_bits({i}, {n}) is {use_more_bits(i, n)} -> {r}"
+    if f == "IQ3_M" and (i < n // 8 or (model.n_expert == 8 and use_more_bits(i, n))):
+        return "Q4_K", (
+            f"{at}: {i} < n/8 = {n // 8} -> Q4_K"
+            if i < n // 8
+            else f"{at}: 8 experts and use_more_bits({i}, {n}) -> Q4_K"
+        )
+    if f == "Q3_K_L":
+        r = "Q4_K" if falcon else "Q5_K"
+        return r, f"ffn_down in Q3_K_L{' (Falcon)' if falcon else ''} -> {r}"
+    if f == "Q4_K_M":
+        if falcon:
+            r = "Q6_K" if i < n // 16 else ("Q5_K" if use_more_bits(i, n) else "Q4_K")
+            return r, f"{at} (Falcon) -> {r}"
+        if use_more_bits(i, n):
+            return "Q6_K", f"{at}: use_more_bits({i}, {n}) -> Q6_K"
+        return new, f"{at}: not use_more_bits({i}, {n}) -> {new}"
+    if i < n // 8 and f in ("IQ4_NL", "IQ4_XS") and not has_imatrix:
+        return "Q5_K", f"{at} without imatrix: {i} < n/8 = {n // 8} -> Q5_K"
+    if f == "Q5_K_M":
+        if use_more_bits(i, n):
+            return "Q6_K", f"{at}: use_more_bits({i}, {n}) -> Q6_K"
+        return new, f"{at}: not use_more_bits({i}, {n}) -> {new}"
+    if f == "Q4_K_S" and not falcon and i < n // 8:
+        return "Q5_K", f"{at}: {i} < n/8 = {n // 8} -> Q5_K"
+    if f in ("Q4_0", "Q5_0") and has_imatrix and i < n // 8:
+        r = "Q4_1" if f == "Q4_0" else "Q5_1"
+        return r, f"{at} with imatrix: {i} < n/8 = {n // 8} -> {r}"
+    return new, f"{at}: default type"
+
+
+# attn_output of an 8-expert model in these file types -> Q5_K; of other models (not Falcon) -> the value
+_ATTN_OUTPUT_8_EXPERTS = [
+    "Q2_K",
+    "IQ3_XS",
+    "IQ3_XXS",
+    "Q3_K_S",
+    "Q3_K_M",
+    "IQ4_NL",
+    "Q4_K_S",
+    "Q4_K_M",
+    "IQ3_S",
+    "IQ3_M",
+    "IQ4_XS",
+]
+_ATTN_OUTPUT_UP = {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K", "IQ3_M": "Q4_K"}
+
+
+def _rule_attn_output(q: _Ask) -> tuple[str, str]:
+    f = q.f
+    if q.model.arch != "falcon":
+        if q.model.n_expert == 8:
+            if f in _ATTN_OUTPUT_8_EXPERTS:
+                return "Q5_K", f"attn_output of an 8-expert model in {f} -> Q5_K"
+        else:
+            r = _ATTN_OUTPUT_UP.get(f)
+            if r:
+                return r, f"attn_output in {f} -> {r}"
+    elif f == "Q3_K_L":
+        return "Q4_K", "attn_output of a Falcon model in Q3_K_L -> Q4_K"
+    return q.default()
+
+
+def _rule_ffn_gate_up(q: _Ask) -> tuple[str, str]:
+    attr = "i_ffn_gate" if q.cat == FFN_GATE else "i_ffn_up"
+    i, n = q.layer(getattr(q.st, attr), q.st.n_ffn)
+    setattr(q.st, attr, getattr(q.st, attr) + 1)
+    if q.f == "IQ3_XS" and n // 8 <= i < 7 * n // 8:
+        return "IQ3_XXS", f"{q.cat} layer {i} of {n} in IQ3_XS (middle layers) -> IQ3_XXS"
+    return q.default()
+
+
+_RULES_BY_CATEGORY = {
+    ATTN_K: _rule_attn_k,
+    ATTN_Q: _rule_attn_q,
+    FFN_DOWN: _rule_ffn_down,
+    ATTN_OUTPUT: _rule_attn_output,
+    FFN_GATE: _rule_ffn_gate_up,
+    FFN_UP: _rule_ffn_gate_up,
+}
 
 
 def _choose(

@@ -279,22 +279,9 @@ def ladder(
     ref = _RememberedForward(base)  # the base's pass over each chunk runs once, not once per file type
     t = time.perf_counter()
     base_eval = qmodel.evaluate(ref, text=text, n_ctx=n_ctx, n_chunks=n_chunks, progress=False)
-    rows = [
-        {
-            "ftype": f"{base.file.tensors['blk.0.attn_q.weight'].format.name} (shipped)",
-            "bpw": 8.0 * base.file.tensor_bytes / base.file.n_params,
-            "MB": os.path.getsize(model_path) / 1e6,
-            "ppl": base_eval.ppl,
-            "ppl_err": base_eval.ppl_err,
-            "kld": 0.0,
-            "kld_err": 0.0,
-            "kld_p99": 0.0,
-            "top1": 1.0,
-            "fallbacks": 0,
-            "quantize_s": 0.0,
-            "eval_s": time.perf_counter() - t,
-        }
-    ]
+    shipped = f"{base.file.tensors['blk.0.attn_q.weight'].format.name} (shipped)"
+    bpw = 8.0 * base.file.tensor_bytes / base.file.n_params
+    rows = [_rung(shipped, bpw, os.path.getsize(model_path), base_eval, 0, 0.0, time.perf_counter() - t)]
     models = {}
     for ft in steps(progress, ftypes, "ladder", "file type"):
         out = os.path.join(outdir, f"model-{ft}.gguf")
@@ -304,22 +291,7 @@ def ladder(
         m = qmodel.load(out)
         t = time.perf_counter()
         e = qmodel.evaluate(m, text=text, n_ctx=n_ctx, n_chunks=n_chunks, base=ref, progress=False)
-        rows.append(
-            {
-                "ftype": ft,
-                "bpw": res.bpw,
-                "MB": res.nbytes / 1e6,
-                "ppl": e.ppl,
-                "ppl_err": e.ppl_err,
-                "kld": e.kld_mean,
-                "kld_err": e.kld_err,
-                "kld_p99": e.kld_p99,
-                "top1": e.top1,
-                "fallbacks": res.plan.n_fallback,
-                "quantize_s": tq,
-                "eval_s": time.perf_counter() - t,
-            }
-        )
+        rows.append(_rung(ft, res.bpw, res.nbytes, e, res.plan.n_fallback, tq, time.perf_counter() - t))
         say(f"{ft}: {rows[-1]['bpw']:.2f} bpw, PPL {e.ppl:.3f}, KLD {e.kld_mean:.4f}, top-1 {100 * e.top1:.1f} %")
         if ft in keep:
             models[ft] = m
@@ -339,6 +311,26 @@ def ladder(
         "n_ctx": n_ctx,
         "n_chunks": n_chunks,
         "n_scored": base_eval.n_scored,
+    }
+
+
+def _rung(ftype: str, bpw: float, nbytes: int, e, fallbacks: int, quantize_s: float, eval_s: float) -> dict:
+    """One row of the ladder from its evaluation ``e``; the input model (no base) is its own reference:
+    KLD 0, top-1 1."""
+    base = e.kld is None
+    return {
+        "ftype": ftype,
+        "bpw": bpw,
+        "MB": nbytes / 1e6,
+        "ppl": e.ppl,
+        "ppl_err": e.ppl_err,
+        "kld": 0.0 if base else e.kld_mean,
+        "kld_err": 0.0 if base else e.kld_err,
+        "kld_p99": 0.0 if base else e.kld_p99,
+        "top1": 1.0 if base else e.top1,
+        "fallbacks": fallbacks,
+        "quantize_s": quantize_s,
+        "eval_s": eval_s,
     }
 
 

@@ -191,51 +191,14 @@ class Vocab:
 
     @classmethod
     def from_metadata(cls, md) -> Vocab:
-        model = md.get("tokenizer.ggml.model")
-        if model not in MODELS:
-            what = _REFUSED_MODELS.get(model)
-            raise ModelError(
-                f"tokenizer model {model!r} (tokenizer.ggml.model{', ' + what if what else ''}) is not "
-                f"supported; quantlab runs {SUPPORTED}"
-            )
-        kind = MODELS[model]
-        pre_name, pre, flags = None, None, PreName("DEFAULT")
-        if kind == BPE:
-            pre_name = "gemma4" if model == "gemma4" else (md.get("tokenizer.ggml.pre") or "default")
-            if pre_name not in PRE_NAMES:
-                why = (
-                    f"llama.cpp runs it through {NOT_MAPPED[pre_name]}, not a regex"
-                    if pre_name in NOT_MAPPED
-                    else "llama.cpp 0.3.36 does not know it either"
-                )
-                raise ModelError(
-                    f"pre-tokenizer {pre_name!r} (tokenizer.ggml.pre) is not supported ({why}); "
-                    f"quantlab runs {SUPPORTED}"
-                )
-            flags = PRE_NAMES[pre_name]
-            pre = PRE_TYPES[flags.type]
-        try:
-            tokens = list(md["tokenizer.ggml.tokens"])
-            merges = list(md["tokenizer.ggml.merges"]) if kind == BPE else None
-        except KeyError as e:
-            raise ModelError(f"the GGUF metadata has no {e.args[0]}: cannot build the tokenizer") from None
-        for what, arr in (("tokenizer.ggml.tokens", tokens), ("tokenizer.ggml.merges", merges or [])):
-            if not all(isinstance(t, str) for t in arr):
-                raise ModelError(f"{what} must be an array of strings")
+        """The vocabulary as llama.cpp's ``llama_vocab::load`` sets it up from GGUF metadata, in its phases:
+        the tokenizer model and pre-tokenizer, the token arrays, the switches of the kind and pre-tokenizer,
+        the special ids, the add_* keys, the normalizer, the specials found by their text."""
+        model, kind = _tokenizer_model(md)
+        pre_name, pre, flags = _pre_tokenizer(md, model, kind)
+        tokens, merges = _token_arrays(md, kind)
         n = len(tokens)
-        if "" in tokens:
-            tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
-        types = md.get("tokenizer.ggml.token_type")
-        types = np.asarray(types, dtype=np.int32) if types is not None else np.full(n, NORMAL, dtype=np.int32)
-        if len(types) < n:
-            raise ModelError(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
-        types = types[:n]
-        attr = np.where((types >= 0) & (types < 256), _TYPE_ATTR[np.clip(types, 0, 255)], 0).astype(np.int32)
-        scores = md.get("tokenizer.ggml.scores")
-        scores = np.asarray(scores, dtype=np.float32)[:n] if scores is not None else None
-        if scores is not None and len(scores) < n:
-            raise ModelError(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
-
+        types, attr, scores = _token_types_and_scores(md, n)
         v = cls(
             model=model,
             kind=kind,
@@ -248,30 +211,9 @@ class Vocab:
             scores=scores,
             merges=merges,
         )
-        # 2. switches by kind / pre-tokenizer name
-        if kind == SPM:
-            v.add_space_prefix, v.add_bos = True, True
-        elif kind == WPM:
-            v.add_bos, v.add_sep, v.clean_spaces = True, True, True
-        else:
-            v.ignore_merges, v.add_bos, v.add_sep = flags.ignore_merges, flags.add_bos, flags.add_sep
-            v.clean_spaces, v.escape_whitespaces = flags.clean_spaces, flags.escape_whitespaces
-        v.add_space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", v.add_space_prefix))
-        # 4. special ids: defaults, disabled when out of range, then the keys
-        ids = {a: None for a, _ in _ID_KEYS}
-        ids.update(_DEFAULT_IDS["gemma4" if model == "gemma4" else kind])
-        if flags.no_bos:
-            ids["bos"] = None
-        for a, key in _ID_KEYS:
-            if ids[a] is not None and ids[a] >= n:
-                ids[a] = None
-            val = md.get(f"tokenizer.ggml.{key}_token_id")
-            if val is not None and not isinstance(val, (int, np.integer)):
-                raise ModelError(f"tokenizer.ggml.{key}_token_id must be an integer, got {val!r}")
-            if val is not None and 0 <= int(val) < n:
-                ids[a] = int(val)
-        # 3. add_bos / add_eos / add_sep only when present
-        for a in ("add_bos", "add_eos", "add_sep"):
+        v._set_switches(md, flags)
+        v.ids = _special_ids(md, model, kind, flags, n)
+        for a in ("add_bos", "add_eos", "add_sep"):  # only when present
             val = md.get(f"tokenizer.ggml.{a}_token")
             if val is not None:
                 setattr(v, a, bool(val))
@@ -279,9 +221,19 @@ class Vocab:
             v.add_bos = True
         v.lowercase = bool(md.get("tokenizer.ggml.normalizer.lowercase", True))
         v.strip_accents = bool(md.get("tokenizer.ggml.normalizer.strip_accents", v.lowercase))
-        v.ids = ids
         v._special_by_text(md)
         return v
+
+    def _set_switches(self, md, flags: PreName) -> None:
+        """add_bos / add_sep / space prefix / clean-up as the kind (and a BPE pre-tokenizer's name) sets them."""
+        if self.kind == SPM:
+            self.add_space_prefix, self.add_bos = True, True
+        elif self.kind == WPM:
+            self.add_bos, self.add_sep, self.clean_spaces = True, True, True
+        else:
+            self.ignore_merges, self.add_bos, self.add_sep = flags.ignore_merges, flags.add_bos, flags.add_sep
+            self.clean_spaces, self.escape_whitespaces = flags.clean_spaces, flags.escape_whitespaces
+        self.add_space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", self.add_space_prefix))
 
     def _special_by_text(self, md) -> None:
         ids, attr, t2i = self.ids, self.attr, self.token_to_id
@@ -341,3 +293,80 @@ class Vocab:
                     attr[t2i[t]] = attr[t2i[t]] | A_RSTRIP if on else attr[t2i[t]] & ~A_RSTRIP
         elif "modern-bert" in name and "[MASK]" in t2i:
             attr[t2i["[MASK]"]] |= A_LSTRIP
+
+
+def _tokenizer_model(md) -> tuple:
+    """(tokenizer.ggml.model, its kind: SPM, BPE, WPM ...); a model quantlab does not run is refused by name."""
+    model = md.get("tokenizer.ggml.model")
+    if model not in MODELS:
+        what = _REFUSED_MODELS.get(model)
+        raise ModelError(
+            f"tokenizer model {model!r} (tokenizer.ggml.model{', ' + what if what else ''}) is not "
+            f"supported; quantlab runs {SUPPORTED}"
+        )
+    return model, MODELS[model]
+
+
+def _pre_tokenizer(md, model, kind) -> tuple:
+    """(tokenizer.ggml.pre name, its regex set, its flags) of a BPE vocabulary; (None, None, defaults) else."""
+    if kind != BPE:
+        return None, None, PreName("DEFAULT")
+    pre_name = "gemma4" if model == "gemma4" else (md.get("tokenizer.ggml.pre") or "default")
+    if pre_name not in PRE_NAMES:
+        why = (
+            f"llama.cpp runs it through {NOT_MAPPED[pre_name]}, not a regex"
+            if pre_name in NOT_MAPPED
+            else "llama.cpp 0.3.36 does not know it either"
+        )
+        raise ModelError(
+            f"pre-tokenizer {pre_name!r} (tokenizer.ggml.pre) is not supported ({why}); quantlab runs {SUPPORTED}"
+        )
+    flags = PRE_NAMES[pre_name]
+    return pre_name, PRE_TYPES[flags.type], flags
+
+
+def _token_arrays(md, kind) -> tuple:
+    """(tokens, merges: BPE only) as lists of str; an empty token gets llama.cpp's ``[EMPTY_i]`` name."""
+    try:
+        tokens = list(md["tokenizer.ggml.tokens"])
+        merges = list(md["tokenizer.ggml.merges"]) if kind == BPE else None
+    except KeyError as e:
+        raise ModelError(f"the GGUF metadata has no {e.args[0]}: cannot build the tokenizer") from None
+    for what, arr in (("tokenizer.ggml.tokens", tokens), ("tokenizer.ggml.merges", merges or [])):
+        if not all(isinstance(t, str) for t in arr):
+            raise ModelError(f"{what} must be an array of strings")
+    if "" in tokens:
+        tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+    return tokens, merges
+
+
+def _token_types_and_scores(md, n: int) -> tuple:
+    """(token types, their attributes, scores or None) for ``n`` tokens; a shorter array is refused."""
+    types = md.get("tokenizer.ggml.token_type")
+    types = np.asarray(types, dtype=np.int32) if types is not None else np.full(n, NORMAL, dtype=np.int32)
+    if len(types) < n:
+        raise ModelError(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
+    types = types[:n]
+    attr = np.where((types >= 0) & (types < 256), _TYPE_ATTR[np.clip(types, 0, 255)], 0).astype(np.int32)
+    scores = md.get("tokenizer.ggml.scores")
+    scores = np.asarray(scores, dtype=np.float32)[:n] if scores is not None else None
+    if scores is not None and len(scores) < n:
+        raise ModelError(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
+    return types, attr, scores
+
+
+def _special_ids(md, model, kind, flags: PreName, n: int) -> dict:
+    """bos/eos/... ids: the kind's defaults (disabled when out of range), then the metadata's keys."""
+    ids = {a: None for a, _ in _ID_KEYS}
+    ids.update(_DEFAULT_IDS["gemma4" if model == "gemma4" else kind])
+    if flags.no_bos:
+        ids["bos"] = None
+    for a, key in _ID_KEYS:
+        if ids[a] is not None and ids[a] >= n:
+            ids[a] = None
+        val = md.get(f"tokenizer.ggml.{key}_token_id")
+        if val is not None and not isinstance(val, (int, np.integer)):
+            raise ModelError(f"tokenizer.ggml.{key}_token_id must be an integer, got {val!r}")
+        if val is not None and 0 <= int(val) < n:
+            ids[a] = int(val)
+    return ids
