@@ -105,7 +105,7 @@ class Linear:
 
         Batches of at least ``gk.MIN_ROWS`` rows of the formats in ``gk.EXACT`` take the panel GEMM of
         kernels/gemm.py instead: the row kernels' very bytes (tests/test_gemm.py), each weight block
-        decoded once per 4 activation rows instead of once per row."""
+        decoded once per gk.TILE activation rows instead of once per row."""
         T = x.shape[0]
         out = np.empty((T, self.rows), dtype=np.float32)
         streamed = self.stream and self.source is not None
