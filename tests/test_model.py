@@ -543,6 +543,9 @@ ARCH_EXTRA = {
 }
 
 
+DECODE_ARCHS = ("llama", "qwen2")  # families whose one-token forward is kernels.decode.token
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3", "phi3"])
 def test_architectures_generation_and_prompt_paths_agree(tmp_path, arch):
     """Each family on a tiny random model with Q8_0 matrices: 40 tokens one at a time (the decode path)
@@ -561,6 +564,8 @@ def test_architectures_generation_and_prompt_paths_agree(tmp_path, arch):
     m = qm.load(_tiny_model(tmp_path, arch, extra=extra, qtype=gguf.GGMLQuantizationType.Q8_0))
     assert m.config.arch == arch and m.config.head_dim == 32 and m.config.n_embd // m.config.n_head == 16
     assert m.layers[0].wd.format.name == "Q8_0"
+    if arch in DECODE_ARCHS:  # the one-token side really runs kernels.decode.token
+        assert m._decode_plan() is not None
     if arch == "gemma3":
         assert [L.n_swa for L in m.layers] == [8, 0]
     ids = np.random.default_rng(5).integers(0, m.n_vocab, 40)

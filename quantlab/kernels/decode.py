@@ -66,6 +66,14 @@ def _product(x, Ws, kinds, tss, vt, out, par, nt):
 
 
 @njit(cache=True)
+def _add_bias(y, c0, b):
+    """y[t, c0 + i] += b[i] for every row t (nothing when b is empty: no bias)."""
+    for t in range(y.shape[0]):
+        for i in range(b.shape[0]):
+            y[t, c0 + i] = y[t, c0 + i] + b[i]
+
+
+@njit(cache=True)
 def attn_in(
     x,
     norm_w,
@@ -74,6 +82,9 @@ def attn_in(
     kinds,
     tss,
     vt,
+    bq,
+    bk,
+    bv,
     H,
     Hkv,
     D,
@@ -91,13 +102,17 @@ def attn_in(
     nt,
 ):
     """Attention input of a layer for x [T, E]: returns q [T, H, D] (RoPE applied); k, v (RoPE on k)
-    are stored into the fp16 caches kc / vc at positions p0 .. p0 + T - 1."""
+    are stored into the fp16 caches kc / vc at positions p0 .. p0 + T - 1. bq / bk / bv: the Q, K, V
+    biases (qwen2), empty when the layer has none."""
     T = x.shape[0]
     h = np.empty_like(x)
     lk.rms_norm(x, norm_w, eps, h)
     nq, nk = H * D, Hkv * D
     y = np.empty((T, nq + 2 * nk), dtype=np.float32)
-    _product(h, Ws, kinds, tss, vt, y, par, nt)
+    _product(h, Ws, kinds, tss, vt, y, par, nt)  # Q | K | V, one stacked product
+    _add_bias(y, 0, bq)  # + biases (qwen2), float32 adds as the general forward's ``q += bq``
+    _add_bias(y, nq, bk)
+    _add_bias(y, nq + nk, bv)
     q = np.empty((T, H, D), dtype=np.float32)
     k = np.empty((T, Hkv, D), dtype=np.float32)
     v = np.empty((T, Hkv, D), dtype=np.float32)
@@ -153,9 +168,10 @@ def token(x, layers, kc, vc, pos, p0, scale, H, Hkv, D, F, eps, out_norm, head, 
         L = layers[li]
         qkv, wo, gu, wd = L[0], L[1], L[2], L[3]
         attn_norm, ffn_norm = L[4], L[5]
-        n_rot, theta_scale, freq_scale, ff, mscale, neox, n_swa = L[6], L[7], L[8], L[9], L[10], L[11], L[12]
+        bq, bk, bv = L[6], L[7], L[8]
+        n_rot, theta_scale, freq_scale, ff, mscale, neox, n_swa = L[9], L[10], L[11], L[12], L[13], L[14], L[15]
         q = attn_in(
-            x, attn_norm, eps, qkv[0], qkv[1], qkv[2], qkv[3], H, Hkv, D, pos, n_rot, theta_scale,
+            x, attn_norm, eps, qkv[0], qkv[1], qkv[2], qkv[3], bq, bk, bv, H, Hkv, D, pos, n_rot, theta_scale,
             freq_scale, ff, mscale, neox, kc[li], vc[li], p0, par, nt,
         )  # fmt: skip
         if par and T * H * (p0 + T) >= ATTN_PAR_MIN:

@@ -419,11 +419,12 @@ class Model:
     def _decode_plan(self):
         """The arguments of kernels.decode.token for this model, worked out once, as (layers, head,
         typed lists by context): per layer its four products (weights as read-only views, kinds,
-        activation types) and norm weights (:meth:`_decode_layers` adds RoPE parameters and window and
-        makes the numba typed list); the output product (None: the output matrix has no integer
-        kernel, or a bias / soft-cap follows, and the logits are made in Python). None when
-        this model needs the general forward for one token (a fused Q/K/V or gate/up matrix, biases,
-        per-head or post norms, GeGLU, a format or format mix without one stacked integer product)."""
+        activation types), norm weights and Q/K/V biases (empty when absent) (:meth:`_decode_layers` adds
+        RoPE parameters and window and makes the numba typed list); the output product (None: the output
+        matrix has no integer kernel, or a bias / soft-cap follows, and the logits are made in Python).
+        None when this model needs the general forward for one token (a fused Q/K/V or gate/up matrix,
+        output / FFN biases, per-head or post norms, GeGLU, q pre-scaling, a format or format mix without
+        one stacked integer product)."""
         plan = getattr(self, "_decode", False)
         if plan is not False:
             return plan
@@ -446,14 +447,13 @@ class Model:
 
         layers = []
         for L in self.layers:
-            if L.wqkv is not None or any(
-                getattr(L, b) is not None for b in ("bqkv", "bq", "bk", "bv", "bo", "bg", "bu", "bd")
-            ):
+            if L.wqkv is not None or any(getattr(L, b) is not None for b in ("bqkv", "bo", "bg", "bu", "bd")):
                 return None
             parts = (product([L.wq, L.wk, L.wv]), product([L.wo]), product([L.wg, L.wu]), product([L.wd]))
             if any(p is None for p in parts):
                 return None
-            layers.append(parts + (L.attn_norm, L.ffn_norm))
+            biases = tuple(np.zeros(0, np.float32) if b is None else np.array(b) for b in (L.bq, L.bk, L.bv))
+            layers.append(parts + (L.attn_norm, L.ffn_norm) + biases)
         head = product([self.output]) if self.output_b is None and not cfg.logit_softcap else None
         self._decode = (layers, head, {})
         return self._decode
