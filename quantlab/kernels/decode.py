@@ -7,12 +7,17 @@ microseconds of dispatch and a numpy temporary, which at SmolLM2's size (30 laye
 on 2 threads) is a sizeable share of the token. Here :func:`token` runs every layer and then the
 output norm and output product as compiled code, one call a token; a layer is
 
-* :func:`attn_in`: ``h = rms_norm(x) * attn_norm``; Q, K, V = one stacked integer product of h; RoPE
-  on q and k, k and v stored in the fp16 cache -> q;
+* :func:`attn_in`: ``h = rms_norm(x) * attn_norm``; Q, K, V = one stacked integer product of h,
+  + the Q/K/V biases (qwen2); per-head RMSNorm of q and k (qwen3); RoPE on q and k, k and v stored in
+  the fp16 cache -> q;
 * kernels.attn's few-row attention (ggml's one_chunk numerics; its query rows on threads from
   :data:`ATTN_PAR_MIN` (query row, key) pairs on);
 * :func:`attn_out_ffn`: ``x += Wo a``; ``h = rms_norm(x) * ffn_norm``; gate, up = one stacked product;
   ``x += Wdown (silu(gate) * up)``, x updated in place.
+
+Covered: llama, qwen2 (Q/K/V biases) and qwen3 (per-head q/k norms) layers. A model with fused
+Q|K|V or gate|up matrices or q pre-scaling (phi3), post norms, GeGLU or an embedding scale (gemma3),
+or output / FFN biases runs the general forward (Model._decode_plan returns None for it).
 
 Every step is the same kernel the step-by-step path calls (kernels.llama's rms_norm / rope_store /
 swiglu, kernels.act's quantizers, kernels.matmul's row drivers, kernels.attn's rows), in the same order
@@ -74,6 +79,15 @@ def _add_bias(y, c0, b):
 
 
 @njit(cache=True)
+def _head_norm(x, w, eps):
+    """RMSNorm over each head's D values of x [T, n, D] (rows of D: kernels.llama.rms_norm)."""
+    T, n, D = x.shape
+    out = np.empty((T * n, D), dtype=np.float32)
+    lk.rms_norm(x.reshape(T * n, D), w, eps, out)
+    return out.reshape(T, n, D)
+
+
+@njit(cache=True)
 def attn_in(
     x,
     norm_w,
@@ -85,6 +99,8 @@ def attn_in(
     bq,
     bk,
     bv,
+    qn,
+    kn,
     H,
     Hkv,
     D,
@@ -103,7 +119,7 @@ def attn_in(
 ):
     """Attention input of a layer for x [T, E]: returns q [T, H, D] (RoPE applied); k, v (RoPE on k)
     are stored into the fp16 caches kc / vc at positions p0 .. p0 + T - 1. bq / bk / bv: the Q, K, V
-    biases (qwen2), empty when the layer has none."""
+    biases (qwen2), qn / kn: the per-head q / k RMSNorm weights (qwen3), each empty when absent."""
     T = x.shape[0]
     h = np.empty_like(x)
     lk.rms_norm(x, norm_w, eps, h)
@@ -122,6 +138,9 @@ def attn_in(
         for i in range(nk):
             k[t, i // D, i % D] = y[t, nq + i]
             v[t, i // D, i % D] = y[t, nq + nk + i]
+    if qn.shape[0] > 0:  # per-head q, k RMSNorm before RoPE (qwen3), as the general forward's ops.head_norm
+        q = _head_norm(q, qn, eps)
+        k = _head_norm(k, kn, eps)
     lk.rope_store(q, k, v, pos, n_rot, theta_scale, freq_scale, ff, mscale, neox, kc, vc, p0)
     return q
 
@@ -168,10 +187,10 @@ def token(x, layers, kc, vc, pos, p0, scale, H, Hkv, D, F, eps, out_norm, head, 
         L = layers[li]
         qkv, wo, gu, wd = L[0], L[1], L[2], L[3]
         attn_norm, ffn_norm = L[4], L[5]
-        bq, bk, bv = L[6], L[7], L[8]
-        n_rot, theta_scale, freq_scale, ff, mscale, neox, n_swa = L[9], L[10], L[11], L[12], L[13], L[14], L[15]
+        bq, bk, bv, qn, kn = L[6], L[7], L[8], L[9], L[10]
+        n_rot, theta_scale, freq_scale, ff, mscale, neox, n_swa = L[11], L[12], L[13], L[14], L[15], L[16], L[17]
         q = attn_in(
-            x, attn_norm, eps, qkv[0], qkv[1], qkv[2], qkv[3], bq, bk, bv, H, Hkv, D, pos, n_rot, theta_scale,
+            x, attn_norm, eps, qkv[0], qkv[1], qkv[2], qkv[3], bq, bk, bv, qn, kn, H, Hkv, D, pos, n_rot, theta_scale,
             freq_scale, ff, mscale, neox, kc[li], vc[li], p0, par, nt,
         )  # fmt: skip
         if par and T * H * (p0 + T) >= ATTN_PAR_MIN:

@@ -419,18 +419,18 @@ class Model:
     def _decode_plan(self):
         """The arguments of kernels.decode.token for this model, worked out once, as (layers, head,
         typed lists by context): per layer its four products (weights as read-only views, kinds,
-        activation types), norm weights and Q/K/V biases (empty when absent) (:meth:`_decode_layers` adds
-        RoPE parameters and window and makes the numba typed list); the output product (None: the output
-        matrix has no integer kernel, or a bias / soft-cap follows, and the logits are made in Python).
-        None when this model needs the general forward for one token (a fused Q/K/V or gate/up matrix,
-        output / FFN biases, per-head or post norms, GeGLU, q pre-scaling, a format or format mix without
-        one stacked integer product)."""
+        activation types), norm weights, Q/K/V biases and per-head q/k norm weights (those four empty
+        when absent) (:meth:`_decode_layers` adds RoPE parameters and window and makes the numba typed
+        list); the output product (None: the output matrix has no integer kernel, or a bias / soft-cap
+        follows, and the logits are made in Python). None when this model needs the general forward
+        for one token (a fused Q/K/V or gate/up matrix, output / FFN biases, post norms, GeGLU, q
+        pre-scaling, a format or format mix without one stacked integer product)."""
         plan = getattr(self, "_decode", False)
         if plan is not False:
             return plan
         self._decode = None
         spec, cfg = self.spec, self.config
-        if spec.qk_norm or spec.post_norms or spec.act != "silu" or spec.fused_gate_up or spec.q_prescale:
+        if spec.post_norms or spec.embd_scale or spec.act != "silu" or spec.fused_gate_up or spec.q_prescale:
             return None
 
         def product(lins):
@@ -452,8 +452,9 @@ class Model:
             parts = (product([L.wq, L.wk, L.wv]), product([L.wo]), product([L.wg, L.wu]), product([L.wd]))
             if any(p is None for p in parts):
                 return None
-            biases = tuple(np.zeros(0, np.float32) if b is None else np.array(b) for b in (L.bq, L.bk, L.bv))
-            layers.append(parts + (L.attn_norm, L.ffn_norm) + biases)
+            extra = (L.bq, L.bk, L.bv, L.q_norm, L.k_norm)  # biases (qwen2), per-head norms (qwen3)
+            extra = tuple(np.zeros(0, np.float32) if b is None else np.array(b) for b in extra)
+            layers.append(parts + (L.attn_norm, L.ffn_norm) + extra)
         head = product([self.output]) if self.output_b is None and not cfg.logit_softcap else None
         self._decode = (layers, head, {})
         return self._decode
