@@ -168,21 +168,33 @@ def attn_out_ffn(x, a, Wo, ko, tso, vto, norm_w, eps, Wgu, kgu, tsgu, vtgu, F, W
             x[t, j] = x[t, j] + y[t, j]
 
 
+@njit(cache=True)
+def _scale(q, scale):
+    """q [T, H, D] *= scale in place."""
+    T, H, D = q.shape
+    for t in range(T):
+        for h in range(H):
+            for d in range(D):
+                q[t, h, d] = q[t, h, d] * scale
+
+
 # attention's query rows run on threads from this many (query row, key) pairs on (a token's rows at a
 # short context cost less than waking a thread)
 ATTN_PAR_MIN = 256
 
 
 @njit(cache=True)
-def token(x, layers, kc, vc, pos, p0, scale, H, Hkv, D, F, eps, out_norm, head, logits, do_logits, par, nt):
+def token(x, layers, kc, vc, pos, p0, scale, prescale, H, Hkv, D, F, eps, out_norm, head, logits, do_logits, par, nt):
     """One token (x [1, E], updated in place) through every layer, then the output norm (into x) and,
     ``do_logits``, the output product ``head`` (a product tuple, see below) into ``logits`` [1, n_vocab]. ``layers``: a typed list with one
     tuple per layer (see Model._decode_plan): its four products (Q|K|V, Wo, gate|up, down) as
     ``(Ws, kinds, tss, vt)``, the two norm weights, its RoPE parameters and sliding window.
-    kc / vc: the fp16 caches of all layers [n_layer, n, Hkv, D]. Each step is the step-by-step
+    kc / vc: the fp16 caches of all layers [n_layer, n, Hkv, D]. ``prescale`` (phi3): q * scale after
+    RoPE, then attention with scale 1, as the general forward does. Each step is the step-by-step
     path's kernel (attn_in, kernels.attn's few-row attention, attn_out_ffn), in the same order."""
     T = x.shape[0]
     a = np.empty((T, H, D), dtype=np.float32)
+    qk_scale = np.float32(1.0) if prescale else scale  # the scale attention applies to q.k
     for li in range(len(layers)):
         L = layers[li]
         qkv, wo, gu, wd = L[0], L[1], L[2], L[3]
@@ -193,10 +205,12 @@ def token(x, layers, kc, vc, pos, p0, scale, H, Hkv, D, F, eps, out_norm, head, 
             x, attn_norm, eps, qkv[0], qkv[1], qkv[2], qkv[3], bq, bk, bv, qn, kn, H, Hkv, D, pos, n_rot, theta_scale,
             freq_scale, ff, mscale, neox, kc[li], vc[li], p0, par, nt,
         )  # fmt: skip
+        if prescale:  # phi3: q * scale (float32 products, as the general forward's ``q *= scale``)
+            _scale(q, scale)
         if par and T * H * (p0 + T) >= ATTN_PAR_MIN:
-            fa.attention_rows_par(q, kc[li], vc[li], n_swa, p0, scale, a, nt)
+            fa.attention_rows_par(q, kc[li], vc[li], n_swa, p0, qk_scale, a, nt)
         else:
-            fa.attention_rows(q, kc[li], vc[li], n_swa, p0, scale, a)
+            fa.attention_rows(q, kc[li], vc[li], n_swa, p0, qk_scale, a)
         attn_out_ffn(
             x, a.reshape(T, H * D), wo[0], wo[1], wo[2], wo[3], ffn_norm, eps, gu[0], gu[1], gu[2], gu[3], F,
             wd[0], wd[1], wd[2], wd[3], par, nt,

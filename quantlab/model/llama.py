@@ -430,7 +430,7 @@ class Model:
             return plan
         self._decode = None
         spec, cfg = self.spec, self.config
-        if spec.post_norms or spec.embd_scale or spec.act != "silu" or spec.fused_gate_up or spec.q_prescale:
+        if spec.post_norms or spec.embd_scale or spec.act != "silu":
             return None
 
         def product(lins):
@@ -447,12 +447,18 @@ class Model:
 
         layers = []
         for L in self.layers:
-            if L.wqkv is not None or any(getattr(L, b) is not None for b in ("bqkv", "bo", "bg", "bu", "bd")):
+            if any(getattr(L, b) is not None for b in ("bo", "bg", "bu", "bd")):
                 return None
-            parts = (product([L.wq, L.wk, L.wv]), product([L.wo]), product([L.wg, L.wu]), product([L.wd]))
+            qkv = [L.wqkv] if L.wqkv is not None else [L.wq, L.wk, L.wv]  # fused Q|K|V rows (phi3)
+            gu = [L.wu] if L.wg is None else [L.wg, L.wu]  # fused gate|up rows (phi3)
+            parts = (product(qkv), product([L.wo]), product(gu), product([L.wd]))
             if any(p is None for p in parts):
                 return None
-            extra = (L.bq, L.bk, L.bv, L.q_norm, L.k_norm)  # biases (qwen2), per-head norms (qwen3)
+            bq, bk, bv = L.bq, L.bk, L.bv
+            if L.bqkv is not None:  # a fused bias: its Q, K, V slices (the same per-value adds)
+                nq, nk = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+                bq, bk, bv = L.bqkv[:nq], L.bqkv[nq : nq + nk], L.bqkv[nq + nk :]
+            extra = (bq, bk, bv, L.q_norm, L.k_norm)  # biases (qwen2), per-head norms (qwen3)
             extra = tuple(np.zeros(0, np.float32) if b is None else np.array(b) for b in extra)
             layers.append(parts + (L.attn_norm, L.ffn_norm) + extra)
         head = product([self.output]) if self.output_b is None and not cfg.logit_softcap else None
@@ -491,8 +497,9 @@ class Model:
         try:
             t0 = perf_counter()
             dk.token(
-                x, layers, cache.k, cache.v, pos, p0, scale, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_ff,
-                cfg.eps, self.output_norm, head if head is not None else layers[0][3], y, in_head, par, nt,
+                x, layers, cache.k, cache.v, pos, p0, scale, bool(self.spec.q_prescale), cfg.n_head,
+                cfg.n_head_kv, cfg.head_dim, cfg.n_ff, cfg.eps, self.output_norm,
+                head if head is not None else layers[0][3], y, in_head, par, nt,
             )  # fmt: skip
             if nt > 1:
                 mm.POLICY.record(key, par, 1 << 30, perf_counter() - t0)
