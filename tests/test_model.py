@@ -543,7 +543,7 @@ ARCH_EXTRA = {
 }
 
 
-DECODE_ARCHS = ("llama", "qwen2", "qwen3", "phi3")  # families whose one-token forward is kernels.decode.token
+DECODE_ARCHS = ("llama", "qwen2", "qwen3", "gemma3", "phi3")  # families whose one-token forward is kernels.decode.token
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3", "phi3"])

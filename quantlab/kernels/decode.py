@@ -7,17 +7,19 @@ microseconds of dispatch and a numpy temporary, which at SmolLM2's size (30 laye
 on 2 threads) is a sizeable share of the token. Here :func:`token` runs every layer and then the
 output norm and output product as compiled code, one call a token; a layer is
 
-* :func:`attn_in`: ``h = rms_norm(x) * attn_norm``; Q, K, V = one stacked integer product of h,
-  + the Q/K/V biases (qwen2); per-head RMSNorm of q and k (qwen3); RoPE on q and k, k and v stored in
-  the fp16 cache -> q;
+* :func:`attn_in`: ``h = rms_norm(x) * attn_norm``; Q, K, V = one stacked integer product of h (or
+  one fused Q|K|V matrix, phi3), + the Q/K/V biases (qwen2); per-head RMSNorm of q and k (qwen3,
+  gemma3); RoPE on q and k, k and v stored in the fp16 cache -> q; q * scale (phi3, gemma3);
 * kernels.attn's few-row attention (ggml's one_chunk numerics; its query rows on threads from
   :data:`ATTN_PAR_MIN` (query row, key) pairs on);
-* :func:`attn_out_ffn`: ``x += Wo a``; ``h = rms_norm(x) * ffn_norm``; gate, up = one stacked product;
-  ``x += Wdown (silu(gate) * up)``, x updated in place.
+* :func:`attn_out_ffn`: ``x += Wo a`` (Wo a normed first: gemma3's post-attention norm);
+  ``h = rms_norm(x) * ffn_norm``; gate, up = one stacked product (or one fused gate|up matrix, phi3);
+  ``x += Wdown (act(gate) * up)`` (SwiGLU, or GeGLU for gemma3; the down product normed first:
+  gemma3's post-FFN norm), x updated in place.
 
-Covered: llama, qwen2 (Q/K/V biases) and qwen3 (per-head q/k norms) layers. A model with fused
-Q|K|V or gate|up matrices or q pre-scaling (phi3), post norms, GeGLU or an embedding scale (gemma3),
-or output / FFN biases runs the general forward (Model._decode_plan returns None for it).
+Covered: the layers of all five families (llama, qwen2, qwen3, gemma3, phi3; gemma3's embedding scale
+is applied in Python before the call). A model with output-projection or FFN biases, or a format mix
+without one stacked integer product, runs the general forward (Model._decode_plan returns None).
 
 Every step is the same kernel the step-by-step path calls (kernels.llama's rms_norm / rope_store /
 swiglu, kernels.act's quantizers, kernels.matmul's row drivers, kernels.attn's rows), in the same order
@@ -146,26 +148,45 @@ def attn_in(
 
 
 @njit(cache=True)
-def attn_out_ffn(x, a, Wo, ko, tso, vto, norm_w, eps, Wgu, kgu, tsgu, vtgu, F, Wd, kd, tsd, vtd, par, nt):
+def attn_out_ffn(
+    x, a, Wo, ko, tso, vto, post_attn_w, norm_w, eps, Wgu, kgu, tsgu, vtgu, F, gelu_tab, Wd, kd, tsd, vtd,
+    post_ffn_w, par, nt,
+):  # fmt: skip
     """The rest of the layer, x [T, E] updated in place: x += Wo a; h = rms_norm(x) * norm_w;
-    gate | up = Wgu h (gate rows first, F each); x += Wd (silu(gate) * up)."""
+    gate | up = Wgu h (gate rows first, F each); x += Wd (act(gate) * up). post_attn_w / post_ffn_w:
+    gemma3's norms of Wo a and of the down product before each residual (empty: none); gelu_tab:
+    kernels.llama.geglu's table (gemma3's GeGLU; empty: SwiGLU)."""
     T, E = x.shape
     y = np.empty((T, E), dtype=np.float32)
-    _product(a, Wo, ko, tso, vto, y, par, nt)
-    for t in range(T):
+    _product(a, Wo, ko, tso, vto, y, par, nt)  # attention output projection
+    if post_attn_w.shape[0] > 0:  # gemma3: post-attention norm
+        y = _norm(y, post_attn_w, eps)
+    for t in range(T):  # residual
         for j in range(E):
             x[t, j] = x[t, j] + y[t, j]
-    h = np.empty_like(x)
-    lk.rms_norm(x, norm_w, eps, h)
+    h = _norm(x, norm_w, eps)  # FFN input norm
     gu = np.empty((T, 2 * F), dtype=np.float32)
-    _product(h, Wgu, kgu, tsgu, vtgu, gu, par, nt)
+    _product(h, Wgu, kgu, tsgu, vtgu, gu, par, nt)  # gate | up
     g = np.ascontiguousarray(gu[:, :F])
     u = np.ascontiguousarray(gu[:, F:])
-    lk.swiglu(g, u, g)
-    _product(g, Wd, kd, tsd, vtd, y, par, nt)
-    for t in range(T):
+    if gelu_tab.shape[0] > 0:  # act(gate) * up
+        lk.geglu(g, u, gelu_tab, g)
+    else:
+        lk.swiglu(g, u, g)
+    _product(g, Wd, kd, tsd, vtd, y, par, nt)  # down projection
+    if post_ffn_w.shape[0] > 0:  # gemma3: post-FFN norm
+        y = _norm(y, post_ffn_w, eps)
+    for t in range(T):  # residual
         for j in range(E):
             x[t, j] = x[t, j] + y[t, j]
+
+
+@njit(cache=True)
+def _norm(x, w, eps):
+    """rms_norm(x) * w into a new array (kernels.llama.rms_norm)."""
+    h = np.empty_like(x)
+    lk.rms_norm(x, w, eps, h)
+    return h
 
 
 @njit(cache=True)
@@ -184,11 +205,14 @@ ATTN_PAR_MIN = 256
 
 
 @njit(cache=True)
-def token(x, layers, kc, vc, pos, p0, scale, prescale, H, Hkv, D, F, eps, out_norm, head, logits, do_logits, par, nt):
+def token(
+    x, layers, kc, vc, pos, p0, scale, prescale, H, Hkv, D, F, eps, gelu_tab, out_norm, head, logits, do_logits, par, nt
+):  # fmt: skip
     """One token (x [1, E], updated in place) through every layer, then the output norm (into x) and,
     ``do_logits``, the output product ``head`` (a product tuple, see below) into ``logits`` [1, n_vocab]. ``layers``: a typed list with one
     tuple per layer (see Model._decode_plan): its four products (Q|K|V, Wo, gate|up, down) as
-    ``(Ws, kinds, tss, vt)``, the two norm weights, its RoPE parameters and sliding window.
+    ``(Ws, kinds, tss, vt)``, the two norm weights, Q/K/V biases, q/k head-norm and post-norm weights
+    (empty when absent), its RoPE parameters and sliding window. gelu_tab: GeGLU's table (empty: SwiGLU).
     kc / vc: the fp16 caches of all layers [n_layer, n, Hkv, D]. ``prescale`` (phi3): q * scale after
     RoPE, then attention with scale 1, as the general forward does. Each step is the step-by-step
     path's kernel (attn_in, kernels.attn's few-row attention, attn_out_ffn), in the same order."""
@@ -200,7 +224,8 @@ def token(x, layers, kc, vc, pos, p0, scale, prescale, H, Hkv, D, F, eps, out_no
         qkv, wo, gu, wd = L[0], L[1], L[2], L[3]
         attn_norm, ffn_norm = L[4], L[5]
         bq, bk, bv, qn, kn = L[6], L[7], L[8], L[9], L[10]
-        n_rot, theta_scale, freq_scale, ff, mscale, neox, n_swa = L[11], L[12], L[13], L[14], L[15], L[16], L[17]
+        post_attn_w, post_ffn_w = L[11], L[12]
+        n_rot, theta_scale, freq_scale, ff, mscale, neox, n_swa = L[13], L[14], L[15], L[16], L[17], L[18], L[19]
         q = attn_in(
             x, attn_norm, eps, qkv[0], qkv[1], qkv[2], qkv[3], bq, bk, bv, qn, kn, H, Hkv, D, pos, n_rot, theta_scale,
             freq_scale, ff, mscale, neox, kc[li], vc[li], p0, par, nt,
@@ -212,8 +237,8 @@ def token(x, layers, kc, vc, pos, p0, scale, prescale, H, Hkv, D, F, eps, out_no
         else:
             fa.attention_rows(q, kc[li], vc[li], n_swa, p0, qk_scale, a)
         attn_out_ffn(
-            x, a.reshape(T, H * D), wo[0], wo[1], wo[2], wo[3], ffn_norm, eps, gu[0], gu[1], gu[2], gu[3], F,
-            wd[0], wd[1], wd[2], wd[3], par, nt,
+            x, a.reshape(T, H * D), wo[0], wo[1], wo[2], wo[3], post_attn_w, ffn_norm, eps, gu[0], gu[1], gu[2],
+            gu[3], F, gelu_tab, wd[0], wd[1], wd[2], wd[3], post_ffn_w, par, nt,
         )  # fmt: skip
     h = np.empty_like(x)
     lk.rms_norm(x, out_norm, eps, h)

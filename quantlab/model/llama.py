@@ -45,6 +45,7 @@ from .blocks import (
     Linear,
     Rope,
     _dequantize_any,
+    gelu_table,
     ops_for,
     threads,
 )
@@ -419,18 +420,19 @@ class Model:
     def _decode_plan(self):
         """The arguments of kernels.decode.token for this model, worked out once, as (layers, head,
         typed lists by context): per layer its four products (weights as read-only views, kinds,
-        activation types), norm weights, Q/K/V biases and per-head q/k norm weights (those four empty
-        when absent) (:meth:`_decode_layers` adds RoPE parameters and window and makes the numba typed
-        list); the output product (None: the output matrix has no integer kernel, or a bias / soft-cap
-        follows, and the logits are made in Python). None when this model needs the general forward
-        for one token (a fused Q/K/V or gate/up matrix, output / FFN biases, post norms, GeGLU, q
-        pre-scaling, a format or format mix without one stacked integer product)."""
+        activation types; a fused Q|K|V or gate|up matrix is a one-matrix product), norm weights, Q/K/V
+        biases, per-head q/k norm weights and post norm weights (those seven empty when absent)
+        (:meth:`_decode_layers` adds RoPE parameters and window and makes the numba typed list); the
+        output product (None: the output matrix has no integer kernel, or a bias / soft-cap follows,
+        and the logits are made in Python). None when this model needs the general forward for one
+        token (output / FFN biases, an activation other than SwiGLU / GeGLU, a format or format mix
+        without one stacked integer product)."""
         plan = getattr(self, "_decode", False)
         if plan is not False:
             return plan
         self._decode = None
         spec, cfg = self.spec, self.config
-        if spec.post_norms or spec.embd_scale or spec.act != "silu":
+        if spec.act not in ("silu", "gelu"):  # token() has SwiGLU and GeGLU
             return None
 
         def product(lins):
@@ -458,7 +460,8 @@ class Model:
             if L.bqkv is not None:  # a fused bias: its Q, K, V slices (the same per-value adds)
                 nq, nk = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
                 bq, bk, bv = L.bqkv[:nq], L.bqkv[nq : nq + nk], L.bqkv[nq + nk :]
-            extra = (bq, bk, bv, L.q_norm, L.k_norm)  # biases (qwen2), per-head norms (qwen3)
+            # biases (qwen2), per-head norms (qwen3, gemma3), post norms (gemma3)
+            extra = (bq, bk, bv, L.q_norm, L.k_norm, L.post_attn_norm, L.post_ffn_norm)
             extra = tuple(np.zeros(0, np.float32) if b is None else np.array(b) for b in extra)
             layers.append(parts + (L.attn_norm, L.ffn_norm) + extra)
         head = product([self.output]) if self.output_b is None and not cfg.logit_softcap else None
@@ -487,6 +490,9 @@ class Model:
         pos = np.arange(p0, p0 + 1)
         scale = np.float32(cfg.attn_scale or 1.0 / math.sqrt(cfg.head_dim))
         x = self.embed(tokens)
+        if self.spec.embd_scale:
+            x *= np.float32(math.sqrt(cfg.n_embd))  # gemma: embeddings * sqrt(n_embd), as forward()
+        gelu_tab = gelu_table() if self.spec.act == "gelu" else np.zeros(0, np.float32)  # GeGLU (gemma3)
         in_head = logits and head is not None
         y = np.empty((1, cfg.n_vocab if in_head else 0), dtype=np.float32)
         nt = numba.get_num_threads()
@@ -498,7 +504,7 @@ class Model:
             t0 = perf_counter()
             dk.token(
                 x, layers, cache.k, cache.v, pos, p0, scale, bool(self.spec.q_prescale), cfg.n_head,
-                cfg.n_head_kv, cfg.head_dim, cfg.n_ff, cfg.eps, self.output_norm,
+                cfg.n_head_kv, cfg.head_dim, cfg.n_ff, cfg.eps, gelu_tab, self.output_norm,
                 head if head is not None else layers[0][3], y, in_head, par, nt,
             )  # fmt: skip
             if nt > 1:
