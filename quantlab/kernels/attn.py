@@ -156,14 +156,7 @@ def attention_tiled(q, kc, vc, n_swa, pos0, scale, out):
     g = H // Hkv
     N = pos0 + T
     TK = FA_TILE_KV
-    n_tiles = (N + TK - 1) // TK
-    kt = np.zeros((Hkv, n_tiles, D, TK), dtype=np.float32)  # key tiles transposed (K_f32[dk][kv]), zero-padded
-    vf = np.zeros((Hkv, n_tiles * TK, D), dtype=np.float32)
-    for j in range(N):
-        for kh in range(Hkv):
-            for d in range(D):
-                kt[kh, j // TK, d, j % TK] = _half(kc[j, kh, d])
-                vf[kh, j, d] = _half(vc[j, kh, d])
+    kt, vf = _tiles(kc, vc, N, TK)  # key tiles transposed (K_f32[dk][kv]), values; zero-padded
     for th in prange(T * H):
         t = th // H
         h = th % H
