@@ -162,21 +162,27 @@ def test_small_and_batched_paths_agree(model):
     assert np.abs(batch - single).max() < 0.05 * np.abs(batch).max()
 
 
-def test_decode_path_equals_general_forward(model):
-    """One token at a time through kernels.decode (one compiled call a token) and through the
-    general forward (one op at a time): bit-identical logits, step after step."""
-    ids = model.tokenize("The quick brown fox jumps over")
-    assert model._decode_plan() is not None  # SmolLM2 (llama, one stacked product per step) has one
+def _one_token_at_a_time(model, ids, n_ctx):
+    """Logits of ids fed one token at a time, through the decode path and through the general forward."""
     out = {}
     for mode in ("decode", "general"):
         saved = model._decode
         if mode == "general":
             model._decode = None
         try:
-            c = model.new_cache(16)
+            c = model.new_cache(n_ctx)
             out[mode] = np.stack([model.forward([t], c)[0] for t in ids])
         finally:
             model._decode = saved
+    return out
+
+
+def test_decode_path_equals_general_forward(model):
+    """One token at a time through kernels.decode (one compiled call a token) and through the
+    general forward (one op at a time): bit-identical logits, step after step."""
+    ids = model.tokenize("The quick brown fox jumps over")
+    assert model._decode_plan() is not None  # SmolLM2 (llama, one stacked product per step) has one
+    out = _one_token_at_a_time(model, ids, 16)
     assert np.array_equal(out["decode"].view(np.uint32), out["general"].view(np.uint32))
 
 
@@ -191,17 +197,8 @@ def test_decode_path_threaded_equals_general_forward(model, monkeypatch):
     H = model.config.n_head
     assert H * 40 >= dk.ATTN_PAR_MIN  # the last tokens take attention_rows_par
     monkeypatch.setattr(mm.POLICY, "choose", lambda key: True)  # threaded on every token
-    out = {}
     with threads(2):
-        for mode in ("decode", "general"):
-            saved = model._decode
-            if mode == "general":
-                model._decode = None
-            try:
-                c = model.new_cache(64)
-                out[mode] = np.stack([model.forward([t], c)[0] for t in ids])
-            finally:
-                model._decode = saved
+        out = _one_token_at_a_time(model, ids, 64)
     assert np.array_equal(out["decode"].view(np.uint32), out["general"].view(np.uint32))
 
 
