@@ -253,6 +253,20 @@ def _ptr(context, builder, aty, aval, off, elt):
     return builder.gep(arr.data, [off], source_etype=elt)
 
 
+def _vload(context, builder, aty, val, off, vt, elt):
+    """The vector vt at element ``off`` of array ``val`` (elements of type elt)."""
+    return builder.load(builder.bitcast(_ptr(context, builder, aty, val, off, elt), vt.as_pointer()), align=4)
+
+
+def _store_hsum(context, builder, accs, extra, aout, outv, off):
+    """out[off .. off + 15] = ggml's hsum of the 8 lane accumulators, ((0+4)+(2+6)) + ((1+5)+(3+7)), + extra
+    (the min term; 0 for the formats without one), as _row_32 / _row_256."""
+    v = [builder.load(a) for a in accs]
+    h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
+    tot = builder.fadd(builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3])), extra)
+    builder.store(tot, builder.bitcast(_ptr(context, builder, aout, outv, off, _F), _V16F.as_pointer()), align=4)
+
+
 def _fma(builder, a, b, c):
     """a * b + c on <16 x float> with one rounding (vfmadd), as ggml's AVX2 kernels accumulate a block."""
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F] * 3), "llvm.fma.v16f32")
@@ -351,14 +365,9 @@ def _tile_intrinsic(kind):
                             sa = builder.sitofp(sa, _F)
                         mws = builder.fmul(mw, _splat(builder, sa, _V16F))
                         builder.store(builder.fadd(builder.load(accm[i]), mws), accm[i])
-            for i in range(TILE):
-                v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7))
-                h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
-                tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
-                tot = builder.fadd(tot, builder.load(accm[i]))  # + the min term (0 for the others), as _row_32
+            for i in range(TILE):  # + the min term (0 for the others)
                 oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
-                op = builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer())
-                builder.store(tot, op, align=4)
+                _store_hsum(context, builder, accs[i], builder.load(accm[i]), aout, outv, oo)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -527,7 +536,7 @@ def _tile_q45_k_sig(five, P, D, DM, SC, MN, qs, d, bp, out):
         psb = builder.mul(pv, nsb)  # (panel, super-block) index base
 
         def vload(aty, val, off, vt, elt):
-            return builder.load(builder.bitcast(_ptr(context, builder, aty, val, off, elt), vt.as_pointer()), align=4)
+            return _vload(context, builder, aty, val, off, vt, elt)
 
         with cgutils.for_range(builder, nsb) as loop:
             b = loop.index
@@ -614,12 +623,8 @@ def _tile_q45_k_sig(five, P, D, DM, SC, MN, qs, d, bp, out):
                     builder.fsub(builder.load(accm[i]), builder.fmul(dm, builder.sitofp(summs, _V16F))), accm[i]
                 )
         for i in range(TILE):
-            v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7))
-            h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
-            tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
-            tot = builder.fadd(tot, builder.load(accm[i]))
             oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
-            builder.store(tot, builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer()), align=4)
+            _store_hsum(context, builder, accs[i], builder.load(accm[i]), aout, outv, oo)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -717,7 +722,7 @@ def _tile_q6_k(typingctx, P, D, SC, C0, p, ua, d, out, t):
         psb = builder.mul(pv, nsb)
 
         def vload(aty, val, off, vt, elt):
-            return builder.load(builder.bitcast(_ptr(context, builder, aty, val, off, elt), vt.as_pointer()), align=4)
+            return _vload(context, builder, aty, val, off, vt, elt)
 
         with cgutils.for_range(builder, nsb) as loop:
             b = loop.index
@@ -761,13 +766,9 @@ def _tile_q6_k(typingctx, P, D, SC, C0, p, ua, d, out, t):
                     dd = builder.fmul(dw, das[i])  # d_w * d_a, as the row kernel's
                     acc = accs[i][g]
                     builder.store(builder.fadd(builder.load(acc), builder.fmul(builder.sitofp(ivs[i], _V16F), dd)), acc)
-        for i in range(TILE):
-            v = [builder.load(a) for a in accs[i]]  # ggml's hsum: ((0+4)+(2+6)) + ((1+5)+(3+7)), + 0 (acc)
-            h = [builder.fadd(v[k], v[k + 4]) for k in range(4)]
-            tot = builder.fadd(builder.fadd(h[0], h[2]), builder.fadd(h[1], h[3]))
-            tot = builder.fadd(tot, zero)
+        for i in range(TILE):  # + 0 (no min term)
             oo = builder.add(builder.mul(builder.add(tv, c(i)), Rp), builder.mul(pv, c(PANEL)))
-            builder.store(tot, builder.bitcast(_ptr(context, builder, aout, outv, oo, _F), _V16F.as_pointer()), align=4)
+            _store_hsum(context, builder, accs[i], zero, aout, outv, oo)
         return context.get_dummy_value()
 
     return sig, codegen
